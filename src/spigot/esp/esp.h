@@ -1,0 +1,82 @@
+// ESP tunnel-mode encapsulation and decapsulation (RFC 4303) of IPv4/IPv6 inner packets, with
+// 32-bit or 64-bit extended sequence numbers (RFC 4304) and the AEAD AAD of RFC 4106 5 /
+// RFC 7634 2.1, plus the UDP-encapsulation classifier of RFC 3948.
+//
+// Nothing here allocates: packets are transformed in place inside a caller's buffer that has
+// kSealHeadroom bytes before and kSealTailroom bytes after the inner packet.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "spigot/crypto/esp_cipher.h"
+#include "spigot/esp/constants.h"
+#include "spigot/esp/replay_window.h"
+
+namespace spigot::esp {
+
+// Why a packet was not delivered. Every rejection has a reason; callers count them.
+enum class Status : std::uint8_t {
+  kOk = 0,
+  kShort,          // shorter than header + IV + minimal payload + ICV
+  kMalformed,      // lengths not aligned, bad next header, inner packet inconsistent
+  kBadPadding,     // pad bytes not 1, 2, 3, ... (RFC 4303 2.4) or pad length too large
+  kBadIcv,         // integrity check failed
+  kReplay,         // duplicate, or older than the replay window
+  kUnknownSpi,     // no inbound SA for the SPI (decided by the caller's SA lookup)
+  kDummy,          // next header 59: a traffic-flow-confidentiality dummy, discard silently
+  kSeqExhausted,   // outbound: the sequence space is used up; the SA must be rekeyed
+  kNoRoom,         // the caller's buffer lacks head- or tailroom
+};
+const char* ToString(Status s);
+
+// A packet inside a larger buffer: bytes [offset, offset + length) of `buffer`.
+struct PacketView {
+  std::span<std::uint8_t> buffer;
+  std::size_t offset = 0;
+  std::size_t length = 0;
+
+  std::span<std::uint8_t> bytes() const { return buffer.subspan(offset, length); }
+};
+
+// Sending side of one SA.
+struct OutboundState {
+  std::uint32_t spi = 0;
+  bool esn = false;
+  // Next sequence number to send; the first packet carries 1 (RFC 4303 3.3.3).
+  std::uint64_t next_seq = 1;
+};
+
+// Receiving side of one SA.
+struct InboundState {
+  std::uint32_t spi = 0;
+  ReplayWindow replay;
+};
+
+// Length of the ESP packet that sealing `inner_len` bytes with `suite` produces.
+std::size_t SealedLength(crypto::EspSuite suite, std::size_t inner_len);
+
+// Encapsulates the inner packet `pkt` in place: on kOk, `pkt` describes the ESP packet (SPI
+// first). On kSeqExhausted nothing is sent and the SA must be replaced: the counter never
+// wraps (RFC 4303 3.3.3; 2^32 - 1 without ESN, 2^64 - 1 with it).
+Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundState& out,
+            std::uint8_t next_header, PacketView& pkt);
+
+// The SPI of an ESP packet, for the SA lookup that precedes Open(). False if too short.
+bool PeekSpi(std::span<const std::uint8_t> esp, std::uint32_t& spi);
+
+// Decapsulates the ESP packet `pkt` (SPI first) in place: checks length and alignment, the
+// replay window, the ICV, padding and next header, then updates the window. On kOk `pkt`
+// describes the inner IP packet and `next_header` is 4 or 41. On any other status nothing
+// may be delivered and the window is unchanged.
+Status Open(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, InboundState& in,
+            PacketView& pkt, std::uint8_t& next_header, std::uint64_t* seq_out = nullptr);
+
+// RFC 3948: what a datagram received on UDP 4500 carries.
+enum class UdpPayload : std::uint8_t { kIke, kEsp, kKeepalive, kMalformed };
+// For kIke, `inner` is the IKE message after the non-ESP marker; for kEsp, the ESP packet.
+UdpPayload ClassifyUdpEncap(std::span<const std::uint8_t> datagram,
+                            std::span<const std::uint8_t>& inner);
+
+}  // namespace spigot::esp
