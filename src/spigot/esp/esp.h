@@ -69,7 +69,8 @@ bool PeekSpi(std::span<const std::uint8_t> esp, std::uint32_t& spi);
 // Decapsulates the ESP packet `pkt` (SPI first) in place: checks length and alignment, the
 // replay window, the ICV, padding and next header, then updates the window. On kOk `pkt`
 // describes the inner IP packet and `next_header` is 4 or 41. On any other status nothing
-// may be delivered and the window is unchanged.
+// may be delivered. The window moves only for packets whose ICV verified (so also for an
+// authentic packet rejected afterwards for its padding or contents), never for forgeries.
 Status Open(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, InboundState& in,
             PacketView& pkt, std::uint8_t& next_header, std::uint64_t* seq_out = nullptr);
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs every Debian package spigot needs to build, test, fuzz and benchmark. Idempotent:
+# does nothing when all are present. Run as root on Debian 12.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libipsec-mb-dev libssl-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libspdlog-dev
+  libgtest-dev googletest libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev llvm
+  python3 iproute2 iputils-ping procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

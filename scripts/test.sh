@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite: installs dependencies, then builds and runs CTest in
+#   build/release   Release build (unit tests)
+#   build/asan      ASan + UBSan build (unit tests)
+#   build/fuzz      clang + libFuzzer targets, each run for a bounded time over its corpus
+# Exits non-zero if any step fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+JOBS=${JOBS:-2}
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+
+configure() {  # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+}
+
+echo "== Release build"
+configure build/release -DCMAKE_BUILD_TYPE=Release
+ninja -C build/release -j "$JOBS"
+echo "== Release tests"
+ctest --test-dir build/release --output-on-failure -j "$JOBS"
+
+echo "== ASan + UBSan build"
+configure build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPIGOT_SANITIZE=ON -DSPIGOT_BENCH=OFF
+ninja -C build/asan -j "$JOBS"
+echo "== ASan + UBSan tests"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/asan --output-on-failure -j "$JOBS"
+
+echo "== Fuzz build (clang, libFuzzer)"
+configure build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPIGOT_FUZZ=ON \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DSPIGOT_FUZZ_SECONDS="$FUZZ_SECONDS"
+ninja -C build/fuzz -j "$JOBS"
+echo "== Fuzz runs (${FUZZ_SECONDS}s each)"
+ctest --test-dir build/fuzz --output-on-failure -j 1

@@ -1,0 +1,257 @@
+#include "spigot/crypto/esp_cipher.h"
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "spigot/crypto/secure_bytes.h"
+
+namespace spigot::crypto {
+namespace {
+
+constexpr std::array<EspSuiteInfo, 5> kSuites = {{
+    // suite, name, key, salt, integ, iv, icv, pad_align, aead, encr id, integ id
+    {EspSuite::kAesGcm128, "aes128gcm16", 16, 4, 0, 8, 16, 4, true, 20, 0},
+    {EspSuite::kAesGcm256, "aes256gcm16", 32, 4, 0, 8, 16, 4, true, 20, 0},
+    {EspSuite::kChaCha20Poly1305, "chacha20poly1305", 32, 4, 0, 8, 16, 4, true, 28, 0},
+    {EspSuite::kAesCbc128HmacSha256, "aes128-sha256", 16, 0, 32, 16, 16, 16, false, 12, 12},
+    {EspSuite::kAesCbc256HmacSha256, "aes256-sha256", 32, 0, 32, 16, 16, 16, false, 12, 12},
+}};
+
+constexpr std::size_t kHmacBlock = 64;  // SHA-256 block size
+
+[[noreturn]] void Fatal(const char* what) {
+  std::fprintf(stderr, "spigot: fatal: intel-ipsec-mb: %s\n", what);
+  std::abort();
+}
+
+// Runs one job synchronously: submit, then flush until it comes back. The data path uses the
+// AEAD direct APIs; the job API serves only the CBC + HMAC suites.
+void RunJob(IMB_MGR* mgr, IMB_JOB* job) {
+  IMB_JOB* done = IMB_SUBMIT_JOB(mgr);
+  while (done == nullptr || done != job) {
+    if (done != nullptr && done->status != IMB_STATUS_COMPLETED) Fatal("job failed");
+    done = IMB_FLUSH_JOB(mgr);
+    if (done == nullptr) Fatal("job lost");
+  }
+  if (job->status != IMB_STATUS_COMPLETED) Fatal("job failed");
+}
+
+}  // namespace
+
+const EspSuiteInfo& SuiteInfo(EspSuite suite) {
+  for (const auto& s : kSuites) {
+    if (s.suite == suite) return s;
+  }
+  Fatal("unknown ESP suite");
+}
+
+std::optional<EspSuite> SuiteByName(std::string_view name) {
+  for (const auto& s : kSuites) {
+    if (s.name == name) return s.suite;
+  }
+  return std::nullopt;
+}
+
+ImbManager::ImbManager() : mgr_(alloc_mb_mgr(0)) {
+  if (mgr_ == nullptr) Fatal("alloc_mb_mgr failed");
+  init_mb_mgr_auto(mgr_, nullptr);
+  if (imb_get_errno(mgr_) != 0) Fatal("init_mb_mgr_auto failed");
+}
+
+ImbManager::~ImbManager() { free_mb_mgr(mgr_); }
+
+ImbManager& ImbManager::ForThisThread() {
+  thread_local ImbManager mgr;
+  return mgr;
+}
+
+void EspCipher::Clear() {
+  if (initialized_) Wipe(&keys_, sizeof(keys_));
+  Wipe(salt_, sizeof(salt_));
+  initialized_ = false;
+}
+
+bool EspCipher::Init(ImbManager& mgr, EspSuite suite, std::span<const std::uint8_t> keymat) {
+  const EspSuiteInfo& info = SuiteInfo(suite);
+  if (keymat.size() != info.keymat_len()) return false;
+  Clear();
+  suite_ = suite;
+  IMB_MGR* m = mgr.get();
+  const std::uint8_t* key = keymat.data();
+  switch (suite) {
+    case EspSuite::kAesGcm128:
+      IMB_AES128_GCM_PRE(m, key, &keys_.gcm);
+      break;
+    case EspSuite::kAesGcm256:
+      IMB_AES256_GCM_PRE(m, key, &keys_.gcm);
+      break;
+    case EspSuite::kChaCha20Poly1305:
+      std::memcpy(keys_.chacha.key, key, 32);
+      break;
+    case EspSuite::kAesCbc128HmacSha256:
+    case EspSuite::kAesCbc256HmacSha256: {
+      if (suite == EspSuite::kAesCbc128HmacSha256) {
+        IMB_AES_KEYEXP_128(m, key, keys_.cbc.enc, keys_.cbc.dec);
+      } else {
+        IMB_AES_KEYEXP_256(m, key, keys_.cbc.enc, keys_.cbc.dec);
+      }
+      // HMAC (RFC 2104): precompute the SHA-256 states after (K ^ ipad) and (K ^ opad).
+      const std::uint8_t* mac_key = key + info.enc_key_len;
+      alignas(16) std::uint8_t block[kHmacBlock];
+      std::memset(block, 0x36, sizeof(block));
+      for (std::size_t i = 0; i < info.integ_key_len; ++i) block[i] ^= mac_key[i];
+      IMB_SHA256_ONE_BLOCK(m, block, keys_.cbc.ipad);
+      std::memset(block, 0x5c, sizeof(block));
+      for (std::size_t i = 0; i < info.integ_key_len; ++i) block[i] ^= mac_key[i];
+      IMB_SHA256_ONE_BLOCK(m, block, keys_.cbc.opad);
+      Wipe(block, sizeof(block));
+      break;
+    }
+  }
+  if (info.salt_len != 0) std::memcpy(salt_, key + info.enc_key_len, info.salt_len);
+  initialized_ = true;
+  return true;
+}
+
+void EspCipher::SealAead(ImbManager& mgr, const std::uint8_t* iv8,
+                         std::span<const std::uint8_t> aad, std::span<std::uint8_t> data,
+                         std::uint8_t* icv16) const {
+  IMB_MGR* m = mgr.get();
+  alignas(16) std::uint8_t nonce[12];
+  std::memcpy(nonce, salt_, 4);
+  std::memcpy(nonce + 4, iv8, 8);
+  switch (suite_) {
+    case EspSuite::kAesGcm128: {
+      gcm_context_data ctx;
+      IMB_AES128_GCM_ENC(m, &keys_.gcm, &ctx, data.data(), data.data(), data.size(), nonce,
+                         aad.data(), aad.size(), icv16, kEspIcvLen);
+      break;
+    }
+    case EspSuite::kAesGcm256: {
+      gcm_context_data ctx;
+      IMB_AES256_GCM_ENC(m, &keys_.gcm, &ctx, data.data(), data.data(), data.size(), nonce,
+                         aad.data(), aad.size(), icv16, kEspIcvLen);
+      break;
+    }
+    case EspSuite::kChaCha20Poly1305: {
+      chacha20_poly1305_context_data ctx;
+      IMB_CHACHA20_POLY1305_INIT(m, keys_.chacha.key, &ctx, nonce, aad.data(), aad.size());
+      IMB_CHACHA20_POLY1305_ENC_UPDATE(m, keys_.chacha.key, &ctx, data.data(), data.data(),
+                                       data.size());
+      IMB_CHACHA20_POLY1305_ENC_FINALIZE(m, &ctx, icv16, kEspIcvLen);
+      break;
+    }
+    default:
+      Fatal("SealAead on a non-AEAD suite");
+  }
+}
+
+bool EspCipher::OpenAead(ImbManager& mgr, const std::uint8_t* iv8,
+                         std::span<const std::uint8_t> aad, std::span<std::uint8_t> data,
+                         const std::uint8_t* icv16) const {
+  IMB_MGR* m = mgr.get();
+  alignas(16) std::uint8_t nonce[12];
+  std::memcpy(nonce, salt_, 4);
+  std::memcpy(nonce + 4, iv8, 8);
+  std::uint8_t tag[kEspIcvLen];
+  switch (suite_) {
+    case EspSuite::kAesGcm128: {
+      gcm_context_data ctx;
+      IMB_AES128_GCM_DEC(m, &keys_.gcm, &ctx, data.data(), data.data(), data.size(), nonce,
+                         aad.data(), aad.size(), tag, kEspIcvLen);
+      break;
+    }
+    case EspSuite::kAesGcm256: {
+      gcm_context_data ctx;
+      IMB_AES256_GCM_DEC(m, &keys_.gcm, &ctx, data.data(), data.data(), data.size(), nonce,
+                         aad.data(), aad.size(), tag, kEspIcvLen);
+      break;
+    }
+    case EspSuite::kChaCha20Poly1305: {
+      chacha20_poly1305_context_data ctx;
+      IMB_CHACHA20_POLY1305_INIT(m, keys_.chacha.key, &ctx, nonce, aad.data(), aad.size());
+      IMB_CHACHA20_POLY1305_DEC_UPDATE(m, keys_.chacha.key, &ctx, data.data(), data.data(),
+                                       data.size());
+      IMB_CHACHA20_POLY1305_DEC_FINALIZE(m, &ctx, tag, kEspIcvLen);
+      break;
+    }
+    default:
+      Fatal("OpenAead on a non-AEAD suite");
+  }
+  return ConstantTimeEqual({tag, kEspIcvLen}, {icv16, kEspIcvLen});
+}
+
+namespace {
+
+void CbcJob(IMB_MGR* m, const void* enc, const void* dec, std::uint64_t key_len,
+            IMB_CIPHER_DIRECTION dir, const std::uint8_t* iv16, std::span<std::uint8_t> data) {
+  IMB_JOB* job = IMB_GET_NEXT_JOB(m);
+  job->cipher_mode = IMB_CIPHER_CBC;
+  job->cipher_direction = dir;
+  job->chain_order = dir == IMB_DIR_ENCRYPT ? IMB_ORDER_CIPHER_HASH : IMB_ORDER_HASH_CIPHER;
+  job->hash_alg = IMB_AUTH_NULL;
+  job->enc_keys = enc;
+  job->dec_keys = dec;
+  job->key_len_in_bytes = key_len;
+  job->src = data.data();
+  job->dst = data.data();
+  job->cipher_start_src_offset_in_bytes = 0;
+  job->msg_len_to_cipher_in_bytes = data.size();
+  job->iv = iv16;
+  job->iv_len_in_bytes = 16;
+  RunJob(m, job);
+}
+
+}  // namespace
+
+void EspCipher::EncryptCbc(ImbManager& mgr, const std::uint8_t* iv16,
+                           std::span<std::uint8_t> data) const {
+  CbcJob(mgr.get(), keys_.cbc.enc, keys_.cbc.dec, SuiteInfo(suite_).enc_key_len, IMB_DIR_ENCRYPT,
+         iv16, data);
+}
+
+void EspCipher::DecryptCbc(ImbManager& mgr, const std::uint8_t* iv16,
+                           std::span<std::uint8_t> data) const {
+  CbcJob(mgr.get(), keys_.cbc.enc, keys_.cbc.dec, SuiteInfo(suite_).enc_key_len, IMB_DIR_DECRYPT,
+         iv16, data);
+}
+
+void EspCipher::Mac(ImbManager& mgr, std::span<const std::uint8_t> msg,
+                    std::uint8_t* icv16) const {
+  IMB_MGR* m = mgr.get();
+  IMB_JOB* job = IMB_GET_NEXT_JOB(m);
+  job->cipher_mode = IMB_CIPHER_NULL;
+  job->cipher_direction = IMB_DIR_ENCRYPT;
+  job->chain_order = IMB_ORDER_HASH_CIPHER;
+  job->hash_alg = IMB_AUTH_HMAC_SHA_256;
+  job->src = msg.data();
+  job->dst = nullptr;
+  job->msg_len_to_cipher_in_bytes = 0;
+  job->cipher_start_src_offset_in_bytes = 0;
+  job->hash_start_src_offset_in_bytes = 0;
+  job->msg_len_to_hash_in_bytes = msg.size();
+  job->auth_tag_output = icv16;
+  job->auth_tag_output_len_in_bytes = kEspIcvLen;  // RFC 4868 2.1.1: truncated to 128 bits
+  job->u.HMAC._hashed_auth_key_xor_ipad = keys_.cbc.ipad;
+  job->u.HMAC._hashed_auth_key_xor_opad = keys_.cbc.opad;
+  RunJob(m, job);
+}
+
+bool EspCipher::VerifyMac(ImbManager& mgr, std::span<const std::uint8_t> msg,
+                          const std::uint8_t* icv16) const {
+  std::uint8_t tag[kEspIcvLen];
+  Mac(mgr, msg, tag);
+  return ConstantTimeEqual({tag, kEspIcvLen}, {icv16, kEspIcvLen});
+}
+
+void EspCipher::MakeCbcIv(ImbManager& mgr, std::uint64_t counter, std::uint8_t* iv16) const {
+  // CBC over one block with a zero IV is E_K(block).
+  alignas(16) static constexpr std::uint8_t kZeroIv[16] = {};
+  std::memset(iv16, 0, 16);
+  for (int i = 0; i < 8; ++i) iv16[15 - i] = static_cast<std::uint8_t>(counter >> (8 * i));
+  EncryptCbc(mgr, kZeroIv, {iv16, 16});
+}
+
+}  // namespace spigot::crypto

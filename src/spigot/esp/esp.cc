@@ -1,0 +1,208 @@
+#include "spigot/esp/esp.h"
+
+#include <cstring>
+
+namespace spigot::esp {
+namespace {
+
+using crypto::EspSuiteInfo;
+
+inline void PutU32(std::uint8_t* p, std::uint32_t v) {
+  p[0] = static_cast<std::uint8_t>(v >> 24);
+  p[1] = static_cast<std::uint8_t>(v >> 16);
+  p[2] = static_cast<std::uint8_t>(v >> 8);
+  p[3] = static_cast<std::uint8_t>(v);
+}
+
+inline std::uint32_t GetU32(const std::uint8_t* p) {
+  return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
+}
+
+inline std::size_t PaddedPayload(const EspSuiteInfo& info, std::size_t inner_len) {
+  const std::size_t align = info.pad_align;
+  return (inner_len + kEspTrailerLen + align - 1) / align * align;
+}
+
+// RFC 4106 5 / RFC 7634 2.1: AAD = SPI || seq (32-bit) or SPI || seq_hi || seq_lo (ESN).
+inline std::size_t BuildAad(std::uint8_t* aad, std::uint32_t spi, std::uint64_t seq, bool esn) {
+  PutU32(aad, spi);
+  if (esn) {
+    PutU32(aad + 4, static_cast<std::uint32_t>(seq >> 32));
+    PutU32(aad + 8, static_cast<std::uint32_t>(seq));
+    return 12;
+  }
+  PutU32(aad + 4, static_cast<std::uint32_t>(seq));
+  return 8;
+}
+
+// RFC 4303 2.7 (and 2.4 for TFC padding): the inner packet's own length decides where it ends;
+// it must agree with its version and fit in what was decrypted.
+bool InnerLength(std::uint8_t next_header, const std::uint8_t* p, std::size_t avail,
+                 std::size_t& len) {
+  if (next_header == kNextHeaderIpv4) {
+    if (avail < 20 || (p[0] >> 4) != 4 || (p[0] & 0x0F) < 5) return false;
+    len = std::size_t{p[2]} << 8 | p[3];
+    return len >= std::size_t{(p[0] & 0x0Fu) * 4u} && len <= avail;
+  }
+  if (avail < 40 || (p[0] >> 4) != 6) return false;
+  len = 40 + (std::size_t{p[4]} << 8 | p[5]);
+  return len <= avail;
+}
+
+}  // namespace
+
+const char* ToString(Status s) {
+  switch (s) {
+    case Status::kOk: return "ok";
+    case Status::kShort: return "short";
+    case Status::kMalformed: return "malformed";
+    case Status::kBadPadding: return "bad_padding";
+    case Status::kBadIcv: return "bad_icv";
+    case Status::kReplay: return "replay";
+    case Status::kUnknownSpi: return "unknown_spi";
+    case Status::kDummy: return "dummy";
+    case Status::kSeqExhausted: return "seq_exhausted";
+    case Status::kNoRoom: return "no_room";
+  }
+  return "unknown";
+}
+
+std::size_t SealedLength(crypto::EspSuite suite, std::size_t inner_len) {
+  const EspSuiteInfo& info = crypto::SuiteInfo(suite);
+  return kEspHeaderLen + info.iv_len + PaddedPayload(info, inner_len) + info.icv_len;
+}
+
+Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundState& out,
+            std::uint8_t next_header, PacketView& pkt) {
+  const EspSuiteInfo& info = crypto::SuiteInfo(cipher.suite());
+  // RFC 4303 3.3.3: the counter must not cycle. next_seq == 0 means 2^64 - 1 was sent.
+  const std::uint64_t seq = out.next_seq;
+  if (seq == 0 || (!out.esn && seq > 0xFFFFFFFFu)) return Status::kSeqExhausted;
+
+  const std::size_t head = kEspHeaderLen + info.iv_len;
+  const std::size_t payload = PaddedPayload(info, pkt.length);
+  const std::size_t pad = payload - pkt.length - kEspTrailerLen;
+  if (pkt.offset < head || pkt.buffer.size() - pkt.offset < payload + info.icv_len)
+    return Status::kNoRoom;
+
+  std::uint8_t* const start = pkt.buffer.data() + pkt.offset - head;
+  std::uint8_t* const body = start + head;
+  PutU32(start, out.spi);
+  PutU32(start + 4, static_cast<std::uint32_t>(seq));
+  // RFC 4303 2.4: pad bytes 1, 2, 3, ...; then pad length and next header.
+  std::uint8_t* trailer = body + pkt.length;
+  for (std::size_t i = 0; i < pad; ++i) trailer[i] = static_cast<std::uint8_t>(i + 1);
+  trailer[pad] = static_cast<std::uint8_t>(pad);
+  trailer[pad + 1] = next_header;
+  std::uint8_t* const icv = body + payload;
+
+  if (info.aead) {
+    // RFC 4106 3.1 / RFC 7634 2: the IV must never repeat under one key; the sequence number
+    // never does, so it is the IV.
+    std::uint8_t* iv = start + kEspHeaderLen;
+    PutU32(iv, static_cast<std::uint32_t>(seq >> 32));
+    PutU32(iv + 4, static_cast<std::uint32_t>(seq));
+    std::uint8_t aad[12];
+    const std::size_t aad_len = BuildAad(aad, out.spi, seq, out.esn);
+    cipher.SealAead(mgr, iv, {aad, aad_len}, {body, payload}, icv);
+  } else {
+    cipher.MakeCbcIv(mgr, seq, start + kEspHeaderLen);
+    cipher.EncryptCbc(mgr, start + kEspHeaderLen, {body, payload});
+    // RFC 4303 2.2.1 / 3.3.4: with ESN the high half is appended (not sent) for the ICV.
+    std::size_t mac_len = head + payload;
+    if (out.esn) {
+      PutU32(icv, static_cast<std::uint32_t>(seq >> 32));
+      mac_len += 4;
+    }
+    std::uint8_t tag[crypto::kEspIcvLen];
+    cipher.Mac(mgr, {start, mac_len}, tag);
+    std::memcpy(icv, tag, sizeof(tag));
+  }
+  out.next_seq = seq + 1;  // wraps to 0 after 2^64 - 1: exhausted, see above
+  pkt.offset -= head;
+  pkt.length = head + payload + info.icv_len;
+  return Status::kOk;
+}
+
+bool PeekSpi(std::span<const std::uint8_t> esp, std::uint32_t& spi) {
+  if (esp.size() < 4) return false;
+  spi = GetU32(esp.data());
+  return true;
+}
+
+Status Open(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, InboundState& in,
+            PacketView& pkt, std::uint8_t& next_header, std::uint64_t* seq_out) {
+  const EspSuiteInfo& info = crypto::SuiteInfo(cipher.suite());
+  const std::size_t head = kEspHeaderLen + info.iv_len;
+  // Lengths first (STYLE.md 3): at least one aligned block of payload holding the trailer.
+  const std::size_t min_payload = info.pad_align < kEspTrailerLen ? kEspTrailerLen : info.pad_align;
+  if (pkt.offset > pkt.buffer.size() || pkt.length > pkt.buffer.size() - pkt.offset)
+    return Status::kMalformed;
+  if (pkt.length < head + min_payload + info.icv_len) return Status::kShort;
+  const std::size_t payload = pkt.length - head - info.icv_len;
+  if (payload % info.pad_align != 0) return Status::kMalformed;
+
+  std::uint8_t* const start = pkt.buffer.data() + pkt.offset;
+  if (GetU32(start) != in.spi) return Status::kUnknownSpi;
+  std::uint64_t seq;
+  if (in.replay.Check(GetU32(start + 4), seq) != ReplayWindow::Verdict::kOk)
+    return Status::kReplay;
+
+  std::uint8_t* const body = start + head;
+  std::uint8_t* const icv = body + payload;
+  const bool esn = in.replay.esn();
+  if (info.aead) {
+    std::uint8_t aad[12];
+    const std::size_t aad_len = BuildAad(aad, in.spi, seq, esn);
+    if (!cipher.OpenAead(mgr, start + kEspHeaderLen, {aad, aad_len}, {body, payload}, icv))
+      return Status::kBadIcv;
+  } else {
+    std::uint8_t received[crypto::kEspIcvLen];
+    std::memcpy(received, icv, sizeof(received));
+    std::size_t mac_len = head + payload;
+    if (esn) {
+      PutU32(icv, static_cast<std::uint32_t>(seq >> 32));
+      mac_len += 4;
+    }
+    const bool ok = cipher.VerifyMac(mgr, {start, mac_len}, received);
+    std::memcpy(icv, received, sizeof(received));
+    if (!ok) return Status::kBadIcv;
+    cipher.DecryptCbc(mgr, start + kEspHeaderLen, {body, payload});
+  }
+  // Authentic: the sequence number was really sent, so it is consumed whatever follows.
+  in.replay.Update(seq);
+  if (seq_out != nullptr) *seq_out = seq;
+
+  next_header = body[payload - 1];
+  const std::size_t pad = body[payload - 2];
+  if (pad + kEspTrailerLen > payload) return Status::kBadPadding;
+  const std::uint8_t* pad_bytes = body + payload - kEspTrailerLen - pad;
+  for (std::size_t i = 0; i < pad; ++i) {
+    if (pad_bytes[i] != static_cast<std::uint8_t>(i + 1)) return Status::kBadPadding;
+  }
+  if (next_header == kNextHeaderNone) return Status::kDummy;
+  if (next_header != kNextHeaderIpv4 && next_header != kNextHeaderIpv6) return Status::kMalformed;
+  std::size_t inner_len;
+  if (!InnerLength(next_header, body, payload - kEspTrailerLen - pad, inner_len))
+    return Status::kMalformed;
+  pkt.offset += head;
+  pkt.length = inner_len;
+  return Status::kOk;
+}
+
+UdpPayload ClassifyUdpEncap(std::span<const std::uint8_t> datagram,
+                            std::span<const std::uint8_t>& inner) {
+  inner = {};
+  if (datagram.size() == 1 && datagram[0] == kNatKeepalive) return UdpPayload::kKeepalive;
+  if (datagram.size() < kNonEspMarkerLen) return UdpPayload::kMalformed;
+  if (GetU32(datagram.data()) == 0) {
+    inner = datagram.subspan(kNonEspMarkerLen);
+    return UdpPayload::kIke;
+  }
+  // RFC 3948 2.2: an ESP packet needs at least its header; SPI 0 is the marker, handled above.
+  if (datagram.size() < kEspHeaderLen) return UdpPayload::kMalformed;
+  inner = datagram;
+  return UdpPayload::kEsp;
+}
+
+}  // namespace spigot::esp
