@@ -35,8 +35,8 @@ ReplayWindow::Verdict ReplayWindow::Check(std::uint32_t seq_low, std::uint64_t& 
       hi = seq_low >= bottom ? th : std::uint64_t{th} + 1;
     } else {
       // Case B: the window straddles an epoch boundary.
-      if (seq_low >= bottom) {
-        if (th == 0) return Verdict::kTooOld;  // would be before sequence number 0
+      // In the first epoch there is no earlier one: such a packet is ahead of the window.
+      if (seq_low >= bottom && th != 0) {
         hi = th - 1;
       } else {
         hi = th;

@@ -57,7 +57,7 @@ bool ByteReader::ReadBytes(std::size_t n, std::span<const std::uint8_t>& out) {
 bool ByteReader::ReadChild(std::size_t n, ByteReader& out) {
   std::span<const std::uint8_t> view;
   if (!ReadBytes(n, view)) {
-    out = ByteReader({});
+    out = ByteReader();
     out.ok_ = false;
     return false;
   }

@@ -13,6 +13,7 @@ namespace spigot::wire {
 
 class ByteReader {
  public:
+  ByteReader() = default;
   explicit ByteReader(std::span<const std::uint8_t> data) : data_(data) {}
 
   bool ok() const { return ok_; }
