@@ -40,11 +40,14 @@ void RunJob(IMB_MGR* mgr, IMB_JOB* job) {
 
 }  // namespace
 
+// kSuites is in enum order from 1: the per-packet lookup is an index.
+static_assert(kSuites[0].suite == EspSuite::kAesGcm128 &&
+              kSuites[4].suite == EspSuite::kAesCbc256HmacSha256);
+
 const EspSuiteInfo& SuiteInfo(EspSuite suite) {
-  for (const auto& s : kSuites) {
-    if (s.suite == suite) return s;
-  }
-  Fatal("unknown ESP suite");
+  const std::size_t i = static_cast<std::size_t>(suite) - 1;
+  if (i >= kSuites.size()) Fatal("unknown ESP suite");
+  return kSuites[i];
 }
 
 std::optional<EspSuite> SuiteByName(std::string_view name) {

@@ -102,7 +102,9 @@ class EspCipher {
   EspSuite suite_ = EspSuite::kAesGcm128;
   bool initialized_ = false;
   std::uint8_t salt_[4] = {};
-  union Keys {
+  // intel-ipsec-mb declares gcm_key_data without alignment; its AVX-512 code loads round keys
+  // and GHASH powers 64 bytes at a time, so keep them on cache lines.
+  union alignas(64) Keys {
     gcm_key_data gcm;
     struct {
       std::uint8_t key[32];

@@ -7,16 +7,27 @@ namespace {
 
 using crypto::EspSuiteInfo;
 
+// Whole-word big-endian stores and loads: the cipher reads these bytes right after they are
+// written, and one wide store forwards to its loads where four byte stores would stall them.
 inline void PutU32(std::uint8_t* p, std::uint32_t v) {
-  p[0] = static_cast<std::uint8_t>(v >> 24);
-  p[1] = static_cast<std::uint8_t>(v >> 16);
-  p[2] = static_cast<std::uint8_t>(v >> 8);
-  p[3] = static_cast<std::uint8_t>(v);
+  v = __builtin_bswap32(v);
+  std::memcpy(p, &v, 4);
+}
+
+inline void PutU64(std::uint8_t* p, std::uint64_t v) {
+  v = __builtin_bswap64(v);
+  std::memcpy(p, &v, 8);
 }
 
 inline std::uint32_t GetU32(const std::uint8_t* p) {
-  return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return __builtin_bswap32(v);
 }
+
+// RFC 4303 2.4: the pad bytes are 1, 2, 3, ...
+alignas(16) constexpr std::uint8_t kPadBytes[16] = {1, 2, 3, 4, 5, 6, 7, 8,
+                                                   9, 10, 11, 12, 13, 14, 15, 16};
 
 inline std::size_t PaddedPayload(const EspSuiteInfo& info, std::size_t inner_len) {
   const std::size_t align = info.pad_align;
@@ -27,8 +38,7 @@ inline std::size_t PaddedPayload(const EspSuiteInfo& info, std::size_t inner_len
 inline std::size_t BuildAad(std::uint8_t* aad, std::uint32_t spi, std::uint64_t seq, bool esn) {
   PutU32(aad, spi);
   if (esn) {
-    PutU32(aad + 4, static_cast<std::uint32_t>(seq >> 32));
-    PutU32(aad + 8, static_cast<std::uint32_t>(seq));
+    PutU64(aad + 4, seq);
     return 12;
   }
   PutU32(aad + 4, static_cast<std::uint32_t>(seq));
@@ -89,9 +99,11 @@ Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundSt
   std::uint8_t* const body = start + head;
   PutU32(start, out.spi);
   PutU32(start + 4, static_cast<std::uint32_t>(seq));
-  // RFC 4303 2.4: pad bytes 1, 2, 3, ...; then pad length and next header.
+  // Pad bytes, then pad length and next header. The 16-byte copy may run past the padding
+  // into the trailer and ICV space, which are written next.
   std::uint8_t* trailer = body + pkt.length;
-  for (std::size_t i = 0; i < pad; ++i) trailer[i] = static_cast<std::uint8_t>(i + 1);
+  static_assert(kSealTailroom >= sizeof(kPadBytes));
+  std::memcpy(trailer, kPadBytes, sizeof(kPadBytes));
   trailer[pad] = static_cast<std::uint8_t>(pad);
   trailer[pad + 1] = next_header;
   std::uint8_t* const icv = body + payload;
@@ -100,8 +112,7 @@ Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundSt
     // RFC 4106 3.1 / RFC 7634 2: the IV must never repeat under one key; the sequence number
     // never does, so it is the IV.
     std::uint8_t* iv = start + kEspHeaderLen;
-    PutU32(iv, static_cast<std::uint32_t>(seq >> 32));
-    PutU32(iv + 4, static_cast<std::uint32_t>(seq));
+    PutU64(iv, seq);
     std::uint8_t aad[12];
     const std::size_t aad_len = BuildAad(aad, out.spi, seq, out.esn);
     cipher.SealAead(mgr, iv, {aad, aad_len}, {body, payload}, icv);
