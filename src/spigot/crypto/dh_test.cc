@@ -1,0 +1,205 @@
+#include "spigot/crypto/dh.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "spigot/test_tools/hex.h"
+
+namespace spigot::crypto {
+namespace {
+
+using test_tools::FromHex;
+using test_tools::ReadVectorFile;
+using test_tools::ToHex;
+using Bytes = std::vector<std::uint8_t>;
+
+std::string Hex(std::span<const std::uint8_t> s) { return ToHex(s.data(), s.size()); }
+
+// X25519(scalar, u) through the DhKeyPair API.
+std::string X25519(const Bytes& scalar, const Bytes& u) {
+  auto pair = DhKeyPair::FromPrivateKey(kDhGroupCurve25519, scalar);
+  EXPECT_NE(pair, nullptr);
+  SecureBytes out;
+  if (pair == nullptr || !pair->ComputeShared(u, out)) return "failed";
+  return Hex(out);
+}
+
+TEST(X25519Rfc7748, FunctionVectors) {
+  int checked = 0;
+  for (const auto& b : ReadVectorFile("src/spigot/crypto/testdata/x25519_rfc7748.txt")) {
+    if (b.count("scalar") == 0) continue;
+    SCOPED_TRACE(b.at("name"));
+    EXPECT_EQ(X25519(FromHex(b.at("scalar")), FromHex(b.at("u"))), Hex(FromHex(b.at("output"))));
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);
+}
+
+// k = u = 9; then k, u = X25519(k, u), k (RFC 7748 5.2).
+TEST(X25519Rfc7748, IteratedVectors) {
+  int checked = 0;
+  for (const auto& b : ReadVectorFile("src/spigot/crypto/testdata/x25519_rfc7748.txt")) {
+    if (b.count("iterations") == 0) continue;
+    SCOPED_TRACE(b.at("name"));
+    Bytes k = FromHex(b.at("start"));
+    Bytes u = k;
+    for (unsigned long i = 0; i < std::stoul(b.at("iterations")); ++i) {
+      Bytes next = FromHex(X25519(k, u));
+      ASSERT_EQ(next.size(), 32u);
+      u = std::move(k);
+      k = std::move(next);
+    }
+    EXPECT_EQ(Hex(k), Hex(FromHex(b.at("output"))));
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);
+}
+
+TEST(X25519Rfc7748, AliceAndBob) {
+  const auto blocks = ReadVectorFile("src/spigot/crypto/testdata/x25519_rfc7748.txt");
+  const auto& b = blocks.back();
+  ASSERT_EQ(b.at("name"), "6.1");
+  auto alice = DhKeyPair::FromPrivateKey(kDhGroupCurve25519, FromHex(b.at("alice_private")));
+  auto bob = DhKeyPair::FromPrivateKey(kDhGroupCurve25519, FromHex(b.at("bob_private")));
+  ASSERT_NE(alice, nullptr);
+  ASSERT_NE(bob, nullptr);
+  EXPECT_EQ(Hex(alice->public_value()), Hex(FromHex(b.at("alice_public"))));
+  EXPECT_EQ(Hex(bob->public_value()), Hex(FromHex(b.at("bob_public"))));
+  SecureBytes k_alice, k_bob;
+  ASSERT_TRUE(alice->ComputeShared(bob->public_value(), k_alice));
+  ASSERT_TRUE(bob->ComputeShared(alice->public_value(), k_bob));
+  EXPECT_EQ(Hex(k_alice), Hex(FromHex(b.at("shared"))));
+  EXPECT_EQ(Hex(k_bob), Hex(FromHex(b.at("shared"))));
+}
+
+// Points of small order make X25519 output zero whatever the scalar (RFC 7748 6.1, 7); the
+// shared secret must be refused. Values: u = 0, 1, two points of order 8, and p - 1.
+TEST(X25519, RejectsLowOrderPoints) {
+  auto pair = DhKeyPair::Generate(kDhGroupCurve25519);
+  ASSERT_NE(pair, nullptr);
+  for (const char* u : {"0000000000000000000000000000000000000000000000000000000000000000",
+                        "0100000000000000000000000000000000000000000000000000000000000000",
+                        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+                        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+                        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"}) {
+    SCOPED_TRACE(u);
+    SecureBytes out(std::span<const std::uint8_t>(FromHex("ff")));
+    EXPECT_FALSE(pair->ComputeShared(FromHex(u), out));
+    EXPECT_TRUE(out.empty());
+  }
+}
+
+TEST(EcpRfc5903, Section81) {
+  const auto blocks = ReadVectorFile("src/spigot/crypto/testdata/ecp256_rfc5903.txt");
+  ASSERT_EQ(blocks.size(), 1u);
+  const auto& b = blocks[0];
+  const Bytes gi = FromHex(b.at("gix") + b.at("giy"));
+  const Bytes gr = FromHex(b.at("grx") + b.at("gry"));
+  auto initiator = DhKeyPair::FromPrivateKey(kDhGroupEcp256, FromHex(b.at("i")));
+  auto responder = DhKeyPair::FromPrivateKey(kDhGroupEcp256, FromHex(b.at("r")));
+  ASSERT_NE(initiator, nullptr);
+  ASSERT_NE(responder, nullptr);
+  EXPECT_EQ(Hex(initiator->public_value()), Hex(gi));
+  EXPECT_EQ(Hex(responder->public_value()), Hex(gr));
+  SecureBytes s_i, s_r;
+  ASSERT_TRUE(initiator->ComputeShared(gr, s_i));
+  ASSERT_TRUE(responder->ComputeShared(gi, s_r));
+  EXPECT_EQ(Hex(s_i), Hex(FromHex(b.at("girx"))));
+  EXPECT_EQ(Hex(s_r), Hex(FromHex(b.at("girx"))));
+}
+
+TEST(EcpRfc5903, RejectsPointsNotOnTheCurve) {
+  const auto b = ReadVectorFile("src/spigot/crypto/testdata/ecp256_rfc5903.txt").at(0);
+  auto pair = DhKeyPair::Generate(kDhGroupEcp256);
+  ASSERT_NE(pair, nullptr);
+  Bytes off_curve = FromHex(b.at("grx") + b.at("gry"));
+  off_curve.back() ^= 0x01;  // y changed: (x, y') is not on the curve
+  Bytes zero(64, 0x00);      // (0, 0): not on the curve (and not the point at infinity)
+  Bytes too_big(64, 0xff);   // coordinates >= p
+  for (const Bytes& peer : {off_curve, zero, too_big}) {
+    SecureBytes out;
+    EXPECT_FALSE(pair->ComputeShared(peer, out));
+    EXPECT_TRUE(out.empty());
+  }
+}
+
+TEST(EcpRfc5903, RefusesPrivateKeyOutOfRange) {
+  // n, the order of the base point (RFC 5903 3.1), and 0 are not private keys.
+  const Bytes n = FromHex("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551");
+  EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupEcp256, n), nullptr);
+  EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupEcp256, Bytes(32, 0)), nullptr);
+  Bytes n_minus_1 = n;
+  n_minus_1.back() -= 1;
+  EXPECT_NE(DhKeyPair::FromPrivateKey(kDhGroupEcp256, n_minus_1), nullptr);
+}
+
+class DhGroupTest : public ::testing::TestWithParam<std::uint16_t> {};
+
+TEST_P(DhGroupTest, GeneratedPairsAgree) {
+  const std::uint16_t group = GetParam();
+  auto a = DhKeyPair::Generate(group);
+  auto b = DhKeyPair::Generate(group);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(a->group(), group);
+  EXPECT_EQ(a->public_value().size(), DhPublicValueLength(group));
+  EXPECT_NE(Hex(a->public_value()), Hex(b->public_value()));
+  SecureBytes ab, ba;
+  ASSERT_TRUE(a->ComputeShared(b->public_value(), ab));
+  ASSERT_TRUE(b->ComputeShared(a->public_value(), ba));
+  EXPECT_EQ(ab.size(), 32u);
+  EXPECT_TRUE(ab == ba);
+  // A key pair may compute with several peers; each result is independent of the last.
+  auto c = DhKeyPair::Generate(group);
+  ASSERT_NE(c, nullptr);
+  SecureBytes ac;
+  ASSERT_TRUE(a->ComputeShared(c->public_value(), ac));
+  EXPECT_FALSE(ac == ab);
+}
+
+TEST_P(DhGroupTest, RejectsWrongLength) {
+  const std::uint16_t group = GetParam();
+  auto pair = DhKeyPair::Generate(group);
+  auto peer = DhKeyPair::Generate(group);
+  ASSERT_NE(pair, nullptr);
+  ASSERT_NE(peer, nullptr);
+  const Bytes good(peer->public_value().begin(), peer->public_value().end());
+  for (std::size_t len : {std::size_t{0}, good.size() - 1, good.size() + 1, 2 * good.size()}) {
+    SCOPED_TRACE(len);
+    Bytes peer_value = good;
+    peer_value.resize(len, 0x04);
+    SecureBytes out;
+    EXPECT_FALSE(pair->ComputeShared(peer_value, out));
+    EXPECT_TRUE(out.empty());
+  }
+  if (group == kDhGroupEcp256) {
+    // The SEC1 form 0x04 || x || y is 65 bytes: IKEv2 carries x || y only (RFC 5903 7).
+    Bytes sec1 = good;
+    sec1.insert(sec1.begin(), 0x04);
+    SecureBytes out;
+    EXPECT_FALSE(pair->ComputeShared(sec1, out));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dh, DhGroupTest, ::testing::Values(kDhGroupCurve25519, kDhGroupEcp256),
+                         [](const auto& info) { return "Group" + std::to_string(info.param); });
+
+TEST(DhGroupIds, SupportedGroups) {
+  EXPECT_TRUE(IsSupportedDhGroup(31));
+  EXPECT_TRUE(IsSupportedDhGroup(19));
+  for (std::uint16_t g : {0, 2, 14, 20, 21, 32}) {
+    EXPECT_FALSE(IsSupportedDhGroup(g)) << g;
+    EXPECT_EQ(DhPublicValueLength(g), 0u);
+    EXPECT_EQ(DhKeyPair::Generate(g), nullptr);
+    EXPECT_EQ(DhKeyPair::FromPrivateKey(g, Bytes(32, 1)), nullptr);
+  }
+  EXPECT_EQ(DhPublicValueLength(31), 32u);
+  EXPECT_EQ(DhPublicValueLength(19), 64u);
+  EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupCurve25519, Bytes(31, 1)), nullptr);
+  EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupEcp256, Bytes(33, 1)), nullptr);
+}
+
+}  // namespace
+}  // namespace spigot::crypto

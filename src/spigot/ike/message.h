@@ -1,0 +1,186 @@
+// IKEv2 messages and payloads (RFC 7296 3), parsed from and serialized to bytes through
+// wire::ByteReader / ByteWriter. Payload bodies are copied out of the datagram: IKE is not the
+// data path, and a decrypted SK payload's buffer does not outlive parsing.
+//
+// Parsing is in two steps, because the keys for the SK payload depend on the IKE SA that the
+// header names: ParseMessage() reads the header and the cleartext payloads and locates the SK
+// payload; OpenSk() then authenticates, decrypts and parses what it carries.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "spigot/crypto/ike_cipher.h"
+#include "spigot/crypto/prf.h"
+#include "spigot/ike/constants.h"
+
+namespace spigot::ike {
+
+using Bytes = std::vector<std::uint8_t>;
+
+struct Header {
+  std::uint64_t spi_i = 0;
+  std::uint64_t spi_r = 0;
+  PayloadType next_payload = PayloadType::kNone;
+  std::uint8_t version = kVersion;
+  Exchange exchange = Exchange::kIkeSaInit;
+  std::uint8_t flags = 0;
+  std::uint32_t message_id = 0;
+  std::uint32_t length = 0;
+
+  bool is_response() const { return flags & kFlagResponse; }
+  bool from_initiator() const { return flags & kFlagInitiator; }
+};
+
+struct Transform {
+  TransformType type = TransformType::kEncr;
+  std::uint16_t id = 0;
+  std::uint16_t key_bits = 0;  // Key Length attribute; 0 = absent
+  bool operator==(const Transform&) const = default;
+};
+
+struct Proposal {
+  std::uint8_t number = 1;
+  ProtocolId protocol = ProtocolId::kIke;
+  Bytes spi;  // empty for IKE in IKE_SA_INIT; 8 octets for an IKE rekey; 4 for ESP
+  std::vector<Transform> transforms;
+};
+
+struct SaPayload {
+  std::vector<Proposal> proposals;
+};
+struct KePayload {
+  std::uint16_t group = 0;
+  Bytes data;
+};
+struct NoncePayload {
+  Bytes data;
+};
+struct NotifyPayload {
+  ProtocolId protocol = ProtocolId::kNone;
+  Bytes spi;
+  NotifyType type = NotifyType::kInvalidSyntax;
+  Bytes data;
+};
+// IDi or IDr (3.5). For AUTH the "rest of the ID payload" is type, 3 reserved octets, data.
+struct IdPayload {
+  IdType type = IdType::kFqdn;
+  Bytes data;
+  Bytes Body() const;
+};
+struct AuthPayload {
+  std::uint8_t method = kAuthSharedKey;
+  Bytes data;
+};
+struct TrafficSelector {
+  std::uint8_t type = kTsIpv4AddrRange;
+  std::uint8_t ip_protocol = 0;  // 0 = any
+  std::uint16_t start_port = 0;
+  std::uint16_t end_port = 65535;
+  std::array<std::uint8_t, 16> start{};  // IPv4 uses the first 4 octets
+  std::array<std::uint8_t, 16> end{};
+  std::size_t addr_len() const { return type == kTsIpv4AddrRange ? 4 : 16; }
+  bool operator==(const TrafficSelector&) const = default;
+};
+// TSi or TSr (3.13).
+struct TsPayload {
+  std::vector<TrafficSelector> selectors;
+};
+struct DeletePayload {
+  ProtocolId protocol = ProtocolId::kEsp;
+  std::uint8_t spi_size = 4;
+  std::vector<Bytes> spis;
+};
+struct VendorPayload {
+  Bytes id;
+};
+struct CertReqPayload {
+  std::uint8_t encoding = 0;
+  Bytes data;
+};
+// A payload this implementation does not interpret (CERT, CP, EAP, unknown non-critical).
+struct OtherPayload {
+  std::uint8_t type = 0;
+  bool critical = false;
+  Bytes body;
+};
+
+using PayloadBody = std::variant<SaPayload, KePayload, NoncePayload, NotifyPayload, IdPayload,
+                                 AuthPayload, TsPayload, DeletePayload, VendorPayload,
+                                 CertReqPayload, OtherPayload>;
+
+struct Payload {
+  PayloadType type;  // distinguishes IDi/IDr and TSi/TSr, which share a body type
+  PayloadBody body;
+};
+
+// The keys that protect one direction of an IKE SA's SK payloads.
+struct SkKeys {
+  std::unique_ptr<crypto::IkeCipher> cipher;
+  std::unique_ptr<crypto::Integrity> integ;  // null for the AEADs
+};
+
+struct Message {
+  Header header;
+  std::vector<Payload> payloads;  // cleartext payloads, or the decrypted SK contents
+  bool encrypted = false;         // payloads travel in an SK payload
+
+  // The first payload of a type, or null.
+  template <typename T>
+  const T* Find(PayloadType type) const {
+    for (const auto& p : payloads) {
+      if (p.type == type) return std::get_if<T>(&p.body);
+    }
+    return nullptr;
+  }
+  const NotifyPayload* FindNotify(NotifyType type) const;
+  // The first error notify (type < 16384), or null.
+  const NotifyPayload* FirstError() const;
+};
+
+// Why a message could not be parsed, and what to answer (3.10.1).
+enum class ParseError : std::uint8_t {
+  kOk = 0,
+  kTruncated,             // lengths inconsistent with the datagram: drop, count
+  kInvalidMajorVersion,   // answer INVALID_MAJOR_VERSION (2.5)
+  kInvalidSyntax,         // answer INVALID_SYNTAX where 2.21 says to, else drop
+  kUnsupportedCritical,   // answer UNSUPPORTED_CRITICAL_PAYLOAD with the type (2.5)
+  kIntegrityFailed,       // SK did not verify: drop silently (2.21.2)
+};
+const char* ToString(ParseError e);
+
+struct ParseResult {
+  ParseError error = ParseError::kOk;
+  std::uint8_t unsupported_type = 0;  // for kUnsupportedCritical
+  // For an SK message: where the SK payload starts (its generic header) in the datagram, and
+  // the type of the first payload inside it.
+  std::size_t sk_offset = 0;
+  PayloadType sk_first = PayloadType::kNone;
+};
+
+// Reads only the fixed header (3.1). False if the datagram is too short or the Length field
+// disagrees with the datagram's size.
+bool ParseHeader(std::span<const std::uint8_t> datagram, Header& out);
+
+// Reads the header and the cleartext payload chain. For an encrypted message, msg.encrypted is
+// set and msg.payloads holds nothing from inside SK yet: call OpenSk().
+ParseResult ParseMessage(std::span<const std::uint8_t> datagram, Message& msg);
+
+// Verifies and decrypts the SK payload located by ParseMessage() and parses its contents into
+// msg.payloads.
+ParseResult OpenSk(std::span<const std::uint8_t> datagram, const ParseResult& located,
+                   SkKeys& keys, Message& msg);
+
+// Serializes a message. With `keys`, msg.payloads go inside an SK payload (3.14); the header's
+// next payload and length are computed. Returns an empty vector only on an internal error.
+Bytes Serialize(const Message& msg, SkKeys* keys);
+
+// Parse/serialize helpers for payload bodies used elsewhere (e.g. AUTH over the ID body).
+bool ParseSaBody(std::span<const std::uint8_t> body, SaPayload& out);
+
+}  // namespace spigot::ike

@@ -1,0 +1,310 @@
+#include "spigot/ike/proposal.h"
+
+#include <algorithm>
+
+namespace spigot::ike {
+namespace {
+
+// IKEv2 transform IDs (IANA "IKEv2 Parameters").
+constexpr std::uint16_t kEncrAesCbc = 12;
+constexpr std::uint16_t kEncrAesGcm16 = 20;
+constexpr std::uint16_t kEncrChaCha20Poly1305 = 28;
+constexpr std::uint16_t kEsnNo = 0;
+constexpr std::uint16_t kEsnYes = 1;
+
+struct Keyword {
+  std::string_view name;
+  TransformType type;
+  std::uint16_t id;
+  std::uint16_t key_bits;
+  bool aead = false;
+};
+
+// strongSwan's keywords for the algorithms spigot implements.
+constexpr Keyword kKeywords[] = {
+    {"aes128", TransformType::kEncr, kEncrAesCbc, 128},
+    {"aes256", TransformType::kEncr, kEncrAesCbc, 256},
+    {"aes128gcm16", TransformType::kEncr, kEncrAesGcm16, 128, true},
+    {"aes128gcm128", TransformType::kEncr, kEncrAesGcm16, 128, true},
+    {"aes256gcm16", TransformType::kEncr, kEncrAesGcm16, 256, true},
+    {"aes256gcm128", TransformType::kEncr, kEncrAesGcm16, 256, true},
+    {"chacha20poly1305", TransformType::kEncr, kEncrChaCha20Poly1305, 0, true},
+    {"sha256", TransformType::kInteg, 12, 0},
+    {"sha2_256", TransformType::kInteg, 12, 0},
+    {"sha384", TransformType::kInteg, 13, 0},
+    {"sha2_384", TransformType::kInteg, 13, 0},
+    {"sha512", TransformType::kInteg, 14, 0},
+    {"sha2_512", TransformType::kInteg, 14, 0},
+    {"prfsha256", TransformType::kPrf, 5, 0},
+    {"prfsha384", TransformType::kPrf, 6, 0},
+    {"prfsha512", TransformType::kPrf, 7, 0},
+    {"x25519", TransformType::kDh, 31, 0},
+    {"curve25519", TransformType::kDh, 31, 0},
+    {"ecp256", TransformType::kDh, 19, 0},
+    {"esn", TransformType::kEsn, kEsnYes, 0},
+    {"noesn", TransformType::kEsn, kEsnNo, 0},
+};
+
+bool Has(const Proposal& p, TransformType t) {
+  return std::any_of(p.transforms.begin(), p.transforms.end(),
+                     [t](const Transform& x) { return x.type == t; });
+}
+
+const Transform* First(const Proposal& p, TransformType t) {
+  for (const auto& x : p.transforms) {
+    if (x.type == t) return &x;
+  }
+  return nullptr;
+}
+
+bool ParseOne(std::string_view text, ProtocolId protocol, Proposal& p, std::string& error) {
+  p = Proposal{};
+  p.protocol = protocol;
+  bool aead = false, cbc = false;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t dash = text.find('-', pos);
+    if (dash == std::string_view::npos) dash = text.size();
+    const std::string_view word = text.substr(pos, dash - pos);
+    pos = dash + 1;
+    const Keyword* kw = nullptr;
+    for (const auto& k : kKeywords) {
+      if (k.name == word) kw = &k;
+    }
+    if (kw == nullptr) {
+      error = "unknown or unsupported algorithm '" + std::string(word) + "' in '" +
+              std::string(text) + "'";
+      return false;
+    }
+    if (protocol == ProtocolId::kIke && kw->type == TransformType::kEsn) {
+      error = "'" + std::string(word) + "' applies to ESP proposals only";
+      return false;
+    }
+    if (protocol == ProtocolId::kEsp && kw->type == TransformType::kPrf) {
+      error = "'" + std::string(word) + "' applies to IKE proposals only";
+      return false;
+    }
+    if (kw->type == TransformType::kEncr) (kw->aead ? aead : cbc) = true;
+    Transform t{kw->type, kw->id, kw->key_bits};
+    if (std::find(p.transforms.begin(), p.transforms.end(), t) == p.transforms.end())
+      p.transforms.push_back(t);
+  }
+  const std::string where = " in '" + std::string(text) + "'";
+  if (!Has(p, TransformType::kEncr)) return error = "no encryption algorithm" + where, false;
+  if (aead && cbc) return error = "AEAD and non-AEAD ciphers mixed" + where, false;
+  if (aead && Has(p, TransformType::kInteg))
+    return error = "an AEAD cipher takes no integrity algorithm" + where, false;
+  if (cbc && !Has(p, TransformType::kInteg)) return error = "no integrity algorithm" + where, false;
+  if (protocol == ProtocolId::kIke) {
+    if (!Has(p, TransformType::kPrf)) {
+      if (aead) return error = "an AEAD IKE proposal needs a PRF (e.g. prfsha256)" + where, false;
+      for (const auto& t : std::vector<Transform>(p.transforms)) {
+        if (t.type == TransformType::kInteg)
+          p.transforms.push_back({TransformType::kPrf, static_cast<std::uint16_t>(t.id - 7), 0});
+      }
+    }
+    if (!Has(p, TransformType::kDh)) return error = "no key exchange group" + where, false;
+  } else if (!Has(p, TransformType::kEsn)) {
+    p.transforms.push_back({TransformType::kEsn, kEsnNo, 0});
+  }
+  // RFC 7296 3.3.6 lists transforms by type; keep the order stable within a type.
+  std::stable_sort(p.transforms.begin(), p.transforms.end(),
+                   [](const Transform& a, const Transform& b) { return a.type < b.type; });
+  return true;
+}
+
+// Types a proposal lists, as a bit set.
+unsigned Types(const Proposal& p) {
+  unsigned bits = 0;
+  for (const auto& t : p.transforms) bits |= 1u << static_cast<unsigned>(t.type);
+  return bits;
+}
+
+}  // namespace
+
+bool ParseProposals(std::string_view text, ProtocolId protocol, std::vector<Proposal>& out,
+                    std::string& error) {
+  out.clear();
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t comma = text.find(',', pos);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string_view one = text.substr(pos, comma - pos);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    pos = comma + 1;
+    if (one.empty()) {
+      error = "empty proposal in '" + std::string(text) + "'";
+      return false;
+    }
+    Proposal p;
+    if (!ParseOne(one, protocol, p, error)) return false;
+    p.number = static_cast<std::uint8_t>(out.size() + 1);
+    out.push_back(std::move(p));
+  }
+  return true;
+}
+
+std::optional<Proposal> SelectProposal(const std::vector<Proposal>& ours,
+                                       const std::vector<Proposal>& theirs) {
+  for (const Proposal& mine : ours) {
+    for (const Proposal& peer : theirs) {
+      if (peer.protocol != mine.protocol) continue;
+      // An ESP peer that omits ESN means "no ESN" (3.3.3 makes it mandatory; be lenient).
+      unsigned peer_types = Types(peer);
+      if (mine.protocol == ProtocolId::kEsp) peer_types |= 1u << static_cast<unsigned>(TransformType::kEsn);
+      if (peer_types != Types(mine)) continue;
+      Proposal chosen;
+      chosen.number = peer.number;
+      chosen.protocol = peer.protocol;
+      chosen.spi = peer.spi;
+      bool ok = true;
+      for (TransformType type : {TransformType::kEncr, TransformType::kPrf, TransformType::kInteg,
+                                 TransformType::kDh, TransformType::kEsn}) {
+        if (!Has(mine, type)) continue;
+        const Transform* match = nullptr;
+        for (const Transform& a : mine.transforms) {
+          if (a.type != type || match != nullptr) continue;
+          if (type == TransformType::kEsn && !Has(peer, TransformType::kEsn)) {
+            if (a.id == kEsnNo) match = &a;
+            continue;
+          }
+          for (const Transform& b : peer.transforms) {
+            if (a == b) match = &a;
+          }
+        }
+        if (match == nullptr) {
+          ok = false;
+          break;
+        }
+        chosen.transforms.push_back(*match);
+      }
+      if (ok) return chosen;
+    }
+  }
+  return std::nullopt;
+}
+
+bool AcceptableChoice(const std::vector<Proposal>& offered, const Proposal& chosen) {
+  for (const Proposal& p : offered) {
+    if (p.protocol != chosen.protocol) continue;
+    unsigned seen = 0;
+    bool ok = true;
+    for (const Transform& t : chosen.transforms) {
+      const unsigned bit = 1u << static_cast<unsigned>(t.type);
+      if ((seen & bit) ||
+          std::find(p.transforms.begin(), p.transforms.end(), t) == p.transforms.end()) {
+        ok = false;
+        break;
+      }
+      seen |= bit;
+    }
+    if (ok && seen == Types(p)) return true;
+  }
+  return false;
+}
+
+std::optional<IkeAlgorithms> IkeAlgorithmsOf(const Proposal& p) {
+  const Transform* encr = First(p, TransformType::kEncr);
+  const Transform* prf = First(p, TransformType::kPrf);
+  const Transform* integ = First(p, TransformType::kInteg);
+  const Transform* dh = First(p, TransformType::kDh);
+  if (encr == nullptr || prf == nullptr || dh == nullptr) return std::nullopt;
+  const auto e = crypto::IkeEncrFromTransform(encr->id, encr->key_bits);
+  const auto f = crypto::PrfAlgFromId(prf->id);
+  if (!e || !f || !crypto::IsSupportedDhGroup(dh->id)) return std::nullopt;
+  IkeAlgorithms a{*e, *f, std::nullopt, dh->id};
+  const bool aead = crypto::IkeEncrInfoFor(*e).aead;
+  if (aead != (integ == nullptr)) return std::nullopt;
+  if (integ != nullptr) {
+    a.integ = crypto::IntegAlgFromId(integ->id);
+    if (!a.integ) return std::nullopt;
+  }
+  return a;
+}
+
+std::optional<ChildAlgorithms> ChildAlgorithmsOf(const Proposal& p) {
+  const Transform* encr = First(p, TransformType::kEncr);
+  const Transform* integ = First(p, TransformType::kInteg);
+  const Transform* dh = First(p, TransformType::kDh);
+  const Transform* esn = First(p, TransformType::kEsn);
+  if (encr == nullptr) return std::nullopt;
+  ChildAlgorithms a{};
+  if (encr->id == kEncrAesGcm16 && integ == nullptr) {
+    if (encr->key_bits == 128) a.suite = crypto::EspSuite::kAesGcm128;
+    else if (encr->key_bits == 256) a.suite = crypto::EspSuite::kAesGcm256;
+    else return std::nullopt;
+  } else if (encr->id == kEncrChaCha20Poly1305 && integ == nullptr && encr->key_bits == 0) {
+    a.suite = crypto::EspSuite::kChaCha20Poly1305;
+  } else if (encr->id == kEncrAesCbc && integ != nullptr && integ->id == 12) {
+    if (encr->key_bits == 128) a.suite = crypto::EspSuite::kAesCbc128HmacSha256;
+    else if (encr->key_bits == 256) a.suite = crypto::EspSuite::kAesCbc256HmacSha256;
+    else return std::nullopt;
+  } else {
+    return std::nullopt;
+  }
+  a.esn = esn != nullptr && esn->id == kEsnYes;
+  if (dh != nullptr) {
+    if (!crypto::IsSupportedDhGroup(dh->id)) return std::nullopt;
+    a.dh_group = dh->id;
+  }
+  return a;
+}
+
+std::uint16_t PreferredDhGroup(const std::vector<Proposal>& proposals) {
+  for (const Proposal& p : proposals) {
+    if (const Transform* dh = First(p, TransformType::kDh)) return dh->id;
+  }
+  return 0;
+}
+
+bool OffersDhGroup(const std::vector<Proposal>& proposals, std::uint16_t group) {
+  for (const Proposal& p : proposals) {
+    for (const Transform& t : p.transforms) {
+      if (t.type == TransformType::kDh && t.id == group) return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+std::string DhName(std::uint16_t g) {
+  return g == 31 ? "CURVE_25519" : g == 19 ? "ECP_256" : "MODP_" + std::to_string(g);
+}
+std::string EncrName(crypto::IkeEncr e) {
+  switch (e) {
+    case crypto::IkeEncr::kAesCbc128: return "AES_CBC_128";
+    case crypto::IkeEncr::kAesCbc256: return "AES_CBC_256";
+    case crypto::IkeEncr::kAesGcm16_128: return "AES_GCM_16_128";
+    case crypto::IkeEncr::kAesGcm16_256: return "AES_GCM_16_256";
+    case crypto::IkeEncr::kChaCha20Poly1305: return "CHACHA20_POLY1305";
+  }
+  return "?";
+}
+std::string HashBits(std::uint16_t id) { return id == 5 || id == 12 ? "256" : id == 6 || id == 13 ? "384" : "512"; }
+}  // namespace
+
+std::string Describe(const IkeAlgorithms& a) {
+  std::string s = EncrName(a.encr);
+  if (a.integ) {
+    const auto id = static_cast<std::uint16_t>(*a.integ);
+    s += "/HMAC_SHA2_" + HashBits(id) + "_" + std::to_string(std::stoi(HashBits(id)) / 2);
+  }
+  s += "/PRF_HMAC_SHA2_" + HashBits(static_cast<std::uint16_t>(a.prf));
+  return s + "/" + DhName(a.dh_group);
+}
+
+std::string Describe(const ChildAlgorithms& a) {
+  std::string s;
+  switch (a.suite) {
+    case crypto::EspSuite::kAesGcm128: s = "AES_GCM_16_128"; break;
+    case crypto::EspSuite::kAesGcm256: s = "AES_GCM_16_256"; break;
+    case crypto::EspSuite::kChaCha20Poly1305: s = "CHACHA20_POLY1305"; break;
+    case crypto::EspSuite::kAesCbc128HmacSha256: s = "AES_CBC_128/HMAC_SHA2_256_128"; break;
+    case crypto::EspSuite::kAesCbc256HmacSha256: s = "AES_CBC_256/HMAC_SHA2_256_128"; break;
+  }
+  if (a.dh_group != 0) s += "/" + DhName(a.dh_group);
+  return s + (a.esn ? "/ESN" : "");
+}
+
+}  // namespace spigot::ike
