@@ -61,33 +61,37 @@ EVP_PKEY_CTX* ThreadCtx(std::uint16_t group, CtxKind kind) {
   return cache[slot].get();
 }
 
-// The peer's KE data as an EVP_PKEY; null if malformed. OpenSSL refuses an ECP point that is not
-// on the curve while decoding it (EC_POINT_oct2point).
+// The peer's KE data as an EVP_PKEY; null if malformed. Any 32 bytes are an X25519
+// u-coordinate (RFC 7748 5). For ECP-256, OpenSSL refuses a point off the curve while decoding
+// it (EC_POINT_oct2point) and the quick check adds the range and point-at-infinity checks;
+// OpenSSL's full check would add an n * Q == O multiplication, redundant as P-256's cofactor
+// is 1.
 PkeyPtr ImportPeer(std::uint16_t group, std::span<const std::uint8_t> peer) {
   if (peer.size() != DhPublicValueLength(group)) return nullptr;
   EVP_PKEY_CTX* ctx = ThreadCtx(group, CtxKind::kImport);
   if (ctx == nullptr) return nullptr;
   std::array<std::uint8_t, kSec1PointLen> encoded;
-  std::size_t encoded_len;
-  std::array<OSSL_PARAM, 3> params;
+  std::span<std::uint8_t> value(encoded);
+  OSSL_PARAM params[3];
+  OSSL_PARAM* param = params;
   if (group == kDhGroupCurve25519) {
-    std::copy(peer.begin(), peer.end(), encoded.begin());
-    encoded_len = kX25519Len;
-    params = {
-        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, encoded.data(), encoded_len),
-        OSSL_PARAM_construct_end(), OSSL_PARAM_construct_end()};
+    value = value.first(kX25519Len);
+    std::copy(peer.begin(), peer.end(), value.begin());
   } else {
-    encoded[0] = kSec1Uncompressed;
+    encoded[0] = kSec1Uncompressed;  // the SEC1 form OpenSSL decodes
     std::copy(peer.begin(), peer.end(), encoded.begin() + 1);
-    encoded_len = kSec1PointLen;
-    params = {
-        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, kP256Name, 0),
-        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, encoded.data(), encoded_len),
-        OSSL_PARAM_construct_end()};
+    *param++ = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, kP256Name, 0);
   }
+  *param++ = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, value.data(), value.size());
+  *param = OSSL_PARAM_construct_end();
   EVP_PKEY* key = nullptr;
-  if (EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params.data()) <= 0) return nullptr;
-  return PkeyPtr(key);
+  if (EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) <= 0) return nullptr;
+  PkeyPtr peer_key(key);
+  if (group == kDhGroupEcp256) {
+    PkeyCtxPtr check(EVP_PKEY_CTX_new_from_pkey(nullptr, key, nullptr));
+    if (!check || EVP_PKEY_public_check_quick(check.get()) != 1) return nullptr;
+  }
+  return peer_key;
 }
 
 // The public point priv * G of ECP-256 (RFC 5903 3.1) as an EVP_PKEY key pair; null if `priv` is
@@ -203,11 +207,10 @@ bool DhKeyPair::ComputeShared(std::span<const std::uint8_t> peer_public, SecureB
   out.Clear();
   PkeyPtr peer = ImportPeer(group_, peer_public);
   PkeyCtxPtr ctx(peer ? EVP_PKEY_CTX_new_from_pkey(nullptr, key_, nullptr) : nullptr);
-  // EVP_PKEY_derive_set_peer also runs OpenSSL's public key check on the peer.
   std::size_t len = group_ == kDhGroupCurve25519 ? kX25519Len : kEcp256CoordLen;
   out.Resize(len);
   if (!ctx || EVP_PKEY_derive_init(ctx.get()) <= 0 ||
-      EVP_PKEY_derive_set_peer(ctx.get(), peer.get()) <= 0 ||
+      EVP_PKEY_derive_set_peer_ex(ctx.get(), peer.get(), /*validate_peer=*/0) <= 0 ||
       EVP_PKEY_derive(ctx.get(), out.data(), &len) <= 0 || len != out.size()) {
     out.Clear();
     ERR_clear_error();

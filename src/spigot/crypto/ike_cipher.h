@@ -34,7 +34,7 @@ enum class IkeEncr : std::uint8_t {
 struct IkeEncrInfo {
   IkeEncr encr;
   std::uint16_t transform_id;  // IKEv2 transform type 1 ID (IANA): 12, 20 or 28
-  std::uint16_t key_bits;      // Key Length attribute (RFC 7296 3.3.5); 0: not sent (RFC 7634 3)
+  std::uint16_t key_bits;      // Key Length attribute (RFC 7296 3.3.5); 0: none (RFC 7634)
   std::uint8_t key_len;
   std::uint8_t salt_len;   // 4 for the AEADs, 0 for CBC
   std::uint8_t iv_len;     // the IV carried in the SK payload: 8 for the AEADs, 16 for CBC
@@ -64,7 +64,8 @@ class IkeCipher {
   const IkeEncrInfo& info() const { return *info_; }
 
   // --- AEAD suites. False if the suite is CBC, a length is wrong, or OpenSSL fails.
-  // Encrypts `data` in place and writes the ICV (icv_len bytes).
+  // Encrypts `data` in place and writes the ICV (icv_len bytes). The caller must never use an IV
+  // twice under one key (RFC 5282; a message counter serves), or the AEAD loses its security.
   [[nodiscard]] bool Seal(std::span<const std::uint8_t> iv, std::span<const std::uint8_t> aad,
                           std::span<std::uint8_t> data, std::span<std::uint8_t> icv);
   // Decrypts `data` in place; true iff the ICV verifies (OpenSSL compares tags with

@@ -128,8 +128,8 @@ SecureBytes Prf(PrfAlg alg, std::span<const std::uint8_t> key, std::span<const s
 std::optional<SecureBytes> PrfPlus(PrfAlg alg, std::span<const std::uint8_t> key,
                                    std::span<const std::uint8_t> seed, std::size_t length) {
   const std::size_t hash_len = PrfOutputLength(alg);
+  if (length > kMaxPrfPlusBlocks * hash_len) return std::nullopt;
   const std::size_t blocks = (length + hash_len - 1) / hash_len;
-  if (blocks > kMaxPrfPlusBlocks) return std::nullopt;
   SecureBytes out(blocks * hash_len);
   if (blocks == 0) return out;
   // One keyed context for all blocks: the key is processed once, not once per block.

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -168,6 +169,7 @@ TEST(PrfPlus, RefusesMoreThan255Blocks) {
     EXPECT_EQ(at_max->size(), max);
     EXPECT_FALSE(PrfPlus(alg, key, seed, max + 1).has_value());
     EXPECT_FALSE(PrfPlus(alg, key, seed, 1'000'000).has_value());
+    EXPECT_FALSE(PrfPlus(alg, key, seed, SIZE_MAX).has_value());
   }
 }
 
