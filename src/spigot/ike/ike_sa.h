@@ -1,0 +1,263 @@
+// One IKE SA and the CHILD SAs it negotiates (RFC 7296), as a state machine that knows
+// nothing of sockets or threads: it is fed datagrams and the time, and acts through an
+// IkeSaHost (send, allocate SPIs, install and remove CHILD SAs). The daemon, the load
+// generator and the tests are hosts.
+//
+// Exchanges: IKE_SA_INIT (with COOKIE and INVALID_KE_PAYLOAD retries), IKE_AUTH with PSK and
+// the first CHILD SA, CREATE_CHILD_SA (new CHILD SA, CHILD SA rekey with optional PFS),
+// INFORMATIONAL (DELETE of CHILD and IKE SAs, liveness checks). Message-ID windows are 1 both
+// ways (2.3): one request of ours in flight, further ones wait in a bounded queue.
+//
+// Timers (all driven by the `now` passed in, never by a clock of our own):
+//   retransmit  - a request of ours not yet answered: resend after 1, 2, 4, 8, 16 s (+-10%
+//                 jitter); after the 5th resend goes unanswered the IKE SA is dead (2.4).
+//   half_open   - a responder's IKE SA that got no IKE_AUTH within 30 s is dead.
+//   liveness    - established and nothing heard from the peer for dpd_delay: send an empty
+//                 INFORMATIONAL; its retransmission timeout declares the peer dead (2.4).
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "spigot/crypto/dh.h"
+#include "spigot/ike/identity.h"
+#include "spigot/ike/keys.h"
+#include "spigot/ike/message.h"
+#include "spigot/ike/proposal.h"
+
+namespace spigot::ike {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+// An IP address and UDP port.
+struct Address {
+  int family = 4;  // 4 or 6
+  std::array<std::uint8_t, 16> ip{};
+  std::uint16_t port = 0;
+  std::span<const std::uint8_t> bytes() const { return {ip.data(), family == 4 ? 4u : 16u}; }
+  bool operator==(const Address&) const = default;
+};
+std::string ToString(const Address& a);
+
+// What the IKE SA needs of a configured connection.
+struct ConnectionParams {
+  std::string name;
+  Identity local_id;
+  Identity remote_id;
+  crypto::SecureBytes psk;
+  std::vector<Proposal> ike_proposals;
+  std::vector<Proposal> esp_proposals;
+  std::vector<TrafficSelector> local_ts;
+  std::vector<TrafficSelector> remote_ts;
+  std::chrono::seconds dpd_delay{30};
+};
+
+// A negotiated CHILD SA: everything the SA database and the data path need.
+struct ChildSaInfo {
+  std::uint32_t spi_in = 0;   // ours: the peer sends with it
+  std::uint32_t spi_out = 0;  // the peer's: we send with it
+  ChildAlgorithms algs{};
+  crypto::SecureBytes keymat_in;
+  crypto::SecureBytes keymat_out;
+  std::vector<TrafficSelector> local_ts;
+  std::vector<TrafficSelector> remote_ts;
+  std::uint32_t rekey_of = 0;  // spi_in of the CHILD SA this one replaces, 0 if none
+  TimePoint installed{};
+};
+
+class IkeSa;
+
+class IkeSaHost {
+ public:
+  virtual ~IkeSaHost() = default;
+  // Sends an IKE message to the SA's peer.
+  virtual void SendIke(IkeSa& sa, const Bytes& datagram) = 0;
+  // An inbound SPI from the SPI pool. On refusal, nullopt and the notify to answer with
+  // (TEMPORARY_FAILURE or NO_ADDITIONAL_SAS).
+  virtual std::optional<std::uint32_t> AllocateChildSpi(bool rekey, NotifyType& refusal) = 0;
+  virtual void ReleaseChildSpi(std::uint32_t spi) = 0;
+  virtual void InstallChild(IkeSa& sa, const ChildSaInfo& child) = 0;
+  virtual void RemoveChild(IkeSa& sa, std::uint32_t spi_in) = 0;
+  // Responder, at IKE_AUTH: the connection for the peer's identity, or null.
+  virtual std::shared_ptr<const ConnectionParams> ConnectionForPeer(const Identity& peer_id,
+                                                                    const Address& remote) = 0;
+  // State changes (established, dead) for logs and counters.
+  virtual void StateChanged(IkeSa& sa) = 0;
+};
+
+// Counters an IKE SA contributes to (owned by the host; may be shared by many SAs).
+struct IkeCounters {
+  std::uint64_t retransmits = 0;
+  std::uint64_t requests_queue_full = 0;
+  std::uint64_t auth_failures = 0;
+  std::uint64_t invalid_messages = 0;
+  std::uint64_t child_failures = 0;
+};
+
+class IkeSa {
+ public:
+  enum class Role : std::uint8_t { kInitiator, kResponder };
+  enum class State : std::uint8_t {
+    kNew,           // created, nothing sent
+    kInitSent,      // initiator: IKE_SA_INIT request out
+    kAuthSent,      // initiator: IKE_AUTH request out
+    kInitAnswered,  // responder: IKE_SA_INIT answered, waiting for IKE_AUTH
+    kEstablished,
+    kDeleting,      // our DELETE of the IKE SA is out
+    kDead,          // finished; the host removes it
+  };
+  // Bound on requests waiting behind the one in flight (window 1). Past it, requests are
+  // refused and counted in IkeCounters::requests_queue_full.
+  static constexpr std::size_t kMaxQueuedRequests = 32;
+  static constexpr int kMaxRetransmits = 5;
+
+  IkeSa(IkeSaHost& host, IkeCounters& counters, Role role,
+        std::shared_ptr<const ConnectionParams> conn, Address local, Address remote,
+        std::uint64_t spi_i, std::uint64_t spi_r);
+  ~IkeSa();
+
+  // Initiator: sends the IKE_SA_INIT request.
+  void Initiate(TimePoint now);
+  // A datagram whose header carries this SA's SPIs (responder: SPIr 0 for the first one).
+  void Receive(std::span<const std::uint8_t> datagram, TimePoint now);
+  // Runs the timers that are due.
+  void Tick(TimePoint now);
+  TimePoint NextDeadline() const;
+
+  // Requests on an established SA (queued behind the one in flight). False when refused.
+  bool CreateChild(TimePoint now);
+  bool RekeyChild(std::uint32_t spi_in, TimePoint now);
+  bool DeleteChild(std::uint32_t spi_in, TimePoint now);
+  bool Delete(TimePoint now);  // INFORMATIONAL DELETE of the IKE SA (and with it the CHILD SAs)
+  bool CheckLiveness(TimePoint now);
+
+  Role role() const { return role_; }
+  State state() const { return state_; }
+  std::uint64_t spi_i() const { return spi_i_; }
+  std::uint64_t spi_r() const { return spi_r_; }
+  const Address& local() const { return local_; }
+  const Address& remote() const { return remote_; }
+  void set_remote(const Address& a) { remote_ = a; }
+  const ConnectionParams* connection() const { return conn_.get(); }
+  const std::optional<IkeAlgorithms>& algorithms() const { return algs_; }
+  const std::vector<ChildSaInfo>& children() const { return children_; }
+  bool nat_detected() const { return nat_local_ || nat_remote_; }
+  // Why the SA died, for logs ("AUTHENTICATION_FAILED from peer", "peer unreachable", ...).
+  const std::string& failure() const { return failure_; }
+  TimePoint established_at() const { return established_at_; }
+
+ private:
+  enum class RequestKind : std::uint8_t { kInit, kAuth, kCreateChild, kRekeyChild, kDeleteChild,
+                                          kDeleteIke, kLiveness };
+  struct Outstanding {
+    RequestKind kind;
+    std::uint32_t message_id;
+    Exchange exchange;
+    Bytes bytes;
+    int retransmits = 0;
+    TimePoint deadline;
+  };
+  struct Pending {
+    RequestKind kind;
+    std::uint32_t child_spi = 0;
+  };
+  // A CREATE_CHILD_SA or IKE_AUTH child negotiation of ours.
+  struct ChildNegotiation {
+    std::uint32_t spi_in = 0;
+    std::uint32_t rekey_of = 0;
+    Bytes nonce;
+    std::unique_ptr<crypto::DhKeyPair> dh;
+    std::vector<Proposal> proposals;
+  };
+
+  // Initiator steps.
+  void SendInit(TimePoint now);
+  void OnInitResponse(const Message& msg, std::span<const std::uint8_t> datagram, TimePoint now);
+  void SendAuth(TimePoint now);
+  void OnAuthResponse(const Message& msg, TimePoint now);
+  void SendChildRequest(RequestKind kind, std::uint32_t rekey_of, TimePoint now);
+  void OnChildResponse(const Message& msg, TimePoint now);
+  void OnInformationalResponse(const Message& msg, TimePoint now);
+  // Responder steps.
+  void OnInitRequest(const Message& msg, std::span<const std::uint8_t> datagram, TimePoint now);
+  void OnAuthRequest(const Message& msg, TimePoint now);
+  void OnCreateChildRequest(const Message& msg, TimePoint now);
+  void OnInformationalRequest(const Message& msg, TimePoint now);
+
+  // Shared.
+  bool DeriveKeys(std::span<const std::uint8_t> peer_ke);
+  // Selects, narrows, allocates and installs a CHILD SA for a request (IKE_AUTH or
+  // CREATE_CHILD_SA), appending the response payloads (or the refusing notify) to `out`.
+  bool NegotiateChildAsResponder(const Message& req, std::span<const std::uint8_t> ni,
+                                 std::span<const std::uint8_t> nr, const crypto::SecureBytes& shared,
+                                 std::uint32_t rekey_of, std::vector<Payload>& out,
+                                 bool create_child, TimePoint now);
+  bool FinishChildAsInitiator(const Message& resp, ChildNegotiation& neg,
+                              std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
+                              const crypto::SecureBytes& shared);
+  void InstallChild(ChildSaInfo info, TimePoint now);
+  void RemoveChildBySpi(std::uint32_t spi_in);
+  ChildSaInfo* FindChildByInbound(std::uint32_t spi);
+  ChildSaInfo* FindChildByOutbound(std::uint32_t spi);
+  void Enqueue(Pending p, TimePoint now);
+  void StartNext(TimePoint now);
+  void SendRequest(RequestKind kind, Exchange ex, std::vector<Payload> payloads, TimePoint now);
+  void SendResponse(const Header& req, std::vector<Payload> payloads, bool encrypted);
+  void Die(std::string why);
+  void SetState(State s);
+  Bytes ChildSpiBytes(std::uint32_t spi) const;
+  std::vector<Payload> NatDetectionPayloads() const;
+  void CheckNatDetection(const Message& msg);
+  Bytes SignedOctetsAuth(bool ours) const;
+
+  IkeSaHost& host_;
+  IkeCounters& counters_;
+  Role role_;
+  State state_ = State::kNew;
+  std::shared_ptr<const ConnectionParams> conn_;
+  Address local_;
+  Address remote_;
+  std::uint64_t spi_i_;
+  std::uint64_t spi_r_;
+
+  std::optional<IkeAlgorithms> algs_;
+  std::unique_ptr<crypto::DhKeyPair> dh_;
+  std::uint16_t dh_group_ = 0;
+  Bytes ni_, nr_;
+  Bytes cookie_;
+  Bytes init_request_;   // IKE_SA_INIT request as sent/received: signed by the initiator's AUTH
+  Bytes init_response_;  // IKE_SA_INIT response: signed by the responder's AUTH
+  IkeSaKeys keys_;
+  SkKeys sk_out_, sk_in_;
+  bool nat_local_ = false, nat_remote_ = false;
+
+  // Our requests (2.3: window 1).
+  std::uint32_t next_request_id_ = 0;
+  std::optional<Outstanding> outstanding_;
+  std::deque<Pending> pending_;
+  std::optional<ChildNegotiation> child_neg_;
+  std::uint32_t pending_delete_spi_ = 0;  // the CHILD SA our in-flight DELETE names
+  int cookie_retries_ = 0;
+  int ke_retries_ = 0;
+  // The peer's requests: the next expected ID and the cached last response (2.1).
+  std::uint32_t next_peer_request_id_ = 0;
+  std::optional<std::uint32_t> last_response_id_;
+  Bytes last_response_;
+
+  std::vector<ChildSaInfo> children_;
+  TimePoint created_at_{};
+  TimePoint established_at_{};
+  TimePoint last_heard_{};
+  std::string failure_;
+};
+
+const char* ToString(IkeSa::State s);
+
+}  // namespace spigot::ike

@@ -1,0 +1,264 @@
+// IKE SAs driven end to end in process: handshake, CHILD SA keys that really interoperate
+// through esp::Seal/Open, retries, failures, rekey, delete, retransmission.
+#include "spigot/ike/ike_sa.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "spigot/esp/esp.h"
+#include "spigot/ike/test_peer.h"
+#include "spigot/ike/traffic_selectors.h"
+
+namespace spigot::ike {
+namespace {
+
+using State = IkeSa::State;
+
+TimePoint T(int seconds) { return TimePoint{} + std::chrono::hours(1) + std::chrono::seconds(seconds); }
+
+// One packet from `from` to `to` through a CHILD SA pair must decrypt to what was sent.
+void ExpectTrafficFlows(const ChildSaInfo& from, const ChildSaInfo& to) {
+  ASSERT_EQ(from.spi_out, to.spi_in);
+  ASSERT_EQ(from.algs.suite, to.algs.suite);
+  auto& mgr = crypto::ImbManager::ForThisThread();
+  crypto::EspCipher seal, open;
+  ASSERT_TRUE(seal.Init(mgr, from.algs.suite, from.keymat_out));
+  ASSERT_TRUE(open.Init(mgr, to.algs.suite, to.keymat_in));
+  std::vector<std::uint8_t> buf(esp::kSealHeadroom + 60 + esp::kSealTailroom);
+  std::uint8_t* ip = buf.data() + esp::kSealHeadroom;
+  ip[0] = 0x45;
+  ip[3] = 60;
+  esp::PacketView pkt{buf, esp::kSealHeadroom, 60};
+  esp::OutboundState out{from.spi_out, from.algs.esn, 1};
+  ASSERT_EQ(esp::Seal(mgr, seal, out, esp::kNextHeaderIpv4, pkt), esp::Status::kOk);
+  esp::InboundState in{to.spi_in, esp::ReplayWindow(1024, to.algs.esn)};
+  std::uint8_t nh;
+  ASSERT_EQ(esp::Open(mgr, open, in, pkt, nh), esp::Status::kOk);
+  EXPECT_EQ(pkt.length, 60u);
+}
+
+struct Suites {
+  const char* ike;
+  const char* esp;
+};
+
+class Handshake : public ::testing::TestWithParam<Suites> {};
+
+TEST_P(Handshake, EstablishesAndChildKeysInteroperate) {
+  LoopbackPair pair(TestConnection(true, GetParam().ike, GetParam().esp),
+                    TestConnection(false, GetParam().ike, GetParam().esp));
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_TRUE(pair.responder);
+  EXPECT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+  EXPECT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
+  ASSERT_EQ(pair.ihost.installed.size(), 1u);
+  ASSERT_EQ(pair.rhost.installed.size(), 1u);
+  const ChildSaInfo& i = pair.ihost.installed.begin()->second;
+  const ChildSaInfo& r = pair.rhost.installed.begin()->second;
+  EXPECT_EQ(i.spi_in, r.spi_out);
+  EXPECT_EQ(i.spi_out, r.spi_in);
+  ExpectTrafficFlows(i, r);
+  ExpectTrafficFlows(r, i);
+  EXPECT_EQ(i.local_ts, r.remote_ts);
+  EXPECT_EQ(i.remote_ts, r.local_ts);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Proposals, Handshake,
+    ::testing::Values(Suites{"aes128gcm16-prfsha256-x25519", "aes128gcm16"},
+                      Suites{"aes256-sha256-ecp256", "aes256-sha256"},
+                      Suites{"chacha20poly1305-prfsha512-x25519", "chacha20poly1305"},
+                      Suites{"aes256gcm16-prfsha384-ecp256", "aes256gcm16-esn"},
+                      Suites{"aes128-sha256-x25519", "aes128-sha256"}));
+
+TEST(IkeSa, WrongPskFailsCleanlyOnBothSides) {
+  auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  const char* wrong = "wrong!";
+  iconn->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
+      reinterpret_cast<const std::uint8_t*>(wrong), 6));
+  LoopbackPair pair(iconn, TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kDead);
+  EXPECT_EQ(pair.initiator->failure(), "peer: AUTHENTICATION_FAILED");
+  EXPECT_FALSE(pair.responder) << "the responder kept a failed IKE SA";
+  EXPECT_EQ(pair.rcounters.auth_failures, 1u);
+  EXPECT_TRUE(pair.ihost.installed.empty());
+  EXPECT_TRUE(pair.rhost.installed.empty());
+  EXPECT_TRUE(pair.ihost.live_spis.empty()) << "the initiator's reserved SPI leaked";
+}
+
+TEST(IkeSa, InvalidKePayloadMakesTheInitiatorRetryWithTheAskedGroup) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-ecp256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+  ASSERT_TRUE(pair.initiator->algorithms());
+  EXPECT_EQ(pair.initiator->algorithms()->dh_group, 31);
+}
+
+TEST(IkeSa, NoProposalChosen) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes256-sha256-ecp256", "aes128gcm16"));
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kDead);
+  EXPECT_EQ(pair.initiator->failure(), "peer refused IKE_SA_INIT: NO_PROPOSAL_CHOSEN");
+}
+
+TEST(IkeSa, ChildProposalMismatchKeepsTheIkeSa) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "chacha20poly1305"));
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kEstablished);
+  EXPECT_EQ(pair.responder->state(), State::kEstablished);
+  EXPECT_TRUE(pair.ihost.installed.empty());
+  EXPECT_TRUE(pair.ihost.live_spis.empty());
+  EXPECT_EQ(pair.initiator->failure(), "first CHILD SA refused by peer: NO_PROPOSAL_CHOSEN");
+}
+
+TEST(IkeSa, TrafficSelectorsAreNarrowedOrRefused) {
+  auto rconn = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  rconn->remote_ts = {*SelectorFromCidr("192.0.2.128/25")};
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"), rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.ihost.installed.size(), 1u);
+  EXPECT_EQ(ToString(pair.ihost.installed.begin()->second.local_ts[0]), "192.0.2.128/25");
+
+  auto disjoint = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  disjoint->remote_ts = {*SelectorFromCidr("203.0.113.0/24")};
+  LoopbackPair pair2(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"), disjoint);
+  pair2.initiator->Initiate(T(0));
+  pair2.Pump(T(0));
+  EXPECT_EQ(pair2.initiator->state(), State::kEstablished);
+  EXPECT_TRUE(pair2.ihost.installed.empty());
+  EXPECT_EQ(pair2.initiator->failure(), "first CHILD SA refused by peer: TS_UNACCEPTABLE");
+}
+
+TEST(IkeSa, SpiPoolExhaustionRefusesTheChildWithTemporaryFailure) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.rhost.spi_limit = 0;
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kEstablished);
+  EXPECT_EQ(pair.initiator->failure(), "first CHILD SA refused by peer: TEMPORARY_FAILURE");
+  EXPECT_EQ(pair.rcounters.child_failures, 1u);
+}
+
+class Established : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    pair_ = std::make_unique<LoopbackPair>(
+        TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16-x25519"),
+        TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16-x25519"));
+    pair_->initiator->Initiate(T(0));
+    pair_->Pump(T(0));
+    ASSERT_EQ(pair_->initiator->state(), State::kEstablished);
+    ASSERT_EQ(pair_->ihost.installed.size(), 1u);
+  }
+  IkeSa& Side(bool initiator) { return initiator ? *pair_->initiator : *pair_->responder; }
+  LoopbackHost& Host(bool initiator) { return initiator ? pair_->ihost : pair_->rhost; }
+  std::unique_ptr<LoopbackPair> pair_;
+};
+
+TEST_F(Established, ChildRekeyFromEitherSideIsMakeBeforeBreak) {
+  for (bool from_initiator : {true, false}) {
+    IkeSa& sa = Side(from_initiator);
+    const std::uint32_t old_in = Host(from_initiator).installed.begin()->first;
+    ASSERT_TRUE(sa.RekeyChild(old_in, T(10)));
+    // The request is out; the old SA is still installed on both sides.
+    EXPECT_EQ(Host(from_initiator).installed.count(old_in), 1u);
+    pair_->Pump(T(10));
+    ASSERT_EQ(pair_->ihost.installed.size(), 1u) << "old CHILD SA not deleted after rekey";
+    ASSERT_EQ(pair_->rhost.installed.size(), 1u);
+    EXPECT_EQ(Host(from_initiator).installed.count(old_in), 0u);
+    const ChildSaInfo& i = pair_->ihost.installed.begin()->second;
+    const ChildSaInfo& r = pair_->rhost.installed.begin()->second;
+    EXPECT_EQ(i.algs.dh_group, 31);  // PFS
+    ExpectTrafficFlows(i, r);
+    ExpectTrafficFlows(r, i);
+  }
+}
+
+TEST_F(Established, NewChildAndDeleteChild) {
+  ASSERT_TRUE(pair_->responder->CreateChild(T(5)));
+  pair_->Pump(T(5));
+  ASSERT_EQ(pair_->ihost.installed.size(), 2u);
+  ASSERT_EQ(pair_->rhost.installed.size(), 2u);
+  const std::uint32_t first = pair_->ihost.installed.begin()->first;
+  ASSERT_TRUE(pair_->initiator->DeleteChild(first, T(6)));
+  pair_->Pump(T(6));
+  EXPECT_EQ(pair_->ihost.installed.size(), 1u);
+  EXPECT_EQ(pair_->rhost.installed.size(), 1u);
+  EXPECT_EQ(pair_->ihost.installed.count(first), 0u);
+}
+
+TEST_F(Established, DeleteIkeSaFromEitherSide) {
+  ASSERT_TRUE(pair_->responder->Delete(T(5)));
+  pair_->Pump(T(5));
+  EXPECT_EQ(pair_->initiator->state(), State::kDead);
+  EXPECT_EQ(pair_->responder->state(), State::kDead);
+  EXPECT_TRUE(pair_->ihost.installed.empty());
+  EXPECT_TRUE(pair_->rhost.installed.empty());
+}
+
+TEST_F(Established, LostRequestIsRetransmittedAndAnsweredOnce) {
+  const std::uint32_t old_in = pair_->ihost.installed.begin()->first;
+  pair_->ihost.drop_next_send = true;
+  ASSERT_TRUE(pair_->initiator->RekeyChild(old_in, T(10)));
+  pair_->Pump(T(10));
+  EXPECT_EQ(pair_->ihost.installed.size(), 1u);  // nothing happened yet
+  pair_->initiator->Tick(T(12));                  // past the 1 s retransmit deadline
+  EXPECT_EQ(pair_->icounters.retransmits, 1u);
+  pair_->Pump(T(12));
+  EXPECT_EQ(pair_->ihost.installed.size(), 1u);
+  EXPECT_EQ(pair_->ihost.installed.count(old_in), 0u);
+
+  // A lost response: the responder answers the retransmitted request from its cache.
+  pair_->rhost.drop_next_send = true;
+  ASSERT_TRUE(pair_->initiator->CheckLiveness(T(20)));
+  pair_->Pump(T(20));
+  pair_->initiator->Tick(T(22));
+  const auto rchildren = pair_->rhost.installed.size();
+  pair_->Pump(T(22));
+  EXPECT_EQ(pair_->rhost.installed.size(), rchildren);
+  EXPECT_EQ(pair_->initiator->state(), State::kEstablished);
+}
+
+TEST_F(Established, UnansweredPeerIsDeclaredDead) {
+  ASSERT_TRUE(pair_->initiator->CheckLiveness(T(10)));
+  pair_->rhost.inbox.clear();
+  TimePoint now = T(10);
+  for (int i = 0; i < 100 && pair_->initiator->state() != State::kDead; ++i) {
+    now = pair_->initiator->NextDeadline();
+    pair_->initiator->Tick(now);
+    pair_->rhost.inbox.clear();  // the peer is gone
+  }
+  EXPECT_EQ(pair_->initiator->state(), State::kDead);
+  EXPECT_EQ(pair_->icounters.retransmits, static_cast<std::uint64_t>(IkeSa::kMaxRetransmits));
+  EXPECT_LT(now - T(10), std::chrono::seconds(80));
+  EXPECT_TRUE(pair_->ihost.installed.empty());
+}
+
+TEST_F(Established, ForgedAndReplayedMessagesAreDropped) {
+  // Replay the whole IKE_SA_INIT response and a garbage datagram with the right SPIs.
+  Message m;
+  m.header.spi_i = pair_->initiator->spi_i();
+  m.header.spi_r = pair_->initiator->spi_r();
+  m.header.exchange = Exchange::kInformational;
+  m.header.flags = kFlagResponse;
+  m.header.message_id = 7;
+  const Bytes junk = Serialize(m, nullptr);
+  pair_->initiator->Receive(junk, T(1));
+  EXPECT_EQ(pair_->initiator->state(), State::kEstablished);
+  EXPECT_GE(pair_->icounters.invalid_messages, 1u);
+}
+
+}  // namespace
+}  // namespace spigot::ike

@@ -1,0 +1,56 @@
+// An in-process IKE host pair: two IkeSas wired back to back through bounded in-memory
+// queues, with a small SPI allocator. Used by unit tests and BM_IkeHandshake; not by the
+// daemon.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+
+#include "spigot/ike/ike_sa.h"
+
+namespace spigot::ike {
+
+class LoopbackHost : public IkeSaHost {
+ public:
+  // Messages in flight toward this host's SA. Bounded: a test that floods it fails loudly.
+  static constexpr std::size_t kMaxInFlight = 64;
+
+  void SendIke(IkeSa& sa, const Bytes& datagram) override;
+  std::optional<std::uint32_t> AllocateChildSpi(bool rekey, NotifyType& refusal) override;
+  void ReleaseChildSpi(std::uint32_t spi) override { live_spis.erase(spi); }
+  void InstallChild(IkeSa& sa, const ChildSaInfo& child) override;
+  void RemoveChild(IkeSa& sa, std::uint32_t spi_in) override;
+  std::shared_ptr<const ConnectionParams> ConnectionForPeer(const Identity& peer,
+                                                            const Address& remote) override;
+  void StateChanged(IkeSa& sa) override { ++state_changes; }
+
+  LoopbackHost* peer = nullptr;
+  std::deque<Bytes> inbox;        // datagrams sent to this host
+  bool drop_next_send = false;    // lose our next outgoing datagram
+  std::size_t spi_limit = 1u << 20;
+  std::uint32_t next_spi = 0xC0000100;
+  std::map<std::uint32_t, bool> live_spis;  // allocated inbound SPIs
+  std::map<std::uint32_t, ChildSaInfo> installed;
+  std::vector<std::shared_ptr<const ConnectionParams>> connections;
+  int state_changes = 0;
+  std::uint64_t sent = 0;
+};
+
+// Two hosts and their IKE SAs; Pump() delivers queued datagrams until both inboxes are empty.
+struct LoopbackPair {
+  LoopbackPair(std::shared_ptr<const ConnectionParams> initiator_conn,
+               std::shared_ptr<const ConnectionParams> responder_conn);
+  void Pump(TimePoint now, int max_rounds = 64);
+
+  LoopbackHost ihost, rhost;
+  IkeCounters icounters, rcounters;
+  std::unique_ptr<IkeSa> initiator;
+  std::unique_ptr<IkeSa> responder;  // created when the first request arrives
+  std::shared_ptr<const ConnectionParams> responder_conn;
+};
+
+// A connection for tests: PSK "secret", IDs "@alice"/"@bob", 192.0.2.0/24 <-> 198.51.100.0/24.
+std::shared_ptr<ConnectionParams> TestConnection(bool initiator, const char* ike, const char* esp);
+
+}  // namespace spigot::ike
