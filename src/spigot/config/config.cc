@@ -1,0 +1,519 @@
+#include "spigot/config/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "spigot/config/duration.h"
+#include "spigot/config/text.h"
+
+namespace spigot::config {
+
+void WipeString(std::string& s) {
+  volatile char* p = s.data();
+  for (std::size_t i = 0; i < s.size(); ++i) p[i] = 0;
+  s.clear();
+}
+
+void SecretString::Wipe() { WipeString(value_); }
+
+SecretString& SecretString::operator=(const SecretString& other) {
+  if (this != &other) {
+    Wipe();
+    value_ = other.value_;
+  }
+  return *this;
+}
+
+const char* ToString(StartAction a) {
+  switch (a) {
+    case StartAction::kNone: return "none";
+    case StartAction::kStart: return "start";
+    case StartAction::kTrap: return "trap";
+  }
+  return "?";
+}
+
+const ConnectionConfig* Config::FindConnection(std::string_view name) const {
+  for (const ConnectionConfig& c : connections) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+namespace {
+
+// The largest psk_file accepted; a PSK is a line of text, not a file of any size.
+constexpr std::size_t kMaxPskFileBytes = 64 * 1024;
+// The largest configuration file accepted (about 30,000 connections).
+constexpr std::size_t kMaxConfigFileBytes = 16 * 1024 * 1024;
+constexpr std::uint32_t kMinMaxSpi = 256;
+constexpr std::uint32_t kMaxMaxSpi = 1u << 24;  // sa::SpiPool::kMaxSlots
+constexpr std::uint32_t kMinReplayWindow = 64;     // esp::kMinReplayWindow
+constexpr std::uint32_t kMaxReplayWindow = 65536;  // esp::kMaxReplayWindow
+constexpr std::size_t kMaxTunNameBytes = 15;  // IFNAMSIZ - 1
+
+// Reads a whole file of at most `max_bytes`. Whatever was read is wiped on failure (it may be a
+// secret). `reason` does not name the file.
+bool ReadSmallFile(const std::string& path, std::size_t max_bytes, std::string& out,
+                   std::string& reason) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    reason = std::string("cannot read: ") + std::strerror(errno);
+    return false;
+  }
+  std::string data;
+  char chunk[4096];
+  data.reserve(sizeof chunk);  // a typical key is read without reallocating (and leaving copies)
+  while (true) {
+    const ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n < 0) reason = std::string("cannot read: ") + std::strerror(errno);
+      break;
+    }
+    if (data.size() + static_cast<std::size_t>(n) > max_bytes) {
+      reason = "larger than " + std::to_string(max_bytes) + " bytes";
+      break;
+    }
+    data.append(chunk, static_cast<std::size_t>(n));
+  }
+  close(fd);
+  volatile char* c = chunk;
+  for (std::size_t i = 0; i < sizeof chunk; ++i) c[i] = 0;
+  if (!reason.empty()) {
+    WipeString(data);
+    return false;
+  }
+  out = std::move(data);
+  return true;
+}
+
+bool IsAddressLiteral(std::string_view text) {
+  const std::string s(text);
+  std::uint8_t buf[16];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+// How a value looks in an error message: strings quoted, numbers as written, other types named.
+std::string Describe(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::string: return "\"" + node.as_string()->get() + "\"";
+    case toml::node_type::integer: return std::to_string(node.as_integer()->get());
+    case toml::node_type::floating_point: {
+      std::ostringstream out;
+      out << node.as_floating_point()->get();
+      return out.str();
+    }
+    case toml::node_type::boolean: return node.as_boolean()->get() ? "true" : "false";
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    default: return "a date/time";
+  }
+}
+
+// Reads one TOML document into a Config. Stops at the first error.
+class Loader {
+ public:
+  explicit Loader(std::string source) : source_(std::move(source)) {}
+
+  bool Load(toml::table& root, Config& out) {
+    for (auto&& [key, node] : root) {
+      if (key.str() == "global") {
+        toml::table* table = node.as_table();
+        if (table == nullptr) return Fail("global", "must be a table ([global])");
+        if (!LoadGlobal(*table, out.global)) return false;
+      } else if (key.str() == "connection") {
+        toml::array* array = node.as_array();
+        if (array == nullptr || !array->is_array_of_tables()) {
+          return Fail("connection", "must be an array of tables ([[connection]])");
+        }
+        for (std::size_t i = 0; i < array->size(); ++i) {
+          ConnectionConfig c;
+          if (!LoadConnection(*array->get(i)->as_table(), i, c)) return false;
+          out.connections.push_back(std::move(c));
+        }
+      } else {
+        return Fail(std::string(key.str()), "unknown key (expected [global] or [[connection]])");
+      }
+    }
+    return CheckUniqueNames(out.connections);
+  }
+
+  const std::string& error() const { return error_; }
+
+ private:
+  bool Fail(std::string_view key, std::string_view reason) {
+    error_ = source_ + ": " + std::string(key) + ": " + std::string(reason);
+    return false;
+  }
+
+  bool CheckKnownKeys(const toml::table& table, const std::string& prefix,
+                      std::initializer_list<std::string_view> known) {
+    for (auto&& [key, node] : table) {
+      if (std::find(known.begin(), known.end(), key.str()) == known.end()) {
+        return Fail(prefix + "." + std::string(key.str()), "unknown key");
+      }
+    }
+    return true;
+  }
+
+  // Absent keys keep the default in `out`.
+  template <typename T>
+  bool GetInteger(const toml::table& table, const std::string& prefix, std::string_view key,
+                  std::int64_t min, std::int64_t max, T& out) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return true;
+    const toml::value<std::int64_t>* value = node->as_integer();
+    if (value == nullptr || value->get() < min || value->get() > max) {
+      std::string range = max == std::numeric_limits<std::int64_t>::max()
+                              ? "at least " + std::to_string(min)
+                              : "between " + std::to_string(min) + " and " + std::to_string(max);
+      return Fail(prefix + "." + std::string(key),
+                  "must be an integer " + range + ", got " + Describe(*node));
+    }
+    out = static_cast<T>(value->get());
+    return true;
+  }
+
+  // Sets `present` to whether the key is there.
+  bool GetString(const toml::table& table, const std::string& prefix, std::string_view key,
+                 std::string& out, bool* present = nullptr) {
+    const toml::node* node = table.get(key);
+    if (present != nullptr) *present = node != nullptr;
+    if (node == nullptr) return true;
+    if (!node->is_string()) {
+      return Fail(prefix + "." + std::string(key), "must be a string, got " + Describe(*node));
+    }
+    out = node->as_string()->get();
+    return true;
+  }
+
+  // A duration string ("4h") or an integer number of seconds, between `min` and kMaxDuration.
+  bool GetDuration(const toml::table& table, const std::string& prefix, std::string_view key,
+                   std::chrono::seconds min, std::chrono::seconds& out, bool* present = nullptr) {
+    const toml::node* node = table.get(key);
+    if (present != nullptr) *present = node != nullptr;
+    if (node == nullptr) return true;
+    const std::string name = prefix + "." + std::string(key);
+    std::chrono::seconds d{};
+    if (const toml::value<std::int64_t>* seconds = node->as_integer()) {
+      if (seconds->get() < 0 || seconds->get() > kMaxDuration.count()) {
+        return Fail(name, "must be a duration between " + FormatDuration(min) + " and " +
+                              FormatDuration(kMaxDuration) + ", got " + Describe(*node));
+      }
+      d = std::chrono::seconds(seconds->get());
+    } else if (const toml::value<std::string>* text = node->as_string()) {
+      std::string reason;
+      if (!ParseDuration(text->get(), d, reason)) return Fail(name, reason);
+    } else {
+      return Fail(name, "must be a duration like \"90s\", \"30m\", \"4h\" or \"1d\", got " +
+                            Describe(*node));
+    }
+    if (d < min) {
+      return Fail(name, "must be a duration between " + FormatDuration(min) + " and " +
+                            FormatDuration(kMaxDuration) + ", got " + Describe(*node));
+    }
+    out = d;
+    return true;
+  }
+
+  bool LoadGlobal(const toml::table& t, GlobalConfig& g) {
+    const std::string p = "global";
+    if (!CheckKnownKeys(t, p,
+                        {"max_spi", "max_queue", "cookie_threshold", "control_socket", "tun_name",
+                         "listen", "ike_port", "natt_port"})) {
+      return false;
+    }
+    constexpr std::int64_t kU32Max = std::numeric_limits<std::uint32_t>::max();
+    if (!GetInteger(t, p, "max_spi", kMinMaxSpi, kMaxMaxSpi, g.max_spi) ||
+        !GetInteger(t, p, "max_queue", 1, kU32Max, g.max_queue) ||
+        !GetInteger(t, p, "cookie_threshold", 0, kU32Max, g.cookie_threshold) ||
+        !GetInteger(t, p, "ike_port", 1, 65535, g.ike_port) ||
+        !GetInteger(t, p, "natt_port", 1, 65535, g.natt_port) ||
+        !GetString(t, p, "control_socket", g.control_socket) ||
+        !GetString(t, p, "tun_name", g.tun_name) || !GetString(t, p, "listen", g.listen)) {
+      return false;
+    }
+    if (g.natt_port == g.ike_port) {
+      return Fail("global.natt_port", "must differ from global.ike_port (" +
+                                          std::to_string(g.ike_port) + ")");
+    }
+    if (g.control_socket.empty() || g.control_socket.size() >= sizeof(sockaddr_un{}.sun_path)) {
+      return Fail("global.control_socket",
+                  "must be a path of 1 to " + std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+                      " bytes, got \"" + g.control_socket + "\"");
+    }
+    if (g.tun_name.empty() || g.tun_name.size() > kMaxTunNameBytes) {
+      return Fail("global.tun_name", "must be an interface name of 1 to " +
+                                         std::to_string(kMaxTunNameBytes) + " bytes, got \"" +
+                                         g.tun_name + "\"");
+    }
+    if (!IsAddressLiteral(g.listen)) {
+      return Fail("global.listen", "must be an IPv4 or IPv6 address (like \"0.0.0.0\" or \"::\"), got \"" +
+                                       g.listen + "\"");
+    }
+    return true;
+  }
+
+  bool GetAddresses(const toml::table& t, const std::string& p, std::string_view key,
+                    std::vector<std::string>& out) {
+    std::string text;
+    bool present = false;
+    if (!GetString(t, p, key, text, &present)) return false;
+    if (!present) return true;
+    const std::string name = p + "." + std::string(key);
+    std::vector<std::string> addresses;
+    for (std::string_view item : SplitList(text)) {
+      if (item != "%any" && !IsAddressLiteral(item)) {
+        return Fail(name, "\"" + std::string(item) +
+                              "\" is not an IPv4 or IPv6 address (or \"%any\")");
+      }
+      addresses.emplace_back(item);
+    }
+    if (addresses.empty()) {
+      return Fail(name, "must not be empty (an address, or \"%any\")");
+    }
+    out = std::move(addresses);
+    return true;
+  }
+
+  bool GetProposals(const toml::table& t, const std::string& p, std::string_view key,
+                    std::string& out) {
+    std::string text;
+    bool present = false;
+    if (!GetString(t, p, key, text, &present)) return false;
+    if (!present) return true;
+    const std::vector<std::string_view> items = SplitList(text);
+    if (items.empty()) return Fail(p + "." + std::string(key), "must not be empty");
+    if (std::find(items.begin(), items.end(), std::string_view{}) != items.end()) {
+      return Fail(p + "." + std::string(key), "empty proposal in the comma-separated list \"" +
+                                                  text + "\"");
+    }
+    out = std::string(Trim(text));
+    return true;
+  }
+
+  bool GetSelectors(const toml::table& t, const std::string& p, std::string_view key,
+                    std::vector<TrafficSelector>& out) {
+    std::string text;
+    if (!GetString(t, p, key, text)) return false;
+    std::string reason;
+    if (!ParseTrafficSelectors(text, out, reason)) return Fail(p + "." + std::string(key), reason);
+    return true;
+  }
+
+  // `psk` or `psk_file`, exactly one. The secret's copy in the TOML tree is wiped.
+  bool GetPsk(toml::table& t, const std::string& p, SecretString& out) {
+    toml::node* psk = t.get("psk");
+    toml::node* file = t.get("psk_file");
+    if (psk != nullptr && file != nullptr) {
+      return Fail(p + ".psk_file", "set either psk or psk_file, not both");
+    }
+    if (psk != nullptr) {
+      if (!psk->is_string()) return Fail(p + ".psk", "must be a string");
+      std::string& value = psk->as_string()->get();
+      if (value.empty()) return Fail(p + ".psk", "must not be empty");
+      out = SecretString(value);
+      WipeString(value);
+      return true;
+    }
+    if (file == nullptr) {
+      return Fail(p + ".psk", "required (the pre-shared key, or psk_file = \"/path\")");
+    }
+    if (!file->is_string()) {
+      return Fail(p + ".psk_file", "must be a string, got " + Describe(*file));
+    }
+    std::filesystem::path path(file->as_string()->get());
+    if (path.is_relative()) path = std::filesystem::path(source_).parent_path() / path;
+    std::string secret;
+    std::string reason;
+    if (!ReadSmallFile(path.string(), kMaxPskFileBytes, secret, reason)) {
+      return Fail(p + ".psk_file", "\"" + path.string() + "\": " + reason);
+    }
+    if (!secret.empty() && secret.back() == '\n') secret.pop_back();
+    if (!secret.empty() && secret.back() == '\r') secret.pop_back();
+    if (secret.empty()) {
+      return Fail(p + ".psk_file", "\"" + path.string() + "\" holds an empty key");
+    }
+    out = SecretString(secret);
+    WipeString(secret);
+    return true;
+  }
+
+  bool LoadConnection(toml::table& t, std::size_t index, ConnectionConfig& c) {
+    const std::string p = "connection[" + std::to_string(index) + "]";
+    if (!CheckKnownKeys(t, p,
+                        {"name", "local_addrs", "remote_addrs", "local_id", "remote_id", "psk",
+                         "psk_file", "ike_proposals", "esp_proposals", "local_ts", "remote_ts",
+                         "start_action", "ike_rekey_time", "child_rekey_time", "ike_lifetime",
+                         "child_lifetime", "child_life_bytes", "replay_window", "dpd_delay"})) {
+      return false;
+    }
+
+    if (!GetString(t, p, "name", c.name)) return false;
+    if (c.name.empty()) return Fail(p + ".name", "required (a unique, non-empty name)");
+
+    if (!GetAddresses(t, p, "local_addrs", c.local_addrs) ||
+        !GetAddresses(t, p, "remote_addrs", c.remote_addrs)) {
+      return false;
+    }
+    if (c.remote_addrs.empty()) {
+      return Fail(p + ".remote_addrs",
+                  "required (the peer's address, or \"%any\" to accept any peer)");
+    }
+
+    if (!GetString(t, p, "local_id", c.local_id) || !GetString(t, p, "remote_id", c.remote_id) ||
+        !GetPsk(t, p, c.psk) || !GetProposals(t, p, "ike_proposals", c.ike_proposals) ||
+        !GetProposals(t, p, "esp_proposals", c.esp_proposals) ||
+        !GetSelectors(t, p, "local_ts", c.local_ts) ||
+        !GetSelectors(t, p, "remote_ts", c.remote_ts)) {
+      return false;
+    }
+
+    std::string action;
+    bool has_action = false;
+    if (!GetString(t, p, "start_action", action, &has_action)) return false;
+    if (has_action) {
+      if (action == "none") {
+        c.start_action = StartAction::kNone;
+      } else if (action == "start") {
+        c.start_action = StartAction::kStart;
+      } else if (action == "trap") {
+        c.start_action = StartAction::kTrap;
+      } else {
+        return Fail(p + ".start_action", "must be \"none\", \"start\" or \"trap\", got \"" +
+                                             action + "\"");
+      }
+    }
+
+    constexpr std::chrono::seconds kOneSecond{1};
+    bool has_ike_lifetime = false;
+    bool has_child_lifetime = false;
+    if (!GetDuration(t, p, "ike_rekey_time", kOneSecond, c.ike_rekey_time) ||
+        !GetDuration(t, p, "child_rekey_time", kOneSecond, c.child_rekey_time) ||
+        !GetDuration(t, p, "ike_lifetime", kOneSecond, c.ike_lifetime, &has_ike_lifetime) ||
+        !GetDuration(t, p, "child_lifetime", kOneSecond, c.child_lifetime, &has_child_lifetime) ||
+        !GetDuration(t, p, "dpd_delay", std::chrono::seconds{0}, c.dpd_delay)) {
+      return false;
+    }
+    if (!ResolveLifetime(p, "ike", c.ike_rekey_time, has_ike_lifetime, c.ike_lifetime) ||
+        !ResolveLifetime(p, "child", c.child_rekey_time, has_child_lifetime, c.child_lifetime)) {
+      return false;
+    }
+
+    return GetInteger(t, p, "child_life_bytes", 0, std::numeric_limits<std::int64_t>::max(),
+                      c.child_life_bytes) &&
+           GetInteger(t, p, "replay_window", kMinReplayWindow, kMaxReplayWindow,
+                      c.replay_window);
+  }
+
+  // The hard lifetime defaults to rekey_time * 1.1, rounded up; a configured one must leave
+  // time for the rekey.
+  bool ResolveLifetime(const std::string& p, const std::string& kind, std::chrono::seconds rekey,
+                       bool configured, std::chrono::seconds& lifetime) {
+    if (!configured) {
+      lifetime = rekey + (rekey + std::chrono::seconds{9}) / 10;
+      return true;
+    }
+    if (lifetime <= rekey) {
+      return Fail(p + "." + kind + "_lifetime", "must be longer than " + kind + "_rekey_time (" +
+                                                    FormatDuration(rekey) + "), got " +
+                                                    FormatDuration(lifetime));
+    }
+    return true;
+  }
+
+  bool CheckUniqueNames(const std::vector<ConnectionConfig>& connections) {
+    std::map<std::string_view, std::size_t> first;
+    for (std::size_t i = 0; i < connections.size(); ++i) {
+      const auto [it, inserted] = first.emplace(connections[i].name, i);
+      if (!inserted) {
+        return Fail("connection[" + std::to_string(i) + "].name",
+                    "\"" + connections[i].name + "\" is already used by connection[" +
+                        std::to_string(it->second) + "]");
+      }
+    }
+    return true;
+  }
+
+  std::string source_;
+  std::string error_;
+};
+
+}  // namespace
+
+LoadResult LoadString(std::string_view toml_text, const std::string& source_name) {
+  LoadResult result;
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& e) {
+    result.error = source_name + ":" + std::to_string(e.source().begin.line) + ":" +
+                   std::to_string(e.source().begin.column) + ": " + std::string(e.description());
+    return result;
+  }
+  Loader loader(source_name);
+  result.ok = loader.Load(root, result.config);
+  if (!result.ok) {
+    result.config = Config{};
+    result.error = loader.error();
+  }
+  return result;
+}
+
+LoadResult LoadFile(const std::string& path) {
+  std::string data;
+  std::string reason;
+  if (!ReadSmallFile(path, kMaxConfigFileBytes, data, reason)) {
+    LoadResult result;
+    result.error = path + ": " + reason;
+    return result;
+  }
+  LoadResult result = LoadString(data, path);
+  WipeString(data);  // it may hold a psk
+  return result;
+}
+
+ConfigDiff Diff(const Config& before, const Config& after) {
+  ConfigDiff diff;
+  for (const ConnectionConfig& c : after.connections) {
+    const ConnectionConfig* old = before.FindConnection(c.name);
+    if (old == nullptr) {
+      diff.added.push_back(c.name);
+    } else if (!(*old == c)) {
+      diff.changed.push_back(c.name);
+    }
+  }
+  for (const ConnectionConfig& c : before.connections) {
+    if (after.FindConnection(c.name) == nullptr) diff.removed.push_back(c.name);
+  }
+
+  const GlobalConfig& a = before.global;
+  const GlobalConfig& b = after.global;
+  diff.limits_changed = a.max_spi != b.max_spi || a.max_queue != b.max_queue ||
+                        a.cookie_threshold != b.cookie_threshold;
+  const auto restart_if = [&](bool differs, const char* key) {
+    if (differs) diff.restart_required.push_back(key);
+  };
+  restart_if(a.control_socket != b.control_socket, "global.control_socket");
+  restart_if(a.tun_name != b.tun_name, "global.tun_name");
+  restart_if(a.listen != b.listen, "global.listen");
+  restart_if(a.ike_port != b.ike_port, "global.ike_port");
+  restart_if(a.natt_port != b.natt_port, "global.natt_port");
+  return diff;
+}
+
+}  // namespace spigot::config

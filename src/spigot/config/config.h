@@ -1,0 +1,133 @@
+// The TOML configuration (DESIGN.md "Configuration (TOML) — a contract"): load, validate, diff.
+//
+// Loading never throws. Every error names the file, the key and the reason:
+//   "spigot.toml: global.max_spi: must be an integer between 256 and 16777216, got -5"
+//   "spigot.toml: connection[2].esp_proposals: must not be empty"
+// Connections are numbered from 0 in file order, as TOML arrays are. Unknown keys are errors, so
+// a typo is never silently ignored.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "spigot/config/traffic_selector.h"
+
+namespace spigot::config {
+
+// A string that is overwritten with zeros when destroyed or replaced (STYLE.md 9). Never
+// printed by this module.
+class SecretString {
+ public:
+  SecretString() = default;
+  explicit SecretString(std::string value) : value_(std::move(value)) {}
+  SecretString(const SecretString& other) : value_(other.value_) {}
+  SecretString& operator=(const SecretString& other);
+  ~SecretString() { Wipe(); }
+
+  std::string_view view() const { return value_; }
+  bool empty() const { return value_.empty(); }
+  bool operator==(const SecretString& other) const { return value_ == other.value_; }
+
+ private:
+  void Wipe();
+  std::string value_;
+};
+
+// Wipes `s` in place (volatile writes the compiler may not drop).
+void WipeString(std::string& s);
+
+struct GlobalConfig {
+  std::uint32_t max_spi = 1048576;        // SPI pool size, 256..16777216 (2^24 slots)
+  std::uint32_t max_queue = 65536;        // negotiation queue depth, >= 1
+  std::uint32_t cookie_threshold = 1000;  // half-open IKE SAs before cookies are demanded
+  std::string control_socket = "/run/spigot/spigot.sock";
+  std::string tun_name = "spigot0";       // at most 15 bytes (IFNAMSIZ - 1)
+  std::string listen = "0.0.0.0";         // an IPv4 or IPv6 address literal
+  std::uint16_t ike_port = 500;
+  std::uint16_t natt_port = 4500;
+
+  bool operator==(const GlobalConfig&) const = default;
+};
+
+enum class StartAction : std::uint8_t {
+  kNone,   // wait for the peer or `spigot initiate`
+  kStart,  // initiate when the daemon starts (or the connection is added by a reload)
+  kTrap,   // initiate when the first matching packet arrives (acquire)
+};
+const char* ToString(StartAction a);
+
+struct ConnectionConfig {
+  std::string name;  // required, unique
+  // Address literals (IPv4/IPv6), or "%any". local_addrs defaults to "%any"; remote_addrs is
+  // required ("%any" for a responder that accepts any peer).
+  std::vector<std::string> local_addrs{"%any"};
+  std::vector<std::string> remote_addrs;
+  std::string local_id;   // empty: the local address
+  std::string remote_id;  // empty: the peer's address
+  SecretString psk;       // from `psk`, or read from `psk_file` (one trailing newline stripped)
+  // strongSwan proposal syntax, comma-separated, as written (the IKE module parses them). Every
+  // entry is non-empty.
+  std::string ike_proposals = "aes128gcm16-prfsha256-x25519";
+  std::string esp_proposals = "aes128gcm16";
+  // Empty: host-to-host between the tunnel addresses.
+  std::vector<TrafficSelector> local_ts;
+  std::vector<TrafficSelector> remote_ts;
+  StartAction start_action = StartAction::kNone;
+  std::chrono::seconds ike_rekey_time{4 * 3600};
+  std::chrono::seconds child_rekey_time{3600};
+  // Hard limits, after which the SA is deleted whatever the rekey did. Default: rekey time *
+  // 1.1 (rounded up). Always greater than the rekey time.
+  std::chrono::seconds ike_lifetime{4 * 3960};
+  std::chrono::seconds child_lifetime{3960};
+  std::uint64_t child_life_bytes = 0;  // 0: no limit
+  std::uint32_t replay_window = 1024;  // 64..65536 packets
+  std::chrono::seconds dpd_delay{30};  // 0: no dead peer detection
+
+  bool operator==(const ConnectionConfig&) const = default;
+};
+
+struct Config {
+  GlobalConfig global;
+  std::vector<ConnectionConfig> connections;
+
+  // nullptr when there is no connection of that name.
+  const ConnectionConfig* FindConnection(std::string_view name) const;
+  bool operator==(const Config&) const = default;
+};
+
+struct LoadResult {
+  bool ok = false;
+  Config config;      // valid iff ok
+  std::string error;  // iff !ok: "<file>: <key>: <reason>"
+};
+
+// Reads and validates the file at `path`. A relative psk_file is resolved against the
+// directory of `path`.
+LoadResult LoadFile(const std::string& path);
+
+// Validates TOML text. `source_name` is used in error messages and, as for LoadFile, its
+// directory resolves relative psk_file paths.
+LoadResult LoadString(std::string_view toml_text, const std::string& source_name);
+
+// What `spigot reload` must do to go from `before` to `after`.
+struct ConfigDiff {
+  std::vector<std::string> added;    // connection names only in `after`
+  std::vector<std::string> removed;  // connection names only in `before`
+  std::vector<std::string> changed;  // in both, with any setting different
+  // max_spi, max_queue or cookie_threshold differ: applied on reload.
+  bool limits_changed = false;
+  // Other global keys that differ ("global.listen", ...): these take effect only after a
+  // restart.
+  std::vector<std::string> restart_required;
+
+  bool empty() const {
+    return added.empty() && removed.empty() && changed.empty() && !limits_changed &&
+           restart_required.empty();
+  }
+};
+ConfigDiff Diff(const Config& before, const Config& after);
+
+}  // namespace spigot::config

@@ -1,0 +1,383 @@
+#include "spigot/config/config.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace spigot::config {
+namespace {
+
+using std::chrono::seconds;
+
+// The example from DESIGN.md, with every key set.
+constexpr const char* kFullConfig = R"toml(
+[global]
+max_spi = 2000000
+max_queue = 1000
+cookie_threshold = 50
+control_socket = "/tmp/spigot-test.sock"
+tun_name = "ipsec7"
+listen = "::"
+ike_port = 1500
+natt_port = 14500
+
+[[connection]]
+name = "site-a"
+local_addrs = "192.0.2.2"
+remote_addrs = "192.0.2.1, 2001:db8::1"
+local_id = "gw-b"
+remote_id = "gw-a"
+psk = "secret"
+ike_proposals = "aes128gcm16-prfsha256-x25519, aes256-sha256-ecp256"
+esp_proposals = "aes128gcm16"
+local_ts = "203.0.113.0/24"
+remote_ts = "198.51.100.0/24, 2001:db8:1::/48"
+start_action = "trap"
+ike_rekey_time = "2h"
+child_rekey_time = "20m"
+ike_lifetime = "3h"
+child_lifetime = 1500
+child_life_bytes = 1000000000
+replay_window = 4096
+dpd_delay = "10s"
+
+[[connection]]
+name = "roadwarriors"
+remote_addrs = "%any"
+psk = "other"
+)toml";
+
+// A connection with only the required keys, under [[connection]] of a file otherwise empty.
+std::string OneConnection(const std::string& extra_lines) {
+  return "[[connection]]\nname = \"c\"\nremote_addrs = \"192.0.2.1\"\npsk = \"k\"\n" +
+         extra_lines + "\n";
+}
+
+LoadResult Load(const std::string& text) { return LoadString(text, "spigot.toml"); }
+
+// Expects loading to fail with exactly `message`.
+void ExpectError(const std::string& text, const std::string& message) {
+  const LoadResult r = Load(text);
+  EXPECT_FALSE(r.ok) << text;
+  EXPECT_EQ(r.error, message) << text;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = std::filesystem::temp_directory_path() / "spigot-config-XXXXXX";
+    path_ = mkdtemp(pattern.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string Write(const std::string& name, const std::string& content) const {
+    const std::string file = path_ + "/" + name;
+    std::ofstream(file, std::ios::binary) << content;
+    return file;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(ConfigTest, FullConfig) {
+  const LoadResult r = Load(kFullConfig);
+  ASSERT_TRUE(r.ok) << r.error;
+  const GlobalConfig& g = r.config.global;
+  EXPECT_EQ(g.max_spi, 2000000u);
+  EXPECT_EQ(g.max_queue, 1000u);
+  EXPECT_EQ(g.cookie_threshold, 50u);
+  EXPECT_EQ(g.control_socket, "/tmp/spigot-test.sock");
+  EXPECT_EQ(g.tun_name, "ipsec7");
+  EXPECT_EQ(g.listen, "::");
+  EXPECT_EQ(g.ike_port, 1500);
+  EXPECT_EQ(g.natt_port, 14500);
+
+  ASSERT_EQ(r.config.connections.size(), 2u);
+  const ConnectionConfig& c = r.config.connections[0];
+  EXPECT_EQ(c.name, "site-a");
+  EXPECT_EQ(c.local_addrs, std::vector<std::string>{"192.0.2.2"});
+  EXPECT_EQ(c.remote_addrs, (std::vector<std::string>{"192.0.2.1", "2001:db8::1"}));
+  EXPECT_EQ(c.local_id, "gw-b");
+  EXPECT_EQ(c.remote_id, "gw-a");
+  EXPECT_EQ(c.psk.view(), "secret");
+  EXPECT_EQ(c.ike_proposals, "aes128gcm16-prfsha256-x25519, aes256-sha256-ecp256");
+  EXPECT_EQ(c.esp_proposals, "aes128gcm16");
+  ASSERT_EQ(c.local_ts.size(), 1u);
+  EXPECT_EQ(c.local_ts[0].ToString(), "203.0.113.0/24");
+  ASSERT_EQ(c.remote_ts.size(), 2u);
+  EXPECT_EQ(c.remote_ts[0].ToString(), "198.51.100.0/24");
+  EXPECT_EQ(c.remote_ts[1].family, AddressFamily::kIpv6);
+  EXPECT_EQ(c.remote_ts[1].ToString(), "2001:db8:1::/48");
+  EXPECT_EQ(c.start_action, StartAction::kTrap);
+  EXPECT_EQ(c.ike_rekey_time, seconds{7200});
+  EXPECT_EQ(c.child_rekey_time, seconds{1200});
+  EXPECT_EQ(c.ike_lifetime, seconds{10800});
+  EXPECT_EQ(c.child_lifetime, seconds{1500});
+  EXPECT_EQ(c.child_life_bytes, 1000000000u);
+  EXPECT_EQ(c.replay_window, 4096u);
+  EXPECT_EQ(c.dpd_delay, seconds{10});
+
+  EXPECT_EQ(r.config.FindConnection("roadwarriors"), &r.config.connections[1]);
+  EXPECT_EQ(r.config.FindConnection("nope"), nullptr);
+}
+
+TEST(ConfigTest, Defaults) {
+  const LoadResult r = Load(OneConnection(""));
+  ASSERT_TRUE(r.ok) << r.error;
+  const GlobalConfig& g = r.config.global;
+  EXPECT_EQ(g.max_spi, 1048576u);
+  EXPECT_EQ(g.max_queue, 65536u);
+  EXPECT_EQ(g.cookie_threshold, 1000u);
+  EXPECT_EQ(g.control_socket, "/run/spigot/spigot.sock");
+  EXPECT_EQ(g.tun_name, "spigot0");
+  EXPECT_EQ(g.listen, "0.0.0.0");
+  EXPECT_EQ(g.ike_port, 500);
+  EXPECT_EQ(g.natt_port, 4500);
+
+  const ConnectionConfig& c = r.config.connections.at(0);
+  EXPECT_EQ(c.local_addrs, std::vector<std::string>{"%any"});
+  EXPECT_TRUE(c.local_id.empty());
+  EXPECT_TRUE(c.remote_id.empty());
+  EXPECT_EQ(c.ike_proposals, "aes128gcm16-prfsha256-x25519");
+  EXPECT_EQ(c.esp_proposals, "aes128gcm16");
+  EXPECT_TRUE(c.local_ts.empty());
+  EXPECT_TRUE(c.remote_ts.empty());
+  EXPECT_EQ(c.start_action, StartAction::kNone);
+  EXPECT_EQ(c.ike_rekey_time, seconds{4 * 3600});
+  EXPECT_EQ(c.child_rekey_time, seconds{3600});
+  EXPECT_EQ(c.ike_lifetime, seconds{4 * 3600 * 11 / 10});
+  EXPECT_EQ(c.child_lifetime, seconds{3960});
+  EXPECT_EQ(c.child_life_bytes, 0u);
+  EXPECT_EQ(c.replay_window, 1024u);
+  EXPECT_EQ(c.dpd_delay, seconds{30});
+}
+
+TEST(ConfigTest, EmptyFileIsValid) {
+  const LoadResult r = Load("");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_TRUE(r.config.connections.empty());
+  EXPECT_EQ(r.config.global, GlobalConfig{});
+}
+
+TEST(ConfigTest, DefaultLifetimeIsRekeyTimePlusTenPercentRoundedUp) {
+  const LoadResult r = Load(OneConnection("ike_rekey_time = 95\nchild_rekey_time = \"1s\""));
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.config.connections[0].ike_lifetime, seconds{105});  // 95 + ceil(9.5)
+  EXPECT_EQ(r.config.connections[0].child_lifetime, seconds{2});  // never equal to the rekey
+}
+
+TEST(ConfigTest, DurationsAsStringsOrSeconds) {
+  const LoadResult r = Load(OneConnection(
+      "ike_rekey_time = \"1d\"\nchild_rekey_time = 90\ndpd_delay = \"0\"\n"
+      "ike_lifetime = \"25h\"\nchild_lifetime = \"2m\""));
+  ASSERT_TRUE(r.ok) << r.error;
+  const ConnectionConfig& c = r.config.connections[0];
+  EXPECT_EQ(c.ike_rekey_time, seconds{86400});
+  EXPECT_EQ(c.child_rekey_time, seconds{90});
+  EXPECT_EQ(c.dpd_delay, seconds{0});
+  EXPECT_EQ(c.ike_lifetime, seconds{90000});
+  EXPECT_EQ(c.child_lifetime, seconds{120});
+}
+
+TEST(ConfigTest, GlobalErrorsNameTheKey) {
+  ExpectError("[global]\nmax_spi = -5",
+              "spigot.toml: global.max_spi: must be an integer between 256 and 16777216, got -5");
+  ExpectError("[global]\nmax_spi = 16777217",
+              "spigot.toml: global.max_spi: must be an integer between 256 and 16777216, got "
+              "16777217");
+  ExpectError("[global]\nmax_spi = \"1M\"",
+              "spigot.toml: global.max_spi: must be an integer between 256 and 16777216, got "
+              "\"1M\"");
+  ExpectError("[global]\nmax_queue = 0",
+              "spigot.toml: global.max_queue: must be an integer between 1 and 4294967295, got 0");
+  ExpectError("[global]\ncookie_threshold = 1.5",
+              "spigot.toml: global.cookie_threshold: must be an integer between 0 and "
+              "4294967295, got 1.5");
+  ExpectError("[global]\nike_port = 0",
+              "spigot.toml: global.ike_port: must be an integer between 1 and 65535, got 0");
+  ExpectError("[global]\nnatt_port = 65536",
+              "spigot.toml: global.natt_port: must be an integer between 1 and 65535, got 65536");
+  ExpectError("[global]\nike_port = 4500",
+              "spigot.toml: global.natt_port: must differ from global.ike_port (4500)");
+  ExpectError("[global]\nlisten = \"localhost\"",
+              "spigot.toml: global.listen: must be an IPv4 or IPv6 address (like \"0.0.0.0\" or "
+              "\"::\"), got \"localhost\"");
+  ExpectError("[global]\ntun_name = \"a-very-long-tun-name\"",
+              "spigot.toml: global.tun_name: must be an interface name of 1 to 15 bytes, got "
+              "\"a-very-long-tun-name\"");
+  ExpectError("[global]\ncontrol_socket = \"\"",
+              "spigot.toml: global.control_socket: must be a path of 1 to 107 bytes, got \"\"");
+  ExpectError("[global]\ncontrol_socket = 5",
+              "spigot.toml: global.control_socket: must be a string, got 5");
+  ExpectError("global = 5", "spigot.toml: global: must be a table ([global])");
+}
+
+TEST(ConfigTest, UnknownKeysAreRejected) {
+  ExpectError("[global]\nmax_spis = 1000", "spigot.toml: global.max_spis: unknown key");
+  ExpectError("[globl]\nmax_spi = 1000",
+              "spigot.toml: globl: unknown key (expected [global] or [[connection]])");
+  ExpectError(OneConnection("") + OneConnection("esp_proposal = \"aes128gcm16\""),
+              "spigot.toml: connection[1].esp_proposal: unknown key");
+  ExpectError("[connection]\nname = \"c\"",
+              "spigot.toml: connection: must be an array of tables ([[connection]])");
+}
+
+TEST(ConfigTest, ConnectionErrorsNameTheKey) {
+  const std::string two = OneConnection("") + OneConnection("");  // connection[1] is "c" too
+  ExpectError(two, "spigot.toml: connection[1].name: \"c\" is already used by connection[0]");
+  ExpectError("[[connection]]\nremote_addrs = \"%any\"\npsk = \"k\"",
+              "spigot.toml: connection[0].name: required (a unique, non-empty name)");
+  ExpectError("[[connection]]\nname = \"c\"\npsk = \"k\"",
+              "spigot.toml: connection[0].remote_addrs: required (the peer's address, or "
+              "\"%any\" to accept any peer)");
+  ExpectError("[[connection]]\nname = \"c\"\nremote_addrs = \"192.0.2.1\"",
+              "spigot.toml: connection[0].psk: required (the pre-shared key, or psk_file = "
+              "\"/path\")");
+  const std::string base = "[[connection]]\nname = \"c\"\npsk = \"k\"\n";
+  ExpectError(base + "remote_addrs = \"gw.example.com\"",
+              "spigot.toml: connection[0].remote_addrs: \"gw.example.com\" is not an IPv4 or "
+              "IPv6 address (or \"%any\")");
+  ExpectError(base + "remote_addrs = \"\"",
+              "spigot.toml: connection[0].remote_addrs: must not be empty (an address, or "
+              "\"%any\")");
+
+  ExpectError(OneConnection("esp_proposals = \"\""),
+              "spigot.toml: connection[0].esp_proposals: must not be empty");
+  ExpectError(OneConnection("ike_proposals = \"aes128-sha256-x25519,,aes256\""),
+              "spigot.toml: connection[0].ike_proposals: empty proposal in the comma-separated "
+              "list \"aes128-sha256-x25519,,aes256\"");
+  ExpectError(OneConnection("local_ts = \"10.0.0.0/33\""),
+              "spigot.toml: connection[0].local_ts: \"10.0.0.0/33\": prefix length must be 0..32");
+  ExpectError(OneConnection("remote_ts = \"10.0.0.0/8, bogus\""),
+              "spigot.toml: connection[0].remote_ts: \"bogus\" is not an address or CIDR prefix "
+              "(like 10.0.0.0/8 or 2001:db8::/32)");
+  ExpectError(OneConnection("start_action = \"route\""),
+              "spigot.toml: connection[0].start_action: must be \"none\", \"start\" or \"trap\", "
+              "got \"route\"");
+  ExpectError(OneConnection("replay_window = 32"),
+              "spigot.toml: connection[0].replay_window: must be an integer between 64 and "
+              "65536, got 32");
+  ExpectError(OneConnection("replay_window = 65537"),
+              "spigot.toml: connection[0].replay_window: must be an integer between 64 and "
+              "65536, got 65537");
+  ExpectError(OneConnection("child_life_bytes = -1"),
+              "spigot.toml: connection[0].child_life_bytes: must be an integer at least 0, got -1");
+  ExpectError(OneConnection("psk_file = \"/k\""),
+              "spigot.toml: connection[0].psk_file: set either psk or psk_file, not both");
+  ExpectError("[[connection]]\nname = \"c\"\nremote_addrs = \"%any\"\npsk = \"\"",
+              "spigot.toml: connection[0].psk: must not be empty");
+}
+
+TEST(ConfigTest, DurationErrorsNameTheKey) {
+  ExpectError(OneConnection("ike_rekey_time = \"4 hours\""),
+              "spigot.toml: connection[0].ike_rekey_time: \"4 hours\" is not a duration (a whole "
+              "number with an optional unit s, m, h or d, like \"90s\" or \"4h\")");
+  ExpectError(OneConnection("child_rekey_time = 0"),
+              "spigot.toml: connection[0].child_rekey_time: must be a duration between 1s and "
+              "3650d, got 0");
+  ExpectError(OneConnection("dpd_delay = -1"),
+              "spigot.toml: connection[0].dpd_delay: must be a duration between 0s and 3650d, got "
+              "-1");
+  ExpectError(OneConnection("dpd_delay = true"),
+              "spigot.toml: connection[0].dpd_delay: must be a duration like \"90s\", \"30m\", "
+              "\"4h\" or \"1d\", got true");
+  ExpectError(OneConnection("ike_lifetime = \"4h\""),
+              "spigot.toml: connection[0].ike_lifetime: must be longer than ike_rekey_time (4h), "
+              "got 4h");
+  ExpectError(OneConnection("child_rekey_time = \"30m\"\nchild_lifetime = \"20m\""),
+              "spigot.toml: connection[0].child_lifetime: must be longer than child_rekey_time "
+              "(30m), got 20m");
+}
+
+TEST(ConfigTest, SyntaxErrorNamesFileLineAndColumn) {
+  const LoadResult r = Load("[global]\nmax_spi = = 5\n");
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.error.rfind("spigot.toml:2:", 0), 0u) << r.error;
+
+  // A key set twice is a TOML error, not a silent override.
+  const LoadResult twice = Load(OneConnection("remote_addrs = \"192.0.2.9\""));
+  ASSERT_FALSE(twice.ok);
+  EXPECT_EQ(twice.error.rfind("spigot.toml:5:", 0), 0u) << twice.error;
+}
+
+TEST(ConfigTest, PskFile) {
+  TempDir dir;
+  const std::string with_newline = dir.Write("a.key", "s3cret\n");
+  dir.Write("b.key", "two\nlines\n\n");
+  dir.Write("crlf.key", "dos\r\n");
+  dir.Write("empty.key", "\n");
+  const std::string config = dir.Write(
+      "spigot.toml",
+      "[[connection]]\nname = \"a\"\nremote_addrs = \"%any\"\npsk_file = \"" + with_newline +
+          "\"\n"
+          "[[connection]]\nname = \"b\"\nremote_addrs = \"%any\"\npsk_file = \"b.key\"\n"
+          "[[connection]]\nname = \"crlf\"\nremote_addrs = \"%any\"\npsk_file = \"crlf.key\"\n");
+  const LoadResult r = LoadFile(config);
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.config.connections[0].psk.view(), "s3cret");
+  EXPECT_EQ(r.config.connections[1].psk.view(), "two\nlines\n");  // one newline stripped
+  EXPECT_EQ(r.config.connections[2].psk.view(), "dos");
+
+  const std::string missing = dir.Write(
+      "missing.toml", "[[connection]]\nname = \"a\"\nremote_addrs = \"%any\"\npsk_file = \"nope.key\"\n");
+  const LoadResult m = LoadFile(missing);
+  EXPECT_FALSE(m.ok);
+  EXPECT_EQ(m.error, missing + ": connection[0].psk_file: \"" + dir.path() +
+                         "/nope.key\": cannot read: No such file or directory");
+
+  const std::string empty = dir.Write(
+      "empty.toml", "[[connection]]\nname = \"a\"\nremote_addrs = \"%any\"\npsk_file = \"empty.key\"\n");
+  const LoadResult e = LoadFile(empty);
+  EXPECT_FALSE(e.ok);
+  EXPECT_EQ(e.error, empty + ": connection[0].psk_file: \"" + dir.path() +
+                         "/empty.key\" holds an empty key");
+}
+
+TEST(ConfigTest, MissingFile) {
+  const LoadResult r = LoadFile("/nonexistent/spigot.toml");
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.error, "/nonexistent/spigot.toml: cannot read: No such file or directory");
+}
+
+TEST(ConfigTest, DiffForReload) {
+  const LoadResult before = Load(kFullConfig);
+  ASSERT_TRUE(before.ok) << before.error;
+
+  EXPECT_TRUE(Diff(before.config, before.config).empty());
+
+  Config after = before.config;
+  after.global.max_spi = 4096;
+  after.global.listen = "0.0.0.0";
+  after.connections[0].replay_window = 128;           // site-a changed
+  after.connections.erase(after.connections.begin() + 1);  // roadwarriors removed
+  ConnectionConfig added;
+  added.name = "site-b";
+  added.remote_addrs = {"%any"};
+  after.connections.push_back(added);
+
+  const ConfigDiff diff = Diff(before.config, after);
+  EXPECT_EQ(diff.added, std::vector<std::string>{"site-b"});
+  EXPECT_EQ(diff.removed, std::vector<std::string>{"roadwarriors"});
+  EXPECT_EQ(diff.changed, std::vector<std::string>{"site-a"});
+  EXPECT_TRUE(diff.limits_changed);
+  EXPECT_EQ(diff.restart_required, std::vector<std::string>{"global.listen"});
+  EXPECT_FALSE(diff.empty());
+}
+
+TEST(ConfigTest, DiffSeesAPskChange) {
+  const LoadResult a = Load(OneConnection(""));
+  LoadResult b = Load(OneConnection(""));
+  ASSERT_TRUE(a.ok && b.ok);
+  b.config.connections[0].psk = SecretString("changed");
+  const ConfigDiff diff = Diff(a.config, b.config);
+  EXPECT_EQ(diff.changed, std::vector<std::string>{"c"});
+  EXPECT_FALSE(diff.limits_changed);
+}
+
+}  // namespace
+}  // namespace spigot::config

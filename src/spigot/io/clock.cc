@@ -1,0 +1,10 @@
+#include "spigot/io/clock.h"
+
+namespace spigot::io {
+
+Clock& DefaultClock() {
+  static SteadyClock clock;
+  return clock;
+}
+
+}  // namespace spigot::io
