@@ -1,0 +1,86 @@
+#include "spigot/app/commands.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "spigot/app/gateway.h"
+#include "spigot/config/config.h"
+#include "spigot/control/control_client.h"
+
+namespace spigot::app {
+namespace {
+
+void PrintSas(const nlohmann::json& r) {
+  const auto& ikes = r.at("ike_sas");
+  if (ikes.empty()) std::puts("no IKE SAs");
+  for (const auto& s : ikes) {
+    std::printf("%s: %s, %s %s...%s, IKE SPIs %s_i %s_r, %s\n", s.value("name", "").c_str(),
+                s.value("state", "").c_str(), s.value("role", "").c_str(),
+                s.value("local", "").c_str(), s.value("remote", "").c_str(),
+                s.value("spi_i", "").c_str(), s.value("spi_r", "").c_str(),
+                s.value("algorithms", "").c_str());
+    for (const auto& c : s.at("children")) {
+      std::printf("  CHILD %s, SPIs %s_i %s_o, %s\n    %s === %s\n", c.value("state", "").c_str(),
+                  c.value("spi_in", "").c_str(), c.value("spi_out", "").c_str(),
+                  c.value("algorithms", "").c_str(), c.at("local_ts").dump().c_str(),
+                  c.at("remote_ts").dump().c_str());
+    }
+  }
+}
+
+void PrintStats(const nlohmann::json& r) {
+  for (const auto& [k, v] : r.items()) {
+    if (v.is_object()) {
+      std::printf("%s:\n", k.c_str());
+      for (const auto& [k2, v2] : v.items()) std::printf("  %-22s %s\n", k2.c_str(), v2.dump().c_str());
+    } else {
+      std::printf("%-24s %s\n", k.c_str(), v.dump().c_str());
+    }
+  }
+}
+
+}  // namespace
+
+int RunDaemon(const std::string& config_path) {
+  auto logger = spdlog::stderr_color_mt("spigot");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  const config::LoadResult r = config::LoadFile(config_path);
+  if (!r.ok) {
+    std::fprintf(stderr, "spigot: %s\n", r.error.c_str());
+    return 1;
+  }
+  std::string error;
+  auto gw = Gateway::Create(r.config, config_path, &error);
+  if (!gw) {
+    std::fprintf(stderr, "spigot: %s\n", error.c_str());
+    return 1;
+  }
+  return gw->Run();
+}
+
+int ControlCommand(const std::string& socket, const std::string& command, const std::string& name,
+                   bool json) {
+  nlohmann::json req = {{"command", command}};
+  if (!name.empty()) req["name"] = name;
+  const control::RequestResult r = control::ControlClient::Request(socket, req);
+  if (!r.ok) {
+    std::fprintf(stderr, "spigot %s: %s\n", command.c_str(), r.error.c_str());
+    return r.response.is_object() && r.response.contains("error") ? 1 : 2;
+  }
+  if (json) {
+    std::cout << r.response.dump(2) << "\n";
+  } else if (command == "sas") {
+    PrintSas(r.response);
+  } else if (command == "stats") {
+    PrintStats(r.response);
+  } else {
+    std::cout << r.response.value("message", r.response.dump()) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace spigot::app

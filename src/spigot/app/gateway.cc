@@ -1,0 +1,524 @@
+#include "spigot/app/gateway.h"
+
+#include <arpa/inet.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+#include "spigot/crypto/random.h"
+#include "spigot/esp/esp.h"
+#include "spigot/ike/traffic_selectors.h"
+
+namespace spigot::app {
+namespace {
+
+constexpr auto kTickPeriod = std::chrono::milliseconds(100);
+constexpr auto kShutdownGrace = std::chrono::seconds(3);
+// RFC 7296 2.23 / RFC 3948 2.2: IKE on the NAT-T port carries a four-octet zero marker.
+constexpr std::uint8_t kNonEspMarker[4] = {0, 0, 0, 0};
+constexpr std::size_t kRecvBuffer = 65536;
+
+ike::Address ToAddress(const io::Endpoint& e) {
+  ike::Address a;
+  a.family = e.family() == AF_INET6 ? 6 : 4;
+  const auto b = e.address_bytes();
+  std::memcpy(a.ip.data(), b.data(), b.size());
+  a.port = e.port();
+  return a;
+}
+
+io::Endpoint ToEndpoint(const ike::Address& a) {
+  char buf[INET6_ADDRSTRLEN];
+  inet_ntop(a.family == 4 ? AF_INET : AF_INET6, a.ip.data(), buf, sizeof(buf));
+  return *io::Endpoint::Parse(buf, a.port);
+}
+
+ike::TrafficSelector ToSelector(const config::TrafficSelector& t) {
+  const std::string cidr = t.ToString();
+  return *ike::SelectorFromCidr(cidr);
+}
+
+std::string Hex(std::uint64_t v, int digits) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%0*llx", digits, static_cast<unsigned long long>(v));
+  return buf;
+}
+
+nlohmann::json SelectorsJson(const std::vector<ike::TrafficSelector>& ts) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& t : ts) out.push_back(ike::ToString(t));
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<Gateway> Gateway::Create(config::Config config, std::string config_path,
+                                         std::string* error) {
+  std::unique_ptr<Gateway> g(new Gateway(std::move(config), std::move(config_path)));
+  if (!g->Init(error)) return nullptr;
+  return g;
+}
+
+Gateway::Gateway(config::Config config, std::string config_path)
+    : config_(std::move(config)), config_path_(std::move(config_path)) {}
+
+Gateway::~Gateway() = default;
+
+bool Gateway::ApplyConnections(std::string* error) {
+  std::map<std::string, Connection> next;
+  for (const auto& c : config_.connections) {
+    auto p = std::make_shared<ike::ConnectionParams>();
+    p->name = c.name;
+    const std::string local_id = c.local_id.empty() ? config_.global.listen : c.local_id;
+    const std::string remote_id =
+        c.remote_id.empty() ? (c.remote_addrs.empty() ? "" : c.remote_addrs[0]) : c.remote_id;
+    auto lid = ike::ParseIdentity(local_id);
+    auto rid = ike::ParseIdentity(remote_id);
+    if (!lid || !rid) {
+      *error = config_path_ + ": connection '" + c.name + "': bad local_id or remote_id";
+      return false;
+    }
+    p->local_id = *lid;
+    p->remote_id = *rid;
+    const auto psk = c.psk.view();
+    p->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
+        reinterpret_cast<const std::uint8_t*>(psk.data()), psk.size()));
+    std::string err;
+    if (!ike::ParseProposals(c.ike_proposals, ike::ProtocolId::kIke, p->ike_proposals, err) ||
+        !ike::ParseProposals(c.esp_proposals, ike::ProtocolId::kEsp, p->esp_proposals, err)) {
+      *error = config_path_ + ": connection '" + c.name + "': " + err;
+      return false;
+    }
+    for (const auto& t : c.local_ts) p->local_ts.push_back(ToSelector(t));
+    for (const auto& t : c.remote_ts) p->remote_ts.push_back(ToSelector(t));
+    p->dpd_delay = c.dpd_delay;
+    next[c.name] = Connection{c, std::move(p)};
+  }
+  connections_ = std::move(next);
+  return true;
+}
+
+bool Gateway::Init(std::string* error) {
+  if (!ApplyConnections(error)) return false;
+  const auto& g = config_.global;
+  if (sad_.SetSpiLimits(g.max_spi, sa::SpiPool::DefaultReserve(g.max_spi)) != sa::LimitsStatus::kOk) {
+    *error = config_path_ + ": global.max_spi: rejected by the SPI pool";
+    return false;
+  }
+  loop_ = io::EventLoop::Create({}, error);
+  if (!loop_) return false;
+  for (auto [port, natt] : {std::pair{g.ike_port, false}, std::pair{g.natt_port, true}}) {
+    const auto ep = io::Endpoint::Parse(g.listen, port);
+    auto sock = ep ? io::UdpSocket::Bind(*ep, {}, error) : nullptr;
+    if (!sock) {
+      *error = "cannot listen on " + g.listen + ":" + std::to_string(port) + ": " + *error;
+      return false;
+    }
+    io::UdpSocket* raw = sock.get();
+    loop_->AddReader(sock->fd(), [this, raw, natt] { OnUdp(*raw, natt); });
+    (natt ? natt_sock_ : ike_sock_) = std::move(sock);
+  }
+  control_ = control::ControlServer::Listen(
+      g.control_socket, [this](const nlohmann::json& r) { return Handle(r); }, {}, error);
+  if (!control_) return false;
+  loop_->AddReader(control_->fd(), [this] { control_->OnReadable(); });
+  loop_->AddRepeatingTimer("ike_tick", kTickPeriod, [this] { Tick(); });
+  loop_->AddRepeatingTimer("control_idle", std::chrono::seconds(5), [this] { control_->CloseIdleClients(); });
+  for (int sig : {SIGTERM, SIGINT}) loop_->OnSignal(sig, [this] { Shutdown(); });
+  loop_->OnSignal(SIGHUP, [this] { Reload(); });
+  return true;
+}
+
+int Gateway::Run() {
+  spdlog::info("spigot listening on {} (IKE {}, NAT-T {}), control socket {}",
+               config_.global.listen, config_.global.ike_port, config_.global.natt_port,
+               config_.global.control_socket);
+  for (const auto& [name, c] : connections_) {
+    if (c.cfg.start_action == config::StartAction::kStart) {
+      std::string err;
+      if (!Initiate(name, &err)) spdlog::warn("connection {}: {}", name, err);
+    }
+  }
+  loop_->Run();
+  return exit_code_;
+}
+
+// ---------------------------------------------------------------- UDP and IKE dispatch
+
+void Gateway::OnUdp(io::UdpSocket& sock, bool natt_port) {
+  static std::vector<std::uint8_t> buffers(kRecvBuffer * 8);
+  std::array<io::RecvSlot, 8> slots;
+  for (;;) {
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      slots[i] = io::RecvSlot{{buffers.data() + i * kRecvBuffer, kRecvBuffer}};
+    }
+    const io::BatchResult r = sock.RecvBatch(slots);
+    for (std::size_t i = 0; i < r.count; ++i) {
+      const io::RecvSlot& s = slots[i];
+      if (s.truncated) {
+        ++counters_.truncated;
+        continue;
+      }
+      std::span<const std::uint8_t> data(s.buffer.data(), s.length);
+      if (!natt_port) {
+        OnIke(data, s.peer, false);
+        continue;
+      }
+      std::span<const std::uint8_t> inner;
+      switch (esp::ClassifyUdpEncap(data, inner)) {
+        case esp::UdpPayload::kIke: OnIke(inner, s.peer, true); break;
+        case esp::UdpPayload::kEsp: ++counters_.esp_received; break;
+        case esp::UdpPayload::kKeepalive: ++counters_.keepalives; break;
+        case esp::UdpPayload::kMalformed: ++counters_.ike_invalid; break;
+      }
+    }
+    if (r.count < slots.size()) return;
+  }
+}
+
+void Gateway::OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port) {
+  ++counters_.ike_received;
+  ike::Header h;
+  if (!ike::ParseHeader(msg, h)) {
+    ++counters_.ike_invalid;
+    return;
+  }
+  const ike::TimePoint now = Now();
+  // The I flag says whether the sender is the original initiator (RFC 7296 3.1), so it says
+  // which of the two SPIs is ours.
+  const bool we_respond = h.from_initiator();
+  std::uint64_t ours = we_respond ? h.spi_r : h.spi_i;
+  if (we_respond && ours == 0) {
+    if (h.exchange != ike::Exchange::kIkeSaInit || h.is_response()) {
+      ++counters_.ike_unknown_spi;
+      return;
+    }
+    const auto key = std::pair{h.spi_i, from.ToString()};
+    if (auto it = half_open_.find(key); it != half_open_.end()) {
+      ours = it->second;
+    } else {
+      const Connection* c = ConnectionForAddress(from);
+      if (c == nullptr) {
+        ++counters_.ike_no_connection;
+        spdlog::info("IKE_SA_INIT from {}: no connection accepts this address", from.ToString());
+        return;
+      }
+      do {
+        ours = crypto::RandomU64();
+      } while (ours == 0 || ike_sas_.count(ours) != 0);
+      const io::Endpoint& local = natt_port ? natt_sock_->local_endpoint() : ike_sock_->local_endpoint();
+      SaEntry e;
+      e.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kResponder,
+                                          c->params, ToAddress(local), ToAddress(from), h.spi_i, ours);
+      e.natt = natt_port;
+      ike_sas_[ours] = std::move(e);
+      half_open_[key] = ours;
+    }
+  }
+  auto it = ike_sas_.find(ours);
+  if (it == ike_sas_.end()) {
+    ++counters_.ike_unknown_spi;
+    return;
+  }
+  SaEntry& e = it->second;
+  // Answer on the port the peer last used (it moves to 4500 when it detects a NAT: 2.23).
+  e.natt = natt_port;
+  e.sa->set_remote(ToAddress(from));
+  e.sa->Receive(msg, now);
+}
+
+const Gateway::Connection* Gateway::ConnectionForAddress(const io::Endpoint& from) const {
+  const std::string addr = from.AddressString();
+  const Connection* any = nullptr;
+  for (const auto& [name, c] : connections_) {
+    for (const auto& r : c.cfg.remote_addrs) {
+      if (r == addr) return &c;
+      if (r == "%any" && any == nullptr) any = &c;
+    }
+  }
+  return any;
+}
+
+std::uint64_t Gateway::OurSpi(const ike::IkeSa& sa) const {
+  return sa.role() == ike::IkeSa::Role::kInitiator ? sa.spi_i() : sa.spi_r();
+}
+
+void Gateway::Tick() {
+  const ike::TimePoint now = Now();
+  for (auto it = ike_sas_.begin(); it != ike_sas_.end();) {
+    ike::IkeSa& sa = *it->second.sa;
+    if (sa.state() != ike::IkeSa::State::kDead && sa.NextDeadline() <= now) sa.Tick(now);
+    if (sa.state() == ike::IkeSa::State::kDead) {
+      std::erase_if(half_open_, [&](const auto& kv) { return kv.second == it->first; });
+      it = ike_sas_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (shutting_down_ && ike_sas_.empty()) loop_->Stop();
+}
+
+// ---------------------------------------------------------------- IkeSaHost
+
+void Gateway::SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) {
+  auto it = ike_sas_.find(OurSpi(sa));
+  // An initiator moves to NAT-T once it sees a NAT (2.23); a responder follows the peer.
+  bool natt = it != ike_sas_.end() && it->second.natt;
+  if (sa.role() == ike::IkeSa::Role::kInitiator && sa.nat_detected()) natt = true;
+  io::Endpoint to = ToEndpoint(sa.remote());
+  if (!natt) {
+    ike_sock_->SendTo(to, datagram);
+    return;
+  }
+  if (sa.role() == ike::IkeSa::Role::kInitiator && to.port() == config_.global.ike_port) {
+    ike::Address r = sa.remote();
+    r.port = config_.global.natt_port;
+    sa.set_remote(r);
+    to = ToEndpoint(r);
+  }
+  if (it != ike_sas_.end()) it->second.natt = true;
+  std::vector<std::uint8_t> framed(sizeof(kNonEspMarker) + datagram.size());
+  std::memcpy(framed.data() + sizeof(kNonEspMarker), datagram.data(), datagram.size());
+  natt_sock_->SendTo(to, framed);
+}
+
+std::optional<std::uint32_t> Gateway::AllocateChildSpi(bool rekey, ike::NotifyType& refusal) {
+  const sa::SpiAllocation a = sad_.AllocateSpi(rekey ? sa::SpiPurpose::kRekey : sa::SpiPurpose::kNew);
+  if (a.status == sa::SpiStatus::kOk) return a.spi;
+  ++counters_.failed_sas;
+  refusal = ike::NotifyType::kTemporaryFailure;
+  spdlog::warn("SPI pool refused a {} CHILD SA ({} of max_spi {} in use)",
+               rekey ? "rekeyed" : "new", sad_.spi_pool().stats().in_use, config_.global.max_spi);
+  return std::nullopt;
+}
+
+void Gateway::ReleaseChildSpi(std::uint32_t spi) { sad_.ReleaseSpi(spi); }
+
+void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
+  sa::ChildSaParams p;
+  p.inbound_spi = child.spi_in;
+  p.outbound_spi = child.spi_out;
+  p.suite = child.algs.suite;
+  p.inbound_keymat = child.keymat_in;
+  p.outbound_keymat = child.keymat_out;
+  p.esn = child.algs.esn;
+  const Connection* c = sa.connection() ? &connections_.at(sa.connection()->name) : nullptr;
+  if (c != nullptr) p.replay_window = c->cfg.replay_window;
+  p.rekey_of = child.rekey_of != 0 && sad_.LookupInbound(child.rekey_of) ? child.rekey_of : 0;
+  const sa::InstallStatus st = sad_.Install(p, Now());
+  if (st != sa::InstallStatus::kOk) {
+    spdlog::error("CHILD SA {:08x}: install failed: {}", child.spi_in, sa::ToString(st));
+    return;
+  }
+  ike::ChildSaInfo copy;
+  copy.spi_in = child.spi_in;
+  copy.spi_out = child.spi_out;
+  copy.algs = child.algs;
+  copy.local_ts = child.local_ts;
+  copy.remote_ts = child.remote_ts;
+  copy.rekey_of = child.rekey_of;
+  copy.installed = child.installed;
+  children_[child.spi_in] = {OurSpi(sa), std::move(copy)};
+  spdlog::info("{}: CHILD SA {:08x}_i {:08x}_o INSTALLED ({}){}", sa.connection()->name,
+               child.spi_in, child.spi_out, ike::Describe(child.algs),
+               child.rekey_of ? " rekeying " + Hex(child.rekey_of, 8) : "");
+}
+
+void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
+  sad_.Remove(spi_in);
+  children_.erase(spi_in);
+  spdlog::info("{}: CHILD SA {:08x}_i removed", sa.connection() ? sa.connection()->name : "?", spi_in);
+}
+
+std::shared_ptr<const ike::ConnectionParams> Gateway::ConnectionForPeer(const ike::Identity& peer,
+                                                                        const ike::Address&) {
+  for (const auto& [name, c] : connections_) {
+    if (c.params->remote_id == peer) return c.params;
+  }
+  return nullptr;
+}
+
+void Gateway::StateChanged(ike::IkeSa& sa) {
+  const std::string name = sa.connection() ? sa.connection()->name : "?";
+  if (sa.state() == ike::IkeSa::State::kEstablished) {
+    ++counters_.ike_established;
+    if (sa.role() == ike::IkeSa::Role::kResponder) {
+      std::erase_if(half_open_, [&](const auto& kv) { return kv.second == sa.spi_r(); });
+    }
+    spdlog::info("{}: IKE SA {}_i {}_r ESTABLISHED with {} ({})", name, Hex(sa.spi_i(), 16),
+                 Hex(sa.spi_r(), 16), ike::ToString(sa.remote()),
+                 sa.algorithms() ? ike::Describe(*sa.algorithms()) : "");
+  } else if (sa.state() == ike::IkeSa::State::kDead) {
+    if (sa.established_at() == ike::TimePoint{}) ++counters_.failed_sas;
+    spdlog::info("{}: IKE SA {}_i {}_r gone: {}", name, Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16),
+                 sa.failure());
+  }
+}
+
+// ---------------------------------------------------------------- operator commands
+
+bool Gateway::Initiate(const std::string& name, std::string* error) {
+  auto it = connections_.find(name);
+  if (it == connections_.end()) return *error = "no connection named '" + name + "'", false;
+  const auto& cfg = it->second.cfg;
+  if (cfg.remote_addrs.empty() || cfg.remote_addrs[0] == "%any")
+    return *error = "connection '" + name + "' has no remote address to initiate to", false;
+  auto remote = io::Endpoint::Parse(cfg.remote_addrs[0], config_.global.ike_port);
+  if (!remote) return *error = "bad remote address '" + cfg.remote_addrs[0] + "'", false;
+  // Our address as the peer sees it: the configured one, else the listen address.
+  std::string local_addr = config_.global.listen;
+  if (!cfg.local_addrs.empty() && cfg.local_addrs[0] != "%any") local_addr = cfg.local_addrs[0];
+  auto local = io::Endpoint::Parse(local_addr, config_.global.ike_port);
+  std::uint64_t spi;
+  do {
+    spi = crypto::RandomU64();
+  } while (spi == 0 || ike_sas_.count(spi) != 0);
+  SaEntry e;
+  e.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kInitiator,
+                                      it->second.params, ToAddress(*local), ToAddress(*remote),
+                                      spi, 0);
+  ike::IkeSa* sa = e.sa.get();
+  ike_sas_[spi] = std::move(e);
+  sa->Initiate(Now());
+  return true;
+}
+
+int Gateway::Terminate(const std::string& name) {
+  int n = 0;
+  for (auto& [spi, e] : ike_sas_) {
+    if (e.sa->connection() && e.sa->connection()->name == name) {
+      e.sa->Delete(Now());
+      ++n;
+    }
+  }
+  return n;
+}
+
+void Gateway::Shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  spdlog::info("shutting down: deleting {} IKE SA(s)", ike_sas_.size());
+  for (auto& [spi, e] : ike_sas_) e.sa->Delete(Now());
+  // Peers that do not answer get kShutdownGrace; then we go regardless.
+  loop_->AddTimer("shutdown_grace", kShutdownGrace, [this] { loop_->Stop(); });
+  if (ike_sas_.empty()) loop_->Stop();
+}
+
+nlohmann::json Gateway::Handle(const nlohmann::json& req) {
+  const std::string cmd = req.value("command", "");
+  if (cmd == "sas") return Sas();
+  if (cmd == "stats") return Stats();
+  if (cmd == "reload") return Reload();
+  if (cmd == "initiate") {
+    std::string err;
+    if (!Initiate(req.value("name", ""), &err)) return {{"error", err}};
+    return {{"ok", true}, {"message", "initiating " + req.value("name", "")}};
+  }
+  if (cmd == "terminate") {
+    const int n = Terminate(req.value("name", ""));
+    if (n == 0) return {{"error", "no IKE SA for connection '" + req.value("name", "") + "'"}};
+    return {{"ok", true}, {"message", "deleting " + std::to_string(n) + " IKE SA(s)"}};
+  }
+  return {{"error", "unknown command '" + cmd + "'"}};
+}
+
+nlohmann::json Gateway::Sas() const {
+  nlohmann::json ikes = nlohmann::json::array();
+  for (const auto& [ours, e] : ike_sas_) {
+    const ike::IkeSa& sa = *e.sa;
+    nlohmann::json j = {
+        {"name", sa.connection() ? sa.connection()->name : ""},
+        {"state", ike::ToString(sa.state())},
+        {"role", sa.role() == ike::IkeSa::Role::kInitiator ? "initiator" : "responder"},
+        {"spi_i", Hex(sa.spi_i(), 16)},
+        {"spi_r", Hex(sa.spi_r(), 16)},
+        {"local", ike::ToString(sa.local())},
+        {"remote", ike::ToString(sa.remote())},
+        {"algorithms", sa.algorithms() ? ike::Describe(*sa.algorithms()) : ""},
+        {"nat_detected", sa.nat_detected()},
+    };
+    nlohmann::json children = nlohmann::json::array();
+    for (const auto& c : sa.children()) {
+      nlohmann::json cj = {{"spi_in", Hex(c.spi_in, 8)},
+                           {"spi_out", Hex(c.spi_out, 8)},
+                           {"algorithms", ike::Describe(c.algs)},
+                           {"local_ts", SelectorsJson(c.local_ts)},
+                           {"remote_ts", SelectorsJson(c.remote_ts)},
+                           {"state", "INSTALLED"}};
+      if (const sa::ChildSa* rec = sad_.LookupInbound(c.spi_in)) {
+        (void)rec;
+      }
+      children.push_back(std::move(cj));
+    }
+    j["children"] = std::move(children);
+    ikes.push_back(std::move(j));
+  }
+  return {{"ike_sas", std::move(ikes)}};
+}
+
+nlohmann::json Gateway::Stats() const {
+  std::size_t half_open = 0, established = 0;
+  for (const auto& [ours, e] : ike_sas_) {
+    if (e.sa->state() == ike::IkeSa::State::kEstablished) ++established;
+    else if (e.sa->state() != ike::IkeSa::State::kDead) ++half_open;
+  }
+  const auto pool = sad_.spi_pool().stats();
+  return {
+      {"active_sas", sad_.size()},
+      {"pending_sas", 0},
+      {"failed_sas", counters_.failed_sas},
+      {"ike_sas", established},
+      {"half_open_ike_sas", half_open},
+      {"max_spi", config_.global.max_spi},
+      {"spi_in_use", pool.in_use},
+      {"max_queue", config_.global.max_queue},
+      {"queue_depth", 0},
+      {"queue_overflows", 0},
+      {"negotiations_per_minute", 0.0},
+      {"rekeys_per_minute", 0.0},
+      {"packets_dropped",
+       {{"replay", 0}, {"bad_icv", 0}, {"unknown_spi", 0}, {"no_sa_queue_full", 0},
+        {"selector_mismatch", 0}, {"malformed", 0}}},
+      {"crypto_engine", {{"name", "ipsec-mb"}, {"state", "ok"}, {"stalls", 0}, {"fallbacks", 0}}},
+      {"ike",
+       {{"received", counters_.ike_received}, {"invalid", counters_.ike_invalid + ike_counters_.invalid_messages},
+        {"unknown_spi", counters_.ike_unknown_spi}, {"no_connection", counters_.ike_no_connection},
+        {"retransmits", ike_counters_.retransmits}, {"auth_failures", ike_counters_.auth_failures},
+        {"child_failures", ike_counters_.child_failures}, {"established", counters_.ike_established}}},
+      {"esp_in_udp_received_not_wired", counters_.esp_received},
+  };
+}
+
+nlohmann::json Gateway::Reload() {
+  const config::LoadResult r = config::LoadFile(config_path_);
+  if (!r.ok) {
+    spdlog::error("reload: {}", r.error);
+    return {{"error", r.error}};
+  }
+  const config::ConfigDiff d = config::Diff(config_, r.config);
+  config::Config old = config_;
+  config_ = r.config;
+  std::string err;
+  if (!ApplyConnections(&err)) {
+    config_ = old;
+    ApplyConnections(&err);
+    return {{"error", err}};
+  }
+  for (const auto& name : d.removed) Terminate(name);
+  if (d.limits_changed) {
+    sad_.SetSpiLimits(config_.global.max_spi, sa::SpiPool::DefaultReserve(config_.global.max_spi));
+  }
+  for (const auto& name : d.added) {
+    if (connections_.at(name).cfg.start_action == config::StartAction::kStart) Initiate(name, &err);
+  }
+  spdlog::info("reloaded {}: {} added, {} removed, {} changed", config_path_, d.added.size(),
+               d.removed.size(), d.changed.size());
+  return {{"ok", true},
+          {"added", d.added},
+          {"removed", d.removed},
+          {"changed", d.changed},
+          {"restart_required", d.restart_required}};
+}
+
+}  // namespace spigot::app

@@ -1,0 +1,99 @@
+// The gateway daemon (`spigot run`): IKE over UDP 500/4500 for the configured connections,
+// CHILD SAs in the SA database, the control socket. The ESP data path (TUN) is not wired yet:
+// ESP arriving on 4500 is counted and dropped.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "spigot/config/config.h"
+#include "spigot/control/control_server.h"
+#include "spigot/ike/ike_sa.h"
+#include "spigot/io/event_loop.h"
+#include "spigot/io/udp_socket.h"
+#include "spigot/sa/sa_database.h"
+
+namespace spigot::app {
+
+class Gateway : public ike::IkeSaHost {
+ public:
+  // Loads nothing itself: `config` was validated by config::LoadFile.
+  static std::unique_ptr<Gateway> Create(config::Config config, std::string config_path,
+                                         std::string* error);
+  ~Gateway() override;
+
+  // Runs until SIGTERM/SIGINT, then deletes the IKE SAs toward their peers. Returns the exit code.
+  int Run();
+
+  // IkeSaHost.
+  void SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) override;
+  std::optional<std::uint32_t> AllocateChildSpi(bool rekey, ike::NotifyType& refusal) override;
+  void ReleaseChildSpi(std::uint32_t spi) override;
+  void InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) override;
+  void RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) override;
+  std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity& peer,
+                                                                 const ike::Address& remote) override;
+  void StateChanged(ike::IkeSa& sa) override;
+
+ private:
+  struct Connection {
+    config::ConnectionConfig cfg;
+    std::shared_ptr<ike::ConnectionParams> params;
+  };
+  struct SaEntry {
+    std::unique_ptr<ike::IkeSa> sa;
+    bool natt = false;  // IKE moved to port 4500 (2.23)
+  };
+  struct Counters {
+    std::uint64_t ike_received = 0;
+    std::uint64_t ike_invalid = 0;        // unparsable header
+    std::uint64_t ike_unknown_spi = 0;    // no IKE SA for the SPIs
+    std::uint64_t ike_no_connection = 0;  // IKE_SA_INIT from an address no connection accepts
+    std::uint64_t esp_received = 0;       // ESP on 4500: counted, data path not wired yet
+    std::uint64_t keepalives = 0;
+    std::uint64_t truncated = 0;
+    std::uint64_t failed_sas = 0;
+    std::uint64_t ike_established = 0;
+  };
+
+  Gateway(config::Config config, std::string config_path);
+  bool Init(std::string* error);
+  bool ApplyConnections(std::string* error);
+  void OnUdp(io::UdpSocket& sock, bool natt_port);
+  void OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port);
+  void Tick();
+  bool Initiate(const std::string& name, std::string* error);
+  int Terminate(const std::string& name);
+  void Shutdown();
+  nlohmann::json Handle(const nlohmann::json& req);
+  nlohmann::json Sas() const;
+  nlohmann::json Stats() const;
+  nlohmann::json Reload();
+  const Connection* ConnectionForAddress(const io::Endpoint& from) const;
+  std::uint64_t OurSpi(const ike::IkeSa& sa) const;
+  ike::TimePoint Now() const { return ike::Clock::now(); }
+
+  config::Config config_;
+  std::string config_path_;
+  std::map<std::string, Connection> connections_;
+  std::unique_ptr<io::EventLoop> loop_;
+  std::unique_ptr<io::UdpSocket> ike_sock_, natt_sock_;
+  std::unique_ptr<control::ControlServer> control_;
+  sa::SaDatabase sad_;
+  ike::IkeCounters ike_counters_;
+  Counters counters_;
+  // IKE SAs by our own SPI (SPIi for those we initiated, SPIr for the others).
+  std::map<std::uint64_t, SaEntry> ike_sas_;
+  // Half-open responders by (peer's SPIi, peer address): a retransmitted IKE_SA_INIT finds
+  // the SA it created (2.1).
+  std::map<std::pair<std::uint64_t, std::string>, std::uint64_t> half_open_;
+  // CHILD SAs by inbound SPI: which IKE SA owns them and their negotiated details.
+  std::map<std::uint32_t, std::pair<std::uint64_t, ike::ChildSaInfo>> children_;
+  bool shutting_down_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace spigot::app
