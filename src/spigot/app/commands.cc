@@ -63,8 +63,9 @@ int RunDaemon(const std::string& config_path) {
 }
 
 int ControlCommand(const std::string& socket, const std::string& command, const std::string& name,
-                   bool json) {
+                   bool json, bool ike) {
   nlohmann::json req = {{"command", command}};
+  if (ike) req["ike"] = true;
   if (!name.empty()) req["name"] = name;
   const control::RequestResult r = control::ControlClient::Request(socket, req);
   if (!r.ok) {

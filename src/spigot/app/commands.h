@@ -9,6 +9,6 @@ int RunDaemon(const std::string& config_path);
 // One control request; prints the answer (JSON with `json`, else a table). Exit code 0 on
 // success, 1 when the daemon answered with an error, 2 when it could not be reached.
 int ControlCommand(const std::string& socket, const std::string& command, const std::string& name,
-                   bool json);
+                   bool json, bool ike = false);
 
 }  // namespace spigot::app

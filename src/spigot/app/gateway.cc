@@ -356,6 +356,26 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
   }
 }
 
+std::uint64_t Gateway::NewIkeSpi() {
+  std::uint64_t spi;
+  do {
+    spi = crypto::RandomU64();
+  } while (spi == 0 || ike_sas_.count(spi) != 0);
+  return spi;
+}
+
+void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) {
+  const std::uint64_t ours = OurSpi(*replacement);
+  SaEntry e;
+  e.natt = ike_sas_.count(OurSpi(old)) ? ike_sas_.at(OurSpi(old)).natt : false;
+  e.sa = std::move(replacement);
+  ike::IkeSa& sa = *e.sa;
+  ike_sas_[ours] = std::move(e);
+  for (const auto& c : sa.children()) children_[c.spi_in].first = ours;
+  spdlog::info("{}: IKE SA {}_i {}_r rekeyed to {}_i {}_r", sa.connection()->name,
+               Hex(old.spi_i(), 16), Hex(old.spi_r(), 16), Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16));
+}
+
 // ---------------------------------------------------------------- operator commands
 
 bool Gateway::Initiate(const std::string& name, std::string* error) {
@@ -395,6 +415,24 @@ int Gateway::Terminate(const std::string& name) {
   return n;
 }
 
+int Gateway::Rekey(const std::string& name, bool ike) {
+  int n = 0;
+  for (auto& [spi, e] : ike_sas_) {
+    ike::IkeSa& sa = *e.sa;
+    if (!sa.connection() || sa.connection()->name != name ||
+        sa.state() != ike::IkeSa::State::kEstablished || sa.children().empty() && !ike)
+      continue;
+    if (ike) {
+      n += sa.RekeyIke(Now());
+    } else {
+      std::vector<std::uint32_t> spis;
+      for (const auto& c : sa.children()) spis.push_back(c.spi_in);
+      for (std::uint32_t s : spis) n += sa.RekeyChild(s, Now());
+    }
+  }
+  return n;
+}
+
 void Gateway::Shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
@@ -414,6 +452,12 @@ nlohmann::json Gateway::Handle(const nlohmann::json& req) {
     std::string err;
     if (!Initiate(req.value("name", ""), &err)) return {{"error", err}};
     return {{"ok", true}, {"message", "initiating " + req.value("name", "")}};
+  }
+  if (cmd == "rekey") {
+    const bool ike = req.value("ike", false);
+    const int n = Rekey(req.value("name", ""), ike);
+    if (n == 0) return {{"error", "nothing to rekey for connection '" + req.value("name", "") + "'"}};
+    return {{"ok", true}, {"message", "rekeying " + std::to_string(n) + (ike ? " IKE SA(s)" : " CHILD SA(s)")}};
   }
   if (cmd == "terminate") {
     const int n = Terminate(req.value("name", ""));

@@ -37,6 +37,8 @@ class Gateway : public ike::IkeSaHost {
   std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity& peer,
                                                                  const ike::Address& remote) override;
   void StateChanged(ike::IkeSa& sa) override;
+  std::uint64_t NewIkeSpi() override;
+  void AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) override;
 
  private:
   struct Connection {
@@ -67,6 +69,7 @@ class Gateway : public ike::IkeSaHost {
   void Tick();
   bool Initiate(const std::string& name, std::string* error);
   int Terminate(const std::string& name);
+  int Rekey(const std::string& name, bool ike);
   void Shutdown();
   nlohmann::json Handle(const nlohmann::json& req);
   nlohmann::json Sas() const;

@@ -14,6 +14,7 @@ struct Cli {
   std::string socket = "/run/spigot/spigot.sock";
   std::string name;
   bool json = false;
+  bool ike = false;
   struct {
     std::size_t sas = 1'000'000;
     bool json = false;
@@ -43,10 +44,12 @@ void AddDaemonCommands(CLI::App& app, Cli& cli) {
     const char* help;
     bool takes_name;
     bool takes_json;
+    bool takes_ike = false;
   };
   static constexpr Cmd kCommands[] = {
       {"initiate", "Bring a connection up", true, false},
       {"terminate", "Bring a connection down (DELETE its IKE SAs)", true, false},
+      {"rekey", "Rekey a connection's CHILD SAs (or with --ike its IKE SA)", true, false, true},
       {"sas", "List IKE and CHILD SAs", false, true},
       {"stats", "Show the gateway's counters", false, true},
       {"reload", "Re-read the configuration without a restart", false, false},
@@ -56,9 +59,10 @@ void AddDaemonCommands(CLI::App& app, Cli& cli) {
     sub->add_option("--socket", cli.socket, "Control socket of the daemon")->capture_default_str();
     if (c.takes_name) sub->add_option("name", cli.name, "Connection name")->required();
     if (c.takes_json) sub->add_flag("--json", cli.json, "Print JSON");
+    if (c.takes_ike) sub->add_flag("--ike", cli.ike, "Rekey the IKE SA instead");
     const std::string command = c.name;
     sub->callback([&cli, command] {
-      cli.exit_code = spigot::app::ControlCommand(cli.socket, command, cli.name, cli.json);
+      cli.exit_code = spigot::app::ControlCommand(cli.socket, command, cli.name, cli.json, cli.ike);
     });
   }
 }

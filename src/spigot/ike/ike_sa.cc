@@ -188,6 +188,13 @@ bool IkeSa::Delete(TimePoint now) {
   return true;
 }
 
+bool IkeSa::RekeyIke(TimePoint now) {
+  if (state_ != State::kEstablished || rekeyed_ || pending_.size() >= kMaxQueuedRequests)
+    return ++counters_.requests_queue_full, false;
+  Enqueue({RequestKind::kRekeyIke}, now);
+  return true;
+}
+
 bool IkeSa::CheckLiveness(TimePoint now) {
   if (state_ != State::kEstablished || pending_.size() >= kMaxQueuedRequests) return false;
   Enqueue({RequestKind::kLiveness}, now);
@@ -222,6 +229,9 @@ void IkeSa::StartNext(TimePoint now) {
         break;
       case RequestKind::kLiveness:
         SendRequest(RequestKind::kLiveness, Exchange::kInformational, {}, now);
+        break;
+      case RequestKind::kRekeyIke:
+        if (!rekeyed_) SendIkeRekey(now);
         break;
       default:
         break;
@@ -333,6 +343,7 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       case RequestKind::kAuth: OnAuthResponse(msg, now); break;
       case RequestKind::kCreateChild:
       case RequestKind::kRekeyChild: OnChildResponse(msg, now); break;
+      case RequestKind::kRekeyIke: OnIkeRekeyResponse(msg, now); break;
       default: OnInformationalResponse(msg, now); break;
     }
     if (state_ != State::kDead && (!outstanding_ || outstanding_->kind == kind) &&
@@ -806,11 +817,8 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
     ++counters_.invalid_messages;
     return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
   }
-  if (!sa->proposals.empty() && sa->proposals[0].protocol == ProtocolId::kIke) {
-    // Rekeying the IKE SA itself is not implemented yet; refuse so the peer can reauthenticate.
-    ++counters_.child_failures;
-    return SendResponse(msg.header, {Notify(NotifyType::kNoProposalChosen)}, true);
-  }
+  if (!sa->proposals.empty() && sa->proposals[0].protocol == ProtocolId::kIke)
+    return OnIkeRekeyRequest(msg, now);
   std::uint32_t rekey_of = 0;
   if (const auto* r = msg.FindNotify(NotifyType::kRekeySa)) {
     const ChildSaInfo* old = FindChildByOutbound(SpiFromBytes(r->spi));
@@ -823,6 +831,121 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
   std::vector<Payload> out;
   NegotiateChildAsResponder(msg, ni->data, nr, {}, rekey_of, out, true, now);
   SendResponse(msg.header, std::move(out), true);
+}
+
+// ---------------------------------------------------------------- IKE SA rekey (2.18)
+
+void IkeSa::SendIkeRekey(TimePoint now) {
+  rekey_spi_ = host_.NewIkeSpi();
+  std::vector<Proposal> proposals = conn_->ike_proposals;
+  Bytes spi(8);
+  for (int i = 0; i < 8; ++i) spi[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(rekey_spi_ >> (56 - 8 * i));
+  for (auto& p : proposals) p.spi = spi;
+  ChildNegotiation neg{0, 0, RandomNonce(), crypto::DhKeyPair::Generate(PreferredDhGroup(proposals)),
+                       proposals};
+  const auto pub = neg.dh->public_value();
+  std::vector<Payload> p;
+  p.push_back({PayloadType::kSa, SaPayload{proposals}});
+  p.push_back({PayloadType::kNonce, NoncePayload{neg.nonce}});
+  p.push_back({PayloadType::kKe, KePayload{neg.dh->group(), Bytes(pub.begin(), pub.end())}});
+  child_neg_ = std::move(neg);
+  SendRequest(RequestKind::kRekeyIke, Exchange::kCreateChildSa, std::move(p), now);
+}
+
+void IkeSa::OnIkeRekeyResponse(const Message& msg, TimePoint now) {
+  if (!child_neg_) return;
+  ChildNegotiation neg = std::move(*child_neg_);
+  child_neg_.reset();
+  const auto* sa = msg.Find<SaPayload>(PayloadType::kSa);
+  const auto* nr = msg.Find<NoncePayload>(PayloadType::kNonce);
+  const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
+  if (const auto* err = msg.FirstError(); err != nullptr || sa == nullptr || nr == nullptr ||
+                                          ke == nullptr || sa->proposals.size() != 1) {
+    failure_ = err != nullptr ? std::string("IKE rekey refused by peer: ") + NotifyName(err->type)
+                              : "malformed IKE rekey response";
+    return;
+  }
+  const Proposal& chosen = sa->proposals[0];
+  const auto algs = IkeAlgorithmsOf(chosen);
+  crypto::SecureBytes shared;
+  if (!algs || chosen.spi.size() != 8 || !AcceptableChoice(conn_->ike_proposals, chosen) ||
+      ke->group != algs->dh_group || neg.dh->group() != ke->group ||
+      !neg.dh->ComputeShared(ke->data, shared)) {
+    failure_ = "bad IKE rekey response";
+    return;
+  }
+  std::uint64_t peer_spi = 0;
+  for (std::uint8_t b : chosen.spi) peer_spi = peer_spi << 8 | b;
+  // The rekey's initiator is the initiator of the new IKE SA (2.18).
+  HandOver(Role::kInitiator, rekey_spi_, peer_spi, *algs, neg.nonce, nr->data, shared, now);
+  // Then the old IKE SA goes: its DELETE is the next request here.
+  outstanding_.reset();
+  pending_.clear();
+  pending_.push_front({RequestKind::kDeleteIke});
+}
+
+void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
+  const auto* sa = msg.Find<SaPayload>(PayloadType::kSa);
+  const auto* ni = msg.Find<NoncePayload>(PayloadType::kNonce);
+  const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
+  if (rekeyed_ || outstanding_ && outstanding_->kind == RequestKind::kRekeyIke) {
+    // 2.8.1/2.25: we are already rekeying; simplest correct answer is to let the peer retry.
+    return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
+  }
+  const auto chosen = sa != nullptr ? SelectProposal(conn_->ike_proposals, sa->proposals) : std::nullopt;
+  const auto algs = chosen ? IkeAlgorithmsOf(*chosen) : std::nullopt;
+  if (!algs || chosen->spi.size() != 8 || ni == nullptr) {
+    return SendResponse(msg.header, {Notify(NotifyType::kNoProposalChosen)}, true);
+  }
+  if (ke == nullptr || ke->group != algs->dh_group) {
+    return SendResponse(msg.header,
+                        {Notify(NotifyType::kInvalidKePayload,
+                                {static_cast<std::uint8_t>(algs->dh_group >> 8),
+                                 static_cast<std::uint8_t>(algs->dh_group)})},
+                        true);
+  }
+  auto dh = crypto::DhKeyPair::Generate(algs->dh_group);
+  crypto::SecureBytes shared;
+  if (!dh || !dh->ComputeShared(ke->data, shared))
+    return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
+  std::uint64_t peer_spi = 0;
+  for (std::uint8_t b : chosen->spi) peer_spi = peer_spi << 8 | b;
+  const std::uint64_t ours = host_.NewIkeSpi();
+  Proposal answer = *chosen;
+  answer.spi.resize(8);
+  for (int i = 0; i < 8; ++i) answer.spi[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ours >> (56 - 8 * i));
+  const Bytes nr = RandomNonce();
+  const auto pub = dh->public_value();
+  SendResponse(msg.header,
+               {Payload{PayloadType::kSa, SaPayload{{answer}}}, Payload{PayloadType::kNonce, NoncePayload{nr}},
+                Payload{PayloadType::kKe, KePayload{algs->dh_group, Bytes(pub.begin(), pub.end())}}},
+               true);
+  HandOver(Role::kResponder, peer_spi, ours, *algs, ni->data, nr, shared, now);
+}
+
+void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const IkeAlgorithms& algs,
+                     std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
+                     const crypto::SecureBytes& shared, TimePoint now) {
+  auto next = std::make_unique<IkeSa>(host_, counters_, role, conn_, local_, remote_, spi_i, spi_r);
+  next->algs_ = algs;
+  next->ni_.assign(ni.begin(), ni.end());
+  next->nr_.assign(nr.begin(), nr.end());
+  if (!DeriveIkeSaKeys(algs, ni, nr, shared, spi_i, spi_r, next->keys_, &keys_.sk_d, algs_->prf)) {
+    failure_ = "IKE rekey key derivation failed";
+    return;
+  }
+  next->sk_out_ = MakeSkKeys(algs, next->keys_, role == Role::kInitiator, true);
+  next->sk_in_ = MakeSkKeys(algs, next->keys_, role == Role::kInitiator, false);
+  next->children_ = std::move(children_);
+  children_.clear();
+  next->nat_local_ = nat_local_;
+  next->nat_remote_ = nat_remote_;
+  next->created_at_ = now;
+  next->established_at_ = now;
+  next->last_heard_ = now;
+  next->state_ = State::kEstablished;
+  rekeyed_ = true;
+  host_.AdoptIkeSa(*this, std::move(next));
 }
 
 // ---------------------------------------------------------------- INFORMATIONAL
@@ -849,7 +972,7 @@ void IkeSa::OnInformationalRequest(const Message& msg, TimePoint now) {
   }
   if (!ours.spis.empty()) out.push_back({PayloadType::kDelete, ours});
   SendResponse(msg.header, std::move(out), true);
-  if (delete_ike) Die("deleted by peer");
+  if (delete_ike) Die(rekeyed_ ? "rekeyed" : "deleted by peer");
   (void)now;
 }
 
@@ -857,7 +980,7 @@ void IkeSa::OnInformationalResponse(const Message& msg, TimePoint now) {
   const RequestKind kind = outstanding_->kind;
   if (kind == RequestKind::kDeleteIke) {
     outstanding_.reset();
-    return Die("deleted");
+    return Die(rekeyed_ ? "rekeyed" : "deleted");
   }
   if (kind == RequestKind::kDeleteChild) {
     RemoveChildBySpi(pending_delete_spi_);

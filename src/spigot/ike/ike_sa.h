@@ -90,6 +90,11 @@ class IkeSaHost {
                                                                     const Address& remote) = 0;
   // State changes (established, dead) for logs and counters.
   virtual void StateChanged(IkeSa& sa) = 0;
+  // A fresh IKE SPI of ours (unique among this host's SAs, never 0).
+  virtual std::uint64_t NewIkeSpi() = 0;
+  // Takes over the IKE SA that replaces `old` after a rekey (2.18); it already holds the
+  // CHILD SAs. The host indexes it by its own SPI.
+  virtual void AdoptIkeSa(IkeSa& old, std::unique_ptr<IkeSa> replacement) = 0;
 };
 
 // Counters an IKE SA contributes to (owned by the host; may be shared by many SAs).
@@ -135,6 +140,7 @@ class IkeSa {
   bool CreateChild(TimePoint now);
   bool RekeyChild(std::uint32_t spi_in, TimePoint now);
   bool DeleteChild(std::uint32_t spi_in, TimePoint now);
+  bool RekeyIke(TimePoint now);  // CREATE_CHILD_SA rekeying this IKE SA (2.18)
   bool Delete(TimePoint now);  // INFORMATIONAL DELETE of the IKE SA (and with it the CHILD SAs)
   bool CheckLiveness(TimePoint now);
 
@@ -155,7 +161,7 @@ class IkeSa {
 
  private:
   enum class RequestKind : std::uint8_t { kInit, kAuth, kCreateChild, kRekeyChild, kDeleteChild,
-                                          kDeleteIke, kLiveness };
+                                          kDeleteIke, kLiveness, kRekeyIke };
   struct Outstanding {
     RequestKind kind;
     std::uint32_t message_id;
@@ -185,6 +191,13 @@ class IkeSa {
   void SendChildRequest(RequestKind kind, std::uint32_t rekey_of, TimePoint now);
   void OnChildResponse(const Message& msg, TimePoint now);
   void OnInformationalResponse(const Message& msg, TimePoint now);
+  void SendIkeRekey(TimePoint now);
+  void OnIkeRekeyResponse(const Message& msg, TimePoint now);
+  void OnIkeRekeyRequest(const Message& msg, TimePoint now);
+  // Builds the IKE SA that replaces this one and hands it and the CHILD SAs to the host.
+  void HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const IkeAlgorithms& algs,
+                std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
+                const crypto::SecureBytes& shared, TimePoint now);
   // Responder steps.
   void OnInitRequest(const Message& msg, std::span<const std::uint8_t> datagram, TimePoint now);
   void OnAuthRequest(const Message& msg, TimePoint now);
@@ -244,6 +257,8 @@ class IkeSa {
   std::deque<Pending> pending_;
   std::optional<ChildNegotiation> child_neg_;
   std::uint32_t pending_delete_spi_ = 0;  // the CHILD SA our in-flight DELETE names
+  std::uint64_t rekey_spi_ = 0;           // our SPI for the IKE SA our rekey creates
+  bool rekeyed_ = false;                  // replaced by a rekey: only the DELETE remains
   int cookie_retries_ = 0;
   int ke_retries_ = 0;
   // The peer's requests: the next expected ID and the cached last response (2.1).

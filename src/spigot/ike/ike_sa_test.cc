@@ -186,6 +186,35 @@ TEST_F(Established, ChildRekeyFromEitherSideIsMakeBeforeBreak) {
   }
 }
 
+TEST_F(Established, IkeRekeyFromEitherSideMovesTheChildSas) {
+  for (bool from_initiator : {true, false}) {
+    const std::uint64_t old_i = pair_->initiator->spi_i(), old_r = pair_->initiator->spi_r();
+    const auto children = pair_->ihost.installed;
+    ASSERT_TRUE(Side(from_initiator).RekeyIke(T(10)));
+    pair_->Pump(T(10));
+    IkeSa& i = *pair_->initiator;
+    IkeSa& r = *pair_->responder;
+    EXPECT_EQ(i.state(), State::kEstablished);
+    EXPECT_EQ(r.state(), State::kEstablished);
+    EXPECT_EQ(i.spi_i(), r.spi_i());
+    EXPECT_EQ(i.spi_r(), r.spi_r());
+    EXPECT_NE(i.spi_i(), old_i);
+    EXPECT_NE(i.spi_r(), old_r);
+    // The rekey's initiator is the new SA's initiator.
+    EXPECT_EQ(i.role(), from_initiator ? IkeSa::Role::kInitiator : IkeSa::Role::kResponder);
+    EXPECT_EQ(i.children().size(), 1u);
+    EXPECT_EQ(r.children().size(), 1u);
+    EXPECT_EQ(pair_->ihost.installed.size(), children.size()) << "CHILD SAs lost in the IKE rekey";
+    for (auto& old : pair_->ihost.retired) EXPECT_EQ(old->state(), State::kDead);
+    for (auto& old : pair_->rhost.retired) EXPECT_EQ(old->state(), State::kDead);
+    // The new IKE SA works: rekey a CHILD SA through it.
+    ASSERT_TRUE(i.RekeyChild(i.children()[0].spi_in, T(11)));
+    pair_->Pump(T(11));
+    ASSERT_EQ(pair_->ihost.installed.size(), 1u);
+    ExpectTrafficFlows(pair_->ihost.installed.begin()->second, pair_->rhost.installed.begin()->second);
+  }
+}
+
 TEST_F(Established, NewChildAndDeleteChild) {
   ASSERT_TRUE(pair_->responder->CreateChild(T(5)));
   pair_->Pump(T(5));

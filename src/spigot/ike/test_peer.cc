@@ -50,6 +50,24 @@ std::shared_ptr<const ConnectionParams> LoopbackHost::ConnectionForPeer(const Id
   return nullptr;
 }
 
+std::uint64_t LoopbackHost::NewIkeSpi() { return crypto::RandomU64() | 1; }
+
+void LoopbackHost::AdoptIkeSa(IkeSa&, std::unique_ptr<IkeSa> replacement) {
+  retired.push_back(std::move(*current));
+  *current = std::move(replacement);
+}
+
+IkeSa* LoopbackHost::Find(std::uint64_t spi) {
+  auto ours = [](const IkeSa& sa) {
+    return sa.role() == IkeSa::Role::kInitiator ? sa.spi_i() : sa.spi_r();
+  };
+  if (*current && ours(**current) == spi) return current->get();
+  for (auto& r : retired) {
+    if (ours(*r) == spi) return r.get();
+  }
+  return nullptr;
+}
+
 namespace {
 Address Addr(std::uint8_t last, std::uint16_t port) {
   Address a;
@@ -65,6 +83,8 @@ LoopbackPair::LoopbackPair(std::shared_ptr<const ConnectionParams> initiator_con
     : responder_conn(std::move(rconn)) {
   ihost.peer = &rhost;
   rhost.peer = &ihost;
+  ihost.current = &initiator;
+  rhost.current = &responder;
   rhost.connections.push_back(responder_conn);
   initiator = std::make_unique<IkeSa>(ihost, icounters, IkeSa::Role::kInitiator,
                                       std::move(initiator_conn), Addr(1, 500), Addr(2, 500),
@@ -77,14 +97,15 @@ void LoopbackPair::Pump(TimePoint now, int max_rounds) {
     while (!rhost.inbox.empty()) {
       Bytes d = std::move(rhost.inbox.front());
       rhost.inbox.pop_front();
+      Header h;
+      if (!ParseHeader(d, h)) continue;
       if (!responder) {
-        Header h;
-        if (!ParseHeader(d, h)) continue;
         responder = std::make_unique<IkeSa>(rhost, rcounters, IkeSa::Role::kResponder,
                                             responder_conn, Addr(2, 500), Addr(1, 500), h.spi_i,
                                             crypto::RandomU64());
       }
-      responder->Receive(d, now);
+      IkeSa* sa = h.spi_r == 0 ? responder.get() : rhost.Find(h.from_initiator() ? h.spi_r : h.spi_i);
+      if (sa != nullptr) sa->Receive(d, now);
       // A responder that refused IKE_SA_INIT (cookie, INVALID_KE, ...) kept no state (2.6).
       if (responder->state() == IkeSa::State::kDead && responder->established_at() == TimePoint{})
         responder.reset();
@@ -92,7 +113,9 @@ void LoopbackPair::Pump(TimePoint now, int max_rounds) {
     while (!ihost.inbox.empty()) {
       Bytes d = std::move(ihost.inbox.front());
       ihost.inbox.pop_front();
-      initiator->Receive(d, now);
+      Header h;
+      if (!ParseHeader(d, h)) continue;
+      if (IkeSa* sa = ihost.Find(h.from_initiator() ? h.spi_r : h.spi_i)) sa->Receive(d, now);
     }
   }
 }

@@ -24,6 +24,10 @@ class LoopbackHost : public IkeSaHost {
   std::shared_ptr<const ConnectionParams> ConnectionForPeer(const Identity& peer,
                                                             const Address& remote) override;
   void StateChanged(IkeSa& sa) override { ++state_changes; }
+  std::uint64_t NewIkeSpi() override;
+  void AdoptIkeSa(IkeSa& old, std::unique_ptr<IkeSa> replacement) override;
+  // The SA with our SPI `spi`: the current one or one replaced by a rekey.
+  IkeSa* Find(std::uint64_t spi);
 
   LoopbackHost* peer = nullptr;
   std::deque<Bytes> inbox;        // datagrams sent to this host
@@ -35,6 +39,8 @@ class LoopbackHost : public IkeSaHost {
   std::vector<std::shared_ptr<const ConnectionParams>> connections;
   int state_changes = 0;
   std::uint64_t sent = 0;
+  std::unique_ptr<IkeSa>* current = nullptr;   // the pair's field holding this side's SA
+  std::vector<std::unique_ptr<IkeSa>> retired;  // replaced by IKE rekeys, kept until deleted
 };
 
 // Two hosts and their IKE SAs; Pump() delivers queued datagrams until both inboxes are empty.
