@@ -8,7 +8,10 @@ PACKAGES=(
   libipsec-mb-dev libssl-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libspdlog-dev
   libgtest-dev googletest libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev llvm
-  python3 iproute2 iputils-ping procps
+  python3 iproute2 iputils-ping procps iperf3
+  # strongSwan 5.9.8, the interoperability peer (../shared/notes/strongswan-peer.md)
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
+  libstrongswan-extra-plugins
 )
 
 missing=()

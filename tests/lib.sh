@@ -1,0 +1,156 @@
+# Shared helpers for the namespace tests. Source it; call `netns_setup` first. Everything a
+# test starts is stopped and every namespace deleted on exit, pass or fail.
+#
+# Topology (documentation addresses only, RFC 5737):
+#   ${NS}a  192.0.2.1/24 (veth)  inner 198.51.100.1   <-->  ${NS}b  192.0.2.2/24  inner 203.0.113.1
+set -euo pipefail
+
+SPIGOT=${SPIGOT:?set SPIGOT to the spigot binary}
+WORK=$(mktemp -d /tmp/spigot-test.XXXXXX)
+NS="sp$$"
+PIDS=()
+
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -n 40 "$f" >&2; }; done
+  exit 1
+}
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  ip netns del "${NS}a" 2>/dev/null || true
+  ip netns del "${NS}b" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+netns_setup() {
+  ip netns add "${NS}a"
+  ip netns add "${NS}b"
+  ip link add "${NS}va" type veth peer name "${NS}vb"
+  ip link set "${NS}va" netns "${NS}a"
+  ip link set "${NS}vb" netns "${NS}b"
+  ip -n "${NS}a" addr add 192.0.2.1/24 dev "${NS}va"
+  ip -n "${NS}b" addr add 192.0.2.2/24 dev "${NS}vb"
+  for s in a b; do
+    ip -n "${NS}$s" link set lo up
+    ip -n "${NS}$s" link set "${NS}v$s" up
+  done
+  ip -n "${NS}a" addr add 198.51.100.1/32 dev lo
+  ip -n "${NS}b" addr add 203.0.113.1/32 dev lo
+}
+
+# spigot_config SIDE IKE ESP [PSK]: writes $WORK/SIDE.toml for side a or b.
+spigot_config() {
+  local side=$1 ike=$2 esp=$3 psk=${4:-interop-secret}
+  local me=192.0.2.1 peer=192.0.2.2 lts=198.51.100.0/24 rts=203.0.113.0/24 lid=gw-a rid=gw-b
+  if [ "$side" = b ]; then
+    me=192.0.2.2 peer=192.0.2.1 lts=203.0.113.0/24 rts=198.51.100.0/24 lid=gw-b rid=gw-a
+  fi
+  cat >"$WORK/$side.toml" <<TOML
+[global]
+control_socket = "$WORK/$side.sock"
+listen = "$me"
+
+[[connection]]
+name = "peer"
+local_addrs = "$me"
+remote_addrs = "$peer"
+local_id = "$lid"
+remote_id = "$rid"
+psk = "$psk"
+ike_proposals = "$ike"
+esp_proposals = "$esp"
+local_ts = "$lts"
+remote_ts = "$rts"
+TOML
+}
+
+# spigot_start SIDE: runs spigot in namespace SIDE with $WORK/SIDE.toml.
+spigot_start() {
+  local side=$1
+  ip netns exec "${NS}$side" "$SPIGOT" run -c "$WORK/$side.toml" >"$WORK/spigot-$side.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 50); do [ -S "$WORK/$side.sock" ] && return 0; sleep 0.1; done
+  fail "spigot on side $side did not start"
+}
+
+sctl() {  # sctl SIDE ARGS...: a spigot control command against side SIDE
+  local side=$1; shift
+  "$SPIGOT" "$@" --socket "$WORK/$side.sock"
+}
+
+# charon_start SIDE IKE ESP [PSK]: strongSwan 5.9.8 with kernel-libipsec in namespace SIDE,
+# configured as the mirror of spigot_config on the other side.
+charon_start() {
+  local side=$1 ike=$2 esp=$3 psk=${4:-interop-secret}
+  local dir="$WORK/charon-$side"
+  local me=192.0.2.2 peer=192.0.2.1 lts=203.0.113.0/24 rts=198.51.100.0/24 lid=gw-b rid=gw-a
+  if [ "$side" = a ]; then
+    me=192.0.2.1 peer=192.0.2.2 lts=198.51.100.0/24 rts=203.0.113.0/24 lid=gw-a rid=gw-b
+  fi
+  mkdir -p "$dir/run"
+  cat >"$dir/strongswan.conf" <<CONF
+charon {
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 x509 pubkey socket-default vici kernel-libipsec kernel-netlink updown
+  install_routes = yes
+  filelog { stderr { default = 1 ike = 2 } }
+  plugins { kernel-libipsec { allow_peer_ts = yes } }
+}
+CONF
+  cat >"$dir/swanctl.conf" <<CONF
+connections {
+  gw {
+    local_addrs = $me
+    remote_addrs = $peer
+    proposals = $ike
+    local {
+      auth = psk
+      id = $lid
+    }
+    remote {
+      auth = psk
+      id = $rid
+    }
+    children {
+      net {
+        local_ts = $lts
+        remote_ts = $rts
+        esp_proposals = $esp
+      }
+    }
+  }
+}
+secrets {
+  ike-1 {
+    id-1 = gw-a
+    id-2 = gw-b
+    secret = $psk
+  }
+}
+CONF
+  ip netns exec "${NS}$side" unshare -m sh -c \
+    "mount --bind '$dir/run' /run; STRONGSWAN_CONF='$dir/strongswan.conf' exec /usr/lib/ipsec/charon" \
+    >"$WORK/charon-$side.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -S "$dir/run/charon.vici" ] && break; sleep 0.1; done
+  [ -S "$dir/run/charon.vici" ] || fail "charon did not start"
+  swan "$side" --load-all --file "$dir/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all failed"
+}
+
+swan() {  # swan SIDE COMMAND ARGS...: swanctl against the charon in namespace SIDE
+  local side=$1 cmd=$2; shift 2
+  ip netns exec "${NS}$side" swanctl "$cmd" "$@" --uri "unix://$WORK/charon-$side/run/charon.vici"
+}
+
+# until_ok TIMEOUT_S CMD...: retries CMD until it succeeds or the time is up.
+until_ok() {
+  local deadline=$(( $(date +%s) + $1 )); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
