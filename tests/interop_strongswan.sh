@@ -48,6 +48,7 @@ rekeys() {
 log "round 1: charon initiates ($IKE / $ESP)"
 swan b --initiate --child net >/dev/null || fail "charon could not initiate"
 step "charon -> spigot established"
+cookies_checked a
 rekeys
 sctl a terminate peer >/dev/null
 until_ok 10 none || fail "delete from spigot: SAs remain"

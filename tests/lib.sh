@@ -54,6 +54,7 @@ spigot_config() {
 [global]
 control_socket = "$WORK/$side.sock"
 listen = "$me"
+cookie_threshold = ${COOKIE_THRESHOLD:-1000}
 
 [[connection]]
 name = "peer"
@@ -153,4 +154,13 @@ until_ok() {
     [ "$(date +%s)" -lt "$deadline" ] || return 1
     sleep 0.2
   done
+}
+
+# cookies_checked SIDE: with COOKIE_THRESHOLD=0, side SIDE must have demanded cookies.
+cookies_checked() {
+  [ "${COOKIE_THRESHOLD:-1000}" = 0 ] || return 0
+  local n
+  n=$(sctl "$1" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ike"]["cookies_sent"])')
+  [ "$n" -gt 0 ] || fail "cookie_threshold = 0 but side $1 sent no COOKIE"
+  log "ok: side $1 demanded $n cookie(s) and the initiator followed them"
 }

@@ -40,6 +40,7 @@ for initiator in a b; do
   other=$([ $initiator = a ] && echo b || echo a)
   sctl $initiator initiate peer >/dev/null
   step "$initiator initiates"
+  cookies_checked $other
   for side in a b; do
     rekey_step $side
     rekey_step $side --ike

@@ -199,6 +199,9 @@ void Gateway::OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
       ours = it->second;
     } else {
       const Connection* c = ConnectionForAddress(from);
+      if (c != nullptr && half_open_.size() >= config_.global.cookie_threshold &&
+          !CookieAdmits(msg, h, from, natt_port))
+        return;
       if (c == nullptr) {
         ++counters_.ike_no_connection;
         spdlog::info("IKE_SA_INIT from {}: no connection accepts this address", from.ToString());
@@ -226,6 +229,43 @@ void Gateway::OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
   e.natt = natt_port;
   e.sa->set_remote(ToAddress(from));
   e.sa->Receive(msg, now);
+}
+
+bool Gateway::CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
+                           const io::Endpoint& from, bool natt_port) {
+  ike::Message m;
+  if (ike::ParseMessage(msg, m).error != ike::ParseError::kOk) {
+    ++counters_.ike_invalid;
+    return false;
+  }
+  const auto* ni = m.Find<ike::NoncePayload>(ike::PayloadType::kNonce);
+  if (ni == nullptr) {
+    ++counters_.ike_invalid;
+    return false;
+  }
+  const ike::TimePoint now = Now();
+  // 2.6: the cookie comes back as the first payload.
+  const auto* first = m.payloads.empty() ? nullptr : std::get_if<ike::NotifyPayload>(&m.payloads[0].body);
+  if (first != nullptr && first->type == ike::NotifyType::kCookie) {
+    if (cookies_.Verify(first->data, ni->data, from.address_bytes(), h.spi_i, now)) return true;
+    ++counters_.cookies_invalid;
+  }
+  ike::Message reply;
+  reply.header = ike::Header{h.spi_i, 0, ike::PayloadType::kNone, ike::kVersion,
+                             ike::Exchange::kIkeSaInit, ike::kFlagResponse, 0, 0};
+  reply.payloads.push_back({ike::PayloadType::kNotify,
+                            ike::NotifyPayload{ike::ProtocolId::kNone, {}, ike::NotifyType::kCookie,
+                                               cookies_.Make(ni->data, from.address_bytes(), h.spi_i, now)}});
+  const ike::Bytes bytes = ike::Serialize(reply, nullptr);
+  if (natt_port) {
+    std::vector<std::uint8_t> framed(sizeof(kNonEspMarker) + bytes.size());
+    std::memcpy(framed.data() + sizeof(kNonEspMarker), bytes.data(), bytes.size());
+    natt_sock_->SendTo(from, framed);
+  } else {
+    ike_sock_->SendTo(from, bytes);
+  }
+  ++counters_.cookies_sent;
+  return false;
 }
 
 const Gateway::Connection* Gateway::ConnectionForAddress(const io::Endpoint& from) const {
@@ -529,7 +569,8 @@ nlohmann::json Gateway::Stats() const {
        {{"received", counters_.ike_received}, {"invalid", counters_.ike_invalid + ike_counters_.invalid_messages},
         {"unknown_spi", counters_.ike_unknown_spi}, {"no_connection", counters_.ike_no_connection},
         {"retransmits", ike_counters_.retransmits}, {"auth_failures", ike_counters_.auth_failures},
-        {"child_failures", ike_counters_.child_failures}, {"established", counters_.ike_established}}},
+        {"child_failures", ike_counters_.child_failures}, {"established", counters_.ike_established},
+        {"cookies_sent", counters_.cookies_sent}, {"cookies_invalid", counters_.cookies_invalid}}},
       {"esp_in_udp_received_not_wired", counters_.esp_received},
   };
 }

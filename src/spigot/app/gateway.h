@@ -11,6 +11,7 @@
 
 #include "spigot/config/config.h"
 #include "spigot/control/control_server.h"
+#include "spigot/ike/cookie.h"
 #include "spigot/ike/ike_sa.h"
 #include "spigot/io/event_loop.h"
 #include "spigot/io/udp_socket.h"
@@ -59,6 +60,8 @@ class Gateway : public ike::IkeSaHost {
     std::uint64_t truncated = 0;
     std::uint64_t failed_sas = 0;
     std::uint64_t ike_established = 0;
+    std::uint64_t cookies_sent = 0;     // IKE_SA_INIT answered with COOKIE (RFC 7296 2.6)
+    std::uint64_t cookies_invalid = 0;  // IKE_SA_INIT with a cookie that does not verify
   };
 
   Gateway(config::Config config, std::string config_path);
@@ -66,6 +69,10 @@ class Gateway : public ike::IkeSaHost {
   bool ApplyConnections(std::string* error);
   void OnUdp(io::UdpSocket& sock, bool natt_port);
   void OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port);
+  // Past cookie_threshold half-open SAs: true if the IKE_SA_INIT request carries a valid
+  // cookie; otherwise answers with a fresh COOKIE (statelessly) and returns false.
+  bool CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
+                    const io::Endpoint& from, bool natt_port);
   void Tick();
   bool Initiate(const std::string& name, std::string* error);
   int Terminate(const std::string& name);
@@ -86,6 +93,7 @@ class Gateway : public ike::IkeSaHost {
   std::unique_ptr<io::UdpSocket> ike_sock_, natt_sock_;
   std::unique_ptr<control::ControlServer> control_;
   sa::SaDatabase sad_;
+  ike::CookieJar cookies_{ike::Clock::now()};
   ike::IkeCounters ike_counters_;
   Counters counters_;
   // IKE SAs by our own SPI (SPIi for those we initiated, SPIr for the others).

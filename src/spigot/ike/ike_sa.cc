@@ -888,7 +888,7 @@ void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
   const auto* sa = msg.Find<SaPayload>(PayloadType::kSa);
   const auto* ni = msg.Find<NoncePayload>(PayloadType::kNonce);
   const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
-  if (rekeyed_ || outstanding_ && outstanding_->kind == RequestKind::kRekeyIke) {
+  if (rekeyed_ || (outstanding_ && outstanding_->kind == RequestKind::kRekeyIke)) {
     // 2.8.1/2.25: we are already rekeying; simplest correct answer is to let the peer retry.
     return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
   }

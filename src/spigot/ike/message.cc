@@ -167,6 +167,10 @@ bool ParseBody(PayloadType type, std::span<const std::uint8_t> bytes, bool criti
       std::uint16_t count;
       if (!r.ReadU8(proto) || !r.ReadU8(d.spi_size) || !r.ReadU16(count)) return false;
       d.protocol = static_cast<ProtocolId>(proto);
+      // 3.11: lengths first — the SPIs must fill the payload exactly; SPI size 0 (IKE) means
+      // no SPIs.
+      if (std::size_t{count} * d.spi_size != r.remaining() || (d.spi_size == 0 && count != 0))
+        return false;
       for (unsigned i = 0; i < count; ++i) {
         std::span<const std::uint8_t> spi;
         if (!r.ReadBytes(d.spi_size, spi)) return false;
@@ -407,6 +411,7 @@ ParseResult ParseMessage(std::span<const std::uint8_t> datagram, Message& msg) {
 
 ParseResult OpenSk(std::span<const std::uint8_t> datagram, const ParseResult& located,
                    SkKeys& keys, Message& msg) {
+  if (!keys.cipher || (!keys.cipher->info().aead && !keys.integ)) return {ParseError::kIntegrityFailed};
   const crypto::IkeEncrInfo& info = keys.cipher->info();
   const std::size_t icv_len = info.aead ? info.icv_len : keys.integ->icv_length();
   const std::size_t body_start = located.sk_offset + kPayloadHeaderLen;
@@ -427,14 +432,21 @@ ParseResult OpenSk(std::span<const std::uint8_t> datagram, const ParseResult& lo
     // 3.14: the ICV covers the whole message up to the ICV itself.
     if (!keys.integ->Verify(datagram.first(datagram.size() - icv_len), icv))
       return {ParseError::kIntegrityFailed};
-    if (!keys.cipher->DecryptCbc(iv, plain)) return {ParseError::kInvalidSyntax};
+    if (!keys.cipher->DecryptCbc(iv, plain)) {
+      crypto::Wipe(plain.data(), plain.size());
+      return {ParseError::kInvalidSyntax};
+    }
   }
   // 3.14: plaintext = payloads || padding || Pad Length (1 octet).
   const std::size_t pad = plain.back();
-  if (pad + 1 > plain.size()) return {ParseError::kInvalidSyntax};
-  ByteReader inner(std::span<const std::uint8_t>(plain).first(plain.size() - pad - 1));
-  msg.payloads.clear();
-  ParseResult res = ParseChain(inner, 0, located.sk_first, msg.payloads, nullptr);
+  ParseResult res{ParseError::kInvalidSyntax};
+  if (pad + 1 <= plain.size()) {
+    ByteReader inner(std::span<const std::uint8_t>(plain).first(plain.size() - pad - 1));
+    msg.payloads.clear();
+    res = ParseChain(inner, 0, located.sk_first, msg.payloads, nullptr);
+    // Authenticated, so a bad chain is the peer's syntax error, to be answered (2.21.3).
+    if (res.error == ParseError::kTruncated) res.error = ParseError::kInvalidSyntax;
+  }
   crypto::Wipe(plain.data(), plain.size());
   return res;
 }

@@ -1005,8 +1005,8 @@ TEST_P(SkTest, BadContentsAfterIntegrityCheck) {
 
 // RFC 7296 2.21.3 / 3.10.1: once the ICV has verified, a malformed payload chain comes from the
 // authenticated peer and must be answered with INVALID_SYNTAX, not dropped as a truncated
-// datagram. OpenSk currently returns kTruncated here (see the report to the lead).
-TEST_P(SkTest, DISABLED_InnerLengthErrorIsInvalidSyntax) {
+// datagram.
+TEST_P(SkTest, InnerLengthErrorIsInvalidSyntax) {
   const Message m = DeleteMessage();
   const Bytes chain = Chain(m);
   Bytes cut(chain.begin(), chain.end() - 1);

@@ -84,6 +84,10 @@ bool ParseOne(std::string_view text, ProtocolId protocol, Proposal& p, std::stri
       error = "'" + std::string(word) + "' applies to IKE proposals only";
       return false;
     }
+    if (protocol == ProtocolId::kEsp && kw->type == TransformType::kInteg && kw->id != 12) {
+      error = "'" + std::string(word) + "': ESP integrity supports sha256 (HMAC-SHA-256-128) only";
+      return false;
+    }
     if (kw->type == TransformType::kEncr) (kw->aead ? aead : cbc) = true;
     Transform t{kw->type, kw->id, kw->key_bits};
     if (std::find(p.transforms.begin(), p.transforms.end(), t) == p.transforms.end())
@@ -152,7 +156,8 @@ std::optional<Proposal> SelectProposal(const std::vector<Proposal>& ours,
       if (peer.protocol != mine.protocol) continue;
       // An ESP peer that omits ESN means "no ESN" (3.3.3 makes it mandatory; be lenient).
       unsigned peer_types = Types(peer);
-      if (mine.protocol == ProtocolId::kEsp) peer_types |= 1u << static_cast<unsigned>(TransformType::kEsn);
+      if (mine.protocol == ProtocolId::kEsp && Has(mine, TransformType::kEsn))
+        peer_types |= 1u << static_cast<unsigned>(TransformType::kEsn);
       if (peer_types != Types(mine)) continue;
       Proposal chosen;
       chosen.number = peer.number;

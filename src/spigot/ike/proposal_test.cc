@@ -266,11 +266,10 @@ TEST(AlgorithmsOfTest, Child) {
   EXPECT_FALSE(ChildAlgorithmsOf(modp).has_value());
 }
 
-// spigot's ESP implements AES-CBC only with HMAC-SHA2-256-128 (crypto::EspSuite), yet
-// ParseProposals accepts "aes128-sha384" and "aes256-sha512" for ESP: a configuration that
-// parses but can never yield a Child SA (ChildAlgorithmsOf returns nullopt). Reported to the
-// lead; enable once ParseProposals rejects it (or ESP gains the suites).
-TEST(AlgorithmsOfTest, DISABLED_EspProposalsParseOnlyWhatChildSasSupport) {
+// spigot's ESP implements AES-CBC only with HMAC-SHA2-256-128 (crypto::EspSuite), so
+// ParseProposals rejects "aes128-sha384" and "aes256-sha512" for ESP: a configuration that
+// parsed but could never yield a Child SA.
+TEST(AlgorithmsOfTest, EspProposalsParseOnlyWhatChildSasSupport) {
   for (const char* text : {"aes128-sha384", "aes256-sha512", "aes128-sha256-sha512"}) {
     std::vector<Proposal> out;
     std::string error;
