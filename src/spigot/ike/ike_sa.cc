@@ -58,6 +58,13 @@ std::vector<Proposal> WithoutDh(std::vector<Proposal> ps) {
   return ps;
 }
 
+// 2.8.1: nonces compare as octet strings; a prefix is the lower.
+Bytes LowerNonce(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+  const bool a_lower = std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+  const auto& lo = a_lower ? a : b;
+  return Bytes(lo.begin(), lo.end());
+}
+
 std::uint16_t DhOf(const Proposal& p) {
   for (const auto& t : p.transforms) {
     if (t.type == TransformType::kDh) return t.id;
@@ -660,6 +667,8 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
   info.local_ts = narrowed_r;
   info.remote_ts = narrowed_i;
   info.rekey_of = rekey_of;
+  info.lowest_nonce = LowerNonce(ni, nr);
+  info.we_initiated = false;
   ChildKeymat km;
   if (!DeriveChildKeymat(algs_->prf, keys_.sk_d, algs->suite, shared, ni, nr, km)) {
     host_.ReleaseChildSpi(*spi);
@@ -677,6 +686,7 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
   out.push_back({PayloadType::kTsi, TsPayload{narrowed_i}});
   out.push_back({PayloadType::kTsr, TsPayload{narrowed_r}});
   InstallChild(std::move(info), now);
+  if (rekey_of != 0) ResolveRekeyCollision(rekey_of, now);
   return true;
 }
 
@@ -697,8 +707,10 @@ bool IkeSa::FinishChildAsInitiator(const Message& resp, ChildNegotiation& neg,
     failure_ = "peer chose an ESP proposal we did not offer";
     return false;
   }
-  const auto& local = neg.rekey_of != 0 ? FindChildByInbound(neg.rekey_of)->local_ts : conn_->local_ts;
-  const auto& remote = neg.rekey_of != 0 ? FindChildByInbound(neg.rekey_of)->remote_ts : conn_->remote_ts;
+  // A rekey keeps the old SA's selectors (which the peer may have deleted meanwhile).
+  const ChildSaInfo* old = neg.rekey_of != 0 ? FindChildByInbound(neg.rekey_of) : nullptr;
+  const auto& local = old != nullptr ? old->local_ts : conn_->local_ts;
+  const auto& remote = old != nullptr ? old->remote_ts : conn_->remote_ts;
   if (!Contains(local, tsi->selectors) || !Contains(remote, tsr->selectors)) {
     failure_ = "peer widened the traffic selectors";
     return false;
@@ -723,6 +735,8 @@ bool IkeSa::FinishChildAsInitiator(const Message& resp, ChildNegotiation& neg,
   info.local_ts = tsi->selectors;
   info.remote_ts = tsr->selectors;
   info.rekey_of = neg.rekey_of;
+  info.lowest_nonce = LowerNonce(ni, nr);
+  info.we_initiated = true;
   neg.spi_in = 0;  // now owned by the installed CHILD SA
   InstallChild(std::move(info), last_heard_);
   return true;
@@ -732,6 +746,28 @@ void IkeSa::InstallChild(ChildSaInfo info, TimePoint now) {
   info.installed = now;
   children_.push_back(std::move(info));
   host_.InstallChild(*this, children_.back());
+}
+
+void IkeSa::ResolveRekeyCollision(std::uint32_t old_spi, TimePoint now) {
+  const ChildSaInfo* ours = nullptr;
+  const ChildSaInfo* theirs = nullptr;
+  for (const auto& c : children_) {
+    if (c.rekey_of != old_spi) continue;
+    (c.we_initiated ? ours : theirs) = &c;
+  }
+  if (ours == nullptr || theirs == nullptr) return;
+  const bool ours_lowest = std::lexicographical_compare(
+      ours->lowest_nonce.begin(), ours->lowest_nonce.end(), theirs->lowest_nonce.begin(),
+      theirs->lowest_nonce.end());
+  if (!ours_lowest) return;  // the peer closes its redundant SA
+  const std::uint32_t redundant = ours->spi_in;
+  for (auto& c : children_) {
+    if (c.spi_in == redundant) c.rekey_of = 0;  // resolved: not a candidate again
+  }
+  if (std::none_of(pending_.begin(), pending_.end(),
+                   [&](const Pending& p) { return p.kind == RequestKind::kDeleteChild && p.child_spi == redundant; }))
+    pending_.push_back({RequestKind::kDeleteChild, redundant});
+  StartNext(now);
 }
 
 void IkeSa::RemoveChildBySpi(std::uint32_t spi_in) {
@@ -806,6 +842,7 @@ void IkeSa::OnChildResponse(const Message& msg, TimePoint now) {
   if (old != 0) {
     outstanding_.reset();
     pending_.push_front({RequestKind::kDeleteChild, old});
+    ResolveRekeyCollision(old, now);
   }
   (void)now;
 }

@@ -70,6 +70,10 @@ struct ChildSaInfo {
   std::vector<TrafficSelector> remote_ts;
   std::uint32_t rekey_of = 0;  // spi_in of the CHILD SA this one replaces, 0 if none
   TimePoint installed{};
+  // The lower of the two nonces of the exchange that created it, and whether we initiated
+  // that exchange: what resolves simultaneous rekeys (RFC 7296 2.8.1).
+  Bytes lowest_nonce;
+  bool we_initiated = false;
 };
 
 class IkeSa;
@@ -216,6 +220,9 @@ class IkeSa {
                               std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
                               const crypto::SecureBytes& shared);
   void InstallChild(ChildSaInfo info, TimePoint now);
+  // 2.8.1: if both sides rekeyed CHILD SA `old_spi` at once, the new SA created with the
+  // lowest of the four nonces is redundant and is closed by the side that created it.
+  void ResolveRekeyCollision(std::uint32_t old_spi, TimePoint now);
   void RemoveChildBySpi(std::uint32_t spi_in);
   ChildSaInfo* FindChildByInbound(std::uint32_t spi);
   ChildSaInfo* FindChildByOutbound(std::uint32_t spi);

@@ -215,6 +215,24 @@ TEST_F(Established, IkeRekeyFromEitherSideMovesTheChildSas) {
   }
 }
 
+// RFC 7296 2.8.1: both sides rekey the same CHILD SA at once. Each ends up with the other's
+// new SA too; the one created with the lowest nonce is closed by its creator, so exactly one
+// pair remains and it carries traffic.
+TEST_F(Established, SimultaneousChildRekeyLeavesOnePair) {
+  for (int round = 0; round < 8; ++round) {
+    const std::uint32_t i_old = pair_->ihost.installed.begin()->first;
+    const std::uint32_t r_old = pair_->rhost.installed.begin()->first;
+    ASSERT_TRUE(pair_->initiator->RekeyChild(i_old, T(10 + round)));
+    ASSERT_TRUE(pair_->responder->RekeyChild(r_old, T(10 + round)));
+    pair_->Pump(T(10 + round));
+    ASSERT_EQ(pair_->ihost.installed.size(), 1u) << "round " << round;
+    ASSERT_EQ(pair_->rhost.installed.size(), 1u) << "round " << round;
+    EXPECT_EQ(pair_->ihost.installed.count(i_old), 0u);
+    ExpectTrafficFlows(pair_->ihost.installed.begin()->second, pair_->rhost.installed.begin()->second);
+    ExpectTrafficFlows(pair_->rhost.installed.begin()->second, pair_->ihost.installed.begin()->second);
+  }
+}
+
 TEST_F(Established, NewChildAndDeleteChild) {
   ASSERT_TRUE(pair_->responder->CreateChild(T(5)));
   pair_->Pump(T(5));
