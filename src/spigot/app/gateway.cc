@@ -93,6 +93,9 @@ bool Gateway::ApplyConnections(std::string* error) {
     for (const auto& t : c.local_ts) p->local_ts.push_back(ToSelector(t));
     for (const auto& t : c.remote_ts) p->remote_ts.push_back(ToSelector(t));
     p->dpd_delay = c.dpd_delay;
+    p->ike_rekey_time = c.ike_rekey_time;
+    p->child_rekey_time = c.child_rekey_time;
+    p->child_lifetime = c.child_lifetime;
     next[c.name] = Connection{c, std::move(p)};
   }
   connections_ = std::move(next);

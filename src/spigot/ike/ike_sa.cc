@@ -58,6 +58,13 @@ std::vector<Proposal> WithoutDh(std::vector<Proposal> ps) {
   return ps;
 }
 
+// A soft lifetime shortened by a random fraction of up to `jitter` (spreads rekeys).
+TimePoint Jittered(TimePoint from, std::chrono::seconds life, double jitter) {
+  if (life.count() <= 0) return TimePoint::max();
+  const double f = 1.0 - jitter * (crypto::RandomU32() / 4294967296.0);
+  return from + std::chrono::duration_cast<Clock::duration>(life * f);
+}
+
 // 2.8.1: nonces compare as octet strings; a prefix is the lower.
 Bytes LowerNonce(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
   const bool a_lower = std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
@@ -109,6 +116,8 @@ IkeSa::~IkeSa() {
 void IkeSa::SetState(State s) {
   if (state_ == s) return;
   state_ = s;
+  if (s == State::kEstablished && conn_)
+    ike_rekey_at_ = Jittered(established_at_, conn_->ike_rekey_time, conn_->rekey_jitter);
   host_.StateChanged(*this);
 }
 
@@ -267,8 +276,26 @@ void IkeSa::Tick(TimePoint now) {
     Die("half-open: no IKE_AUTH within 30 s");
     return;
   }
-  if (state_ == State::kEstablished && !outstanding_ && pending_.empty() && conn_ &&
-      conn_->dpd_delay.count() > 0 && now - last_heard_ >= conn_->dpd_delay) {
+  if (state_ != State::kEstablished || rekeyed_) return;
+  std::vector<std::uint32_t> expired, due;
+  for (auto& c : children_) {
+    if (now >= c.expire_at) expired.push_back(c.spi_in);
+    else if (now >= c.rekey_at && !c.rekey_started) {
+      c.rekey_started = true;
+      due.push_back(c.spi_in);
+    }
+  }
+  for (std::uint32_t spi : expired) {
+    // Hard lifetime: the SA must not carry traffic any more, answer or not.
+    DeleteChild(spi, now);
+  }
+  for (std::uint32_t spi : due) RekeyChild(spi, now);
+  if (now >= ike_rekey_at_) {
+    ike_rekey_at_ = TimePoint::max();
+    RekeyIke(now);
+  }
+  if (!outstanding_ && pending_.empty() && conn_ && conn_->dpd_delay.count() > 0 &&
+      now - last_heard_ >= conn_->dpd_delay) {
     CheckLiveness(now);
   }
 }
@@ -277,8 +304,15 @@ TimePoint IkeSa::NextDeadline() const {
   TimePoint next = TimePoint::max();
   if (outstanding_) next = std::min(next, outstanding_->deadline);
   if (state_ == State::kInitAnswered) next = std::min(next, created_at_ + kHalfOpenTimeout);
-  if (state_ == State::kEstablished && !outstanding_ && conn_ && conn_->dpd_delay.count() > 0)
-    next = std::min(next, last_heard_ + conn_->dpd_delay);
+  if (state_ == State::kEstablished && !rekeyed_) {
+    if (!outstanding_ && conn_ && conn_->dpd_delay.count() > 0)
+      next = std::min(next, last_heard_ + conn_->dpd_delay);
+    next = std::min(next, ike_rekey_at_);
+    for (const auto& c : children_) {
+      next = std::min(next, c.expire_at);
+      if (!c.rekey_started) next = std::min(next, c.rekey_at);
+    }
+  }
   return next;
 }
 
@@ -744,6 +778,11 @@ bool IkeSa::FinishChildAsInitiator(const Message& resp, ChildNegotiation& neg,
 
 void IkeSa::InstallChild(ChildSaInfo info, TimePoint now) {
   info.installed = now;
+  info.rekey_at = Jittered(now, conn_->child_rekey_time, conn_->rekey_jitter);
+  if (conn_->child_lifetime.count() > 0) info.expire_at = now + conn_->child_lifetime;
+  // The SA this one replaces is on its way out: never rekey it again.
+  if (ChildSaInfo* old = info.rekey_of != 0 ? FindChildByInbound(info.rekey_of) : nullptr)
+    old->rekey_started = true;
   children_.push_back(std::move(info));
   host_.InstallChild(*this, children_.back());
 }
@@ -981,6 +1020,7 @@ void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const 
   next->established_at_ = now;
   next->last_heard_ = now;
   next->state_ = State::kEstablished;
+  next->ike_rekey_at_ = Jittered(now, conn_->ike_rekey_time, conn_->rekey_jitter);
   rekeyed_ = true;
   host_.AdoptIkeSa(*this, std::move(next));
 }

@@ -14,6 +14,10 @@
 //   half_open   - a responder's IKE SA that got no IKE_AUTH within 30 s is dead.
 //   liveness    - established and nothing heard from the peer for dpd_delay: send an empty
 //                 INFORMATIONAL; its retransmission timeout declares the peer dead (2.4).
+//   child_rekey - a CHILD SA reached its soft lifetime (child_rekey_time less up to 10%
+//                 random jitter, so SAs set up together do not rekey together): rekey it.
+//   child_life  - a CHILD SA reached its hard lifetime without being replaced: delete it.
+//   ike_rekey   - the IKE SA reached ike_rekey_time (less jitter): rekey it (2.18).
 #pragma once
 
 #include <array>
@@ -57,6 +61,11 @@ struct ConnectionParams {
   std::vector<TrafficSelector> local_ts;
   std::vector<TrafficSelector> remote_ts;
   std::chrono::seconds dpd_delay{30};
+  // Lifetimes; 0 disables. Soft ones are shortened by up to rekey_jitter, at random.
+  std::chrono::seconds ike_rekey_time{0};
+  std::chrono::seconds child_rekey_time{0};
+  std::chrono::seconds child_lifetime{0};
+  double rekey_jitter = 0.10;
 };
 
 // A negotiated CHILD SA: everything the SA database and the data path need.
@@ -74,6 +83,9 @@ struct ChildSaInfo {
   // that exchange: what resolves simultaneous rekeys (RFC 7296 2.8.1).
   Bytes lowest_nonce;
   bool we_initiated = false;
+  TimePoint rekey_at = TimePoint::max();   // soft lifetime: start a rekey
+  TimePoint expire_at = TimePoint::max();  // hard lifetime: delete
+  bool rekey_started = false;
 };
 
 class IkeSa;
@@ -278,6 +290,7 @@ class IkeSa {
   TimePoint established_at_{};
   TimePoint last_heard_{};
   std::string failure_;
+  TimePoint ike_rekey_at_ = TimePoint::max();
 };
 
 const char* ToString(IkeSa::State s);

@@ -233,6 +233,46 @@ TEST_F(Established, SimultaneousChildRekeyLeavesOnePair) {
   }
 }
 
+TEST(IkeSaLifetimes, SoftLifetimesRekeyWithJitterAndHardLifetimesDelete) {
+  auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  iconn->child_rekey_time = std::chrono::seconds(100);
+  iconn->child_lifetime = std::chrono::seconds(110);
+  iconn->ike_rekey_time = std::chrono::seconds(1000);
+  iconn->dpd_delay = std::chrono::seconds(0);
+  auto rconn = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  rconn->dpd_delay = std::chrono::seconds(0);
+  LoopbackPair pair(iconn, rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.ihost.installed.size(), 1u);
+  const std::uint32_t first = pair.ihost.installed.begin()->first;
+  // The soft deadline lies in [90 s, 100 s]: the jitter only ever shortens it.
+  const TimePoint next = pair.initiator->NextDeadline();
+  EXPECT_GE(next, T(90));
+  EXPECT_LE(next, T(100));
+  pair.initiator->Tick(T(89));
+  pair.Pump(T(89));
+  EXPECT_EQ(pair.ihost.installed.count(first), 1u) << "rekeyed before the soft lifetime";
+  pair.initiator->Tick(T(100));
+  pair.Pump(T(100));
+  ASSERT_EQ(pair.ihost.installed.size(), 1u);
+  EXPECT_EQ(pair.ihost.installed.count(first), 0u) << "not rekeyed at the soft lifetime";
+  const std::uint64_t old_spi = pair.initiator->spi_i();
+  pair.initiator->Tick(T(1000));
+  pair.Pump(T(1000));
+  EXPECT_NE(pair.initiator->spi_i(), old_spi) << "IKE SA not rekeyed at ike_rekey_time";
+  EXPECT_EQ(pair.initiator->state(), State::kEstablished);
+
+  // Hard lifetime without a successful rekey: the CHILD SA goes.
+  pair.rhost.spi_limit = 0;  // the peer refuses the rekey
+  const TimePoint later = T(1000) + std::chrono::seconds(120);
+  pair.initiator->Tick(later);
+  pair.Pump(later);
+  pair.initiator->Tick(later + std::chrono::seconds(120));
+  pair.Pump(later + std::chrono::seconds(120));
+  EXPECT_TRUE(pair.ihost.installed.empty()) << "CHILD SA outlived its hard lifetime";
+}
+
 TEST_F(Established, NewChildAndDeleteChild) {
   ASSERT_TRUE(pair_->responder->CreateChild(T(5)));
   pair_->Pump(T(5));
