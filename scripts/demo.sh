@@ -1,16 +1,56 @@
 #!/usr/bin/env bash
-# spigot's main job, as far as it exists today: installs dependencies, builds the Release tree,
-# and runs the ESP data-path benchmark against the bare intel-ipsec-mb ceiling plus the SA
-# database benchmark. (The two-gateway tunnel demo replaces this once the daemon exists.)
+# spigot's main job as far as it exists today: installs dependencies, builds the Release tree,
+# measures the ESP data path against the bare intel-ipsec-mb ceiling, then runs two gateways
+# in network namespaces (configs in examples/) that negotiate IKEv2 and a CHILD SA, and prints
+# `spigot sas` and `spigot stats` from both. Cleans up after itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build/release -j "${JOBS:-2}" spigot spigot_bench
+SPIGOT=$PWD/build/release/spigot
 
 echo "== ESP seal/open vs raw AES-GCM-128 (one core)"
 bash bench/esp.sh build/release
+
 echo
-echo "== SA database: 1,000,000 CHILD SAs"
-build/release/spigot bench sad --sas 1000000
+echo "== Two gateways in network namespaces"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip netns del spigot-demo-a 2>/dev/null || true
+  ip netns del spigot-demo-b 2>/dev/null || true
+}
+trap cleanup EXIT
+cleanup
+mkdir -p /run/spigot-demo
+ip netns add spigot-demo-a
+ip netns add spigot-demo-b
+ip link add demo-a type veth peer name demo-b
+ip link set demo-a netns spigot-demo-a
+ip link set demo-b netns spigot-demo-b
+ip -n spigot-demo-a addr add 192.0.2.1/24 dev demo-a
+ip -n spigot-demo-b addr add 192.0.2.2/24 dev demo-b
+for s in a b; do
+  ip -n spigot-demo-$s link set lo up
+  ip -n spigot-demo-$s link set demo-$s up
+done
+ip netns exec spigot-demo-b "$SPIGOT" run -c examples/demo-b.toml 2>/run/spigot-demo/b.log &
+pids+=($!)
+sleep 0.5
+ip netns exec spigot-demo-a "$SPIGOT" run -c examples/demo-a.toml 2>/run/spigot-demo/a.log &
+pids+=($!)
+for _ in $(seq 50); do
+  "$SPIGOT" sas --json --socket /run/spigot-demo/b.sock 2>/dev/null | grep -q INSTALLED && break
+  sleep 0.1
+done
+for s in a b; do
+  echo "-- gateway $s: spigot sas"
+  "$SPIGOT" sas --socket /run/spigot-demo/$s.sock
+  echo "-- gateway $s: spigot stats"
+  "$SPIGOT" stats --socket /run/spigot-demo/$s.sock
+done
+echo "-- gateway a log"
+cat /run/spigot-demo/a.log
