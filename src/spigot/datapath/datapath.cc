@@ -1,0 +1,229 @@
+#include "spigot/datapath/datapath.h"
+
+#include <cstring>
+
+namespace spigot::datapath {
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+void Add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) { c.fetch_add(n, kRelaxed); }
+
+// The addresses of an IP packet: false if it is not a plausible IPv4/IPv6 header.
+bool Addresses(std::span<const std::uint8_t> ip, policy::Family& family,
+               std::span<const std::uint8_t>& src, std::span<const std::uint8_t>& dst) {
+  if (ip.size() >= 20 && (ip[0] >> 4) == 4) {
+    family = policy::Family::kIpv4;
+    src = ip.subspan(12, 4);
+    dst = ip.subspan(16, 4);
+    return true;
+  }
+  if (ip.size() >= 40 && (ip[0] >> 4) == 6) {
+    family = policy::Family::kIpv6;
+    src = ip.subspan(8, 16);
+    dst = ip.subspan(24, 16);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- inbound
+
+InboundPath::InboundPath(Counters& counters, const policy::Spd& spd)
+    : counters_(counters), spd_(spd) {}
+
+bool InboundPath::Install(InboundSpec spec) { return mailbox_.Push(std::move(spec)); }
+
+bool InboundPath::Remove(std::uint32_t spi) { return mailbox_.Push(spi); }
+
+void InboundPath::ApplyCommands() {
+  mailbox_.Drain([this](Command& c) {
+    if (auto* spec = std::get_if<InboundSpec>(&c)) {
+      auto sa = std::make_unique<Sa>();
+      sa->state = esp::InboundState{spec->spi, esp::ReplayWindow(spec->replay_window, spec->esn)};
+      sa->policy = spec->policy;
+      sa->counters = spec->counters;
+      if (!sa->cipher.Init(crypto::ImbManager::ForThisThread(), spec->suite, spec->keymat)) return;
+      sas_[spec->spi] = std::move(sa);
+    } else {
+      sas_.erase(std::get<std::uint32_t>(c));
+    }
+  });
+}
+
+InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
+                                          esp::PacketView& pkt,
+                                          std::span<const std::uint8_t>& ike) {
+  std::span<const std::uint8_t> inner;
+  switch (esp::ClassifyUdpEncap(pkt.bytes(), inner)) {
+    case esp::UdpPayload::kIke:
+      ike = inner;
+      return Verdict::kIke;
+    case esp::UdpPayload::kKeepalive:
+      Add(counters_.keepalives);
+      return Verdict::kDrop;
+    case esp::UdpPayload::kMalformed:
+      Add(counters_.malformed);
+      return Verdict::kDrop;
+    case esp::UdpPayload::kEsp:
+      break;
+  }
+  std::uint32_t spi = 0;
+  esp::PeekSpi(pkt.bytes(), spi);
+  auto it = sas_.find(spi);
+  if (it == sas_.end()) {
+    Add(counters_.unknown_spi);
+    return Verdict::kDrop;
+  }
+  Sa& sa = *it->second;
+  std::uint8_t next_header = 0;
+  const std::size_t wire_len = pkt.length;
+  switch (esp::Open(mgr, sa.cipher, sa.state, pkt, next_header)) {
+    case esp::Status::kOk: break;
+    case esp::Status::kReplay: Add(counters_.replay); return Verdict::kDrop;
+    case esp::Status::kBadIcv: Add(counters_.bad_icv); return Verdict::kDrop;
+    case esp::Status::kDummy: Add(counters_.dummy); return Verdict::kDrop;
+    case esp::Status::kUnknownSpi: Add(counters_.unknown_spi); return Verdict::kDrop;
+    default: Add(counters_.malformed); return Verdict::kDrop;
+  }
+  // RFC 4301 5.2: a decrypted packet must match the SA's selectors (its source among the
+  // peer's, its destination among ours).
+  policy::Family family;
+  std::span<const std::uint8_t> src, dst;
+  if (!Addresses(pkt.bytes(), family, src, dst)) {
+    Add(counters_.malformed);
+    return Verdict::kDrop;
+  }
+  {
+    auto spd = reader.Lock();
+    if (!spd->Allows(sa.policy, family, src, dst)) {
+      Add(counters_.selector_mismatch);
+      return Verdict::kDrop;
+    }
+  }
+  Add(counters_.rx_packets);
+  Add(counters_.rx_bytes, pkt.length);
+  if (sa.counters) {
+    Add(sa.counters->packets);
+    Add(sa.counters->bytes, wire_len);
+  }
+  return Verdict::kDeliver;
+}
+
+// ---------------------------------------------------------------- outbound
+
+OutboundPath::OutboundPath(Counters& counters, const policy::Spd& spd, AcquireFn acquire,
+                           ExhaustedFn exhausted, policy::AcquireQueueOptions acquire_options)
+    : counters_(counters), spd_(spd), acquire_fn_(std::move(acquire)),
+      exhausted_fn_(std::move(exhausted)), acquire_(acquire_options) {}
+
+bool OutboundPath::SetSa(OutboundSpec spec) { return mailbox_.Push(std::move(spec)); }
+bool OutboundPath::ClearSa(policy::PolicyId policy, std::uint32_t spi) { return mailbox_.Push(Clear{policy, spi}); }
+bool OutboundPath::SetTrap(policy::PolicyId policy, bool trap) { return mailbox_.Push(Trap{policy, trap}); }
+bool OutboundPath::AcquireFailed(policy::PolicyId policy) { return mailbox_.Push(Failed{policy}); }
+
+void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
+  mailbox_.Drain([&](Command& c) {
+    if (auto* spec = std::get_if<OutboundSpec>(&c)) {
+      auto sa = std::make_unique<Sa>();
+      sa->state = esp::OutboundState{spec->spi, spec->esn, 1};
+      sa->peer = spec->peer;
+      sa->counters = spec->counters;
+      if (!sa->cipher.Init(mgr, spec->suite, spec->keymat)) return;
+      Policy& p = policies_[spec->policy];
+      p.sa = std::move(sa);
+      // Packets held for this policy go out first, in order.
+      acquire_.Flush(spec->policy, [&](std::span<const std::uint8_t> held) {
+        std::uint8_t buf[2048 + esp::kSealHeadroom + esp::kSealTailroom];
+        if (held.size() > 2048) return;
+        std::memcpy(buf + esp::kSealHeadroom, held.data(), held.size());
+        esp::PacketView pkt{{buf, sizeof(buf)}, esp::kSealHeadroom, held.size()};
+        const io::Endpoint* peer = nullptr;
+        if (Seal(mgr, spec->policy, p, pkt, peer) == Verdict::kSend) send(*peer, pkt.bytes());
+      });
+    } else if (auto* clear = std::get_if<Clear>(&c)) {
+      auto it = policies_.find(clear->policy);
+      if (it != policies_.end() && it->second.sa && it->second.sa->state.spi == clear->spi)
+        it->second.sa.reset();
+    } else if (auto* trap = std::get_if<Trap>(&c)) {
+      policies_[trap->policy].trap = trap->trap;
+    } else if (auto* failed = std::get_if<Failed>(&c)) {
+      Add(counters_.acquire_dropped, acquire_.Drop(failed->policy));
+    }
+  });
+}
+
+OutboundPath::Verdict OutboundPath::Seal(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p,
+                                         esp::PacketView& pkt, const io::Endpoint*& peer) {
+  Sa& sa = *p.sa;
+  const std::size_t inner_len = pkt.length;
+  const std::uint8_t next_header =
+      (pkt.bytes()[0] >> 4) == 6 ? esp::kNextHeaderIpv6 : esp::kNextHeaderIpv4;
+  switch (esp::Seal(mgr, sa.cipher, sa.state, next_header, pkt)) {
+    case esp::Status::kOk:
+      break;
+    case esp::Status::kSeqExhausted:
+      Add(counters_.seq_exhausted);
+      if (!sa.exhausted_reported && exhausted_fn_) exhausted_fn_(id, sa.state.spi);
+      sa.exhausted_reported = true;
+      return Verdict::kDrop;
+    default:
+      Add(counters_.malformed);
+      return Verdict::kDrop;
+  }
+  Add(counters_.tx_packets);
+  Add(counters_.tx_bytes, inner_len);
+  if (sa.counters) {
+    Add(sa.counters->packets);
+    Add(sa.counters->bytes, pkt.length);
+  }
+  peer = &sa.peer;
+  return Verdict::kSend;
+}
+
+OutboundPath::Verdict OutboundPath::Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
+                                            esp::PacketView& pkt, const io::Endpoint*& peer,
+                                            std::chrono::steady_clock::time_point now) {
+  policy::Family family;
+  std::span<const std::uint8_t> src, dst;
+  if (!Addresses(pkt.bytes(), family, src, dst)) {
+    Add(counters_.malformed);
+    return Verdict::kDrop;
+  }
+  policy::PolicyId id;
+  {
+    auto spd = reader.Lock();
+    id = spd->LookupOutbound(family, src, dst);
+  }
+  if (id == policy::kNoPolicy) {
+    Add(counters_.no_policy);
+    return Verdict::kDrop;
+  }
+  auto it = policies_.find(id);
+  if (it != policies_.end() && it->second.sa) return Seal(mgr, id, it->second, pkt, peer);
+  if (it == policies_.end() || !it->second.trap) {
+    Add(counters_.no_sa);
+    return Verdict::kDrop;
+  }
+  // Trap: hold the packet and ask for an SA (DESIGN.md "How a packet flows").
+  const policy::HoldResult r = acquire_.Hold(id, pkt.bytes(), now);
+  if (r.status != policy::HoldStatus::kQueued) {
+    // r.ntstatus is STATUS_IPSEC_QUEUE_OVERFLOW (0xC000A010).
+    Add(counters_.no_sa_queue_full);
+    return Verdict::kDrop;
+  }
+  if (r.new_acquire) {
+    Add(counters_.acquires);
+    if (acquire_fn_ && !acquire_fn_(id)) Add(counters_.acquire_dropped, acquire_.Drop(id));
+  }
+  return Verdict::kHeld;
+}
+
+void OutboundPath::ExpireAcquires(std::chrono::steady_clock::time_point now) {
+  const policy::ExpireResult r = acquire_.Expire(now);
+  Add(counters_.acquire_dropped, r.packets);
+}
+
+}  // namespace spigot::datapath

@@ -1,0 +1,219 @@
+// The ESP data path: what the two data-path threads do with each packet.
+//
+//   OutboundPath (the thread that reads the TUN): inner packet -> SPD lookup -> the policy's
+//     current CHILD SA -> esp::Seal in place -> datagram for the peer's UDP 4500. No SA yet:
+//     the packet is held in the bounded AcquireQueue and the control thread is asked to
+//     negotiate; a full queue drops it and counts no_sa_queue_full (STATUS_IPSEC_QUEUE_OVERFLOW).
+//   InboundPath (the thread that reads UDP 4500): non-ESP marker -> IKE, handed to the control
+//     thread; ESP -> SPI lookup -> replay check -> esp::Open -> selector check -> TUN.
+//
+// Each path's tables belong to its thread alone: no lock and no allocation per packet. The
+// control thread changes them only through a bounded mailbox that the thread drains between
+// batches, so an SA installed before an IKE message is sent is in place before any packet
+// that the message causes can arrive (make-before-break).
+#pragma once
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "spigot/crypto/esp_cipher.h"
+#include "spigot/crypto/secure_bytes.h"
+#include "spigot/esp/esp.h"
+#include "spigot/io/endpoint.h"
+#include "spigot/policy/acquire_queue.h"
+#include "spigot/policy/spd.h"
+
+namespace spigot::datapath {
+
+// Per-CHILD-SA traffic, written by a data-path thread, read by the control thread.
+struct SaCounters {
+  std::atomic<std::uint64_t> bytes{0};
+  std::atomic<std::uint64_t> packets{0};
+};
+
+// The stats contract's packets_dropped, plus what else the data path counts. Relaxed atomics.
+struct Counters {
+  std::atomic<std::uint64_t> tx_packets{0}, tx_bytes{0}, rx_packets{0}, rx_bytes{0};
+  std::atomic<std::uint64_t> replay{0}, bad_icv{0}, unknown_spi{0}, no_sa_queue_full{0},
+      selector_mismatch{0}, malformed{0};
+  std::atomic<std::uint64_t> no_policy{0};        // outbound packet no connection covers
+  std::atomic<std::uint64_t> no_sa{0};            // covered, no SA, and not a trap policy
+  std::atomic<std::uint64_t> seq_exhausted{0};    // SA out of sequence numbers, awaiting rekey
+  std::atomic<std::uint64_t> ike_forward_refused{0};  // IKE on 4500 the control thread refused
+  std::atomic<std::uint64_t> keepalives{0};
+  std::atomic<std::uint64_t> dummy{0};            // next header 59 (RFC 4303 2.6)
+  std::atomic<std::uint64_t> acquires{0};         // negotiations requested by traffic
+  std::atomic<std::uint64_t> acquire_dropped{0};  // held packets dropped: negotiation failed
+  std::atomic<std::uint64_t> send_failed{0}, tun_write_failed{0};
+};
+
+struct InboundSpec {
+  std::uint32_t spi = 0;
+  crypto::EspSuite suite = crypto::EspSuite::kAesGcm128;
+  crypto::SecureBytes keymat;
+  bool esn = false;
+  std::uint32_t replay_window = esp::kDefaultReplayWindow;
+  policy::PolicyId policy = policy::kNoPolicy;  // for the inner packet's selector check
+  std::shared_ptr<SaCounters> counters;
+};
+
+struct OutboundSpec {
+  policy::PolicyId policy = policy::kNoPolicy;
+  std::uint32_t spi = 0;
+  crypto::EspSuite suite = crypto::EspSuite::kAesGcm128;
+  crypto::SecureBytes keymat;
+  bool esn = false;
+  io::Endpoint peer;  // the peer's UDP 4500
+  std::shared_ptr<SaCounters> counters;
+};
+
+// A bounded command mailbox from the control thread to one data-path thread, with an eventfd
+// the thread polls. Bound: kCapacity commands; Push() refuses when full and the control
+// thread retries on its next tick (commands are never dropped).
+template <typename Command>
+class Mailbox {
+ public:
+  static constexpr std::size_t kCapacity = 65536;
+  Mailbox() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~Mailbox() { close(fd_); }
+  int fd() const { return fd_; }
+  bool Push(Command c) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (q_.size() >= kCapacity) return false;
+      q_.push_back(std::move(c));
+    }
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(fd_, &one, sizeof(one));
+    return true;
+  }
+  template <typename Fn>
+  void Drain(Fn&& fn) {
+    std::uint64_t v;
+    [[maybe_unused]] ssize_t n = read(fd_, &v, sizeof(v));
+    std::deque<Command> batch;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      batch.swap(q_);
+    }
+    for (auto& c : batch) fn(c);
+  }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+  std::deque<Command> q_;
+};
+
+class InboundPath {
+ public:
+  enum class Verdict : std::uint8_t { kDeliver, kIke, kDrop };
+
+  InboundPath(Counters& counters, const policy::Spd& spd);
+
+  // Control thread.
+  bool Install(InboundSpec spec);
+  bool Remove(std::uint32_t spi);
+  int mailbox_fd() const { return mailbox_.fd(); }
+
+  // Data-path thread. `reader` is this thread's registration with the SPD.
+  void ApplyCommands();
+  // One datagram received on UDP 4500, in place in `pkt`. kDeliver: `pkt` is now the inner
+  // IP packet, for the TUN. kIke: `ike` is the IKE message after the non-ESP marker.
+  Verdict Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader, esp::PacketView& pkt,
+                  std::span<const std::uint8_t>& ike);
+  std::size_t sa_count() const { return sas_.size(); }
+
+ private:
+  struct Sa {
+    esp::InboundState state;
+    crypto::EspCipher cipher;
+    policy::PolicyId policy;
+    std::shared_ptr<SaCounters> counters;
+  };
+  using Command = std::variant<InboundSpec, std::uint32_t>;  // install, or remove by SPI
+
+  Counters& counters_;
+  const policy::Spd& spd_;
+  Mailbox<Command> mailbox_;
+  std::unordered_map<std::uint32_t, std::unique_ptr<Sa>> sas_;
+};
+
+class OutboundPath {
+ public:
+  enum class Verdict : std::uint8_t { kSend, kHeld, kDrop };
+  // Asks the control thread to negotiate an SA for a trap policy; false if it refused.
+  using AcquireFn = std::function<bool(policy::PolicyId)>;
+  // Tells the control thread an SA ran out of sequence numbers (it must be rekeyed).
+  using ExhaustedFn = std::function<void(policy::PolicyId, std::uint32_t spi)>;
+
+  OutboundPath(Counters& counters, const policy::Spd& spd, AcquireFn acquire,
+               ExhaustedFn exhausted, policy::AcquireQueueOptions acquire_options = {});
+
+  // Control thread.
+  bool SetSa(OutboundSpec spec);                         // the policy's SA from now on
+  bool ClearSa(policy::PolicyId policy, std::uint32_t spi);  // only if it is still `spi`
+  bool SetTrap(policy::PolicyId policy, bool trap);      // hold-and-acquire when no SA
+  bool AcquireFailed(policy::PolicyId policy);           // drop its held packets (counted)
+  int mailbox_fd() const { return mailbox_.fd(); }
+
+  // Data-path thread.
+  // Applies commands; `send` transmits packets flushed from the acquire queue.
+  using SendFn = std::function<void(const io::Endpoint&, std::span<const std::uint8_t>)>;
+  void ApplyCommands(crypto::ImbManager& mgr, const SendFn& send);
+  // One inner packet from the TUN, in place in `pkt` (kSealHeadroom/kSealTailroom around it).
+  // kSend: `pkt` is the ESP packet for `*peer`.
+  Verdict Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader, esp::PacketView& pkt,
+                  const io::Endpoint*& peer, std::chrono::steady_clock::time_point now);
+  void ExpireAcquires(std::chrono::steady_clock::time_point now);
+  const policy::AcquireQueueStats& acquire_stats() const { return acquire_.stats(); }
+
+ private:
+  struct Sa {
+    esp::OutboundState state;
+    crypto::EspCipher cipher;
+    io::Endpoint peer;
+    std::shared_ptr<SaCounters> counters;
+    bool exhausted_reported = false;
+  };
+  struct Policy {
+    std::unique_ptr<Sa> sa;
+    bool trap = false;
+  };
+  struct Clear {
+    policy::PolicyId policy;
+    std::uint32_t spi;
+  };
+  struct Trap {
+    policy::PolicyId policy;
+    bool trap;
+  };
+  struct Failed {
+    policy::PolicyId policy;
+  };
+  using Command = std::variant<OutboundSpec, Clear, Trap, Failed>;
+
+  // Seals in place with the policy's SA; false if it cannot (no SA, exhausted, no room).
+  Verdict Seal(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p, esp::PacketView& pkt,
+               const io::Endpoint*& peer);
+
+  Counters& counters_;
+  const policy::Spd& spd_;
+  AcquireFn acquire_fn_;
+  ExhaustedFn exhausted_fn_;
+  Mailbox<Command> mailbox_;
+  std::unordered_map<policy::PolicyId, Policy> policies_;
+  policy::AcquireQueue acquire_;
+};
+
+}  // namespace spigot::datapath

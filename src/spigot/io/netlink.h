@@ -1,0 +1,84 @@
+// The few rtnetlink requests spigot needs to put a TUN device into service: bring a link up with
+// an MTU, give it addresses, route traffic selectors to it. Written directly against
+// <linux/rtnetlink.h> over a NETLINK_ROUTE socket.
+//
+// Every call sends one request with NLM_F_ACK and waits for the kernel's answer, so when it
+// returns true the change is in place (one exception: AddAddress for IPv6). On failure the calls
+// return false and, if `error` is not nullptr, say what was asked and why it failed, with the
+// kernel's extended-ack text when it gives one: "netlink: add route 198.51.100.0/24 dev spigot0:
+// File exists (...)".
+//
+// Idempotence, so that a restart or `spigot reload` can simply apply the configuration again:
+//   - AddAddress: the address is already on the device (EEXIST) counts as success.
+//   - AddRoute: EEXIST counts as success only if the route to exactly that prefix in the main
+//     table goes out through `ifindex`. A route to the same prefix through another device is an
+//     error: traffic would not reach the tunnel, and spigot does not take routes away from
+//     other software.
+//   - DeleteRoute: the route is already gone (ESRCH) counts as success. Only a route through
+//     `ifindex` is deleted.
+//
+// Addresses are bytes in network order: 4 for AF_INET, 16 for AF_INET6 (Endpoint's
+// address_bytes() gives them). Routes go into the main table as device routes (no gateway,
+// scope link), which is what a point-to-point TUN needs.
+//
+// Threading: one thread at a time per Netlink object. The socket is blocking, with a receive
+// timeout (kReplyTimeout) so that a lost answer becomes an error rather than a hang.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace spigot::io {
+
+class Netlink {
+ public:
+  static constexpr std::chrono::seconds kReplyTimeout{5};
+
+  // nullptr (with `error` set) when the kernel refuses a NETLINK_ROUTE socket.
+  static std::unique_ptr<Netlink> Open(std::string* error = nullptr);
+  ~Netlink();
+  Netlink(const Netlink&) = delete;
+  Netlink& operator=(const Netlink&) = delete;
+
+  // Sets the link administratively up, with MTU `mtu` (`ip link set DEV up mtu MTU`).
+  bool SetLinkUp(int ifindex, int mtu, std::string* error = nullptr);
+
+  // Adds `address`/`prefix_len` to the device, which also installs the prefix route
+  // (`ip addr add`). IPv6 addresses are added with IFA_F_NODAD: nobody on the far side of a TUN
+  // answers duplicate address detection, and an address in DAD stays tentative (unusable as a
+  // source or for bind) for about a second. Even so, the kernel installs an IPv6 address's
+  // local route from a work queue shortly after the ACK (and only once the link is up), so
+  // packets addressed to it may be dropped for the first few milliseconds; IPv4 addresses are
+  // complete when this returns.
+  bool AddAddress(int ifindex, int family, std::span<const std::uint8_t> address, int prefix_len,
+                  std::string* error = nullptr);
+
+  // Routes `destination`/`prefix_len` out through the device (`ip route add DST/LEN dev DEV
+  // [src PREFSRC]`). `preferred_source` (empty: none) is the source address the kernel picks
+  // for locally originated packets on this route; it must be an address of this host.
+  bool AddRoute(int ifindex, int family, std::span<const std::uint8_t> destination, int prefix_len,
+                std::span<const std::uint8_t> preferred_source = {}, std::string* error = nullptr);
+  bool DeleteRoute(int ifindex, int family, std::span<const std::uint8_t> destination,
+                   int prefix_len, std::string* error = nullptr);
+
+ private:
+  class Request;
+  struct RouteMatch;
+
+  explicit Netlink(int fd) : fd_(fd) {}
+  // Sends `request` and reads until the kernel's ACK or error for it. Returns 0 or a positive
+  // errno; `kernel_message` gets the extended-ack text, if any. A route message in the answer
+  // (to an RTM_GETROUTE) is stored in `route`.
+  int Transact(Request& request, std::string* kernel_message, RouteMatch* route = nullptr);
+  // true if the main table's route to exactly `destination`/`prefix_len` leaves via `ifindex`.
+  bool RouteIsVia(int ifindex, int family, std::span<const std::uint8_t> destination,
+                  int prefix_len);
+
+  int fd_;
+  std::uint32_t seq_ = 0;
+};
+
+}  // namespace spigot::io

@@ -1,0 +1,488 @@
+#include "spigot/policy/spd.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <thread>
+
+namespace spigot::policy {
+namespace {
+
+// Address keys: the address as an unsigned integer in host order, so masking to a prefix length
+// is one AND. AddressTraits<Family> gives the key type, how to load it from network-order
+// bytes, the mask of a length, and a hash whose HIGH bits are well mixed (tables index with
+// hash >> shift).
+
+std::uint32_t LoadBe32(const std::uint8_t* p) {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return std::endian::native == std::endian::little ? __builtin_bswap32(v) : v;
+}
+
+std::uint64_t LoadBe64(const std::uint8_t* p) {
+  std::uint64_t v;
+  std::memcpy(&v, p, 8);
+  return std::endian::native == std::endian::little ? __builtin_bswap64(v) : v;
+}
+
+constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15;  // 2^64 / phi, Fibonacci hashing
+
+struct U128 {
+  std::uint64_t hi = 0;
+  std::uint64_t lo = 0;
+  friend U128 operator&(U128 a, U128 b) { return {a.hi & b.hi, a.lo & b.lo}; }
+  bool operator==(const U128&) const = default;
+};
+
+struct V4Traits {
+  using Key = std::uint32_t;
+  static constexpr Family kFamily = Family::kIpv4;
+  static Key Load(const std::uint8_t* p) { return LoadBe32(p); }
+  static Key Mask(unsigned len) { return len == 0 ? 0 : ~std::uint32_t{0} << (32 - len); }
+  static std::uint64_t Hash(Key k) { return std::uint64_t{k} * kGolden; }
+};
+
+struct V6Traits {
+  using Key = U128;
+  static constexpr Family kFamily = Family::kIpv6;
+  static Key Load(const std::uint8_t* p) { return {LoadBe64(p), LoadBe64(p + 8)}; }
+  static Key Mask(unsigned len) {
+    const std::uint64_t ones = ~std::uint64_t{0};
+    if (len == 0) return {0, 0};
+    if (len <= 64) return {ones << (64 - len), 0};
+    return {ones, len == 128 ? ones : ones << (128 - len)};
+  }
+  static std::uint64_t Hash(Key k) {
+    std::uint64_t h = k.hi * kGolden ^ k.lo * 0xC2B2AE3D27D4EB4F;
+    h ^= h >> 31;
+    return h * 0xBF58476D1CE4E5B9;
+  }
+};
+
+// One pair as the lookup checks it: src & local_mask == local_net.
+template <typename T>
+struct LocalRule {
+  typename T::Key net;
+  typename T::Key mask;
+  PolicyId id;
+};
+
+// A hash slot: one distinct remote prefix (key = its network, masked).
+//   count == 0: empty.
+//   count == 1: the single pair inline: value is its PolicyId, local_* its local prefix.
+//   count >  1: the pairs are spill[value, value + count), longest local prefix first.
+template <typename T>
+struct Slot {
+  typename T::Key key;
+  typename T::Key local_net;
+  typename T::Key local_mask;
+  std::uint32_t value;
+  std::uint32_t count;
+};
+
+// One distinct remote prefix length: its hash table is slots[offset, offset + 2^bits).
+template <typename T>
+struct Level {
+  typename T::Key mask;
+  std::uint32_t offset;
+  std::uint32_t index_mask;  // 2^bits - 1
+  std::uint8_t shift;        // 64 - bits
+  std::uint8_t len;
+};
+
+template <typename T>
+struct RemoteTable {
+  using Key = typename T::Key;
+
+  std::vector<Level<T>> levels;  // longest prefix length first
+  std::vector<Slot<T>> slots;
+  std::vector<LocalRule<T>> spill;
+
+  PolicyId Lookup(Key src, Key dst) const {
+    for (const Level<T>& level : levels) {
+      const Key k = dst & level.mask;
+      const Slot<T>* table = slots.data() + level.offset;
+      std::uint32_t i = static_cast<std::uint32_t>(T::Hash(k) >> level.shift);
+      for (;; i = (i + 1) & level.index_mask) {
+        const Slot<T>& s = table[i];
+        if (s.count == 0) break;
+        if (!(s.key == k)) continue;
+        if (s.count == 1) {
+          if ((src & s.local_mask) == s.local_net) return s.value;
+        } else {
+          for (std::uint32_t j = s.value; j < s.value + s.count; ++j) {
+            if ((src & spill[j].mask) == spill[j].net) return spill[j].id;
+          }
+        }
+        break;
+      }
+    }
+    return kNoPolicy;
+  }
+};
+
+// One pair for Allows(): src in remote, dst in local.
+template <typename T>
+struct AllowRule {
+  typename T::Key local_net;
+  typename T::Key local_mask;
+  typename T::Key remote_net;
+  typename T::Key remote_mask;
+};
+
+struct PolicyRecord {
+  PolicyId id;
+  std::uint32_t v4_first, v4_count;
+  std::uint32_t v6_first, v6_count;
+};
+
+constexpr std::uint32_t kEmptyIndex = 0xFFFFFFFF;
+
+std::uint32_t TableBits(std::size_t keys) {
+  // At most half full; at least 2 slots so that the shift stays below 64.
+  return std::max<std::uint32_t>(1, std::bit_width(std::max<std::size_t>(keys, 1) * 2 - 1));
+}
+
+// A pair on its way into a snapshot.
+struct Staged {
+  Prefix local;
+  Prefix remote;
+  PolicyId id;
+  std::uint64_t seq;
+};
+
+template <typename T>
+typename T::Key KeyOf(const Prefix& p) {
+  return T::Load(p.address.data());
+}
+
+template <typename T>
+RemoteTable<T> BuildRemoteTable(std::vector<const Staged*> pairs) {
+  // Longest remote length first; within a remote prefix, longest local first, then oldest.
+  std::sort(pairs.begin(), pairs.end(), [](const Staged* a, const Staged* b) {
+    if (a->remote.prefix_len != b->remote.prefix_len)
+      return a->remote.prefix_len > b->remote.prefix_len;
+    if (a->remote.address != b->remote.address) return a->remote.address < b->remote.address;
+    if (a->local.prefix_len != b->local.prefix_len)
+      return a->local.prefix_len > b->local.prefix_len;
+    if (a->local.address != b->local.address) return a->local.address < b->local.address;
+    return a->seq < b->seq;
+  });
+  // The same (local, remote) pair twice: only the oldest can ever be returned.
+  pairs.erase(std::unique(pairs.begin(), pairs.end(),
+                          [](const Staged* a, const Staged* b) {
+                            return a->remote == b->remote && a->local == b->local;
+                          }),
+              pairs.end());
+
+  RemoteTable<T> table;
+  std::size_t begin = 0;
+  while (begin < pairs.size()) {
+    const std::uint8_t len = pairs[begin]->remote.prefix_len;
+    std::size_t end = begin;
+    std::size_t distinct = 0;
+    while (end < pairs.size() && pairs[end]->remote.prefix_len == len) {
+      if (end == begin || pairs[end]->remote != pairs[end - 1]->remote) ++distinct;
+      ++end;
+    }
+    Level<T> level;
+    const std::uint32_t bits = TableBits(distinct);
+    level.mask = T::Mask(len);
+    level.offset = static_cast<std::uint32_t>(table.slots.size());
+    level.index_mask = (std::uint32_t{1} << bits) - 1;
+    level.shift = static_cast<std::uint8_t>(64 - bits);
+    level.len = len;
+    table.slots.resize(table.slots.size() + (std::size_t{1} << bits), Slot<T>{});
+    Slot<T>* slots = table.slots.data() + level.offset;
+
+    for (std::size_t g = begin; g < end;) {
+      std::size_t g_end = g + 1;
+      while (g_end < end && pairs[g_end]->remote == pairs[g]->remote) ++g_end;
+      Slot<T> s{};
+      s.key = KeyOf<T>(pairs[g]->remote);
+      s.count = static_cast<std::uint32_t>(g_end - g);
+      if (s.count == 1) {
+        s.local_net = KeyOf<T>(pairs[g]->local);
+        s.local_mask = T::Mask(pairs[g]->local.prefix_len);
+        s.value = pairs[g]->id;
+      } else {
+        s.value = static_cast<std::uint32_t>(table.spill.size());
+        for (std::size_t j = g; j < g_end; ++j) {
+          table.spill.push_back({KeyOf<T>(pairs[j]->local), T::Mask(pairs[j]->local.prefix_len),
+                                 pairs[j]->id});
+        }
+      }
+      std::uint32_t i = static_cast<std::uint32_t>(T::Hash(s.key) >> level.shift);
+      while (slots[i].count != 0) i = (i + 1) & level.index_mask;
+      slots[i] = s;
+      g = g_end;
+    }
+    table.levels.push_back(level);
+    begin = end;
+  }
+  return table;
+}
+
+template <typename T>
+bool RuleAllows(const AllowRule<T>& r, typename T::Key src, typename T::Key dst) {
+  return (src & r.remote_mask) == r.remote_net && (dst & r.local_mask) == r.local_net;
+}
+
+}  // namespace
+
+struct SpdSnapshot::Impl {
+  RemoteTable<V4Traits> v4;
+  RemoteTable<V6Traits> v6;
+
+  std::vector<PolicyRecord> policies;
+  std::vector<std::uint32_t> policy_index;  // open addressing: index into policies
+  std::uint32_t policy_index_mask = 0;
+  std::uint8_t policy_shift = 63;
+  std::vector<AllowRule<V4Traits>> allow_v4;
+  std::vector<AllowRule<V6Traits>> allow_v6;
+  std::size_t selector_count = 0;
+
+  const PolicyRecord* FindPolicy(PolicyId id) const {
+    if (policies.empty()) return nullptr;
+    std::uint32_t i = static_cast<std::uint32_t>((std::uint64_t{id} * kGolden) >> policy_shift);
+    for (;; i = (i + 1) & policy_index_mask) {
+      const std::uint32_t p = policy_index[i];
+      if (p == kEmptyIndex) return nullptr;
+      if (policies[p].id == id) return &policies[p];
+    }
+  }
+};
+
+SpdSnapshot::SpdSnapshot(std::unique_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+SpdSnapshot::~SpdSnapshot() = default;
+
+PolicyId SpdSnapshot::LookupOutbound(Family family, std::span<const std::uint8_t> src,
+                                     std::span<const std::uint8_t> dst) const {
+  if (family == Family::kIpv4) {
+    if (src.size() != 4 || dst.size() != 4) return kNoPolicy;
+    return impl_->v4.Lookup(V4Traits::Load(src.data()), V4Traits::Load(dst.data()));
+  }
+  if (family == Family::kIpv6) {
+    if (src.size() != 16 || dst.size() != 16) return kNoPolicy;
+    return impl_->v6.Lookup(V6Traits::Load(src.data()), V6Traits::Load(dst.data()));
+  }
+  return kNoPolicy;
+}
+
+bool SpdSnapshot::Allows(PolicyId id, Family family, std::span<const std::uint8_t> src,
+                         std::span<const std::uint8_t> dst) const {
+  const PolicyRecord* p = impl_->FindPolicy(id);
+  if (p == nullptr) return false;
+  if (family == Family::kIpv4) {
+    if (src.size() != 4 || dst.size() != 4) return false;
+    const auto s = V4Traits::Load(src.data());
+    const auto d = V4Traits::Load(dst.data());
+    for (std::uint32_t i = p->v4_first; i < p->v4_first + p->v4_count; ++i) {
+      if (RuleAllows(impl_->allow_v4[i], s, d)) return true;
+    }
+    return false;
+  }
+  if (family == Family::kIpv6) {
+    if (src.size() != 16 || dst.size() != 16) return false;
+    const auto s = V6Traits::Load(src.data());
+    const auto d = V6Traits::Load(dst.data());
+    for (std::uint32_t i = p->v6_first; i < p->v6_first + p->v6_count; ++i) {
+      if (RuleAllows(impl_->allow_v6[i], s, d)) return true;
+    }
+    return false;
+  }
+  return false;
+}
+
+std::size_t SpdSnapshot::selector_count() const { return impl_->selector_count; }
+std::size_t SpdSnapshot::policy_count() const { return impl_->policies.size(); }
+
+std::size_t SpdSnapshot::distinct_remote_lengths(Family family) const {
+  return family == Family::kIpv4 ? impl_->v4.levels.size() : impl_->v6.levels.size();
+}
+
+// ---- SpdBuilder ----------------------------------------------------------------------------
+
+SpdBuilder::AddStatus SpdBuilder::Add(PolicyId id, const Prefix& local, const Prefix& remote) {
+  if (id == kNoPolicy) return AddStatus::kReservedId;
+  const auto l = Prefix::Make(local.family, std::span(local.address).first(
+                                                AddressLength(local.family)),
+                              local.prefix_len);
+  const auto r = Prefix::Make(remote.family, std::span(remote.address).first(
+                                                 AddressLength(remote.family)),
+                              remote.prefix_len);
+  if (!l || !r) return AddStatus::kBadPrefix;
+  if (l->family != r->family) return AddStatus::kFamilyMismatch;
+  pairs_[id].push_back({*l, *r, next_seq_++});
+  ++count_;
+  return AddStatus::kOk;
+}
+
+std::size_t SpdBuilder::AddCrossProduct(PolicyId id, std::span<const Prefix> locals,
+                                        std::span<const Prefix> remotes) {
+  std::size_t added = 0;
+  for (const Prefix& l : locals) {
+    for (const Prefix& r : remotes) {
+      if (l.family == r.family && Add(id, l, r) == AddStatus::kOk) ++added;
+    }
+  }
+  return added;
+}
+
+std::size_t SpdBuilder::Remove(PolicyId id) {
+  const auto it = pairs_.find(id);
+  if (it == pairs_.end()) return 0;
+  const std::size_t n = it->second.size();
+  pairs_.erase(it);
+  count_ -= n;
+  return n;
+}
+
+bool SpdBuilder::Remove(PolicyId id, const Prefix& local, const Prefix& remote) {
+  const auto it = pairs_.find(id);
+  if (it == pairs_.end()) return false;
+  // Compare normalized, as Add stored them.
+  const auto l = Prefix::Make(local.family, std::span(local.address).first(
+                                                AddressLength(local.family)),
+                              local.prefix_len);
+  const auto r = Prefix::Make(remote.family, std::span(remote.address).first(
+                                                 AddressLength(remote.family)),
+                              remote.prefix_len);
+  if (!l || !r) return false;
+  std::vector<Pair>& v = it->second;
+  const auto p = std::find_if(v.begin(), v.end(), [&](const Pair& pair) {
+    return pair.local == *l && pair.remote == *r;
+  });
+  if (p == v.end()) return false;
+  v.erase(p);
+  --count_;
+  if (v.empty()) pairs_.erase(it);
+  return true;
+}
+
+void SpdBuilder::Clear() {
+  pairs_.clear();
+  count_ = 0;
+}
+
+std::unique_ptr<const SpdSnapshot> SpdBuilder::Build() const {
+  std::vector<Staged> staged;
+  staged.reserve(count_);
+  for (const auto& [id, pairs] : pairs_) {
+    for (const Pair& p : pairs) staged.push_back({p.local, p.remote, id, p.seq});
+  }
+  // By policy, then insertion order: Allows() ranges are contiguous per policy and family.
+  std::sort(staged.begin(), staged.end(), [](const Staged& a, const Staged& b) {
+    return a.id != b.id ? a.id < b.id : a.seq < b.seq;
+  });
+
+  auto impl = std::make_unique<SpdSnapshot::Impl>();
+  std::vector<const Staged*> v4;
+  std::vector<const Staged*> v6;
+  for (std::size_t i = 0; i < staged.size();) {
+    PolicyRecord rec{staged[i].id, static_cast<std::uint32_t>(impl->allow_v4.size()), 0,
+                     static_cast<std::uint32_t>(impl->allow_v6.size()), 0};
+    std::size_t end = i;
+    for (; end < staged.size() && staged[end].id == rec.id; ++end) {
+      const Staged& s = staged[end];
+      // The same pair twice in one policy: keep one.
+      bool duplicate = false;
+      for (std::size_t j = i; j < end; ++j) {
+        duplicate |= staged[j].local == s.local && staged[j].remote == s.remote;
+      }
+      if (duplicate) continue;
+      ++impl->selector_count;
+      if (s.local.family == Family::kIpv4) {
+        v4.push_back(&s);
+        impl->allow_v4.push_back({KeyOf<V4Traits>(s.local), V4Traits::Mask(s.local.prefix_len),
+                                  KeyOf<V4Traits>(s.remote),
+                                  V4Traits::Mask(s.remote.prefix_len)});
+        ++rec.v4_count;
+      } else {
+        v6.push_back(&s);
+        impl->allow_v6.push_back({KeyOf<V6Traits>(s.local), V6Traits::Mask(s.local.prefix_len),
+                                  KeyOf<V6Traits>(s.remote),
+                                  V6Traits::Mask(s.remote.prefix_len)});
+        ++rec.v6_count;
+      }
+    }
+    impl->policies.push_back(rec);
+    i = end;
+  }
+
+  const std::uint32_t bits = TableBits(impl->policies.size());
+  impl->policy_index.assign(std::size_t{1} << bits, kEmptyIndex);
+  impl->policy_index_mask = (std::uint32_t{1} << bits) - 1;
+  impl->policy_shift = static_cast<std::uint8_t>(64 - bits);
+  for (std::uint32_t p = 0; p < impl->policies.size(); ++p) {
+    std::uint32_t i = static_cast<std::uint32_t>(
+        (std::uint64_t{impl->policies[p].id} * kGolden) >> impl->policy_shift);
+    while (impl->policy_index[i] != kEmptyIndex) i = (i + 1) & impl->policy_index_mask;
+    impl->policy_index[i] = p;
+  }
+
+  impl->v4 = BuildRemoteTable<V4Traits>(std::move(v4));
+  impl->v6 = BuildRemoteTable<V6Traits>(std::move(v6));
+  return std::unique_ptr<const SpdSnapshot>(new SpdSnapshot(std::move(impl)));
+}
+
+// ---- Spd -----------------------------------------------------------------------------------
+
+Spd::Spd() : Spd(SpdBuilder().Build()) {}
+
+Spd::Spd(std::unique_ptr<const SpdSnapshot> initial) : current_(initial.release()) {
+  assert(current_.load() != nullptr);
+}
+
+Spd::~Spd() {
+  for ([[maybe_unused]] const ReaderSlot& s : slots_) {
+    assert(!s.used.load() && "a Reader outlives its Spd");
+  }
+  delete current_.load();
+}
+
+std::optional<Spd::Reader> Spd::RegisterReader() {
+  for (ReaderSlot& s : slots_) {
+    bool expected = false;
+    if (s.used.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+      return Reader(this, &s);
+    }
+  }
+  return std::nullopt;
+}
+
+Spd::Reader& Spd::Reader::operator=(Reader&& o) noexcept {
+  if (this != &o) {
+    if (slot_ != nullptr) slot_->used.store(false, std::memory_order_release);
+    spd_ = o.spd_;
+    slot_ = std::exchange(o.slot_, nullptr);
+  }
+  return *this;
+}
+
+Spd::Reader::~Reader() {
+  if (slot_ == nullptr) return;
+  assert(slot_->seq.load() % 2 == 0 && "Reader destroyed inside a ReadGuard");
+  // The sequence keeps counting up for the slot's next owner, so a writer waiting on an old
+  // odd value is never confused by a reuse.
+  slot_->used.store(false, std::memory_order_release);
+}
+
+void Spd::Publish(std::unique_ptr<const SpdSnapshot> next) {
+  assert(next != nullptr);
+  std::lock_guard lock(publish_mu_);
+  const SpdSnapshot* old = current_.exchange(next.release(), std::memory_order_seq_cst);
+  WaitForReaders();
+  delete old;
+  publications_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Spd::WaitForReaders() {
+  for (ReaderSlot& s : slots_) {
+    const std::uint64_t seq = s.seq.load(std::memory_order_seq_cst);
+    if (seq % 2 == 0) continue;
+    while (s.seq.load(std::memory_order_seq_cst) == seq) std::this_thread::yield();
+  }
+}
+
+}  // namespace spigot::policy
