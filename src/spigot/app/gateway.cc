@@ -119,9 +119,16 @@ bool Gateway::Init(std::string* error) {
       return false;
     }
     io::UdpSocket* raw = sock.get();
-    loop_->AddReader(sock->fd(), [this, raw, natt] { OnUdp(*raw, natt); });
+    // UDP 4500 belongs to the inbound data-path thread, which hands IKE over to us.
+    if (!natt) loop_->AddReader(sock->fd(), [this, raw] { OnUdp(*raw, false); });
     (natt ? natt_sock_ : ike_sock_) = std::move(sock);
   }
+  Dataplane::Hooks hooks;
+  hooks.ike = [this](std::span<const std::uint8_t> m, const io::Endpoint& from) { OnIke(m, from, true); };
+  hooks.acquire = [this](policy::PolicyId id) { OnAcquire(id); };
+  hooks.exhausted = [this](policy::PolicyId id, std::uint32_t spi) { OnExhausted(id, spi); };
+  dataplane_ = Dataplane::Create(g, *natt_sock_, *loop_, std::move(hooks), error);
+  if (!dataplane_ || !dataplane_->ApplyConnections(config_.connections, error)) return false;
   control_ = control::ControlServer::Listen(
       g.control_socket, [this](const nlohmann::json& r) { return Handle(r); }, {}, error);
   if (!control_) return false;
@@ -299,7 +306,44 @@ void Gateway::Tick() {
       ++it;
     }
   }
+  dataplane_->Tick();
   if (shutting_down_ && ike_sas_.empty()) loop_->Stop();
+}
+
+const std::string* Gateway::ConnectionNameFor(policy::PolicyId policy) const {
+  for (const auto& [name, c] : connections_) {
+    if (dataplane_->PolicyFor(name) == policy) return &name;
+  }
+  return nullptr;
+}
+
+void Gateway::OnAcquire(policy::PolicyId policy) {
+  const std::string* name = ConnectionNameFor(policy);
+  if (name == nullptr) return dataplane_->AcquireFailed(policy);
+  pending_acquires_.insert(policy);
+  for (auto& [spi, e] : ike_sas_) {
+    ike::IkeSa& sa = *e.sa;
+    if (!sa.connection() || sa.connection()->name != *name || sa.state() == ike::IkeSa::State::kDead) continue;
+    // An IKE SA exists or is on its way: its CHILD SA will serve the acquire.
+    if (sa.state() == ike::IkeSa::State::kEstablished && sa.children().empty()) sa.CreateChild(Now());
+    return;
+  }
+  spdlog::info("{}: acquire: traffic waits for a CHILD SA, initiating", *name);
+  std::string err;
+  if (!Initiate(*name, &err)) {
+    spdlog::warn("{}: acquire failed: {}", *name, err);
+    pending_acquires_.erase(policy);
+    dataplane_->AcquireFailed(policy);
+  }
+}
+
+void Gateway::OnExhausted(policy::PolicyId policy, std::uint32_t spi_out) {
+  for (auto& [spi_in, c] : children_) {
+    if (c.policy != policy || c.spi_out != spi_out) continue;
+    auto it = ike_sas_.find(c.owner);
+    if (it != ike_sas_.end()) it->second.sa->RekeyChild(spi_in, Now());
+    spdlog::warn("CHILD SA {:08x}_o ran out of sequence numbers: rekeying", spi_out);
+  }
 }
 
 // ---------------------------------------------------------------- IkeSaHost
@@ -346,7 +390,8 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   p.inbound_keymat = child.keymat_in;
   p.outbound_keymat = child.keymat_out;
   p.esn = child.algs.esn;
-  const Connection* c = sa.connection() ? &connections_.at(sa.connection()->name) : nullptr;
+  const auto conn_it = sa.connection() ? connections_.find(sa.connection()->name) : connections_.end();
+  const Connection* c = conn_it != connections_.end() ? &conn_it->second : nullptr;
   if (c != nullptr) p.replay_window = c->cfg.replay_window;
   p.rekey_of = child.rekey_of != 0 && sad_.LookupInbound(child.rekey_of) ? child.rekey_of : 0;
   const sa::InstallStatus st = sad_.Install(p, Now());
@@ -354,15 +399,39 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
     spdlog::error("CHILD SA {:08x}: install failed: {}", child.spi_in, sa::ToString(st));
     return;
   }
-  ike::ChildSaInfo copy;
-  copy.spi_in = child.spi_in;
-  copy.spi_out = child.spi_out;
-  copy.algs = child.algs;
-  copy.local_ts = child.local_ts;
-  copy.remote_ts = child.remote_ts;
-  copy.rekey_of = child.rekey_of;
-  copy.installed = child.installed;
-  children_[child.spi_in] = {OurSpi(sa), std::move(copy)};
+  Child rec;
+  rec.owner = OurSpi(sa);
+  rec.policy = c != nullptr ? dataplane_->PolicyFor(c->cfg.name) : policy::kNoPolicy;
+  rec.spi_out = child.spi_out;
+  rec.rekey_of = child.rekey_of;
+  rec.counters = std::make_shared<datapath::SaCounters>();
+  datapath::InboundSpec in;
+  in.spi = child.spi_in;
+  in.suite = child.algs.suite;
+  in.keymat = child.keymat_in;
+  in.esn = child.algs.esn;
+  in.replay_window = p.replay_window;
+  in.policy = rec.policy;
+  in.counters = rec.counters;
+  dataplane_->InstallInbound(std::move(in));
+  datapath::OutboundSpec out;
+  out.policy = rec.policy;
+  out.spi = child.spi_out;
+  out.suite = child.algs.suite;
+  out.keymat = child.keymat_out;
+  out.esn = child.algs.esn;
+  ike::Address peer = sa.remote();
+  if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
+  out.peer = ToEndpoint(peer);
+  out.counters = rec.counters;
+  const bool switch_now = child.rekey_of == 0 || child.we_initiated || children_.count(child.rekey_of) == 0;
+  if (switch_now) {
+    dataplane_->SetOutbound(std::move(out));
+  } else {
+    rec.deferred_outbound = std::move(out);
+  }
+  children_[child.spi_in] = std::move(rec);
+  pending_acquires_.erase(children_[child.spi_in].policy);
   spdlog::info("{}: CHILD SA {:08x}_i {:08x}_o INSTALLED ({}){}", sa.connection()->name,
                child.spi_in, child.spi_out, ike::Describe(child.algs),
                child.rekey_of ? " rekeying " + Hex(child.rekey_of, 8) : "");
@@ -370,7 +439,18 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
 
 void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
   sad_.Remove(spi_in);
-  children_.erase(spi_in);
+  dataplane_->RemoveInbound(spi_in);
+  if (auto it = children_.find(spi_in); it != children_.end()) {
+    dataplane_->ClearOutbound(it->second.policy, it->second.spi_out);
+    children_.erase(it);
+  }
+  // The old SA of a rekey we answered is gone: its successor carries our traffic now.
+  for (auto& [spi, c] : children_) {
+    if (c.rekey_of == spi_in && c.deferred_outbound) {
+      dataplane_->SetOutbound(std::move(*c.deferred_outbound));
+      c.deferred_outbound.reset();
+    }
+  }
   spdlog::info("{}: CHILD SA {:08x}_i removed", sa.connection() ? sa.connection()->name : "?", spi_in);
 }
 
@@ -394,6 +474,9 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
                  sa.algorithms() ? ike::Describe(*sa.algorithms()) : "");
   } else if (sa.state() == ike::IkeSa::State::kDead) {
     if (sa.established_at() == ike::TimePoint{}) ++counters_.failed_sas;
+    // Traffic held for this connection has nothing to wait for any more.
+    const policy::PolicyId policy = sa.connection() ? dataplane_->PolicyFor(name) : policy::kNoPolicy;
+    if (pending_acquires_.erase(policy) != 0) dataplane_->AcquireFailed(policy);
     spdlog::info("{}: IKE SA {}_i {}_r gone: {}", name, Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16),
                  sa.failure());
   }
@@ -414,7 +497,9 @@ void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacemen
   e.sa = std::move(replacement);
   ike::IkeSa& sa = *e.sa;
   ike_sas_[ours] = std::move(e);
-  for (const auto& c : sa.children()) children_[c.spi_in].first = ours;
+  for (const auto& c : sa.children()) {
+    if (auto it = children_.find(c.spi_in); it != children_.end()) it->second.owner = ours;
+  }
   spdlog::info("{}: IKE SA {}_i {}_r rekeyed to {}_i {}_r", sa.connection()->name,
                Hex(old.spi_i(), 16), Hex(old.spi_r(), 16), Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16));
 }
@@ -533,8 +618,18 @@ nlohmann::json Gateway::Sas() const {
                            {"local_ts", SelectorsJson(c.local_ts)},
                            {"remote_ts", SelectorsJson(c.remote_ts)},
                            {"state", "INSTALLED"}};
-      if (const sa::ChildSa* rec = sad_.LookupInbound(c.spi_in)) {
-        (void)rec;
+      const ike::TimePoint now = Now();
+      auto secs = [&](ike::TimePoint t) -> nlohmann::json {
+        if (t == ike::TimePoint::max()) return nullptr;
+        return std::chrono::duration_cast<std::chrono::seconds>(t - now).count();
+      };
+      cj["installed_seconds_ago"] = std::chrono::duration_cast<std::chrono::seconds>(now - c.installed).count();
+      cj["rekey_in_seconds"] = secs(c.rekey_at);
+      cj["expires_in_seconds"] = secs(c.expire_at);
+      if (auto it = children_.find(c.spi_in); it != children_.end() && it->second.counters) {
+        // One counter pair per CHILD SA, fed by both directions' threads.
+        cj["packets"] = it->second.counters->packets.load();
+        cj["bytes"] = it->second.counters->bytes.load();
       }
       children.push_back(std::move(cj));
     }
@@ -551,6 +646,7 @@ nlohmann::json Gateway::Stats() const {
     else if (e.sa->state() != ike::IkeSa::State::kDead) ++half_open;
   }
   const auto pool = sad_.spi_pool().stats();
+  const datapath::Counters& dp = dataplane_->counters();
   return {
       {"active_sas", sad_.size()},
       {"pending_sas", 0},
@@ -565,8 +661,17 @@ nlohmann::json Gateway::Stats() const {
       {"negotiations_per_minute", 0.0},
       {"rekeys_per_minute", 0.0},
       {"packets_dropped",
-       {{"replay", 0}, {"bad_icv", 0}, {"unknown_spi", 0}, {"no_sa_queue_full", 0},
-        {"selector_mismatch", 0}, {"malformed", 0}}},
+       {{"replay", dp.replay.load()}, {"bad_icv", dp.bad_icv.load()},
+        {"unknown_spi", dp.unknown_spi.load()}, {"no_sa_queue_full", dp.no_sa_queue_full.load()},
+        {"selector_mismatch", dp.selector_mismatch.load()}, {"malformed", dp.malformed.load()},
+        {"no_policy", dp.no_policy.load()}, {"no_sa", dp.no_sa.load()},
+        {"seq_exhausted", dp.seq_exhausted.load()}, {"acquire_failed", dp.acquire_dropped.load()},
+        {"ike_forward_refused", dp.ike_forward_refused.load()},
+        {"send_failed", dp.send_failed.load()}, {"tun_write_failed", dp.tun_write_failed.load()}}},
+      {"traffic",
+       {{"tx_packets", dp.tx_packets.load()}, {"tx_bytes", dp.tx_bytes.load()},
+        {"rx_packets", dp.rx_packets.load()}, {"rx_bytes", dp.rx_bytes.load()},
+        {"keepalives", dp.keepalives.load()}, {"acquires", dp.acquires.load()}}},
       {"crypto_engine", {{"name", "ipsec-mb"}, {"state", "ok"}, {"stalls", 0}, {"fallbacks", 0}}},
       {"ike",
        {{"received", counters_.ike_received}, {"invalid", counters_.ike_invalid + ike_counters_.invalid_messages},
@@ -574,7 +679,6 @@ nlohmann::json Gateway::Stats() const {
         {"retransmits", ike_counters_.retransmits}, {"auth_failures", ike_counters_.auth_failures},
         {"child_failures", ike_counters_.child_failures}, {"established", counters_.ike_established},
         {"cookies_sent", counters_.cookies_sent}, {"cookies_invalid", counters_.cookies_invalid}}},
-      {"esp_in_udp_received_not_wired", counters_.esp_received},
   };
 }
 
@@ -588,9 +692,12 @@ nlohmann::json Gateway::Reload() {
   config::Config old = config_;
   config_ = r.config;
   std::string err;
-  if (!ApplyConnections(&err)) {
+  if (!ApplyConnections(&err) || !dataplane_->ApplyConnections(config_.connections, &err)) {
     config_ = old;
-    ApplyConnections(&err);
+    std::string ignored;
+    ApplyConnections(&ignored);
+    dataplane_->ApplyConnections(config_.connections, &ignored);
+    spdlog::error("reload: {}", err);
     return {{"error", err}};
   }
   for (const auto& name : d.removed) Terminate(name);

@@ -4,11 +4,13 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "spigot/app/dataplane.h"
 #include "spigot/config/config.h"
 #include "spigot/control/control_server.h"
 #include "spigot/ike/cookie.h"
@@ -74,6 +76,9 @@ class Gateway : public ike::IkeSaHost {
   bool CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
                     const io::Endpoint& from, bool natt_port);
   void Tick();
+  void OnAcquire(policy::PolicyId policy);
+  void OnExhausted(policy::PolicyId policy, std::uint32_t spi_out);
+  const std::string* ConnectionNameFor(policy::PolicyId policy) const;
   bool Initiate(const std::string& name, std::string* error);
   int Terminate(const std::string& name);
   int Rekey(const std::string& name, bool ike);
@@ -101,8 +106,20 @@ class Gateway : public ike::IkeSaHost {
   // Half-open responders by (peer's SPIi, peer address): a retransmitted IKE_SA_INIT finds
   // the SA it created (2.1).
   std::map<std::pair<std::uint64_t, std::string>, std::uint64_t> half_open_;
-  // CHILD SAs by inbound SPI: which IKE SA owns them and their negotiated details.
-  std::map<std::uint32_t, std::pair<std::uint64_t, ike::ChildSaInfo>> children_;
+  // CHILD SAs by inbound SPI, as the data plane knows them.
+  struct Child {
+    std::uint64_t owner = 0;  // our SPI of the IKE SA that negotiated it
+    policy::PolicyId policy = policy::kNoPolicy;
+    std::uint32_t spi_out = 0;
+    std::uint32_t rekey_of = 0;
+    std::shared_ptr<datapath::SaCounters> counters;
+    // A rekey we answered: we keep sending on the old SA until the peer deletes it, so our
+    // first packets on the new one cannot beat its installation there (RFC 7296 2.8).
+    std::optional<datapath::OutboundSpec> deferred_outbound;
+  };
+  std::map<std::uint32_t, Child> children_;
+  std::set<policy::PolicyId> pending_acquires_;
+  std::unique_ptr<Dataplane> dataplane_;
   bool shutting_down_ = false;
   int exit_code_ = 0;
 };

@@ -1,0 +1,79 @@
+// The data plane of `spigot run`: the TUN device, its routes, the SPD built from the
+// connections, and the two data-path threads (one reads the TUN and seals, one reads UDP 4500
+// and opens). The control thread (IKE, control socket) drives it through this class.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "spigot/config/config.h"
+#include "spigot/datapath/datapath.h"
+#include "spigot/io/event_loop.h"
+#include "spigot/io/netlink.h"
+#include "spigot/io/tun.h"
+#include "spigot/io/udp_socket.h"
+
+namespace spigot::app {
+
+class Dataplane {
+ public:
+  // Callbacks run on the control thread (posted to `control_loop`).
+  struct Hooks {
+    std::function<void(std::span<const std::uint8_t> ike, const io::Endpoint& from)> ike;
+    std::function<void(policy::PolicyId)> acquire;
+    std::function<void(policy::PolicyId, std::uint32_t spi)> exhausted;
+  };
+
+  static std::unique_ptr<Dataplane> Create(const config::GlobalConfig& global,
+                                           io::UdpSocket& natt_socket, io::EventLoop& control_loop,
+                                           Hooks hooks, std::string* error);
+  ~Dataplane();
+
+  // Connections -> policies (stable ids by name), SPD, routes, trap flags. Control thread.
+  bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns, std::string* error);
+  policy::PolicyId PolicyFor(const std::string& connection) const;
+
+  void InstallInbound(datapath::InboundSpec spec);
+  void RemoveInbound(std::uint32_t spi);
+  void SetOutbound(datapath::OutboundSpec spec);
+  void ClearOutbound(policy::PolicyId policy, std::uint32_t spi);
+  void AcquireFailed(policy::PolicyId policy);
+  // Mailbox pushes that found the mailbox full, retried from Tick().
+  void Tick();
+
+  const datapath::Counters& counters() const { return counters_; }
+  std::uint64_t ike_forwarded() const { return ike_forwarded_.load(); }
+
+ private:
+  Dataplane(io::UdpSocket& natt, io::EventLoop& loop, Hooks hooks)
+      : natt_(natt), loop_(loop), hooks_(std::move(hooks)) {}
+  void OutboundThread();
+  void InboundThread();
+  bool SetUpRoutes(const config::ConnectionConfig& c, std::string* error);
+  template <typename Fn>
+  void Retry(Fn fn) {
+    if (!fn()) retries_.push_back(std::function<bool()>(std::move(fn)));
+  }
+
+  io::UdpSocket& natt_;
+  io::EventLoop& loop_;
+  Hooks hooks_;
+  datapath::Counters counters_;
+  policy::Spd spd_;
+  std::unique_ptr<io::TunDevice> tun_;
+  std::unique_ptr<io::Netlink> netlink_;
+  std::unique_ptr<datapath::InboundPath> inbound_;
+  std::unique_ptr<datapath::OutboundPath> outbound_;
+  std::map<std::string, policy::PolicyId> policy_ids_;
+  std::map<std::string, std::vector<std::pair<int, std::vector<std::uint8_t>>>> routes_;  // installed
+  std::vector<std::function<bool()>> retries_;
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> ike_forwarded_{0};
+  std::thread outbound_thread_, inbound_thread_;
+};
+
+}  // namespace spigot::app
