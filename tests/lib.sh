@@ -41,15 +41,34 @@ netns_setup() {
   done
   ip -n "${NS}a" addr add 198.51.100.1/32 dev lo
   ip -n "${NS}b" addr add 203.0.113.1/32 dev lo
+  ip -n "${NS}a" addr add 2001:db8:a::1/128 dev lo nodad
+  ip -n "${NS}b" addr add 2001:db8:b::1/128 dev lo nodad
+}
+
+# Inner (tunnelled) networks and host addresses: INNER=4 (default) or INNER=6.
+inner_nets() {  # inner_nets SIDE -> "local_ts remote_ts"
+  if [ "${INNER:-4}" = 6 ]; then
+    [ "$1" = a ] && echo "2001:db8:a::/64 2001:db8:b::/64" || echo "2001:db8:b::/64 2001:db8:a::/64"
+  else
+    [ "$1" = a ] && echo "198.51.100.0/24 203.0.113.0/24" || echo "203.0.113.0/24 198.51.100.0/24"
+  fi
+}
+inner_host() {  # inner_host SIDE -> the host address inside SIDE's network
+  if [ "${INNER:-4}" = 6 ]; then
+    [ "$1" = a ] && echo 2001:db8:a::1 || echo 2001:db8:b::1
+  else
+    [ "$1" = a ] && echo 198.51.100.1 || echo 203.0.113.1
+  fi
 }
 
 # spigot_config SIDE IKE ESP [PSK]: writes $WORK/SIDE.toml for side a or b.
 spigot_config() {
   local side=$1 ike=$2 esp=$3 psk=${4:-interop-secret}
-  local me=192.0.2.1 peer=192.0.2.2 lts=198.51.100.0/24 rts=203.0.113.0/24 lid=gw-a rid=gw-b
+  local me=192.0.2.1 peer=192.0.2.2 lid=gw-a rid=gw-b lts rts
   if [ "$side" = b ]; then
-    me=192.0.2.2 peer=192.0.2.1 lts=203.0.113.0/24 rts=198.51.100.0/24 lid=gw-b rid=gw-a
+    me=192.0.2.2 peer=192.0.2.1 lid=gw-b rid=gw-a
   fi
+  read -r lts rts <<<"$(inner_nets "$side")"
   cat >"$WORK/$side.toml" <<TOML
 [global]
 control_socket = "$WORK/$side.sock"
@@ -89,10 +108,11 @@ sctl() {  # sctl SIDE ARGS...: a spigot control command against side SIDE
 charon_start() {
   local side=$1 ike=$2 esp=$3 psk=${4:-interop-secret}
   local dir="$WORK/charon-$side"
-  local me=192.0.2.2 peer=192.0.2.1 lts=203.0.113.0/24 rts=198.51.100.0/24 lid=gw-b rid=gw-a
+  local me=192.0.2.2 peer=192.0.2.1 lid=gw-b rid=gw-a lts rts
   if [ "$side" = a ]; then
-    me=192.0.2.1 peer=192.0.2.2 lts=198.51.100.0/24 rts=203.0.113.0/24 lid=gw-a rid=gw-b
+    me=192.0.2.1 peer=192.0.2.2 lid=gw-a rid=gw-b
   fi
+  read -r lts rts <<<"$(inner_nets "$side")"
   mkdir -p "$dir/run"
   cat >"$dir/strongswan.conf" <<CONF
 charon {
@@ -163,4 +183,22 @@ cookies_checked() {
   n=$(sctl "$1" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ike"]["cookies_sent"])')
   [ "$n" -gt 0 ] || fail "cookie_threshold = 0 but side $1 sent no COOKIE"
   log "ok: side $1 demanded $n cookie(s) and the initiator followed them"
+}
+
+# ping_ok FROM_SIDE: a few pings from FROM_SIDE's inner host to the other side's.
+ping_ok() {
+  local from=$1 to; to=$([ "$1" = a ] && echo b || echo a)
+  ip netns exec "${NS}$from" ping -c 3 -i 0.2 -W 2 -I "$(inner_host "$from")" "$(inner_host "$to")" >"$WORK/ping.log" 2>&1 ||
+    { cat "$WORK/ping.log"; return 1; }
+}
+
+# transfer_ok FROM_SIDE BYTES: a TCP stream through the tunnel, every byte checked.
+transfer_ok() {
+  local from=$1 bytes=$2 to; to=$([ "$1" = a ] && echo b || echo a)
+  ip netns exec "${NS}$to" python3 "$HERE/stream.py" serve "$(inner_host "$to")" 5201 "$bytes" >"$WORK/serve.log" 2>&1 &
+  local server=$!
+  sleep 0.3
+  ip netns exec "${NS}$from" python3 "$HERE/stream.py" send "$(inner_host "$to")" 5201 "$bytes" >"$WORK/send.log" 2>&1 || true
+  wait "$server" || { cat "$WORK/serve.log" "$WORK/send.log"; return 1; }
+  log "$(cat "$WORK/send.log"); receiver: $(cat "$WORK/serve.log" | cut -c1-20)..."
 }

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""A checked TCP byte stream for tunnel tests.
+
+  stream.py serve ADDR PORT BYTES     receive BYTES, print "ok <sha256>" if they match the
+                                      generator's, else "bad ..." (exit 1)
+  stream.py send ADDR PORT BYTES      send BYTES of the deterministic stream
+  stream.py udp-send ADDR PORT COUNT RATE   COUNT datagrams numbered 0.., RATE per second
+  stream.py udp-recv ADDR PORT COUNT SECONDS  print how many of 0..COUNT-1 arrived, and which not
+The stream is Python's seeded Mersenne Twister, block by block, so both ends know every byte.
+"""
+import hashlib
+import random
+import socket
+import sys
+import time
+
+CHUNK = 1 << 16
+
+
+def block(i):
+    # 64 KiB of pseudo-random bytes, the same on both ends.
+    return random.Random(i).randbytes(CHUNK)
+
+
+def expected_digest(total):
+    h = hashlib.sha256()
+    i = 0
+    left = total
+    while left > 0:
+        b = block(i)[: min(CHUNK, left)]
+        h.update(b)
+        left -= len(b)
+        i += 1
+    return h.hexdigest()
+
+
+def serve(addr, port, total):
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(1)
+    s.settimeout(120)
+    c, _ = s.accept()
+    c.settimeout(120)
+    h = hashlib.sha256()
+    got = 0
+    while got < total:
+        d = c.recv(1 << 20)
+        if not d:
+            break
+        h.update(d)
+        got += len(d)
+    want = expected_digest(total)
+    if got == total and h.hexdigest() == want:
+        print("ok", want)
+        return 0
+    print(f"bad: received {got} of {total} bytes, sha256 {h.hexdigest()} want {want}")
+    return 1
+
+
+def send(addr, port, total):
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    for _ in range(50):
+        try:
+            c = socket.create_connection((addr, port), timeout=10)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        print("cannot connect")
+        return 1
+    i = 0
+    left = total
+    start = time.time()
+    while left > 0:
+        b = block(i)[: min(CHUNK, left)]
+        c.sendall(b)
+        left -= len(b)
+        i += 1
+    c.shutdown(socket.SHUT_WR)
+    c.recv(1)
+    secs = time.time() - start
+    print(f"sent {total} bytes in {secs:.2f} s ({total * 8 / secs / 1e6:.0f} Mbit/s)")
+    return 0
+
+
+def udp_send(addr, port, count, rate):
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    start = time.time()
+    for n in range(count):
+        s.sendto(n.to_bytes(4, "big") + b"x" * 60, (addr, port))
+        delay = start + (n + 1) / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+    return 0
+
+
+def udp_recv(addr, port, count, seconds):
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind((addr, port))
+    s.settimeout(0.5)
+    seen = set()
+    end = time.time() + seconds
+    while time.time() < end and len(seen) < count:
+        try:
+            d, _ = s.recvfrom(2048)
+        except socket.timeout:
+            continue
+        seen.add(int.from_bytes(d[:4], "big"))
+    missing = [n for n in range(count) if n not in seen]
+    print(f"received {len(seen)} of {count}; missing {missing[:20]}{'...' if len(missing) > 20 else ''}")
+    return 0 if not missing else 1
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "serve":
+        return serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    if cmd == "send":
+        return send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    if cmd == "udp-send":
+        return udp_send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    if cmd == "udp-recv":
+        return udp_recv(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    print(__doc__)
+    return 2
+
+
+sys.exit(main())
