@@ -23,9 +23,10 @@
 // byte bound is reached): the negotiation must start, or the policy would wait until other
 // policies' packets leave.
 //
-// Memory: one slab of max_bytes / buffer_size buffers, allocated at construction but not touched
-// (the kernel maps its pages as they are first written), a free list (LIFO, so the buffers in
-// use stay warm), and fixed arrays for acquires and their index. Hold() never allocates.
+// Memory: one slab of max_bytes / buffer_size buffers, allocated at construction but not
+// written (new[] without initialization; a fresh mapping's pages are committed as they are first
+// used), a free list (LIFO, so the buffers in use stay warm), and fixed arrays for acquires and
+// their index (about 48 bytes per max_acquires). Hold() never allocates.
 //
 // Thread model: not thread-safe, no lock. One AcquireQueue per data-path thread: packets held by
 // a thread are flushed by that thread (which owns the crypto context that encapsulates them),

@@ -298,7 +298,9 @@ std::size_t SpdSnapshot::selector_count() const { return impl_->selector_count; 
 std::size_t SpdSnapshot::policy_count() const { return impl_->policies.size(); }
 
 std::size_t SpdSnapshot::distinct_remote_lengths(Family family) const {
-  return family == Family::kIpv4 ? impl_->v4.levels.size() : impl_->v6.levels.size();
+  if (family == Family::kIpv4) return impl_->v4.levels.size();
+  if (family == Family::kIpv6) return impl_->v6.levels.size();
+  return 0;
 }
 
 // ---- SpdBuilder ----------------------------------------------------------------------------
@@ -470,6 +472,7 @@ Spd::Reader::~Reader() {
 
 void Spd::Publish(std::unique_ptr<const SpdSnapshot> next) {
   assert(next != nullptr);
+  if (next == nullptr) return;
   std::lock_guard lock(publish_mu_);
   const SpdSnapshot* old = current_.exchange(next.release(), std::memory_order_seq_cst);
   WaitForReaders();
