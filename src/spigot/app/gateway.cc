@@ -701,6 +701,12 @@ nlohmann::json Gateway::Reload() {
     return {{"error", err}};
   }
   for (const auto& name : d.removed) Terminate(name);
+  for (const auto& name : d.changed) {
+    for (auto& [spi, e] : ike_sas_) {
+      if (e.sa->connection() && e.sa->connection()->name == name)
+        e.sa->UpdateConnection(connections_.at(name).params);
+    }
+  }
   if (d.limits_changed) {
     sad_.SetSpiLimits(config_.global.max_spi, sa::SpiPool::DefaultReserve(config_.global.max_spi));
   }

@@ -168,6 +168,9 @@ class IkeSa {
   const Address& remote() const { return remote_; }
   void set_remote(const Address& a) { remote_ = a; }
   const ConnectionParams* connection() const { return conn_.get(); }
+  // A reload changed the connection: lifetimes and DPD apply from now on; CHILD SAs installed
+  // later use its proposals and selectors. The IKE SA's own algorithms stay as negotiated.
+  void UpdateConnection(std::shared_ptr<const ConnectionParams> conn) { conn_ = std::move(conn); }
   const std::optional<IkeAlgorithms>& algorithms() const { return algs_; }
   const std::vector<ChildSaInfo>& children() const { return children_; }
   bool nat_detected() const { return nat_local_ || nat_remote_; }
