@@ -111,6 +111,10 @@ bool Gateway::Init(std::string* error) {
   }
   loop_ = io::EventLoop::Create({}, error);
   if (!loop_) return false;
+  // Before any thread starts: signalfd needs the signals blocked in every thread, and threads
+  // inherit the mask of the thread that creates them.
+  for (int sig : {SIGTERM, SIGINT}) loop_->OnSignal(sig, [this] { Shutdown(); });
+  loop_->OnSignal(SIGHUP, [this] { Reload(); });
   for (auto [port, natt] : {std::pair{g.ike_port, false}, std::pair{g.natt_port, true}}) {
     const auto ep = io::Endpoint::Parse(g.listen, port);
     auto sock = ep ? io::UdpSocket::Bind(*ep, {}, error) : nullptr;
@@ -135,8 +139,6 @@ bool Gateway::Init(std::string* error) {
   loop_->AddReader(control_->fd(), [this] { control_->OnReadable(); });
   loop_->AddRepeatingTimer("ike_tick", kTickPeriod, [this] { Tick(); });
   loop_->AddRepeatingTimer("control_idle", std::chrono::seconds(5), [this] { control_->CloseIdleClients(); });
-  for (int sig : {SIGTERM, SIGINT}) loop_->OnSignal(sig, [this] { Shutdown(); });
-  loop_->OnSignal(SIGHUP, [this] { Reload(); });
   return true;
 }
 
