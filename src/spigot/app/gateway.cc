@@ -74,13 +74,15 @@ bool Gateway::ApplyConnections(std::string* error) {
     const std::string remote_id =
         c.remote_id.empty() ? (c.remote_addrs.empty() ? "" : c.remote_addrs[0]) : c.remote_id;
     auto lid = ike::ParseIdentity(local_id);
-    auto rid = ike::ParseIdentity(remote_id);
+    const bool any = remote_id == "%any";
+    auto rid = any ? std::optional<ike::Identity>(ike::Identity{}) : ike::ParseIdentity(remote_id);
     if (!lid || !rid) {
       *error = config_path_ + ": connection '" + c.name + "': bad local_id or remote_id";
       return false;
     }
     p->local_id = *lid;
     p->remote_id = *rid;
+    p->remote_id_any = any;
     const auto psk = c.psk.view();
     p->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
         reinterpret_cast<const std::uint8_t*>(psk.data()), psk.size()));
@@ -458,8 +460,12 @@ void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
 
 std::shared_ptr<const ike::ConnectionParams> Gateway::ConnectionForPeer(const ike::Identity& peer,
                                                                         const ike::Address&) {
+  // An exact identity beats a "%any" connection.
   for (const auto& [name, c] : connections_) {
-    if (c.params->remote_id == peer) return c.params;
+    if (!c.params->remote_id_any && c.params->remote_id == peer) return c.params;
+  }
+  for (const auto& [name, c] : connections_) {
+    if (c.params->remote_id_any) return c.params;
   }
   return nullptr;
 }

@@ -2,8 +2,10 @@
 #include <cstddef>
 #include <string>
 
+#include "spigot/app/bench_ike.h"
 #include "spigot/app/bench_sad.h"
 #include "spigot/app/commands.h"
+#include "spigot/app/ops_commands.h"
 
 namespace {
 
@@ -19,6 +21,13 @@ struct Cli {
     std::size_t sas = 1'000'000;
     bool json = false;
   } bench_sad;
+  struct {
+    double seconds = 2;
+    std::size_t pairs = 2000;
+    bool json = false;
+  } bench_ike;
+  spigot::app::DoctorOptions doctor;
+  spigot::app::PlanOptions plan;
 };
 
 // `spigot bench <subsystem>`: microbenchmarks of the libraries, without a running gateway.
@@ -31,6 +40,49 @@ void AddBench(CLI::App& app, Cli& cli) {
   sad->add_flag("--json", cli.bench_sad.json, "Print one JSON object");
   sad->callback(
       [&cli] { cli.exit_code = spigot::app::RunBenchSad(cli.bench_sad.sas, cli.bench_sad.json); });
+
+  CLI::App* ike = bench->add_subcommand("ike", "IKE handshakes per second on one thread");
+  ike->add_option("--seconds", cli.bench_ike.seconds, "How long to measure")->capture_default_str();
+  ike->add_option("--pairs", cli.bench_ike.pairs,
+                  "Established pairs kept afterwards to estimate memory per IKE SA (0: skip)")
+      ->capture_default_str();
+  ike->add_flag("--json", cli.bench_ike.json, "Print one JSON object");
+  ike->callback([&cli] {
+    cli.exit_code =
+        spigot::app::RunBenchIke(cli.bench_ike.seconds, cli.bench_ike.pairs, cli.bench_ike.json);
+  });
+}
+
+// `spigot doctor` and `spigot plan`: the operator tools (DESIGN.md, the three failure causes).
+void AddOpsCommands(CLI::App& app, Cli& cli) {
+  CLI::App* doctor = app.add_subcommand("doctor", "Diagnose the three failure causes, with the fix");
+  cli.doctor.socket = cli.socket;
+  doctor->add_option("--socket", cli.doctor.socket, "Control socket of the daemon")
+      ->capture_default_str();
+  doctor->add_option("--snapshot", cli.doctor.snapshot,
+                     "Read the counters from this file (`spigot stats --json` output, plus an "
+                     "optional \"config\" object) instead of the daemon");
+  doctor->add_flag("--json", cli.doctor.json, "Print JSON");
+  doctor->callback([&cli] { cli.exit_code = spigot::app::RunDoctor(cli.doctor); });
+
+  spigot::app::PlanOptions& p = cli.plan;
+  CLI::App* plan = app.add_subcommand("plan", "Capacity plan: negotiation rate, queue load, "
+                                              "overflow probability, memory, recommended limits");
+  plan->add_option("--tunnels", p.tunnels, "Tunnels (one IKE SA and one CHILD SA each)")->required();
+  plan->add_option("--ike-lifetime", p.ike_lifetime, "IKE SA lifetime (ike_rekey_time)")
+      ->capture_default_str();
+  plan->add_option("--child-lifetime", p.child_lifetime, "CHILD SA lifetime (child_rekey_time)")
+      ->capture_default_str();
+  plan->add_option("--storm", p.storm, "Login storm: N tunnels within T, e.g. 2000/1s");
+  plan->add_option("--capacity", p.capacity,
+                   "Negotiations per second, all workers (default: measured by `spigot bench ike`)");
+  plan->add_option("--workers", p.workers, "Negotiation workers (default: the number of cores)");
+  plan->add_option("--max-queue", p.max_queue, "Negotiation queue depth")->capture_default_str();
+  plan->add_option("--jitter", p.jitter, "Rekey jitter (fraction of the lifetime)")
+      ->capture_default_str();
+  plan->add_flag("--json", p.json, "Print JSON");
+  plan->add_option("--svg", p.svg, "Write a chart of the queue over a simulated day");
+  plan->callback([&cli] { cli.exit_code = spigot::app::RunPlan(cli.plan); });
 }
 
 // `spigot run` and the commands that talk to the daemon (DESIGN.md, the CLI contract).
@@ -75,6 +127,7 @@ int main(int argc, char** argv) {
   Cli cli;
   AddBench(app, cli);
   AddDaemonCommands(app, cli);
+  AddOpsCommands(app, cli);
   CLI11_PARSE(app, argc, argv);
   return cli.exit_code;
 }

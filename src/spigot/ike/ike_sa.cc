@@ -592,7 +592,7 @@ void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
     if (const auto* err = msg.FirstError()) return Die(std::string("peer refused IKE_AUTH: ") + NotifyName(err->type));
     return Die("malformed IKE_AUTH response");
   }
-  if (Identity::FromPayload(*idr) != conn_->remote_id) {
+  if (!conn_->AcceptsPeer(Identity::FromPayload(*idr))) {
     ++counters_.auth_failures;
     return Die("peer identity " + ToString(Identity::FromPayload(*idr)) + " is not the configured " +
                ToString(conn_->remote_id));
@@ -629,10 +629,10 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
     return Die("malformed IKE_AUTH request");
   }
   const Identity peer = Identity::FromPayload(*idi);
-  if (peer != conn_->remote_id) {
+  if (!conn_->AcceptsPeer(peer)) {
     if (auto other = host_.ConnectionForPeer(peer, remote_)) conn_ = std::move(other);
   }
-  const bool known = peer == conn_->remote_id;
+  const bool known = conn_->AcceptsPeer(peer);
   const auto expected = known ? PskAuth(algs_->prf, conn_->psk, init_request_, nr_, keys_.sk_pi, idi->Body())
                               : crypto::SecureBytes();
   if (!known || auth->method != kAuthSharedKey || !crypto::ConstantTimeEqual(expected, auth->data)) {

@@ -52,9 +52,11 @@ std::string ToString(const Address& a);
 
 // What the IKE SA needs of a configured connection.
 struct ConnectionParams {
+  bool AcceptsPeer(const Identity& id) const { return remote_id_any || id == remote_id; }
   std::string name;
   Identity local_id;
   Identity remote_id;
+  bool remote_id_any = false;  // remote_id "%any": any identity that proves the PSK
   crypto::SecureBytes psk;
   std::vector<Proposal> ike_proposals;
   std::vector<Proposal> esp_proposals;
