@@ -15,8 +15,7 @@ namespace {
 
 constexpr auto kTickPeriod = std::chrono::milliseconds(100);
 constexpr auto kShutdownGrace = std::chrono::seconds(3);
-// RFC 7296 2.23 / RFC 3948 2.2: IKE on the NAT-T port carries a four-octet zero marker.
-constexpr std::uint8_t kNonEspMarker[4] = {0, 0, 0, 0};
+constexpr std::uint8_t kNonEspMarker[esp::kNonEspMarkerLen] = {};
 constexpr std::size_t kRecvBuffer = 65536;
 
 ike::Address ToAddress(const io::Endpoint& e) {
@@ -124,9 +123,8 @@ bool Gateway::Init(std::string* error) {
       *error = "cannot listen on " + g.listen + ":" + std::to_string(port) + ": " + *error;
       return false;
     }
-    io::UdpSocket* raw = sock.get();
     // UDP 4500 belongs to the inbound data-path thread, which hands IKE over to us.
-    if (!natt) loop_->AddReader(sock->fd(), [this, raw] { OnUdp(*raw, false); });
+    if (!natt) loop_->AddReader(sock->fd(), [this] { OnIkePort(); });
     (natt ? natt_sock_ : ike_sock_) = std::move(sock);
   }
   Dataplane::Hooks hooks;
@@ -160,32 +158,22 @@ int Gateway::Run() {
 
 // ---------------------------------------------------------------- UDP and IKE dispatch
 
-void Gateway::OnUdp(io::UdpSocket& sock, bool natt_port) {
+// UDP 500 (IKE only; UDP 4500 is read by the inbound data-path thread).
+void Gateway::OnIkePort() {
   static std::vector<std::uint8_t> buffers(kRecvBuffer * 8);
   std::array<io::RecvSlot, 8> slots;
   for (;;) {
     for (std::size_t i = 0; i < slots.size(); ++i) {
       slots[i] = io::RecvSlot{{buffers.data() + i * kRecvBuffer, kRecvBuffer}};
     }
-    const io::BatchResult r = sock.RecvBatch(slots);
+    const io::BatchResult r = ike_sock_->RecvBatch(slots);
     for (std::size_t i = 0; i < r.count; ++i) {
       const io::RecvSlot& s = slots[i];
       if (s.truncated) {
         ++counters_.truncated;
         continue;
       }
-      std::span<const std::uint8_t> data(s.buffer.data(), s.length);
-      if (!natt_port) {
-        OnIke(data, s.peer, false);
-        continue;
-      }
-      std::span<const std::uint8_t> inner;
-      switch (esp::ClassifyUdpEncap(data, inner)) {
-        case esp::UdpPayload::kIke: OnIke(inner, s.peer, true); break;
-        case esp::UdpPayload::kEsp: ++counters_.esp_received; break;
-        case esp::UdpPayload::kKeepalive: ++counters_.keepalives; break;
-        case esp::UdpPayload::kMalformed: ++counters_.ike_invalid; break;
-      }
+      OnIke({s.buffer.data(), s.length}, s.peer, false);
     }
     if (r.count < slots.size()) return;
   }
@@ -221,9 +209,7 @@ void Gateway::OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
         spdlog::info("IKE_SA_INIT from {}: no connection accepts this address", from.ToString());
         return;
       }
-      do {
-        ours = crypto::RandomU64();
-      } while (ours == 0 || ike_sas_.count(ours) != 0);
+      ours = NewIkeSpi();
       const io::Endpoint& local = natt_port ? natt_sock_->local_endpoint() : ike_sock_->local_endpoint();
       SaEntry e;
       e.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kResponder,
@@ -270,14 +256,7 @@ bool Gateway::CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header&
   reply.payloads.push_back({ike::PayloadType::kNotify,
                             ike::NotifyPayload{ike::ProtocolId::kNone, {}, ike::NotifyType::kCookie,
                                                cookies_.Make(ni->data, from.address_bytes(), h.spi_i, now)}});
-  const ike::Bytes bytes = ike::Serialize(reply, nullptr);
-  if (natt_port) {
-    std::vector<std::uint8_t> framed(sizeof(kNonEspMarker) + bytes.size());
-    std::memcpy(framed.data() + sizeof(kNonEspMarker), bytes.data(), bytes.size());
-    natt_sock_->SendTo(from, framed);
-  } else {
-    ike_sock_->SendTo(from, bytes);
-  }
+  SendIkeDatagram(from, ike::Serialize(reply, nullptr), natt_port);
   ++counters_.cookies_sent;
   return false;
 }
@@ -358,10 +337,7 @@ void Gateway::SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) {
   bool natt = it != ike_sas_.end() && it->second.natt;
   if (sa.role() == ike::IkeSa::Role::kInitiator && sa.nat_detected()) natt = true;
   io::Endpoint to = ToEndpoint(sa.remote());
-  if (!natt) {
-    ike_sock_->SendTo(to, datagram);
-    return;
-  }
+  if (!natt) return SendIkeDatagram(to, datagram, false);
   if (sa.role() == ike::IkeSa::Role::kInitiator && to.port() == config_.global.ike_port) {
     ike::Address r = sa.remote();
     r.port = config_.global.natt_port;
@@ -369,8 +345,17 @@ void Gateway::SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) {
     to = ToEndpoint(r);
   }
   if (it != ike_sas_.end()) it->second.natt = true;
-  std::vector<std::uint8_t> framed(sizeof(kNonEspMarker) + datagram.size());
-  std::memcpy(framed.data() + sizeof(kNonEspMarker), datagram.data(), datagram.size());
+  SendIkeDatagram(to, datagram, true);
+}
+
+void Gateway::SendIkeDatagram(const io::Endpoint& to, std::span<const std::uint8_t> msg, bool natt) {
+  if (!natt) {
+    ike_sock_->SendTo(to, msg);
+    return;
+  }
+  // RFC 3948 2.2: IKE on the NAT-T port follows a four-octet zero marker.
+  std::vector<std::uint8_t> framed(sizeof(kNonEspMarker) + msg.size());
+  std::memcpy(framed.data() + sizeof(kNonEspMarker), msg.data(), msg.size());
   natt_sock_->SendTo(to, framed);
 }
 
@@ -526,10 +511,7 @@ bool Gateway::Initiate(const std::string& name, std::string* error) {
   std::string local_addr = config_.global.listen;
   if (!cfg.local_addrs.empty() && cfg.local_addrs[0] != "%any") local_addr = cfg.local_addrs[0];
   auto local = io::Endpoint::Parse(local_addr, config_.global.ike_port);
-  std::uint64_t spi;
-  do {
-    spi = crypto::RandomU64();
-  } while (spi == 0 || ike_sas_.count(spi) != 0);
+  const std::uint64_t spi = NewIkeSpi();
   SaEntry e;
   e.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kInitiator,
                                       it->second.params, ToAddress(*local), ToAddress(*remote),

@@ -1,6 +1,6 @@
-// The gateway daemon (`spigot run`): IKE over UDP 500/4500 for the configured connections,
-// CHILD SAs in the SA database, the control socket. The ESP data path (TUN) is not wired yet:
-// ESP arriving on 4500 is counted and dropped.
+// The gateway daemon (`spigot run`): the control thread. IKE over UDP 500 (and 4500, handed
+// over by the data plane), CHILD SAs into the SA database and the data plane (dataplane.h),
+// the control socket, reload and shutdown.
 #pragma once
 
 #include <map>
@@ -57,8 +57,6 @@ class Gateway : public ike::IkeSaHost {
     std::uint64_t ike_invalid = 0;        // unparsable header
     std::uint64_t ike_unknown_spi = 0;    // no IKE SA for the SPIs
     std::uint64_t ike_no_connection = 0;  // IKE_SA_INIT from an address no connection accepts
-    std::uint64_t esp_received = 0;       // ESP on 4500: counted, data path not wired yet
-    std::uint64_t keepalives = 0;
     std::uint64_t truncated = 0;
     std::uint64_t failed_sas = 0;
     std::uint64_t ike_established = 0;
@@ -69,8 +67,9 @@ class Gateway : public ike::IkeSaHost {
   Gateway(config::Config config, std::string config_path);
   bool Init(std::string* error);
   bool ApplyConnections(std::string* error);
-  void OnUdp(io::UdpSocket& sock, bool natt_port);
+  void OnIkePort();
   void OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port);
+  void SendIkeDatagram(const io::Endpoint& to, std::span<const std::uint8_t> msg, bool natt);
   // Past cookie_threshold half-open SAs: true if the IKE_SA_INIT request carries a valid
   // cookie; otherwise answers with a fresh COOKIE (statelessly) and returns false.
   bool CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
