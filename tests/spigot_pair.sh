@@ -50,6 +50,13 @@ for initiator in a b; do
   log "ok: delete from $other"
 done
 
+# The rates in `spigot stats` saw the rekeys above (four CHILD rekeys per round on each side).
+rates=$(sctl a stats --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["negotiations_per_minute"], s["rekeys_per_minute"])')
+read -r negs rekeys <<<"$rates"
+python3 -c "import sys; sys.exit(0 if float('$negs') >= 2 and float('$rekeys') >= 4 else 1)" ||
+  fail "stats rates missed events: negotiations_per_minute $negs, rekeys_per_minute $rekeys"
+log "ok: stats: negotiations_per_minute $negs, rekeys_per_minute $rekeys"
+
 sctl a initiate peer >/dev/null
 step "established again"
 kill -TERM "${PIDS[0]}"

@@ -419,6 +419,7 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   } else {
     rec.deferred_outbound = std::move(out);
   }
+  (child.rekey_of != 0 ? rekeys_ : negotiations_).Record(Now());
   children_[child.spi_in] = std::move(rec);
   pending_acquires_.erase(children_[child.spi_in].policy);
   spdlog::info("{}: CHILD SA {:08x}_i {:08x}_o INSTALLED ({}){}", sa.connection()->name,
@@ -629,7 +630,7 @@ nlohmann::json Gateway::Sas() const {
   return {{"ike_sas", std::move(ikes)}};
 }
 
-nlohmann::json Gateway::Stats() const {
+nlohmann::json Gateway::Stats() {
   std::size_t half_open = 0, established = 0;
   for (const auto& [ours, e] : ike_sas_) {
     if (e.sa->state() == ike::IkeSa::State::kEstablished) ++established;
@@ -639,7 +640,9 @@ nlohmann::json Gateway::Stats() const {
   const datapath::Counters& dp = dataplane_->counters();
   return {
       {"active_sas", sad_.size()},
-      {"pending_sas", 0},
+      // CHILD SAs being negotiated: one for each IKE SA not yet established (IKE_AUTH
+      // carries the first CHILD SA).
+      {"pending_sas", half_open},
       {"failed_sas", counters_.failed_sas},
       {"ike_sas", established},
       {"half_open_ike_sas", half_open},
@@ -648,8 +651,8 @@ nlohmann::json Gateway::Stats() const {
       {"max_queue", config_.global.max_queue},
       {"queue_depth", 0},
       {"queue_overflows", 0},
-      {"negotiations_per_minute", 0.0},
-      {"rekeys_per_minute", 0.0},
+      {"negotiations_per_minute", negotiations_.PerMinute(Now())},
+      {"rekeys_per_minute", rekeys_.PerMinute(Now())},
       {"packets_dropped",
        {{"replay", dp.replay.load()}, {"bad_icv", dp.bad_icv.load()},
         {"unknown_spi", dp.unknown_spi.load()}, {"no_sa_queue_full", dp.no_sa_queue_full.load()},

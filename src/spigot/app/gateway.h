@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "spigot/app/dataplane.h"
+#include "spigot/app/rate_window.h"
 #include "spigot/config/config.h"
 #include "spigot/control/control_server.h"
 #include "spigot/ike/cookie.h"
@@ -84,7 +85,7 @@ class Gateway : public ike::IkeSaHost {
   void Shutdown();
   nlohmann::json Handle(const nlohmann::json& req);
   nlohmann::json Sas() const;
-  nlohmann::json Stats() const;
+  nlohmann::json Stats();
   nlohmann::json Reload();
   const Connection* ConnectionForAddress(const io::Endpoint& from) const;
   std::uint64_t OurSpi(const ike::IkeSa& sa) const;
@@ -118,6 +119,8 @@ class Gateway : public ike::IkeSaHost {
   };
   std::map<std::uint32_t, Child> children_;
   std::set<policy::PolicyId> pending_acquires_;
+  // CHILD SAs negotiated (new) and rekeyed, per minute, for stats and `spigot doctor`.
+  RateWindow negotiations_, rekeys_;
   std::unique_ptr<Dataplane> dataplane_;
   bool shutting_down_ = false;
   int exit_code_ = 0;
