@@ -38,6 +38,12 @@ ike::TrafficSelector ToSelector(const config::TrafficSelector& t) {
   return *ike::SelectorFromCidr(cidr);
 }
 
+// The part of the SPI pool only rekeys may use, so established tunnels can always rekey
+// when new ones have used up the rest (DESIGN.md, cause 1).
+std::uint32_t SpiReserve(const config::GlobalConfig& g) {
+  return static_cast<std::uint32_t>(std::uint64_t{g.max_spi} * g.spi_reserve_percent / 100);
+}
+
 std::string Hex(std::uint64_t v, int digits) {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%0*llx", digits, static_cast<unsigned long long>(v));
@@ -106,7 +112,7 @@ bool Gateway::ApplyConnections(std::string* error) {
 bool Gateway::Init(std::string* error) {
   if (!ApplyConnections(error)) return false;
   const auto& g = config_.global;
-  if (sad_.SetSpiLimits(g.max_spi, sa::SpiPool::DefaultReserve(g.max_spi)) != sa::LimitsStatus::kOk) {
+  if (sad_.SetSpiLimits(g.max_spi, SpiReserve(g)) != sa::LimitsStatus::kOk) {
     *error = config_path_ + ": global.max_spi: rejected by the SPI pool";
     return false;
   }
@@ -648,6 +654,7 @@ nlohmann::json Gateway::Stats() {
       {"half_open_ike_sas", half_open},
       {"max_spi", config_.global.max_spi},
       {"spi_in_use", pool.in_use},
+      {"spi_reserve", SpiReserve(config_.global)},
       {"max_queue", config_.global.max_queue},
       {"queue_depth", 0},
       {"queue_overflows", 0},
@@ -701,7 +708,7 @@ nlohmann::json Gateway::Reload() {
     }
   }
   if (d.limits_changed) {
-    sad_.SetSpiLimits(config_.global.max_spi, sa::SpiPool::DefaultReserve(config_.global.max_spi));
+    sad_.SetSpiLimits(config_.global.max_spi, SpiReserve(config_.global));
   }
   for (const auto& name : d.added) {
     if (connections_.at(name).cfg.start_action == config::StartAction::kStart) Initiate(name, &err);

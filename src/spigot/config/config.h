@@ -42,6 +42,7 @@ void WipeString(std::string& s);
 struct GlobalConfig {
   std::uint32_t max_spi = 1048576;        // SPI pool size, 256..16777216 (2^24 slots)
   std::uint32_t max_queue = 65536;        // negotiation queue depth, >= 1
+  std::uint32_t spi_reserve_percent = 5;  // share of max_spi only rekeys may use, 0..50
   std::uint32_t cookie_threshold = 1000;  // half-open IKE SAs before cookies are demanded
   std::string control_socket = "/run/spigot/spigot.sock";
   std::string tun_name = "spigot0";       // at most 15 bytes (IFNAMSIZ - 1)
