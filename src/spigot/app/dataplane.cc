@@ -170,12 +170,12 @@ void Dataplane::OutboundThread() {
   while (!stop_) {
     poll(fds, 2, kPollMs);
     const auto now = std::chrono::steady_clock::now();
-    outbound_->ApplyCommands(mgr, send_one);
     if (now - last_expire > std::chrono::seconds(1)) {
       outbound_->ExpireAcquires(now);
       last_expire = now;
     }
     for (;;) {
+      outbound_->ApplyCommands(mgr, send_one);
       for (std::size_t i = 0; i < kBatch; ++i)
         slots[i] = io::PacketSlot{{memory.data() + i * kBufSize + kHead, kBufSize - kHead - esp::kSealTailroom}};
       const io::BatchResult r = tun_->ReadBatch(0, slots);
@@ -212,8 +212,10 @@ void Dataplane::InboundThread() {
   pollfd fds[2] = {{natt_.fd(), POLLIN, 0}, {inbound_->mailbox_fd(), POLLIN, 0}};
   while (!stop_) {
     poll(fds, 2, kPollMs);
-    inbound_->ApplyCommands();
     for (;;) {
+      // Before every batch: an SA installed before its IKE message left must be in place
+      // before any packet that message causes (make-before-break).
+      inbound_->ApplyCommands();
       for (std::size_t i = 0; i < kBatch; ++i)
         slots[i] = io::RecvSlot{{memory.data() + i * kDatagram, kDatagram}};
       const io::BatchResult r = natt_.RecvBatch(slots);

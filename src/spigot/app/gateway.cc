@@ -15,6 +15,7 @@ namespace {
 
 constexpr auto kTickPeriod = std::chrono::milliseconds(100);
 constexpr auto kShutdownGrace = std::chrono::seconds(3);
+constexpr auto kInboundLinger = std::chrono::seconds(2);
 constexpr std::uint8_t kNonEspMarker[esp::kNonEspMarkerLen] = {};
 constexpr std::size_t kRecvBuffer = 65536;
 
@@ -434,8 +435,18 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
 }
 
 void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
-  sad_.Remove(spi_in);
-  dataplane_->RemoveInbound(spi_in);
+  // The inbound half lingers briefly: ESP sent before the peer's DELETE may still be queued on
+  // UDP 4500 behind the DELETE, which came in on UDP 500 (a different queue). Its SPI stays
+  // reserved meanwhile, so it cannot be handed out again during the linger.
+  if (shutting_down_) {
+    sad_.Remove(spi_in);
+    dataplane_->RemoveInbound(spi_in);
+  } else {
+    loop_->AddTimer("inbound_linger", kInboundLinger, [this, spi_in] {
+      sad_.Remove(spi_in);
+      dataplane_->RemoveInbound(spi_in);
+    });
+  }
   if (auto it = children_.find(spi_in); it != children_.end()) {
     dataplane_->ClearOutbound(it->second.policy, it->second.spi_out);
     children_.erase(it);

@@ -5,6 +5,7 @@
 #include "spigot/app/bench_ike.h"
 #include "spigot/app/bench_sad.h"
 #include "spigot/app/commands.h"
+#include "spigot/app/loadgen.h"
 #include "spigot/app/ops_commands.h"
 
 namespace {
@@ -28,6 +29,7 @@ struct Cli {
   } bench_ike;
   spigot::app::DoctorOptions doctor;
   spigot::app::PlanOptions plan;
+  spigot::app::LoadgenOptions loadgen;
 };
 
 // `spigot bench <subsystem>`: microbenchmarks of the libraries, without a running gateway.
@@ -55,7 +57,8 @@ void AddBench(CLI::App& app, Cli& cli) {
 
 // `spigot doctor` and `spigot plan`: the operator tools (DESIGN.md, the three failure causes).
 void AddOpsCommands(CLI::App& app, Cli& cli) {
-  CLI::App* doctor = app.add_subcommand("doctor", "Diagnose the three failure causes, with the fix");
+  CLI::App* doctor =
+      app.add_subcommand("doctor", "Diagnose the three failure causes, with the fix");
   cli.doctor.socket = cli.socket;
   doctor->add_option("--socket", cli.doctor.socket, "Control socket of the daemon")
       ->capture_default_str();
@@ -66,16 +69,19 @@ void AddOpsCommands(CLI::App& app, Cli& cli) {
   doctor->callback([&cli] { cli.exit_code = spigot::app::RunDoctor(cli.doctor); });
 
   spigot::app::PlanOptions& p = cli.plan;
-  CLI::App* plan = app.add_subcommand("plan", "Capacity plan: negotiation rate, queue load, "
-                                              "overflow probability, memory, recommended limits");
-  plan->add_option("--tunnels", p.tunnels, "Tunnels (one IKE SA and one CHILD SA each)")->required();
+  CLI::App* plan = app.add_subcommand("plan",
+                                      "Capacity plan: negotiation rate, queue load, "
+                                      "overflow probability, memory, recommended limits");
+  plan->add_option("--tunnels", p.tunnels, "Tunnels (one IKE SA and one CHILD SA each)")
+      ->required();
   plan->add_option("--ike-lifetime", p.ike_lifetime, "IKE SA lifetime (ike_rekey_time)")
       ->capture_default_str();
   plan->add_option("--child-lifetime", p.child_lifetime, "CHILD SA lifetime (child_rekey_time)")
       ->capture_default_str();
   plan->add_option("--storm", p.storm, "Login storm: N tunnels within T, e.g. 2000/1s");
-  plan->add_option("--capacity", p.capacity,
-                   "Negotiations per second, all workers (default: measured by `spigot bench ike`)");
+  plan->add_option(
+      "--capacity", p.capacity,
+      "Negotiations per second, all workers (default: measured by `spigot bench ike`)");
   plan->add_option("--workers", p.workers, "Negotiation workers (default: the number of cores)");
   plan->add_option("--max-queue", p.max_queue, "Negotiation queue depth")->capture_default_str();
   plan->add_option("--jitter", p.jitter, "Rekey jitter (fraction of the lifetime)")
@@ -119,6 +125,29 @@ void AddDaemonCommands(CLI::App& app, Cli& cli) {
   }
 }
 
+// `spigot loadgen`: many IKE initiators against one responder, for load tests.
+void AddLoadgen(CLI::App& app, Cli& cli) {
+  spigot::app::LoadgenOptions& o = cli.loadgen;
+  CLI::App* lg = app.add_subcommand("loadgen", "Act as many IKE initiators against a responder");
+  lg->add_option("--target", o.target, "Responder address (IKE on UDP 500, NAT-T on 4500)")->required();
+  lg->add_option("--psk", o.psk, "Pre-shared key")->required();
+  lg->add_option("--ike-sas", o.ike_sas, "Initiators, each with one IKE SA and one CHILD SA")->required();
+  lg->add_option("--rate", o.rate, "New initiators started per second")->capture_default_str();
+  lg->add_option("--child-rekey-time", o.child_rekey_time, "Rekey each CHILD SA this often (less jitter)");
+  lg->add_option("--duration", o.duration, "Keep the SAs up until this long after the start")
+      ->capture_default_str();
+  lg->add_flag("--json", o.json, "Print the report as one JSON object");
+  lg->add_option("--ike", o.ike_proposals, "IKE proposals")->capture_default_str();
+  lg->add_option("--esp", o.esp_proposals, "ESP proposals")->capture_default_str();
+  lg->add_option("--local-ts", o.local_ts, "Our traffic selectors (default: everything)");
+  lg->add_option("--remote-ts", o.remote_ts, "The responder's traffic selectors (default: everything)");
+  lg->add_option("--id-prefix", o.id_prefix, "Identities are FQDNs PREFIX-1 ... PREFIX-N")
+      ->capture_default_str();
+  lg->add_option("--source", o.source, "Our address (default: the route's to the target)");
+  lg->add_option("--threads", o.threads, "Worker threads (default: one per core)");
+  lg->callback([&cli] { cli.exit_code = spigot::app::RunLoadgen(cli.loadgen); });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -128,6 +157,7 @@ int main(int argc, char** argv) {
   AddBench(app, cli);
   AddDaemonCommands(app, cli);
   AddOpsCommands(app, cli);
+  AddLoadgen(app, cli);
   CLI11_PARSE(app, argc, argv);
   return cli.exit_code;
 }

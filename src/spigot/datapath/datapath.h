@@ -92,19 +92,24 @@ class Mailbox {
       std::lock_guard<std::mutex> lock(mu_);
       if (q_.size() >= kCapacity) return false;
       q_.push_back(std::move(c));
+      pending_.store(true, std::memory_order_release);
     }
     const std::uint64_t one = 1;
     [[maybe_unused]] ssize_t n = write(fd_, &one, sizeof(one));
     return true;
   }
+  // Runs `fn` on every queued command. Called before each batch, so the empty case is one
+  // atomic load.
   template <typename Fn>
   void Drain(Fn&& fn) {
+    if (!pending_.load(std::memory_order_acquire)) return;
     std::uint64_t v;
     [[maybe_unused]] ssize_t n = read(fd_, &v, sizeof(v));
     std::deque<Command> batch;
     {
       std::lock_guard<std::mutex> lock(mu_);
       batch.swap(q_);
+      pending_.store(false, std::memory_order_relaxed);
     }
     for (auto& c : batch) fn(c);
   }
@@ -113,6 +118,7 @@ class Mailbox {
   int fd_;
   std::mutex mu_;
   std::deque<Command> q_;
+  std::atomic<bool> pending_{false};
 };
 
 class InboundPath {

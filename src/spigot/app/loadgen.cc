@@ -1,0 +1,297 @@
+#include "spigot/app/loadgen.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "spigot/config/duration.h"
+#include "spigot/ike/traffic_selectors.h"
+#include "spigot/loadgen/worker.h"
+
+namespace spigot::app {
+namespace {
+
+using namespace std::chrono_literals;
+using loadgen::Worker;
+
+constexpr std::uint16_t kIkePort = 500;
+constexpr std::uint16_t kNattPort = 4500;
+// Source ports: one socket per initiator up to this many, then initiators share them. More
+// would cost a file descriptor each and show the responder nothing new.
+constexpr std::size_t kMaxSockets = 1024;
+// File descriptors kept for everything but the sockets: stdio, and per worker an epoll fd and
+// an eventfd.
+constexpr std::size_t kReservedFds = 32;
+constexpr std::size_t kFdsPerWorker = 4;
+// DELETEs per second at the end, all workers together, when --rate is lower.
+constexpr double kMinDeleteRate = 5000;
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "spigot loadgen: %s\n", message.c_str());
+  return 2;
+}
+
+bool ParseSelectors(const std::string& text, std::vector<ike::TrafficSelector>& out) {
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', pos), text.size());
+    std::string item = text.substr(pos, comma - pos);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    const auto ts = ike::SelectorFromCidr(item);
+    if (!ts) return false;
+    out.push_back(*ts);
+    pos = comma + 1;
+  }
+  return !out.empty();
+}
+
+// The address the kernel would send from toward `target` (a connected UDP socket sends
+// nothing).
+std::optional<io::Endpoint> RouteSource(const io::Endpoint& target) {
+  const int fd = socket(target.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  const bool ok = connect(fd, target.sockaddr_ptr(), target.sockaddr_len()) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0;
+  close(fd);
+  if (!ok) return std::nullopt;
+  return io::Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&local), len);
+}
+
+// Raises the soft RLIMIT_NOFILE to the hard one; returns the soft limit in force.
+std::size_t RaiseFdLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? SIZE_MAX : static_cast<std::size_t>(rl.rlim_cur);
+}
+
+double Seconds(ike::TimePoint from, ike::TimePoint to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+struct Setup {
+  std::shared_ptr<ike::ConnectionParams> connection;
+  io::Endpoint target;
+  io::Endpoint source;
+  std::chrono::seconds duration{0};
+};
+
+// Options to a connection and addresses; an error message, or "" when they are fine.
+std::string Prepare(const LoadgenOptions& o, Setup& s) {
+  if (o.ike_sas == 0) return "--ike-sas must be at least 1";
+  if (!(o.rate > 0)) return "--rate must be above 0";
+  if (o.psk.empty()) return "--psk must not be empty";
+  if (o.id_prefix.empty()) return "--id-prefix must not be empty";
+  const auto target = io::Endpoint::Parse(o.target, kIkePort);
+  if (!target) return "--target: '" + o.target + "' is not an IPv4 or IPv6 address";
+  s.target = *target;
+  const auto source = o.source.empty() ? RouteSource(s.target) : io::Endpoint::Parse(o.source, 0);
+  if (!source) {
+    return o.source.empty() ? "no route to " + o.target + " (give --source)"
+                            : "--source: '" + o.source + "' is not an IPv4 or IPv6 address";
+  }
+  if (source->family() != s.target.family()) return "--source and --target differ in address family";
+  s.source = *source;
+
+  auto c = std::make_shared<ike::ConnectionParams>();
+  c->name = "loadgen";
+  c->remote_id_any = true;  // any responder identity that proves the PSK
+  c->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
+      reinterpret_cast<const std::uint8_t*>(o.psk.data()), o.psk.size()));
+  std::string err;
+  if (!ike::ParseProposals(o.ike_proposals, ike::ProtocolId::kIke, c->ike_proposals, err))
+    return "--ike: " + err;
+  if (!ike::ParseProposals(o.esp_proposals, ike::ProtocolId::kEsp, c->esp_proposals, err))
+    return "--esp: " + err;
+  const std::string all = s.target.family() == AF_INET6 ? "::/0" : "0.0.0.0/0";
+  if (!ParseSelectors(o.local_ts.empty() ? all : o.local_ts, c->local_ts))
+    return "--local-ts: '" + o.local_ts + "' is not a list of CIDRs";
+  if (!ParseSelectors(o.remote_ts.empty() ? all : o.remote_ts, c->remote_ts))
+    return "--remote-ts: '" + o.remote_ts + "' is not a list of CIDRs";
+  // No liveness checks: the load is the negotiations (and rekeys), as with strongSwan's
+  // default dpd_delay = 0.
+  c->dpd_delay = 0s;
+  if (!o.child_rekey_time.empty() && !config::ParseDuration(o.child_rekey_time, c->child_rekey_time, err))
+    return "--child-rekey-time: " + err;
+  if (!config::ParseDuration(o.duration, s.duration, err)) return "--duration: " + err;
+  s.connection = std::move(c);
+  return "";
+}
+
+loadgen::Progress Sum(const std::vector<std::unique_ptr<Worker>>& workers) {
+  loadgen::Progress sum;
+  for (const auto& w : workers) {
+    const loadgen::Progress p = w->progress();
+    sum.started += p.started;
+    sum.established += p.established;
+    sum.failed += p.failed;
+    sum.aborted += p.aborted;
+    sum.rekeys_completed += p.rekeys_completed;
+  }
+  return sum;
+}
+
+void PrintReport(const loadgen::Results& r, std::vector<double> latencies, double duration,
+                 std::uint32_t initiators, bool json) {
+  const double p50 = loadgen::Percentile(latencies, 50);
+  const double p99 = loadgen::Percentile(latencies, 99);
+  if (json) {
+    nlohmann::json j = {
+        {"initiators", initiators},
+        {"established", r.established},
+        {"failed", r.failed},
+        {"failures", r.failures},
+        {"establish_rate_per_second", r.EstablishRate()},
+        {"latency_ms", {{"p50", p50}, {"p99", p99}}},
+        {"rekeys_completed", r.rekeys_completed},
+        {"duration_seconds", duration},
+        {"not_started", initiators - r.started},
+        {"aborted", r.aborted},
+        {"lost", r.lost},
+        {"losses", r.losses},
+        {"retransmits", r.retransmits},
+        {"send_failed", r.send_failed},
+        {"deletes_unanswered", r.deletes_unanswered},
+    };
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("established          %llu of %u\n", static_cast<unsigned long long>(r.established), initiators);
+  std::printf("failed               %llu\n", static_cast<unsigned long long>(r.failed));
+  for (const auto& [why, n] : r.failures) std::printf("  %6llu  %s\n", static_cast<unsigned long long>(n), why.c_str());
+  if (r.started != initiators) std::printf("not started          %llu\n", static_cast<unsigned long long>(initiators - r.started));
+  if (r.aborted != 0) std::printf("aborted              %llu (negotiating when the run ended)\n", static_cast<unsigned long long>(r.aborted));
+  if (r.lost != 0) {
+    std::printf("lost after setup     %llu\n", static_cast<unsigned long long>(r.lost));
+    for (const auto& [why, n] : r.losses) std::printf("  %6llu  %s\n", static_cast<unsigned long long>(n), why.c_str());
+  }
+  std::printf("establish rate       %.1f/s\n", r.EstablishRate());
+  std::printf("latency              p50 %.1f ms, p99 %.1f ms\n", p50, p99);
+  std::printf("rekeys completed     %llu\n", static_cast<unsigned long long>(r.rekeys_completed));
+  std::printf("retransmits          %llu\n", static_cast<unsigned long long>(r.retransmits));
+  if (r.send_failed != 0) std::printf("sends refused        %llu\n", static_cast<unsigned long long>(r.send_failed));
+  if (r.deletes_unanswered != 0) std::printf("DELETEs unanswered   %llu\n", static_cast<unsigned long long>(r.deletes_unanswered));
+  std::printf("duration             %.1f s\n", duration);
+}
+
+}  // namespace
+
+int RunLoadgen(const LoadgenOptions& o) {
+  Setup setup;
+  if (const std::string err = Prepare(o, setup); !err.empty()) return Fail(err);
+
+  const std::uint32_t n = o.ike_sas;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::uint32_t threads = std::min(n, o.threads != 0 ? o.threads : cores);
+  const std::size_t fds = RaiseFdLimit();
+  const std::size_t reserved = kReservedFds + kFdsPerWorker * threads;
+  const std::size_t budget = fds > reserved + threads ? fds - reserved : threads;
+  const std::size_t sockets = std::max<std::size_t>(threads, std::min({std::size_t{n}, kMaxSockets, budget}));
+
+  // Signals go to the main thread only: block them before any worker thread exists.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::uint32_t first = 1;
+  for (std::uint32_t k = 0; k < threads; ++k) {
+    loadgen::WorkerConfig c;
+    c.target = setup.target;
+    c.natt_port = kNattPort;
+    c.source = setup.source;
+    c.sockets = sockets / threads + (k < sockets % threads ? 1 : 0);
+    c.connection = setup.connection;
+    c.id_prefix = o.id_prefix;
+    c.first_index = first;
+    c.count = n / threads + (k < n % threads ? 1 : 0);
+    c.rate = o.rate * c.count / n;
+    c.delete_rate = std::max(o.rate, kMinDeleteRate) * c.count / n;
+    c.shard = k;
+    c.shards = threads;
+    first += c.count;
+    std::string error;
+    auto w = Worker::Create(std::move(c), &error);
+    if (!w) return Fail(error + (errno == EMFILE ? " (raise the open-files limit: ulimit -n)" : ""));
+    workers.push_back(std::move(w));
+  }
+  std::fprintf(stderr,
+               "spigot loadgen: %u initiators against %s from %s at %g/s: %u threads, %zu source "
+               "ports (up to %zu initiators per port)\n",
+               n, setup.target.AddressString().c_str(), setup.source.AddressString().c_str(), o.rate,
+               threads, sockets, (n + sockets - 1) / sockets);
+
+  const ike::TimePoint start = ike::Clock::now() + 10ms;
+  std::vector<std::thread> running;
+  for (auto& w : workers) running.emplace_back([&w, start] { w->Run(start); });
+
+  bool interrupted = false;
+  ike::TimePoint next_progress = start + 1s;
+  std::uint64_t established_before = 0;
+  ike::TimePoint end;
+  for (;;) {
+    const auto wait = std::max<ike::Clock::duration>(next_progress - ike::Clock::now(), 0ns);
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+    const timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    const int sig = sigtimedwait(&stop_signals, nullptr, &ts);
+    end = ike::Clock::now();
+    const loadgen::Progress p = Sum(workers);
+    if (sig == SIGINT || sig == SIGTERM) {
+      interrupted = true;
+      std::fprintf(stderr, "spigot loadgen: interrupted\n");
+      break;
+    }
+    if (end >= next_progress) {
+      std::fprintf(stderr, "[%5.0fs] established %llu/%u, failed %llu, in flight %llu, %llu/s, rekeys %llu\n",
+                   Seconds(start, end), static_cast<unsigned long long>(p.established), n,
+                   static_cast<unsigned long long>(p.failed),
+                   static_cast<unsigned long long>(p.started - p.established - p.failed - p.aborted),
+                   static_cast<unsigned long long>(p.established - established_before),
+                   static_cast<unsigned long long>(p.rekeys_completed));
+      established_before = p.established;
+      next_progress += 1s;
+    }
+    if (p.started == n && p.settled() && end - start >= setup.duration) break;
+  }
+  const bool any_up = Sum(workers).established != 0;
+  if (any_up) std::fprintf(stderr, "spigot loadgen: deleting the IKE SAs\n");
+  for (auto& w : workers) w->Finish();
+  for (auto& t : running) t.join();
+
+  loadgen::Results total;
+  for (auto& w : workers) total.Merge(w->results());
+  if (any_up) {
+    std::fprintf(stderr, "spigot loadgen: deleted in %.1f s, %llu left unanswered\n",
+                 Seconds(end, ike::Clock::now()),
+                 static_cast<unsigned long long>(total.deletes_unanswered));
+  }
+  std::vector<double> latencies = std::move(total.latency_ms);
+  PrintReport(total, std::move(latencies), Seconds(start, end), n, o.json);
+  const bool all = total.established == n && total.failed == 0 && !interrupted;
+  return all ? 0 : 1;
+}
+
+}  // namespace spigot::app

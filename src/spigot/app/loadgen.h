@@ -1,0 +1,38 @@
+// `spigot loadgen`: one process acting as many IKEv2 initiators against one responder (a spigot
+// or a strongSwan), for load tests (DESIGN.md, the CLI contract; issue 5). Each initiator has
+// its own IKE SPI, identity FQDN "<id_prefix>-<i>" and (up to the fd limit) source port,
+// authenticates with the PSK and sets up one CHILD SA; the work is spread over worker threads
+// (loadgen/worker.h), the figures merged into one report.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace spigot::app {
+
+struct LoadgenOptions {
+  std::string target;            // the responder's address: IKE on UDP 500, NAT-T on 4500
+  std::string psk;
+  std::uint32_t ike_sas = 0;     // initiators
+  double rate = 100;             // new initiators started per second
+  std::string child_rekey_time;  // rekey each CHILD SA this often (less up to 10% jitter); "": never
+  // How long the run lasts from the first IKE_SA_INIT, at least until every initiator has been
+  // established or has failed. "0": end then.
+  std::string duration = "0";
+  bool json = false;
+  std::string ike_proposals = "aes128gcm16-prfsha256-x25519";
+  std::string esp_proposals = "aes128gcm16";
+  std::string local_ts;   // comma-separated CIDRs; "": every address of the target's family
+  std::string remote_ts;  // (the responder narrows them to its own)
+  std::string id_prefix = "loadgen";
+  std::string source;       // our address; "": the one the route to the target uses
+  std::uint32_t threads = 0;  // 0: std::thread::hardware_concurrency()
+};
+
+// Prints progress to stderr once a second and the report to stdout (one JSON object with
+// `json`). SIGINT/SIGTERM end the run early; either way the IKE SAs are deleted politely at the
+// end. Exit code: 0 every initiator was established and none failed, 1 otherwise, 2 bad
+// options or setup (sockets, addresses).
+int RunLoadgen(const LoadgenOptions& options);
+
+}  // namespace spigot::app

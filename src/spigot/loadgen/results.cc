@@ -1,0 +1,40 @@
+#include "spigot/loadgen/results.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace spigot::loadgen {
+
+void Results::Merge(const Results& o) {
+  started += o.started;
+  established += o.established;
+  failed += o.failed;
+  aborted += o.aborted;
+  lost += o.lost;
+  rekeys_completed += o.rekeys_completed;
+  retransmits += o.retransmits;
+  send_failed += o.send_failed;
+  deletes_unanswered += o.deletes_unanswered;
+  for (const auto& [why, n] : o.failures) failures[why] += n;
+  for (const auto& [why, n] : o.losses) losses[why] += n;
+  latency_ms.insert(latency_ms.end(), o.latency_ms.begin(), o.latency_ms.end());
+  first_started = std::min(first_started, o.first_started);
+  last_established = std::max(last_established, o.last_established);
+}
+
+double Results::EstablishRate() const {
+  if (established == 0) return 0;
+  const double seconds = std::chrono::duration<double>(last_established - first_started).count();
+  // All established within one clock tick: report the count rather than divide by ~0.
+  return seconds > 1e-3 ? static_cast<double>(established) / seconds : static_cast<double>(established);
+}
+
+double Percentile(std::vector<double>& samples, double p) {
+  if (samples.empty()) return 0;
+  std::sort(samples.begin(), samples.end());
+  const double rank = std::ceil(p / 100.0 * static_cast<double>(samples.size()));
+  const std::size_t i = rank < 1 ? 0 : static_cast<std::size_t>(rank) - 1;
+  return samples[std::min(i, samples.size() - 1)];
+}
+
+}  // namespace spigot::loadgen

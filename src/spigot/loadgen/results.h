@@ -1,0 +1,40 @@
+// What a load generator run measured: one Results per worker thread, merged at the end, and
+// the figures the report prints.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace spigot::loadgen {
+
+using TimePoint = std::chrono::steady_clock::time_point;
+
+struct Results {
+  std::uint64_t started = 0;      // initiators that sent IKE_SA_INIT
+  std::uint64_t established = 0;  // IKE SA and first CHILD SA up
+  std::uint64_t failed = 0;       // died (or got no CHILD SA) before that; reasons in `failures`
+  std::uint64_t aborted = 0;      // still negotiating when the run ended (SIGINT): not failures
+  std::uint64_t lost = 0;         // established, then gone before the end; reasons in `losses`
+  std::uint64_t rekeys_completed = 0;      // CHILD SAs installed that replace another
+  std::uint64_t retransmits = 0;           // IKE requests of ours sent again (2.4)
+  std::uint64_t send_failed = 0;           // datagrams the kernel refused (full buffer, ...)
+  std::uint64_t deletes_unanswered = 0;    // IKE SAs whose DELETE got no answer in the grace time
+  std::map<std::string, std::uint64_t> failures;  // IkeSa::failure() -> count
+  std::map<std::string, std::uint64_t> losses;
+  std::vector<double> latency_ms;  // Initiate to IKE SA + CHILD SA established, one per SA
+  TimePoint first_started = TimePoint::max();
+  TimePoint last_established = TimePoint::min();
+
+  void Merge(const Results& other);
+  // Established per second, from the first IKE_SA_INIT to the last establishment; 0 if none.
+  double EstablishRate() const;
+};
+
+// The p-th percentile (0 < p <= 100) by the nearest-rank method; 0 for no samples. Sorts
+// `samples`.
+double Percentile(std::vector<double>& samples, double p);
+
+}  // namespace spigot::loadgen

@@ -1,0 +1,347 @@
+#include "spigot/loadgen/worker.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "spigot/crypto/random.h"
+
+namespace spigot::loadgen {
+namespace {
+
+using State = ike::IkeSa::State;
+
+// RFC 3948 2.2 / RFC 7296 2.23: IKE on the NAT-T port carries a four-octet zero marker.
+constexpr std::uint8_t kNonEspMarker[4] = {0, 0, 0, 0};
+// Datagrams per recvmmsg, and room for one IKE message each. We announce no IKE
+// fragmentation, and PSK exchanges stay far below this; longer datagrams are dropped.
+constexpr std::size_t kRecvBatch = 32;
+constexpr std::size_t kRecvBufferSize = 8192;
+
+ike::Address ToAddress(const io::Endpoint& e) {
+  ike::Address a;
+  a.family = e.family() == AF_INET6 ? 6 : 4;
+  const auto b = e.address_bytes();
+  std::memcpy(a.ip.data(), b.data(), b.size());
+  a.port = e.port();
+  return a;
+}
+
+bool SameAddress(const io::Endpoint& a, const io::Endpoint& b) {
+  const auto x = a.address_bytes(), y = b.address_bytes();
+  return std::equal(x.begin(), x.end(), y.begin(), y.end());
+}
+
+}  // namespace
+
+std::unique_ptr<Worker> Worker::Create(WorkerConfig config, std::string* error) {
+  std::unique_ptr<Worker> w(new Worker(std::move(config)));
+  if (!w->Init(error)) return nullptr;
+  return w;
+}
+
+Worker::Worker(WorkerConfig config)
+    : config_(std::move(config)),
+      spis_(config_.shard, config_.shards, config_.count * kSpisPerInitiator + 64) {}
+
+Worker::~Worker() {
+  if (loop_) {
+    for (const auto& s : sockets_) loop_->RemoveReader(s->fd());
+  }
+}
+
+bool Worker::Init(std::string* error) {
+  const auto natt = io::Endpoint::Parse(config_.target.AddressString(), config_.natt_port);
+  if (!natt || config_.sockets == 0 || !config_.connection) {
+    *error = "bad worker configuration";
+    return false;
+  }
+  natt_target_ = *natt;
+  loop_ = io::EventLoop::Create({}, error);
+  if (!loop_) return false;
+  const auto local = io::Endpoint::Parse(config_.source.AddressString(), 0);
+  if (!local) {
+    *error = "bad source address " + config_.source.ToString();
+    return false;
+  }
+  for (std::size_t i = 0; i < config_.sockets; ++i) {
+    auto sock = io::UdpSocket::Bind(*local, {}, error);
+    if (!sock) return false;
+    if (!loop_->AddReader(sock->fd(), [this, i] { OnReadable(i); })) {
+      *error = "epoll: cannot watch a socket: " + std::string(std::strerror(errno));
+      return false;
+    }
+    sockets_.push_back(std::move(sock));
+  }
+  recv_buffers_.resize(kRecvBatch * kRecvBufferSize);
+  initiators_.resize(config_.count);
+  loop_->AddRepeatingTimer("loadgen.tick", kTickPeriod, [this] { Tick(); });
+  return true;
+}
+
+void Worker::Run(ike::TimePoint start) {
+  start_ = start;
+  loop_->Run();
+}
+
+Progress Worker::progress() const {
+  return Progress{p_started_.load(std::memory_order_relaxed),
+                  p_established_.load(std::memory_order_relaxed),
+                  p_failed_.load(std::memory_order_relaxed),
+                  p_aborted_.load(std::memory_order_relaxed),
+                  p_rekeys_.load(std::memory_order_relaxed)};
+}
+
+void Worker::Publish() {
+  p_started_.store(results_.started, std::memory_order_relaxed);
+  p_established_.store(results_.established, std::memory_order_relaxed);
+  p_failed_.store(results_.failed, std::memory_order_relaxed);
+  p_aborted_.store(results_.aborted, std::memory_order_relaxed);
+  p_rekeys_.store(results_.rekeys_completed, std::memory_order_relaxed);
+}
+
+std::uint64_t Worker::OurSpi(const ike::IkeSa& sa) {
+  return sa.role() == ike::IkeSa::Role::kInitiator ? sa.spi_i() : sa.spi_r();
+}
+
+// ---------------------------------------------------------------- timers
+
+void Worker::Tick() {
+  const ike::TimePoint now = ike::Clock::now();
+  if (!finishing_ && finish_requested_.load()) {
+    finishing_ = true;
+    finish_started_ = now;
+    last_delete_progress_ = now;
+  }
+  if (!finishing_) StartDue(now);
+  due_.clear();
+  timers_.PopDue(now, due_);
+  for (const std::uint64_t spi : due_) {
+    const auto it = routes_.find(spi);
+    if (it == routes_.end()) continue;
+    it->second.sa->Tick(now);
+    Settle(spi, now);
+  }
+  if (finishing_) FinishStep(now);
+  Publish();
+}
+
+void Worker::StartDue(ike::TimePoint now) {
+  if (now < start_ || next_start_ >= config_.count) return;
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  const double due = std::min<double>(config_.count, elapsed * config_.rate + 1);
+  while (next_start_ < static_cast<std::uint32_t>(due)) StartOne(now);
+}
+
+void Worker::StartOne(ike::TimePoint now) {
+  const std::uint32_t i = next_start_++;
+  Initiator& ini = initiators_[i];
+  auto conn = std::make_shared<ike::ConnectionParams>(*config_.connection);
+  const std::string id = config_.id_prefix + "-" + std::to_string(config_.first_index + i);
+  conn->local_id = ike::Identity{ike::IdType::kFqdn, ike::Bytes(id.begin(), id.end())};
+  ini.socket = static_cast<std::uint32_t>(i % sockets_.size());
+  const std::uint64_t spi = NewIkeSpi();
+  ini.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kInitiator,
+                                        std::move(conn),
+                                        ToAddress(sockets_[ini.socket]->local_endpoint()),
+                                        ToAddress(config_.target), spi, 0);
+  routes_[spi] = Route{i, ini.sa.get()};
+  ini.started = now;
+  results_.first_started = std::min(results_.first_started, now);
+  ++results_.started;
+  ini.sa->Initiate(now);
+  Settle(spi, now);
+}
+
+void Worker::FinishStep(ike::TimePoint now) {
+  // DELETEs go out at delete_rate, at most kDeleteWindow unanswered: the responder sets the pace.
+  const double elapsed = std::chrono::duration<double>(now - finish_started_).count();
+  const double allowed = elapsed * config_.delete_rate + 1;
+  while (next_delete_ < initiators_.size() && static_cast<double>(deletes_sent_) < allowed &&
+         deletes_in_flight_ < kDeleteWindow) {
+    Initiator& ini = initiators_[next_delete_++];
+    if (!ini.sa || ini.sa->state() == State::kDeleting || ini.sa->state() == State::kDead) continue;
+    const std::uint64_t spi = OurSpi(*ini.sa);
+    if (ini.outcome == Outcome::kPending) {
+      // Half-open: Delete() just forgets it (the peer would not accept a DELETE yet).
+      ini.outcome = Outcome::kAborted;
+      ++results_.aborted;
+    } else {
+      ++deletes_sent_;
+      ++deletes_in_flight_;
+      ini.delete_sent = true;
+      last_delete_progress_ = now;
+    }
+    ini.sa->Delete(now);
+    Settle(spi, now);
+  }
+  const bool done = next_delete_ >= initiators_.size() && routes_.empty();
+  if (!done && now - last_delete_progress_ < kDeleteGrace) return;
+  // Still up: DELETEs unanswered, or never sent because the responder stopped answering.
+  results_.deletes_unanswered = routes_.size();
+  results_.retransmits = ike_counters_.retransmits;
+  loop_->Stop();
+}
+
+// ---------------------------------------------------------------- receive
+
+void Worker::OnReadable(std::size_t socket) {
+  std::array<io::RecvSlot, kRecvBatch> slots;
+  for (;;) {
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      slots[i] = io::RecvSlot{{recv_buffers_.data() + i * kRecvBufferSize, kRecvBufferSize}};
+    }
+    const io::BatchResult r = sockets_[socket]->RecvBatch(slots);
+    const ike::TimePoint now = ike::Clock::now();
+    for (std::size_t i = 0; i < r.count; ++i) {
+      if (!slots[i].truncated) OnDatagram({slots[i].buffer.data(), slots[i].length}, slots[i].peer, now);
+    }
+    if (r.count < slots.size()) return;
+  }
+}
+
+void Worker::OnDatagram(std::span<const std::uint8_t> data, const io::Endpoint& from,
+                        ike::TimePoint now) {
+  if (!SameAddress(from, config_.target)) return;
+  if (from.port() == config_.natt_port) {
+    // Anything without the marker (ESP, NAT-T keepalives) is not for us.
+    if (data.size() < sizeof(kNonEspMarker) ||
+        std::memcmp(data.data(), kNonEspMarker, sizeof(kNonEspMarker)) != 0)
+      return;
+    data = data.subspan(sizeof(kNonEspMarker));
+  } else if (from.port() != config_.target.port()) {
+    return;
+  }
+  ike::Header h;
+  if (!ike::ParseHeader(data, h)) return;
+  // The I flag says whether the sender is the original initiator (RFC 7296 3.1), so it says
+  // which of the two SPIs is ours.
+  const std::uint64_t ours = h.from_initiator() ? h.spi_r : h.spi_i;
+  const auto it = routes_.find(ours);
+  if (it == routes_.end()) return;
+  it->second.sa->Receive(data, now);
+  Settle(ours, now);
+}
+
+void Worker::Settle(std::uint64_t spi, ike::TimePoint now) {
+  const auto it = routes_.find(spi);
+  if (it == routes_.end()) return;
+  ike::IkeSa* sa = it->second.sa;
+  Initiator& ini = initiators_[it->second.initiator];
+  const bool current = ini.sa.get() == sa;
+  if (current && ini.outcome == Outcome::kPending && sa->state() == State::kEstablished) {
+    // IKE_AUTH was answered, but InstallChild did not complete the initiator: the first
+    // CHILD SA was refused or unusable. Without it the tunnel is useless; close it.
+    Fail(ini, sa->failure().empty() ? "IKE SA established without a CHILD SA" : sa->failure());
+    sa->Delete(now);
+  }
+  if (sa->state() == State::kDead) {
+    timers_.Cancel(spi);
+    routes_.erase(it);
+    if (current) {
+      if (ini.delete_sent) {
+        --deletes_in_flight_;
+        last_delete_progress_ = now;
+      }
+      ini.sa.reset();
+    } else {
+      retired_.erase(spi);
+    }
+    return;
+  }
+  timers_.Set(spi, sa->NextDeadline());
+}
+
+void Worker::Fail(Initiator& ini, const std::string& why) {
+  ini.outcome = Outcome::kFailed;
+  ++results_.failed;
+  ++results_.failures[why.empty() ? "unknown" : why];
+}
+
+// ---------------------------------------------------------------- IkeSaHost
+
+void Worker::SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) {
+  const auto it = routes_.find(OurSpi(sa));
+  if (it == routes_.end()) {
+    ++results_.send_failed;
+    return;
+  }
+  Initiator& ini = initiators_[it->second.initiator];
+  io::UdpSocket& sock = *sockets_[ini.socket];
+  // 2.23: once a NAT is detected, IKE moves to the NAT-T port for good.
+  if (sa.nat_detected()) ini.natt = true;
+  bool sent;
+  if (!ini.natt) {
+    sent = sock.SendTo(config_.target, datagram);
+  } else {
+    if (sa.remote().port != config_.natt_port) {
+      ike::Address r = sa.remote();
+      r.port = config_.natt_port;
+      sa.set_remote(r);
+    }
+    framed_.assign(std::begin(kNonEspMarker), std::end(kNonEspMarker));
+    framed_.insert(framed_.end(), datagram.begin(), datagram.end());
+    sent = sock.SendTo(natt_target_, framed_);
+  }
+  // IkeSa retransmits what the kernel refused, like a datagram lost on the way.
+  if (!sent) ++results_.send_failed;
+}
+
+std::optional<std::uint32_t> Worker::AllocateChildSpi(bool, ike::NotifyType& refusal) {
+  const auto spi = spis_.Allocate();
+  if (!spi) refusal = ike::NotifyType::kTemporaryFailure;
+  return spi;
+}
+
+void Worker::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
+  if (child.rekey_of != 0) {
+    ++results_.rekeys_completed;
+    return;
+  }
+  const auto it = routes_.find(OurSpi(sa));
+  if (it == routes_.end()) return;
+  Initiator& ini = initiators_[it->second.initiator];
+  if (ini.sa.get() != &sa || ini.outcome != Outcome::kPending) return;
+  ini.outcome = Outcome::kEstablished;
+  ++results_.established;
+  // child.installed is the time the IKE_AUTH response was received.
+  results_.latency_ms.push_back(
+      std::chrono::duration<double, std::milli>(child.installed - ini.started).count());
+  results_.last_established = std::max(results_.last_established, child.installed);
+}
+
+void Worker::StateChanged(ike::IkeSa& sa) {
+  if (sa.state() != State::kDead) return;
+  const auto it = routes_.find(OurSpi(sa));
+  if (it == routes_.end()) return;
+  Initiator& ini = initiators_[it->second.initiator];
+  if (ini.sa.get() != &sa) return;  // replaced by an IKE rekey: its successor lives on
+  if (ini.outcome == Outcome::kPending) {
+    Fail(ini, sa.failure());
+  } else if (ini.outcome == Outcome::kEstablished && !finishing_) {
+    ++results_.lost;
+    ++results_.losses[sa.failure().empty() ? "unknown" : sa.failure()];
+  }
+}
+
+std::uint64_t Worker::NewIkeSpi() {
+  std::uint64_t spi;
+  do {
+    spi = crypto::RandomU64();
+  } while (spi == 0 || routes_.count(spi) != 0);
+  return spi;
+}
+
+void Worker::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) {
+  const auto it = routes_.find(OurSpi(old));
+  if (it == routes_.end()) return;
+  const std::uint32_t index = it->second.initiator;
+  Initiator& ini = initiators_[index];
+  if (ini.sa.get() != &old) return;
+  const std::uint64_t spi = OurSpi(*replacement);
+  retired_[OurSpi(old)] = std::move(ini.sa);
+  ini.sa = std::move(replacement);
+  routes_[spi] = Route{index, ini.sa.get()};
+  timers_.Set(spi, ini.sa->NextDeadline());
+}
+
+}  // namespace spigot::loadgen

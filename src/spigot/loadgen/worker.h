@@ -1,0 +1,174 @@
+// One thread's share of the load generator: a few hundred IKE initiators (IkeSa objects, each
+// touched only by this thread) on their own event loop and UDP sockets.
+//
+// Initiator i (1-based, global across workers) has identity FQDN "<id_prefix>-<i>", its own
+// random IKE SPI, and sends from source port number i % sockets of this worker: with N
+// initiators over S sockets, up to ceil(N / S) initiators share a source port (the responder
+// tells them apart by SPI, as it must for initiators behind one NAT).
+//
+// Timers (all on the loop thread, every kTickPeriod):
+//   start     - the schedule says another initiator is due: create it and send IKE_SA_INIT
+//               (`rate` per second from `start`, evenly).
+//   ike       - an IKE SA's NextDeadline() passed: IkeSa::Tick (retransmits with back-off,
+//               CHILD SA rekeys at child_rekey_time less jitter, liveness). Deadlines live in a
+//               DeadlineHeap keyed by our SPI, so a tick costs O(due SAs), not O(all SAs).
+//   finish    - Finish() was called: IKE SAs are deleted politely: DELETEs paced at
+//               delete_rate with at most kDeleteWindow unanswered at once, so a slow
+//               responder sets the pace instead of dropping them. Run() returns once every
+//               DELETE is answered, or when kDeleteGrace passes without one being sent or
+//               answered (the responder has stopped answering).
+//
+// NAT traversal (RFC 7296 2.23, RFC 3948 2.2): once an IKE SA detects a NAT (strongSwan with
+// kernel-libipsec fakes one to get UDP-encapsulated ESP), its messages go to the target's
+// natt_port with the four-byte zero non-ESP marker, from the same source port; datagrams from
+// natt_port are expected to carry the marker and anything else there (ESP, keepalives) is
+// ignored.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "spigot/ike/ike_sa.h"
+#include "spigot/io/endpoint.h"
+#include "spigot/io/event_loop.h"
+#include "spigot/io/udp_socket.h"
+#include "spigot/loadgen/deadline_heap.h"
+#include "spigot/loadgen/results.h"
+#include "spigot/loadgen/spi_set.h"
+
+namespace spigot::loadgen {
+
+struct WorkerConfig {
+  io::Endpoint target;             // the responder's IKE address and port (normally 500)
+  std::uint16_t natt_port = 4500;  // the responder's NAT-T port
+  io::Endpoint source;             // our address; the sockets bind ephemeral ports on it
+  std::size_t sockets = 1;         // distinct source ports
+  // Proposals, PSK, selectors, lifetimes; local_id is replaced per initiator.
+  std::shared_ptr<const ike::ConnectionParams> connection;
+  std::string id_prefix = "loadgen";
+  std::uint32_t first_index = 1;  // identity number of this worker's first initiator
+  std::uint32_t count = 0;        // initiators on this worker
+  double rate = 1;                // new initiators per second, this worker's share
+  double delete_rate = 1000;      // DELETEs per second at the end
+  std::uint32_t shard = 0;        // this worker's number, for disjoint CHILD SPIs
+  std::uint32_t shards = 1;
+};
+
+// Counters another thread may read while the worker runs (progress lines).
+struct Progress {
+  std::uint64_t started = 0;
+  std::uint64_t established = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t aborted = 0;
+  std::uint64_t rekeys_completed = 0;
+  // Every initiator started, and each one established or failed.
+  bool settled() const { return established + failed + aborted == started; }
+};
+
+class Worker : public ike::IkeSaHost {
+ public:
+  static constexpr auto kTickPeriod = std::chrono::milliseconds(10);
+  static constexpr auto kDeleteGrace = std::chrono::seconds(3);
+  static constexpr std::size_t kDeleteWindow = 64;
+  // Bound of the CHILD SPI set: one IKE SA holds its CHILD SA, a rekeyed one briefly, and a
+  // negotiation in flight; anything beyond means SPIs leak and is refused (TEMPORARY_FAILURE).
+  static constexpr std::size_t kSpisPerInitiator = 4;
+
+  // Binds the sockets and sets up the loop; nullptr and `error` on failure.
+  static std::unique_ptr<Worker> Create(WorkerConfig config, std::string* error);
+  ~Worker() override;
+
+  // Runs the loop on the calling thread until Finish() has been handled. The first initiator
+  // starts at `start`.
+  void Run(ike::TimePoint start);
+  // Thread-safe: stop starting initiators, delete the IKE SAs, then let Run() return.
+  void Finish() { finish_requested_.store(true); }
+  // Thread-safe.
+  Progress progress() const;
+  std::size_t socket_count() const { return sockets_.size(); }
+  // After Run() returned.
+  Results& results() { return results_; }
+
+  // IkeSaHost.
+  void SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) override;
+  std::optional<std::uint32_t> AllocateChildSpi(bool rekey, ike::NotifyType& refusal) override;
+  void ReleaseChildSpi(std::uint32_t spi) override { spis_.Release(spi); }
+  void InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) override;
+  void RemoveChild(ike::IkeSa&, std::uint32_t spi_in) override { spis_.Release(spi_in); }
+  std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity&,
+                                                                 const ike::Address&) override {
+    return nullptr;  // we only initiate
+  }
+  void StateChanged(ike::IkeSa& sa) override;
+  std::uint64_t NewIkeSpi() override;
+  void AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) override;
+
+ private:
+  enum class Outcome : std::uint8_t { kPending, kEstablished, kFailed, kAborted };
+  struct Initiator {
+    std::unique_ptr<ike::IkeSa> sa;  // null before it starts and once its IKE SA is gone
+    ike::TimePoint started{};
+    std::uint32_t socket = 0;
+    Outcome outcome = Outcome::kPending;
+    bool natt = false;  // moved to the NAT-T port
+    bool delete_sent = false;  // our DELETE is out (Finish)
+  };
+  // Where a datagram for one of our SPIs goes: the initiator's current IKE SA, or one an IKE
+  // rekey replaced (kept in retired_ until its DELETE exchange ends).
+  struct Route {
+    std::uint32_t initiator;
+    ike::IkeSa* sa;
+  };
+
+  explicit Worker(WorkerConfig config);
+  bool Init(std::string* error);
+  void Tick();
+  void StartDue(ike::TimePoint now);
+  void StartOne(ike::TimePoint now);
+  void OnReadable(std::size_t socket);
+  void OnDatagram(std::span<const std::uint8_t> data, const io::Endpoint& from, ike::TimePoint now);
+  // After anything that may have changed an IKE SA: reschedule its timer, finish an
+  // initiator whose IKE SA came up without a CHILD SA, and drop it once dead.
+  void Settle(std::uint64_t spi, ike::TimePoint now);
+  void Fail(Initiator& ini, const std::string& why);
+  void FinishStep(ike::TimePoint now);
+  void Publish();
+  static std::uint64_t OurSpi(const ike::IkeSa& sa);
+
+  WorkerConfig config_;
+  io::Endpoint natt_target_;
+  std::unique_ptr<io::EventLoop> loop_;
+  std::vector<std::unique_ptr<io::UdpSocket>> sockets_;
+  std::vector<std::uint8_t> recv_buffers_;
+  std::vector<std::uint8_t> framed_;  // scratch: marker + IKE message
+  ike::IkeCounters ike_counters_;
+  ChildSpiSet spis_;
+
+  std::vector<Initiator> initiators_;
+  std::unordered_map<std::uint64_t, Route> routes_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<ike::IkeSa>> retired_;
+  DeadlineHeap timers_;
+  std::vector<std::uint64_t> due_;  // scratch for DeadlineHeap::PopDue
+
+  ike::TimePoint start_{};
+  std::uint32_t next_start_ = 0;
+  bool finishing_ = false;
+  ike::TimePoint finish_started_{};
+  ike::TimePoint last_delete_progress_{};  // a DELETE sent or answered
+  std::uint32_t next_delete_ = 0;
+  std::uint64_t deletes_sent_ = 0;
+  std::size_t deletes_in_flight_ = 0;
+  Results results_;
+
+  std::atomic<bool> finish_requested_{false};
+  std::atomic<std::uint64_t> p_started_{0}, p_established_{0}, p_failed_{0}, p_aborted_{0},
+      p_rekeys_{0};
+};
+
+}  // namespace spigot::loadgen

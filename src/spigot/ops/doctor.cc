@@ -1,0 +1,330 @@
+#include "spigot/ops/doctor.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <sstream>
+
+#include "spigot/ops/format.h"
+#include "spigot/ops/plan.h"
+
+namespace spigot::ops {
+namespace {
+
+// `spigot stats --json` is a few kilobytes; a file far past that is not a snapshot.
+constexpr std::uintmax_t kMaxSnapshotBytes = 16 << 20;
+
+// A counter as a number: whole numbers without decimals, rates with one.
+std::string Num(double v) { return Fixed(v, v == std::floor(v) ? 0 : 1); }
+
+std::string Pct(double part, double whole) {
+  const double pct = 100 * part / whole;
+  return Fixed(pct, pct > 0 && pct < 1 ? 2 : 1) + "%";
+}
+
+std::string Brief(const nlohmann::json& v) {
+  std::string s = v.dump();
+  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+}
+
+// Reads `obj[key]` into `out` if present: a number >= 0 (null reads as absent).
+bool ReadNumber(const nlohmann::json& obj, const char* key, const std::string& path, double& out,
+                std::string& error) {
+  const auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return true;
+  if (!it->is_number() || it->get<double>() < 0 || !std::isfinite(it->get<double>())) {
+    error = path + key + ": expected a number >= 0, got " + Brief(*it);
+    return false;
+  }
+  out = it->get<double>();
+  return true;
+}
+
+bool ReadString(const nlohmann::json& obj, const char* key, const std::string& path,
+                std::string& out, std::string& error) {
+  const auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return true;
+  if (!it->is_string()) {
+    error = path + key + ": expected a string, got " + Brief(*it);
+    return false;
+  }
+  out = it->get<std::string>();
+  return true;
+}
+
+// `obj[key]` if it is an object, an empty object if absent; null and an error otherwise.
+const nlohmann::json* Section(const nlohmann::json& obj, const char* key, std::string& error) {
+  static const nlohmann::json kEmpty = nlohmann::json::object();
+  const auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return &kEmpty;
+  if (!it->is_object()) {
+    error = std::string(key) + ": expected an object, got " + Brief(*it);
+    return nullptr;
+  }
+  return &*it;
+}
+
+// The engines that run on the data-path threads: nothing to stall, nothing to fall back from.
+bool InlineEngine(const std::string& name) { return name == "inline" || name == "ipsec-mb"; }
+
+std::optional<Finding> PoolExhausted(const Counters& c) {
+  if (c.max_spi <= 0) return std::nullopt;
+  const double reserve = c.spi_reserve ? *c.spi_reserve : std::floor(c.max_spi / 16);
+  const double new_limit = c.max_spi - reserve;
+  const bool near_full = c.active_sas >= kPoolFullFraction * c.max_spi;
+  const bool refusing = c.failed_sas > 0 && c.spi_in_use >= new_limit;
+  if (!near_full && !refusing) return std::nullopt;
+
+  Finding f{"spi_pool_exhausted", "", ""};
+  f.evidence = "active_sas " + Num(c.active_sas) + " of max_spi " + Num(c.max_spi) + " (" +
+               Pct(c.active_sas, c.max_spi) + ", limit " + Fixed(kPoolFullFraction * 100, 0) +
+               "%); spi_in_use " + Num(c.spi_in_use) + ", new negotiations are refused from " +
+               Num(new_limit) + " (max_spi - rekey reserve " + Num(reserve) + "); failed_sas " +
+               Num(c.failed_sas);
+  if (c.queue_overflows > 0) f.evidence += "; queue_overflows " + Num(c.queue_overflows);
+
+  const double used = std::max(c.active_sas, c.spi_in_use);
+  const double want = std::max(2 * c.max_spi, used / kPoolTargetFraction);
+  const double max_spi = std::min<double>(double(RoundUpPowerOfTwo(want)), kMaxMaxSpi);
+  const bool queue_pressure =
+      c.queue_overflows > 0 || (c.max_queue > 0 && c.queue_depth >= c.max_queue / 2);
+  const double old_queue = c.max_queue > 0 ? c.max_queue : kDefaultMaxQueue;
+  const double max_queue =
+      queue_pressure ? std::min<double>(double(RoundUpPowerOfTwo(2 * old_queue)), kMaxMaxQueue)
+                     : old_queue;
+  const std::string queue_why =
+      queue_pressure ? "doubled: queue_depth " + Num(c.queue_depth) + ", queue_overflows " +
+                           Num(c.queue_overflows)
+                     : "unchanged: queue_depth " + Num(c.queue_depth) + ", no overflows";
+  if (c.max_spi >= kMaxMaxSpi) {
+    f.fix =
+        "max_spi is already at its limit of " + Num(kMaxMaxSpi) +
+        ": split the tunnels across more gateways; in [global] keep max_queue = " + Num(max_queue) +
+        " (" + queue_why + "), then run `spigot reload`";
+    return f;
+  }
+  f.fix = "in [global] set max_spi = " + Num(max_spi) + " (the pool is then " + Pct(used, max_spi) +
+          " full) and max_queue = " + Num(max_queue) + " (" + queue_why +
+          "), then run `spigot reload` (no restart needed)";
+  if (max_spi < want)
+    f.fix +=
+        "; " + Num(kMaxMaxSpi) + " is the pool's limit: also split the tunnels across gateways";
+  return f;
+}
+
+std::optional<Finding> RenegotiationStorm(const Counters& c) {
+  constexpr double kNone = std::numeric_limits<double>::infinity();
+  const double rekey_minutes =
+      c.active_sas > 0 && c.rekeys_per_minute > 0 ? c.active_sas / c.rekeys_per_minute : kNone;
+  const double negotiation_minutes = c.active_sas > 0 && c.negotiations_per_minute > 0
+                                         ? c.active_sas / c.negotiations_per_minute
+                                         : kNone;
+  const auto short_lifetime = [](double seconds) {
+    return seconds > 0 &&
+           StormLifetime(std::chrono::seconds(std::int64_t(seconds)), kDefaultJitter);
+  };
+  const bool short_child = short_lifetime(c.child_lifetime);
+  const bool short_ike = short_lifetime(c.ike_lifetime);
+  std::vector<std::string> evidence;
+  if (rekey_minutes < kStormMinutes) {
+    evidence.push_back("rekeys_per_minute " + Num(c.rekeys_per_minute) + " with active_sas " +
+                       Num(c.active_sas) + ": each CHILD SA is rekeyed every " +
+                       Fixed(rekey_minutes, 1) + " minutes (under " + Num(kStormMinutes) + ")");
+  }
+  if (negotiation_minutes < kStormMinutes) {
+    evidence.push_back("negotiations_per_minute " + Num(c.negotiations_per_minute) +
+                       " with active_sas " + Num(c.active_sas) +
+                       ": one negotiation per CHILD SA every " + Fixed(negotiation_minutes, 1) +
+                       " minutes (under " + Num(kStormMinutes) + ")");
+  }
+  const auto configured = [](const char* what, double seconds) {
+    return std::string("configured ") + what + " " + Num(seconds) + " s (" +
+           ConfigDuration(std::chrono::seconds(std::int64_t(seconds))) + ") rekeys every " +
+           Fixed(seconds * (1 - kDefaultJitter / 2) / 60, 1) + " minutes on average with " +
+           Fixed(kDefaultJitter * 100, 0) + "% rekey jitter (under " + Num(kStormMinutes) + ")";
+  };
+  if (short_child) evidence.push_back(configured("child_lifetime", c.child_lifetime));
+  if (short_ike) evidence.push_back(configured("ike_lifetime", c.ike_lifetime));
+  if (evidence.empty()) return std::nullopt;
+
+  Finding f{"renegotiation_storm", "", ""};
+  for (const auto& e : evidence) f.evidence += (f.evidence.empty() ? "" : "; ") + e;
+  const auto at_least = [](double given, std::chrono::seconds floor) {
+    return std::max(std::chrono::seconds(std::int64_t(given)), floor);
+  };
+  const std::chrono::seconds ike = at_least(c.ike_lifetime, kSafeIkeLifetime);
+  const std::chrono::seconds child = at_least(c.child_lifetime, kSafeChildLifetime);
+  f.fix = "in each [[connection]] set ike_rekey_time = \"" + ConfigDuration(ike) +
+          "\" and child_rekey_time = \"" + ConfigDuration(child) +
+          "\" (IKE >= " + ConfigDuration(kSafeIkeLifetime) +
+          ", CHILD >= " + ConfigDuration(kSafeChildLifetime) + "), then run `spigot reload`";
+  const double tunnels = c.tunnels > 0 ? c.tunnels : c.active_sas;
+  if (tunnels > 0) {
+    const NegotiationRates r = SteadyRates(std::uint64_t(tunnels), ike, child, kDefaultJitter);
+    f.fix += "; " + Num(tunnels) + " tunnels then negotiate " + Fixed(r.child_per_minute, 1) +
+             " CHILD + " + Fixed(r.ike_per_minute, 1) + " IKE SAs per minute (with " +
+             Fixed(kDefaultJitter * 100, 0) + "% rekey jitter); `spigot plan --tunnels " +
+             Num(tunnels) + " --ike-lifetime " + ConfigDuration(ike) + " --child-lifetime " +
+             ConfigDuration(child) + "` shows how that fits this machine";
+  }
+  return f;
+}
+
+std::optional<Finding> OffloadStall(const Counters& c) {
+  const bool stalled = c.engine_stalls > 0 || c.engine_state == "stalled";
+  if (c.queue_overflows <= 0 && !stalled) return std::nullopt;
+  if (c.max_spi > 0 && c.active_sas >= kPoolFarBelowFraction * c.max_spi) return std::nullopt;
+
+  Finding f{"offload_stall", "", ""};
+  const std::string engine = c.engine_name.empty() ? "(unnamed)" : "\"" + c.engine_name + "\"";
+  f.evidence = "queue_overflows " + Num(c.queue_overflows) + " (queue_depth " + Num(c.queue_depth) +
+               " of max_queue " + Num(c.max_queue) + "); crypto_engine " + engine + " state \"" +
+               c.engine_state + "\", stalls " + Num(c.engine_stalls) + ", fallbacks " +
+               Num(c.engine_fallbacks);
+  if (c.no_sa_queue_full > 0) {
+    f.evidence += "; packets_dropped.no_sa_queue_full " + Num(c.no_sa_queue_full);
+  }
+  f.evidence += c.max_spi > 0 ? "; while active_sas " + Num(c.active_sas) + " is only " +
+                                    Pct(c.active_sas, c.max_spi) + " of max_spi " + Num(c.max_spi) +
+                                    ": the SPI pool is not what is full"
+                              : "; max_spi not reported";
+  if (stalled || !InlineEngine(c.engine_name)) {
+    f.fix =
+        "in [global] set crypto_engine = \"inline\" (intel-ipsec-mb on the data-path threads, "
+        "nothing to stall), then run `spigot reload`; crypto_engine.stalls and "
+        "queue_overflows should stop rising";
+    if (c.engine_fallbacks > 0) {
+      f.fix += " (the " + Num(c.engine_fallbacks) +
+               " fallbacks show the watchdog already moved jobs to the inline engine)";
+    }
+  } else {
+    const double old_queue = c.max_queue > 0 ? c.max_queue : kDefaultMaxQueue;
+    f.fix = "the crypto engine is already inline (" + engine +
+            ", no stalls), so the backlog is negotiations: in [global] set max_queue = " +
+            Num(std::min<double>(double(RoundUpPowerOfTwo(2 * old_queue)), kMaxMaxQueue)) +
+            ", run `spigot reload`, and check the negotiation load with `spigot plan`";
+  }
+  return f;
+}
+
+}  // namespace
+
+bool ParseCounters(const nlohmann::json& j, Counters& out, std::string& error) {
+  if (!j.is_object()) {
+    error = "expected a JSON object (the output of `spigot stats --json`), got " + Brief(j);
+    return false;
+  }
+  Counters c;
+  const nlohmann::json* dropped = Section(j, "packets_dropped", error);
+  const nlohmann::json* engine = dropped ? Section(j, "crypto_engine", error) : nullptr;
+  const nlohmann::json* config = engine ? Section(j, "config", error) : nullptr;
+  if (config == nullptr) return false;
+  double reserve = 0;
+  const bool ok =
+      ReadNumber(j, "active_sas", "", c.active_sas, error) &&
+      ReadNumber(j, "pending_sas", "", c.pending_sas, error) &&
+      ReadNumber(j, "failed_sas", "", c.failed_sas, error) &&
+      ReadNumber(j, "ike_sas", "", c.ike_sas, error) &&
+      ReadNumber(j, "max_spi", "", c.max_spi, error) &&
+      ReadNumber(j, "spi_in_use", "", c.spi_in_use, error) &&
+      ReadNumber(j, "spi_reserve", "", reserve, error) &&
+      ReadNumber(j, "max_queue", "", c.max_queue, error) &&
+      ReadNumber(j, "queue_depth", "", c.queue_depth, error) &&
+      ReadNumber(j, "queue_overflows", "", c.queue_overflows, error) &&
+      ReadNumber(j, "negotiations_per_minute", "", c.negotiations_per_minute, error) &&
+      ReadNumber(j, "rekeys_per_minute", "", c.rekeys_per_minute, error) &&
+      ReadNumber(*dropped, "no_sa_queue_full", "packets_dropped.", c.no_sa_queue_full, error) &&
+      ReadString(*engine, "name", "crypto_engine.", c.engine_name, error) &&
+      ReadString(*engine, "state", "crypto_engine.", c.engine_state, error) &&
+      ReadNumber(*engine, "stalls", "crypto_engine.", c.engine_stalls, error) &&
+      ReadNumber(*engine, "fallbacks", "crypto_engine.", c.engine_fallbacks, error) &&
+      ReadNumber(*config, "ike_lifetime", "config.", c.ike_lifetime, error) &&
+      ReadNumber(*config, "child_lifetime", "config.", c.child_lifetime, error) &&
+      ReadNumber(*config, "tunnels", "config.", c.tunnels, error);
+  if (!ok) return false;
+  if (j.contains("spi_reserve") && !j["spi_reserve"].is_null()) c.spi_reserve = reserve;
+  out = c;
+  return true;
+}
+
+bool LoadSnapshot(const std::string& path, Counters& out, std::string& error) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    error = path + ": is a directory, not a snapshot file";
+    return false;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = path + ": cannot open: " + std::strerror(errno);
+    return false;
+  }
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > kMaxSnapshotBytes) {
+    error = path + ": " + std::to_string(size) + " bytes, more than a snapshot's limit of " +
+            std::to_string(kMaxSnapshotBytes);
+    return false;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    error = path + ": cannot read: " + std::strerror(errno);
+    return false;
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::parse_error& e) {  // carries the byte position and the reason
+    error = path + ": not valid JSON: " + e.what();
+    return false;
+  }
+  std::string reason;
+  if (!ParseCounters(j, out, reason)) {
+    error = path + ": " + reason;
+    return false;
+  }
+  return true;
+}
+
+std::vector<Finding> Diagnose(const Counters& c) {
+  std::vector<Finding> findings;
+  for (auto rule : {PoolExhausted, RenegotiationStorm, OffloadStall}) {
+    if (auto f = rule(c)) findings.push_back(std::move(*f));
+  }
+  return findings;
+}
+
+nlohmann::ordered_json FindingsJson(const std::vector<Finding>& findings) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const Finding& f : findings) {
+    list.push_back({{"cause", f.cause}, {"evidence", f.evidence}, {"fix", f.fix}});
+  }
+  return {{"findings", std::move(list)}};
+}
+
+std::string FindingsText(const Counters& c, const std::vector<Finding>& findings) {
+  if (findings.empty()) {
+    std::string s = "all is well: active_sas " + Num(c.active_sas);
+    if (c.max_spi > 0)
+      s += " of max_spi " + Num(c.max_spi) + " (" + Pct(c.active_sas, c.max_spi) + ")";
+    s += ", failed_sas " + Num(c.failed_sas) + ", queue_depth " + Num(c.queue_depth) +
+         " of max_queue " + Num(c.max_queue) + ", queue_overflows " + Num(c.queue_overflows) +
+         ", " + Num(c.negotiations_per_minute) + " negotiations and " + Num(c.rekeys_per_minute) +
+         " rekeys per minute, crypto engine " +
+         (c.engine_name.empty() ? std::string("(unnamed)") : c.engine_name) + " " +
+         (c.engine_state.empty() ? std::string("") : c.engine_state + " ") + "with " +
+         Num(c.engine_stalls) + " stalls\n";
+    return s;
+  }
+  std::string s =
+      std::to_string(findings.size()) + (findings.size() == 1 ? " finding\n" : " findings\n");
+  for (const Finding& f : findings) {
+    s += "\n" + f.cause + "\n  evidence: " + f.evidence + "\n  fix:      " + f.fix + "\n";
+  }
+  return s;
+}
+
+}  // namespace spigot::ops

@@ -1,0 +1,234 @@
+#include "spigot/ops/doctor.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace spigot::ops {
+namespace {
+
+using nlohmann::json;
+
+std::string TestData(const std::string& name) {
+  return std::string(SPIGOT_SOURCE_DIR) + "/src/spigot/ops/testdata/" + name;
+}
+
+std::vector<Finding> DiagnoseFile(const std::string& name) {
+  Counters c;
+  std::string error;
+  EXPECT_TRUE(LoadSnapshot(TestData(name), c, error)) << error;
+  return Diagnose(c);
+}
+
+std::vector<Finding> DiagnoseJson(const json& j) {
+  Counters c;
+  std::string error;
+  EXPECT_TRUE(ParseCounters(j, c, error)) << error;
+  return Diagnose(c);
+}
+
+bool Has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST(Doctor, HealthyGateway) {
+  Counters c;
+  std::string error;
+  ASSERT_TRUE(LoadSnapshot(TestData("healthy.json"), c, error)) << error;
+  EXPECT_EQ(c.active_sas, 500);
+  EXPECT_EQ(c.child_lifetime, 3600);
+  EXPECT_EQ(c.engine_name, "ipsec-mb");
+  const std::vector<Finding> findings = Diagnose(c);
+  EXPECT_TRUE(findings.empty());
+  EXPECT_EQ(FindingsJson(findings).dump(), R"({"findings":[]})");
+  const std::string text = FindingsText(c, findings);
+  EXPECT_EQ(text.rfind("all is well", 0), 0u) << text;
+  EXPECT_TRUE(Has(text, "active_sas 500 of max_spi 1048576")) << text;
+}
+
+TEST(Doctor, SpiPoolExhausted) {
+  const std::vector<Finding> f = DiagnoseFile("spi_pool_exhausted.json");
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "spi_pool_exhausted");
+  EXPECT_TRUE(Has(f[0].evidence, "active_sas 60000 of max_spi 65536 (91.6%")) << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].evidence, "refused from 61440")) << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].evidence, "failed_sas 1532")) << f[0].evidence;
+  // Double the pool (131072 >= 61440 / 0.7 too); the queue is half full: double it as well.
+  EXPECT_TRUE(Has(f[0].fix, "max_spi = 131072")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, "max_queue = 131072")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, "spigot reload")) << f[0].fix;
+}
+
+TEST(Doctor, PoolFullAndRefusingBelowNinetyPercentActive) {
+  // 80% active, but the pool is at max_spi - reserve (1048576 - 65536) and negotiations fail.
+  const json j = {{"active_sas", 838861},
+                  {"max_spi", 1048576},
+                  {"spi_in_use", 983040},
+                  {"failed_sas", 12},
+                  {"max_queue", 65536}};
+  const std::vector<Finding> f = DiagnoseJson(j);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "spi_pool_exhausted");
+  EXPECT_TRUE(Has(f[0].fix, "max_spi = 2097152")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, "max_queue = 65536 (unchanged")) << f[0].fix;
+  // A gateway that reports its reserve (spi_reserve_percent = 5): refusing from 996148.
+  json with_reserve = j;
+  with_reserve["spi_reserve"] = 52428;
+  with_reserve["spi_in_use"] = 983040;  // under 996148: new negotiations still admitted
+  EXPECT_TRUE(DiagnoseJson(with_reserve).empty());
+  with_reserve["spi_in_use"] = 996148;
+  const std::vector<Finding> reported = DiagnoseJson(with_reserve);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_TRUE(Has(reported[0].evidence, "refused from 996148 (max_spi - rekey reserve 52428)"))
+      << reported[0].evidence;
+  // No failures yet: not (yet) a finding.
+  json calm = j;
+  calm["failed_sas"] = 0;
+  EXPECT_TRUE(DiagnoseJson(calm).empty());
+  // 95% active in a pool of 2^24 cannot double: split the tunnels.
+  const std::vector<Finding> top =
+      DiagnoseJson({{"active_sas", 16'000'000}, {"max_spi", 16'777'216}});
+  ASSERT_EQ(top.size(), 1u);
+  EXPECT_TRUE(Has(top[0].fix, "split the tunnels")) << top[0].fix;
+}
+
+TEST(Doctor, RenegotiationStorm) {
+  const std::vector<Finding> f = DiagnoseFile("renegotiation_storm.json");
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "renegotiation_storm");
+  EXPECT_TRUE(Has(f[0].evidence, "rekeys_per_minute 250 with active_sas 500")) << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].evidence, "every 2.0 minutes")) << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].evidence, "child_lifetime 120 s (2m) rekeys every 1.9 minutes"))
+      << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].fix, R"(ike_rekey_time = "8h")")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, R"(child_rekey_time = "1h")")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, "spigot reload")) << f[0].fix;
+  // 500 / (60 * 0.95) CHILD per minute afterwards.
+  EXPECT_TRUE(Has(f[0].fix, "8.8 CHILD")) << f[0].fix;
+}
+
+TEST(Doctor, StormFromRatesAloneOrConfigAlone) {
+  // Only the counters: 1000 SAs renegotiated 400 times a minute, every 2.5 minutes.
+  std::vector<Finding> f = DiagnoseJson(
+      {{"active_sas", 1000}, {"negotiations_per_minute", 400.0}, {"max_spi", 1048576}});
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "renegotiation_storm");
+  EXPECT_TRUE(Has(f[0].evidence, "every 2.5 minutes")) << f[0].evidence;
+  // Only the configuration: a 4-minute IKE lifetime, counters quiet.
+  f = DiagnoseJson(
+      {{"active_sas", 10}, {"config", {{"ike_lifetime", 240}, {"child_lifetime", 3600}}}});
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_TRUE(Has(f[0].evidence, "ike_lifetime 240 s (4m)")) << f[0].evidence;
+  // A long configured CHILD lifetime is kept, not shortened to 1h.
+  EXPECT_TRUE(Has(f[0].fix, R"(child_rekey_time = "1h")")) << f[0].fix;
+  f = DiagnoseJson({{"config", {{"ike_lifetime", 240}, {"child_lifetime", 7200}}}});
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_TRUE(Has(f[0].fix, R"(child_rekey_time = "2h")")) << f[0].fix;
+  // Exactly 5 minutes between rekeys is not under 5 minutes ...
+  EXPECT_TRUE(DiagnoseJson({{"active_sas", 500}, {"rekeys_per_minute", 100.0}}).empty());
+  // ... but a configured 5m is: with 10% jitter it rekeys every 4.75 minutes on average.
+  f = DiagnoseJson({{"config", {{"child_lifetime", 300}}}});
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_TRUE(Has(f[0].evidence, "child_lifetime 300 s (5m) rekeys every 4.8 minutes"))
+      << f[0].evidence;
+  EXPECT_TRUE(DiagnoseJson({{"config", {{"child_lifetime", 316}}}}).empty());
+}
+
+TEST(Doctor, OffloadStall) {
+  const std::vector<Finding> f = DiagnoseFile("offload_stall.json");
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "offload_stall");
+  EXPECT_TRUE(Has(f[0].evidence, "queue_overflows 1200")) << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].evidence, "\"async\" state \"stalled\", stalls 3, fallbacks 2"))
+      << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].evidence, "no_sa_queue_full 4200")) << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].evidence, "active_sas 800 is only 0.08% of max_spi 1048576"))
+      << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].fix, R"(crypto_engine = "inline")")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, "spigot reload")) << f[0].fix;
+}
+
+TEST(Doctor, OverflowsNearAFullPoolAreNotAnOffloadStall) {
+  // 60% of the pool in use: the overflows may be the pool's doing, not the engine's.
+  EXPECT_TRUE(
+      DiagnoseJson({{"active_sas", 629146}, {"max_spi", 1048576}, {"queue_overflows", 5}}).empty());
+  // Overflows on the inline engine without stalls: the backlog is negotiations.
+  const std::vector<Finding> f =
+      DiagnoseJson({{"active_sas", 100},
+                    {"max_spi", 1048576},
+                    {"queue_overflows", 5},
+                    {"max_queue", 1024},
+                    {"crypto_engine", {{"name", "ipsec-mb"}, {"state", "ok"}, {"stalls", 0}}}});
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "offload_stall");
+  EXPECT_TRUE(Has(f[0].fix, "already inline")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, "max_queue = 2048")) << f[0].fix;
+}
+
+TEST(Doctor, SeveralCausesInTableOrder) {
+  const std::vector<Finding> f =
+      DiagnoseJson({{"active_sas", 950},
+                    {"max_spi", 1000},
+                    {"rekeys_per_minute", 1000.0},
+                    {"crypto_engine", {{"name", "async"}, {"state", "stalled"}, {"stalls", 1}}}});
+  // The stall is reported only when the pool is far from full; here it is 95% full.
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_EQ(f[0].cause, "spi_pool_exhausted");
+  EXPECT_EQ(f[1].cause, "renegotiation_storm");
+}
+
+TEST(Doctor, JsonShapeIsTheContract) {
+  const json j = FindingsJson(DiagnoseFile("offload_stall.json"));
+  ASSERT_TRUE(j.is_object());
+  ASSERT_EQ(j.size(), 1u);
+  ASSERT_TRUE(j["findings"].is_array());
+  ASSERT_EQ(j["findings"].size(), 1u);
+  const json& f = j["findings"][0];
+  ASSERT_EQ(f.size(), 3u);
+  EXPECT_EQ(f["cause"], "offload_stall");
+  EXPECT_TRUE(f["evidence"].is_string());
+  EXPECT_TRUE(f["fix"].is_string());
+  // Key order as in DESIGN.md.
+  EXPECT_EQ(FindingsJson({{"spi_pool_exhausted", "e", "f"}}).dump(),
+            R"({"findings":[{"cause":"spi_pool_exhausted","evidence":"e","fix":"f"}]})");
+}
+
+TEST(Doctor, MissingFieldsReadAsZero) {
+  Counters c;
+  std::string error;
+  ASSERT_TRUE(ParseCounters(json::object(), c, error)) << error;
+  EXPECT_EQ(c.active_sas, 0);
+  EXPECT_EQ(c.max_spi, 0);
+  EXPECT_TRUE(Diagnose(c).empty());
+  EXPECT_EQ(FindingsText(c, {}).rfind("all is well", 0), 0u);
+  ASSERT_TRUE(ParseCounters({{"active_sas", nullptr}, {"crypto_engine", nullptr}}, c, error));
+  // Extra fields (the daemon's "traffic", "ike", ...) are fine.
+  ASSERT_TRUE(ParseCounters({{"traffic", {{"tx_packets", 1}}}, {"new_field", "x"}}, c, error));
+}
+
+TEST(Doctor, InvalidSnapshotsSayWhichFileAndWhy) {
+  Counters c;
+  std::string error;
+  EXPECT_FALSE(LoadSnapshot(TestData("wrong_type.json"), c, error));
+  EXPECT_TRUE(Has(error, "wrong_type.json: active_sas: expected a number >= 0, got \"lots\""))
+      << error;
+  EXPECT_FALSE(LoadSnapshot(TestData("truncated.json"), c, error));
+  EXPECT_TRUE(Has(error, "truncated.json: not valid JSON")) << error;
+  EXPECT_FALSE(LoadSnapshot(TestData("no-such-file.json"), c, error));
+  EXPECT_TRUE(Has(error, "no-such-file.json: cannot open: No such file or directory")) << error;
+  EXPECT_FALSE(LoadSnapshot(TestData(""), c, error));
+  EXPECT_TRUE(Has(error, "is a directory")) << error;
+
+  EXPECT_FALSE(ParseCounters(json::array({1, 2}), c, error));
+  EXPECT_TRUE(Has(error, "expected a JSON object")) << error;
+  EXPECT_FALSE(ParseCounters({{"crypto_engine", {{"stalls", -1}}}}, c, error));
+  EXPECT_EQ(error, "crypto_engine.stalls: expected a number >= 0, got -1");
+  EXPECT_FALSE(ParseCounters({{"crypto_engine", "ipsec-mb"}}, c, error));
+  EXPECT_EQ(error, "crypto_engine: expected an object, got \"ipsec-mb\"");
+  EXPECT_FALSE(ParseCounters({{"config", {{"child_lifetime", "1h"}}}}, c, error));
+  EXPECT_EQ(error, "config.child_lifetime: expected a number >= 0, got \"1h\"");
+}
+
+}  // namespace
+}  // namespace spigot::ops
