@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "spigot/crypto/dh.h"
 #include "spigot/crypto/random.h"
 #include "spigot/esp/esp.h"
 #include "spigot/ike/traffic_selectors.h"
@@ -104,6 +105,7 @@ bool Gateway::ApplyConnections(std::string* error) {
     p->ike_rekey_time = c.ike_rekey_time;
     p->child_rekey_time = c.child_rekey_time;
     p->child_lifetime = c.child_lifetime;
+    p->host_schedules_rekeys = true;
     next[c.name] = Connection{c, std::move(p)};
   }
   connections_ = std::move(next);
@@ -117,6 +119,7 @@ bool Gateway::Init(std::string* error) {
     *error = config_path_ + ": global.max_spi: rejected by the SPI pool";
     return false;
   }
+  rekey_scheduler_.SetRate(MaxRekeysPerSecond());
   loop_ = io::EventLoop::Create({}, error);
   if (!loop_) return false;
   // Before any thread starts: signalfd needs the signals blocked in every thread, and threads
@@ -297,7 +300,34 @@ void Gateway::Tick() {
     }
   }
   dataplane_->Tick();
+  for (std::uint32_t spi : rekey_scheduler_.Due(now)) {
+    auto c = children_.find(spi);
+    if (c == children_.end()) continue;
+    auto it = ike_sas_.find(c->second.owner);
+    if (it == ike_sas_.end() || !it->second.sa->RekeyChild(spi, now))
+      rekey_scheduler_.Schedule(spi, now + std::chrono::seconds(1));  // busy: try again
+  }
   if (shutting_down_ && ike_sas_.empty()) loop_->Stop();
+}
+
+double Gateway::MaxRekeysPerSecond() const {
+  if (config_.global.max_rekeys_per_second != 0) return config_.global.max_rekeys_per_second;
+  // Derived: a CHILD rekey with PFS costs one DH on each side; give rekeys a quarter of what
+  // one core does (measured now), so new tunnels and the data path keep the rest.
+  static const double derived = [] {
+    const auto start = ike::Clock::now();
+    int n = 0;
+    const auto peer = crypto::DhKeyPair::Generate(crypto::kDhGroupCurve25519);
+    crypto::SecureBytes shared;
+    while (ike::Clock::now() - start < std::chrono::milliseconds(20)) {
+      const auto kp = crypto::DhKeyPair::Generate(crypto::kDhGroupCurve25519);
+      (void)kp->ComputeShared(peer->public_value(), shared);
+      ++n;
+    }
+    const double per_second = n / std::chrono::duration<double>(ike::Clock::now() - start).count();
+    return std::max(10.0, per_second / 4);
+  }();
+  return derived;
 }
 
 const std::string* Gateway::ConnectionNameFor(policy::PolicyId policy) const {
@@ -427,6 +457,8 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
     rec.deferred_outbound = std::move(out);
   }
   (child.rekey_of != 0 ? rekeys_ : negotiations_).Record(Now());
+  if (child.rekey_of != 0) rekey_scheduler_.Cancel(child.rekey_of);
+  if (child.rekey_at != ike::TimePoint::max()) rekey_scheduler_.Schedule(child.spi_in, child.rekey_at);
   children_[child.spi_in] = std::move(rec);
   pending_acquires_.erase(children_[child.spi_in].policy);
   spdlog::info("{}: CHILD SA {:08x}_i {:08x}_o INSTALLED ({}){}", sa.connection()->name,
@@ -435,6 +467,7 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
 }
 
 void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
+  rekey_scheduler_.Cancel(spi_in);
   // The inbound half lingers briefly: ESP sent before the peer's DELETE may still be queued on
   // UDP 4500 behind the DELETE, which came in on UDP 500 (a different queue). Its SPI stays
   // reserved meanwhile, so it cannot be handed out again during the linger.
@@ -671,6 +704,10 @@ nlohmann::json Gateway::Stats() {
       {"queue_overflows", 0},
       {"negotiations_per_minute", negotiations_.PerMinute(Now())},
       {"rekeys_per_minute", rekeys_.PerMinute(Now())},
+      {"rekeys",
+       {{"max_per_second", rekey_scheduler_.rate()}, {"scheduled", rekey_scheduler_.size()},
+        {"overdue", rekey_scheduler_.Overdue(Now())}, {"started", rekey_scheduler_.stats().started},
+        {"deferred_by_rate_limit", rekey_scheduler_.stats().deferred}}},
       {"packets_dropped",
        {{"replay", dp.replay.load()}, {"bad_icv", dp.bad_icv.load()},
         {"unknown_spi", dp.unknown_spi.load()}, {"no_sa_queue_full", dp.no_sa_queue_full.load()},
@@ -719,6 +756,7 @@ nlohmann::json Gateway::Reload() {
     }
   }
   if (d.limits_changed) {
+    rekey_scheduler_.SetRate(MaxRekeysPerSecond());
     sad_.SetSpiLimits(config_.global.max_spi, SpiReserve(config_.global));
   }
   for (const auto& name : d.added) {

@@ -13,6 +13,7 @@
 #include "spigot/app/dataplane.h"
 #include "spigot/app/rate_window.h"
 #include "spigot/config/config.h"
+#include "spigot/engine/rekey_scheduler.h"
 #include "spigot/control/control_server.h"
 #include "spigot/ike/cookie.h"
 #include "spigot/ike/ike_sa.h"
@@ -121,6 +122,9 @@ class Gateway : public ike::IkeSaHost {
   std::set<policy::PolicyId> pending_acquires_;
   // CHILD SAs negotiated (new) and rekeyed, per minute, for stats and `spigot doctor`.
   RateWindow negotiations_, rekeys_;
+  // CHILD rekeys, spread at max_rekeys_per_second, most overdue first (cause 2).
+  engine::RekeyScheduler rekey_scheduler_{1000, ike::Clock::now()};
+  double MaxRekeysPerSecond() const;
   std::unique_ptr<Dataplane> dataplane_;
   bool shutting_down_ = false;
   int exit_code_ = 0;

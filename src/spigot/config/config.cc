@@ -234,13 +234,15 @@ class Loader {
     const std::string p = "global";
     if (!CheckKnownKeys(t, p,
                         {"max_spi", "max_queue", "cookie_threshold", "control_socket", "tun_name",
-                         "listen", "ike_port", "natt_port", "spi_reserve_percent"})) {
+                         "listen", "ike_port", "natt_port", "spi_reserve_percent",
+                         "max_rekeys_per_second"})) {
       return false;
     }
     constexpr std::int64_t kU32Max = std::numeric_limits<std::uint32_t>::max();
     if (!GetInteger(t, p, "max_spi", kMinMaxSpi, kMaxMaxSpi, g.max_spi) ||
         !GetInteger(t, p, "max_queue", 1, kU32Max, g.max_queue) ||
         !GetInteger(t, p, "spi_reserve_percent", 0, 50, g.spi_reserve_percent) ||
+        !GetInteger(t, p, "max_rekeys_per_second", 0, 1000000, g.max_rekeys_per_second) ||
         !GetInteger(t, p, "cookie_threshold", 0, kU32Max, g.cookie_threshold) ||
         !GetInteger(t, p, "ike_port", 1, 65535, g.ike_port) ||
         !GetInteger(t, p, "natt_port", 1, 65535, g.natt_port) ||
@@ -506,7 +508,8 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   const GlobalConfig& b = after.global;
   diff.limits_changed = a.max_spi != b.max_spi || a.max_queue != b.max_queue ||
                         a.cookie_threshold != b.cookie_threshold ||
-                        a.spi_reserve_percent != b.spi_reserve_percent;
+                        a.spi_reserve_percent != b.spi_reserve_percent ||
+                        a.max_rekeys_per_second != b.max_rekeys_per_second;
   const auto restart_if = [&](bool differs, const char* key) {
     if (differs) diff.restart_required.push_back(key);
   };

@@ -43,6 +43,8 @@ struct GlobalConfig {
   std::uint32_t max_spi = 1048576;        // SPI pool size, 256..16777216 (2^24 slots)
   std::uint32_t max_queue = 65536;        // negotiation queue depth, >= 1
   std::uint32_t spi_reserve_percent = 5;  // share of max_spi only rekeys may use, 0..50
+  std::uint32_t max_rekeys_per_second = 0;  // CHILD rekeys started per second; 0: derived
+                                            // from the measured DH capacity at startup
   std::uint32_t cookie_threshold = 1000;  // half-open IKE SAs before cookies are demanded
   std::string control_socket = "/run/spigot/spigot.sock";
   std::string tun_name = "spigot0";       // at most 15 bytes (IFNAMSIZ - 1)

@@ -280,7 +280,7 @@ void IkeSa::Tick(TimePoint now) {
   std::vector<std::uint32_t> expired, due;
   for (auto& c : children_) {
     if (now >= c.expire_at) expired.push_back(c.spi_in);
-    else if (now >= c.rekey_at && !c.rekey_started) {
+    else if (now >= c.rekey_at && !c.rekey_started && !conn_->host_schedules_rekeys) {
       c.rekey_started = true;
       due.push_back(c.spi_in);
     }
@@ -310,7 +310,7 @@ TimePoint IkeSa::NextDeadline() const {
     next = std::min(next, ike_rekey_at_);
     for (const auto& c : children_) {
       next = std::min(next, c.expire_at);
-      if (!c.rekey_started) next = std::min(next, c.rekey_at);
+      if (!c.rekey_started && !conn_->host_schedules_rekeys) next = std::min(next, c.rekey_at);
     }
   }
   return next;

@@ -68,6 +68,9 @@ struct ConnectionParams {
   std::chrono::seconds child_rekey_time{0};
   std::chrono::seconds child_lifetime{0};
   double rekey_jitter = 0.10;
+  // The host starts CHILD rekeys itself (spread by engine::RekeyScheduler); the IKE SA then
+  // only reports soft deadlines (ChildSaInfo::rekey_at) and keeps the hard lifetimes.
+  bool host_schedules_rekeys = false;
 };
 
 // A negotiated CHILD SA: everything the SA database and the data path need.
