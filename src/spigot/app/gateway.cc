@@ -1,6 +1,7 @@
 #include "spigot/app/gateway.h"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -133,6 +134,12 @@ bool Gateway::Init(std::string* error) {
       *error = "cannot listen on " + g.listen + ":" + std::to_string(port) + ": " + *error;
       return false;
     }
+    // Bursts of IKE (login storms, mass deletes) must queue here, not overflow the kernel's
+    // default 208 KiB; and ESP on 4500 arrives in bursts too.
+    // SO_RCVBUFFORCE (root) passes net.core.rmem_max; SO_RCVBUF is the unprivileged fallback.
+    const int rcvbuf = 8 << 20;
+    if (setsockopt(sock->fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) != 0)
+      setsockopt(sock->fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     // UDP 4500 belongs to the inbound data-path thread, which hands IKE over to us.
     if (!natt) loop_->AddReader(sock->fd(), [this] { OnIkePort(); });
     (natt ? natt_sock_ : ike_sock_) = std::move(sock);
@@ -455,6 +462,7 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
     dataplane_->SetOutbound(std::move(out));
   } else {
     rec.deferred_outbound = std::move(out);
+    deferred_successor_[child.rekey_of] = child.spi_in;
   }
   (child.rekey_of != 0 ? rekeys_ : negotiations_).Record(Now());
   if (child.rekey_of != 0) rekey_scheduler_.Cancel(child.rekey_of);
@@ -485,11 +493,12 @@ void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
     children_.erase(it);
   }
   // The old SA of a rekey we answered is gone: its successor carries our traffic now.
-  for (auto& [spi, c] : children_) {
-    if (c.rekey_of == spi_in && c.deferred_outbound) {
-      dataplane_->SetOutbound(std::move(*c.deferred_outbound));
-      c.deferred_outbound.reset();
+  if (auto d = deferred_successor_.find(spi_in); d != deferred_successor_.end()) {
+    if (auto c = children_.find(d->second); c != children_.end() && c->second.deferred_outbound) {
+      dataplane_->SetOutbound(std::move(*c->second.deferred_outbound));
+      c->second.deferred_outbound.reset();
     }
+    deferred_successor_.erase(d);
   }
   spdlog::info("{}: CHILD SA {:08x}_i removed", sa.connection() ? sa.connection()->name : "?", spi_in);
 }

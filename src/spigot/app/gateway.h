@@ -5,6 +5,7 @@
 
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <memory>
 #include <string>
 
@@ -119,6 +120,8 @@ class Gateway : public ike::IkeSaHost {
     std::optional<datapath::OutboundSpec> deferred_outbound;
   };
   std::map<std::uint32_t, Child> children_;
+  // Old inbound SPI -> the successor whose outbound switch waits for the old SA's deletion.
+  std::unordered_map<std::uint32_t, std::uint32_t> deferred_successor_;
   std::set<policy::PolicyId> pending_acquires_;
   // CHILD SAs negotiated (new) and rekeyed, per minute, for stats and `spigot doctor`.
   RateWindow negotiations_, rekeys_;

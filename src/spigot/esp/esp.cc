@@ -35,13 +35,15 @@ inline std::size_t PaddedPayload(const EspSuiteInfo& info, std::size_t inner_len
 }
 
 // RFC 4106 5 / RFC 7634 2.1: AAD = SPI || seq (32-bit) or SPI || seq_hi || seq_lo (ESN).
+// Built in registers and stored whole, so the cipher's wide load of it is forwarded.
 inline std::size_t BuildAad(std::uint8_t* aad, std::uint32_t spi, std::uint64_t seq, bool esn) {
-  PutU32(aad, spi);
   if (esn) {
-    PutU64(aad + 4, seq);
+    const std::uint64_t first = std::uint64_t{spi} << 32 | (seq >> 32);
+    PutU64(aad, first);
+    PutU32(aad + 8, static_cast<std::uint32_t>(seq));
     return 12;
   }
-  PutU32(aad + 4, static_cast<std::uint32_t>(seq));
+  PutU64(aad, std::uint64_t{spi} << 32 | static_cast<std::uint32_t>(seq));
   return 8;
 }
 
@@ -103,9 +105,18 @@ Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundSt
   // into the trailer and ICV space, which are written next.
   std::uint8_t* trailer = body + pkt.length;
   static_assert(kSealTailroom >= sizeof(kPadBytes));
-  std::memcpy(trailer, kPadBytes, sizeof(kPadBytes));
-  trailer[pad] = static_cast<std::uint8_t>(pad);
-  trailer[pad + 1] = next_header;
+  if (pad <= 6) {
+    // The AEADs' case (at most 3 pad bytes): pad bytes, pad length and next header composed in
+    // a register and stored at once, right before the cipher reads them.
+    std::uint64_t t = 0;
+    for (std::size_t i = 0; i < pad; ++i) t |= std::uint64_t{i + 1} << (8 * i);
+    t |= std::uint64_t{pad} << (8 * pad) | std::uint64_t{next_header} << (8 * (pad + 1));
+    std::memcpy(trailer, &t, sizeof(t));  // little-endian: byte i of t lands at trailer[i]
+  } else {
+    std::memcpy(trailer, kPadBytes, sizeof(kPadBytes));
+    trailer[pad] = static_cast<std::uint8_t>(pad);
+    trailer[pad + 1] = next_header;
+  }
   std::uint8_t* const icv = body + payload;
 
   if (info.aead) {

@@ -440,7 +440,8 @@ void IkeSa::Initiate(TimePoint now) {
 }
 
 void IkeSa::SendInit(TimePoint now) {
-  dh_ = crypto::DhKeyPair::Generate(dh_group_);
+  // 2.6: a retry with a cookie repeats the request; only INVALID_KE_PAYLOAD changes the KE.
+  if (!dh_ || dh_->group() != dh_group_) dh_ = crypto::DhKeyPair::Generate(dh_group_);
   if (!dh_) return Die("unsupported DH group " + std::to_string(dh_group_));
   std::vector<Payload> p;
   if (!cookie_.empty()) p.push_back(Notify(NotifyType::kCookie, cookie_));

@@ -1,10 +1,10 @@
-// One thread's share of the load generator: a few hundred IKE initiators (IkeSa objects, each
-// touched only by this thread) on their own event loop and UDP sockets.
+// One thread's share of the load generator: its initiators (IkeSa objects, each touched only by
+// this thread) on their own event loop and UDP sockets.
 //
-// Initiator i (1-based, global across workers) has identity FQDN "<id_prefix>-<i>", its own
-// random IKE SPI, and sends from source port number i % sockets of this worker: with N
-// initiators over S sockets, up to ceil(N / S) initiators share a source port (the responder
-// tells them apart by SPI, as it must for initiators behind one NAT).
+// Initiator i (numbered from 1 across all workers) has identity FQDN "<id_prefix>-<i>" and its
+// own random IKE SPI; the j-th initiator of a worker sends from the worker's socket j % sockets.
+// With N initiators over S sockets, up to ceil(N / S) of them share a source port (the
+// responder tells them apart by SPI, as it must for initiators behind one NAT).
 //
 // Timers (all on the loop thread, every kTickPeriod):
 //   start     - the schedule says another initiator is due: create it and send IKE_SA_INIT
