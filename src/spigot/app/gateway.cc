@@ -121,6 +121,7 @@ bool Gateway::Init(std::string* error) {
     return false;
   }
   rekey_scheduler_.SetRate(MaxRekeysPerSecond());
+  queue_.SetMaxDepth(g.max_queue);
   loop_ = io::EventLoop::Create({}, error);
   if (!loop_) return false;
   // Before any thread starts: signalfd needs the signals blocked in every thread, and threads
@@ -203,6 +204,46 @@ void Gateway::OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
     ++counters_.ike_invalid;
     return;
   }
+  // Responses finish exchanges we started: no queueing. Requests wait in the negotiation
+  // queue by priority: established SAs (rekeys, deletes) before half-open ones before new.
+  if (h.is_response()) return ProcessIke(msg, from, natt_port);
+  engine::Priority prio = engine::Priority::kNew;
+  if (h.spi_r != 0) {
+    auto it = ike_sas_.find(h.from_initiator() ? h.spi_r : h.spi_i);
+    prio = it != ike_sas_.end() && it->second.sa->state() == ike::IkeSa::State::kEstablished
+               ? engine::Priority::kEstablished
+               : engine::Priority::kHalfOpen;
+  }
+  auto copy = std::make_shared<std::vector<std::uint8_t>>(msg.begin(), msg.end());
+  if (queue_.Submit(prio, [this, copy, from, natt_port] { ProcessIke(*copy, from, natt_port); }) !=
+      engine::kStatusSuccess) {
+    // STATUS_IPSEC_QUEUE_OVERFLOW: dropped and counted (queue_overflows); the peer retransmits.
+    return;
+  }
+  ScheduleDrain();
+}
+
+// The queue is worked in a later turn of the event loop, so that everything that arrived in
+// this one is queued (and prioritised) first; each turn runs a bounded slice, so sockets and
+// timers are served in between.
+void Gateway::ScheduleDrain() {
+  if (drain_posted_ || queue_.depth() == 0) return;
+  drain_posted_ = loop_->Post([this] {
+    drain_posted_ = false;
+    DrainQueue();
+  });
+}
+
+void Gateway::DrainQueue() {
+  constexpr std::size_t kSlice = 128;
+  queue_.Run(kSlice);
+  ScheduleDrain();
+}
+
+void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
+                         bool natt_port) {
+  ike::Header h;
+  if (!ike::ParseHeader(msg, h)) return;
   const ike::TimePoint now = Now();
   // The I flag says whether the sender is the original initiator (RFC 7296 3.1), so it says
   // which of the two SPIs is ours.
@@ -307,6 +348,7 @@ void Gateway::Tick() {
     }
   }
   dataplane_->Tick();
+  DrainQueue();
   for (std::uint32_t spi : rekey_scheduler_.Due(now)) {
     auto c = children_.find(spi);
     if (c == children_.end()) continue;
@@ -709,8 +751,14 @@ nlohmann::json Gateway::Stats() {
       {"spi_in_use", pool.in_use},
       {"spi_reserve", SpiReserve(config_.global)},
       {"max_queue", config_.global.max_queue},
-      {"queue_depth", 0},
-      {"queue_overflows", 0},
+      {"queue_depth", queue_.depth()},
+      {"queue_overflows", queue_.stats().overflows},
+      {"queue",
+       {{"established", queue_.depth(engine::Priority::kEstablished)},
+        {"half_open", queue_.depth(engine::Priority::kHalfOpen)},
+        {"new", queue_.depth(engine::Priority::kNew)},
+        {"processed", queue_.stats().processed},
+        {"evicted", queue_.stats().evicted}}},
       {"negotiations_per_minute", negotiations_.PerMinute(Now())},
       {"rekeys_per_minute", rekeys_.PerMinute(Now())},
       {"rekeys",
@@ -766,6 +814,7 @@ nlohmann::json Gateway::Reload() {
   }
   if (d.limits_changed) {
     rekey_scheduler_.SetRate(MaxRekeysPerSecond());
+    queue_.SetMaxDepth(config_.global.max_queue);
     sad_.SetSpiLimits(config_.global.max_spi, SpiReserve(config_.global));
   }
   for (const auto& name : d.added) {

@@ -14,6 +14,7 @@
 #include "spigot/app/dataplane.h"
 #include "spigot/app/rate_window.h"
 #include "spigot/config/config.h"
+#include "spigot/engine/negotiation_queue.h"
 #include "spigot/engine/rekey_scheduler.h"
 #include "spigot/control/control_server.h"
 #include "spigot/ike/cookie.h"
@@ -71,7 +72,12 @@ class Gateway : public ike::IkeSaHost {
   bool Init(std::string* error);
   bool ApplyConnections(std::string* error);
   void OnIkePort();
+  // An IKE datagram arrives: responses are processed at once, requests go through the
+  // negotiation queue (ProcessIke runs them).
   void OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port);
+  void ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port);
+  void DrainQueue();
+  void ScheduleDrain();
   void SendIkeDatagram(const io::Endpoint& to, std::span<const std::uint8_t> msg, bool natt);
   // Past cookie_threshold half-open SAs: true if the IKE_SA_INIT request carries a valid
   // cookie; otherwise answers with a fresh COOKIE (statelessly) and returns false.
@@ -127,6 +133,9 @@ class Gateway : public ike::IkeSaHost {
   RateWindow negotiations_, rekeys_;
   // CHILD rekeys, spread at max_rekeys_per_second, most overdue first (cause 2).
   engine::RekeyScheduler rekey_scheduler_{1000, ike::Clock::now()};
+  // IKE requests waiting for this thread (max_queue), by priority.
+  engine::NegotiationQueue queue_{65536};
+  bool drain_posted_ = false;
   double MaxRekeysPerSecond() const;
   std::unique_ptr<Dataplane> dataplane_;
   bool shutting_down_ = false;
