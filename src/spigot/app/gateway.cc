@@ -518,17 +518,15 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
 
 void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
   rekey_scheduler_.Cancel(spi_in);
-  // The inbound half lingers briefly: ESP sent before the peer's DELETE may still be queued on
-  // UDP 4500 behind the DELETE, which came in on UDP 500 (a different queue). Its SPI stays
-  // reserved meanwhile, so it cannot be handed out again during the linger.
+  // The data plane's inbound half lingers briefly: ESP sent before the peer's DELETE may still
+  // be queued on UDP 4500 behind the DELETE, which came in on UDP 500 (a different queue). The
+  // SPI goes back to the pool at once — lingering SAs must not eat the rekey reserve — and
+  // cannot come back meanwhile: a freed slot's next SPI differs (SpiPool generations).
+  sad_.Remove(spi_in);
   if (shutting_down_) {
-    sad_.Remove(spi_in);
     dataplane_->RemoveInbound(spi_in);
   } else {
-    loop_->AddTimer("inbound_linger", kInboundLinger, [this, spi_in] {
-      sad_.Remove(spi_in);
-      dataplane_->RemoveInbound(spi_in);
-    });
+    loop_->AddTimer("inbound_linger", kInboundLinger, [this, spi_in] { dataplane_->RemoveInbound(spi_in); });
   }
   if (auto it = children_.find(spi_in); it != children_.end()) {
     dataplane_->ClearOutbound(it->second.policy, it->second.spi_out);
