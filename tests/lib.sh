@@ -26,6 +26,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap "exit 1" TERM INT  # so that a killed test (timeout) still cleans up
 
 netns_setup() {
   ip netns add "${NS}a"
