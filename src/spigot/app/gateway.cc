@@ -146,7 +146,10 @@ bool Gateway::Init(std::string* error) {
     (natt ? natt_sock_ : ike_sock_) = std::move(sock);
   }
   Dataplane::Hooks hooks;
-  hooks.ike = [this](std::span<const std::uint8_t> m, const io::Endpoint& from) { OnIke(m, from, true); };
+  hooks.ike = [this](std::span<const std::uint8_t> m, const io::Endpoint& from) {
+    OnIke(m, from, true);
+    DrainQueue();
+  };
   hooks.acquire = [this](policy::PolicyId id) { OnAcquire(id); };
   hooks.exhausted = [this](policy::PolicyId id, std::uint32_t spi) { OnExhausted(id, spi); };
   dataplane_ = Dataplane::Create(g, *natt_sock_, *loop_, std::move(hooks), error);
@@ -193,8 +196,9 @@ void Gateway::OnIkePort() {
       }
       OnIke({s.buffer.data(), s.length}, s.peer, false);
     }
-    if (r.count < slots.size()) return;
+    if (r.count < slots.size()) break;
   }
+  DrainQueue();
 }
 
 void Gateway::OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port) {
@@ -220,12 +224,11 @@ void Gateway::OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
     // STATUS_IPSEC_QUEUE_OVERFLOW: dropped and counted (queue_overflows); the peer retransmits.
     return;
   }
-  ScheduleDrain();
 }
 
-// The queue is worked in a later turn of the event loop, so that everything that arrived in
-// this one is queued (and prioritised) first; each turn runs a bounded slice, so sockets and
-// timers are served in between.
+// The queue is worked right after the datagrams that arrived together have been queued (and so
+// prioritised), a bounded slice at a time; the rest waits for later turns of the event loop,
+// so sockets and timers are served in between.
 void Gateway::ScheduleDrain() {
   if (drain_posted_ || queue_.depth() == 0) return;
   drain_posted_ = loop_->Post([this] {
