@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <thread>
 
 #include "spigot/crypto/dh.h"
 #include "spigot/crypto/random.h"
@@ -59,7 +60,55 @@ nlohmann::json SelectorsJson(const std::vector<ike::TrafficSelector>& ts) {
   return out;
 }
 
+// What an IKE SA answering its first IKE_SA_INIT on a worker may do: send the answer and change
+// state. The control thread replays both when it takes the SA over (Gateway::AdoptOffloaded).
+// Nothing else is reachable from that exchange; should it be, the answer is a refusal, never
+// shared state touched from the wrong thread.
+class RecordingHost : public ike::IkeSaHost {
+ public:
+  void SendIke(ike::IkeSa&, const ike::Bytes& datagram) override { sent.push_back(datagram); }
+  std::optional<std::uint32_t> AllocateChildSpi(bool, ike::NotifyType& refusal) override {
+    refusal = ike::NotifyType::kTemporaryFailure;
+    return std::nullopt;
+  }
+  void ReleaseChildSpi(std::uint32_t) override {}
+  void InstallChild(ike::IkeSa&, const ike::ChildSaInfo&) override {}
+  void RemoveChild(ike::IkeSa&, std::uint32_t) override {}
+  std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity&,
+                                                                 const ike::Address&) override {
+    return nullptr;
+  }
+  void StateChanged(ike::IkeSa&) override { state_changed = true; }
+  std::uint64_t NewIkeSpi() override { return 0; }
+  void AdoptIkeSa(ike::IkeSa&, std::unique_ptr<ike::IkeSa>) override {}
+
+  std::vector<ike::Bytes> sent;
+  bool state_changed = false;
+};
+
+void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
+  to.retransmits += from.retransmits;
+  to.requests_queue_full += from.requests_queue_full;
+  to.auth_failures += from.auth_failures;
+  to.invalid_messages += from.invalid_messages;
+  to.child_failures += from.child_failures;
+}
+
+// Each IKE worker keeps this many jobs queued so it never idles between completions; more
+// would only hide the backlog from the negotiation queue's priorities and max_queue.
+constexpr std::size_t kJobsPerWorker = 4;
+
 }  // namespace
+
+struct Gateway::OffloadJob {
+  RecordingHost host;
+  ike::IkeCounters counters;
+  std::unique_ptr<ike::IkeSa> sa;
+  std::vector<std::uint8_t> msg;
+  bool natt = false;
+  HalfOpenKey key;
+  ike::TimePoint now;
+};
 
 std::unique_ptr<Gateway> Gateway::Create(config::Config config, std::string config_path,
                                          std::string* error) {
@@ -128,6 +177,10 @@ bool Gateway::Init(std::string* error) {
   // inherit the mask of the thread that creates them.
   for (int sig : {SIGTERM, SIGINT}) loop_->OnSignal(sig, [this] { Shutdown(); });
   loop_->OnSignal(SIGHUP, [this] { Reload(); });
+  const std::size_t threads =
+      g.ike_workers != 0 ? g.ike_workers : std::max(1u, std::thread::hardware_concurrency());
+  workers_ = std::make_unique<engine::WorkerPool>(threads, threads * kJobsPerWorker);
+  spdlog::info("IKE workers: {} thread(s)", workers_->threads());
   for (auto [port, natt] : {std::pair{g.ike_port, false}, std::pair{g.natt_port, true}}) {
     const auto ep = io::Endpoint::Parse(g.listen, port);
     auto sock = ep ? io::UdpSocket::Bind(*ep, {}, error) : nullptr;
@@ -230,7 +283,12 @@ void Gateway::OnIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
 // prioritised), a bounded slice at a time; the rest waits for later turns of the event loop,
 // so sockets and timers are served in between.
 void Gateway::ScheduleDrain() {
-  if (drain_posted_ || queue_.depth() == 0) return;
+  // New work that waits for a worker is picked up when one finishes (AdoptOffloaded), not by
+  // spinning here.
+  const bool runnable = queue_.depth(engine::Priority::kEstablished) != 0 ||
+                        queue_.depth(engine::Priority::kHalfOpen) != 0 ||
+                        (queue_.depth(engine::Priority::kNew) != 0 && workers_->free() != 0);
+  if (drain_posted_ || !runnable) return;
   drain_posted_ = loop_->Post([this] {
     drain_posted_ = false;
     DrainQueue();
@@ -239,8 +297,78 @@ void Gateway::ScheduleDrain() {
 
 void Gateway::DrainQueue() {
   constexpr std::size_t kSlice = 128;
-  queue_.Run(kSlice);
+  for (std::size_t n = 0; n < kSlice; ++n) {
+    // A new IKE_SA_INIT needs a worker (its DH); while all are busy it stays queued, where
+    // max_queue and the priorities govern it, and rekeys and deletes still run.
+    const auto lowest = workers_->free() != 0 ? engine::Priority::kNew : engine::Priority::kHalfOpen;
+    if (queue_.Run(1, lowest) == 0) break;
+  }
   ScheduleDrain();
+}
+
+bool Gateway::OffloadInit(std::unique_ptr<ike::IkeSa> sa, std::span<const std::uint8_t> msg,
+                          bool natt, HalfOpenKey key, ike::TimePoint now) {
+  auto job = std::make_shared<OffloadJob>();
+  sa->Rebind(job->host, job->counters);
+  job->sa = std::move(sa);
+  job->msg.assign(msg.begin(), msg.end());
+  job->natt = natt;
+  job->key = std::move(key);
+  job->now = now;
+  const std::uint64_t ours = job->sa->spi_r();
+  if (!workers_->TrySubmit([this, job] {
+        job->sa->Receive(job->msg, job->now);
+        OffloadDone(job);
+      })) {
+    job->sa->Rebind(*this, ike_counters_);
+    return false;
+  }
+  offloaded_.insert(ours);
+  half_open_[job->key] = ours;
+  return true;
+}
+
+void Gateway::OffloadDone(std::shared_ptr<OffloadJob> job) {
+  {
+    std::lock_guard lock(done_mu_);
+    done_.push_back(std::move(job));
+  }
+  // One wake-up for any number of finished jobs. A refused Post (the loop's queue is full) is
+  // made up for by the next tick.
+  if (!done_posted_.exchange(true) && !loop_->Post([this] { AdoptOffloaded(); }))
+    done_posted_ = false;
+}
+
+void Gateway::AdoptOffloaded() {
+  done_posted_ = false;
+  std::vector<std::shared_ptr<OffloadJob>> batch;
+  {
+    std::lock_guard lock(done_mu_);
+    batch.swap(done_);
+  }
+  for (auto& job : batch) {
+    const std::uint64_t ours = job->sa->spi_r();
+    offloaded_.erase(ours);
+    job->sa->Rebind(*this, ike_counters_);
+    Add(ike_counters_, job->counters);
+    SaEntry e;
+    e.sa = std::move(job->sa);
+    e.natt = job->natt;
+    e.half_open = job->key;
+    ike::IkeSa& sa = *e.sa;
+    ike_sas_[ours] = std::move(e);
+    for (const auto& datagram : job->host.sent) SendIke(sa, datagram);
+    if (job->host.state_changed) StateChanged(sa);
+    if (shutting_down_) sa.Delete(Now());
+  }
+  if (!batch.empty()) DrainQueue();
+}
+
+void Gateway::ForgetHalfOpen(SaEntry& e) {
+  if (!e.half_open) return;
+  if (auto it = half_open_.find(*e.half_open); it != half_open_.end() && it->second == OurSpi(*e.sa))
+    half_open_.erase(it);
+  e.half_open.reset();
 }
 
 void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
@@ -272,16 +400,26 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
       }
       ours = NewIkeSpi();
       const io::Endpoint& local = natt_port ? natt_sock_->local_endpoint() : ike_sock_->local_endpoint();
+      auto sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kResponder,
+                                             c->params, ToAddress(local), ToAddress(from), h.spi_i, ours);
+      // The DH and key derivation go to a worker; the control thread keeps receiving.
+      if (OffloadInit(std::move(sa), msg, natt_port, key, now)) return;
+      // No room (DrainQueue runs new work only when there is, so this is rare): answer here.
       SaEntry e;
       e.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kResponder,
                                           c->params, ToAddress(local), ToAddress(from), h.spi_i, ours);
       e.natt = natt_port;
+      e.half_open = key;
       ike_sas_[ours] = std::move(e);
       half_open_[key] = ours;
     }
   }
   auto it = ike_sas_.find(ours);
   if (it == ike_sas_.end()) {
+    if (offloaded_.count(ours) != 0) {
+      ++counters_.init_in_progress;
+      return;
+    }
     ++counters_.ike_unknown_spi;
     return;
   }
@@ -344,13 +482,14 @@ void Gateway::Tick() {
     ike::IkeSa& sa = *it->second.sa;
     if (sa.state() != ike::IkeSa::State::kDead && sa.NextDeadline() <= now) sa.Tick(now);
     if (sa.state() == ike::IkeSa::State::kDead) {
-      std::erase_if(half_open_, [&](const auto& kv) { return kv.second == it->first; });
+      ForgetHalfOpen(it->second);
       it = ike_sas_.erase(it);
     } else {
       ++it;
     }
   }
   dataplane_->Tick();
+  AdoptOffloaded();  // in case a wake-up was refused
   DrainQueue();
   for (std::uint32_t spi : rekey_scheduler_.Due(now)) {
     auto c = children_.find(spi);
@@ -510,6 +649,7 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
     deferred_successor_[child.rekey_of] = child.spi_in;
   }
   (child.rekey_of != 0 ? rekeys_ : negotiations_).Record(Now());
+  if (child.rekey_of != 0) ++(child.we_initiated ? counters_.rekeys_completed : counters_.rekeys_answered);
   if (child.rekey_of != 0) rekey_scheduler_.Cancel(child.rekey_of);
   if (child.rekey_at != ike::TimePoint::max()) rekey_scheduler_.Schedule(child.spi_in, child.rekey_at);
   children_[child.spi_in] = std::move(rec);
@@ -562,9 +702,7 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
   const std::string name = sa.connection() ? sa.connection()->name : "?";
   if (sa.state() == ike::IkeSa::State::kEstablished) {
     ++counters_.ike_established;
-    if (sa.role() == ike::IkeSa::Role::kResponder) {
-      std::erase_if(half_open_, [&](const auto& kv) { return kv.second == sa.spi_r(); });
-    }
+    if (auto it = ike_sas_.find(OurSpi(sa)); it != ike_sas_.end()) ForgetHalfOpen(it->second);
     spdlog::info("{}: IKE SA {}_i {}_r ESTABLISHED with {} ({})", name, Hex(sa.spi_i(), 16),
                  Hex(sa.spi_r(), 16), ike::ToString(sa.remote()),
                  sa.algorithms() ? ike::Describe(*sa.algorithms()) : "");
@@ -582,7 +720,7 @@ std::uint64_t Gateway::NewIkeSpi() {
   std::uint64_t spi;
   do {
     spi = crypto::RandomU64();
-  } while (spi == 0 || ike_sas_.count(spi) != 0);
+  } while (spi == 0 || ike_sas_.count(spi) != 0 || offloaded_.count(spi) != 0);
   return spi;
 }
 
@@ -733,11 +871,12 @@ nlohmann::json Gateway::Sas() const {
 }
 
 nlohmann::json Gateway::Stats() {
-  std::size_t half_open = 0, established = 0;
+  std::size_t half_open = offloaded_.size(), established = 0;
   for (const auto& [ours, e] : ike_sas_) {
     if (e.sa->state() == ike::IkeSa::State::kEstablished) ++established;
     else if (e.sa->state() != ike::IkeSa::State::kDead) ++half_open;
   }
+  const engine::WorkerPool::Stats workers = workers_->stats();
   const auto pool = sad_.spi_pool().stats();
   const datapath::Counters& dp = dataplane_->counters();
   return {
@@ -765,7 +904,9 @@ nlohmann::json Gateway::Stats() {
       {"rekeys",
        {{"max_per_second", rekey_scheduler_.rate()}, {"scheduled", rekey_scheduler_.size()},
         {"overdue", rekey_scheduler_.Overdue(Now())}, {"started", rekey_scheduler_.stats().started},
-        {"deferred_by_rate_limit", rekey_scheduler_.stats().deferred}}},
+        {"deferred_by_rate_limit", rekey_scheduler_.stats().deferred},
+        {"peak_per_second", rekey_scheduler_.stats().peak_per_second},
+        {"completed", counters_.rekeys_completed}, {"answered", counters_.rekeys_answered}}},
       {"packets_dropped",
        {{"replay", dp.replay.load()}, {"bad_icv", dp.bad_icv.load()},
         {"unknown_spi", dp.unknown_spi.load()}, {"no_sa_queue_full", dp.no_sa_queue_full.load()},
@@ -784,7 +925,11 @@ nlohmann::json Gateway::Stats() {
         {"unknown_spi", counters_.ike_unknown_spi}, {"no_connection", counters_.ike_no_connection},
         {"retransmits", ike_counters_.retransmits}, {"auth_failures", ike_counters_.auth_failures},
         {"child_failures", ike_counters_.child_failures}, {"established", counters_.ike_established},
-        {"cookies_sent", counters_.cookies_sent}, {"cookies_invalid", counters_.cookies_invalid}}},
+        {"cookies_sent", counters_.cookies_sent}, {"cookies_invalid", counters_.cookies_invalid},
+        {"init_in_progress", counters_.init_in_progress}}},
+      {"ike_workers",
+       {{"threads", workers_->threads()}, {"capacity", workers_->capacity()},
+        {"in_flight", workers_->in_flight()}, {"completed", workers.completed}}},
   };
 }
 

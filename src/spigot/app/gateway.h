@@ -3,7 +3,9 @@
 // the control socket, reload and shutdown.
 #pragma once
 
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <set>
 #include <unordered_map>
 #include <memory>
@@ -16,6 +18,7 @@
 #include "spigot/config/config.h"
 #include "spigot/engine/negotiation_queue.h"
 #include "spigot/engine/rekey_scheduler.h"
+#include "spigot/engine/worker_pool.h"
 #include "spigot/control/control_server.h"
 #include "spigot/ike/cookie.h"
 #include "spigot/ike/ike_sa.h"
@@ -52,10 +55,14 @@ class Gateway : public ike::IkeSaHost {
     config::ConnectionConfig cfg;
     std::shared_ptr<ike::ConnectionParams> params;
   };
+  using HalfOpenKey = std::pair<std::uint64_t, std::string>;  // (peer's SPIi, peer address)
   struct SaEntry {
     std::unique_ptr<ike::IkeSa> sa;
     bool natt = false;  // IKE moved to port 4500 (2.23)
+    std::optional<HalfOpenKey> half_open;  // a responder's, until established or gone
   };
+  // A first IKE_SA_INIT being answered on an IKE worker (gateway.cc).
+  struct OffloadJob;
   struct Counters {
     std::uint64_t ike_received = 0;
     std::uint64_t ike_invalid = 0;        // unparsable header
@@ -66,6 +73,11 @@ class Gateway : public ike::IkeSaHost {
     std::uint64_t ike_established = 0;
     std::uint64_t cookies_sent = 0;     // IKE_SA_INIT answered with COOKIE (RFC 7296 2.6)
     std::uint64_t cookies_invalid = 0;  // IKE_SA_INIT with a cookie that does not verify
+    // IKE_SA_INIT retransmitted while a worker still answers the original: dropped, the
+    // answer is on its way.
+    std::uint64_t init_in_progress = 0;
+    std::uint64_t rekeys_completed = 0;  // CHILD rekeys we started that installed a new SA
+    std::uint64_t rekeys_answered = 0;   // CHILD rekeys the peer started
   };
 
   Gateway(config::Config config, std::string config_path);
@@ -78,6 +90,14 @@ class Gateway : public ike::IkeSaHost {
   void ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port);
   void DrainQueue();
   void ScheduleDrain();
+  // Answers a new peer's IKE_SA_INIT on an IKE worker; false if the pool has no room.
+  bool OffloadInit(std::unique_ptr<ike::IkeSa> sa, std::span<const std::uint8_t> msg, bool natt,
+               HalfOpenKey key, ike::TimePoint now);
+  // Worker side: hands a finished job to the control thread.
+  void OffloadDone(std::shared_ptr<OffloadJob> job);
+  // Control thread: takes the SAs the workers finished into ike_sas_ and sends their answers.
+  void AdoptOffloaded();
+  void ForgetHalfOpen(SaEntry& e);
   void SendIkeDatagram(const io::Endpoint& to, std::span<const std::uint8_t> msg, bool natt);
   // Past cookie_threshold half-open SAs: true if the IKE_SA_INIT request carries a valid
   // cookie; otherwise answers with a fresh COOKIE (statelessly) and returns false.
@@ -112,8 +132,10 @@ class Gateway : public ike::IkeSaHost {
   // IKE SAs by our own SPI (SPIi for those we initiated, SPIr for the others).
   std::map<std::uint64_t, SaEntry> ike_sas_;
   // Half-open responders by (peer's SPIi, peer address): a retransmitted IKE_SA_INIT finds
-  // the SA it created (2.1).
-  std::map<std::pair<std::uint64_t, std::string>, std::uint64_t> half_open_;
+  // the SA it created (2.1). Includes those a worker is still answering.
+  std::map<HalfOpenKey, std::uint64_t> half_open_;
+  // Our SPIs of the IKE SAs on a worker (not yet in ike_sas_), at most the pool's capacity.
+  std::set<std::uint64_t> offloaded_;
   // CHILD SAs by inbound SPI, as the data plane knows them.
   struct Child {
     std::uint64_t owner = 0;  // our SPI of the IKE SA that negotiated it
@@ -140,6 +162,13 @@ class Gateway : public ike::IkeSaHost {
   std::unique_ptr<Dataplane> dataplane_;
   bool shutting_down_ = false;
   int exit_code_ = 0;
+  // Jobs the workers finished, waiting for the control thread (bounded by the pool capacity).
+  std::mutex done_mu_;
+  std::vector<std::shared_ptr<OffloadJob>> done_;  // guarded by done_mu_
+  std::atomic<bool> done_posted_{false};
+  // The IKE workers (global.ike_workers). Last member: destroyed (joined) first, while
+  // everything a running job touches still exists.
+  std::unique_ptr<engine::WorkerPool> workers_;
 };
 
 }  // namespace spigot::app

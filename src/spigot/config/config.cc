@@ -235,7 +235,7 @@ class Loader {
     if (!CheckKnownKeys(t, p,
                         {"max_spi", "max_queue", "cookie_threshold", "control_socket", "tun_name",
                          "listen", "ike_port", "natt_port", "spi_reserve_percent",
-                         "max_rekeys_per_second"})) {
+                         "max_rekeys_per_second", "ike_workers"})) {
       return false;
     }
     constexpr std::int64_t kU32Max = std::numeric_limits<std::uint32_t>::max();
@@ -243,6 +243,7 @@ class Loader {
         !GetInteger(t, p, "max_queue", 1, kU32Max, g.max_queue) ||
         !GetInteger(t, p, "spi_reserve_percent", 0, 50, g.spi_reserve_percent) ||
         !GetInteger(t, p, "max_rekeys_per_second", 0, 1000000, g.max_rekeys_per_second) ||
+        !GetInteger(t, p, "ike_workers", 0, 256, g.ike_workers) ||
         !GetInteger(t, p, "cookie_threshold", 0, kU32Max, g.cookie_threshold) ||
         !GetInteger(t, p, "ike_port", 1, 65535, g.ike_port) ||
         !GetInteger(t, p, "natt_port", 1, 65535, g.natt_port) ||
@@ -518,6 +519,7 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   restart_if(a.listen != b.listen, "global.listen");
   restart_if(a.ike_port != b.ike_port, "global.ike_port");
   restart_if(a.natt_port != b.natt_port, "global.natt_port");
+  restart_if(a.ike_workers != b.ike_workers, "global.ike_workers");
   return diff;
 }
 

@@ -45,6 +45,7 @@ struct GlobalConfig {
   std::uint32_t spi_reserve_percent = 5;  // share of max_spi only rekeys may use, 0..50
   std::uint32_t max_rekeys_per_second = 0;  // CHILD rekeys started per second; 0: derived
                                             // from the measured DH capacity at startup
+  std::uint32_t ike_workers = 0;          // threads for IKE's DH work, 0..256; 0: one per core
   std::uint32_t cookie_threshold = 1000;  // half-open IKE SAs before cookies are demanded
   std::string control_socket = "/run/spigot/spigot.sock";
   std::string tun_name = "spigot0";       // at most 15 bytes (IFNAMSIZ - 1)

@@ -193,6 +193,8 @@ TEST(ConfigTest, GlobalErrorsNameTheKey) {
   ExpectError("[global]\nmax_spi = \"1M\"",
               "spigot.toml: global.max_spi: must be an integer between 256 and 16777216, got "
               "\"1M\"");
+  ExpectError("[global]\nike_workers = 300",
+              "spigot.toml: global.ike_workers: must be an integer between 0 and 256, got 300");
   ExpectError("[global]\nmax_queue = 0",
               "spigot.toml: global.max_queue: must be an integer between 1 and 4294967295, got 0");
   ExpectError("[global]\ncookie_threshold = 1.5",

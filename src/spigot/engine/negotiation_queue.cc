@@ -28,12 +28,13 @@ std::uint32_t NegotiationQueue::Submit(Priority p, Work work) {
   return kStatusSuccess;
 }
 
-std::size_t NegotiationQueue::Run(std::size_t max_items) {
+std::size_t NegotiationQueue::Run(std::size_t max_items, Priority lowest) {
+  const int last = static_cast<int>(lowest);
   std::size_t n = 0;
   while (n < max_items) {
     int prio = 0;
-    while (prio < kPriorities && q_[prio].empty()) ++prio;
-    if (prio == kPriorities) break;
+    while (prio <= last && q_[prio].empty()) ++prio;
+    if (prio > last) break;
     Work w = std::move(q_[prio].front());
     q_[prio].pop_front();
     ++n;

@@ -37,8 +37,10 @@ class NegotiationQueue {
 
   // Returns kStatusSuccess or kStatusIpsecQueueOverflow (the work was not queued).
   std::uint32_t Submit(Priority p, Work work);
-  // Runs up to `max_items` queued items, highest priority first, FIFO within a priority.
-  std::size_t Run(std::size_t max_items);
+  // Runs up to `max_items` queued items, highest priority first, FIFO within a priority, and
+  // none below `lowest` (new work waits while the IKE worker pool is full, say, and rekeys
+  // and deletes go on).
+  std::size_t Run(std::size_t max_items, Priority lowest = Priority::kNew);
 
   void SetMaxDepth(std::size_t max_depth) { max_ = max_depth < 1 ? 1 : max_depth; }
   std::size_t max_depth() const { return max_; }

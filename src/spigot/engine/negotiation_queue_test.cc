@@ -65,5 +65,19 @@ TEST(NegotiationQueue, ResizeTakesEffectForNewArrivals) {
   EXPECT_EQ(q.Submit(P::kNew, [] {}), kStatusIpsecQueueOverflow);
 }
 
+TEST(NegotiationQueue, RunStopsAboveTheLowestPriorityAllowed) {
+  NegotiationQueue q(10);
+  std::string order;
+  q.Submit(P::kNew, [&] { order += "n1 "; });
+  q.Submit(P::kEstablished, [&] { order += "e1 "; });
+  q.Submit(P::kHalfOpen, [&] { order += "h1 "; });
+  EXPECT_EQ(q.Run(10, P::kHalfOpen), 2u);  // the workers are busy: new work waits
+  EXPECT_EQ(order, "e1 h1 ");
+  EXPECT_EQ(q.depth(P::kNew), 1u);
+  EXPECT_EQ(q.Run(10, P::kEstablished), 0u);
+  EXPECT_EQ(q.Run(10), 1u);
+  EXPECT_EQ(order, "e1 h1 n1 ");
+}
+
 }  // namespace
 }  // namespace spigot::engine

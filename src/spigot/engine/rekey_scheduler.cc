@@ -4,12 +4,21 @@
 
 namespace spigot::engine {
 
+namespace {
+double Burst(double rate) { return std::max(1.0, rate / 10); }
+}  // namespace
+
 RekeyScheduler::RekeyScheduler(double max_per_second, TimePoint now)
-    : rate_(std::max(max_per_second, 0.001)), tokens_(std::max(1.0, rate_)), refilled_(now) {}
+    : rate_(std::max(max_per_second, 0.001)), tokens_(Burst(rate_)), refilled_(now) {}
 
 void RekeyScheduler::SetRate(double max_per_second) {
   rate_ = std::max(max_per_second, 0.001);
-  tokens_ = std::min(tokens_, std::max(1.0, rate_));
+  tokens_ = std::min(tokens_, Burst(rate_));
+  while (window_.size() > WindowCap()) window_.pop_front();
+}
+
+std::size_t RekeyScheduler::WindowCap() const {
+  return std::max<std::size_t>(1, static_cast<std::size_t>(rate_));
 }
 
 void RekeyScheduler::Schedule(std::uint32_t spi, TimePoint due) {
@@ -28,12 +37,13 @@ void RekeyScheduler::Cancel(std::uint32_t spi) {
 void RekeyScheduler::Refill(TimePoint now) {
   if (now <= refilled_) return;
   const double secs = std::chrono::duration<double>(now - refilled_).count();
-  tokens_ = std::min(std::max(1.0, rate_), tokens_ + secs * rate_);
+  tokens_ = std::min(Burst(rate_), tokens_ + secs * rate_);
   refilled_ = now;
 }
 
 std::vector<std::uint32_t> RekeyScheduler::Due(TimePoint now) {
   Refill(now);
+  while (!window_.empty() && now - window_.front() >= std::chrono::seconds(1)) window_.pop_front();
   std::vector<std::uint32_t> out;
   while (!heap_.empty() && heap_.top().due <= now) {
     const Entry e = heap_.top();
@@ -42,11 +52,13 @@ std::vector<std::uint32_t> RekeyScheduler::Due(TimePoint now) {
       heap_.pop();
       continue;
     }
-    if (tokens_ < 1.0) {
+    if (tokens_ < 1.0 || window_.size() >= WindowCap()) {
       ++stats_.deferred;
       break;
     }
     tokens_ -= 1.0;
+    window_.push_back(now);
+    stats_.peak_per_second = std::max<std::uint64_t>(stats_.peak_per_second, window_.size());
     heap_.pop();
     live_.erase(it);
     out.push_back(e.spi);

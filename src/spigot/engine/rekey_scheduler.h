@@ -1,15 +1,19 @@
 // Spreads CHILD SA rekeys over time (DESIGN.md, cause 2: renegotiation storms).
 //
 // Every installed CHILD SA has a soft-lifetime deadline (already jittered by the IKE SA). The
-// scheduler keeps them in one min-heap by deadline and hands out due rekeys through a token
-// bucket of `max_per_second` (burst: one second's worth), most overdue first, so a wave of
-// simultaneous expiries becomes a steady stream the peers and the worker threads can absorb.
+// scheduler keeps them in one min-heap by deadline and hands out due rekeys most overdue first,
+// through a token bucket of `max_per_second` (burst: a tenth of a second's worth, so they come
+// as a steady stream rather than a burst per second) and a sliding one-second window holding
+// the starts of the last second: no window of one second ever sees more than max_per_second
+// starts (at least one), so a wave of simultaneous expiries becomes a stream the peers and
+// the worker threads can absorb.
 // Bound: one entry per CHILD SA (the SPI pool bounds those); removed SAs are skipped lazily
 // and compacted when they make up most of the heap.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <queue>
 #include <unordered_map>
 #include <vector>
@@ -24,6 +28,7 @@ class RekeyScheduler {
     std::uint64_t scheduled = 0;
     std::uint64_t started = 0;   // handed out by Due()
     std::uint64_t deferred = 0;  // Due() calls that left due rekeys waiting for tokens
+    std::uint64_t peak_per_second = 0;  // most starts seen within one second
   };
 
   explicit RekeyScheduler(double max_per_second, TimePoint now);
@@ -50,10 +55,12 @@ class RekeyScheduler {
   };
   void Refill(TimePoint now);
   void Compact();
+  std::size_t WindowCap() const;
 
   double rate_;
   double tokens_;
   TimePoint refilled_;
+  std::deque<TimePoint> window_;  // starts in the last second; at most WindowCap()
   std::uint64_t next_version_ = 1;
   std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap_;
   std::unordered_map<std::uint32_t, std::uint64_t> live_;  // spi -> version of its entry

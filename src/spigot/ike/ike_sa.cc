@@ -104,11 +104,11 @@ const char* ToString(IkeSa::State s) {
 IkeSa::IkeSa(IkeSaHost& host, IkeCounters& counters, Role role,
              std::shared_ptr<const ConnectionParams> conn, Address local, Address remote,
              std::uint64_t spi_i, std::uint64_t spi_r)
-    : host_(host), counters_(counters), role_(role), conn_(std::move(conn)), local_(local),
+    : host_(&host), counters_(&counters), role_(role), conn_(std::move(conn)), local_(local),
       remote_(remote), spi_i_(spi_i), spi_r_(spi_r) {}
 
 IkeSa::~IkeSa() {
-  if (child_neg_ && child_neg_->spi_in != 0) host_.ReleaseChildSpi(child_neg_->spi_in);
+  if (child_neg_ && child_neg_->spi_in != 0) host_->ReleaseChildSpi(child_neg_->spi_in);
 }
 
 // ---------------------------------------------------------------- plumbing
@@ -118,13 +118,13 @@ void IkeSa::SetState(State s) {
   state_ = s;
   if (s == State::kEstablished && conn_)
     ike_rekey_at_ = Jittered(established_at_, conn_->ike_rekey_time, conn_->rekey_jitter);
-  host_.StateChanged(*this);
+  host_->StateChanged(*this);
 }
 
 void IkeSa::Die(std::string why) {
   if (state_ == State::kDead) return;
   if (failure_.empty()) failure_ = std::move(why);
-  if (child_neg_ && child_neg_->spi_in != 0) host_.ReleaseChildSpi(child_neg_->spi_in);
+  if (child_neg_ && child_neg_->spi_in != 0) host_->ReleaseChildSpi(child_neg_->spi_in);
   child_neg_.reset();
   while (!children_.empty()) RemoveChildBySpi(children_.back().spi_in);
   outstanding_.reset();
@@ -147,7 +147,7 @@ void IkeSa::SendRequest(RequestKind kind, Exchange ex, std::vector<Payload> payl
   Bytes bytes = Serialize(m, ex == Exchange::kIkeSaInit ? nullptr : &sk_out_);
   if (ex != Exchange::kIkeSaInit) ++next_request_id_;
   outstanding_ = Outstanding{kind, m.header.message_id, ex, bytes, 0, now + kRetransmitBase};
-  host_.SendIke(*this, bytes);
+  host_->SendIke(*this, bytes);
 }
 
 void IkeSa::SendResponse(const Header& req, std::vector<Payload> payloads, bool encrypted) {
@@ -160,7 +160,7 @@ void IkeSa::SendResponse(const Header& req, std::vector<Payload> payloads, bool 
   last_response_ = Serialize(m, encrypted ? &sk_out_ : nullptr);
   last_response_id_ = req.message_id;
   next_peer_request_id_ = req.message_id + 1;
-  host_.SendIke(*this, last_response_);
+  host_->SendIke(*this, last_response_);
 }
 
 void IkeSa::Enqueue(Pending p, TimePoint now) {
@@ -170,7 +170,7 @@ void IkeSa::Enqueue(Pending p, TimePoint now) {
 
 bool IkeSa::CreateChild(TimePoint now) {
   if (state_ != State::kEstablished || pending_.size() >= kMaxQueuedRequests)
-    return ++counters_.requests_queue_full, false;
+    return ++counters_->requests_queue_full, false;
   Enqueue({RequestKind::kCreateChild}, now);
   return true;
 }
@@ -178,7 +178,7 @@ bool IkeSa::CreateChild(TimePoint now) {
 bool IkeSa::RekeyChild(std::uint32_t spi_in, TimePoint now) {
   if (state_ != State::kEstablished || pending_.size() >= kMaxQueuedRequests ||
       FindChildByInbound(spi_in) == nullptr)
-    return ++counters_.requests_queue_full, false;
+    return ++counters_->requests_queue_full, false;
   Enqueue({RequestKind::kRekeyChild, spi_in}, now);
   return true;
 }
@@ -186,7 +186,7 @@ bool IkeSa::RekeyChild(std::uint32_t spi_in, TimePoint now) {
 bool IkeSa::DeleteChild(std::uint32_t spi_in, TimePoint now) {
   if (state_ != State::kEstablished || pending_.size() >= kMaxQueuedRequests ||
       FindChildByInbound(spi_in) == nullptr)
-    return ++counters_.requests_queue_full, false;
+    return ++counters_->requests_queue_full, false;
   Enqueue({RequestKind::kDeleteChild, spi_in}, now);
   return true;
 }
@@ -206,7 +206,7 @@ bool IkeSa::Delete(TimePoint now) {
 
 bool IkeSa::RekeyIke(TimePoint now) {
   if (state_ != State::kEstablished || rekeyed_ || pending_.size() >= kMaxQueuedRequests)
-    return ++counters_.requests_queue_full, false;
+    return ++counters_->requests_queue_full, false;
   Enqueue({RequestKind::kRekeyIke}, now);
   return true;
 }
@@ -264,13 +264,13 @@ void IkeSa::Tick(TimePoint now) {
       return;
     }
     ++outstanding_->retransmits;
-    ++counters_.retransmits;
+    ++counters_->retransmits;
     // 2.4: exponential back-off, with +-10% jitter so that many SAs do not resend in step.
     const auto base = kRetransmitBase * (1 << outstanding_->retransmits);
     const double jitter = 0.9 + 0.2 * (crypto::RandomU32() / 4294967296.0);
     outstanding_->deadline =
         now + std::chrono::duration_cast<Clock::duration>(base * jitter);
-    host_.SendIke(*this, outstanding_->bytes);
+    host_->SendIke(*this, outstanding_->bytes);
   }
   if (state_ == State::kInitAnswered && now - created_at_ >= kHalfOpenTimeout) {
     Die("half-open: no IKE_AUTH within 30 s");
@@ -324,7 +324,7 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
   Message msg;
   ParseResult res = ParseMessage(datagram, msg);
   if (res.error != ParseError::kOk) {
-    ++counters_.invalid_messages;
+    ++counters_->invalid_messages;
     // 2.21.1: answer an unencrypted IKE_SA_INIT request we cannot parse; drop the rest.
     if (!msg.header.is_response() && msg.header.exchange == Exchange::kIkeSaInit &&
         state_ == State::kNew && role_ == Role::kResponder) {
@@ -344,25 +344,25 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
   const Header& h = msg.header;
   // The I flag names the original initiator (3.1): a message from the peer carries it iff the
   // peer initiated this IKE SA.
-  if (h.from_initiator() != (role_ == Role::kResponder)) return ++counters_.invalid_messages, void();
+  if (h.from_initiator() != (role_ == Role::kResponder)) return ++counters_->invalid_messages, void();
 
   if (h.is_response()) {
     if (!outstanding_ || h.message_id != outstanding_->message_id ||
         h.exchange != outstanding_->exchange)
-      return ++counters_.invalid_messages, void();
+      return ++counters_->invalid_messages, void();
   } else {
     if (last_response_id_ && h.message_id == *last_response_id_) {
-      host_.SendIke(*this, last_response_);  // 2.1: a retransmitted request
+      host_->SendIke(*this, last_response_);  // 2.1: a retransmitted request
       return;
     }
-    if (h.message_id != next_peer_request_id_) return ++counters_.invalid_messages, void();
+    if (h.message_id != next_peer_request_id_) return ++counters_->invalid_messages, void();
   }
 
   if (msg.encrypted) {
-    if (!sk_in_.cipher) return ++counters_.invalid_messages, void();
+    if (!sk_in_.cipher) return ++counters_->invalid_messages, void();
     res = OpenSk(datagram, res, sk_in_, msg);
     if (res.error != ParseError::kOk) {
-      ++counters_.invalid_messages;
+      ++counters_->invalid_messages;
       if (res.error == ParseError::kIntegrityFailed) return;  // 2.21.2: drop silently
       if (!h.is_response()) {
         SendResponse(h, {res.error == ParseError::kUnsupportedCritical
@@ -373,7 +373,7 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       return;
     }
   } else if (h.exchange != Exchange::kIkeSaInit) {
-    return ++counters_.invalid_messages, void();  // only IKE_SA_INIT travels in the clear
+    return ++counters_->invalid_messages, void();  // only IKE_SA_INIT travels in the clear
   }
   last_heard_ = now;
 
@@ -408,7 +408,7 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       if (state_ == State::kEstablished || state_ == State::kDeleting) OnInformationalRequest(msg, now);
       break;
     default:
-      ++counters_.invalid_messages;
+      ++counters_->invalid_messages;
   }
 }
 
@@ -514,7 +514,7 @@ void IkeSa::OnInitRequest(const Message& msg, std::span<const std::uint8_t> data
   const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
   const auto* ni = msg.Find<NoncePayload>(PayloadType::kNonce);
   if (sa == nullptr || ke == nullptr || ni == nullptr || msg.header.message_id != 0) {
-    ++counters_.invalid_messages;
+    ++counters_->invalid_messages;
     SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, false);
     return Die("malformed IKE_SA_INIT request");
   }
@@ -547,7 +547,7 @@ void IkeSa::OnInitRequest(const Message& msg, std::span<const std::uint8_t> data
   init_request_.assign(datagram.begin(), datagram.end());
   CheckNatDetection(msg);
   if (!DeriveKeys(ke->data)) {
-    ++counters_.invalid_messages;
+    ++counters_->invalid_messages;
     SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, false);
     return Die("invalid KE payload from peer");
   }
@@ -565,7 +565,7 @@ void IkeSa::OnInitRequest(const Message& msg, std::span<const std::uint8_t> data
 
 void IkeSa::SendAuth(TimePoint now) {
   NotifyType refusal = NotifyType::kTemporaryFailure;
-  const auto spi = host_.AllocateChildSpi(false, refusal);
+  const auto spi = host_->AllocateChildSpi(false, refusal);
   if (!spi) return Die("SPI pool exhausted: cannot start a CHILD SA");
   child_neg_ = ChildNegotiation{*spi, 0, {}, nullptr, WithoutDh(conn_->esp_proposals)};
   for (auto& p : child_neg_->proposals) p.spi = ChildSpiBytes(*spi);
@@ -584,7 +584,7 @@ void IkeSa::SendAuth(TimePoint now) {
 
 void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
   if (msg.FindNotify(NotifyType::kAuthenticationFailed) != nullptr) {
-    ++counters_.auth_failures;
+    ++counters_->auth_failures;
     return Die("peer: AUTHENTICATION_FAILED");
   }
   const auto* idr = msg.Find<IdPayload>(PayloadType::kIdr);
@@ -594,29 +594,29 @@ void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
     return Die("malformed IKE_AUTH response");
   }
   if (!conn_->AcceptsPeer(Identity::FromPayload(*idr))) {
-    ++counters_.auth_failures;
+    ++counters_->auth_failures;
     return Die("peer identity " + ToString(Identity::FromPayload(*idr)) + " is not the configured " +
                ToString(conn_->remote_id));
   }
   const auto expected = PskAuth(algs_->prf, conn_->psk, init_response_, ni_, keys_.sk_pr, idr->Body());
   if (auth->method != kAuthSharedKey || !crypto::ConstantTimeEqual(expected, auth->data)) {
-    ++counters_.auth_failures;
+    ++counters_->auth_failures;
     return Die("peer's AUTH payload does not verify (wrong PSK?)");
   }
   established_at_ = now;
   SetState(State::kEstablished);
   if (const auto* err = msg.FirstError()) {
-    ++counters_.child_failures;
+    ++counters_->child_failures;
     failure_ = std::string("first CHILD SA refused by peer: ") + NotifyName(err->type);
-    host_.ReleaseChildSpi(child_neg_->spi_in);
+    host_->ReleaseChildSpi(child_neg_->spi_in);
     child_neg_.reset();
     return;
   }
   ChildNegotiation neg = std::move(*child_neg_);
   child_neg_.reset();
   if (!FinishChildAsInitiator(msg, neg, ni_, nr_, {})) {
-    host_.ReleaseChildSpi(neg.spi_in);
-    ++counters_.child_failures;
+    host_->ReleaseChildSpi(neg.spi_in);
+    ++counters_->child_failures;
   }
   (void)now;
 }
@@ -625,19 +625,19 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   const auto* idi = msg.Find<IdPayload>(PayloadType::kIdi);
   const auto* auth = msg.Find<AuthPayload>(PayloadType::kAuth);
   if (idi == nullptr || auth == nullptr) {
-    ++counters_.invalid_messages;
+    ++counters_->invalid_messages;
     SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
     return Die("malformed IKE_AUTH request");
   }
   const Identity peer = Identity::FromPayload(*idi);
   if (!conn_->AcceptsPeer(peer)) {
-    if (auto other = host_.ConnectionForPeer(peer, remote_)) conn_ = std::move(other);
+    if (auto other = host_->ConnectionForPeer(peer, remote_)) conn_ = std::move(other);
   }
   const bool known = conn_->AcceptsPeer(peer);
   const auto expected = known ? PskAuth(algs_->prf, conn_->psk, init_request_, nr_, keys_.sk_pi, idi->Body())
                               : crypto::SecureBytes();
   if (!known || auth->method != kAuthSharedKey || !crypto::ConstantTimeEqual(expected, auth->data)) {
-    ++counters_.auth_failures;
+    ++counters_->auth_failures;
     SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
     return Die(known ? "AUTH from " + ToString(peer) + " does not verify (wrong PSK?)"
                      : "no connection for peer identity " + ToString(peer));
@@ -662,7 +662,7 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
                                       std::uint32_t rekey_of, std::vector<Payload>& out,
                                       bool create_child, TimePoint now) {
   auto refuse = [&](NotifyType t) {
-    ++counters_.child_failures;
+    ++counters_->child_failures;
     out.push_back(Notify(t));
     return false;
   };
@@ -683,7 +683,7 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
   if (algs->dh_group != 0) {
     const auto* ke = req.Find<KePayload>(PayloadType::kKe);
     if (ke == nullptr || ke->group != algs->dh_group) {
-      ++counters_.child_failures;
+      ++counters_->child_failures;
       out.push_back(Notify(NotifyType::kInvalidKePayload,
                            {static_cast<std::uint8_t>(algs->dh_group >> 8),
                             static_cast<std::uint8_t>(algs->dh_group)}));
@@ -693,7 +693,7 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
     if (!dh || !dh->ComputeShared(ke->data, shared)) return refuse(NotifyType::kInvalidSyntax);
   }
   NotifyType refusal = NotifyType::kTemporaryFailure;
-  const auto spi = host_.AllocateChildSpi(rekey_of != 0, refusal);
+  const auto spi = host_->AllocateChildSpi(rekey_of != 0, refusal);
   if (!spi) return refuse(refusal);
   ChildSaInfo info;
   info.spi_in = *spi;
@@ -706,7 +706,7 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
   info.we_initiated = false;
   ChildKeymat km;
   if (!DeriveChildKeymat(algs_->prf, keys_.sk_d, algs->suite, shared, ni, nr, km)) {
-    host_.ReleaseChildSpi(*spi);
+    host_->ReleaseChildSpi(*spi);
     return refuse(NotifyType::kTemporaryFailure);
   }
   info.keymat_in = std::move(km.i_to_r);
@@ -785,7 +785,7 @@ void IkeSa::InstallChild(ChildSaInfo info, TimePoint now) {
   if (ChildSaInfo* old = info.rekey_of != 0 ? FindChildByInbound(info.rekey_of) : nullptr)
     old->rekey_started = true;
   children_.push_back(std::move(info));
-  host_.InstallChild(*this, children_.back());
+  host_->InstallChild(*this, children_.back());
 }
 
 void IkeSa::ResolveRekeyCollision(std::uint32_t old_spi, TimePoint now) {
@@ -815,7 +815,7 @@ void IkeSa::RemoveChildBySpi(std::uint32_t spi_in) {
                          [&](const ChildSaInfo& c) { return c.spi_in == spi_in; });
   if (it == children_.end()) return;
   children_.erase(it);
-  host_.RemoveChild(*this, spi_in);
+  host_->RemoveChild(*this, spi_in);
 }
 
 ChildSaInfo* IkeSa::FindChildByInbound(std::uint32_t spi) {
@@ -834,9 +834,9 @@ ChildSaInfo* IkeSa::FindChildByOutbound(std::uint32_t spi) {
 
 void IkeSa::SendChildRequest(RequestKind kind, std::uint32_t rekey_of, TimePoint now) {
   NotifyType refusal = NotifyType::kTemporaryFailure;
-  const auto spi = host_.AllocateChildSpi(rekey_of != 0, refusal);
+  const auto spi = host_->AllocateChildSpi(rekey_of != 0, refusal);
   if (!spi) {
-    ++counters_.child_failures;
+    ++counters_->child_failures;
     return;
   }
   ChildNegotiation neg{*spi, rekey_of, RandomNonce(), nullptr, conn_->esp_proposals};
@@ -866,16 +866,16 @@ void IkeSa::OnChildResponse(const Message& msg, TimePoint now) {
   child_neg_.reset();
   const auto* nr = msg.Find<NoncePayload>(PayloadType::kNonce);
   if (const auto* err = msg.FirstError(); err != nullptr || nr == nullptr) {
-    host_.ReleaseChildSpi(neg.spi_in);
-    ++counters_.child_failures;
+    host_->ReleaseChildSpi(neg.spi_in);
+    ++counters_->child_failures;
     failure_ = err != nullptr ? std::string("CHILD SA refused by peer: ") + NotifyName(err->type)
                               : "malformed CREATE_CHILD_SA response";
     return;
   }
   const std::uint32_t old = neg.rekey_of;
   if (!FinishChildAsInitiator(msg, neg, neg.nonce, nr->data, {})) {
-    host_.ReleaseChildSpi(neg.spi_in);
-    ++counters_.child_failures;
+    host_->ReleaseChildSpi(neg.spi_in);
+    ++counters_->child_failures;
     return;
   }
   // Make-before-break: the new CHILD SA is installed; now retire the old one (2.8).
@@ -891,7 +891,7 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
   const auto* ni = msg.Find<NoncePayload>(PayloadType::kNonce);
   const auto* sa = msg.Find<SaPayload>(PayloadType::kSa);
   if (ni == nullptr || sa == nullptr) {
-    ++counters_.invalid_messages;
+    ++counters_->invalid_messages;
     return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
   }
   if (!sa->proposals.empty() && sa->proposals[0].protocol == ProtocolId::kIke)
@@ -913,7 +913,7 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
 // ---------------------------------------------------------------- IKE SA rekey (2.18)
 
 void IkeSa::SendIkeRekey(TimePoint now) {
-  rekey_spi_ = host_.NewIkeSpi();
+  rekey_spi_ = host_->NewIkeSpi();
   std::vector<Proposal> proposals = conn_->ike_proposals;
   Bytes spi(8);
   for (int i = 0; i < 8; ++i) spi[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(rekey_spi_ >> (56 - 8 * i));
@@ -987,7 +987,7 @@ void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
     return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
   std::uint64_t peer_spi = 0;
   for (std::uint8_t b : chosen->spi) peer_spi = peer_spi << 8 | b;
-  const std::uint64_t ours = host_.NewIkeSpi();
+  const std::uint64_t ours = host_->NewIkeSpi();
   Proposal answer = *chosen;
   answer.spi.resize(8);
   for (int i = 0; i < 8; ++i) answer.spi[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ours >> (56 - 8 * i));
@@ -1003,7 +1003,7 @@ void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
 void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const IkeAlgorithms& algs,
                      std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
                      const crypto::SecureBytes& shared, TimePoint now) {
-  auto next = std::make_unique<IkeSa>(host_, counters_, role, conn_, local_, remote_, spi_i, spi_r);
+  auto next = std::make_unique<IkeSa>(*host_, *counters_, role, conn_, local_, remote_, spi_i, spi_r);
   next->algs_ = algs;
   next->ni_.assign(ni.begin(), ni.end());
   next->nr_.assign(nr.begin(), nr.end());
@@ -1023,7 +1023,7 @@ void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const 
   next->state_ = State::kEstablished;
   next->ike_rekey_at_ = Jittered(now, conn_->ike_rekey_time, conn_->rekey_jitter);
   rekeyed_ = true;
-  host_.AdoptIkeSa(*this, std::move(next));
+  host_->AdoptIkeSa(*this, std::move(next));
 }
 
 // ---------------------------------------------------------------- INFORMATIONAL

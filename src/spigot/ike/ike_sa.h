@@ -155,6 +155,13 @@ class IkeSa {
   void Receive(std::span<const std::uint8_t> datagram, TimePoint now);
   // Runs the timers that are due.
   void Tick(TimePoint now);
+  // Moves the SA to another host and counters. An IKE SA belongs to one thread at a time:
+  // the daemon lets a worker answer a first IKE_SA_INIT (the DH) against a host that only
+  // records what the SA did, then rebinds it to itself on the control thread.
+  void Rebind(IkeSaHost& host, IkeCounters& counters) {
+    host_ = &host;
+    counters_ = &counters;
+  }
   TimePoint NextDeadline() const;
 
   // Requests on an established SA (queued behind the one in flight). False when refused.
@@ -257,8 +264,8 @@ class IkeSa {
   void CheckNatDetection(const Message& msg);
   Bytes SignedOctetsAuth(bool ours) const;
 
-  IkeSaHost& host_;
-  IkeCounters& counters_;
+  IkeSaHost* host_;  // never null; see Rebind
+  IkeCounters* counters_;
   Role role_;
   State state_ = State::kNew;
   std::shared_ptr<const ConnectionParams> conn_;
