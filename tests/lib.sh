@@ -163,6 +163,64 @@ CONF
   swan "$side" --load-all --file "$dir/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all failed"
 }
 
+# charon_any_responder SIDE IKE ESP PSK [THREADS]: strongSwan 5.9.8 (kernel-libipsec) in
+# namespace SIDE (b) as the responder for many initiators from side a: any identity with the PSK
+# (a secret without ids is a wildcard), tuned for many IKE SAs from one address —
+# block_threshold (half-open SAs per peer IP, default 5) would otherwise drop IKE_SA_INITs.
+# THREADS: charon's worker threads (default 16, its own default).
+charon_any_responder() {
+  local side=$1 ike=$2 esp=$3 psk=$4 threads=${5:-16}
+  local dir="$WORK/charon-$side"
+  mkdir -p "$dir/run"
+  cat >"$dir/strongswan.conf" <<CONF
+charon {
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 x509 pubkey socket-default vici kernel-libipsec kernel-netlink updown
+  install_routes = no
+  threads = $threads
+  block_threshold = 1000000
+  ikesa_table_size = 65536
+  ikesa_table_segments = 16
+  filelog { stderr { default = 1 } }
+  plugins { kernel-libipsec { allow_peer_ts = yes } }
+}
+CONF
+  cat >"$dir/swanctl.conf" <<CONF
+connections {
+  lg {
+    local_addrs = 192.0.2.2
+    remote_addrs = 192.0.2.1
+    proposals = $ike
+    local {
+      auth = psk
+      id = gw-b
+    }
+    remote {
+      auth = psk
+      id = %any
+    }
+    children {
+      net {
+        local_ts = 203.0.113.0/24
+        remote_ts = 198.51.100.0/24
+        esp_proposals = $esp
+      }
+    }
+  }
+}
+secrets {
+  ike-any {
+    secret = $psk
+  }
+}
+CONF
+  ip netns exec "${NS}$side" unshare -m sh -c \
+    "mount --bind '$dir/run' /run; STRONGSWAN_CONF='$dir/strongswan.conf' exec /usr/lib/ipsec/charon" \
+    >"$WORK/charon-$side.log" 2>&1 &
+  PIDS+=($!)
+  until_ok 10 test -S "$dir/run/charon.vici" || fail "charon did not start"
+  swan "$side" --load-all --file "$dir/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all failed"
+}
+
 swan() {  # swan SIDE COMMAND ARGS...: swanctl against the charon in namespace SIDE
   local side=$1 cmd=$2; shift 2
   ip netns exec "${NS}$side" swanctl "$cmd" "$@" --uri "unix://$WORK/charon-$side/run/charon.vici"

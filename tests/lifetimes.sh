@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lifetimes drive rekeys on their own: CHILD SAs every ~3 s (less jitter) and the IKE SA every
 # ~7 s, under a paced UDP stream that must lose nothing; the rekey scheduler's counters move.
+# Then volume lifetimes (child_life_packets, child_life_bytes) do the same.
 # usage: lifetimes.sh SPIGOT_BINARY
 set -euo pipefail
 SPIGOT=$1
@@ -29,4 +30,37 @@ ike_after=$(sctl a sas --json | python3 -c 'import json,sys; print([s["spi_i"] f
 log "$(cat "$WORK/recv.log"); scheduled CHILD rekeys started by the two sides: $started; IKE SA $ike_before -> $ike_after"
 [ "$started" -ge 3 ] || fail "expected at least 3 scheduled CHILD rekeys in 12 s, got $started"
 [ "$ike_after" != "$ike_before" ] || fail "the IKE SA was not rekeyed at ike_rekey_time"
-echo "PASS: lifetimes drive CHILD and IKE rekeys without loss"
+
+# Volume lifetimes: time lifetimes long; first side a rekeys its CHILD SAs every 2,000 packets
+# (soft at 80-90 %), then side b every 100 kB. Applied by a reload, to the SAs installed after it.
+for s in a b; do
+  sed -i 's/^child_rekey_time = .*/child_rekey_time = "1h"/; s/^ike_rekey_time = .*/ike_rekey_time = "4h"/' "$WORK/$s.toml"
+done
+by_volume() { sctl "$1" stats --json | python3 -c 'import json,sys; r=json.load(sys.stdin)["rekeys"]; print(r["by_volume"], r["volume_deletes"])'; }
+# volume_phase SIDE: a 6,000-datagram stream b -> a; SIDE must have rekeyed at least twice.
+volume_phase() {
+  local side=$1 before after deletes
+  read -r before _ <<<"$(by_volume "$side")"
+  ip netns exec "${NS}a" python3 "$HERE/stream.py" udp-recv 198.51.100.1 7003 6000 10 >"$WORK/recv-ba.log" 2>&1 &
+  local receiver=$!
+  sleep 0.3
+  ip netns exec "${NS}b" python3 "$HERE/stream.py" udp-send 198.51.100.1 7003 6000 1000
+  wait "$receiver" || fail "lost packets across volume-driven rekeys: $(cat "$WORK/recv-ba.log")"
+  read -r after deletes <<<"$(by_volume "$side")"
+  log "$(cat "$WORK/recv-ba.log"); side $side: $((after - before)) volume rekeys, $deletes volume deletes"
+  [ $((after - before)) -ge 2 ] || fail "side $side: 6,000 packets gave $((after - before)) volume rekeys, want >= 2"
+  [ "$deletes" = 0 ] || fail "side $side: a CHILD SA hit its hard volume lifetime before its rekey completed"
+}
+echo 'child_life_packets = 2000' >>"$WORK/a.toml"
+sctl a reload >/dev/null
+sctl b reload >/dev/null
+sleep 4  # SAs installed under the old 3 s lifetimes rekey once more, under the new config
+volume_phase a
+sed -i '/^child_life_packets/d' "$WORK/a.toml"
+echo 'child_life_bytes = 100000' >>"$WORK/b.toml"
+sctl a reload >/dev/null
+sctl b reload >/dev/null
+sctl a rekey peer >/dev/null  # fresh SAs under the new limits
+sleep 1
+volume_phase b
+echo "PASS: time and volume lifetimes drive CHILD and IKE rekeys without loss"

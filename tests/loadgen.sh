@@ -65,57 +65,8 @@ wait "${PIDS[0]}" || true
 PIDS=()
 
 # ---------------------------------------------------------------- against strongSwan
-# charon_start (lib.sh) knows one peer identity; this responder takes any identity with the
-# PSK (a secret without ids is a wildcard), and is tuned for many IKE SAs from one address:
-# block_threshold (half-open SAs per peer IP, default 5) would otherwise drop IKE_SA_INITs.
-dir="$WORK/charon-b"
-mkdir -p "$dir/run"
-cat >"$dir/strongswan.conf" <<CONF
-charon {
-  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 x509 pubkey socket-default vici kernel-libipsec kernel-netlink updown
-  install_routes = no
-  block_threshold = 100000
-  ikesa_table_size = 4096
-  ikesa_table_segments = 16
-  filelog { stderr { default = 1 } }
-  plugins { kernel-libipsec { allow_peer_ts = yes } }
-}
-CONF
-cat >"$dir/swanctl.conf" <<CONF
-connections {
-  lg {
-    local_addrs = 192.0.2.2
-    remote_addrs = 192.0.2.1
-    proposals = $IKE
-    local {
-      auth = psk
-      id = gw-b
-    }
-    remote {
-      auth = psk
-      id = %any
-    }
-    children {
-      net {
-        local_ts = 203.0.113.0/24
-        remote_ts = 198.51.100.0/24
-        esp_proposals = $ESP
-      }
-    }
-  }
-}
-secrets {
-  ike-any {
-    secret = $PSK
-  }
-}
-CONF
-ip netns exec "${NS}b" unshare -m sh -c \
-  "mount --bind '$dir/run' /run; STRONGSWAN_CONF='$dir/strongswan.conf' exec /usr/lib/ipsec/charon" \
-  >"$WORK/charon-b.log" 2>&1 &
-PIDS+=($!)
-until_ok 10 test -S "$dir/run/charon.vici" || fail "charon did not start"
-swan b --load-all --file "$dir/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all failed"
+# charon_start (lib.sh) knows one peer identity; this responder takes any identity with the PSK.
+charon_any_responder b "$IKE" "$ESP" "$PSK"
 swan_ike_sas() { swan b --stats | sed -n 's/^IKE_SAs: \([0-9]*\) total.*/\1/p'; }
 
 loadgen strongswan 8

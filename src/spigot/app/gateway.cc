@@ -489,6 +489,7 @@ void Gateway::Tick() {
     }
   }
   dataplane_->Tick();
+  CheckVolumeLifetimes(now);
   AdoptOffloaded();  // in case a wake-up was refused
   DrainQueue();
   for (std::uint32_t spi : rekey_scheduler_.Due(now)) {
@@ -499,6 +500,34 @@ void Gateway::Tick() {
       rekey_scheduler_.Schedule(spi, now + std::chrono::seconds(1));  // busy: try again
   }
   if (shutting_down_ && ike_sas_.empty()) loop_->Stop();
+}
+
+// Bytes and packets lifetimes (RFC 4301 4.4.2.1): the soft one asks the rekey scheduler for a
+// rekey now (it still goes through the rate limit, most overdue first); the hard one deletes
+// the SA whether or not its successor is there. Both directions count.
+void Gateway::CheckVolumeLifetimes(ike::TimePoint now) {
+  for (std::uint32_t spi : volume_limited_) {
+    auto c = children_.find(spi);
+    if (c == children_.end() || !c->second.counters) continue;
+    Child& ch = c->second;
+    const std::uint64_t bytes = ch.counters->bytes.load(std::memory_order_relaxed);
+    const std::uint64_t packets = ch.counters->packets.load(std::memory_order_relaxed);
+    const bool hard = (ch.hard_bytes != 0 && bytes >= ch.hard_bytes) ||
+                      (ch.hard_packets != 0 && packets >= ch.hard_packets);
+    const bool soft = (ch.soft_bytes != 0 && bytes >= ch.soft_bytes) ||
+                      (ch.soft_packets != 0 && packets >= ch.soft_packets);
+    auto owner = ike_sas_.find(ch.owner);
+    if (hard && !ch.volume_deleted && owner != ike_sas_.end() && owner->second.sa->DeleteChild(spi, now)) {
+      ch.volume_deleted = true;
+      ++counters_.volume_deletes;
+      spdlog::warn("CHILD SA {:08x}_i reached its volume lifetime ({} bytes, {} packets) before "
+                   "its rekey completed: deleting it", spi, bytes, packets);
+    } else if (soft && !ch.volume_rekeyed) {
+      ch.volume_rekeyed = true;
+      ++counters_.volume_rekeys;
+      rekey_scheduler_.Schedule(spi, now);
+    }
+  }
 }
 
 double Gateway::MaxRekeysPerSecond() const {
@@ -652,6 +681,16 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   if (child.rekey_of != 0) ++(child.we_initiated ? counters_.rekeys_completed : counters_.rekeys_answered);
   if (child.rekey_of != 0) rekey_scheduler_.Cancel(child.rekey_of);
   if (child.rekey_at != ike::TimePoint::max()) rekey_scheduler_.Schedule(child.spi_in, child.rekey_at);
+  if (c != nullptr && (c->cfg.child_life_bytes != 0 || c->cfg.child_life_packets != 0)) {
+    // Soft at 80-90 % of the hard value, at random, so SAs set up together do not rekey
+    // together (as for the time lifetimes).
+    const double soft = 0.8 + 0.1 * (crypto::RandomU32() / 4294967296.0);
+    rec.hard_bytes = c->cfg.child_life_bytes;
+    rec.hard_packets = c->cfg.child_life_packets;
+    rec.soft_bytes = static_cast<std::uint64_t>(static_cast<double>(rec.hard_bytes) * soft);
+    rec.soft_packets = static_cast<std::uint64_t>(static_cast<double>(rec.hard_packets) * soft);
+    volume_limited_.insert(child.spi_in);
+  }
   children_[child.spi_in] = std::move(rec);
   pending_acquires_.erase(children_[child.spi_in].policy);
   spdlog::info("{}: CHILD SA {:08x}_i {:08x}_o INSTALLED ({}){}", sa.connection()->name,
@@ -675,6 +714,7 @@ void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
     dataplane_->ClearOutbound(it->second.policy, it->second.spi_out);
     children_.erase(it);
   }
+  volume_limited_.erase(spi_in);
   // The old SA of a rekey we answered is gone: its successor carries our traffic now.
   if (auto d = deferred_successor_.find(spi_in); d != deferred_successor_.end()) {
     if (auto c = children_.find(d->second); c != children_.end() && c->second.deferred_outbound) {
@@ -906,7 +946,8 @@ nlohmann::json Gateway::Stats() {
         {"overdue", rekey_scheduler_.Overdue(Now())}, {"started", rekey_scheduler_.stats().started},
         {"deferred_by_rate_limit", rekey_scheduler_.stats().deferred},
         {"peak_per_second", rekey_scheduler_.stats().peak_per_second},
-        {"completed", counters_.rekeys_completed}, {"answered", counters_.rekeys_answered}}},
+        {"completed", counters_.rekeys_completed}, {"answered", counters_.rekeys_answered},
+        {"by_volume", counters_.volume_rekeys}, {"volume_deletes", counters_.volume_deletes}}},
       {"packets_dropped",
        {{"replay", dp.replay.load()}, {"bad_icv", dp.bad_icv.load()},
         {"unknown_spi", dp.unknown_spi.load()}, {"no_sa_queue_full", dp.no_sa_queue_full.load()},

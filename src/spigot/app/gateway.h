@@ -78,6 +78,8 @@ class Gateway : public ike::IkeSaHost {
     std::uint64_t init_in_progress = 0;
     std::uint64_t rekeys_completed = 0;  // CHILD rekeys we started that installed a new SA
     std::uint64_t rekeys_answered = 0;   // CHILD rekeys the peer started
+    std::uint64_t volume_rekeys = 0;     // rekeys asked for by a bytes/packets soft lifetime
+    std::uint64_t volume_deletes = 0;    // CHILD SAs deleted at a bytes/packets hard lifetime
   };
 
   Gateway(config::Config config, std::string config_path);
@@ -146,10 +148,16 @@ class Gateway : public ike::IkeSaHost {
     // A rekey we answered: we keep sending on the old SA until the peer deletes it, so our
     // first packets on the new one cannot beat its installation there (RFC 7296 2.8).
     std::optional<datapath::OutboundSpec> deferred_outbound;
+    // Volume lifetimes (0: none): rekey at the soft values, delete at the hard ones.
+    std::uint64_t soft_bytes = 0, hard_bytes = 0, soft_packets = 0, hard_packets = 0;
+    bool volume_rekeyed = false, volume_deleted = false;
   };
   std::map<std::uint32_t, Child> children_;
   // Old inbound SPI -> the successor whose outbound switch waits for the old SA's deletion.
   std::unordered_map<std::uint32_t, std::uint32_t> deferred_successor_;
+  // CHILD SAs with volume lifetimes, checked every tick (only these: the others need no scan).
+  std::set<std::uint32_t> volume_limited_;
+  void CheckVolumeLifetimes(ike::TimePoint now);
   std::set<policy::PolicyId> pending_acquires_;
   // CHILD SAs negotiated (new) and rekeyed, per minute, for stats and `spigot doctor`.
   RateWindow negotiations_, rekeys_;

@@ -363,7 +363,8 @@ class Loader {
                         {"name", "local_addrs", "remote_addrs", "local_id", "remote_id", "psk",
                          "psk_file", "ike_proposals", "esp_proposals", "local_ts", "remote_ts",
                          "start_action", "ike_rekey_time", "child_rekey_time", "ike_lifetime",
-                         "child_lifetime", "child_life_bytes", "replay_window", "dpd_delay"})) {
+                         "child_lifetime", "child_life_bytes", "child_life_packets", "replay_window",
+                         "dpd_delay"})) {
       return false;
     }
 
@@ -420,6 +421,8 @@ class Loader {
 
     return GetInteger(t, p, "child_life_bytes", 0, std::numeric_limits<std::int64_t>::max(),
                       c.child_life_bytes) &&
+           GetInteger(t, p, "child_life_packets", 0, std::numeric_limits<std::int64_t>::max(),
+                      c.child_life_packets) &&
            GetInteger(t, p, "replay_window", kMinReplayWindow, kMaxReplayWindow,
                       c.replay_window);
   }

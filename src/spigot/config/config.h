@@ -86,7 +86,10 @@ struct ConnectionConfig {
   // 1.1 (rounded up). Always greater than the rekey time.
   std::chrono::seconds ike_lifetime{4 * 3960};
   std::chrono::seconds child_lifetime{3960};
-  std::uint64_t child_life_bytes = 0;  // 0: no limit
+  // Volume lifetimes of a CHILD SA, both directions together (0: no limit): at 80-90 % (random)
+  // it is rekeyed, at the limit deleted.
+  std::uint64_t child_life_bytes = 0;
+  std::uint64_t child_life_packets = 0;
   std::uint32_t replay_window = 1024;  // 64..65536 packets
   std::chrono::seconds dpd_delay{30};  // 0: no dead peer detection
 

@@ -267,6 +267,8 @@ TEST(ConfigTest, ConnectionErrorsNameTheKey) {
   ExpectError(OneConnection("replay_window = 65537"),
               "spigot.toml: connection[0].replay_window: must be an integer between 64 and "
               "65536, got 65537");
+  ExpectError(OneConnection("child_life_packets = \"many\""),
+              "spigot.toml: connection[0].child_life_packets: must be an integer at least 0, got \"many\"");
   ExpectError(OneConnection("child_life_bytes = -1"),
               "spigot.toml: connection[0].child_life_bytes: must be an integer at least 0, got -1");
   ExpectError(OneConnection("psk_file = \"/k\""),
