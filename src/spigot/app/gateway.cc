@@ -19,6 +19,8 @@ namespace {
 constexpr auto kTickPeriod = std::chrono::milliseconds(100);
 constexpr auto kShutdownGrace = std::chrono::seconds(3);
 constexpr auto kInboundLinger = std::chrono::seconds(2);
+// Longer than an initiator's retransmissions of one IKE_SA_INIT (1 + 2 + 4 + 8 + 16 s).
+constexpr auto kCookieHold = std::chrono::seconds(40);
 constexpr std::uint8_t kNonEspMarker[esp::kNonEspMarkerLen] = {};
 constexpr std::size_t kRecvBuffer = 65536;
 
@@ -390,9 +392,14 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
       ours = it->second;
     } else {
       const Connection* c = ConnectionForAddress(from);
-      if (c != nullptr && half_open_.size() >= config_.global.cookie_threshold &&
-          !CookieAdmits(msg, h, from, natt_port))
-        return;
+      // Cookie mode starts at cookie_threshold half-open SAs and lasts kCookieHold after the
+      // count falls below it. Without that hold, a retransmitted IKE_SA_INIT could be admitted
+      // without a cookie just after its first copy was asked for one: the initiator, now
+      // sending the request with the cookie, would take our answer to the old request for the
+      // answer to the new one and sign the wrong message (AUTHENTICATION_FAILED, seen under
+      // login storms that hover around the threshold).
+      if (half_open_.size() >= config_.global.cookie_threshold) cookies_until_ = now + kCookieHold;
+      if (c != nullptr && now < cookies_until_ && !CookieAdmits(msg, h, from, natt_port)) return;
       if (c == nullptr) {
         ++counters_.ike_no_connection;
         spdlog::info("IKE_SA_INIT from {}: no connection accepts this address", from.ToString());

@@ -129,6 +129,7 @@ class Gateway : public ike::IkeSaHost {
   std::unique_ptr<control::ControlServer> control_;
   sa::SaDatabase sad_;
   ike::CookieJar cookies_{ike::Clock::now()};
+  ike::TimePoint cookies_until_{};  // cookie mode (see ProcessIke)
   ike::IkeCounters ike_counters_;
   Counters counters_;
   // IKE SAs by our own SPI (SPIi for those we initiated, SPIr for the others).
