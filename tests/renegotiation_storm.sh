@@ -86,6 +86,7 @@ poller=$!
 
 wait "$poller"
 sctl b stats --json >"$WORK/end.json"
+sctl b doctor --json >"$WORK/doctor.json"
 sctl b sas --json >"$WORK/sas.json"
 wait "$lg" || { cat "$WORK/loadgen.json"; fail "loadgen exited non-zero"; }
 for dir in ab ba; do
@@ -118,4 +119,11 @@ want=$(( N * (RUN - 30) / 20 ))
 [ $(( started - completed )) -le "$LIMIT" ] || fail "$((started - completed)) of $started rekeys did not complete"
 [ "$storm_children" = "$N" ] || fail "$storm_children storm CHILD SAs left, want $N"
 [ "$oldest" -le 30 ] || fail "a CHILD SA is ${oldest}s old: it missed its 20 s rekey"
+python3 - "$WORK/doctor.json" <<'PY' || fail "doctor did not diagnose the storm: $(cat "$WORK/doctor.json")"
+import json, sys
+f = [x for x in json.load(open(sys.argv[1]))["findings"] if x["cause"] == "renegotiation_storm"]
+assert f, f
+print("doctor:", f[0]["evidence"], "->", f[0]["fix"])
+PY
+log "ok: spigot doctor diagnosed renegotiation_storm live"
 echo "PASS: renegotiation storm: $started rekeys at <= $LIMIT/s, all tunnels kept, no packet lost"

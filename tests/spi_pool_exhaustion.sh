@@ -26,6 +26,7 @@ ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --psk "$PSK" --ike-s
 lg=$!
 sleep 6
 sctl b stats --json >"$WORK/full.json"
+sctl b doctor --json >"$WORK/doctor.json"
 wait "$lg" || true
 established=$(field "$WORK/first.json" established)
 refused=$(python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["failures"]; print(sum(v for k, v in f.items() if "TEMPORARY_FAILURE" in k))' "$WORK/first.json")
@@ -37,6 +38,14 @@ log "max_spi 1000: $established established, $refused refused with TEMPORARY_FAI
 [ $((established + refused)) = 1500 ] || { cat "$WORK/first.json"; fail "every initiator must be established or refused with TEMPORARY_FAILURE"; }
 [ "$failed_sas" -ge "$refused" ] || fail "refusals not counted in failed_sas"
 [ "$rekeys" -ge "$established" ] || fail "established tunnels did not keep rekeying with the pool full ($rekeys rekeys)"
+
+python3 - "$WORK/doctor.json" <<'PY' || fail "doctor did not diagnose the full pool: $(cat "$WORK/doctor.json")"
+import json, sys
+f = [x for x in json.load(open(sys.argv[1]))["findings"] if x["cause"] == "spi_pool_exhausted"]
+assert f and "max_spi" in f[0]["fix"], f
+print("doctor:", f[0]["evidence"], "->", f[0]["fix"])
+PY
+log "ok: spigot doctor diagnosed spi_pool_exhausted live"
 
 # Raise max_spi with a reload: the rest get in.
 sed -i 's/^max_spi = 1000/max_spi = 4096/' "$WORK/b.toml"

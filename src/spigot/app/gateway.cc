@@ -924,6 +924,15 @@ nlohmann::json Gateway::Stats() {
     else if (e.sa->state() != ike::IkeSa::State::kDead) ++half_open;
   }
   const engine::WorkerPool::Stats workers = workers_->stats();
+  // The shortest configured lifetimes, for `spigot doctor` (its snapshot "config" object).
+  std::int64_t ike_life = 0, child_life = 0;
+  for (const auto& [name, c] : connections_) {
+    const auto shorter = [](std::int64_t cur, std::chrono::seconds v) {
+      return v.count() > 0 && (cur == 0 || v.count() < cur) ? v.count() : cur;
+    };
+    ike_life = shorter(ike_life, c.cfg.ike_rekey_time);
+    child_life = shorter(child_life, c.cfg.child_rekey_time);
+  }
   const auto pool = sad_.spi_pool().stats();
   const datapath::Counters& dp = dataplane_->counters();
   return {
@@ -975,6 +984,7 @@ nlohmann::json Gateway::Stats() {
         {"child_failures", ike_counters_.child_failures}, {"established", counters_.ike_established},
         {"cookies_sent", counters_.cookies_sent}, {"cookies_invalid", counters_.cookies_invalid},
         {"init_in_progress", counters_.init_in_progress}}},
+      {"config", {{"ike_lifetime", ike_life}, {"child_lifetime", child_life}, {"tunnels", established}}},
       {"ike_workers",
        {{"threads", workers_->threads()}, {"capacity", workers_->capacity()},
         {"in_flight", workers_->in_flight()}, {"completed", workers.completed}}},
