@@ -307,6 +307,7 @@ class CryptoPipeline {
   int WaitMs(Clock::time_point now) const;
   int signal_fd() const { return signal_.fd(); }
   std::size_t in_flight() const { return in_flight_; }
+  std::size_t capacity() const { return mask_ + 1; }
   const Counters& counters() const { return counters_; }
 
  private:
