@@ -6,9 +6,12 @@
   stream.py send ADDR PORT BYTES      send BYTES of the deterministic stream
   stream.py udp-send ADDR PORT COUNT RATE   COUNT datagrams numbered 0.., RATE per second
   stream.py udp-recv ADDR PORT COUNT SECONDS  print how many of 0..COUNT-1 arrived, and which not
+  stream.py udp-recv-timed ADDR PORT COUNT SECONDS OUT   as udp-recv, and write every arrival
+                                      (sequence number, wall-clock time) to OUT as JSON
 The stream is Python's seeded Mersenne Twister, block by block, so both ends know every byte.
 """
 import hashlib
+import json
 import random
 import socket
 import sys
@@ -116,6 +119,30 @@ def udp_recv(addr, port, count, seconds):
     return 0 if not missing else 1
 
 
+def udp_recv_timed(addr, port, count, seconds, out):
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind((addr, port))
+    s.settimeout(0.5)
+    arrivals = []
+    seen = set()
+    end = time.time() + seconds
+    while time.time() < end and len(seen) < count:
+        try:
+            d, _ = s.recvfrom(2048)
+        except socket.timeout:
+            continue
+        n = int.from_bytes(d[:4], "big")
+        arrivals.append([n, time.time()])
+        seen.add(n)
+    with open(out, "w") as f:
+        json.dump({"count": count, "arrivals": arrivals}, f)
+    missing = [n for n in range(count) if n not in seen]
+    print(f"received {len(seen)} of {count}; missing {missing[:20]}{'...' if len(missing) > 20 else ''}")
+    return 0 if not missing else 1
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "serve":
@@ -124,6 +151,8 @@ def main():
         return send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     if cmd == "udp-send":
         return udp_send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    if cmd == "udp-recv-timed":
+        return udp_recv_timed(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
     if cmd == "udp-recv":
         return udp_recv(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
     print(__doc__)

@@ -84,4 +84,15 @@ int ControlCommand(const std::string& socket, const std::string& command, const 
   return 0;
 }
 
+int CryptoFaultCommand(const std::string& socket, const std::string& action, long ms) {
+  const nlohmann::json req = {{"command", "crypto-fault"}, {"action", action}, {"ms", ms}};
+  const control::RequestResult r = control::ControlClient::Request(socket, req);
+  if (!r.ok) {
+    std::fprintf(stderr, "spigot debug crypto-fault: %s\n", r.error.c_str());
+    return r.response.is_object() && r.response.contains("error") ? 1 : 2;
+  }
+  std::cout << r.response.value("message", r.response.dump()) << "\n";
+  return 0;
+}
+
 }  // namespace spigot::app

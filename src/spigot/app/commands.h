@@ -11,4 +11,7 @@ int RunDaemon(const std::string& config_path);
 int ControlCommand(const std::string& socket, const std::string& command, const std::string& name,
                    bool json, bool ike = false);
 
+// `spigot debug crypto-fault ACTION [MS]`; exit codes as ControlCommand.
+int CryptoFaultCommand(const std::string& socket, const std::string& action, long ms);
+
 }  // namespace spigot::app

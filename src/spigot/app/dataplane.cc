@@ -19,6 +19,8 @@ constexpr std::size_t kBatch = 32;
 constexpr std::size_t kHead = 64;
 constexpr std::size_t kBufSize = 2048 + kHead;
 constexpr int kPollMs = 100;
+// Crypto jobs in flight per data-path thread (the pipeline's ring): 32 batches.
+constexpr std::size_t kCryptoRing = 1024;
 
 policy::Prefix ToPrefix(const config::TrafficSelector& t) {
   return *policy::Prefix::Make(t.family == config::AddressFamily::kIpv4 ? policy::Family::kIpv4
@@ -61,6 +63,41 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
   d->netlink_ = io::Netlink::Open(error);
   if (!d->netlink_ || !d->netlink_->SetLinkUp(d->tun_->ifindex(), kTunMtu, error)) return nullptr;
   Dataplane* self = d.get();
+  if (global.crypto_engine != "inline") {
+    d->engine_name_ = global.crypto_engine;
+    d->engine_ = engine::MakeEngine(global.crypto_engine);
+    if (!d->engine_) {
+      *error = "unknown crypto engine \"" + global.crypto_engine + "\"";
+      return nullptr;
+    }
+    const auto timeout = std::chrono::milliseconds(global.crypto_stall_timeout_ms);
+    d->monitor_ = std::make_unique<engine::EngineMonitor>(
+        *d->engine_, engine::EngineMonitor::Options{timeout, std::chrono::milliseconds(100)},
+        [self, timeout](const engine::EngineMonitor::Event& e) {
+          const auto s = self->monitor_->stats();
+          switch (e.kind) {
+            case engine::EngineMonitor::Event::Kind::kStalled:
+              spdlog::warn("crypto engine {} stalled: a job was {} ms old (timeout {} ms); {} "
+                           "in-flight job(s) on this thread redone inline, traffic goes inline "
+                           "until a probe completes (stalls {})",
+                           self->engine_name_, e.late.count(), timeout.count(), e.in_flight,
+                           s.stalls);
+              break;
+            case engine::EngineMonitor::Event::Kind::kFailed:
+              spdlog::warn("crypto engine {} failed a job: taken out of service, {} in-flight "
+                           "job(s) on this thread redone inline (stalls {}, failed {})",
+                           self->engine_name_, e.in_flight, s.stalls, s.failed + 1);
+              break;
+            case engine::EngineMonitor::Event::Kind::kRecovered:
+              spdlog::warn("crypto engine {} back in service after {} ms stalled and {} probe(s) "
+                           "(stalls {}, fallbacks {}, late completions discarded {})",
+                           self->engine_name_, e.stalled_for.count(), e.probes, s.stalls,
+                           s.fallbacks, s.late_discarded);
+              break;
+          }
+        });
+    spdlog::info("crypto engine {} (stall timeout {} ms)", global.crypto_engine, timeout.count());
+  }
   d->inbound_ = std::make_unique<datapath::InboundPath>(d->counters_, d->spd_);
   d->outbound_ = std::make_unique<datapath::OutboundPath>(
       d->counters_, d->spd_,
@@ -70,6 +107,10 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
       [self](policy::PolicyId id, std::uint32_t spi) {
         self->loop_.Post([self, id, spi] { self->hooks_.exhausted(id, spi); });
       });
+  if (d->monitor_) {
+    d->inbound_->UseEngine(*d->monitor_, kCryptoRing);
+    d->outbound_->UseEngine(*d->monitor_, kCryptoRing);
+  }
   d->outbound_thread_ = std::thread([self] { self->OutboundThread(); });
   d->inbound_thread_ = std::thread([self] { self->InboundThread(); });
   return d;
@@ -79,6 +120,55 @@ Dataplane::~Dataplane() {
   stop_ = true;
   if (outbound_thread_.joinable()) outbound_thread_.join();
   if (inbound_thread_.joinable()) inbound_thread_.join();
+  if (engine_) engine_->Stop();
+}
+
+nlohmann::json Dataplane::CryptoEngineStats() const {
+  if (!monitor_) {
+    // Inline: nothing can stall, nothing is in flight.
+    return {{"name", "inline"}, {"state", "ok"}, {"stalls", 0}, {"fallbacks", 0}};
+  }
+  const engine::EngineMonitor::Stats s = monitor_->stats();
+  return {{"name", engine_name_},
+          {"state", s.state == engine::EngineMonitor::State::kOk ? "ok" : "stalled"},
+          {"stalls", s.stalls},
+          {"fallbacks", s.fallbacks},
+          {"stall_timeout_ms", monitor_->options().stall_timeout.count()},
+          {"in_flight", s.in_flight},
+          {"completed", s.completed},
+          {"failed", s.failed},
+          {"bypassed", s.bypassed},
+          {"refused", s.refused},
+          {"ring_full", s.ring_full},
+          {"abandoned", s.abandoned},
+          {"late_discarded", s.late_discarded},
+          {"probes", s.probes}};
+}
+
+nlohmann::json Dataplane::CryptoFault(const std::string& action, std::int64_t ms) {
+  auto* fault = dynamic_cast<engine::FaultEngine*>(engine_.get());
+  if (fault == nullptr) {
+    return {{"error", "crypto-fault needs crypto_engine = \"fault\" (this daemon runs \"" +
+                          engine_name_ + "\")"}};
+  }
+  using Mode = engine::FaultEngine::Mode;
+  if (action == "stall") {
+    fault->SetMode(Mode::kStall);
+  } else if (action == "slow") {
+    if (ms < 1 || ms > 60000) return {{"error", "crypto-fault slow needs MS between 1 and 60000"}};
+    fault->SetMode(Mode::kSlow, std::chrono::milliseconds(ms));
+  } else if (action == "fail") {
+    fault->SetMode(Mode::kFail);
+  } else if (action == "resume") {
+    fault->SetMode(Mode::kNormal);
+  } else {
+    return {{"error", "crypto-fault: unknown action '" + action + "' (stall, slow MS, fail, resume)"}};
+  }
+  if (action == "slow")
+    spdlog::warn("crypto engine fault injection: slow, {} ms per job", ms);
+  else
+    spdlog::warn("crypto engine fault injection: {}", action);
+  return {{"ok", true}, {"message", "crypto engine fault: " + action}};
 }
 
 policy::PolicyId Dataplane::PolicyFor(const std::string& connection) const {
@@ -161,25 +251,57 @@ void Dataplane::OutboundThread() {
   std::vector<std::uint8_t> memory(kBatch * kBufSize);
   std::array<io::PacketSlot, kBatch> slots;
   std::array<io::SendItem, kBatch> sends;
+  std::size_t n = 0;
+  const auto flush_sends = [&] {
+    for (std::size_t sent = 0; sent < n;) {
+      const io::BatchResult s = natt_.SendBatch({sends.data() + sent, n - sent});
+      sent += s.count;
+      if (s.error != 0 && sent < n) {
+        counters_.send_failed.fetch_add(1, std::memory_order_relaxed);  // skip the failed one
+        ++sent;
+      }
+    }
+    n = 0;
+  };
   const datapath::OutboundPath::SendFn send_one = [this](const io::Endpoint& to,
                                                          std::span<const std::uint8_t> d) {
     if (!natt_.SendTo(to, d)) counters_.send_failed.fetch_add(1, std::memory_order_relaxed);
   };
-  pollfd fds[2] = {{tun_->queue_fd(0), POLLIN, 0}, {outbound_->mailbox_fd(), POLLIN, 0}};
+  // Sealed by the crypto engine, in TUN order; the bytes live in the pipeline's slots until
+  // the next Process(), so the batch goes out before the next read.
+  const datapath::OutboundPath::SendFn send_sealed = [&](const io::Endpoint& to,
+                                                         std::span<const std::uint8_t> d) {
+    sends[n++] = io::SendItem{to, d};
+    if (n == kBatch) flush_sends();
+  };
+  engine::CryptoPipeline* pipe = outbound_->pipeline();
+  pollfd fds[3] = {{tun_->queue_fd(0), POLLIN, 0},
+                   {outbound_->mailbox_fd(), POLLIN, 0},
+                   {pipe ? pipe->signal_fd() : -1, POLLIN, 0}};
   auto last_expire = std::chrono::steady_clock::now();
+  auto now = last_expire;
   while (!stop_) {
-    poll(fds, 2, kPollMs);
-    const auto now = std::chrono::steady_clock::now();
+    // With jobs in flight the wait ends by the oldest one's deadline, so the watchdog fires
+    // on time even when no packet and no completion arrives.
+    int timeout = kPollMs;
+    if (pipe) {
+      const int w = pipe->WaitMs(std::chrono::steady_clock::now());
+      if (w >= 0 && w < timeout) timeout = w;
+    }
+    poll(fds, 3, timeout);
+    now = std::chrono::steady_clock::now();
     if (now - last_expire > std::chrono::seconds(1)) {
       outbound_->ExpireAcquires(now);
       last_expire = now;
     }
+    if (monitor_) monitor_->Tick(now);
+    outbound_->PollCrypto(mgr, now, send_sealed);
+    flush_sends();
     for (;;) {
       outbound_->ApplyCommands(mgr, send_one);
       for (std::size_t i = 0; i < kBatch; ++i)
         slots[i] = io::PacketSlot{{memory.data() + i * kBufSize + kHead, kBufSize - kHead - esp::kSealTailroom}};
       const io::BatchResult r = tun_->ReadBatch(0, slots);
-      std::size_t n = 0;
       for (std::size_t i = 0; i < r.count; ++i) {
         if (slots[i].truncated) {
           counters_.malformed.fetch_add(1, std::memory_order_relaxed);
@@ -190,13 +312,12 @@ void Dataplane::OutboundThread() {
         if (outbound_->Process(mgr, *reader, pkt, peer, now) == datapath::OutboundPath::Verdict::kSend)
           sends[n++] = io::SendItem{*peer, pkt.bytes()};
       }
-      for (std::size_t sent = 0; sent < n;) {
-        const io::BatchResult s = natt_.SendBatch({sends.data() + sent, n - sent});
-        sent += s.count;
-        if (s.error != 0 && sent < n) {
-          counters_.send_failed.fetch_add(1, std::memory_order_relaxed);  // skip the failed one
-          ++sent;
-        }
+      flush_sends();
+      if (pipe) {
+        outbound_->FlushCrypto(mgr);
+        now = std::chrono::steady_clock::now();
+        outbound_->PollCrypto(mgr, now, send_sealed);
+        flush_sends();
       }
       if (r.count < kBatch) break;
     }
@@ -209,9 +330,23 @@ void Dataplane::InboundThread() {
   constexpr std::size_t kDatagram = 4096;
   std::vector<std::uint8_t> memory(kBatch * kDatagram);
   std::array<io::RecvSlot, kBatch> slots;
-  pollfd fds[2] = {{natt_.fd(), POLLIN, 0}, {inbound_->mailbox_fd(), POLLIN, 0}};
+  const datapath::InboundPath::DeliverFn deliver = [this](std::span<const std::uint8_t> inner) {
+    if (!tun_->Write(0, inner)) counters_.tun_write_failed.fetch_add(1, std::memory_order_relaxed);
+  };
+  engine::CryptoPipeline* pipe = inbound_->pipeline();
+  pollfd fds[3] = {{natt_.fd(), POLLIN, 0},
+                   {inbound_->mailbox_fd(), POLLIN, 0},
+                   {pipe ? pipe->signal_fd() : -1, POLLIN, 0}};
   while (!stop_) {
-    poll(fds, 2, kPollMs);
+    int timeout = kPollMs;  // bounded by the oldest job's deadline, as on the outbound side
+    if (pipe) {
+      const int w = pipe->WaitMs(std::chrono::steady_clock::now());
+      if (w >= 0 && w < timeout) timeout = w;
+    }
+    poll(fds, 3, timeout);
+    auto now = std::chrono::steady_clock::now();
+    if (monitor_) monitor_->Tick(now);
+    inbound_->PollCrypto(mgr, *reader, now, deliver);
     for (;;) {
       // Before every batch: an SA installed before its IKE message left must be in place
       // before any packet that message causes (make-before-break).
@@ -226,10 +361,9 @@ void Dataplane::InboundThread() {
         }
         esp::PacketView pkt{{memory.data() + i * kDatagram, kDatagram}, 0, slots[i].length};
         std::span<const std::uint8_t> ike;
-        switch (inbound_->Process(mgr, *reader, pkt, ike)) {
+        switch (inbound_->Process(mgr, *reader, pkt, ike, now)) {
           case datapath::InboundPath::Verdict::kDeliver:
-            if (!tun_->Write(0, pkt.bytes()))
-              counters_.tun_write_failed.fetch_add(1, std::memory_order_relaxed);
+            deliver(pkt.bytes());
             break;
           case datapath::InboundPath::Verdict::kIke: {
             // To the control thread; its Post() queue is bounded and refusals are counted.
@@ -242,8 +376,14 @@ void Dataplane::InboundThread() {
             break;
           }
           case datapath::InboundPath::Verdict::kDrop:
+          case datapath::InboundPath::Verdict::kQueued:
             break;
         }
+      }
+      if (pipe) {
+        inbound_->FlushCrypto(mgr);
+        now = std::chrono::steady_clock::now();
+        inbound_->PollCrypto(mgr, *reader, now, deliver);
       }
       if (r.count < kBatch) break;
     }

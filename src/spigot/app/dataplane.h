@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "spigot/config/config.h"
 #include "spigot/datapath/datapath.h"
 #include "spigot/io/event_loop.h"
@@ -46,6 +48,11 @@ class Dataplane {
   void Tick();
 
   const datapath::Counters& counters() const { return counters_; }
+  // The stats contract's "crypto_engine" object.
+  nlohmann::json CryptoEngineStats() const;
+  // `spigot debug crypto-fault ACTION [MS]`: drives the fault engine (crypto_engine = "fault").
+  // {"error": ...} for any other engine or action.
+  nlohmann::json CryptoFault(const std::string& action, std::int64_t ms);
   std::uint64_t ike_forwarded() const { return ike_forwarded_.load(); }
 
  private:
@@ -63,6 +70,11 @@ class Dataplane {
   io::EventLoop& loop_;
   Hooks hooks_;
   datapath::Counters counters_;
+  std::string engine_name_ = "inline";
+  // The engine outlives the monitor, which outlives the paths' pipelines (declaration order);
+  // ~Dataplane stops the engine's threads before any of them goes.
+  std::unique_ptr<engine::CryptoEngine> engine_;
+  std::unique_ptr<engine::EngineMonitor> monitor_;
   policy::Spd spd_;
   std::unique_ptr<io::TunDevice> tun_;
   std::unique_ptr<io::Netlink> netlink_;

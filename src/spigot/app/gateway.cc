@@ -865,6 +865,7 @@ nlohmann::json Gateway::Handle(const nlohmann::json& req) {
     if (n == 0) return {{"error", "nothing to rekey for connection '" + req.value("name", "") + "'"}};
     return {{"ok", true}, {"message", "rekeying " + std::to_string(n) + (ike ? " IKE SA(s)" : " CHILD SA(s)")}};
   }
+  if (cmd == "crypto-fault") return dataplane_->CryptoFault(req.value("action", ""), req.value("ms", 0));
   if (cmd == "terminate") {
     const int n = Terminate(req.value("name", ""));
     if (n == 0) return {{"error", "no IKE SA for connection '" + req.value("name", "") + "'"}};
@@ -976,7 +977,7 @@ nlohmann::json Gateway::Stats() {
        {{"tx_packets", dp.tx_packets.load()}, {"tx_bytes", dp.tx_bytes.load()},
         {"rx_packets", dp.rx_packets.load()}, {"rx_bytes", dp.rx_bytes.load()},
         {"keepalives", dp.keepalives.load()}, {"acquires", dp.acquires.load()}}},
-      {"crypto_engine", {{"name", "ipsec-mb"}, {"state", "ok"}, {"stalls", 0}, {"fallbacks", 0}}},
+      {"crypto_engine", dataplane_->CryptoEngineStats()},
       {"ike",
        {{"received", counters_.ike_received}, {"invalid", counters_.ike_invalid + ike_counters_.invalid_messages},
         {"unknown_spi", counters_.ike_unknown_spi}, {"no_connection", counters_.ike_no_connection},
@@ -1026,6 +1027,7 @@ nlohmann::json Gateway::Reload() {
   }
   spdlog::info("reloaded {}: {} added, {} removed, {} changed", config_path_, d.added.size(),
                d.removed.size(), d.changed.size());
+  for (const auto& key : d.restart_required) spdlog::warn("reload: {} changed, takes effect after a restart", key);
   return {{"ok", true},
           {"added", d.added},
           {"removed", d.removed},

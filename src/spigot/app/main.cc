@@ -1,5 +1,6 @@
 #include <CLI/CLI.hpp>
 #include <cstddef>
+#include <cstdio>
 #include <string>
 
 #include "spigot/app/bench_ike.h"
@@ -30,6 +31,10 @@ struct Cli {
   spigot::app::DoctorOptions doctor;
   spigot::app::PlanOptions plan;
   spigot::app::LoadgenOptions loadgen;
+  struct {
+    std::string action;
+    long ms = 0;
+  } fault;
 };
 
 // `spigot bench <subsystem>`: microbenchmarks of the libraries, without a running gateway.
@@ -125,6 +130,27 @@ void AddDaemonCommands(CLI::App& app, Cli& cli) {
   }
 }
 
+// `spigot debug ...`: test hooks of a running daemon.
+void AddDebug(CLI::App& app, Cli& cli) {
+  CLI::App* debug = app.add_subcommand("debug", "Test hooks of a running daemon");
+  debug->require_subcommand(1);
+  CLI::App* fault = debug->add_subcommand(
+      "crypto-fault", "Drive the test-only fault crypto engine (crypto_engine = \"fault\")");
+  fault->add_option("--socket", cli.socket, "Control socket of the daemon")->capture_default_str();
+  fault->add_option("action", cli.fault.action, "stall | slow | fail | resume")
+      ->required()
+      ->check(CLI::IsMember({"stall", "slow", "fail", "resume"}));
+  fault->add_option("ms", cli.fault.ms, "slow: delay per job in milliseconds");
+  fault->callback([&cli] {
+    if (cli.fault.action == "slow" && cli.fault.ms <= 0) {
+      std::fprintf(stderr, "spigot debug crypto-fault slow: needs MS, e.g. `slow 20`\n");
+      cli.exit_code = 1;
+      return;
+    }
+    cli.exit_code = spigot::app::CryptoFaultCommand(cli.socket, cli.fault.action, cli.fault.ms);
+  });
+}
+
 // `spigot loadgen`: many IKE initiators against one responder, for load tests.
 void AddLoadgen(CLI::App& app, Cli& cli) {
   spigot::app::LoadgenOptions& o = cli.loadgen;
@@ -158,6 +184,7 @@ int main(int argc, char** argv) {
   AddDaemonCommands(app, cli);
   AddOpsCommands(app, cli);
   AddLoadgen(app, cli);
+  AddDebug(app, cli);
   CLI11_PARSE(app, argc, argv);
   return cli.exit_code;
 }

@@ -235,7 +235,8 @@ class Loader {
     if (!CheckKnownKeys(t, p,
                         {"max_spi", "max_queue", "cookie_threshold", "control_socket", "tun_name",
                          "listen", "ike_port", "natt_port", "spi_reserve_percent",
-                         "max_rekeys_per_second", "ike_workers"})) {
+                         "max_rekeys_per_second", "ike_workers", "crypto_engine",
+                         "crypto_stall_timeout"})) {
       return false;
     }
     constexpr std::int64_t kU32Max = std::numeric_limits<std::uint32_t>::max();
@@ -248,8 +249,15 @@ class Loader {
         !GetInteger(t, p, "ike_port", 1, 65535, g.ike_port) ||
         !GetInteger(t, p, "natt_port", 1, 65535, g.natt_port) ||
         !GetString(t, p, "control_socket", g.control_socket) ||
-        !GetString(t, p, "tun_name", g.tun_name) || !GetString(t, p, "listen", g.listen)) {
+        !GetString(t, p, "tun_name", g.tun_name) || !GetString(t, p, "listen", g.listen) ||
+        !GetInteger(t, p, "crypto_stall_timeout", 1, 10000, g.crypto_stall_timeout_ms) ||
+        !GetString(t, p, "crypto_engine", g.crypto_engine)) {
       return false;
+    }
+    if (g.crypto_engine != "inline" && g.crypto_engine != "async" && g.crypto_engine != "fault") {
+      return Fail("global.crypto_engine",
+                  "must be \"inline\", \"async\" or \"fault\" (tests only), got \"" +
+                      g.crypto_engine + "\"");
     }
     if (g.natt_port == g.ike_port) {
       return Fail("global.natt_port", "must differ from global.ike_port (" +
@@ -523,6 +531,8 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   restart_if(a.ike_port != b.ike_port, "global.ike_port");
   restart_if(a.natt_port != b.natt_port, "global.natt_port");
   restart_if(a.ike_workers != b.ike_workers, "global.ike_workers");
+  restart_if(a.crypto_engine != b.crypto_engine, "global.crypto_engine");
+  restart_if(a.crypto_stall_timeout_ms != b.crypto_stall_timeout_ms, "global.crypto_stall_timeout");
   return diff;
 }
 

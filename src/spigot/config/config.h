@@ -52,6 +52,12 @@ struct GlobalConfig {
   std::string listen = "0.0.0.0";         // an IPv4 or IPv6 address literal
   std::uint16_t ike_port = 500;
   std::uint16_t natt_port = 4500;
+  // The data path's AEAD work: "inline" (intel-ipsec-mb on the data-path threads), "async"
+  // (a lookaside engine on worker threads, under the stall watchdog), or "fault" (async with
+  // a fault switch, `spigot debug crypto-fault`: for tests only).
+  std::string crypto_engine = "inline";
+  // A job not completed this long after submission marks the engine stalled, 1..10000 ms.
+  std::uint32_t crypto_stall_timeout_ms = 50;
 
   bool operator==(const GlobalConfig&) const = default;
 };

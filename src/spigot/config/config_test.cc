@@ -24,6 +24,8 @@ tun_name = "ipsec7"
 listen = "::"
 ike_port = 1500
 natt_port = 14500
+crypto_engine = "async"
+crypto_stall_timeout = 20
 
 [[connection]]
 name = "site-a"
@@ -96,6 +98,8 @@ TEST(ConfigTest, FullConfig) {
   EXPECT_EQ(g.listen, "::");
   EXPECT_EQ(g.ike_port, 1500);
   EXPECT_EQ(g.natt_port, 14500);
+  EXPECT_EQ(g.crypto_engine, "async");
+  EXPECT_EQ(g.crypto_stall_timeout_ms, 20u);
 
   ASSERT_EQ(r.config.connections.size(), 2u);
   const ConnectionConfig& c = r.config.connections[0];
@@ -138,6 +142,8 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(g.listen, "0.0.0.0");
   EXPECT_EQ(g.ike_port, 500);
   EXPECT_EQ(g.natt_port, 4500);
+  EXPECT_EQ(g.crypto_engine, "inline");
+  EXPECT_EQ(g.crypto_stall_timeout_ms, 50u);
 
   const ConnectionConfig& c = r.config.connections.at(0);
   EXPECT_EQ(c.local_addrs, std::vector<std::string>{"%any"});
@@ -204,6 +210,20 @@ TEST(ConfigTest, GlobalErrorsNameTheKey) {
               "spigot.toml: global.ike_port: must be an integer between 1 and 65535, got 0");
   ExpectError("[global]\nnatt_port = 65536",
               "spigot.toml: global.natt_port: must be an integer between 1 and 65535, got 65536");
+  ExpectError("[global]\ncrypto_engine = \"qat\"",
+              "spigot.toml: global.crypto_engine: must be \"inline\", \"async\" or \"fault\" "
+              "(tests only), got \"qat\"");
+  ExpectError("[global]\ncrypto_engine = 1",
+              "spigot.toml: global.crypto_engine: must be a string, got 1");
+  ExpectError("[global]\ncrypto_stall_timeout = 0",
+              "spigot.toml: global.crypto_stall_timeout: must be an integer between 1 and 10000, "
+              "got 0");
+  ExpectError("[global]\ncrypto_stall_timeout = 10001",
+              "spigot.toml: global.crypto_stall_timeout: must be an integer between 1 and 10000, "
+              "got 10001");
+  ExpectError("[global]\ncrypto_stall_timeout = \"50ms\"",
+              "spigot.toml: global.crypto_stall_timeout: must be an integer between 1 and 10000, "
+              "got \"50ms\"");
   ExpectError("[global]\nike_port = 4500",
               "spigot.toml: global.natt_port: must differ from global.ike_port (4500)");
   ExpectError("[global]\nlisten = \"localhost\"",
@@ -357,6 +377,8 @@ TEST(ConfigTest, DiffForReload) {
   Config after = before.config;
   after.global.max_spi = 4096;
   after.global.listen = "0.0.0.0";
+  after.global.crypto_engine = "fault";
+  after.global.crypto_stall_timeout_ms = 10;
   after.connections[0].replay_window = 128;           // site-a changed
   after.connections.erase(after.connections.begin() + 1);  // roadwarriors removed
   ConnectionConfig added;
@@ -369,7 +391,9 @@ TEST(ConfigTest, DiffForReload) {
   EXPECT_EQ(diff.removed, std::vector<std::string>{"roadwarriors"});
   EXPECT_EQ(diff.changed, std::vector<std::string>{"site-a"});
   EXPECT_TRUE(diff.limits_changed);
-  EXPECT_EQ(diff.restart_required, std::vector<std::string>{"global.listen"});
+  EXPECT_EQ(diff.restart_required,
+            (std::vector<std::string>{"global.listen", "global.crypto_engine",
+                                      "global.crypto_stall_timeout"}));
   EXPECT_FALSE(diff.empty());
 }
 

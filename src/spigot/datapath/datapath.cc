@@ -34,6 +34,11 @@ bool Addresses(std::span<const std::uint8_t> ip, policy::Family& family,
 InboundPath::InboundPath(Counters& counters, const policy::Spd& spd)
     : counters_(counters), spd_(spd) {}
 
+void InboundPath::UseEngine(engine::EngineMonitor& monitor, std::size_t ring) {
+  pipeline_ = std::make_unique<engine::CryptoPipeline>(monitor, ring, kCryptoSlotSize);
+  jobs_.assign(pipeline_->capacity(), Job{});
+}
+
 bool InboundPath::Install(InboundSpec spec) { return mailbox_.Push(std::move(spec)); }
 
 bool InboundPath::Remove(std::uint32_t spi) { return mailbox_.Push(spi); }
@@ -41,7 +46,7 @@ bool InboundPath::Remove(std::uint32_t spi) { return mailbox_.Push(spi); }
 void InboundPath::ApplyCommands() {
   mailbox_.Drain([this](Command& c) {
     if (auto* spec = std::get_if<InboundSpec>(&c)) {
-      auto sa = std::make_unique<Sa>();
+      auto sa = std::make_shared<Sa>();
       sa->state = esp::InboundState{spec->spi, esp::ReplayWindow(spec->replay_window, spec->esn)};
       sa->policy = spec->policy;
       sa->counters = spec->counters;
@@ -55,7 +60,8 @@ void InboundPath::ApplyCommands() {
 
 InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
                                           esp::PacketView& pkt,
-                                          std::span<const std::uint8_t>& ike) {
+                                          std::span<const std::uint8_t>& ike,
+                                          engine::Clock::time_point now) {
   std::span<const std::uint8_t> inner;
   switch (esp::ClassifyUdpEncap(pkt.bytes(), inner)) {
     case esp::UdpPayload::kIke:
@@ -77,17 +83,27 @@ InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::
     Add(counters_.unknown_spi);
     return Verdict::kDrop;
   }
+  if (pipeline_ && !pipeline_->Bypass()) return Queue(it->second, pkt, now);
   Sa& sa = *it->second;
   std::uint8_t next_header = 0;
   const std::size_t wire_len = pkt.length;
-  switch (esp::Open(mgr, sa.cipher, sa.state, pkt, next_header)) {
-    case esp::Status::kOk: break;
-    case esp::Status::kReplay: Add(counters_.replay); return Verdict::kDrop;
-    case esp::Status::kBadIcv: Add(counters_.bad_icv); return Verdict::kDrop;
-    case esp::Status::kDummy: Add(counters_.dummy); return Verdict::kDrop;
-    case esp::Status::kUnknownSpi: Add(counters_.unknown_spi); return Verdict::kDrop;
-    default: Add(counters_.malformed); return Verdict::kDrop;
+  return Opened(sa, esp::Open(mgr, sa.cipher, sa.state, pkt, next_header), pkt, wire_len, reader);
+}
+
+InboundPath::Verdict InboundPath::Dropped(esp::Status status) {
+  switch (status) {
+    case esp::Status::kReplay: Add(counters_.replay); break;
+    case esp::Status::kBadIcv: Add(counters_.bad_icv); break;
+    case esp::Status::kDummy: Add(counters_.dummy); break;
+    case esp::Status::kUnknownSpi: Add(counters_.unknown_spi); break;
+    default: Add(counters_.malformed); break;
   }
+  return Verdict::kDrop;
+}
+
+InboundPath::Verdict InboundPath::Opened(Sa& sa, esp::Status status, esp::PacketView& pkt,
+                                         std::size_t wire_len, policy::Spd::Reader& reader) {
+  if (status != esp::Status::kOk) return Dropped(status);
   // RFC 4301 5.2: a decrypted packet must match the SA's selectors (its source among the
   // peer's, its destination among ours).
   policy::Family family;
@@ -112,12 +128,65 @@ InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::
   return Verdict::kDeliver;
 }
 
+InboundPath::Verdict InboundPath::Queue(const std::shared_ptr<Sa>& sa, const esp::PacketView& pkt,
+                                        engine::Clock::time_point now) {
+  std::size_t slot;
+  std::span<std::uint8_t> buf;
+  if (!pipeline_->Reserve(slot, buf)) {
+    Add(counters_.crypto_ring_full);
+    return Verdict::kDrop;
+  }
+  if (pkt.length > buf.size()) {
+    Add(counters_.malformed);
+    return Verdict::kDrop;
+  }
+  // The receive buffer is reused by the next batch; the job's copy lives in its slot.
+  std::memcpy(buf.data(), pkt.bytes().data(), pkt.length);
+  Job& job = jobs_[slot];
+  job.pkt = esp::PacketView{buf, 0, pkt.length};
+  job.wire_len = pkt.length;
+  // Replay check now, in arrival order; checked again when the packet is finished.
+  const esp::Status st = esp::OpenPrepare(sa->cipher, sa->state, job.pkt, job.op);
+  if (st != esp::Status::kOk) return Dropped(st);
+  job.sa = sa;
+  pipeline_->Commit(slot, sa->cipher, job.op, buf.data(), now);
+  return Verdict::kQueued;
+}
+
+void InboundPath::FlushCrypto(crypto::ImbManager& mgr) {
+  if (pipeline_) pipeline_->Flush(mgr);
+}
+
+void InboundPath::PollCrypto(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
+                             engine::Clock::time_point now, const DeliverFn& deliver) {
+  if (!pipeline_) return;
+  pipeline_->Poll(mgr, now, [&](std::size_t slot, engine::JobResult r) {
+    Job& job = jobs_[slot];
+    if (r == engine::JobResult::kAbandoned) {
+      // The engine still reads the SA's cipher: the reference goes when the slot is reused.
+      Add(counters_.crypto_abandoned);
+      return;
+    }
+    Sa& sa = *job.sa;
+    esp::Status st = esp::Status::kBadIcv;
+    std::uint8_t next_header = 0;
+    if (r == engine::JobResult::kOk) st = esp::OpenFinish(sa.state, job.op, job.pkt, next_header);
+    if (Opened(sa, st, job.pkt, job.wire_len, reader) == Verdict::kDeliver) deliver(job.pkt.bytes());
+    job.sa.reset();
+  });
+}
+
 // ---------------------------------------------------------------- outbound
 
 OutboundPath::OutboundPath(Counters& counters, const policy::Spd& spd, AcquireFn acquire,
                            ExhaustedFn exhausted, policy::AcquireQueueOptions acquire_options)
     : counters_(counters), spd_(spd), acquire_fn_(std::move(acquire)),
       exhausted_fn_(std::move(exhausted)), acquire_(acquire_options) {}
+
+void OutboundPath::UseEngine(engine::EngineMonitor& monitor, std::size_t ring) {
+  pipeline_ = std::make_unique<engine::CryptoPipeline>(monitor, ring, kCryptoSlotSize);
+  jobs_.assign(pipeline_->capacity(), Job{});
+}
 
 bool OutboundPath::SetSa(OutboundSpec spec) { return mailbox_.Push(std::move(spec)); }
 bool OutboundPath::ClearSa(policy::PolicyId policy, std::uint32_t spi) { return mailbox_.Push(Clear{policy, spi}); }
@@ -127,7 +196,7 @@ bool OutboundPath::AcquireFailed(policy::PolicyId policy) { return mailbox_.Push
 void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
   mailbox_.Drain([&](Command& c) {
     if (auto* spec = std::get_if<OutboundSpec>(&c)) {
-      auto sa = std::make_unique<Sa>();
+      auto sa = std::make_shared<Sa>();
       sa->state = esp::OutboundState{spec->spi, spec->esn, 1};
       sa->peer = spec->peer;
       sa->counters = spec->counters;
@@ -155,32 +224,88 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
   });
 }
 
+OutboundPath::Verdict OutboundPath::SealFailed(policy::PolicyId id, Sa& sa, esp::Status status) {
+  if (status == esp::Status::kSeqExhausted) {
+    Add(counters_.seq_exhausted);
+    if (!sa.exhausted_reported && exhausted_fn_) exhausted_fn_(id, sa.state.spi);
+    sa.exhausted_reported = true;
+  } else {
+    Add(counters_.malformed);
+  }
+  return Verdict::kDrop;
+}
+
+void OutboundPath::CountSent(Sa& sa, std::size_t inner_len, std::size_t esp_len) {
+  Add(counters_.tx_packets);
+  Add(counters_.tx_bytes, inner_len);
+  if (sa.counters) {
+    Add(sa.counters->packets);
+    Add(sa.counters->bytes, esp_len);
+  }
+}
+
 OutboundPath::Verdict OutboundPath::Seal(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p,
                                          esp::PacketView& pkt, const io::Endpoint*& peer) {
   Sa& sa = *p.sa;
   const std::size_t inner_len = pkt.length;
   const std::uint8_t next_header =
       (pkt.bytes()[0] >> 4) == 6 ? esp::kNextHeaderIpv6 : esp::kNextHeaderIpv4;
-  switch (esp::Seal(mgr, sa.cipher, sa.state, next_header, pkt)) {
-    case esp::Status::kOk:
-      break;
-    case esp::Status::kSeqExhausted:
-      Add(counters_.seq_exhausted);
-      if (!sa.exhausted_reported && exhausted_fn_) exhausted_fn_(id, sa.state.spi);
-      sa.exhausted_reported = true;
-      return Verdict::kDrop;
-    default:
-      Add(counters_.malformed);
-      return Verdict::kDrop;
-  }
-  Add(counters_.tx_packets);
-  Add(counters_.tx_bytes, inner_len);
-  if (sa.counters) {
-    Add(sa.counters->packets);
-    Add(sa.counters->bytes, pkt.length);
-  }
+  const esp::Status st = esp::Seal(mgr, sa.cipher, sa.state, next_header, pkt);
+  if (st != esp::Status::kOk) return SealFailed(id, sa, st);
+  CountSent(sa, inner_len, pkt.length);
   peer = &sa.peer;
   return Verdict::kSend;
+}
+
+OutboundPath::Verdict OutboundPath::Queue(policy::PolicyId id, Policy& p,
+                                          const esp::PacketView& pkt,
+                                          std::chrono::steady_clock::time_point now) {
+  std::size_t slot;
+  std::span<std::uint8_t> buf;
+  if (!pipeline_->Reserve(slot, buf)) {
+    Add(counters_.crypto_ring_full);
+    return Verdict::kDrop;
+  }
+  if (kCryptoSlotHead + pkt.length + esp::kSealTailroom > buf.size()) {
+    Add(counters_.malformed);
+    return Verdict::kDrop;
+  }
+  // The read buffer is reused by the next batch; the job's copy lives in its slot.
+  std::memcpy(buf.data() + kCryptoSlotHead, pkt.bytes().data(), pkt.length);
+  Job& job = jobs_[slot];
+  job.pkt = esp::PacketView{buf, kCryptoSlotHead, pkt.length};
+  job.inner_len = pkt.length;
+  Sa& sa = *p.sa;
+  const std::uint8_t next_header =
+      (pkt.bytes()[0] >> 4) == 6 ? esp::kNextHeaderIpv6 : esp::kNextHeaderIpv4;
+  // The sequence number is taken now, in TUN order, on this thread.
+  esp::CryptoOp op;
+  const esp::Status st = esp::SealPrepare(sa.cipher, sa.state, next_header, job.pkt, op);
+  if (st != esp::Status::kOk) return SealFailed(id, sa, st);
+  job.sa = p.sa;
+  pipeline_->Commit(slot, sa.cipher, op, job.pkt.buffer.data() + job.pkt.offset, now);
+  return Verdict::kQueued;
+}
+
+void OutboundPath::FlushCrypto(crypto::ImbManager& mgr) {
+  if (pipeline_) pipeline_->Flush(mgr);
+}
+
+void OutboundPath::PollCrypto(crypto::ImbManager& mgr, engine::Clock::time_point now,
+                              const SendFn& send) {
+  if (!pipeline_) return;
+  pipeline_->Poll(mgr, now, [&](std::size_t slot, engine::JobResult r) {
+    Job& job = jobs_[slot];
+    if (r != engine::JobResult::kOk) {
+      // kAbandoned: the engine still reads the SA's cipher, so the reference stays until the
+      // slot is reused. (A seal has no other failure.)
+      Add(counters_.crypto_abandoned);
+      return;
+    }
+    CountSent(*job.sa, job.inner_len, job.pkt.length);
+    send(job.sa->peer, job.pkt.bytes());
+    job.sa.reset();
+  });
 }
 
 OutboundPath::Verdict OutboundPath::Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
@@ -202,7 +327,10 @@ OutboundPath::Verdict OutboundPath::Process(crypto::ImbManager& mgr, policy::Spd
     return Verdict::kDrop;
   }
   auto it = policies_.find(id);
-  if (it != policies_.end() && it->second.sa) return Seal(mgr, id, it->second, pkt, peer);
+  if (it != policies_.end() && it->second.sa) {
+    if (pipeline_ && !pipeline_->Bypass()) return Queue(id, it->second, pkt, now);
+    return Seal(mgr, id, it->second, pkt, peer);
+  }
   if (it == policies_.end() || !it->second.trap) {
     Add(counters_.no_sa);
     return Verdict::kDrop;

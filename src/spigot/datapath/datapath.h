@@ -28,6 +28,7 @@
 
 #include "spigot/crypto/esp_cipher.h"
 #include "spigot/crypto/secure_bytes.h"
+#include "spigot/engine/crypto_engine.h"
 #include "spigot/esp/esp.h"
 #include "spigot/io/endpoint.h"
 #include "spigot/policy/acquire_queue.h"
@@ -55,7 +56,14 @@ struct Counters {
   std::atomic<std::uint64_t> acquires{0};         // negotiations requested by traffic
   std::atomic<std::uint64_t> acquire_dropped{0};  // held packets dropped: negotiation failed
   std::atomic<std::uint64_t> send_failed{0}, tun_write_failed{0};
+  std::atomic<std::uint64_t> crypto_ring_full{0};   // a crypto pipeline's ring was full
+  std::atomic<std::uint64_t> crypto_abandoned{0};   // the engine kept the buffer past its deadline
 };
+
+// Packet buffers of a crypto pipeline's slots: the largest datagram a 1500-byte link carries,
+// plus room for ESP to grow in front of (and behind) an inner packet.
+inline constexpr std::size_t kCryptoSlotHead = 64;
+inline constexpr std::size_t kCryptoSlotSize = 2048 + kCryptoSlotHead;
 
 struct InboundSpec {
   std::uint32_t spi = 0;
@@ -123,9 +131,13 @@ class Mailbox {
 
 class InboundPath {
  public:
-  enum class Verdict : std::uint8_t { kDeliver, kIke, kDrop };
+  // kQueued: the packet went to the crypto engine; PollCrypto() delivers it.
+  enum class Verdict : std::uint8_t { kDeliver, kIke, kDrop, kQueued };
 
   InboundPath(Counters& counters, const policy::Spd& spd);
+  // Before the thread starts: open packets through `monitor`'s engine, `ring` jobs in flight
+  // at most. Without it every packet is opened inline in Process().
+  void UseEngine(engine::EngineMonitor& monitor, std::size_t ring);
 
   // Control thread.
   bool Install(InboundSpec spec);
@@ -137,7 +149,14 @@ class InboundPath {
   // One datagram received on UDP 4500, in place in `pkt`. kDeliver: `pkt` is now the inner
   // IP packet, for the TUN. kIke: `ike` is the IKE message after the non-ESP marker.
   Verdict Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader, esp::PacketView& pkt,
-                  std::span<const std::uint8_t>& ike);
+                  std::span<const std::uint8_t>& ike, engine::Clock::time_point now = {});
+  // Hands the packets Process() queued to the engine (once per batch).
+  void FlushCrypto(crypto::ImbManager& mgr);
+  // Finishes opened packets in arrival order: deliver(inner) for each that passes.
+  using DeliverFn = std::function<void(std::span<const std::uint8_t>)>;
+  void PollCrypto(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
+                  engine::Clock::time_point now, const DeliverFn& deliver);
+  engine::CryptoPipeline* pipeline() { return pipeline_.get(); }
   std::size_t sa_count() const { return sas_.size(); }
 
  private:
@@ -148,16 +167,33 @@ class InboundPath {
     std::shared_ptr<SaCounters> counters;
   };
   using Command = std::variant<InboundSpec, std::uint32_t>;  // install, or remove by SPI
+  // A job in flight: the SA stays alive (and its cipher unchanged) until it is delivered.
+  struct Job {
+    std::shared_ptr<Sa> sa;
+    esp::PacketView pkt;
+    esp::CryptoOp op;
+    std::size_t wire_len = 0;
+  };
+
+  Verdict Queue(const std::shared_ptr<Sa>& sa, const esp::PacketView& pkt,
+                engine::Clock::time_point now);
+  Verdict Dropped(esp::Status status);  // counts why
+  // Everything after the cipher: counters, then the selector check.
+  Verdict Opened(Sa& sa, esp::Status status, esp::PacketView& pkt, std::size_t wire_len,
+                 policy::Spd::Reader& reader);
 
   Counters& counters_;
   const policy::Spd& spd_;
   Mailbox<Command> mailbox_;
-  std::unordered_map<std::uint32_t, std::unique_ptr<Sa>> sas_;
+  std::unordered_map<std::uint32_t, std::shared_ptr<Sa>> sas_;
+  std::unique_ptr<engine::CryptoPipeline> pipeline_;
+  std::vector<Job> jobs_;  // by pipeline slot
 };
 
 class OutboundPath {
  public:
-  enum class Verdict : std::uint8_t { kSend, kHeld, kDrop };
+  // kQueued: the packet went to the crypto engine; PollCrypto() sends it.
+  enum class Verdict : std::uint8_t { kSend, kHeld, kDrop, kQueued };
   // Asks the control thread to negotiate an SA for a trap policy; false if it refused.
   using AcquireFn = std::function<bool(policy::PolicyId)>;
   // Tells the control thread an SA ran out of sequence numbers (it must be rekeyed).
@@ -165,6 +201,9 @@ class OutboundPath {
 
   OutboundPath(Counters& counters, const policy::Spd& spd, AcquireFn acquire,
                ExhaustedFn exhausted, policy::AcquireQueueOptions acquire_options = {});
+  // Before the thread starts: seal packets through `monitor`'s engine, `ring` jobs in flight
+  // at most. Without it every packet is sealed inline in Process().
+  void UseEngine(engine::EngineMonitor& monitor, std::size_t ring);
 
   // Control thread.
   bool SetSa(OutboundSpec spec);                         // the policy's SA from now on
@@ -182,6 +221,12 @@ class OutboundPath {
   Verdict Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader, esp::PacketView& pkt,
                   const io::Endpoint*& peer, std::chrono::steady_clock::time_point now);
   void ExpireAcquires(std::chrono::steady_clock::time_point now);
+  // Hands the packets Process() queued to the engine (once per batch).
+  void FlushCrypto(crypto::ImbManager& mgr);
+  // Sends sealed packets in the order Process() saw them. The bytes stay valid until the next
+  // Process() call.
+  void PollCrypto(crypto::ImbManager& mgr, engine::Clock::time_point now, const SendFn& send);
+  engine::CryptoPipeline* pipeline() { return pipeline_.get(); }
   const policy::AcquireQueueStats& acquire_stats() const { return acquire_.stats(); }
 
  private:
@@ -193,8 +238,14 @@ class OutboundPath {
     bool exhausted_reported = false;
   };
   struct Policy {
-    std::unique_ptr<Sa> sa;
+    std::shared_ptr<Sa> sa;
     bool trap = false;
+  };
+  // A job in flight: the SA stays alive (and its cipher unchanged) until it is sent.
+  struct Job {
+    std::shared_ptr<Sa> sa;
+    esp::PacketView pkt;
+    std::size_t inner_len = 0;
   };
   struct Clear {
     policy::PolicyId policy;
@@ -212,6 +263,11 @@ class OutboundPath {
   // Seals in place with the policy's SA; false if it cannot (no SA, exhausted, no room).
   Verdict Seal(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p, esp::PacketView& pkt,
                const io::Endpoint*& peer);
+  Verdict Queue(policy::PolicyId id, Policy& p, const esp::PacketView& pkt,
+                std::chrono::steady_clock::time_point now);
+  // Counts a SealPrepare() failure; kOk is not one.
+  Verdict SealFailed(policy::PolicyId id, Sa& sa, esp::Status status);
+  void CountSent(Sa& sa, std::size_t inner_len, std::size_t esp_len);
 
   Counters& counters_;
   const policy::Spd& spd_;
@@ -220,6 +276,8 @@ class OutboundPath {
   Mailbox<Command> mailbox_;
   std::unordered_map<policy::PolicyId, Policy> policies_;
   policy::AcquireQueue acquire_;
+  std::unique_ptr<engine::CryptoPipeline> pipeline_;
+  std::vector<Job> jobs_;  // by pipeline slot
 };
 
 }  // namespace spigot::datapath

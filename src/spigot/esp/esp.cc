@@ -84,8 +84,8 @@ std::size_t SealedLength(crypto::EspSuite suite, std::size_t inner_len) {
   return kEspHeaderLen + info.iv_len + PaddedPayload(info, inner_len) + info.icv_len;
 }
 
-Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundState& out,
-            std::uint8_t next_header, PacketView& pkt) {
+Status SealPrepare(const crypto::EspCipher& cipher, OutboundState& out, std::uint8_t next_header,
+                   PacketView& pkt, CryptoOp& op) {
   const EspSuiteInfo& info = crypto::SuiteInfo(cipher.suite());
   // RFC 4303 3.3.3: the counter must not cycle. next_seq == 0 means 2^64 - 1 was sent.
   const std::uint64_t seq = out.next_seq;
@@ -117,33 +117,64 @@ Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundSt
     trailer[pad] = static_cast<std::uint8_t>(pad);
     trailer[pad + 1] = next_header;
   }
-  std::uint8_t* const icv = body + payload;
-
-  if (info.aead) {
-    // RFC 4106 3.1 / RFC 7634 2: the IV must never repeat under one key; the sequence number
-    // never does, so it is the IV.
-    std::uint8_t* iv = start + kEspHeaderLen;
-    PutU64(iv, seq);
-    std::uint8_t aad[12];
-    const std::size_t aad_len = BuildAad(aad, out.spi, seq, out.esn);
-    cipher.SealAead(mgr, iv, {aad, aad_len}, {body, payload}, icv);
-  } else {
-    cipher.MakeCbcIv(mgr, seq, start + kEspHeaderLen);
-    cipher.EncryptCbc(mgr, start + kEspHeaderLen, {body, payload});
-    // RFC 4303 2.2.1 / 3.3.4: with ESN the high half is appended (not sent) for the ICV.
-    std::size_t mac_len = head + payload;
-    if (out.esn) {
-      PutU32(icv, static_cast<std::uint32_t>(seq >> 32));
-      mac_len += 4;
-    }
-    std::uint8_t tag[crypto::kEspIcvLen];
-    cipher.Mac(mgr, {start, mac_len}, tag);
-    std::memcpy(icv, tag, sizeof(tag));
-  }
+  // RFC 4106 3.1 / RFC 7634 2: the IV must never repeat under one key; the sequence number
+  // never does, so it is the IV. (CBC derives its IV from it in RunCrypto.)
+  if (info.aead) PutU64(start + kEspHeaderLen, seq);
+  op = CryptoOp{true, out.esn, out.spi, seq, static_cast<std::uint16_t>(head),
+                static_cast<std::uint16_t>(payload)};
   out.next_seq = seq + 1;  // wraps to 0 after 2^64 - 1: exhausted, see above
   pkt.offset -= head;
   pkt.length = head + payload + info.icv_len;
   return Status::kOk;
+}
+
+bool RunCrypto(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, const CryptoOp& op,
+               std::uint8_t* esp) {
+  const EspSuiteInfo& info = crypto::SuiteInfo(cipher.suite());
+  std::uint8_t* const body = esp + op.head;
+  std::uint8_t* const icv = body + op.payload;
+  if (info.aead) {
+    std::uint8_t aad[12];
+    const std::size_t aad_len = BuildAad(aad, op.spi, op.seq, op.esn);
+    if (op.seal) {
+      cipher.SealAead(mgr, esp + kEspHeaderLen, {aad, aad_len}, {body, op.payload}, icv);
+      return true;
+    }
+    return cipher.OpenAead(mgr, esp + kEspHeaderLen, {aad, aad_len}, {body, op.payload}, icv);
+  }
+  // RFC 4303 2.2.1 / 3.3.4: with ESN the high half is appended (not sent) for the ICV.
+  std::size_t mac_len = std::size_t{op.head} + op.payload;
+  if (op.seal) {
+    cipher.MakeCbcIv(mgr, op.seq, esp + kEspHeaderLen);
+    cipher.EncryptCbc(mgr, esp + kEspHeaderLen, {body, op.payload});
+    if (op.esn) {
+      PutU32(icv, static_cast<std::uint32_t>(op.seq >> 32));
+      mac_len += 4;
+    }
+    std::uint8_t tag[crypto::kEspIcvLen];
+    cipher.Mac(mgr, {esp, mac_len}, tag);
+    std::memcpy(icv, tag, sizeof(tag));
+    return true;
+  }
+  std::uint8_t received[crypto::kEspIcvLen];
+  std::memcpy(received, icv, sizeof(received));
+  if (op.esn) {
+    PutU32(icv, static_cast<std::uint32_t>(op.seq >> 32));
+    mac_len += 4;
+  }
+  const bool ok = cipher.VerifyMac(mgr, {esp, mac_len}, received);
+  std::memcpy(icv, received, sizeof(received));
+  if (!ok) return false;
+  cipher.DecryptCbc(mgr, esp + kEspHeaderLen, {body, op.payload});
+  return true;
+}
+
+Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundState& out,
+            std::uint8_t next_header, PacketView& pkt) {
+  CryptoOp op;
+  const Status st = SealPrepare(cipher, out, next_header, pkt, op);
+  if (st == Status::kOk) RunCrypto(mgr, cipher, op, pkt.buffer.data() + pkt.offset);
+  return st;
 }
 
 bool PeekSpi(std::span<const std::uint8_t> esp, std::uint32_t& spi) {
@@ -152,8 +183,8 @@ bool PeekSpi(std::span<const std::uint8_t> esp, std::uint32_t& spi) {
   return true;
 }
 
-Status Open(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, InboundState& in,
-            PacketView& pkt, std::uint8_t& next_header, std::uint64_t* seq_out) {
+Status OpenPrepare(const crypto::EspCipher& cipher, const InboundState& in, PacketView& pkt,
+                   CryptoOp& op) {
   const EspSuiteInfo& info = crypto::SuiteInfo(cipher.suite());
   const std::size_t head = kEspHeaderLen + info.iv_len;
   // Lengths first (STYLE.md 3): at least one aligned block of payload holding the trailer.
@@ -164,37 +195,27 @@ Status Open(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, InboundSta
   const std::size_t payload = pkt.length - head - info.icv_len;
   if (payload % info.pad_align != 0) return Status::kMalformed;
 
-  std::uint8_t* const start = pkt.buffer.data() + pkt.offset;
+  const std::uint8_t* const start = pkt.buffer.data() + pkt.offset;
   if (GetU32(start) != in.spi) return Status::kUnknownSpi;
   std::uint64_t seq;
   if (in.replay.Check(GetU32(start + 4), seq) != ReplayWindow::Verdict::kOk)
     return Status::kReplay;
+  op = CryptoOp{false, in.replay.esn(), in.spi, seq, static_cast<std::uint16_t>(head),
+                static_cast<std::uint16_t>(payload)};
+  return Status::kOk;
+}
 
-  std::uint8_t* const body = start + head;
-  std::uint8_t* const icv = body + payload;
-  const bool esn = in.replay.esn();
-  if (info.aead) {
-    std::uint8_t aad[12];
-    const std::size_t aad_len = BuildAad(aad, in.spi, seq, esn);
-    if (!cipher.OpenAead(mgr, start + kEspHeaderLen, {aad, aad_len}, {body, payload}, icv))
-      return Status::kBadIcv;
-  } else {
-    std::uint8_t received[crypto::kEspIcvLen];
-    std::memcpy(received, icv, sizeof(received));
-    std::size_t mac_len = head + payload;
-    if (esn) {
-      PutU32(icv, static_cast<std::uint32_t>(seq >> 32));
-      mac_len += 4;
-    }
-    const bool ok = cipher.VerifyMac(mgr, {start, mac_len}, received);
-    std::memcpy(icv, received, sizeof(received));
-    if (!ok) return Status::kBadIcv;
-    cipher.DecryptCbc(mgr, start + kEspHeaderLen, {body, payload});
-  }
+namespace {
+
+// The part of Open() after the ICV verified.
+Status Finish(InboundState& in, const CryptoOp& op, PacketView& pkt, std::uint8_t& next_header,
+              std::uint64_t* seq_out) {
   // Authentic: the sequence number was really sent, so it is consumed whatever follows.
-  in.replay.Update(seq);
-  if (seq_out != nullptr) *seq_out = seq;
+  in.replay.Update(op.seq);
+  if (seq_out != nullptr) *seq_out = op.seq;
 
+  const std::uint8_t* const body = pkt.buffer.data() + pkt.offset + op.head;
+  const std::size_t payload = op.payload;
   next_header = body[payload - 1];
   const std::size_t pad = body[payload - 2];
   if (pad + kEspTrailerLen > payload) return Status::kBadPadding;
@@ -207,9 +228,29 @@ Status Open(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, InboundSta
   std::size_t inner_len;
   if (!InnerLength(next_header, body, payload - kEspTrailerLen - pad, inner_len))
     return Status::kMalformed;
-  pkt.offset += head;
+  pkt.offset += op.head;
   pkt.length = inner_len;
   return Status::kOk;
+}
+
+}  // namespace
+
+Status OpenFinish(InboundState& in, const CryptoOp& op, PacketView& pkt, std::uint8_t& next_header,
+                  std::uint64_t* seq_out) {
+  std::uint64_t seq;
+  if (in.replay.Check(static_cast<std::uint32_t>(op.seq), seq) != ReplayWindow::Verdict::kOk ||
+      seq != op.seq)
+    return Status::kReplay;
+  return Finish(in, op, pkt, next_header, seq_out);
+}
+
+Status Open(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, InboundState& in,
+            PacketView& pkt, std::uint8_t& next_header, std::uint64_t* seq_out) {
+  CryptoOp op;
+  const Status st = OpenPrepare(cipher, in, pkt, op);
+  if (st != Status::kOk) return st;
+  if (!RunCrypto(mgr, cipher, op, pkt.buffer.data() + pkt.offset)) return Status::kBadIcv;
+  return Finish(in, op, pkt, next_header, seq_out);
 }
 
 UdpPayload ClassifyUdpEncap(std::span<const std::uint8_t> datagram,

@@ -63,6 +63,42 @@ std::size_t SealedLength(crypto::EspSuite suite, std::size_t inner_len);
 Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundState& out,
             std::uint8_t next_header, PacketView& pkt);
 
+// The cipher step of Seal() / Open(), split from the framing so that a lookaside crypto engine
+// (engine/crypto_engine.h) can run it on another thread while the data-path thread keeps the
+// per-SA state: sequence numbers and the replay window never leave that thread. Offsets are
+// from the start of the ESP packet (its SPI).
+struct CryptoOp {
+  bool seal = true;
+  bool esn = false;
+  std::uint32_t spi = 0;
+  std::uint64_t seq = 0;       // full (ESN-inferred) sequence number: the IV and the AAD
+  std::uint16_t head = 0;      // ESP header + IV
+  std::uint16_t payload = 0;   // encrypted bytes (padded); the ICV follows them
+};
+
+// Seal() without the cipher: assigns the sequence number, writes header, padding and trailer,
+// and leaves `pkt` describing the whole ESP packet (ICV still to be written). Then
+// RunCrypto(op, pkt.bytes().data()) completes it. Statuses as Seal().
+Status SealPrepare(const crypto::EspCipher& cipher, OutboundState& out, std::uint8_t next_header,
+                   PacketView& pkt, CryptoOp& op);
+
+// Open() up to the cipher: lengths, SPI and replay check. On kOk run RunCrypto() (false is
+// kBadIcv), then OpenFinish(). Statuses as Open().
+Status OpenPrepare(const crypto::EspCipher& cipher, const InboundState& in, PacketView& pkt,
+                   CryptoOp& op);
+
+// Encrypts and writes the ICV (op.seal), or verifies the ICV and decrypts (true iff authentic).
+// Touches only the ESP packet at `esp` and reads `cipher`: any thread may run it with its own
+// ImbManager while the owner keeps both alive and unchanged.
+bool RunCrypto(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, const CryptoOp& op,
+               std::uint8_t* esp);
+
+// After RunCrypto() verified `pkt`: checks the replay window again (packets of one SA may be
+// in flight together, so a duplicate may have been accepted since OpenPrepare()), updates it,
+// and parses the trailer. On kOk `pkt` is the inner packet, as Open().
+Status OpenFinish(InboundState& in, const CryptoOp& op, PacketView& pkt, std::uint8_t& next_header,
+                  std::uint64_t* seq_out = nullptr);
+
 // The SPI of an ESP packet, for the SA lookup that precedes Open(). False if too short.
 bool PeekSpi(std::span<const std::uint8_t> esp, std::uint32_t& spi);
 
