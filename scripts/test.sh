@@ -24,7 +24,9 @@ echo "== Release tests"
 ctest --test-dir build/release --output-on-failure -j "$JOBS"
 
 echo "== ASan + UBSan build"
-configure build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPIGOT_SANITIZE=ON -DSPIGOT_BENCH=OFF
+# -O1 -g1: the sanitizers' usual optimisation level, and a faster build on two cores.
+configure build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPIGOT_SANITIZE=ON -DSPIGOT_BENCH=OFF \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1"
 ninja -C build/asan -j "$JOBS"
 echo "== ASan + UBSan tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -34,5 +36,5 @@ echo "== Fuzz build (clang, libFuzzer)"
 configure build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPIGOT_FUZZ=ON \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DSPIGOT_FUZZ_SECONDS="$FUZZ_SECONDS"
 ninja -C build/fuzz -j "$JOBS"
-echo "== Fuzz runs (${FUZZ_SECONDS}s each)"
-ctest --test-dir build/fuzz --output-on-failure -j 1
+echo "== Fuzz runs (${FUZZ_SECONDS}s each, two at a time)"
+ctest --test-dir build/fuzz --output-on-failure -j "$JOBS"

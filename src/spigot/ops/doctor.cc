@@ -196,7 +196,8 @@ std::optional<Finding> OffloadStall(const Counters& c) {
   if (stalled || !InlineEngine(c.engine_name)) {
     f.fix =
         "in [global] set crypto_engine = \"inline\" (intel-ipsec-mb on the data-path threads, "
-        "nothing to stall), then run `spigot reload`; crypto_engine.stalls and "
+        "nothing to stall), then restart spigot (the crypto engine is chosen at startup; "
+        "`spigot reload` reports it as restart_required); crypto_engine.stalls and "
         "queue_overflows should stop rising";
     if (c.engine_fallbacks > 0) {
       f.fix += " (the " + Num(c.engine_fallbacks) +

@@ -146,7 +146,7 @@ TEST(Doctor, OffloadStall) {
   EXPECT_TRUE(Has(f[0].evidence, "active_sas 800 is only 0.08% of max_spi 1048576"))
       << f[0].evidence;
   EXPECT_TRUE(Has(f[0].fix, R"(crypto_engine = "inline")")) << f[0].fix;
-  EXPECT_TRUE(Has(f[0].fix, "spigot reload")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, "restart spigot")) << f[0].fix;
 }
 
 TEST(Doctor, OverflowsNearAFullPoolAreNotAnOffloadStall) {
