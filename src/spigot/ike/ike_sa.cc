@@ -118,6 +118,12 @@ void IkeSa::SetState(State s) {
   state_ = s;
   if (s == State::kEstablished && conn_)
     ike_rekey_at_ = Jittered(established_at_, conn_->ike_rekey_time, conn_->rekey_jitter);
+  if (s == State::kEstablished) {
+    // The IKE_SA_INIT messages were needed for the AUTH payloads only; a gateway holding a
+    // million IKE SAs should not keep ~600 bytes of each.
+    Bytes().swap(init_request_);
+    Bytes().swap(init_response_);
+  }
   host_->StateChanged(*this);
 }
 
