@@ -4,7 +4,7 @@
 #   MODE fault: side a runs crypto_engine = "fault" (async with a fault switch), side b inline.
 #     Paced UDP streams with sequence numbers both ways (a seals one, opens the other); mid-stream
 #     `spigot debug crypto-fault stall`. The watchdog must take the stalled jobs back and redo
-#     them inline: longest inter-arrival gap around the stall < 100 ms, nothing lost, nothing
+#     them inline: longest delay of a packet sent around the stall < 100 ms, nothing lost, nothing
 #     duplicated, nothing reordered beyond the replay window; stats say stalled, stalls >= 1,
 #     fallbacks >= 1; the log says so. Then `resume`: a probe brings the engine back to "ok".
 #   MODE async: both sides crypto_engine = "async"; the streams pass both ways, no stall.
@@ -90,7 +90,7 @@ if [ "$MODE" = fault ]; then
   until_ok 10 ping_ok a || fail "no traffic after the engine came back"
   [ "$(engine a completed)" -gt "$completed_before" ] || fail "traffic after recovery did not go through the engine"
   grep "crypto engine" "$WORK/spigot-a.log" | sed 's/^/  log: /'
-  echo "PASS: crypto engine stall mid-stream: no loss, gap < 100 ms, fallback and recovery"
+  echo "PASS: crypto engine stall mid-stream: no loss, delay < 100 ms, fallback and recovery"
 else
   for side in a b; do
     [ "$(engine $side name)" = async ] || fail "side $side engine $(engine $side name)"

@@ -14,10 +14,12 @@ import hashlib
 import json
 import random
 import socket
+import struct
 import sys
 import time
 
 CHUNK = 1 << 16
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 def block(i):
@@ -93,7 +95,8 @@ def udp_send(addr, port, count, rate):
     s = socket.socket(family, socket.SOCK_DGRAM)
     start = time.time()
     for n in range(count):
-        s.sendto(n.to_bytes(4, "big") + b"x" * 60, (addr, port))
+        # Sequence number, then the send time (for udp-recv-timed's per-packet delay).
+        s.sendto(n.to_bytes(4, "big") + struct.pack("!d", time.time()) + b"x" * 52, (addr, port))
         delay = start + (n + 1) / rate - time.time()
         if delay > 0:
             time.sleep(delay)
@@ -123,6 +126,9 @@ def udp_recv_timed(addr, port, count, seconds, out):
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     s = socket.socket(family, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    # The kernel's arrival time (SO_TIMESTAMPNS), so that this process being scheduled late
+    # does not count as delay in the tunnel.
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.bind((addr, port))
     s.settimeout(0.5)
     arrivals = []
@@ -130,11 +136,17 @@ def udp_recv_timed(addr, port, count, seconds, out):
     end = time.time() + seconds
     while time.time() < end and len(seen) < count:
         try:
-            d, _ = s.recvfrom(2048)
+            d, anc, _, _ = s.recvmsg(2048, socket.CMSG_SPACE(16))
         except socket.timeout:
             continue
+        at = time.time()
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = struct.unpack("@qq", data[:16])
+                at = sec + nsec / 1e9
         n = int.from_bytes(d[:4], "big")
-        arrivals.append([n, time.time()])
+        sent = struct.unpack("!d", d[4:12])[0] if len(d) >= 12 else at
+        arrivals.append([n, at, sent])
         seen.add(n)
     with open(out, "w") as f:
         json.dump({"count": count, "arrivals": arrivals}, f)
