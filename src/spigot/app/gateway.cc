@@ -94,6 +94,7 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.auth_failures += from.auth_failures;
   to.invalid_messages += from.invalid_messages;
   to.child_failures += from.child_failures;
+  to.rekey_retries += from.rekey_retries;
 }
 
 // Each IKE worker keeps this many jobs queued so it never idles between completions; more
@@ -122,7 +123,12 @@ std::unique_ptr<Gateway> Gateway::Create(config::Config config, std::string conf
 Gateway::Gateway(config::Config config, std::string config_path)
     : config_(std::move(config)), config_path_(std::move(config_path)) {}
 
-Gateway::~Gateway() = default;
+Gateway::~Gateway() {
+  // Workers first (their jobs report to us), then the queued work, whose acquire tickets
+  // report to the data plane: both while everything they touch still exists.
+  workers_.reset();
+  queue_ = engine::NegotiationQueue(1);
+}
 
 bool Gateway::ApplyConnections(std::string* error) {
   std::map<std::string, Connection> next;
@@ -564,10 +570,46 @@ const std::string* Gateway::ConnectionNameFor(policy::PolicyId policy) const {
   return nullptr;
 }
 
+// An acquire is new work like a peer's IKE_SA_INIT (priority kNew): it waits its turn in the
+// negotiation queue, and a full queue refuses it with STATUS_IPSEC_QUEUE_OVERFLOW (counted in
+// queue_overflows) and drops the packets it held (counted in packets_dropped.acquire_failed).
 void Gateway::OnAcquire(policy::PolicyId policy) {
   const std::string* name = ConnectionNameFor(policy);
   if (name == nullptr) return dataplane_->AcquireFailed(policy);
   pending_acquires_.insert(policy);
+  if (!acquires_queued_.insert(policy).second) return;  // already waiting in the queue
+  // The ticket's destructor tells us if the queue drops the work unrun (evicted for
+  // higher-priority work): the held packets must not wait for a negotiation nobody starts.
+  struct Ticket {
+    Gateway* gateway;
+    policy::PolicyId policy;
+    bool ran = false;
+    ~Ticket() {
+      if (!ran) gateway->AcquireDropped(policy, engine::kStatusIpsecQueueOverflow);
+    }
+  };
+  auto ticket = std::make_shared<Ticket>(Ticket{this, policy});
+  const std::uint32_t status = queue_.Submit(engine::Priority::kNew, [this, ticket] {
+    ticket->ran = true;
+    StartAcquired(ticket->policy);
+  });
+  if (status != engine::kStatusSuccess) return;  // the ticket has reported it
+  DrainQueue();
+}
+
+void Gateway::AcquireDropped(policy::PolicyId policy, std::uint32_t status) {
+  acquires_queued_.erase(policy);
+  pending_acquires_.erase(policy);
+  const std::string* name = ConnectionNameFor(policy);
+  spdlog::warn("{}: acquire refused: negotiation queue full (max_queue {}): status 0x{:08X}",
+               name ? *name : "?", queue_.max_depth(), status);
+  dataplane_->AcquireFailed(policy);
+}
+
+void Gateway::StartAcquired(policy::PolicyId policy) {
+  acquires_queued_.erase(policy);
+  const std::string* name = ConnectionNameFor(policy);
+  if (name == nullptr || pending_acquires_.count(policy) == 0) return;
   for (auto& [spi, e] : ike_sas_) {
     ike::IkeSa& sa = *e.sa;
     if (!sa.connection() || sa.connection()->name != *name || sa.state() == ike::IkeSa::State::kDead) continue;
@@ -785,6 +827,10 @@ void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacemen
                Hex(old.spi_i(), 16), Hex(old.spi_r(), 16), Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16));
 }
 
+void Gateway::RetryChildRekey(ike::IkeSa&, std::uint32_t spi_in, ike::TimePoint at) {
+  rekey_scheduler_.Schedule(spi_in, at);
+}
+
 // ---------------------------------------------------------------- operator commands
 
 bool Gateway::Initiate(const std::string& name, std::string* error) {
@@ -983,6 +1029,7 @@ nlohmann::json Gateway::Stats() {
         {"unknown_spi", counters_.ike_unknown_spi}, {"no_connection", counters_.ike_no_connection},
         {"retransmits", ike_counters_.retransmits}, {"auth_failures", ike_counters_.auth_failures},
         {"child_failures", ike_counters_.child_failures}, {"established", counters_.ike_established},
+        {"rekey_retries", ike_counters_.rekey_retries},
         {"cookies_sent", counters_.cookies_sent}, {"cookies_invalid", counters_.cookies_invalid},
         {"init_in_progress", counters_.init_in_progress}}},
       {"config", {{"ike_lifetime", ike_life}, {"child_lifetime", child_life}, {"tunnels", established}}},

@@ -49,6 +49,7 @@ class Gateway : public ike::IkeSaHost {
   void StateChanged(ike::IkeSa& sa) override;
   std::uint64_t NewIkeSpi() override;
   void AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) override;
+  void RetryChildRekey(ike::IkeSa& sa, std::uint32_t spi_in, ike::TimePoint at) override;
 
  private:
   struct Connection {
@@ -107,6 +108,9 @@ class Gateway : public ike::IkeSaHost {
                     const io::Endpoint& from, bool natt_port);
   void Tick();
   void OnAcquire(policy::PolicyId policy);
+  void StartAcquired(policy::PolicyId policy);  // the acquire's turn in the negotiation queue
+  // The queue refused or evicted an acquire: its held packets are dropped (counted).
+  void AcquireDropped(policy::PolicyId policy, std::uint32_t status);
   void OnExhausted(policy::PolicyId policy, std::uint32_t spi_out);
   const std::string* ConnectionNameFor(policy::PolicyId policy) const;
   bool Initiate(const std::string& name, std::string* error);
@@ -160,6 +164,7 @@ class Gateway : public ike::IkeSaHost {
   std::set<std::uint32_t> volume_limited_;
   void CheckVolumeLifetimes(ike::TimePoint now);
   std::set<policy::PolicyId> pending_acquires_;
+  std::set<policy::PolicyId> acquires_queued_;  // acquires waiting in the negotiation queue
   // CHILD SAs negotiated (new) and rekeyed, per minute, for stats and `spigot doctor`.
   RateWindow negotiations_, rekeys_;
   // CHILD rekeys, spread at max_rekeys_per_second, most overdue first (cause 2).

@@ -824,6 +824,22 @@ void IkeSa::RemoveChildBySpi(std::uint32_t spi_in) {
   host_->RemoveChild(*this, spi_in);
 }
 
+// A rekey of ours failed (refused by the peer — TEMPORARY_FAILURE while it is busy or out of
+// SPIs, NO_PROPOSAL_CHOSEN — or by our own SPI pool): try again after 2-5 s (random, so SAs
+// refused together do not come back together), as long as that is before the hard lifetime;
+// otherwise the hard lifetime deletes the SA as it would have anyway.
+void IkeSa::RetryRekeyLater(std::uint32_t spi_in, TimePoint now) {
+  ChildSaInfo* c = FindChildByInbound(spi_in);
+  if (c == nullptr) return;
+  const auto delay = std::chrono::milliseconds(2000 + crypto::RandomU32() % 3000);
+  const TimePoint at = now + delay;
+  if (at >= c->expire_at) return;
+  ++counters_->rekey_retries;
+  c->rekey_started = false;
+  c->rekey_at = at;
+  if (conn_->host_schedules_rekeys) host_->RetryChildRekey(*this, spi_in, at);
+}
+
 ChildSaInfo* IkeSa::FindChildByInbound(std::uint32_t spi) {
   for (auto& c : children_) {
     if (c.spi_in == spi) return &c;
@@ -843,6 +859,7 @@ void IkeSa::SendChildRequest(RequestKind kind, std::uint32_t rekey_of, TimePoint
   const auto spi = host_->AllocateChildSpi(rekey_of != 0, refusal);
   if (!spi) {
     ++counters_->child_failures;
+    if (rekey_of != 0) RetryRekeyLater(rekey_of, now);
     return;
   }
   ChildNegotiation neg{*spi, rekey_of, RandomNonce(), nullptr, conn_->esp_proposals};
@@ -876,12 +893,14 @@ void IkeSa::OnChildResponse(const Message& msg, TimePoint now) {
     ++counters_->child_failures;
     failure_ = err != nullptr ? std::string("CHILD SA refused by peer: ") + NotifyName(err->type)
                               : "malformed CREATE_CHILD_SA response";
+    if (neg.rekey_of != 0) RetryRekeyLater(neg.rekey_of, now);
     return;
   }
   const std::uint32_t old = neg.rekey_of;
   if (!FinishChildAsInitiator(msg, neg, neg.nonce, nr->data, {})) {
     host_->ReleaseChildSpi(neg.spi_in);
     ++counters_->child_failures;
+    if (old != 0) RetryRekeyLater(old, now);
     return;
   }
   // Make-before-break: the new CHILD SA is installed; now retire the old one (2.8).

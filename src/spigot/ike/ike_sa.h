@@ -116,6 +116,10 @@ class IkeSaHost {
   // Takes over the IKE SA that replaces `old` after a rekey (2.18); it already holds the
   // CHILD SAs. The host indexes it by its own SPI.
   virtual void AdoptIkeSa(IkeSa& old, std::unique_ptr<IkeSa> replacement) = 0;
+  // A CHILD rekey failed and should be tried again at `at` (before the hard lifetime). Hosts
+  // that schedule rekeys themselves (ConnectionParams::host_schedules_rekeys) reschedule it;
+  // otherwise the IKE SA's own timer does.
+  virtual void RetryChildRekey(IkeSa& /*sa*/, std::uint32_t /*spi_in*/, TimePoint /*at*/) {}
 };
 
 // Counters an IKE SA contributes to (owned by the host; may be shared by many SAs).
@@ -125,6 +129,7 @@ struct IkeCounters {
   std::uint64_t auth_failures = 0;
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
+  std::uint64_t rekey_retries = 0;  // failed CHILD rekeys scheduled to be tried again
 };
 
 class IkeSa {
@@ -252,6 +257,7 @@ class IkeSa {
   void ResolveRekeyCollision(std::uint32_t old_spi, TimePoint now);
   void RemoveChildBySpi(std::uint32_t spi_in);
   ChildSaInfo* FindChildByInbound(std::uint32_t spi);
+  void RetryRekeyLater(std::uint32_t spi_in, TimePoint now);
   ChildSaInfo* FindChildByOutbound(std::uint32_t spi);
   void Enqueue(Pending p, TimePoint now);
   void StartNext(TimePoint now);

@@ -233,6 +233,52 @@ TEST_F(Established, SimultaneousChildRekeyLeavesOnePair) {
   }
 }
 
+// A CHILD rekey the peer refuses (here: its SPI pool is full, TEMPORARY_FAILURE) is tried
+// again 2-5 s later, before the hard lifetime, and succeeds once the peer can take it.
+TEST(IkeSaLifetimes, RefusedChildRekeyIsRetriedBeforeTheHardLifetime) {
+  auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  iconn->child_rekey_time = std::chrono::seconds(100);
+  iconn->child_lifetime = std::chrono::seconds(200);
+  iconn->rekey_jitter = 0;
+  LoopbackPair pair(iconn, TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.ihost.installed.size(), 1u);
+  const std::uint32_t first = pair.ihost.installed.begin()->first;
+  pair.rhost.spi_limit = pair.rhost.live_spis.size();  // the peer's pool is full
+  pair.initiator->Tick(T(100));  // soft lifetime: rekey, refused
+  pair.Pump(T(100));
+  EXPECT_EQ(pair.initiator->failure(), "CHILD SA refused by peer: TEMPORARY_FAILURE");
+  EXPECT_EQ(pair.icounters.rekey_retries, 1u);
+  ASSERT_EQ(pair.ihost.installed.count(first), 1u);
+  const ChildSaInfo& c = pair.initiator->children()[0];
+  EXPECT_GE(c.rekey_at, T(102));
+  EXPECT_LE(c.rekey_at, T(105));
+  // Still refused at the first retry: retried again.
+  pair.initiator->Tick(T(105));
+  pair.Pump(T(105));
+  EXPECT_EQ(pair.icounters.rekey_retries, 2u);
+  // The peer has room again: the next retry rekeys.
+  pair.rhost.spi_limit = 1u << 20;
+  pair.initiator->Tick(T(110));
+  pair.Pump(T(110));
+  ASSERT_EQ(pair.ihost.installed.size(), 1u);
+  EXPECT_EQ(pair.ihost.installed.count(first), 0u) << "not rekeyed after the peer had room";
+  ExpectTrafficFlows(pair.ihost.installed.begin()->second, pair.rhost.installed.begin()->second);
+  // Near the hard lifetime there is no retry: the hard lifetime deletes the SA.
+  const std::uint32_t second = pair.ihost.installed.begin()->first;
+  pair.rhost.spi_limit = pair.rhost.live_spis.size();
+  pair.initiator->Tick(T(110 + 100));  // soft lifetime of the new SA (installed at 110)
+  pair.Pump(T(210));
+  pair.initiator->Tick(T(309));
+  pair.Pump(T(309));
+  const auto retries = pair.icounters.rekey_retries;
+  pair.initiator->Tick(T(310));  // hard lifetime: deleted
+  pair.Pump(T(310));
+  EXPECT_EQ(pair.ihost.installed.count(second), 0u);
+  EXPECT_EQ(pair.icounters.rekey_retries, retries);
+}
+
 TEST(IkeSaLifetimes, SoftLifetimesRekeyWithJitterAndHardLifetimesDelete) {
   auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
   iconn->child_rekey_time = std::chrono::seconds(100);
