@@ -42,4 +42,5 @@ for dir in ab ba; do
   [ "$before" != "$after" ] || fail "the CHILD SA was not rekeyed ($before)"
   log "ok: $dir: $(cat "$WORK/recv-$dir.log") across rekeys $before -> $after"
 done
+log "side a: $(sctl a stats --json | python3 -c 'import json,sys; r=json.load(sys.stdin)["rekeys"]; print("rekeys answered", r["answered"], "- outbound switched on the peer'"'"'s first packet", r["outbound_switched_on_traffic"])')"
 echo "PASS: no loss across CHILD rekeys, spigot <-> $PEER"

@@ -107,6 +107,12 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
       [self](policy::PolicyId id, std::uint32_t spi) {
         self->loop_.Post([self, id, spi] { self->hooks_.exhausted(id, spi); });
       });
+  d->inbound_->OnFirstPacket([self](std::uint32_t spi) {
+    if (!self->loop_.Post([self, spi] {
+          if (self->hooks_.first_packet) self->hooks_.first_packet(spi);
+        }))
+      self->counters_.first_packet_refused.fetch_add(1, std::memory_order_relaxed);
+  });
   if (d->monitor_) {
     d->inbound_->UseEngine(*d->monitor_, kCryptoRing);
     d->outbound_->UseEngine(*d->monitor_, kCryptoRing);

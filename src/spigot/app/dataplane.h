@@ -27,6 +27,9 @@ class Dataplane {
   struct Hooks {
     std::function<void(std::span<const std::uint8_t> ike, const io::Endpoint& from)> ike;
     std::function<void(policy::PolicyId)> acquire;
+    // The first authentic packet on an SA installed with report_first_packet. Best effort: a
+    // report the control loop refuses is counted (Counters::first_packet_refused).
+    std::function<void(std::uint32_t spi)> first_packet;
     std::function<void(policy::PolicyId, std::uint32_t spi)> exhausted;
   };
 

@@ -212,6 +212,7 @@ bool Gateway::Init(std::string* error) {
     DrainQueue();
   };
   hooks.acquire = [this](policy::PolicyId id) { OnAcquire(id); };
+  hooks.first_packet = [this](std::uint32_t spi) { OnFirstPacket(spi); };
   hooks.exhausted = [this](policy::PolicyId id, std::uint32_t spi) { OnExhausted(id, spi); };
   dataplane_ = Dataplane::Create(g, *natt_sock_, *loop_, std::move(hooks), error);
   if (!dataplane_ || !dataplane_->ApplyConnections(config_.connections, error)) return false;
@@ -708,6 +709,11 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   in.replay_window = p.replay_window;
   in.policy = rec.policy;
   in.counters = rec.counters;
+  // A rekey the peer started: we keep sending on the old SA until the peer shows it has the
+  // new one — its first packet on it (OnFirstPacket) or its DELETE of the old one (RemoveChild),
+  // whichever comes first (RFC 7296 2.8).
+  const bool switch_now = child.rekey_of == 0 || child.we_initiated || children_.count(child.rekey_of) == 0;
+  in.report_first_packet = !switch_now;
   dataplane_->InstallInbound(std::move(in));
   datapath::OutboundSpec out;
   out.policy = rec.policy;
@@ -719,7 +725,6 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
   out.peer = ToEndpoint(peer);
   out.counters = rec.counters;
-  const bool switch_now = child.rekey_of == 0 || child.we_initiated || children_.count(child.rekey_of) == 0;
   if (switch_now) {
     dataplane_->SetOutbound(std::move(out));
   } else {
@@ -825,6 +830,16 @@ void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacemen
   }
   spdlog::info("{}: IKE SA {}_i {}_r rekeyed to {}_i {}_r", sa.connection()->name,
                Hex(old.spi_i(), 16), Hex(old.spi_r(), 16), Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16));
+}
+
+void Gateway::OnFirstPacket(std::uint32_t spi_in) {
+  auto c = children_.find(spi_in);
+  if (c == children_.end() || !c->second.deferred_outbound) return;
+  dataplane_->SetOutbound(std::move(*c->second.deferred_outbound));
+  c->second.deferred_outbound.reset();
+  if (auto d = deferred_successor_.find(c->second.rekey_of); d != deferred_successor_.end() && d->second == spi_in)
+    deferred_successor_.erase(d);
+  ++counters_.outbound_switched_on_traffic;
 }
 
 void Gateway::RetryChildRekey(ike::IkeSa&, std::uint32_t spi_in, ike::TimePoint at) {
@@ -1010,6 +1025,7 @@ nlohmann::json Gateway::Stats() {
         {"deferred_by_rate_limit", rekey_scheduler_.stats().deferred},
         {"peak_per_second", rekey_scheduler_.stats().peak_per_second},
         {"completed", counters_.rekeys_completed}, {"answered", counters_.rekeys_answered},
+        {"outbound_switched_on_traffic", counters_.outbound_switched_on_traffic},
         {"by_volume", counters_.volume_rekeys}, {"volume_deletes", counters_.volume_deletes}}},
       {"packets_dropped",
        {{"replay", dp.replay.load()}, {"bad_icv", dp.bad_icv.load()},

@@ -50,6 +50,7 @@ class Gateway : public ike::IkeSaHost {
   std::uint64_t NewIkeSpi() override;
   void AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) override;
   void RetryChildRekey(ike::IkeSa& sa, std::uint32_t spi_in, ike::TimePoint at) override;
+  void OnFirstPacket(std::uint32_t spi_in);
 
  private:
   struct Connection {
@@ -79,6 +80,9 @@ class Gateway : public ike::IkeSaHost {
     std::uint64_t init_in_progress = 0;
     std::uint64_t rekeys_completed = 0;  // CHILD rekeys we started that installed a new SA
     std::uint64_t rekeys_answered = 0;   // CHILD rekeys the peer started
+    // Rekeys the peer started whose outbound SA we switched to on its first packet on the new
+    // inbound SA (rather than on its DELETE of the old one).
+    std::uint64_t outbound_switched_on_traffic = 0;
     std::uint64_t volume_rekeys = 0;     // rekeys asked for by a bytes/packets soft lifetime
     std::uint64_t volume_deletes = 0;    // CHILD SAs deleted at a bytes/packets hard lifetime
   };

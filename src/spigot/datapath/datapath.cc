@@ -50,6 +50,8 @@ void InboundPath::ApplyCommands() {
       sa->state = esp::InboundState{spec->spi, esp::ReplayWindow(spec->replay_window, spec->esn)};
       sa->policy = spec->policy;
       sa->counters = spec->counters;
+      sa->spi = spec->spi;
+      sa->report_first = spec->report_first_packet;
       if (!sa->cipher.Init(crypto::ImbManager::ForThisThread(), spec->suite, spec->keymat)) return;
       sas_[spec->spi] = std::move(sa);
     } else {
@@ -124,6 +126,10 @@ InboundPath::Verdict InboundPath::Opened(Sa& sa, esp::Status status, esp::Packet
   if (sa.counters) {
     Add(sa.counters->packets);
     Add(sa.counters->bytes, wire_len);
+  }
+  if (sa.report_first) {
+    sa.report_first = false;
+    if (first_packet_) first_packet_(sa.spi);
   }
   return Verdict::kDeliver;
 }

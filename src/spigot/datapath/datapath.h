@@ -51,6 +51,7 @@ struct Counters {
   std::atomic<std::uint64_t> no_sa{0};            // covered, no SA, and not a trap policy
   std::atomic<std::uint64_t> seq_exhausted{0};    // SA out of sequence numbers, awaiting rekey
   std::atomic<std::uint64_t> ike_forward_refused{0};  // IKE on 4500 the control thread refused
+  std::atomic<std::uint64_t> first_packet_refused{0};  // first-packet reports it refused
   std::atomic<std::uint64_t> keepalives{0};
   std::atomic<std::uint64_t> dummy{0};            // next header 59 (RFC 4303 2.6)
   std::atomic<std::uint64_t> acquires{0};         // negotiations requested by traffic
@@ -73,6 +74,9 @@ struct InboundSpec {
   std::uint32_t replay_window = esp::kDefaultReplayWindow;
   policy::PolicyId policy = policy::kNoPolicy;  // for the inner packet's selector check
   std::shared_ptr<SaCounters> counters;
+  // Report the first authentic packet on this SA (InboundPath::OnFirstPacket): the new SA of a
+  // rekey the peer started, whose outbound half we switch to once the peer uses it.
+  bool report_first_packet = false;
 };
 
 struct OutboundSpec {
@@ -138,6 +142,9 @@ class InboundPath {
   // Before the thread starts: open packets through `monitor`'s engine, `ring` jobs in flight
   // at most. Without it every packet is opened inline in Process().
   void UseEngine(engine::EngineMonitor& monitor, std::size_t ring);
+  // Before the thread starts: called on the data-path thread with the SPI of the first
+  // authentic packet of an SA installed with report_first_packet. Must not block.
+  void OnFirstPacket(std::function<void(std::uint32_t spi)> fn) { first_packet_ = std::move(fn); }
 
   // Control thread.
   bool Install(InboundSpec spec);
@@ -165,6 +172,8 @@ class InboundPath {
     crypto::EspCipher cipher;
     policy::PolicyId policy;
     std::shared_ptr<SaCounters> counters;
+    std::uint32_t spi = 0;
+    bool report_first = false;
   };
   using Command = std::variant<InboundSpec, std::uint32_t>;  // install, or remove by SPI
   // A job in flight: the SA stays alive (and its cipher unchanged) until it is delivered.
@@ -188,6 +197,7 @@ class InboundPath {
   std::unordered_map<std::uint32_t, std::shared_ptr<Sa>> sas_;
   std::unique_ptr<engine::CryptoPipeline> pipeline_;
   std::vector<Job> jobs_;  // by pipeline slot
+  std::function<void(std::uint32_t)> first_packet_;
 };
 
 class OutboundPath {

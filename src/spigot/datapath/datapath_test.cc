@@ -46,12 +46,13 @@ struct Fixture : ::testing::Test {
     for (std::size_t i = 0; i < keymat.size(); ++i) keymat.data()[i] = static_cast<std::uint8_t>(i);
   }
 
-  void InstallPair() {
+  void InstallPair(bool report_first_packet = false) {
     InboundSpec in;
     in.spi = kSpi;
     in.keymat = keymat;
     in.policy = kPolicy;
     in.counters = sa_counters;
+    in.report_first_packet = report_first_packet;
     ASSERT_TRUE(inbound.Install(std::move(in)));
     inbound.ApplyCommands();
     OutboundSpec out;
@@ -106,6 +107,25 @@ TEST_F(Fixture, DeliversAndCounts) {
   EXPECT_EQ(got, inner);
   EXPECT_EQ(counters.rx_packets.load(), 1u);
   EXPECT_EQ(sa_counters->packets.load(), 1u);
+}
+
+// The new SA of a rekey the peer started reports its first authentic packet, once; forged or
+// replayed packets do not count.
+TEST_F(Fixture, FirstAuthenticPacketIsReportedOnce) {
+  std::vector<std::uint32_t> reported;
+  inbound.OnFirstPacket([&](std::uint32_t spi) { reported.push_back(spi); });
+  InstallPair(true);
+  const auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 7});
+  auto first = PeerSends(inner);
+  auto forged = first;
+  forged.back() ^= 1;
+  EXPECT_EQ(Receive(forged), In::kDrop);
+  EXPECT_TRUE(reported.empty()) << "a forged packet counted as the peer using the SA";
+  ASSERT_EQ(Receive(first), In::kDeliver);
+  EXPECT_EQ(reported, std::vector<std::uint32_t>{kSpi});
+  EXPECT_EQ(Receive(first), In::kDrop);  // replay
+  ASSERT_EQ(Receive(PeerSends(inner)), In::kDeliver);
+  EXPECT_EQ(reported.size(), 1u);
 }
 
 TEST_F(Fixture, HostileInputIsCountedUnderItsReasonAndNeverDelivered) {
