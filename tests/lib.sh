@@ -14,6 +14,13 @@ log() { echo "[$(date +%H:%M:%S)] $*"; }
 fail() {
   echo "FAIL: $*" >&2
   for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -n 40 "$f" >&2; }; done
+  # What the gateways counted: drops by reason, rekeys, IKE.
+  for side in a b; do
+    [ -S "$WORK/$side.sock" ] || continue
+    echo "---- spigot $side stats" >&2
+    timeout 5 "$SPIGOT" stats --json --socket "$WORK/$side.sock" 2>/dev/null |
+      python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({k: s[k] for k in ("packets_dropped", "rekeys", "ike", "traffic") if k in s}))' >&2 || true
+  done
   exit 1
 }
 
