@@ -589,7 +589,8 @@ void Gateway::OnAcquire(policy::PolicyId policy) {
       if (!ran) gateway->AcquireDropped(policy, engine::kStatusIpsecQueueOverflow);
     }
   };
-  auto ticket = std::make_shared<Ticket>(Ticket{this, policy});
+  // Built in place: a temporary Ticket's destructor would report a drop.
+  std::shared_ptr<Ticket> ticket(new Ticket{this, policy});
   const std::uint32_t status = queue_.Submit(engine::Priority::kNew, [this, ticket] {
     ticket->ran = true;
     StartAcquired(ticket->policy);
@@ -725,12 +726,10 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
   out.peer = ToEndpoint(peer);
   out.counters = rec.counters;
-  if (switch_now) {
-    dataplane_->SetOutbound(std::move(out));
-  } else {
-    rec.deferred_outbound = std::move(out);
-    deferred_successor_[child.rekey_of] = child.spi_in;
-  }
+  rec.outbound = std::move(out);
+  rec.outbound_deferred = !switch_now;
+  rec.installed = Now();
+  if (!switch_now) deferred_successor_[child.rekey_of] = child.spi_in;
   (child.rekey_of != 0 ? rekeys_ : negotiations_).Record(Now());
   if (child.rekey_of != 0) ++(child.we_initiated ? counters_.rekeys_completed : counters_.rekeys_answered);
   if (child.rekey_of != 0) rekey_scheduler_.Cancel(child.rekey_of);
@@ -746,6 +745,7 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
     volume_limited_.insert(child.spi_in);
   }
   children_[child.spi_in] = std::move(rec);
+  if (switch_now) UseOutbound(child.spi_in);
   pending_acquires_.erase(children_[child.spi_in].policy);
   spdlog::info("{}: CHILD SA {:08x}_i {:08x}_o INSTALLED ({}){}", sa.connection()->name,
                child.spi_in, child.spi_out, ike::Describe(child.algs),
@@ -764,19 +764,40 @@ void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
   } else {
     loop_->AddTimer("inbound_linger", kInboundLinger, [this, spi_in] { dataplane_->RemoveInbound(spi_in); });
   }
-  if (auto it = children_.find(spi_in); it != children_.end()) {
-    dataplane_->ClearOutbound(it->second.policy, it->second.spi_out);
-    children_.erase(it);
-  }
-  volume_limited_.erase(spi_in);
-  // The old SA of a rekey we answered is gone: its successor carries our traffic now.
+  std::uint32_t successor = 0;
   if (auto d = deferred_successor_.find(spi_in); d != deferred_successor_.end()) {
-    if (auto c = children_.find(d->second); c != children_.end() && c->second.deferred_outbound) {
-      dataplane_->SetOutbound(std::move(*c->second.deferred_outbound));
-      c->second.deferred_outbound.reset();
-    }
+    successor = d->second;
     deferred_successor_.erase(d);
   }
+  if (auto it = children_.find(spi_in); it != children_.end()) {
+    const policy::PolicyId policy = it->second.policy;
+    const std::uint32_t spi_out = it->second.spi_out;
+    children_.erase(it);
+    auto cur = current_outbound_.find(policy);
+    if (cur != current_outbound_.end() && cur->second == spi_in) {
+      // The SA carrying the policy's traffic is gone. Its rekey's successor takes over; else
+      // the newest other CHILD SA of the policy (the survivor of simultaneous rekeys, 2.8.1).
+      // The new one is set before anything is cleared, so no packet finds the policy without
+      // an SA in between.
+      if (children_.count(successor) == 0) {
+        successor = 0;
+        ike::TimePoint newest{};
+        for (const auto& [spi, ch] : children_) {
+          if (ch.policy == policy && (successor == 0 || ch.installed > newest)) {
+            successor = spi;
+            newest = ch.installed;
+          }
+        }
+      }
+      if (successor != 0) {
+        UseOutbound(successor);
+      } else {
+        current_outbound_.erase(cur);
+        dataplane_->ClearOutbound(policy, spi_out);
+      }
+    }
+  }
+  volume_limited_.erase(spi_in);
   spdlog::info("{}: CHILD SA {:08x}_i removed", sa.connection() ? sa.connection()->name : "?", spi_in);
 }
 
@@ -834,12 +855,19 @@ void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacemen
 
 void Gateway::OnFirstPacket(std::uint32_t spi_in) {
   auto c = children_.find(spi_in);
-  if (c == children_.end() || !c->second.deferred_outbound) return;
-  dataplane_->SetOutbound(std::move(*c->second.deferred_outbound));
-  c->second.deferred_outbound.reset();
+  if (c == children_.end() || !c->second.outbound_deferred) return;
   if (auto d = deferred_successor_.find(c->second.rekey_of); d != deferred_successor_.end() && d->second == spi_in)
     deferred_successor_.erase(d);
+  UseOutbound(spi_in);
   ++counters_.outbound_switched_on_traffic;
+}
+
+void Gateway::UseOutbound(std::uint32_t spi_in) {
+  auto c = children_.find(spi_in);
+  if (c == children_.end() || c->second.policy == policy::kNoPolicy) return;
+  c->second.outbound_deferred = false;
+  current_outbound_[c->second.policy] = spi_in;
+  dataplane_->SetOutbound(c->second.outbound);  // a copy: the record keeps its own
 }
 
 void Gateway::RetryChildRekey(ike::IkeSa&, std::uint32_t spi_in, ike::TimePoint at) {

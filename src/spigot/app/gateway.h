@@ -154,9 +154,14 @@ class Gateway : public ike::IkeSaHost {
     std::uint32_t spi_out = 0;
     std::uint32_t rekey_of = 0;
     std::shared_ptr<datapath::SaCounters> counters;
-    // A rekey we answered: we keep sending on the old SA until the peer deletes it, so our
-    // first packets on the new one cannot beat its installation there (RFC 7296 2.8).
-    std::optional<datapath::OutboundSpec> deferred_outbound;
+    // The outbound half, kept so that it can become the policy's current outbound SA at any
+    // time (a rekey's successor, or the survivor when the current one is deleted).
+    datapath::OutboundSpec outbound;
+    // A rekey we answered: we keep sending on the old SA until the peer uses the new one or
+    // deletes the old, so our first packets on the new one cannot beat its installation there
+    // (RFC 7296 2.8).
+    bool outbound_deferred = false;
+    ike::TimePoint installed{};
     // Volume lifetimes (0: none): rekey at the soft values, delete at the hard ones.
     std::uint64_t soft_bytes = 0, hard_bytes = 0, soft_packets = 0, hard_packets = 0;
     bool volume_rekeyed = false, volume_deleted = false;
@@ -164,6 +169,9 @@ class Gateway : public ike::IkeSaHost {
   std::map<std::uint32_t, Child> children_;
   // Old inbound SPI -> the successor whose outbound switch waits for the old SA's deletion.
   std::unordered_map<std::uint32_t, std::uint32_t> deferred_successor_;
+  // Per policy, the inbound SPI of the CHILD SA whose outbound half carries its traffic.
+  std::unordered_map<policy::PolicyId, std::uint32_t> current_outbound_;
+  void UseOutbound(std::uint32_t spi_in);
   // CHILD SAs with volume lifetimes, checked every tick (only these: the others need no scan).
   std::set<std::uint32_t> volume_limited_;
   void CheckVolumeLifetimes(ike::TimePoint now);
