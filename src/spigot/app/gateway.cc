@@ -531,11 +531,21 @@ void Gateway::CheckVolumeLifetimes(ike::TimePoint now) {
     const bool soft = (ch.soft_bytes != 0 && bytes >= ch.soft_bytes) ||
                       (ch.soft_packets != 0 && packets >= ch.soft_packets);
     auto owner = ike_sas_.find(ch.owner);
-    if (hard && !ch.volume_deleted && owner != ike_sas_.end() && owner->second.sa->DeleteChild(spi, now)) {
-      ch.volume_deleted = true;
-      ++counters_.volume_deletes;
-      spdlog::warn("CHILD SA {:08x}_i reached its volume lifetime ({} bytes, {} packets) before "
-                   "its rekey completed: deleting it", spi, bytes, packets);
+    if (hard && !ch.volume_deleted && owner != ike_sas_.end()) {
+      // Soft and hard crossed between two looks (a burst, a busy tick): start the rekey now,
+      // ahead of the DELETE in the IKE SA's queue, so the successor carries the traffic and
+      // the policy is never left without an SA.
+      if (!ch.volume_rekeyed && owner->second.sa->RekeyChild(spi, now)) {
+        ch.volume_rekeyed = true;
+        ++counters_.volume_rekeys;
+        rekey_scheduler_.Cancel(spi);
+      }
+      if (owner->second.sa->DeleteChild(spi, now)) {
+        ch.volume_deleted = true;
+        ++counters_.volume_deletes;
+        spdlog::warn("CHILD SA {:08x}_i reached its volume lifetime ({} bytes, {} packets) before "
+                     "its rekey completed: deleting it", spi, bytes, packets);
+      }
     } else if (soft && !ch.volume_rekeyed) {
       ch.volume_rekeyed = true;
       ++counters_.volume_rekeys;
