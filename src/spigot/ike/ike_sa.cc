@@ -1047,8 +1047,21 @@ void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const 
   next->last_heard_ = now;
   next->state_ = State::kEstablished;
   next->ike_rekey_at_ = Jittered(now, conn_->ike_rekey_time, conn_->rekey_jitter);
+  // CHILD SA work that waited behind the IKE rekey goes on in the new IKE SA, which now owns
+  // the CHILD SAs (a queued CHILD rekey or DELETE must not vanish with the old one).
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->kind == RequestKind::kCreateChild || it->kind == RequestKind::kRekeyChild ||
+        it->kind == RequestKind::kDeleteChild) {
+      next->pending_.push_back(*it);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   rekeyed_ = true;
+  IkeSa* const adopted = next.get();
   host_->AdoptIkeSa(*this, std::move(next));
+  adopted->StartNext(now);  // once the host knows it (it sends through the host)
 }
 
 // ---------------------------------------------------------------- INFORMATIONAL

@@ -215,6 +215,23 @@ TEST_F(Established, IkeRekeyFromEitherSideMovesTheChildSas) {
   }
 }
 
+// A CHILD rekey queued behind an IKE rekey is carried out by the new IKE SA, from either side.
+TEST_F(Established, ChildRekeyQueuedBehindAnIkeRekeyIsNotLost) {
+  for (bool from_initiator : {true, false}) {
+    IkeSa& sa = Side(from_initiator);
+    const std::uint32_t old_child = Host(from_initiator).installed.begin()->first;
+    ASSERT_TRUE(sa.RekeyIke(T(10)));
+    ASSERT_TRUE(sa.RekeyChild(old_child, T(10)));  // waits behind the IKE rekey
+    pair_->Pump(T(10));
+    IkeSa& i = *pair_->initiator;
+    EXPECT_EQ(i.state(), State::kEstablished);
+    ASSERT_EQ(pair_->ihost.installed.size(), 1u);
+    ASSERT_EQ(pair_->rhost.installed.size(), 1u);
+    EXPECT_EQ(Host(from_initiator).installed.count(old_child), 0u) << "the queued CHILD rekey was lost";
+    ExpectTrafficFlows(pair_->ihost.installed.begin()->second, pair_->rhost.installed.begin()->second);
+  }
+}
+
 // RFC 7296 2.8.1: both sides rekey the same CHILD SA at once. Each ends up with the other's
 // new SA too; the one created with the lowest nonce is closed by its creator, so exactly one
 // pair remains and it carries traffic.
