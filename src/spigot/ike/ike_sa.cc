@@ -358,6 +358,7 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       return ++counters_->invalid_messages, void();
   } else {
     if (last_response_id_ && h.message_id == *last_response_id_) {
+      if (h.exchange == Exchange::kIkeSaInit && state_ == State::kInitAnswered) NoteInitRetry(msg, datagram);
       host_->SendIke(*this, last_response_);  // 2.1: a retransmitted request
       return;
     }
@@ -464,9 +465,25 @@ void IkeSa::SendInit(TimePoint now) {
   SetState(State::kInitSent);
 }
 
+// Responder, IKE_SA_INIT already answered: the same request again, or the same request in
+// another form — the peer's retry with a COOKIE (2.6) after one copy of its first request was
+// asked for a cookie while another was answered. The peer signs the request it sent last, so
+// that is the one our AUTH check must use; our answer does not depend on which it was. Only
+// a request with the same nonce (the same attempt) counts.
+void IkeSa::NoteInitRetry(const Message& msg, std::span<const std::uint8_t> datagram) {
+  if (std::equal(datagram.begin(), datagram.end(), init_request_.begin(), init_request_.end())) return;
+  const auto* ni = msg.Find<NoncePayload>(PayloadType::kNonce);
+  if (ni == nullptr || ni->data != ni_) return;
+  init_request_.assign(datagram.begin(), datagram.end());
+}
+
 void IkeSa::OnInitResponse(const Message& msg, std::span<const std::uint8_t> datagram,
                            TimePoint now) {
   if (const auto* c = msg.FindNotify(NotifyType::kCookie)) {
+    // The cookie we already send: this answers an older copy of our request (a retransmission
+    // that crossed the cookie demand). Our current request is in flight and will be answered
+    // or retransmitted; resending now would only make a third version of it.
+    if (!cookie_.empty() && c->data == cookie_) return;
     // 2.6: retry with the cookie first.
     if (c->data.empty() || c->data.size() > kMaxCookieLen || ++cookie_retries_ > kMaxCookieRetries)
       return Die("peer keeps demanding cookies");

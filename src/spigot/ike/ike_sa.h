@@ -258,6 +258,7 @@ class IkeSa {
   void RemoveChildBySpi(std::uint32_t spi_in);
   ChildSaInfo* FindChildByInbound(std::uint32_t spi);
   void RetryRekeyLater(std::uint32_t spi_in, TimePoint now);
+  void NoteInitRetry(const Message& msg, std::span<const std::uint8_t> datagram);
   ChildSaInfo* FindChildByOutbound(std::uint32_t spi);
   void Enqueue(Pending p, TimePoint now);
   void StartNext(TimePoint now);

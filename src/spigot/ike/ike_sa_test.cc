@@ -151,6 +151,44 @@ TEST(IkeSa, SpiPoolExhaustionRefusesTheChildWithTemporaryFailure) {
   EXPECT_EQ(pair.rcounters.child_failures, 1u);
 }
 
+// RFC 7296 2.6 under a login storm: one copy of the initiator's IKE_SA_INIT (A) is asked for
+// a cookie while another copy is answered. The initiator retries with the cookie (B), then
+// takes the answer to A for the answer to B and signs B. The responder must check AUTH
+// against the request the initiator sent last (B), and the initiator must not make a third
+// version of its request for a stale COOKIE answer carrying the cookie it already sends.
+TEST(IkeSa, CookieRetryCrossingAnAnsweredCopyStillAuthenticates) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.initiator->Initiate(T(0));
+  ASSERT_EQ(pair.rhost.inbox.size(), 1u);
+  const Bytes a = pair.rhost.inbox.front();
+  pair.rhost.inbox.pop_front();
+  Header h;
+  ASSERT_TRUE(ParseHeader(a, h));
+  auto cookie_answer = [&] {
+    Message m;
+    m.header = Header{h.spi_i, 0, PayloadType::kNone, kVersion, Exchange::kIkeSaInit, kFlagResponse, 0, 0};
+    m.payloads.push_back({PayloadType::kNotify,
+                          NotifyPayload{ProtocolId::kNone, {}, NotifyType::kCookie, Bytes{1, 2, 3, 4, 5, 6, 7, 8}}});
+    return Serialize(m, nullptr);
+  };
+  pair.initiator->Receive(cookie_answer(), T(0));  // a copy of A was asked for a cookie
+  ASSERT_EQ(pair.rhost.inbox.size(), 1u);
+  const Bytes b = pair.rhost.inbox.front();
+  EXPECT_NE(a, b);
+  // Another copy of A meets the cookie demand: the same cookie, a stale answer. Ignored.
+  pair.initiator->Receive(cookie_answer(), T(0));
+  EXPECT_EQ(pair.rhost.inbox.size(), 1u) << "a stale COOKIE answer made the initiator send again";
+  EXPECT_NE(pair.initiator->state(), State::kDead);
+  // The responder answered a copy of A (no cookie mode at that moment), then sees B.
+  pair.rhost.inbox.push_front(a);
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+  ASSERT_NE(pair.responder, nullptr);
+  EXPECT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
+  EXPECT_EQ(pair.rcounters.auth_failures, 0u);
+}
+
 class Established : public ::testing::Test {
  protected:
   void SetUp() override {
