@@ -7,7 +7,8 @@
 # For each: establish rate, p50/p99 latency, failures, rekeys completed, peak responder RSS
 # (VmHWM). Ratios are spigot over strongSwan from this run. Run as root.
 # usage: bench/storm.sh [BUILD_DIR] [N] [HOLD] [BIG]
-#        defaults: build/release 20000 300 100000; CHILD_LIFE=60 RATE=10000 in the environment
+#        defaults: build/release 20000 300 100000; CHILD_LIFE=60 RATE=10000 in the environment;
+#        N=0 skips 1 and 2, HOLD=0 skips 2, BIG=0 skips 3
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build/release}
@@ -69,11 +70,15 @@ PY
 }
 
 netns_setup
-run_case spigot login "$N" 5
-run_case strongswan login "$N" 5
-run_case spigot rekey "$N" "$HOLD" --child-rekey-time "${CHILD_LIFE}s" --id-prefix rk
-run_case strongswan rekey "$N" "$HOLD" --child-rekey-time "${CHILD_LIFE}s" --id-prefix rk
-[ "$BIG" -gt 0 ] && run_case spigot big "$BIG" 20 --id-prefix big
+if [ "$N" -gt 0 ]; then
+  run_case spigot login "$N" 5
+  run_case strongswan login "$N" 5
+fi
+if [ "$N" -gt 0 ] && [ "$HOLD" -gt 0 ]; then
+  run_case spigot rekey "$N" "$HOLD" --child-rekey-time "${CHILD_LIFE}s" --id-prefix rk
+  run_case strongswan rekey "$N" "$HOLD" --child-rekey-time "${CHILD_LIFE}s" --id-prefix rk
+fi
+if [ "$BIG" -gt 0 ]; then run_case spigot big "$BIG" 20 --id-prefix big; fi
 
 echo
 echo "storm.sh: N=$N RATE=$RATE HOLD=${HOLD}s CHILD_LIFE=${CHILD_LIFE}s BIG=$BIG (spigot $(git -C "$ROOT" rev-parse --short HEAD))"

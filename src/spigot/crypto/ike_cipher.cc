@@ -68,26 +68,31 @@ std::unique_ptr<IkeCipher> IkeCipher::Create(IkeEncr encr, std::span<const std::
   return std::unique_ptr<IkeCipher>(new IkeCipher(info, keymat));
 }
 
-IkeCipher::~IkeCipher() {
-  EVP_CIPHER_CTX_free(encrypt_ctx_);
-  EVP_CIPHER_CTX_free(decrypt_ctx_);
-}
+IkeCipher::~IkeCipher() = default;
 
+// One OpenSSL context per thread and direction, keyed afresh for each message. An IKE SA then
+// holds only its key material: a keyed context is about a kilobyte, two per IKE SA, and a
+// gateway holds a hundred thousand IKE SAs or more; IKE messages are rare enough that one key
+// schedule each (about a microsecond) does not show.
 EVP_CIPHER_CTX* IkeCipher::Ctx(bool encrypt) {
-  EVP_CIPHER_CTX*& slot = encrypt ? encrypt_ctx_ : decrypt_ctx_;
-  if (slot != nullptr) return slot;
+  struct ThreadContexts {
+    EVP_CIPHER_CTX* ctx[2] = {nullptr, nullptr};
+    ~ThreadContexts() {
+      EVP_CIPHER_CTX_free(ctx[0]);
+      EVP_CIPHER_CTX_free(ctx[1]);
+    }
+  };
+  thread_local ThreadContexts contexts;
+  EVP_CIPHER_CTX*& ctx = contexts.ctx[encrypt ? 1 : 0];
+  if (ctx == nullptr) ctx = EVP_CIPHER_CTX_new();
   const EVP_CIPHER* cipher = CipherFor(info_->encr);
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
-  // The key schedule is computed here, once; each message only sets a new IV or nonce.
   if (cipher == nullptr || ctx == nullptr ||
       EVP_CipherInit_ex2(ctx, cipher, keymat_.data(), nullptr, encrypt ? 1 : 0, nullptr) != 1 ||
       (!info_->aead && EVP_CIPHER_CTX_set_padding(ctx, 0) != 1)) {
-    EVP_CIPHER_CTX_free(ctx);
     ERR_clear_error();
     return nullptr;
   }
-  slot = ctx;
-  return slot;
+  return ctx;
 }
 
 bool IkeCipher::Seal(std::span<const std::uint8_t> iv, std::span<const std::uint8_t> aad,

@@ -89,8 +89,6 @@ class IkeCipher {
 
   const IkeEncrInfo* info_;
   SecureBytes keymat_;
-  EVP_CIPHER_CTX* encrypt_ctx_ = nullptr;
-  EVP_CIPHER_CTX* decrypt_ctx_ = nullptr;
 };
 
 }  // namespace spigot::crypto

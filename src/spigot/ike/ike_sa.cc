@@ -205,7 +205,7 @@ bool IkeSa::Delete(TimePoint now) {
   }
   // A DELETE of the IKE SA goes ahead of anything queued (2.4: it ends all of it).
   pending_.clear();
-  pending_.push_front({RequestKind::kDeleteIke});
+  pending_.insert(pending_.begin(), {RequestKind::kDeleteIke});
   StartNext(now);
   return true;
 }
@@ -226,7 +226,7 @@ bool IkeSa::CheckLiveness(TimePoint now) {
 void IkeSa::StartNext(TimePoint now) {
   while (!outstanding_ && !pending_.empty() && state_ == State::kEstablished) {
     const Pending p = pending_.front();
-    pending_.pop_front();
+    pending_.erase(pending_.begin());
     switch (p.kind) {
       case RequestKind::kCreateChild:
         SendChildRequest(RequestKind::kCreateChild, 0, now);
@@ -923,7 +923,7 @@ void IkeSa::OnChildResponse(const Message& msg, TimePoint now) {
   // Make-before-break: the new CHILD SA is installed; now retire the old one (2.8).
   if (old != 0) {
     outstanding_.reset();
-    pending_.push_front({RequestKind::kDeleteChild, old});
+    pending_.insert(pending_.begin(), {RequestKind::kDeleteChild, old});
     ResolveRekeyCollision(old, now);
   }
   (void)now;
@@ -1000,7 +1000,7 @@ void IkeSa::OnIkeRekeyResponse(const Message& msg, TimePoint now) {
   // Then the old IKE SA goes: its DELETE is the next request here.
   outstanding_.reset();
   pending_.clear();
-  pending_.push_front({RequestKind::kDeleteIke});
+  pending_.insert(pending_.begin(), {RequestKind::kDeleteIke});
 }
 
 void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {

@@ -295,7 +295,9 @@ class IkeSa {
   // Our requests (2.3: window 1).
   std::uint32_t next_request_id_ = 0;
   std::optional<Outstanding> outstanding_;
-  std::deque<Pending> pending_;
+  // A vector, not a deque: at most kMaxQueuedRequests small entries, and an empty std::deque
+  // already costs ~600 bytes — per IKE SA, at a hundred thousand IKE SAs.
+  std::vector<Pending> pending_;
   std::optional<ChildNegotiation> child_neg_;
   std::uint32_t pending_delete_spi_ = 0;  // the CHILD SA our in-flight DELETE names
   std::uint64_t rekey_spi_ = 0;           // our SPI for the IKE SA our rekey creates
