@@ -365,8 +365,9 @@ std::string PlanText(const PlanResult& p) {
              : ", fits max_queue " + std::to_string(in.max_queue) + "\n";
   }
   s += "memory: " + HumanBytes(double(p.memory.total_bytes)) + " = " + std::to_string(in.tunnels) +
-       " x (" + std::to_string(p.memory.ike_sa_bytes) + " B per IKE SA, estimated + " +
-       std::to_string(p.memory.child_sa_bytes) + " B per CHILD SA, measured) + " +
+       " x (" + std::to_string(p.memory.ike_sa_bytes) + " B per IKE SA with the rest of its tunnel + " +
+       std::to_string(p.memory.child_sa_bytes) + " B per CHILD SA in the SA database; both "
+       "measured) + " +
        HumanBytes(double(p.memory.spi_pool_bytes)) + " SPI pool\n\n";
   const Recommendation& r = p.recommended;
   s += "recommended:\n";

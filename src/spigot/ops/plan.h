@@ -30,11 +30,11 @@ namespace spigot::ops {
 // slot) in the SA database: measured by `spigot bench sad --sas 1000000`, 608.0 bytes per SA on
 // x86-64 (Release build at commit 787c8a1).
 inline constexpr std::uint64_t kChildSaBytes = 608;
-// Resident memory of one established IKE SA: an estimate. `spigot bench ike --pairs 10000` keeps
-// established in-process pairs alive and reports about 6,780 bytes per IKE SA (half a pair: one
-// IKE SA with its cached messages and keys, plus its host's copy of the CHILD SA, so on the high
-// side; same machine and commit as above); rounded up to 7 KiB.
-inline constexpr std::uint64_t kIkeSaBytes = 7 * 1024;
+// Resident memory of the rest of a tunnel in the daemon: its IKE SA, the data-path halves of its
+// CHILD SA, the gateway's records. Measured: `bench/storm.sh build 0 0 100000` held 100,000
+// IKE SAs with their CHILD SAs in a peak RSS of 605.6 MiB (commit 5cb4785), 6,350 bytes per
+// tunnel all told; less the SA database's share above, rounded up.
+inline constexpr std::uint64_t kIkeSaBytes = 5800;
 
 // CHILD or IKE SAs renegotiated more often than this, on average, are a renegotiation storm
 // (`spigot doctor` flags them; see StormLifetime()).

@@ -206,7 +206,7 @@ TEST(Plan, Memory) {
   const MemoryEstimate m = EstimateMemory(500, 2048);
   EXPECT_EQ(m.spi_slots, 2048u);
   EXPECT_DOUBLE_EQ(m.spi_pool_bytes, 512.0 * 1024 + 2.0 * 1024 * 1024);
-  EXPECT_DOUBLE_EQ(m.total_bytes, 500 * (7168.0 + 608) + m.spi_pool_bytes);
+  EXPECT_DOUBLE_EQ(m.total_bytes, 500 * (5800.0 + 608) + m.spi_pool_bytes);
   const MemoryEstimate big = EstimateMemory(1'000'000, 1u << 22);
   EXPECT_EQ(big.spi_slots, 2'000'000u + 4096);
   EXPECT_DOUBLE_EQ(big.spi_pool_bytes, 31 * 512.0 * 1024 + 4 * 2.0 * 1024 * 1024);
