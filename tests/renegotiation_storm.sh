@@ -99,6 +99,7 @@ started=$(field "$WORK/end.json" rekeys.started)
 completed=$(field "$WORK/end.json" rekeys.completed)
 peak=$(field "$WORK/end.json" rekeys.peak_per_second)
 child_failures=$(field "$WORK/end.json" ike.child_failures)
+timers_missed=$(field "$WORK/end.json" ike.timers_missed)
 established=$(field "$WORK/loadgen.json" established)
 polled_max=$(python3 -c 'import json,sys; p=json.load(open(sys.argv[1]))
 print(max((b["started"]-a["started"])/(b["t"]-a["t"]) for a,b in zip(p,p[1:])))' "$WORK/polls.json")
@@ -106,7 +107,8 @@ storm_children=$(python3 -c 'import json,sys; print(sum(len(s["children"]) for s
 oldest=$(python3 -c 'import json,sys; print(max(c["installed_seconds_ago"] for s in json.load(open(sys.argv[1]))["ike_sas"] for c in s["children"]))' "$WORK/sas.json")
 log "storm: $established tunnels; responder started $started CHILD rekeys, $completed completed," \
     "peak $peak per second (limit $LIMIT), polled max $(printf '%.1f' "$polled_max")/s," \
-    "CHILD failures $child_failures; $storm_children storm CHILD SAs at the end, oldest ${oldest}s"
+    "CHILD failures $child_failures; $storm_children storm CHILD SAs at the end, oldest ${oldest}s;" \
+    "IKE timers the heap missed: $timers_missed"
 [ "$established" = "$N" ] || { cat "$WORK/loadgen.json"; fail "not all $N tunnels were established"; }
 [ "$(field "$WORK/loadgen.json" failed)" = 0 ] || { cat "$WORK/loadgen.json"; fail "loadgen failures"; }
 [ "$child_failures" = 0 ] || fail "$child_failures CHILD SA negotiations failed"

@@ -369,6 +369,7 @@ void Gateway::AdoptOffloaded() {
     for (const auto& datagram : job->host.sent) SendIke(sa, datagram);
     if (job->host.state_changed) StateChanged(sa);
     if (shutting_down_) sa.Delete(Now());
+    Schedule(ours);
   }
   if (!batch.empty()) DrainQueue();
 }
@@ -442,6 +443,7 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
   e.natt = natt_port;
   e.sa->set_remote(ToAddress(from));
   e.sa->Receive(msg, now);
+  Schedule(ours);
 }
 
 bool Gateway::CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
@@ -490,16 +492,59 @@ std::uint64_t Gateway::OurSpi(const ike::IkeSa& sa) const {
   return sa.role() == ike::IkeSa::Role::kInitiator ? sa.spi_i() : sa.spi_r();
 }
 
+void Gateway::Schedule(std::uint64_t ours) {
+  if (!adopted_.empty()) {
+    const std::vector<std::uint64_t> adopted = std::move(adopted_);
+    adopted_.clear();
+    for (std::uint64_t a : adopted) Schedule(a);
+  }
+  auto it = ike_sas_.find(ours);
+  if (it == ike_sas_.end()) return;
+  SaEntry& e = it->second;
+  const ike::TimePoint next =
+      e.sa->state() == ike::IkeSa::State::kDead ? ike::TimePoint::min() : e.sa->NextDeadline();
+  // Only an earlier deadline is filed: a later one is found when the filed entry comes due
+  // (TickSa ticks only what is due, then the SA is filed again). So each SA has at most one
+  // live entry, and one stale one per earlier refiling: the heap stays O(IKE SAs).
+  if (next >= e.scheduled) return;
+  e.scheduled = next;
+  timers_.push({next, ours});
+}
+
+bool Gateway::TickSa(std::map<std::uint64_t, SaEntry>::iterator it, ike::TimePoint now) {
+  ike::IkeSa& sa = *it->second.sa;
+  if (sa.state() != ike::IkeSa::State::kDead && sa.NextDeadline() <= now) sa.Tick(now);
+  if (sa.state() == ike::IkeSa::State::kDead) {
+    ForgetHalfOpen(it->second);
+    ike_sas_.erase(it);
+    return false;
+  }
+  return true;
+}
+
 void Gateway::Tick() {
+  constexpr std::uint64_t kSweepTicks = 50;  // 5 s
   const ike::TimePoint now = Now();
-  for (auto it = ike_sas_.begin(); it != ike_sas_.end();) {
-    ike::IkeSa& sa = *it->second.sa;
-    if (sa.state() != ike::IkeSa::State::kDead && sa.NextDeadline() <= now) sa.Tick(now);
-    if (sa.state() == ike::IkeSa::State::kDead) {
-      ForgetHalfOpen(it->second);
-      it = ike_sas_.erase(it);
-    } else {
-      ++it;
+  while (!timers_.empty() && timers_.top().first <= now) {
+    const auto [at, ours] = timers_.top();
+    timers_.pop();
+    auto it = ike_sas_.find(ours);
+    if (it == ike_sas_.end() || it->second.scheduled != at) continue;  // gone, or refiled
+    it->second.scheduled = ike::TimePoint::max();
+    if (TickSa(it, now)) Schedule(ours);
+  }
+  if (++ticks_ % kSweepTicks == 0) {
+    std::vector<std::uint64_t> all;
+    all.reserve(ike_sas_.size());
+    for (const auto& [ours, e] : ike_sas_) all.push_back(ours);
+    for (std::uint64_t ours : all) {
+      auto it = ike_sas_.find(ours);
+      if (it == ike_sas_.end()) continue;
+      // Overdue by more than a tick: the heap did not have it (a missed Schedule call).
+      if (it->second.sa->state() != ike::IkeSa::State::kDead &&
+          it->second.sa->NextDeadline() + kTickPeriod < now)
+        ++counters_.timers_missed;
+      if (TickSa(it, now)) Schedule(ours);
     }
   }
   dataplane_->Tick();
@@ -512,6 +557,8 @@ void Gateway::Tick() {
     auto it = ike_sas_.find(c->second.owner);
     if (it == ike_sas_.end() || !it->second.sa->RekeyChild(spi, now))
       rekey_scheduler_.Schedule(spi, now + std::chrono::seconds(1));  // busy: try again
+    else
+      Schedule(it->first);
   }
   if (shutting_down_ && ike_sas_.empty()) loop_->Stop();
 }
@@ -541,6 +588,7 @@ void Gateway::CheckVolumeLifetimes(ike::TimePoint now) {
         rekey_scheduler_.Cancel(spi);
       }
       if (owner->second.sa->DeleteChild(spi, now)) {
+        Schedule(owner->first);
         ch.volume_deleted = true;
         ++counters_.volume_deletes;
         spdlog::warn("CHILD SA {:08x}_i reached its volume lifetime ({} bytes, {} packets) before "
@@ -549,7 +597,7 @@ void Gateway::CheckVolumeLifetimes(ike::TimePoint now) {
     } else if (soft && !ch.volume_rekeyed) {
       ch.volume_rekeyed = true;
       ++counters_.volume_rekeys;
-      rekey_scheduler_.Schedule(spi, now);
+      rekey_scheduler_.Schedule(spi, now);  // the scheduler's Due() files the IKE SA
     }
   }
 }
@@ -626,7 +674,10 @@ void Gateway::StartAcquired(policy::PolicyId policy) {
     ike::IkeSa& sa = *e.sa;
     if (!sa.connection() || sa.connection()->name != *name || sa.state() == ike::IkeSa::State::kDead) continue;
     // An IKE SA exists or is on its way: its CHILD SA will serve the acquire.
-    if (sa.state() == ike::IkeSa::State::kEstablished && sa.children().empty()) sa.CreateChild(Now());
+    if (sa.state() == ike::IkeSa::State::kEstablished && sa.children().empty()) {
+      sa.CreateChild(Now());
+      Schedule(spi);
+    }
     return;
   }
   spdlog::info("{}: acquire: traffic waits for a CHILD SA, initiating", *name);
@@ -642,7 +693,10 @@ void Gateway::OnExhausted(policy::PolicyId policy, std::uint32_t spi_out) {
   for (auto& [spi_in, c] : children_) {
     if (c.policy != policy || c.spi_out != spi_out) continue;
     auto it = ike_sas_.find(c.owner);
-    if (it != ike_sas_.end()) it->second.sa->RekeyChild(spi_in, Now());
+    if (it != ike_sas_.end()) {
+      it->second.sa->RekeyChild(spi_in, Now());
+      Schedule(it->first);
+    }
     spdlog::warn("CHILD SA {:08x}_o ran out of sequence numbers: rekeying", spi_out);
   }
 }
@@ -856,6 +910,8 @@ void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacemen
   e.sa = std::move(replacement);
   ike::IkeSa& sa = *e.sa;
   ike_sas_[ours] = std::move(e);
+  // Filed once the old SA's exchange is over (it starts the new one's queued requests last).
+  adopted_.push_back(ours);
   for (const auto& c : sa.children()) {
     if (auto it = children_.find(c.spi_in); it != children_.end()) it->second.owner = ours;
   }
@@ -906,6 +962,7 @@ bool Gateway::Initiate(const std::string& name, std::string* error) {
   ike::IkeSa* sa = e.sa.get();
   ike_sas_[spi] = std::move(e);
   sa->Initiate(Now());
+  Schedule(spi);
   return true;
 }
 
@@ -914,6 +971,7 @@ int Gateway::Terminate(const std::string& name) {
   for (auto& [spi, e] : ike_sas_) {
     if (e.sa->connection() && e.sa->connection()->name == name) {
       e.sa->Delete(Now());
+      Schedule(spi);
       ++n;
     }
   }
@@ -934,6 +992,7 @@ int Gateway::Rekey(const std::string& name, bool ike) {
       for (const auto& c : sa.children()) spis.push_back(c.spi_in);
       for (std::uint32_t s : spis) n += sa.RekeyChild(s, Now());
     }
+    Schedule(spi);
   }
   return n;
 }
@@ -942,7 +1001,12 @@ void Gateway::Shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   spdlog::info("shutting down: deleting {} IKE SA(s)", ike_sas_.size());
-  for (auto& [spi, e] : ike_sas_) e.sa->Delete(Now());
+  std::vector<std::uint64_t> all;
+  for (auto& [spi, e] : ike_sas_) {
+    e.sa->Delete(Now());
+    all.push_back(spi);
+  }
+  for (std::uint64_t spi : all) Schedule(spi);
   // Peers that do not answer get kShutdownGrace; then we go regardless.
   loop_->AddTimer("shutdown_grace", kShutdownGrace, [this] { loop_->Stop(); });
   if (ike_sas_.empty()) loop_->Stop();
@@ -1085,7 +1149,8 @@ nlohmann::json Gateway::Stats() {
         {"child_failures", ike_counters_.child_failures}, {"established", counters_.ike_established},
         {"rekey_retries", ike_counters_.rekey_retries},
         {"cookies_sent", counters_.cookies_sent}, {"cookies_invalid", counters_.cookies_invalid},
-        {"init_in_progress", counters_.init_in_progress}}},
+        {"init_in_progress", counters_.init_in_progress},
+        {"timers_missed", counters_.timers_missed}}},
       {"config", {{"ike_lifetime", ike_life}, {"child_lifetime", child_life}, {"tunnels", established}}},
       {"ike_workers",
        {{"threads", workers_->threads()}, {"capacity", workers_->capacity()},
@@ -1115,7 +1180,10 @@ nlohmann::json Gateway::Reload() {
   for (const auto& name : d.changed) {
     for (auto& [spi, e] : ike_sas_) {
       if (e.sa->connection() && e.sa->connection()->name == name)
+      {
         e.sa->UpdateConnection(connections_.at(name).params);
+        Schedule(spi);
+      }
     }
   }
   if (d.limits_changed) {

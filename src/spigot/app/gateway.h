@@ -6,6 +6,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <queue>
 #include <set>
 #include <unordered_map>
 #include <memory>
@@ -62,6 +63,9 @@ class Gateway : public ike::IkeSaHost {
     std::unique_ptr<ike::IkeSa> sa;
     bool natt = false;  // IKE moved to port 4500 (2.23)
     std::optional<HalfOpenKey> half_open;  // a responder's, until established or gone
+    // The deadline this SA is filed under in timers_ (max: none), never later than its real
+    // next deadline. A heap entry with another time is stale.
+    ike::TimePoint scheduled = ike::TimePoint::max();
   };
   // A first IKE_SA_INIT being answered on an IKE worker (gateway.cc).
   struct OffloadJob;
@@ -78,6 +82,7 @@ class Gateway : public ike::IkeSaHost {
     // IKE_SA_INIT retransmitted while a worker still answers the original: dropped, the
     // answer is on its way.
     std::uint64_t init_in_progress = 0;
+    std::uint64_t timers_missed = 0;  // IKE SA deadlines only the safety sweep found (want 0)
     std::uint64_t rekeys_completed = 0;  // CHILD rekeys we started that installed a new SA
     std::uint64_t rekeys_answered = 0;   // CHILD rekeys the peer started
     // Rekeys the peer started whose outbound SA we switched to on its first packet on the new
@@ -111,6 +116,11 @@ class Gateway : public ike::IkeSaHost {
   bool CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
                     const io::Endpoint& from, bool natt_port);
   void Tick();
+  // Files IKE SA `ours` in timers_ under its next deadline (after anything that may change it:
+  // a received message, a request, a timer). A dead SA is filed as due now, to be removed.
+  void Schedule(std::uint64_t ours);
+  // Ticks one IKE SA whose deadline has come; removes it if it is dead. False if removed.
+  bool TickSa(std::map<std::uint64_t, SaEntry>::iterator it, ike::TimePoint now);
   void OnAcquire(policy::PolicyId policy);
   void StartAcquired(policy::PolicyId policy);  // the acquire's turn in the negotiation queue
   // The queue refused or evicted an acquire: its held packets are dropped (counted).
@@ -142,6 +152,13 @@ class Gateway : public ike::IkeSaHost {
   Counters counters_;
   // IKE SAs by our own SPI (SPIi for those we initiated, SPIr for the others).
   std::map<std::uint64_t, SaEntry> ike_sas_;
+  // IKE SA deadlines (retransmits, half-open and liveness timers, lifetimes) by time: a tick
+  // works the due ones only, O(due log n) rather than a walk of every IKE SA. A walk of all
+  // every kSweepTicks ticks remains, as a safety net for a deadline change not filed here.
+  using TimerEntry = std::pair<ike::TimePoint, std::uint64_t>;
+  std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<TimerEntry>> timers_;
+  std::uint64_t ticks_ = 0;
+  std::vector<std::uint64_t> adopted_;  // IKE SAs from rekeys, to be filed by Schedule()
   // Half-open responders by (peer's SPIi, peer address): a retransmitted IKE_SA_INIT finds
   // the SA it created (2.1). Includes those a worker is still answering.
   std::map<HalfOpenKey, std::uint64_t> half_open_;
