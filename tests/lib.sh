@@ -161,12 +161,18 @@ secrets {
   }
 }
 CONF
+  charon_launch "$side"
+}
+
+# charon_launch SIDE: runs charon in namespace SIDE with $WORK/charon-SIDE/{strongswan,swanctl}.conf
+# (its own /run, so several charons can coexist) and loads the swanctl configuration.
+charon_launch() {
+  local side=$1 dir="$WORK/charon-$1"
   ip netns exec "${NS}$side" unshare -m sh -c \
     "mount --bind '$dir/run' /run; STRONGSWAN_CONF='$dir/strongswan.conf' exec /usr/lib/ipsec/charon" \
     >"$WORK/charon-$side.log" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 100); do [ -S "$dir/run/charon.vici" ] && break; sleep 0.1; done
-  [ -S "$dir/run/charon.vici" ] || fail "charon did not start"
+  until_ok 10 test -S "$dir/run/charon.vici" || fail "charon did not start"
   swan "$side" --load-all --file "$dir/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all failed"
 }
 
@@ -220,12 +226,7 @@ secrets {
   }
 }
 CONF
-  ip netns exec "${NS}$side" unshare -m sh -c \
-    "mount --bind '$dir/run' /run; STRONGSWAN_CONF='$dir/strongswan.conf' exec /usr/lib/ipsec/charon" \
-    >"$WORK/charon-$side.log" 2>&1 &
-  PIDS+=($!)
-  until_ok 10 test -S "$dir/run/charon.vici" || fail "charon did not start"
-  swan "$side" --load-all --file "$dir/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all failed"
+  charon_launch "$side"
 }
 
 swan() {  # swan SIDE COMMAND ARGS...: swanctl against the charon in namespace SIDE
