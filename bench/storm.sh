@@ -21,9 +21,6 @@ IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16 PSK=storm-secret
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 
-field() { python3 -c "import json,sys; v=json.load(open(sys.argv[1]))
-for k in sys.argv[2].split('.'): v=v[k]
-print(v)" "$1" "$2"; }
 
 start_responder() {  # start_responder spigot|strongswan -> RPID
   if [ "$1" = spigot ]; then

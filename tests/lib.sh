@@ -234,6 +234,11 @@ swan() {  # swan SIDE COMMAND ARGS...: swanctl against the charon in namespace S
   ip netns exec "${NS}$side" swanctl "$cmd" "$@" --uri "unix://$WORK/charon-$side/run/charon.vici"
 }
 
+# field FILE KEY.PATH: one value of a JSON file (e.g. field stats.json rekeys.started).
+field() { python3 -c "import json,sys; v=json.load(open(sys.argv[1]))
+for k in sys.argv[2].split('.'): v=v[k]
+print(v)" "$1" "$2"; }
+
 # until_ok TIMEOUT_S CMD...: retries CMD until it succeeds or the time is up.
 until_ok() {
   local deadline=$(( $(date +%s) + $1 )); shift

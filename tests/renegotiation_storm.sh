@@ -15,9 +15,6 @@ IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16 PSK=storm-secret
 N=${N:-1000} RUN=${RUN:-120} LIMIT=${LIMIT:-100} RATE=${RATE:-500}
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
-field() { python3 -c "import json,sys; v=json.load(open(sys.argv[1]))
-for k in sys.argv[2].split('.'): v=v[k]
-print(v)" "$1" "$2"; }
 
 netns_setup
 lifetimes='child_rekey_time = "20s"\nchild_lifetime = "60s"\n'

@@ -10,9 +10,6 @@ SPIGOT=$1
 IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16 PSK=pool-secret
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
-field() { python3 -c "import json,sys; v=json.load(open(sys.argv[1]))
-for k in sys.argv[2].split('.'): v=v[k]
-print(v)" "$1" "$2"; }
 
 netns_setup
 spigot_config b "$IKE" "$ESP" "$PSK"
