@@ -169,32 +169,31 @@ void IkeSa::SendResponse(const Header& req, std::vector<Payload> payloads, bool 
   host_->SendIke(*this, last_response_);
 }
 
-void IkeSa::Enqueue(Pending p, TimePoint now) {
+// The one place a request joins the queue, so the one place that counts a full one: callers
+// check their own preconditions (state, CHILD SA exists) and refuse without counting.
+bool IkeSa::Enqueue(Pending p, TimePoint now) {
+  if (pending_.size() >= kMaxQueuedRequests) {
+    ++counters_->requests_queue_full;
+    return false;
+  }
   pending_.push_back(p);
   StartNext(now);
+  return true;
 }
 
 bool IkeSa::CreateChild(TimePoint now) {
-  if (state_ != State::kEstablished || pending_.size() >= kMaxQueuedRequests)
-    return ++counters_->requests_queue_full, false;
-  Enqueue({RequestKind::kCreateChild}, now);
-  return true;
+  if (state_ != State::kEstablished) return false;
+  return Enqueue({RequestKind::kCreateChild}, now);
 }
 
 bool IkeSa::RekeyChild(std::uint32_t spi_in, TimePoint now) {
-  if (state_ != State::kEstablished || pending_.size() >= kMaxQueuedRequests ||
-      FindChildByInbound(spi_in) == nullptr)
-    return ++counters_->requests_queue_full, false;
-  Enqueue({RequestKind::kRekeyChild, spi_in}, now);
-  return true;
+  if (state_ != State::kEstablished || FindChildByInbound(spi_in) == nullptr) return false;
+  return Enqueue({RequestKind::kRekeyChild, spi_in}, now);
 }
 
 bool IkeSa::DeleteChild(std::uint32_t spi_in, TimePoint now) {
-  if (state_ != State::kEstablished || pending_.size() >= kMaxQueuedRequests ||
-      FindChildByInbound(spi_in) == nullptr)
-    return ++counters_->requests_queue_full, false;
-  Enqueue({RequestKind::kDeleteChild, spi_in}, now);
-  return true;
+  if (state_ != State::kEstablished || FindChildByInbound(spi_in) == nullptr) return false;
+  return Enqueue({RequestKind::kDeleteChild, spi_in}, now);
 }
 
 bool IkeSa::Delete(TimePoint now) {
@@ -211,16 +210,13 @@ bool IkeSa::Delete(TimePoint now) {
 }
 
 bool IkeSa::RekeyIke(TimePoint now) {
-  if (state_ != State::kEstablished || rekeyed_ || pending_.size() >= kMaxQueuedRequests)
-    return ++counters_->requests_queue_full, false;
-  Enqueue({RequestKind::kRekeyIke}, now);
-  return true;
+  if (state_ != State::kEstablished || rekeyed_) return false;
+  return Enqueue({RequestKind::kRekeyIke}, now);
 }
 
 bool IkeSa::CheckLiveness(TimePoint now) {
-  if (state_ != State::kEstablished || pending_.size() >= kMaxQueuedRequests) return false;
-  Enqueue({RequestKind::kLiveness}, now);
-  return true;
+  if (state_ != State::kEstablished) return false;
+  return Enqueue({RequestKind::kLiveness}, now);
 }
 
 void IkeSa::StartNext(TimePoint now) {
@@ -350,23 +346,34 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
   const Header& h = msg.header;
   // The I flag names the original initiator (3.1): a message from the peer carries it iff the
   // peer initiated this IKE SA.
-  if (h.from_initiator() != (role_ == Role::kResponder)) return ++counters_->invalid_messages, void();
+  if (h.from_initiator() != (role_ == Role::kResponder)) {
+    ++counters_->invalid_messages;
+    return;
+  }
 
   if (h.is_response()) {
     if (!outstanding_ || h.message_id != outstanding_->message_id ||
-        h.exchange != outstanding_->exchange)
-      return ++counters_->invalid_messages, void();
+        h.exchange != outstanding_->exchange) {
+      ++counters_->invalid_messages;
+      return;
+    }
   } else {
     if (last_response_id_ && h.message_id == *last_response_id_) {
       if (h.exchange == Exchange::kIkeSaInit && state_ == State::kInitAnswered) NoteInitRetry(msg, datagram);
       host_->SendIke(*this, last_response_);  // 2.1: a retransmitted request
       return;
     }
-    if (h.message_id != next_peer_request_id_) return ++counters_->invalid_messages, void();
+    if (h.message_id != next_peer_request_id_) {
+      ++counters_->invalid_messages;
+      return;
+    }
   }
 
   if (msg.encrypted) {
-    if (!sk_in_.cipher) return ++counters_->invalid_messages, void();
+    if (!sk_in_.cipher) {
+      ++counters_->invalid_messages;
+      return;
+    }
     res = OpenSk(datagram, res, sk_in_, msg);
     if (res.error != ParseError::kOk) {
       ++counters_->invalid_messages;
@@ -380,7 +387,8 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       return;
     }
   } else if (h.exchange != Exchange::kIkeSaInit) {
-    return ++counters_->invalid_messages, void();  // only IKE_SA_INIT travels in the clear
+    ++counters_->invalid_messages;  // only IKE_SA_INIT travels in the clear
+    return;
   }
   last_heard_ = now;
 

@@ -169,7 +169,9 @@ class IkeSa {
   }
   TimePoint NextDeadline() const;
 
-  // Requests on an established SA (queued behind the one in flight). False when refused.
+  // Requests on an established SA (queued behind the one in flight). False when refused: the
+  // SA is not established (or already rekeyed), the CHILD SA is unknown, or the queue is full
+  // (only the last is counted, in IkeCounters::requests_queue_full).
   bool CreateChild(TimePoint now);
   bool RekeyChild(std::uint32_t spi_in, TimePoint now);
   bool DeleteChild(std::uint32_t spi_in, TimePoint now);
@@ -260,7 +262,8 @@ class IkeSa {
   void RetryRekeyLater(std::uint32_t spi_in, TimePoint now);
   void NoteInitRetry(const Message& msg, std::span<const std::uint8_t> datagram);
   ChildSaInfo* FindChildByOutbound(std::uint32_t spi);
-  void Enqueue(Pending p, TimePoint now);
+  // False (and counted in requests_queue_full) when kMaxQueuedRequests already wait.
+  bool Enqueue(Pending p, TimePoint now);
   void StartNext(TimePoint now);
   void SendRequest(RequestKind kind, Exchange ex, std::vector<Payload> payloads, TimePoint now);
   void SendResponse(const Header& req, std::vector<Payload> payloads, bool encrypted);

@@ -387,6 +387,29 @@ TEST_F(Established, NewChildAndDeleteChild) {
   EXPECT_EQ(pair_->ihost.installed.count(first), 0u);
 }
 
+// requests_queue_full counts requests refused because kMaxQueuedRequests already wait, and
+// nothing else: a request for an unknown CHILD SA or on an SA that is not established is
+// refused without it.
+TEST_F(Established, OnlyAFullQueueCountsAsQueueFull) {
+  IkeSa& sa = *pair_->initiator;
+  EXPECT_FALSE(sa.RekeyChild(0xDEADBEEF, T(5)));
+  EXPECT_FALSE(sa.DeleteChild(0xDEADBEEF, T(5)));
+  EXPECT_EQ(pair_->icounters.requests_queue_full, 0u) << "an unknown CHILD SA counted as queue full";
+
+  LoopbackPair fresh(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                     TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  EXPECT_FALSE(fresh.initiator->CreateChild(T(5)));
+  EXPECT_FALSE(fresh.initiator->RekeyIke(T(5)));
+  EXPECT_EQ(fresh.icounters.requests_queue_full, 0u) << "a not-established SA counted as queue full";
+
+  // One request goes out at once; kMaxQueuedRequests more wait; the next is refused and counted.
+  for (std::size_t i = 0; i < 1 + IkeSa::kMaxQueuedRequests; ++i) ASSERT_TRUE(sa.CreateChild(T(6)));
+  EXPECT_FALSE(sa.CreateChild(T(6)));
+  EXPECT_EQ(pair_->icounters.requests_queue_full, 1u);
+  pair_->ihost.inbox.clear();
+  pair_->rhost.inbox.clear();
+}
+
 TEST_F(Established, DeleteIkeSaFromEitherSide) {
   ASSERT_TRUE(pair_->responder->Delete(T(5)));
   pair_->Pump(T(5));
