@@ -3,6 +3,8 @@
 #include <openssl/evp.h>
 
 #include "spigot/crypto/random.h"
+#include "spigot/wire/byte_reader.h"
+#include "spigot/wire/byte_writer.h"
 
 namespace spigot::ike {
 
@@ -24,9 +26,9 @@ Bytes CookieJar::Compute(std::uint32_t version, const crypto::SecureBytes& secre
                          std::span<const std::uint8_t> ni, std::span<const std::uint8_t> ip,
                          std::uint64_t spi_i) const {
   Bytes out(kCookieLen);
-  for (int i = 0; i < 4; ++i) out[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(version >> (24 - 8 * i));
+  wire::ByteWriter(std::span(out).first(4)).WriteU32(version);
   std::uint8_t spi[8];
-  for (int i = 0; i < 8; ++i) spi[i] = static_cast<std::uint8_t>(spi_i >> (56 - 8 * i));
+  wire::ByteWriter(spi).WriteU64(spi_i);
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   unsigned int len = 0;
   EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
@@ -50,8 +52,8 @@ bool CookieJar::Verify(std::span<const std::uint8_t> cookie, std::span<const std
                        TimePoint now) {
   Rotate(now);
   if (cookie.size() != kCookieLen) return false;
-  const std::uint32_t v = std::uint32_t{cookie[0]} << 24 | std::uint32_t{cookie[1]} << 16 |
-                          std::uint32_t{cookie[2]} << 8 | cookie[3];
+  std::uint32_t v = 0;
+  wire::ByteReader(cookie).ReadU32(v);
   const crypto::SecureBytes* secret = v == version_ ? &current_ : v == version_ - 1 ? &previous_ : nullptr;
   if (secret == nullptr) return false;
   const Bytes expected = Compute(v, *secret, ni, initiator_ip, spi_i);

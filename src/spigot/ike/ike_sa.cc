@@ -6,6 +6,8 @@
 
 #include "spigot/crypto/random.h"
 #include "spigot/ike/traffic_selectors.h"
+#include "spigot/wire/byte_reader.h"
+#include "spigot/wire/byte_writer.h"
 
 namespace spigot::ike {
 namespace {
@@ -45,9 +47,40 @@ const char* NotifyName(NotifyType t) {
   }
 }
 
-std::uint32_t SpiFromBytes(const Bytes& b) {
+// SPIs and DH group numbers on the wire, through the one writer and reader (STYLE.md 3).
+Bytes ChildSpiBytes(std::uint32_t spi) {
+  Bytes b;
+  wire::ByteWriter(b).WriteU32(spi);
+  return b;
+}
+
+Bytes IkeSpiBytes(std::uint64_t spi) {
+  Bytes b;
+  wire::ByteWriter(b).WriteU64(spi);
+  return b;
+}
+
+// The data of an INVALID_KE_PAYLOAD notify: the group the responder wants (3.10.1).
+Bytes DhGroupBytes(std::uint16_t group) {
+  Bytes b;
+  wire::ByteWriter(b).WriteU16(group);
+  return b;
+}
+
+// A CHILD SA's SPI (4 bytes); 0 if `b` is not 4 bytes long.
+std::uint32_t SpiFromBytes(std::span<const std::uint8_t> b) {
+  std::uint32_t spi = 0;
   if (b.size() != 4) return 0;
-  return std::uint32_t{b[0]} << 24 | std::uint32_t{b[1]} << 16 | std::uint32_t{b[2]} << 8 | b[3];
+  wire::ByteReader(b).ReadU32(spi);
+  return spi;
+}
+
+// An IKE SA's SPI (8 bytes); 0 if `b` is not 8 bytes long.
+std::uint64_t IkeSpiFromBytes(std::span<const std::uint8_t> b) {
+  std::uint64_t spi = 0;
+  if (b.size() != 8) return 0;
+  wire::ByteReader(b).ReadU64(spi);
+  return spi;
 }
 
 // ESP proposals for IKE_AUTH carry no DH transform: no KE is exchanged there (1.2).
@@ -136,11 +169,6 @@ void IkeSa::Die(std::string why) {
   outstanding_.reset();
   pending_.clear();
   SetState(State::kDead);
-}
-
-Bytes IkeSa::ChildSpiBytes(std::uint32_t spi) const {
-  return {static_cast<std::uint8_t>(spi >> 24), static_cast<std::uint8_t>(spi >> 16),
-          static_cast<std::uint8_t>(spi >> 8), static_cast<std::uint8_t>(spi)};
 }
 
 void IkeSa::SendRequest(RequestKind kind, Exchange ex, std::vector<Payload> payloads,
@@ -500,8 +528,9 @@ void IkeSa::OnInitResponse(const Message& msg, std::span<const std::uint8_t> dat
   }
   if (const auto* ke = msg.FindNotify(NotifyType::kInvalidKePayload)) {
     // 1.2: the responder wants another group; retry with it if we offered it.
-    if (ke->data.size() != 2) return Die("malformed INVALID_KE_PAYLOAD");
-    const std::uint16_t g = static_cast<std::uint16_t>(ke->data[0] << 8 | ke->data[1]);
+    std::uint16_t g = 0;
+    if (ke->data.size() != 2 || !wire::ByteReader(ke->data).ReadU16(g))
+      return Die("malformed INVALID_KE_PAYLOAD");
     if (g == dh_group_ || !OffersDhGroup(conn_->ike_proposals, g) || ++ke_retries_ > 1)
       return Die("peer asks for DH group " + std::to_string(g) + ", which we do not offer");
     dh_group_ = g;
@@ -561,10 +590,7 @@ void IkeSa::OnInitRequest(const Message& msg, std::span<const std::uint8_t> data
   if (ke->group != algs->dh_group) {
     const std::uint64_t ours = spi_r_;
     spi_r_ = 0;
-    SendResponse(msg.header,
-                 {Notify(NotifyType::kInvalidKePayload,
-                         {static_cast<std::uint8_t>(algs->dh_group >> 8),
-                          static_cast<std::uint8_t>(algs->dh_group)})},
+    SendResponse(msg.header, {Notify(NotifyType::kInvalidKePayload, DhGroupBytes(algs->dh_group))},
                  false);
     spi_r_ = ours;
     return Die("peer's KE group differs from the chosen one (INVALID_KE_PAYLOAD sent)");
@@ -715,9 +741,7 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
     const auto* ke = req.Find<KePayload>(PayloadType::kKe);
     if (ke == nullptr || ke->group != algs->dh_group) {
       ++counters_->child_failures;
-      out.push_back(Notify(NotifyType::kInvalidKePayload,
-                           {static_cast<std::uint8_t>(algs->dh_group >> 8),
-                            static_cast<std::uint8_t>(algs->dh_group)}));
+      out.push_back(Notify(NotifyType::kInvalidKePayload, DhGroupBytes(algs->dh_group)));
       return false;
     }
     dh = crypto::DhKeyPair::Generate(algs->dh_group);
@@ -965,8 +989,7 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
 void IkeSa::SendIkeRekey(TimePoint now) {
   rekey_spi_ = host_->NewIkeSpi();
   std::vector<Proposal> proposals = conn_->ike_proposals;
-  Bytes spi(8);
-  for (int i = 0; i < 8; ++i) spi[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(rekey_spi_ >> (56 - 8 * i));
+  const Bytes spi = IkeSpiBytes(rekey_spi_);
   for (auto& p : proposals) p.spi = spi;
   ChildNegotiation neg{0, 0, RandomNonce(), crypto::DhKeyPair::Generate(PreferredDhGroup(proposals)),
                        proposals};
@@ -1001,8 +1024,7 @@ void IkeSa::OnIkeRekeyResponse(const Message& msg, TimePoint now) {
     failure_ = "bad IKE rekey response";
     return;
   }
-  std::uint64_t peer_spi = 0;
-  for (std::uint8_t b : chosen.spi) peer_spi = peer_spi << 8 | b;
+  const std::uint64_t peer_spi = IkeSpiFromBytes(chosen.spi);
   // The rekey's initiator is the initiator of the new IKE SA (2.18).
   HandOver(Role::kInitiator, rekey_spi_, peer_spi, *algs, neg.nonce, nr->data, shared, now);
   // Then the old IKE SA goes: its DELETE is the next request here.
@@ -1026,21 +1048,16 @@ void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
   }
   if (ke == nullptr || ke->group != algs->dh_group) {
     return SendResponse(msg.header,
-                        {Notify(NotifyType::kInvalidKePayload,
-                                {static_cast<std::uint8_t>(algs->dh_group >> 8),
-                                 static_cast<std::uint8_t>(algs->dh_group)})},
-                        true);
+                        {Notify(NotifyType::kInvalidKePayload, DhGroupBytes(algs->dh_group))}, true);
   }
   auto dh = crypto::DhKeyPair::Generate(algs->dh_group);
   crypto::SecureBytes shared;
   if (!dh || !dh->ComputeShared(ke->data, shared))
     return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
-  std::uint64_t peer_spi = 0;
-  for (std::uint8_t b : chosen->spi) peer_spi = peer_spi << 8 | b;
+  const std::uint64_t peer_spi = IkeSpiFromBytes(chosen->spi);
   const std::uint64_t ours = host_->NewIkeSpi();
   Proposal answer = *chosen;
-  answer.spi.resize(8);
-  for (int i = 0; i < 8; ++i) answer.spi[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ours >> (56 - 8 * i));
+  answer.spi = IkeSpiBytes(ours);
   const Bytes nr = RandomNonce();
   const auto pub = dh->public_value();
   SendResponse(msg.header,

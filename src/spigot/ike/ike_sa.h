@@ -269,7 +269,6 @@ class IkeSa {
   void SendResponse(const Header& req, std::vector<Payload> payloads, bool encrypted);
   void Die(std::string why);
   void SetState(State s);
-  Bytes ChildSpiBytes(std::uint32_t spi) const;
   std::vector<Payload> NatDetectionPayloads() const;
   void CheckNatDetection(const Message& msg);
   Bytes SignedOctetsAuth(bool ours) const;

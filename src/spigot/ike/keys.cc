@@ -3,13 +3,14 @@
 #include <openssl/evp.h>
 
 #include "spigot/crypto/ike_cipher.h"
+#include "spigot/wire/byte_writer.h"
 
 namespace spigot::ike {
 namespace {
 
 void PutU64(crypto::SecureBytes& b, std::uint64_t v) {
   std::uint8_t o[8];
-  for (int i = 7; i >= 0; --i, v >>= 8) o[i] = static_cast<std::uint8_t>(v);
+  wire::ByteWriter(o).WriteU64(v);
   b.Append(o);
 }
 
@@ -101,12 +102,11 @@ crypto::SecureBytes PskAuth(crypto::PrfAlg prf, std::span<const std::uint8_t> ps
 Bytes NatDetectionHash(std::uint64_t spi_i, std::uint64_t spi_r,
                        std::span<const std::uint8_t> address, std::uint16_t port) {
   Bytes data;
-  for (std::uint64_t v : {spi_i, spi_r}) {
-    for (int i = 7; i >= 0; --i) data.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
-  }
-  data.insert(data.end(), address.begin(), address.end());
-  data.push_back(static_cast<std::uint8_t>(port >> 8));
-  data.push_back(static_cast<std::uint8_t>(port));
+  wire::ByteWriter w(data);
+  w.WriteU64(spi_i);
+  w.WriteU64(spi_r);
+  w.WriteBytes(address);
+  w.WriteU16(port);
   Bytes out(20);
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha1(), nullptr);
