@@ -8,6 +8,8 @@
 
 #include <cstring>
 
+#include "spigot/engine/fault_engine.h"
+
 namespace spigot::app {
 namespace {
 

@@ -6,6 +6,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "spigot/engine/async_engine.h"
+#include "spigot/engine/fault_engine.h"
+#include "spigot/engine/inline_engine.h"
+
 namespace spigot::engine {
 namespace {
 
@@ -15,9 +19,6 @@ constexpr std::uint64_t Word(std::uint64_t ticket, JobState s) {
   return ticket << 8 | static_cast<std::uint64_t>(s);
 }
 constexpr JobState StateOf(std::uint64_t word) { return static_cast<JobState>(word & 0xFF); }
-
-// Jobs a worker takes from the submission queue per lock.
-constexpr std::size_t kWorkerBatch = 16;
 
 }  // namespace
 
@@ -67,178 +68,6 @@ JobResult Execute(crypto::ImbManager& mgr, const CryptoJob& job) {
 }
 
 // ---------------------------------------------------------------- engines
-
-std::size_t InlineEngine::Submit(std::span<const JobRef> jobs) {
-  crypto::ImbManager& mgr = crypto::ImbManager::ForThisThread();
-  for (const JobRef& ref : jobs) {
-    counters_.submitted.fetch_add(1, kRelaxed);
-    if (!Claim(ref)) {
-      counters_.late_discarded.fetch_add(1, kRelaxed);
-      continue;
-    }
-    Complete(ref, Execute(mgr, *ref.job));
-    counters_.completed.fetch_add(1, kRelaxed);
-  }
-  return jobs.size();
-}
-
-AsyncEngine::AsyncEngine(Options options) : queue_(std::max<std::size_t>(options.queue_capacity, 1)) {
-  for (std::size_t i = 0; i < std::max<std::size_t>(options.workers, 1); ++i)
-    workers_.emplace_back([this] { Worker(); });
-}
-
-AsyncEngine::~AsyncEngine() { Stop(); }
-
-void AsyncEngine::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  for (auto& t : workers_) {
-    if (t.joinable()) t.join();
-  }
-}
-
-std::size_t AsyncEngine::Submit(std::span<const JobRef> jobs) {
-  std::size_t n = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) return 0;
-    n = std::min(jobs.size(), queue_.size() - size_);
-    for (std::size_t i = 0; i < n; ++i) queue_[(head_ + size_ + i) % queue_.size()] = jobs[i];
-    size_ += n;
-  }
-  counters_.submitted.fetch_add(n, kRelaxed);
-  counters_.refused.fetch_add(jobs.size() - n, kRelaxed);
-  if (n > 0) {
-    if (workers_.size() > 1 && n > kWorkerBatch) cv_.notify_all();
-    else cv_.notify_one();
-  }
-  return n;
-}
-
-void AsyncEngine::Worker() {
-  crypto::ImbManager& mgr = crypto::ImbManager::ForThisThread();
-  JobRef batch[kWorkerBatch];
-  for (;;) {
-    std::size_t n = 0;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || size_ > 0; });
-      if (stop_) return;
-      n = std::min(size_, kWorkerBatch);
-      for (std::size_t i = 0; i < n; ++i) batch[i] = queue_[(head_ + i) % queue_.size()];
-      head_ = (head_ + n) % queue_.size();
-      size_ -= n;
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!Claim(batch[i])) {
-        counters_.late_discarded.fetch_add(1, kRelaxed);
-        continue;
-      }
-      Complete(batch[i], Execute(mgr, *batch[i].job));
-      counters_.completed.fetch_add(1, kRelaxed);
-    }
-  }
-}
-
-FaultEngine::FaultEngine(AsyncEngine::Options options)
-    : inner_(options), capacity_(std::max<std::size_t>(options.queue_capacity, 1)) {
-  held_.reserve(capacity_);
-  releaser_ = std::thread([this] { Releaser(); });
-}
-
-FaultEngine::~FaultEngine() { Stop(); }
-
-void FaultEngine::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (releaser_.joinable()) releaser_.join();
-  inner_.Stop();
-}
-
-FaultEngine::Mode FaultEngine::mode() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return mode_;
-}
-
-void FaultEngine::SetMode(Mode mode, std::chrono::milliseconds delay) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    mode_ = mode;
-    delay_ = delay;
-    // Leaving a stall: what was held goes on now (the releaser hands it to the inner engine,
-    // whose Claim discards the jobs the owner has taken back meanwhile).
-    if (mode != Mode::kStall) {
-      const auto now = Clock::now();
-      for (Held& h : held_) h.release = std::min(h.release, now + delay);
-    }
-  }
-  cv_.notify_all();
-}
-
-std::size_t FaultEngine::Submit(std::span<const JobRef> jobs) {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (stop_) return 0;
-  switch (mode_) {
-    case Mode::kNormal:
-      if (held_.empty()) {
-        lock.unlock();
-        const std::size_t n = inner_.Submit(jobs);
-        counters_.submitted.fetch_add(n, kRelaxed);
-        counters_.refused.fetch_add(jobs.size() - n, kRelaxed);
-        return n;
-      }
-      break;  // behind what is still held, to keep the order
-    case Mode::kFail:
-      for (const JobRef& ref : jobs) {
-        if (Claim(ref)) Complete(ref, JobResult::kEngineError);
-      }
-      counters_.submitted.fetch_add(jobs.size(), kRelaxed);
-      return jobs.size();
-    case Mode::kStall:
-    case Mode::kSlow:
-      break;
-  }
-  const auto release = mode_ == Mode::kStall ? Clock::time_point::max() : Clock::now() + delay_;
-  const std::size_t n = std::min(jobs.size(), capacity_ - held_.size());
-  for (std::size_t i = 0; i < n; ++i) held_.push_back(Held{jobs[i], release});
-  counters_.submitted.fetch_add(n, kRelaxed);
-  counters_.refused.fetch_add(jobs.size() - n, kRelaxed);
-  lock.unlock();
-  cv_.notify_all();
-  return n;
-}
-
-void FaultEngine::Releaser() {
-  std::vector<JobRef> due;
-  due.reserve(capacity_);
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stop_) {
-    const auto now = Clock::now();
-    std::size_t n = 0;
-    while (n < held_.size() && held_[n].release <= now) due.push_back(held_[n++].ref);
-    held_.erase(held_.begin(), held_.begin() + static_cast<long>(n));
-    if (!due.empty()) {
-      lock.unlock();
-      const std::size_t accepted = inner_.Submit(due);
-      // The inner queue is as large as ours; if it is full anyway the owner's watchdog takes
-      // the refused jobs back when their deadline passes.
-      counters_.refused.fetch_add(due.size() - accepted, kRelaxed);
-      due.clear();
-      lock.lock();
-      continue;
-    }
-    if (held_.empty() || held_.front().release == Clock::time_point::max())
-      cv_.wait(lock);
-    else
-      cv_.wait_until(lock, held_.front().release);
-  }
-}
 
 std::unique_ptr<CryptoEngine> MakeEngine(const std::string& name) {
   if (name == "inline") return std::make_unique<InlineEngine>();
@@ -352,8 +181,7 @@ EngineMonitor::Stats EngineMonitor::stats() const {
   s.state = state_.load(std::memory_order_acquire);
   s.stalls = stalls_.load(kRelaxed);
   s.probes = probes_.load(kRelaxed);
-  s.late_discarded = engine_.counters().late_discarded.load(kRelaxed);
-  if (auto* fault = dynamic_cast<const FaultEngine*>(&engine_)) s.late_discarded += fault->late_discarded();
+  s.late_discarded = engine_.late_discarded();
   std::lock_guard<std::mutex> lock(mu_);
   for (const CryptoPipeline* p : pipelines_) {
     const CryptoPipeline::Counters& c = p->counters();

@@ -2,11 +2,14 @@
 // stops completing work (DESIGN.md, failure cause 3: "offload engine stalls and the queue
 // backs up").
 //
-//   InlineEngine  intel-ipsec-mb on the calling thread: today's data path, and the fallback.
-//   AsyncEngine   a lookaside engine: jobs go to worker threads through a bounded submission
-//                 queue and complete through their job's state word plus a wake-up signal, the
-//                 way hardware offload and crypto accelerators work.
-//   FaultEngine   test only: an AsyncEngine that stalls, slows down or fails jobs on command.
+// This header is the engine interface, the job protocol between an engine and the job's owner,
+// and the watchdog. The engines are in their own files:
+//   InlineEngine  (inline_engine.h) intel-ipsec-mb on the calling thread: today's data path,
+//                 and the fallback.
+//   AsyncEngine   (async_engine.h) a lookaside engine: worker threads behind a bounded
+//                 submission queue, the way hardware offload and crypto accelerators work.
+//   FaultEngine   (fault_engine.h) test only: an AsyncEngine that stalls, slows down or fails
+//                 jobs on command.
 //
 // A CryptoPipeline belongs to one data-path thread. Its ring of job slots is both the bound on
 // work in flight and the completion queue: slots complete in any order but are delivered in
@@ -27,14 +30,12 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "spigot/crypto/esp_cipher.h"
@@ -112,80 +113,17 @@ class CryptoEngine {
   // Joins the engine's threads; afterwards no job is touched. Idempotent.
   virtual void Stop() {}
   const EngineCounters& counters() const { return counters_; }
+  // Jobs the engine claimed too late (already taken back) and dropped unseen.
+  virtual std::uint64_t late_discarded() const {
+    return counters_.late_discarded.load(std::memory_order_relaxed);
+  }
 
  protected:
   EngineCounters counters_;
 };
 
-class InlineEngine final : public CryptoEngine {
- public:
-  const char* name() const override { return "inline"; }
-  std::size_t Submit(std::span<const JobRef> jobs) override;
-};
-
-class AsyncEngine : public CryptoEngine {
- public:
-  struct Options {
-    std::size_t workers = 1;
-    // Submission queue bound. Full: Submit() accepts fewer and the caller runs the rest inline
-    // (counted in `refused`), so a slow engine costs throughput, never packets.
-    std::size_t queue_capacity = 4096;
-  };
-  explicit AsyncEngine(Options options);
-  ~AsyncEngine() override;
-  const char* name() const override { return "async"; }
-  std::size_t Submit(std::span<const JobRef> jobs) override;
-  void Stop() override;
-
- private:
-  void Worker();
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<JobRef> queue_;  // ring of queue_capacity
-  std::size_t head_ = 0, size_ = 0;
-  bool stop_ = false;
-  std::vector<std::thread> workers_;
-};
-
-// Test only (`crypto_engine = "fault"`): an AsyncEngine with a fault switch.
-//   kStall: accepted jobs are held, never completed, until Resume() (they are then handed on,
-//           and the ones already taken back are discarded by the engine's Claim).
-//   kSlow:  each job is handed on `delay` after it was submitted.
-//   kFail:  each job completes at once with kEngineError.
-class FaultEngine final : public CryptoEngine {
- public:
-  enum class Mode : std::uint8_t { kNormal, kStall, kSlow, kFail };
-  // Held jobs are bounded like the inner queue; beyond it Submit() refuses.
-  FaultEngine(AsyncEngine::Options options);
-  ~FaultEngine() override;
-  const char* name() const override { return "fault"; }
-  std::size_t Submit(std::span<const JobRef> jobs) override;
-  void Stop() override;
-
-  void SetMode(Mode mode, std::chrono::milliseconds delay = {});
-  Mode mode() const;
-  // Late discards happen in the inner engine.
-  std::uint64_t late_discarded() const { return inner_.counters().late_discarded.load(); }
-
- private:
-  struct Held {
-    JobRef ref;
-    Clock::time_point release;
-  };
-  void Releaser();
-
-  AsyncEngine inner_;
-  std::size_t capacity_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  Mode mode_ = Mode::kNormal;
-  std::chrono::milliseconds delay_{0};
-  std::vector<Held> held_;  // FIFO of at most capacity_ (erased from the front in batches)
-  bool stop_ = false;
-  std::thread releaser_;
-};
-
+// "inline", "async" or "fault" (inline_engine.h, async_engine.h, fault_engine.h); nullptr for
+// any other name.
 std::unique_ptr<CryptoEngine> MakeEngine(const std::string& name);
 
 class CryptoPipeline;

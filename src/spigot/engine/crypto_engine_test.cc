@@ -9,6 +9,10 @@
 #include <thread>
 #include <vector>
 
+#include "spigot/engine/async_engine.h"
+#include "spigot/engine/fault_engine.h"
+#include "spigot/engine/inline_engine.h"
+
 namespace spigot::engine {
 namespace {
 

@@ -1,0 +1,54 @@
+// Test only (`crypto_engine = "fault"`, `spigot debug crypto-fault`): an AsyncEngine with a
+// fault switch, so the watchdog (crypto_engine.h) can be seen to work in a running daemon.
+//   kStall: accepted jobs are held, never completed, until the mode changes (they are then
+//           handed on, and the ones already taken back are discarded by the engine's Claim).
+//   kSlow:  each job is handed on `delay` after it was submitted.
+//   kFail:  each job completes at once with kEngineError.
+// Bound: held jobs are bounded like the inner queue; beyond it Submit() refuses.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "spigot/engine/async_engine.h"
+
+namespace spigot::engine {
+
+class FaultEngine final : public CryptoEngine {
+ public:
+  enum class Mode : std::uint8_t { kNormal, kStall, kSlow, kFail };
+  FaultEngine(AsyncEngine::Options options);
+  ~FaultEngine() override;
+  const char* name() const override { return "fault"; }
+  std::size_t Submit(std::span<const JobRef> jobs) override;
+  void Stop() override;
+
+  void SetMode(Mode mode, std::chrono::milliseconds delay = {});
+  Mode mode() const;
+  // Late discards happen in the inner engine.
+  std::uint64_t late_discarded() const override {
+    return CryptoEngine::late_discarded() + inner_.late_discarded();
+  }
+
+ private:
+  struct Held {
+    JobRef ref;
+    Clock::time_point release;
+  };
+  void Releaser();
+
+  AsyncEngine inner_;
+  std::size_t capacity_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Mode mode_ = Mode::kNormal;
+  std::chrono::milliseconds delay_{0};
+  std::vector<Held> held_;  // FIFO of at most capacity_ (erased from the front in batches)
+  bool stop_ = false;
+  std::thread releaser_;
+};
+
+}  // namespace spigot::engine
