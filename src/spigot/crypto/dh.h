@@ -17,12 +17,12 @@
 #include <utility>
 #include <vector>
 
+#include "spigot/crypto/iana.h"
 #include "spigot/crypto/secure_bytes.h"
 
 namespace spigot::crypto {
 
-inline constexpr std::uint16_t kDhGroupEcp256 = 19;
-inline constexpr std::uint16_t kDhGroupCurve25519 = 31;
+// kDhGroupEcp256, kDhGroupCurve25519: crypto/iana.h.
 
 bool IsSupportedDhGroup(std::uint16_t group);
 // Length of the KE payload's key exchange data for `group` (32 or 64); 0 if unsupported.

@@ -9,6 +9,8 @@
 #include <climits>
 #include <iterator>
 
+#include "spigot/crypto/iana.h"
+
 namespace spigot::crypto {
 namespace {
 
@@ -17,9 +19,6 @@ constexpr std::uint8_t kSaltLen = 4;
 constexpr std::uint8_t kIvLen = 8;
 constexpr std::uint8_t kIcvLen = 16;
 constexpr std::uint8_t kAesBlockLen = 16;
-constexpr std::uint16_t kEncrAesCbc = 12;
-constexpr std::uint16_t kEncrAesGcm16 = 20;
-constexpr std::uint16_t kEncrChaCha20Poly1305 = 28;
 
 // Indexed by IkeEncr. Fields: encr, transform_id, key_bits, key_len, salt_len, iv_len, icv_len,
 // block_len, aead.

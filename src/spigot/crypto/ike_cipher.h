@@ -33,7 +33,7 @@ enum class IkeEncr : std::uint8_t {
 
 struct IkeEncrInfo {
   IkeEncr encr;
-  std::uint16_t transform_id;  // IKEv2 transform type 1 ID (IANA): 12, 20 or 28
+  std::uint16_t transform_id;  // IKEv2 transform type 1 ID (iana.h): kEncrAesCbc, ...
   std::uint16_t key_bits;      // Key Length attribute (RFC 7296 3.3.5); 0: none (RFC 7634)
   std::uint8_t key_len;
   std::uint8_t salt_len;   // 4 for the AEADs, 0 for CBC

@@ -10,22 +10,23 @@
 #include <optional>
 #include <span>
 
+#include "spigot/crypto/iana.h"
 #include "spigot/crypto/secure_bytes.h"
 
 namespace spigot::crypto {
 
-// IKEv2 transform type 2 IDs (IANA; RFC 4868).
+// IKEv2 transform type 2 IDs (iana.h; RFC 4868).
 enum class PrfAlg : std::uint16_t {
-  kHmacSha256 = 5,  // PRF_HMAC_SHA2_256
-  kHmacSha384 = 6,  // PRF_HMAC_SHA2_384
-  kHmacSha512 = 7,  // PRF_HMAC_SHA2_512
+  kHmacSha256 = kPrfHmacSha2_256,
+  kHmacSha384 = kPrfHmacSha2_384,
+  kHmacSha512 = kPrfHmacSha2_512,
 };
 
-// IKEv2 transform type 3 IDs (IANA; RFC 4868): HMAC truncated to half the hash length.
+// IKEv2 transform type 3 IDs (iana.h; RFC 4868): HMAC truncated to half the hash length.
 enum class IntegAlg : std::uint16_t {
-  kHmacSha256_128 = 12,  // AUTH_HMAC_SHA2_256_128
-  kHmacSha384_192 = 13,  // AUTH_HMAC_SHA2_384_192
-  kHmacSha512_256 = 14,  // AUTH_HMAC_SHA2_512_256
+  kHmacSha256_128 = kAuthHmacSha2_256_128,
+  kHmacSha384_192 = kAuthHmacSha2_384_192,
+  kHmacSha512_256 = kAuthHmacSha2_512_256,
 };
 
 std::optional<PrfAlg> PrfAlgFromId(std::uint16_t transform_id);

@@ -2,15 +2,36 @@
 
 #include <algorithm>
 
+#include "spigot/crypto/iana.h"
+
 namespace spigot::ike {
 namespace {
 
-// IKEv2 transform IDs (IANA "IKEv2 Parameters").
-constexpr std::uint16_t kEncrAesCbc = 12;
-constexpr std::uint16_t kEncrAesGcm16 = 20;
-constexpr std::uint16_t kEncrChaCha20Poly1305 = 28;
-constexpr std::uint16_t kEsnNo = 0;
-constexpr std::uint16_t kEsnYes = 1;
+// IKEv2 transform IDs: crypto/iana.h.
+using crypto::kAuthHmacSha2_256_128;
+using crypto::kAuthHmacSha2_384_192;
+using crypto::kAuthHmacSha2_512_256;
+using crypto::kDhGroupCurve25519;
+using crypto::kDhGroupEcp256;
+using crypto::kEncrAesCbc;
+using crypto::kEncrAesGcm16;
+using crypto::kEncrChaCha20Poly1305;
+using crypto::kEsnNo;
+using crypto::kEsnYes;
+using crypto::kPrfHmacSha2_256;
+using crypto::kPrfHmacSha2_384;
+using crypto::kPrfHmacSha2_512;
+
+// The PRF of the same hash as an integrity algorithm, for IKE proposals that name none (as
+// strongSwan does: "aes256-sha256-ecp256" means PRF_HMAC_SHA2_256). 0 if there is none.
+std::uint16_t PrfForInteg(std::uint16_t integ) {
+  switch (integ) {
+    case kAuthHmacSha2_256_128: return kPrfHmacSha2_256;
+    case kAuthHmacSha2_384_192: return kPrfHmacSha2_384;
+    case kAuthHmacSha2_512_256: return kPrfHmacSha2_512;
+    default: return 0;
+  }
+}
 
 struct Keyword {
   std::string_view name;
@@ -29,18 +50,18 @@ constexpr Keyword kKeywords[] = {
     {"aes256gcm16", TransformType::kEncr, kEncrAesGcm16, 256, true},
     {"aes256gcm128", TransformType::kEncr, kEncrAesGcm16, 256, true},
     {"chacha20poly1305", TransformType::kEncr, kEncrChaCha20Poly1305, 0, true},
-    {"sha256", TransformType::kInteg, 12, 0},
-    {"sha2_256", TransformType::kInteg, 12, 0},
-    {"sha384", TransformType::kInteg, 13, 0},
-    {"sha2_384", TransformType::kInteg, 13, 0},
-    {"sha512", TransformType::kInteg, 14, 0},
-    {"sha2_512", TransformType::kInteg, 14, 0},
-    {"prfsha256", TransformType::kPrf, 5, 0},
-    {"prfsha384", TransformType::kPrf, 6, 0},
-    {"prfsha512", TransformType::kPrf, 7, 0},
-    {"x25519", TransformType::kDh, 31, 0},
-    {"curve25519", TransformType::kDh, 31, 0},
-    {"ecp256", TransformType::kDh, 19, 0},
+    {"sha256", TransformType::kInteg, kAuthHmacSha2_256_128, 0},
+    {"sha2_256", TransformType::kInteg, kAuthHmacSha2_256_128, 0},
+    {"sha384", TransformType::kInteg, kAuthHmacSha2_384_192, 0},
+    {"sha2_384", TransformType::kInteg, kAuthHmacSha2_384_192, 0},
+    {"sha512", TransformType::kInteg, kAuthHmacSha2_512_256, 0},
+    {"sha2_512", TransformType::kInteg, kAuthHmacSha2_512_256, 0},
+    {"prfsha256", TransformType::kPrf, kPrfHmacSha2_256, 0},
+    {"prfsha384", TransformType::kPrf, kPrfHmacSha2_384, 0},
+    {"prfsha512", TransformType::kPrf, kPrfHmacSha2_512, 0},
+    {"x25519", TransformType::kDh, kDhGroupCurve25519, 0},
+    {"curve25519", TransformType::kDh, kDhGroupCurve25519, 0},
+    {"ecp256", TransformType::kDh, kDhGroupEcp256, 0},
     {"esn", TransformType::kEsn, kEsnYes, 0},
     {"noesn", TransformType::kEsn, kEsnNo, 0},
 };
@@ -84,7 +105,8 @@ bool ParseOne(std::string_view text, ProtocolId protocol, Proposal& p, std::stri
       error = "'" + std::string(word) + "' applies to IKE proposals only";
       return false;
     }
-    if (protocol == ProtocolId::kEsp && kw->type == TransformType::kInteg && kw->id != 12) {
+    if (protocol == ProtocolId::kEsp && kw->type == TransformType::kInteg &&
+        kw->id != kAuthHmacSha2_256_128) {
       error = "'" + std::string(word) + "': ESP integrity supports sha256 (HMAC-SHA-256-128) only";
       return false;
     }
@@ -104,7 +126,7 @@ bool ParseOne(std::string_view text, ProtocolId protocol, Proposal& p, std::stri
       if (aead) return error = "an AEAD IKE proposal needs a PRF (e.g. prfsha256)" + where, false;
       for (const auto& t : std::vector<Transform>(p.transforms)) {
         if (t.type == TransformType::kInteg)
-          p.transforms.push_back({TransformType::kPrf, static_cast<std::uint16_t>(t.id - 7), 0});
+          p.transforms.push_back({TransformType::kPrf, PrfForInteg(t.id), 0});
       }
     }
     if (!Has(p, TransformType::kDh)) return error = "no key exchange group" + where, false;
@@ -241,7 +263,8 @@ std::optional<ChildAlgorithms> ChildAlgorithmsOf(const Proposal& p) {
     else return std::nullopt;
   } else if (encr->id == kEncrChaCha20Poly1305 && integ == nullptr && encr->key_bits == 0) {
     a.suite = crypto::EspSuite::kChaCha20Poly1305;
-  } else if (encr->id == kEncrAesCbc && integ != nullptr && integ->id == 12) {
+  } else if (encr->id == kEncrAesCbc && integ != nullptr &&
+             integ->id == kAuthHmacSha2_256_128) {
     if (encr->key_bits == 128) a.suite = crypto::EspSuite::kAesCbc128HmacSha256;
     else if (encr->key_bits == 256) a.suite = crypto::EspSuite::kAesCbc256HmacSha256;
     else return std::nullopt;

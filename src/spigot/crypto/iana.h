@@ -1,0 +1,34 @@
+// IKEv2 transform IDs that spigot implements: the one definition of each number (IANA "Internet
+// Key Exchange Version 2 (IKEv2) Parameters", Transform Type Values; RFC 7296 3.3.2). crypto/
+// maps them to algorithms, ike/ writes and reads them in SA payloads; both include this header
+// (the dependency arrow runs wire <- crypto <- ike).
+#pragma once
+
+#include <cstdint>
+
+namespace spigot::crypto {
+
+// Transform type 1, encryption algorithms (ENCR_*).
+inline constexpr std::uint16_t kEncrAesCbc = 12;            // RFC 3602; Key Length 128 or 256
+inline constexpr std::uint16_t kEncrAesGcm16 = 20;          // RFC 4106, RFC 5282: 16-octet ICV
+inline constexpr std::uint16_t kEncrChaCha20Poly1305 = 28;  // RFC 7634; no Key Length attribute
+
+// Transform type 2, pseudorandom functions (PRF_*; RFC 4868).
+inline constexpr std::uint16_t kPrfHmacSha2_256 = 5;
+inline constexpr std::uint16_t kPrfHmacSha2_384 = 6;
+inline constexpr std::uint16_t kPrfHmacSha2_512 = 7;
+
+// Transform type 3, integrity algorithms (AUTH_*; RFC 4868): HMAC truncated to half its length.
+inline constexpr std::uint16_t kAuthHmacSha2_256_128 = 12;
+inline constexpr std::uint16_t kAuthHmacSha2_384_192 = 13;
+inline constexpr std::uint16_t kAuthHmacSha2_512_256 = 14;
+
+// Transform type 4, key exchange methods (Diffie-Hellman groups).
+inline constexpr std::uint16_t kDhGroupEcp256 = 19;      // 256-bit random ECP group, RFC 5903
+inline constexpr std::uint16_t kDhGroupCurve25519 = 31;  // Curve25519, RFC 8031
+
+// Transform type 5, extended sequence numbers (RFC 7296 3.3.2).
+inline constexpr std::uint16_t kEsnNo = 0;
+inline constexpr std::uint16_t kEsnYes = 1;
+
+}  // namespace spigot::crypto
