@@ -25,4 +25,6 @@ std::uint32_t RandomU32() {
 
 std::uint64_t RandomU64() { return std::uint64_t{RandomU32()} << 32 | RandomU32(); }
 
+double RandomUnit() { return RandomU32() / 4294967296.0; }  // 2^32: the largest result < 1
+
 }  // namespace spigot::crypto

@@ -11,5 +11,7 @@ namespace spigot::crypto {
 void RandomBytes(std::span<std::uint8_t> out);
 std::uint32_t RandomU32();
 std::uint64_t RandomU64();
+// Uniform in [0, 1): RandomU32() / 2^32, for jitter.
+double RandomUnit();
 
 }  // namespace spigot::crypto

@@ -94,7 +94,7 @@ std::vector<Proposal> WithoutDh(std::vector<Proposal> ps) {
 // A soft lifetime shortened by a random fraction of up to `jitter` (spreads rekeys).
 TimePoint Jittered(TimePoint from, std::chrono::seconds life, double jitter) {
   if (life.count() <= 0) return TimePoint::max();
-  const double f = 1.0 - jitter * (crypto::RandomU32() / 4294967296.0);
+  const double f = 1.0 - jitter * crypto::RandomUnit();
   return from + std::chrono::duration_cast<Clock::duration>(life * f);
 }
 
@@ -297,7 +297,7 @@ void IkeSa::Tick(TimePoint now) {
     ++counters_->retransmits;
     // 2.4: exponential back-off, with +-10% jitter so that many SAs do not resend in step.
     const auto base = kRetransmitBase * (1 << outstanding_->retransmits);
-    const double jitter = 0.9 + 0.2 * (crypto::RandomU32() / 4294967296.0);
+    const double jitter = 0.9 + 0.2 * crypto::RandomUnit();
     outstanding_->deadline =
         now + std::chrono::duration_cast<Clock::duration>(base * jitter);
     host_->SendIke(*this, outstanding_->bytes);
