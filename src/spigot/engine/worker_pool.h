@@ -1,5 +1,6 @@
 // A fixed pool of worker threads for the crypto-heavy part of IKE (DH and key derivation of a
-// responder's IKE_SA_INIT), fed from the negotiation queue (DESIGN.md, cause 2).
+// responder's IKE_SA_INIT), fed from the negotiation queue (DESIGN.md, cause 2). The daemon's
+// Executor (executor.h); tests use test_tools::ManualExecutor instead.
 //
 // Bounds (STYLE.md 7): at most `capacity` jobs are queued or running. The pool never blocks
 // its caller: TrySubmit refuses when full (counted in Stats::refused), and the control thread
@@ -16,35 +17,28 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "spigot/engine/executor.h"
+
 namespace spigot::engine {
 
-class WorkerPool {
+class WorkerPool final : public Executor {
  public:
-  using Job = std::function<void()>;
-
-  struct Stats {
-    std::uint64_t submitted = 0;
-    std::uint64_t completed = 0;
-    std::uint64_t refused = 0;  // TrySubmit with the pool full
-  };
-
   // threads == 0: one per core (std::thread::hardware_concurrency, at least 1).
   WorkerPool(std::size_t threads, std::size_t capacity);
-  ~WorkerPool();  // finishes the jobs already queued, then joins
+  ~WorkerPool() override;  // finishes the jobs already queued, then joins
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
-  bool TrySubmit(Job job);
-  std::size_t threads() const { return threads_.size(); }
-  std::size_t capacity() const { return capacity_; }
-  std::size_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
-  std::size_t free() const { return capacity_ - std::min(capacity_, in_flight()); }
-  Stats stats() const;
+  bool TrySubmit(Job job) override;
+  std::size_t threads() const override { return threads_.size(); }
+  std::size_t capacity() const override { return capacity_; }
+  std::size_t in_flight() const override { return in_flight_.load(std::memory_order_acquire); }
+  std::size_t free() const override { return capacity_ - std::min(capacity_, in_flight()); }
+  Stats stats() const override;
 
  private:
   void WorkerMain();

@@ -7,6 +7,9 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
+
+#include "spigot/test_tools/manual_executor.h"
 
 namespace spigot::engine {
 namespace {
@@ -62,6 +65,69 @@ TEST(WorkerPool, DestructorFinishesQueuedJobs) {
 TEST(WorkerPool, ZeroThreadsMeansOnePerCore) {
   WorkerPool pool(0, 4);
   EXPECT_EQ(pool.threads(), std::max(1u, std::thread::hardware_concurrency()));
+}
+
+TEST(ManualExecutor, RunsJobsOnlyWhenToldInOrderOnTheCallingThread) {
+  test_tools::ManualExecutor manual(8);
+  Executor& executor = manual;  // what the gateway sees
+  EXPECT_EQ(executor.threads(), 0u);
+  std::vector<int> order;
+  std::set<std::thread::id> ids;
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(executor.TrySubmit([&, i] {
+      order.push_back(i);
+      ids.insert(std::this_thread::get_id());
+    }));
+  }
+  EXPECT_TRUE(order.empty());
+  EXPECT_EQ(manual.pending(), 3u);
+  EXPECT_EQ(executor.in_flight(), 3u);
+  EXPECT_EQ(executor.free(), 5u);
+  EXPECT_TRUE(manual.RunOne());
+  EXPECT_EQ(order, (std::vector<int>{1}));
+  EXPECT_EQ(manual.RunAll(), 2u);
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(ids, std::set<std::thread::id>{std::this_thread::get_id()});
+  EXPECT_FALSE(manual.RunOne());
+  EXPECT_EQ(executor.in_flight(), 0u);
+  const Executor::Stats s = executor.stats();
+  EXPECT_EQ(s.submitted, 3u);
+  EXPECT_EQ(s.completed, 3u);
+  EXPECT_EQ(s.refused, 0u);
+}
+
+TEST(ManualExecutor, RefusesPastCapacityAndCountsIt) {
+  test_tools::ManualExecutor manual(2);
+  EXPECT_EQ(manual.capacity(), 2u);
+  ASSERT_TRUE(manual.TrySubmit([] {}));
+  ASSERT_TRUE(manual.TrySubmit([] {}));
+  EXPECT_EQ(manual.free(), 0u);
+  EXPECT_FALSE(manual.TrySubmit([] {}));
+  EXPECT_EQ(manual.stats().refused, 1u);
+  EXPECT_EQ(manual.pending(), 2u);
+  ASSERT_TRUE(manual.RunOne());
+  EXPECT_EQ(manual.free(), 1u);
+  EXPECT_TRUE(manual.TrySubmit([] {}));
+  EXPECT_EQ(manual.stats().submitted, 3u);
+}
+
+TEST(ManualExecutor, JobsMaySubmitMoreAndRunAllRunsThemTooWhileARunningJobHoldsItsSlot) {
+  test_tools::ManualExecutor manual(2);
+  std::vector<int> order;
+  bool third_refused = false;
+  ASSERT_TRUE(manual.TrySubmit([&] {
+    order.push_back(1);
+    // Running, this job still counts against capacity, as on a WorkerPool.
+    EXPECT_EQ(manual.in_flight(), 1u);
+    EXPECT_TRUE(manual.TrySubmit([&] { order.push_back(2); }));
+    third_refused = !manual.TrySubmit([&] { order.push_back(3); });
+  }));
+  EXPECT_EQ(manual.RunAll(), 2u);
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  EXPECT_TRUE(third_refused);
+  EXPECT_EQ(manual.pending(), 0u);
+  EXPECT_EQ(manual.stats().completed, 2u);
+  EXPECT_EQ(manual.stats().refused, 1u);
 }
 
 }  // namespace
