@@ -1,7 +1,5 @@
 #include "spigot/ike/ike_sa.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 
 #include "spigot/crypto/random.h"
@@ -113,13 +111,6 @@ std::uint16_t DhOf(const Proposal& p) {
 }
 
 }  // namespace
-
-std::string ToString(const Address& a) {
-  char buf[INET6_ADDRSTRLEN] = "?";
-  inet_ntop(a.family == 4 ? AF_INET : AF_INET6, a.ip.data(), buf, sizeof(buf));
-  return a.family == 4 ? std::string(buf) + ":" + std::to_string(a.port)
-                       : "[" + std::string(buf) + "]:" + std::to_string(a.port);
-}
 
 const char* ToString(IkeSa::State s) {
   switch (s) {

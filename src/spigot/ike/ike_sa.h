@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "spigot/crypto/dh.h"
+#include "spigot/ike/address.h"
 #include "spigot/ike/identity.h"
 #include "spigot/ike/keys.h"
 #include "spigot/ike/message.h"
@@ -39,16 +40,6 @@ namespace spigot::ike {
 
 using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
-
-// An IP address and UDP port.
-struct Address {
-  int family = 4;  // 4 or 6
-  std::array<std::uint8_t, 16> ip{};
-  std::uint16_t port = 0;
-  std::span<const std::uint8_t> bytes() const { return {ip.data(), family == 4 ? 4u : 16u}; }
-  bool operator==(const Address&) const = default;
-};
-std::string ToString(const Address& a);
 
 // What the IKE SA needs of a configured connection.
 struct ConnectionParams {

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "spigot/crypto/random.h"
+#include "spigot/ike/endpoint.h"
 
 namespace spigot::loadgen {
 namespace {
@@ -16,15 +17,6 @@ constexpr std::uint8_t kNonEspMarker[4] = {0, 0, 0, 0};
 // fragmentation, and PSK exchanges stay far below this; longer datagrams are dropped.
 constexpr std::size_t kRecvBatch = 32;
 constexpr std::size_t kRecvBufferSize = 8192;
-
-ike::Address ToAddress(const io::Endpoint& e) {
-  ike::Address a;
-  a.family = e.family() == AF_INET6 ? 6 : 4;
-  const auto b = e.address_bytes();
-  std::memcpy(a.ip.data(), b.data(), b.size());
-  a.port = e.port();
-  return a;
-}
 
 bool SameAddress(const io::Endpoint& a, const io::Endpoint& b) {
   const auto x = a.address_bytes(), y = b.address_bytes();
@@ -142,8 +134,8 @@ void Worker::StartOne(ike::TimePoint now) {
   const std::uint64_t spi = NewIkeSpi();
   ini.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kInitiator,
                                         std::move(conn),
-                                        ToAddress(sockets_[ini.socket]->local_endpoint()),
-                                        ToAddress(config_.target), spi, 0);
+                                        ike::ToAddress(sockets_[ini.socket]->local_endpoint()),
+                                        ike::ToAddress(config_.target), spi, 0);
   routes_[spi] = Route{i, ini.sa.get()};
   ini.started = now;
   results_.first_started = std::min(results_.first_started, now);

@@ -12,6 +12,7 @@
 
 #include "spigot/crypto/random.h"
 #include "spigot/ike/cookie.h"
+#include "spigot/ike/endpoint.h"
 #include "spigot/ike/traffic_selectors.h"
 
 namespace spigot::loadgen {
@@ -19,14 +20,6 @@ namespace {
 
 using namespace std::chrono_literals;
 constexpr std::uint8_t kMarker[4] = {0, 0, 0, 0};
-
-ike::Address ToAddress(const io::Endpoint& e) {
-  ike::Address a;
-  a.family = 4;
-  std::memcpy(a.ip.data(), e.address_bytes().data(), 4);
-  a.port = e.port();
-  return a;
-}
 
 std::shared_ptr<ike::ConnectionParams> Connection(const char* psk, bool initiator) {
   auto c = std::make_shared<ike::ConnectionParams>();
@@ -82,7 +75,7 @@ class TestResponder : public ike::IkeSaHost {
   std::size_t live() const { return sas_.size(); }
 
   void SendIke(ike::IkeSa& sa, const ike::Bytes& d) override {
-    const auto to = *io::Endpoint::Parse("127.0.0.1", sa.remote().port);
+    const io::Endpoint to = ike::ToEndpoint(sa.remote());
     if (!natt_peer_[sa.spi_r()]) return void(ike_->SendTo(to, d));
     ike::Bytes framed(kMarker, kMarker + 4);
     framed.insert(framed.end(), d.begin(), d.end());
@@ -134,17 +127,17 @@ class TestResponder : public ike::IkeSaHost {
       } else {
         if (o_.cookies && !CookieOk(m, h, from, natt)) return;
         ours = crypto::RandomU64() | 1;
-        ike::Address local = ToAddress(natt ? natt_->local_endpoint() : ike_->local_endpoint());
+        ike::Address local = ike::ToAddress(natt ? natt_->local_endpoint() : ike_->local_endpoint());
         if (o_.fake_nat) local.port ^= 1;
         sas_[ours] = std::make_unique<ike::IkeSa>(*this, counters_, ike::IkeSa::Role::kResponder,
-                                                  conn_, local, ToAddress(from), h.spi_i, ours);
+                                                  conn_, local, ike::ToAddress(from), h.spi_i, ours);
         half_open_[h.spi_i] = ours;
       }
     }
     auto it = sas_.find(ours);
     if (it == sas_.end()) return;
     natt_peer_[ours] = natt;
-    it->second->set_remote(ToAddress(from));
+    it->second->set_remote(ike::ToAddress(from));
     it->second->Receive(m, now);
     if (it->second->state() == ike::IkeSa::State::kDead) sas_.erase(it);
   }
