@@ -116,7 +116,7 @@ void EngineMonitor::Unregister(CryptoPipeline* p) {
   pipelines_.erase(std::remove(pipelines_.begin(), pipelines_.end(), p), pipelines_.end());
 }
 
-void EngineMonitor::ReportStall(Clock::time_point now, Event event) {
+void EngineMonitor::ReportStall(io::Clock::TimePoint now, Event event) {
   State expected = State::kOk;
   if (!state_.compare_exchange_strong(expected, State::kStalled, std::memory_order_acq_rel))
     return;
@@ -130,7 +130,7 @@ void EngineMonitor::ReportStall(Clock::time_point now, Event event) {
   if (on_event_) on_event_(event);
 }
 
-void EngineMonitor::Tick(Clock::time_point now) {
+void EngineMonitor::Tick(io::Clock::TimePoint now) {
   if (!stalled()) return;
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
   if (!lock.owns_lock()) return;  // the other data-path thread is on it
@@ -234,7 +234,7 @@ bool CryptoPipeline::Reserve(std::size_t& slot, std::span<std::uint8_t>& buffer)
 }
 
 void CryptoPipeline::Commit(std::size_t slot, const crypto::EspCipher& cipher,
-                            const esp::CryptoOp& op, std::uint8_t* esp, Clock::time_point now) {
+                            const esp::CryptoOp& op, std::uint8_t* esp, io::Clock::TimePoint now) {
   Slot& s = slots_[slot];
   s.job.cipher = &cipher;
   s.job.op = op;
@@ -268,7 +268,7 @@ JobResult CryptoPipeline::Redo(crypto::ImbManager& mgr, Slot& s) {
   return Execute(mgr, s.job);
 }
 
-bool CryptoPipeline::Take(crypto::ImbManager& mgr, Clock::time_point now, std::size_t slot,
+bool CryptoPipeline::Take(crypto::ImbManager& mgr, io::Clock::TimePoint now, std::size_t slot,
                           JobResult& r) {
   Slot& s = slots_[slot];
   for (;;) {
@@ -321,7 +321,7 @@ bool CryptoPipeline::Take(crypto::ImbManager& mgr, Clock::time_point now, std::s
   }
 }
 
-int CryptoPipeline::WaitMs(Clock::time_point now) const {
+int CryptoPipeline::WaitMs(io::Clock::TimePoint now) const {
   if (in_flight_ == 0) return -1;
   const Slot& s = slots_[head_ & mask_];
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(s.job.deadline - now).count();

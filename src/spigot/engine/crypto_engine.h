@@ -40,10 +40,16 @@
 
 #include "spigot/crypto/esp_cipher.h"
 #include "spigot/esp/esp.h"
+#include "spigot/io/clock.h"
 
 namespace spigot::engine {
 
-using Clock = std::chrono::steady_clock;
+// Transitional, for datapath/ (outside this change), which still spells
+// engine::Clock::time_point: the time point type only, no now(). Engine code takes the time
+// as a `now` argument or from an io::Clock. Goes once datapath names io::Clock::TimePoint.
+struct Clock {
+  using time_point = io::Clock::TimePoint;
+};
 
 enum class JobState : std::uint8_t { kFree, kQueued, kRunning, kDone, kRevoked, kAbandoned };
 
@@ -77,7 +83,7 @@ struct CryptoJob {
   esp::CryptoOp op;
   std::uint8_t* esp = nullptr;  // the ESP packet (SPI first)
   CompletionSignal* signal = nullptr;
-  Clock::time_point deadline;
+  io::Clock::TimePoint deadline;
   JobResult result = JobResult::kOk;  // written by the engine before it publishes kDone
   std::atomic<std::uint64_t> word{0};
 };
@@ -170,9 +176,9 @@ class EngineMonitor {
 
   // From data-path threads, at least every probe_interval: sends a probe while stalled and
   // brings the engine back once a probe completed with the right answer. Cheap when ok.
-  void Tick(Clock::time_point now);
+  void Tick(io::Clock::TimePoint now);
   // A pipeline saw a missed deadline (or an engine error): out of service. Counts once.
-  void ReportStall(Clock::time_point now, Event event);
+  void ReportStall(io::Clock::TimePoint now, Event event);
   Stats stats() const;
 
  private:
@@ -187,11 +193,11 @@ class EngineMonitor {
   std::atomic<std::uint64_t> stalls_{0}, probes_{0};
   mutable std::mutex mu_;  // pipelines_ and the probe
   std::vector<CryptoPipeline*> pipelines_;
-  Clock::time_point stalled_since_{};
-  Clock::time_point next_probe_{};
+  io::Clock::TimePoint stalled_since_{};
+  io::Clock::TimePoint next_probe_{};
   std::uint64_t probes_this_stall_ = 0;
   bool probe_out_ = false;
-  Clock::time_point probe_deadline_{};
+  io::Clock::TimePoint probe_deadline_{};
   // The probe: AES-GCM-128 over a fixed packet under a fixed key; the inline result is the
   // expected answer, so an engine that completes with garbage stays out of service.
   crypto::EspCipher probe_cipher_;
@@ -221,14 +227,14 @@ class CryptoPipeline {
   bool Reserve(std::size_t& slot, std::span<std::uint8_t>& buffer);
   // Queues the reserved slot's job; Flush() hands queued jobs to the engine.
   void Commit(std::size_t slot, const crypto::EspCipher& cipher, const esp::CryptoOp& op,
-              std::uint8_t* esp, Clock::time_point now);
+              std::uint8_t* esp, io::Clock::TimePoint now);
   void Flush(crypto::ImbManager& mgr);
   // Delivers finished jobs in submission order: deliver(slot, result) with kOk, kAuthFailed
   // or kAbandoned. A job past its deadline, failed by the engine, or in flight when the
   // engine went out of service is redone inline here first. The slot's buffer stays valid
   // until the next Reserve().
   template <typename Fn>
-  void Poll(crypto::ImbManager& mgr, Clock::time_point now, Fn&& deliver) {
+  void Poll(crypto::ImbManager& mgr, io::Clock::TimePoint now, Fn&& deliver) {
     signal_.Clear();
     while (in_flight_ > 0) {
       const std::size_t slot = head_ & mask_;
@@ -242,7 +248,7 @@ class CryptoPipeline {
   }
   // How long the owner may sleep: until the oldest job's deadline (at least 1 ms), or -1
   // (no limit from here) when nothing is in flight.
-  int WaitMs(Clock::time_point now) const;
+  int WaitMs(io::Clock::TimePoint now) const;
   int signal_fd() const { return signal_.fd(); }
   std::size_t in_flight() const { return in_flight_; }
   std::size_t capacity() const { return mask_ + 1; }
@@ -254,7 +260,7 @@ class CryptoPipeline {
     std::uint64_t ticket = 0;
   };
   // The head slot's outcome, or false if it is still the engine's and in time.
-  bool Take(crypto::ImbManager& mgr, Clock::time_point now, std::size_t slot, JobResult& r);
+  bool Take(crypto::ImbManager& mgr, io::Clock::TimePoint now, std::size_t slot, JobResult& r);
   JobResult Redo(crypto::ImbManager& mgr, Slot& s);
 
   EngineMonitor& monitor_;

@@ -49,7 +49,7 @@ class PipelineTest : public ::testing::Test {
   }
 
   // Frames packet number `i` in a pipeline slot and commits it. Returns the slot, or -1.
-  long Submit(CryptoPipeline& p, std::size_t i, Clock::time_point now) {
+  long Submit(CryptoPipeline& p, std::size_t i, io::Clock::TimePoint now) {
     std::size_t slot;
     std::span<std::uint8_t> buf;
     if (!p.Reserve(slot, buf)) return -1;
@@ -69,7 +69,7 @@ class PipelineTest : public ::testing::Test {
     JobResult result;
     std::vector<std::uint8_t> bytes;
   };
-  std::vector<Delivered> Poll(CryptoPipeline& p, Clock::time_point now) {
+  std::vector<Delivered> Poll(CryptoPipeline& p, io::Clock::TimePoint now) {
     std::vector<Delivered> out;
     p.Poll(mgr(), now, [&](std::size_t slot, JobResult r) {
       const auto b = views_[slot].bytes();
@@ -80,9 +80,9 @@ class PipelineTest : public ::testing::Test {
   // Polls until `n` jobs were delivered or a second passed (engines run on other threads).
   std::vector<Delivered> PollUntil(CryptoPipeline& p, std::size_t n) {
     std::vector<Delivered> all;
-    const auto give_up = Clock::now() + 1s;
-    while (all.size() < n && Clock::now() < give_up) {
-      for (auto& d : Poll(p, Clock::now())) all.push_back(std::move(d));
+    const auto give_up = io::DefaultClock().Now() + 1s;
+    while (all.size() < n && io::DefaultClock().Now() < give_up) {
+      for (auto& d : Poll(p, io::DefaultClock().Now())) all.push_back(std::move(d));
       std::this_thread::sleep_for(200us);
     }
     return all;
@@ -96,7 +96,7 @@ TEST_F(PipelineTest, AsyncSealEqualsInlineInOrder) {
   AsyncEngine engine({.workers = 2, .queue_capacity = 64});
   EngineMonitor monitor(engine, {.stall_timeout = 1000ms});
   CryptoPipeline p(monitor, 64, kBuf);
-  const auto now = Clock::now();
+  const auto now = io::DefaultClock().Now();
   for (std::size_t i = 0; i < 40; ++i) ASSERT_GE(Submit(p, i, now), 0);
   p.Flush(mgr());
   const auto got = PollUntil(p, 40);
@@ -128,7 +128,7 @@ TEST_F(PipelineTest, AsyncOpenVerifiesAndRejectsForgeries) {
     views_[slot] = esp::PacketView{buf, 0, packet.size()};
     esp::CryptoOp op;
     ASSERT_EQ(esp::OpenPrepare(cipher_, in[0], views_[slot], op), esp::Status::kOk);
-    p.Commit(slot, cipher_, op, buf.data(), Clock::now());
+    p.Commit(slot, cipher_, op, buf.data(), io::DefaultClock().Now());
   }
   p.Flush(mgr());
   const auto got = PollUntil(p, 2);
@@ -144,7 +144,7 @@ TEST_F(PipelineTest, StallFiresAfterTimeoutAndRedoesInFlightJobsInlineInOrder) {
                         [&](const EngineMonitor::Event& e) { events.push_back(e); });
   CryptoPipeline p(monitor, 16, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  const auto t0 = Clock::now();
+  const auto t0 = io::DefaultClock().Now();
   for (std::size_t i = 0; i < 5; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
   EXPECT_GE(p.WaitMs(t0), 50);  // the owner sleeps no longer than the deadline
@@ -178,19 +178,19 @@ TEST_F(PipelineTest, LateCompletionOfATakenBackJobIsDiscarded) {
   EngineMonitor monitor(engine, {.stall_timeout = 50ms});
   CryptoPipeline p(monitor, 4, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  const auto t0 = Clock::now();
+  const auto t0 = io::DefaultClock().Now();
   for (std::size_t i = 0; i < 3; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
   ASSERT_EQ(Poll(p, t0 + 60ms).size(), 3u);
   // The slots are reused for new packets, submitted while the engine still holds the old
   // references; then the engine wakes up and tries to complete the old jobs.
-  const auto t1 = Clock::now();
+  const auto t1 = io::DefaultClock().Now();
   engine.SetMode(FaultEngine::Mode::kStall);
   for (std::size_t i = 3; i < 6; ++i) ASSERT_GE(Submit(p, i, t1), 0);
   // Not flushed: the new jobs are only in the ring, so only the stale references can run.
   engine.SetMode(FaultEngine::Mode::kNormal);
-  const auto give_up = Clock::now() + 1s;
-  while (engine.late_discarded() < 3 && Clock::now() < give_up) std::this_thread::sleep_for(1ms);
+  const auto give_up = io::DefaultClock().Now() + 1s;
+  while (engine.late_discarded() < 3 && io::DefaultClock().Now() < give_up) std::this_thread::sleep_for(1ms);
   EXPECT_EQ(engine.late_discarded(), 3u);
   // The stale references neither ran nor completed the new jobs: the engine is still out of
   // service, so the owner takes the new jobs back and their bytes are sealed exactly once.
@@ -208,7 +208,7 @@ TEST_F(PipelineTest, ProbeBringsTheEngineBackOnlyWhenItCompletesWork) {
                         [&](const EngineMonitor::Event& e) { events.push_back(e); });
   CryptoPipeline p(monitor, 4, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  auto t = Clock::now();
+  auto t = io::DefaultClock().Now();
   ASSERT_GE(Submit(p, 0, t), 0);
   p.Flush(mgr());
   ASSERT_EQ(Poll(p, t + 20ms).size(), 1u);
@@ -217,16 +217,16 @@ TEST_F(PipelineTest, ProbeBringsTheEngineBackOnlyWhenItCompletesWork) {
   // Stalled: probes go out every interval and get no answer.
   for (int i = 0; i < 5; ++i) {
     std::this_thread::sleep_for(25ms);
-    monitor.Tick(Clock::now());
+    monitor.Tick(io::DefaultClock().Now());
   }
   EXPECT_TRUE(monitor.stalled());
   EXPECT_GE(monitor.stats().probes, 2u);
 
   engine.SetMode(FaultEngine::Mode::kNormal);
-  const auto give_up = Clock::now() + 2s;
-  while (monitor.stalled() && Clock::now() < give_up) {
+  const auto give_up = io::DefaultClock().Now() + 2s;
+  while (monitor.stalled() && io::DefaultClock().Now() < give_up) {
     std::this_thread::sleep_for(5ms);
-    monitor.Tick(Clock::now());
+    monitor.Tick(io::DefaultClock().Now());
   }
   EXPECT_FALSE(monitor.stalled());
   ASSERT_EQ(events.size(), 2u);
@@ -234,7 +234,7 @@ TEST_F(PipelineTest, ProbeBringsTheEngineBackOnlyWhenItCompletesWork) {
   EXPECT_GE(events[1].probes, 1u);
   // Back in service: jobs go to the engine again.
   EXPECT_FALSE(p.Bypass());
-  ASSERT_GE(Submit(p, 1, Clock::now()), 0);
+  ASSERT_GE(Submit(p, 1, io::DefaultClock().Now()), 0);
   p.Flush(mgr());
   const auto got = PollUntil(p, 1);
   ASSERT_EQ(got.size(), 1u);
@@ -247,13 +247,13 @@ TEST_F(PipelineTest, ProbeFailingWithAnErrorKeepsTheEngineOut) {
   EngineMonitor monitor(engine, {.stall_timeout = 20ms, .probe_interval = 5ms});
   CryptoPipeline p(monitor, 4, kBuf);
   engine.SetMode(FaultEngine::Mode::kFail);
-  ASSERT_GE(Submit(p, 0, Clock::now()), 0);
+  ASSERT_GE(Submit(p, 0, io::DefaultClock().Now()), 0);
   p.Flush(mgr());
-  ASSERT_EQ(Poll(p, Clock::now()).size(), 1u);
+  ASSERT_EQ(Poll(p, io::DefaultClock().Now()).size(), 1u);
   ASSERT_TRUE(monitor.stalled());
   for (int i = 0; i < 10; ++i) {
     std::this_thread::sleep_for(6ms);
-    monitor.Tick(Clock::now());
+    monitor.Tick(io::DefaultClock().Now());
   }
   EXPECT_TRUE(monitor.stalled());
   EXPECT_GE(monitor.stats().probes, 2u);
@@ -266,7 +266,7 @@ TEST_F(PipelineTest, FailedJobsAreRedoneInlineAndTakeTheEngineOut) {
                         [&](const EngineMonitor::Event& e) { events.push_back(e); });
   CryptoPipeline p(monitor, 8, kBuf);
   engine.SetMode(FaultEngine::Mode::kFail);
-  const auto t0 = Clock::now();
+  const auto t0 = io::DefaultClock().Now();
   for (std::size_t i = 0; i < 3; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
   const auto got = Poll(p, t0);  // failures complete at once: no deadline needed
@@ -289,13 +289,13 @@ TEST_F(PipelineTest, SlowEngineWithinTheDeadlineIsNotAStall) {
   EngineMonitor monitor(engine, {.stall_timeout = 200ms});
   CryptoPipeline p(monitor, 8, kBuf);
   engine.SetMode(FaultEngine::Mode::kSlow, 10ms);
-  const auto t0 = Clock::now();
+  const auto t0 = io::DefaultClock().Now();
   for (std::size_t i = 0; i < 4; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
-  EXPECT_TRUE(Poll(p, Clock::now()).empty());
+  EXPECT_TRUE(Poll(p, io::DefaultClock().Now()).empty());
   const auto got = PollUntil(p, 4);
   ASSERT_EQ(got.size(), 4u);
-  EXPECT_GE(Clock::now() - t0, 10ms);
+  EXPECT_GE(io::DefaultClock().Now() - t0, 10ms);
   for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(got[i].bytes, Expected(i));
   EXPECT_FALSE(monitor.stalled());
   EXPECT_EQ(monitor.stats().fallbacks, 0u);
@@ -306,11 +306,11 @@ TEST_F(PipelineTest, SlowEnginePastTheDeadlineStalls) {
   EngineMonitor monitor(engine, {.stall_timeout = 20ms});
   CryptoPipeline p(monitor, 8, kBuf);
   engine.SetMode(FaultEngine::Mode::kSlow, 200ms);
-  const auto t0 = Clock::now();
+  const auto t0 = io::DefaultClock().Now();
   for (std::size_t i = 0; i < 4; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
   std::this_thread::sleep_for(25ms);
-  const auto got = Poll(p, Clock::now());
+  const auto got = Poll(p, io::DefaultClock().Now());
   ASSERT_EQ(got.size(), 4u);
   for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(got[i].bytes, Expected(i));
   EXPECT_TRUE(monitor.stalled());
@@ -322,7 +322,7 @@ TEST_F(PipelineTest, RingBoundRefusesAndCounts) {
   EngineMonitor monitor(engine, {.stall_timeout = 50ms});
   CryptoPipeline p(monitor, 4, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  const auto t0 = Clock::now();
+  const auto t0 = io::DefaultClock().Now();
   for (std::size_t i = 0; i < 4; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   EXPECT_EQ(Submit(p, 4, t0), -1);
   EXPECT_EQ(monitor.stats().ring_full, 1u);
@@ -336,7 +336,7 @@ TEST_F(PipelineTest, EngineQueueBoundRefusesAndTheOwnerDoesTheRestInOrder) {
   EngineMonitor monitor(engine, {.stall_timeout = 50ms});
   CryptoPipeline p(monitor, 8, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  const auto t0 = Clock::now();
+  const auto t0 = io::DefaultClock().Now();
   for (std::size_t i = 0; i < 5; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());  // 2 held by the engine, 3 refused and done here
   EXPECT_EQ(monitor.stats().refused, 3u);
@@ -353,7 +353,7 @@ TEST_F(PipelineTest, InlineEngineCompletesAtSubmit) {
   InlineEngine engine;
   EngineMonitor monitor(engine, {});
   CryptoPipeline p(monitor, 4, kBuf);
-  const auto t0 = Clock::now();
+  const auto t0 = io::DefaultClock().Now();
   ASSERT_GE(Submit(p, 0, t0), 0);
   p.Flush(mgr());
   const auto got = Poll(p, t0);

@@ -9,8 +9,8 @@ constexpr auto kRelaxed = std::memory_order_relaxed;
 
 }  // namespace
 
-FaultEngine::FaultEngine(AsyncEngine::Options options)
-    : inner_(options), capacity_(std::max<std::size_t>(options.queue_capacity, 1)) {
+FaultEngine::FaultEngine(AsyncEngine::Options options, io::Clock& clock)
+    : clock_(clock), inner_(options), capacity_(std::max<std::size_t>(options.queue_capacity, 1)) {
   held_.reserve(capacity_);
   releaser_ = std::thread([this] { Releaser(); });
 }
@@ -27,6 +27,12 @@ void FaultEngine::Stop() {
   inner_.Stop();
 }
 
+void FaultEngine::Wake() {
+  // Taking the lock orders this after a releaser that read the clock and is about to wait.
+  { std::lock_guard<std::mutex> lock(mu_); }
+  cv_.notify_all();
+}
+
 FaultEngine::Mode FaultEngine::mode() const {
   std::lock_guard<std::mutex> lock(mu_);
   return mode_;
@@ -40,7 +46,7 @@ void FaultEngine::SetMode(Mode mode, std::chrono::milliseconds delay) {
     // Leaving a stall: what was held goes on now (the releaser hands it to the inner engine,
     // whose Claim discards the jobs the owner has taken back meanwhile).
     if (mode != Mode::kStall) {
-      const auto now = Clock::now();
+      const auto now = clock_.Now();
       for (Held& h : held_) h.release = std::min(h.release, now + delay);
     }
   }
@@ -70,7 +76,8 @@ std::size_t FaultEngine::Submit(std::span<const JobRef> jobs) {
     case Mode::kSlow:
       break;
   }
-  const auto release = mode_ == Mode::kStall ? Clock::time_point::max() : Clock::now() + delay_;
+  const auto release =
+      mode_ == Mode::kStall ? io::Clock::TimePoint::max() : clock_.Now() + delay_;
   const std::size_t n = std::min(jobs.size(), capacity_ - held_.size());
   for (std::size_t i = 0; i < n; ++i) held_.push_back(Held{jobs[i], release});
   counters_.submitted.fetch_add(n, kRelaxed);
@@ -85,7 +92,7 @@ void FaultEngine::Releaser() {
   due.reserve(capacity_);
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    const auto now = Clock::now();
+    const auto now = clock_.Now();
     std::size_t n = 0;
     while (n < held_.size() && held_[n].release <= now) due.push_back(held_[n++].ref);
     held_.erase(held_.begin(), held_.begin() + static_cast<long>(n));
@@ -99,10 +106,10 @@ void FaultEngine::Releaser() {
       lock.lock();
       continue;
     }
-    if (held_.empty() || held_.front().release == Clock::time_point::max())
+    if (held_.empty() || held_.front().release == io::Clock::TimePoint::max())
       cv_.wait(lock);
     else
-      cv_.wait_until(lock, held_.front().release);
+      cv_.wait_for(lock, held_.front().release - clock_.Now());
   }
 }
 

@@ -14,13 +14,15 @@
 #include <vector>
 
 #include "spigot/engine/async_engine.h"
+#include "spigot/io/clock.h"
 
 namespace spigot::engine {
 
 class FaultEngine final : public CryptoEngine {
  public:
   enum class Mode : std::uint8_t { kNormal, kStall, kSlow, kFail };
-  FaultEngine(AsyncEngine::Options options);
+  // `clock` times kSlow's delay; tests pass a test_tools::FakeClock.
+  explicit FaultEngine(AsyncEngine::Options options, io::Clock& clock = io::DefaultClock());
   ~FaultEngine() override;
   const char* name() const override { return "fault"; }
   std::size_t Submit(std::span<const JobRef> jobs) override;
@@ -28,6 +30,9 @@ class FaultEngine final : public CryptoEngine {
 
   void SetMode(Mode mode, std::chrono::milliseconds delay = {});
   Mode mode() const;
+  // The releaser waits for the next release time by `clock`. A test that moves a fake clock
+  // calls this so that it looks again (a real clock moves by itself).
+  void Wake();
   // Late discards happen in the inner engine.
   std::uint64_t late_discarded() const override {
     return CryptoEngine::late_discarded() + inner_.late_discarded();
@@ -36,10 +41,11 @@ class FaultEngine final : public CryptoEngine {
  private:
   struct Held {
     JobRef ref;
-    Clock::time_point release;
+    io::Clock::TimePoint release;
   };
   void Releaser();
 
+  io::Clock& clock_;
   AsyncEngine inner_;
   std::size_t capacity_;
   mutable std::mutex mu_;

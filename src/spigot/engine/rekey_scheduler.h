@@ -18,11 +18,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "spigot/io/clock.h"
+
 namespace spigot::engine {
 
 class RekeyScheduler {
  public:
-  using TimePoint = std::chrono::steady_clock::time_point;
+  using TimePoint = io::Clock::TimePoint;
 
   struct Stats {
     std::uint64_t scheduled = 0;
