@@ -8,6 +8,7 @@
 
 #include "spigot/crypto/dh.h"
 #include "spigot/ike/test_peer.h"
+#include "spigot/io/clock.h"
 
 namespace spigot::ike {
 namespace {
@@ -29,7 +30,7 @@ void BM_X25519(benchmark::State& state) {
 void BM_IkeHandshake(benchmark::State& state) {
   const auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
   const auto rconn = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
-  const TimePoint now = Clock::now();
+  const TimePoint now = io::DefaultClock().Now();
   for (auto _ : state) {
     LoopbackPair pair(iconn, rconn);
     pair.initiator->Initiate(now);

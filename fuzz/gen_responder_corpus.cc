@@ -6,6 +6,7 @@
 #include <string>
 
 #include "spigot/ike/test_peer.h"
+#include "spigot/io/clock.h"
 #include "spigot/test_tools/hex.h"
 
 using namespace spigot;
@@ -21,7 +22,7 @@ int main(int argc, char** argv) {
                           "chacha20poly1305-prfsha512-x25519", "aes128gcm16-prfsha256-ecp256-x25519"}) {
     ike::LoopbackPair pair(ike::TestConnection(true, ike, "aes128gcm16"),
                            ike::TestConnection(false, ike, "aes128gcm16"));
-    pair.initiator->Initiate(ike::Clock::now());
+    pair.initiator->Initiate(io::DefaultClock().Now());
     write(pair.rhost.inbox.front());
   }
   for (const auto& block : test_tools::ReadVectorFile("src/spigot/ike/testdata/strongswan_5.9.8_ike_sa_init.txt")) {

@@ -20,6 +20,7 @@
 
 #include "spigot/config/duration.h"
 #include "spigot/ike/traffic_selectors.h"
+#include "spigot/io/clock.h"
 #include "spigot/loadgen/worker.h"
 
 namespace spigot::app {
@@ -244,7 +245,7 @@ int RunLoadgen(const LoadgenOptions& o) {
                n, setup.target.AddressString().c_str(), setup.source.AddressString().c_str(), o.rate,
                threads, sockets, (n + sockets - 1) / sockets);
 
-  const ike::TimePoint start = ike::Clock::now() + 10ms;
+  const ike::TimePoint start = io::DefaultClock().Now() + 10ms;
   std::vector<std::thread> running;
   for (auto& w : workers) running.emplace_back([&w, start] { w->Run(start); });
 
@@ -253,11 +254,11 @@ int RunLoadgen(const LoadgenOptions& o) {
   std::uint64_t established_before = 0;
   ike::TimePoint end;
   for (;;) {
-    const auto wait = std::max<ike::Clock::duration>(next_progress - ike::Clock::now(), 0ns);
+    const auto wait = std::max<ike::TimePoint::duration>(next_progress - io::DefaultClock().Now(), 0ns);
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
     const timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
     const int sig = sigtimedwait(&stop_signals, nullptr, &ts);
-    end = ike::Clock::now();
+    end = io::DefaultClock().Now();
     const loadgen::Progress p = Sum(workers);
     if (sig == SIGINT || sig == SIGTERM) {
       interrupted = true;
@@ -285,7 +286,7 @@ int RunLoadgen(const LoadgenOptions& o) {
   for (auto& w : workers) total.Merge(w->results());
   if (any_up) {
     std::fprintf(stderr, "spigot loadgen: deleted in %.1f s, %llu left unanswered\n",
-                 Seconds(end, ike::Clock::now()),
+                 Seconds(end, io::DefaultClock().Now()),
                  static_cast<unsigned long long>(total.deletes_unanswered));
   }
   std::vector<double> latencies = std::move(total.latency_ms);

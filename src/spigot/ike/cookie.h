@@ -12,12 +12,13 @@
 
 #include "spigot/crypto/secure_bytes.h"
 #include "spigot/ike/message.h"
+#include "spigot/io/clock.h"
 
 namespace spigot::ike {
 
 class CookieJar {
  public:
-  using TimePoint = std::chrono::steady_clock::time_point;
+  using TimePoint = io::Clock::TimePoint;
   static constexpr std::chrono::seconds kRotation{60};
   static constexpr std::size_t kCookieLen = 4 + 32;
 

@@ -93,7 +93,7 @@ std::vector<Proposal> WithoutDh(std::vector<Proposal> ps) {
 TimePoint Jittered(TimePoint from, std::chrono::seconds life, double jitter) {
   if (life.count() <= 0) return TimePoint::max();
   const double f = 1.0 - jitter * crypto::RandomUnit();
-  return from + std::chrono::duration_cast<Clock::duration>(life * f);
+  return from + std::chrono::duration_cast<TimePoint::duration>(life * f);
 }
 
 // 2.8.1: nonces compare as octet strings; a prefix is the lower.
@@ -290,7 +290,7 @@ void IkeSa::Tick(TimePoint now) {
     const auto base = kRetransmitBase * (1 << outstanding_->retransmits);
     const double jitter = 0.9 + 0.2 * crypto::RandomUnit();
     outstanding_->deadline =
-        now + std::chrono::duration_cast<Clock::duration>(base * jitter);
+        now + std::chrono::duration_cast<TimePoint::duration>(base * jitter);
     host_->SendIke(*this, outstanding_->bytes);
   }
   if (state_ == State::kInitAnswered && now - created_at_ >= kHalfOpenTimeout) {

@@ -35,11 +35,12 @@
 #include "spigot/ike/keys.h"
 #include "spigot/ike/message.h"
 #include "spigot/ike/proposal.h"
+#include "spigot/io/clock.h"
 
 namespace spigot::ike {
 
-using Clock = std::chrono::steady_clock;
-using TimePoint = Clock::time_point;
+// Times come from an io::Clock (the daemon's, a test's FakeClock) and are passed in.
+using TimePoint = io::Clock::TimePoint;
 
 // What the IKE SA needs of a configured connection.
 struct ConnectionParams {

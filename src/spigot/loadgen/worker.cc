@@ -5,6 +5,7 @@
 
 #include "spigot/crypto/random.h"
 #include "spigot/ike/endpoint.h"
+#include "spigot/io/clock.h"
 
 namespace spigot::loadgen {
 namespace {
@@ -98,7 +99,7 @@ std::uint64_t Worker::OurSpi(const ike::IkeSa& sa) {
 // ---------------------------------------------------------------- timers
 
 void Worker::Tick() {
-  const ike::TimePoint now = ike::Clock::now();
+  const ike::TimePoint now = io::DefaultClock().Now();
   if (!finishing_ && finish_requested_.load()) {
     finishing_ = true;
     finish_started_ = now;
@@ -183,7 +184,7 @@ void Worker::OnReadable(std::size_t socket) {
       slots[i] = io::RecvSlot{{recv_buffers_.data() + i * kRecvBufferSize, kRecvBufferSize}};
     }
     const io::BatchResult r = sockets_[socket]->RecvBatch(slots);
-    const ike::TimePoint now = ike::Clock::now();
+    const ike::TimePoint now = io::DefaultClock().Now();
     for (std::size_t i = 0; i < r.count; ++i) {
       if (!slots[i].truncated) OnDatagram({slots[i].buffer.data(), slots[i].length}, slots[i].peer, now);
     }

@@ -119,7 +119,7 @@ class TestResponder : public ike::IkeSaHost {
   void OnIke(std::span<const std::uint8_t> m, const io::Endpoint& from, bool natt) {
     ike::Header h;
     if (!ike::ParseHeader(m, h)) return;
-    const auto now = ike::Clock::now();
+    const auto now = io::DefaultClock().Now();
     std::uint64_t ours = h.from_initiator() ? h.spi_r : h.spi_i;
     if (ours == 0) {
       if (auto it = half_open_.find(h.spi_i); it != half_open_.end()) {
@@ -148,7 +148,7 @@ class TestResponder : public ike::IkeSaHost {
     if (ike::ParseMessage(m, msg).error != ike::ParseError::kOk) return false;
     const auto* ni = msg.Find<ike::NoncePayload>(ike::PayloadType::kNonce);
     if (ni == nullptr) return false;
-    const auto now = ike::Clock::now();
+    const auto now = io::DefaultClock().Now();
     if (const auto* c = msg.FindNotify(ike::NotifyType::kCookie);
         c != nullptr && jar_.Verify(c->data, ni->data, from.address_bytes(), h.spi_i, now))
       return true;
@@ -170,7 +170,7 @@ class TestResponder : public ike::IkeSaHost {
   std::unique_ptr<io::EventLoop> loop_;
   std::unique_ptr<io::UdpSocket> ike_, natt_;
   ike::IkeCounters counters_;
-  ike::CookieJar jar_{ike::Clock::now()};
+  ike::CookieJar jar_{io::DefaultClock().Now()};
   std::map<std::uint64_t, std::unique_ptr<ike::IkeSa>> sas_;
   std::map<std::uint64_t, std::uint64_t> half_open_;
   std::map<std::uint64_t, bool> natt_peer_;
@@ -203,12 +203,12 @@ Outcome RunWorker(TestResponder& r, std::uint32_t count, const char* psk,
   auto w = Worker::Create(c, &error);
   EXPECT_TRUE(w) << error;
   if (!w) return {};
-  std::thread t([&] { w->Run(ike::Clock::now()); });
-  const auto deadline = ike::Clock::now() + 30s;
+  std::thread t([&] { w->Run(io::DefaultClock().Now()); });
+  const auto deadline = io::DefaultClock().Now() + 30s;
   for (;;) {
     const Progress p = w->progress();
     if (p.started == count && p.settled() && (!until || until(p))) break;
-    if (ike::Clock::now() > deadline) {
+    if (io::DefaultClock().Now() > deadline) {
       ADD_FAILURE() << "not settled: started " << p.started << " established " << p.established
                     << " failed " << p.failed;
       break;
