@@ -1,17 +1,21 @@
 // Crypto engines and the watchdog: async output equals inline output; a stalled engine's jobs
 // are taken back after the timeout and redone inline in order; late completions are discarded;
 // a probe brings the engine back; failed jobs are redone; every bound refuses at its edge.
+// Time is a FakeClock: deadlines, the watchdog and the fault engine's delays move only when a
+// test advances it, so no case sleeps or depends on the machine's speed.
 #include "spigot/engine/crypto_engine.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "spigot/engine/async_engine.h"
 #include "spigot/engine/fault_engine.h"
 #include "spigot/engine/inline_engine.h"
+#include "spigot/test_tools/fake_clock.h"
+#include "spigot/test_tools/wait_until.h"
 
 namespace spigot::engine {
 namespace {
@@ -77,17 +81,21 @@ class PipelineTest : public ::testing::Test {
     });
     return out;
   }
-  // Polls until `n` jobs were delivered or a second passed (engines run on other threads).
-  std::vector<Delivered> PollUntil(CryptoPipeline& p, std::size_t n) {
+  // Polls at `now` until `n` jobs were delivered. The engine completes them on its own
+  // threads; between polls this waits on the pipeline's completion signal, as the data-path
+  // threads do. Gives up after 30 s (a broken engine), whatever the machine's speed.
+  std::vector<Delivered> PollUntil(CryptoPipeline& p, std::size_t n, io::Clock::TimePoint now) {
     std::vector<Delivered> all;
-    const auto give_up = io::DefaultClock().Now() + 1s;
-    while (all.size() < n && io::DefaultClock().Now() < give_up) {
-      for (auto& d : Poll(p, io::DefaultClock().Now())) all.push_back(std::move(d));
-      std::this_thread::sleep_for(200us);
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    for (;;) {
+      for (auto& d : Poll(p, now)) all.push_back(std::move(d));
+      if (all.size() >= n || std::chrono::steady_clock::now() >= give_up) return all;
+      pollfd pfd{p.signal_fd(), POLLIN, 0};
+      ::poll(&pfd, 1, 1000);
     }
-    return all;
   }
 
+  test_tools::FakeClock clock_;
   crypto::EspCipher cipher_;
   esp::PacketView views_[64];
 };
@@ -96,10 +104,10 @@ TEST_F(PipelineTest, AsyncSealEqualsInlineInOrder) {
   AsyncEngine engine({.workers = 2, .queue_capacity = 64});
   EngineMonitor monitor(engine, {.stall_timeout = 1000ms});
   CryptoPipeline p(monitor, 64, kBuf);
-  const auto now = io::DefaultClock().Now();
+  const auto now = clock_.Now();
   for (std::size_t i = 0; i < 40; ++i) ASSERT_GE(Submit(p, i, now), 0);
   p.Flush(mgr());
-  const auto got = PollUntil(p, 40);
+  const auto got = PollUntil(p, 40, now);
   ASSERT_EQ(got.size(), 40u);
   for (std::size_t i = 0; i < got.size(); ++i) {
     EXPECT_EQ(got[i].result, JobResult::kOk);
@@ -128,23 +136,23 @@ TEST_F(PipelineTest, AsyncOpenVerifiesAndRejectsForgeries) {
     views_[slot] = esp::PacketView{buf, 0, packet.size()};
     esp::CryptoOp op;
     ASSERT_EQ(esp::OpenPrepare(cipher_, in[0], views_[slot], op), esp::Status::kOk);
-    p.Commit(slot, cipher_, op, buf.data(), io::DefaultClock().Now());
+    p.Commit(slot, cipher_, op, buf.data(), clock_.Now());
   }
   p.Flush(mgr());
-  const auto got = PollUntil(p, 2);
+  const auto got = PollUntil(p, 2, clock_.Now());
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].result, JobResult::kOk);
   EXPECT_EQ(got[1].result, JobResult::kAuthFailed);
 }
 
 TEST_F(PipelineTest, StallFiresAfterTimeoutAndRedoesInFlightJobsInlineInOrder) {
-  FaultEngine engine({.workers = 1, .queue_capacity = 64});
+  FaultEngine engine({.workers = 1, .queue_capacity = 64}, clock_);
   std::vector<EngineMonitor::Event> events;
   EngineMonitor monitor(engine, {.stall_timeout = 50ms},
                         [&](const EngineMonitor::Event& e) { events.push_back(e); });
   CryptoPipeline p(monitor, 16, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  const auto t0 = io::DefaultClock().Now();
+  const auto t0 = clock_.Now();
   for (std::size_t i = 0; i < 5; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
   EXPECT_GE(p.WaitMs(t0), 50);  // the owner sleeps no longer than the deadline
@@ -174,23 +182,23 @@ TEST_F(PipelineTest, StallFiresAfterTimeoutAndRedoesInFlightJobsInlineInOrder) {
 }
 
 TEST_F(PipelineTest, LateCompletionOfATakenBackJobIsDiscarded) {
-  FaultEngine engine({.workers = 1, .queue_capacity = 64});
+  FaultEngine engine({.workers = 1, .queue_capacity = 64}, clock_);
   EngineMonitor monitor(engine, {.stall_timeout = 50ms});
   CryptoPipeline p(monitor, 4, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  const auto t0 = io::DefaultClock().Now();
+  const auto t0 = clock_.Now();
   for (std::size_t i = 0; i < 3; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
-  ASSERT_EQ(Poll(p, t0 + 60ms).size(), 3u);
+  clock_.Advance(60ms);
+  const auto t1 = clock_.Now();
+  ASSERT_EQ(Poll(p, t1).size(), 3u);
   // The slots are reused for new packets, submitted while the engine still holds the old
   // references; then the engine wakes up and tries to complete the old jobs.
-  const auto t1 = io::DefaultClock().Now();
   engine.SetMode(FaultEngine::Mode::kStall);
   for (std::size_t i = 3; i < 6; ++i) ASSERT_GE(Submit(p, i, t1), 0);
   // Not flushed: the new jobs are only in the ring, so only the stale references can run.
   engine.SetMode(FaultEngine::Mode::kNormal);
-  const auto give_up = io::DefaultClock().Now() + 1s;
-  while (engine.late_discarded() < 3 && io::DefaultClock().Now() < give_up) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(test_tools::WaitUntil([&] { return engine.late_discarded() >= 3; }));
   EXPECT_EQ(engine.late_discarded(), 3u);
   // The stale references neither ran nor completed the new jobs: the engine is still out of
   // service, so the owner takes the new jobs back and their bytes are sealed exactly once.
@@ -202,71 +210,74 @@ TEST_F(PipelineTest, LateCompletionOfATakenBackJobIsDiscarded) {
 }
 
 TEST_F(PipelineTest, ProbeBringsTheEngineBackOnlyWhenItCompletesWork) {
-  FaultEngine engine({.workers = 1});
+  FaultEngine engine({.workers = 1}, clock_);
   std::vector<EngineMonitor::Event> events;
   EngineMonitor monitor(engine, {.stall_timeout = 20ms, .probe_interval = 10ms},
                         [&](const EngineMonitor::Event& e) { events.push_back(e); });
   CryptoPipeline p(monitor, 4, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  auto t = io::DefaultClock().Now();
-  ASSERT_GE(Submit(p, 0, t), 0);
+  ASSERT_GE(Submit(p, 0, clock_.Now()), 0);
   p.Flush(mgr());
-  ASSERT_EQ(Poll(p, t + 20ms).size(), 1u);
+  clock_.Advance(20ms);
+  ASSERT_EQ(Poll(p, clock_.Now()).size(), 1u);
   ASSERT_TRUE(monitor.stalled());
 
-  // Stalled: probes go out every interval and get no answer.
+  // Stalled: a probe goes out every interval, gets no answer, and is taken back at its deadline
+  // so the next one can go.
   for (int i = 0; i < 5; ++i) {
-    std::this_thread::sleep_for(25ms);
-    monitor.Tick(io::DefaultClock().Now());
+    clock_.Advance(25ms);
+    monitor.Tick(clock_.Now());
   }
   EXPECT_TRUE(monitor.stalled());
-  EXPECT_GE(monitor.stats().probes, 2u);
+  EXPECT_EQ(monitor.stats().probes, 5u);
 
+  // The engine answers the probe now out; Tick at a fixed time, so its deadline cannot pass
+  // while the engine's thread gets to it.
   engine.SetMode(FaultEngine::Mode::kNormal);
-  const auto give_up = io::DefaultClock().Now() + 2s;
-  while (monitor.stalled() && io::DefaultClock().Now() < give_up) {
-    std::this_thread::sleep_for(5ms);
-    monitor.Tick(io::DefaultClock().Now());
-  }
-  EXPECT_FALSE(monitor.stalled());
+  const auto now = clock_.Now();
+  EXPECT_TRUE(test_tools::WaitUntil([&] {
+    monitor.Tick(now);
+    return !monitor.stalled();
+  }));
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[1].kind, EngineMonitor::Event::Kind::kRecovered);
-  EXPECT_GE(events[1].probes, 1u);
+  EXPECT_EQ(events[1].probes, 5u);
+  EXPECT_EQ(events[1].stalled_for, 125ms);
   // Back in service: jobs go to the engine again.
   EXPECT_FALSE(p.Bypass());
-  ASSERT_GE(Submit(p, 1, io::DefaultClock().Now()), 0);
+  ASSERT_GE(Submit(p, 1, now), 0);
   p.Flush(mgr());
-  const auto got = PollUntil(p, 1);
+  const auto got = PollUntil(p, 1, now);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].bytes, Expected(1));
   EXPECT_EQ(monitor.stats().fallbacks, 1u);
 }
 
 TEST_F(PipelineTest, ProbeFailingWithAnErrorKeepsTheEngineOut) {
-  FaultEngine engine({.workers = 1});
+  FaultEngine engine({.workers = 1}, clock_);
   EngineMonitor monitor(engine, {.stall_timeout = 20ms, .probe_interval = 5ms});
   CryptoPipeline p(monitor, 4, kBuf);
   engine.SetMode(FaultEngine::Mode::kFail);
-  ASSERT_GE(Submit(p, 0, io::DefaultClock().Now()), 0);
+  ASSERT_GE(Submit(p, 0, clock_.Now()), 0);
   p.Flush(mgr());
-  ASSERT_EQ(Poll(p, io::DefaultClock().Now()).size(), 1u);
+  ASSERT_EQ(Poll(p, clock_.Now()).size(), 1u);
   ASSERT_TRUE(monitor.stalled());
   for (int i = 0; i < 10; ++i) {
-    std::this_thread::sleep_for(6ms);
-    monitor.Tick(io::DefaultClock().Now());
+    clock_.Advance(6ms);
+    monitor.Tick(clock_.Now());
   }
   EXPECT_TRUE(monitor.stalled());
   EXPECT_GE(monitor.stats().probes, 2u);
 }
 
 TEST_F(PipelineTest, FailedJobsAreRedoneInlineAndTakeTheEngineOut) {
-  FaultEngine engine({.workers = 1});
+  FaultEngine engine({.workers = 1}, clock_);
   std::vector<EngineMonitor::Event> events;
   EngineMonitor monitor(engine, {.stall_timeout = 50ms},
                         [&](const EngineMonitor::Event& e) { events.push_back(e); });
   CryptoPipeline p(monitor, 8, kBuf);
   engine.SetMode(FaultEngine::Mode::kFail);
-  const auto t0 = io::DefaultClock().Now();
+  const auto t0 = clock_.Now();
   for (std::size_t i = 0; i < 3; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
   const auto got = Poll(p, t0);  // failures complete at once: no deadline needed
@@ -285,32 +296,42 @@ TEST_F(PipelineTest, FailedJobsAreRedoneInlineAndTakeTheEngineOut) {
 }
 
 TEST_F(PipelineTest, SlowEngineWithinTheDeadlineIsNotAStall) {
-  FaultEngine engine({.workers = 1});
+  FaultEngine engine({.workers = 1}, clock_);
   EngineMonitor monitor(engine, {.stall_timeout = 200ms});
   CryptoPipeline p(monitor, 8, kBuf);
   engine.SetMode(FaultEngine::Mode::kSlow, 10ms);
-  const auto t0 = io::DefaultClock().Now();
+  const auto t0 = clock_.Now();
   for (std::size_t i = 0; i < 4; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
-  EXPECT_TRUE(Poll(p, io::DefaultClock().Now()).empty());
-  const auto got = PollUntil(p, 4);
+  // Held by the engine until its clock has moved 10 ms.
+  engine.ReleaseDue();
+  EXPECT_EQ(engine.held(), 4u);
+  EXPECT_TRUE(Poll(p, t0).empty());
+  clock_.Advance(9ms);
+  engine.ReleaseDue();
+  EXPECT_EQ(engine.held(), 4u);
+  clock_.Advance(1ms);
+  engine.ReleaseDue();
+  EXPECT_EQ(engine.held(), 0u);
+  const auto got = PollUntil(p, 4, clock_.Now());
   ASSERT_EQ(got.size(), 4u);
-  EXPECT_GE(io::DefaultClock().Now() - t0, 10ms);
   for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(got[i].bytes, Expected(i));
   EXPECT_FALSE(monitor.stalled());
   EXPECT_EQ(monitor.stats().fallbacks, 0u);
 }
 
 TEST_F(PipelineTest, SlowEnginePastTheDeadlineStalls) {
-  FaultEngine engine({.workers = 1});
+  FaultEngine engine({.workers = 1}, clock_);
   EngineMonitor monitor(engine, {.stall_timeout = 20ms});
   CryptoPipeline p(monitor, 8, kBuf);
   engine.SetMode(FaultEngine::Mode::kSlow, 200ms);
-  const auto t0 = io::DefaultClock().Now();
+  const auto t0 = clock_.Now();
   for (std::size_t i = 0; i < 4; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());
-  std::this_thread::sleep_for(25ms);
-  const auto got = Poll(p, io::DefaultClock().Now());
+  clock_.Advance(25ms);
+  engine.ReleaseDue();
+  EXPECT_EQ(engine.held(), 4u);  // due at 200 ms
+  const auto got = Poll(p, clock_.Now());
   ASSERT_EQ(got.size(), 4u);
   for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(got[i].bytes, Expected(i));
   EXPECT_TRUE(monitor.stalled());
@@ -318,11 +339,11 @@ TEST_F(PipelineTest, SlowEnginePastTheDeadlineStalls) {
 }
 
 TEST_F(PipelineTest, RingBoundRefusesAndCounts) {
-  FaultEngine engine({.workers = 1});
+  FaultEngine engine({.workers = 1}, clock_);
   EngineMonitor monitor(engine, {.stall_timeout = 50ms});
   CryptoPipeline p(monitor, 4, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  const auto t0 = io::DefaultClock().Now();
+  const auto t0 = clock_.Now();
   for (std::size_t i = 0; i < 4; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   EXPECT_EQ(Submit(p, 4, t0), -1);
   EXPECT_EQ(monitor.stats().ring_full, 1u);
@@ -332,11 +353,11 @@ TEST_F(PipelineTest, RingBoundRefusesAndCounts) {
 }
 
 TEST_F(PipelineTest, EngineQueueBoundRefusesAndTheOwnerDoesTheRestInOrder) {
-  FaultEngine engine({.workers = 1, .queue_capacity = 2});
+  FaultEngine engine({.workers = 1, .queue_capacity = 2}, clock_);
   EngineMonitor monitor(engine, {.stall_timeout = 50ms});
   CryptoPipeline p(monitor, 8, kBuf);
   engine.SetMode(FaultEngine::Mode::kStall);
-  const auto t0 = io::DefaultClock().Now();
+  const auto t0 = clock_.Now();
   for (std::size_t i = 0; i < 5; ++i) ASSERT_GE(Submit(p, i, t0), 0);
   p.Flush(mgr());  // 2 held by the engine, 3 refused and done here
   EXPECT_EQ(monitor.stats().refused, 3u);
@@ -353,7 +374,7 @@ TEST_F(PipelineTest, InlineEngineCompletesAtSubmit) {
   InlineEngine engine;
   EngineMonitor monitor(engine, {});
   CryptoPipeline p(monitor, 4, kBuf);
-  const auto t0 = io::DefaultClock().Now();
+  const auto t0 = clock_.Now();
   ASSERT_GE(Submit(p, 0, t0), 0);
   p.Flush(mgr());
   const auto got = Poll(p, t0);

@@ -27,12 +27,6 @@ void FaultEngine::Stop() {
   inner_.Stop();
 }
 
-void FaultEngine::Wake() {
-  // Taking the lock orders this after a releaser that read the clock and is about to wait.
-  { std::lock_guard<std::mutex> lock(mu_); }
-  cv_.notify_all();
-}
-
 FaultEngine::Mode FaultEngine::mode() const {
   std::lock_guard<std::mutex> lock(mu_);
   return mode_;
@@ -87,25 +81,39 @@ std::size_t FaultEngine::Submit(std::span<const JobRef> jobs) {
   return n;
 }
 
+bool FaultEngine::HandOnDue(std::unique_lock<std::mutex>& lock, std::vector<JobRef>& due) {
+  const auto now = clock_.Now();
+  std::size_t n = 0;
+  while (n < held_.size() && held_[n].release <= now) due.push_back(held_[n++].ref);
+  held_.erase(held_.begin(), held_.begin() + static_cast<long>(n));
+  if (due.empty()) return false;
+  lock.unlock();
+  const std::size_t accepted = inner_.Submit(due);
+  // The inner queue is as large as ours; if it is full anyway the owner's watchdog takes the
+  // refused jobs back when their deadline passes.
+  counters_.refused.fetch_add(due.size() - accepted, kRelaxed);
+  due.clear();
+  lock.lock();
+  return true;
+}
+
+void FaultEngine::ReleaseDue() {
+  std::vector<JobRef> due;
+  std::unique_lock<std::mutex> lock(mu_);
+  HandOnDue(lock, due);
+}
+
+std::size_t FaultEngine::held() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return held_.size();
+}
+
 void FaultEngine::Releaser() {
   std::vector<JobRef> due;
   due.reserve(capacity_);
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    const auto now = clock_.Now();
-    std::size_t n = 0;
-    while (n < held_.size() && held_[n].release <= now) due.push_back(held_[n++].ref);
-    held_.erase(held_.begin(), held_.begin() + static_cast<long>(n));
-    if (!due.empty()) {
-      lock.unlock();
-      const std::size_t accepted = inner_.Submit(due);
-      // The inner queue is as large as ours; if it is full anyway the owner's watchdog takes
-      // the refused jobs back when their deadline passes.
-      counters_.refused.fetch_add(due.size() - accepted, kRelaxed);
-      due.clear();
-      lock.lock();
-      continue;
-    }
+    if (HandOnDue(lock, due)) continue;
     if (held_.empty() || held_.front().release == io::Clock::TimePoint::max())
       cv_.wait(lock);
     else

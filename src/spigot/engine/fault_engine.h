@@ -30,9 +30,11 @@ class FaultEngine final : public CryptoEngine {
 
   void SetMode(Mode mode, std::chrono::milliseconds delay = {});
   Mode mode() const;
-  // The releaser waits for the next release time by `clock`. A test that moves a fake clock
-  // calls this so that it looks again (a real clock moves by itself).
-  void Wake();
+  // Hands on the held jobs that are due by the clock, on the calling thread. The releaser
+  // thread does this as a real clock moves; a test that moves a fake clock calls it.
+  void ReleaseDue();
+  // Jobs held (stalled or delayed), not yet handed on.
+  std::size_t held() const;
   // Late discards happen in the inner engine.
   std::uint64_t late_discarded() const override {
     return CryptoEngine::late_discarded() + inner_.late_discarded();
@@ -44,6 +46,9 @@ class FaultEngine final : public CryptoEngine {
     io::Clock::TimePoint release;
   };
   void Releaser();
+  // Takes the held jobs due now off the front and submits them to inner_ (unlocked while it
+  // does). Returns false if none was due.
+  bool HandOnDue(std::unique_lock<std::mutex>& lock, std::vector<JobRef>& due);
 
   io::Clock& clock_;
   AsyncEngine inner_;

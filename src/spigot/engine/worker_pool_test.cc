@@ -4,21 +4,20 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
+#include <latch>
 #include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
 
 #include "spigot/test_tools/manual_executor.h"
+#include "spigot/test_tools/wait_until.h"
 
 namespace spigot::engine {
 namespace {
 
-void WaitFor(const std::function<bool()>& done) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!done() && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-}
+using namespace std::chrono_literals;
 
 TEST(WorkerPool, RunsEveryJobOnTheWorkers) {
   WorkerPool pool(2, 1000);
@@ -26,14 +25,20 @@ TEST(WorkerPool, RunsEveryJobOnTheWorkers) {
   std::atomic<int> sum{0};
   std::mutex mu;
   std::set<std::thread::id> ids;
+  std::latch ran(100);
   for (int i = 1; i <= 100; ++i) {
     ASSERT_TRUE(pool.TrySubmit([&, i] {
       sum += i;
-      std::lock_guard lock(mu);
-      ids.insert(std::this_thread::get_id());
+      {
+        std::lock_guard lock(mu);
+        ids.insert(std::this_thread::get_id());
+      }
+      ran.count_down();
     }));
   }
-  WaitFor([&] { return pool.in_flight() == 0; });
+  ran.wait();
+  // The pool counts a job after it returns: wait for that bookkeeping too.
+  ASSERT_TRUE(test_tools::WaitUntil([&] { return pool.in_flight() == 0; }));
   EXPECT_EQ(sum.load(), 5050);
   EXPECT_EQ(pool.stats().completed, 100u);
   EXPECT_EQ(ids.count(std::this_thread::get_id()), 0u);
@@ -41,15 +46,17 @@ TEST(WorkerPool, RunsEveryJobOnTheWorkers) {
 
 TEST(WorkerPool, RefusesPastCapacityAndCountsIt) {
   WorkerPool pool(1, 3);
-  std::atomic<bool> release{false};
-  auto blocker = [&] { while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1)); };
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  // The blockers hold every slot until the test releases them (30 s: a broken test ends).
+  auto blocker = [released] { released.wait_for(30s); };
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(pool.TrySubmit(blocker));
   EXPECT_EQ(pool.free(), 0u);
   EXPECT_FALSE(pool.TrySubmit([] {}));
   EXPECT_EQ(pool.stats().refused, 1u);
-  release = true;
-  WaitFor([&] { return pool.free() == 3; });
-  EXPECT_EQ(pool.free(), 3u);
+  release.set_value();
+  ASSERT_TRUE(test_tools::WaitUntil([&] { return pool.free() == 3; }));
+  EXPECT_EQ(pool.stats().completed, 3u);
   EXPECT_TRUE(pool.TrySubmit([] {}));
 }
 
