@@ -5,9 +5,9 @@
 #include <fstream>
 #include <string>
 
-#include "spigot/ike/test_peer.h"
 #include "spigot/io/clock.h"
 #include "spigot/test_tools/hex.h"
+#include "spigot/test_tools/ike_loopback.h"
 
 using namespace spigot;
 

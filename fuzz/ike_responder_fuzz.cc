@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "spigot/ike/test_peer.h"
+#include "spigot/test_tools/ike_loopback.h"
 
 using namespace spigot;
 

@@ -7,8 +7,8 @@
 #include <cstring>
 
 #include "spigot/esp/esp.h"
-#include "spigot/ike/test_peer.h"
 #include "spigot/ike/traffic_selectors.h"
+#include "spigot/test_tools/ike_loopback.h"
 
 namespace spigot::ike {
 namespace {

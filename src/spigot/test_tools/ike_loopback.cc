@@ -1,4 +1,4 @@
-#include "spigot/ike/test_peer.h"
+#include "spigot/test_tools/ike_loopback.h"
 
 #include <cstdio>
 #include <cstdlib>

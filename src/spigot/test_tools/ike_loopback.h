@@ -1,6 +1,8 @@
 // An in-process IKE host pair: two IkeSas wired back to back through bounded in-memory
-// queues, with a small SPI allocator. Used by unit tests and BM_IkeHandshake; not by the
-// daemon.
+// queues, with a small SPI allocator. Used by ike_test, spigot_bench (BM_IkeHandshake,
+// BM_IkeSaMemory) and the IKE responder fuzzer; never by the daemon. Built as its own library,
+// spigot_test_tools_ike (no GoogleTest, so fuzz builds have it too). It keeps namespace
+// spigot::ike: it is an IKE host, like the gateway's.
 #pragma once
 
 #include <deque>
