@@ -1,0 +1,151 @@
+// CREATE_CHILD_SA rekeying the IKE SA, both roles (RFC 7296 1.3.2, 2.18), and the hand-over of
+// the CHILD SAs and of queued CHILD work to the new IKE SA.
+#include "spigot/ike/ike_sa.h"
+
+#include "spigot/ike/ike_sa_internal.h"
+#include "spigot/wire/byte_reader.h"
+#include "spigot/wire/byte_writer.h"
+
+namespace spigot::ike {
+
+using namespace internal;
+
+namespace {
+
+Bytes IkeSpiBytes(std::uint64_t spi) {
+  Bytes b;
+  wire::ByteWriter(b).WriteU64(spi);
+  return b;
+}
+
+// An IKE SA's SPI (8 bytes); 0 if `b` is not 8 bytes long.
+std::uint64_t IkeSpiFromBytes(std::span<const std::uint8_t> b) {
+  std::uint64_t spi = 0;
+  if (b.size() != 8) return 0;
+  wire::ByteReader(b).ReadU64(spi);
+  return spi;
+}
+
+}  // namespace
+
+void IkeSa::SendIkeRekey(TimePoint now) {
+  rekey_spi_ = host_->NewIkeSpi();
+  std::vector<Proposal> proposals = conn_->ike_proposals;
+  const Bytes spi = IkeSpiBytes(rekey_spi_);
+  for (auto& p : proposals) p.spi = spi;
+  ChildNegotiation neg{0, 0, RandomNonce(), crypto::DhKeyPair::Generate(PreferredDhGroup(proposals)),
+                       proposals};
+  const auto pub = neg.dh->public_value();
+  std::vector<Payload> p;
+  p.push_back({PayloadType::kSa, SaPayload{proposals}});
+  p.push_back({PayloadType::kNonce, NoncePayload{neg.nonce}});
+  p.push_back({PayloadType::kKe, KePayload{neg.dh->group(), Bytes(pub.begin(), pub.end())}});
+  child_neg_ = std::move(neg);
+  SendRequest(RequestKind::kRekeyIke, Exchange::kCreateChildSa, std::move(p), now);
+}
+
+void IkeSa::OnIkeRekeyResponse(const Message& msg, TimePoint now) {
+  if (!child_neg_) return;
+  ChildNegotiation neg = std::move(*child_neg_);
+  child_neg_.reset();
+  const auto* sa = msg.Find<SaPayload>(PayloadType::kSa);
+  const auto* nr = msg.Find<NoncePayload>(PayloadType::kNonce);
+  const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
+  if (const auto* err = msg.FirstError(); err != nullptr || sa == nullptr || nr == nullptr ||
+                                          ke == nullptr || sa->proposals.size() != 1) {
+    failure_ = err != nullptr ? std::string("IKE rekey refused by peer: ") + NotifyName(err->type)
+                              : "malformed IKE rekey response";
+    return;
+  }
+  const Proposal& chosen = sa->proposals[0];
+  const auto algs = IkeAlgorithmsOf(chosen);
+  crypto::SecureBytes shared;
+  if (!algs || chosen.spi.size() != 8 || !AcceptableChoice(conn_->ike_proposals, chosen) ||
+      ke->group != algs->dh_group || neg.dh->group() != ke->group ||
+      !neg.dh->ComputeShared(ke->data, shared)) {
+    failure_ = "bad IKE rekey response";
+    return;
+  }
+  const std::uint64_t peer_spi = IkeSpiFromBytes(chosen.spi);
+  // The rekey's initiator is the initiator of the new IKE SA (2.18).
+  HandOver(Role::kInitiator, rekey_spi_, peer_spi, *algs, neg.nonce, nr->data, shared, now);
+  // Then the old IKE SA goes: its DELETE is the next request here.
+  outstanding_.reset();
+  pending_.clear();
+  pending_.insert(pending_.begin(), {RequestKind::kDeleteIke});
+}
+
+void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
+  const auto* sa = msg.Find<SaPayload>(PayloadType::kSa);
+  const auto* ni = msg.Find<NoncePayload>(PayloadType::kNonce);
+  const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
+  if (rekeyed_ || (outstanding_ && outstanding_->kind == RequestKind::kRekeyIke)) {
+    // 2.8.1/2.25: we are already rekeying; simplest correct answer is to let the peer retry.
+    return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
+  }
+  const auto chosen = sa != nullptr ? SelectProposal(conn_->ike_proposals, sa->proposals) : std::nullopt;
+  const auto algs = chosen ? IkeAlgorithmsOf(*chosen) : std::nullopt;
+  if (!algs || chosen->spi.size() != 8 || ni == nullptr) {
+    return SendResponse(msg.header, {Notify(NotifyType::kNoProposalChosen)}, true);
+  }
+  if (ke == nullptr || ke->group != algs->dh_group) {
+    return SendResponse(msg.header,
+                        {Notify(NotifyType::kInvalidKePayload, DhGroupBytes(algs->dh_group))}, true);
+  }
+  auto dh = crypto::DhKeyPair::Generate(algs->dh_group);
+  crypto::SecureBytes shared;
+  if (!dh || !dh->ComputeShared(ke->data, shared))
+    return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
+  const std::uint64_t peer_spi = IkeSpiFromBytes(chosen->spi);
+  const std::uint64_t ours = host_->NewIkeSpi();
+  Proposal answer = *chosen;
+  answer.spi = IkeSpiBytes(ours);
+  const Bytes nr = RandomNonce();
+  const auto pub = dh->public_value();
+  SendResponse(msg.header,
+               {Payload{PayloadType::kSa, SaPayload{{answer}}}, Payload{PayloadType::kNonce, NoncePayload{nr}},
+                Payload{PayloadType::kKe, KePayload{algs->dh_group, Bytes(pub.begin(), pub.end())}}},
+               true);
+  HandOver(Role::kResponder, peer_spi, ours, *algs, ni->data, nr, shared, now);
+}
+
+void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const IkeAlgorithms& algs,
+                     std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
+                     const crypto::SecureBytes& shared, TimePoint now) {
+  auto next = std::make_unique<IkeSa>(*host_, *counters_, role, conn_, local_, remote_, spi_i, spi_r);
+  next->algs_ = algs;
+  next->ni_.assign(ni.begin(), ni.end());
+  next->nr_.assign(nr.begin(), nr.end());
+  if (!DeriveIkeSaKeys(algs, ni, nr, shared, spi_i, spi_r, next->keys_, &keys_.sk_d, algs_->prf)) {
+    failure_ = "IKE rekey key derivation failed";
+    return;
+  }
+  next->sk_out_ = MakeSkKeys(algs, next->keys_, role == Role::kInitiator, true);
+  next->sk_in_ = MakeSkKeys(algs, next->keys_, role == Role::kInitiator, false);
+  next->children_ = std::move(children_);
+  children_.clear();
+  next->nat_local_ = nat_local_;
+  next->nat_remote_ = nat_remote_;
+  next->created_at_ = now;
+  next->established_at_ = now;
+  next->last_heard_ = now;
+  next->state_ = State::kEstablished;
+  next->ike_rekey_at_ = Jittered(now, conn_->ike_rekey_time, conn_->rekey_jitter);
+  // CHILD SA work that waited behind the IKE rekey goes on in the new IKE SA, which now owns
+  // the CHILD SAs (a queued CHILD rekey or DELETE must not vanish with the old one).
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->kind == RequestKind::kCreateChild || it->kind == RequestKind::kRekeyChild ||
+        it->kind == RequestKind::kDeleteChild) {
+      next->pending_.push_back(*it);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  rekeyed_ = true;
+  IkeSa* const adopted = next.get();
+  host_->AdoptIkeSa(*this, std::move(next));
+  adopted->StartNext(now);  // once the host knows it (it sends through the host)
+}
+
+}  // namespace spigot::ike

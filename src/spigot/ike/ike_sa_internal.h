@@ -1,0 +1,33 @@
+// Helpers shared by the files that define IkeSa (ike_sa.cc and ike_sa_*.cc, one per exchange).
+// Not for other users: include ike_sa.h.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "spigot/ike/ike_sa.h"
+
+namespace spigot::ike::internal {
+
+// A fresh Ni or Nr (kNonceLen bytes, 2.10).
+Bytes RandomNonce();
+Payload Notify(NotifyType type, Bytes data = {}, ProtocolId proto = ProtocolId::kNone,
+               Bytes spi = {});
+// "NO_PROPOSAL_CHOSEN", ... for failure messages.
+const char* NotifyName(NotifyType t);
+
+// SPIs and DH group numbers on the wire, through the one writer and reader (STYLE.md 3).
+Bytes ChildSpiBytes(std::uint32_t spi);
+// The data of an INVALID_KE_PAYLOAD notify: the group the responder wants (3.10.1).
+Bytes DhGroupBytes(std::uint16_t group);
+// A CHILD SA's SPI (4 bytes); 0 if `b` is not 4 bytes long.
+std::uint32_t SpiFromBytes(std::span<const std::uint8_t> b);
+
+// ESP proposals for IKE_AUTH carry no DH transform: no KE is exchanged there (1.2).
+std::vector<Proposal> WithoutDh(std::vector<Proposal> ps);
+// A soft lifetime shortened by a random fraction of up to `jitter` (spreads rekeys).
+TimePoint Jittered(TimePoint from, std::chrono::seconds life, double jitter);
+
+}  // namespace spigot::ike::internal
