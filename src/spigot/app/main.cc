@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <string>
 
+#include "spigot/app/bench_ike.h"
 #include "spigot/app/bench_sad.h"
 #include "spigot/app/commands.h"
 #include "spigot/app/loadgen.h"
@@ -22,6 +23,11 @@ struct Cli {
     std::size_t sas = 1'000'000;
     bool json = false;
   } bench_sad;
+  struct {
+    double seconds = 2;
+    std::size_t pairs = 2000;
+    bool json = false;
+  } bench_ike;
   spigot::app::DoctorOptions doctor;
   spigot::app::PlanOptions plan;
   spigot::app::LoadgenOptions loadgen;
@@ -31,9 +37,7 @@ struct Cli {
   } fault;
 };
 
-// `spigot bench <subsystem>`: microbenchmarks of the libraries, without a running gateway. IKE
-// handshakes and memory per IKE SA are measured by spigot_bench (--benchmark_filter=Ike), which
-// runs IKE SAs over the in-process loopback of test_tools/ that the daemon never links.
+// `spigot bench <subsystem>`: microbenchmarks of the libraries, without a running gateway.
 void AddBench(CLI::App& app, Cli& cli) {
   CLI::App* bench = app.add_subcommand("bench", "Measure spigot's subsystems");
   bench->require_subcommand(1);
@@ -43,6 +47,17 @@ void AddBench(CLI::App& app, Cli& cli) {
   sad->add_flag("--json", cli.bench_sad.json, "Print one JSON object");
   sad->callback(
       [&cli] { cli.exit_code = spigot::app::RunBenchSad(cli.bench_sad.sas, cli.bench_sad.json); });
+
+  CLI::App* ike = bench->add_subcommand("ike", "IKE handshakes per second on one thread");
+  ike->add_option("--seconds", cli.bench_ike.seconds, "How long to measure")->capture_default_str();
+  ike->add_option("--pairs", cli.bench_ike.pairs,
+                  "Established pairs kept afterwards to estimate memory per IKE SA (0: skip)")
+      ->capture_default_str();
+  ike->add_flag("--json", cli.bench_ike.json, "Print one JSON object");
+  ike->callback([&cli] {
+    cli.exit_code =
+        spigot::app::RunBenchIke(cli.bench_ike.seconds, cli.bench_ike.pairs, cli.bench_ike.json);
+  });
 }
 
 // `spigot doctor` and `spigot plan`: the operator tools (DESIGN.md, the three failure causes).
@@ -71,8 +86,7 @@ void AddOpsCommands(CLI::App& app, Cli& cli) {
   plan->add_option("--storm", p.storm, "Login storm: N tunnels within T, e.g. 2000/1s");
   plan->add_option(
       "--capacity", p.capacity,
-      "Negotiations per second, all workers (required: one thread's handshakes/s from "
-      "`spigot_bench --benchmark_filter=IkeHandshake` times the workers)");
+      "Negotiations per second, all workers (default: measured by `spigot bench ike`)");
   plan->add_option("--workers", p.workers, "Negotiation workers (default: the number of cores)");
   plan->add_option("--max-queue", p.max_queue, "Negotiation queue depth")->capture_default_str();
   plan->add_option("--jitter", p.jitter, "Rekey jitter (fraction of the lifetime)")

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <thread>
 
+#include "spigot/app/bench_ike.h"
 #include "spigot/config/duration.h"
 #include "spigot/control/control_client.h"
 #include "spigot/ops/doctor.h"
@@ -19,6 +20,9 @@
 
 namespace spigot::app {
 namespace {
+
+// How long `spigot plan` measures the handshake rate when --capacity is not given.
+constexpr double kPlanBenchSeconds = 1.0;
 
 bool ParseLifetime(const char* option, const std::string& text, std::chrono::seconds& out) {
   std::string error;
@@ -111,21 +115,31 @@ int RunPlan(const PlanOptions& options) {
     if (!ParseStorm(options.storm, storm)) return 1;
     in.storm = storm;
   }
-  // The daemon does not run IKE SAs back to back in process any more (that loopback is a test
-  // tool), so the rate is measured by spigot_bench and given here.
-  if (options.capacity <= 0) {
-    std::fprintf(stderr,
-                 "spigot plan: --capacity is required: measure one thread's handshakes/s with "
-                 "`spigot_bench --benchmark_filter=IkeHandshake` (or bench/ike.sh) and give that "
-                 "times the workers (%u)\n",
-                 in.workers);
-    return 1;
+  if (options.capacity > 0) {
+    in.capacity_per_second = options.capacity;
+    in.capacity_source = "given with --capacity";
+  } else {
+    in.capacity_per_second = 1;  // placeholder, so Validate() checks the rest before measuring
   }
-  in.capacity_per_second = options.capacity;
-  in.capacity_source = "given with --capacity";
   if (const std::string error = ops::Validate(in); !error.empty()) {
     std::fprintf(stderr, "spigot plan: %s\n", error.c_str());
     return 1;
+  }
+  if (options.capacity <= 0) {
+    if (!options.json) {
+      std::fprintf(stderr,
+                   "spigot plan: no --capacity: measuring with `spigot bench ike` for %.0f s...\n",
+                   kPlanBenchSeconds);
+    }
+    const ike::HandshakeMeasurement bench = MeasureIkeHandshakes(kPlanBenchSeconds);
+    if (!bench.ok) {
+      std::fprintf(stderr, "spigot plan: measuring capacity: %s\n", bench.error.c_str());
+      return 1;
+    }
+    in.capacity_per_second = bench.handshakes_per_second * in.workers;
+    in.capacity_source =
+        "measured by `spigot bench ike`: " + ops::Fixed(bench.handshakes_per_second, 0) +
+        " handshakes/s on one thread x " + std::to_string(in.workers) + " workers";
   }
   const ops::PlanResult plan = ops::MakePlan(in);
   nlohmann::ordered_json json = ops::PlanJson(plan);

@@ -308,7 +308,7 @@ nlohmann::ordered_json PlanJson(const PlanResult& p) {
   }
   j["memory_bytes"] = p.memory.total_bytes;
   j["memory"] = {{"ike_sa_bytes", p.memory.ike_sa_bytes},
-                 {"ike_sa_bytes_source", "estimate (spigot_bench BM_IkeSaMemory)"},
+                 {"ike_sa_bytes_source", "estimate (spigot bench ike --pairs)"},
                  {"child_sa_bytes", p.memory.child_sa_bytes},
                  {"child_sa_bytes_source", "measured (spigot bench sad)"},
                  {"spi_pool_slots", p.memory.spi_slots},
