@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lifetimes drive rekeys on their own: CHILD SAs every ~3 s (less jitter) and the IKE SA every
-# ~7 s, under a paced UDP stream that must lose nothing; the rekey scheduler's counters move.
+# ~7 s, under a paced UDP stream that must lose nothing. (The rekey counts and times are checked
+# with a fake clock in src/spigot/gateway/gateway_test.cc.)
 # Then volume lifetimes (child_life_packets, child_life_bytes) do the same.
 # usage: lifetimes.sh SPIGOT_BINARY
 set -euo pipefail
@@ -28,8 +29,10 @@ wait "$receiver" || fail "lost packets across lifetime-driven rekeys: $(cat "$WO
 started=$(( $(sctl a stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rekeys"]["started"])') + $(sctl b stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rekeys"]["started"])') ))
 ike_after=$(sctl a sas --json | python3 -c 'import json,sys; print([s["spi_i"] for s in json.load(sys.stdin)["ike_sas"] if s["state"]=="ESTABLISHED"][0])')
 log "$(cat "$WORK/recv.log"); scheduled CHILD rekeys started by the two sides: $started; IKE SA $ike_before -> $ike_after"
-[ "$started" -ge 3 ] || fail "expected at least 3 scheduled CHILD rekeys in 12 s, got $started"
-[ "$ike_after" != "$ike_before" ] || fail "the IKE SA was not rekeyed at ike_rekey_time"
+# How many rekeys the lifetimes start, and the IKE SA's rekey at ike_rekey_time, are timing
+# logic: gateway_test checks them with the fake clock (TimeLifetimesRekeyChildAndIkeSasUnderTraffic).
+# Here what needs real packets: that the stream lost nothing while at least one rekey happened.
+[ "$started" -ge 1 ] || fail "no scheduled CHILD rekey in 12 s of 3 s lifetimes"
 
 # Volume lifetimes: time lifetimes long; first side a rekeys its CHILD SAs every 2,000 packets
 # (soft at 80-90 %), then side b every 200 kB. Applied by a reload, to the SAs installed after it.

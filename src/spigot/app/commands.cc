@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <iostream>
 
-#include "spigot/app/gateway.h"
+#include "spigot/app/daemon.h"
 #include "spigot/config/config.h"
 #include "spigot/control/control_client.h"
 
@@ -53,13 +53,7 @@ int RunDaemon(const std::string& config_path) {
     std::fprintf(stderr, "spigot: %s\n", r.error.c_str());
     return 1;
   }
-  std::string error;
-  auto gw = Gateway::Create(r.config, config_path, &error);
-  if (!gw) {
-    std::fprintf(stderr, "spigot: %s\n", error.c_str());
-    return 1;
-  }
-  return gw->Run();
+  return RunGateway(r.config, config_path);
 }
 
 int ControlCommand(const std::string& socket, const std::string& command, const std::string& name,

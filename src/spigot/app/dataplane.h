@@ -14,6 +14,7 @@
 
 #include "spigot/config/config.h"
 #include "spigot/datapath/datapath.h"
+#include "spigot/gateway/ports.h"
 #include "spigot/io/event_loop.h"
 #include "spigot/io/netlink.h"
 #include "spigot/io/tun.h"
@@ -21,7 +22,7 @@
 
 namespace spigot::app {
 
-class Dataplane {
+class Dataplane final : public gateway::DataPlane {
  public:
   // Callbacks run on the control thread (posted to `control_loop`).
   struct Hooks {
@@ -36,26 +37,27 @@ class Dataplane {
   static std::unique_ptr<Dataplane> Create(const config::GlobalConfig& global,
                                            io::UdpSocket& natt_socket, io::EventLoop& control_loop,
                                            Hooks hooks, std::string* error);
-  ~Dataplane();
+  ~Dataplane() override;
 
   // Connections -> policies (stable ids by name), SPD, routes, trap flags. Control thread.
-  bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns, std::string* error);
-  policy::PolicyId PolicyFor(const std::string& connection) const;
+  bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
+                        std::string* error) override;
+  policy::PolicyId PolicyFor(const std::string& connection) const override;
 
-  void InstallInbound(datapath::InboundSpec spec);
-  void RemoveInbound(std::uint32_t spi);
-  void SetOutbound(datapath::OutboundSpec spec);
-  void ClearOutbound(policy::PolicyId policy, std::uint32_t spi);
-  void AcquireFailed(policy::PolicyId policy);
+  void InstallInbound(datapath::InboundSpec spec) override;
+  void RemoveInbound(std::uint32_t spi) override;
+  void SetOutbound(datapath::OutboundSpec spec) override;
+  void ClearOutbound(policy::PolicyId policy, std::uint32_t spi) override;
+  void AcquireFailed(policy::PolicyId policy) override;
   // Mailbox pushes that found the mailbox full, retried from Tick().
-  void Tick();
+  void Tick() override;
 
-  const datapath::Counters& counters() const { return counters_; }
+  const datapath::Counters& counters() const override { return counters_; }
   // The stats contract's "crypto_engine" object.
-  nlohmann::json CryptoEngineStats() const;
+  nlohmann::json CryptoEngineStats() const override;
   // `spigot debug crypto-fault ACTION [MS]`: drives the fault engine (crypto_engine = "fault").
   // {"error": ...} for any other engine or action.
-  nlohmann::json CryptoFault(const std::string& action, std::int64_t ms);
+  nlohmann::json CryptoFault(const std::string& action, std::int64_t ms) override;
   std::uint64_t ike_forwarded() const { return ike_forwarded_.load(); }
 
  private:

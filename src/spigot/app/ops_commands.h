@@ -20,7 +20,7 @@ struct PlanOptions {
   std::string ike_lifetime = "8h";
   std::string child_lifetime = "1h";
   std::string storm;          // "N/T", e.g. "2000/1s"; empty: none
-  double capacity = 0;        // negotiations/s, all workers; required (> 0)
+  double capacity = 0;        // negotiations/s, all workers; 0: measure with `spigot bench ike`
   std::uint32_t workers = 0;  // 0: std::thread::hardware_concurrency()
   std::uint32_t max_queue = 65536;
   double jitter = 0.1;

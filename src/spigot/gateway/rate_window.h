@@ -6,11 +6,13 @@
 #include <chrono>
 #include <cstdint>
 
-namespace spigot::app {
+#include "spigot/io/clock.h"
+
+namespace spigot::gateway {
 
 class RateWindow {
  public:
-  using TimePoint = std::chrono::steady_clock::time_point;
+  using TimePoint = io::Clock::TimePoint;
 
   void Record(TimePoint now, std::uint32_t n = 1) {
     Advance(now);
@@ -43,4 +45,4 @@ class RateWindow {
   bool started_ = false;
 };
 
-}  // namespace spigot::app
+}  // namespace spigot::gateway

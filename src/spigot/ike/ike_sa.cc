@@ -242,6 +242,7 @@ void IkeSa::Tick(TimePoint now) {
   if (state_ != State::kEstablished || rekeyed_) return;
   std::vector<std::uint32_t> expired, due;
   for (auto& c : children_) {
+    if (c.delete_started) continue;
     if (now >= c.expire_at) expired.push_back(c.spi_in);
     else if (now >= c.rekey_at && !c.rekey_started && !conn_->host_schedules_rekeys) {
       c.rekey_started = true;
@@ -249,8 +250,17 @@ void IkeSa::Tick(TimePoint now) {
     }
   }
   for (std::uint32_t spi : expired) {
-    // Hard lifetime: the SA must not carry traffic any more, answer or not.
-    DeleteChild(spi, now);
+    // Hard lifetime: the SA must not carry traffic any more, answer or not. Once the DELETE
+    // is queued the hard lifetime is done with; a full request queue tries again a second
+    // later (never at once: a deadline that stays in the past would be due for ever).
+    const bool queued = DeleteChild(spi, now);
+    if (ChildSaInfo* c = FindChildByInbound(spi)) {
+      if (queued) {
+        c->delete_started = true;
+      } else {
+        c->expire_at = now + kExpiredDeleteRetry;
+      }
+    }
   }
   for (std::uint32_t spi : due) RekeyChild(spi, now);
   if (now >= ike_rekey_at_) {
@@ -272,7 +282,7 @@ TimePoint IkeSa::NextDeadline() const {
       next = std::min(next, last_heard_ + conn_->dpd_delay);
     next = std::min(next, ike_rekey_at_);
     for (const auto& c : children_) {
-      next = std::min(next, c.expire_at);
+      if (!c.delete_started) next = std::min(next, c.expire_at);
       if (!c.rekey_started && !conn_->host_schedules_rekeys) next = std::min(next, c.rekey_at);
     }
   }

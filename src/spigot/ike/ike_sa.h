@@ -16,7 +16,8 @@
 //                 INFORMATIONAL; its retransmission timeout declares the peer dead (2.4).
 //   child_rekey - a CHILD SA reached its soft lifetime (child_rekey_time less up to 10%
 //                 random jitter, so SAs set up together do not rekey together): rekey it.
-//   child_life  - a CHILD SA reached its hard lifetime without being replaced: delete it.
+//   child_life  - a CHILD SA reached its hard lifetime without being replaced: delete it
+//                 (once: from then on only the DELETE's retransmit timer runs).
 //   ike_rekey   - the IKE SA reached ike_rekey_time (less jitter): rekey it (2.18).
 #pragma once
 
@@ -83,6 +84,9 @@ struct ChildSaInfo {
   TimePoint rekey_at = TimePoint::max();   // soft lifetime: start a rekey
   TimePoint expire_at = TimePoint::max();  // hard lifetime: delete
   bool rekey_started = false;
+  // Its hard lifetime passed and our DELETE is queued or in flight: expire_at no longer counts
+  // as a deadline (it stays in the past until the DELETE is answered).
+  bool delete_started = false;
 };
 
 class IkeSa;
@@ -140,6 +144,8 @@ class IkeSa {
   // refused and counted in IkeCounters::requests_queue_full.
   static constexpr std::size_t kMaxQueuedRequests = 32;
   static constexpr int kMaxRetransmits = 5;
+  // A CHILD SA past its hard lifetime whose DELETE the full request queue refused.
+  static constexpr auto kExpiredDeleteRetry = std::chrono::seconds(1);
 
   IkeSa(IkeSaHost& host, IkeCounters& counters, Role role,
         std::shared_ptr<const ConnectionParams> conn, Address local, Address remote,

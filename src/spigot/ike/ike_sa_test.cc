@@ -374,6 +374,27 @@ TEST(IkeSaLifetimes, SoftLifetimesRekeyWithJitterAndHardLifetimesDelete) {
   EXPECT_TRUE(pair.ihost.installed.empty()) << "CHILD SA outlived its hard lifetime";
 }
 
+// A CHILD SA past its hard lifetime stays until the peer answers our DELETE; its expiry must
+// not stay a deadline in the past, or a host that ticks what is due would tick it for ever.
+TEST(IkeSaLifetimes, HardLifetimeIsADeadlineOnce) {
+  auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  iconn->child_rekey_time = std::chrono::seconds(100);
+  iconn->child_lifetime = std::chrono::seconds(110);
+  iconn->dpd_delay = std::chrono::seconds(0);
+  iconn->host_schedules_rekeys = true;  // no rekey of its own: the hard lifetime comes
+  auto rconn = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  rconn->dpd_delay = std::chrono::seconds(0);
+  LoopbackPair pair(iconn, rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.ihost.installed.size(), 1u);
+  pair.initiator->Tick(T(111));  // the DELETE goes out; the answer is not delivered yet
+  ASSERT_EQ(pair.ihost.installed.size(), 1u);
+  EXPECT_GT(pair.initiator->NextDeadline(), T(111)) << "the expired CHILD SA is due again at once";
+  pair.Pump(T(111));
+  EXPECT_TRUE(pair.ihost.installed.empty());
+}
+
 TEST_F(Established, NewChildAndDeleteChild) {
   ASSERT_TRUE(pair_->responder->CreateChild(T(5)));
   pair_->Pump(T(5));

@@ -1,0 +1,203 @@
+#include "spigot/app/daemon.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "spigot/app/dataplane.h"
+#include "spigot/control/control_server.h"
+#include "spigot/control/gateway_commands.h"
+#include "spigot/engine/worker_pool.h"
+#include "spigot/esp/constants.h"
+#include "spigot/gateway/gateway.h"
+#include "spigot/io/event_loop.h"
+#include "spigot/io/udp_socket.h"
+
+namespace spigot::app {
+namespace {
+
+// Each IKE worker keeps this many jobs queued so it never idles between completions; more
+// would only hide the backlog from the negotiation queue's priorities and max_queue.
+constexpr std::size_t kJobsPerWorker = 4;
+constexpr std::size_t kRecvBuffer = 65536;
+constexpr std::size_t kRecvSlots = 8;
+
+// The IKE sockets. On UDP 4500, IKE follows a four-octet zero marker (RFC 3948 2.2).
+class UdpIkeTransport final : public gateway::IkeTransport {
+ public:
+  UdpIkeTransport(io::UdpSocket& ike, io::UdpSocket& natt) : ike_(ike), natt_(natt) {}
+  void Send(const io::Endpoint& to, std::span<const std::uint8_t> msg, bool natt) override {
+    if (!natt) {
+      ike_.SendTo(to, msg);
+      return;
+    }
+    framed_.assign(esp::kNonEspMarkerLen, 0);
+    framed_.insert(framed_.end(), msg.begin(), msg.end());
+    natt_.SendTo(to, framed_);
+  }
+  io::Endpoint LocalEndpoint(bool natt) const override {
+    return natt ? natt_.local_endpoint() : ike_.local_endpoint();
+  }
+
+ private:
+  io::UdpSocket& ike_;
+  io::UdpSocket& natt_;
+  std::vector<std::uint8_t> framed_;  // reused: control thread only
+};
+
+class LoopPoster final : public gateway::ControlLoop {
+ public:
+  explicit LoopPoster(io::EventLoop& loop) : loop_(loop) {}
+  bool Post(std::function<void()> fn) override { return loop_.Post(std::move(fn)); }
+
+ private:
+  io::EventLoop& loop_;
+};
+
+class Daemon {
+ public:
+  bool Init(config::Config config, const std::string& config_path, std::string* error);
+  int Run();
+
+ private:
+  bool OpenIkeSockets(const config::GlobalConfig& g, std::string* error);
+  void OnIkePort();
+  void AfterEvent() {
+    if (gateway_->finished()) loop_->Stop();
+  }
+
+  std::unique_ptr<io::EventLoop> loop_;
+  std::unique_ptr<io::UdpSocket> ike_sock_, natt_sock_;
+  std::unique_ptr<UdpIkeTransport> transport_;
+  std::unique_ptr<LoopPoster> poster_;
+  std::unique_ptr<Dataplane> dataplane_;
+  std::unique_ptr<gateway::Gateway> gateway_;
+  std::unique_ptr<control::ControlServer> control_;
+  std::vector<std::uint8_t> recv_buffers_ = std::vector<std::uint8_t>(kRecvBuffer * kRecvSlots);
+  // Last: destroyed (joined) first, while the gateway its jobs report to still exists.
+  std::unique_ptr<engine::WorkerPool> workers_;
+};
+
+bool Daemon::OpenIkeSockets(const config::GlobalConfig& g, std::string* error) {
+  for (auto [port, natt] : {std::pair{g.ike_port, false}, std::pair{g.natt_port, true}}) {
+    const auto ep = io::Endpoint::Parse(g.listen, port);
+    auto sock = ep ? io::UdpSocket::Bind(*ep, {}, error) : nullptr;
+    if (!sock) {
+      *error = "cannot listen on " + g.listen + ":" + std::to_string(port) + ": " + *error;
+      return false;
+    }
+    // Bursts of IKE (login storms, mass deletes) must queue here, not overflow the kernel's
+    // default 208 KiB; and ESP on 4500 arrives in bursts too.
+    // SO_RCVBUFFORCE (root) passes net.core.rmem_max; SO_RCVBUF is the unprivileged fallback.
+    const int rcvbuf = 8 << 20;
+    if (setsockopt(sock->fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) != 0)
+      setsockopt(sock->fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    (natt ? natt_sock_ : ike_sock_) = std::move(sock);
+  }
+  return true;
+}
+
+bool Daemon::Init(config::Config config, const std::string& config_path, std::string* error) {
+  const config::GlobalConfig g = config.global;
+  loop_ = io::EventLoop::Create({}, error);
+  if (!loop_) return false;
+  // Before any thread starts: signalfd needs the signals blocked in every thread, and threads
+  // inherit the mask of the thread that creates them.
+  for (int sig : {SIGTERM, SIGINT}) {
+    loop_->OnSignal(sig, [this] {
+      gateway_->Shutdown();
+      AfterEvent();
+    });
+  }
+  loop_->OnSignal(SIGHUP, [this] { gateway_->Reload(); });
+  const std::size_t threads =
+      g.ike_workers != 0 ? g.ike_workers : std::max(1u, std::thread::hardware_concurrency());
+  workers_ = std::make_unique<engine::WorkerPool>(threads, threads * kJobsPerWorker);
+  spdlog::info("IKE workers: {} thread(s)", workers_->threads());
+  if (!OpenIkeSockets(g, error)) return false;
+  // UDP 4500 belongs to the inbound data-path thread, which hands IKE over to us.
+  loop_->AddReader(ike_sock_->fd(), [this] { OnIkePort(); });
+  transport_ = std::make_unique<UdpIkeTransport>(*ike_sock_, *natt_sock_);
+  poster_ = std::make_unique<LoopPoster>(*loop_);
+  Dataplane::Hooks hooks;
+  hooks.ike = [this](std::span<const std::uint8_t> m, const io::Endpoint& from) {
+    gateway_->ReceiveIke(m, from, true);
+    gateway_->WorkQueue();
+  };
+  hooks.acquire = [this](policy::PolicyId id) { gateway_->OnAcquire(id); };
+  hooks.first_packet = [this](std::uint32_t spi) { gateway_->OnFirstPacket(spi); };
+  hooks.exhausted = [this](policy::PolicyId id, std::uint32_t spi) { gateway_->OnExhausted(id, spi); };
+  dataplane_ = Dataplane::Create(g, *natt_sock_, *loop_, std::move(hooks), error);
+  if (!dataplane_) return false;
+  gateway_ = gateway::Gateway::Create(
+      std::move(config), config_path,
+      gateway::Gateway::Environment{io::DefaultClock(), *dataplane_, *transport_, *poster_, *workers_},
+      error);
+  if (!gateway_) return false;
+  control_ = control::ControlServer::Listen(
+      g.control_socket,
+      [this](const nlohmann::json& r) {
+        nlohmann::json answer = control::HandleCommand(*gateway_, r);
+        AfterEvent();
+        return answer;
+      },
+      {}, error);
+  if (!control_) return false;
+  loop_->AddReader(control_->fd(), [this] { control_->OnReadable(); });
+  loop_->AddRepeatingTimer("ike_tick", gateway::Gateway::kTickPeriod, [this] {
+    gateway_->Tick();
+    AfterEvent();
+  });
+  loop_->AddRepeatingTimer("control_idle", std::chrono::seconds(5),
+                           [this] { control_->CloseIdleClients(); });
+  return true;
+}
+
+int Daemon::Run() {
+  const auto& g = gateway_->config().global;
+  spdlog::info("spigot listening on {} (IKE {}, NAT-T {}), control socket {}", g.listen,
+               g.ike_port, g.natt_port, g.control_socket);
+  gateway_->Start();
+  loop_->Run();
+  return 0;
+}
+
+// UDP 500 (IKE only; UDP 4500 is read by the inbound data-path thread).
+void Daemon::OnIkePort() {
+  std::array<io::RecvSlot, kRecvSlots> slots;
+  for (;;) {
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      slots[i] = io::RecvSlot{{recv_buffers_.data() + i * kRecvBuffer, kRecvBuffer}};
+    }
+    const io::BatchResult r = ike_sock_->RecvBatch(slots);
+    for (std::size_t i = 0; i < r.count; ++i) {
+      const io::RecvSlot& s = slots[i];
+      if (s.truncated) {
+        gateway_->OnTruncatedIke();
+        continue;
+      }
+      gateway_->ReceiveIke({s.buffer.data(), s.length}, s.peer, false);
+    }
+    if (r.count < slots.size()) break;
+  }
+  gateway_->WorkQueue();
+}
+
+}  // namespace
+
+int RunGateway(config::Config config, const std::string& config_path) {
+  Daemon d;
+  std::string error;
+  if (!d.Init(std::move(config), config_path, &error)) {
+    std::fprintf(stderr, "spigot: %s\n", error.c_str());
+    return 1;
+  }
+  return d.Run();
+}
+
+}  // namespace spigot::app

@@ -1,0 +1,194 @@
+#include "spigot/control/gateway_commands.h"
+
+#include <cstdio>
+
+#include "spigot/ike/traffic_selectors.h"
+
+namespace spigot::control {
+namespace {
+
+std::string Hex(std::uint64_t v, int digits) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%0*llx", digits, static_cast<unsigned long long>(v));
+  return buf;
+}
+
+nlohmann::json SelectorsJson(const std::vector<ike::TrafficSelector>& ts) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& t : ts) out.push_back(ike::ToString(t));
+  return out;
+}
+
+nlohmann::json ReloadJson(const gateway::Gateway::ReloadResult& r) {
+  if (!r.ok) return {{"error", r.error}};
+  return {{"ok", true},
+          {"added", r.diff.added},
+          {"removed", r.diff.removed},
+          {"changed", r.diff.changed},
+          {"restart_required", r.diff.restart_required}};
+}
+
+}  // namespace
+
+nlohmann::json HandleCommand(gateway::Gateway& gw, const nlohmann::json& req) {
+  const std::string cmd = req.value("command", "");
+  const std::string name = req.value("name", "");
+  if (cmd == "sas") return SasJson(gw);
+  if (cmd == "stats") return StatsJson(gw);
+  if (cmd == "reload") return ReloadJson(gw.Reload());
+  if (cmd == "initiate") {
+    std::string err;
+    if (!gw.Initiate(name, &err)) return {{"error", err}};
+    return {{"ok", true}, {"message", "initiating " + name}};
+  }
+  if (cmd == "rekey") {
+    const bool ike = req.value("ike", false);
+    const int n = gw.Rekey(name, ike);
+    if (n == 0) return {{"error", "nothing to rekey for connection '" + name + "'"}};
+    return {{"ok", true},
+            {"message", "rekeying " + std::to_string(n) + (ike ? " IKE SA(s)" : " CHILD SA(s)")}};
+  }
+  if (cmd == "crypto-fault")
+    return gw.dataplane().CryptoFault(req.value("action", ""), req.value("ms", 0));
+  if (cmd == "terminate") {
+    const int n = gw.Terminate(name);
+    if (n == 0) return {{"error", "no IKE SA for connection '" + name + "'"}};
+    return {{"ok", true}, {"message", "deleting " + std::to_string(n) + " IKE SA(s)"}};
+  }
+  return {{"error", "unknown command '" + cmd + "'"}};
+}
+
+nlohmann::json SasJson(const gateway::Gateway& gw) {
+  const ike::TimePoint now = gw.Now();
+  auto secs = [&](ike::TimePoint t) -> nlohmann::json {
+    if (t == ike::TimePoint::max()) return nullptr;
+    return std::chrono::duration_cast<std::chrono::seconds>(t - now).count();
+  };
+  nlohmann::json ikes = nlohmann::json::array();
+  for (const auto& [ours, e] : gw.ike_sas().entries()) {
+    const ike::IkeSa& sa = *e.sa;
+    nlohmann::json j = {
+        {"name", sa.connection() ? sa.connection()->name : ""},
+        {"state", ike::ToString(sa.state())},
+        {"role", sa.role() == ike::IkeSa::Role::kInitiator ? "initiator" : "responder"},
+        {"spi_i", Hex(sa.spi_i(), 16)},
+        {"spi_r", Hex(sa.spi_r(), 16)},
+        {"local", ike::ToString(sa.local())},
+        {"remote", ike::ToString(sa.remote())},
+        {"algorithms", sa.algorithms() ? ike::Describe(*sa.algorithms()) : ""},
+        {"nat_detected", sa.nat_detected()},
+    };
+    nlohmann::json children = nlohmann::json::array();
+    for (const auto& c : sa.children()) {
+      nlohmann::json cj = {{"spi_in", Hex(c.spi_in, 8)},
+                           {"spi_out", Hex(c.spi_out, 8)},
+                           {"algorithms", ike::Describe(c.algs)},
+                           {"local_ts", SelectorsJson(c.local_ts)},
+                           {"remote_ts", SelectorsJson(c.remote_ts)},
+                           {"state", "INSTALLED"}};
+      cj["installed_seconds_ago"] =
+          std::chrono::duration_cast<std::chrono::seconds>(now - c.installed).count();
+      cj["rekey_in_seconds"] = secs(c.rekey_at);
+      cj["expires_in_seconds"] = secs(c.expire_at);
+      if (const auto* rec = gw.children().Find(c.spi_in); rec != nullptr && rec->counters) {
+        // One counter pair per CHILD SA, fed by both directions' threads.
+        cj["packets"] = rec->counters->packets.load();
+        cj["bytes"] = rec->counters->bytes.load();
+      }
+      children.push_back(std::move(cj));
+    }
+    j["children"] = std::move(children);
+    ikes.push_back(std::move(j));
+  }
+  return {{"ike_sas", std::move(ikes)}};
+}
+
+nlohmann::json StatsJson(gateway::Gateway& gw) {
+  const ike::TimePoint now = gw.Now();
+  const gateway::IkeSaTable& table = gw.ike_sas();
+  std::size_t half_open = table.offloaded_count(), established = 0;
+  for (const auto& [ours, e] : table.entries()) {
+    if (e.sa->state() == ike::IkeSa::State::kEstablished) ++established;
+    else if (e.sa->state() != ike::IkeSa::State::kDead) ++half_open;
+  }
+  const auto& g = gw.config().global;
+  // The shortest configured lifetimes, for `spigot doctor` (its snapshot "config" object).
+  std::int64_t ike_life = 0, child_life = 0;
+  for (const auto& [name, c] : gw.connections().all()) {
+    const auto shorter = [](std::int64_t cur, std::chrono::seconds v) {
+      return v.count() > 0 && (cur == 0 || v.count() < cur) ? v.count() : cur;
+    };
+    ike_life = shorter(ike_life, c.cfg.ike_rekey_time);
+    child_life = shorter(child_life, c.cfg.child_rekey_time);
+  }
+  gateway::ChildSaManager& children = gw.children();
+  const auto pool = children.sad().spi_pool().stats();
+  const engine::RekeyScheduler& rekeys = children.rekey_scheduler();
+  const auto& cc = children.counters();
+  const auto& c = gw.counters();
+  const auto& ic = gw.ike_counters();
+  const engine::NegotiationQueue& q = gw.queue();
+  const engine::Executor& workers = gw.workers();
+  const datapath::Counters& dp = gw.dataplane().counters();
+  return {
+      {"active_sas", children.sad().size()},
+      // CHILD SAs being negotiated: one for each IKE SA not yet established (IKE_AUTH
+      // carries the first CHILD SA).
+      {"pending_sas", half_open},
+      {"failed_sas", c.failed_sas},
+      {"ike_sas", established},
+      {"half_open_ike_sas", half_open},
+      {"max_spi", g.max_spi},
+      {"spi_in_use", pool.in_use},
+      {"spi_reserve", gw.spi_reserve()},
+      {"max_queue", g.max_queue},
+      {"queue_depth", q.depth()},
+      {"queue_overflows", q.stats().overflows},
+      {"queue",
+       {{"established", q.depth(engine::Priority::kEstablished)},
+        {"half_open", q.depth(engine::Priority::kHalfOpen)},
+        {"new", q.depth(engine::Priority::kNew)},
+        {"processed", q.stats().processed},
+        {"evicted", q.stats().evicted},
+        {"acquires_refused", c.acquires_refused}}},
+      {"negotiations_per_minute", children.NegotiationsPerMinute(now)},
+      {"rekeys_per_minute", children.RekeysPerMinute(now)},
+      {"rekeys",
+       {{"max_per_second", rekeys.rate()}, {"scheduled", rekeys.size()},
+        {"overdue", rekeys.Overdue(now)}, {"started", rekeys.stats().started},
+        {"deferred_by_rate_limit", rekeys.stats().deferred},
+        {"peak_per_second", rekeys.stats().peak_per_second},
+        {"completed", cc.rekeys_completed}, {"answered", cc.rekeys_answered},
+        {"outbound_switched_on_traffic", cc.outbound_switched_on_traffic},
+        {"by_volume", cc.volume_rekeys}, {"volume_deletes", cc.volume_deletes}}},
+      {"packets_dropped",
+       {{"replay", dp.replay.load()}, {"bad_icv", dp.bad_icv.load()},
+        {"unknown_spi", dp.unknown_spi.load()}, {"no_sa_queue_full", dp.no_sa_queue_full.load()},
+        {"selector_mismatch", dp.selector_mismatch.load()}, {"malformed", dp.malformed.load()},
+        {"no_policy", dp.no_policy.load()}, {"no_sa", dp.no_sa.load()},
+        {"seq_exhausted", dp.seq_exhausted.load()}, {"acquire_failed", dp.acquire_dropped.load()},
+        {"ike_forward_refused", dp.ike_forward_refused.load()},
+        {"send_failed", dp.send_failed.load()}, {"tun_write_failed", dp.tun_write_failed.load()}}},
+      {"traffic",
+       {{"tx_packets", dp.tx_packets.load()}, {"tx_bytes", dp.tx_bytes.load()},
+        {"rx_packets", dp.rx_packets.load()}, {"rx_bytes", dp.rx_bytes.load()},
+        {"keepalives", dp.keepalives.load()}, {"acquires", dp.acquires.load()}}},
+      {"crypto_engine", gw.dataplane().CryptoEngineStats()},
+      {"ike",
+       {{"received", c.ike_received}, {"invalid", c.ike_invalid + ic.invalid_messages},
+        {"truncated", c.ike_truncated},
+        {"unknown_spi", c.ike_unknown_spi}, {"no_connection", c.ike_no_connection},
+        {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures},
+        {"child_failures", ic.child_failures}, {"established", c.ike_established},
+        {"rekey_retries", ic.rekey_retries},
+        {"cookies_sent", c.cookies_sent}, {"cookies_invalid", c.cookies_invalid},
+        {"init_in_progress", c.init_in_progress},
+        {"timers_missed", table.timers_missed()}}},
+      {"config", {{"ike_lifetime", ike_life}, {"child_lifetime", child_life}, {"tunnels", established}}},
+      {"ike_workers",
+       {{"threads", workers.threads()}, {"capacity", workers.capacity()},
+        {"in_flight", workers.in_flight()}, {"completed", workers.stats().completed}}},
+  };
+}
+
+}  // namespace spigot::control

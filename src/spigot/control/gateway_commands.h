@@ -1,0 +1,21 @@
+// The operator commands a running gateway answers on its control socket (DESIGN.md, the CLI
+// and machine-readable output contracts): the request's JSON in, the answer's JSON out. The
+// gateway keeps the state; this file only reads it and formats it.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "spigot/gateway/gateway.h"
+
+namespace spigot::control {
+
+// {"command": "stats" | "sas" | "reload" | "initiate" | "terminate" | "rekey" | "crypto-fault",
+//  ...} -> the answer; {"error": "..."} for anything the gateway refuses.
+nlohmann::json HandleCommand(gateway::Gateway& gw, const nlohmann::json& request);
+
+// `spigot stats --json`: the counters (the contract's fields, then more).
+nlohmann::json StatsJson(gateway::Gateway& gw);
+// `spigot sas --json`: IKE SAs with their CHILD SAs.
+nlohmann::json SasJson(const gateway::Gateway& gw);
+
+}  // namespace spigot::control

@@ -1,0 +1,229 @@
+#include "spigot/gateway/child_sa_manager.h"
+
+#include <spdlog/spdlog.h>
+
+#include "spigot/crypto/random.h"
+#include "spigot/ike/proposal.h"
+
+namespace spigot::gateway {
+
+ChildSaManager::ChildSaManager(DataPlane& dataplane, ike::TimePoint now)
+    : dataplane_(dataplane), rekey_scheduler_(1000, now) {}
+
+const ChildSaManager::Child* ChildSaManager::Find(std::uint32_t spi_in) const {
+  auto it = children_.find(spi_in);
+  return it == children_.end() ? nullptr : &it->second;
+}
+
+std::optional<policy::PolicyId> ChildSaManager::Install(const ike::ChildSaInfo& child,
+                                                        std::uint64_t owner,
+                                                        const Connection* conn,
+                                                        const io::Endpoint& peer_natt,
+                                                        ike::TimePoint now) {
+  sa::ChildSaParams p;
+  p.inbound_spi = child.spi_in;
+  p.outbound_spi = child.spi_out;
+  p.suite = child.algs.suite;
+  p.inbound_keymat = child.keymat_in;
+  p.outbound_keymat = child.keymat_out;
+  p.esn = child.algs.esn;
+  if (conn != nullptr) p.replay_window = conn->cfg.replay_window;
+  p.rekey_of = child.rekey_of != 0 && sad_.LookupInbound(child.rekey_of) ? child.rekey_of : 0;
+  const sa::InstallStatus st = sad_.Install(p, now);
+  if (st != sa::InstallStatus::kOk) {
+    ++counters_.install_failed;
+    spdlog::error("CHILD SA {:08x}: install failed: {}", child.spi_in, sa::ToString(st));
+    return std::nullopt;
+  }
+  Child rec;
+  rec.owner = owner;
+  rec.policy = conn != nullptr ? dataplane_.PolicyFor(conn->cfg.name) : policy::kNoPolicy;
+  rec.spi_out = child.spi_out;
+  rec.rekey_of = child.rekey_of;
+  rec.counters = std::make_shared<datapath::SaCounters>();
+  // A rekey the peer started: keep sending on the old SA until the peer uses the new one.
+  const bool switch_now =
+      child.rekey_of == 0 || child.we_initiated || children_.count(child.rekey_of) == 0;
+  datapath::InboundSpec in;
+  in.spi = child.spi_in;
+  in.suite = child.algs.suite;
+  in.keymat = child.keymat_in;
+  in.esn = child.algs.esn;
+  in.replay_window = p.replay_window;
+  in.policy = rec.policy;
+  in.counters = rec.counters;
+  in.report_first_packet = !switch_now;
+  dataplane_.InstallInbound(std::move(in));
+  datapath::OutboundSpec out;
+  out.policy = rec.policy;
+  out.spi = child.spi_out;
+  out.suite = child.algs.suite;
+  out.keymat = child.keymat_out;
+  out.esn = child.algs.esn;
+  out.peer = peer_natt;
+  out.counters = rec.counters;
+  rec.outbound = std::move(out);
+  rec.outbound_deferred = !switch_now;
+  rec.installed = now;
+  if (!switch_now) deferred_successor_[child.rekey_of] = child.spi_in;
+  if (child.rekey_of != 0) {
+    rekeys_.Record(now);
+    ++(child.we_initiated ? counters_.rekeys_completed : counters_.rekeys_answered);
+    rekey_scheduler_.Cancel(child.rekey_of);
+  } else {
+    negotiations_.Record(now);
+  }
+  if (child.rekey_at != ike::TimePoint::max()) rekey_scheduler_.Schedule(child.spi_in, child.rekey_at);
+  if (conn != nullptr && (conn->cfg.child_life_bytes != 0 || conn->cfg.child_life_packets != 0)) {
+    // Soft at 80-90 % of the hard value, at random, so SAs set up together do not rekey
+    // together (as for the time lifetimes).
+    const double soft = 0.8 + 0.1 * crypto::RandomUnit();
+    rec.hard_bytes = conn->cfg.child_life_bytes;
+    rec.hard_packets = conn->cfg.child_life_packets;
+    rec.soft_bytes = static_cast<std::uint64_t>(static_cast<double>(rec.hard_bytes) * soft);
+    rec.soft_packets = static_cast<std::uint64_t>(static_cast<double>(rec.hard_packets) * soft);
+    volume_limited_.insert(child.spi_in);
+  }
+  const policy::PolicyId policy = rec.policy;
+  children_[child.spi_in] = std::move(rec);
+  if (switch_now) UseOutbound(child.spi_in);
+  return policy;
+}
+
+void ChildSaManager::Remove(std::uint32_t spi_in, bool linger, ike::TimePoint now) {
+  rekey_scheduler_.Cancel(spi_in);
+  // The SPI goes back to the pool at once — lingering SAs must not eat the rekey reserve —
+  // and cannot come back meanwhile: a freed slot's next SPI differs (SpiPool generations).
+  sad_.Remove(spi_in);
+  if (linger) {
+    lingering_.emplace_back(now + kInboundLinger, spi_in);
+  } else {
+    dataplane_.RemoveInbound(spi_in);
+  }
+  std::uint32_t successor = 0;
+  if (auto d = deferred_successor_.find(spi_in); d != deferred_successor_.end()) {
+    successor = d->second;
+    deferred_successor_.erase(d);
+  }
+  volume_limited_.erase(spi_in);
+  auto it = children_.find(spi_in);
+  if (it == children_.end()) return;
+  const policy::PolicyId policy = it->second.policy;
+  const std::uint32_t spi_out = it->second.spi_out;
+  children_.erase(it);
+  auto cur = current_outbound_.find(policy);
+  if (cur == current_outbound_.end() || cur->second != spi_in) return;
+  // The SA carrying the policy's traffic is gone: its successor, else the newest other CHILD
+  // SA of the policy, takes over before anything is cleared.
+  if (children_.count(successor) == 0) {
+    successor = 0;
+    ike::TimePoint newest{};
+    for (const auto& [spi, ch] : children_) {
+      if (ch.policy == policy && (successor == 0 || ch.installed > newest)) {
+        successor = spi;
+        newest = ch.installed;
+      }
+    }
+  }
+  if (successor != 0) {
+    UseOutbound(successor);
+  } else {
+    current_outbound_.erase(cur);
+    dataplane_.ClearOutbound(policy, spi_out);
+  }
+}
+
+void ChildSaManager::OnFirstPacket(std::uint32_t spi_in) {
+  auto c = children_.find(spi_in);
+  if (c == children_.end() || !c->second.outbound_deferred) return;
+  if (auto d = deferred_successor_.find(c->second.rekey_of);
+      d != deferred_successor_.end() && d->second == spi_in)
+    deferred_successor_.erase(d);
+  UseOutbound(spi_in);
+  ++counters_.outbound_switched_on_traffic;
+}
+
+void ChildSaManager::SetOwner(std::uint32_t spi_in, std::uint64_t owner) {
+  if (auto it = children_.find(spi_in); it != children_.end()) it->second.owner = owner;
+}
+
+void ChildSaManager::UseOutbound(std::uint32_t spi_in) {
+  auto c = children_.find(spi_in);
+  if (c == children_.end() || c->second.policy == policy::kNoPolicy) return;
+  c->second.outbound_deferred = false;
+  current_outbound_[c->second.policy] = spi_in;
+  dataplane_.SetOutbound(c->second.outbound);  // a copy: the record keeps its own
+}
+
+void ChildSaManager::StartDueRekeys(ike::TimePoint now, IkeSaTable& table) {
+  for (std::uint32_t spi : rekey_scheduler_.Due(now)) {
+    auto c = children_.find(spi);
+    if (c == children_.end()) continue;
+    SaEntry* owner = table.Find(c->second.owner);
+    if (owner == nullptr || !owner->sa->RekeyChild(spi, now)) {
+      rekey_scheduler_.Schedule(spi, now + std::chrono::seconds(1));  // busy: try again
+    } else {
+      table.Schedule(c->second.owner);
+    }
+  }
+}
+
+// Bytes and packets lifetimes (RFC 4301 4.4.2.1): the soft one asks the rekey scheduler for a
+// rekey now (it still goes through the rate limit, most overdue first); the hard one deletes
+// the SA whether or not its successor is there. Both directions count.
+void ChildSaManager::CheckVolumeLifetimes(ike::TimePoint now, IkeSaTable& table) {
+  for (std::uint32_t spi : volume_limited_) {
+    auto c = children_.find(spi);
+    if (c == children_.end() || !c->second.counters) continue;
+    Child& ch = c->second;
+    const std::uint64_t bytes = ch.counters->bytes.load(std::memory_order_relaxed);
+    const std::uint64_t packets = ch.counters->packets.load(std::memory_order_relaxed);
+    const bool hard = (ch.hard_bytes != 0 && bytes >= ch.hard_bytes) ||
+                      (ch.hard_packets != 0 && packets >= ch.hard_packets);
+    const bool soft = (ch.soft_bytes != 0 && bytes >= ch.soft_bytes) ||
+                      (ch.soft_packets != 0 && packets >= ch.soft_packets);
+    SaEntry* owner = table.Find(ch.owner);
+    if (hard && !ch.volume_deleted && owner != nullptr) {
+      // Soft and hard crossed between two looks (a burst, a busy tick): start the rekey now,
+      // ahead of the DELETE in the IKE SA's queue, so the successor carries the traffic and
+      // the policy is never left without an SA.
+      if (!ch.volume_rekeyed && owner->sa->RekeyChild(spi, now)) {
+        ch.volume_rekeyed = true;
+        ++counters_.volume_rekeys;
+        rekey_scheduler_.Cancel(spi);
+      }
+      if (owner->sa->DeleteChild(spi, now)) {
+        table.Schedule(ch.owner);
+        ch.volume_deleted = true;
+        ++counters_.volume_deletes;
+        spdlog::warn("CHILD SA {:08x}_i reached its volume lifetime ({} bytes, {} packets) before "
+                     "its rekey completed: deleting it", spi, bytes, packets);
+      }
+    } else if (soft && !ch.volume_rekeyed) {
+      ch.volume_rekeyed = true;
+      ++counters_.volume_rekeys;
+      rekey_scheduler_.Schedule(spi, now);  // StartDueRekeys files the IKE SA
+    }
+  }
+}
+
+void ChildSaManager::ExpireLingering(ike::TimePoint now) {
+  while (!lingering_.empty() && lingering_.front().first <= now) {
+    dataplane_.RemoveInbound(lingering_.front().second);
+    lingering_.pop_front();
+  }
+}
+
+void ChildSaManager::OnExhausted(policy::PolicyId policy, std::uint32_t spi_out,
+                                 ike::TimePoint now, IkeSaTable& table) {
+  for (auto& [spi_in, c] : children_) {
+    if (c.policy != policy || c.spi_out != spi_out) continue;
+    if (SaEntry* owner = table.Find(c.owner)) {
+      owner->sa->RekeyChild(spi_in, now);
+      table.Schedule(c.owner);
+    }
+    spdlog::warn("CHILD SA {:08x}_o ran out of sequence numbers: rekeying", spi_out);
+  }
+}
+
+}  // namespace spigot::gateway

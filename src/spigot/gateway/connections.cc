@@ -1,0 +1,82 @@
+#include "spigot/gateway/connections.h"
+
+#include "spigot/ike/traffic_selectors.h"
+
+namespace spigot::gateway {
+namespace {
+
+ike::TrafficSelector ToSelector(const config::TrafficSelector& t) {
+  return *ike::SelectorFromCidr(t.ToString());
+}
+
+}  // namespace
+
+bool Connections::Apply(const config::Config& config, const std::string& path,
+                        std::string* error) {
+  std::map<std::string, Connection> next;
+  for (const auto& c : config.connections) {
+    auto p = std::make_shared<ike::ConnectionParams>();
+    p->name = c.name;
+    const std::string local_id = c.local_id.empty() ? config.global.listen : c.local_id;
+    const std::string remote_id =
+        c.remote_id.empty() ? (c.remote_addrs.empty() ? "" : c.remote_addrs[0]) : c.remote_id;
+    auto lid = ike::ParseIdentity(local_id);
+    const bool any = remote_id == "%any";
+    auto rid = any ? std::optional<ike::Identity>(ike::Identity{}) : ike::ParseIdentity(remote_id);
+    if (!lid || !rid) {
+      *error = path + ": connection '" + c.name + "': bad local_id or remote_id";
+      return false;
+    }
+    p->local_id = *lid;
+    p->remote_id = *rid;
+    p->remote_id_any = any;
+    const auto psk = c.psk.view();
+    p->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
+        reinterpret_cast<const std::uint8_t*>(psk.data()), psk.size()));
+    std::string err;
+    if (!ike::ParseProposals(c.ike_proposals, ike::ProtocolId::kIke, p->ike_proposals, err) ||
+        !ike::ParseProposals(c.esp_proposals, ike::ProtocolId::kEsp, p->esp_proposals, err)) {
+      *error = path + ": connection '" + c.name + "': " + err;
+      return false;
+    }
+    for (const auto& t : c.local_ts) p->local_ts.push_back(ToSelector(t));
+    for (const auto& t : c.remote_ts) p->remote_ts.push_back(ToSelector(t));
+    p->dpd_delay = c.dpd_delay;
+    p->ike_rekey_time = c.ike_rekey_time;
+    p->child_rekey_time = c.child_rekey_time;
+    p->child_lifetime = c.child_lifetime;
+    p->host_schedules_rekeys = true;
+    next[c.name] = Connection{c, std::move(p)};
+  }
+  by_name_ = std::move(next);
+  return true;
+}
+
+const Connection* Connections::Find(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &it->second;
+}
+
+const Connection* Connections::ForAddress(const io::Endpoint& from) const {
+  const std::string addr = from.AddressString();
+  const Connection* any = nullptr;
+  for (const auto& [name, c] : by_name_) {
+    for (const auto& r : c.cfg.remote_addrs) {
+      if (r == addr) return &c;
+      if (r == "%any" && any == nullptr) any = &c;
+    }
+  }
+  return any;
+}
+
+std::shared_ptr<const ike::ConnectionParams> Connections::ForPeer(const ike::Identity& peer) const {
+  for (const auto& [name, c] : by_name_) {
+    if (!c.params->remote_id_any && c.params->remote_id == peer) return c.params;
+  }
+  for (const auto& [name, c] : by_name_) {
+    if (c.params->remote_id_any) return c.params;
+  }
+  return nullptr;
+}
+
+}  // namespace spigot::gateway

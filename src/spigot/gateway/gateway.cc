@@ -1,0 +1,221 @@
+// Construction, the tick, operator commands, reload and shutdown (see gateway.h).
+#include "spigot/gateway/gateway.h"
+
+#include <spdlog/spdlog.h>
+
+#include "spigot/crypto/dh.h"
+#include "spigot/ike/endpoint.h"
+
+namespace spigot::gateway {
+
+std::unique_ptr<Gateway> Gateway::Create(config::Config config, std::string config_path,
+                                         Environment env, std::string* error) {
+  std::unique_ptr<Gateway> g(new Gateway(std::move(config), std::move(config_path), env));
+  if (!g->Init(error)) return nullptr;
+  return g;
+}
+
+Gateway::Gateway(config::Config config, std::string config_path, Environment env)
+    : config_(std::move(config)),
+      config_path_(std::move(config_path)),
+      env_(env),
+      children_(env.dataplane, env.clock.Now()),
+      cookies_(env.clock.Now()) {}
+
+Gateway::~Gateway() {
+  // Queued work holds acquire tickets that report to the data plane: drop it while the data
+  // plane still exists. (The IKE workers, whose jobs report to us, are stopped by the owner
+  // before we go.)
+  queue_ = engine::NegotiationQueue(1);
+}
+
+bool Gateway::Init(std::string* error) {
+  if (!connections_.Apply(config_, config_path_, error)) return false;
+  const auto& g = config_.global;
+  if (children_.sad().SetSpiLimits(g.max_spi, spi_reserve()) != sa::LimitsStatus::kOk) {
+    *error = config_path_ + ": global.max_spi: rejected by the SPI pool";
+    return false;
+  }
+  children_.rekey_scheduler().SetRate(MaxRekeysPerSecond());
+  queue_.SetMaxDepth(g.max_queue);
+  return env_.dataplane.ApplyConnections(config_.connections, error);
+}
+
+void Gateway::Start() {
+  for (const auto& [name, c] : connections_.all()) {
+    if (c.cfg.start_action != config::StartAction::kStart) continue;
+    std::string err;
+    if (!Initiate(name, &err)) spdlog::warn("connection {}: {}", name, err);
+  }
+}
+
+// The part of the SPI pool only rekeys may use, so established tunnels can always rekey
+// when new ones have used up the rest (DESIGN.md, cause 1).
+std::uint32_t Gateway::spi_reserve() const {
+  const auto& g = config_.global;
+  return static_cast<std::uint32_t>(std::uint64_t{g.max_spi} * g.spi_reserve_percent / 100);
+}
+
+double Gateway::MaxRekeysPerSecond() const {
+  if (config_.global.max_rekeys_per_second != 0) return config_.global.max_rekeys_per_second;
+  // Derived: a CHILD rekey with PFS costs one DH on each side; give rekeys a quarter of what
+  // one core does, measured once on the wall clock (it is the CPU that is measured).
+  static const double derived = [] {
+    using Wall = std::chrono::steady_clock;
+    const auto start = Wall::now();
+    int n = 0;
+    const auto peer = crypto::DhKeyPair::Generate(crypto::kDhGroupCurve25519);
+    crypto::SecureBytes shared;
+    while (Wall::now() - start < std::chrono::milliseconds(20)) {
+      const auto kp = crypto::DhKeyPair::Generate(crypto::kDhGroupCurve25519);
+      (void)kp->ComputeShared(peer->public_value(), shared);
+      ++n;
+    }
+    const double per_second = n / std::chrono::duration<double>(Wall::now() - start).count();
+    return std::max(10.0, per_second / 4);
+  }();
+  return derived;
+}
+
+void Gateway::Tick() {
+  const ike::TimePoint now = Now();
+  table_.TickDue(now);
+  if (++ticks_ % kSweepTicks == 0) table_.Sweep(now, kTickPeriod);
+  env_.dataplane.Tick();
+  children_.CheckVolumeLifetimes(now, table_);
+  children_.ExpireLingering(now);
+  AdoptOffloaded();  // in case a wake-up was refused
+  WorkQueue();
+  children_.StartDueRekeys(now, table_);
+}
+
+bool Gateway::finished() const {
+  return shutting_down_ && (table_.empty() || Now() >= shutdown_deadline_);
+}
+
+// ---------------------------------------------------------------- operator commands
+
+bool Gateway::Initiate(const std::string& name, std::string* error) {
+  const Connection* c = connections_.Find(name);
+  if (c == nullptr) return *error = "no connection named '" + name + "'", false;
+  const auto& cfg = c->cfg;
+  if (cfg.remote_addrs.empty() || cfg.remote_addrs[0] == "%any")
+    return *error = "connection '" + name + "' has no remote address to initiate to", false;
+  auto remote = io::Endpoint::Parse(cfg.remote_addrs[0], config_.global.ike_port);
+  if (!remote) return *error = "bad remote address '" + cfg.remote_addrs[0] + "'", false;
+  // Our address as the peer sees it: the configured one, else the listen address.
+  std::string local_addr = config_.global.listen;
+  if (!cfg.local_addrs.empty() && cfg.local_addrs[0] != "%any") local_addr = cfg.local_addrs[0];
+  auto local = io::Endpoint::Parse(local_addr, config_.global.ike_port);
+  if (!local) return *error = "bad local address '" + local_addr + "'", false;
+  const std::uint64_t spi = table_.NewSpi();
+  SaEntry e;
+  e.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kInitiator,
+                                      c->params, ike::ToAddress(*local), ike::ToAddress(*remote),
+                                      spi, 0);
+  ike::IkeSa& sa = *table_.Insert(spi, std::move(e)).sa;
+  sa.Initiate(Now());
+  table_.Schedule(spi);
+  return true;
+}
+
+int Gateway::Terminate(const std::string& name) {
+  int n = 0;
+  for (auto& [spi, e] : table_.entries()) {
+    if (e.sa->connection() && e.sa->connection()->name == name) {
+      e.sa->Delete(Now());
+      table_.Schedule(spi);
+      ++n;
+    }
+  }
+  return n;
+}
+
+int Gateway::Rekey(const std::string& name, bool ike) {
+  int n = 0;
+  for (auto& [spi, e] : table_.entries()) {
+    ike::IkeSa& sa = *e.sa;
+    if (!sa.connection() || sa.connection()->name != name ||
+        sa.state() != ike::IkeSa::State::kEstablished || (sa.children().empty() && !ike))
+      continue;
+    if (ike) {
+      n += sa.RekeyIke(Now());
+    } else {
+      std::vector<std::uint32_t> spis;
+      for (const auto& c : sa.children()) spis.push_back(c.spi_in);
+      for (std::uint32_t s : spis) n += sa.RekeyChild(s, Now());
+    }
+    table_.Schedule(spi);
+  }
+  return n;
+}
+
+void Gateway::Shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  // Peers that do not answer get kShutdownGrace; then we go regardless.
+  shutdown_deadline_ = Now() + kShutdownGrace;
+  spdlog::info("shutting down: deleting {} IKE SA(s)", table_.size());
+  std::vector<std::uint64_t> all;
+  for (auto& [spi, e] : table_.entries()) {
+    e.sa->Delete(Now());
+    all.push_back(spi);
+  }
+  for (std::uint64_t spi : all) table_.Schedule(spi);
+}
+
+Gateway::ReloadResult Gateway::Reload() {
+  const config::LoadResult r = config::LoadFile(config_path_);
+  if (!r.ok) {
+    spdlog::error("reload: {}", r.error);
+    return {false, r.error, {}};
+  }
+  return Reload(r.config);
+}
+
+Gateway::ReloadResult Gateway::Reload(config::Config next) {
+  ReloadResult result;
+  result.diff = config::Diff(config_, next);
+  const config::ConfigDiff& d = result.diff;
+  config::Config old = std::move(config_);
+  config_ = std::move(next);
+  std::string err;
+  if (!connections_.Apply(config_, config_path_, &err) ||
+      !env_.dataplane.ApplyConnections(config_.connections, &err)) {
+    config_ = std::move(old);
+    std::string ignored;
+    connections_.Apply(config_, config_path_, &ignored);
+    env_.dataplane.ApplyConnections(config_.connections, &ignored);
+    spdlog::error("reload: {}", err);
+    return {false, err, {}};
+  }
+  for (const auto& name : d.removed) Terminate(name);
+  for (const auto& name : d.changed) {
+    const Connection* c = connections_.Find(name);
+    for (auto& [spi, e] : table_.entries()) {
+      if (e.sa->connection() && e.sa->connection()->name == name) {
+        e.sa->UpdateConnection(c->params);
+        table_.Schedule(spi);
+      }
+    }
+  }
+  if (d.limits_changed) ApplyLimits();
+  for (const auto& name : d.added) {
+    if (connections_.Find(name)->cfg.start_action == config::StartAction::kStart)
+      Initiate(name, &err);
+  }
+  spdlog::info("reloaded {}: {} added, {} removed, {} changed", config_path_, d.added.size(),
+               d.removed.size(), d.changed.size());
+  for (const auto& key : d.restart_required)
+    spdlog::warn("reload: {} changed, takes effect after a restart", key);
+  result.ok = true;
+  return result;
+}
+
+void Gateway::ApplyLimits() {
+  children_.rekey_scheduler().SetRate(MaxRekeysPerSecond());
+  queue_.SetMaxDepth(config_.global.max_queue);
+  children_.sad().SetSpiLimits(config_.global.max_spi, spi_reserve());
+}
+
+}  // namespace spigot::gateway

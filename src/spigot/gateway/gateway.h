@@ -1,0 +1,197 @@
+// The control thread of `spigot run`: IKE SAs and their timers, the intake of IKE datagrams
+// (admission, cookies, the negotiation queue, the IKE worker hand-off), CHILD SAs into the
+// data plane, acquires, operator commands, reload and shutdown.
+//
+// The gateway does nothing to the world itself: it is driven by calls (a datagram arrived, a
+// tick, an acquire, a command) and acts through its Environment — the clock, the data plane,
+// the IKE sockets, the control loop and the IKE workers (ports.h). app/ wires it to the real
+// ones; gateway_test runs two gateways back to back with fakes, in milliseconds.
+//
+// Parts, each in its own file:
+//   connections.h       the configured connections and the responder's lookups
+//   ike_sa_table.h      IKE SAs by our SPI, their deadline heap, the half-open index
+//   child_sa_manager.h  CHILD SAs: SA database, outbound SA per policy (make-before-break),
+//                       rekey scheduler, volume lifetimes
+//   intake.cc           IKE datagrams in: dispatch, cookies, the negotiation queue, workers
+//   ike_sa_host.cc      what IKE SAs ask of the gateway (ike::IkeSaHost), and acquires
+//   gateway.cc          construction, the tick, operator commands, reload, shutdown
+//
+// Timers: one tick every kTickPeriod (the caller's loop) runs, in this order: due IKE SA
+// deadlines (IkeSaTable::TickDue) and every kSweepTicks the safety sweep; the data plane's
+// retries; volume lifetimes; lingering inbound SAs; finished IKE workers; the negotiation
+// queue; due CHILD rekeys. Shutdown gives peers kShutdownGrace to answer our DELETEs.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "spigot/config/config.h"
+#include "spigot/engine/executor.h"
+#include "spigot/engine/negotiation_queue.h"
+#include "spigot/gateway/child_sa_manager.h"
+#include "spigot/gateway/connections.h"
+#include "spigot/gateway/ike_sa_table.h"
+#include "spigot/gateway/ports.h"
+#include "spigot/ike/cookie.h"
+#include "spigot/ike/ike_sa.h"
+#include "spigot/io/clock.h"
+
+namespace spigot::gateway {
+
+class Gateway final : public ike::IkeSaHost {
+ public:
+  static constexpr auto kTickPeriod = std::chrono::milliseconds(100);
+  static constexpr std::uint64_t kSweepTicks = 50;  // 5 s
+  static constexpr auto kShutdownGrace = std::chrono::seconds(3);
+  // Cookie mode lasts this long after half-open SAs fall below cookie_threshold: longer than
+  // an initiator's retransmissions of one IKE_SA_INIT (1 + 2 + 4 + 8 + 16 s).
+  static constexpr auto kCookieHold = std::chrono::seconds(40);
+  // Negotiation-queue items run per turn; the rest waits for the next turn of the loop.
+  static constexpr std::size_t kQueueSlice = 128;
+
+  struct Environment {
+    io::Clock& clock;
+    DataPlane& dataplane;
+    IkeTransport& transport;
+    ControlLoop& loop;
+    engine::Executor& workers;
+  };
+
+  struct Counters {
+    std::uint64_t ike_received = 0;
+    std::uint64_t ike_invalid = 0;        // unparsable header
+    std::uint64_t ike_truncated = 0;      // larger than the receive buffer (OnTruncatedIke)
+    std::uint64_t ike_unknown_spi = 0;    // no IKE SA for the SPIs
+    std::uint64_t ike_no_connection = 0;  // IKE_SA_INIT from an address no connection accepts
+    std::uint64_t failed_sas = 0;
+    std::uint64_t ike_established = 0;
+    std::uint64_t cookies_sent = 0;     // IKE_SA_INIT answered with COOKIE (RFC 7296 2.6)
+    std::uint64_t cookies_invalid = 0;  // IKE_SA_INIT with a cookie that does not verify
+    // IKE_SA_INIT retransmitted while a worker still answers the original: dropped, the
+    // answer is on its way.
+    std::uint64_t init_in_progress = 0;
+    std::uint64_t acquires_refused = 0;  // acquires the negotiation queue refused or evicted
+  };
+
+  struct ReloadResult {
+    bool ok = false;
+    std::string error;
+    config::ConfigDiff diff;
+  };
+
+  // `config` was validated by config::LoadFile; `config_path` is what reload reads.
+  static std::unique_ptr<Gateway> Create(config::Config config, std::string config_path,
+                                         Environment env, std::string* error);
+  ~Gateway() override;
+
+  // Initiates the connections with start_action = "start".
+  void Start();
+
+  // IKE datagrams in. Responses are processed at once; requests go to the negotiation queue,
+  // worked by WorkQueue (call it once after a batch, so the batch is prioritised together).
+  void ReceiveIke(std::span<const std::uint8_t> datagram, const io::Endpoint& from, bool natt_port);
+  void WorkQueue();
+  // A datagram on an IKE port was larger than the receive buffer: dropped, counted here.
+  void OnTruncatedIke() { ++counters_.ike_truncated; }
+  // From the data plane.
+  void OnAcquire(policy::PolicyId policy);
+  void OnFirstPacket(std::uint32_t spi_in);
+  void OnExhausted(policy::PolicyId policy, std::uint32_t spi_out);
+  // Every kTickPeriod.
+  void Tick();
+
+  // Operator commands.
+  bool Initiate(const std::string& name, std::string* error);
+  int Terminate(const std::string& name);
+  int Rekey(const std::string& name, bool ike);
+  ReloadResult Reload();  // re-reads config_path
+  ReloadResult Reload(config::Config next);
+  // Deletes every IKE SA toward its peer; finished() once they are gone or the grace is over.
+  void Shutdown();
+  bool finished() const;
+
+  // Read-only views for stats and sas (control/gateway_commands.h).
+  const config::Config& config() const { return config_; }
+  const Connections& connections() const { return connections_; }
+  const IkeSaTable& ike_sas() const { return table_; }
+  ChildSaManager& children() { return children_; }
+  const ChildSaManager& children() const { return children_; }
+  const engine::NegotiationQueue& queue() const { return queue_; }
+  const engine::Executor& workers() const { return env_.workers; }
+  DataPlane& dataplane() { return env_.dataplane; }
+  const Counters& counters() const { return counters_; }
+  const ike::IkeCounters& ike_counters() const { return ike_counters_; }
+  std::uint32_t spi_reserve() const;
+  ike::TimePoint Now() const { return env_.clock.Now(); }
+
+  // ike::IkeSaHost (ike_sa_host.cc).
+  void SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) override;
+  std::optional<std::uint32_t> AllocateChildSpi(bool rekey, ike::NotifyType& refusal) override;
+  void ReleaseChildSpi(std::uint32_t spi) override;
+  void InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) override;
+  void RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) override;
+  std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity& peer,
+                                                                 const ike::Address& remote) override;
+  void StateChanged(ike::IkeSa& sa) override;
+  std::uint64_t NewIkeSpi() override;
+  void AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) override;
+  void RetryChildRekey(ike::IkeSa& sa, std::uint32_t spi_in, ike::TimePoint at) override;
+
+ private:
+  struct OffloadJob;  // a first IKE_SA_INIT answered on an IKE worker (intake.cc)
+
+  Gateway(config::Config config, std::string config_path, Environment env);
+  bool Init(std::string* error);
+  void ApplyLimits();
+  double MaxRekeysPerSecond() const;
+
+  // Intake (intake.cc).
+  void ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port);
+  // Past cookie_threshold half-open SAs: true if the IKE_SA_INIT request carries a valid
+  // cookie; otherwise answers with a fresh COOKIE (statelessly) and returns false.
+  bool CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
+                    const io::Endpoint& from, bool natt_port);
+  void ScheduleQueueWork();
+  // Answers a new peer's IKE_SA_INIT on an IKE worker; false if the pool has no room.
+  bool OffloadInit(std::unique_ptr<ike::IkeSa> sa, std::span<const std::uint8_t> msg, bool natt,
+                   HalfOpenKey key, ike::TimePoint now);
+  void OffloadDone(std::shared_ptr<OffloadJob> job);  // on the worker
+  void AdoptOffloaded();  // control thread: takes finished SAs into the table, sends answers
+
+  // Acquires (ike_sa_host.cc).
+  void StartAcquired(policy::PolicyId policy);  // the acquire's turn in the negotiation queue
+  // The queue refused or evicted an acquire: its held packets are dropped (counted).
+  void AcquireDropped(policy::PolicyId policy, std::uint32_t status);
+  const std::string* ConnectionNameFor(policy::PolicyId policy) const;
+
+  config::Config config_;
+  std::string config_path_;
+  Environment env_;
+  Connections connections_;
+  IkeSaTable table_;
+  ChildSaManager children_;
+  ike::CookieJar cookies_;
+  ike::TimePoint cookies_until_{};  // cookie mode (see ProcessIke)
+  ike::IkeCounters ike_counters_;
+  Counters counters_;
+  std::uint64_t ticks_ = 0;
+  std::set<policy::PolicyId> pending_acquires_;
+  std::set<policy::PolicyId> acquires_queued_;  // acquires waiting in the negotiation queue
+  // IKE requests waiting for this thread (max_queue), by priority.
+  engine::NegotiationQueue queue_{65536};
+  bool queue_work_posted_ = false;
+  bool shutting_down_ = false;
+  ike::TimePoint shutdown_deadline_{};
+  // Jobs the workers finished, waiting for the control thread (bounded by the pool capacity).
+  std::mutex done_mu_;
+  std::vector<std::shared_ptr<OffloadJob>> done_;  // guarded by done_mu_
+  std::atomic<bool> done_posted_{false};
+};
+
+}  // namespace spigot::gateway

@@ -1,0 +1,476 @@
+// Two gateways back to back in one process (test_tools/gateway_pair.h): the control thread's
+// behaviour — establishment, rekeys, make-before-break, lifetimes, admission, acquires, the
+// SPI pool, reload, shutdown — driven the way peers and operators drive it, with the fake clock.
+#include "spigot/gateway/gateway.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "spigot/control/gateway_commands.h"
+#include "spigot/test_tools/gateway_pair.h"
+
+namespace spigot::gateway {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using test_tools::Datagram;
+using test_tools::GatewayPair;
+using test_tools::Node;
+using test_tools::SiteConfig;
+using Kind = test_tools::FakeDataPlane::Event::Kind;
+
+std::size_t Established(const Gateway& gw) {
+  std::size_t n = 0;
+  for (const auto& [ours, e] : gw.ike_sas().entries())
+    n += e.sa->state() == ike::IkeSa::State::kEstablished;
+  return n;
+}
+
+std::set<std::uint32_t> InboundSpis(const Gateway& gw) {
+  std::set<std::uint32_t> spis;
+  for (const auto& [ours, e] : gw.ike_sas().entries())
+    for (const auto& c : e.sa->children()) spis.insert(c.spi_in);
+  return spis;
+}
+
+std::uint32_t OnlyInboundSpi(const Gateway& gw) {
+  const auto spis = InboundSpis(gw);
+  return spis.size() == 1 ? *spis.begin() : 0;
+}
+
+// What every test expects after its last step: no packet sent on an SA the peer lacked, no
+// simulated packet lost, and no policy left without an outbound SA unless `clears_allowed`.
+void ExpectCleanDataPath(GatewayPair& p, bool clears_allowed = false) {
+  EXPECT_TRUE(p.violations.empty()) << p.violations.front();
+  EXPECT_EQ(p.a.lost_packets + p.b.lost_packets, 0u);
+  if (!clears_allowed) {
+    EXPECT_EQ(p.a.dataplane.Count(Kind::kClearOutbound), 0u);
+    EXPECT_EQ(p.b.dataplane.Count(Kind::kClearOutbound), 0u);
+  }
+}
+
+// A and B with one tunnel up, initiated by `initiator`.
+void Establish(GatewayPair& p, Node& initiator) {
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  ASSERT_TRUE(initiator.gw->Initiate("site", &err)) << err;
+  p.Pump();
+  ASSERT_EQ(Established(*p.a.gw), 1u);
+  ASSERT_EQ(Established(*p.b.gw), 1u);
+}
+
+TEST(GatewayTest, EstablishesATunnelWhicheverSideInitiates) {
+  for (int initiator = 0; initiator < 2; ++initiator) {
+    GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+    Establish(p, initiator == 0 ? p.a : p.b);
+    for (Node* n : {&p.a, &p.b}) {
+      EXPECT_EQ(n->gw->children().sad().size(), 1u);
+      EXPECT_EQ(n->dataplane.inbound.size(), 1u);
+      ASSERT_EQ(n->dataplane.outbound.size(), 1u);
+      EXPECT_EQ(n->dataplane.outbound.begin()->second.peer.port(), 4500);
+      EXPECT_EQ(n->gw->counters().ike_established, 1u);
+    }
+    // The responder answered the IKE_SA_INIT on a worker.
+    Node& responder = initiator == 0 ? p.b : p.a;
+    EXPECT_EQ(responder.workers.stats().completed, 1u);
+    p.Traffic();
+    EXPECT_EQ(p.a.delivered_packets, 1u);
+    EXPECT_EQ(p.b.delivered_packets, 1u);
+    ExpectCleanDataPath(p);
+  }
+}
+
+TEST(GatewayTest, ChildRekeyFromEitherSideIsMakeBeforeBreak) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  Establish(p, p.a);
+  for (Node* rekeyer : {&p.a, &p.b}) {
+    Node& other = p.Peer(*rekeyer);
+    const std::uint32_t old_in = OnlyInboundSpi(*rekeyer->gw);
+    ASSERT_EQ(rekeyer->gw->Rekey("site", false), 1);
+    p.Pump();
+    p.Traffic();
+    EXPECT_NE(OnlyInboundSpi(*rekeyer->gw), old_in);
+    EXPECT_EQ(rekeyer->gw->children().sad().size(), 1u);
+    EXPECT_EQ(other.gw->children().sad().size(), 1u);
+    EXPECT_EQ(rekeyer->gw->children().counters().rekeys_completed, 1u);
+    EXPECT_EQ(other.gw->children().counters().rekeys_answered, 1u);
+    // The old inbound SA lingers for ESP queued behind the DELETE, then goes.
+    EXPECT_EQ(rekeyer->dataplane.inbound.count(old_in), 1u);
+    p.Advance(ChildSaManager::kInboundLinger + milliseconds(200));
+    EXPECT_EQ(rekeyer->dataplane.inbound.count(old_in), 0u);
+    EXPECT_EQ(rekeyer->dataplane.inbound.size(), 1u);
+  }
+  ExpectCleanDataPath(p);
+}
+
+TEST(GatewayTest, ResponderSwitchesOutboundOnThePeersFirstPacket) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  Establish(p, p.a);
+  const std::uint32_t a_old = OnlyInboundSpi(*p.a.gw);
+  // A's DELETE of the old SA is lost: only A's traffic on the new SA can tell B to switch.
+  p.net.drop = [](const Datagram& d) {
+    const ike::Header h = d.Header();
+    return h.exchange == ike::Exchange::kInformational && !h.is_response() && h.from_initiator();
+  };
+  ASSERT_EQ(p.a.gw->Rekey("site", false), 1);
+  p.Pump();
+  // A keeps the old SA until its DELETE is answered: two CHILD SAs, the new one and a_old.
+  std::set<std::uint32_t> a_spis = InboundSpis(*p.a.gw);
+  ASSERT_EQ(a_spis.size(), 2u);
+  a_spis.erase(a_old);
+  const std::uint32_t a_new = *a_spis.begin();
+  // B still sends on the old SA, which A keeps until its DELETE is answered.
+  EXPECT_EQ(p.b.dataplane.outbound.begin()->second.spi, a_old);
+  p.Traffic();
+  EXPECT_EQ(p.b.dataplane.outbound.begin()->second.spi, a_new);
+  EXPECT_EQ(p.b.gw->children().counters().outbound_switched_on_traffic, 1u);
+  p.net.drop = nullptr;
+  p.Advance(seconds(5));  // A's DELETE is retransmitted and gets through
+  p.Traffic();
+  EXPECT_EQ(p.a.gw->children().sad().size(), 1u);
+  EXPECT_EQ(p.b.gw->children().sad().size(), 1u);
+  ExpectCleanDataPath(p);
+}
+
+TEST(GatewayTest, IkeRekeyFromEitherSideKeepsTheChildSas) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  Establish(p, p.a);
+  const std::uint32_t a_child = OnlyInboundSpi(*p.a.gw);
+  for (Node* rekeyer : {&p.a, &p.b}) {
+    const std::uint64_t old_spi = p.a.gw->ike_sas().entries().begin()->first;
+    ASSERT_EQ(rekeyer->gw->Rekey("site", true), 1);
+    p.Pump();
+    p.Advance(Gateway::kTickPeriod);  // the tick removes the old IKE SA, deleted
+    p.Traffic();
+    for (Node* n : {&p.a, &p.b}) {
+      ASSERT_EQ(n->gw->ike_sas().size(), 1u);
+      EXPECT_EQ(Established(*n->gw), 1u);
+    }
+    EXPECT_NE(p.a.gw->ike_sas().entries().begin()->first, old_spi);
+    EXPECT_EQ(OnlyInboundSpi(*p.a.gw), a_child);
+  }
+  // The CHILD SA now belongs to the new IKE SA: its rekey is sent there.
+  ASSERT_EQ(p.a.gw->Rekey("site", false), 1);
+  p.Pump();
+  EXPECT_NE(OnlyInboundSpi(*p.a.gw), a_child);
+  EXPECT_EQ(p.a.gw->children().counters().rekeys_completed, 1u);
+  ExpectCleanDataPath(p);
+}
+
+TEST(GatewayTest, SimultaneousChildRekeysLeaveOnePairOfSas) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  Establish(p, p.a);
+  const std::uint32_t a_old = OnlyInboundSpi(*p.a.gw);
+  ASSERT_EQ(p.a.gw->Rekey("site", false), 1);
+  ASSERT_EQ(p.b.gw->Rekey("site", false), 1);
+  p.Pump();
+  p.Advance(seconds(3));
+  p.Traffic();
+  ASSERT_EQ(p.a.gw->children().sad().size(), 1u);
+  ASSERT_EQ(p.b.gw->children().sad().size(), 1u);
+  EXPECT_NE(OnlyInboundSpi(*p.a.gw), a_old);
+  // Both sides kept the same survivor: each sends on the other's inbound SA.
+  EXPECT_EQ(p.a.dataplane.outbound.begin()->second.spi, OnlyInboundSpi(*p.b.gw));
+  EXPECT_EQ(p.b.dataplane.outbound.begin()->second.spi, OnlyInboundSpi(*p.a.gw));
+  ExpectCleanDataPath(p);
+}
+
+TEST(GatewayTest, TimeLifetimeRekeysAtTheSoftLifetime) {
+  const std::string conn = "child_rekey_time = \"60s\"\nchild_lifetime = \"90s\"\n";
+  GatewayPair p(SiteConfig(1, 2, "", conn), SiteConfig(2, 1, "", conn));
+  Establish(p, p.a);
+  const std::uint32_t a_old = OnlyInboundSpi(*p.a.gw);
+  p.Advance(seconds(50));  // before the soft lifetime, less its jitter (54-60 s)
+  EXPECT_EQ(OnlyInboundSpi(*p.a.gw), a_old);
+  for (int i = 0; i < 15; ++i) {
+    p.Advance(seconds(1));
+    p.Traffic();
+  }
+  EXPECT_NE(OnlyInboundSpi(*p.a.gw), a_old);
+  EXPECT_EQ(p.a.gw->children().sad().size(), 1u);
+  EXPECT_EQ(p.b.gw->children().sad().size(), 1u);
+  ExpectCleanDataPath(p);
+}
+
+// What tests/lifetimes.sh checked with sleeps: CHILD SAs every ~3 s (less jitter) and the IKE
+// SA every ~7 s rekey on their own, through the rekey scheduler, under steady traffic.
+TEST(GatewayTest, TimeLifetimesRekeyChildAndIkeSasUnderTraffic) {
+  const std::string conn = "child_rekey_time = \"3s\"\nike_rekey_time = \"7s\"\n";
+  GatewayPair p(SiteConfig(1, 2, "", conn), SiteConfig(2, 1, "", conn));
+  Establish(p, p.a);
+  const std::uint64_t ike_before = p.a.gw->ike_sas().entries().begin()->first;
+  for (int i = 0; i < 120; ++i) {  // 12 s
+    p.Advance(milliseconds(100));
+    p.Traffic();
+  }
+  const std::uint64_t started = p.a.gw->children().rekey_scheduler().stats().started +
+                                p.b.gw->children().rekey_scheduler().stats().started;
+  EXPECT_GE(started, 3u);
+  EXPECT_LE(started, 9u);  // about one per 2.7-3 s, from whichever side comes first
+  ASSERT_EQ(p.a.gw->ike_sas().size(), 1u);
+  EXPECT_NE(p.a.gw->ike_sas().entries().begin()->first, ike_before);
+  EXPECT_EQ(Established(*p.a.gw), 1u);
+  EXPECT_EQ(p.a.gw->children().sad().size(), 1u);
+  EXPECT_GT(p.a.delivered_packets, 100u);
+  ExpectCleanDataPath(p);
+}
+
+TEST(GatewayTest, VolumeLifetimeRekeysBeforeItDeletes) {
+  const std::string conn = "child_life_bytes = 100000\n";
+  GatewayPair p(SiteConfig(1, 2, "", conn), SiteConfig(2, 1, "", conn));
+  Establish(p, p.a);
+  const std::uint32_t a_first = OnlyInboundSpi(*p.a.gw);
+  // Soft (80-90 %) crossed: a rekey, no delete.
+  for (int i = 0; i < 20 && OnlyInboundSpi(*p.a.gw) == a_first; ++i) {
+    p.Traffic(5000);  // both directions count: 10 kB per round on each SA
+    p.Advance(milliseconds(100));
+  }
+  EXPECT_NE(OnlyInboundSpi(*p.a.gw), a_first);
+  const std::uint64_t rekeys = p.a.gw->children().counters().volume_rekeys +
+                               p.b.gw->children().counters().volume_rekeys;
+  EXPECT_GE(rekeys, 1u);
+  EXPECT_EQ(p.a.gw->children().counters().volume_deletes, 0u);
+  // Soft and hard crossed between two looks: the rekey is started ahead of the DELETE, so the
+  // successor carries the traffic.
+  const std::uint32_t a_second = OnlyInboundSpi(*p.a.gw);
+  p.Traffic(200000);
+  p.Advance(milliseconds(300));
+  p.Traffic();
+  EXPECT_NE(OnlyInboundSpi(*p.a.gw), a_second);
+  EXPECT_GE(p.a.gw->children().counters().volume_deletes + p.b.gw->children().counters().volume_deletes, 1u);
+  EXPECT_EQ(p.a.gw->children().sad().size(), 1u);
+  EXPECT_EQ(p.b.gw->children().sad().size(), 1u);
+  ExpectCleanDataPath(p);
+}
+
+// B's SPI pool is full (256 tunnels, no reserve): every rekey is refused with
+// TEMPORARY_FAILURE and retried; a reload that raises max_spi lets the retries through
+// before the hard lifetime — or, without it, the hard lifetime deletes the SAs.
+class FullPoolTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(FullPoolTest, RefusedRekeysAreRetriedUntilTheHardLifetime) {
+  const bool raise_limit = GetParam();
+  const std::string conn = "child_rekey_time = \"60s\"\nchild_lifetime = \"90s\"\n";
+  const std::string b_global = "max_spi = 256\nspi_reserve_percent = 0\n";
+  GatewayPair p(SiteConfig(1, 2, "", conn), SiteConfig(2, 1, b_global, conn));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  for (int i = 0; i < 256; ++i) ASSERT_TRUE(p.a.gw->Initiate("site", &err));
+  p.Pump();
+  ASSERT_EQ(p.b.gw->children().sad().size(), 256u);
+  const std::set<std::uint32_t> before = InboundSpis(*p.a.gw);
+  p.Advance(seconds(62));
+  EXPECT_GT(p.a.gw->ike_counters().rekey_retries + p.b.gw->ike_counters().rekey_retries, 0u);
+  EXPECT_GT(p.b.gw->counters().failed_sas, 0u);
+  EXPECT_EQ(p.b.gw->children().sad().size(), 256u);  // nothing lost meanwhile
+  if (raise_limit) {
+    auto next = config::LoadString(SiteConfig(2, 1, "max_spi = 1024\n", conn), "b.toml");
+    ASSERT_TRUE(next.ok);
+    ASSERT_TRUE(p.b.gw->Reload(next.config).ok);
+  }
+  p.Advance(seconds(24));  // to 86 s: past every retry, before the hard lifetime
+  p.Traffic();
+  if (raise_limit) {
+    const std::set<std::uint32_t> after = InboundSpis(*p.a.gw);
+    EXPECT_EQ(after.size(), 256u);
+    for (std::uint32_t spi : after) EXPECT_EQ(before.count(spi), 0u) << "not rekeyed: " << spi;
+    EXPECT_EQ(p.b.gw->children().sad().size(), 256u);
+    ExpectCleanDataPath(p);
+  } else {
+    p.Advance(seconds(10));  // past the hard lifetime
+    EXPECT_EQ(p.a.gw->children().sad().size(), 0u);
+    EXPECT_EQ(p.b.gw->children().sad().size(), 0u);
+    EXPECT_TRUE(p.a.dataplane.outbound.empty());
+    EXPECT_TRUE(p.violations.empty()) << p.violations.front();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(RaiseMaxSpi, FullPoolTest, ::testing::Bool());
+
+TEST(GatewayTest, SpiPoolKeepsItsReserveForRekeys) {
+  const std::string b_global = "max_spi = 256\nspi_reserve_percent = 50\n";
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, b_global));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  for (int i = 0; i < 130; ++i) ASSERT_TRUE(p.a.gw->Initiate("site", &err));
+  p.Pump();
+  // 128 new CHILD SAs fit beside the reserve; two are refused and counted.
+  EXPECT_EQ(p.b.gw->children().sad().size(), 128u);
+  EXPECT_EQ(p.b.gw->counters().failed_sas, 2u);
+  const nlohmann::json stats = control::StatsJson(*p.b.gw);
+  EXPECT_EQ(stats["spi_reserve"], 128);
+  EXPECT_EQ(stats["failed_sas"], 2);
+  // Every established tunnel can still rekey: the reserve is theirs.
+  EXPECT_EQ(p.a.gw->Rekey("site", false), 128);
+  p.Pump();
+  EXPECT_EQ(p.a.gw->children().counters().rekeys_completed, 128u);
+  EXPECT_EQ(p.b.gw->children().sad().size(), 128u);
+  ExpectCleanDataPath(p);
+}
+
+TEST(GatewayTest, CookiesPastTheThresholdAndForTheirHold) {
+  // cookie_threshold 0: from the first IKE_SA_INIT on.
+  {
+    GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, "cookie_threshold = 0\n"));
+    Establish(p, p.a);
+    EXPECT_EQ(p.b.gw->counters().cookies_sent, 1u);
+    EXPECT_EQ(p.b.gw->counters().cookies_invalid, 0u);
+  }
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, "cookie_threshold = 2\n"));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  // Two initiators whose IKE_AUTH never arrives stay half-open at B.
+  ASSERT_TRUE(p.a.gw->Initiate("site", &err));
+  ASSERT_TRUE(p.a.gw->Initiate("site", &err));
+  std::set<std::uint64_t> stuck;
+  for (const auto& [ours, e] : p.a.gw->ike_sas().entries()) stuck.insert(ours);
+  p.net.drop = [&stuck](const Datagram& d) {
+    const ike::Header h = d.Header();
+    return h.exchange == ike::Exchange::kIkeAuth && stuck.count(h.spi_i) != 0;
+  };
+  p.Pump();
+  EXPECT_EQ(p.b.gw->ike_sas().half_open_count(), 2u);
+  EXPECT_EQ(p.b.gw->counters().cookies_sent, 0u);
+  // The third is asked for a cookie, and gets in with it.
+  ASSERT_TRUE(p.a.gw->Initiate("site", &err));
+  p.Pump();
+  EXPECT_EQ(p.b.gw->counters().cookies_sent, 1u);
+  EXPECT_EQ(Established(*p.b.gw), 1u);
+  // The half-open SAs time out (30 s), but cookie mode holds for kCookieHold.
+  p.Advance(seconds(35));
+  EXPECT_EQ(p.b.gw->ike_sas().half_open_count(), 0u);
+  ASSERT_TRUE(p.a.gw->Initiate("site", &err));
+  p.Pump();
+  EXPECT_EQ(p.b.gw->counters().cookies_sent, 2u);
+  p.Advance(seconds(10));  // past the hold
+  ASSERT_TRUE(p.a.gw->Initiate("site", &err));
+  p.Pump();
+  EXPECT_EQ(p.b.gw->counters().cookies_sent, 2u);
+  EXPECT_EQ(Established(*p.b.gw), 3u);
+}
+
+TEST(GatewayTest, AcquireQueueOverflowIsRefusedWithStatusIpsecQueueOverflow) {
+  const std::string site2 =
+      "\n[[connection]]\nname = \"site2\"\nlocal_addrs = \"192.0.2.1\"\n"
+      "remote_addrs = \"192.0.2.2\"\nlocal_id = \"gw-a\"\nremote_id = \"gw-b\"\n"
+      "psk = \"test secret\"\nlocal_ts = \"198.51.100.0/25\"\nremote_ts = \"203.0.113.0/24\"\n";
+  // No free IKE worker on A (its one slot holds a job nobody runs): new work, acquires among
+  // it, waits in the negotiation queue, max_queue 1.
+  GatewayPair p(SiteConfig(1, 2, "max_queue = 1\n") + site2, SiteConfig(2, 1), 1);
+  ASSERT_TRUE(p.ok()) << p.error();
+  ASSERT_TRUE(p.a.workers.TrySubmit([] {}));
+  ASSERT_EQ(p.a.workers.free(), 0u);
+  const policy::PolicyId site = p.a.dataplane.PolicyFor("site");
+  const policy::PolicyId other = p.a.dataplane.PolicyFor("site2");
+  p.a.gw->OnAcquire(site);
+  EXPECT_EQ(p.a.gw->queue().depth(), 1u);
+  p.a.gw->OnAcquire(other);
+  EXPECT_EQ(p.a.gw->queue().stats().overflows, 1u);
+  EXPECT_EQ(p.a.gw->counters().acquires_refused, 1u);
+  ASSERT_EQ(p.a.dataplane.acquire_failed.size(), 1u);
+  EXPECT_EQ(p.a.dataplane.acquire_failed[0], other);
+  EXPECT_EQ(engine::kStatusIpsecQueueOverflow, 0xC000A010u);
+  const nlohmann::json stats = control::StatsJson(*p.a.gw);
+  EXPECT_EQ(stats["queue_overflows"], 1);
+  EXPECT_EQ(stats["queue_depth"], 1);
+}
+
+TEST(GatewayTest, AcquireInitiatesTheConnection) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  ASSERT_TRUE(p.ok()) << p.error();
+  p.a.gw->OnAcquire(p.a.dataplane.PolicyFor("site"));
+  p.a.gw->OnAcquire(p.a.dataplane.PolicyFor("site"));  // a second packet: one negotiation
+  p.Pump();
+  EXPECT_EQ(p.a.gw->ike_sas().size(), 1u);
+  EXPECT_EQ(Established(*p.a.gw), 1u);
+  EXPECT_TRUE(p.a.dataplane.acquire_failed.empty());
+  EXPECT_EQ(p.a.dataplane.outbound.size(), 1u);
+}
+
+TEST(GatewayTest, ReloadAddsRemovesAndChangesConnections) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  Establish(p, p.a);
+  // Added, with start_action = "start": initiated by the reload. B serves it from "site".
+  const std::string site2 =
+      "\n[[connection]]\nname = \"site2\"\nlocal_addrs = \"192.0.2.1\"\n"
+      "remote_addrs = \"192.0.2.2\"\nlocal_id = \"gw-a\"\nremote_id = \"gw-b\"\n"
+      "psk = \"test secret\"\nlocal_ts = \"198.51.100.0/24\"\nremote_ts = \"203.0.113.0/24\"\n"
+      "start_action = \"start\"\n";
+  auto added = config::LoadString(SiteConfig(1, 2) + site2, "a.toml");
+  ASSERT_TRUE(added.ok) << added.error;
+  const Gateway::ReloadResult r1 = p.a.gw->Reload(added.config);
+  ASSERT_TRUE(r1.ok) << r1.error;
+  EXPECT_EQ(r1.diff.added, std::vector<std::string>{"site2"});
+  p.Pump();
+  EXPECT_EQ(Established(*p.a.gw), 2u);
+  EXPECT_EQ(Established(*p.b.gw), 2u);
+  // Changed: the running IKE SA takes the new lifetimes.
+  auto changed = config::LoadString(SiteConfig(1, 2, "", "child_rekey_time = \"2h\"\n") + site2, "a.toml");
+  ASSERT_TRUE(changed.ok) << changed.error;
+  const Gateway::ReloadResult r2 = p.a.gw->Reload(changed.config);
+  ASSERT_TRUE(r2.ok);
+  EXPECT_EQ(r2.diff.changed, std::vector<std::string>{"site"});
+  for (const auto& [ours, e] : p.a.gw->ike_sas().entries()) {
+    if (e.sa->connection()->name == "site") EXPECT_EQ(e.sa->connection()->child_rekey_time, std::chrono::hours(2));
+  }
+  // Removed: its IKE SA is deleted on both sides.
+  auto removed = config::LoadString(SiteConfig(1, 2, "", "child_rekey_time = \"2h\"\n"), "a.toml");
+  const Gateway::ReloadResult r3 = p.a.gw->Reload(removed.config);
+  ASSERT_TRUE(r3.ok);
+  EXPECT_EQ(r3.diff.removed, std::vector<std::string>{"site2"});
+  p.Pump();
+  p.Advance(Gateway::kTickPeriod);
+  EXPECT_EQ(p.a.gw->ike_sas().size(), 1u);
+  EXPECT_EQ(p.b.gw->ike_sas().size(), 1u);
+  EXPECT_EQ(p.a.gw->children().sad().size(), 1u);
+  EXPECT_EQ(p.b.gw->children().sad().size(), 1u);
+  // A limit applied without a restart.
+  auto limits = config::LoadString(SiteConfig(1, 2, "max_queue = 7\n", "child_rekey_time = \"2h\"\n"), "a.toml");
+  ASSERT_TRUE(p.a.gw->Reload(limits.config).ok);
+  EXPECT_EQ(p.a.gw->queue().max_depth(), 7u);
+  // A reload that fails leaves everything as it was.
+  auto bad = config::LoadString(SiteConfig(1, 2, "", "ike_proposals = \"rot13-md4\"\n"), "a.toml");
+  ASSERT_TRUE(bad.ok) << bad.error;  // the proposal is the IKE module's to reject
+  const Gateway::ReloadResult r4 = p.a.gw->Reload(bad.config);
+  EXPECT_FALSE(r4.ok);
+  EXPECT_NE(r4.error.find("connection 'site'"), std::string::npos) << r4.error;
+  EXPECT_EQ(p.a.gw->config().global.max_queue, 7u);
+  EXPECT_EQ(Established(*p.a.gw), 1u);
+}
+
+TEST(GatewayTest, ShutdownDeletesEverySa) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  Establish(p, p.a);
+  std::string err;
+  ASSERT_TRUE(p.b.gw->Initiate("site", &err));
+  p.Pump();
+  ASSERT_EQ(Established(*p.a.gw), 2u);
+  p.a.gw->Shutdown();
+  EXPECT_FALSE(p.a.gw->finished());
+  p.Pump();
+  p.Advance(Gateway::kTickPeriod);  // the tick removes the IKE SAs the DELETEs finished
+  EXPECT_TRUE(p.a.gw->finished());
+  EXPECT_EQ(p.a.gw->ike_sas().size(), 0u);
+  EXPECT_EQ(p.b.gw->ike_sas().size(), 0u);
+  EXPECT_EQ(p.a.gw->children().sad().size(), 0u);
+  EXPECT_EQ(p.b.gw->children().sad().size(), 0u);
+  EXPECT_TRUE(p.a.dataplane.inbound.empty());  // no linger when shutting down
+  p.Advance(ChildSaManager::kInboundLinger + milliseconds(200));
+  EXPECT_TRUE(p.b.dataplane.inbound.empty());
+}
+
+TEST(GatewayTest, ShutdownGivesUpOnSilentPeersAfterTheGrace) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  Establish(p, p.a);
+  p.net.drop = [](const Datagram&) { return true; };
+  p.a.gw->Shutdown();
+  p.Advance(Gateway::kShutdownGrace - milliseconds(200));
+  EXPECT_FALSE(p.a.gw->finished());
+  p.Advance(milliseconds(300));
+  EXPECT_TRUE(p.a.gw->finished());
+}
+
+}  // namespace
+}  // namespace spigot::gateway

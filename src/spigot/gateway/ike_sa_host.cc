@@ -1,0 +1,190 @@
+// What the IKE SAs ask of the gateway (ike::IkeSaHost): send, SPIs, CHILD SAs in and out,
+// connections by identity, state changes, IKE rekeys; and acquires, the data plane asking for
+// a negotiation.
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "spigot/gateway/gateway.h"
+#include "spigot/ike/endpoint.h"
+
+namespace spigot::gateway {
+namespace {
+
+std::string Hex(std::uint64_t v, int digits) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%0*llx", digits, static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+void Gateway::SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) {
+  SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa));
+  // An initiator moves to NAT-T once it sees a NAT (2.23); a responder follows the peer.
+  bool natt = e != nullptr && e->natt;
+  if (sa.role() == ike::IkeSa::Role::kInitiator && sa.nat_detected()) natt = true;
+  if (natt && sa.role() == ike::IkeSa::Role::kInitiator && sa.remote().port == config_.global.ike_port) {
+    ike::Address r = sa.remote();
+    r.port = config_.global.natt_port;
+    sa.set_remote(r);
+  }
+  if (natt && e != nullptr) e->natt = true;
+  env_.transport.Send(ike::ToEndpoint(sa.remote()), datagram, natt);
+}
+
+std::optional<std::uint32_t> Gateway::AllocateChildSpi(bool rekey, ike::NotifyType& refusal) {
+  const sa::SpiAllocation a =
+      children_.sad().AllocateSpi(rekey ? sa::SpiPurpose::kRekey : sa::SpiPurpose::kNew);
+  if (a.status == sa::SpiStatus::kOk) return a.spi;
+  ++counters_.failed_sas;
+  refusal = ike::NotifyType::kTemporaryFailure;
+  spdlog::warn("SPI pool refused a {} CHILD SA ({} of max_spi {} in use)",
+               rekey ? "rekeyed" : "new", children_.sad().spi_pool().stats().in_use,
+               config_.global.max_spi);
+  return std::nullopt;
+}
+
+void Gateway::ReleaseChildSpi(std::uint32_t spi) { children_.sad().ReleaseSpi(spi); }
+
+void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
+  const Connection* c = sa.connection() ? connections_.Find(sa.connection()->name) : nullptr;
+  ike::Address peer = sa.remote();
+  if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
+  const auto policy =
+      children_.Install(child, IkeSaTable::OurSpi(sa), c, ike::ToEndpoint(peer), Now());
+  if (!policy) return;
+  pending_acquires_.erase(*policy);
+  spdlog::info("{}: CHILD SA {:08x}_i {:08x}_o INSTALLED ({}){}", sa.connection()->name,
+               child.spi_in, child.spi_out, ike::Describe(child.algs),
+               child.rekey_of ? " rekeying " + Hex(child.rekey_of, 8) : "");
+}
+
+void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
+  children_.Remove(spi_in, /*linger=*/!shutting_down_, Now());
+  spdlog::info("{}: CHILD SA {:08x}_i removed", sa.connection() ? sa.connection()->name : "?",
+               spi_in);
+}
+
+std::shared_ptr<const ike::ConnectionParams> Gateway::ConnectionForPeer(const ike::Identity& peer,
+                                                                        const ike::Address&) {
+  return connections_.ForPeer(peer);
+}
+
+void Gateway::StateChanged(ike::IkeSa& sa) {
+  const std::string name = sa.connection() ? sa.connection()->name : "?";
+  if (sa.state() == ike::IkeSa::State::kEstablished) {
+    ++counters_.ike_established;
+    if (SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa))) table_.ForgetHalfOpen(*e);
+    spdlog::info("{}: IKE SA {}_i {}_r ESTABLISHED with {} ({})", name, Hex(sa.spi_i(), 16),
+                 Hex(sa.spi_r(), 16), ike::ToString(sa.remote()),
+                 sa.algorithms() ? ike::Describe(*sa.algorithms()) : "");
+  } else if (sa.state() == ike::IkeSa::State::kDead) {
+    if (sa.established_at() == ike::TimePoint{}) ++counters_.failed_sas;
+    // Traffic held for this connection has nothing to wait for any more.
+    const policy::PolicyId policy =
+        sa.connection() ? env_.dataplane.PolicyFor(name) : policy::kNoPolicy;
+    if (pending_acquires_.erase(policy) != 0) env_.dataplane.AcquireFailed(policy);
+    spdlog::info("{}: IKE SA {}_i {}_r gone: {}", name, Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16),
+                 sa.failure());
+  }
+}
+
+std::uint64_t Gateway::NewIkeSpi() { return table_.NewSpi(); }
+
+void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) {
+  const std::uint64_t ours = IkeSaTable::OurSpi(*replacement);
+  SaEntry e;
+  const SaEntry* old_entry = table_.Find(IkeSaTable::OurSpi(old));
+  e.natt = old_entry != nullptr && old_entry->natt;
+  e.sa = std::move(replacement);
+  ike::IkeSa& sa = *table_.Insert(ours, std::move(e)).sa;
+  // Filed once the old SA's exchange is over (it starts the new one's queued requests last).
+  table_.NoteAdopted(ours);
+  for (const auto& c : sa.children()) children_.SetOwner(c.spi_in, ours);
+  spdlog::info("{}: IKE SA {}_i {}_r rekeyed to {}_i {}_r", sa.connection()->name,
+               Hex(old.spi_i(), 16), Hex(old.spi_r(), 16), Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16));
+}
+
+void Gateway::RetryChildRekey(ike::IkeSa&, std::uint32_t spi_in, ike::TimePoint at) {
+  children_.rekey_scheduler().Schedule(spi_in, at);
+}
+
+void Gateway::OnFirstPacket(std::uint32_t spi_in) { children_.OnFirstPacket(spi_in); }
+
+void Gateway::OnExhausted(policy::PolicyId policy, std::uint32_t spi_out) {
+  children_.OnExhausted(policy, spi_out, Now(), table_);
+}
+
+// ---------------------------------------------------------------- acquires
+
+const std::string* Gateway::ConnectionNameFor(policy::PolicyId policy) const {
+  for (const auto& [name, c] : connections_.all()) {
+    if (env_.dataplane.PolicyFor(name) == policy) return &name;
+  }
+  return nullptr;
+}
+
+// An acquire is new work like a peer's IKE_SA_INIT (priority kNew): it waits its turn in the
+// negotiation queue, and a full queue refuses it with STATUS_IPSEC_QUEUE_OVERFLOW (counted in
+// queue_overflows) and drops the packets it held (counted by the data plane).
+void Gateway::OnAcquire(policy::PolicyId policy) {
+  const std::string* name = ConnectionNameFor(policy);
+  if (name == nullptr) return env_.dataplane.AcquireFailed(policy);
+  pending_acquires_.insert(policy);
+  if (!acquires_queued_.insert(policy).second) return;  // already waiting in the queue
+  // The ticket's destructor tells us if the queue drops the work unrun (refused, or evicted
+  // for higher-priority work): the held packets must not wait for a negotiation nobody starts.
+  struct Ticket {
+    Gateway* gateway;
+    policy::PolicyId policy;
+    bool ran = false;
+    ~Ticket() {
+      if (!ran) gateway->AcquireDropped(policy, engine::kStatusIpsecQueueOverflow);
+    }
+  };
+  // Built in place: a temporary Ticket's destructor would report a drop.
+  std::shared_ptr<Ticket> ticket(new Ticket{this, policy});
+  const std::uint32_t status = queue_.Submit(engine::Priority::kNew, [this, ticket] {
+    ticket->ran = true;
+    StartAcquired(ticket->policy);
+  });
+  if (status != engine::kStatusSuccess) return;  // the ticket has reported it
+  WorkQueue();
+}
+
+void Gateway::AcquireDropped(policy::PolicyId policy, std::uint32_t status) {
+  acquires_queued_.erase(policy);
+  pending_acquires_.erase(policy);
+  ++counters_.acquires_refused;
+  const std::string* name = ConnectionNameFor(policy);
+  spdlog::warn("{}: acquire refused: negotiation queue full (max_queue {}): status 0x{:08X}",
+               name ? *name : "?", queue_.max_depth(), status);
+  env_.dataplane.AcquireFailed(policy);
+}
+
+void Gateway::StartAcquired(policy::PolicyId policy) {
+  acquires_queued_.erase(policy);
+  const std::string* name = ConnectionNameFor(policy);
+  if (name == nullptr || pending_acquires_.count(policy) == 0) return;
+  for (auto& [spi, e] : table_.entries()) {
+    ike::IkeSa& sa = *e.sa;
+    if (!sa.connection() || sa.connection()->name != *name || sa.state() == ike::IkeSa::State::kDead)
+      continue;
+    // An IKE SA exists or is on its way: its CHILD SA will serve the acquire.
+    if (sa.state() == ike::IkeSa::State::kEstablished && sa.children().empty()) {
+      sa.CreateChild(Now());
+      table_.Schedule(spi);
+    }
+    return;
+  }
+  spdlog::info("{}: acquire: traffic waits for a CHILD SA, initiating", *name);
+  std::string err;
+  if (!Initiate(*name, &err)) {
+    spdlog::warn("{}: acquire failed: {}", *name, err);
+    pending_acquires_.erase(policy);
+    env_.dataplane.AcquireFailed(policy);
+  }
+}
+
+}  // namespace spigot::gateway

@@ -1,0 +1,108 @@
+#include "spigot/gateway/ike_sa_table.h"
+
+#include "spigot/crypto/random.h"
+
+namespace spigot::gateway {
+
+std::uint64_t IkeSaTable::OurSpi(const ike::IkeSa& sa) {
+  return sa.role() == ike::IkeSa::Role::kInitiator ? sa.spi_i() : sa.spi_r();
+}
+
+SaEntry* IkeSaTable::Find(std::uint64_t ours) {
+  auto it = entries_.find(ours);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
+const SaEntry* IkeSaTable::Find(std::uint64_t ours) const {
+  auto it = entries_.find(ours);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
+SaEntry& IkeSaTable::Insert(std::uint64_t ours, SaEntry entry) {
+  return entries_[ours] = std::move(entry);
+}
+
+std::uint64_t IkeSaTable::NewSpi() const {
+  std::uint64_t spi;
+  do {
+    spi = crypto::RandomU64();
+  } while (spi == 0 || entries_.count(spi) != 0 || offloaded_.count(spi) != 0);
+  return spi;
+}
+
+void IkeSaTable::Schedule(std::uint64_t ours) {
+  if (!adopted_.empty()) {
+    const std::vector<std::uint64_t> adopted = std::move(adopted_);
+    adopted_.clear();
+    for (std::uint64_t a : adopted) Schedule(a);
+  }
+  SaEntry* e = Find(ours);
+  if (e == nullptr) return;
+  const ike::TimePoint next =
+      e->sa->state() == ike::IkeSa::State::kDead ? ike::TimePoint::min() : e->sa->NextDeadline();
+  // Only an earlier deadline is filed: a later one is found when the filed entry comes due
+  // (TickOne ticks only what is due, then the SA is filed again). So each SA has at most one
+  // live entry, and one stale one per earlier refiling: the heap stays O(IKE SAs).
+  if (next >= e->scheduled) return;
+  e->scheduled = next;
+  timers_.push({next, ours});
+}
+
+bool IkeSaTable::TickOne(std::map<std::uint64_t, SaEntry>::iterator it, ike::TimePoint now) {
+  ike::IkeSa& sa = *it->second.sa;
+  if (sa.state() != ike::IkeSa::State::kDead && sa.NextDeadline() <= now) sa.Tick(now);
+  if (sa.state() == ike::IkeSa::State::kDead) {
+    ForgetHalfOpen(it->second);
+    entries_.erase(it);
+    return false;
+  }
+  return true;
+}
+
+void IkeSaTable::TickDue(ike::TimePoint now) {
+  // Take the due entries first, then tick them: an SA whose deadline is still due after its
+  // tick is filed again and waits for the next tick, rather than being ticked again and again
+  // in this one (a deadline that does not move would otherwise hold the control thread).
+  std::vector<std::uint64_t> due;
+  while (!timers_.empty() && timers_.top().first <= now) {
+    const auto [at, ours] = timers_.top();
+    timers_.pop();
+    auto it = entries_.find(ours);
+    if (it == entries_.end() || it->second.scheduled != at) continue;  // gone, or refiled
+    it->second.scheduled = ike::TimePoint::max();
+    due.push_back(ours);
+  }
+  for (std::uint64_t ours : due) {
+    auto it = entries_.find(ours);
+    if (it != entries_.end() && TickOne(it, now)) Schedule(ours);
+  }
+}
+
+void IkeSaTable::Sweep(ike::TimePoint now, ike::TimePoint::duration slack) {
+  std::vector<std::uint64_t> all;
+  all.reserve(entries_.size());
+  for (const auto& [ours, e] : entries_) all.push_back(ours);
+  for (std::uint64_t ours : all) {
+    auto it = entries_.find(ours);
+    if (it == entries_.end()) continue;
+    if (it->second.sa->state() != ike::IkeSa::State::kDead &&
+        it->second.sa->NextDeadline() + slack < now)
+      ++timers_missed_;
+    if (TickOne(it, now)) Schedule(ours);
+  }
+}
+
+std::optional<std::uint64_t> IkeSaTable::FindHalfOpen(const HalfOpenKey& key) const {
+  auto it = half_open_.find(key);
+  if (it == half_open_.end()) return std::nullopt;
+  return it->second;
+}
+
+void IkeSaTable::ForgetHalfOpen(SaEntry& e) {
+  if (!e.half_open) return;
+  if (auto it = half_open_.find(*e.half_open); it != half_open_.end() && it->second == OurSpi(*e.sa))
+    half_open_.erase(it);
+  e.half_open.reset();
+}
+
+}  // namespace spigot::gateway

@@ -1,0 +1,260 @@
+// IKE datagrams in: dispatch by SPI, admission of new peers (cookies past cookie_threshold),
+// the negotiation queue (max_queue, priorities) and the hand-off of new peers' IKE_SA_INIT to
+// the IKE workers. Responses finish exchanges we started and skip the queue; requests wait in
+// it: established SAs (rekeys, deletes) before half-open ones before new.
+#include <spdlog/spdlog.h>
+
+#include "spigot/gateway/gateway.h"
+#include "spigot/ike/endpoint.h"
+
+namespace spigot::gateway {
+namespace {
+
+// What an IKE SA answering its first IKE_SA_INIT on a worker may do: send the answer and change
+// state. The control thread replays both when it takes the SA over (AdoptOffloaded). Nothing
+// else is reachable from that exchange; should it be, the answer is a refusal, never shared
+// state touched from the wrong thread.
+class RecordingHost : public ike::IkeSaHost {
+ public:
+  void SendIke(ike::IkeSa&, const ike::Bytes& datagram) override { sent.push_back(datagram); }
+  std::optional<std::uint32_t> AllocateChildSpi(bool, ike::NotifyType& refusal) override {
+    refusal = ike::NotifyType::kTemporaryFailure;
+    return std::nullopt;
+  }
+  void ReleaseChildSpi(std::uint32_t) override {}
+  void InstallChild(ike::IkeSa&, const ike::ChildSaInfo&) override {}
+  void RemoveChild(ike::IkeSa&, std::uint32_t) override {}
+  std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity&,
+                                                                 const ike::Address&) override {
+    return nullptr;
+  }
+  void StateChanged(ike::IkeSa&) override { state_changed = true; }
+  std::uint64_t NewIkeSpi() override { return 0; }
+  void AdoptIkeSa(ike::IkeSa&, std::unique_ptr<ike::IkeSa>) override {}
+
+  std::vector<ike::Bytes> sent;
+  bool state_changed = false;
+};
+
+void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
+  to.retransmits += from.retransmits;
+  to.requests_queue_full += from.requests_queue_full;
+  to.auth_failures += from.auth_failures;
+  to.invalid_messages += from.invalid_messages;
+  to.child_failures += from.child_failures;
+  to.rekey_retries += from.rekey_retries;
+}
+
+}  // namespace
+
+struct Gateway::OffloadJob {
+  RecordingHost host;
+  ike::IkeCounters counters;
+  std::unique_ptr<ike::IkeSa> sa;
+  std::vector<std::uint8_t> msg;
+  bool natt = false;
+  HalfOpenKey key;
+  ike::TimePoint now;
+};
+
+void Gateway::ReceiveIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
+                         bool natt_port) {
+  ++counters_.ike_received;
+  ike::Header h;
+  if (!ike::ParseHeader(msg, h)) {
+    ++counters_.ike_invalid;
+    return;
+  }
+  if (h.is_response()) return ProcessIke(msg, from, natt_port);
+  engine::Priority prio = engine::Priority::kNew;
+  if (h.spi_r != 0) {
+    const SaEntry* e = table_.Find(h.from_initiator() ? h.spi_r : h.spi_i);
+    prio = e != nullptr && e->sa->state() == ike::IkeSa::State::kEstablished
+               ? engine::Priority::kEstablished
+               : engine::Priority::kHalfOpen;
+  }
+  auto copy = std::make_shared<std::vector<std::uint8_t>>(msg.begin(), msg.end());
+  // A full queue refuses (or evicts lower-priority work) with STATUS_IPSEC_QUEUE_OVERFLOW,
+  // counted in queue_overflows; the peer retransmits.
+  (void)queue_.Submit(prio, [this, copy, from, natt_port] { ProcessIke(*copy, from, natt_port); });
+}
+
+// The queue is worked right after the datagrams that arrived together have been queued (and so
+// prioritised), a bounded slice at a time; the rest waits for later turns of the event loop,
+// so sockets and timers are served in between.
+void Gateway::WorkQueue() {
+  for (std::size_t n = 0; n < kQueueSlice; ++n) {
+    // A new IKE_SA_INIT needs a worker (its DH); while all are busy it stays queued, where
+    // max_queue and the priorities govern it, and rekeys and deletes still run.
+    const auto lowest =
+        env_.workers.free() != 0 ? engine::Priority::kNew : engine::Priority::kHalfOpen;
+    if (queue_.Run(1, lowest) == 0) break;
+  }
+  ScheduleQueueWork();
+}
+
+void Gateway::ScheduleQueueWork() {
+  // New work that waits for a worker is picked up when one finishes (AdoptOffloaded), not by
+  // spinning here.
+  const bool runnable = queue_.depth(engine::Priority::kEstablished) != 0 ||
+                        queue_.depth(engine::Priority::kHalfOpen) != 0 ||
+                        (queue_.depth(engine::Priority::kNew) != 0 && env_.workers.free() != 0);
+  if (queue_work_posted_ || !runnable) return;
+  queue_work_posted_ = env_.loop.Post([this] {
+    queue_work_posted_ = false;
+    WorkQueue();
+  });
+}
+
+void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
+                         bool natt_port) {
+  ike::Header h;
+  if (!ike::ParseHeader(msg, h)) return;
+  const ike::TimePoint now = Now();
+  // The I flag says whether the sender is the original initiator (RFC 7296 3.1), so it says
+  // which of the two SPIs is ours.
+  const bool we_respond = h.from_initiator();
+  std::uint64_t ours = we_respond ? h.spi_r : h.spi_i;
+  if (we_respond && ours == 0) {
+    if (h.exchange != ike::Exchange::kIkeSaInit || h.is_response()) {
+      ++counters_.ike_unknown_spi;
+      return;
+    }
+    const HalfOpenKey key{h.spi_i, from.ToString()};
+    if (auto known = table_.FindHalfOpen(key)) {
+      ours = *known;
+    } else {
+      const Connection* c = connections_.ForAddress(from);
+      // Cookie mode starts at cookie_threshold half-open SAs and lasts kCookieHold after the
+      // count falls below it. Without that hold, a retransmitted IKE_SA_INIT could be admitted
+      // without a cookie just after its first copy was asked for one: the initiator, now
+      // sending the request with the cookie, would take our answer to the old request for the
+      // answer to the new one and sign the wrong message (AUTHENTICATION_FAILED, seen under
+      // login storms that hover around the threshold).
+      if (table_.half_open_count() >= config_.global.cookie_threshold)
+        cookies_until_ = now + kCookieHold;
+      if (c != nullptr && now < cookies_until_ && !CookieAdmits(msg, h, from, natt_port)) return;
+      if (c == nullptr) {
+        ++counters_.ike_no_connection;
+        spdlog::info("IKE_SA_INIT from {}: no connection accepts this address", from.ToString());
+        return;
+      }
+      ours = table_.NewSpi();
+      const ike::Address local = ike::ToAddress(env_.transport.LocalEndpoint(natt_port));
+      auto make_sa = [&] {
+        return std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kResponder,
+                                            c->params, local, ike::ToAddress(from), h.spi_i, ours);
+      };
+      // The DH and key derivation go to a worker; the control thread keeps receiving.
+      if (OffloadInit(make_sa(), msg, natt_port, key, now)) return;
+      // No room (WorkQueue runs new work only when there is, so this is rare): answer here.
+      SaEntry e;
+      e.sa = make_sa();
+      e.natt = natt_port;
+      e.half_open = key;
+      table_.Insert(ours, std::move(e));
+      table_.AddHalfOpen(key, ours);
+    }
+  }
+  SaEntry* e = table_.Find(ours);
+  if (e == nullptr) {
+    ++(table_.IsOffloaded(ours) ? counters_.init_in_progress : counters_.ike_unknown_spi);
+    return;
+  }
+  // Answer on the port the peer last used (it moves to 4500 when it detects a NAT: 2.23).
+  e->natt = natt_port;
+  e->sa->set_remote(ike::ToAddress(from));
+  e->sa->Receive(msg, now);
+  table_.Schedule(ours);
+}
+
+bool Gateway::CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
+                           const io::Endpoint& from, bool natt_port) {
+  ike::Message m;
+  if (ike::ParseMessage(msg, m).error != ike::ParseError::kOk) {
+    ++counters_.ike_invalid;
+    return false;
+  }
+  const auto* ni = m.Find<ike::NoncePayload>(ike::PayloadType::kNonce);
+  if (ni == nullptr) {
+    ++counters_.ike_invalid;
+    return false;
+  }
+  const ike::TimePoint now = Now();
+  // 2.6: the cookie comes back as the first payload.
+  const auto* first =
+      m.payloads.empty() ? nullptr : std::get_if<ike::NotifyPayload>(&m.payloads[0].body);
+  if (first != nullptr && first->type == ike::NotifyType::kCookie) {
+    if (cookies_.Verify(first->data, ni->data, from.address_bytes(), h.spi_i, now)) return true;
+    ++counters_.cookies_invalid;
+  }
+  ike::Message reply;
+  reply.header = ike::Header{h.spi_i, 0, ike::PayloadType::kNone, ike::kVersion,
+                             ike::Exchange::kIkeSaInit, ike::kFlagResponse, 0, 0};
+  reply.payloads.push_back(
+      {ike::PayloadType::kNotify,
+       ike::NotifyPayload{ike::ProtocolId::kNone, {}, ike::NotifyType::kCookie,
+                          cookies_.Make(ni->data, from.address_bytes(), h.spi_i, now)}});
+  env_.transport.Send(from, ike::Serialize(reply, nullptr), natt_port);
+  ++counters_.cookies_sent;
+  return false;
+}
+
+bool Gateway::OffloadInit(std::unique_ptr<ike::IkeSa> sa, std::span<const std::uint8_t> msg,
+                          bool natt, HalfOpenKey key, ike::TimePoint now) {
+  auto job = std::make_shared<OffloadJob>();
+  sa->Rebind(job->host, job->counters);
+  job->sa = std::move(sa);
+  job->msg.assign(msg.begin(), msg.end());
+  job->natt = natt;
+  job->key = std::move(key);
+  job->now = now;
+  const std::uint64_t ours = job->sa->spi_r();
+  if (!env_.workers.TrySubmit([this, job] {
+        job->sa->Receive(job->msg, job->now);
+        OffloadDone(job);
+      })) {
+    return false;
+  }
+  table_.MarkOffloaded(ours);
+  table_.AddHalfOpen(job->key, ours);
+  return true;
+}
+
+void Gateway::OffloadDone(std::shared_ptr<OffloadJob> job) {
+  {
+    std::lock_guard lock(done_mu_);
+    done_.push_back(std::move(job));
+  }
+  // One wake-up for any number of finished jobs. A refused Post (the loop's queue is full) is
+  // made up for by the next tick.
+  if (!done_posted_.exchange(true) && !env_.loop.Post([this] { AdoptOffloaded(); }))
+    done_posted_ = false;
+}
+
+void Gateway::AdoptOffloaded() {
+  done_posted_ = false;
+  std::vector<std::shared_ptr<OffloadJob>> batch;
+  {
+    std::lock_guard lock(done_mu_);
+    batch.swap(done_);
+  }
+  for (auto& job : batch) {
+    const std::uint64_t ours = job->sa->spi_r();
+    table_.UnmarkOffloaded(ours);
+    job->sa->Rebind(*this, ike_counters_);
+    Add(ike_counters_, job->counters);
+    SaEntry e;
+    e.sa = std::move(job->sa);
+    e.natt = job->natt;
+    e.half_open = job->key;
+    ike::IkeSa& sa = *table_.Insert(ours, std::move(e)).sa;
+    for (const auto& datagram : job->host.sent) SendIke(sa, datagram);
+    if (job->host.state_changed) StateChanged(sa);
+    if (shutting_down_) sa.Delete(Now());
+    table_.Schedule(ours);
+  }
+  if (!batch.empty()) WorkQueue();
+}
+
+}  // namespace spigot::gateway

@@ -1,0 +1,70 @@
+// Where the gateway meets the world (STYLE.md 2): the data plane, the IKE sockets and the
+// control thread's event loop. Each has one real implementation in app/ (the daemon's
+// threads, sockets and loop) and a fake in test_tools/ (gateway_test runs two gateways back
+// to back in one process, time moved by test_tools::FakeClock). The clock is io::Clock and
+// the IKE workers are an engine::Executor; both are injected the same way (Gateway::Environment).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "spigot/config/config.h"
+#include "spigot/datapath/datapath.h"
+#include "spigot/io/endpoint.h"
+#include "spigot/policy/policy_id.h"
+
+namespace spigot::gateway {
+
+// The data plane as the control thread drives it: policies per connection, inbound and
+// outbound halves of CHILD SAs, acquire results. Every call is made on the control thread and
+// returns at once; the real one publishes to its threads through bounded mailboxes.
+class DataPlane {
+ public:
+  virtual ~DataPlane() = default;
+  // Connections -> policies (stable ids by name), SPD, routes, trap flags.
+  virtual bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
+                                std::string* error) = 0;
+  // The policy of a connection; policy::kNoPolicy if there is none.
+  virtual policy::PolicyId PolicyFor(const std::string& connection) const = 0;
+  virtual void InstallInbound(datapath::InboundSpec spec) = 0;
+  virtual void RemoveInbound(std::uint32_t spi) = 0;
+  // Makes `spec` the SA that carries the policy's outbound traffic (replacing the current one).
+  virtual void SetOutbound(datapath::OutboundSpec spec) = 0;
+  // The policy has no SA any more (only if `spi` is still its current one).
+  virtual void ClearOutbound(policy::PolicyId policy, std::uint32_t spi) = 0;
+  // The negotiation an acquire asked for will not come: drop the packets it holds.
+  virtual void AcquireFailed(policy::PolicyId policy) = 0;
+  // Called every gateway tick (mailbox retries).
+  virtual void Tick() = 0;
+  virtual const datapath::Counters& counters() const = 0;
+  // The stats contract's "crypto_engine" object.
+  virtual nlohmann::json CryptoEngineStats() const = 0;
+  // `spigot debug crypto-fault ACTION [MS]`; {"error": ...} where there is no fault engine.
+  virtual nlohmann::json CryptoFault(const std::string& action, std::int64_t ms) = 0;
+};
+
+// The IKE sockets: UDP 500, and UDP 4500 where IKE follows a non-ESP marker (RFC 3948 2.2).
+class IkeTransport {
+ public:
+  virtual ~IkeTransport() = default;
+  // `natt`: send on the NAT-T port, behind the marker (the implementation adds it).
+  virtual void Send(const io::Endpoint& to, std::span<const std::uint8_t> datagram, bool natt) = 0;
+  // Our address on the IKE (natt = false) or NAT-T port.
+  virtual io::Endpoint LocalEndpoint(bool natt) const = 0;
+};
+
+// The control thread's event loop, as the gateway needs it: work handed back from the IKE
+// workers. Post may be called from any thread; the callback runs later on the control thread.
+// False when the loop refused it (its queue is full): the gateway's tick makes up for it.
+class ControlLoop {
+ public:
+  virtual ~ControlLoop() = default;
+  virtual bool Post(std::function<void()> fn) = 0;
+};
+
+}  // namespace spigot::gateway

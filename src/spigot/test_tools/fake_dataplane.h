@@ -1,0 +1,86 @@
+// A data plane for gateway tests: it keeps what the gateway installed (inbound SAs by SPI, the
+// outbound SA of each policy) and a log of every call, so a test can check the order of
+// make-before-break and can carry simulated traffic between two gateways
+// (test_tools/gateway_pair.h).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "spigot/gateway/ports.h"
+
+namespace spigot::test_tools {
+
+class FakeDataPlane final : public gateway::DataPlane {
+ public:
+  struct Event {
+    enum class Kind { kInstallInbound, kRemoveInbound, kSetOutbound, kClearOutbound, kAcquireFailed };
+    Kind kind;
+    policy::PolicyId policy = policy::kNoPolicy;
+    std::uint32_t spi = 0;
+  };
+
+  bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
+                        std::string*) override {
+    // Stable ids by name, as the real one gives them.
+    for (const auto& c : conns) {
+      if (policies_.count(c.name) == 0) policies_[c.name] = next_policy_++;
+    }
+    return true;
+  }
+  policy::PolicyId PolicyFor(const std::string& connection) const override {
+    auto it = policies_.find(connection);
+    return it == policies_.end() ? policy::kNoPolicy : it->second;
+  }
+  void InstallInbound(datapath::InboundSpec spec) override {
+    events.push_back({Event::Kind::kInstallInbound, spec.policy, spec.spi});
+    const std::uint32_t spi = spec.spi;
+    inbound.insert_or_assign(spi, std::move(spec));
+  }
+  void RemoveInbound(std::uint32_t spi) override {
+    events.push_back({Event::Kind::kRemoveInbound, policy::kNoPolicy, spi});
+    inbound.erase(spi);
+  }
+  void SetOutbound(datapath::OutboundSpec spec) override {
+    events.push_back({Event::Kind::kSetOutbound, spec.policy, spec.spi});
+    const policy::PolicyId p = spec.policy;
+    outbound.insert_or_assign(p, std::move(spec));
+  }
+  void ClearOutbound(policy::PolicyId policy, std::uint32_t spi) override {
+    events.push_back({Event::Kind::kClearOutbound, policy, spi});
+    if (auto it = outbound.find(policy); it != outbound.end() && it->second.spi == spi)
+      outbound.erase(it);
+  }
+  void AcquireFailed(policy::PolicyId policy) override {
+    events.push_back({Event::Kind::kAcquireFailed, policy, 0});
+    acquire_failed.push_back(policy);
+  }
+  void Tick() override {}
+  const datapath::Counters& counters() const override { return counters_; }
+  nlohmann::json CryptoEngineStats() const override {
+    return {{"name", "fake"}, {"state", "ok"}, {"stalls", 0}, {"fallbacks", 0}};
+  }
+  nlohmann::json CryptoFault(const std::string&, std::int64_t) override {
+    return {{"error", "no fault engine in tests"}};
+  }
+
+  std::size_t Count(Event::Kind kind) const {
+    std::size_t n = 0;
+    for (const auto& e : events) n += e.kind == kind;
+    return n;
+  }
+
+  std::map<std::uint32_t, datapath::InboundSpec> inbound;
+  std::map<policy::PolicyId, datapath::OutboundSpec> outbound;
+  std::vector<policy::PolicyId> acquire_failed;
+  std::vector<Event> events;
+
+ private:
+  std::map<std::string, policy::PolicyId> policies_;
+  policy::PolicyId next_policy_ = 1;
+  datapath::Counters counters_;
+};
+
+}  // namespace spigot::test_tools
