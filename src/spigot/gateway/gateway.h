@@ -174,8 +174,10 @@ class Gateway final : public ike::IkeSaHost {
   std::string config_path_;
   Environment env_;
   Connections connections_;
-  IkeSaTable table_;
+  // Before the table: IKE SAs give their CHILD SPIs back to the pool when they go, so the
+  // SA database must outlive them (members are destroyed in reverse order).
   ChildSaManager children_;
+  IkeSaTable table_;
   ike::CookieJar cookies_;
   ike::TimePoint cookies_until_{};  // cookie mode (see ProcessIke)
   ike::IkeCounters ike_counters_;

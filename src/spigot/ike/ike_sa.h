@@ -18,7 +18,8 @@
 //                 random jitter, so SAs set up together do not rekey together): rekey it.
 //   child_life  - a CHILD SA reached its hard lifetime without being replaced: delete it
 //                 (once: from then on only the DELETE's retransmit timer runs).
-//   ike_rekey   - the IKE SA reached ike_rekey_time (less jitter): rekey it (2.18).
+//   ike_rekey   - the IKE SA reached ike_rekey_time (less jitter): rekey it (2.18); refused
+//                 with TEMPORARY_FAILURE (a simultaneous rekey): again 2-5 s later.
 #pragma once
 
 #include <array>
@@ -125,7 +126,7 @@ struct IkeCounters {
   std::uint64_t auth_failures = 0;
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
-  std::uint64_t rekey_retries = 0;  // failed CHILD rekeys scheduled to be tried again
+  std::uint64_t rekey_retries = 0;  // failed CHILD and IKE rekeys scheduled to be tried again
 };
 
 class IkeSa {
@@ -144,6 +145,8 @@ class IkeSa {
   // refused and counted in IkeCounters::requests_queue_full.
   static constexpr std::size_t kMaxQueuedRequests = 32;
   static constexpr int kMaxRetransmits = 5;
+  // The shortest wait before a refused CHILD rekey is tried again (RFC 7296 2.25: not at once).
+  static constexpr auto kMinRekeyRetry = std::chrono::milliseconds(100);
   // A CHILD SA past its hard lifetime whose DELETE the full request queue refused.
   static constexpr auto kExpiredDeleteRetry = std::chrono::seconds(1);
 

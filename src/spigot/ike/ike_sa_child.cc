@@ -98,6 +98,11 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
   }
   if (!sa->proposals.empty() && sa->proposals[0].protocol == ProtocolId::kIke)
     return OnIkeRekeyRequest(msg, now);
+  if (rekeyed_ || (outstanding_ && outstanding_->kind == RequestKind::kRekeyIke)) {
+    // 2.25.2: we are rekeying this IKE SA (or it is already replaced): a CHILD SA created here
+    // now would stay behind on the old IKE SA. The peer retries, on the new one.
+    return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
+  }
   std::uint32_t rekey_of = 0;
   if (const auto* r = msg.FindNotify(NotifyType::kRekeySa)) {
     const ChildSaInfo* old = FindChildByOutbound(SpiFromBytes(r->spi));
@@ -266,14 +271,19 @@ void IkeSa::ResolveRekeyCollision(std::uint32_t old_spi, TimePoint now) {
 
 // A rekey of ours failed (refused by the peer — TEMPORARY_FAILURE while it is busy or out of
 // SPIs, NO_PROPOSAL_CHOSEN — or by our own SPI pool): try again after 2-5 s (random, so SAs
-// refused together do not come back together), as long as that is before the hard lifetime;
+// refused together do not come back together), or sooner when the hard lifetime is nearer;
 // otherwise the hard lifetime deletes the SA as it would have anyway.
 void IkeSa::RetryRekeyLater(std::uint32_t spi_in, TimePoint now) {
   ChildSaInfo* c = FindChildByInbound(spi_in);
   if (c == nullptr) return;
-  const auto delay = std::chrono::milliseconds(2000 + crypto::RandomU32() % 3000);
+  // 2-5 s, but never past half the time left before the hard lifetime: with short lifetimes
+  // (seconds) a refusal — TEMPORARY_FAILURE while the peer rekeys the IKE SA, say — must
+  // still leave room for another try. Less than kMinRekeyRetry left: the hard lifetime wins.
+  TimePoint::duration delay = std::chrono::milliseconds(2000 + crypto::RandomU32() % 3000);
+  const TimePoint::duration left = c->expire_at - now;
+  if (left < 2 * kMinRekeyRetry) return;
+  delay = std::min(delay, left / 2);
   const TimePoint at = now + delay;
-  if (at >= c->expire_at) return;
   ++counters_->rekey_retries;
   c->rekey_started = false;
   c->rekey_at = at;

@@ -2,6 +2,7 @@
 // the CHILD SAs and of queued CHILD work to the new IKE SA.
 #include "spigot/ike/ike_sa.h"
 
+#include "spigot/crypto/random.h"
 #include "spigot/ike/ike_sa_internal.h"
 #include "spigot/wire/byte_reader.h"
 #include "spigot/wire/byte_writer.h"
@@ -53,6 +54,14 @@ void IkeSa::OnIkeRekeyResponse(const Message& msg, TimePoint now) {
   const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
   if (const auto* err = msg.FirstError(); err != nullptr || sa == nullptr || nr == nullptr ||
                                           ke == nullptr || sa->proposals.size() != 1) {
+    // TEMPORARY_FAILURE: the peer is busy, typically rekeying this IKE SA itself at the same
+    // moment (both sides refuse the other's). Try again 2-5 s later, at random, so the two
+    // sides do not collide again (RFC 7296 2.25); without it the IKE SA is never rekeyed.
+    if (err != nullptr && err->type == NotifyType::kTemporaryFailure) {
+      ike_rekey_at_ = now + std::chrono::milliseconds(2000 + crypto::RandomU32() % 3000);
+      ++counters_->rekey_retries;
+      return;
+    }
     failure_ = err != nullptr ? std::string("IKE rekey refused by peer: ") + NotifyName(err->type)
                               : "malformed IKE rekey response";
     return;
@@ -81,6 +90,14 @@ void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
   const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
   if (rekeyed_ || (outstanding_ && outstanding_->kind == RequestKind::kRekeyIke)) {
     // 2.8.1/2.25: we are already rekeying; simplest correct answer is to let the peer retry.
+    return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
+  }
+  if (outstanding_ && (outstanding_->kind == RequestKind::kCreateChild ||
+                       outstanding_->kind == RequestKind::kRekeyChild ||
+                       outstanding_->kind == RequestKind::kDeleteChild)) {
+    // 2.25.2: we are creating, rekeying or closing a CHILD SA of this IKE SA. Moving the CHILD
+    // SAs to a new IKE SA now would leave that exchange's result on the old one (and gone
+    // with it): the peer retries the IKE rekey once ours is done.
     return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
   }
   const auto chosen = sa != nullptr ? SelectProposal(conn_->ike_proposals, sa->proposals) : std::nullopt;

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -163,6 +165,13 @@ class GatewayPair {
           ++net.dropped;
         } else {
           Node* to = d.to.AddressString() == "192.0.2.1" ? &a : &b;
+          if (trace) {
+            const ike::Header h = d.Header();
+            std::fprintf(stderr, "TRACE %s -> %s ex=%d id=%u %s spi_i=%016llx\n",
+                         to == &a ? "B" : "A", to == &a ? "A" : "B", static_cast<int>(h.exchange),
+                         h.message_id, h.is_response() ? "resp" : "req",
+                         static_cast<unsigned long long>(h.spi_i));
+          }
           to->gw->ReceiveIke(d.bytes, d.from, d.natt);
           to->gw->WorkQueue();
         }
@@ -236,6 +245,7 @@ class GatewayPair {
 
   FakeClock clock;
   FakeNetwork net;
+  bool trace = std::getenv("SPIGOT_PAIR_TRACE") != nullptr;  // every delivered datagram on stderr
   Node a, b;
   std::vector<std::string> violations;
 
