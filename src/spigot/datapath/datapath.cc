@@ -63,7 +63,7 @@ void InboundPath::ApplyCommands() {
 InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
                                           esp::PacketView& pkt,
                                           std::span<const std::uint8_t>& ike,
-                                          engine::Clock::time_point now) {
+                                          io::Clock::TimePoint now) {
   std::span<const std::uint8_t> inner;
   switch (esp::ClassifyUdpEncap(pkt.bytes(), inner)) {
     case esp::UdpPayload::kIke:
@@ -135,7 +135,7 @@ InboundPath::Verdict InboundPath::Opened(Sa& sa, esp::Status status, esp::Packet
 }
 
 InboundPath::Verdict InboundPath::Queue(const std::shared_ptr<Sa>& sa, const esp::PacketView& pkt,
-                                        engine::Clock::time_point now) {
+                                        io::Clock::TimePoint now) {
   std::size_t slot;
   std::span<std::uint8_t> buf;
   if (!pipeline_->Reserve(slot, buf)) {
@@ -164,7 +164,7 @@ void InboundPath::FlushCrypto(crypto::ImbManager& mgr) {
 }
 
 void InboundPath::PollCrypto(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
-                             engine::Clock::time_point now, const DeliverFn& deliver) {
+                             io::Clock::TimePoint now, const DeliverFn& deliver) {
   if (!pipeline_) return;
   pipeline_->Poll(mgr, now, [&](std::size_t slot, engine::JobResult r) {
     Job& job = jobs_[slot];
@@ -297,7 +297,7 @@ void OutboundPath::FlushCrypto(crypto::ImbManager& mgr) {
   if (pipeline_) pipeline_->Flush(mgr);
 }
 
-void OutboundPath::PollCrypto(crypto::ImbManager& mgr, engine::Clock::time_point now,
+void OutboundPath::PollCrypto(crypto::ImbManager& mgr, io::Clock::TimePoint now,
                               const SendFn& send) {
   if (!pipeline_) return;
   pipeline_->Poll(mgr, now, [&](std::size_t slot, engine::JobResult r) {

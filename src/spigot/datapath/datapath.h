@@ -30,6 +30,7 @@
 #include "spigot/crypto/secure_bytes.h"
 #include "spigot/engine/crypto_engine.h"
 #include "spigot/esp/esp.h"
+#include "spigot/io/clock.h"
 #include "spigot/io/endpoint.h"
 #include "spigot/policy/acquire_queue.h"
 #include "spigot/policy/spd.h"
@@ -156,13 +157,13 @@ class InboundPath {
   // One datagram received on UDP 4500, in place in `pkt`. kDeliver: `pkt` is now the inner
   // IP packet, for the TUN. kIke: `ike` is the IKE message after the non-ESP marker.
   Verdict Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader, esp::PacketView& pkt,
-                  std::span<const std::uint8_t>& ike, engine::Clock::time_point now = {});
+                  std::span<const std::uint8_t>& ike, io::Clock::TimePoint now = {});
   // Hands the packets Process() queued to the engine (once per batch).
   void FlushCrypto(crypto::ImbManager& mgr);
   // Finishes opened packets in arrival order: deliver(inner) for each that passes.
   using DeliverFn = std::function<void(std::span<const std::uint8_t>)>;
   void PollCrypto(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
-                  engine::Clock::time_point now, const DeliverFn& deliver);
+                  io::Clock::TimePoint now, const DeliverFn& deliver);
   engine::CryptoPipeline* pipeline() { return pipeline_.get(); }
   std::size_t sa_count() const { return sas_.size(); }
 
@@ -185,7 +186,7 @@ class InboundPath {
   };
 
   Verdict Queue(const std::shared_ptr<Sa>& sa, const esp::PacketView& pkt,
-                engine::Clock::time_point now);
+                io::Clock::TimePoint now);
   Verdict Dropped(esp::Status status);  // counts why
   // Everything after the cipher: counters, then the selector check.
   Verdict Opened(Sa& sa, esp::Status status, esp::PacketView& pkt, std::size_t wire_len,
@@ -235,7 +236,7 @@ class OutboundPath {
   void FlushCrypto(crypto::ImbManager& mgr);
   // Sends sealed packets in the order Process() saw them. The bytes stay valid until the next
   // Process() call.
-  void PollCrypto(crypto::ImbManager& mgr, engine::Clock::time_point now, const SendFn& send);
+  void PollCrypto(crypto::ImbManager& mgr, io::Clock::TimePoint now, const SendFn& send);
   engine::CryptoPipeline* pipeline() { return pipeline_.get(); }
   const policy::AcquireQueueStats& acquire_stats() const { return acquire_.stats(); }
 

@@ -44,13 +44,6 @@
 
 namespace spigot::engine {
 
-// Transitional, for datapath/ (outside this change), which still spells
-// engine::Clock::time_point: the time point type only, no now(). Engine code takes the time
-// as a `now` argument or from an io::Clock. Goes once datapath names io::Clock::TimePoint.
-struct Clock {
-  using time_point = io::Clock::TimePoint;
-};
-
 enum class JobState : std::uint8_t { kFree, kQueued, kRunning, kDone, kRevoked, kAbandoned };
 
 enum class JobResult : std::uint8_t {

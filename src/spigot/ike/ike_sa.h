@@ -248,12 +248,10 @@ class IkeSa {
   // Selects, narrows, allocates and installs a CHILD SA for a request (IKE_AUTH or
   // CREATE_CHILD_SA), appending the response payloads (or the refusing notify) to `out`.
   bool NegotiateChildAsResponder(const Message& req, std::span<const std::uint8_t> ni,
-                                 std::span<const std::uint8_t> nr, const crypto::SecureBytes& shared,
-                                 std::uint32_t rekey_of, std::vector<Payload>& out,
-                                 bool create_child, TimePoint now);
+                                 std::span<const std::uint8_t> nr, std::uint32_t rekey_of,
+                                 std::vector<Payload>& out, bool create_child, TimePoint now);
   bool FinishChildAsInitiator(const Message& resp, ChildNegotiation& neg,
-                              std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
-                              const crypto::SecureBytes& shared);
+                              std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr);
   void InstallChild(ChildSaInfo info, TimePoint now);
   // 2.8.1: if both sides rekeyed CHILD SA `old_spi` at once, the new SA created with the
   // lowest of the four nonces is redundant and is closed by the side that created it.

@@ -59,7 +59,7 @@ void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
   }
   ChildNegotiation neg = std::move(*child_neg_);
   child_neg_.reset();
-  if (!FinishChildAsInitiator(msg, neg, ni_, nr_, {})) {
+  if (!FinishChildAsInitiator(msg, neg, ni_, nr_)) {
     host_->ReleaseChildSpi(neg.spi_in);
     ++counters_->child_failures;
   }
@@ -95,7 +95,7 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   established_at_ = now;
   last_heard_ = now;
   SetState(State::kEstablished);
-  NegotiateChildAsResponder(msg, ni_, nr_, {}, 0, p, false, now);
+  NegotiateChildAsResponder(msg, ni_, nr_, 0, p, false, now);
   SendResponse(msg.header, std::move(p), true);
 }
 

@@ -74,7 +74,7 @@ void IkeSa::OnChildResponse(const Message& msg, TimePoint now) {
     return;
   }
   const std::uint32_t old = neg.rekey_of;
-  if (!FinishChildAsInitiator(msg, neg, neg.nonce, nr->data, {})) {
+  if (!FinishChildAsInitiator(msg, neg, neg.nonce, nr->data)) {
     host_->ReleaseChildSpi(neg.spi_in);
     ++counters_->child_failures;
     if (old != 0) RetryRekeyLater(old, now);
@@ -113,13 +113,12 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
   }
   const Bytes nr = RandomNonce();
   std::vector<Payload> out;
-  NegotiateChildAsResponder(msg, ni->data, nr, {}, rekey_of, out, true, now);
+  NegotiateChildAsResponder(msg, ni->data, nr, rekey_of, out, true, now);
   SendResponse(msg.header, std::move(out), true);
 }
 
 bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::uint8_t> ni,
                                       std::span<const std::uint8_t> nr,
-                                      const crypto::SecureBytes& /*unused*/,
                                       std::uint32_t rekey_of, std::vector<Payload>& out,
                                       bool create_child, TimePoint now) {
   auto refuse = [&](NotifyType t) {
@@ -186,8 +185,7 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
 
 bool IkeSa::FinishChildAsInitiator(const Message& resp, ChildNegotiation& neg,
                                    std::span<const std::uint8_t> ni,
-                                   std::span<const std::uint8_t> nr,
-                                   const crypto::SecureBytes& /*unused*/) {
+                                   std::span<const std::uint8_t> nr) {
   const auto* sa = resp.Find<SaPayload>(PayloadType::kSa);
   const auto* tsi = resp.Find<TsPayload>(PayloadType::kTsi);
   const auto* tsr = resp.Find<TsPayload>(PayloadType::kTsr);
