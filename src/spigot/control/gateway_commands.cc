@@ -1,17 +1,12 @@
 #include "spigot/control/gateway_commands.h"
 
-#include <cstdio>
+#include <fmt/format.h>
 
 #include "spigot/ike/traffic_selectors.h"
 
 namespace spigot::control {
 namespace {
 
-std::string Hex(std::uint64_t v, int digits) {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%0*llx", digits, static_cast<unsigned long long>(v));
-  return buf;
-}
 
 nlohmann::json SelectorsJson(const std::vector<ike::TrafficSelector>& ts) {
   nlohmann::json out = nlohmann::json::array();
@@ -71,8 +66,8 @@ nlohmann::json SasJson(const gateway::Gateway& gw) {
         {"name", sa.connection() ? sa.connection()->name : ""},
         {"state", ike::ToString(sa.state())},
         {"role", sa.role() == ike::IkeSa::Role::kInitiator ? "initiator" : "responder"},
-        {"spi_i", Hex(sa.spi_i(), 16)},
-        {"spi_r", Hex(sa.spi_r(), 16)},
+        {"spi_i", fmt::format("{:016x}", sa.spi_i())},
+        {"spi_r", fmt::format("{:016x}", sa.spi_r())},
         {"local", ike::ToString(sa.local())},
         {"remote", ike::ToString(sa.remote())},
         {"algorithms", sa.algorithms() ? ike::Describe(*sa.algorithms()) : ""},
@@ -80,8 +75,8 @@ nlohmann::json SasJson(const gateway::Gateway& gw) {
     };
     nlohmann::json children = nlohmann::json::array();
     for (const auto& c : sa.children()) {
-      nlohmann::json cj = {{"spi_in", Hex(c.spi_in, 8)},
-                           {"spi_out", Hex(c.spi_out, 8)},
+      nlohmann::json cj = {{"spi_in", fmt::format("{:08x}", c.spi_in)},
+                           {"spi_out", fmt::format("{:08x}", c.spi_out)},
                            {"algorithms", ike::Describe(c.algs)},
                            {"local_ts", SelectorsJson(c.local_ts)},
                            {"remote_ts", SelectorsJson(c.remote_ts)},

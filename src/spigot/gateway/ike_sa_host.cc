@@ -3,21 +3,12 @@
 // a negotiation.
 #include <spdlog/spdlog.h>
 
-#include <cstdio>
+#include <fmt/format.h>
 
 #include "spigot/gateway/gateway.h"
 #include "spigot/ike/endpoint.h"
 
 namespace spigot::gateway {
-namespace {
-
-std::string Hex(std::uint64_t v, int digits) {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%0*llx", digits, static_cast<unsigned long long>(v));
-  return buf;
-}
-
-}  // namespace
 
 void Gateway::SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) {
   SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa));
@@ -57,7 +48,7 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   pending_acquires_.erase(*policy);
   spdlog::info("{}: CHILD SA {:08x}_i {:08x}_o INSTALLED ({}){}", sa.connection()->name,
                child.spi_in, child.spi_out, ike::Describe(child.algs),
-               child.rekey_of ? " rekeying " + Hex(child.rekey_of, 8) : "");
+               child.rekey_of ? " rekeying " + fmt::format("{:08x}", child.rekey_of) : "");
 }
 
 void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {
@@ -76,8 +67,8 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
   if (sa.state() == ike::IkeSa::State::kEstablished) {
     ++counters_.ike_established;
     if (SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa))) table_.ForgetHalfOpen(*e);
-    spdlog::info("{}: IKE SA {}_i {}_r ESTABLISHED with {} ({})", name, Hex(sa.spi_i(), 16),
-                 Hex(sa.spi_r(), 16), ike::ToString(sa.remote()),
+    spdlog::info("{}: IKE SA {:016x}_i {:016x}_r ESTABLISHED with {} ({})", name, sa.spi_i(),
+                 sa.spi_r(), ike::ToString(sa.remote()),
                  sa.algorithms() ? ike::Describe(*sa.algorithms()) : "");
   } else if (sa.state() == ike::IkeSa::State::kDead) {
     if (sa.established_at() == ike::TimePoint{}) ++counters_.failed_sas;
@@ -85,7 +76,7 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
     const policy::PolicyId policy =
         sa.connection() ? env_.dataplane.PolicyFor(name) : policy::kNoPolicy;
     if (pending_acquires_.erase(policy) != 0) env_.dataplane.AcquireFailed(policy);
-    spdlog::info("{}: IKE SA {}_i {}_r gone: {}", name, Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16),
+    spdlog::info("{}: IKE SA {:016x}_i {:016x}_r gone: {}", name, sa.spi_i(), sa.spi_r(),
                  sa.failure());
   }
 }
@@ -102,8 +93,8 @@ void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacemen
   // Filed once the old SA's exchange is over (it starts the new one's queued requests last).
   table_.NoteAdopted(ours);
   for (const auto& c : sa.children()) children_.SetOwner(c.spi_in, ours);
-  spdlog::info("{}: IKE SA {}_i {}_r rekeyed to {}_i {}_r", sa.connection()->name,
-               Hex(old.spi_i(), 16), Hex(old.spi_r(), 16), Hex(sa.spi_i(), 16), Hex(sa.spi_r(), 16));
+  spdlog::info("{}: IKE SA {:016x}_i {:016x}_r rekeyed to {:016x}_i {:016x}_r",
+               sa.connection()->name, old.spi_i(), old.spi_r(), sa.spi_i(), sa.spi_r());
 }
 
 void Gateway::RetryChildRekey(ike::IkeSa&, std::uint32_t spi_in, ike::TimePoint at) {
