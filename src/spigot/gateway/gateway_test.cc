@@ -451,7 +451,9 @@ TEST(GatewayTest, ReloadAddsRemovesAndChangesConnections) {
   ASSERT_TRUE(r2.ok);
   EXPECT_EQ(r2.diff.changed, std::vector<std::string>{"site"});
   for (const auto& [ours, e] : p.a.gw->ike_sas().entries()) {
-    if (e.sa->connection()->name == "site") EXPECT_EQ(e.sa->connection()->child_rekey_time, std::chrono::hours(2));
+    if (e.sa->connection()->name == "site") {
+      EXPECT_EQ(e.sa->connection()->child_rekey_time, std::chrono::hours(2));
+    }
   }
   // Removed: its IKE SA is deleted on both sides.
   auto removed = config::LoadString(SiteConfig(1, 2, "", "child_rekey_time = \"2h\"\n"), "a.toml");
