@@ -46,6 +46,15 @@ const char* ToString(StartAction a) {
   return "?";
 }
 
+const char* ToString(Unique u) {
+  switch (u) {
+    case Unique::kNo: return "no";
+    case Unique::kKeep: return "keep";
+    case Unique::kReplace: return "replace";
+  }
+  return "?";
+}
+
 const ConnectionConfig* Config::FindConnection(std::string_view name) const {
   for (const ConnectionConfig& c : connections) {
     if (c.name == name) return &c;
@@ -372,7 +381,7 @@ class Loader {
                          "psk_file", "ike_proposals", "esp_proposals", "local_ts", "remote_ts",
                          "start_action", "ike_rekey_time", "child_rekey_time", "ike_lifetime",
                          "child_lifetime", "child_life_bytes", "child_life_packets", "replay_window",
-                         "dpd_delay"})) {
+                         "dpd_delay", "unique"})) {
       return false;
     }
 
@@ -409,6 +418,21 @@ class Loader {
       } else {
         return Fail(p + ".start_action", "must be \"none\", \"start\" or \"trap\", got \"" +
                                              action + "\"");
+      }
+    }
+
+    std::string unique;
+    bool has_unique = false;
+    if (!GetString(t, p, "unique", unique, &has_unique)) return false;
+    if (has_unique) {
+      if (unique == "no") {
+        c.unique = Unique::kNo;
+      } else if (unique == "keep") {
+        c.unique = Unique::kKeep;
+      } else if (unique == "replace") {
+        c.unique = Unique::kReplace;
+      } else {
+        return Fail(p + ".unique", "must be \"no\", \"keep\" or \"replace\", got \"" + unique + "\"");
       }
     }
 

@@ -69,6 +69,16 @@ enum class StartAction : std::uint8_t {
 };
 const char* ToString(StartAction a);
 
+// What a responder does when a peer authenticates with an identity that already has an IKE SA
+// on the same connection (strongSwan's `unique`). INITIAL_CONTACT from the peer (RFC 7296 2.4:
+// "this is the only IKE SA between us", sent after the peer lost its state) always replaces.
+enum class Unique : std::uint8_t {
+  kNo,       // keep both, unless the new one carries INITIAL_CONTACT
+  kKeep,     // refuse the new one, unless it carries INITIAL_CONTACT
+  kReplace,  // delete the old one
+};
+const char* ToString(Unique u);
+
 struct ConnectionConfig {
   std::string name;  // required, unique
   // Address literals (IPv4/IPv6), or "%any". local_addrs defaults to "%any"; remote_addrs is
@@ -86,6 +96,7 @@ struct ConnectionConfig {
   std::vector<TrafficSelector> local_ts;
   std::vector<TrafficSelector> remote_ts;
   StartAction start_action = StartAction::kNone;
+  Unique unique = Unique::kReplace;
   std::chrono::seconds ike_rekey_time{4 * 3600};
   std::chrono::seconds child_rekey_time{3600};
   // Hard limits, after which the SA is deleted whatever the rekey did. Default: rekey time *

@@ -39,6 +39,7 @@ esp_proposals = "aes128gcm16"
 local_ts = "203.0.113.0/24"
 remote_ts = "198.51.100.0/24, 2001:db8:1::/48"
 start_action = "trap"
+unique = "keep"
 ike_rekey_time = "2h"
 child_rekey_time = "20m"
 ike_lifetime = "3h"
@@ -118,6 +119,7 @@ TEST(ConfigTest, FullConfig) {
   EXPECT_EQ(c.remote_ts[1].family, AddressFamily::kIpv6);
   EXPECT_EQ(c.remote_ts[1].ToString(), "2001:db8:1::/48");
   EXPECT_EQ(c.start_action, StartAction::kTrap);
+  EXPECT_EQ(c.unique, Unique::kKeep);
   EXPECT_EQ(c.ike_rekey_time, seconds{7200});
   EXPECT_EQ(c.child_rekey_time, seconds{1200});
   EXPECT_EQ(c.ike_lifetime, seconds{10800});
@@ -154,6 +156,7 @@ TEST(ConfigTest, Defaults) {
   EXPECT_TRUE(c.local_ts.empty());
   EXPECT_TRUE(c.remote_ts.empty());
   EXPECT_EQ(c.start_action, StartAction::kNone);
+  EXPECT_EQ(c.unique, Unique::kReplace);
   EXPECT_EQ(c.ike_rekey_time, seconds{4 * 3600});
   EXPECT_EQ(c.child_rekey_time, seconds{3600});
   EXPECT_EQ(c.ike_lifetime, seconds{4 * 3600 * 11 / 10});
@@ -281,6 +284,9 @@ TEST(ConfigTest, ConnectionErrorsNameTheKey) {
   ExpectError(OneConnection("start_action = \"route\""),
               "spigot.toml: connection[0].start_action: must be \"none\", \"start\" or \"trap\", "
               "got \"route\"");
+  ExpectError(OneConnection("unique = \"never\""),
+              "spigot.toml: connection[0].unique: must be \"no\", \"keep\" or \"replace\", "
+              "got \"never\"");
   ExpectError(OneConnection("replay_window = 32"),
               "spigot.toml: connection[0].replay_window: must be an integer between 64 and "
               "65536, got 32");

@@ -178,6 +178,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"rekey_retries", ic.rekey_retries},
         {"cookies_sent", c.cookies_sent}, {"cookies_invalid", c.cookies_invalid},
         {"init_in_progress", c.init_in_progress},
+        {"unique_replaced", c.unique_replaced}, {"unique_refused", c.unique_refused},
         {"timers_missed", table.timers_missed()}}},
       {"config", {{"ike_lifetime", ike_life}, {"child_lifetime", child_life}, {"tunnels", established}}},
       {"ike_workers",

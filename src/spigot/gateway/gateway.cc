@@ -108,11 +108,22 @@ bool Gateway::Initiate(const std::string& name, std::string* error) {
   if (!cfg.local_addrs.empty() && cfg.local_addrs[0] != "%any") local_addr = cfg.local_addrs[0];
   auto local = io::Endpoint::Parse(local_addr, config_.global.ike_port);
   if (!local) return *error = "bad local address '" + local_addr + "'", false;
+  // INITIAL_CONTACT (RFC 7296 2.4) when this is our only IKE SA with that peer (by address,
+  // whatever the connection): a peer that still holds SAs of ours from before a restart may
+  // drop them at once.
+  const ike::Address peer = ike::ToAddress(*remote);
+  bool only = true;
+  for (const auto& [ours, other] : table_.entries()) {
+    if (other.sa->state() != ike::IkeSa::State::kDead && other.sa->remote().family == peer.family &&
+        other.sa->remote().ip == peer.ip)
+      only = false;
+  }
   const std::uint64_t spi = table_.NewSpi();
   SaEntry e;
   e.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kInitiator,
                                       c->params, ike::ToAddress(*local), ike::ToAddress(*remote),
                                       spi, 0);
+  e.sa->set_initial_contact(only);
   ike::IkeSa& sa = *table_.Insert(spi, std::move(e)).sa;
   sa.Initiate(Now());
   table_.Schedule(spi);

@@ -77,6 +77,10 @@ class Gateway final : public ike::IkeSaHost {
     // answer is on its way.
     std::uint64_t init_in_progress = 0;
     std::uint64_t acquires_refused = 0;  // acquires the negotiation queue refused or evicted
+    // Older IKE SAs of a peer deleted for its new one (INITIAL_CONTACT or unique = replace),
+    // and new ones deleted because the peer already had one (unique = keep).
+    std::uint64_t unique_replaced = 0;
+    std::uint64_t unique_refused = 0;
   };
 
   struct ReloadResult {
@@ -164,6 +168,11 @@ class Gateway final : public ike::IkeSaHost {
   void OffloadDone(std::shared_ptr<OffloadJob> job);  // on the worker
   void AdoptOffloaded();  // control thread: takes finished SAs into the table, sends answers
 
+  // Unique identities (ike_sa_host.cc): a responder IKE SA just established by IKE_AUTH against
+  // the other IKE SAs of the same connection and peer identity (config::Unique). Run after the
+  // exchange, not inside it: the SA may have to delete itself.
+  void ApplyUniqueness();
+
   // Acquires (ike_sa_host.cc).
   void StartAcquired(policy::PolicyId policy);  // the acquire's turn in the negotiation queue
   // The queue refused or evicted an acquire: its held packets are dropped (counted).
@@ -183,6 +192,7 @@ class Gateway final : public ike::IkeSaHost {
   ike::IkeCounters ike_counters_;
   Counters counters_;
   std::uint64_t ticks_ = 0;
+  std::vector<std::uint64_t> unique_checks_;  // responder IKE SAs established, for ApplyUniqueness
   std::set<policy::PolicyId> pending_acquires_;
   std::set<policy::PolicyId> acquires_queued_;  // acquires waiting in the negotiation queue
   // IKE requests waiting for this thread (max_queue), by priority.

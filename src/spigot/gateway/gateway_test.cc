@@ -21,6 +21,10 @@ using test_tools::Node;
 using test_tools::SiteConfig;
 using Kind = test_tools::FakeDataPlane::Event::Kind;
 
+// The responder keeps several IKE SAs of one peer identity (the tests that initiate the same
+// connection many times); without it, unique = "replace" keeps only the newest.
+constexpr const char* kManyIkeSas = "unique = \"no\"\n";
+
 std::size_t Established(const Gateway& gw) {
   std::size_t n = 0;
   for (const auto& [ours, e] : gw.ike_sas().entries())
@@ -292,7 +296,7 @@ TEST_P(FullPoolTest, RefusedRekeysAreRetriedUntilTheHardLifetime) {
   const bool raise_limit = GetParam();
   const std::string conn = "child_rekey_time = \"60s\"\nchild_lifetime = \"90s\"\n";
   const std::string b_global = "max_spi = 256\nspi_reserve_percent = 0\n";
-  GatewayPair p(SiteConfig(1, 2, "", conn), SiteConfig(2, 1, b_global, conn));
+  GatewayPair p(SiteConfig(1, 2, "", conn), SiteConfig(2, 1, b_global, conn + kManyIkeSas));
   ASSERT_TRUE(p.ok()) << p.error();
   std::string err;
   for (int i = 0; i < 256; ++i) ASSERT_TRUE(p.a.gw->Initiate("site", &err));
@@ -329,7 +333,7 @@ INSTANTIATE_TEST_SUITE_P(RaiseMaxSpi, FullPoolTest, ::testing::Bool());
 
 TEST(GatewayTest, SpiPoolKeepsItsReserveForRekeys) {
   const std::string b_global = "max_spi = 256\nspi_reserve_percent = 50\n";
-  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, b_global));
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, b_global, kManyIkeSas));
   ASSERT_TRUE(p.ok()) << p.error();
   std::string err;
   for (int i = 0; i < 130; ++i) ASSERT_TRUE(p.a.gw->Initiate("site", &err));
@@ -356,7 +360,7 @@ TEST(GatewayTest, CookiesPastTheThresholdAndForTheirHold) {
     EXPECT_EQ(p.b.gw->counters().cookies_sent, 1u);
     EXPECT_EQ(p.b.gw->counters().cookies_invalid, 0u);
   }
-  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, "cookie_threshold = 2\n"));
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, "cookie_threshold = 2\n", kManyIkeSas));
   ASSERT_TRUE(p.ok()) << p.error();
   std::string err;
   // Two initiators whose IKE_AUTH never arrives stay half-open at B.
@@ -428,7 +432,7 @@ TEST(GatewayTest, AcquireInitiatesTheConnection) {
 }
 
 TEST(GatewayTest, ReloadAddsRemovesAndChangesConnections) {
-  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, "", kManyIkeSas));
   Establish(p, p.a);
   // Added, with start_action = "start": initiated by the reload. B serves it from "site".
   const std::string site2 =
@@ -480,8 +484,60 @@ TEST(GatewayTest, ReloadAddsRemovesAndChangesConnections) {
   EXPECT_EQ(Established(*p.a.gw), 1u);
 }
 
+// A peer that crashed and comes back (RFC 7296 2.4): its first IKE SA carries INITIAL_CONTACT,
+// and the responder drops the SAs of its previous life at once — their SPIs with them —
+// whatever `unique` says.
+TEST(GatewayTest, InitialContactFromARestartedPeerReplacesItsOldSas) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, "", kManyIkeSas));
+  Establish(p, p.a);
+  const std::uint32_t b_old = OnlyInboundSpi(*p.b.gw);
+  p.Restart(p.a, SiteConfig(1, 2));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  ASSERT_TRUE(p.a.gw->Initiate("site", &err)) << err;
+  p.Pump();
+  p.Advance(Gateway::kTickPeriod);
+  EXPECT_EQ(p.b.gw->counters().unique_replaced, 1u);
+  EXPECT_EQ(p.b.gw->ike_sas().size(), 1u);
+  EXPECT_EQ(p.b.gw->children().sad().size(), 1u);
+  EXPECT_EQ(p.b.gw->children().sad().spi_pool().stats().in_use, 1u);
+  EXPECT_NE(OnlyInboundSpi(*p.b.gw), b_old);
+  p.Traffic();
+  EXPECT_EQ(p.a.lost_packets + p.b.lost_packets, 0u);
+  EXPECT_GE(p.a.delivered_packets, 1u);
+  EXPECT_GE(p.b.delivered_packets, 1u);
+}
+
+// A second IKE SA of the same peer without INITIAL_CONTACT (A still has its first one), under
+// each `unique` policy of the responder.
+TEST(GatewayTest, UniquePolicyForASecondIkeSaOfOnePeer) {
+  struct Case {
+    const char* unique;
+    std::size_t ike_sas;  // each side, at the end
+    bool first_survives;
+  };
+  for (const Case& c : {Case{"replace", 1, false}, Case{"no", 2, true}, Case{"keep", 1, true}}) {
+    SCOPED_TRACE(c.unique);
+    GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, "", std::string("unique = \"") + c.unique + "\"\n"));
+    Establish(p, p.a);
+    const std::uint64_t first = p.a.gw->ike_sas().entries().begin()->first;
+    std::string err;
+    ASSERT_TRUE(p.a.gw->Initiate("site", &err)) << err;
+    p.Pump();
+    p.Advance(Gateway::kTickPeriod);
+    EXPECT_EQ(Established(*p.a.gw), c.ike_sas);
+    EXPECT_EQ(Established(*p.b.gw), c.ike_sas);
+    EXPECT_EQ(p.b.gw->children().sad().size(), c.ike_sas);
+    EXPECT_EQ(p.a.gw->ike_sas().Find(first) != nullptr, c.first_survives);
+    EXPECT_EQ(p.b.gw->counters().unique_replaced, c.unique == std::string("replace") ? 1u : 0u);
+    EXPECT_EQ(p.b.gw->counters().unique_refused, c.unique == std::string("keep") ? 1u : 0u);
+    p.Traffic();
+    EXPECT_EQ(p.a.lost_packets + p.b.lost_packets, 0u);
+  }
+}
+
 TEST(GatewayTest, ShutdownDeletesEverySa) {
-  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  GatewayPair p(SiteConfig(1, 2, "", kManyIkeSas), SiteConfig(2, 1, "", kManyIkeSas));
   Establish(p, p.a);
   std::string err;
   ASSERT_TRUE(p.b.gw->Initiate("site", &err));

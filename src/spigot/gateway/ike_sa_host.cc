@@ -66,6 +66,8 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
   const std::string name = sa.connection() ? sa.connection()->name : "?";
   if (sa.state() == ike::IkeSa::State::kEstablished) {
     ++counters_.ike_established;
+    table_.IndexPeer(IkeSaTable::OurSpi(sa));
+    if (sa.role() == ike::IkeSa::Role::kResponder) unique_checks_.push_back(IkeSaTable::OurSpi(sa));
     if (SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa))) table_.ForgetHalfOpen(*e);
     spdlog::info("{}: IKE SA {:016x}_i {:016x}_r ESTABLISHED with {} ({})", name, sa.spi_i(),
                  sa.spi_r(), ike::ToString(sa.remote()),
@@ -92,6 +94,7 @@ void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacemen
   ike::IkeSa& sa = *table_.Insert(ours, std::move(e)).sa;
   // Filed once the old SA's exchange is over (it starts the new one's queued requests last).
   table_.NoteAdopted(ours);
+  table_.IndexPeer(ours);
   for (const auto& c : sa.children()) children_.SetOwner(c.spi_in, ours);
   spdlog::info("{}: IKE SA {:016x}_i {:016x}_r rekeyed to {:016x}_i {:016x}_r",
                sa.connection()->name, old.spi_i(), old.spi_r(), sa.spi_i(), sa.spi_r());
@@ -105,6 +108,49 @@ void Gateway::OnFirstPacket(std::uint32_t spi_in) { children_.OnFirstPacket(spi_
 
 void Gateway::OnExhausted(policy::PolicyId policy, std::uint32_t spi_out) {
   children_.OnExhausted(policy, spi_out, Now(), table_);
+}
+
+// ---------------------------------------------------------------- unique identities
+
+void Gateway::ApplyUniqueness() {
+  const std::vector<std::uint64_t> checks = std::move(unique_checks_);
+  unique_checks_.clear();
+  const ike::TimePoint now = Now();
+  for (std::uint64_t ours : checks) {
+    SaEntry* e = table_.Find(ours);
+    if (e == nullptr || e->sa->state() != ike::IkeSa::State::kEstablished || !e->sa->peer_id() ||
+        !e->sa->connection())
+      continue;
+    const ike::IkeSa& fresh = *e->sa;
+    const Connection* c = connections_.Find(fresh.connection()->name);
+    const config::Unique policy = c != nullptr ? c->cfg.unique : config::Unique::kReplace;
+    std::vector<std::uint64_t> older;
+    for (std::uint64_t spi : table_.FindByPeer(IkeSaTable::PeerKey(fresh))) {
+      const SaEntry* other = table_.Find(spi);
+      // Established ones only: one still negotiating may be the other half of a simultaneous
+      // initiation by both sides (of which at most one side then sees two established).
+      if (spi != ours && other != nullptr && other->sa->state() == ike::IkeSa::State::kEstablished)
+        older.push_back(spi);
+    }
+    if (older.empty()) continue;
+    const std::string who = ike::ToString(*fresh.peer_id());
+    if (fresh.peer_initial_contact() || policy == config::Unique::kReplace) {
+      for (std::uint64_t spi : older) {
+        table_.Find(spi)->sa->Replace(now);
+        table_.Schedule(spi);
+        ++counters_.unique_replaced;
+      }
+      spdlog::info("{}: {} has a new IKE SA ({}): {} older one(s) deleted", fresh.connection()->name,
+                   who, fresh.peer_initial_contact() ? "INITIAL_CONTACT" : "unique = replace",
+                   older.size());
+    } else if (policy == config::Unique::kKeep) {
+      spdlog::info("{}: {} already has an IKE SA (unique = keep): the new one is deleted",
+                   fresh.connection()->name, who);
+      e->sa->Delete(now);
+      table_.Schedule(ours);
+      ++counters_.unique_refused;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- acquires

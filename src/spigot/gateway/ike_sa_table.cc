@@ -53,6 +53,15 @@ bool IkeSaTable::TickOne(std::map<std::uint64_t, SaEntry>::iterator it, ike::Tim
   if (sa.state() != ike::IkeSa::State::kDead && sa.NextDeadline() <= now) sa.Tick(now);
   if (sa.state() == ike::IkeSa::State::kDead) {
     ForgetHalfOpen(it->second);
+    if (!it->second.peer_key.empty()) {
+      auto [b, e] = by_peer_.equal_range(it->second.peer_key);
+      for (auto p = b; p != e; ++p) {
+        if (p->second == it->first) {
+          by_peer_.erase(p);
+          break;
+        }
+      }
+    }
     entries_.erase(it);
     return false;
   }
@@ -90,6 +99,30 @@ void IkeSaTable::Sweep(ike::TimePoint now, ike::TimePoint::duration slack) {
       ++timers_missed_;
     if (TickOne(it, now)) Schedule(ours);
   }
+}
+
+std::string IkeSaTable::PeerKey(const ike::IkeSa& sa) {
+  if (!sa.peer_id() || !sa.connection()) return {};
+  const ike::Identity& id = *sa.peer_id();
+  std::string key = sa.connection()->name;
+  key.push_back('\0');
+  key.push_back(static_cast<char>(id.type));
+  key.append(id.data.begin(), id.data.end());
+  return key;
+}
+
+void IkeSaTable::IndexPeer(std::uint64_t ours) {
+  SaEntry* e = Find(ours);
+  if (e == nullptr || !e->peer_key.empty()) return;
+  e->peer_key = PeerKey(*e->sa);
+  if (!e->peer_key.empty()) by_peer_.emplace(e->peer_key, ours);
+}
+
+std::vector<std::uint64_t> IkeSaTable::FindByPeer(const std::string& key) const {
+  std::vector<std::uint64_t> out;
+  auto [b, e] = by_peer_.equal_range(key);
+  for (auto p = b; p != e; ++p) out.push_back(p->second);
+  return out;
 }
 
 std::optional<std::uint64_t> IkeSaTable::FindHalfOpen(const HalfOpenKey& key) const {

@@ -17,6 +17,7 @@
 #include <queue>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,8 @@ struct SaEntry {
   // The deadline this SA is filed under in the heap (max: none), never later than its real
   // next deadline. A heap entry with another time is stale.
   ike::TimePoint scheduled = ike::TimePoint::max();
+  // Its key in the peer index (IndexPeer), empty until it is established.
+  std::string peer_key;
 };
 
 class IkeSaTable {
@@ -71,6 +74,13 @@ class IkeSaTable {
   void ForgetHalfOpen(SaEntry& e);
   std::size_t half_open_count() const { return half_open_.size(); }
 
+  // Established IKE SAs by (connection, peer identity): what unique identities look up, in
+  // O(SAs of that peer) rather than a walk of the table. An SA leaves the index when it leaves
+  // the table.
+  static std::string PeerKey(const ike::IkeSa& sa);  // empty if the peer is not authenticated
+  void IndexPeer(std::uint64_t ours);
+  std::vector<std::uint64_t> FindByPeer(const std::string& key) const;
+
   // IKE SAs on a worker (not yet in the table).
   void MarkOffloaded(std::uint64_t ours) { offloaded_.insert(ours); }
   void UnmarkOffloaded(std::uint64_t ours) { offloaded_.erase(ours); }
@@ -86,6 +96,7 @@ class IkeSaTable {
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<TimerEntry>> timers_;
   std::vector<std::uint64_t> adopted_;
   std::map<HalfOpenKey, std::uint64_t> half_open_;  // includes those on a worker
+  std::unordered_multimap<std::string, std::uint64_t> by_peer_;
   std::set<std::uint64_t> offloaded_;  // at most the worker pool's capacity
   std::uint64_t timers_missed_ = 0;
 };

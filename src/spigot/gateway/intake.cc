@@ -166,6 +166,7 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
   e->sa->set_remote(ike::ToAddress(from));
   e->sa->Receive(msg, now);
   table_.Schedule(ours);
+  ApplyUniqueness();
 }
 
 bool Gateway::CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,

@@ -329,6 +329,14 @@ bool IkeSa::Delete(TimePoint now) {
   return true;
 }
 
+void IkeSa::Replace(TimePoint now) {
+  if (state_ == State::kEstablished && !outstanding_) {
+    SendRequest(RequestKind::kDeleteIke, Exchange::kInformational,
+                {Payload{PayloadType::kDelete, DeletePayload{ProtocolId::kIke, 0, {}}}}, now);
+  }
+  Die("replaced by a newer IKE SA of the same peer");
+}
+
 bool IkeSa::RekeyIke(TimePoint now) {
   if (state_ != State::kEstablished || rekeyed_) return false;
   return Enqueue({RequestKind::kRekeyIke}, now);

@@ -179,6 +179,13 @@ class IkeSa {
   bool RekeyIke(TimePoint now);  // CREATE_CHILD_SA rekeying this IKE SA (2.18)
   bool Delete(TimePoint now);  // INFORMATIONAL DELETE of the IKE SA (and with it the CHILD SAs)
   bool CheckLiveness(TimePoint now);
+  // The peer has a newer IKE SA (INITIAL_CONTACT, or the host's `unique` policy): one DELETE,
+  // not waited for (a peer that lost its state would never answer), and the SA is gone with
+  // its CHILD SAs at once, so they hold no SPIs meanwhile.
+  void Replace(TimePoint now);
+  // Initiator, before Initiate: send INITIAL_CONTACT in IKE_AUTH (2.4: this is the only IKE SA
+  // between the two identities, e.g. the first one since we started).
+  void set_initial_contact(bool on) { send_initial_contact_ = on; }
 
   Role role() const { return role_; }
   State state() const { return state_; }
@@ -197,6 +204,10 @@ class IkeSa {
   // Why the SA died, for logs ("AUTHENTICATION_FAILED from peer", "peer unreachable", ...).
   const std::string& failure() const { return failure_; }
   TimePoint established_at() const { return established_at_; }
+  // The peer's authenticated identity (set when IKE_AUTH succeeds; kept across IKE rekeys).
+  const std::optional<Identity>& peer_id() const { return peer_id_; }
+  // Responder: the peer's IKE_AUTH carried INITIAL_CONTACT.
+  bool peer_initial_contact() const { return peer_initial_contact_; }
 
  private:
   enum class RequestKind : std::uint8_t { kInit, kAuth, kCreateChild, kRekeyChild, kDeleteChild,
@@ -311,6 +322,9 @@ class IkeSa {
   Bytes last_response_;
 
   std::vector<ChildSaInfo> children_;
+  std::optional<Identity> peer_id_;
+  bool peer_initial_contact_ = false;
+  bool send_initial_contact_ = false;
   TimePoint created_at_{};
   TimePoint established_at_{};
   TimePoint last_heard_{};

@@ -19,6 +19,7 @@ void IkeSa::SendAuth(TimePoint now) {
   const auto auth = PskAuth(algs_->prf, conn_->psk, init_request_, nr_, keys_.sk_pi, idi.Body());
   std::vector<Payload> p;
   p.push_back({PayloadType::kIdi, idi});
+  if (send_initial_contact_) p.push_back(Notify(NotifyType::kInitialContact));
   p.push_back({PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(auth.span().begin(), auth.span().end())}});
   p.push_back({PayloadType::kSa, SaPayload{child_neg_->proposals}});
   p.push_back({PayloadType::kTsi, TsPayload{conn_->local_ts}});
@@ -48,6 +49,7 @@ void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
     ++counters_->auth_failures;
     return Die("peer's AUTH payload does not verify (wrong PSK?)");
   }
+  peer_id_ = Identity::FromPayload(*idr);
   established_at_ = now;
   SetState(State::kEstablished);
   if (const auto* err = msg.FirstError()) {
@@ -92,6 +94,8 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   std::vector<Payload> p;
   p.push_back({PayloadType::kIdr, idr});
   p.push_back({PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(our_auth.span().begin(), our_auth.span().end())}});
+  peer_id_ = peer;
+  peer_initial_contact_ = msg.FindNotify(NotifyType::kInitialContact) != nullptr;
   established_at_ = now;
   last_heard_ = now;
   SetState(State::kEstablished);

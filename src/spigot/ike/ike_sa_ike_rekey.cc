@@ -143,6 +143,7 @@ void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const 
   children_.clear();
   next->nat_local_ = nat_local_;
   next->nat_remote_ = nat_remote_;
+  next->peer_id_ = peer_id_;
   next->created_at_ = now;
   next->established_at_ = now;
   next->last_heard_ = now;

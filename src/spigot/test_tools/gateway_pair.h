@@ -142,6 +142,16 @@ class GatewayPair {
     Start(a, a_toml, "a.toml");
     Start(b, b_toml, "b.toml");
   }
+
+  // The node loses all its state, as after a crash: a new gateway from `toml`, an empty data
+  // plane, its datagrams in flight lost. Its peer is not told.
+  void Restart(Node& n, const std::string& toml) {
+    n.gw.reset();
+    n.dataplane.inbound.clear();
+    n.dataplane.outbound.clear();
+    n.confirmed_outbound.clear();
+    Start(n, toml, &n == &a ? "a.toml" : "b.toml");
+  }
   bool ok() const { return a.gw && b.gw; }
   const std::string& error() const { return error_; }
 
