@@ -9,29 +9,20 @@
 // BM_X25519 rate; bench/ike.sh prints the ratio. (These were `spigot bench ike`; the daemon no
 // longer links the in-process loopback.)
 #include <benchmark/benchmark.h>
-#include <unistd.h>
 
-#include <fstream>
 #include <memory>
 #include <vector>
 
 #include "spigot/crypto/dh.h"
 #include "spigot/io/clock.h"
 #include "spigot/test_tools/ike_loopback.h"
+#include "spigot/io/process.h"
 
 namespace spigot::ike {
 namespace {
 
 constexpr const char* kIkeProposal = "aes128gcm16-prfsha256-x25519";
 constexpr const char* kEspProposal = "aes128gcm16";
-
-// Resident set size from /proc/self/statm (field 2, in pages).
-std::size_t RssBytes() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t size_pages = 0, resident_pages = 0;
-  statm >> size_pages >> resident_pages;
-  return resident_pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
 
 // One handshake; the pair is returned established, or null.
 std::unique_ptr<LoopbackPair> Handshake(const std::shared_ptr<const ConnectionParams>& iconn,
@@ -84,7 +75,7 @@ void BM_IkeSaMemory(benchmark::State& state) {
   for (auto _ : state) {
     std::vector<std::unique_ptr<LoopbackPair>> kept;
     kept.reserve(pairs);
-    const std::size_t before = RssBytes();
+    const std::size_t before = io::ResidentSetBytes();
     for (std::size_t i = 0; i < pairs; ++i) {
       auto pair = Handshake(iconn, rconn);
       if (!pair) {
@@ -93,7 +84,7 @@ void BM_IkeSaMemory(benchmark::State& state) {
       }
       kept.push_back(std::move(pair));
     }
-    const std::size_t after = RssBytes();
+    const std::size_t after = io::ResidentSetBytes();
     bytes = double(after > before ? after - before : 0);
     state.PauseTiming();
     kept.clear();

@@ -1,28 +1,19 @@
 #include "spigot/app/bench_ike.h"
 
-#include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "spigot/io/clock.h"
+#include "spigot/io/process.h"
 
 namespace spigot::app {
 namespace {
 
 constexpr const char* kIkeProposal = "aes128gcm16-prfsha256-x25519";
 constexpr const char* kEspProposal = "aes128gcm16";
-
-// Resident set size from /proc/self/statm (field 2, in pages).
-std::size_t RssBytes() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t size_pages = 0, resident_pages = 0;
-  statm >> size_pages >> resident_pages;
-  return resident_pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
 
 }  // namespace
 
@@ -53,7 +44,7 @@ int RunBenchIke(double seconds, std::size_t pairs, bool json) {
     }
     std::vector<ike::HandshakePair> kept;
     kept.reserve(pairs);
-    const std::size_t rss_before = RssBytes();
+    const std::size_t rss_before = io::ResidentSetBytes();
     for (std::size_t i = 0; i < pairs; ++i) {
       ike::HandshakePair& pair = kept.emplace_back(*connections);
       if (!pair.Run(io::DefaultClock().Now())) {
@@ -61,7 +52,7 @@ int RunBenchIke(double seconds, std::size_t pairs, bool json) {
         return 1;
       }
     }
-    const std::size_t rss_after = RssBytes();
+    const std::size_t rss_after = io::ResidentSetBytes();
     bytes_per_ike_sa =
         double(rss_after > rss_before ? rss_after - rss_before : 0) / double(2 * pairs);
   }

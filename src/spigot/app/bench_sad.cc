@@ -1,12 +1,10 @@
 #include "spigot/app/bench_sad.h"
 
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -15,6 +13,7 @@
 
 #include "spigot/crypto/random.h"
 #include "spigot/sa/sa_database.h"
+#include "spigot/io/process.h"
 
 namespace spigot::app {
 
@@ -25,14 +24,6 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kKeyBatch = 4096;        // CHILD SAs whose keys are drawn at once
 constexpr std::size_t kGcm128Keymat = 16 + 4;  // RFC 4106 8.1: key || salt
 constexpr std::size_t kLookups = std::size_t{4} << 20;
-
-// Resident set size from /proc/self/statm (field 2, in pages).
-std::size_t RssBytes() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t size_pages = 0, resident_pages = 0;
-  statm >> size_pages >> resident_pages;
-  return resident_pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -50,7 +41,7 @@ int RunBenchSad(std::size_t sas, bool json) {
   std::vector<std::uint8_t> keys(kKeyBatch * 2 * kGcm128Keymat);
   std::vector<std::uint32_t> order(kLookups);
 
-  const std::size_t rss_before = RssBytes();
+  const std::size_t rss_before = io::ResidentSetBytes();
   auto db = std::make_unique<sa::SaDatabase>();
   if (db->SetSpiLimits(n, 0) != sa::LimitsStatus::kOk) return 2;
   Clock::duration install_time{};
@@ -75,7 +66,7 @@ int RunBenchSad(std::size_t sas, bool json) {
     install_time += Clock::now() - start;
   }
   crypto::Wipe(keys.data(), keys.size());
-  const std::size_t rss_after = RssBytes();
+  const std::size_t rss_after = io::ResidentSetBytes();
 
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_int_distribution<std::size_t> pick(0, sas - 1);
