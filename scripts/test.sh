@@ -12,9 +12,11 @@ bash scripts/install-deps.sh
 JOBS=${JOBS:-2}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 
+# Unity builds (16 sources per compiler run): each header is parsed once per batch, not once
+# per source — on two cores the three builds take about half the time.
 configure() {  # dir, extra cmake args...
   local dir=$1; shift
-  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 "$@" >/dev/null
 }
 
 echo "== Release build"

@@ -15,7 +15,6 @@ using test_tools::ReadVectorFile;
 using test_tools::ToHex;
 using Bytes = std::vector<std::uint8_t>;
 
-std::string Hex(std::span<const std::uint8_t> s) { return ToHex(s.data(), s.size()); }
 
 // X25519(scalar, u) through the DhKeyPair API.
 std::string X25519(const Bytes& scalar, const Bytes& u) {
@@ -23,7 +22,7 @@ std::string X25519(const Bytes& scalar, const Bytes& u) {
   EXPECT_NE(pair, nullptr);
   SecureBytes out;
   if (pair == nullptr || !pair->ComputeShared(u, out)) return "failed";
-  return Hex(out);
+  return ToHex(out);
 }
 
 TEST(X25519Rfc7748, FunctionVectors) {
@@ -31,7 +30,7 @@ TEST(X25519Rfc7748, FunctionVectors) {
   for (const auto& b : ReadVectorFile("src/spigot/crypto/testdata/x25519_rfc7748.txt")) {
     if (b.count("scalar") == 0) continue;
     SCOPED_TRACE(b.at("name"));
-    EXPECT_EQ(X25519(FromHex(b.at("scalar")), FromHex(b.at("u"))), Hex(FromHex(b.at("output"))));
+    EXPECT_EQ(X25519(FromHex(b.at("scalar")), FromHex(b.at("u"))), ToHex(FromHex(b.at("output"))));
     ++checked;
   }
   EXPECT_EQ(checked, 2);
@@ -51,7 +50,7 @@ TEST(X25519Rfc7748, IteratedVectors) {
       u = std::move(k);
       k = std::move(next);
     }
-    EXPECT_EQ(Hex(k), Hex(FromHex(b.at("output"))));
+    EXPECT_EQ(ToHex(k), ToHex(FromHex(b.at("output"))));
     ++checked;
   }
   EXPECT_EQ(checked, 2);
@@ -65,13 +64,13 @@ TEST(X25519Rfc7748, AliceAndBob) {
   auto bob = DhKeyPair::FromPrivateKey(kDhGroupCurve25519, FromHex(b.at("bob_private")));
   ASSERT_NE(alice, nullptr);
   ASSERT_NE(bob, nullptr);
-  EXPECT_EQ(Hex(alice->public_value()), Hex(FromHex(b.at("alice_public"))));
-  EXPECT_EQ(Hex(bob->public_value()), Hex(FromHex(b.at("bob_public"))));
+  EXPECT_EQ(ToHex(alice->public_value()), ToHex(FromHex(b.at("alice_public"))));
+  EXPECT_EQ(ToHex(bob->public_value()), ToHex(FromHex(b.at("bob_public"))));
   SecureBytes k_alice, k_bob;
   ASSERT_TRUE(alice->ComputeShared(bob->public_value(), k_alice));
   ASSERT_TRUE(bob->ComputeShared(alice->public_value(), k_bob));
-  EXPECT_EQ(Hex(k_alice), Hex(FromHex(b.at("shared"))));
-  EXPECT_EQ(Hex(k_bob), Hex(FromHex(b.at("shared"))));
+  EXPECT_EQ(ToHex(k_alice), ToHex(FromHex(b.at("shared"))));
+  EXPECT_EQ(ToHex(k_bob), ToHex(FromHex(b.at("shared"))));
 }
 
 // Points of small order make X25519 output zero whatever the scalar (RFC 7748 6.1, 7); the
@@ -101,13 +100,13 @@ TEST(EcpRfc5903, Section81) {
   auto responder = DhKeyPair::FromPrivateKey(kDhGroupEcp256, FromHex(b.at("r")));
   ASSERT_NE(initiator, nullptr);
   ASSERT_NE(responder, nullptr);
-  EXPECT_EQ(Hex(initiator->public_value()), Hex(gi));
-  EXPECT_EQ(Hex(responder->public_value()), Hex(gr));
+  EXPECT_EQ(ToHex(initiator->public_value()), ToHex(gi));
+  EXPECT_EQ(ToHex(responder->public_value()), ToHex(gr));
   SecureBytes s_i, s_r;
   ASSERT_TRUE(initiator->ComputeShared(gr, s_i));
   ASSERT_TRUE(responder->ComputeShared(gi, s_r));
-  EXPECT_EQ(Hex(s_i), Hex(FromHex(b.at("girx"))));
-  EXPECT_EQ(Hex(s_r), Hex(FromHex(b.at("girx"))));
+  EXPECT_EQ(ToHex(s_i), ToHex(FromHex(b.at("girx"))));
+  EXPECT_EQ(ToHex(s_r), ToHex(FromHex(b.at("girx"))));
 }
 
 TEST(EcpRfc5903, RejectsPointsNotOnTheCurve) {
@@ -145,7 +144,7 @@ TEST_P(DhGroupTest, GeneratedPairsAgree) {
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(a->group(), group);
   EXPECT_EQ(a->public_value().size(), DhPublicValueLength(group));
-  EXPECT_NE(Hex(a->public_value()), Hex(b->public_value()));
+  EXPECT_NE(ToHex(a->public_value()), ToHex(b->public_value()));
   SecureBytes ab, ba;
   ASSERT_TRUE(a->ComputeShared(b->public_value(), ab));
   ASSERT_TRUE(b->ComputeShared(a->public_value(), ba));

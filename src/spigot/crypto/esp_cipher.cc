@@ -21,7 +21,7 @@ constexpr std::array<EspSuiteInfo, 5> kSuites = {{
 
 constexpr std::size_t kHmacBlock = 64;  // SHA-256 block size
 
-[[noreturn]] void Fatal(const char* what) {
+[[noreturn]] void FatalImb(const char* what) {
   std::fprintf(stderr, "spigot: fatal: intel-ipsec-mb: %s\n", what);
   std::abort();
 }
@@ -31,11 +31,11 @@ constexpr std::size_t kHmacBlock = 64;  // SHA-256 block size
 void RunJob(IMB_MGR* mgr, IMB_JOB* job) {
   IMB_JOB* done = IMB_SUBMIT_JOB(mgr);
   while (done == nullptr || done != job) {
-    if (done != nullptr && done->status != IMB_STATUS_COMPLETED) Fatal("job failed");
+    if (done != nullptr && done->status != IMB_STATUS_COMPLETED) FatalImb("job failed");
     done = IMB_FLUSH_JOB(mgr);
-    if (done == nullptr) Fatal("job lost");
+    if (done == nullptr) FatalImb("job lost");
   }
-  if (job->status != IMB_STATUS_COMPLETED) Fatal("job failed");
+  if (job->status != IMB_STATUS_COMPLETED) FatalImb("job failed");
 }
 
 }  // namespace
@@ -46,7 +46,7 @@ static_assert(kSuites[0].suite == EspSuite::kAesGcm128 &&
 
 const EspSuiteInfo& SuiteInfo(EspSuite suite) {
   const std::size_t i = static_cast<std::size_t>(suite) - 1;
-  if (i >= kSuites.size()) Fatal("unknown ESP suite");
+  if (i >= kSuites.size()) FatalImb("unknown ESP suite");
   return kSuites[i];
 }
 
@@ -58,9 +58,9 @@ std::optional<EspSuite> SuiteByName(std::string_view name) {
 }
 
 ImbManager::ImbManager() : mgr_(alloc_mb_mgr(0)) {
-  if (mgr_ == nullptr) Fatal("alloc_mb_mgr failed");
+  if (mgr_ == nullptr) FatalImb("alloc_mb_mgr failed");
   init_mb_mgr_auto(mgr_, nullptr);
-  if (imb_get_errno(mgr_) != 0) Fatal("init_mb_mgr_auto failed");
+  if (imb_get_errno(mgr_) != 0) FatalImb("init_mb_mgr_auto failed");
 }
 
 ImbManager::~ImbManager() { free_mb_mgr(mgr_); }
@@ -147,7 +147,7 @@ void EspCipher::SealAead(ImbManager& mgr, const std::uint8_t* iv8,
       break;
     }
     default:
-      Fatal("SealAead on a non-AEAD suite");
+      FatalImb("SealAead on a non-AEAD suite");
   }
 }
 
@@ -181,7 +181,7 @@ bool EspCipher::OpenAead(ImbManager& mgr, const std::uint8_t* iv8,
       break;
     }
     default:
-      Fatal("OpenAead on a non-AEAD suite");
+      FatalImb("OpenAead on a non-AEAD suite");
   }
   return ConstantTimeEqual({tag, kEspIcvLen}, {icv16, kEspIcvLen});
 }

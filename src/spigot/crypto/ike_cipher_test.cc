@@ -23,7 +23,6 @@ constexpr IkeEncr kAeads[] = {IkeEncr::kAesGcm16_128, IkeEncr::kAesGcm16_256,
 constexpr const char* kEncrNames[] = {"AesCbc128", "AesCbc256", "AesGcm16_128", "AesGcm16_256",
                                       "ChaCha20Poly1305"};  // indexed by IkeEncr
 
-std::string Hex(std::span<const std::uint8_t> s) { return ToHex(s.data(), s.size()); }
 
 Bytes Random(std::size_t n) {
   Bytes b(n);
@@ -57,11 +56,11 @@ void CheckAeadVectors(const std::string& file, std::size_t expected_blocks) {
     Bytes data = plaintext;
     Bytes icv(16);
     ASSERT_TRUE(cipher->Seal(iv, aad, data, icv));
-    EXPECT_EQ(Hex(data), Hex(FromHex(b.at("ciphertext"))));
-    EXPECT_EQ(Hex(icv), Hex(FromHex(b.at("tag"))));
+    EXPECT_EQ(ToHex(data), ToHex(FromHex(b.at("ciphertext"))));
+    EXPECT_EQ(ToHex(icv), ToHex(FromHex(b.at("tag"))));
 
     ASSERT_TRUE(cipher->Open(iv, aad, data, icv));
-    EXPECT_EQ(Hex(data), Hex(plaintext));
+    EXPECT_EQ(ToHex(data), ToHex(plaintext));
   }
 }
 
@@ -85,9 +84,9 @@ TEST(IkeCipherKat, AesCbc) {
     const Bytes iv = FromHex(b.at("iv"));
     Bytes data = FromHex(b.at("plaintext"));
     ASSERT_TRUE(cipher->EncryptCbc(iv, data));
-    EXPECT_EQ(Hex(data), Hex(FromHex(b.at("ciphertext"))));
+    EXPECT_EQ(ToHex(data), ToHex(FromHex(b.at("ciphertext"))));
     ASSERT_TRUE(cipher->DecryptCbc(iv, data));
-    EXPECT_EQ(Hex(data), Hex(FromHex(b.at("plaintext"))));
+    EXPECT_EQ(ToHex(data), ToHex(FromHex(b.at("plaintext"))));
   }
 }
 
@@ -102,10 +101,10 @@ TEST_P(IkeCipherAeadTest, RoundTripsAnyLength) {
     Bytes data = plaintext, icv(16);
     ASSERT_TRUE(cipher->Seal(iv, aad, data, icv));
     if (len >= 16) {
-      EXPECT_NE(Hex(data), Hex(plaintext));
+      EXPECT_NE(ToHex(data), ToHex(plaintext));
     }
     ASSERT_TRUE(cipher->Open(iv, aad, data, icv));
-    EXPECT_EQ(Hex(data), Hex(plaintext));
+    EXPECT_EQ(ToHex(data), ToHex(plaintext));
   }
 }
 
@@ -120,7 +119,7 @@ TEST_P(IkeCipherAeadTest, RejectsTamperedMessages) {
   auto open = [&](Bytes iv_x, Bytes aad_x, Bytes ct_x, Bytes icv_x) {
     const bool ok = cipher->Open(iv_x, aad_x, ct_x, icv_x);
     if (!ok) {
-      EXPECT_EQ(Hex(ct_x), Hex(Bytes(ct_x.size(), 0)));
+      EXPECT_EQ(ToHex(ct_x), ToHex(Bytes(ct_x.size(), 0)));
     }
     return ok;
   };
@@ -172,10 +171,10 @@ TEST_P(IkeCipherAeadTest, ReusedContextsMatchFreshObjects) {
     ASSERT_TRUE(reused->Seal(iv, aad, a, icv_a));
     auto fresh = IkeCipher::Create(GetParam(), keymat);
     ASSERT_TRUE(fresh->Seal(iv, aad, b, icv_b));
-    EXPECT_EQ(Hex(a), Hex(b));
-    EXPECT_EQ(Hex(icv_a), Hex(icv_b));
+    EXPECT_EQ(ToHex(a), ToHex(b));
+    EXPECT_EQ(ToHex(icv_a), ToHex(icv_b));
     ASSERT_TRUE(reused->Open(iv, aad, b, icv_b));
-    EXPECT_EQ(Hex(b), Hex(plaintext));
+    EXPECT_EQ(ToHex(b), ToHex(plaintext));
   }
 }
 
@@ -193,7 +192,7 @@ TEST(IkeCipherCbc, RoundTripAndLengthChecks) {
       Bytes data = plaintext;
       ASSERT_TRUE(cipher->EncryptCbc(iv, data));
       ASSERT_TRUE(cipher->DecryptCbc(iv, data));
-      EXPECT_EQ(Hex(data), Hex(plaintext));
+      EXPECT_EQ(ToHex(data), ToHex(plaintext));
     }
     Bytes data(17), icv(16);
     EXPECT_FALSE(cipher->EncryptCbc(Bytes(16), data));
@@ -222,7 +221,7 @@ TEST(IkeCipherCbc, WithIntegrityAsInRfc7296) {
 
   ASSERT_TRUE(integ->Verify(message, icv));
   ASSERT_TRUE(cipher->DecryptCbc(iv, body));
-  EXPECT_EQ(Hex(body), Hex(plaintext));
+  EXPECT_EQ(ToHex(body), ToHex(plaintext));
 }
 
 TEST(IkeCipherInfo, TransformsAndKeyMaterial) {

@@ -13,7 +13,7 @@ namespace {
 
 constexpr std::size_t kMaxHashLen = 64;  // SHA-512
 
-[[noreturn]] void Fatal(const char* what) {
+[[noreturn]] void FatalOpenSsl(const char* what) {
   std::fprintf(stderr, "spigot: fatal: %s\n", what);
   std::abort();
 }
@@ -27,7 +27,7 @@ char* DigestName(std::size_t hash_len) {
 // Fetched once: fetching by name costs a method-store lookup under a lock.
 EVP_MAC* HmacMethod() {
   static EVP_MAC* const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-  if (mac == nullptr) Fatal("OpenSSL has no HMAC");
+  if (mac == nullptr) FatalOpenSsl("OpenSSL has no HMAC");
   return mac;
 }
 
@@ -45,26 +45,26 @@ MacCtxPtr NewKeyedHmac(std::size_t hash_len, std::span<const std::uint8_t> key) 
   MacCtxPtr ctx(EVP_MAC_CTX_new(HmacMethod()));
   if (!ctx ||
       EVP_MAC_init(ctx.get(), key.empty() ? &kNoKey : key.data(), key.size(), params) != 1) {
-    Fatal("HMAC key setup failed");
+    FatalOpenSsl("HMAC key setup failed");
   }
   return ctx;
 }
 
 // Starts a new message under the key already set (cheap: copies the precomputed inner state).
 void Restart(EVP_MAC_CTX* ctx) {
-  if (EVP_MAC_init(ctx, nullptr, 0, nullptr) != 1) Fatal("HMAC restart failed");
+  if (EVP_MAC_init(ctx, nullptr, 0, nullptr) != 1) FatalOpenSsl("HMAC restart failed");
 }
 
 void Update(EVP_MAC_CTX* ctx, std::span<const std::uint8_t> data) {
   if (!data.empty() && EVP_MAC_update(ctx, data.data(), data.size()) != 1) {
-    Fatal("HMAC update failed");
+    FatalOpenSsl("HMAC update failed");
   }
 }
 
 void Final(EVP_MAC_CTX* ctx, std::uint8_t* out, std::size_t hash_len) {
   std::size_t written = 0;
   if (EVP_MAC_final(ctx, out, &written, hash_len) != 1 || written != hash_len) {
-    Fatal("HMAC final failed");
+    FatalOpenSsl("HMAC final failed");
   }
 }
 
@@ -99,7 +99,7 @@ std::size_t PrfOutputLength(PrfAlg alg) {
     case PrfAlg::kHmacSha512:
       return 64;
   }
-  Fatal("unknown PRF");
+  FatalOpenSsl("unknown PRF");
 }
 
 std::size_t IntegKeyLength(IntegAlg alg) {
@@ -111,7 +111,7 @@ std::size_t IntegKeyLength(IntegAlg alg) {
     case IntegAlg::kHmacSha512_256:
       return 64;
   }
-  Fatal("unknown integrity algorithm");
+  FatalOpenSsl("unknown integrity algorithm");
 }
 
 std::size_t IntegIcvLength(IntegAlg alg) { return IntegKeyLength(alg) / 2; }
@@ -158,7 +158,7 @@ std::unique_ptr<Integrity> Integrity::Create(IntegAlg alg, std::span<const std::
 Integrity::~Integrity() { EVP_MAC_CTX_free(ctx_); }
 
 void Integrity::Compute(std::span<const std::uint8_t> data, std::span<std::uint8_t> icv) {
-  if (icv.size() != icv_length()) Fatal("Integrity::Compute: ICV buffer of the wrong size");
+  if (icv.size() != icv_length()) FatalOpenSsl("Integrity::Compute: ICV buffer of the wrong size");
   std::array<std::uint8_t, kMaxHashLen> full;
   const std::size_t hash_len = IntegKeyLength(alg_);
   Restart(ctx_);

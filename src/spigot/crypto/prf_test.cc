@@ -19,7 +19,6 @@ using Bytes = std::vector<std::uint8_t>;
 
 constexpr PrfAlg kAllPrfs[] = {PrfAlg::kHmacSha256, PrfAlg::kHmacSha384, PrfAlg::kHmacSha512};
 
-std::string Hex(std::span<const std::uint8_t> s) { return ToHex(s.data(), s.size()); }
 
 PrfAlg PrfByName(const std::string& name) {
   if (name == "PRF_HMAC_SHA2_256") return PrfAlg::kHmacSha256;
@@ -46,9 +45,9 @@ TEST(HmacRfc4231, TestCases1To7) {
       if (b.count("truncate") != 0) {
         // Test Case 5 publishes only the leftmost 128 bits.
         ASSERT_EQ(want.size() * 8, std::stoul(b.at("truncate")));
-        EXPECT_EQ(Hex(got.first(want.size())), Hex(want));
+        EXPECT_EQ(ToHex(got.first(want.size())), ToHex(want));
       } else {
-        EXPECT_EQ(Hex(got), Hex(want));
+        EXPECT_EQ(ToHex(got), ToHex(want));
       }
     }
   }
@@ -64,8 +63,8 @@ TEST(PrfRfc4868, PrfTestVectors) {
     SCOPED_TRACE(b.at("name"));
     for (const auto& [field, alg] : fields) {
       if (b.count(field) == 0) continue;
-      EXPECT_EQ(Hex(Prf(alg, FromHex(b.at("key")), FromHex(b.at("data")))),
-                Hex(FromHex(b.at(field))))
+      EXPECT_EQ(ToHex(Prf(alg, FromHex(b.at("key")), FromHex(b.at("data")))),
+                ToHex(FromHex(b.at(field))))
           << field;
       ++checked;
     }
@@ -91,7 +90,7 @@ TEST(HmacIntegrityRfc4868, AuthenticatorTestVectors) {
       ASSERT_EQ(integ->icv_length(), want.size());
       Bytes icv(integ->icv_length());
       integ->Compute(data, icv);
-      EXPECT_EQ(Hex(icv), Hex(want));
+      EXPECT_EQ(ToHex(icv), ToHex(want));
       EXPECT_TRUE(integ->Verify(data, want));
       ++checked;
     }
@@ -137,7 +136,7 @@ TEST(HmacIntegrity, ReusedContextMatchesFreshHmac) {
   for (const Bytes& msg : {Bytes{}, Bytes(1, 1), Bytes(300, 2), Bytes{}, Bytes(1, 1)}) {
     Bytes icv(integ->icv_length());
     integ->Compute(msg, icv);
-    EXPECT_EQ(Hex(icv), Hex(Prf(PrfAlg::kHmacSha384, key, msg).first(24)));
+    EXPECT_EQ(ToHex(icv), ToHex(Prf(PrfAlg::kHmacSha384, key, msg).first(24)));
   }
 }
 
@@ -152,10 +151,10 @@ TEST(PrfPlus, GeneratedVectors) {
     ASSERT_TRUE(got.has_value());
     ASSERT_EQ(got->size(), length);
     if (b.count("output") != 0) {
-      EXPECT_EQ(Hex(*got), Hex(FromHex(b.at("output"))));
+      EXPECT_EQ(ToHex(*got), ToHex(FromHex(b.at("output"))));
     } else {
       const Bytes tail = FromHex(b.at("output_tail"));
-      EXPECT_EQ(Hex(got->subspan(length - tail.size(), tail.size())), Hex(tail));
+      EXPECT_EQ(ToHex(got->subspan(length - tail.size(), tail.size())), ToHex(tail));
     }
   }
 }
@@ -182,7 +181,7 @@ TEST(PrfPlus, ShorterOutputIsAPrefix) {
          {std::size_t{0}, std::size_t{1}, PrfOutputLength(alg), 2 * PrfOutputLength(alg) + 3}) {
       const auto part = PrfPlus(alg, key, seed, n);
       ASSERT_TRUE(part.has_value());
-      EXPECT_EQ(Hex(*part), Hex(full->first(n)));
+      EXPECT_EQ(ToHex(*part), ToHex(full->first(n)));
     }
   }
 }
@@ -194,12 +193,12 @@ TEST(PrfPlus, FirstBlockIsPrfOfSeedAndOne) {
   const auto out = PrfPlus(PrfAlg::kHmacSha256, key, seed, 32);
   seed.push_back(0x01);
   ASSERT_TRUE(out.has_value());
-  EXPECT_EQ(Hex(*out), Hex(Prf(PrfAlg::kHmacSha256, key, seed)));
+  EXPECT_EQ(ToHex(*out), ToHex(Prf(PrfAlg::kHmacSha256, key, seed)));
 }
 
 TEST(Prf, EmptyKeyAndData) {
   // HMAC-SHA-256 with an empty key over empty data (python3 hmac.new(b"", b"", sha256)).
-  EXPECT_EQ(Hex(Prf(PrfAlg::kHmacSha256, {}, {})),
+  EXPECT_EQ(ToHex(Prf(PrfAlg::kHmacSha256, {}, {})),
             "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 

@@ -5,8 +5,6 @@
 namespace spigot::engine {
 namespace {
 
-constexpr auto kRelaxed = std::memory_order_relaxed;
-
 // Jobs a worker takes from the submission queue per lock.
 constexpr std::size_t kWorkerBatch = 16;
 

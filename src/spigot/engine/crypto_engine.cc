@@ -13,8 +13,6 @@
 namespace spigot::engine {
 namespace {
 
-constexpr auto kRelaxed = std::memory_order_relaxed;
-
 constexpr std::uint64_t Word(std::uint64_t ticket, JobState s) {
   return ticket << 8 | static_cast<std::uint64_t>(s);
 }

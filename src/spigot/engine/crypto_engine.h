@@ -44,6 +44,10 @@
 
 namespace spigot::engine {
 
+// Counters and job words are read and bumped without ordering unless a comment says otherwise.
+inline constexpr auto kRelaxed = std::memory_order_relaxed;
+
+
 enum class JobState : std::uint8_t { kFree, kQueued, kRunning, kDone, kRevoked, kAbandoned };
 
 enum class JobResult : std::uint8_t {

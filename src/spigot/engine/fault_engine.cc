@@ -5,8 +5,6 @@
 namespace spigot::engine {
 namespace {
 
-constexpr auto kRelaxed = std::memory_order_relaxed;
-
 }  // namespace
 
 FaultEngine::FaultEngine(AsyncEngine::Options options, io::Clock& clock)

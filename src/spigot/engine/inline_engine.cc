@@ -3,7 +3,6 @@
 namespace spigot::engine {
 
 std::size_t InlineEngine::Submit(std::span<const JobRef> jobs) {
-  constexpr auto kRelaxed = std::memory_order_relaxed;
   crypto::ImbManager& mgr = crypto::ImbManager::ForThisThread();
   for (const JobRef& ref : jobs) {
     counters_.submitted.fetch_add(1, kRelaxed);

@@ -30,7 +30,9 @@ TEST(RekeyScheduler, SpreadsAWaveAtTheRateLimit) {
     const auto due = s.Due(now);
     per_tick.push_back(due.size());
     for (std::uint32_t spi : due) {
-      if (!first) EXPECT_GT(spi, last) << "not in deadline order";
+      if (!first) {
+        EXPECT_GT(spi, last) << "not in deadline order";
+      }
       last = spi;
       first = false;
     }

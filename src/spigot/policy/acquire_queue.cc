@@ -7,7 +7,6 @@
 namespace spigot::policy {
 namespace {
 
-constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15;  // Fibonacci hashing
 
 }  // namespace
 

@@ -25,7 +25,6 @@ std::uint64_t LoadBe64(const std::uint8_t* p) {
   return std::endian::native == std::endian::little ? __builtin_bswap64(v) : v;
 }
 
-constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15;  // 2^64 / phi, Fibonacci hashing
 
 struct U128 {
   std::uint64_t hi = 0;

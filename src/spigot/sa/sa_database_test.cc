@@ -13,7 +13,7 @@ namespace spigot::sa {
 namespace {
 
 using std::chrono::seconds;
-constexpr TimePoint kT0 = TimePoint{} + seconds(1'000);
+constexpr TimePoint kStart = TimePoint{} + seconds(1'000);
 constexpr std::size_t kKeymatLen = 16 + 4;  // AES-GCM-128 key || salt
 
 struct Keys {
@@ -44,7 +44,7 @@ std::uint32_t InstallOne(SaDatabase& db, const Keys& keys, SpiPurpose purpose = 
   EXPECT_EQ(a.status, SpiStatus::kOk);
   ChildSaParams p = Params(a.spi, 0x10000 + a.spi % 1000, keys);
   p.rekey_of = rekey_of;
-  EXPECT_EQ(db.Install(p, kT0), InstallStatus::kOk);
+  EXPECT_EQ(db.Install(p, kStart), InstallStatus::kOk);
   return a.spi;
 }
 
@@ -55,17 +55,17 @@ TEST(SaDatabaseTest, InstallLookupRemove) {
   const SpiAllocation a = db.AllocateSpi(SpiPurpose::kNew);
   ASSERT_EQ(a.status, SpiStatus::kOk);
   EXPECT_EQ(db.LookupInbound(a.spi), nullptr);  // reserved, not installed
-  ASSERT_EQ(db.Install(Params(a.spi, 0xABCD0001, keys), kT0), InstallStatus::kOk);
+  ASSERT_EQ(db.Install(Params(a.spi, 0xABCD0001, keys), kStart), InstallStatus::kOk);
   ChildSa* sa = db.LookupInbound(a.spi);
   ASSERT_NE(sa, nullptr);
   EXPECT_EQ(sa->inbound_spi(), a.spi);
   EXPECT_EQ(sa->outbound_spi(), 0xABCD0001u);
   EXPECT_EQ(sa->inbound.replay.size(), 1024u);
   EXPECT_EQ(sa->outbound.next_seq, 1u);
-  EXPECT_EQ(sa->installed_at(), kT0);
+  EXPECT_EQ(sa->installed_at(), kStart);
   EXPECT_TRUE(std::equal(keys.in.begin(), keys.in.end(), sa->keymat(Direction::kInbound).begin()));
   EXPECT_EQ(db.size(), 1u);
-  EXPECT_EQ(db.Install(Params(a.spi, 0xABCD0001, keys), kT0), InstallStatus::kSpiNotReserved);
+  EXPECT_EQ(db.Install(Params(a.spi, 0xABCD0001, keys), kStart), InstallStatus::kSpiNotReserved);
   EXPECT_TRUE(db.Remove(a.spi));
   EXPECT_EQ(db.LookupInbound(a.spi), nullptr);
   EXPECT_FALSE(db.Remove(a.spi));
@@ -78,21 +78,21 @@ TEST(SaDatabaseTest, InstallValidates) {
   db.SetSpiLimits(10, 0);
   const Keys keys = RandomKeys();
   const std::uint32_t spi = db.AllocateSpi(SpiPurpose::kNew).spi;
-  EXPECT_EQ(db.Install(Params(spi + 1, 0x1000, keys), kT0), InstallStatus::kSpiNotReserved);
-  EXPECT_EQ(db.Install(Params(spi, 255, keys), kT0), InstallStatus::kBadOutboundSpi);
+  EXPECT_EQ(db.Install(Params(spi + 1, 0x1000, keys), kStart), InstallStatus::kSpiNotReserved);
+  EXPECT_EQ(db.Install(Params(spi, 255, keys), kStart), InstallStatus::kBadOutboundSpi);
   ChildSaParams p = Params(spi, 0x1000, keys);
   p.outbound_keymat = std::span(keys.out).first(16);
-  EXPECT_EQ(db.Install(p, kT0), InstallStatus::kBadKeymat);
+  EXPECT_EQ(db.Install(p, kStart), InstallStatus::kBadKeymat);
   p = Params(spi, 0x1000, keys);
   p.suite = crypto::EspSuite::kAesGcm256;  // wants 36 bytes
-  EXPECT_EQ(db.Install(p, kT0), InstallStatus::kBadKeymat);
+  EXPECT_EQ(db.Install(p, kStart), InstallStatus::kBadKeymat);
   p = Params(spi, 0x1000, keys);
   p.lifetimes.soft.packets = 10;
   p.lifetimes.hard.packets = 10;
-  EXPECT_EQ(db.Install(p, kT0), InstallStatus::kBadLifetimes);
+  EXPECT_EQ(db.Install(p, kStart), InstallStatus::kBadLifetimes);
   p = Params(spi, 0x1000, keys);
   p.rekey_of = 0x12345678;
-  EXPECT_EQ(db.Install(p, kT0), InstallStatus::kUnknownPredecessor);
+  EXPECT_EQ(db.Install(p, kStart), InstallStatus::kUnknownPredecessor);
   EXPECT_EQ(db.size(), 0u);
   EXPECT_TRUE(db.ReleaseSpi(spi));
   EXPECT_FALSE(db.ReleaseSpi(spi));
@@ -148,8 +148,8 @@ TEST(SaDatabaseTest, EvictedSasReexpandTransparently) {
     ChildSaParams pa = Params(a_in.back(), b_in.back(), k);  // a sends with k.out
     const Keys mirrored{k.out, k.in};
     ChildSaParams pb = Params(b_in.back(), a_in.back(), mirrored);
-    ASSERT_EQ(a.Install(pa, kT0), InstallStatus::kOk);
-    ASSERT_EQ(b.Install(pb, kT0), InstallStatus::kOk);
+    ASSERT_EQ(a.Install(pa, kStart), InstallStatus::kOk);
+    ASSERT_EQ(b.Install(pb, kStart), InstallStatus::kOk);
   }
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < kPairs; ++i) {
