@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "spigot/engine/fault_engine.h"
@@ -212,19 +213,44 @@ bool Dataplane::SetUpRoutes(const config::ConnectionConfig& c, std::string* erro
 
 bool Dataplane::ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
                                  std::string* error) {
-  policy::SpdBuilder b;
+  for (const auto& [name, id] : policy_ids_) spd_tables_.Remove(id);
   for (const auto& c : conns) {
     auto [it, added] = policy_ids_.try_emplace(c.name, static_cast<policy::PolicyId>(policy_ids_.size()));
     std::vector<policy::Prefix> locals, remotes;
     for (const auto& t : c.local_ts) locals.push_back(ToPrefix(t));
     for (const auto& t : c.remote_ts) remotes.push_back(ToPrefix(t));
-    b.AddCrossProduct(it->second, locals, remotes);
+    // A CHILD SA's own policy wins over its connection's for the same selectors.
+    spd_tables_.AddCrossProduct(it->second, locals, remotes, policy::SpdBuilder::Rank::kFallback);
     if (!SetUpRoutes(c, error)) return false;
     const bool trap = c.start_action == config::StartAction::kTrap;
     Retry([this, id = it->second, trap] { return outbound_->SetTrap(id, trap); });
   }
-  spd_.Publish(b.Build());
+  spd_.Publish(spd_tables_.Build());
   return true;
+}
+
+void Dataplane::SetSaPolicy(policy::PolicyId id, const std::vector<policy::Prefix>& locals,
+                            const std::vector<policy::Prefix>& remotes) {
+  RemoveSaPolicy(id);
+  const bool hosts = std::all_of(remotes.begin(), remotes.end(), [](const policy::Prefix& r) {
+    return r.prefix_len == policy::MaxPrefixLength(r.family);
+  });
+  if (hosts && spd_.SetHostPolicy(id, locals, remotes)) {
+    spd_.CommitHostPolicies();
+    return;
+  }
+  if (spd_tables_.AddCrossProduct(id, locals, remotes) == 0) return;
+  sa_in_tables_.insert(id);
+  spd_.Publish(spd_tables_.Build());
+}
+
+void Dataplane::RemoveSaPolicy(policy::PolicyId id) {
+  if (sa_in_tables_.erase(id) != 0) {
+    spd_tables_.Remove(id);
+    spd_.Publish(spd_tables_.Build());
+  } else if (spd_.RemoveHostPolicy(id)) {
+    spd_.CommitHostPolicies();
+  }
 }
 
 void Dataplane::InstallInbound(datapath::InboundSpec spec) {

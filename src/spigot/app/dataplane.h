@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
@@ -43,6 +44,11 @@ class Dataplane final : public gateway::DataPlane {
   bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
                         std::string* error) override;
   policy::PolicyId PolicyFor(const std::string& connection) const override;
+  // Remote selectors that are all single addresses (road warriors): the SPD's host policies,
+  // O(N/S + S) per change; anything else: the SPD's tables, rebuilt.
+  void SetSaPolicy(policy::PolicyId id, const std::vector<policy::Prefix>& locals,
+                   const std::vector<policy::Prefix>& remotes) override;
+  void RemoveSaPolicy(policy::PolicyId id) override;
 
   void InstallInbound(datapath::InboundSpec spec) override;
   void RemoveInbound(std::uint32_t spi) override;
@@ -81,6 +87,10 @@ class Dataplane final : public gateway::DataPlane {
   std::unique_ptr<engine::CryptoEngine> engine_;
   std::unique_ptr<engine::EngineMonitor> monitor_;
   policy::Spd spd_;
+  // The SPD's tables: connections' policies (Rank::kFallback) and the CHILD SA policies that
+  // are not host policies (sa_in_tables_).
+  policy::SpdBuilder spd_tables_;
+  std::set<policy::PolicyId> sa_in_tables_;
   std::unique_ptr<io::TunDevice> tun_;
   std::unique_ptr<io::Netlink> netlink_;
   std::unique_ptr<datapath::InboundPath> inbound_;

@@ -146,6 +146,9 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"processed", q.stats().processed},
         {"evicted", q.stats().evicted},
         {"acquires_refused", c.acquires_refused}}},
+      // CHILD SAs' own outbound policies (one per peer's tunnel), and CHILD SAs refused
+      // because another peer's policy has their addresses.
+      {"policies", {{"child_sa", children.policies().size()}, {"conflicts", cc.policy_conflicts}}},
       {"negotiations_per_minute", children.NegotiationsPerMinute(now)},
       {"rekeys_per_minute", children.RekeysPerMinute(now)},
       {"rekeys",

@@ -49,6 +49,7 @@ void InboundPath::ApplyCommands() {
       auto sa = std::make_shared<Sa>();
       sa->state = esp::InboundState{spec->spi, esp::ReplayWindow(spec->replay_window, spec->esn)};
       sa->policy = spec->policy;
+      sa->selectors = std::move(spec->selectors);
       sa->counters = spec->counters;
       sa->spi = spec->spi;
       sa->report_first = spec->report_first_packet;
@@ -114,12 +115,21 @@ InboundPath::Verdict InboundPath::Opened(Sa& sa, esp::Status status, esp::Packet
     Add(counters_.malformed);
     return Verdict::kDrop;
   }
-  {
-    auto spd = reader.Lock();
-    if (!spd->Allows(sa.policy, family, src, dst)) {
-      Add(counters_.selector_mismatch);
-      return Verdict::kDrop;
+  bool allowed = false;
+  if (!sa.selectors.empty()) {
+    for (const Selector& sel : sa.selectors) {
+      if (sel.remote.family == family && sel.remote.Contains(src) && sel.local.Contains(dst)) {
+        allowed = true;
+        break;
+      }
     }
+  } else {
+    auto spd = reader.Lock();
+    allowed = spd->Allows(sa.policy, family, src, dst);
+  }
+  if (!allowed) {
+    Add(counters_.selector_mismatch);
+    return Verdict::kDrop;
   }
   Add(counters_.rx_packets);
   Add(counters_.rx_bytes, pkt.length);
@@ -209,15 +219,18 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
       if (!sa->cipher.Init(mgr, spec->suite, spec->keymat)) return;
       Policy& p = policies_[spec->policy];
       p.sa = std::move(sa);
-      // Packets held for this policy go out first, in order.
-      acquire_.Flush(spec->policy, [&](std::span<const std::uint8_t> held) {
+      // Packets held for this policy (or for the trap policy whose acquire it answers) go out
+      // first, in order.
+      auto send_held = [&](std::span<const std::uint8_t> held) {
         std::uint8_t buf[2048 + esp::kSealHeadroom + esp::kSealTailroom];
         if (held.size() > 2048) return;
         std::memcpy(buf + esp::kSealHeadroom, held.data(), held.size());
         esp::PacketView pkt{{buf, sizeof(buf)}, esp::kSealHeadroom, held.size()};
         const io::Endpoint* peer = nullptr;
         if (Seal(mgr, spec->policy, p, pkt, peer) == Verdict::kSend) send(*peer, pkt.bytes());
-      });
+      };
+      acquire_.Flush(spec->policy, send_held);
+      if (spec->flush_held != policy::kNoPolicy) acquire_.Flush(spec->flush_held, send_held);
     } else if (auto* clear = std::get_if<Clear>(&c)) {
       auto it = policies_.find(clear->policy);
       if (it != policies_.end() && it->second.sa && it->second.sa->state.spi == clear->spi)

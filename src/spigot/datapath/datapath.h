@@ -67,13 +67,23 @@ struct Counters {
 inline constexpr std::size_t kCryptoSlotHead = 64;
 inline constexpr std::size_t kCryptoSlotSize = 2048 + kCryptoSlotHead;
 
+// One (local, remote) pair of a CHILD SA's traffic selectors.
+struct Selector {
+  policy::Prefix local;
+  policy::Prefix remote;
+};
+
 struct InboundSpec {
   std::uint32_t spi = 0;
   crypto::EspSuite suite = crypto::EspSuite::kAesGcm128;
   crypto::SecureBytes keymat;
   bool esn = false;
   std::uint32_t replay_window = esp::kDefaultReplayWindow;
-  policy::PolicyId policy = policy::kNoPolicy;  // for the inner packet's selector check
+  // The inner packet's selector check (RFC 4301 5.2): the SA's own negotiated selectors when
+  // there are any (its source in a remote prefix, its destination in a local one), else the
+  // SPD's pairs of `policy`.
+  policy::PolicyId policy = policy::kNoPolicy;
+  std::vector<Selector> selectors;
   std::shared_ptr<SaCounters> counters;
   // Report the first authentic packet on this SA (InboundPath::OnFirstPacket): the new SA of a
   // rekey the peer started, whose outbound half we switch to once the peer uses it.
@@ -88,6 +98,9 @@ struct OutboundSpec {
   bool esn = false;
   io::Endpoint peer;  // the peer's UDP 4500
   std::shared_ptr<SaCounters> counters;
+  // The connection (trap) policy whose held packets this SA sends first, if any: the acquire
+  // was raised on the connection's policy, the SA serves a policy of its own.
+  policy::PolicyId flush_held = policy::kNoPolicy;
 };
 
 // A bounded command mailbox from the control thread to one data-path thread, with an eventfd
@@ -172,6 +185,7 @@ class InboundPath {
     esp::InboundState state;
     crypto::EspCipher cipher;
     policy::PolicyId policy;
+    std::vector<Selector> selectors;
     std::shared_ptr<SaCounters> counters;
     std::uint32_t spi = 0;
     bool report_first = false;

@@ -15,11 +15,9 @@ const ChildSaManager::Child* ChildSaManager::Find(std::uint32_t spi_in) const {
   return it == children_.end() ? nullptr : &it->second;
 }
 
-std::optional<policy::PolicyId> ChildSaManager::Install(const ike::ChildSaInfo& child,
-                                                        std::uint64_t owner,
-                                                        const Connection* conn,
-                                                        const io::Endpoint& peer_natt,
-                                                        ike::TimePoint now) {
+bool ChildSaManager::Install(const ike::ChildSaInfo& child, std::uint64_t owner,
+                             const std::string& peer, const Connection* conn,
+                             const io::Endpoint& peer_natt, ike::TimePoint now) {
   sa::ChildSaParams p;
   p.inbound_spi = child.spi_in;
   p.outbound_spi = child.spi_out;
@@ -33,11 +31,27 @@ std::optional<policy::PolicyId> ChildSaManager::Install(const ike::ChildSaInfo& 
   if (st != sa::InstallStatus::kOk) {
     ++counters_.install_failed;
     spdlog::error("CHILD SA {:08x}: install failed: {}", child.spi_in, sa::ToString(st));
-    return std::nullopt;
+    return false;
   }
+  std::vector<policy::Prefix> locals = SelectorPrefixes(child.local_ts);
+  std::vector<policy::Prefix> remotes = SelectorPrefixes(child.remote_ts);
   Child rec;
   rec.owner = owner;
-  rec.policy = conn != nullptr ? dataplane_.PolicyFor(conn->cfg.name) : policy::kNoPolicy;
+  // The SA's own policy: its predecessor's for a rekey, else the peer's with these selectors,
+  // else a new one.
+  bool created = false;
+  if (auto pre = children_.find(child.rekey_of); child.rekey_of != 0 && pre != children_.end()) {
+    rec.policy = pre->second.policy;
+    policies_.JoinExisting(rec.policy, child.spi_in);
+  } else {
+    if (policies_.Conflict(peer, locals, remotes) != nullptr) {
+      // Only an initiator gets here (a responder refuses with TS_UNACCEPTABLE before): its own
+      // configuration overlaps another peer's. The first one keeps the traffic.
+      ++counters_.policy_conflicts;
+      spdlog::warn("CHILD SA {:08x}: its selectors overlap another peer's CHILD SA", child.spi_in);
+    }
+    rec.policy = policies_.Join(peer, locals, remotes, child.spi_in, &created);
+  }
   rec.spi_out = child.spi_out;
   rec.rekey_of = child.rekey_of;
   rec.counters = std::make_shared<datapath::SaCounters>();
@@ -51,6 +65,11 @@ std::optional<policy::PolicyId> ChildSaManager::Install(const ike::ChildSaInfo& 
   in.esn = child.algs.esn;
   in.replay_window = p.replay_window;
   in.policy = rec.policy;
+  for (const auto& l : locals) {
+    for (const auto& r : remotes) {
+      if (l.family == r.family) in.selectors.push_back({l, r});
+    }
+  }
   in.counters = rec.counters;
   in.report_first_packet = !switch_now;
   dataplane_.InstallInbound(std::move(in));
@@ -62,6 +81,8 @@ std::optional<policy::PolicyId> ChildSaManager::Install(const ike::ChildSaInfo& 
   out.esn = child.algs.esn;
   out.peer = peer_natt;
   out.counters = rec.counters;
+  // Traffic a trap held for the connection goes out on its first SA.
+  out.flush_held = conn != nullptr ? dataplane_.PolicyFor(conn->cfg.name) : policy::kNoPolicy;
   rec.outbound = std::move(out);
   rec.outbound_deferred = !switch_now;
   rec.installed = now;
@@ -86,8 +107,24 @@ std::optional<policy::PolicyId> ChildSaManager::Install(const ike::ChildSaInfo& 
   }
   const policy::PolicyId policy = rec.policy;
   children_[child.spi_in] = std::move(rec);
+  // The SA first, then the SPD entry that sends traffic to it.
   if (switch_now) UseOutbound(child.spi_in);
-  return policy;
+  if (created) dataplane_.SetSaPolicy(policy, locals, remotes);
+  return true;
+}
+
+bool ChildSaManager::Admit(const std::string& peer, const std::vector<ike::TrafficSelector>& local_ts,
+                           const std::vector<ike::TrafficSelector>& remote_ts) {
+  const std::vector<policy::Prefix> remotes = SelectorPrefixes(remote_ts);
+  const std::string* other = policies_.Conflict(peer, SelectorPrefixes(local_ts), remotes);
+  if (other == nullptr) return true;
+  ++counters_.policy_conflicts;
+  std::string claimed;
+  for (const auto& r : remotes) claimed += (claimed.empty() ? "" : ", ") + r.ToString();
+  // The peer keys hold the identity in binary: the connection's name is what is printable.
+  spdlog::warn("{}: CHILD SA for {} refused (TS_UNACCEPTABLE): another peer's CHILD SA has "
+               "these addresses", peer.substr(0, peer.find('\0')), claimed);
+  return false;
 }
 
 void ChildSaManager::Remove(std::uint32_t spi_in, bool linger, ike::TimePoint now) {
@@ -111,26 +148,65 @@ void ChildSaManager::Remove(std::uint32_t spi_in, bool linger, ike::TimePoint no
   const policy::PolicyId policy = it->second.policy;
   const std::uint32_t spi_out = it->second.spi_out;
   children_.erase(it);
+  const bool last = policies_.Leave(policy, spi_in);
   auto cur = current_outbound_.find(policy);
-  if (cur == current_outbound_.end() || cur->second != spi_in) return;
-  // The SA carrying the policy's traffic is gone: its successor, else the newest other CHILD
-  // SA of the policy, takes over before anything is cleared.
-  if (children_.count(successor) == 0) {
-    successor = 0;
-    ike::TimePoint newest{};
-    for (const auto& [spi, ch] : children_) {
-      if (ch.policy == policy && (successor == 0 || ch.installed > newest)) {
-        successor = spi;
-        newest = ch.installed;
+  if (cur != current_outbound_.end() && cur->second == spi_in) {
+    // The SA carrying the policy's traffic is gone: its successor, else the newest other CHILD
+    // SA of the policy, takes over before anything is cleared.
+    if (children_.count(successor) == 0) {
+      successor = 0;
+      ike::TimePoint newest{};
+      if (const SaPolicies::Policy* p = policies_.Find(policy)) {
+        for (std::uint32_t spi : p->members) {
+          auto ch = children_.find(spi);
+          if (ch != children_.end() && (successor == 0 || ch->second.installed > newest)) {
+            successor = spi;
+            newest = ch->second.installed;
+          }
+        }
       }
     }
+    if (successor != 0) {
+      UseOutbound(successor);
+    } else {
+      current_outbound_.erase(cur);
+      dataplane_.ClearOutbound(policy, spi_out);
+    }
   }
-  if (successor != 0) {
-    UseOutbound(successor);
-  } else {
-    current_outbound_.erase(cur);
-    dataplane_.ClearOutbound(policy, spi_out);
+  if (last) dataplane_.RemoveSaPolicy(policy);
+}
+
+std::vector<policy::Prefix> SelectorPrefixes(const std::vector<ike::TrafficSelector>& ts) {
+  std::vector<policy::Prefix> out;
+  for (const auto& t : ts) {
+    const bool v4 = t.type == ike::kTsIpv4AddrRange;
+    const unsigned bits = v4 ? 32 : 128;
+    const std::size_t n = v4 ? 4 : 16;
+    unsigned __int128 start = 0, end = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      start = start << 8 | t.start[i];
+      end = end << 8 | t.end[i];
+    }
+    // The fewest prefixes that cover [start, end] exactly: at each step the largest aligned
+    // block that starts at `start` and ends inside the range.
+    using U = unsigned __int128;
+    auto low_bits = [](unsigned k) { return k >= 128 ? ~U{0} : (U{1} << k) - 1; };
+    if (start > end) continue;
+    while (true) {
+      unsigned k = 0;
+      while (k < bits && (start & low_bits(k + 1)) == 0 && (start | low_bits(k + 1)) <= end) ++k;
+      std::array<std::uint8_t, 16> addr{};
+      for (std::size_t i = 0; i < n; ++i)
+        addr[i] = static_cast<std::uint8_t>(start >> (8 * (n - 1 - i)));
+      out.push_back(*policy::Prefix::Make(v4 ? policy::Family::kIpv4 : policy::Family::kIpv6,
+                                          std::span(addr).first(n),
+                                          static_cast<std::uint8_t>(bits - k)));
+      const U last = start | low_bits(k);
+      if (last >= end) break;
+      start = last + 1;
+    }
   }
+  return out;
 }
 
 void ChildSaManager::OnFirstPacket(std::uint32_t spi_in) {

@@ -33,9 +33,14 @@
 #include "spigot/gateway/ike_sa_table.h"
 #include "spigot/gateway/ports.h"
 #include "spigot/gateway/rate_window.h"
+#include "spigot/gateway/sa_policies.h"
 #include "spigot/sa/sa_database.h"
 
 namespace spigot::gateway {
+
+// Traffic selectors (address ranges, RFC 7296 3.13.1) as the fewest prefixes that cover them
+// exactly. Ports and protocols are not part of the SPD: a selector counts by its addresses.
+std::vector<policy::Prefix> SelectorPrefixes(const std::vector<ike::TrafficSelector>& ts);
 
 class ChildSaManager {
  public:
@@ -52,6 +57,9 @@ class ChildSaManager {
     std::uint64_t volume_rekeys = 0;   // rekeys asked for by a bytes/packets soft lifetime
     std::uint64_t volume_deletes = 0;  // CHILD SAs deleted at a bytes/packets hard lifetime
     std::uint64_t install_failed = 0;  // refused by the SA database
+    // CHILD SAs refused (TS_UNACCEPTABLE) or, as initiator, installed although their
+    // selectors overlap another peer's.
+    std::uint64_t policy_conflicts = 0;
   };
 
   // One CHILD SA as the data plane knows it, by inbound SPI.
@@ -84,12 +92,18 @@ class ChildSaManager {
   double NegotiationsPerMinute(ike::TimePoint now) { return negotiations_.PerMinute(now); }
   double RekeysPerMinute(ike::TimePoint now) { return rekeys_.PerMinute(now); }
 
-  // Installs a negotiated CHILD SA of IKE SA `owner` (our SPI), toward `peer_natt` (the peer's
-  // UDP 4500). `conn` may be null (a connection removed by reload). Returns the policy it
-  // serves, or nullopt if the SA database refused it (logged, counted).
-  std::optional<policy::PolicyId> Install(const ike::ChildSaInfo& child, std::uint64_t owner,
-                                          const Connection* conn, const io::Endpoint& peer_natt,
-                                          ike::TimePoint now);
+  // Installs a negotiated CHILD SA of IKE SA `owner` (our SPI), whose peer is `peer`
+  // (IkeSaTable::PeerKey), toward `peer_natt` (the peer's UDP 4500). `conn` may be null (a
+  // connection removed by reload). It serves a policy of its own (SaPolicies): its
+  // predecessor's, the peer's with the same selectors, or a new one. False if the SA database
+  // refused it (logged, counted).
+  bool Install(const ike::ChildSaInfo& child, std::uint64_t owner, const std::string& peer,
+               const Connection* conn, const io::Endpoint& peer_natt, ike::TimePoint now);
+  // False (counted in policy_conflicts, logged) if a CHILD SA of `peer` with these selectors
+  // would overlap another peer's: the responder refuses it with TS_UNACCEPTABLE.
+  bool Admit(const std::string& peer, const std::vector<ike::TrafficSelector>& local_ts,
+             const std::vector<ike::TrafficSelector>& remote_ts);
+  const SaPolicies& policies() const { return policies_; }
   // Removes CHILD SA `spi_in` (deleted or expired). Its inbound half lingers (kInboundLinger)
   // unless `linger` is false (shutdown).
   void Remove(std::uint32_t spi_in, bool linger, ike::TimePoint now);
@@ -116,6 +130,7 @@ class ChildSaManager {
   std::map<std::uint32_t, Child> children_;
   // Old inbound SPI -> the successor whose outbound switch waits for the old SA's deletion.
   std::unordered_map<std::uint32_t, std::uint32_t> deferred_successor_;
+  SaPolicies policies_;
   // Per policy, the inbound SPI of the CHILD SA whose outbound half carries its traffic.
   std::unordered_map<policy::PolicyId, std::uint32_t> current_outbound_;
   // CHILD SAs with volume lifetimes, checked every tick (only these: the others need no scan).

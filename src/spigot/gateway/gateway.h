@@ -138,6 +138,8 @@ class Gateway final : public ike::IkeSaHost {
   void SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) override;
   std::optional<std::uint32_t> AllocateChildSpi(bool rekey, ike::NotifyType& refusal) override;
   void ReleaseChildSpi(std::uint32_t spi) override;
+  bool AdmitSelectors(ike::IkeSa& sa, const std::vector<ike::TrafficSelector>& local,
+                      const std::vector<ike::TrafficSelector>& remote) override;
   void InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) override;
   void RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) override;
   std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity& peer,

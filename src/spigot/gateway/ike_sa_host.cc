@@ -42,13 +42,19 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   const Connection* c = sa.connection() ? connections_.Find(sa.connection()->name) : nullptr;
   ike::Address peer = sa.remote();
   if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
-  const auto policy =
-      children_.Install(child, IkeSaTable::OurSpi(sa), c, ike::ToEndpoint(peer), Now());
-  if (!policy) return;
-  pending_acquires_.erase(*policy);
+  if (!children_.Install(child, IkeSaTable::OurSpi(sa), IkeSaTable::PeerKey(sa), c,
+                         ike::ToEndpoint(peer), Now()))
+    return;
+  // The acquire a trap raised on the connection's policy is answered.
+  if (c != nullptr) pending_acquires_.erase(env_.dataplane.PolicyFor(c->cfg.name));
   spdlog::info("{}: CHILD SA {:08x}_i {:08x}_o INSTALLED ({}){}", sa.connection()->name,
                child.spi_in, child.spi_out, ike::Describe(child.algs),
                child.rekey_of ? " rekeying " + fmt::format("{:08x}", child.rekey_of) : "");
+}
+
+bool Gateway::AdmitSelectors(ike::IkeSa& sa, const std::vector<ike::TrafficSelector>& local,
+                             const std::vector<ike::TrafficSelector>& remote) {
+  return children_.Admit(IkeSaTable::PeerKey(sa), local, remote);
 }
 
 void Gateway::RemoveChild(ike::IkeSa& sa, std::uint32_t spi_in) {

@@ -20,6 +20,10 @@
 
 namespace spigot::gateway {
 
+// Policy ids below this are connections' (the data plane numbers them); from it up, CHILD
+// SAs' own (the gateway numbers them).
+inline constexpr policy::PolicyId kFirstSaPolicy = 0x10000000;
+
 // The data plane as the control thread drives it: policies per connection, inbound and
 // outbound halves of CHILD SAs, acquire results. Every call is made on the control thread and
 // returns at once; the real one publishes to its threads through bounded mailboxes.
@@ -29,8 +33,17 @@ class DataPlane {
   // Connections -> policies (stable ids by name), SPD, routes, trap flags.
   virtual bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
                                 std::string* error) = 0;
-  // The policy of a connection; policy::kNoPolicy if there is none.
+  // The policy of a connection; policy::kNoPolicy if there is none. It is what a trap
+  // (start_action = "trap") raises acquires on; a CHILD SA's traffic goes to a policy of its
+  // own (SetSaPolicy), which wins over its connection's for the same selectors.
   virtual policy::PolicyId PolicyFor(const std::string& connection) const = 0;
+  // A CHILD SA's own policy, from its negotiated (narrowed) selectors: every (local, remote)
+  // pair of one family. `id` is chosen by the gateway (kFirstSaPolicy and
+  // up) and kept by the SA's successors; setting it again replaces its pairs. Takes effect
+  // before the call returns.
+  virtual void SetSaPolicy(policy::PolicyId id, const std::vector<policy::Prefix>& locals,
+                           const std::vector<policy::Prefix>& remotes) = 0;
+  virtual void RemoveSaPolicy(policy::PolicyId id) = 0;
   virtual void InstallInbound(datapath::InboundSpec spec) = 0;
   virtual void RemoveInbound(std::uint32_t spi) = 0;
   // Makes `spec` the SA that carries the policy's outbound traffic (replacing the current one).

@@ -101,6 +101,12 @@ class IkeSaHost {
   // (TEMPORARY_FAILURE or NO_ADDITIONAL_SAS).
   virtual std::optional<std::uint32_t> AllocateChildSpi(bool rekey, NotifyType& refusal) = 0;
   virtual void ReleaseChildSpi(std::uint32_t spi) = 0;
+  // Responder, before it accepts a new CHILD SA (not a rekey) with these narrowed selectors:
+  // false refuses it with TS_UNACCEPTABLE (another peer already has these addresses).
+  virtual bool AdmitSelectors(IkeSa& /*sa*/, const std::vector<TrafficSelector>& /*local*/,
+                              const std::vector<TrafficSelector>& /*remote*/) {
+    return true;
+  }
   virtual void InstallChild(IkeSa& sa, const ChildSaInfo& child) = 0;
   virtual void RemoveChild(IkeSa& sa, std::uint32_t spi_in) = 0;
   // Responder, at IKE_AUTH: the connection for the peer's identity, or null.

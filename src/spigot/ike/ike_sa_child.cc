@@ -137,6 +137,8 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
   const auto narrowed_i = Narrow(tsi->selectors, conn_->remote_ts);
   const auto narrowed_r = Narrow(tsr->selectors, conn_->local_ts);
   if (narrowed_i.empty() || narrowed_r.empty()) return refuse(NotifyType::kTsUnacceptable);
+  if (rekey_of == 0 && !host_->AdmitSelectors(*this, narrowed_r, narrowed_i))
+    return refuse(NotifyType::kTsUnacceptable);
   // PFS (1.3.1): the chosen proposal's DH group must match the initiator's KE.
   crypto::SecureBytes shared;
   std::unique_ptr<crypto::DhKeyPair> dh;

@@ -76,6 +76,13 @@ bool Prefix::Contains(std::span<const std::uint8_t> addr) const {
   return ((addr[whole] ^ address[whole]) & mask) == 0;
 }
 
+bool Prefix::Overlaps(const Prefix& other) const {
+  if (family != other.family) return false;
+  const Prefix& shorter = prefix_len <= other.prefix_len ? *this : other;
+  const Prefix& longer = prefix_len <= other.prefix_len ? other : *this;
+  return shorter.Contains(std::span(longer.address).first(AddressLength(family)));
+}
+
 std::string Prefix::ToString() const {
   char text[INET6_ADDRSTRLEN] = {};
   inet_ntop(family == Family::kIpv4 ? AF_INET : AF_INET6, address.data(), text, sizeof text);

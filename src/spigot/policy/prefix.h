@@ -42,6 +42,9 @@ struct Prefix {
   // An address of any other length is not contained.
   bool Contains(std::span<const std::uint8_t> addr) const;
 
+  // Whether the two share an address: same family, and the shorter contains the longer.
+  bool Overlaps(const Prefix& other) const;
+
   std::string ToString() const;
   bool operator==(const Prefix&) const = default;
 };

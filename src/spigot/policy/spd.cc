@@ -227,7 +227,34 @@ bool RuleAllows(const AllowRule<T>& r, typename T::Key src, typename T::Key dst)
   return (src & r.remote_mask) == r.remote_net && (dst & r.local_mask) == r.local_net;
 }
 
+// Host policies: both families in one key type (IPv4 in the low 32 bits; the family is
+// compared too).
+U128 HostKey(Family family, const std::uint8_t* p) {
+  return family == Family::kIpv4 ? U128{0, LoadBe32(p)} : V6Traits::Load(p);
+}
+U128 HostMask(Family family, unsigned len) {
+  return family == Family::kIpv4 ? U128{0, V4Traits::Mask(len)} : V6Traits::Mask(len);
+}
+std::uint64_t HostHash(U128 key) { return V6Traits::Hash(key); }
+
 }  // namespace
+
+// One shard of the host policies: open addressing, at most half full. Pairs with the same
+// remote address sit along one probe run in the order they must be tried (longest local
+// prefix, then the policy set first), so the first that contains the source is the answer.
+struct SpdSnapshot::HostShard {
+  struct Slot {
+    U128 remote;
+    U128 local_net;
+    PolicyId id;
+    Family family;
+    std::uint8_t local_len;
+    bool used;
+  };
+  std::vector<Slot> slots;
+  std::uint32_t mask = 0;   // slots.size() - 1
+  std::uint8_t shift = 63;  // 64 - log2(slots.size())
+};
 
 struct SpdSnapshot::Impl {
   RemoteTable<V4Traits> v4;
@@ -252,11 +279,26 @@ struct SpdSnapshot::Impl {
   }
 };
 
-SpdSnapshot::SpdSnapshot(std::unique_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+SpdSnapshot::SpdSnapshot(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 SpdSnapshot::~SpdSnapshot() = default;
 
 PolicyId SpdSnapshot::LookupOutbound(Family family, std::span<const std::uint8_t> src,
                                      std::span<const std::uint8_t> dst) const {
+  if (!hosts_.empty() && src.size() == AddressLength(family) && dst.size() == src.size()) {
+    const U128 d = HostKey(family, dst.data());
+    const U128 sk = HostKey(family, src.data());
+    const std::uint64_t h = HostHash(d);
+    const HostShard& shard = *hosts_[h >> host_shift_];
+    // The bits below the shard index pick the slot.
+    std::uint32_t i = static_cast<std::uint32_t>((h << (64 - host_shift_)) >> shard.shift);
+    for (;; i = (i + 1) & shard.mask) {
+      const HostShard::Slot& slot = shard.slots[i];
+      if (!slot.used) break;
+      if (slot.remote == d && slot.family == family &&
+          (sk & HostMask(family, slot.local_len)) == slot.local_net)
+        return slot.id;
+    }
+  }
   if (family == Family::kIpv4) {
     if (src.size() != 4 || dst.size() != 4) return kNoPolicy;
     return impl_->v4.Lookup(V4Traits::Load(src.data()), V4Traits::Load(dst.data()));
@@ -304,7 +346,8 @@ std::size_t SpdSnapshot::distinct_remote_lengths(Family family) const {
 
 // ---- SpdBuilder ----------------------------------------------------------------------------
 
-SpdBuilder::AddStatus SpdBuilder::Add(PolicyId id, const Prefix& local, const Prefix& remote) {
+SpdBuilder::AddStatus SpdBuilder::Add(PolicyId id, const Prefix& local, const Prefix& remote,
+                                      Rank rank) {
   if (id == kNoPolicy) return AddStatus::kReservedId;
   const auto l = Prefix::Make(local.family, std::span(local.address).first(
                                                 AddressLength(local.family)),
@@ -314,17 +357,19 @@ SpdBuilder::AddStatus SpdBuilder::Add(PolicyId id, const Prefix& local, const Pr
                               remote.prefix_len);
   if (!l || !r) return AddStatus::kBadPrefix;
   if (l->family != r->family) return AddStatus::kFamilyMismatch;
-  pairs_[id].push_back({*l, *r, next_seq_++});
+  // Fallback pairs sort after every kSa pair of the same prefixes (the seq is the tie-break).
+  const std::uint64_t seq = next_seq_++ | (rank == Rank::kFallback ? std::uint64_t{1} << 63 : 0);
+  pairs_[id].push_back({*l, *r, seq});
   ++count_;
   return AddStatus::kOk;
 }
 
 std::size_t SpdBuilder::AddCrossProduct(PolicyId id, std::span<const Prefix> locals,
-                                        std::span<const Prefix> remotes) {
+                                        std::span<const Prefix> remotes, Rank rank) {
   std::size_t added = 0;
   for (const Prefix& l : locals) {
     for (const Prefix& r : remotes) {
-      if (l.family == r.family && Add(id, l, r) == AddStatus::kOk) ++added;
+      if (l.family == r.family && Add(id, l, r, rank) == AddStatus::kOk) ++added;
     }
   }
   return added;
@@ -429,9 +474,101 @@ std::unique_ptr<const SpdSnapshot> SpdBuilder::Build() const {
 
 // ---- Spd -----------------------------------------------------------------------------------
 
+// The control thread's side of the host policies: every pair by shard (what a shard is rebuilt
+// from), the published shards, and which shards changed since the last commit.
+struct Spd::HostState {
+  struct Entry {
+    U128 remote;
+    U128 local_net;
+    Family family;
+    std::uint8_t local_len;
+    PolicyId id;
+    std::uint64_t seq;  // the order policies were set: the last tie-break
+  };
+  // Shards grow (double) when they average more than this many pairs.
+  static constexpr std::size_t kMaxAveragePairs = 1024;
+
+  std::uint8_t bits = 4;  // 2^bits shards
+  std::vector<std::vector<Entry>> entries = std::vector<std::vector<Entry>>(16);
+  std::vector<std::unique_ptr<SpdSnapshot::HostShard>> shards;  // empty until the first commit
+  std::vector<bool> dirty = std::vector<bool>(16, false);
+  std::vector<std::uint32_t> dirty_list;
+  std::unordered_map<PolicyId, std::vector<std::uint32_t>> shards_of;  // policy -> its shards
+  std::size_t pairs = 0;
+  std::uint64_t next_seq = 0;
+
+  std::uint32_t ShardOf(U128 remote) const {
+    return static_cast<std::uint32_t>(HostHash(remote) >> (64 - bits));
+  }
+  void MarkDirty(std::uint32_t shard) {
+    if (!dirty[shard]) {
+      dirty[shard] = true;
+      dirty_list.push_back(shard);
+    }
+  }
+  // Drops the policy's pairs; false if it had none.
+  bool Erase(PolicyId id) {
+    auto it = shards_of.find(id);
+    if (it == shards_of.end()) return false;
+    for (std::uint32_t shard : it->second) {
+      auto& v = entries[shard];
+      const auto end = std::remove_if(v.begin(), v.end(), [id](const Entry& e) { return e.id == id; });
+      pairs -= static_cast<std::size_t>(v.end() - end);
+      v.erase(end, v.end());
+      MarkDirty(shard);
+    }
+    shards_of.erase(it);
+    return true;
+  }
+  // Twice the shards, every pair moved to its new shard (amortised O(1) per pair).
+  void Grow() {
+    ++bits;
+    std::vector<std::vector<Entry>> next(std::size_t{1} << bits);
+    for (auto& v : entries) {
+      for (Entry& e : v) next[ShardOf(e.remote)].push_back(e);
+    }
+    entries = std::move(next);
+    for (auto& [id, list] : shards_of) {
+      list.clear();
+    }
+    for (std::uint32_t shard = 0; shard < entries.size(); ++shard) {
+      for (const Entry& e : entries[shard]) {
+        auto& list = shards_of[e.id];
+        if (list.empty() || list.back() != shard) list.push_back(shard);
+      }
+    }
+    dirty.assign(entries.size(), false);
+    dirty_list.clear();
+    for (std::uint32_t shard = 0; shard < entries.size(); ++shard) MarkDirty(shard);
+  }
+  std::unique_ptr<SpdSnapshot::HostShard> BuildShard(std::uint32_t shard) const {
+    std::vector<const Entry*> v;
+    v.reserve(entries[shard].size());
+    for (const Entry& e : entries[shard]) v.push_back(&e);
+    // Along a probe run, pairs of one remote address in the order they must be tried.
+    std::sort(v.begin(), v.end(), [](const Entry* a, const Entry* b) {
+      if (a->local_len != b->local_len) return a->local_len > b->local_len;
+      return a->seq < b->seq;
+    });
+    auto out = std::make_unique<SpdSnapshot::HostShard>();
+    const std::uint32_t table_bits = TableBits(v.size());
+    out->slots.assign(std::size_t{1} << table_bits, SpdSnapshot::HostShard::Slot{});
+    out->mask = (std::uint32_t{1} << table_bits) - 1;
+    out->shift = static_cast<std::uint8_t>(64 - table_bits);
+    for (const Entry* e : v) {
+      const std::uint64_t h = HostHash(e->remote);
+      std::uint32_t i = static_cast<std::uint32_t>((h << bits) >> out->shift);
+      while (out->slots[i].used) i = (i + 1) & out->mask;
+      out->slots[i] = {e->remote, e->local_net, e->id, e->family, e->local_len, true};
+    }
+    return out;
+  }
+};
+
 Spd::Spd() : Spd(SpdBuilder().Build()) {}
 
-Spd::Spd(std::unique_ptr<const SpdSnapshot> initial) : current_(initial.release()) {
+Spd::Spd(std::unique_ptr<const SpdSnapshot> initial)
+    : current_(initial.release()), hosts_(std::make_unique<HostState>()) {
   assert(current_.load() != nullptr);
 }
 
@@ -473,10 +610,90 @@ void Spd::Publish(std::unique_ptr<const SpdSnapshot> next) {
   assert(next != nullptr);
   if (next == nullptr) return;
   std::lock_guard lock(publish_mu_);
-  const SpdSnapshot* old = current_.exchange(next.release(), std::memory_order_seq_cst);
+  // New tables, the host policies as they are.
+  const SpdSnapshot* cur = current_.load(std::memory_order_relaxed);
+  auto* snap = new SpdSnapshot(next->impl_);
+  snap->hosts_ = cur->hosts_;
+  snap->host_shift_ = cur->host_shift_;
+  snap->host_pairs_ = cur->host_pairs_;
+  Swap(snap);
+}
+
+void Spd::Swap(const SpdSnapshot* next) {
+  const SpdSnapshot* old = current_.exchange(next, std::memory_order_seq_cst);
   WaitForReaders();
   delete old;
   publications_.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool Spd::SetHostPolicy(PolicyId id, std::span<const Prefix> locals,
+                        std::span<const Prefix> remotes) {
+  if (id == kNoPolicy) return false;
+  std::vector<HostState::Entry> add;
+  for (const Prefix& r : remotes) {
+    if (r.prefix_len != MaxPrefixLength(r.family)) return false;
+    for (const Prefix& l : locals) {
+      if (l.family != r.family || l.prefix_len > MaxPrefixLength(l.family)) continue;
+      const U128 mask = HostMask(l.family, l.prefix_len);
+      add.push_back({HostKey(r.family, r.address.data()), HostKey(l.family, l.address.data()) & mask,
+                     l.family, l.prefix_len, id, 0});
+    }
+  }
+  if (add.empty()) return false;
+  std::lock_guard lock(publish_mu_);
+  HostState& h = *hosts_;
+  h.Erase(id);
+  const std::uint64_t seq = h.next_seq++;
+  auto& list = h.shards_of[id];
+  for (HostState::Entry& e : add) {
+    e.seq = seq;
+    const std::uint32_t shard = h.ShardOf(e.remote);
+    h.entries[shard].push_back(e);
+    h.MarkDirty(shard);
+    if (std::find(list.begin(), list.end(), shard) == list.end()) list.push_back(shard);
+    ++h.pairs;
+  }
+  if (h.pairs > (std::size_t{1} << h.bits) * HostState::kMaxAveragePairs) h.Grow();
+  return true;
+}
+
+bool Spd::RemoveHostPolicy(PolicyId id) {
+  std::lock_guard lock(publish_mu_);
+  return hosts_->Erase(id);
+}
+
+std::size_t Spd::host_policy_count() const { return hosts_->shards_of.size(); }
+
+std::size_t Spd::CommitHostPolicies() {
+  std::lock_guard lock(publish_mu_);
+  HostState& h = *hosts_;
+  if (h.dirty_list.empty()) return 0;
+  const std::size_t n = std::size_t{1} << h.bits;
+  // Shards replaced now are freed after the grace period (readers may still be in them).
+  std::vector<std::unique_ptr<SpdSnapshot::HostShard>> retired;
+  if (h.shards.size() != n) {  // first commit, or grown: every shard is new
+    retired = std::move(h.shards);
+    h.shards.clear();
+    h.shards.resize(n);
+  }
+  for (std::uint32_t shard : h.dirty_list) {
+    if (h.shards[shard]) retired.push_back(std::move(h.shards[shard]));
+    h.shards[shard] = h.BuildShard(shard);
+    h.dirty[shard] = false;
+  }
+  const std::size_t rebuilt = h.dirty_list.size();
+  h.dirty_list.clear();
+  for (std::uint32_t shard = 0; shard < n; ++shard) {
+    if (!h.shards[shard]) h.shards[shard] = h.BuildShard(shard);
+  }
+  const SpdSnapshot* cur = current_.load(std::memory_order_relaxed);
+  auto* snap = new SpdSnapshot(cur->impl_);
+  snap->hosts_.reserve(n);
+  for (const auto& shard : h.shards) snap->hosts_.push_back(shard.get());
+  snap->host_shift_ = static_cast<std::uint8_t>(64 - h.bits);
+  snap->host_pairs_ = h.pairs;
+  Swap(snap);
+  return rebuilt;  // `retired` goes here, after the grace period
 }
 
 void Spd::WaitForReaders() {

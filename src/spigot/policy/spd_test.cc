@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace spigot::policy {
@@ -489,6 +490,169 @@ TEST(SpdPublishTest, ReadersSeeWholeSnapshotsWhilePublishing) {
   t2.join();
   EXPECT_EQ(spd.publications(), kSnapshots);
   EXPECT_GT(lookups.load(), 0u);
+}
+
+// ---- host policies -----------------------------------------------------------------------
+
+TEST(SpdHostTest, HostPoliciesComeFirstAndFallBackToTheTables) {
+  Spd spd;
+  SpdBuilder b;
+  // The connection's policy: what a trap or a "no SA" count hangs on.
+  b.Add(1, P("203.0.113.0/24"), P("10.0.0.0/8"), SpdBuilder::Rank::kFallback);
+  spd.Publish(b.Build());
+  const std::vector<Prefix> local{P("203.0.113.0/24")};
+  for (PolicyId id = 100; id < 103; ++id) {
+    const std::string inner = "10." + std::to_string(id - 99) + ".0.1";
+    ASSERT_TRUE(spd.SetHostPolicy(id, local, std::vector<Prefix>{P(inner.c_str())}));
+  }
+  auto reader = spd.RegisterReader();
+  ASSERT_TRUE(reader);
+  EXPECT_EQ(Lookup(*reader->Lock(), "203.0.113.1", "10.1.0.1"), 1u);  // not committed yet
+  EXPECT_EQ(spd.CommitHostPolicies(), 3u);
+  EXPECT_EQ(spd.CommitHostPolicies(), 0u);  // nothing new: nothing published
+  {
+    auto g = reader->Lock();
+    EXPECT_EQ(Lookup(*g, "203.0.113.1", "10.1.0.1"), 100u);
+    EXPECT_EQ(Lookup(*g, "203.0.113.1", "10.2.0.1"), 101u);
+    EXPECT_EQ(Lookup(*g, "203.0.113.1", "10.3.0.1"), 102u);
+    EXPECT_EQ(Lookup(*g, "203.0.113.1", "10.4.0.1"), 1u);    // nobody's: the connection
+    EXPECT_EQ(Lookup(*g, "198.51.100.1", "10.1.0.1"), kNoPolicy);  // source outside local
+    EXPECT_EQ(g->host_pair_count(), 3u);
+  }
+  EXPECT_EQ(spd.host_policy_count(), 3u);
+  // A reload of the tables keeps the host policies.
+  b.Add(2, P("203.0.113.0/24"), P("192.0.2.0/24"), SpdBuilder::Rank::kFallback);
+  spd.Publish(b.Build());
+  EXPECT_EQ(Lookup(*reader->Lock(), "203.0.113.1", "10.2.0.1"), 101u);
+  EXPECT_EQ(Lookup(*reader->Lock(), "203.0.113.1", "192.0.2.9"), 2u);
+  // Removed: back to the connection's policy.
+  EXPECT_TRUE(spd.RemoveHostPolicy(101));
+  EXPECT_FALSE(spd.RemoveHostPolicy(101));
+  spd.CommitHostPolicies();
+  EXPECT_EQ(Lookup(*reader->Lock(), "203.0.113.1", "10.2.0.1"), 1u);
+  EXPECT_EQ(Lookup(*reader->Lock(), "203.0.113.1", "10.1.0.1"), 100u);
+  EXPECT_EQ(spd.host_policy_count(), 2u);
+}
+
+TEST(SpdHostTest, RefusesWhatIsNotAHostPolicy) {
+  Spd spd;
+  const std::vector<Prefix> local{P("203.0.113.0/24")};
+  EXPECT_FALSE(spd.SetHostPolicy(kNoPolicy, local, std::vector<Prefix>{P("10.1.0.1")}));
+  EXPECT_FALSE(spd.SetHostPolicy(7, local, std::vector<Prefix>{P("10.1.0.0/24")}));
+  EXPECT_FALSE(spd.SetHostPolicy(7, local, std::vector<Prefix>{P("2001:db8::1")}));  // no pair
+  EXPECT_EQ(spd.host_policy_count(), 0u);
+  EXPECT_EQ(spd.CommitHostPolicies(), 0u);
+}
+
+TEST(SpdHostTest, LongestLocalThenFirstSetAndBothFamilies) {
+  Spd spd;
+  ASSERT_TRUE(spd.SetHostPolicy(1, std::vector<Prefix>{P("0.0.0.0/0")}, std::vector<Prefix>{P("10.1.0.1")}));
+  ASSERT_TRUE(spd.SetHostPolicy(2, std::vector<Prefix>{P("203.0.113.0/24")}, std::vector<Prefix>{P("10.1.0.1")}));
+  ASSERT_TRUE(spd.SetHostPolicy(3, std::vector<Prefix>{P("203.0.113.0/24")}, std::vector<Prefix>{P("10.1.0.1")}));
+  ASSERT_TRUE(spd.SetHostPolicy(4, std::vector<Prefix>{P("2001:db8:1::/48"), P("203.0.113.0/24")},
+                                std::vector<Prefix>{P("2001:db8:2::7"), P("10.9.0.1")}));
+  spd.CommitHostPolicies();
+  auto reader = spd.RegisterReader();
+  auto g = reader->Lock();
+  EXPECT_EQ(Lookup(*g, "203.0.113.5", "10.1.0.1"), 2u);  // the longest local, then the first set
+  EXPECT_EQ(Lookup(*g, "198.51.100.5", "10.1.0.1"), 1u);
+  EXPECT_EQ(Lookup(*g, "2001:db8:1::1", "2001:db8:2::7"), 4u);
+  EXPECT_EQ(Lookup(*g, "203.0.113.5", "10.9.0.1"), 4u);
+  EXPECT_EQ(Lookup(*g, "2001:db8:1::1", "2001:db8:2::8"), kNoPolicy);
+  EXPECT_EQ(g->host_pair_count(), 5u);  // 1 + 1 + 1 + (one pair per family)
+}
+
+// Enough policies for the shards to double a few times, some replaced and removed on the way:
+// every lookup agrees with a map of what is set.
+TEST(SpdHostTest, ManyPoliciesGrowTheShardsAndAgreeWithAMap) {
+  Spd spd;
+  std::mt19937 rng(7);
+  std::unordered_map<std::uint32_t, PolicyId> expect;  // 198.18.x.y -> policy
+  const std::vector<Prefix> local{P("0.0.0.0/0")};
+  auto host = [](std::uint32_t n) {
+    return Prefix::Make(Family::kIpv4, std::array<std::uint8_t, 4>{198, static_cast<std::uint8_t>(18 + (n >> 16)),
+                                                                     static_cast<std::uint8_t>(n >> 8),
+                                                                     static_cast<std::uint8_t>(n)}, 32).value();
+  };
+  constexpr std::uint32_t kPolicies = 60000;  // past 16 shards x 1024 pairs: grows twice
+  std::unordered_map<PolicyId, std::uint32_t> addr_of;
+  for (std::uint32_t i = 0; i < kPolicies; ++i) {
+    ASSERT_TRUE(spd.SetHostPolicy(i, local, std::vector<Prefix>{host(i)}));
+    expect[i] = i;
+    addr_of[i] = i;
+    if (i % 1000 == 999) spd.CommitHostPolicies();
+  }
+  for (std::uint32_t k = 0; k < 5000; ++k) {  // replacements: a policy moves to another address
+    const PolicyId id = rng() % kPolicies;
+    const std::uint32_t addr = kPolicies + k;
+    expect.erase(addr_of[id]);
+    ASSERT_TRUE(spd.SetHostPolicy(id, local, std::vector<Prefix>{host(addr)}));
+    expect[addr] = id;
+    addr_of[id] = addr;
+  }
+  for (PolicyId id = 0; id < kPolicies; id += 3) {
+    ASSERT_TRUE(spd.RemoveHostPolicy(id));
+    expect.erase(addr_of[id]);
+  }
+  spd.CommitHostPolicies();
+  auto reader = spd.RegisterReader();
+  auto g = reader->Lock();
+  EXPECT_GE(g->host_shard_count(), 64u);
+  EXPECT_EQ(g->host_pair_count(), expect.size());
+  const Addr src = A("192.0.2.1");
+  for (std::uint32_t n = 0; n < kPolicies + 5000; ++n) {
+    const Prefix d = host(n);
+    auto it = expect.find(n);
+    ASSERT_EQ(g->LookupOutbound(Family::kIpv4, src.span(), std::span(d.address).first(4)),
+              it == expect.end() ? kNoPolicy : it->second) << n;
+  }
+}
+
+// Readers never see a half-built shard or a freed one while host policies come and go.
+TEST(SpdHostTest, ReadersSeeConsistentHostPoliciesWhileCommitting) {
+  Spd spd;
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> lookups{0};
+  const std::vector<Prefix> local{P("203.0.113.0/24")};
+  // Policy 1 is always there for 10.0.0.1; others come and go around it.
+  ASSERT_TRUE(spd.SetHostPolicy(1, local, std::vector<Prefix>{P("10.0.0.1")}));
+  spd.CommitHostPolicies();
+  auto read_loop = [&](Spd::Reader reader) {
+    const Addr src = A("203.0.113.9");
+    const Addr dst = A("10.0.0.1");
+    std::uint64_t n = 0;
+    while (!done.load(std::memory_order_relaxed)) {
+      if (n % 64 == 0) std::this_thread::yield();
+      auto g = reader.Lock();
+      ASSERT_EQ(g->LookupOutbound(Family::kIpv4, src.span(), dst.span()), 1u);
+      ++n;
+    }
+    lookups += n;
+  };
+  auto r1 = spd.RegisterReader();
+  auto r2 = spd.RegisterReader();
+  std::thread t1(read_loop, std::move(*r1));
+  std::thread t2(read_loop, std::move(*r2));
+  for (PolicyId k = 2; k < 3000; ++k) {
+    const auto addr = Prefix::Make(Family::kIpv4, std::array<std::uint8_t, 4>{10, static_cast<std::uint8_t>(k >> 8),
+                                                                              static_cast<std::uint8_t>(k), 1}, 32).value();
+    ASSERT_TRUE(spd.SetHostPolicy(k, local, std::vector<Prefix>{addr}));
+    if (k % 3 == 0) spd.RemoveHostPolicy(k - 1);
+    spd.CommitHostPolicies();
+  }
+  done = true;
+  t1.join();
+  t2.join();
+  EXPECT_GT(lookups.load(), 0u);
+}
+
+TEST(SpdTest, ConnectionPoliciesLoseTiesToSaPolicies) {
+  SpdBuilder b;
+  b.Add(1, P("198.51.100.0/24"), P("203.0.113.0/24"), SpdBuilder::Rank::kFallback);
+  b.Add(2, P("198.51.100.0/24"), P("203.0.113.0/24"));  // a site-to-site CHILD SA, added later
+  const auto spd = b.Build();
+  EXPECT_EQ(Lookup(*spd, "198.51.100.1", "203.0.113.1"), 2u);
+  EXPECT_TRUE(Allows(*spd, 1, "203.0.113.1", "198.51.100.1"));
 }
 
 }  // namespace

@@ -34,6 +34,44 @@ class FakeDataPlane final : public gateway::DataPlane {
     auto it = policies_.find(connection);
     return it == policies_.end() ? policy::kNoPolicy : it->second;
   }
+  void SetSaPolicy(policy::PolicyId id, const std::vector<policy::Prefix>& locals,
+                   const std::vector<policy::Prefix>& remotes) override {
+    std::vector<datapath::Selector> pairs;
+    for (const auto& l : locals) {
+      for (const auto& r : remotes) {
+        if (l.family == r.family) pairs.push_back({l, r});
+      }
+    }
+    sa_policies.insert_or_assign(id, std::move(pairs));
+  }
+  void RemoveSaPolicy(policy::PolicyId id) override { sa_policies.erase(id); }
+
+  // The outbound SA for an inner packet src -> dst (addresses as text), as the real data path
+  // chooses it among the CHILD SAs' policies: longest remote prefix, then longest local; 0 if
+  // no policy covers it or the policy has no outbound SA.
+  std::uint32_t OutboundSpiFor(const std::string& src, const std::string& dst) const {
+    const auto s = policy::Prefix::Parse(src);
+    const auto d = policy::Prefix::Parse(dst);
+    if (!s || !d) return 0;
+    const std::size_t n = policy::AddressLength(s->family);
+    const std::span<const std::uint8_t> sa(s->address.data(), n), da(d->address.data(), n);
+    policy::PolicyId best = policy::kNoPolicy;
+    int best_remote = -1, best_local = -1;
+    for (const auto& [id, pairs] : sa_policies) {
+      for (const auto& p : pairs) {
+        if (!p.remote.Contains(da) || !p.local.Contains(sa)) continue;
+        if (p.remote.prefix_len > best_remote ||
+            (p.remote.prefix_len == best_remote && p.local.prefix_len > best_local)) {
+          best = id;
+          best_remote = p.remote.prefix_len;
+          best_local = p.local.prefix_len;
+        }
+      }
+    }
+    auto it = outbound.find(best);
+    return it == outbound.end() ? 0 : it->second.spi;
+  }
+
   void InstallInbound(datapath::InboundSpec spec) override {
     events.push_back({Event::Kind::kInstallInbound, spec.policy, spec.spi});
     const std::uint32_t spi = spec.spi;
@@ -74,6 +112,7 @@ class FakeDataPlane final : public gateway::DataPlane {
 
   std::map<std::uint32_t, datapath::InboundSpec> inbound;
   std::map<policy::PolicyId, datapath::OutboundSpec> outbound;
+  std::map<policy::PolicyId, std::vector<datapath::Selector>> sa_policies;
   std::vector<policy::PolicyId> acquire_failed;
   std::vector<Event> events;
 

@@ -152,17 +152,38 @@ class GatewayPair {
     n.confirmed_outbound.clear();
     Start(n, toml, &n == &a ? "a.toml" : "b.toml");
   }
-  bool ok() const { return a.gw && b.gw; }
+  bool ok() const { return a.gw && b.gw && error_.empty(); }
   const std::string& error() const { return error_; }
 
   Node& Peer(Node& n) { return &n == &a ? b : a; }
+
+  // Another gateway on the same network (a third peer of a concentrator, ...); check ok().
+  Node& AddNode(const std::string& address, const std::string& toml,
+                std::size_t workers = kWorkers) {
+    extra_.push_back(std::make_unique<Node>(net, address, workers));
+    Start(*extra_.back(), toml, address + ".toml");
+    if (!extra_.back()->gw) error_ += address + ": not started\n";
+    return *extra_.back();
+  }
+  std::vector<Node*> nodes() {
+    std::vector<Node*> out{&a, &b};
+    for (auto& n : extra_) out.push_back(n.get());
+    return out;
+  }
+  // The node at an IKE/ESP address, or null.
+  Node* NodeAt(const std::string& address) {
+    for (Node* n : nodes()) {
+      if (n->transport.LocalEndpoint(false).AddressString() == address) return n;
+    }
+    return nullptr;
+  }
 
   // Runs everything that can run now: posted work, worker jobs, datagrams (one at a time,
   // checking the outbound/inbound property after each), until nothing moves.
   void Pump(int max_steps = 100000) {
     for (int step = 0; step < max_steps; ++step) {
       bool moved = false;
-      for (Node* n : {&a, &b}) {
+      for (Node* n : nodes()) {
         while (n->workers.pending() != 0 || n->loop.RunPosted()) {
           n->workers.RunAll();
           moved = true;
@@ -173,14 +194,15 @@ class GatewayPair {
         net.in_flight.pop_front();
         if (net.drop && net.drop(d)) {
           ++net.dropped;
+        } else if (Node* to = NodeAt(d.to.AddressString()); to == nullptr) {
+          ++net.dropped;  // nobody at that address
         } else {
-          Node* to = d.to.AddressString() == "192.0.2.1" ? &a : &b;
           if (trace) {
             const ike::Header h = d.Header();
             std::fprintf(stderr, "TRACE %s -> %s ex=%d id=%u %s spi_i=%016llx\n",
-                         to == &a ? "B" : "A", to == &a ? "A" : "B", static_cast<int>(h.exchange),
-                         h.message_id, h.is_response() ? "resp" : "req",
-                         static_cast<unsigned long long>(h.spi_i));
+                         d.from.AddressString().c_str(), d.to.AddressString().c_str(),
+                         static_cast<int>(h.exchange), h.message_id,
+                         h.is_response() ? "resp" : "req", static_cast<unsigned long long>(h.spi_i));
           }
           to->gw->ReceiveIke(d.bytes, d.from, d.natt);
           to->gw->WorkQueue();
@@ -198,17 +220,18 @@ class GatewayPair {
     const std::chrono::nanoseconds step = gateway::Gateway::kTickPeriod;
     for (std::chrono::nanoseconds t{0}; t < d; t += step) {
       clock.Advance(step);
-      a.gw->Tick();
-      b.gw->Tick();
+      for (Node* n : nodes()) n->gw->Tick();
       Pump();
     }
   }
 
   // One simulated packet each way on every policy with an outbound SA.
   void Traffic(std::uint64_t bytes = 1000) {
-    for (Node* n : {&a, &b}) {
-      Node& peer = Peer(*n);
+    for (Node* n : nodes()) {
       for (auto& [policy, out] : n->dataplane.outbound) {
+        Node* to = NodeAt(out.peer.AddressString());
+        if (to == nullptr) continue;
+        Node& peer = *to;
         auto in = peer.dataplane.inbound.find(out.spi);
         if (in == peer.dataplane.inbound.end()) {
           ++peer.lost_packets;
@@ -234,20 +257,23 @@ class GatewayPair {
   // responder installs its CHILD SA when it answers, before the initiator has the answer
   // (RFC 7296 1.2); nothing older could have carried the packet anyway.
   void CheckOutbound() {
-    for (Node* n : {&a, &b}) {
-      Node& peer = Peer(*n);
+    for (Node* n : nodes()) {
       auto& confirmed = n->confirmed_outbound;
       for (auto it = confirmed.begin(); it != confirmed.end();) {
         it = n->dataplane.outbound.count(it->first) == 0 ? confirmed.erase(it) : std::next(it);
       }
       for (const auto& [policy, out] : n->dataplane.outbound) {
+        Node* to = NodeAt(out.peer.AddressString());
+        if (to == nullptr) continue;
+        Node& peer = *to;
         if (peer.dataplane.inbound.count(out.spi) != 0) {
           confirmed[policy] = out.spi;
           continue;
         }
         auto c = confirmed.find(policy);
         if (c != confirmed.end() && c->second != out.spi)
-          violations.push_back((n == &a ? "A" : "B") + std::string(" switched to SPI ") +
+          violations.push_back(n->transport.LocalEndpoint(false).AddressString() +
+                               std::string(" switched to SPI ") +
                                std::to_string(out.spi) + " the peer has not installed");
       }
     }
@@ -273,6 +299,7 @@ class GatewayPair {
     if (!n.gw) error_ += name + ": " + err + "\n";
   }
   std::string error_;
+  std::vector<std::unique_ptr<Node>> extra_;
 };
 
 }  // namespace spigot::test_tools

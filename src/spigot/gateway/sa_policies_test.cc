@@ -1,0 +1,224 @@
+// CHILD SAs' own policies (sa_policies.h): selectors as prefixes, claims between peers, and a
+// concentrator with three road warriors on one %any connection, each tunnel carrying only its
+// own peer's traffic (test_tools/gateway_pair.h with extra nodes).
+#include "spigot/gateway/sa_policies.h"
+
+#include <gtest/gtest.h>
+
+#include "spigot/control/gateway_commands.h"
+#include "spigot/gateway/child_sa_manager.h"
+#include "spigot/ike/traffic_selectors.h"
+#include "spigot/test_tools/gateway_pair.h"
+
+namespace spigot::gateway {
+namespace {
+
+using test_tools::GatewayPair;
+using test_tools::Node;
+
+policy::Prefix P(const char* text) { return *policy::Prefix::Parse(text); }
+
+std::vector<std::string> PrefixStrings(const std::vector<ike::TrafficSelector>& ts) {
+  std::vector<std::string> out;
+  for (const auto& p : SelectorPrefixes(ts)) out.push_back(p.ToString());
+  return out;
+}
+
+ike::TrafficSelector Range(const char* from, const char* to) {
+  ike::TrafficSelector ts = *ike::SelectorFromCidr(from);
+  const ike::TrafficSelector end = *ike::SelectorFromCidr(to);
+  ts.end = end.end;
+  return ts;
+}
+
+TEST(SelectorPrefixesTest, RangesBecomeTheFewestCoveringPrefixes) {
+  EXPECT_EQ(PrefixStrings({*ike::SelectorFromCidr("10.1.0.1")}),
+            std::vector<std::string>{"10.1.0.1/32"});
+  EXPECT_EQ(PrefixStrings({*ike::SelectorFromCidr("203.0.113.0/24")}),
+            std::vector<std::string>{"203.0.113.0/24"});
+  EXPECT_EQ(PrefixStrings({*ike::SelectorFromCidr("0.0.0.0/0")}),
+            std::vector<std::string>{"0.0.0.0/0"});
+  EXPECT_EQ(PrefixStrings({*ike::SelectorFromCidr("::/0")}), std::vector<std::string>{"::/0"});
+  EXPECT_EQ(PrefixStrings({*ike::SelectorFromCidr("2001:db8::1")}),
+            std::vector<std::string>{"2001:db8::1/128"});
+  // 10.0.0.1 - 10.0.0.6: .1/32, .2/31, .4/31, .6/32.
+  EXPECT_EQ(PrefixStrings({Range("10.0.0.1", "10.0.0.6")}),
+            (std::vector<std::string>{"10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"}));
+  // Up to the last address of the space, without wrapping.
+  EXPECT_EQ(PrefixStrings({Range("255.255.255.254", "255.255.255.255")}),
+            std::vector<std::string>{"255.255.255.254/31"});
+}
+
+TEST(SaPoliciesTest, OnePolicyPerPeerAndSelectorsRekeysJoin) {
+  SaPolicies p;
+  bool created = false;
+  const auto a = p.Join("peer-a", {P("203.0.113.0/24")}, {P("10.1.0.1/32")}, 100, &created);
+  EXPECT_TRUE(created);
+  EXPECT_GE(a, kFirstSaPolicy);
+  // The same peer, the same selectors (in another order): the same policy.
+  EXPECT_EQ(p.Join("peer-a", {P("203.0.113.0/24")}, {P("10.1.0.1/32")}, 101, &created), a);
+  EXPECT_FALSE(created);
+  const auto b = p.Join("peer-b", {P("203.0.113.0/24")}, {P("10.2.0.1/32")}, 200, &created);
+  EXPECT_TRUE(created);
+  EXPECT_NE(a, b);
+  p.JoinExisting(b, 201);  // a rekey's successor
+  EXPECT_EQ(p.Find(b)->members, (std::vector<std::uint32_t>{200, 201}));
+  EXPECT_FALSE(p.Leave(b, 200));
+  EXPECT_TRUE(p.Leave(b, 201));  // the last one: gone, its id free again
+  EXPECT_EQ(p.Find(b), nullptr);
+  EXPECT_EQ(p.Join("peer-c", {P("203.0.113.0/24")}, {P("10.3.0.1/32")}, 300, &created), b);
+}
+
+TEST(SaPoliciesTest, OverlapsWithAnotherPeerAreConflicts) {
+  SaPolicies p;
+  bool created = false;
+  p.Join("peer-a", {P("203.0.113.0/24")}, {P("10.1.0.1/32")}, 100, &created);
+  p.Join("peer-b", {P("203.0.113.0/24")}, {P("10.2.0.0/16")}, 200, &created);
+  const std::vector<policy::Prefix> local{P("203.0.113.0/24")};
+  // The same address, a prefix around it, one inside another's prefix: conflicts.
+  ASSERT_NE(p.Conflict("peer-x", local, {P("10.1.0.1/32")}), nullptr);
+  EXPECT_EQ(*p.Conflict("peer-x", local, {P("10.1.0.1/32")}), "peer-a");
+  EXPECT_EQ(*p.Conflict("peer-x", local, {P("10.1.0.0/24")}), "peer-a");
+  EXPECT_EQ(*p.Conflict("peer-x", local, {P("10.2.3.4/32")}), "peer-b");
+  EXPECT_NE(p.Conflict("peer-x", local, {P("0.0.0.0/0")}), nullptr);
+  // Disjoint addresses, another local side, or the same peer: no conflict.
+  EXPECT_EQ(p.Conflict("peer-x", local, {P("10.3.0.1/32")}), nullptr);
+  EXPECT_EQ(p.Conflict("peer-x", {P("198.51.100.0/24")}, {P("10.1.0.1/32")}), nullptr);
+  EXPECT_EQ(p.Conflict("peer-a", local, {P("10.1.0.0/24")}), nullptr);
+  EXPECT_EQ(p.Conflict("peer-x", local, {P("2001:db8::1/128")}), nullptr);
+}
+
+// ---------------------------------------------------------------- a concentrator
+
+// The concentrator (B, 192.0.2.2): one connection for any peer, its network 203.0.113.0/24,
+// peers' inner addresses anywhere in 10.0.0.0/8.
+std::string Concentrator() {
+  return "[global]\nlisten = \"192.0.2.2\"\nmax_rekeys_per_second = 1000\n"
+         "\n[[connection]]\nname = \"rw\"\nlocal_addrs = \"192.0.2.2\"\nremote_addrs = \"%any\"\n"
+         "local_id = \"gw\"\nremote_id = \"%any\"\npsk = \"test secret\"\n"
+         "local_ts = \"203.0.113.0/24\"\nremote_ts = \"10.0.0.0/8\"\n";
+}
+
+// A road warrior at 192.0.2.`host` as `id`, with the inner address(es) `inner`.
+std::string RoadWarrior(int host, const std::string& id, const std::string& inner) {
+  const std::string me = "192.0.2." + std::to_string(host);
+  return "[global]\nlisten = \"" + me + "\"\nmax_rekeys_per_second = 1000\n"
+         "\n[[connection]]\nname = \"home\"\nlocal_addrs = \"" + me +
+         "\"\nremote_addrs = \"192.0.2.2\"\nlocal_id = \"" + id +
+         "\"\nremote_id = \"gw\"\npsk = \"test secret\"\nlocal_ts = \"" + inner +
+         "\"\nremote_ts = \"203.0.113.0/24\"\n";
+}
+
+std::size_t EstablishedSas(const Gateway& gw) {
+  std::size_t n = 0;
+  for (const auto& [ours, e] : gw.ike_sas().entries())
+    n += e.sa->state() == ike::IkeSa::State::kEstablished;
+  return n;
+}
+
+std::size_t ChildSas(const Gateway& gw) {
+  std::size_t n = 0;
+  for (const auto& [ours, e] : gw.ike_sas().entries()) n += e.sa->children().size();
+  return n;
+}
+
+struct Crowd {
+  Crowd() : p(RoadWarrior(1, "peer1", "10.1.0.1"), Concentrator()) {
+    peers = {&p.a, &p.AddNode("192.0.2.3", RoadWarrior(3, "peer2", "10.2.0.1")),
+             &p.AddNode("192.0.2.4", RoadWarrior(4, "peer3", "10.3.0.1"))};
+  }
+  // The node that would open a packet the concentrator sends to `inner`, or null.
+  Node* ReceiverOf(const std::string& inner) {
+    const std::uint32_t spi = p.b.dataplane.OutboundSpiFor("203.0.113.1", inner);
+    for (Node* n : p.nodes()) {
+      if (n->dataplane.inbound.count(spi) != 0) return n;
+    }
+    return nullptr;
+  }
+  GatewayPair p;
+  std::vector<Node*> peers;
+  const std::vector<std::string> inner = {"10.1.0.1", "10.2.0.1", "10.3.0.1"};
+};
+
+TEST(ConcentratorTest, EveryRoadWarriorGetsItsOwnTraffic) {
+  Crowd c;
+  ASSERT_TRUE(c.p.ok()) << c.p.error();
+  std::string err;
+  for (Node* n : c.peers) ASSERT_TRUE(n->gw->Initiate("home", &err)) << err;
+  c.p.Pump();
+  ASSERT_EQ(EstablishedSas(*c.p.b.gw), 3u);
+  ASSERT_EQ(ChildSas(*c.p.b.gw), 3u);
+  EXPECT_EQ(c.p.b.gw->children().policies().size(), 3u);
+  EXPECT_EQ(c.p.b.dataplane.sa_policies.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    // Replies to each peer's inner address leave on that peer's SA.
+    EXPECT_EQ(c.ReceiverOf(c.inner[i]), c.peers[i]) << c.inner[i];
+    // Each SA's inbound check admits its own peer's address only.
+    const std::uint32_t spi = c.peers[i]->dataplane.outbound.begin()->second.spi;
+    const auto& in = c.p.b.dataplane.inbound.at(spi);
+    ASSERT_EQ(in.selectors.size(), 1u);
+    EXPECT_EQ(in.selectors[0].remote.ToString(), c.inner[i] + "/32");
+    EXPECT_EQ(in.selectors[0].local.ToString(), "203.0.113.0/24");
+  }
+  EXPECT_EQ(c.ReceiverOf("10.4.0.1"), nullptr);  // nobody's address: no SA carries it
+  c.p.Traffic();
+  EXPECT_TRUE(c.p.violations.empty()) << c.p.violations.front();
+  for (Node* n : c.p.nodes()) EXPECT_EQ(n->lost_packets, 0u);
+}
+
+TEST(ConcentratorTest, AnotherPeersAddressIsRefusedWithTsUnacceptable) {
+  Crowd c;
+  ASSERT_TRUE(c.p.ok()) << c.p.error();
+  std::string err;
+  for (Node* n : c.peers) ASSERT_TRUE(n->gw->Initiate("home", &err)) << err;
+  c.p.Pump();
+  // A fourth peer claims 10.1.0.0/16, which holds peer1's address.
+  Node& intruder = c.p.AddNode("192.0.2.5", RoadWarrior(5, "peer4", "10.1.0.0/16"));
+  ASSERT_TRUE(c.p.ok()) << c.p.error();
+  ASSERT_TRUE(intruder.gw->Initiate("home", &err)) << err;
+  c.p.Pump();
+  EXPECT_EQ(ChildSas(*c.p.b.gw), 3u);
+  EXPECT_TRUE(intruder.dataplane.inbound.empty());
+  EXPECT_EQ(c.p.b.gw->children().counters().policy_conflicts, 1u);
+  EXPECT_EQ(control::StatsJson(*c.p.b.gw)["policies"]["conflicts"], 1);
+  EXPECT_EQ(c.ReceiverOf("10.1.0.1"), c.peers[0]);  // peer1 keeps its traffic
+}
+
+TEST(ConcentratorTest, RekeysAndReconnectsKeepOnePolicyPerPeer) {
+  Crowd c;
+  ASSERT_TRUE(c.p.ok()) << c.p.error();
+  std::string err;
+  for (Node* n : c.peers) ASSERT_TRUE(n->gw->Initiate("home", &err)) << err;
+  c.p.Pump();
+  const auto before = c.p.b.dataplane.sa_policies;
+
+  // Peer 2 rekeys its CHILD SA: the successor takes over the same policy.
+  const std::uint32_t old_spi = c.p.b.dataplane.OutboundSpiFor("203.0.113.1", "10.2.0.1");
+  ASSERT_EQ(c.peers[1]->gw->Rekey("home", false), 1);
+  c.p.Pump();
+  c.p.Advance(std::chrono::seconds(3));  // the old SA's inbound half lingers, then goes
+  EXPECT_EQ(c.p.b.dataplane.sa_policies.size(), 3u);
+  for (const auto& [id, pairs] : before) EXPECT_EQ(c.p.b.dataplane.sa_policies.count(id), 1u);
+  EXPECT_NE(c.p.b.dataplane.OutboundSpiFor("203.0.113.1", "10.2.0.1"), old_spi);
+  EXPECT_EQ(c.ReceiverOf("10.2.0.1"), c.peers[1]);
+
+  // Peer 3 goes: its policy goes with its last SA; the others keep theirs.
+  ASSERT_EQ(c.peers[2]->gw->Terminate("home"), 1);
+  c.p.Pump();
+  EXPECT_EQ(c.p.b.dataplane.sa_policies.size(), 2u);
+  EXPECT_EQ(c.ReceiverOf("10.3.0.1"), nullptr);
+  EXPECT_EQ(c.ReceiverOf("10.1.0.1"), c.peers[0]);
+
+  // Peer 1 crashes and comes back (INITIAL_CONTACT): same identity, same address — its new
+  // CHILD SA takes over its policy at once, and the old SAs go.
+  c.p.Restart(c.p.a, RoadWarrior(1, "peer1", "10.1.0.1"));
+  ASSERT_TRUE(c.p.a.gw->Initiate("home", &err)) << err;
+  c.p.Pump();
+  EXPECT_EQ(c.p.b.gw->children().counters().policy_conflicts, 0u);
+  EXPECT_EQ(c.ReceiverOf("10.1.0.1"), &c.p.a);
+  EXPECT_EQ(c.p.b.dataplane.sa_policies.size(), 2u);
+  EXPECT_EQ(EstablishedSas(*c.p.b.gw), 2u);
+}
+
+}  // namespace
+}  // namespace spigot::gateway
