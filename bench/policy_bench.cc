@@ -7,12 +7,16 @@
 // BM_SpdLookupLengths/D shows the cost growing with D, the number of distinct remote prefix
 // lengths (the complexity bound), not with the number of selectors; the lookups there miss, the
 // worst case (every length probed).
+// BM_SpdHostInstall/N, BM_SpdHostLookup/N: per-peer /32 policies (Spd::SetHostPolicy) at N =
+// 1k .. 1M peers: one install + commit, and lookups to random peers; BM_SpdRebuildPeers/N is
+// what one install would cost if the table were rebuilt whole (the baseline).
 // BM_AcquireHold: Hold() of a 1400-byte packet into a trapped policy's queue, then the queue is
 // flushed every 32 packets (the per-acquire bound), so every Hold is accepted.
 #include <benchmark/benchmark.h>
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -192,6 +196,79 @@ void BM_SpdBuild(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kConnections));
 }
 BENCHMARK(BM_SpdBuild)->Unit(benchmark::kMillisecond);
+
+// ---- Per-peer host policies (road warriors: one /32 per peer), at 1k .. 1M peers ----------
+
+// N peers in 198.18.0.0/15 and beyond (n -> 198.18.0.0 + n), local 203.0.113.0/24.
+Prefix PeerAddress(std::uint32_t n) { return MakePrefix(0xC6120000u + n, 32); }
+const std::vector<Prefix>& PeerLocal() {
+  static const std::vector<Prefix> local{MakePrefix(0xCB007100u, 24)};
+  return local;
+}
+
+// An Spd with N host policies, committed; policy n serves peer n.
+std::unique_ptr<Spd> PeerSpd(std::uint32_t n) {
+  auto spd = std::make_unique<Spd>();
+  for (std::uint32_t id = 0; id < n; ++id)
+    spd->SetHostPolicy(id, PeerLocal(), std::vector<Prefix>{PeerAddress(id)});
+  spd->CommitHostPolicies();
+  return spd;
+}
+
+// One install as a login storm makes it: a new peer's policy set and published (commit: new
+// shard, new snapshot, grace period), then an old one removed and published, so the table
+// stays at N. Items: installs (each with its removal). The control thread's share at 3,000
+// installs a second is 3,000 x the time per item.
+void BM_SpdHostInstall(benchmark::State& state) {
+  const auto n = static_cast<std::uint32_t>(state.range(0));
+  auto spd = PeerSpd(n);
+  auto reader = spd->RegisterReader();  // a registered (idle) data-path thread, as in the daemon
+  std::uint32_t next = n;
+  std::uint32_t oldest = 0;
+  for (auto _ : state) {
+    spd->SetHostPolicy(next, PeerLocal(), std::vector<Prefix>{PeerAddress(next)});
+    spd->CommitHostPolicies();
+    spd->RemoveHostPolicy(oldest++);
+    spd->CommitHostPolicies();
+    ++next;
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+  state.counters["shards"] = static_cast<double>(reader->Lock()->host_shard_count());
+}
+BENCHMARK(BM_SpdHostInstall)->Arg(1'000)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
+
+// The baseline an incremental structure replaces: the whole table rebuilt for one install.
+void BM_SpdRebuildPeers(benchmark::State& state) {
+  const auto n = static_cast<std::uint32_t>(state.range(0));
+  SpdBuilder b;
+  for (std::uint32_t id = 0; id < n; ++id) b.Add(id, PeerLocal()[0], PeerAddress(id));
+  for (auto _ : state) benchmark::DoNotOptimize(b.Build());
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_SpdRebuildPeers)->Arg(1'000)->Arg(10'000)->Arg(100'000)->Arg(1'000'000)
+    ->Unit(benchmark::kMicrosecond);
+
+// Outbound lookups to random peers among N (each hits its peer's policy), one ReadGuard per
+// 32 lookups (a receive batch).
+void BM_SpdHostLookup(benchmark::State& state) {
+  const auto n = static_cast<std::uint32_t>(state.range(0));
+  auto spd = PeerSpd(n);
+  auto reader = spd->RegisterReader();
+  std::mt19937 rng(5);
+  std::vector<V4> dsts(kLookups);
+  for (auto& d : dsts) d = Bytes(0xC6120000u + rng() % n);
+  const V4 src = Bytes(0xCB007101u);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto guard = reader->Lock();
+    for (int k = 0; k < 32; ++k) {
+      benchmark::DoNotOptimize(guard->LookupOutbound(Family::kIpv4, src, dsts[i]));
+      i = (i + 1) & (kLookups - 1);
+    }
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 32);
+}
+BENCHMARK(BM_SpdHostLookup)->Arg(1'000)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
 
 void BM_AcquireHold(benchmark::State& state) {
   AcquireQueue q;

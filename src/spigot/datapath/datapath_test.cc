@@ -185,6 +185,34 @@ TEST_F(Fixture, HostileInputIsCountedUnderItsReasonAndNeverDelivered) {
   EXPECT_EQ(Receive(PeerSends(Ipv4({203, 0, 113, 5}, {198, 51, 100, 7}))), In::kDeliver);
 }
 
+// A road warrior's SA carries its own narrowed selectors (its inner /32): the inbound check
+// uses them, not the connection's wider policy, so one peer cannot send as another.
+TEST_F(Fixture, AnSasOwnSelectorsDecideWhatItMayCarry) {
+  InboundSpec in;
+  in.spi = kSpi;
+  in.keymat = keymat;
+  in.policy = kPolicy;  // the connection's policy would admit all of 203.0.113.0/24
+  in.selectors.push_back({*policy::Prefix::Parse("198.51.100.0/24"),
+                          *policy::Prefix::Parse("203.0.113.5")});
+  ASSERT_TRUE(inbound.Install(std::move(in)));
+  inbound.ApplyCommands();
+  auto seal = [&](const std::vector<std::uint8_t>& inner, std::uint32_t seq) {
+    std::vector<std::uint8_t> buf(esp::kSealHeadroom + inner.size() + esp::kSealTailroom);
+    std::memcpy(buf.data() + esp::kSealHeadroom, inner.data(), inner.size());
+    esp::PacketView pkt{buf, esp::kSealHeadroom, inner.size()};
+    crypto::EspCipher c;
+    EXPECT_TRUE(c.Init(mgr(), crypto::EspSuite::kAesGcm128, keymat));
+    esp::OutboundState st{kSpi, false, seq};
+    EXPECT_EQ(esp::Seal(mgr(), c, st, esp::kNextHeaderIpv4, pkt), esp::Status::kOk);
+    return std::vector<std::uint8_t>(pkt.bytes().begin(), pkt.bytes().end());
+  };
+  EXPECT_EQ(Receive(seal(Ipv4({203, 0, 113, 5}, {198, 51, 100, 7}), 1)), In::kDeliver);
+  // Another peer's inner address, inside the connection's remote_ts: dropped and counted.
+  EXPECT_EQ(Receive(seal(Ipv4({203, 0, 113, 6}, {198, 51, 100, 7}), 2)), In::kDrop);
+  EXPECT_EQ(counters.selector_mismatch.load(), 1u);
+  EXPECT_EQ(counters.rx_packets.load(), 1u);
+}
+
 TEST_F(Fixture, IkeAndKeepalivesAreSeparated) {
   std::vector<std::uint8_t> ike = {0, 0, 0, 0, 1, 2, 3, 4};
   esp::PacketView pkt{ike, 0, ike.size()};

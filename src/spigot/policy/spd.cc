@@ -4,6 +4,9 @@
 #include <bit>
 #include <cstring>
 #include <thread>
+#include <tuple>
+#include <optional>
+#include <map>
 
 namespace spigot::policy {
 namespace {
@@ -239,21 +242,30 @@ std::uint64_t HostHash(U128 key) { return V6Traits::Hash(key); }
 
 }  // namespace
 
+// Host policies: a local prefix, named by its index in the snapshot's host_locals_.
+struct SpdSnapshot::HostLocal {
+  U128 net;
+  U128 mask;
+  Family family;
+};
+
+// A slot of a host-policy shard: 32 bytes, so that one never straddles two cache lines.
+struct alignas(32) SpdSnapshot::HostSlot {
+  U128 remote;
+  PolicyId id;
+  std::uint16_t local;  // index into host_locals_
+  Family family;
+  bool used;
+};
+
 // One shard of the host policies: open addressing, at most half full. Pairs with the same
 // remote address sit along one probe run in the order they must be tried (longest local
 // prefix, then the policy set first), so the first that contains the source is the answer.
 struct SpdSnapshot::HostShard {
-  struct Slot {
-    U128 remote;
-    U128 local_net;
-    PolicyId id;
-    Family family;
-    std::uint8_t local_len;
-    bool used;
-  };
-  std::vector<Slot> slots;
+  std::vector<HostSlot> slots;
   std::uint32_t mask = 0;   // slots.size() - 1
   std::uint8_t shift = 63;  // 64 - log2(slots.size())
+  static_assert(sizeof(HostSlot) == 32);
 };
 
 struct SpdSnapshot::Impl {
@@ -288,14 +300,15 @@ PolicyId SpdSnapshot::LookupOutbound(Family family, std::span<const std::uint8_t
     const U128 d = HostKey(family, dst.data());
     const U128 sk = HostKey(family, src.data());
     const std::uint64_t h = HostHash(d);
-    const HostShard& shard = *hosts_[h >> host_shift_];
+    const ShardRef& shard = hosts_[h >> host_shift_];
+    const HostLocal* locals = host_locals_->data();
     // The bits below the shard index pick the slot.
     std::uint32_t i = static_cast<std::uint32_t>((h << (64 - host_shift_)) >> shard.shift);
     for (;; i = (i + 1) & shard.mask) {
-      const HostShard::Slot& slot = shard.slots[i];
+      const HostSlot& slot = shard.slots[i];
       if (!slot.used) break;
       if (slot.remote == d && slot.family == family &&
-          (sk & HostMask(family, slot.local_len)) == slot.local_net)
+          (sk & locals[slot.local].mask) == locals[slot.local].net)
         return slot.id;
     }
   }
@@ -479,14 +492,36 @@ std::unique_ptr<const SpdSnapshot> SpdBuilder::Build() const {
 struct Spd::HostState {
   struct Entry {
     U128 remote;
-    U128 local_net;
     Family family;
     std::uint8_t local_len;
+    std::uint16_t local;  // index into locals
     PolicyId id;
     std::uint64_t seq;  // the order policies were set: the last tie-break
   };
-  // Shards grow (double) when they average more than this many pairs.
-  static constexpr std::size_t kMaxAveragePairs = 1024;
+  // Shards grow (double) when they average more than this many pairs: a commit rebuilds a
+  // shard (~N/S pairs) and copies the S shard references, balanced near S ~ sqrt(N).
+  static constexpr std::size_t kMaxAveragePairs = 256;
+  // Distinct local prefixes (interned; never removed: they are the connections' local_ts).
+  static constexpr std::size_t kMaxLocals = 65535;
+
+  std::shared_ptr<const std::vector<SpdSnapshot::HostLocal>> locals =
+      std::make_shared<const std::vector<SpdSnapshot::HostLocal>>();
+  std::map<std::tuple<Family, std::array<std::uint8_t, 16>, std::uint8_t>, std::uint16_t> local_index;
+
+  // The index of a local prefix, added if new (a new locals array: snapshots keep the one
+  // they were published with). nullopt when kMaxLocals are taken.
+  std::optional<std::uint16_t> Intern(const Prefix& l) {
+    const auto key = std::make_tuple(l.family, l.address, l.prefix_len);
+    if (auto it = local_index.find(key); it != local_index.end()) return it->second;
+    if (locals->size() >= kMaxLocals) return std::nullopt;
+    auto next = std::make_shared<std::vector<SpdSnapshot::HostLocal>>(*locals);
+    const U128 mask = HostMask(l.family, l.prefix_len);
+    next->push_back({HostKey(l.family, l.address.data()) & mask, mask, l.family});
+    const auto index = static_cast<std::uint16_t>(next->size() - 1);
+    locals = std::move(next);
+    local_index.emplace(key, index);
+    return index;
+  }
 
   std::uint8_t bits = 4;  // 2^bits shards
   std::vector<std::vector<Entry>> entries = std::vector<std::vector<Entry>>(16);
@@ -552,14 +587,14 @@ struct Spd::HostState {
     });
     auto out = std::make_unique<SpdSnapshot::HostShard>();
     const std::uint32_t table_bits = TableBits(v.size());
-    out->slots.assign(std::size_t{1} << table_bits, SpdSnapshot::HostShard::Slot{});
+    out->slots.assign(std::size_t{1} << table_bits, SpdSnapshot::HostSlot{});
     out->mask = (std::uint32_t{1} << table_bits) - 1;
     out->shift = static_cast<std::uint8_t>(64 - table_bits);
     for (const Entry* e : v) {
       const std::uint64_t h = HostHash(e->remote);
       std::uint32_t i = static_cast<std::uint32_t>((h << bits) >> out->shift);
       while (out->slots[i].used) i = (i + 1) & out->mask;
-      out->slots[i] = {e->remote, e->local_net, e->id, e->family, e->local_len, true};
+      out->slots[i] = {e->remote, e->id, e->local, e->family, true};
     }
     return out;
   }
@@ -616,6 +651,7 @@ void Spd::Publish(std::unique_ptr<const SpdSnapshot> next) {
   snap->hosts_ = cur->hosts_;
   snap->host_shift_ = cur->host_shift_;
   snap->host_pairs_ = cur->host_pairs_;
+  snap->host_locals_ = cur->host_locals_;
   Swap(snap);
 }
 
@@ -629,19 +665,21 @@ void Spd::Swap(const SpdSnapshot* next) {
 bool Spd::SetHostPolicy(PolicyId id, std::span<const Prefix> locals,
                         std::span<const Prefix> remotes) {
   if (id == kNoPolicy) return false;
-  std::vector<HostState::Entry> add;
   for (const Prefix& r : remotes) {
     if (r.prefix_len != MaxPrefixLength(r.family)) return false;
+  }
+  std::lock_guard lock(publish_mu_);
+  HostState& h = *hosts_;
+  std::vector<HostState::Entry> add;
+  for (const Prefix& r : remotes) {
     for (const Prefix& l : locals) {
       if (l.family != r.family || l.prefix_len > MaxPrefixLength(l.family)) continue;
-      const U128 mask = HostMask(l.family, l.prefix_len);
-      add.push_back({HostKey(r.family, r.address.data()), HostKey(l.family, l.address.data()) & mask,
-                     l.family, l.prefix_len, id, 0});
+      const auto local = h.Intern(l);
+      if (!local) return false;
+      add.push_back({HostKey(r.family, r.address.data()), l.family, l.prefix_len, *local, id, 0});
     }
   }
   if (add.empty()) return false;
-  std::lock_guard lock(publish_mu_);
-  HostState& h = *hosts_;
   h.Erase(id);
   const std::uint64_t seq = h.next_seq++;
   auto& list = h.shards_of[id];
@@ -689,9 +727,11 @@ std::size_t Spd::CommitHostPolicies() {
   const SpdSnapshot* cur = current_.load(std::memory_order_relaxed);
   auto* snap = new SpdSnapshot(cur->impl_);
   snap->hosts_.reserve(n);
-  for (const auto& shard : h.shards) snap->hosts_.push_back(shard.get());
+  for (const auto& shard : h.shards)
+    snap->hosts_.push_back({shard->slots.data(), shard->mask, shard->shift});
   snap->host_shift_ = static_cast<std::uint8_t>(64 - h.bits);
   snap->host_pairs_ = h.pairs;
+  snap->host_locals_ = h.locals;
   Swap(snap);
   return rebuilt;  // `retired` goes here, after the grace period
 }

@@ -87,13 +87,25 @@ class SpdSnapshot {
   friend class Spd;
   struct Impl;
   struct HostShard;
+  struct HostSlot;
+  struct HostLocal;
+  // Where a shard's table is, copied into each snapshot so that a lookup reaches its slot with
+  // one dependent load, not three.
+  struct ShardRef {
+    const HostSlot* slots;
+    std::uint32_t mask;  // slots - 1
+    std::uint8_t shift;  // 64 - log2(slots)
+  };
   explicit SpdSnapshot(std::shared_ptr<const Impl> impl);
   // The tables are shared between snapshots (a host-policy commit keeps them); the shards are
   // owned by the Spd that publishes the snapshot, and outlive it.
   std::shared_ptr<const Impl> impl_;
-  std::vector<const HostShard*> hosts_;  // 2^k shards, indexed by the top k bits of the hash
-  std::uint8_t host_shift_ = 63;         // 64 - k
+  std::vector<ShardRef> hosts_;  // 2^k shards, indexed by the top k bits of the hash
+  std::uint8_t host_shift_ = 63;  // 64 - k
   std::size_t host_pairs_ = 0;
+  // The distinct local prefixes of host policies (few: the connections' local_ts), which slots
+  // name by index.
+  std::shared_ptr<const std::vector<HostLocal>> host_locals_;
 };
 
 // Control thread only (not thread-safe). Keeps the pairs between builds, so a reload edits and

@@ -574,7 +574,7 @@ TEST(SpdHostTest, ManyPoliciesGrowTheShardsAndAgreeWithAMap) {
                                                                      static_cast<std::uint8_t>(n >> 8),
                                                                      static_cast<std::uint8_t>(n)}, 32).value();
   };
-  constexpr std::uint32_t kPolicies = 60000;  // past 16 shards x 1024 pairs: grows twice
+  constexpr std::uint32_t kPolicies = 60000;  // past 16 shards x 256 pairs: grows several times
   std::unordered_map<PolicyId, std::uint32_t> addr_of;
   for (std::uint32_t i = 0; i < kPolicies; ++i) {
     ASSERT_TRUE(spd.SetHostPolicy(i, local, std::vector<Prefix>{host(i)}));
