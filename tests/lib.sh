@@ -274,3 +274,94 @@ transfer_ok() {
   wait "$server" || { cat "$WORK/serve.log" "$WORK/send.log"; return 1; }
   log "$(cat "$WORK/send.log"); receiver: $(cat "$WORK/serve.log" | cut -c1-20)..."
 }
+
+# netns_hub_setup N: a hub-and-spoke topology for one responder and N initiators (instead of
+# netns_setup). The responder's namespace is ${NS}b (192.0.2.2/24 on a bridge, inner
+# 203.0.113.1 as in netns_setup); peer i (1..N) has namespace ${NS}pI with 192.0.2.(10+I)/24 on a
+# veth into that bridge and its inner address 10.I.0.1/32 on lo (these 10.x addresses exist only
+# inside the peers' namespaces). The peers' namespaces are deleted on exit as well.
+HUB_PEERS=0
+netns_hub_setup() {
+  local n=$1 i
+  HUB_PEERS=$n
+  trap 'cleanup; netns_hub_cleanup' EXIT
+  ip netns add "${NS}b"
+  ip -n "${NS}b" link set lo up
+  ip -n "${NS}b" addr add 203.0.113.1/32 dev lo
+  ip -n "${NS}b" link add "${NS}br" type bridge
+  ip -n "${NS}b" addr add 192.0.2.2/24 dev "${NS}br"
+  ip -n "${NS}b" link set "${NS}br" up
+  for i in $(seq "$n"); do
+    ip netns add "${NS}p$i"
+    ip link add "${NS}p$i" type veth peer name "${NS}h$i"
+    ip link set "${NS}p$i" netns "${NS}p$i"
+    ip link set "${NS}h$i" netns "${NS}b"
+    ip -n "${NS}b" link set "${NS}h$i" master "${NS}br"
+    ip -n "${NS}b" link set "${NS}h$i" up
+    ip -n "${NS}p$i" link set lo up
+    ip -n "${NS}p$i" addr add "192.0.2.$((10 + i))/24" dev "${NS}p$i"
+    ip -n "${NS}p$i" link set "${NS}p$i" up
+    ip -n "${NS}p$i" addr add "10.$i.0.1/32" dev lo
+  done
+}
+netns_hub_cleanup() {
+  local i
+  for i in $(seq "$HUB_PEERS"); do ip netns del "${NS}p$i" 2>/dev/null || true; done
+}
+
+# charon_hub_peer I IKE ESP PSK [CLAIM_TS]: strongSwan 5.9.8 (kernel-libipsec) in peer I's
+# namespace of netns_hub_setup, an initiator with identity peerI.example towards spigot (gw-b) at
+# 192.0.2.2: CHILD SA "net" from its inner 10.I.0.1/32 to 203.0.113.0/24. With CLAIM_TS, also a
+# CHILD SA "claim" from CLAIM_TS (e.g. another peer's address) to 203.0.113.0/24. charon_launch
+# loads it; `swan pI --initiate --child net` brings it up (nothing starts on its own).
+charon_hub_peer() {
+  local i=$1 ike=$2 esp=$3 psk=$4 claim=${5:-}
+  local side="p$i" dir="$WORK/charon-p$i" claim_child=""
+  [ -z "$claim" ] || claim_child="
+      claim {
+        local_ts = $claim
+        remote_ts = 203.0.113.0/24
+        esp_proposals = $esp
+      }"
+  mkdir -p "$dir/run"
+  cat >"$dir/strongswan.conf" <<CONF
+charon {
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 x509 pubkey socket-default vici kernel-libipsec kernel-netlink updown
+  install_routes = yes
+  filelog { stderr { default = 1 ike = 2 } }
+  plugins { kernel-libipsec { allow_peer_ts = yes } }
+}
+CONF
+  cat >"$dir/swanctl.conf" <<CONF
+connections {
+  gw {
+    local_addrs = 192.0.2.$((10 + i))
+    remote_addrs = 192.0.2.2
+    proposals = $ike
+    local {
+      auth = psk
+      id = peer$i.example
+    }
+    remote {
+      auth = psk
+      id = gw-b
+    }
+    children {
+      net {
+        local_ts = 10.$i.0.1/32
+        remote_ts = 203.0.113.0/24
+        esp_proposals = $esp
+      }$claim_child
+    }
+  }
+}
+secrets {
+  ike-1 {
+    id-1 = peer$i.example
+    id-2 = gw-b
+    secret = $psk
+  }
+}
+CONF
+  charon_launch "$side"
+}
