@@ -83,6 +83,32 @@ inline constexpr std::uint8_t kTsIpv6AddrRange = 8;
 inline constexpr std::size_t kTsIpv4Len = 8 + 4 + 4;
 inline constexpr std::size_t kTsIpv6Len = 8 + 16 + 16;
 
+// 3.15 configuration payload: CFG Type (1 octet), then 3 reserved octets.
+inline constexpr std::size_t kCpHeaderLen = 1 + 3;
+inline constexpr std::uint8_t kCfgRequest = 1;
+inline constexpr std::uint8_t kCfgReply = 2;
+inline constexpr std::uint8_t kCfgSet = 3;
+inline constexpr std::uint8_t kCfgAck = 4;
+// 3.15.1 configuration attributes: R (1 bit) + Attribute Type (15 bits), Length (2), Value.
+// The R bit MUST be sent as zero and MUST be ignored on receipt (3.15.1; 2.5 for every
+// RESERVED field), so a receiver reads the type as the low 15 bits.
+inline constexpr std::size_t kCpAttrHeaderLen = 2 + 2;
+inline constexpr std::uint16_t kCpAttrTypeMask = 0x7FFF;
+// Attribute types and their value lengths (3.15.1: each is 0 in a request that asks for one,
+// or exactly the length below).
+inline constexpr std::uint16_t kInternalIp4Address = 1;  // 4: the address
+inline constexpr std::uint16_t kInternalIp4Netmask = 2;  // 4
+inline constexpr std::uint16_t kInternalIp4Dns = 3;      // 4
+inline constexpr std::uint16_t kInternalIp6Address = 8;  // 16 + 1: address, prefix length (3.15.3)
+inline constexpr std::uint16_t kInternalIp6Dns = 10;     // 16
+inline constexpr std::uint16_t kInternalIp4Subnet = 13;  // 4 + 4: address, netmask
+inline constexpr std::uint16_t kSupportedAttributes = 14;  // a list of 2-octet types
+inline constexpr std::uint16_t kInternalIp6Subnet = 15;  // 16 + 1: address, prefix length
+inline constexpr std::size_t kCpIp4Len = 4;
+inline constexpr std::size_t kCpIp4SubnetLen = 4 + 4;
+inline constexpr std::size_t kCpIp6Len = 16;
+inline constexpr std::size_t kCpIp6PrefixLen = 16 + 1;
+
 // 3.10.1 notify message types.
 enum class NotifyType : std::uint16_t {
   kUnsupportedCriticalPayload = 1,

@@ -47,6 +47,8 @@ const char* NotifyName(NotifyType t) {
     case NotifyType::kAuthenticationFailed: return "AUTHENTICATION_FAILED";
     case NotifyType::kSinglePairRequired: return "SINGLE_PAIR_REQUIRED";
     case NotifyType::kNoAdditionalSas: return "NO_ADDITIONAL_SAS";
+    case NotifyType::kInternalAddressFailure: return "INTERNAL_ADDRESS_FAILURE";
+    case NotifyType::kFailedCpRequired: return "FAILED_CP_REQUIRED";
     case NotifyType::kTsUnacceptable: return "TS_UNACCEPTABLE";
     case NotifyType::kTemporaryFailure: return "TEMPORARY_FAILURE";
     case NotifyType::kChildSaNotFound: return "CHILD_SA_NOT_FOUND";
@@ -303,6 +305,8 @@ bool IkeSa::Enqueue(Pending p, TimePoint now) {
 
 bool IkeSa::CreateChild(TimePoint now) {
   if (state_ != State::kEstablished) return false;
+  // remote_ts_dynamic and no virtual IP assigned to the peer: nothing to propose for it.
+  if (PeerSelectors().empty()) return false;
   return Enqueue({RequestKind::kCreateChild}, now);
 }
 

@@ -3,8 +3,9 @@
 // IkeSaHost (send, allocate SPIs, install and remove CHILD SAs). The daemon, the load
 // generator and the tests are hosts.
 //
-// Exchanges: IKE_SA_INIT (with COOKIE and INVALID_KE_PAYLOAD retries), IKE_AUTH with PSK and
-// the first CHILD SA, CREATE_CHILD_SA (new CHILD SA, CHILD SA rekey with optional PFS),
+// Exchanges: IKE_SA_INIT (with COOKIE and INVALID_KE_PAYLOAD retries), IKE_AUTH with PSK, the
+// configuration payload that assigns a road warrior its internal address (2.19, 3.15; the
+// addresses come from the host) and the first CHILD SA, CREATE_CHILD_SA (new CHILD SA, CHILD SA rekey with optional PFS),
 // INFORMATIONAL (DELETE of CHILD and IKE SAs, liveness checks). Message-ID windows are 1 both
 // ways (2.3): one request of ours in flight, further ones wait in a bounded queue.
 //
@@ -65,6 +66,34 @@ struct ConnectionParams {
   // The host starts CHILD rekeys itself (spread by engine::RekeyScheduler); the IKE SA then
   // only reports soft deadlines (ChildSaInfo::rekey_at) and keeps the hard lifetimes.
   bool host_schedules_rekeys = false;
+  // Remote access (RFC 7296 2.19, 3.15).
+  // Initiator: the address families (4, 6; others are ignored) to ask the responder an
+  // internal address for. Then IKE_AUTH carries CP(CFG_REQUEST) and proposes TSi
+  // 0.0.0.0-255.255.255.255 and/or ::-ffff:...:ffff in place of local_ts, and the CHILD SAs
+  // stand for the assigned addresses; a response without one fails the first CHILD SA.
+  std::vector<std::uint8_t> vips;
+  // Responder: the peer's selectors are the virtual IPs it was assigned (IkeSa::virtual_ips()),
+  // not remote_ts ("remote_ts = dynamic"). A peer that sends no CFG_REQUEST gets no CHILD SA.
+  bool remote_ts_dynamic = false;
+};
+
+// Responder: what IkeSaHost::AssignVirtualIps answers for a peer's CFG_REQUEST (3.15, 3.15.4).
+enum class CpResult : std::uint8_t {
+  kNotServed,  // no pools here: the request is ignored, no CP in the reply (3.15.4)
+  kAssigned,   // VirtualIps filled in: CP(CFG_REPLY) in the IKE_AUTH response
+  kFailed,     // no address could be assigned: INTERNAL_ADDRESS_FAILURE, no CHILD SA
+};
+
+// The configuration a responder grants a peer (3.15.1).
+struct VirtualIps {
+  // One host selector (a single address, any protocol and port) per family granted; only the
+  // families the peer asked for are sent. INTERNAL_IP4_ADDRESS / INTERNAL_IP6_ADDRESS (/128).
+  std::vector<TrafficSelector> addresses;
+  std::vector<Bytes> dns4;  // 4 octets each: INTERNAL_IP4_DNS
+  std::vector<Bytes> dns6;  // 16 octets each: INTERNAL_IP6_DNS
+  // What the peer should send through the tunnel: INTERNAL_IP4_SUBNET / INTERNAL_IP6_SUBNET.
+  // Each must be a prefix (address/netmask on the wire); others are left out.
+  std::vector<TrafficSelector> subnets;
 };
 
 // A negotiated CHILD SA: everything the SA database and the data path need.
@@ -123,6 +152,16 @@ class IkeSaHost {
   // that schedule rekeys themselves (ConnectionParams::host_schedules_rekeys) reschedule it;
   // otherwise the IKE SA's own timer does.
   virtual void RetryChildRekey(IkeSa& /*sa*/, std::uint32_t /*spi_in*/, TimePoint /*at*/) {}
+  // Responder, IKE_AUTH: the peer asked for an internal IPv4 and/or IPv6 address (CFG_REQUEST,
+  // 2.19). Called once, after the peer is authenticated (sa.peer_id(), sa.connection() are
+  // final) and before the first CHILD SA is negotiated or the SA reports kEstablished. What it
+  // assigns belongs to this IKE SA and its rekeyed successors (3.15.1): AdoptIkeSa hands the
+  // same virtual_ips() to the replacement, so a host releasing leases when an IKE SA dies must
+  // not release them for one it saw replaced by AdoptIkeSa.
+  virtual CpResult AssignVirtualIps(IkeSa& /*sa*/, bool /*want_v4*/, bool /*want_v6*/,
+                                    VirtualIps& /*out*/) {
+    return CpResult::kNotServed;
+  }
 };
 
 // Counters an IKE SA contributes to (owned by the host; may be shared by many SAs).
@@ -214,6 +253,10 @@ class IkeSa {
   const std::optional<Identity>& peer_id() const { return peer_id_; }
   // Responder: the peer's IKE_AUTH carried INITIAL_CONTACT.
   bool peer_initial_contact() const { return peer_initial_contact_; }
+  // The peer's internal addresses we assigned (responder) or ours the peer assigned
+  // (initiator), as host selectors; set before the SA reports kEstablished, kept across IKE
+  // rekeys (3.15.1). Empty without a CP exchange.
+  const std::vector<TrafficSelector>& virtual_ips() const { return virtual_ips_; }
 
  private:
   enum class RequestKind : std::uint8_t { kInit, kAuth, kCreateChild, kRekeyChild, kDeleteChild,
@@ -259,6 +302,20 @@ class IkeSa {
   void OnAuthRequest(const Message& msg, TimePoint now);
   void OnCreateChildRequest(const Message& msg, TimePoint now);
   void OnInformationalRequest(const Message& msg, TimePoint now);
+
+  // Remote access (ike_sa_auth.cc). The configuration payload of our IKE_AUTH request, the
+  // handling of the peer's, and the reading of the peer's reply: the addresses assigned, or
+  // why there are none (for failure_).
+  Payload CfgRequest() const;
+  // Responder: answers a CFG_REQUEST in `req` through the host, appending CP(CFG_REPLY) or
+  // INTERNAL_ADDRESS_FAILURE to `out`. False when the CHILD SA must not be negotiated.
+  bool AnswerCfgRequest(const Message& req, std::vector<Payload>& out);
+  std::optional<std::string> TakeCfgReply(const Message& resp);
+  // The selectors the CHILD SAs stand for on our side (initiator with vips: the wildcard until
+  // an address is assigned, then the virtual IPs) and the ones accepted for the peer
+  // (responder with remote_ts_dynamic: the virtual IPs assigned to it).
+  std::vector<TrafficSelector> OwnSelectors() const;
+  const std::vector<TrafficSelector>& PeerSelectors() const;
 
   // Shared.
   bool DeriveKeys(std::span<const std::uint8_t> peer_ke);
@@ -329,6 +386,7 @@ class IkeSa {
 
   std::vector<ChildSaInfo> children_;
   std::optional<Identity> peer_id_;
+  std::vector<TrafficSelector> virtual_ips_;
   bool peer_initial_contact_ = false;
   bool send_initial_contact_ = false;
   TimePoint created_at_{};

@@ -1,12 +1,172 @@
-// IKE_AUTH, both roles (RFC 7296 1.2; 2.15 PSK authentication): identities, AUTH payloads and
+// IKE_AUTH, both roles (RFC 7296 1.2; 2.15 PSK authentication): identities, AUTH payloads,
+// the configuration payload that assigns a road warrior its internal address (2.19, 3.15), and
 // the first CHILD SA (negotiated by the helpers in ike_sa_child.cc).
 #include "spigot/ike/ike_sa.h"
 
+#include <algorithm>
+
 #include "spigot/ike/ike_sa_internal.h"
+#include "spigot/wire/byte_writer.h"
 
 namespace spigot::ike {
 
 using namespace internal;
+
+namespace {
+
+bool WantsVip(const ConnectionParams& c, std::uint8_t family) {
+  return std::find(c.vips.begin(), c.vips.end(), family) != c.vips.end();
+}
+
+std::uint8_t TsTypeOf(std::uint8_t family) { return family == 6 ? kTsIpv6AddrRange : kTsIpv4AddrRange; }
+
+// 2.19: what an initiator that asks for an address proposes as TSi — any address of the family.
+TrafficSelector VipAnyAddress(std::uint8_t family) {
+  TrafficSelector ts;
+  ts.type = TsTypeOf(family);
+  std::fill_n(ts.end.begin(), ts.addr_len(), std::uint8_t{0xFF});
+  return ts;
+}
+
+// One address as a selector of any protocol and port.
+TrafficSelector VipHost(std::uint8_t ts_type, std::span<const std::uint8_t> address) {
+  TrafficSelector ts;
+  ts.type = ts_type;
+  std::copy_n(address.begin(), ts.addr_len(), ts.start.begin());
+  ts.end = ts.start;
+  return ts;
+}
+
+bool VipAddressBit(const std::array<std::uint8_t, 16>& a, std::size_t i) {
+  return (a[i / 8] >> (7 - i % 8)) & 1;
+}
+
+// The prefix length of a selector whose range is one CIDR prefix; nullopt for other ranges.
+std::optional<std::uint8_t> VipPrefixLen(const TrafficSelector& ts) {
+  const std::size_t bits = ts.addr_len() * 8;
+  std::size_t p = 0;
+  while (p < bits && VipAddressBit(ts.start, p) == VipAddressBit(ts.end, p)) ++p;
+  for (std::size_t i = p; i < bits; ++i) {
+    if (VipAddressBit(ts.start, i) || !VipAddressBit(ts.end, i)) return std::nullopt;
+  }
+  return static_cast<std::uint8_t>(p);
+}
+
+// 3.15.1 attribute values, written through the one writer.
+CpAttribute VipAddressAttribute(const TrafficSelector& host) {
+  CpAttribute a{host.type == kTsIpv4AddrRange ? kInternalIp4Address : kInternalIp6Address, {}};
+  wire::ByteWriter w(a.value);
+  w.WriteBytes({host.start.data(), host.addr_len()});
+  if (host.type == kTsIpv6AddrRange) w.WriteU8(128);  // 3.15.3: one address, prefix /128
+  return a;
+}
+
+CpAttribute VipSubnetAttribute(const TrafficSelector& net, std::uint8_t prefix) {
+  const bool v4 = net.type == kTsIpv4AddrRange;
+  CpAttribute a{v4 ? kInternalIp4Subnet : kInternalIp6Subnet, {}};
+  wire::ByteWriter w(a.value);
+  w.WriteBytes({net.start.data(), net.addr_len()});
+  if (v4) {
+    w.WriteU32(prefix == 0 ? 0 : ~std::uint32_t{0} << (32 - prefix));  // address, netmask
+  } else {
+    w.WriteU8(prefix);
+  }
+  return a;
+}
+
+}  // namespace
+
+Payload IkeSa::CfgRequest() const {
+  // 3.15.1: an empty value asks the responder to choose.
+  CpPayload cp{kCfgRequest, {}};
+  if (WantsVip(*conn_, 4)) cp.attributes.push_back({kInternalIp4Address, {}});
+  if (WantsVip(*conn_, 6)) cp.attributes.push_back({kInternalIp6Address, {}});
+  return {PayloadType::kCp, std::move(cp)};
+}
+
+std::vector<TrafficSelector> IkeSa::OwnSelectors() const {
+  if (!WantsVip(*conn_, 4) && !WantsVip(*conn_, 6)) return conn_->local_ts;
+  if (!virtual_ips_.empty()) return virtual_ips_;
+  std::vector<TrafficSelector> any;
+  for (std::uint8_t family : {4, 6}) {
+    if (WantsVip(*conn_, family)) any.push_back(VipAnyAddress(family));
+  }
+  return any;
+}
+
+const std::vector<TrafficSelector>& IkeSa::PeerSelectors() const {
+  return conn_->remote_ts_dynamic ? virtual_ips_ : conn_->remote_ts;
+}
+
+bool IkeSa::AnswerCfgRequest(const Message& req, std::vector<Payload>& out) {
+  const auto* cp = req.Find<CpPayload>(PayloadType::kCp);
+  bool want_v4 = false, want_v6 = false;
+  if (cp != nullptr && cp->cfg_type == kCfgRequest) {
+    for (const CpAttribute& a : cp->attributes) {
+      want_v4 |= a.type == kInternalIp4Address;
+      want_v6 |= a.type == kInternalIp6Address;
+    }
+  }
+  if (!want_v4 && !want_v6) {
+    if (!conn_->remote_ts_dynamic) return true;
+    // 3.10.1 FAILED_CP_REQUIRED: "CP(CFG_REQUEST) was expected but not received, and so is a
+    // conflict with locally configured policy" — the peer's selectors are the address it
+    // should have asked for.
+    ++counters_->child_failures;
+    out.push_back(Notify(NotifyType::kFailedCpRequired));
+    return false;
+  }
+  VirtualIps granted;
+  const CpResult result = host_->AssignVirtualIps(*this, want_v4, want_v6, granted);
+  if (result == CpResult::kNotServed) return true;  // 3.15.4: as if CP were not supported
+  CpPayload reply{kCfgReply, {}};
+  if (result == CpResult::kAssigned) {
+    // One address per family asked for (3.15.1: no more than were requested).
+    for (const TrafficSelector& a : granted.addresses) {
+      const bool v4 = a.type == kTsIpv4AddrRange;
+      const bool taken = std::any_of(virtual_ips_.begin(), virtual_ips_.end(),
+                                     [&](const TrafficSelector& v) { return v.type == a.type; });
+      if (!(v4 ? want_v4 : want_v6) || taken) continue;
+      virtual_ips_.push_back(VipHost(a.type, a.start));
+      reply.attributes.push_back(VipAddressAttribute(virtual_ips_.back()));
+    }
+  }
+  if (virtual_ips_.empty()) {
+    // 3.15.4: the IKE SA is still created; the CHILD SA is not.
+    ++counters_->child_failures;
+    out.push_back(Notify(NotifyType::kInternalAddressFailure));
+    return false;
+  }
+  for (const Bytes& d : granted.dns4) {
+    if (d.size() == kCpIp4Len) reply.attributes.push_back({kInternalIp4Dns, d});
+  }
+  for (const Bytes& d : granted.dns6) {
+    if (d.size() == kCpIp6Len) reply.attributes.push_back({kInternalIp6Dns, d});
+  }
+  for (const TrafficSelector& net : granted.subnets) {
+    if (const auto prefix = VipPrefixLen(net)) reply.attributes.push_back(VipSubnetAttribute(net, *prefix));
+  }
+  out.push_back({PayloadType::kCp, std::move(reply)});
+  return true;
+}
+
+std::optional<std::string> IkeSa::TakeCfgReply(const Message& resp) {
+  const auto* cp = resp.Find<CpPayload>(PayloadType::kCp);
+  if (cp == nullptr || cp->cfg_type != kCfgReply) return "no CFG_REPLY: the peer assigned no virtual IP";
+  std::vector<TrafficSelector> assigned;
+  for (const CpAttribute& a : cp->attributes) {
+    // Lengths were checked by the parser: 0 (nothing assigned) or the address.
+    const bool v4 = a.type == kInternalIp4Address && !a.value.empty() && WantsVip(*conn_, 4);
+    const bool v6 = a.type == kInternalIp6Address && !a.value.empty() && WantsVip(*conn_, 6);
+    if (!v4 && !v6) continue;
+    const std::uint8_t type = v4 ? kTsIpv4AddrRange : kTsIpv6AddrRange;
+    if (std::none_of(assigned.begin(), assigned.end(), [&](const TrafficSelector& t) { return t.type == type; }))
+      assigned.push_back(VipHost(type, a.value));
+  }
+  if (assigned.empty()) return "the peer's CFG_REPLY holds no virtual IP";
+  virtual_ips_ = std::move(assigned);
+  return std::nullopt;
+}
 
 void IkeSa::SendAuth(TimePoint now) {
   NotifyType refusal = NotifyType::kTemporaryFailure;
@@ -21,8 +181,9 @@ void IkeSa::SendAuth(TimePoint now) {
   p.push_back({PayloadType::kIdi, idi});
   if (send_initial_contact_) p.push_back(Notify(NotifyType::kInitialContact));
   p.push_back({PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(auth.span().begin(), auth.span().end())}});
+  if (WantsVip(*conn_, 4) || WantsVip(*conn_, 6)) p.push_back(CfgRequest());
   p.push_back({PayloadType::kSa, SaPayload{child_neg_->proposals}});
-  p.push_back({PayloadType::kTsi, TsPayload{conn_->local_ts}});
+  p.push_back({PayloadType::kTsi, TsPayload{OwnSelectors()}});
   p.push_back({PayloadType::kTsr, TsPayload{conn_->remote_ts}});
   SendRequest(RequestKind::kAuth, Exchange::kIkeAuth, std::move(p), now);
   SetState(State::kAuthSent);
@@ -50,11 +211,18 @@ void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
     return Die("peer's AUTH payload does not verify (wrong PSK?)");
   }
   peer_id_ = Identity::FromPayload(*idr);
+  // Before kEstablished is reported, so that the host sees the address with the state.
+  std::optional<std::string> no_vip;
+  if (WantsVip(*conn_, 4) || WantsVip(*conn_, 6)) no_vip = TakeCfgReply(msg);
   established_at_ = now;
   SetState(State::kEstablished);
-  if (const auto* err = msg.FirstError()) {
+  // 3.15.4: INTERNAL_ADDRESS_FAILURE (or a reply without an address) leaves the IKE SA up
+  // without a CHILD SA; the RFC lets the initiator keep it or tear it down: the host decides.
+  const auto* err = msg.FirstError();
+  if (err != nullptr || no_vip) {
     ++counters_->child_failures;
-    failure_ = std::string("first CHILD SA refused by peer: ") + NotifyName(err->type);
+    failure_ = err != nullptr ? std::string("first CHILD SA refused by peer: ") + NotifyName(err->type)
+                              : "first CHILD SA not installed: " + *no_vip;
     host_->ReleaseChildSpi(child_neg_->spi_in);
     child_neg_.reset();
     return;
@@ -96,10 +264,13 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   p.push_back({PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(our_auth.span().begin(), our_auth.span().end())}});
   peer_id_ = peer;
   peer_initial_contact_ = msg.FindNotify(NotifyType::kInitialContact) != nullptr;
+  // 2.19: the address first (the CHILD SA's selectors may be it), and before kEstablished is
+  // reported, so that the host sees the address with the state.
+  const bool child = AnswerCfgRequest(msg, p);
   established_at_ = now;
   last_heard_ = now;
   SetState(State::kEstablished);
-  NegotiateChildAsResponder(msg, ni_, nr_, 0, p, false, now);
+  if (child) NegotiateChildAsResponder(msg, ni_, nr_, 0, p, false, now);
   SendResponse(msg.header, std::move(p), true);
 }
 

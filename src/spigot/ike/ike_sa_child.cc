@@ -54,8 +54,8 @@ void IkeSa::SendChildRequest(RequestKind kind, std::uint32_t rekey_of, TimePoint
     const auto pub = neg.dh->public_value();
     p.push_back({PayloadType::kKe, KePayload{g, Bytes(pub.begin(), pub.end())}});
   }
-  p.push_back({PayloadType::kTsi, TsPayload{old != nullptr ? old->local_ts : conn_->local_ts}});
-  p.push_back({PayloadType::kTsr, TsPayload{old != nullptr ? old->remote_ts : conn_->remote_ts}});
+  p.push_back({PayloadType::kTsi, TsPayload{old != nullptr ? old->local_ts : OwnSelectors()}});
+  p.push_back({PayloadType::kTsr, TsPayload{old != nullptr ? old->remote_ts : PeerSelectors()}});
   child_neg_ = std::move(neg);
   SendRequest(kind, Exchange::kCreateChildSa, std::move(p), now);
 }
@@ -134,8 +134,9 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
   auto chosen = SelectProposal(ours, sa->proposals);
   const auto algs = chosen ? ChildAlgorithmsOf(*chosen) : std::nullopt;
   if (!algs || chosen->spi.size() != 4) return refuse(NotifyType::kNoProposalChosen);
-  const auto narrowed_i = Narrow(tsi->selectors, conn_->remote_ts);
-  const auto narrowed_r = Narrow(tsr->selectors, conn_->local_ts);
+  // Against the configured selectors, or a road warrior's virtual IPs (2.19).
+  const auto narrowed_i = Narrow(tsi->selectors, PeerSelectors());
+  const auto narrowed_r = Narrow(tsr->selectors, OwnSelectors());
   if (narrowed_i.empty() || narrowed_r.empty()) return refuse(NotifyType::kTsUnacceptable);
   if (rekey_of == 0 && !host_->AdmitSelectors(*this, narrowed_r, narrowed_i))
     return refuse(NotifyType::kTsUnacceptable);
@@ -203,8 +204,8 @@ bool IkeSa::FinishChildAsInitiator(const Message& resp, ChildNegotiation& neg,
   }
   // A rekey keeps the old SA's selectors (which the peer may have deleted meanwhile).
   const ChildSaInfo* old = neg.rekey_of != 0 ? FindChildByInbound(neg.rekey_of) : nullptr;
-  const auto& local = old != nullptr ? old->local_ts : conn_->local_ts;
-  const auto& remote = old != nullptr ? old->remote_ts : conn_->remote_ts;
+  const auto& local = old != nullptr ? old->local_ts : OwnSelectors();
+  const auto& remote = old != nullptr ? old->remote_ts : PeerSelectors();
   if (!Contains(local, tsi->selectors) || !Contains(remote, tsr->selectors)) {
     failure_ = "peer widened the traffic selectors";
     return false;

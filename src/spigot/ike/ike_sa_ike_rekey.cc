@@ -144,6 +144,7 @@ void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const 
   next->nat_local_ = nat_local_;
   next->nat_remote_ = nat_remote_;
   next->peer_id_ = peer_id_;
+  next->virtual_ips_ = virtual_ips_;  // 3.15.1: valid for the IKE SA and its rekeyed successors
   next->created_at_ = now;
   next->established_at_ = now;
   next->last_heard_ = now;

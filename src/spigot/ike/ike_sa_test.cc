@@ -8,6 +8,7 @@
 
 #include "spigot/esp/esp.h"
 #include "spigot/ike/traffic_selectors.h"
+#include "spigot/test_tools/hex.h"
 #include "spigot/test_tools/ike_loopback.h"
 
 namespace spigot::ike {
@@ -490,6 +491,375 @@ TEST_F(Established, ForgedAndReplayedMessagesAreDropped) {
   pair_->initiator->Receive(junk, T(1));
   EXPECT_EQ(pair_->initiator->state(), State::kEstablished);
   EXPECT_GE(pair_->icounters.invalid_messages, 1u);
+}
+
+// Remote access (RFC 7296 2.19, 3.15): a road warrior asks for an internal address in IKE_AUTH;
+// the gateway's host assigns one from its pool, and the CHILD SAs stand for that address.
+
+TrafficSelector Sel(const char* cidr) { return *SelectorFromCidr(cidr); }
+
+// A road warrior that asks for `vips` and protects traffic to `net`, and a gateway for `net`
+// whose peers' selectors are their virtual IPs (remote_ts dynamic), with a pool of 198.18.0.7
+// and 2001:db8::7.
+std::unique_ptr<LoopbackPair> RoadWarriorPair(std::vector<std::uint8_t> vips,
+                                              std::vector<TrafficSelector> net) {
+  auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  iconn->vips = std::move(vips);
+  iconn->remote_ts = net;
+  auto rconn = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  rconn->local_ts = std::move(net);
+  rconn->remote_ts_dynamic = true;
+  auto pair = std::make_unique<LoopbackPair>(iconn, rconn);
+  pair->rhost.serves_vips = true;
+  pair->rhost.vip_pool = {Sel("198.18.0.7"), Sel("2001:db8::7")};
+  return pair;
+}
+
+TEST(IkeSaCp, VirtualIpv4IsAssignedAndNarrowsTheChildSaOnBothSides) {
+  auto pair = RoadWarriorPair({4}, {Sel("198.51.100.0/24")});
+  pair->rhost.vip_dns4 = {{203, 0, 113, 53}};
+  pair->rhost.vip_subnets = {Sel("198.51.100.0/24")};
+  pair->initiator->Initiate(T(0));
+  pair->Pump(T(0));
+  ASSERT_EQ(pair->initiator->state(), State::kEstablished) << pair->initiator->failure();
+  ASSERT_TRUE(pair->responder);
+  ASSERT_EQ(pair->responder->state(), State::kEstablished) << pair->responder->failure();
+  const std::vector<TrafficSelector> vip = {Sel("198.18.0.7")};
+  EXPECT_EQ(pair->initiator->virtual_ips(), vip);
+  EXPECT_EQ(pair->responder->virtual_ips(), vip);
+  EXPECT_EQ(pair->rhost.vip_requests, 1);
+  ASSERT_EQ(pair->ihost.installed.size(), 1u) << pair->initiator->failure();
+  ASSERT_EQ(pair->rhost.installed.size(), 1u);
+  const ChildSaInfo& i = pair->ihost.installed.begin()->second;
+  const ChildSaInfo& r = pair->rhost.installed.begin()->second;
+  EXPECT_EQ(i.local_ts, vip) << ToString(i.local_ts[0]);
+  EXPECT_EQ(i.remote_ts, std::vector<TrafficSelector>{Sel("198.51.100.0/24")});
+  EXPECT_EQ(r.remote_ts, vip);
+  EXPECT_EQ(r.local_ts, std::vector<TrafficSelector>{Sel("198.51.100.0/24")});
+  ExpectTrafficFlows(i, r);
+  ExpectTrafficFlows(r, i);
+}
+
+// The addresses belong to the IKE SA and its rekeyed successors (3.15.1): CHILD SAs created
+// later, from either side and after IKE rekeys from either side, stand for the same address.
+TEST(IkeSaCp, VirtualIpsStayWithLaterChildSasAndIkeRekeys) {
+  auto pair = RoadWarriorPair({4}, {Sel("198.51.100.0/24")});
+  pair->initiator->Initiate(T(0));
+  pair->Pump(T(0));
+  ASSERT_EQ(pair->ihost.installed.size(), 1u) << pair->initiator->failure();
+  const std::vector<TrafficSelector> vip = {Sel("198.18.0.7")};
+  ASSERT_TRUE(pair->initiator->CreateChild(T(5)));
+  pair->Pump(T(5));
+  ASSERT_TRUE(pair->responder->CreateChild(T(6)));
+  pair->Pump(T(6));
+  EXPECT_EQ(pair->ihost.installed.size(), 3u) << pair->initiator->failure() << pair->responder->failure();
+  for (bool from_initiator : {true, false}) {
+    const std::uint64_t old_spi = pair->initiator->spi_i();
+    ASSERT_TRUE((from_initiator ? *pair->initiator : *pair->responder).RekeyIke(T(10)));
+    pair->Pump(T(10));
+    EXPECT_NE(pair->initiator->spi_i(), old_spi);
+    EXPECT_EQ(pair->initiator->state(), State::kEstablished);
+    EXPECT_EQ(pair->initiator->virtual_ips(), vip);
+    EXPECT_EQ(pair->responder->virtual_ips(), vip);
+  }
+  ASSERT_TRUE(pair->initiator->CreateChild(T(20)));
+  pair->Pump(T(20));
+  ASSERT_TRUE(pair->responder->CreateChild(T(21)));
+  pair->Pump(T(21));
+  const std::uint32_t first = pair->ihost.installed.begin()->first;
+  ASSERT_TRUE(pair->responder->RekeyChild(pair->ihost.installed.at(first).spi_out, T(22)));
+  pair->Pump(T(22));
+  EXPECT_EQ(pair->ihost.installed.count(first), 0u) << "CHILD SA not rekeyed";
+  ASSERT_EQ(pair->ihost.installed.size(), 5u) << pair->initiator->failure() << pair->responder->failure();
+  ASSERT_EQ(pair->rhost.installed.size(), 5u);
+  for (const auto& [spi, c] : pair->ihost.installed) EXPECT_EQ(c.local_ts, vip);
+  for (const auto& [spi, c] : pair->rhost.installed) EXPECT_EQ(c.remote_ts, vip);
+  EXPECT_EQ(pair->rhost.vip_requests, 1) << "asked the pool again";
+}
+
+TEST(IkeSaCp, VirtualIpv6AndDualStack) {
+  const TrafficSelector net4 = Sel("198.51.100.0/24"), net6 = Sel("2001:db8:1::/48");
+  const TrafficSelector vip4 = Sel("198.18.0.7"), vip6 = Sel("2001:db8::7");
+  const struct {
+    const char* what;
+    std::vector<std::uint8_t> ask;
+    std::vector<TrafficSelector> pool;
+    std::vector<TrafficSelector> net;
+    std::vector<TrafficSelector> want;
+  } cases[] = {
+      {"IPv6", {6}, {vip4, vip6}, {net6}, {vip6}},
+      {"IPv4 and IPv6", {4, 6}, {vip4, vip6}, {net4, net6}, {vip4, vip6}},
+      // 3.15.4: a family the responder cannot serve is left out; the rest is assigned.
+      {"IPv4 and IPv6, pool of IPv4 only", {4, 6}, {vip4}, {net4, net6}, {vip4}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    auto pair = RoadWarriorPair(c.ask, c.net);
+    pair->rhost.vip_pool = c.pool;
+    pair->initiator->Initiate(T(0));
+    pair->Pump(T(0));
+    ASSERT_EQ(pair->initiator->state(), State::kEstablished) << pair->initiator->failure();
+    EXPECT_EQ(pair->initiator->virtual_ips(), c.want);
+    EXPECT_EQ(pair->responder->virtual_ips(), c.want);
+    ASSERT_EQ(pair->ihost.installed.size(), 1u) << pair->initiator->failure();
+    ASSERT_EQ(pair->rhost.installed.size(), 1u);
+    const ChildSaInfo& i = pair->ihost.installed.begin()->second;
+    const ChildSaInfo& r = pair->rhost.installed.begin()->second;
+    EXPECT_EQ(i.local_ts, c.want);
+    EXPECT_EQ(r.remote_ts, c.want);
+    ExpectTrafficFlows(i, r);
+  }
+  // The IPv6 address goes out as 17 octets, /128 (3.15.3), and comes back as a host selector.
+  EXPECT_EQ(ToString(vip6), "2001:db8::7/128");
+}
+
+// 3.15.4: no address to give: INTERNAL_ADDRESS_FAILURE; the IKE SA is established anyway, with
+// no CHILD SA and no SPI held on either side.
+TEST(IkeSaCp, PoolExhaustedIsInternalAddressFailure) {
+  auto pair = RoadWarriorPair({4}, {Sel("198.51.100.0/24")});
+  pair->rhost.vip_pool = {Sel("2001:db8::7")};  // nothing of the family asked for
+  pair->initiator->Initiate(T(0));
+  pair->Pump(T(0));
+  EXPECT_EQ(pair->initiator->state(), State::kEstablished);
+  ASSERT_TRUE(pair->responder);
+  EXPECT_EQ(pair->responder->state(), State::kEstablished);
+  EXPECT_EQ(pair->initiator->failure(), "first CHILD SA refused by peer: INTERNAL_ADDRESS_FAILURE");
+  EXPECT_EQ(pair->rhost.vip_requests, 1);
+  EXPECT_TRUE(pair->ihost.installed.empty());
+  EXPECT_TRUE(pair->rhost.installed.empty());
+  EXPECT_TRUE(pair->ihost.live_spis.empty()) << "the initiator's reserved SPI leaked";
+  EXPECT_TRUE(pair->rhost.live_spis.empty());
+  EXPECT_TRUE(pair->initiator->virtual_ips().empty());
+  EXPECT_TRUE(pair->responder->virtual_ips().empty());
+  EXPECT_EQ(pair->icounters.child_failures, 1u);
+  EXPECT_EQ(pair->rcounters.child_failures, 1u);
+  // The gateway has no address to propose for the peer.
+  EXPECT_FALSE(pair->responder->CreateChild(T(1)));
+}
+
+// A connection whose peers' selectors are their virtual IPs, and a peer that asks for none:
+// FAILED_CP_REQUIRED (3.10.1: "CP(CFG_REQUEST) was expected but not received"). The IKE SA
+// stays; a CHILD SA asked for later has nothing to narrow to (TS_UNACCEPTABLE).
+TEST(IkeSaCp, DynamicRemoteWithoutCfgRequestIsFailedCpRequired) {
+  auto pair = RoadWarriorPair({}, {Sel("198.51.100.0/24")});
+  pair->initiator->Initiate(T(0));
+  pair->Pump(T(0));
+  EXPECT_EQ(pair->initiator->state(), State::kEstablished);
+  EXPECT_EQ(pair->responder->state(), State::kEstablished);
+  EXPECT_EQ(pair->initiator->failure(), "first CHILD SA refused by peer: FAILED_CP_REQUIRED");
+  EXPECT_EQ(pair->rhost.vip_requests, 0);
+  EXPECT_TRUE(pair->ihost.installed.empty());
+  EXPECT_TRUE(pair->rhost.installed.empty());
+  EXPECT_EQ(pair->rcounters.child_failures, 1u);
+  ASSERT_TRUE(pair->initiator->CreateChild(T(5)));
+  pair->Pump(T(5));
+  EXPECT_EQ(pair->initiator->failure(), "CHILD SA refused by peer: TS_UNACCEPTABLE");
+  EXPECT_TRUE(pair->ihost.installed.empty());
+}
+
+// A responder that does not serve addresses ignores the CFG_REQUEST (3.15.4); the road warrior
+// then has no address for its CHILD SA and keeps the IKE SA without it.
+TEST(IkeSaCp, NoAddressInTheReplyFailsTheChildSaOnly) {
+  auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  iconn->vips = {4};
+  LoopbackPair pair(iconn, TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kEstablished);
+  EXPECT_EQ(pair.rhost.vip_requests, 1);
+  EXPECT_EQ(pair.initiator->failure(),
+            "first CHILD SA not installed: no CFG_REPLY: the peer assigned no virtual IP");
+  EXPECT_TRUE(pair.ihost.installed.empty());
+  EXPECT_TRUE(pair.ihost.live_spis.empty());
+  EXPECT_TRUE(pair.initiator->virtual_ips().empty());
+  EXPECT_EQ(pair.icounters.child_failures, 1u);
+}
+
+// An initiator written out by hand from the codec and the key schedule, so that a test can put
+// into IKE_AUTH what IkeSa never sends. It drives a real responder IkeSa.
+class HandRolledInitiator {
+ public:
+  explicit HandRolledInitiator(std::shared_ptr<const ConnectionParams> rconn)
+      : conn_(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16")) {
+    host.peer = &sink_;
+    sink_.peer = &host;
+    host.current = &responder;
+    host.connections.push_back(rconn);
+    Address a;
+    a.port = 500;
+    responder = std::make_unique<IkeSa>(host, counters, IkeSa::Role::kResponder, rconn, a, a,
+                                        spi_i_, 0x5151515151515151);
+  }
+
+  // IKE_SA_INIT; false if the responder did not answer it with SA, KE and Nonce.
+  bool Init() {
+    dh_ = crypto::DhKeyPair::Generate(PreferredDhGroup(conn_->ike_proposals));
+    Message m;
+    m.header = Header{spi_i_, 0, PayloadType::kNone, kVersion, Exchange::kIkeSaInit, kFlagInitiator, 0, 0};
+    const auto pub = dh_->public_value();
+    m.payloads = {{PayloadType::kSa, SaPayload{conn_->ike_proposals}},
+                  {PayloadType::kKe, KePayload{dh_->group(), Bytes(pub.begin(), pub.end())}},
+                  {PayloadType::kNonce, NoncePayload{ni_}}};
+    init_request_ = Serialize(m, nullptr);
+    responder->Receive(init_request_, T(0));
+    if (sink_.inbox.size() != 1) return false;
+    Message r;
+    if (ParseMessage(sink_.inbox.front(), r).error != ParseError::kOk) return false;
+    sink_.inbox.clear();
+    const auto* sa = r.Find<SaPayload>(PayloadType::kSa);
+    const auto* ke = r.Find<KePayload>(PayloadType::kKe);
+    const auto* nr = r.Find<NoncePayload>(PayloadType::kNonce);
+    if (sa == nullptr || ke == nullptr || nr == nullptr || sa->proposals.size() != 1) return false;
+    algs_ = IkeAlgorithmsOf(sa->proposals[0]);
+    crypto::SecureBytes shared;
+    spi_r_ = r.header.spi_r;
+    nr_ = nr->data;
+    if (!algs_ || !dh_->ComputeShared(ke->data, shared) ||
+        !DeriveIkeSaKeys(*algs_, ni_, nr_, shared, spi_i_, spi_r_, keys_))
+      return false;
+    tx_ = MakeSkKeys(*algs_, keys_, true, true);
+    rx_ = MakeSkKeys(*algs_, keys_, true, false);
+    return true;
+  }
+
+  // The SA, TSi (any IPv4 address, as a road warrior proposes) and TSr of a first CHILD SA.
+  std::vector<Payload> ChildPayloads() const {
+    std::vector<Proposal> esp = conn_->esp_proposals;
+    for (auto& p : esp) p.spi = {0xC0, 0, 0, 1};
+    return {{PayloadType::kSa, SaPayload{esp}},
+            {PayloadType::kTsi, TsPayload{{Sel("0.0.0.0/0")}}},
+            {PayloadType::kTsr, TsPayload{conn_->remote_ts}}};
+  }
+
+  // IKE_AUTH with IDi, AUTH and then `rest`; the responder's answer, decrypted (nullopt if
+  // there was none, or it does not open).
+  std::optional<Message> Auth(std::vector<Payload> rest) {
+    const IdPayload idi = conn_->local_id.ToPayload();
+    const auto auth = PskAuth(algs_->prf, conn_->psk, init_request_, nr_, keys_.sk_pi, idi.Body());
+    Message m;
+    m.header = Header{spi_i_, spi_r_, PayloadType::kNone, kVersion, Exchange::kIkeAuth, kFlagInitiator, 1, 0};
+    m.payloads = {{PayloadType::kIdi, idi},
+                  {PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(auth.span().begin(), auth.span().end())}}};
+    for (auto& p : rest) m.payloads.push_back(std::move(p));
+    responder->Receive(Serialize(m, &tx_), T(1));
+    if (sink_.inbox.size() != 1) return std::nullopt;
+    const Bytes wire = sink_.inbox.front();
+    sink_.inbox.clear();
+    Message r;
+    const ParseResult loc = ParseMessage(wire, r);
+    if (loc.error != ParseError::kOk || OpenSk(wire, loc, rx_, r).error != ParseError::kOk) return std::nullopt;
+    return r;
+  }
+
+  LoopbackHost host;
+  IkeCounters counters;
+  std::unique_ptr<IkeSa> responder;
+
+ private:
+  std::shared_ptr<ConnectionParams> conn_;
+  LoopbackHost sink_;
+  std::uint64_t spi_i_ = 0x1A1A1A1A1A1A1A1A;
+  std::uint64_t spi_r_ = 0;
+  Bytes ni_ = Bytes(kNonceLen, 0x4E);
+  Bytes nr_;
+  Bytes init_request_;
+  std::unique_ptr<crypto::DhKeyPair> dh_;
+  std::optional<IkeAlgorithms> algs_;
+  IkeSaKeys keys_;
+  SkKeys tx_, rx_;
+};
+
+std::shared_ptr<ConnectionParams> GatewayConnection() {
+  auto rconn = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  rconn->remote_ts_dynamic = true;
+  return rconn;
+}
+
+// A CP that does not parse makes the IKE_AUTH request malformed as a whole: answered with
+// INVALID_SYNTAX inside SK (2.21.3), counted, and nothing acted on — as for any other malformed
+// payload (a TSi without selectors, for comparison).
+TEST(IkeSaCp, MalformedCpInIkeAuthIsAnsweredLikeAnyMalformedPayload) {
+  const struct {
+    const char* what;
+    PayloadType type;
+    const char* body;
+  } cases[] = {
+      {"CP attribute value past the payload", PayloadType::kCp, "01 000000 0001 0004 c612"},
+      {"CP INTERNAL_IP4_ADDRESS of 3 octets", PayloadType::kCp, "01 000000 0001 0003 c61200"},
+      {"CP INTERNAL_IP6_ADDRESS without prefix length", PayloadType::kCp,
+       "01 000000 0008 0010 20010db8000000000000000000000007"},
+      {"TSi without selectors", PayloadType::kTsi, "00 000000"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    HandRolledInitiator peer(GatewayConnection());
+    peer.host.serves_vips = true;
+    peer.host.vip_pool = {Sel("198.18.0.7")};
+    ASSERT_TRUE(peer.Init());
+    std::vector<Payload> rest = peer.ChildPayloads();
+    const Payload bad{c.type, OtherPayload{static_cast<std::uint8_t>(c.type), false, test_tools::FromHex(c.body)}};
+    if (c.type == PayloadType::kTsi) {
+      rest[1] = bad;
+    } else {
+      rest.insert(rest.begin(), bad);
+    }
+    const auto resp = peer.Auth(std::move(rest));
+    ASSERT_TRUE(resp);
+    ASSERT_EQ(resp->payloads.size(), 1u);
+    EXPECT_NE(resp->FindNotify(NotifyType::kInvalidSyntax), nullptr);
+    EXPECT_EQ(peer.counters.invalid_messages, 1u);
+    EXPECT_EQ(peer.responder->state(), State::kInitAnswered);
+    EXPECT_EQ(peer.host.vip_requests, 0);
+    EXPECT_TRUE(peer.host.installed.empty());
+  }
+}
+
+// 3.15.1: the R bit of an attribute type is ignored on receipt — a request for 0x8001 is a
+// request for INTERNAL_IP4_ADDRESS — and the reply carries the address.
+TEST(IkeSaCp, ReservedBitOfARequestedAttributeIsIgnored) {
+  HandRolledInitiator peer(GatewayConnection());
+  peer.host.serves_vips = true;
+  peer.host.vip_pool = {Sel("198.18.0.7")};
+  ASSERT_TRUE(peer.Init());
+  std::vector<Payload> rest = peer.ChildPayloads();
+  rest.insert(rest.begin(), Payload{PayloadType::kCp, OtherPayload{47, false, test_tools::FromHex("01 000000 8001 0000")}});
+  const auto resp = peer.Auth(std::move(rest));
+  ASSERT_TRUE(resp);
+  EXPECT_EQ(resp->FirstError(), nullptr);
+  const auto* cp = resp->Find<CpPayload>(PayloadType::kCp);
+  ASSERT_NE(cp, nullptr);
+  EXPECT_EQ(cp->cfg_type, kCfgReply);
+  EXPECT_EQ(cp->attributes, (std::vector<CpAttribute>{{kInternalIp4Address, {198, 18, 0, 7}}}));
+  const auto* tsi = resp->Find<TsPayload>(PayloadType::kTsi);
+  ASSERT_NE(tsi, nullptr);
+  EXPECT_EQ(tsi->selectors, std::vector<TrafficSelector>{Sel("198.18.0.7")});
+  EXPECT_EQ(peer.responder->state(), State::kEstablished);
+  EXPECT_EQ(peer.host.installed.size(), 1u);
+}
+
+// What the gateway's CFG_REPLY holds: the address, the DNS servers, and the subnets as
+// INTERNAL_IP4_SUBNET (address, netmask) — ranges that are not a prefix are left out.
+TEST(IkeSaCp, CfgReplyCarriesDnsAndSubnets) {
+  HandRolledInitiator peer(GatewayConnection());
+  peer.host.serves_vips = true;
+  peer.host.vip_pool = {Sel("198.18.0.7")};
+  peer.host.vip_dns4 = {{203, 0, 113, 53}, {1, 2, 3}};  // the second is no IPv4 address
+  TrafficSelector not_a_prefix = Sel("198.51.100.0/24");
+  not_a_prefix.end[3] = 0x7E;
+  peer.host.vip_subnets = {Sel("198.51.100.0/24"), Sel("0.0.0.0/0"), not_a_prefix};
+  ASSERT_TRUE(peer.Init());
+  std::vector<Payload> rest = peer.ChildPayloads();
+  rest.insert(rest.begin(), Payload{PayloadType::kCp, CpPayload{kCfgRequest, {{kInternalIp4Address, {}}, {kInternalIp4Dns, {}}}}});
+  const auto resp = peer.Auth(std::move(rest));
+  ASSERT_TRUE(resp);
+  const auto* cp = resp->Find<CpPayload>(PayloadType::kCp);
+  ASSERT_NE(cp, nullptr);
+  EXPECT_EQ(cp->attributes, (std::vector<CpAttribute>{
+                                {kInternalIp4Address, {198, 18, 0, 7}},
+                                {kInternalIp4Dns, {203, 0, 113, 53}},
+                                {kInternalIp4Subnet, {198, 51, 100, 0, 255, 255, 255, 0}},
+                                {kInternalIp4Subnet, {0, 0, 0, 0, 0, 0, 0, 0}},
+                            }));
 }
 
 }  // namespace

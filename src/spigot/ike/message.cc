@@ -86,6 +86,37 @@ bool ParseTs(ByteReader& r, TrafficSelector& ts) {
   return true;
 }
 
+// 3.15.1: the value lengths of the attributes spigot knows are 0 (a request asking for one) or
+// the one length the RFC gives; SUPPORTED_ATTRIBUTES is a list of 2-octet types. Others: any.
+bool CpValueLengthOk(std::uint16_t type, std::size_t len) {
+  auto zero_or = [&](std::size_t n) { return len == 0 || len == n; };
+  switch (type) {
+    case kInternalIp4Address:
+    case kInternalIp4Netmask:
+    case kInternalIp4Dns: return zero_or(kCpIp4Len);
+    case kInternalIp4Subnet: return zero_or(kCpIp4SubnetLen);
+    case kInternalIp6Address:
+    case kInternalIp6Subnet: return zero_or(kCpIp6PrefixLen);
+    case kInternalIp6Dns: return zero_or(kCpIp6Len);
+    case kSupportedAttributes: return len % 2 == 0;
+    default: return true;
+  }
+}
+
+bool ParseCp(ByteReader& r, CpPayload& cp) {
+  if (!r.ReadU8(cp.cfg_type) || !r.Skip(kCpHeaderLen - 1)) return false;
+  while (!r.empty()) {
+    std::uint16_t type, len;
+    std::span<const std::uint8_t> value;
+    // Lengths first: a value running past the payload is a syntax error, not a short read.
+    if (!r.ReadU16(type) || !r.ReadU16(len) || !r.ReadBytes(len, value)) return false;
+    type &= kCpAttrTypeMask;  // the R bit is ignored on receipt (3.15.1)
+    if (!CpValueLengthOk(type, len)) return false;
+    cp.attributes.push_back({type, Copy(value)});
+  }
+  return true;
+}
+
 // Parses one payload body of a known type. False: INVALID_SYNTAX.
 bool ParseBody(PayloadType type, std::span<const std::uint8_t> bytes, bool critical,
                PayloadBody& out) {
@@ -187,6 +218,12 @@ bool ParseBody(PayloadType type, std::span<const std::uint8_t> bytes, bool criti
       if (!r.ReadU8(c.encoding)) return false;
       c.data = Copy(r.ReadRemaining());
       out = std::move(c);
+      return true;
+    }
+    case PayloadType::kCp: {
+      CpPayload cp;
+      if (!ParseCp(r, cp)) return false;
+      out = std::move(cp);
       return true;
     }
     default:
@@ -322,6 +359,14 @@ void WriteBody(ByteWriter& w, const PayloadBody& body) {
         } else if constexpr (std::is_same_v<T, CertReqPayload>) {
           w.WriteU8(b.encoding);
           w.WriteBytes(b.data);
+        } else if constexpr (std::is_same_v<T, CpPayload>) {
+          w.WriteU8(b.cfg_type);
+          w.WriteU24(0);
+          for (const CpAttribute& a : b.attributes) {
+            w.WriteU16(a.type & kCpAttrTypeMask);
+            auto len = w.OpenU16Length();  // the value's length alone (3.15.1)
+            w.WriteBytes(a.value);
+          }
         } else {
           w.WriteBytes(b.body);
         }

@@ -46,7 +46,7 @@ std::string Canon(const std::vector<Payload>& payloads) {
 }
 
 // An IKE_AUTH-shaped message with one payload of every type the codec interprets, plus a CERT
-// and a CP (kept uninterpreted) and an unknown non-critical payload.
+// (kept uninterpreted) and an unknown non-critical payload.
 Message FullMessage() {
   Message m;
   m.header.spi_i = 0x0102030405060708;
@@ -104,7 +104,14 @@ Message FullMessage() {
   m.payloads.push_back(P(PayloadType::kVendor, VendorPayload{{'s', 'p', 'i', 'g', 'o', 't'}}));
   m.payloads.push_back(P(PayloadType::kCertReq, CertReqPayload{4, Bytes(20, 0xca)}));
   m.payloads.push_back(P(PayloadType::kCert, OtherPayload{37, false, {4, 0x30, 0x82}}));
-  m.payloads.push_back(P(PayloadType::kCp, OtherPayload{47, false, {1, 0, 0, 0}}));
+  m.payloads.push_back(P(PayloadType::kCp,
+                         CpPayload{kCfgReply,
+                                   {{kInternalIp4Address, {198, 18, 0, 7}},
+                                    {kInternalIp6Address, {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0,
+                                                           0, 0, 0, 0, 0, 0, 7, 128}},
+                                    {kInternalIp4Dns, {203, 0, 113, 53}},
+                                    {kInternalIp4Address, {}},
+                                    {0x4000, {1, 2, 3}}}}));
   m.payloads.push_back(P(static_cast<PayloadType>(200), OtherPayload{200, false, {7, 7, 7}}));
   return m;
 }
@@ -289,6 +296,13 @@ TEST(MessageTest, RoundTripEveryPayloadType) {
   ASSERT_NE(cert, nullptr);
   EXPECT_EQ(cert->type, 37);
   EXPECT_EQ(cert->body, Bytes({4, 0x30, 0x82}));
+  const auto* cp = got.Find<CpPayload>(PayloadType::kCp);
+  ASSERT_NE(cp, nullptr);
+  EXPECT_EQ(cp->cfg_type, kCfgReply);
+  EXPECT_EQ(cp->attributes, std::get<CpPayload>(m.payloads[14].body).attributes);
+  ASSERT_EQ(cp->attributes.size(), 5u);
+  EXPECT_EQ(cp->attributes[1].value.size(), kCpIp6PrefixLen);
+  EXPECT_TRUE(cp->attributes[3].value.empty());
   const auto* unknown = got.Find<OtherPayload>(static_cast<PayloadType>(200));
   ASSERT_NE(unknown, nullptr);
   EXPECT_EQ(unknown->type, 200);
@@ -711,6 +725,100 @@ TEST(MessageTest, OtherPayloadSyntax) {
   for (const auto& c : cases) {
     EXPECT_EQ(ParseStatus(OnePayload(c.type, FromHex(c.body))), c.want) << c.what;
   }
+}
+
+// 3.15, 3.15.1, 3.15.3 by hand: a CFG_REQUEST as road warriors send it (every value empty:
+// "assign me one"), and a CFG_REPLY with an IPv4 address, an IPv6 address with its prefix
+// length octet (17 octets), a DNS server and split-include subnets.
+TEST(MessageTest, CpLayoutByHand) {
+  const struct {
+    const char* what;
+    std::string body;
+    CpPayload want;
+  } cases[] = {
+      {"CFG_REQUEST",
+       // CFG_REQUEST (1), reserved; INTERNAL_IP4_ADDRESS (1), length 0; INTERNAL_IP6_ADDRESS
+       // (8), length 0; INTERNAL_IP4_DNS (3), length 0
+       "01 000000 0001 0000 0008 0000 0003 0000",
+       CpPayload{kCfgRequest, {{kInternalIp4Address, {}}, {kInternalIp6Address, {}}, {kInternalIp4Dns, {}}}}},
+      {"CFG_REPLY",
+       // CFG_REPLY (2), reserved; INTERNAL_IP4_ADDRESS 198.18.0.7; INTERNAL_IP6_ADDRESS
+       // 2001:db8::7 /128 (17 octets); INTERNAL_IP4_DNS 203.0.113.53; INTERNAL_IP4_SUBNET
+       // 203.0.113.0 / 255.255.255.0; INTERNAL_IP6_SUBNET 2001:db8:1:: /48
+       "02 000000 0001 0004 c6120007"
+       "  0008 0011 20010db8000000000000000000000007 80"
+       "  0003 0004 cb007135"
+       "  000d 0008 cb007100 ffffff00"
+       "  000f 0011 20010db8000100000000000000000000 30",
+       CpPayload{kCfgReply,
+                 {{kInternalIp4Address, {198, 18, 0, 7}},
+                  {kInternalIp6Address, FromHex("20010db8000000000000000000000007 80")},
+                  {kInternalIp4Dns, {203, 0, 113, 53}},
+                  {kInternalIp4Subnet, {203, 0, 113, 0, 255, 255, 255, 0}},
+                  {kInternalIp6Subnet, FromHex("20010db8000100000000000000000000 30")}}}},
+      {"no attributes", "03 000000", CpPayload{kCfgSet, {}}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const Bytes wire = OnePayload(PayloadType::kCp, FromHex(c.body));
+    Message got;
+    ASSERT_EQ(ParseMessage(wire, got).error, ParseError::kOk);
+    const auto* cp = got.Find<CpPayload>(PayloadType::kCp);
+    ASSERT_NE(cp, nullptr);
+    EXPECT_EQ(cp->cfg_type, c.want.cfg_type);
+    EXPECT_EQ(cp->attributes, c.want.attributes);
+    got.payloads = {P(PayloadType::kCp, c.want)};
+    EXPECT_EQ(ToHex(Serialize(got, nullptr)), ToHex(wire));
+    ExpectEveryPrefixRejected(wire);
+  }
+}
+
+TEST(MessageTest, CpSyntax) {
+  const struct {
+    const char* what;
+    std::string body;
+    ParseError want;
+  } cases[] = {
+      {"CP header cut", "01 0000", ParseError::kInvalidSyntax},
+      {"attribute header cut", "01 000000 0001 00", ParseError::kInvalidSyntax},
+      {"value past the payload", "02 000000 0001 0004 c612", ParseError::kInvalidSyntax},
+      {"second attribute past the payload", "02 000000 0001 0000 0003 0008 cb007135",
+       ParseError::kInvalidSyntax},
+      {"INTERNAL_IP4_ADDRESS of 3 octets", "02 000000 0001 0003 c61200", ParseError::kInvalidSyntax},
+      {"INTERNAL_IP4_NETMASK of 5 octets", "02 000000 0002 0005 ffffffff00", ParseError::kInvalidSyntax},
+      {"INTERNAL_IP6_ADDRESS without prefix length", "02 000000 0008 0010 20010db8000000000000000000000007",
+       ParseError::kInvalidSyntax},
+      {"INTERNAL_IP4_SUBNET without netmask", "02 000000 000d 0004 cb007100", ParseError::kInvalidSyntax},
+      {"INTERNAL_IP6_DNS of 17 octets", "02 000000 000a 0011 20010db8000000000000000000000035 00",
+       ParseError::kInvalidSyntax},
+      {"INTERNAL_IP6_SUBNET of 16 octets", "02 000000 000f 0010 20010db8000100000000000000000000",
+       ParseError::kInvalidSyntax},
+      {"SUPPORTED_ATTRIBUTES of odd length", "02 000000 000e 0003 000100", ParseError::kInvalidSyntax},
+      {"SUPPORTED_ATTRIBUTES", "02 000000 000e 0004 00010008", ParseError::kOk},
+      {"unknown attribute of any length", "02 000000 4000 0003 010203", ParseError::kOk},
+      {"unknown CFG type", "07 000000 0001 0000", ParseError::kOk},
+      {"reserved octets set (ignored, 3.15)", "01 ffffff 0001 0000", ParseError::kOk},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(ParseStatus(OnePayload(PayloadType::kCp, FromHex(c.body))), c.want) << c.what;
+  }
+}
+
+// 3.15.1: "Reserved (1 bit) - This bit MUST be set to zero and MUST be ignored on receipt":
+// an attribute type with the R bit set is the 15-bit type, and goes out with R clear.
+TEST(MessageTest, CpReservedBitIsIgnoredOnReceiptAndClearedOnSend) {
+  const Bytes wire = OnePayload(PayloadType::kCp, FromHex("01 000000 8001 0000 8008 0000"));
+  Message got;
+  ASSERT_EQ(ParseMessage(wire, got).error, ParseError::kOk);
+  const auto* cp = got.Find<CpPayload>(PayloadType::kCp);
+  ASSERT_NE(cp, nullptr);
+  EXPECT_EQ(cp->attributes,
+            (std::vector<CpAttribute>{{kInternalIp4Address, {}}, {kInternalIp6Address, {}}}));
+  EXPECT_EQ(ToHex(Serialize(got, nullptr)),
+            ToHex(OnePayload(PayloadType::kCp, FromHex("01 000000 0001 0000 0008 0000"))));
+  got.payloads = {P(PayloadType::kCp, CpPayload{kCfgRequest, {{0x8001, {}}}})};
+  EXPECT_EQ(ToHex(Serialize(got, nullptr)),
+            ToHex(OnePayload(PayloadType::kCp, FromHex("01 000000 0001 0000"))));
 }
 
 TEST(MessageTest, SkPayloadMustBeLastAndAlone) {

@@ -1,5 +1,6 @@
 #include "spigot/test_tools/ike_loopback.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -55,6 +56,21 @@ std::uint64_t LoopbackHost::NewIkeSpi() { return crypto::RandomU64() | 1; }
 void LoopbackHost::AdoptIkeSa(IkeSa&, std::unique_ptr<IkeSa> replacement) {
   retired.push_back(std::move(*current));
   *current = std::move(replacement);
+}
+
+CpResult LoopbackHost::AssignVirtualIps(IkeSa&, bool want_v4, bool want_v6, VirtualIps& out) {
+  ++vip_requests;
+  if (!serves_vips) return CpResult::kNotServed;
+  for (const std::uint8_t type : {kTsIpv4AddrRange, kTsIpv6AddrRange}) {
+    const bool want = type == kTsIpv4AddrRange ? want_v4 : want_v6;
+    const auto it = std::find_if(vip_pool.begin(), vip_pool.end(),
+                                 [&](const TrafficSelector& a) { return a.type == type; });
+    if (want && it != vip_pool.end()) out.addresses.push_back(*it);
+  }
+  if (out.addresses.empty()) return CpResult::kFailed;
+  out.dns4 = vip_dns4;
+  out.subnets = vip_subnets;
+  return CpResult::kAssigned;
 }
 
 IkeSa* LoopbackHost::Find(std::uint64_t spi) {

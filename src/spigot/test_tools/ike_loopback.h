@@ -28,6 +28,10 @@ class LoopbackHost : public IkeSaHost {
   void StateChanged(IkeSa& sa) override { ++state_changes; }
   std::uint64_t NewIkeSpi() override;
   void AdoptIkeSa(IkeSa& old, std::unique_ptr<IkeSa> replacement) override;
+  // A fake address pool: kNotServed unless `serves_vips`; otherwise the first address of
+  // `vip_pool` of each family asked for, with vip_dns4 and vip_subnets, or kFailed when the
+  // pool has none of them.
+  CpResult AssignVirtualIps(IkeSa& sa, bool want_v4, bool want_v6, VirtualIps& out) override;
   // The SA with our SPI `spi`: the current one or one replaced by a rekey.
   IkeSa* Find(std::uint64_t spi);
 
@@ -39,6 +43,11 @@ class LoopbackHost : public IkeSaHost {
   std::map<std::uint32_t, bool> live_spis;  // allocated inbound SPIs
   std::map<std::uint32_t, ChildSaInfo> installed;
   std::vector<std::shared_ptr<const ConnectionParams>> connections;
+  bool serves_vips = false;
+  std::vector<TrafficSelector> vip_pool;
+  std::vector<Bytes> vip_dns4;
+  std::vector<TrafficSelector> vip_subnets;
+  int vip_requests = 0;  // AssignVirtualIps calls
   int state_changes = 0;
   std::uint64_t sent = 0;
   std::unique_ptr<IkeSa>* current = nullptr;   // the pair's field holding this side's SA
