@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -60,6 +61,22 @@ const ConnectionConfig* Config::FindConnection(std::string_view name) const {
     if (c.name == name) return &c;
   }
   return nullptr;
+}
+
+const PoolConfig* Config::FindPool(std::string_view name) const {
+  for (const PoolConfig& pool : pools) {
+    if (pool.name == name) return &pool;
+  }
+  return nullptr;
+}
+
+std::string PoolConfig::RangeString() const {
+  const int af = family == AddressFamily::kIpv4 ? AF_INET : AF_INET6;
+  char a[INET6_ADDRSTRLEN] = {};
+  char b[INET6_ADDRSTRLEN] = {};
+  inet_ntop(af, first.data(), a, sizeof a);
+  inet_ntop(af, last.data(), b, sizeof b);
+  return std::string(a) + "-" + b;
 }
 
 namespace {
@@ -116,6 +133,91 @@ bool IsAddressLiteral(std::string_view text) {
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
+// One address literal of either family, into `out` (network order, the rest zero).
+bool ParsePoolAddress(std::string_view text, AddressFamily& family,
+                      std::array<std::uint8_t, 16>& out) {
+  const std::string s(text);
+  out = {};
+  if (inet_pton(AF_INET, s.c_str(), out.data()) == 1) {
+    family = AddressFamily::kIpv4;
+    return true;
+  }
+  out = {};
+  if (inet_pton(AF_INET6, s.c_str(), out.data()) == 1) {
+    family = AddressFamily::kIpv6;
+    return true;
+  }
+  return false;
+}
+
+// Adds `delta` (+1 or -1) to the big-endian number in the first `length` bytes of `a`. The
+// callers never step past the ends of a prefix.
+void StepPoolAddress(std::array<std::uint8_t, 16>& a, std::size_t length, int delta) {
+  for (std::size_t i = length; i-- > 0;) {
+    if (delta > 0) {
+      if (++a[i] != 0) return;
+    } else {
+      if (a[i]-- != 0) return;
+    }
+  }
+}
+
+// Whether the inclusive ranges [a_first, a_last] and [b_first, b_last] (big-endian addresses of
+// one family, so byte order is numeric order) share an address.
+bool PoolRangesOverlap(const std::array<std::uint8_t, 16>& a_first,
+                       const std::array<std::uint8_t, 16>& a_last,
+                       const std::array<std::uint8_t, 16>& b_first,
+                       const std::array<std::uint8_t, 16>& b_last) {
+  return a_first <= b_last && b_first <= a_last;
+}
+
+// A pool's `addrs`: a CIDR (minus the addresses no host may have, see PoolConfig) or an
+// inclusive range "first-last" of one family. `reason` does not name the key.
+bool ParsePoolAddrs(std::string_view text, PoolConfig& pool, std::string& reason) {
+  text = Trim(text);
+  const std::size_t dash = text.find('-');
+  if (dash != std::string_view::npos) {
+    const std::string_view from = Trim(text.substr(0, dash));
+    const std::string_view to = Trim(text.substr(dash + 1));
+    AddressFamily from_family{};
+    AddressFamily to_family{};
+    const bool from_ok = ParsePoolAddress(from, from_family, pool.first);
+    if (!from_ok || !ParsePoolAddress(to, to_family, pool.last)) {
+      reason = "\"" + std::string(from_ok ? to : from) +
+               "\" is not an IPv4 or IPv6 address (in the range \"" + std::string(text) + "\")";
+      return false;
+    }
+    if (from_family != to_family) {
+      reason = "the range \"" + std::string(text) + "\" mixes IPv4 and IPv6";
+      return false;
+    }
+    if (pool.first > pool.last) {
+      reason = "the range \"" + std::string(text) +
+               "\" is empty (its first address is above its last)";
+      return false;
+    }
+    pool.family = from_family;
+    return true;
+  }
+
+  TrafficSelector cidr;
+  if (!ParseTrafficSelector(text, cidr, reason)) return false;
+  pool.family = cidr.family;
+  pool.first = cidr.network;
+  pool.last = cidr.network;
+  const std::size_t bits = cidr.address_length() * 8;
+  for (std::size_t bit = cidr.prefix_len; bit < bits; ++bit) {
+    pool.last[bit / 8] |= static_cast<std::uint8_t>(0x80u >> (bit % 8));
+  }
+  if (bits - cidr.prefix_len >= 2) {
+    StepPoolAddress(pool.first, cidr.address_length(), +1);  // network / subnet-router anycast
+    if (cidr.family == AddressFamily::kIpv4) {
+      StepPoolAddress(pool.last, cidr.address_length(), -1);  // broadcast
+    }
+  }
+  return true;
+}
+
 // How a value looks in an error message: strings quoted, numbers as written, other types named.
 std::string Describe(const toml::node& node) {
   switch (node.type()) {
@@ -154,11 +256,22 @@ class Loader {
           if (!LoadConnection(*array->get(i)->as_table(), i, c)) return false;
           out.connections.push_back(std::move(c));
         }
+      } else if (key.str() == "pool") {
+        toml::array* array = node.as_array();
+        if (array == nullptr || !array->is_array_of_tables()) {
+          return Fail("pool", "must be an array of tables ([[pool]])");
+        }
+        for (std::size_t i = 0; i < array->size(); ++i) {
+          PoolConfig pool;
+          if (!LoadPool(*array->get(i)->as_table(), i, pool)) return false;
+          out.pools.push_back(std::move(pool));
+        }
       } else {
-        return Fail(std::string(key.str()), "unknown key (expected [global] or [[connection]])");
+        return Fail(std::string(key.str()),
+                    "unknown key (expected [global], [[connection]] or [[pool]])");
       }
     }
-    return CheckUniqueNames(out.connections);
+    return CheckUniqueNames(out.connections) && CheckPools(out);
   }
 
   const std::string& error() const { return error_; }
@@ -381,7 +494,7 @@ class Loader {
                          "psk_file", "ike_proposals", "esp_proposals", "local_ts", "remote_ts",
                          "start_action", "ike_rekey_time", "child_rekey_time", "ike_lifetime",
                          "child_lifetime", "child_life_bytes", "child_life_packets", "replay_window",
-                         "dpd_delay", "unique"})) {
+                         "dpd_delay", "unique", "pools", "vips"})) {
       return false;
     }
 
@@ -400,8 +513,8 @@ class Loader {
     if (!GetString(t, p, "local_id", c.local_id) || !GetString(t, p, "remote_id", c.remote_id) ||
         !GetPsk(t, p, c.psk) || !GetProposals(t, p, "ike_proposals", c.ike_proposals) ||
         !GetProposals(t, p, "esp_proposals", c.esp_proposals) ||
-        !GetSelectors(t, p, "local_ts", c.local_ts) ||
-        !GetSelectors(t, p, "remote_ts", c.remote_ts)) {
+        !GetSelectors(t, p, "local_ts", c.local_ts) || !GetNames(t, p, "pools", c.pools) ||
+        !GetRemoteSelectors(t, p, c) || !GetVips(t, p, c.vips)) {
       return false;
     }
 
@@ -457,6 +570,155 @@ class Loader {
                       c.child_life_packets) &&
            GetInteger(t, p, "replay_window", kMinReplayWindow, kMaxReplayWindow,
                       c.replay_window);
+  }
+
+  // A comma-separated list of names (`pools`); absent keeps `out` empty.
+  bool GetNames(const toml::table& t, const std::string& p, std::string_view key,
+                std::vector<std::string>& out) {
+    std::string text;
+    bool present = false;
+    if (!GetString(t, p, key, text, &present)) return false;
+    if (!present) return true;
+    const std::string name = p + "." + std::string(key);
+    const std::vector<std::string_view> items = SplitList(text);
+    if (items.empty()) return Fail(name, "must not be empty (comma-separated [[pool]] names)");
+    for (std::string_view item : items) {
+      if (item.empty()) return Fail(name, "empty entry in the comma-separated list");
+      out.emplace_back(item);
+    }
+    return true;
+  }
+
+  // remote_ts: selectors, or "dynamic" (the peer's virtual IP), which is also the default for a
+  // connection with pools. Call after `pools` is read.
+  bool GetRemoteSelectors(const toml::table& t, const std::string& p, ConnectionConfig& c) {
+    std::string text;
+    bool present = false;
+    if (!GetString(t, p, "remote_ts", text, &present)) return false;
+    if (!present) {
+      c.remote_ts_dynamic = !c.pools.empty();
+      return true;
+    }
+    const std::vector<std::string_view> items = SplitList(text);
+    if (std::find(items.begin(), items.end(), "dynamic") != items.end()) {
+      if (items.size() != 1) {
+        return Fail(p + ".remote_ts", "\"dynamic\" cannot be combined with other selectors");
+      }
+      c.remote_ts_dynamic = true;
+      return true;
+    }
+    std::string reason;
+    if (!ParseTrafficSelectors(text, c.remote_ts, reason)) return Fail(p + ".remote_ts", reason);
+    return true;
+  }
+
+  // vips: "0.0.0.0", "::" or both, each at most once.
+  bool GetVips(const toml::table& t, const std::string& p, std::vector<AddressFamily>& out) {
+    std::string text;
+    bool present = false;
+    if (!GetString(t, p, "vips", text, &present)) return false;
+    if (!present) return true;
+    const auto fail = [&] {
+      return Fail(p + ".vips", "must be \"0.0.0.0\", \"::\" or \"0.0.0.0, ::\", got \"" + text +
+                                   "\"");
+    };
+    std::vector<AddressFamily> families;
+    for (std::string_view item : SplitList(text)) {
+      AddressFamily family{};
+      if (item == "0.0.0.0") {
+        family = AddressFamily::kIpv4;
+      } else if (item == "::") {
+        family = AddressFamily::kIpv6;
+      } else {
+        return fail();
+      }
+      if (std::find(families.begin(), families.end(), family) != families.end()) return fail();
+      families.push_back(family);
+    }
+    if (families.empty()) return fail();
+    out = std::move(families);
+    return true;
+  }
+
+  bool LoadPool(const toml::table& t, std::size_t index, PoolConfig& pool) {
+    const std::string p = "pool[" + std::to_string(index) + "]";
+    if (!CheckKnownKeys(t, p, {"name", "addrs", "dns", "split_include"})) return false;
+
+    if (!GetString(t, p, "name", pool.name)) return false;
+    if (pool.name.empty()) return Fail(p + ".name", "required (a unique, non-empty name)");
+
+    std::string addrs;
+    if (!GetString(t, p, "addrs", addrs)) return false;
+    if (Trim(addrs).empty()) {
+      return Fail(p + ".addrs", "required (a CIDR like \"198.18.0.0/16\" or a range like "
+                                "\"198.18.0.10-198.18.0.200\")");
+    }
+    std::string reason;
+    if (!ParsePoolAddrs(addrs, pool, reason)) return Fail(p + ".addrs", reason);
+
+    std::string dns;
+    if (!GetString(t, p, "dns", dns)) return false;
+    for (std::string_view item : SplitList(dns)) {
+      if (item.empty()) return Fail(p + ".dns", "empty entry in the comma-separated list");
+      if (!IsAddressLiteral(item)) {
+        return Fail(p + ".dns", "\"" + std::string(item) + "\" is not an IPv4 or IPv6 address");
+      }
+      pool.dns.emplace_back(item);
+    }
+    return GetSelectors(t, p, "split_include", pool.split_include);
+  }
+
+  // What only the whole file can tell: unique pool names, pools apart from each other and from
+  // the gateway's own networks, and every connection's pools defined.
+  bool CheckPools(const Config& config) {
+    const std::vector<PoolConfig>& pools = config.pools;
+    for (std::size_t i = 0; i < pools.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (pools[j].name == pools[i].name) {
+          return Fail("pool[" + std::to_string(i) + "].name",
+                      "\"" + pools[i].name + "\" is already used by pool[" + std::to_string(j) +
+                          "]");
+        }
+      }
+    }
+    for (std::size_t i = 0; i < pools.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (pools[j].family == pools[i].family &&
+            PoolRangesOverlap(pools[i].first, pools[i].last, pools[j].first, pools[j].last)) {
+          return Fail("pool[" + std::to_string(i) + "].addrs",
+                      pools[i].RangeString() + " overlaps pool[" + std::to_string(j) + "] (\"" +
+                          pools[j].name + "\", " + pools[j].RangeString() + ")");
+        }
+      }
+    }
+    // A selector of length 0 (a full tunnel, "0.0.0.0/0") covers every pool by design; any
+    // other overlap would route road warriors' addresses into the gateway's own networks.
+    for (std::size_t i = 0; i < pools.size(); ++i) {
+      for (std::size_t k = 0; k < config.connections.size(); ++k) {
+        for (const TrafficSelector& ts : config.connections[k].local_ts) {
+          if (ts.family != pools[i].family || ts.prefix_len == 0) continue;
+          std::array<std::uint8_t, 16> ts_last = ts.network;
+          for (std::size_t bit = ts.prefix_len; bit < ts.address_length() * 8; ++bit) {
+            ts_last[bit / 8] |= static_cast<std::uint8_t>(0x80u >> (bit % 8));
+          }
+          if (PoolRangesOverlap(pools[i].first, pools[i].last, ts.network, ts_last)) {
+            return Fail("pool[" + std::to_string(i) + "].addrs",
+                        pools[i].RangeString() + " overlaps connection[" + std::to_string(k) +
+                            "].local_ts " + ts.ToString() +
+                            " (virtual IPs must lie outside the gateway's own networks)");
+          }
+        }
+      }
+    }
+    for (std::size_t k = 0; k < config.connections.size(); ++k) {
+      for (const std::string& name : config.connections[k].pools) {
+        if (config.FindPool(name) == nullptr) {
+          return Fail("connection[" + std::to_string(k) + "].pools",
+                      "\"" + name + "\" is not the name of a [[pool]]");
+        }
+      }
+    }
+    return true;
   }
 
   // The hard lifetime defaults to rekey_time * 1.1, rounded up; a configured one must leave
@@ -539,6 +801,8 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   for (const ConnectionConfig& c : before.connections) {
     if (after.FindConnection(c.name) == nullptr) diff.removed.push_back(c.name);
   }
+
+  diff.pools_changed = before.pools != after.pools;
 
   const GlobalConfig& a = before.global;
   const GlobalConfig& b = after.global;

@@ -3,10 +3,11 @@
 // Loading never throws. Every error names the file, the key and the reason:
 //   "spigot.toml: global.max_spi: must be an integer between 256 and 16777216, got -5"
 //   "spigot.toml: connection[2].esp_proposals: must not be empty"
-// Connections are numbered from 0 in file order, as TOML arrays are. Unknown keys are errors, so
-// a typo is never silently ignored.
+// Connections and pools are numbered from 0 in file order, as TOML arrays are. Unknown keys are
+// errors, so a typo is never silently ignored.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -110,15 +111,50 @@ struct ConnectionConfig {
   std::uint32_t replay_window = 1024;  // 64..65536 packets
   std::chrono::seconds dpd_delay{30};  // 0: no dead peer detection
 
+  // Remote access, responder side: the [[pool]]s (by name, each one exists) a peer's
+  // CFG_REQUEST is served from, tried in order.
+  std::vector<std::string> pools;
+  // `remote_ts = "dynamic"`: the peer's traffic is narrowed to its virtual IP (remote_ts stays
+  // empty). The default when `pools` is set and remote_ts is absent.
+  bool remote_ts_dynamic = false;
+  // Remote access, initiator side: the families to ask a virtual IP for (`vips = "0.0.0.0"`,
+  // `"::"` or `"0.0.0.0, ::"`), in the order written, each at most once.
+  std::vector<AddressFamily> vips;
+
   bool operator==(const ConnectionConfig&) const = default;
+};
+
+// A virtual IP address pool ([[pool]]): the addresses handed to road warriors in CFG_REPLY.
+//
+// `addrs` is a CIDR or an inclusive range "first-last" of one family. A CIDR loses the
+// addresses no host may have: for IPv4 with a prefix length <= 30 the network and broadcast
+// addresses, for IPv6 with a prefix length <= 126 the first (the subnet-router anycast address,
+// RFC 4291 2.6.1); a /31, /32, /127 or /128 is used whole. first <= last always holds, and no
+// two pools share an address.
+struct PoolConfig {
+  std::string name;  // required, unique among pools
+  AddressFamily family = AddressFamily::kIpv4;
+  // Network byte order, bytes [0, 4) for IPv4, [0, 16) for IPv6; the rest zero. Inclusive.
+  std::array<std::uint8_t, 16> first{};
+  std::array<std::uint8_t, 16> last{};
+  std::vector<std::string> dns;                 // address literals (INTERNAL_IP4/6_DNS)
+  std::vector<TrafficSelector> split_include;   // INTERNAL_IP4/6_SUBNET
+
+  std::size_t address_length() const { return family == AddressFamily::kIpv4 ? 4 : 16; }
+  // "198.18.0.1-198.18.255.254".
+  std::string RangeString() const;
+  bool operator==(const PoolConfig&) const = default;
 };
 
 struct Config {
   GlobalConfig global;
   std::vector<ConnectionConfig> connections;
+  std::vector<PoolConfig> pools;  // in file order
 
   // nullptr when there is no connection of that name.
   const ConnectionConfig* FindConnection(std::string_view name) const;
+  // nullptr when there is no pool of that name.
+  const PoolConfig* FindPool(std::string_view name) const;
   bool operator==(const Config&) const = default;
 };
 
@@ -143,13 +179,16 @@ struct ConfigDiff {
   std::vector<std::string> changed;  // in both, with any setting different
   // max_spi, max_queue or cookie_threshold differ: applied on reload.
   bool limits_changed = false;
+  // Any [[pool]] added, removed or changed: the address pools are re-applied on reload
+  // (gateway::AddressPools::Apply keeps the leases that still fit).
+  bool pools_changed = false;
   // Other global keys that differ ("global.listen", ...): these take effect only after a
   // restart.
   std::vector<std::string> restart_required;
 
   bool empty() const {
     return added.empty() && removed.empty() && changed.empty() && !limits_changed &&
-           restart_required.empty();
+           !pools_changed && restart_required.empty();
   }
 };
 ConfigDiff Diff(const Config& before, const Config& after);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -245,7 +246,7 @@ TEST(ConfigTest, GlobalErrorsNameTheKey) {
 TEST(ConfigTest, UnknownKeysAreRejected) {
   ExpectError("[global]\nmax_spis = 1000", "spigot.toml: global.max_spis: unknown key");
   ExpectError("[globl]\nmax_spi = 1000",
-              "spigot.toml: globl: unknown key (expected [global] or [[connection]])");
+              "spigot.toml: globl: unknown key (expected [global], [[connection]] or [[pool]])");
   ExpectError(OneConnection("") + OneConnection("esp_proposal = \"aes128gcm16\""),
               "spigot.toml: connection[1].esp_proposal: unknown key");
   ExpectError("[connection]\nname = \"c\"",
@@ -411,6 +412,207 @@ TEST(ConfigTest, DiffSeesAPskChange) {
   const ConfigDiff diff = Diff(a.config, b.config);
   EXPECT_EQ(diff.changed, std::vector<std::string>{"c"});
   EXPECT_FALSE(diff.limits_changed);
+}
+
+// A [[pool]] with `addrs` and any further lines.
+std::string PoolTable(const std::string& name, const std::string& addrs,
+                      const std::string& extra_lines = "") {
+  return "[[pool]]\nname = \"" + name + "\"\naddrs = \"" + addrs + "\"\n" + extra_lines + "\n";
+}
+
+// The usable range a one-pool file gives for `addrs`.
+std::string PoolRangeOf(const std::string& addrs) {
+  const LoadResult r = Load(PoolTable("p", addrs));
+  if (!r.ok) return r.error;
+  return r.config.pools.at(0).RangeString();
+}
+
+TEST(ConfigPoolTest, CidrsLoseTheAddressesNoHostMayHave) {
+  EXPECT_EQ(PoolRangeOf("198.18.0.0/16"), "198.18.0.1-198.18.255.254");
+  EXPECT_EQ(PoolRangeOf("198.18.0.0/15"), "198.18.0.1-198.19.255.254");
+  EXPECT_EQ(PoolRangeOf("10.0.0.8/29"), "10.0.0.9-10.0.0.14");  // 6 addresses
+  EXPECT_EQ(PoolRangeOf("10.0.0.4/30"), "10.0.0.5-10.0.0.6");
+  EXPECT_EQ(PoolRangeOf("10.0.0.4/31"), "10.0.0.4-10.0.0.5");   // RFC 3021: both usable
+  EXPECT_EQ(PoolRangeOf("10.0.0.4/32"), "10.0.0.4-10.0.0.4");
+  EXPECT_EQ(PoolRangeOf("10.0.1.77/24"), "10.0.1.1-10.0.1.254");  // host bits cleared first
+  EXPECT_EQ(PoolRangeOf("2001:db8:1::/112"), "2001:db8:1::1-2001:db8:1::ffff");
+  EXPECT_EQ(PoolRangeOf("2001:db8::/32"), "2001:db8::1-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff");
+  EXPECT_EQ(PoolRangeOf("2001:db8::/127"), "2001:db8::-2001:db8::1");
+  EXPECT_EQ(PoolRangeOf("2001:db8::5/128"), "2001:db8::5-2001:db8::5");
+}
+
+TEST(ConfigPoolTest, RangesAreTakenAsWritten) {
+  EXPECT_EQ(PoolRangeOf("198.18.0.10-198.18.0.200"), "198.18.0.10-198.18.0.200");
+  EXPECT_EQ(PoolRangeOf(" 198.18.0.10 - 198.18.0.10 "), "198.18.0.10-198.18.0.10");
+  EXPECT_EQ(PoolRangeOf("2001:db8::10-2001:db8::1:0"), "2001:db8::10-2001:db8::1:0");
+}
+
+TEST(ConfigPoolTest, EveryKey) {
+  const LoadResult r = Load(
+      PoolTable("rw", "198.18.0.0/16",
+                "dns = \"203.0.113.53, 2001:db8::53\"\nsplit_include = \"203.0.113.0/24, 10.0.0.0/8\"") +
+      PoolTable("rw6", "2001:db8:1::/112") +
+      OneConnection("pools = \"rw, rw6\"\nlocal_ts = \"203.0.113.0/24\""));
+  ASSERT_TRUE(r.ok) << r.error;
+  ASSERT_EQ(r.config.pools.size(), 2u);
+  const PoolConfig& rw = r.config.pools[0];
+  EXPECT_EQ(rw.name, "rw");
+  EXPECT_EQ(rw.family, AddressFamily::kIpv4);
+  EXPECT_EQ(rw.first, (std::array<std::uint8_t, 16>{198, 18, 0, 1}));
+  EXPECT_EQ(rw.last, (std::array<std::uint8_t, 16>{198, 18, 255, 254}));
+  EXPECT_EQ(rw.dns, (std::vector<std::string>{"203.0.113.53", "2001:db8::53"}));
+  ASSERT_EQ(rw.split_include.size(), 2u);
+  EXPECT_EQ(rw.split_include[0].ToString(), "203.0.113.0/24");
+  EXPECT_EQ(rw.split_include[1].ToString(), "10.0.0.0/8");
+  const PoolConfig& rw6 = r.config.pools[1];
+  EXPECT_EQ(rw6.family, AddressFamily::kIpv6);
+  EXPECT_TRUE(rw6.dns.empty());
+  EXPECT_TRUE(rw6.split_include.empty());
+  EXPECT_EQ(r.config.FindPool("rw6"), &rw6);
+  EXPECT_EQ(r.config.FindPool("nope"), nullptr);
+
+  const ConnectionConfig& c = r.config.connections.at(0);
+  EXPECT_EQ(c.pools, (std::vector<std::string>{"rw", "rw6"}));
+  EXPECT_TRUE(c.remote_ts_dynamic);  // the default with pools
+  EXPECT_TRUE(c.remote_ts.empty());
+  EXPECT_TRUE(c.vips.empty());
+}
+
+TEST(ConfigPoolTest, RemoteTsDynamic) {
+  const std::string pool = PoolTable("rw", "198.18.0.0/16");
+  const LoadResult dynamic = Load(pool + OneConnection("pools = \"rw\"\nremote_ts = \" dynamic \""));
+  ASSERT_TRUE(dynamic.ok) << dynamic.error;
+  EXPECT_TRUE(dynamic.config.connections[0].remote_ts_dynamic);
+  EXPECT_TRUE(dynamic.config.connections[0].remote_ts.empty());
+
+  // Selectors written out win over the default.
+  const LoadResult fixed = Load(pool + OneConnection("pools = \"rw\"\nremote_ts = \"198.18.0.0/16\""));
+  ASSERT_TRUE(fixed.ok) << fixed.error;
+  EXPECT_FALSE(fixed.config.connections[0].remote_ts_dynamic);
+  ASSERT_EQ(fixed.config.connections[0].remote_ts.size(), 1u);
+
+  // "dynamic" without pools: the peer's own address (the IKE side decides).
+  const LoadResult no_pools = Load(OneConnection("remote_ts = \"dynamic\""));
+  ASSERT_TRUE(no_pools.ok) << no_pools.error;
+  EXPECT_TRUE(no_pools.config.connections[0].remote_ts_dynamic);
+
+  // Without pools nothing changes.
+  const LoadResult plain = Load(OneConnection(""));
+  ASSERT_TRUE(plain.ok) << plain.error;
+  EXPECT_FALSE(plain.config.connections[0].remote_ts_dynamic);
+  EXPECT_TRUE(plain.config.connections[0].pools.empty());
+  EXPECT_TRUE(plain.config.pools.empty());
+}
+
+TEST(ConfigPoolTest, Vips) {
+  const auto vips = [](const std::string& value) {
+    const LoadResult r = Load(OneConnection("vips = \"" + value + "\""));
+    EXPECT_TRUE(r.ok) << r.error;
+    return r.ok ? r.config.connections[0].vips : std::vector<AddressFamily>{};
+  };
+  EXPECT_EQ(vips("0.0.0.0"), std::vector<AddressFamily>{AddressFamily::kIpv4});
+  EXPECT_EQ(vips("::"), std::vector<AddressFamily>{AddressFamily::kIpv6});
+  EXPECT_EQ(vips("0.0.0.0, ::"),
+            (std::vector<AddressFamily>{AddressFamily::kIpv4, AddressFamily::kIpv6}));
+  EXPECT_EQ(vips("::,0.0.0.0"),
+            (std::vector<AddressFamily>{AddressFamily::kIpv6, AddressFamily::kIpv4}));
+}
+
+TEST(ConfigPoolTest, PoolErrorsNameTheKey) {
+  ExpectError(PoolTable("rw", "198.18.0.200-198.18.0.10"),
+              "spigot.toml: pool[0].addrs: the range \"198.18.0.200-198.18.0.10\" is empty (its "
+              "first address is above its last)");
+  ExpectError(PoolTable("rw", "2001:db8::2-2001:db8::1"),
+              "spigot.toml: pool[0].addrs: the range \"2001:db8::2-2001:db8::1\" is empty (its "
+              "first address is above its last)");
+  ExpectError(PoolTable("rw", "198.18.0.1-2001:db8::1"),
+              "spigot.toml: pool[0].addrs: the range \"198.18.0.1-2001:db8::1\" mixes IPv4 and "
+              "IPv6");
+  ExpectError(PoolTable("rw", "198.18.0.1-"),
+              "spigot.toml: pool[0].addrs: \"\" is not an IPv4 or IPv6 address (in the range "
+              "\"198.18.0.1-\")");
+  ExpectError(PoolTable("rw", "198.18.0.1-198.18.0.300"),
+              "spigot.toml: pool[0].addrs: \"198.18.0.300\" is not an IPv4 or IPv6 address (in "
+              "the range \"198.18.0.1-198.18.0.300\")");
+  ExpectError(PoolTable("rw", "198.18.0.0/33"),
+              "spigot.toml: pool[0].addrs: \"198.18.0.0/33\": prefix length must be 0..32");
+  ExpectError(PoolTable("rw", ""),
+              "spigot.toml: pool[0].addrs: required (a CIDR like \"198.18.0.0/16\" or a range "
+              "like \"198.18.0.10-198.18.0.200\")");
+  ExpectError("[[pool]]\nname = \"rw\"",
+              "spigot.toml: pool[0].addrs: required (a CIDR like \"198.18.0.0/16\" or a range "
+              "like \"198.18.0.10-198.18.0.200\")");
+  ExpectError("[[pool]]\naddrs = \"10.0.0.0/8\"",
+              "spigot.toml: pool[0].name: required (a unique, non-empty name)");
+  ExpectError(PoolTable("rw", "10.0.0.0/8", "size = 5"),
+              "spigot.toml: pool[0].size: unknown key");
+  ExpectError("[pool]\nname = \"rw\"", "spigot.toml: pool: must be an array of tables ([[pool]])");
+  ExpectError(PoolTable("rw", "10.0.0.0/8") + PoolTable("rw", "172.16.0.0/12"),
+              "spigot.toml: pool[1].name: \"rw\" is already used by pool[0]");
+  ExpectError(PoolTable("a", "10.0.0.0/8") + PoolTable("b", "172.16.0.0/12") +
+                  PoolTable("c", "10.200.0.10-10.200.0.20"),
+              "spigot.toml: pool[2].addrs: 10.200.0.10-10.200.0.20 overlaps pool[0] (\"a\", "
+              "10.0.0.1-10.255.255.254)");
+  ExpectError(PoolTable("a", "2001:db8::/64") + PoolTable("b", "2001:db8::ffff-2001:db8:0:1::"),
+              "spigot.toml: pool[1].addrs: 2001:db8::ffff-2001:db8:0:1:: overlaps pool[0] (\"a\", "
+              "2001:db8::1-2001:db8::ffff:ffff:ffff:ffff)");
+  ExpectError(PoolTable("rw", "10.0.0.0/8", "dns = \"203.0.113.53, dns.example.org\""),
+              "spigot.toml: pool[0].dns: \"dns.example.org\" is not an IPv4 or IPv6 address");
+  ExpectError(PoolTable("rw", "10.0.0.0/8", "dns = \"203.0.113.53,\""),
+              "spigot.toml: pool[0].dns: empty entry in the comma-separated list");
+  ExpectError(PoolTable("rw", "10.0.0.0/8", "split_include = \"203.0.113.0/24, x\""),
+              "spigot.toml: pool[0].split_include: \"x\" is not an address or CIDR prefix (like "
+              "10.0.0.0/8 or 2001:db8::/32)");
+}
+
+TEST(ConfigPoolTest, PoolsStayOutOfTheGatewaysNetworks) {
+  ExpectError(PoolTable("rw", "198.18.0.0/16") +
+                  OneConnection("local_ts = \"203.0.113.0/24, 198.18.128.0/17\""),
+              "spigot.toml: pool[0].addrs: 198.18.0.1-198.18.255.254 overlaps "
+              "connection[0].local_ts 198.18.128.0/17 (virtual IPs must lie outside the "
+              "gateway's own networks)");
+  ExpectError(PoolTable("rw", "2001:db8:1::/112") + OneConnection("local_ts = \"2001:db8::/32\""),
+              "spigot.toml: pool[0].addrs: 2001:db8:1::1-2001:db8:1::ffff overlaps "
+              "connection[0].local_ts 2001:db8::/32 (virtual IPs must lie outside the gateway's "
+              "own networks)");
+  // Adjacent is not overlapping; a full tunnel (/0) covers every pool by design.
+  const LoadResult ok = Load(PoolTable("rw", "198.18.0.0/16") +
+                             OneConnection("local_ts = \"198.17.0.0/16, 198.19.0.0/16, 0.0.0.0/0, ::/0\""));
+  EXPECT_TRUE(ok.ok) << ok.error;
+}
+
+TEST(ConfigPoolTest, ConnectionErrorsNameTheKey) {
+  const std::string pool = PoolTable("rw", "198.18.0.0/16");
+  ExpectError(pool + OneConnection("pools = \"rw, rw2\""),
+              "spigot.toml: connection[0].pools: \"rw2\" is not the name of a [[pool]]");
+  ExpectError(OneConnection("pools = \"rw\""),
+              "spigot.toml: connection[0].pools: \"rw\" is not the name of a [[pool]]");
+  ExpectError(pool + OneConnection("pools = \"\""),
+              "spigot.toml: connection[0].pools: must not be empty (comma-separated [[pool]] "
+              "names)");
+  ExpectError(pool + OneConnection("pools = \"rw,,rw\""),
+              "spigot.toml: connection[0].pools: empty entry in the comma-separated list");
+  ExpectError(pool + OneConnection("pools = 5"),
+              "spigot.toml: connection[0].pools: must be a string, got 5");
+  ExpectError(pool + OneConnection("pools = \"rw\"\nremote_ts = \"dynamic, 10.0.0.0/8\""),
+              "spigot.toml: connection[0].remote_ts: \"dynamic\" cannot be combined with other "
+              "selectors");
+  for (const char* bad : {"", "10.0.0.1", "0.0.0.0, 0.0.0.0", "any", "0.0.0.0,", "::/0"}) {
+    ExpectError(OneConnection(std::string("vips = \"") + bad + "\""),
+                std::string("spigot.toml: connection[0].vips: must be \"0.0.0.0\", \"::\" or "
+                            "\"0.0.0.0, ::\", got \"") + bad + "\"");
+  }
+}
+
+TEST(ConfigPoolTest, DiffSeesAPoolChange) {
+  const LoadResult a = Load(PoolTable("rw", "198.18.0.0/16") + OneConnection("pools = \"rw\""));
+  const LoadResult b = Load(PoolTable("rw", "198.18.0.0/15") + OneConnection("pools = \"rw\""));
+  ASSERT_TRUE(a.ok && b.ok) << a.error << b.error;
+  EXPECT_TRUE(Diff(a.config, a.config).empty());
+  const ConfigDiff diff = Diff(a.config, b.config);
+  EXPECT_TRUE(diff.pools_changed);
+  EXPECT_TRUE(diff.changed.empty());  // the connection itself is the same
+  EXPECT_FALSE(diff.empty());
 }
 
 }  // namespace
