@@ -31,6 +31,17 @@ void PrintSas(const nlohmann::json& r) {
   }
 }
 
+void PrintLeases(const nlohmann::json& r) {
+  for (const auto& p : r.value("pools", nlohmann::json::array())) {
+    std::cout << "pool " << p.value("name", "?") << ": " << p.value("in_use", 0) << " of "
+              << p.value("size", 0) << " in use, " << p.value("offline", 0) << " offline, "
+              << p.value("exhausted", 0) << " refused (exhausted)\n";
+    for (const auto& l : p.value("leases", nlohmann::json::array())) {
+      std::cout << "  " << l.value("address", "?") << "  " << l.value("identity", "?") << "\n";
+    }
+  }
+}
+
 void PrintStats(const nlohmann::json& r) {
   for (const auto& [k, v] : r.items()) {
     if (v.is_object()) {
@@ -72,6 +83,8 @@ int ControlCommand(const std::string& socket, const std::string& command, const 
     PrintSas(r.response);
   } else if (command == "stats") {
     PrintStats(r.response);
+  } else if (command == "leases") {
+    PrintLeases(r.response);
   } else {
     std::cout << r.response.value("message", r.response.dump()) << "\n";
   }

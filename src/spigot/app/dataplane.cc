@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "spigot/engine/fault_engine.h"
+#include "spigot/gateway/child_sa_manager.h"
 
 namespace spigot::app {
 namespace {
@@ -24,6 +25,22 @@ constexpr std::size_t kBufSize = 2048 + kHead;
 constexpr int kPollMs = 100;
 // Crypto jobs in flight per data-path thread (the pipeline's ring): 32 batches.
 constexpr std::size_t kCryptoRing = 1024;
+
+// A pool's range as the fewest CIDRs that cover it.
+std::vector<config::TrafficSelector> PoolPrefixes(const config::PoolConfig& pool) {
+  ike::TrafficSelector range;
+  range.type = pool.family == config::AddressFamily::kIpv4 ? ike::kTsIpv4AddrRange
+                                                           : ike::kTsIpv6AddrRange;
+  range.start = pool.first;
+  range.end = pool.last;
+  std::vector<config::TrafficSelector> out;
+  for (const auto& p : gateway::SelectorPrefixes({range})) {
+    config::TrafficSelector t;
+    std::string ignored;
+    if (config::ParseTrafficSelector(p.ToString(), t, ignored)) out.push_back(t);
+  }
+  return out;
+}
 
 policy::Prefix ToPrefix(const config::TrafficSelector& t) {
   return *policy::Prefix::Make(t.family == config::AddressFamily::kIpv4 ? policy::Family::kIpv4
@@ -185,8 +202,10 @@ policy::PolicyId Dataplane::PolicyFor(const std::string& connection) const {
   return it == policy_ids_.end() ? policy::kNoPolicy : it->second;
 }
 
-bool Dataplane::SetUpRoutes(const config::ConnectionConfig& c, std::string* error) {
-  for (const auto& remote : c.remote_ts) {
+bool Dataplane::SetUpRoutes(const config::ConnectionConfig& c,
+                            const std::vector<config::TrafficSelector>& remotes,
+                            std::string* error) {
+  for (const auto& remote : remotes) {
     // The source address for traffic into the tunnel: one of ours inside local_ts, else the
     // first address of local_ts, given to the TUN (the gateway then answers for it).
     std::vector<std::uint8_t> src;
@@ -211,17 +230,23 @@ bool Dataplane::SetUpRoutes(const config::ConnectionConfig& c, std::string* erro
   return true;
 }
 
-bool Dataplane::ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
-                                 std::string* error) {
+bool Dataplane::ApplyConnections(const config::Config& config, std::string* error) {
   for (const auto& [name, id] : policy_ids_) spd_tables_.Remove(id);
-  for (const auto& c : conns) {
+  for (const auto& c : config.connections) {
     auto [it, added] = policy_ids_.try_emplace(c.name, static_cast<policy::PolicyId>(policy_ids_.size()));
     std::vector<policy::Prefix> locals, remotes;
     for (const auto& t : c.local_ts) locals.push_back(ToPrefix(t));
     for (const auto& t : c.remote_ts) remotes.push_back(ToPrefix(t));
     // A CHILD SA's own policy wins over its connection's for the same selectors.
     spd_tables_.AddCrossProduct(it->second, locals, remotes, policy::SpdBuilder::Rank::kFallback);
-    if (!SetUpRoutes(c, error)) return false;
+    if (!SetUpRoutes(c, c.remote_ts, error)) return false;
+    // Road warriors' virtual IPs come from the connection's pools: replies to them go into
+    // the tunnel (each peer's own SA then, by its CHILD SA's policy).
+    for (const auto& name : c.pools) {
+      for (const auto& pool : config.pools) {
+        if (pool.name == name && !SetUpRoutes(c, PoolPrefixes(pool), error)) return false;
+      }
+    }
     const bool trap = c.start_action == config::StartAction::kTrap;
     Retry([this, id = it->second, trap] { return outbound_->SetTrap(id, trap); });
   }

@@ -41,8 +41,7 @@ class Dataplane final : public gateway::DataPlane {
   ~Dataplane() override;
 
   // Connections -> policies (stable ids by name), SPD, routes, trap flags. Control thread.
-  bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
-                        std::string* error) override;
+  bool ApplyConnections(const config::Config& config, std::string* error) override;
   policy::PolicyId PolicyFor(const std::string& connection) const override;
   // Remote selectors that are all single addresses (road warriors): the SPD's host policies,
   // O(N/S + S) per change; anything else: the SPD's tables, rebuilt.
@@ -71,7 +70,9 @@ class Dataplane final : public gateway::DataPlane {
       : natt_(natt), loop_(loop), hooks_(std::move(hooks)) {}
   void OutboundThread();
   void InboundThread();
-  bool SetUpRoutes(const config::ConnectionConfig& c, std::string* error);
+  // Routes `remotes` into the TUN, from an address of ours in c.local_ts.
+  bool SetUpRoutes(const config::ConnectionConfig& c,
+                   const std::vector<config::TrafficSelector>& remotes, std::string* error);
   template <typename Fn>
   void Retry(Fn fn) {
     if (!fn()) retries_.push_back(std::function<bool()>(std::move(fn)));

@@ -115,6 +115,7 @@ void AddDaemonCommands(CLI::App& app, Cli& cli) {
       {"rekey", "Rekey a connection's CHILD SAs (or with --ike its IKE SA)", true, false, true},
       {"sas", "List IKE and CHILD SAs", false, true},
       {"stats", "Show the gateway's counters", false, true},
+      {"leases", "List virtual IP pools and their leases", false, true},
       {"reload", "Re-read the configuration without a restart", false, false},
   };
   for (const Cmd& c : kCommands) {

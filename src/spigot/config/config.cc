@@ -357,7 +357,7 @@ class Loader {
     if (!CheckKnownKeys(t, p,
                         {"max_spi", "max_queue", "cookie_threshold", "control_socket", "tun_name",
                          "listen", "ike_port", "natt_port", "spi_reserve_percent",
-                         "max_rekeys_per_second", "ike_workers", "crypto_engine",
+                         "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "crypto_engine",
                          "crypto_stall_timeout"})) {
       return false;
     }
@@ -366,6 +366,7 @@ class Loader {
         !GetInteger(t, p, "max_queue", 1, kU32Max, g.max_queue) ||
         !GetInteger(t, p, "spi_reserve_percent", 0, 50, g.spi_reserve_percent) ||
         !GetInteger(t, p, "max_rekeys_per_second", 0, 1000000, g.max_rekeys_per_second) ||
+        !GetInteger(t, p, "max_dpd_per_second", 0, 1000000, g.max_dpd_per_second) ||
         !GetInteger(t, p, "ike_workers", 0, 256, g.ike_workers) ||
         !GetInteger(t, p, "cookie_threshold", 0, kU32Max, g.cookie_threshold) ||
         !GetInteger(t, p, "ike_port", 1, 65535, g.ike_port) ||
@@ -809,7 +810,8 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   diff.limits_changed = a.max_spi != b.max_spi || a.max_queue != b.max_queue ||
                         a.cookie_threshold != b.cookie_threshold ||
                         a.spi_reserve_percent != b.spi_reserve_percent ||
-                        a.max_rekeys_per_second != b.max_rekeys_per_second;
+                        a.max_rekeys_per_second != b.max_rekeys_per_second ||
+                        a.max_dpd_per_second != b.max_dpd_per_second;
   const auto restart_if = [&](bool differs, const char* key) {
     if (differs) diff.restart_required.push_back(key);
   };

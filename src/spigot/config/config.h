@@ -45,6 +45,8 @@ struct GlobalConfig {
   std::uint32_t max_queue = 65536;        // negotiation queue depth, >= 1
   std::uint32_t spi_reserve_percent = 5;  // share of max_spi only rekeys may use, 0..50
   std::uint32_t max_rekeys_per_second = 0;  // CHILD rekeys started per second; 0: derived
+  // Dead peer detection probes started per second; 0: ten times max_rekeys_per_second.
+  std::uint32_t max_dpd_per_second = 0;
                                             // from the measured DH capacity at startup
   std::uint32_t ike_workers = 0;          // threads for IKE's DH work, 0..256; 0: one per core
   std::uint32_t cookie_threshold = 1000;  // half-open IKE SAs before cookies are demanded

@@ -23,6 +23,20 @@ nlohmann::json ReloadJson(const gateway::Gateway::ReloadResult& r) {
           {"restart_required", r.diff.restart_required}};
 }
 
+// Virtual IP pools in stats: size, in use, and how often a peer found one full (what doctor's
+// pool_exhausted reads), plus the peers refused an address for any reason.
+nlohmann::json PoolsJson(const gateway::Gateway& gw) {
+  nlohmann::json pools = nlohmann::json::array();
+  for (const auto& p : gw.pools().Stats()) {
+    pools.push_back({{"name", p.name},
+                     {"size", p.size},
+                     {"in_use", p.online},
+                     {"offline", p.offline},
+                     {"exhausted", p.exhausted}});
+  }
+  return pools;
+}
+
 }  // namespace
 
 nlohmann::json HandleCommand(gateway::Gateway& gw, const nlohmann::json& req) {
@@ -30,6 +44,7 @@ nlohmann::json HandleCommand(gateway::Gateway& gw, const nlohmann::json& req) {
   const std::string name = req.value("name", "");
   if (cmd == "sas") return SasJson(gw);
   if (cmd == "stats") return StatsJson(gw);
+  if (cmd == "leases") return gw.pools().LeasesJson();
   if (cmd == "reload") return ReloadJson(gw.Reload());
   if (cmd == "initiate") {
     std::string err;
@@ -146,9 +161,11 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"processed", q.stats().processed},
         {"evicted", q.stats().evicted},
         {"acquires_refused", c.acquires_refused}}},
+      {"virtual_ip_refused", c.pool_refused},
       // CHILD SAs' own outbound policies (one per peer's tunnel), and CHILD SAs refused
       // because another peer's policy has their addresses.
       {"policies", {{"child_sa", children.policies().size()}, {"conflicts", cc.policy_conflicts}}},
+      {"pools", PoolsJson(gw)},
       {"negotiations_per_minute", children.NegotiationsPerMinute(now)},
       {"rekeys_per_minute", children.RekeysPerMinute(now)},
       {"rekeys",
@@ -179,6 +196,8 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures},
         {"child_failures", ic.child_failures}, {"established", c.ike_established},
         {"rekey_retries", ic.rekey_retries},
+        {"dpd", {{"probes", ic.dpd_probes}, {"skipped_traffic", ic.dpd_skipped_traffic},
+                 {"deferred", ic.dpd_deferred}, {"max_per_second", gw.MaxDpdPerSecond()}}},
         {"cookies_sent", c.cookies_sent}, {"cookies_invalid", c.cookies_invalid},
         {"init_in_progress", c.init_in_progress},
         {"unique_replaced", c.unique_replaced}, {"unique_refused", c.unique_refused},

@@ -135,6 +135,7 @@ InboundPath::Verdict InboundPath::Opened(Sa& sa, esp::Status status, esp::Packet
   Add(counters_.rx_bytes, pkt.length);
   if (sa.counters) {
     Add(sa.counters->packets);
+    Add(sa.counters->rx_packets);
     Add(sa.counters->bytes, wire_len);
   }
   if (sa.report_first) {

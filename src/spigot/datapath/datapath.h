@@ -39,8 +39,9 @@ namespace spigot::datapath {
 
 // Per-CHILD-SA traffic, written by a data-path thread, read by the control thread.
 struct SaCounters {
-  std::atomic<std::uint64_t> bytes{0};
-  std::atomic<std::uint64_t> packets{0};
+  std::atomic<std::uint64_t> bytes{0};    // both directions (volume lifetimes)
+  std::atomic<std::uint64_t> packets{0};  // both directions
+  std::atomic<std::uint64_t> rx_packets{0};  // authentic packets from the peer (DPD)
 };
 
 // The stats contract's packets_dropped, plus what else the data path counts. Relaxed atomics.

@@ -209,6 +209,20 @@ std::vector<policy::Prefix> SelectorPrefixes(const std::vector<ike::TrafficSelec
   return out;
 }
 
+bool ChildSaManager::HeardFrom(const std::vector<ike::ChildSaInfo>& children) {
+  bool heard = false;
+  for (const auto& c : children) {
+    auto it = children_.find(c.spi_in);
+    if (it == children_.end() || !it->second.counters) continue;
+    const std::uint64_t rx = it->second.counters->rx_packets.load(std::memory_order_relaxed);
+    if (rx != it->second.rx_seen) {
+      it->second.rx_seen = rx;
+      heard = true;
+    }
+  }
+  return heard;
+}
+
 void ChildSaManager::OnFirstPacket(std::uint32_t spi_in) {
   auto c = children_.find(spi_in);
   if (c == children_.end() || !c->second.outbound_deferred) return;

@@ -78,6 +78,7 @@ class ChildSaManager {
     // Volume lifetimes (0: none): rekey at the soft values, delete at the hard ones.
     std::uint64_t soft_bytes = 0, hard_bytes = 0, soft_packets = 0, hard_packets = 0;
     bool volume_rekeyed = false, volume_deleted = false;
+    std::uint64_t rx_seen = 0;  // SaCounters::rx_packets when HeardFrom last looked
   };
 
   ChildSaManager(DataPlane& dataplane, ike::TimePoint now);
@@ -107,6 +108,9 @@ class ChildSaManager {
   // Removes CHILD SA `spi_in` (deleted or expired). Its inbound half lingers (kInboundLinger)
   // unless `linger` is false (shutdown).
   void Remove(std::uint32_t spi_in, bool linger, ike::TimePoint now);
+  // Whether any of these CHILD SAs received an authentic packet since this was last asked
+  // (dead peer detection: traffic is proof of life).
+  bool HeardFrom(const std::vector<ike::ChildSaInfo>& children);
   // The first authentic packet on a deferred successor: it becomes the outbound SA.
   void OnFirstPacket(std::uint32_t spi_in);
   // An IKE rekey moved CHILD SA `spi_in` to the IKE SA `owner`.

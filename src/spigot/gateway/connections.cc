@@ -3,13 +3,10 @@
 #include "spigot/ike/traffic_selectors.h"
 
 namespace spigot::gateway {
-namespace {
 
 ike::TrafficSelector ToSelector(const config::TrafficSelector& t) {
   return *ike::SelectorFromCidr(t.ToString());
 }
-
-}  // namespace
 
 bool Connections::Apply(const config::Config& config, const std::string& path,
                         std::string* error) {
@@ -41,6 +38,8 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
     }
     for (const auto& t : c.local_ts) p->local_ts.push_back(ToSelector(t));
     for (const auto& t : c.remote_ts) p->remote_ts.push_back(ToSelector(t));
+    p->remote_ts_dynamic = c.remote_ts_dynamic;
+    for (const auto f : c.vips) p->vips.push_back(f == config::AddressFamily::kIpv4 ? 4 : 6);
     p->dpd_delay = c.dpd_delay;
     p->ike_rekey_time = c.ike_rekey_time;
     p->child_rekey_time = c.child_rekey_time;

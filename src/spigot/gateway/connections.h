@@ -15,6 +15,9 @@
 
 namespace spigot::gateway {
 
+// A configured selector (CIDR) as IKE's address range.
+ike::TrafficSelector ToSelector(const config::TrafficSelector& t);
+
 struct Connection {
   config::ConnectionConfig cfg;
   std::shared_ptr<ike::ConnectionParams> params;

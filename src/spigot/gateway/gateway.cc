@@ -31,6 +31,7 @@ Gateway::~Gateway() {
 
 bool Gateway::Init(std::string* error) {
   if (!connections_.Apply(config_, config_path_, error)) return false;
+  pools_.Apply(config_.pools);
   const auto& g = config_.global;
   if (children_.sad().SetSpiLimits(g.max_spi, spi_reserve()) != sa::LimitsStatus::kOk) {
     *error = config_path_ + ": global.max_spi: rejected by the SPI pool";
@@ -38,7 +39,7 @@ bool Gateway::Init(std::string* error) {
   }
   children_.rekey_scheduler().SetRate(MaxRekeysPerSecond());
   queue_.SetMaxDepth(g.max_queue);
-  return env_.dataplane.ApplyConnections(config_.connections, error);
+  return env_.dataplane.ApplyConnections(config_, error);
 }
 
 void Gateway::Start() {
@@ -54,6 +55,12 @@ void Gateway::Start() {
 std::uint32_t Gateway::spi_reserve() const {
   const auto& g = config_.global;
   return static_cast<std::uint32_t>(std::uint64_t{g.max_spi} * g.spi_reserve_percent / 100);
+}
+
+// An INFORMATIONAL round trip costs a fraction of a rekey's DH: ten times the rekey budget.
+double Gateway::MaxDpdPerSecond() const {
+  if (config_.global.max_dpd_per_second != 0) return config_.global.max_dpd_per_second;
+  return 10 * MaxRekeysPerSecond();
 }
 
 double Gateway::MaxRekeysPerSecond() const {
@@ -192,14 +199,15 @@ Gateway::ReloadResult Gateway::Reload(config::Config next) {
   config_ = std::move(next);
   std::string err;
   if (!connections_.Apply(config_, config_path_, &err) ||
-      !env_.dataplane.ApplyConnections(config_.connections, &err)) {
+      !env_.dataplane.ApplyConnections(config_, &err)) {
     config_ = std::move(old);
     std::string ignored;
     connections_.Apply(config_, config_path_, &ignored);
-    env_.dataplane.ApplyConnections(config_.connections, &ignored);
+    env_.dataplane.ApplyConnections(config_, &ignored);
     spdlog::error("reload: {}", err);
     return {false, err, {}};
   }
+  pools_.Apply(config_.pools);
   for (const auto& name : d.removed) Terminate(name);
   for (const auto& name : d.changed) {
     const Connection* c = connections_.Find(name);

@@ -26,7 +26,9 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <deque>
 #include <set>
+#include <unordered_map>
 #include <span>
 #include <string>
 #include <vector>
@@ -34,6 +36,7 @@
 #include "spigot/config/config.h"
 #include "spigot/engine/executor.h"
 #include "spigot/engine/negotiation_queue.h"
+#include "spigot/gateway/address_pools.h"
 #include "spigot/gateway/child_sa_manager.h"
 #include "spigot/gateway/connections.h"
 #include "spigot/gateway/ike_sa_table.h"
@@ -76,6 +79,9 @@ class Gateway final : public ike::IkeSaHost {
     // IKE_SA_INIT retransmitted while a worker still answers the original: dropped, the
     // answer is on its way.
     std::uint64_t init_in_progress = 0;
+    // Peers' CFG_REQUESTs answered with INTERNAL_ADDRESS_FAILURE (pool exhausted, or no pool
+    // of the family asked for).
+    std::uint64_t pool_refused = 0;
     std::uint64_t acquires_refused = 0;  // acquires the negotiation queue refused or evicted
     // Older IKE SAs of a peer deleted for its new one (INITIAL_CONTACT or unique = replace),
     // and new ones deleted because the peer already had one (unique = keep).
@@ -148,6 +154,16 @@ class Gateway final : public ike::IkeSaHost {
   std::uint64_t NewIkeSpi() override;
   void AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) override;
   void RetryChildRekey(ike::IkeSa& sa, std::uint32_t spi_in, ike::TimePoint at) override;
+  // Dead peer detection: ESP from the peer counts as hearing from it; probes are limited to
+  // MaxDpdPerSecond() a second.
+  bool HeardFromPeer(ike::IkeSa& sa, ike::TimePoint since) override;
+  bool AdmitLivenessCheck(ike::IkeSa& sa, ike::TimePoint now) override;
+  double MaxDpdPerSecond() const;
+  // Virtual IPs for a peer's CFG_REQUEST from its connection's `pools` (leases by identity).
+  ike::CpResult AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_v6,
+                                 ike::VirtualIps& out) override;
+
+  const AddressPools& pools() const { return pools_; }
 
  private:
   struct OffloadJob;  // a first IKE_SA_INIT answered on an IKE worker (intake.cc)
@@ -180,6 +196,8 @@ class Gateway final : public ike::IkeSaHost {
   // The queue refused or evicted an acquire: its held packets are dropped (counted).
   void AcquireDropped(policy::PolicyId policy, std::uint32_t status);
   const std::string* ConnectionNameFor(policy::PolicyId policy) const;
+  // The leases IKE SA `ours` holds go back to their pools (its death; not its rekey).
+  void ReleaseVirtualIps(std::uint64_t ours);
 
   config::Config config_;
   std::string config_path_;
@@ -195,6 +213,16 @@ class Gateway final : public ike::IkeSaHost {
   Counters counters_;
   std::uint64_t ticks_ = 0;
   std::vector<std::uint64_t> unique_checks_;  // responder IKE SAs established, for ApplyUniqueness
+  AddressPools pools_{env_.clock};
+  // When the DPD probes of the last second started (AdmitLivenessCheck); at most
+  // MaxDpdPerSecond() entries.
+  std::deque<ike::TimePoint> dpd_recent_;
+  // Leases by the IKE SA (our SPI) holding them; moved to the replacement by an IKE rekey.
+  struct HeldLeases {
+    std::string identity;
+    std::vector<AddressPools::Lease> leases;
+  };
+  std::unordered_map<std::uint64_t, HeldLeases> leases_held_;
   std::set<policy::PolicyId> pending_acquires_;
   std::set<policy::PolicyId> acquires_queued_;  // acquires waiting in the negotiation queue
   // IKE requests waiting for this thread (max_queue), by priority.

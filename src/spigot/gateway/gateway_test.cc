@@ -568,5 +568,57 @@ TEST(GatewayTest, ShutdownGivesUpOnSilentPeersAfterTheGrace) {
   EXPECT_TRUE(p.a.gw->finished());
 }
 
+// Dead peer detection at scale: traffic is proof of life (no probe), probes stay under their
+// per-second budget, and a peer that went silent loses its SAs and SPIs.
+TEST(GatewayTest, DeadPeerDetectionProbesOnlySilentPeersWithinItsBudget) {
+  const std::string global = "max_dpd_per_second = 5\n";
+  const std::string conn = std::string(kManyIkeSas) + "dpd_delay = \"30s\"\n";
+  GatewayPair p(SiteConfig(1, 2, global, conn), SiteConfig(2, 1, global, conn));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  constexpr int kTunnels = 100;
+  for (int i = 0; i < kTunnels; ++i) ASSERT_TRUE(p.a.gw->Initiate("site", &err)) << err;
+  p.Pump();
+  ASSERT_EQ(Established(*p.a.gw), static_cast<std::size_t>(kTunnels));
+  auto dpd = [](Gateway& gw, const char* what) -> std::uint64_t {
+    return control::StatsJson(gw)["ike"]["dpd"][what];
+  };
+
+  // Two minutes with ESP from the peer on every tunnel every 5 s: nobody is probed. (The
+  // tunnels share one policy — one peer, the same selectors — so Traffic() would use one.)
+  for (int t = 0; t < 24; ++t) {
+    for (Node* n : {&p.a, &p.b}) {
+      for (auto& [spi, in] : n->dataplane.inbound) in.counters->rx_packets += 1;
+    }
+    p.Advance(seconds(5));
+  }
+  EXPECT_EQ(dpd(*p.a.gw, "probes") + dpd(*p.b.gw, "probes"), 0u);
+  EXPECT_GT(dpd(*p.a.gw, "skipped_traffic"), 0u);
+
+  // Silence: every tunnel gets probed (by one side or the other: a probe is heard from), never
+  // more than 5 a second per gateway although all 100 fall due within the 3 s of jitter.
+  auto probes = [&] { return dpd(*p.a.gw, "probes") + dpd(*p.b.gw, "probes"); };
+  std::uint64_t last_a = dpd(*p.a.gw, "probes"), last_b = dpd(*p.b.gw, "probes");
+  std::uint64_t most = 0;
+  for (int t = 0; t < 60; ++t) {
+    p.Advance(seconds(1));
+    const std::uint64_t a = dpd(*p.a.gw, "probes"), b = dpd(*p.b.gw, "probes");
+    most = std::max({most, a - last_a, b - last_b});
+    last_a = a;
+    last_b = b;
+  }
+  EXPECT_GE(probes(), static_cast<std::uint64_t>(kTunnels));
+  EXPECT_LE(most, 5u);
+  EXPECT_GT(dpd(*p.a.gw, "deferred") + dpd(*p.b.gw, "deferred"), 0u);
+  EXPECT_EQ(Established(*p.a.gw), static_cast<std::size_t>(kTunnels));  // the peer answered
+
+  // B goes silent: A's probes go unanswered, and its SAs and SPIs are released.
+  p.net.drop = [](const Datagram&) { return true; };
+  p.Advance(seconds(300));
+  EXPECT_EQ(p.a.gw->ike_sas().size(), 0u);
+  EXPECT_EQ(p.a.gw->children().sad().size(), 0u);
+  EXPECT_EQ(p.a.gw->children().sad().spi_pool().stats().in_use, 0u);
+}
+
 }  // namespace
 }  // namespace spigot::gateway

@@ -84,6 +84,7 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
     const policy::PolicyId policy =
         sa.connection() ? env_.dataplane.PolicyFor(name) : policy::kNoPolicy;
     if (pending_acquires_.erase(policy) != 0) env_.dataplane.AcquireFailed(policy);
+    ReleaseVirtualIps(IkeSaTable::OurSpi(sa));
     spdlog::info("{}: IKE SA {:016x}_i {:016x}_r gone: {}", name, sa.spi_i(), sa.spi_r(),
                  sa.failure());
   }
@@ -102,6 +103,12 @@ void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacemen
   table_.NoteAdopted(ours);
   table_.IndexPeer(ours);
   for (const auto& c : sa.children()) children_.SetOwner(c.spi_in, ours);
+  // The leases go with the IKE SA to its replacement (RFC 7296 3.15.1).
+  if (auto held = leases_held_.find(IkeSaTable::OurSpi(old)); held != leases_held_.end()) {
+    auto leases = std::move(held->second);
+    leases_held_.erase(held);
+    leases_held_[ours] = std::move(leases);
+  }
   spdlog::info("{}: IKE SA {:016x}_i {:016x}_r rekeyed to {:016x}_i {:016x}_r",
                sa.connection()->name, old.spi_i(), old.spi_r(), sa.spi_i(), sa.spi_r());
 }
@@ -157,6 +164,97 @@ void Gateway::ApplyUniqueness() {
       ++counters_.unique_refused;
     }
   }
+}
+
+// ---------------------------------------------------------------- dead peers
+
+bool Gateway::HeardFromPeer(ike::IkeSa& sa, ike::TimePoint) {
+  return children_.HeardFrom(sa.children());
+}
+
+// A sliding window: never more than MaxDpdPerSecond() probes in any one second.
+bool Gateway::AdmitLivenessCheck(ike::IkeSa&, ike::TimePoint now) {
+  while (!dpd_recent_.empty() && now - dpd_recent_.front() >= std::chrono::seconds(1))
+    dpd_recent_.pop_front();
+  if (static_cast<double>(dpd_recent_.size()) >= MaxDpdPerSecond()) return false;
+  dpd_recent_.push_back(now);
+  return true;
+}
+
+// ---------------------------------------------------------------- virtual IPs
+
+namespace {
+
+// Identities as the leases file and `spigot leases` show them.
+std::string LeaseIdentity(const ike::IkeSa& sa) {
+  return sa.peer_id() ? ike::ToString(*sa.peer_id()) : ike::ToString(sa.remote());
+}
+
+ike::TrafficSelector HostSelector(const policy::Prefix& p) {
+  ike::TrafficSelector ts;
+  const std::size_t n = policy::AddressLength(p.family);
+  ts.type = p.family == policy::Family::kIpv4 ? ike::kTsIpv4AddrRange : ike::kTsIpv6AddrRange;
+  std::copy(p.address.begin(), p.address.begin() + static_cast<long>(n), ts.start.begin());
+  ts.end = ts.start;
+  return ts;
+}
+
+}  // namespace
+
+ike::CpResult Gateway::AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_v6,
+                                        ike::VirtualIps& out) {
+  const Connection* c = sa.connection() ? connections_.Find(sa.connection()->name) : nullptr;
+  if (c == nullptr || c->cfg.pools.empty()) return ike::CpResult::kNotServed;
+  const std::string identity = LeaseIdentity(sa);
+  std::vector<AddressPools::Lease> granted;
+  bool exhausted = false;
+  for (const auto family : {policy::Family::kIpv4, policy::Family::kIpv6}) {
+    if (!(family == policy::Family::kIpv4 ? want_v4 : want_v6)) continue;
+    AddressPools::Lease lease;
+    switch (pools_.Acquire(c->cfg.pools, family, identity, &lease)) {
+      case AddressPools::AcquireResult::kOk:
+        granted.push_back(lease);
+        break;
+      case AddressPools::AcquireResult::kExhausted:
+        exhausted = true;
+        break;
+      case AddressPools::AcquireResult::kNoPoolForFamily:
+        break;
+    }
+  }
+  if (granted.empty()) {
+    ++counters_.pool_refused;
+    spdlog::warn("{}: no virtual IP for {}: {}", c->cfg.name, identity,
+                 exhausted ? "pool exhausted" : "no pool serves the family asked for");
+    return ike::CpResult::kFailed;
+  }
+  for (const auto& lease : granted) {
+    out.addresses.push_back(HostSelector(lease.address));
+    for (const auto& pool : config_.pools) {
+      if (pool.name != lease.pool) continue;
+      for (const auto& dns : pool.dns) {
+        const auto a = policy::Prefix::Parse(dns);
+        if (!a) continue;
+        const std::size_t n = policy::AddressLength(a->family);
+        (a->family == policy::Family::kIpv4 ? out.dns4 : out.dns6)
+            .emplace_back(a->address.begin(), a->address.begin() + static_cast<long>(n));
+      }
+      for (const auto& t : pool.split_include) out.subnets.push_back(ToSelector(t));
+    }
+    spdlog::info("{}: {} gets {} from pool {}", c->cfg.name, identity,
+                 lease.address.ToString(), lease.pool);
+  }
+  auto& held = leases_held_[IkeSaTable::OurSpi(sa)];
+  held.identity = identity;
+  held.leases.insert(held.leases.end(), granted.begin(), granted.end());
+  return ike::CpResult::kAssigned;
+}
+
+void Gateway::ReleaseVirtualIps(std::uint64_t ours) {
+  auto held = leases_held_.find(ours);
+  if (held == leases_held_.end()) return;
+  for (const auto& lease : held->second.leases) pools_.Release(held->second.identity, lease);
+  leases_held_.erase(held);
 }
 
 // ---------------------------------------------------------------- acquires

@@ -30,9 +30,9 @@ inline constexpr policy::PolicyId kFirstSaPolicy = 0x10000000;
 class DataPlane {
  public:
   virtual ~DataPlane() = default;
-  // Connections -> policies (stable ids by name), SPD, routes, trap flags.
-  virtual bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
-                                std::string* error) = 0;
+  // Connections -> policies (stable ids by name), SPD, routes (remote_ts, and the virtual IP
+  // pools of connections that hand them out), trap flags.
+  virtual bool ApplyConnections(const config::Config& config, std::string* error) = 0;
   // The policy of a connection; policy::kNoPolicy if there is none. It is what a trap
   // (start_action = "trap") raises acquires on; a CHILD SA's traffic goes to a policy of its
   // own (SetSaPolicy), which wins over its connection's for the same selectors.

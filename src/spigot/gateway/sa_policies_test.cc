@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "spigot/control/gateway_commands.h"
 #include "spigot/gateway/child_sa_manager.h"
 #include "spigot/ike/traffic_selectors.h"
@@ -218,6 +220,118 @@ TEST(ConcentratorTest, RekeysAndReconnectsKeepOnePolicyPerPeer) {
   EXPECT_EQ(c.ReceiverOf("10.1.0.1"), &c.p.a);
   EXPECT_EQ(c.p.b.dataplane.sa_policies.size(), 2u);
   EXPECT_EQ(EstablishedSas(*c.p.b.gw), 2u);
+}
+
+// ---------------------------------------------------------------- virtual IPs from a pool
+
+// The concentrator with a pool of six addresses (198.18.0.0/29 without network and broadcast):
+// remote_ts is "dynamic", each peer's own virtual IP.
+std::string PoolConcentrator(const std::string& addrs = "198.18.0.0/29") {
+  return "[global]\nlisten = \"192.0.2.2\"\nmax_rekeys_per_second = 1000\n"
+         "\n[[pool]]\nname = \"rw\"\naddrs = \"" + addrs + "\"\ndns = \"203.0.113.53\"\n"
+         "\n[[connection]]\nname = \"rw\"\nlocal_addrs = \"192.0.2.2\"\nremote_addrs = \"%any\"\n"
+         "local_id = \"gw\"\nremote_id = \"%any\"\npsk = \"test secret\"\n"
+         "local_ts = \"203.0.113.0/24\"\npools = \"rw\"\n";
+}
+
+// A road warrior that asks for an IPv4 address.
+std::string VipRoadWarrior(int host, const std::string& id) {
+  const std::string me = "192.0.2." + std::to_string(host);
+  return "[global]\nlisten = \"" + me + "\"\nmax_rekeys_per_second = 1000\n"
+         "\n[[connection]]\nname = \"home\"\nlocal_addrs = \"" + me +
+         "\"\nremote_addrs = \"192.0.2.2\"\nlocal_id = \"" + id +
+         "\"\nremote_id = \"gw\"\npsk = \"test secret\"\nlocal_ts = \"0.0.0.0/0\"\n"
+         "vips = \"0.0.0.0\"\nremote_ts = \"203.0.113.0/24\"\n";
+}
+
+std::string VirtualIpOf(const Gateway& gw) {
+  for (const auto& [ours, e] : gw.ike_sas().entries()) {
+    if (!e.sa->virtual_ips().empty()) return ike::ToString(e.sa->virtual_ips()[0]);
+  }
+  return "";
+}
+
+TEST(ConcentratorTest, PoolGivesEachRoadWarriorItsOwnAddressUntilItIsFull) {
+  GatewayPair p(VipRoadWarrior(1, "rw1"), PoolConcentrator());
+  std::vector<Node*> peers{&p.a};
+  for (int i = 2; i <= 8; ++i)
+    peers.push_back(&p.AddNode("192.0.2." + std::to_string(i + 1), VipRoadWarrior(i + 1, "rw" + std::to_string(i))));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  for (Node* n : peers) ASSERT_TRUE(n->gw->Initiate("home", &err)) << err;
+  p.Pump();
+  // Six addresses, eight peers: six CHILD SAs, each to its own address; two refused.
+  std::set<std::string> addresses;
+  std::size_t with_child = 0;
+  for (Node* n : peers) {
+    const std::string vip = VirtualIpOf(*n->gw);
+    if (n->dataplane.inbound.empty()) {
+      EXPECT_EQ(vip, "") << "an address without a CHILD SA";
+      continue;
+    }
+    ++with_child;
+    ASSERT_NE(vip, "");
+    addresses.insert(vip);
+    // The concentrator sends the peer's traffic to its SA, and nobody else's.
+    const std::string host = vip.substr(0, vip.find('/'));
+    EXPECT_EQ(p.b.dataplane.OutboundSpiFor("203.0.113.1", host),
+              n->dataplane.inbound.begin()->first) << host;
+  }
+  EXPECT_EQ(with_child, 6u);
+  EXPECT_EQ(addresses.size(), 6u);
+  EXPECT_EQ(p.b.gw->counters().pool_refused, 2u);
+  const nlohmann::json stats = control::StatsJson(*p.b.gw);
+  EXPECT_EQ(stats["pools"][0]["in_use"], 6);
+  EXPECT_EQ(stats["pools"][0]["exhausted"], 2);
+  const nlohmann::json leases = p.b.gw->pools().LeasesJson();
+  EXPECT_EQ(leases["pools"][0]["leases"].size(), 6u);
+
+  // A reload with a bigger pool admits the others; the six keep their addresses.
+  const auto before = addresses;
+  const config::LoadResult bigger = config::LoadString(PoolConcentrator("198.18.0.0/28"), "b.toml");
+  ASSERT_TRUE(bigger.ok) << bigger.error;
+  ASSERT_TRUE(p.b.gw->Reload(bigger.config).ok);
+  for (Node* n : peers) {
+    if (n->dataplane.inbound.empty()) {
+      n->gw->Terminate("home");
+      p.Pump();
+      ASSERT_TRUE(n->gw->Initiate("home", &err)) << err;
+    }
+  }
+  p.Pump();
+  addresses.clear();
+  for (Node* n : peers) {
+    EXPECT_FALSE(n->dataplane.inbound.empty());
+    addresses.insert(VirtualIpOf(*n->gw));
+  }
+  EXPECT_EQ(addresses.size(), 8u);
+  for (const auto& a : before) EXPECT_EQ(addresses.count(a), 1u) << a;
+}
+
+TEST(ConcentratorTest, AReconnectingRoadWarriorGetsItsAddressBack) {
+  GatewayPair p(VipRoadWarrior(1, "rw1"), PoolConcentrator());
+  Node& other = p.AddNode("192.0.2.3", VipRoadWarrior(3, "rw2"));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  const std::string first = VirtualIpOf(*p.a.gw);
+  ASSERT_NE(first, "");
+  // It crashes and comes back (INITIAL_CONTACT): the old IKE SA goes, the lease stays its own.
+  p.Restart(p.a, VipRoadWarrior(1, "rw1"));
+  ASSERT_TRUE(other.gw->Initiate("home", &err)) << err;
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  EXPECT_EQ(VirtualIpOf(*p.a.gw), first);
+  EXPECT_NE(VirtualIpOf(*other.gw), first);
+  EXPECT_EQ(control::StatsJson(*p.b.gw)["pools"][0]["in_use"], 2);
+  // It leaves: the lease goes offline, and still is its own.
+  ASSERT_EQ(p.a.gw->Terminate("home"), 1);
+  p.Pump();
+  EXPECT_EQ(control::StatsJson(*p.b.gw)["pools"][0]["in_use"], 1);
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  EXPECT_EQ(VirtualIpOf(*p.a.gw), first);
 }
 
 }  // namespace

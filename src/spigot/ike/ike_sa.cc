@@ -107,7 +107,13 @@ IkeSa::IkeSa(IkeSaHost& host, IkeCounters& counters, Role role,
              std::shared_ptr<const ConnectionParams> conn, Address local, Address remote,
              std::uint64_t spi_i, std::uint64_t spi_r)
     : host_(&host), counters_(&counters), role_(role), conn_(std::move(conn)), local_(local),
-      remote_(remote), spi_i_(spi_i), spi_r_(spi_r) {}
+      remote_(remote), spi_i_(spi_i), spi_r_(spi_r) {
+  if (conn_ && conn_->dpd_delay.count() > 0) {
+    dpd_jitter_ = std::chrono::milliseconds(static_cast<std::int64_t>(
+        0.1 * static_cast<double>(std::chrono::milliseconds(conn_->dpd_delay).count()) *
+        crypto::RandomUnit()));
+  }
+}
 
 IkeSa::~IkeSa() {
   if (child_neg_ && child_neg_->spi_in != 0) host_->ReleaseChildSpi(child_neg_->spi_in);
@@ -270,9 +276,23 @@ void IkeSa::Tick(TimePoint now) {
     RekeyIke(now);
   }
   if (!outstanding_ && pending_.empty() && conn_ && conn_->dpd_delay.count() > 0 &&
-      now - last_heard_ >= conn_->dpd_delay) {
-    CheckLiveness(now);
+      now >= DpdDue()) {
+    if (host_->HeardFromPeer(*this, last_heard_)) {
+      ++counters_->dpd_skipped_traffic;
+      last_heard_ = now;
+    } else if (!host_->AdmitLivenessCheck(*this, now)) {
+      ++counters_->dpd_deferred;
+      // Spread over the next second or two, not all at the next tick.
+      dpd_not_before_ = now + std::chrono::milliseconds(
+                                  500 + static_cast<int>(1500 * crypto::RandomUnit()));
+    } else if (CheckLiveness(now)) {
+      ++counters_->dpd_probes;
+    }
   }
+}
+
+TimePoint IkeSa::DpdDue() const {
+  return std::max(last_heard_ + conn_->dpd_delay + dpd_jitter_, dpd_not_before_);
 }
 
 TimePoint IkeSa::NextDeadline() const {
@@ -280,8 +300,7 @@ TimePoint IkeSa::NextDeadline() const {
   if (outstanding_) next = std::min(next, outstanding_->deadline);
   if (state_ == State::kInitAnswered) next = std::min(next, created_at_ + kHalfOpenTimeout);
   if (state_ == State::kEstablished && !rekeyed_) {
-    if (!outstanding_ && conn_ && conn_->dpd_delay.count() > 0)
-      next = std::min(next, last_heard_ + conn_->dpd_delay);
+    if (!outstanding_ && conn_ && conn_->dpd_delay.count() > 0) next = std::min(next, DpdDue());
     next = std::min(next, ike_rekey_at_);
     for (const auto& c : children_) {
       if (!c.delete_started) next = std::min(next, c.expire_at);

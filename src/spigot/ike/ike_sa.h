@@ -158,6 +158,14 @@ class IkeSaHost {
   // assigns belongs to this IKE SA and its rekeyed successors (3.15.1): AdoptIkeSa hands the
   // same virtual_ips() to the replacement, so a host releasing leases when an IKE SA dies must
   // not release them for one it saw replaced by AdoptIkeSa.
+  // Dead peer detection at scale (RFC 7296 2.4): the SA's dpd_delay passed with no IKE
+  // message from the peer. True if the peer was heard from otherwise since `since` — an
+  // authentic ESP packet on one of its CHILD SAs — so no probe is needed.
+  virtual bool HeardFromPeer(IkeSa& /*sa*/, TimePoint /*since*/) { return false; }
+  // A probe is due: false if the host's per-second budget for them is spent (the SA asks again
+  // a moment later). 100,000 idle tunnels with a 30 s dpd_delay would otherwise be ~3,300
+  // INFORMATIONAL exchanges a second: a storm of its own.
+  virtual bool AdmitLivenessCheck(IkeSa& /*sa*/, TimePoint /*now*/) { return true; }
   virtual CpResult AssignVirtualIps(IkeSa& /*sa*/, bool /*want_v4*/, bool /*want_v6*/,
                                     VirtualIps& /*out*/) {
     return CpResult::kNotServed;
@@ -172,6 +180,11 @@ struct IkeCounters {
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
   std::uint64_t rekey_retries = 0;  // failed CHILD and IKE rekeys scheduled to be tried again
+  // Dead peer detection: probes sent; probes not needed (ESP heard from the peer); probes put
+  // off because the host's budget for this second was spent.
+  std::uint64_t dpd_probes = 0;
+  std::uint64_t dpd_skipped_traffic = 0;
+  std::uint64_t dpd_deferred = 0;
 };
 
 class IkeSa {
@@ -392,6 +405,12 @@ class IkeSa {
   TimePoint created_at_{};
   TimePoint established_at_{};
   TimePoint last_heard_{};
+  // Dead peer detection: a probe is due at last_heard_ + dpd_delay + dpd_jitter_ (0 to 10 % of
+  // dpd_delay, drawn once per SA, so tunnels set up together are not probed together), and
+  // not before dpd_not_before_ (the host's budget put it off).
+  std::chrono::milliseconds dpd_jitter_{0};
+  TimePoint dpd_not_before_{};
+  TimePoint DpdDue() const;
   std::string failure_;
   TimePoint ike_rekey_at_ = TimePoint::max();
 };

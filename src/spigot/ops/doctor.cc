@@ -249,6 +249,25 @@ bool ParseCounters(const nlohmann::json& j, Counters& out, std::string& error) {
       ReadNumber(*config, "tunnels", "config.", c.tunnels, error);
   if (!ok) return false;
   if (j.contains("spi_reserve") && !j["spi_reserve"].is_null()) c.spi_reserve = reserve;
+  if (j.contains("pools") && !j["pools"].is_null()) {
+    if (!j["pools"].is_array()) {
+      error = "pools: expected an array";
+      return false;
+    }
+    for (const auto& p : j["pools"]) {
+      Counters::AddressPool pool;
+      if (!p.is_object()) {
+        error = "pools: expected objects";
+        return false;
+      }
+      if (!ReadString(p, "name", "pools[].", pool.name, error) ||
+          !ReadNumber(p, "size", "pools[].", pool.size, error) ||
+          !ReadNumber(p, "in_use", "pools[].", pool.in_use, error) ||
+          !ReadNumber(p, "exhausted", "pools[].", pool.exhausted, error))
+        return false;
+      c.pools.push_back(std::move(pool));
+    }
+  }
   out = c;
   return true;
 }
@@ -290,9 +309,36 @@ bool LoadSnapshot(const std::string& path, Counters& out, std::string& error) {
   return true;
 }
 
+// The remote-access twin of SPI exhaustion: road warriors refused a virtual IP
+// (INTERNAL_ADDRESS_FAILURE) because their pool had no address left. One finding per pool.
+std::optional<Finding> AddressPoolExhausted(const Counters& c) {
+  std::string evidence, fix;
+  for (const auto& p : c.pools) {
+    // Full now, or near full after refusals; refusals alone are history (a reload that grew
+    // the pool fixed them), as failed_sas is for the SPI pool.
+    const bool full = p.size > 0 && p.in_use >= p.size;
+    const bool refusing = p.exhausted > 0 && p.in_use >= kPoolFullFraction * p.size;
+    if (!full && !refusing) continue;
+    if (!evidence.empty()) evidence += "; ";
+    evidence += "pool " + p.name + ": " + Num(p.in_use) + " of " + Num(p.size) + " addresses in use (" +
+                Pct(p.in_use, p.size) + "), " + Num(p.exhausted) +
+                " peers refused a virtual IP (INTERNAL_ADDRESS_FAILURE)";
+    // Room for twice the peers seen, as a prefix length of the family's size.
+    const double want = std::max(2 * (p.in_use + p.exhausted), 2 * p.size);
+    int bits = 0;
+    while (bits < 32 && std::pow(2.0, bits) < want + 2) ++bits;
+    if (!fix.empty()) fix += "; ";
+    fix += "in [[pool]] name = \"" + p.name + "\" give addrs at least " + Num(want) +
+           " addresses (an IPv4 /" + std::to_string(32 - bits) +
+           ", or a second pool listed in the connection's `pools`)";
+  }
+  if (evidence.empty()) return std::nullopt;
+  return Finding{"pool_exhausted", evidence, fix + ", then run `spigot reload`: leases in use are kept"};
+}
+
 std::vector<Finding> Diagnose(const Counters& c) {
   std::vector<Finding> findings;
-  for (auto rule : {PoolExhausted, RenegotiationStorm, OffloadStall}) {
+  for (auto rule : {PoolExhausted, RenegotiationStorm, OffloadStall, AddressPoolExhausted}) {
     if (auto f = rule(c)) findings.push_back(std::move(*f));
   }
   return findings;

@@ -55,6 +55,14 @@ struct Counters {
   double ike_lifetime = 0;
   double child_lifetime = 0;
   double tunnels = 0;
+  // "pools" (virtual IP pools): per pool, its size, leases in use and refusals for lack of room.
+  struct AddressPool {
+    std::string name;
+    double size = 0;
+    double in_use = 0;
+    double exhausted = 0;
+  };
+  std::vector<AddressPool> pools;
 };
 
 // Reads a `spigot stats --json` object (plus the optional "config" object). False, with the
@@ -67,7 +75,7 @@ bool ParseCounters(const nlohmann::json& j, Counters& out, std::string& error);
 bool LoadSnapshot(const std::string& path, Counters& out, std::string& error);
 
 struct Finding {
-  std::string cause;     // spi_pool_exhausted | renegotiation_storm | offload_stall
+  std::string cause;     // spi_pool_exhausted | renegotiation_storm | offload_stall | pool_exhausted
   std::string evidence;  // the numbers that show it
   std::string fix;       // the exact configuration change and how to apply it
 };

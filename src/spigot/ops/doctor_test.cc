@@ -47,6 +47,36 @@ TEST(Doctor, HealthyGateway) {
   EXPECT_TRUE(Has(text, "active_sas 500 of max_spi 1048576")) << text;
 }
 
+// The remote-access twin of SPI exhaustion: road warriors refused a virtual IP.
+TEST(Doctor, VirtualIpPoolExhausted) {
+  std::ifstream in(TestData("healthy.json"));
+  json j = json::parse(in);
+  j["pools"] = json::array({{{"name", "rw"}, {"size", 6}, {"in_use", 6}, {"offline", 0}, {"exhausted", 4}},
+                            {{"name", "spare"}, {"size", 254}, {"in_use", 3}, {"exhausted", 0}}});
+  const std::vector<Finding> f = DiagnoseJson(j);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "pool_exhausted");
+  EXPECT_TRUE(Has(f[0].evidence, "pool rw: 6 of 6 addresses in use (100.0%), 4 peers refused")) << f[0].evidence;
+  EXPECT_FALSE(Has(f[0].evidence, "spare")) << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].fix, "name = \"rw\" give addrs at least 20 addresses (an IPv4 /27")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, "spigot reload")) << f[0].fix;
+  // Refused before, but the pool was grown: 10 of 14 in use is not exhausted.
+  j["pools"][0]["size"] = 14;
+  j["pools"][0]["in_use"] = 10;
+  EXPECT_TRUE(DiagnoseJson(j).empty());
+  j["pools"][0]["size"] = 6;
+  // Room left and nobody refused: healthy.
+  j["pools"][0]["in_use"] = 2;
+  j["pools"][0]["exhausted"] = 0;
+  EXPECT_TRUE(DiagnoseJson(j).empty());
+  // A malformed pools entry is a clear error.
+  j["pools"][0]["size"] = "many";
+  Counters c;
+  std::string error;
+  EXPECT_FALSE(ParseCounters(j, c, error));
+  EXPECT_TRUE(Has(error, "pools[].size")) << error;
+}
+
 TEST(Doctor, SpiPoolExhausted) {
   const std::vector<Finding> f = DiagnoseFile("spi_pool_exhausted.json");
   ASSERT_EQ(f.size(), 1u);

@@ -22,10 +22,9 @@ class FakeDataPlane final : public gateway::DataPlane {
     std::uint32_t spi = 0;
   };
 
-  bool ApplyConnections(const std::vector<config::ConnectionConfig>& conns,
-                        std::string*) override {
+  bool ApplyConnections(const config::Config& config, std::string*) override {
     // Stable ids by name, as the real one gives them.
-    for (const auto& c : conns) {
+    for (const auto& c : config.connections) {
       if (policies_.count(c.name) == 0) policies_[c.name] = next_policy_++;
     }
     return true;

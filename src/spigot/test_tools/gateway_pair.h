@@ -243,6 +243,7 @@ class GatewayPair {
           c->bytes += bytes;
           c->packets += 1;
         }
+        if (in->second.counters) in->second.counters->rx_packets += 1;
         if (in->second.report_first_packet) {
           in->second.report_first_packet = false;
           peer.gw->OnFirstPacket(out.spi);
