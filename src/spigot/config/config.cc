@@ -355,7 +355,7 @@ class Loader {
   bool LoadGlobal(const toml::table& t, GlobalConfig& g) {
     const std::string p = "global";
     if (!CheckKnownKeys(t, p,
-                        {"max_spi", "max_queue", "cookie_threshold", "control_socket", "tun_name",
+                        {"max_spi", "max_queue", "cookie_threshold", "control_socket", "leases_file", "tun_name",
                          "listen", "ike_port", "natt_port", "spi_reserve_percent",
                          "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "crypto_engine",
                          "crypto_stall_timeout"})) {
@@ -372,6 +372,7 @@ class Loader {
         !GetInteger(t, p, "ike_port", 1, 65535, g.ike_port) ||
         !GetInteger(t, p, "natt_port", 1, 65535, g.natt_port) ||
         !GetString(t, p, "control_socket", g.control_socket) ||
+        !GetString(t, p, "leases_file", g.leases_file) ||
         !GetString(t, p, "tun_name", g.tun_name) || !GetString(t, p, "listen", g.listen) ||
         !GetInteger(t, p, "crypto_stall_timeout", 1, 10000, g.crypto_stall_timeout_ms) ||
         !GetString(t, p, "crypto_engine", g.crypto_engine)) {

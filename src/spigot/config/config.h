@@ -51,6 +51,8 @@ struct GlobalConfig {
   std::uint32_t ike_workers = 0;          // threads for IKE's DH work, 0..256; 0: one per core
   std::uint32_t cookie_threshold = 1000;  // half-open IKE SAs before cookies are demanded
   std::string control_socket = "/run/spigot/spigot.sock";
+  // Where virtual IP leases (identity -> address) are kept across restarts; empty: nowhere.
+  std::string leases_file;
   std::string tun_name = "spigot0";       // at most 15 bytes (IFNAMSIZ - 1)
   std::string listen = "0.0.0.0";         // an IPv4 or IPv6 address literal
   std::uint16_t ike_port = 500;

@@ -1,6 +1,8 @@
 // Construction, the tick, operator commands, reload and shutdown (see gateway.h).
 #include "spigot/gateway/gateway.h"
 
+#include <cstdio>
+
 #include <spdlog/spdlog.h>
 
 #include "spigot/crypto/dh.h"
@@ -27,11 +29,32 @@ Gateway::~Gateway() {
   // plane still exists. (The IKE workers, whose jobs report to us, are stopped by the owner
   // before we go.)
   queue_ = engine::NegotiationQueue(1);
+  SaveLeases();
+}
+
+void Gateway::SaveLeases() {
+  if (!leases_dirty_ || config_.global.leases_file.empty()) return;
+  std::string err;
+  if (!pools_.Save(config_.global.leases_file, &err)) {
+    spdlog::error("leases: {}", err);  // tried again at the next interval
+  } else {
+    leases_dirty_ = false;
+  }
+  leases_saved_at_ = Now();
 }
 
 bool Gateway::Init(std::string* error) {
   if (!connections_.Apply(config_, config_path_, error)) return false;
   pools_.Apply(config_.pools);
+  if (const std::string& file = config_.global.leases_file; !file.empty()) {
+    std::string err;
+    if (!pools_.Load(file, &err)) {
+      // Not fatal: the gateway serves without the old leases; the file is kept for a look.
+      const std::string aside = file + ".unreadable";
+      std::rename(file.c_str(), aside.c_str());
+      spdlog::error("leases: {}; starting without them (the file is now {})", err, aside);
+    }
+  }
   const auto& g = config_.global;
   if (children_.sad().SetSpiLimits(g.max_spi, spi_reserve()) != sa::LimitsStatus::kOk) {
     *error = config_path_ + ": global.max_spi: rejected by the SPI pool";
@@ -94,6 +117,7 @@ void Gateway::Tick() {
   AdoptOffloaded();  // in case a wake-up was refused
   WorkQueue();
   children_.StartDueRekeys(now, table_);
+  if (leases_dirty_ && now - leases_saved_at_ >= kLeasesSaveInterval) SaveLeases();
 }
 
 bool Gateway::finished() const {

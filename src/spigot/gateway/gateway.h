@@ -198,6 +198,9 @@ class Gateway final : public ike::IkeSaHost {
   const std::string* ConnectionNameFor(policy::PolicyId policy) const;
   // The leases IKE SA `ours` holds go back to their pools (its death; not its rekey).
   void ReleaseVirtualIps(std::uint64_t ours);
+  // Writes the leases to global.leases_file if they changed (at most every
+  // kLeasesSaveInterval from the tick, and when the gateway goes).
+  void SaveLeases();
 
   config::Config config_;
   std::string config_path_;
@@ -223,6 +226,9 @@ class Gateway final : public ike::IkeSaHost {
     std::vector<AddressPools::Lease> leases;
   };
   std::unordered_map<std::uint64_t, HeldLeases> leases_held_;
+  static constexpr auto kLeasesSaveInterval = std::chrono::seconds(2);
+  bool leases_dirty_ = false;
+  ike::TimePoint leases_saved_at_{};
   std::set<policy::PolicyId> pending_acquires_;
   std::set<policy::PolicyId> acquires_queued_;  // acquires waiting in the negotiation queue
   // IKE requests waiting for this thread (max_queue), by priority.

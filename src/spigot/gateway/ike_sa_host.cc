@@ -284,6 +284,7 @@ void Gateway::OnAcquire(policy::PolicyId policy) {
       if (!ran) gateway->AcquireDropped(policy, engine::kStatusIpsecQueueOverflow);
     }
   };
+  leases_dirty_ = true;
   // Built in place: a temporary Ticket's destructor would report a drop.
   std::shared_ptr<Ticket> ticket(new Ticket{this, policy});
   const std::uint32_t status = queue_.Submit(engine::Priority::kNew, [this, ticket] {
@@ -294,6 +295,7 @@ void Gateway::OnAcquire(policy::PolicyId policy) {
   WorkQueue();
 }
 
+  leases_dirty_ = true;
 void Gateway::AcquireDropped(policy::PolicyId policy, std::uint32_t status) {
   acquires_queued_.erase(policy);
   pending_acquires_.erase(policy);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <set>
 
 #include "spigot/control/gateway_commands.h"
@@ -15,6 +16,7 @@
 namespace spigot::gateway {
 namespace {
 
+using std::chrono::seconds;
 using test_tools::GatewayPair;
 using test_tools::Node;
 
@@ -332,6 +334,34 @@ TEST(ConcentratorTest, AReconnectingRoadWarriorGetsItsAddressBack) {
   ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
   p.Pump();
   EXPECT_EQ(VirtualIpOf(*p.a.gw), first);
+}
+
+// global.leases_file: the concentrator restarts and a returning peer gets its address back.
+TEST(ConcentratorTest, LeasesSurviveARestartOfTheConcentrator) {
+  const std::string file = ::testing::TempDir() + "/spigot_leases_test.json";
+  std::remove(file.c_str());
+  std::string b_toml = PoolConcentrator();
+  b_toml.insert(b_toml.find("max_rekeys"), "leases_file = \"" + file + "\"\n");
+  GatewayPair p(VipRoadWarrior(1, "rw1"), b_toml);
+  Node& other = p.AddNode("192.0.2.3", VipRoadWarrior(3, "rw2"));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  const std::string first = VirtualIpOf(*p.a.gw);
+  ASSERT_NE(first, "");
+  p.Advance(seconds(3));  // saved within kLeasesSaveInterval
+  // Both restart; the other peer comes first and must not get rw1's address.
+  p.Restart(p.b, b_toml);
+  p.Restart(p.a, VipRoadWarrior(1, "rw1"));
+  ASSERT_TRUE(p.ok()) << p.error();
+  ASSERT_TRUE(other.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  EXPECT_NE(VirtualIpOf(*other.gw), first);
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  EXPECT_EQ(VirtualIpOf(*p.a.gw), first);
+  std::remove(file.c_str());
 }
 
 }  // namespace
