@@ -239,7 +239,22 @@ bool Dataplane::ApplyConnections(const config::Config& config, std::string* erro
     for (const auto& t : c.remote_ts) remotes.push_back(ToPrefix(t));
     // A CHILD SA's own policy wins over its connection's for the same selectors.
     spd_tables_.AddCrossProduct(it->second, locals, remotes, policy::SpdBuilder::Rank::kFallback);
-    if (!SetUpRoutes(c, c.remote_ts, error)) return false;
+    if (!c.vips.empty()) {
+      // Our address in the tunnel is the one the peer assigns: remote_ts is routed from it
+      // once we have it (AddVirtualIp). local_ts (typically 0.0.0.0/0) holds no source.
+      auto& routed = vip_remote_ts_[c.name];
+      if (routed != c.remote_ts && virtual_ips_.count(c.name) != 0) {
+        // A reload changed remote_ts under an assigned address: route the new selectors.
+        for (const auto family : {policy::Family::kIpv4, policy::Family::kIpv6})
+          RouteVirtualIp(c.name, family, {});
+        routed = c.remote_ts;
+        for (const auto& vip : virtual_ips_[c.name])
+          RouteVirtualIp(c.name, vip.family, {vip.address.data(), policy::AddressLength(vip.family)});
+      }
+      routed = c.remote_ts;
+    } else if (!SetUpRoutes(c, c.remote_ts, error)) {
+      return false;
+    }
     // Road warriors' virtual IPs come from the connection's pools: replies to them go into
     // the tunnel (each peer's own SA then, by its CHILD SA's policy).
     for (const auto& name : c.pools) {
@@ -294,6 +309,70 @@ void Dataplane::ClearOutbound(policy::PolicyId policy, std::uint32_t spi) {
 }
 void Dataplane::AcquireFailed(policy::PolicyId policy) {
   Retry([this, policy] { return outbound_->AcquireFailed(policy); });
+}
+
+void Dataplane::RouteVirtualIp(const std::string& connection, policy::Family family,
+                               std::span<const std::uint8_t> source) {
+  auto it = vip_remote_ts_.find(connection);
+  if (it == vip_remote_ts_.end()) return;
+  const int af = family == policy::Family::kIpv4 ? AF_INET : AF_INET6;
+  for (const auto& remote : it->second) {
+    if ((remote.family == config::AddressFamily::kIpv4) != (family == policy::Family::kIpv4))
+      continue;
+    const std::span<const std::uint8_t> dst{remote.network.data(), remote.address_length()};
+    std::string error;
+    const bool ok =
+        source.empty()
+            ? netlink_->DeleteRoute(tun_->ifindex(), af, dst, remote.prefix_len, &error)
+            : netlink_->ReplaceRoute(tun_->ifindex(), af, dst, remote.prefix_len, source, &error);
+    if (!ok) spdlog::warn("{}: virtual IP routes: {}", connection, error);
+  }
+}
+
+void Dataplane::AddVirtualIp(const std::string& connection, const policy::Prefix& address) {
+  auto& held = virtual_ips_[connection];
+  if (std::find(held.begin(), held.end(), address) != held.end()) return;
+  held.push_back(address);
+  const std::size_t n = policy::AddressLength(address.family);
+  const std::span<const std::uint8_t> bytes{address.address.data(), n};
+  const int af = address.family == policy::Family::kIpv4 ? AF_INET : AF_INET6;
+  std::string error;
+  if (!netlink_->AddAddress(tun_->ifindex(), af, bytes, static_cast<int>(n * 8), &error)) {
+    spdlog::warn("{}: virtual IP {}: {}", connection, address.ToString(), error);
+    return;
+  }
+  RouteVirtualIp(connection, address.family, bytes);
+  spdlog::info("{}: virtual IP {} on {}", connection, address.ToString(), tun_->name());
+}
+
+void Dataplane::RemoveVirtualIp(const std::string& connection, const policy::Prefix& address) {
+  auto it = virtual_ips_.find(connection);
+  if (it == virtual_ips_.end()) return;
+  auto& held = it->second;
+  auto at = std::find(held.begin(), held.end(), address);
+  if (at == held.end()) return;
+  held.erase(at);
+  // The routes take the connection's next address of the family as their source, if any.
+  std::span<const std::uint8_t> next;
+  for (const auto& other : held) {
+    if (other.family == address.family) {
+      next = {other.address.data(), policy::AddressLength(other.family)};
+      break;
+    }
+  }
+  RouteVirtualIp(connection, address.family, next);
+  if (held.empty()) virtual_ips_.erase(it);
+  for (const auto& [name, addresses] : virtual_ips_) {
+    if (std::find(addresses.begin(), addresses.end(), address) != addresses.end()) return;
+  }
+  const std::size_t n = policy::AddressLength(address.family);
+  const int af = address.family == policy::Family::kIpv4 ? AF_INET : AF_INET6;
+  std::string error;
+  if (!netlink_->DeleteAddress(tun_->ifindex(), af, {address.address.data(), n},
+                               static_cast<int>(n * 8), &error))
+    spdlog::warn("{}: virtual IP {}: {}", connection, address.ToString(), error);
+  else
+    spdlog::info("{}: virtual IP {} removed from {}", connection, address.ToString(), tun_->name());
 }
 
 void Dataplane::Tick() {

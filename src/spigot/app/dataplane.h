@@ -54,6 +54,13 @@ class Dataplane final : public gateway::DataPlane {
   void SetOutbound(datapath::OutboundSpec spec) override;
   void ClearOutbound(policy::PolicyId policy, std::uint32_t spi) override;
   void AcquireFailed(policy::PolicyId policy) override;
+  // The address goes on the TUN (/32 or /128) and the connection's remote_ts of its family
+  // are routed into the TUN with it as the preferred source (replacing our route there, if
+  // any). Failures are logged: the IKE SA stays up, traffic from other sources finds no SA.
+  void AddVirtualIp(const std::string& connection, const policy::Prefix& address) override;
+  // Its routes go (or take another virtual IP of the connection as their source), then the
+  // address leaves the TUN unless another connection still has it.
+  void RemoveVirtualIp(const std::string& connection, const policy::Prefix& address) override;
   // Mailbox pushes that found the mailbox full, retried from Tick().
   void Tick() override;
 
@@ -73,6 +80,10 @@ class Dataplane final : public gateway::DataPlane {
   // Routes `remotes` into the TUN, from an address of ours in c.local_ts.
   bool SetUpRoutes(const config::ConnectionConfig& c,
                    const std::vector<config::TrafficSelector>& remotes, std::string* error);
+  // Routes the connection's remote_ts of `family` into the TUN from `source` (empty: delete
+  // those routes).
+  void RouteVirtualIp(const std::string& connection, policy::Family family,
+                      std::span<const std::uint8_t> source);
   template <typename Fn>
   void Retry(Fn fn) {
     if (!fn()) retries_.push_back(std::function<bool()>(std::move(fn)));
@@ -98,6 +109,11 @@ class Dataplane final : public gateway::DataPlane {
   std::unique_ptr<datapath::OutboundPath> outbound_;
   std::map<std::string, policy::PolicyId> policy_ids_;
   std::map<std::string, std::vector<std::pair<int, std::vector<std::uint8_t>>>> routes_;  // installed
+  // Connections that ask for virtual IPs (vips): their remote_ts, routed only once an address
+  // is assigned (AddVirtualIp), from it.
+  std::map<std::string, std::vector<config::TrafficSelector>> vip_remote_ts_;
+  // The virtual IPs on the TUN, by connection, in the order they came.
+  std::map<std::string, std::vector<policy::Prefix>> virtual_ips_;
   std::vector<std::function<bool()>> retries_;
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> ike_forwarded_{0};

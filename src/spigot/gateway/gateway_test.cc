@@ -620,5 +620,80 @@ TEST(GatewayTest, DeadPeerDetectionProbesOnlySilentPeersWithinItsBudget) {
   EXPECT_EQ(p.a.gw->children().sad().spi_pool().stats().in_use, 0u);
 }
 
+// ---------------------------------------------------------------- virtual IPs, initiator side
+
+// A (192.0.2.1) asks B for an IPv4 address (vips); B hands them out of a pool.
+std::string VipClientConfig() {
+  return "[global]\nlisten = \"192.0.2.1\"\n"
+         "\n[[connection]]\nname = \"home\"\nlocal_addrs = \"192.0.2.1\"\n"
+         "remote_addrs = \"192.0.2.2\"\nlocal_id = \"rw\"\nremote_id = \"gw\"\n"
+         "psk = \"test secret\"\nlocal_ts = \"0.0.0.0/0\"\nvips = \"0.0.0.0\"\n"
+         "remote_ts = \"203.0.113.0/24\"\n";
+}
+std::string VipServerConfig() {
+  return "[global]\nlisten = \"192.0.2.2\"\n"
+         "\n[[pool]]\nname = \"rw\"\naddrs = \"198.18.0.0/29\"\n"
+         "\n[[connection]]\nname = \"rw\"\nlocal_addrs = \"192.0.2.2\"\nremote_addrs = \"%any\"\n"
+         "local_id = \"gw\"\nremote_id = \"%any\"\npsk = \"test secret\"\n"
+         "local_ts = \"203.0.113.0/24\"\npools = \"rw\"\n";
+}
+
+std::vector<std::string> VirtualIpEvents(const test_tools::FakeDataPlane& d) {
+  std::vector<std::string> out;
+  for (const auto& e : d.events) {
+    if (e.kind == Kind::kAddVirtualIp) out.push_back("add " + e.connection + " " + e.address);
+    if (e.kind == Kind::kRemoveVirtualIp) out.push_back("remove " + e.connection + " " + e.address);
+  }
+  return out;
+}
+
+TEST(GatewayTest, AssignedVirtualIpGoesOnTheTunUntilTheIkeSaGoesAndSurvivesIkeRekeys) {
+  GatewayPair p(VipClientConfig(), VipServerConfig());
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  ASSERT_EQ(Established(*p.a.gw), 1u);
+  ASSERT_EQ(p.a.gw->ike_sas().entries().begin()->second.sa->virtual_ips().size(), 1u);
+  const std::string vip =
+      SelectorPrefixes(p.a.gw->ike_sas().entries().begin()->second.sa->virtual_ips())[0].ToString();
+  const std::string added = "add home " + vip;
+  ASSERT_EQ(VirtualIpEvents(p.a.dataplane), std::vector<std::string>{added});
+  EXPECT_EQ(vip.rfind("198.18.0.", 0), 0u) << vip;
+  EXPECT_EQ(p.a.dataplane.virtual_ips["home"], std::set<std::string>{vip});
+  // The responder's addresses are the peer's: nothing goes on its TUN.
+  EXPECT_TRUE(VirtualIpEvents(p.b.dataplane).empty());
+  // Its CHILD SA stands for the address: traffic from it goes into the tunnel.
+  const std::string host = vip.substr(0, vip.find('/'));
+  EXPECT_NE(p.a.dataplane.OutboundSpiFor(host, "203.0.113.1"), 0u);
+
+  // IKE rekeys from either side (after B's, A's IKE SA is the responder of its rekey): the
+  // address stays where it is, no remove and add again.
+  for (Node* rekeyer : {&p.a, &p.b}) {
+    const std::uint64_t old_spi = p.a.gw->ike_sas().entries().begin()->first;
+    ASSERT_EQ(rekeyer->gw->Rekey(rekeyer == &p.a ? "home" : "rw", true), 1);
+    p.Pump();
+    p.Advance(Gateway::kTickPeriod);  // the tick removes the old IKE SA, deleted
+    ASSERT_EQ(p.a.gw->ike_sas().size(), 1u);
+    EXPECT_NE(p.a.gw->ike_sas().entries().begin()->first, old_spi);
+    EXPECT_EQ(VirtualIpEvents(p.a.dataplane), std::vector<std::string>{added});
+    EXPECT_EQ(p.a.dataplane.virtual_ips["home"], std::set<std::string>{vip});
+  }
+
+  // Terminated: the address leaves the TUN.
+  ASSERT_EQ(p.a.gw->Terminate("home"), 1);
+  p.Pump();
+  p.Advance(Gateway::kTickPeriod);
+  EXPECT_EQ(p.a.gw->ike_sas().size(), 0u);
+  EXPECT_EQ(VirtualIpEvents(p.a.dataplane), (std::vector<std::string>{added, "remove home " + vip}));
+  EXPECT_TRUE(p.a.dataplane.virtual_ips.empty());
+
+  // Again: the same address comes back (sticky lease) and goes on the TUN again.
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  EXPECT_EQ(p.a.dataplane.virtual_ips["home"], std::set<std::string>{vip});
+  EXPECT_EQ(p.a.dataplane.Count(Kind::kAddVirtualIp), 2u);
+}
+
 }  // namespace
 }  // namespace spigot::gateway

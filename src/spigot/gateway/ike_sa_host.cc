@@ -3,6 +3,8 @@
 // a negotiation.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "spigot/gateway/gateway.h"
@@ -68,6 +70,35 @@ std::shared_ptr<const ike::ConnectionParams> Gateway::ConnectionForPeer(const ik
   return connections_.ForPeer(peer);
 }
 
+namespace {
+
+// An IKE SA of a connection that asks for virtual IPs (vips) is gone: its virtual IPs leave
+// the TUN, except those another live IKE SA of the connection and peer still holds — its IKE
+// rekey's replacement (which took the same virtual_ips(), RFC 7296 3.15.1), or a new IKE SA
+// that got the same address again.
+void RemoveVirtualIpsOfDeadSa(const ike::IkeSa& sa, const IkeSaTable& table, DataPlane& dataplane) {
+  // The connection, not the role: a replacement created by the peer's IKE rekey is ours as
+  // responder (2.18), and its virtual IPs are still ours.
+  if (!sa.connection() || sa.connection()->vips.empty() ||
+      sa.established_at() == ike::TimePoint{} || sa.virtual_ips().empty())
+    return;
+  std::vector<policy::Prefix> still_held;
+  for (std::uint64_t spi : table.FindByPeer(IkeSaTable::PeerKey(sa))) {
+    const SaEntry* other = table.Find(spi);
+    if (other == nullptr || other->sa.get() == &sa ||
+        other->sa->state() == ike::IkeSa::State::kDead)
+      continue;
+    for (const auto& p : SelectorPrefixes(other->sa->virtual_ips())) still_held.push_back(p);
+  }
+  for (const auto& vip : SelectorPrefixes(sa.virtual_ips())) {
+    if (std::find(still_held.begin(), still_held.end(), vip) != still_held.end()) continue;
+    spdlog::info("{}: virtual IP {} released", sa.connection()->name, vip.ToString());
+    dataplane.RemoveVirtualIp(sa.connection()->name, vip);
+  }
+}
+
+}  // namespace
+
 void Gateway::StateChanged(ike::IkeSa& sa) {
   const std::string name = sa.connection() ? sa.connection()->name : "?";
   if (sa.state() == ike::IkeSa::State::kEstablished) {
@@ -78,6 +109,15 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
     spdlog::info("{}: IKE SA {:016x}_i {:016x}_r ESTABLISHED with {} ({})", name, sa.spi_i(),
                  sa.spi_r(), ike::ToString(sa.remote()),
                  sa.algorithms() ? ike::Describe(*sa.algorithms()) : "");
+    // Our virtual IPs (an IKE rekey's replacement arrives established through AdoptIkeSa,
+    // not here: its addresses are on the TUN already).
+    if (sa.role() == ike::IkeSa::Role::kInitiator && sa.connection() &&
+        !sa.connection()->vips.empty()) {
+      for (const auto& vip : SelectorPrefixes(sa.virtual_ips())) {
+        spdlog::info("{}: virtual IP {} assigned", name, vip.ToString());
+        env_.dataplane.AddVirtualIp(name, vip);
+      }
+    }
   } else if (sa.state() == ike::IkeSa::State::kDead) {
     if (sa.established_at() == ike::TimePoint{}) ++counters_.failed_sas;
     // Traffic held for this connection has nothing to wait for any more.
@@ -85,6 +125,7 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
         sa.connection() ? env_.dataplane.PolicyFor(name) : policy::kNoPolicy;
     if (pending_acquires_.erase(policy) != 0) env_.dataplane.AcquireFailed(policy);
     ReleaseVirtualIps(IkeSaTable::OurSpi(sa));
+    RemoveVirtualIpsOfDeadSa(sa, table_, env_.dataplane);
     spdlog::info("{}: IKE SA {:016x}_i {:016x}_r gone: {}", name, sa.spi_i(), sa.spi_r(),
                  sa.failure());
   }
@@ -244,6 +285,7 @@ ike::CpResult Gateway::AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_
     spdlog::info("{}: {} gets {} from pool {}", c->cfg.name, identity,
                  lease.address.ToString(), lease.pool);
   }
+  leases_dirty_ = true;
   auto& held = leases_held_[IkeSaTable::OurSpi(sa)];
   held.identity = identity;
   held.leases.insert(held.leases.end(), granted.begin(), granted.end());
@@ -254,6 +296,7 @@ void Gateway::ReleaseVirtualIps(std::uint64_t ours) {
   auto held = leases_held_.find(ours);
   if (held == leases_held_.end()) return;
   for (const auto& lease : held->second.leases) pools_.Release(held->second.identity, lease);
+  leases_dirty_ = true;
   leases_held_.erase(held);
 }
 
@@ -284,7 +327,6 @@ void Gateway::OnAcquire(policy::PolicyId policy) {
       if (!ran) gateway->AcquireDropped(policy, engine::kStatusIpsecQueueOverflow);
     }
   };
-  leases_dirty_ = true;
   // Built in place: a temporary Ticket's destructor would report a drop.
   std::shared_ptr<Ticket> ticket(new Ticket{this, policy});
   const std::uint32_t status = queue_.Submit(engine::Priority::kNew, [this, ticket] {
@@ -295,7 +337,6 @@ void Gateway::OnAcquire(policy::PolicyId policy) {
   WorkQueue();
 }
 
-  leases_dirty_ = true;
 void Gateway::AcquireDropped(policy::PolicyId policy, std::uint32_t status) {
   acquires_queued_.erase(policy);
   pending_acquires_.erase(policy);

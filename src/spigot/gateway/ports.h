@@ -52,6 +52,16 @@ class DataPlane {
   virtual void ClearOutbound(policy::PolicyId policy, std::uint32_t spi) = 0;
   // The negotiation an acquire asked for will not come: drop the packets it holds.
   virtual void AcquireFailed(policy::PolicyId policy) = 0;
+  // Remote access, initiator side: `address` (a host prefix) is our virtual IP on
+  // `connection`, assigned by the peer (CFG_REPLY). The data plane puts it on the TUN and
+  // routes the connection's remote_ts into the TUN with it as the preferred source, so local
+  // traffic to the remote network leaves from it (and into the CHILD SA that stands for it).
+  // Idempotent: adding an address that is there already changes nothing. The gateway adds it
+  // when an initiator's IKE SA is established and removes it when the last live IKE SA of the
+  // connection holding it goes (not on an IKE rekey: the address moves to the new IKE SA).
+  virtual void AddVirtualIp(const std::string& connection, const policy::Prefix& address) = 0;
+  // Takes the address and its routes away again; unknown addresses are ignored.
+  virtual void RemoveVirtualIp(const std::string& connection, const policy::Prefix& address) = 0;
   // Called every gateway tick (mailbox retries).
   virtual void Tick() = 0;
   virtual const datapath::Counters& counters() const = 0;

@@ -302,6 +302,57 @@ bool Netlink::AddRoute(int ifindex, int family, std::span<const std::uint8_t> de
   return Fail(error, what, err, kernel_text);
 }
 
+bool Netlink::ReplaceRoute(int ifindex, int family, std::span<const std::uint8_t> destination,
+                           int prefix_len, std::span<const std::uint8_t> preferred_source,
+                           std::string* error) {
+  std::string what = "replace route " + AddressString(family, destination) + "/" +
+                     std::to_string(prefix_len) + " dev " + DeviceName(ifindex);
+  if (!preferred_source.empty()) what += " src " + AddressString(family, preferred_source);
+  if (const std::string problem = CheckPrefix(family, destination, prefix_len); !problem.empty()) {
+    return FailInput(error, what, problem);
+  }
+  if (!preferred_source.empty() && preferred_source.size() != AddressSize(family)) {
+    return FailInput(error, what, "the preferred source is not of the route's family");
+  }
+  // Not our route (none, or another device's): as AddRoute, which adds a new one and leaves
+  // another device's alone (an error).
+  if (!RouteIsVia(ifindex, family, destination, prefix_len)) {
+    return AddRoute(ifindex, family, destination, prefix_len, preferred_source, error);
+  }
+  rtmsg rt{};
+  rt.rtm_family = static_cast<std::uint8_t>(family);
+  rt.rtm_dst_len = static_cast<std::uint8_t>(prefix_len);
+  rt.rtm_table = RT_TABLE_MAIN;
+  rt.rtm_protocol = RTPROT_STATIC;
+  rt.rtm_scope = RT_SCOPE_LINK;
+  rt.rtm_type = RTN_UNICAST;
+  Request request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, rt);
+  request.AddAttribute(RTA_DST, destination);
+  request.AddU32(RTA_OIF, static_cast<std::uint32_t>(ifindex));
+  if (!preferred_source.empty()) request.AddAttribute(RTA_PREFSRC, preferred_source);
+  std::string kernel_text;
+  const int err = Transact(request, &kernel_text);
+  return err == 0 || Fail(error, what, err, kernel_text);
+}
+
+bool Netlink::DeleteAddress(int ifindex, int family, std::span<const std::uint8_t> address,
+                            int prefix_len, std::string* error) {
+  const std::string what = "delete address " + AddressString(family, address) + "/" +
+                           std::to_string(prefix_len) + " dev " + DeviceName(ifindex);
+  if (const std::string problem = CheckPrefix(family, address, prefix_len); !problem.empty()) {
+    return FailInput(error, what, problem);
+  }
+  ifaddrmsg addr{};
+  addr.ifa_family = static_cast<std::uint8_t>(family);
+  addr.ifa_prefixlen = static_cast<std::uint8_t>(prefix_len);
+  addr.ifa_index = static_cast<std::uint32_t>(ifindex);
+  Request request(RTM_DELADDR, 0, addr);
+  request.AddAttribute(IFA_LOCAL, address);
+  std::string kernel_text;
+  const int err = Transact(request, &kernel_text);
+  return err == 0 || err == EADDRNOTAVAIL || Fail(error, what, err, kernel_text);
+}
+
 bool Netlink::DeleteRoute(int ifindex, int family, std::span<const std::uint8_t> destination,
                           int prefix_len, std::string* error) {
   const std::string what = "delete route " + AddressString(family, destination) + "/" +

@@ -14,8 +14,11 @@
 //     table goes out through `ifindex`. A route to the same prefix through another device is an
 //     error: traffic would not reach the tunnel, and spigot does not take routes away from
 //     other software.
+//   - ReplaceRoute: as AddRoute, but our own route to the prefix is replaced (a new preferred
+//     source), never one through another device.
 //   - DeleteRoute: the route is already gone (ESRCH) counts as success. Only a route through
 //     `ifindex` is deleted.
+//   - DeleteAddress: the address is already gone (EADDRNOTAVAIL) counts as success.
 //
 // Addresses are bytes in network order: 4 for AF_INET, 16 for AF_INET6 (Endpoint's
 // address_bytes() gives them). Routes go into the main table as device routes (no gateway,
@@ -61,8 +64,18 @@ class Netlink {
   // for locally originated packets on this route; it must be an address of this host.
   bool AddRoute(int ifindex, int family, std::span<const std::uint8_t> destination, int prefix_len,
                 std::span<const std::uint8_t> preferred_source = {}, std::string* error = nullptr);
+  // AddRoute, except that a route to the prefix through `ifindex` that is there already is
+  // replaced (NLM_F_REPLACE: `ip route replace`), so that its preferred source becomes
+  // `preferred_source`. A route to the prefix through another device is still an error.
+  bool ReplaceRoute(int ifindex, int family, std::span<const std::uint8_t> destination,
+                    int prefix_len, std::span<const std::uint8_t> preferred_source,
+                    std::string* error = nullptr);
   bool DeleteRoute(int ifindex, int family, std::span<const std::uint8_t> destination,
                    int prefix_len, std::string* error = nullptr);
+  // Takes `address`/`prefix_len` off the device (`ip addr del`); an address that is not there
+  // (EADDRNOTAVAIL) counts as success.
+  bool DeleteAddress(int ifindex, int family, std::span<const std::uint8_t> address,
+                     int prefix_len, std::string* error = nullptr);
 
  private:
   class Request;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -16,10 +17,14 @@ namespace spigot::test_tools {
 class FakeDataPlane final : public gateway::DataPlane {
  public:
   struct Event {
-    enum class Kind { kInstallInbound, kRemoveInbound, kSetOutbound, kClearOutbound, kAcquireFailed };
+    enum class Kind { kInstallInbound, kRemoveInbound, kSetOutbound, kClearOutbound, kAcquireFailed,
+                      kAddVirtualIp, kRemoveVirtualIp };
     Kind kind;
     policy::PolicyId policy = policy::kNoPolicy;
     std::uint32_t spi = 0;
+    // kAddVirtualIp, kRemoveVirtualIp: the connection and the address ("198.18.0.1/32").
+    std::string connection;
+    std::string address;
   };
 
   bool ApplyConnections(const config::Config& config, std::string*) override {
@@ -94,6 +99,17 @@ class FakeDataPlane final : public gateway::DataPlane {
     events.push_back({Event::Kind::kAcquireFailed, policy, 0});
     acquire_failed.push_back(policy);
   }
+  void AddVirtualIp(const std::string& connection, const policy::Prefix& address) override {
+    events.push_back({Event::Kind::kAddVirtualIp, policy::kNoPolicy, 0, connection, address.ToString()});
+    virtual_ips[connection].insert(address.ToString());
+  }
+  void RemoveVirtualIp(const std::string& connection, const policy::Prefix& address) override {
+    events.push_back({Event::Kind::kRemoveVirtualIp, policy::kNoPolicy, 0, connection, address.ToString()});
+    if (auto it = virtual_ips.find(connection); it != virtual_ips.end()) {
+      it->second.erase(address.ToString());
+      if (it->second.empty()) virtual_ips.erase(it);
+    }
+  }
   void Tick() override {}
   const datapath::Counters& counters() const override { return counters_; }
   nlohmann::json CryptoEngineStats() const override {
@@ -113,6 +129,8 @@ class FakeDataPlane final : public gateway::DataPlane {
   std::map<policy::PolicyId, datapath::OutboundSpec> outbound;
   std::map<policy::PolicyId, std::vector<datapath::Selector>> sa_policies;
   std::vector<policy::PolicyId> acquire_failed;
+  // The virtual IPs on the TUN, by connection (as Prefix::ToString()).
+  std::map<std::string, std::set<std::string>> virtual_ips;
   std::vector<Event> events;
 
  private:
