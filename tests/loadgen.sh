@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `spigot loadgen` from side a: 200 initiators at 100/s, first against a spigot responder on side
-# b (with CHILD rekeys), then against strongSwan's charon (kernel-libipsec, which fakes a NAT, so
+# b (with CHILD rekeys; as road warriors with --vips, since a %any connection gives each peer its
+# own addresses and refuses another peer's with TS_UNACCEPTABLE), then against strongSwan's charon (kernel-libipsec, which fakes a NAT, so
 # IKE moves to port 4500 with the non-ESP marker). Every initiator must be established with no
 # failure, the responder must count them all while they are up, and the loadgen's DELETEs at the
 # end must leave the responder empty.
@@ -47,15 +48,23 @@ netns_setup
 
 # ---------------------------------------------------------------- against spigot
 spigot_config b "$IKE" "$ESP" "$PSK"
-sed -i 's/^remote_id = .*/remote_id = "%any"/' "$WORK/b.toml"
+sed -i -e 's/^remote_id = .*/remote_id = "%any"/' -e '/^remote_ts = /d' "$WORK/b.toml"
+cat >>"$WORK/b.toml" <<TOML
+pools = "rw"
+
+[[pool]]
+name = "rw"
+addrs = "198.18.0.0/20"
+TOML
 spigot_start b
 spigot_ike_sas() { sctl b stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ike_sas"])'; }
 
-loadgen spigot 10 --child-rekey-time 4s
+loadgen spigot 10 --child-rekey-time 4s --vips
 wait_for "$N" 8 spigot_ike_sas || fail "spigot: the responder does not hold $N IKE SAs"
 log "ok: spigot responder holds $N IKE SAs"
 wait "$LG" || { cat "$WORK/spigot.json"; fail "spigot: loadgen exited non-zero"; }
 check_report spigot
+[ "$(json_field "$WORK/spigot.json" '["vips"]["distinct"]')" = "$N" ] || fail "spigot: not $N distinct virtual IPs"
 rekeys=$(json_field "$WORK/spigot.json" '["rekeys_completed"]')
 [ "$rekeys" -ge "$N" ] || fail "spigot: only $rekeys CHILD rekeys completed (4 s rekey time, 10 s run)"
 wait_for 0 5 spigot_ike_sas || fail "spigot: IKE SAs left on the responder after the loadgen's DELETEs"

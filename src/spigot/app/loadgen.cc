@@ -13,6 +13,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -93,6 +94,7 @@ double Seconds(ike::TimePoint from, ike::TimePoint to) {
 
 struct Setup {
   std::shared_ptr<ike::ConnectionParams> connection;
+  loadgen::Ipv4 traffic_dst{};
   io::Endpoint target;
   io::Endpoint source;
   std::chrono::seconds duration{0};
@@ -136,6 +138,16 @@ std::string Prepare(const LoadgenOptions& o, Setup& s) {
   if (!o.child_rekey_time.empty() && !config::ParseDuration(o.child_rekey_time, c->child_rekey_time, err))
     return "--child-rekey-time: " + err;
   if (!config::ParseDuration(o.duration, s.duration, err)) return "--duration: " + err;
+  if (o.traffic && !o.vips) return "--traffic needs --vips (echo requests go from the virtual IP)";
+  if (o.traffic) {
+    if (o.packets == 0 || o.packets > 65535) return "--packets must be 1 to 65535";
+    const auto dst = io::Endpoint::Parse(o.traffic_dst, 0);
+    if (!dst || dst->family() != AF_INET)
+      return "--traffic needs --traffic-dst, an IPv4 address on the responder's side";
+    std::copy_n(dst->address_bytes().begin(), 4, s.traffic_dst.begin());
+  }
+  // 2.19: IKE_AUTH carries CFG_REQUEST for an IPv4 address; TSi becomes 0.0.0.0/0.
+  if (o.vips) c->vips = {4};
   s.connection = std::move(c);
   return "";
 }
@@ -149,12 +161,55 @@ loadgen::Progress Sum(const std::vector<std::unique_ptr<Worker>>& workers) {
     sum.failed += p.failed;
     sum.aborted += p.aborted;
     sum.rekeys_completed += p.rekeys_completed;
+    sum.traffic_pending += p.traffic_pending;
+    sum.echo_received += p.echo_received;
   }
   return sum;
 }
 
+// With --vips / --traffic: whether every established initiator got a distinct address and
+// every reply.
+bool RoadWarriorsOk(const loadgen::Results& r, const LoadgenOptions& o) {
+  if (o.vips && (r.virtual_ips.size() != r.established || r.DistinctVirtualIps() != r.virtual_ips.size()))
+    return false;
+  return !o.traffic || r.peers_all_replies == r.established;
+}
+
+nlohmann::json RoadWarriorsJson(const loadgen::Results& r, const LoadgenOptions& o) {
+  nlohmann::json j;
+  j["vips"] = {{"assigned", r.virtual_ips.size()},
+               {"distinct", r.DistinctVirtualIps()},
+               {"all_distinct", r.DistinctVirtualIps() == r.virtual_ips.size()}};
+  if (o.traffic) {
+    j["traffic"] = {{"destination", o.traffic_dst},
+                    {"packets_per_peer", o.packets},
+                    {"peers", r.peers_all_replies + r.peers_some_replies + r.peers_no_replies},
+                    {"peers_all_replies", r.peers_all_replies},
+                    {"peers_some_replies", r.peers_some_replies},
+                    {"peers_no_replies", r.peers_no_replies},
+                    {"sent", r.echo_sent},
+                    {"received", r.echo_received},
+                    {"dropped", r.traffic_drops}};
+  }
+  return j;
+}
+
+void PrintRoadWarriors(const loadgen::Results& r, const LoadgenOptions& o) {
+  const auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
+  std::printf("virtual IPs          %llu assigned, %llu distinct\n", u(r.virtual_ips.size()),
+              u(r.DistinctVirtualIps()));
+  if (!o.traffic) return;
+  std::printf("echo to %-12s %llu peers: %llu all %u replies, %llu some, %llu none\n",
+              o.traffic_dst.c_str(), u(r.peers_all_replies + r.peers_some_replies + r.peers_no_replies),
+              u(r.peers_all_replies), o.packets, u(r.peers_some_replies), u(r.peers_no_replies));
+  std::printf("echo packets         %llu sent, %llu replies (%.1f %%)\n", u(r.echo_sent), u(r.echo_received),
+              r.echo_sent != 0 ? 100.0 * static_cast<double>(r.echo_received) / static_cast<double>(r.echo_sent) : 0.0);
+  for (const auto& [why, n] : r.traffic_drops) std::printf("  %6llu  dropped: %s\n", u(n), why.c_str());
+}
+
 void PrintReport(const loadgen::Results& r, std::vector<double> latencies, double duration,
-                 std::uint32_t initiators, bool json) {
+                 std::uint32_t initiators, const LoadgenOptions& o) {
+  const bool json = o.json;
   const double p50 = loadgen::Percentile(latencies, 50);
   const double p99 = loadgen::Percentile(latencies, 99);
   if (json) {
@@ -175,6 +230,7 @@ void PrintReport(const loadgen::Results& r, std::vector<double> latencies, doubl
         {"send_failed", r.send_failed},
         {"deletes_unanswered", r.deletes_unanswered},
     };
+    if (o.vips) j.update(RoadWarriorsJson(r, o));
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -194,6 +250,7 @@ void PrintReport(const loadgen::Results& r, std::vector<double> latencies, doubl
   if (r.send_failed != 0) std::printf("sends refused        %llu\n", static_cast<unsigned long long>(r.send_failed));
   if (r.deletes_unanswered != 0) std::printf("DELETEs unanswered   %llu\n", static_cast<unsigned long long>(r.deletes_unanswered));
   std::printf("duration             %.1f s\n", duration);
+  if (o.vips) PrintRoadWarriors(r, o);
 }
 
 }  // namespace
@@ -233,6 +290,10 @@ int RunLoadgen(const LoadgenOptions& o) {
     c.delete_rate = std::max(o.rate, kMinDeleteRate) * c.count / n;
     c.shard = k;
     c.shards = threads;
+    c.vips = o.vips;
+    c.traffic = o.traffic;
+    c.packets = o.packets;
+    c.traffic_dst = setup.traffic_dst;
     first += c.count;
     std::string error;
     auto w = Worker::Create(std::move(c), &error);
@@ -266,12 +327,15 @@ int RunLoadgen(const LoadgenOptions& o) {
       break;
     }
     if (end >= next_progress) {
-      std::fprintf(stderr, "[%5.0fs] established %llu/%u, failed %llu, in flight %llu, %llu/s, rekeys %llu\n",
+      std::fprintf(stderr, "[%5.0fs] established %llu/%u, failed %llu, in flight %llu, %llu/s, rekeys %llu%s\n",
                    Seconds(start, end), static_cast<unsigned long long>(p.established), n,
                    static_cast<unsigned long long>(p.failed),
                    static_cast<unsigned long long>(p.started - p.established - p.failed - p.aborted),
                    static_cast<unsigned long long>(p.established - established_before),
-                   static_cast<unsigned long long>(p.rekeys_completed));
+                   static_cast<unsigned long long>(p.rekeys_completed),
+                   o.traffic ? (", echo replies " + std::to_string(p.echo_received) + ", peers pinging " +
+                                std::to_string(p.traffic_pending)).c_str()
+                             : "");
       established_before = p.established;
       next_progress += 1s;
     }
@@ -290,8 +354,8 @@ int RunLoadgen(const LoadgenOptions& o) {
                  static_cast<unsigned long long>(total.deletes_unanswered));
   }
   std::vector<double> latencies = std::move(total.latency_ms);
-  PrintReport(total, std::move(latencies), Seconds(start, end), n, o.json);
-  const bool all = total.established == n && total.failed == 0 && !interrupted;
+  PrintReport(total, std::move(latencies), Seconds(start, end), n, o);
+  const bool all = total.established == n && total.failed == 0 && !interrupted && RoadWarriorsOk(total, o);
   return all ? 0 : 1;
 }
 

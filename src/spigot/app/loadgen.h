@@ -2,7 +2,10 @@
 // or a strongSwan), for load tests (DESIGN.md, the CLI contract; issue 5). Each initiator has
 // its own IKE SPI, identity FQDN "<id_prefix>-<i>" and (up to the fd limit) source port,
 // authenticates with the PSK and sets up one CHILD SA; the work is spread over worker threads
-// (loadgen/worker.h), the figures merged into one report.
+// (loadgen/worker.h), the figures merged into one report. With --vips they are road warriors
+// (issue 11): each asks for a virtual IP, and with --traffic pings --traffic-dst from it through
+// its own CHILD SA; the report adds the addresses (how many, all distinct?) and the delivery
+// (peers with all / some / none of their replies, requests and replies).
 #pragma once
 
 #include <cstdint>
@@ -27,11 +30,19 @@ struct LoadgenOptions {
   std::string id_prefix = "loadgen";
   std::string source;       // our address; "": the one the route to the target uses
   std::uint32_t threads = 0;  // 0: std::thread::hardware_concurrency()
+  // Road warriors: every initiator asks for an IPv4 virtual IP (CFG_REQUEST) ...
+  bool vips = false;
+  // ... and with `traffic` sends `packets` ICMP echo requests from it to `traffic_dst` through
+  // its own CHILD SA (ESP in UDP to the target's port 4500), counting the replies.
+  bool traffic = false;
+  std::uint32_t packets = 5;
+  std::string traffic_dst;
 };
 
 // Prints progress to stderr once a second and the report to stdout (one JSON object with
 // `json`). SIGINT/SIGTERM end the run early; either way the IKE SAs are deleted politely at the
-// end. Exit code: 0 every initiator was established and none failed, 1 otherwise, 2 bad
+// end. Exit code: 0 every initiator was established and none failed (with vips: each got a
+// distinct address; with traffic: each got every reply), 1 otherwise, 2 bad
 // options or setup (sockets, addresses).
 int RunLoadgen(const LoadgenOptions& options);
 

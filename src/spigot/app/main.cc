@@ -172,6 +172,10 @@ void AddLoadgen(CLI::App& app, Cli& cli) {
       ->capture_default_str();
   lg->add_option("--source", o.source, "Our address (default: the route's to the target)");
   lg->add_option("--threads", o.threads, "Worker threads (default: one per core)");
+  lg->add_flag("--vips", o.vips, "Each initiator asks for an IPv4 virtual IP (CFG_REQUEST)");
+  lg->add_flag("--traffic", o.traffic, "With --vips: each sends ICMP echo requests through its CHILD SA");
+  lg->add_option("--packets", o.packets, "Echo requests per initiator with --traffic")->capture_default_str();
+  lg->add_option("--traffic-dst", o.traffic_dst, "IPv4 address on the responder's side to ping (--traffic)");
   lg->callback([&cli] { cli.exit_code = spigot::app::RunLoadgen(cli.loadgen); });
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_set>
 
 namespace spigot::loadgen {
 
@@ -18,8 +19,19 @@ void Results::Merge(const Results& o) {
   for (const auto& [why, n] : o.failures) failures[why] += n;
   for (const auto& [why, n] : o.losses) losses[why] += n;
   latency_ms.insert(latency_ms.end(), o.latency_ms.begin(), o.latency_ms.end());
+  virtual_ips.insert(virtual_ips.end(), o.virtual_ips.begin(), o.virtual_ips.end());
+  peers_all_replies += o.peers_all_replies;
+  peers_some_replies += o.peers_some_replies;
+  peers_no_replies += o.peers_no_replies;
+  echo_sent += o.echo_sent;
+  echo_received += o.echo_received;
+  for (const auto& [why, n] : o.traffic_drops) traffic_drops[why] += n;
   first_started = std::min(first_started, o.first_started);
   last_established = std::max(last_established, o.last_established);
+}
+
+std::size_t Results::DistinctVirtualIps() const {
+  return std::unordered_set<std::uint32_t>(virtual_ips.begin(), virtual_ips.end()).size();
 }
 
 double Results::EstablishRate() const {

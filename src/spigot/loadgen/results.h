@@ -25,10 +25,25 @@ struct Results {
   std::map<std::string, std::uint64_t> failures;  // IkeSa::failure() -> count
   std::map<std::string, std::uint64_t> losses;
   std::vector<double> latency_ms;  // Initiate to IKE SA + CHILD SA established, one per SA
+  // --vips: the IPv4 virtual IPs assigned (host byte order), one per established initiator.
+  std::vector<std::uint32_t> virtual_ips;
+  // --traffic: initiators that sent their echo requests, by the replies they got back.
+  std::uint64_t peers_all_replies = 0;
+  std::uint64_t peers_some_replies = 0;
+  std::uint64_t peers_no_replies = 0;
+  std::uint64_t echo_sent = 0;      // echo requests sealed and handed to the kernel
+  std::uint64_t echo_received = 0;  // distinct expected replies opened on the right CHILD SA
+  // Echo traffic lost on our side, by reason -> count: what came back and was not a reply
+  // (esp::ToString(status) of Open, "unknown SPI", "not an expected echo reply", "duplicate
+  // reply") and requests not sent ("seal: " + status, "no CHILD SA to send on"; refused by the
+  // kernel: send_failed).
+  std::map<std::string, std::uint64_t> traffic_drops;
   TimePoint first_started = TimePoint::max();
   TimePoint last_established = TimePoint::min();
 
   void Merge(const Results& other);
+  // Distinct addresses in virtual_ips.
+  std::size_t DistinctVirtualIps() const;
   // Established per second, from the first IKE_SA_INIT to the last establishment; 0 if none.
   double EstablishRate() const;
 };

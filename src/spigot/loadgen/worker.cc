@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "spigot/crypto/random.h"
+#include "spigot/esp/esp.h"
 #include "spigot/ike/endpoint.h"
 #include "spigot/io/clock.h"
 
@@ -81,7 +82,9 @@ Progress Worker::progress() const {
                   p_established_.load(std::memory_order_relaxed),
                   p_failed_.load(std::memory_order_relaxed),
                   p_aborted_.load(std::memory_order_relaxed),
-                  p_rekeys_.load(std::memory_order_relaxed)};
+                  p_rekeys_.load(std::memory_order_relaxed),
+                  p_traffic_pending_.load(std::memory_order_relaxed),
+                  p_echo_received_.load(std::memory_order_relaxed)};
 }
 
 void Worker::Publish() {
@@ -90,6 +93,8 @@ void Worker::Publish() {
   p_failed_.store(results_.failed, std::memory_order_relaxed);
   p_aborted_.store(results_.aborted, std::memory_order_relaxed);
   p_rekeys_.store(results_.rekeys_completed, std::memory_order_relaxed);
+  p_traffic_pending_.store(traffic_active_.size(), std::memory_order_relaxed);
+  p_echo_received_.store(results_.echo_received, std::memory_order_relaxed);
 }
 
 std::uint64_t Worker::OurSpi(const ike::IkeSa& sa) {
@@ -106,6 +111,7 @@ void Worker::Tick() {
     last_delete_progress_ = now;
   }
   if (!finishing_) StartDue(now);
+  TrafficStep(now);
   due_.clear();
   timers_.PopDue(now, due_);
   for (const std::uint64_t spi : due_) {
@@ -186,20 +192,25 @@ void Worker::OnReadable(std::size_t socket) {
     const io::BatchResult r = sockets_[socket]->RecvBatch(slots);
     const ike::TimePoint now = io::DefaultClock().Now();
     for (std::size_t i = 0; i < r.count; ++i) {
-      if (!slots[i].truncated) OnDatagram({slots[i].buffer.data(), slots[i].length}, slots[i].peer, now);
+      if (!slots[i].truncated) {
+        OnDatagram({recv_buffers_.data() + i * kRecvBufferSize, slots[i].length}, slots[i].peer, now);
+      }
     }
     if (r.count < slots.size()) return;
   }
 }
 
-void Worker::OnDatagram(std::span<const std::uint8_t> data, const io::Endpoint& from,
+void Worker::OnDatagram(std::span<std::uint8_t> data, const io::Endpoint& from,
                         ike::TimePoint now) {
   if (!SameAddress(from, config_.target)) return;
   if (from.port() == config_.natt_port) {
-    // Anything without the marker (ESP, NAT-T keepalives) is not for us.
+    // Without the marker: ESP (ours with traffic, else ignored) or a NAT-T keepalive.
     if (data.size() < sizeof(kNonEspMarker) ||
-        std::memcmp(data.data(), kNonEspMarker, sizeof(kNonEspMarker)) != 0)
+        std::memcmp(data.data(), kNonEspMarker, sizeof(kNonEspMarker)) != 0) {
+      std::span<const std::uint8_t> inner;
+      if (config_.traffic && esp::ClassifyUdpEncap(data, inner) == esp::UdpPayload::kEsp) OnEsp(data);
       return;
+    }
     data = data.subspan(sizeof(kNonEspMarker));
   } else if (from.port() != config_.target.port()) {
     return;
@@ -213,6 +224,103 @@ void Worker::OnDatagram(std::span<const std::uint8_t> data, const io::Endpoint& 
   if (it == routes_.end()) return;
   it->second.sa->Receive(data, now);
   Settle(ours, now);
+}
+
+void Worker::OnEsp(std::span<std::uint8_t> esp) {
+  std::uint32_t spi = 0;
+  esp::PeekSpi(esp, spi);
+  const auto it = tunnels_.find(spi);
+  if (it == tunnels_.end()) {
+    ++results_.traffic_drops["unknown SPI"];
+    return;
+  }
+  std::span<const std::uint8_t> inner;
+  if (const esp::Status st = it->second.child->Open(esp, inner); st != esp::Status::kOk) {
+    ++results_.traffic_drops[esp::ToString(st)];
+    return;
+  }
+  Initiator& ini = initiators_[it->second.initiator];
+  Echo reply;
+  const bool expected = ParseEcho(inner, reply) && reply.type == kIcmpEchoReply &&
+                        reply.src == config_.traffic_dst && reply.dst == ini.vip &&
+                        reply.id == EchoId(it->second.initiator) && reply.seq != 0 &&
+                        reply.seq <= ini.replied.size();
+  if (!expected) {
+    ++results_.traffic_drops["not an expected echo reply"];
+    return;
+  }
+  if (ini.replied[reply.seq - 1]) {
+    ++results_.traffic_drops["duplicate reply"];
+    return;
+  }
+  ini.replied[reply.seq - 1] = true;
+  ++ini.echo_received;
+  ++results_.echo_received;
+}
+
+// ---------------------------------------------------------------- traffic
+
+void Worker::StartTraffic(std::uint32_t index, ike::TimePoint installed) {
+  Initiator& ini = initiators_[index];
+  ini.replied.assign(config_.packets, false);
+  ini.next_echo = installed + kFirstEchoDelay;
+  traffic_active_.push_back(index);
+}
+
+void Worker::TrafficStep(ike::TimePoint now) {
+  for (std::size_t k = 0; k < traffic_active_.size();) {
+    const std::uint32_t index = traffic_active_[k];
+    Initiator& ini = initiators_[index];
+    const bool up = ini.sa && ini.outcome == Outcome::kEstablished && !finishing_;
+    while (up && ini.echo_sent < config_.packets && now >= ini.next_echo) {
+      SendEcho(index, ini);
+      ini.next_echo += kEchoInterval;
+      if (ini.echo_sent == config_.packets) ini.traffic_deadline = now + kReplyTimeout;
+    }
+    if (up && ini.echo_received < config_.packets && now < ini.traffic_deadline) {
+      ++k;
+      continue;
+    }
+    EndTraffic(ini);
+    traffic_active_[k] = traffic_active_.back();
+    traffic_active_.pop_back();
+  }
+}
+
+std::uint16_t Worker::EchoId(std::uint32_t index) const {
+  return static_cast<std::uint16_t>(config_.first_index + index);
+}
+
+void Worker::SendEcho(std::uint32_t index, Initiator& ini) {
+  const std::uint16_t seq = static_cast<std::uint16_t>(++ini.echo_sent);
+  const auto it = tunnels_.find(ini.tunnel_spi);
+  if (it == tunnels_.end()) {
+    ++results_.traffic_drops["no CHILD SA to send on"];
+    return;
+  }
+  std::array<std::uint8_t, kEchoPacketLen> inner;
+  BuildEcho(Echo{kIcmpEchoRequest, ini.vip, config_.traffic_dst, EchoId(index), seq}, inner);
+  std::array<std::uint8_t, ChildTunnel::kBufferLen> buffer;
+  std::span<const std::uint8_t> esp;
+  if (const esp::Status st = it->second.child->Seal(inner, buffer, esp); st != esp::Status::kOk) {
+    ++results_.traffic_drops[std::string("seal: ") + esp::ToString(st)];
+    return;
+  }
+  if (!sockets_[ini.socket]->SendTo(natt_target_, esp)) {
+    ++results_.send_failed;
+    return;
+  }
+  ++results_.echo_sent;
+}
+
+void Worker::EndTraffic(const Initiator& ini) {
+  if (ini.echo_received == config_.packets) {
+    ++results_.peers_all_replies;
+  } else if (ini.echo_received != 0) {
+    ++results_.peers_some_replies;
+  } else {
+    ++results_.peers_no_replies;
+  }
 }
 
 void Worker::Settle(std::uint64_t spi, ike::TimePoint now) {
@@ -286,20 +394,45 @@ std::optional<std::uint32_t> Worker::AllocateChildSpi(bool, ike::NotifyType& ref
 }
 
 void Worker::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
+  const auto it = routes_.find(OurSpi(sa));
+  if (config_.traffic && it != routes_.end()) {
+    auto tunnel = std::make_unique<ChildTunnel>();
+    if (tunnel->Init(child)) {
+      tunnels_[child.spi_in] = Tunnel{it->second.initiator, std::move(tunnel)};
+      initiators_[it->second.initiator].tunnel_spi = child.spi_in;
+    }
+  }
   if (child.rekey_of != 0) {
     ++results_.rekeys_completed;
     return;
   }
-  const auto it = routes_.find(OurSpi(sa));
   if (it == routes_.end()) return;
-  Initiator& ini = initiators_[it->second.initiator];
+  const std::uint32_t index = it->second.initiator;
+  Initiator& ini = initiators_[index];
   if (ini.sa.get() != &sa || ini.outcome != Outcome::kPending) return;
+  if (config_.vips) {
+    // IkeSa fails the first CHILD SA of an initiator that asked for an address and got none,
+    // so one is here.
+    const auto& vips = sa.virtual_ips();
+    const auto v4 = std::find_if(vips.begin(), vips.end(),
+                                 [](const ike::TrafficSelector& ts) { return ts.addr_len() == 4; });
+    if (v4 == vips.end()) return;
+    std::copy_n(v4->start.begin(), 4, ini.vip.begin());
+    results_.virtual_ips.push_back((std::uint32_t{ini.vip[0]} << 24) | (std::uint32_t{ini.vip[1]} << 16) |
+                                   (std::uint32_t{ini.vip[2]} << 8) | ini.vip[3]);
+    if (config_.traffic) StartTraffic(index, child.installed);
+  }
   ini.outcome = Outcome::kEstablished;
   ++results_.established;
   // child.installed is the time the IKE_AUTH response was received.
   results_.latency_ms.push_back(
       std::chrono::duration<double, std::milli>(child.installed - ini.started).count());
   results_.last_established = std::max(results_.last_established, child.installed);
+}
+
+void Worker::RemoveChild(ike::IkeSa&, std::uint32_t spi_in) {
+  spis_.Release(spi_in);
+  tunnels_.erase(spi_in);
 }
 
 void Worker::StateChanged(ike::IkeSa& sa) {

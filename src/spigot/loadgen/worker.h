@@ -17,12 +17,26 @@
 //               responder sets the pace instead of dropping them. Run() returns once every
 //               DELETE is answered, or when kDeleteGrace passes without one being sent or
 //               answered (the responder has stopped answering).
+//   traffic   - (with traffic) initiators with an echo request due send it: the first
+//               kFirstEchoDelay after their first CHILD SA, then one every kEchoInterval; an
+//               initiator is done when every reply is back or kReplyTimeout after its last
+//               request (or when its IKE SA goes), and is counted as all / some / none.
+//               Progress::settled() waits for all of them.
 //
 // NAT traversal (RFC 7296 2.23, RFC 3948 2.2): once an IKE SA detects a NAT (strongSwan with
 // kernel-libipsec fakes one to get UDP-encapsulated ESP), its messages go to the target's
 // natt_port with the four-byte zero non-ESP marker, from the same source port; datagrams from
-// natt_port are expected to carry the marker and anything else there (ESP, keepalives) is
-// ignored.
+// natt_port are expected to carry the marker; anything else there (ESP, keepalives) is
+// ignored, except ESP with traffic (below).
+//
+// Road warriors (vips): each initiator asks for an IPv4 virtual IP (CFG_REQUEST); an
+// INTERNAL_ADDRESS_FAILURE fails it with that reason. With traffic, once its first CHILD SA is
+// up it sends `packets` ICMP echo requests from the virtual IP to traffic_dst, sealed with its
+// own CHILD SA (loadgen/traffic.h) and sent as ESP in UDP (RFC 3948) from its own socket to the
+// target's natt_port, whether or not its IKE moved there (the responder finds the SA by SPI).
+// ESP from natt_port is opened with the CHILD SA its SPI names; a CHILD rekey adds a tunnel
+// and new requests go out on it, RemoveChild drops the old one (so tunnels are bounded like
+// the CHILD SPIs: kSpisPerInitiator each). Replies are counted once per sequence number.
 #pragma once
 
 #include <array>
@@ -41,6 +55,7 @@
 #include "spigot/loadgen/deadline_heap.h"
 #include "spigot/loadgen/results.h"
 #include "spigot/loadgen/spi_set.h"
+#include "spigot/loadgen/traffic.h"
 
 namespace spigot::loadgen {
 
@@ -58,6 +73,10 @@ struct WorkerConfig {
   double delete_rate = 1000;      // DELETEs per second at the end
   std::uint32_t shard = 0;        // this worker's number, for disjoint CHILD SPIs
   std::uint32_t shards = 1;
+  bool vips = false;     // ask for an IPv4 virtual IP (connection->vips must say so)
+  bool traffic = false;  // with vips: echo requests through each CHILD SA
+  std::uint32_t packets = 5;  // echo requests per initiator, 1-65535
+  Ipv4 traffic_dst{};
 };
 
 // Counters another thread may read while the worker runs (progress lines).
@@ -67,8 +86,10 @@ struct Progress {
   std::uint64_t failed = 0;
   std::uint64_t aborted = 0;
   std::uint64_t rekeys_completed = 0;
-  // Every initiator started, and each one established or failed.
-  bool settled() const { return established + failed + aborted == started; }
+  std::uint64_t traffic_pending = 0;  // initiators whose echo requests or replies are due
+  std::uint64_t echo_received = 0;
+  // Every initiator started, each one established or failed, and the traffic done.
+  bool settled() const { return established + failed + aborted == started && traffic_pending == 0; }
 };
 
 class Worker : public ike::IkeSaHost {
@@ -79,6 +100,11 @@ class Worker : public ike::IkeSaHost {
   // Bound of the CHILD SPI set: one IKE SA holds its CHILD SA, a rekeyed one briefly, and a
   // negotiation in flight; anything beyond means SPIs leak and is refused (TEMPORARY_FAILURE).
   static constexpr std::size_t kSpisPerInitiator = 4;
+  // Traffic pacing (see the timers above). The responder hands the CHILD SA to its data path
+  // as it answers IKE_AUTH; the first delay covers the data path picking it up.
+  static constexpr auto kFirstEchoDelay = std::chrono::milliseconds(20);
+  static constexpr auto kEchoInterval = std::chrono::milliseconds(50);
+  static constexpr auto kReplyTimeout = std::chrono::seconds(2);
 
   // Binds the sockets and sets up the loop; nullptr and `error` on failure.
   static std::unique_ptr<Worker> Create(WorkerConfig config, std::string* error);
@@ -100,7 +126,7 @@ class Worker : public ike::IkeSaHost {
   std::optional<std::uint32_t> AllocateChildSpi(bool rekey, ike::NotifyType& refusal) override;
   void ReleaseChildSpi(std::uint32_t spi) override { spis_.Release(spi); }
   void InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) override;
-  void RemoveChild(ike::IkeSa&, std::uint32_t spi_in) override { spis_.Release(spi_in); }
+  void RemoveChild(ike::IkeSa&, std::uint32_t spi_in) override;
   std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity&,
                                                                  const ike::Address&) override {
     return nullptr;  // we only initiate
@@ -118,6 +144,18 @@ class Worker : public ike::IkeSaHost {
     Outcome outcome = Outcome::kPending;
     bool natt = false;  // moved to the NAT-T port
     bool delete_sent = false;  // our DELETE is out (Finish)
+    // vips / traffic.
+    Ipv4 vip{};
+    std::uint32_t tunnel_spi = 0;  // spi_in of the CHILD SA new echo requests go out on
+    std::uint32_t echo_sent = 0;
+    std::uint32_t echo_received = 0;
+    std::vector<bool> replied;  // by sequence number - 1
+    ike::TimePoint next_echo{};
+    ike::TimePoint traffic_deadline = ike::TimePoint::max();  // after the last request
+  };
+  struct Tunnel {
+    std::uint32_t initiator;
+    std::unique_ptr<ChildTunnel> child;
   };
   // Where a datagram for one of our SPIs goes: the initiator's current IKE SA, or one an IKE
   // rekey replaced (kept in retired_ until its DELETE exchange ends).
@@ -132,7 +170,14 @@ class Worker : public ike::IkeSaHost {
   void StartDue(ike::TimePoint now);
   void StartOne(ike::TimePoint now);
   void OnReadable(std::size_t socket);
-  void OnDatagram(std::span<const std::uint8_t> data, const io::Endpoint& from, ike::TimePoint now);
+  void OnDatagram(std::span<std::uint8_t> data, const io::Endpoint& from, ike::TimePoint now);
+  void OnEsp(std::span<std::uint8_t> esp);
+  void StartTraffic(std::uint32_t index, ike::TimePoint installed);
+  void TrafficStep(ike::TimePoint now);
+  void SendEcho(std::uint32_t index, Initiator& ini);
+  void EndTraffic(const Initiator& ini);  // counts it as all / some / none
+  // The ICMP identifier of initiator `index`: its number, modulo 2^16.
+  std::uint16_t EchoId(std::uint32_t index) const;
   // After anything that may have changed an IKE SA: reschedule its timer, finish an
   // initiator whose IKE SA came up without a CHILD SA, and drop it once dead.
   void Settle(std::uint64_t spi, ike::TimePoint now);
@@ -153,6 +198,8 @@ class Worker : public ike::IkeSaHost {
   std::vector<Initiator> initiators_;
   std::unordered_map<std::uint64_t, Route> routes_;
   std::unordered_map<std::uint64_t, std::unique_ptr<ike::IkeSa>> retired_;
+  std::unordered_map<std::uint32_t, Tunnel> tunnels_;  // by spi_in
+  std::vector<std::uint32_t> traffic_active_;          // initiator indexes, unordered
   DeadlineHeap timers_;
   std::vector<std::uint64_t> due_;  // scratch for DeadlineHeap::PopDue
 
@@ -168,7 +215,7 @@ class Worker : public ike::IkeSaHost {
 
   std::atomic<bool> finish_requested_{false};
   std::atomic<std::uint64_t> p_started_{0}, p_established_{0}, p_failed_{0}, p_aborted_{0},
-      p_rekeys_{0};
+      p_rekeys_{0}, p_traffic_pending_{0}, p_echo_received_{0};
 };
 
 }  // namespace spigot::loadgen

@@ -1,6 +1,7 @@
 // The load generator's worker against an in-process responder over real UDP on 127.0.0.1:
 // establishment, NAT-T with the non-ESP marker, cookies, retransmission, CHILD SA rekeys, the
-// polite DELETEs at the end, and failures grouped by reason.
+// polite DELETEs at the end, failures grouped by reason, and road warriors: virtual IPs from a
+// pool and echo requests through each CHILD SA (the responder answers them itself).
 #include "spigot/loadgen/worker.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@
 #include "spigot/ike/cookie.h"
 #include "spigot/ike/endpoint.h"
 #include "spigot/ike/traffic_selectors.h"
+#include "spigot/loadgen/traffic.h"
 
 namespace spigot::loadgen {
 namespace {
@@ -45,9 +47,13 @@ class TestResponder : public ike::IkeSaHost {
     bool fake_nat = false;     // announce a wrong source port: the initiator sees a NAT
     bool cookies = false;      // every IKE_SA_INIT must echo a COOKIE first
     int drop_first = 0;        // lose this many incoming datagrams
+    int pool = 0;              // virtual IPs 198.18.0.1 up to .pool (0: CFG_REQUEST ignored)
+    bool echo = false;         // answer echo requests to 203.0.113.1 through the CHILD SA
+    int lose_echo_of = 0;      // never answer the peer with identifier this (0: none)
   };
 
   explicit TestResponder(Options o) : o_(o), conn_(Connection(o.psk, false)) {
+    conn_->remote_ts_dynamic = o.pool != 0;
     loop_ = io::EventLoop::Create({});
     ike_ = io::UdpSocket::Bind(*io::Endpoint::Parse("127.0.0.1", 0), {});
     natt_ = io::UdpSocket::Bind(*io::Endpoint::Parse("127.0.0.1", 0), {});
@@ -71,7 +77,7 @@ class TestResponder : public ike::IkeSaHost {
   std::uint16_t natt_port() const { return natt_->local_endpoint().port(); }
 
   // Read after Stop().
-  int established = 0, children = 0, rekeys = 0, cookies_sent = 0, natt_messages = 0;
+  int established = 0, children = 0, rekeys = 0, cookies_sent = 0, natt_messages = 0, echoes = 0;
   std::size_t live() const { return sas_.size(); }
 
   void SendIke(ike::IkeSa& sa, const ike::Bytes& d) override {
@@ -83,7 +89,17 @@ class TestResponder : public ike::IkeSaHost {
   }
   std::optional<std::uint32_t> AllocateChildSpi(bool, ike::NotifyType&) override { return next_spi_++; }
   void ReleaseChildSpi(std::uint32_t) override {}
-  void InstallChild(ike::IkeSa&, const ike::ChildSaInfo& c) override { ++(c.rekey_of ? rekeys : children); }
+  void InstallChild(ike::IkeSa&, const ike::ChildSaInfo& c) override {
+    ++(c.rekey_of ? rekeys : children);
+    auto t = std::make_unique<ChildTunnel>();
+    if (o_.echo && t->Init(c)) tunnels_[c.spi_in] = std::move(t);
+  }
+  ike::CpResult AssignVirtualIps(ike::IkeSa&, bool want_v4, bool, ike::VirtualIps& out) override {
+    if (o_.pool == 0 || !want_v4) return ike::CpResult::kNotServed;
+    if (next_vip_ > o_.pool) return ike::CpResult::kFailed;
+    out.addresses.push_back(*ike::SelectorFromCidr("198.18.0." + std::to_string(next_vip_++) + "/32"));
+    return ike::CpResult::kAssigned;
+  }
   void RemoveChild(ike::IkeSa&, std::uint32_t) override {}
   std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity&,
                                                                  const ike::Address&) override {
@@ -108,7 +124,10 @@ class TestResponder : public ike::IkeSaHost {
       if (drops_++ < o_.drop_first) continue;
       std::span<const std::uint8_t> m(buf.data(), slot[0].length);
       if (natt) {
-        if (m.size() < 4 || std::memcmp(m.data(), kMarker, 4) != 0) continue;
+        if (m.size() < 4 || std::memcmp(m.data(), kMarker, 4) != 0) {
+          OnEsp({buf.data(), slot[0].length}, slot[0].peer);
+          continue;
+        }
         m = m.subspan(4);
         ++natt_messages;
       }
@@ -140,6 +159,25 @@ class TestResponder : public ike::IkeSaHost {
     it->second->set_remote(ike::ToAddress(from));
     it->second->Receive(m, now);
     if (it->second->state() == ike::IkeSa::State::kDead) sas_.erase(it);
+  }
+
+  // An echo request to 203.0.113.1 from the CHILD SA's virtual IP gets its reply on that SA.
+  void OnEsp(std::span<std::uint8_t> esp, const io::Endpoint& from) {
+    std::uint32_t spi = 0;
+    if (!esp::PeekSpi(esp, spi)) return;
+    const auto it = tunnels_.find(spi);
+    std::span<const std::uint8_t> inner;
+    if (it == tunnels_.end() || it->second->Open(esp, inner) != esp::Status::kOk) return;
+    Echo e;
+    if (!ParseEcho(inner, e) || e.type != kIcmpEchoRequest || e.dst != Ipv4{203, 0, 113, 1}) return;
+    if (o_.lose_echo_of != 0 && e.id == o_.lose_echo_of) return;
+    std::array<std::uint8_t, kEchoPacketLen> reply;
+    BuildEcho(Echo{kIcmpEchoReply, e.dst, e.src, e.id, e.seq}, reply);
+    std::array<std::uint8_t, ChildTunnel::kBufferLen> buf;
+    std::span<const std::uint8_t> out;
+    if (it->second->Seal(reply, buf, out) != esp::Status::kOk) return;
+    natt_->SendTo(from, out);
+    ++echoes;
   }
 
   bool CookieOk(std::span<const std::uint8_t> m, const ike::Header& h, const io::Endpoint& from,
@@ -175,6 +213,8 @@ class TestResponder : public ike::IkeSaHost {
   std::map<std::uint64_t, std::uint64_t> half_open_;
   std::map<std::uint64_t, bool> natt_peer_;
   std::uint32_t next_spi_ = 0x1000;
+  int next_vip_ = 1;
+  std::map<std::uint32_t, std::unique_ptr<ChildTunnel>> tunnels_;
   int drops_ = 0;
   std::thread thread_;
 };
@@ -187,7 +227,8 @@ struct Outcome {
 // Runs one worker of `count` initiators until all settled (and `until` holds), then finishes.
 Outcome RunWorker(TestResponder& r, std::uint32_t count, const char* psk,
               std::chrono::seconds child_rekey = 0s,
-              const std::function<bool(const Progress&)>& until = nullptr) {
+              const std::function<bool(const Progress&)>& until = nullptr,
+              const std::function<void(WorkerConfig&)>& configure = nullptr) {
   WorkerConfig c;
   c.target = r.ike_endpoint();
   c.natt_port = r.natt_port();
@@ -199,6 +240,7 @@ Outcome RunWorker(TestResponder& r, std::uint32_t count, const char* psk,
   c.count = count;
   c.rate = 500;
   c.delete_rate = 1000;
+  if (configure) configure(c);
   std::string error;
   auto w = Worker::Create(c, &error);
   EXPECT_TRUE(w) << error;
@@ -277,6 +319,61 @@ TEST(Worker, GroupsFailuresByReason) {
   ASSERT_EQ(run.results.failures.size(), 1u);
   EXPECT_EQ(run.results.failures.begin()->first, "peer: AUTHENTICATION_FAILED");
   EXPECT_EQ(run.results.failures.begin()->second, 6u);
+}
+
+// Road warriors: ask for an address (CFG_REQUEST), and with traffic ping through the CHILD SA.
+void RoadWarriors(WorkerConfig& c, bool traffic) {
+  auto conn = std::make_shared<ike::ConnectionParams>(*c.connection);
+  conn->vips = {4};
+  c.connection = conn;
+  c.vips = true;
+  c.traffic = traffic;
+  c.packets = 4;
+  c.traffic_dst = {203, 0, 113, 1};
+}
+
+TEST(Worker, RoadWarriorsGetDistinctVirtualIps) {
+  TestResponder r({.pool = 20});
+  Outcome run = RunWorker(r, 12, "secret", 0s, nullptr, [](WorkerConfig& c) { RoadWarriors(c, false); });
+  EXPECT_EQ(run.results.established, 12u);
+  EXPECT_EQ(run.results.failed, 0u);
+  ASSERT_EQ(run.results.virtual_ips.size(), 12u);
+  EXPECT_EQ(run.results.DistinctVirtualIps(), 12u);
+  for (const std::uint32_t a : run.results.virtual_ips) {
+    EXPECT_EQ(a >> 8, (198u << 16) | (18u << 8)) << "inside 198.18.0.0/24";
+  }
+}
+
+TEST(Worker, AnExhaustedPoolFailsThePeersItRefuses) {
+  TestResponder r({.pool = 4});
+  Outcome run = RunWorker(r, 6, "secret", 0s, nullptr, [](WorkerConfig& c) { RoadWarriors(c, false); });
+  EXPECT_EQ(run.results.established, 4u);
+  EXPECT_EQ(run.results.failed, 2u);
+  EXPECT_EQ(run.results.failures["first CHILD SA refused by peer: INTERNAL_ADDRESS_FAILURE"], 2u);
+  EXPECT_EQ(run.results.DistinctVirtualIps(), 4u);
+}
+
+TEST(Worker, RoadWarriorsPingThroughTheirOwnChildSas) {
+  TestResponder r({.pool = 20, .echo = true});
+  Outcome run = RunWorker(r, 10, "secret", 0s, nullptr, [](WorkerConfig& c) { RoadWarriors(c, true); });
+  EXPECT_EQ(run.results.established, 10u);
+  EXPECT_EQ(run.results.echo_sent, 40u);
+  EXPECT_EQ(run.results.echo_received, 40u);
+  EXPECT_EQ(run.results.peers_all_replies, 10u);
+  EXPECT_EQ(run.results.peers_some_replies + run.results.peers_no_replies, 0u);
+  EXPECT_TRUE(run.results.traffic_drops.empty()) << run.results.traffic_drops.begin()->first;
+  EXPECT_EQ(r.echoes, 40);
+}
+
+TEST(Worker, CountsPeersWhoseRepliesAreLost) {
+  // Initiator 3's echo requests are never answered: it ends after kReplyTimeout with none.
+  TestResponder r({.pool = 20, .echo = true, .lose_echo_of = 3});
+  Outcome run = RunWorker(r, 5, "secret", 0s, nullptr, [](WorkerConfig& c) { RoadWarriors(c, true); });
+  EXPECT_EQ(run.results.established, 5u);
+  EXPECT_EQ(run.results.peers_all_replies, 4u);
+  EXPECT_EQ(run.results.peers_no_replies, 1u);
+  EXPECT_EQ(run.results.echo_sent, 20u);
+  EXPECT_EQ(run.results.echo_received, 16u);
 }
 
 }  // namespace
