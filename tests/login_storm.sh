@@ -17,7 +17,7 @@ storm() {
   local name=$1 q=$2 before
   before=$(sctl b stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["queue_overflows"])')
   ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --psk "$PSK" --ike-sas "$N" \
-    --rate "$N" --duration 5 --ike "$IKE" --esp "$ESP" --id-prefix "$name" --json \
+    --rate "$N" --duration 5 --ike "$IKE" --esp "$ESP" --id-prefix "$name" --vips --json \
     >"$WORK/$name.json" 2>"$WORK/loadgen-$name.log" &
   local lg=$! max_depth=0 d
   while kill -0 "$lg" 2>/dev/null; do
@@ -57,8 +57,16 @@ PY
 
 netns_setup
 spigot_config b "$IKE" "$ESP" "$PSK"
-sed -i 's/^remote_id = .*/remote_id = "%any"/' "$WORK/b.toml"
+sed -i -e 's/^remote_id = .*/remote_id = "%any"/' -e '/^remote_ts = /d' "$WORK/b.toml"
 sed -i "s/^cookie_threshold = .*/&\nmax_queue = $Q/" "$WORK/b.toml"
+# Road warriors (loadgen --vips): each its own address from the pool (room for both storms).
+cat >>"$WORK/b.toml" <<TOML
+pools = "rw"
+
+[[pool]]
+name = "rw"
+addrs = "198.18.0.0/19"
+TOML
 spigot_start b
 
 storm first "$Q"

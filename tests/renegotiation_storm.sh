@@ -23,8 +23,8 @@ printf "$lifetimes" >>"$WORK/a.toml"
 spigot_config b "$IKE" "$ESP" "$PSK"
 sed -i "s/^cookie_threshold = .*/&\nmax_rekeys_per_second = $LIMIT/" "$WORK/b.toml"
 printf "$lifetimes" >>"$WORK/b.toml"
-# The load generator's tunnels: any identity with the PSK, their own selectors (so the sample
-# tunnel's traffic keeps its own policy).
+# The load generator's tunnels: any identity with the PSK, road warriors each with its own
+# address from the pool (the sample tunnel's traffic keeps its own policy).
 cat >>"$WORK/b.toml" <<TOML
 
 [[connection]]
@@ -37,9 +37,10 @@ psk = "$PSK"
 ike_proposals = "$IKE"
 esp_proposals = "$ESP"
 local_ts = "203.0.113.128/25"
-remote_ts = "198.51.100.128/25"
+pools = "rw"
 TOML
 printf "$lifetimes" >>"$WORK/b.toml"
+printf '\n[[pool]]\nname = "rw"\naddrs = "198.18.0.0/20"\n' >>"$WORK/b.toml"
 spigot_start a
 spigot_start b
 sctl a initiate peer >/dev/null
@@ -64,7 +65,7 @@ done
 
 # The storm: N initiators at 100/s, kept up for RUN seconds; the responder rekeys them.
 ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --psk "$PSK" --ike-sas "$N" --rate 100 \
-  --duration "$RUN" --ike "$IKE" --esp "$ESP" --local-ts 198.51.100.128/25 --remote-ts 203.0.113.128/25 \
+  --duration "$RUN" --ike "$IKE" --esp "$ESP" --vips --remote-ts 203.0.113.128/25 \
   --id-prefix storm --json >"$WORK/loadgen.json" 2>"$WORK/loadgen.log" &
 lg=$!
 

@@ -13,12 +13,21 @@ source "$HERE/lib.sh"
 
 netns_setup
 spigot_config b "$IKE" "$ESP" "$PSK"
-sed -i 's/^remote_id = .*/remote_id = "%any"/' "$WORK/b.toml"
+sed -i -e 's/^remote_id = .*/remote_id = "%any"/' -e '/^remote_ts = /d' "$WORK/b.toml"
 sed -i 's/^cookie_threshold = .*/&\nmax_spi = 1000/' "$WORK/b.toml"
+# Road warriors (loadgen --vips): each its own address from the pool. Peers claiming the same
+# inner addresses would be refused with TS_UNACCEPTABLE (one destination, one SA).
+cat >>"$WORK/b.toml" <<TOML
+pools = "rw"
+
+[[pool]]
+name = "rw"
+addrs = "198.18.0.0/20"
+TOML
 spigot_start b
 
 # 1,500 initiators at 500/s, kept up for 12 s with CHILD rekeys every 4 s.
-ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --psk "$PSK" --ike-sas 1500 --rate 500 \
+ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --psk "$PSK" --ike-sas 1500 --rate 500 --vips \
   --duration 12 --child-rekey-time 4s --ike "$IKE" --esp "$ESP" --json >"$WORK/first.json" 2>"$WORK/lg1.log" &
 lg=$!
 sleep 6
@@ -47,7 +56,7 @@ log "ok: spigot doctor diagnosed spi_pool_exhausted live"
 # Raise max_spi with a reload: the rest get in.
 sed -i 's/^max_spi = 1000/max_spi = 4096/' "$WORK/b.toml"
 sctl b reload >/dev/null
-ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --psk "$PSK" --ike-sas "$refused" --rate 500 \
+ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --psk "$PSK" --ike-sas "$refused" --rate 500 --vips \
   --ike "$IKE" --esp "$ESP" --id-prefix second --json >"$WORK/second.json" 2>"$WORK/lg2.log" || true
 [ "$(field "$WORK/second.json" established)" = "$refused" ] || { cat "$WORK/second.json"; fail "after raising max_spi the refused tunnels still cannot get in"; }
 log "ok: after reload (max_spi 4096) the $refused refused tunnels were established"
