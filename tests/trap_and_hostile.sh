@@ -27,11 +27,15 @@ print(v)"
 }
 
 # 1. Trap. The hold queue keeps 32 packets per acquire (policy::AcquireQueueOptions). A burst
-# of 100 UDP datagrams, sent before IKE can finish, must be split exactly.
-ip netns exec "${NS}b" python3 "$HERE/stream.py" udp-recv 203.0.113.1 7001 100 6 >"$WORK/trap.log" 2>&1 &
+# of 100 UDP datagrams, sent before IKE can finish, must be split exactly. IKE is held back
+# for the burst by stopping side b's spigot (its IKE_SA_INIT waits in the socket), so a fast
+# handshake or a slow sender cannot change the split.
+ip netns exec "${NS}b" python3 "$HERE/stream.py" udp-recv 203.0.113.1 7001 100 8 >"$WORK/trap.log" 2>&1 &
 receiver=$!
 sleep 0.3
+kill -STOP "${PIDS[0]}"
 ip netns exec "${NS}a" python3 "$HERE/stream.py" udp-send 203.0.113.1 7001 100 100000
+kill -CONT "${PIDS[0]}"
 wait "$receiver" || true
 held_dropped=$(stat a packets_dropped.no_sa_queue_full)
 received=$(sed -n 's/received \([0-9]*\) of.*/\1/p' "$WORK/trap.log")
