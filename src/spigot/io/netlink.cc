@@ -269,8 +269,21 @@ bool Netlink::AddAddress(int ifindex, int family, std::span<const std::uint8_t> 
 bool Netlink::AddRoute(int ifindex, int family, std::span<const std::uint8_t> destination,
                        int prefix_len, std::span<const std::uint8_t> preferred_source,
                        std::string* error) {
-  std::string what = "add route " + AddressString(family, destination) + "/" +
-                     std::to_string(prefix_len) + " dev " + DeviceName(ifindex);
+  return SetRoute(false, ifindex, family, destination, prefix_len, preferred_source, error);
+}
+
+bool Netlink::ReplaceRoute(int ifindex, int family, std::span<const std::uint8_t> destination,
+                           int prefix_len, std::span<const std::uint8_t> preferred_source,
+                           std::string* error) {
+  return SetRoute(true, ifindex, family, destination, prefix_len, preferred_source, error);
+}
+
+bool Netlink::SetRoute(bool replace, int ifindex, int family,
+                       std::span<const std::uint8_t> destination, int prefix_len,
+                       std::span<const std::uint8_t> preferred_source, std::string* error) {
+  std::string what = std::string(replace ? "replace" : "add") + " route " +
+                     AddressString(family, destination) + "/" + std::to_string(prefix_len) +
+                     " dev " + DeviceName(ifindex);
   if (!preferred_source.empty()) what += " src " + AddressString(family, preferred_source);
   if (const std::string problem = CheckPrefix(family, destination, prefix_len); !problem.empty()) {
     return FailInput(error, what, problem);
@@ -278,6 +291,9 @@ bool Netlink::AddRoute(int ifindex, int family, std::span<const std::uint8_t> de
   if (!preferred_source.empty() && preferred_source.size() != AddressSize(family)) {
     return FailInput(error, what, "the preferred source is not of the route's family");
   }
+  // Only our own route is ever replaced. Otherwise NLM_F_EXCL, as `ip route add`: a new route
+  // is added, and one someone else installed (through another device) is left alone.
+  const bool ours = replace && RouteIsVia(ifindex, family, destination, prefix_len);
   rtmsg rt{};
   rt.rtm_family = static_cast<std::uint8_t>(family);
   rt.rtm_dst_len = static_cast<std::uint8_t>(prefix_len);
@@ -285,54 +301,20 @@ bool Netlink::AddRoute(int ifindex, int family, std::span<const std::uint8_t> de
   rt.rtm_protocol = RTPROT_STATIC;
   rt.rtm_scope = RT_SCOPE_LINK;
   rt.rtm_type = RTN_UNICAST;
-  // NLM_F_EXCL as `ip route add`: never replace a route someone else installed.
-  Request request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, rt);
+  Request request(RTM_NEWROUTE, NLM_F_CREATE | (ours ? NLM_F_REPLACE : NLM_F_EXCL), rt);
   request.AddAttribute(RTA_DST, destination);
   request.AddU32(RTA_OIF, static_cast<std::uint32_t>(ifindex));
   if (!preferred_source.empty()) request.AddAttribute(RTA_PREFSRC, preferred_source);
   std::string kernel_text;
   const int err = Transact(request, &kernel_text);
   if (err == 0) return true;
-  if (err == EEXIST) {
+  if (err == EEXIST && !ours) {
     if (RouteIsVia(ifindex, family, destination, prefix_len)) return true;
     return Fail(
         error, what, err,
         kernel_text.empty() ? "a route to this prefix leaves via another device" : kernel_text);
   }
   return Fail(error, what, err, kernel_text);
-}
-
-bool Netlink::ReplaceRoute(int ifindex, int family, std::span<const std::uint8_t> destination,
-                           int prefix_len, std::span<const std::uint8_t> preferred_source,
-                           std::string* error) {
-  std::string what = "replace route " + AddressString(family, destination) + "/" +
-                     std::to_string(prefix_len) + " dev " + DeviceName(ifindex);
-  if (!preferred_source.empty()) what += " src " + AddressString(family, preferred_source);
-  if (const std::string problem = CheckPrefix(family, destination, prefix_len); !problem.empty()) {
-    return FailInput(error, what, problem);
-  }
-  if (!preferred_source.empty() && preferred_source.size() != AddressSize(family)) {
-    return FailInput(error, what, "the preferred source is not of the route's family");
-  }
-  // Not our route (none, or another device's): as AddRoute, which adds a new one and leaves
-  // another device's alone (an error).
-  if (!RouteIsVia(ifindex, family, destination, prefix_len)) {
-    return AddRoute(ifindex, family, destination, prefix_len, preferred_source, error);
-  }
-  rtmsg rt{};
-  rt.rtm_family = static_cast<std::uint8_t>(family);
-  rt.rtm_dst_len = static_cast<std::uint8_t>(prefix_len);
-  rt.rtm_table = RT_TABLE_MAIN;
-  rt.rtm_protocol = RTPROT_STATIC;
-  rt.rtm_scope = RT_SCOPE_LINK;
-  rt.rtm_type = RTN_UNICAST;
-  Request request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, rt);
-  request.AddAttribute(RTA_DST, destination);
-  request.AddU32(RTA_OIF, static_cast<std::uint32_t>(ifindex));
-  if (!preferred_source.empty()) request.AddAttribute(RTA_PREFSRC, preferred_source);
-  std::string kernel_text;
-  const int err = Transact(request, &kernel_text);
-  return err == 0 || Fail(error, what, err, kernel_text);
 }
 
 bool Netlink::DeleteAddress(int ifindex, int family, std::span<const std::uint8_t> address,

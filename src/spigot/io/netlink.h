@@ -78,6 +78,9 @@ class Netlink {
                      int prefix_len, std::string* error = nullptr);
 
  private:
+  // AddRoute (replace = false) and ReplaceRoute.
+  bool SetRoute(bool replace, int ifindex, int family, std::span<const std::uint8_t> destination,
+                int prefix_len, std::span<const std::uint8_t> preferred_source, std::string* error);
   class Request;
   struct RouteMatch;
 
