@@ -365,3 +365,53 @@ secrets {
 CONF
   charon_launch "$side"
 }
+
+# charon_rw_peer_config I IKE ESP PSK [VIPS] [REMOTE_TS]: the configuration (not started) of a
+# strongSwan 5.9.8 road warrior (kernel-libipsec) in peer I's namespace of netns_hub_setup:
+# identity peerI.example at 192.0.2.(10+I), asking spigot (gw-b, 192.0.2.2) for virtual IPs VIPS
+# (default 0.0.0.0; "::" or "0.0.0.0, ::" for IPv6), CHILD SA "net" from them (local_ts dynamic)
+# to REMOTE_TS (default 203.0.113.0/24). Start it with charon_launch pI, or several at once.
+charon_rw_peer_config() {
+  local i=$1 ike=$2 esp=$3 psk=$4 vips=${5:-0.0.0.0} rts=${6:-203.0.113.0/24}
+  local dir="$WORK/charon-p$i"
+  mkdir -p "$dir/run"
+  cat >"$dir/strongswan.conf" <<CONF
+charon {
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 x509 pubkey socket-default vici kernel-libipsec kernel-netlink updown
+  install_routes = yes
+  filelog { stderr { default = 1 ike = 2 } }
+  plugins { kernel-libipsec { allow_peer_ts = yes } }
+}
+CONF
+  cat >"$dir/swanctl.conf" <<CONF
+connections {
+  gw {
+    local_addrs = 192.0.2.$((10 + i))
+    remote_addrs = 192.0.2.2
+    proposals = $ike
+    vips = $vips
+    local {
+      auth = psk
+      id = peer$i.example
+    }
+    remote {
+      auth = psk
+      id = gw-b
+    }
+    children {
+      net {
+        remote_ts = $rts
+        esp_proposals = $esp
+      }
+    }
+  }
+}
+secrets {
+  ike-1 {
+    id-1 = peer$i.example
+    id-2 = gw-b
+    secret = $psk
+  }
+}
+CONF
+}

@@ -5,16 +5,20 @@
 # 1000, at RATE/s) each ask for a virtual IP (CFG_REQUEST) and send PACKETS ICMP echo requests
 # from it to 203.0.113.1, each sealed with its own CHILD SA (ESP in UDP to port 4500); b's
 # kernel answers through the pool route into spigot's TUN, back over that peer's CHILD SA.
+# Meanwhile a CHILD rekey storm runs: b rekeys every CHILD SA every REKEY (2 s, 1,000 peers:
+# ~500 rekeys a second once all are up) while each peer's PACKETS echoes (one every 50 ms: 2 s
+# of traffic) cross it, so most peers' echoes straddle at least one make-before-break.
 #  - while they are up, `spigot leases --json` on b shows N leases in use;
 #  - every initiator is established with no failure, all N addresses are distinct and inside
 #    the pool, and every peer gets all PACKETS replies (100 %);
+#  - b's rekeys all complete (no CHILD SA failure) and there are at least N/2 of them;
 #  - after the loadgen's DELETEs the leases are offline again (in_use 0).
 # Addresses: documentation ranges and 198.18.0.0/15 only.
 # usage: loadgen_roadwarriors.sh SPIGOT_BINARY
 set -euo pipefail
 SPIGOT=$1
 IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16 PSK=roadwarriors-secret
-N=${N:-1000} RATE=${RATE:-250} PACKETS=${PACKETS:-5}
+N=${N:-1000} RATE=${RATE:-125} PACKETS=${PACKETS:-40} REKEY=${REKEY:-2s}
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 T0=$(date +%s)
@@ -55,6 +59,7 @@ ike_proposals = "$IKE"
 esp_proposals = "$ESP"
 local_ts = "203.0.113.0/24"
 pools = "rw"
+child_rekey_time = "$REKEY"
 TOML
 spigot_start b
 
@@ -70,7 +75,13 @@ PIDS+=("$LG")
 wait_for "$N" $(( DURATION + 5 )) leases_in_use || fail "spigot leases: not $N in use while the peers are up"
 sctl b leases --json >"$WORK/leases.json"
 log "ok: spigot leases --json: $N in use"
-wait "$LG" || { cat "$WORK/rw.json"; fail "loadgen exited non-zero"; }
+lg_status=0
+wait "$LG" || lg_status=$?
+# Where b's kernel drops what spigot does not read in time: the TUN device's tx queue.
+tun_drops=$(ip -n "${NS}b" -s -j link show | python3 -c 'import json,sys
+print(", ".join("%s tx_dropped %d" % (l["ifname"], l["stats64"]["tx"]["dropped"]) for l in json.load(sys.stdin) if l["ifname"] != "lo"))')
+log "b's links: $tun_drops"
+[ "$lg_status" = 0 ] || { cat "$WORK/rw.json"; fail "loadgen exited non-zero"; }
 r="$WORK/rw.json"
 [ -s "$r" ] || fail "no report"
 [ "$(json_field "$r" '["established"]')" = "$N" ] || { cat "$r"; fail "not all $N established"; }
@@ -95,6 +106,12 @@ net = ipaddress.ip_network("198.18.0.0/20")
 assert len(addrs) == n and all(ipaddress.ip_address(a) in net for a in addrs), (len(addrs), n)
 assert all("loadgen-" in i for i in ids) and len(ids) == n, len(ids)
 PY
+sctl b stats --json >"$WORK/stats.json"
+rekeys=$(field "$WORK/stats.json" rekeys.completed)
+child_failures=$(field "$WORK/stats.json" ike.child_failures)
+[ "$child_failures" = 0 ] || fail "$child_failures CHILD SA negotiations failed during the rekey storm"
+[ "$rekeys" -ge $(( N / 2 )) ] || fail "only $rekeys CHILD rekeys completed on b (want at least $(( N / 2 )))"
+log "ok: rekey storm: b completed $rekeys CHILD rekeys (every $REKEY) while the echoes ran, no failure"
 wait_for 0 10 leases_in_use || fail "leases still in use after the loadgen's DELETEs"
 log "ok: leases offline after the DELETEs"
-echo "PASS: $N road warriors got distinct virtual IPs and every echo reply ($(( $(date +%s) - T0 )) s)"
+echo "PASS: $N road warriors got distinct virtual IPs and every echo reply through $rekeys rekeys ($(( $(date +%s) - T0 )) s)"

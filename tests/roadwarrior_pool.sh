@@ -59,49 +59,7 @@ TOML
 
 # rw_peer_config I: road warrior I (peerI.example at 192.0.2.(10+I)) asking for a virtual IP;
 # its CHILD SA "net" is from that virtual IP (local_ts dynamic) to 203.0.113.0/24.
-rw_peer_config() {
-  local i=$1 dir="$WORK/charon-p$1"
-  mkdir -p "$dir/run"
-  cat >"$dir/strongswan.conf" <<CONF
-charon {
-  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 x509 pubkey socket-default vici kernel-libipsec kernel-netlink updown
-  install_routes = yes
-  filelog { stderr { default = 1 ike = 2 } }
-  plugins { kernel-libipsec { allow_peer_ts = yes } }
-}
-CONF
-  cat >"$dir/swanctl.conf" <<CONF
-connections {
-  gw {
-    local_addrs = 192.0.2.$((10 + i))
-    remote_addrs = 192.0.2.2
-    proposals = $IKE
-    vips = 0.0.0.0
-    local {
-      auth = psk
-      id = peer$i.example
-    }
-    remote {
-      auth = psk
-      id = gw-b
-    }
-    children {
-      net {
-        remote_ts = 203.0.113.0/24
-        esp_proposals = $ESP
-      }
-    }
-  }
-}
-secrets {
-  ike-1 {
-    id-1 = peer$i.example
-    id-2 = gw-b
-    secret = $PSK
-  }
-}
-CONF
-}
+rw_peer_config() { charon_rw_peer_config "$1" "$IKE" "$ESP" "$PSK"; }
 
 # rw_peers_start I...: launches the peers' charons at once, then loads their configurations.
 declare -A CHARON_PID

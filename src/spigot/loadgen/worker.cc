@@ -240,6 +240,10 @@ void Worker::OnEsp(std::span<std::uint8_t> esp) {
     return;
   }
   Initiator& ini = initiators_[it->second.initiator];
+  if (spi == ini.next_tunnel_spi) {  // the responder sends on the new SA: it has it
+    ini.tunnel_spi = spi;
+    ini.next_tunnel_spi = 0;
+  }
   Echo reply;
   const bool expected = ParseEcho(inner, reply) && reply.type == kIcmpEchoReply &&
                         reply.src == config_.traffic_dst && reply.dst == ini.vip &&
@@ -399,7 +403,14 @@ void Worker::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
     auto tunnel = std::make_unique<ChildTunnel>();
     if (tunnel->Init(child)) {
       tunnels_[child.spi_in] = Tunnel{it->second.initiator, std::move(tunnel)};
-      initiators_[it->second.initiator].tunnel_spi = child.spi_in;
+      Initiator& owner = initiators_[it->second.initiator];
+      if (child.rekey_of != 0 && !child.we_initiated && owner.tunnel_spi == child.rekey_of &&
+          tunnels_.count(child.rekey_of) != 0) {
+        owner.next_tunnel_spi = child.spi_in;
+      } else {
+        owner.tunnel_spi = child.spi_in;
+        owner.next_tunnel_spi = 0;
+      }
     }
   }
   if (child.rekey_of != 0) {
@@ -432,7 +443,14 @@ void Worker::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
 
 void Worker::RemoveChild(ike::IkeSa&, std::uint32_t spi_in) {
   spis_.Release(spi_in);
-  tunnels_.erase(spi_in);
+  const auto it = tunnels_.find(spi_in);
+  if (it == tunnels_.end()) return;
+  Initiator& owner = initiators_[it->second.initiator];
+  if (owner.tunnel_spi == spi_in && owner.next_tunnel_spi != 0) {
+    owner.tunnel_spi = owner.next_tunnel_spi;
+    owner.next_tunnel_spi = 0;
+  }
+  tunnels_.erase(it);
 }
 
 void Worker::StateChanged(ike::IkeSa& sa) {

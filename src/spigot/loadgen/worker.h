@@ -147,6 +147,11 @@ class Worker : public ike::IkeSaHost {
     // vips / traffic.
     Ipv4 vip{};
     std::uint32_t tunnel_spi = 0;  // spi_in of the CHILD SA new echo requests go out on
+    // A CHILD SA the responder rekeyed: ours to send on once the responder is known to have
+    // installed it — its DELETE of the old one came, or a reply arrived on the new one. Until
+    // then the old one carries our echoes (make-before-break as strongSwan does it: packets on
+    // the new SA would reach the responder before it processed our CREATE_CHILD_SA response).
+    std::uint32_t next_tunnel_spi = 0;
     std::uint32_t echo_sent = 0;
     std::uint32_t echo_received = 0;
     std::vector<bool> replied;  // by sequence number - 1
