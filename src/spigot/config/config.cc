@@ -358,7 +358,7 @@ class Loader {
                         {"max_spi", "max_queue", "cookie_threshold", "control_socket", "leases_file", "tun_name",
                          "listen", "ike_port", "natt_port", "spi_reserve_percent",
                          "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "crypto_engine",
-                         "crypto_stall_timeout"})) {
+                         "crypto_stall_timeout", "fragment_size"})) {
       return false;
     }
     constexpr std::int64_t kU32Max = std::numeric_limits<std::uint32_t>::max();
@@ -375,6 +375,7 @@ class Loader {
         !GetString(t, p, "leases_file", g.leases_file) ||
         !GetString(t, p, "tun_name", g.tun_name) || !GetString(t, p, "listen", g.listen) ||
         !GetInteger(t, p, "crypto_stall_timeout", 1, 10000, g.crypto_stall_timeout_ms) ||
+        !GetInteger(t, p, "fragment_size", kMinFragmentSize, 65535, g.fragment_size) ||
         !GetString(t, p, "crypto_engine", g.crypto_engine)) {
       return false;
     }
@@ -496,7 +497,7 @@ class Loader {
                          "psk_file", "ike_proposals", "esp_proposals", "local_ts", "remote_ts",
                          "start_action", "ike_rekey_time", "child_rekey_time", "ike_lifetime",
                          "child_lifetime", "child_life_bytes", "child_life_packets", "replay_window",
-                         "dpd_delay", "unique", "pools", "vips"})) {
+                         "dpd_delay", "unique", "pools", "vips", "fragmentation"})) {
       return false;
     }
 
@@ -548,6 +549,21 @@ class Loader {
         c.unique = Unique::kReplace;
       } else {
         return Fail(p + ".unique", "must be \"no\", \"keep\" or \"replace\", got \"" + unique + "\"");
+      }
+    }
+
+    std::string fragmentation;
+    bool has_fragmentation = false;
+    if (!GetString(t, p, "fragmentation", fragmentation, &has_fragmentation)) return false;
+    if (has_fragmentation) {
+      if (fragmentation == "yes") {
+        c.fragmentation = true;
+      } else if (fragmentation == "no") {
+        c.fragmentation = false;
+      } else {
+        return Fail(p + ".fragmentation",
+                    "must be \"yes\" or \"no\" (strongSwan's \"accept\" and \"force\" are not "
+                    "supported), got \"" + fragmentation + "\"");
       }
     }
 

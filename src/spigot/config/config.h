@@ -40,6 +40,10 @@ class SecretString {
 // Wipes `s` in place (volatile writes the compiler may not drop).
 void WipeString(std::string& s);
 
+// The smallest global.fragment_size: room for every IKE suite's headers, IV and ICV over IPv6
+// plus some content (ike::kMinFragmentSize, which gateway/connections.cc checks against).
+inline constexpr std::uint32_t kMinFragmentSize = 160;
+
 struct GlobalConfig {
   std::uint32_t max_spi = 1048576;        // SPI pool size, 256..16777216 (2^24 slots)
   std::uint32_t max_queue = 65536;        // negotiation queue depth, >= 1
@@ -63,6 +67,10 @@ struct GlobalConfig {
   std::string crypto_engine = "inline";
   // A job not completed this long after submission marks the engine stalled, 1..10000 ms.
   std::uint32_t crypto_stall_timeout_ms = 50;
+  // IKE fragmentation (RFC 7383): the largest IP datagram (IP, UDP and non-ESP marker included,
+  // 2.5.1) a protected IKE message may take before it is sent as fragments, on connections with
+  // `fragmentation = "yes"`. kMinFragmentSize..65535; applied on reload to new IKE SAs.
+  std::uint32_t fragment_size = 1280;
 
   bool operator==(const GlobalConfig&) const = default;
 };
@@ -124,6 +132,10 @@ struct ConnectionConfig {
   // Remote access, initiator side: the families to ask a virtual IP for (`vips = "0.0.0.0"`,
   // `"::"` or `"0.0.0.0, ::"`), in the order written, each at most once.
   std::vector<AddressFamily> vips;
+  // IKE fragmentation (RFC 7383), strongSwan's `fragmentation`: "yes" (default) offers and
+  // accepts it in IKE_SA_INIT and fragments protected messages above global.fragment_size;
+  // "no" neither offers nor accepts it (fragments from the peer are dropped).
+  bool fragmentation = true;
 
   bool operator==(const ConnectionConfig&) const = default;
 };

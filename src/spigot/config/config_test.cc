@@ -167,6 +167,21 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.dpd_delay, seconds{30});
 }
 
+TEST(ConfigTest, Fragmentation) {
+  const LoadResult d = Load(OneConnection(""));
+  ASSERT_TRUE(d.ok) << d.error;
+  EXPECT_EQ(d.config.global.fragment_size, 1280u);  // RFC 7383 2.5.1
+  EXPECT_TRUE(d.config.connections[0].fragmentation);
+  const LoadResult r = Load("[global]\nfragment_size = 576\n" + OneConnection("fragmentation = \"no\""));
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.config.global.fragment_size, 576u);
+  EXPECT_FALSE(r.config.connections[0].fragmentation);
+  // A reload applies it (to new IKE SAs): not a restart key.
+  const ConfigDiff diff = Diff(d.config, r.config);
+  EXPECT_TRUE(diff.restart_required.empty());
+  EXPECT_EQ(diff.changed, std::vector<std::string>{"c"});
+}
+
 TEST(ConfigTest, EmptyFileIsValid) {
   const LoadResult r = Load("");
   ASSERT_TRUE(r.ok) << r.error;
@@ -219,6 +234,10 @@ TEST(ConfigTest, GlobalErrorsNameTheKey) {
               "(tests only), got \"qat\"");
   ExpectError("[global]\ncrypto_engine = 1",
               "spigot.toml: global.crypto_engine: must be a string, got 1");
+  ExpectError("[global]\nfragment_size = 100",
+              "spigot.toml: global.fragment_size: must be an integer between 160 and 65535, got 100");
+  ExpectError("[global]\nfragment_size = 65536",
+              "spigot.toml: global.fragment_size: must be an integer between 160 and 65535, got 65536");
   ExpectError("[global]\ncrypto_stall_timeout = 0",
               "spigot.toml: global.crypto_stall_timeout: must be an integer between 1 and 10000, "
               "got 0");
@@ -288,6 +307,11 @@ TEST(ConfigTest, ConnectionErrorsNameTheKey) {
   ExpectError(OneConnection("unique = \"never\""),
               "spigot.toml: connection[0].unique: must be \"no\", \"keep\" or \"replace\", "
               "got \"never\"");
+  ExpectError(OneConnection("fragmentation = \"force\""),
+              "spigot.toml: connection[0].fragmentation: must be \"yes\" or \"no\" (strongSwan's "
+              "\"accept\" and \"force\" are not supported), got \"force\"");
+  ExpectError(OneConnection("fragmentation = true"),
+              "spigot.toml: connection[0].fragmentation: must be a string, got true");
   ExpectError(OneConnection("replay_window = 32"),
               "spigot.toml: connection[0].replay_window: must be an integer between 64 and "
               "65536, got 32");

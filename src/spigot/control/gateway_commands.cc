@@ -25,6 +25,17 @@ nlohmann::json ReloadJson(const gateway::Gateway::ReloadResult& r) {
 
 // Virtual IP pools in stats: size, in use, and how often a peer found one full (what doctor's
 // pool_exhausted reads), plus the peers refused an address for any reason.
+// IKE fragmentation (RFC 7383): sent, reassembled, and fragments dropped by reason.
+nlohmann::json FragmentsJson(const ike::FragmentCounters& f) {
+  return {{"messages_fragmented", f.messages_fragmented}, {"sent", f.fragments_sent},
+          {"received", f.fragments_received}, {"reassembled", f.messages_reassembled},
+          {"timed_out", f.timed_out}, {"replaced", f.replaced},
+          {"dropped",
+           {{"not_negotiated", f.not_negotiated}, {"bad_icv", f.bad_icv},
+            {"malformed", f.malformed}, {"duplicate", f.duplicate}, {"too_many", f.too_many},
+            {"too_large", f.too_large}, {"stale", f.stale}}}};
+}
+
 nlohmann::json PoolsJson(const gateway::Gateway& gw) {
   nlohmann::json pools = nlohmann::json::array();
   for (const auto& p : gw.pools().Stats()) {
@@ -198,6 +209,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"rekey_retries", ic.rekey_retries},
         {"dpd", {{"probes", ic.dpd_probes}, {"skipped_traffic", ic.dpd_skipped_traffic},
                  {"deferred", ic.dpd_deferred}, {"max_per_second", gw.MaxDpdPerSecond()}}},
+        {"fragments", FragmentsJson(ic.fragments)},
         {"cookies_sent", c.cookies_sent}, {"cookies_invalid", c.cookies_invalid},
         {"init_in_progress", c.init_in_progress},
         {"unique_replaced", c.unique_replaced}, {"unique_refused", c.unique_refused},

@@ -4,6 +4,9 @@
 
 namespace spigot::gateway {
 
+static_assert(config::kMinFragmentSize >= ike::kMinFragmentSize,
+              "global.fragment_size must leave room for every IKE suite's fragment overhead");
+
 ike::TrafficSelector ToSelector(const config::TrafficSelector& t) {
   return *ike::SelectorFromCidr(t.ToString());
 }
@@ -45,6 +48,8 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
     p->child_rekey_time = c.child_rekey_time;
     p->child_lifetime = c.child_lifetime;
     p->host_schedules_rekeys = true;
+    p->fragmentation = c.fragmentation;
+    p->fragment_size = config.global.fragment_size;
     next[c.name] = Connection{c, std::move(p)};
   }
   by_name_ = std::move(next);

@@ -43,6 +43,7 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.invalid_messages += from.invalid_messages;
   to.child_failures += from.child_failures;
   to.rekey_retries += from.rekey_retries;
+  to.fragments += from.fragments;
 }
 
 }  // namespace

@@ -160,6 +160,25 @@ inline constexpr std::size_t kMaxCookieLen = 64;
 inline constexpr std::uint16_t kIkePort = 500;
 inline constexpr std::uint16_t kNatTPort = 4500;
 
+// RFC 7383 2.5: the Encrypted Fragment payload (SKF) is the generic payload header followed by
+// Fragment Number (2) and Total Fragments (2), then IV, encrypted content and ICV as in SK.
+inline constexpr std::size_t kSkfFieldsLen = 2 + 2;
+inline constexpr std::size_t kSkfHeaderLen = kPayloadHeaderLen + kSkfFieldsLen;  // 8
+// RFC 7383 2.5.1: fragment_size counts the whole IP datagram. What comes before the IKE header:
+// IPv4 20 (no options) or IPv6 40, UDP 8, and the non-ESP marker 4 on port 4500 (RFC 3948 2.2).
+// spigot always reserves the marker: whether a datagram leaves on 4500 is the host's business,
+// and a fragment 4 octets shorter than it could be costs nothing.
+inline constexpr std::size_t kIpv4HeaderLen = 20;
+inline constexpr std::size_t kIpv6HeaderLen = 40;
+inline constexpr std::size_t kUdpHeaderLen = 8;
+inline constexpr std::size_t kNonEspMarkerLen = 4;
+// RFC 7383 2.5.1: 1280 octets (the IPv6 minimum MTU) is what every path carries unfragmented.
+inline constexpr std::size_t kDefaultFragmentSize = 1280;
+// The smallest fragment_size accepted: IPv6 + UDP + marker (52) + IKE header (28) + SKF header
+// (8) + the largest IV (16) and ICV (32: HMAC-SHA2-512-256) + one block of content (16) = 152,
+// rounded up so that every suite carries some payload octets in every fragment.
+inline constexpr std::size_t kMinFragmentSize = 160;
+
 // The largest IKE message spigot accepts: 3.1 allows 2^32 - 1, but a UDP datagram carries at
 // most 65535 - 8 (UDP) - 20 (IPv4) = 65507 octets.
 inline constexpr std::size_t kMaxMessageLen = 65535 - 8 - 20;

@@ -149,6 +149,18 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
     ++counters_->invalid_messages;
     return;
   }
+  if (res.fragment) {
+    // RFC 7383 2.3: only on an IKE SA that negotiated it; 2.5: never IKE_SA_INIT.
+    if (!fragmentation_) {
+      ++counters_->fragments.not_negotiated;
+      return;
+    }
+    if (h.exchange == Exchange::kIkeSaInit) {
+      ++counters_->fragments.malformed;
+      return;
+    }
+    if (!CheckFragmentNumbers(res.fragment_number, res.total_fragments, counters_->fragments)) return;
+  }
 
   if (h.is_response()) {
     if (!outstanding_ || h.message_id != outstanding_->message_id ||
@@ -158,8 +170,13 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
     }
   } else {
     if (last_response_id_ && h.message_id == *last_response_id_) {
+      // RFC 7383 2.6.1: a fragmented request retransmitted is answered once, on its fragment 1.
+      if (res.fragment && res.fragment_number != 1) {
+        ++counters_->fragments.duplicate;
+        return;
+      }
       if (h.exchange == Exchange::kIkeSaInit && state_ == State::kInitAnswered) NoteInitRetry(msg, datagram);
-      host_->SendIke(*this, last_response_);  // 2.1: a retransmitted request
+      Transmit(last_response_, last_response_fragments_);  // 2.1: a retransmitted request
       return;
     }
     if (h.message_id != next_peer_request_id_) {
@@ -168,12 +185,21 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
     }
   }
 
-  if (msg.encrypted) {
+  if (res.fragment) {
+    if (!ReceiveFragment(datagram, res, msg, now)) return;  // stored for later, or dropped
+  } else if (msg.encrypted) {
     if (!sk_in_.cipher) {
       ++counters_->invalid_messages;
       return;
     }
     res = OpenSk(datagram, res, sk_in_, msg);
+    // A whole message supersedes any fragments of this direction still held.
+    if (res.error == ParseError::kOk) (h.is_response() ? reassembly_response_ : reassembly_request_).reset();
+  } else if (h.exchange != Exchange::kIkeSaInit) {
+    ++counters_->invalid_messages;  // only IKE_SA_INIT travels in the clear
+    return;
+  }
+  if (msg.encrypted) {
     if (res.error != ParseError::kOk) {
       ++counters_->invalid_messages;
       if (res.error == ParseError::kIntegrityFailed) return;  // 2.21.2: drop silently
@@ -185,9 +211,6 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       }
       return;
     }
-  } else if (h.exchange != Exchange::kIkeSaInit) {
-    ++counters_->invalid_messages;  // only IKE_SA_INIT travels in the clear
-    return;
   }
   last_heard_ = now;
 
@@ -226,8 +249,44 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
   }
 }
 
+bool IkeSa::ReceiveFragment(std::span<const std::uint8_t> datagram, ParseResult& res,
+                            Message& msg, TimePoint now) {
+  const Header& h = msg.header;
+  FragmentCounters& fc = counters_->fragments;
+  if (!sk_in_.cipher) {
+    ++counters_->invalid_messages;
+    return false;
+  }
+  std::unique_ptr<Reassembly>& slot = h.is_response() ? reassembly_response_ : reassembly_request_;
+  // Duplicates and stale fragments go before any decryption; nothing is stored unverified.
+  if (slot && !slot->Wanted(h.message_id, res.fragment_number, res.total_fragments, fc)) return false;
+  Bytes content;
+  const ParseResult opened = OpenSkf(datagram, res, sk_in_, content);
+  if (opened.error != ParseError::kOk) {
+    ++(opened.error == ParseError::kIntegrityFailed ? fc.bad_icv : fc.malformed);
+    return false;
+  }
+  last_heard_ = now;
+  if (!slot) slot = std::make_unique<Reassembly>();
+  const Reassembly::Verdict v = slot->Add(h.message_id, res.fragment_number, res.total_fragments,
+                                          res.sk_first, std::move(content), now, fc);
+  if (v != Reassembly::Verdict::kComplete) {
+    if (!slot->active()) slot.reset();
+    return false;
+  }
+  PayloadType first = PayloadType::kNone;
+  Bytes chain = slot->TakeMessage(first);
+  slot.reset();
+  res = ParseInner(chain, first, msg);
+  crypto::Wipe(chain.data(), chain.size());
+  return true;
+}
+
 void IkeSa::Tick(TimePoint now) {
   if (state_ == State::kDead) return;
+  for (auto* slot : {&reassembly_request_, &reassembly_response_}) {
+    if (*slot && (*slot)->Expire(now, counters_->fragments)) slot->reset();
+  }
   if (outstanding_ && now >= outstanding_->deadline) {
     if (outstanding_->retransmits >= kMaxRetransmits) {
       Die("peer unreachable: no answer after " + std::to_string(kMaxRetransmits) +
@@ -241,7 +300,7 @@ void IkeSa::Tick(TimePoint now) {
     const double jitter = 0.9 + 0.2 * crypto::RandomUnit();
     outstanding_->deadline =
         now + std::chrono::duration_cast<TimePoint::duration>(base * jitter);
-    host_->SendIke(*this, outstanding_->bytes);
+    Transmit(outstanding_->bytes, outstanding_->fragments);
   }
   if (state_ == State::kInitAnswered && now - created_at_ >= kHalfOpenTimeout) {
     Die("half-open: no IKE_AUTH within 30 s");
@@ -297,7 +356,10 @@ TimePoint IkeSa::DpdDue() const {
 
 TimePoint IkeSa::NextDeadline() const {
   TimePoint next = TimePoint::max();
+  if (state_ == State::kDead) return next;
   if (outstanding_) next = std::min(next, outstanding_->deadline);
+  if (reassembly_request_) next = std::min(next, reassembly_request_->deadline());
+  if (reassembly_response_) next = std::min(next, reassembly_response_->deadline());
   if (state_ == State::kInitAnswered) next = std::min(next, created_at_ + kHalfOpenTimeout);
   if (state_ == State::kEstablished && !rekeyed_) {
     if (!outstanding_ && conn_ && conn_->dpd_delay.count() > 0) next = std::min(next, DpdDue());
@@ -416,9 +478,36 @@ void IkeSa::SendRequest(RequestKind kind, Exchange ex, std::vector<Payload> payl
                     ex == Exchange::kIkeSaInit ? 0 : next_request_id_, 0};
   m.payloads = std::move(payloads);
   Bytes bytes = Serialize(m, ex == Exchange::kIkeSaInit ? nullptr : &sk_out_);
-  if (ex != Exchange::kIkeSaInit) ++next_request_id_;
-  outstanding_ = Outstanding{kind, m.header.message_id, ex, bytes, 0, now + kRetransmitBase};
-  host_->SendIke(*this, bytes);
+  std::vector<Bytes> fragments;
+  if (ex != Exchange::kIkeSaInit) {
+    ++next_request_id_;
+    fragments = FragmentIfLarge(m, bytes.size());
+    if (!fragments.empty()) Bytes().swap(bytes);
+  }
+  outstanding_ = Outstanding{kind, m.header.message_id, ex, std::move(bytes), std::move(fragments),
+                             0, now + kRetransmitBase};
+  Transmit(outstanding_->bytes, outstanding_->fragments);
+}
+
+std::vector<Bytes> IkeSa::FragmentIfLarge(const Message& m, std::size_t whole_len) {
+  if (!fragmentation_ || !conn_) return {};
+  // RFC 7383 2.5.1: fragment_size is the IP datagram; see kNonEspMarkerLen.
+  const std::size_t below_ike =
+      (remote_.family == 6 ? kIpv6HeaderLen : kIpv4HeaderLen) + kUdpHeaderLen + kNonEspMarkerLen;
+  const std::size_t limit = conn_->fragment_size;
+  if (limit <= below_ike || whole_len + below_ike <= limit) return {};
+  std::vector<Bytes> fragments = SerializeFragments(m, sk_out_, limit - below_ike);
+  if (!fragments.empty()) ++counters_->fragments.messages_fragmented;
+  return fragments;
+}
+
+void IkeSa::Transmit(const Bytes& whole, const std::vector<Bytes>& fragments) {
+  if (fragments.empty()) {
+    host_->SendIke(*this, whole);
+    return;
+  }
+  for (const Bytes& f : fragments) host_->SendIke(*this, f);
+  counters_->fragments.fragments_sent += fragments.size();
 }
 
 void IkeSa::SendResponse(const Header& req, std::vector<Payload> payloads, bool encrypted) {
@@ -429,9 +518,12 @@ void IkeSa::SendResponse(const Header& req, std::vector<Payload> payloads, bool 
                     req.message_id, 0};
   m.payloads = std::move(payloads);
   last_response_ = Serialize(m, encrypted ? &sk_out_ : nullptr);
+  last_response_fragments_.clear();
+  if (encrypted) last_response_fragments_ = FragmentIfLarge(m, last_response_.size());
+  if (!last_response_fragments_.empty()) Bytes().swap(last_response_);
   last_response_id_ = req.message_id;
   next_peer_request_id_ = req.message_id + 1;
-  host_->SendIke(*this, last_response_);
+  Transmit(last_response_, last_response_fragments_);
 }
 
 void IkeSa::SetState(State s) {
@@ -456,6 +548,8 @@ void IkeSa::Die(std::string why) {
   while (!children_.empty()) RemoveChildBySpi(children_.back().spi_in);
   outstanding_.reset();
   pending_.clear();
+  reassembly_request_.reset();
+  reassembly_response_.reset();
   SetState(State::kDead);
 }
 

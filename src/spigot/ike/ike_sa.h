@@ -21,6 +21,14 @@
 //                 (once: from then on only the DELETE's retransmit timer runs).
 //   ike_rekey   - the IKE SA reached ike_rekey_time (less jitter): rekey it (2.18); refused
 //                 with TEMPORARY_FAILURE (a simultaneous rekey): again 2-5 s later.
+//   reassembly  - the first fragment of a message the peer sent fragmented (RFC 7383) was
+//                 stored kReassemblyTimeout ago and the message is still incomplete: free it.
+//
+// Fragmentation (RFC 7383): negotiated in IKE_SA_INIT (IKEV2_FRAGMENTATION_SUPPORTED, both
+// roles) when the connection allows it; from then on a protected message larger than
+// fragment_size goes out as Encrypted Fragment payloads, built once and retransmitted as the
+// same set (the same IVs), and the peer's fragments are reassembled under the bounds of
+// fragments.h. Rekeyed IKE SAs inherit it.
 #pragma once
 
 #include <array>
@@ -34,6 +42,7 @@
 
 #include "spigot/crypto/dh.h"
 #include "spigot/ike/address.h"
+#include "spigot/ike/fragments.h"
 #include "spigot/ike/identity.h"
 #include "spigot/ike/keys.h"
 #include "spigot/ike/message.h"
@@ -75,6 +84,11 @@ struct ConnectionParams {
   // Responder: the peer's selectors are the virtual IPs it was assigned (IkeSa::virtual_ips()),
   // not remote_ts ("remote_ts = dynamic"). A peer that sends no CFG_REQUEST gets no CHILD SA.
   bool remote_ts_dynamic = false;
+  // RFC 7383: offer and accept IKE fragmentation; once both sides have, protected messages
+  // whose IP datagram would exceed fragment_size octets (IP, UDP and non-ESP marker included,
+  // 2.5.1) are sent fragmented.
+  bool fragmentation = true;
+  std::size_t fragment_size = kDefaultFragmentSize;
 };
 
 // Responder: what IkeSaHost::AssignVirtualIps answers for a peer's CFG_REQUEST (3.15, 3.15.4).
@@ -185,6 +199,7 @@ struct IkeCounters {
   std::uint64_t dpd_probes = 0;
   std::uint64_t dpd_skipped_traffic = 0;
   std::uint64_t dpd_deferred = 0;
+  FragmentCounters fragments;  // RFC 7383, both directions
 };
 
 class IkeSa {
@@ -270,6 +285,8 @@ class IkeSa {
   // (initiator), as host selectors; set before the SA reports kEstablished, kept across IKE
   // rekeys (3.15.1). Empty without a CP exchange.
   const std::vector<TrafficSelector>& virtual_ips() const { return virtual_ips_; }
+  // Both sides sent IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT (RFC 7383 2.3).
+  bool fragmentation() const { return fragmentation_; }
 
  private:
   enum class RequestKind : std::uint8_t { kInit, kAuth, kCreateChild, kRekeyChild, kDeleteChild,
@@ -278,7 +295,8 @@ class IkeSa {
     RequestKind kind;
     std::uint32_t message_id;
     Exchange exchange;
-    Bytes bytes;
+    Bytes bytes;                 // the whole message; empty when sent as fragments
+    std::vector<Bytes> fragments;  // RFC 7383: resent as the same set
     int retransmits = 0;
     TimePoint deadline;
   };
@@ -353,6 +371,15 @@ class IkeSa {
   void StartNext(TimePoint now);
   void SendRequest(RequestKind kind, Exchange ex, std::vector<Payload> payloads, TimePoint now);
   void SendResponse(const Header& req, std::vector<Payload> payloads, bool encrypted);
+  // RFC 7383 2.5: a protected message too large for fragment_size as fragments, or nothing
+  // (send it whole) when it fits or fragmentation was not negotiated.
+  std::vector<Bytes> FragmentIfLarge(const Message& m, std::size_t whole_len);
+  // Sends a message: whole, or all its fragments in order.
+  void Transmit(const Bytes& whole, const std::vector<Bytes>& fragments);
+  // RFC 7383 2.6: a fragment that passed the message-ID checks. True when it completed the
+  // message, which is then in msg.payloads (or res holds the parse error).
+  bool ReceiveFragment(std::span<const std::uint8_t> datagram, ParseResult& res, Message& msg,
+                       TimePoint now);
   void Die(std::string why);
   void SetState(State s);
   std::vector<Payload> NatDetectionPayloads() const;
@@ -396,6 +423,11 @@ class IkeSa {
   std::uint32_t next_peer_request_id_ = 0;
   std::optional<std::uint32_t> last_response_id_;
   Bytes last_response_;
+  std::vector<Bytes> last_response_fragments_;  // RFC 7383: the response as sent, fragmented
+  // RFC 7383.
+  bool fragmentation_ = false;
+  std::unique_ptr<Reassembly> reassembly_request_;   // the peer's request, while it arrives
+  std::unique_ptr<Reassembly> reassembly_response_;  // the response to ours
 
   std::vector<ChildSaInfo> children_;
   std::optional<Identity> peer_id_;

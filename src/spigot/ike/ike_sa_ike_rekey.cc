@@ -131,6 +131,7 @@ void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const 
                      const crypto::SecureBytes& shared, TimePoint now) {
   auto next = std::make_unique<IkeSa>(*host_, *counters_, role, conn_, local_, remote_, spi_i, spi_r);
   next->algs_ = algs;
+  next->fragmentation_ = fragmentation_;  // negotiated once, in IKE_SA_INIT (RFC 7383 2.3)
   next->ni_.assign(ni.begin(), ni.end());
   next->nr_.assign(nr.begin(), nr.end());
   if (!DeriveIkeSaKeys(algs, ni, nr, shared, spi_i, spi_r, next->keys_, &keys_.sk_d, algs_->prf)) {

@@ -1,6 +1,6 @@
 // IKE_SA_INIT, both roles (RFC 7296 1.2; 2.6 cookies; 1.2 and 3.10.1 INVALID_KE_PAYLOAD; 2.23
-// NAT detection; 2.14 key derivation): the initiator's request and its retries, the
-// responder's answer.
+// NAT detection; 2.14 key derivation; RFC 7383 2.3 fragmentation support): the initiator's
+// request and its retries, the responder's answer.
 #include "spigot/ike/ike_sa.h"
 
 #include <algorithm>
@@ -37,6 +37,7 @@ void IkeSa::SendInit(TimePoint now) {
   p.push_back({PayloadType::kKe, KePayload{dh_group_, Bytes(pub.begin(), pub.end())}});
   p.push_back({PayloadType::kNonce, NoncePayload{ni_}});
   for (auto& n : NatDetectionPayloads()) p.push_back(std::move(n));
+  if (conn_->fragmentation) p.push_back(Notify(NotifyType::kIkev2FragmentationSupported));  // RFC 7383 2.3
   // Keep the retransmission state across cookie and INVALID_KE retries: they are new requests
   // with message ID 0 (2.6, 1.2).
   SendRequest(RequestKind::kInit, Exchange::kIkeSaInit, std::move(p), now);
@@ -84,6 +85,7 @@ void IkeSa::OnInitResponse(const Message& msg, std::span<const std::uint8_t> dat
   nr_ = nr->data;
   init_response_.assign(datagram.begin(), datagram.end());
   CheckNatDetection(msg);
+  fragmentation_ = conn_->fragmentation && msg.FindNotify(NotifyType::kIkev2FragmentationSupported) != nullptr;
   if (!DeriveKeys(ke->data)) return Die("invalid KE payload from peer");
   outstanding_.reset();
   SendAuth(now);
@@ -134,6 +136,9 @@ void IkeSa::OnInitRequest(const Message& msg, std::span<const std::uint8_t> data
   p.push_back({PayloadType::kKe, KePayload{dh_group_, pub}});
   p.push_back({PayloadType::kNonce, NoncePayload{nr_}});
   for (auto& n : NatDetectionPayloads()) p.push_back(std::move(n));
+  // RFC 7383 2.3: answered only when the initiator offered it.
+  fragmentation_ = conn_->fragmentation && msg.FindNotify(NotifyType::kIkev2FragmentationSupported) != nullptr;
+  if (fragmentation_) p.push_back(Notify(NotifyType::kIkev2FragmentationSupported));
   SendResponse(msg.header, std::move(p), false);
   init_response_ = last_response_;
   SetState(State::kInitAnswered);

@@ -1,5 +1,7 @@
 #include "spigot/ike/message.h"
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "spigot/crypto/random.h"
@@ -251,12 +253,18 @@ ParseResult ParseChain(ByteReader& r, std::size_t base, PayloadType first,
     if (!r.ReadU8(next) || !r.ReadU8(flags) || !r.ReadU16(len)) return {ParseError::kTruncated};
     if (len < kPayloadHeaderLen) return {ParseError::kInvalidSyntax};
     const bool critical = flags & kCriticalBit;
-    if (type == PayloadType::kSk) {
+    if (type == PayloadType::kSk || type == PayloadType::kSkf) {
       if (sk == nullptr) return {ParseError::kInvalidSyntax};
-      // 3.14: SK is the last payload; its Next Payload names the first payload inside.
+      // 3.14: SK is the last payload; its Next Payload names the first payload inside. RFC 7383
+      // 2.5: so is SKF, whose Next Payload does so in fragment 1 only.
       if (len - kPayloadHeaderLen != r.remaining()) return {ParseError::kTruncated};
       sk->sk_offset = start;
       sk->sk_first = static_cast<PayloadType>(next);
+      if (type == PayloadType::kSkf) {
+        sk->fragment = true;
+        if (!r.ReadU16(sk->fragment_number) || !r.ReadU16(sk->total_fragments))
+          return {ParseError::kTruncated};
+      }
       return res;
     }
     std::span<const std::uint8_t> body;
@@ -454,78 +462,90 @@ ParseResult ParseMessage(std::span<const std::uint8_t> datagram, Message& msg) {
   return res;
 }
 
-ParseResult OpenSk(std::span<const std::uint8_t> datagram, const ParseResult& located,
-                   SkKeys& keys, Message& msg) {
-  if (!keys.cipher || (!keys.cipher->info().aead && !keys.integ)) return {ParseError::kIntegrityFailed};
+namespace {
+
+// Verifies and decrypts the SK or SKF body that starts (with its IV) at `body_start`: 3.14, RFC
+// 5282 5.1 (the AAD is everything before the IV), RFC 7383 2.5. On success `plain` holds the
+// content without padding and Pad Length.
+ParseError Decrypt(std::span<const std::uint8_t> datagram, std::size_t body_start, SkKeys& keys,
+                   Bytes& plain) {
+  if (!keys.cipher || (!keys.cipher->info().aead && !keys.integ)) return ParseError::kIntegrityFailed;
   const crypto::IkeEncrInfo& info = keys.cipher->info();
   const std::size_t icv_len = info.aead ? info.icv_len : keys.integ->icv_length();
-  const std::size_t body_start = located.sk_offset + kPayloadHeaderLen;
-  if (located.sk_offset == 0 || body_start > datagram.size()) return {ParseError::kTruncated};
+  if (body_start > datagram.size()) return ParseError::kTruncated;
   const std::size_t body_len = datagram.size() - body_start;
-  if (body_len < info.iv_len + 1 + icv_len) return {ParseError::kInvalidSyntax};
+  if (body_len < info.iv_len + 1 + icv_len) return ParseError::kInvalidSyntax;
   const std::size_t ct_len = body_len - info.iv_len - icv_len;
-  if (ct_len % info.block_len != 0) return {ParseError::kInvalidSyntax};
+  if (ct_len % info.block_len != 0) return ParseError::kInvalidSyntax;
   const auto iv = datagram.subspan(body_start, info.iv_len);
   const auto icv = datagram.subspan(datagram.size() - icv_len, icv_len);
-  Bytes plain(datagram.begin() + static_cast<long>(body_start + info.iv_len),
-              datagram.begin() + static_cast<long>(body_start + info.iv_len + ct_len));
+  plain.assign(datagram.begin() + static_cast<long>(body_start + info.iv_len),
+               datagram.begin() + static_cast<long>(body_start + info.iv_len + ct_len));
   if (info.aead) {
-    // RFC 5282 5.1: the AAD is the IKE header through the SK payload's generic header.
-    if (!keys.cipher->Open(iv, datagram.first(body_start), plain, icv))
-      return {ParseError::kIntegrityFailed};
+    if (!keys.cipher->Open(iv, datagram.first(body_start), plain, icv)) {
+      crypto::Wipe(plain.data(), plain.size());
+      plain.clear();
+      return ParseError::kIntegrityFailed;
+    }
   } else {
     // 3.14: the ICV covers the whole message up to the ICV itself.
-    if (!keys.integ->Verify(datagram.first(datagram.size() - icv_len), icv))
-      return {ParseError::kIntegrityFailed};
+    if (!keys.integ->Verify(datagram.first(datagram.size() - icv_len), icv)) {
+      plain.clear();  // still ciphertext
+      return ParseError::kIntegrityFailed;
+    }
     if (!keys.cipher->DecryptCbc(iv, plain)) {
       crypto::Wipe(plain.data(), plain.size());
-      return {ParseError::kInvalidSyntax};
+      plain.clear();
+      return ParseError::kInvalidSyntax;
     }
   }
   // 3.14: plaintext = payloads || padding || Pad Length (1 octet).
   const std::size_t pad = plain.back();
-  ParseResult res{ParseError::kInvalidSyntax};
-  if (pad + 1 <= plain.size()) {
-    ByteReader inner(std::span<const std::uint8_t>(plain).first(plain.size() - pad - 1));
-    msg.payloads.clear();
-    res = ParseChain(inner, 0, located.sk_first, msg.payloads, nullptr);
-    // Authenticated, so a bad chain is the peer's syntax error, to be answered (2.21.3).
-    if (res.error == ParseError::kTruncated) res.error = ParseError::kInvalidSyntax;
+  if (pad + 1 > plain.size()) {
+    crypto::Wipe(plain.data(), plain.size());
+    plain.clear();
+    return ParseError::kInvalidSyntax;
   }
-  crypto::Wipe(plain.data(), plain.size());
-  return res;
+  const std::size_t keep = plain.size() - pad - 1;
+  crypto::Wipe(plain.data() + keep, pad + 1);
+  plain.resize(keep);
+  return ParseError::kOk;
 }
 
-Bytes Serialize(const Message& msg, SkKeys* keys) {
+// The header, then one SK payload (`fragment` null) or SKF payload (`fragment` = {number,
+// total}) carrying `content` — an inner payload chain or a piece of one — padded, encrypted under
+// a fresh IV and integrity-protected. Empty on an internal error or past 65535 octets of payload.
+Bytes Seal(const Header& h, PayloadType first_inner, std::span<const std::uint8_t> content,
+           SkKeys& keys, const std::array<std::uint16_t, 2>* fragment) {
   Bytes out;
-  out.reserve(512);
+  out.reserve(kHeaderLen + kSkfHeaderLen + 64 + content.size());
   ByteWriter w(out);
-  if (keys == nullptr) {
-    WriteHeader(w, msg.header, msg.payloads.empty() ? PayloadType::kNone : msg.payloads[0].type);
-    WriteChain(w, msg.payloads);
-    if (!w.ok() || !w.PatchBE(24, w.size(), 4)) return {};
-    return out;
-  }
-  const crypto::IkeEncrInfo& info = keys->cipher->info();
-  const std::size_t icv_len = info.aead ? info.icv_len : keys->integ->icv_length();
-  WriteHeader(w, msg.header, PayloadType::kSk);
+  const crypto::IkeEncrInfo& info = keys.cipher->info();
+  const std::size_t icv_len = info.aead ? info.icv_len : keys.integ->icv_length();
+  WriteHeader(w, h, fragment != nullptr ? PayloadType::kSkf : PayloadType::kSk);
   const std::size_t sk_start = w.size();
-  w.WriteU8(static_cast<std::uint8_t>(msg.payloads.empty() ? PayloadType::kNone
-                                                           : msg.payloads[0].type));
+  w.WriteU8(static_cast<std::uint8_t>(first_inner));
   w.WriteU8(0);
-  w.WriteU16(0);  // SK payload length, patched below
+  w.WriteU16(0);  // payload length, patched below
+  if (fragment != nullptr) {
+    w.WriteU16((*fragment)[0]);
+    w.WriteU16((*fragment)[1]);
+  }
   const std::size_t iv_pos = w.size();
   w.WriteZeros(info.iv_len);
   const std::size_t plain_start = w.size();
-  WriteChain(w, msg.payloads);
-  // Padding so that payloads + padding + pad length fill whole cipher blocks (3.14).
-  const std::size_t plain_len = w.size() - plain_start + 1;
+  w.WriteBytes(content);
+  // Padding so that content + padding + pad length fill whole cipher blocks (3.14).
+  const std::size_t plain_len = content.size() + 1;
   const std::size_t pad = (info.block_len - plain_len % info.block_len) % info.block_len;
   w.WriteZeros(pad);
   w.WriteU8(static_cast<std::uint8_t>(pad));
   const std::size_t ct_len = w.size() - plain_start;
   w.WriteZeros(icv_len);
-  if (!w.ok() || w.size() - sk_start > 0xFFFF) return {};
+  if (!w.ok() || w.size() - sk_start > 0xFFFF) {
+    crypto::Wipe(out.data(), out.size());
+    return {};
+  }
   w.PatchBE(sk_start + 2, w.size() - sk_start, 2);
   w.PatchBE(24, w.size(), 4);
   std::span<std::uint8_t> all(out);
@@ -535,12 +555,110 @@ Bytes Serialize(const Message& msg, SkKeys* keys) {
   crypto::RandomBytes(iv);
   const auto plain = all.subspan(plain_start, ct_len);
   const auto icv = all.subspan(plain_start + ct_len, icv_len);
+  bool sealed = true;
   if (info.aead) {
-    if (!keys->cipher->Seal(iv, all.first(iv_pos), plain, icv)) return {};
+    sealed = keys.cipher->Seal(iv, all.first(iv_pos), plain, icv);
   } else {
-    if (!keys->cipher->EncryptCbc(iv, plain)) return {};
-    keys->integ->Compute(all.first(plain_start + ct_len), icv);
+    sealed = keys.cipher->EncryptCbc(iv, plain);
+    if (sealed) keys.integ->Compute(all.first(plain_start + ct_len), icv);
   }
+  if (!sealed) {
+    crypto::Wipe(out.data(), out.size());
+    return {};
+  }
+  return out;
+}
+
+// The inner payload chain of a message to be protected.
+Bytes InnerChain(const Message& msg) {
+  Bytes chain;
+  ByteWriter w(chain);
+  WriteChain(w, msg.payloads);
+  if (!w.ok()) return {};
+  return chain;
+}
+
+PayloadType FirstType(const Message& msg) {
+  return msg.payloads.empty() ? PayloadType::kNone : msg.payloads[0].type;
+}
+
+}  // namespace
+
+ParseResult OpenSk(std::span<const std::uint8_t> datagram, const ParseResult& located,
+                   SkKeys& keys, Message& msg) {
+  if (located.sk_offset == 0 || located.fragment) return {ParseError::kTruncated};
+  Bytes plain;
+  const ParseError e = Decrypt(datagram, located.sk_offset + kPayloadHeaderLen, keys, plain);
+  if (e != ParseError::kOk) return {e};
+  ParseResult res = ParseInner(plain, located.sk_first, msg);
+  crypto::Wipe(plain.data(), plain.size());
+  return res;
+}
+
+ParseResult OpenSkf(std::span<const std::uint8_t> datagram, const ParseResult& located,
+                    SkKeys& keys, Bytes& content) {
+  if (located.sk_offset == 0 || !located.fragment) return {ParseError::kTruncated};
+  return {Decrypt(datagram, located.sk_offset + kSkfHeaderLen, keys, content)};
+}
+
+ParseResult ParseInner(std::span<const std::uint8_t> chain, PayloadType first, Message& msg) {
+  ByteReader inner(chain);
+  msg.payloads.clear();
+  ParseResult res = ParseChain(inner, 0, first, msg.payloads, nullptr);
+  // Authenticated, so a bad chain is the peer's syntax error, to be answered (2.21.3).
+  if (res.error == ParseError::kTruncated) res.error = ParseError::kInvalidSyntax;
+  return res;
+}
+
+Bytes Serialize(const Message& msg, SkKeys* keys) {
+  if (keys == nullptr) {
+    Bytes out;
+    out.reserve(512);
+    ByteWriter w(out);
+    WriteHeader(w, msg.header, FirstType(msg));
+    WriteChain(w, msg.payloads);
+    if (!w.ok() || !w.PatchBE(24, w.size(), 4)) return {};
+    return out;
+  }
+  Bytes chain = InnerChain(msg);
+  Bytes out = Seal(msg.header, FirstType(msg), chain, *keys, nullptr);
+  crypto::Wipe(chain.data(), chain.size());
+  return out;
+}
+
+std::vector<Bytes> SerializeFragments(const Message& msg, SkKeys& keys, std::size_t max_message) {
+  const crypto::IkeEncrInfo& info = keys.cipher->info();
+  const std::size_t icv_len = info.aead ? info.icv_len : keys.integ->icv_length();
+  // RFC 7383 2.5.1: what one fragment can carry once its headers, IV and ICV are paid for,
+  // in whole cipher blocks, less the Pad Length octet.
+  const std::size_t overhead = kHeaderLen + kSkfHeaderLen + info.iv_len + icv_len;
+  if (max_message <= overhead) return {};
+  std::size_t room = max_message - overhead;
+  room -= room % info.block_len;
+  if (room < 2) return {};
+  const std::size_t per_fragment = room - 1;
+  Bytes chain = InnerChain(msg);
+  const std::size_t total = std::max<std::size_t>(1, (chain.size() + per_fragment - 1) / per_fragment);
+  std::vector<Bytes> out;
+  if (total <= 0xFFFF) {
+    out.reserve(total);
+    for (std::size_t i = 0; i < total; ++i) {
+      const std::size_t from = i * per_fragment;
+      const std::size_t n = std::min(per_fragment, chain.size() - std::min(from, chain.size()));
+      const std::array<std::uint16_t, 2> numbers{static_cast<std::uint16_t>(i + 1),
+                                                 static_cast<std::uint16_t>(total)};
+      // 2.5: fragment 1's Next Payload is the first inner payload's type; the others' is 0.
+      Bytes f = Seal(msg.header, i == 0 ? FirstType(msg) : PayloadType::kNone,
+                     std::span<const std::uint8_t>(chain).subspan(std::min(from, chain.size()), n),
+                     keys, &numbers);
+      if (f.empty()) {
+        out.clear();
+        break;
+      }
+      out.push_back(std::move(f));
+    }
+  }
+  crypto::Wipe(chain.data(), chain.size());
   return out;
 }
 

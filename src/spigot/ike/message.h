@@ -174,6 +174,12 @@ struct ParseResult {
   // the type of the first payload inside it.
   std::size_t sk_offset = 0;
   PayloadType sk_first = PayloadType::kNone;
+  // For an Encrypted Fragment payload (RFC 7383 2.5) in place of SK: sk_offset and sk_first
+  // describe it (sk_first is only meaningful in fragment 1), and these are its numbers, as
+  // sent (not checked against each other: see CheckFragmentNumbers in fragments.h).
+  bool fragment = false;
+  std::uint16_t fragment_number = 0;
+  std::uint16_t total_fragments = 0;
 };
 
 // Reads only the fixed header (3.1). False if the datagram is too short or the Length field
@@ -188,6 +194,24 @@ ParseResult ParseMessage(std::span<const std::uint8_t> datagram, Message& msg);
 // msg.payloads.
 ParseResult OpenSk(std::span<const std::uint8_t> datagram, const ParseResult& located,
                    SkKeys& keys, Message& msg);
+
+// RFC 7383 2.6: verifies one Encrypted Fragment payload located by ParseMessage (its ICV first,
+// over the IKE header and the SKF header with Fragment Number and Total Fragments as associated
+// data) and decrypts it. `content` receives the fragment's share of the inner payload chain,
+// without padding. kIntegrityFailed: drop silently; kInvalidSyntax: bad lengths or padding.
+ParseResult OpenSkf(std::span<const std::uint8_t> datagram, const ParseResult& located,
+                    SkKeys& keys, Bytes& content);
+
+// Parses a decrypted inner payload chain (a reassembled message's, RFC 7383 2.6) whose first
+// payload is `first` into msg.payloads. kInvalidSyntax or kUnsupportedCritical on failure.
+ParseResult ParseInner(std::span<const std::uint8_t> chain, PayloadType first, Message& msg);
+
+// RFC 7383 2.5.3: msg.payloads as Encrypted Fragment messages of at most `max_message` octets
+// each (the IKE message, without IP and UDP headers), every fragment padded, encrypted and
+// integrity-protected on its own with a fresh IV; fragment 1 names the first inner payload.
+// Empty if `max_message` leaves no room for content or more than 65535 fragments would be
+// needed (or on an internal error).
+std::vector<Bytes> SerializeFragments(const Message& msg, SkKeys& keys, std::size_t max_message);
 
 // Serializes a message. With `keys`, msg.payloads go inside an SK payload (3.14); the header's
 // next payload and length are computed. Returns an empty vector only on an internal error.

@@ -838,6 +838,25 @@ TEST(MessageTest, SkPayloadMustBeLastAndAlone) {
   EXPECT_EQ(r.sk_offset, 0u);
 }
 
+TEST(MessageTest, SkfPayloadHeaderSyntax) {
+  // RFC 7383 2.5: SKF is last, like SK; its Fragment Number and Total Fragments follow the
+  // generic header.
+  const Bytes skf = WithHeader(PayloadType::kSkf, FromHex("29 00 0010 0002 0003 0102030405060708"));
+  Message m;
+  const ParseResult r = ParseMessage(skf, m);
+  ASSERT_EQ(r.error, ParseError::kOk);
+  EXPECT_TRUE(m.encrypted);
+  EXPECT_TRUE(r.fragment);
+  EXPECT_EQ(r.sk_offset, kHeaderLen);
+  EXPECT_EQ(r.fragment_number, 2);
+  EXPECT_EQ(r.total_fragments, 3);
+  // Too short for the two numbers.
+  EXPECT_EQ(ParseStatus(WithHeader(PayloadType::kSkf, FromHex("29 00 0006 0002"))), ParseError::kTruncated);
+  // Not the last payload.
+  EXPECT_EQ(ParseStatus(WithHeader(PayloadType::kSkf, FromHex("29 00 0008 00010001 00000000"))),
+            ParseError::kTruncated);
+}
+
 // ---- SK payload (3.14) --------------------------------------------------------------------
 
 struct SkSuite {
@@ -1181,6 +1200,140 @@ TEST_P(SkTest, EveryTruncatedPrefixIsRejected) {
       const ParseResult loc = ParseMessage(prefix, m);
       ASSERT_EQ(loc.error, ParseError::kOk);
       EXPECT_NE(OpenSk(prefix, loc, rx_, m).error, ParseError::kOk);
+    }
+  }
+}
+
+// ---- Encrypted Fragment payload (RFC 7383 2.5) ------------------------------------------------
+
+// Builds one SKF message by hand from RFC 7383 2.5, independently of SerializeFragments():
+// `plaintext` holds content || padding || pad length; the AAD (AEAD) and the ICV (CBC) cover
+// the IKE header and the SKF header with Fragment Number and Total Fragments.
+Bytes SealFragmentByHand(const Header& h, PayloadType first, std::uint16_t number,
+                         std::uint16_t total, Bytes plaintext, SkKeys& keys) {
+  const auto& info = keys.cipher->info();
+  const std::size_t icv_len = IcvLen(keys);
+  Bytes out(kHeaderLen + kSkfHeaderLen + info.iv_len);
+  for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(h.spi_i >> (56 - 8 * i));
+  for (int i = 0; i < 8; ++i) out[8 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(h.spi_r >> (56 - 8 * i));
+  out[16] = static_cast<std::uint8_t>(PayloadType::kSkf);
+  out[17] = kVersion;
+  out[18] = static_cast<std::uint8_t>(h.exchange);
+  out[19] = h.flags;
+  PutBe32(out, 20, h.message_id);
+  out[28] = static_cast<std::uint8_t>(first);
+  const std::size_t len = out.size() + plaintext.size() + icv_len;
+  PutBe32(out, 24, len);
+  PutBe16(out, 30, len - kHeaderLen);
+  PutBe16(out, 32, number);
+  PutBe16(out, 34, total);
+  Bytes iv(info.iv_len);
+  for (std::size_t i = 0; i < iv.size(); ++i) iv[i] = static_cast<std::uint8_t>(0xA0 + i);
+  std::copy(iv.begin(), iv.end(), out.begin() + kHeaderLen + kSkfHeaderLen);
+  Bytes icv(icv_len);
+  if (info.aead) {
+    const std::span<const std::uint8_t> aad(out.data(), kHeaderLen + kSkfHeaderLen);
+    EXPECT_TRUE(keys.cipher->Seal(iv, aad, plaintext, icv));
+    out.insert(out.end(), plaintext.begin(), plaintext.end());
+  } else {
+    EXPECT_TRUE(keys.cipher->EncryptCbc(iv, plaintext));
+    out.insert(out.end(), plaintext.begin(), plaintext.end());
+    keys.integ->Compute(out, icv);
+  }
+  out.insert(out.end(), icv.begin(), icv.end());
+  return out;
+}
+
+TEST_P(SkTest, FragmentsRoundTripAtEverySize) {
+  const Message m = FullMessage();
+  const Bytes chain = Chain(m);
+  const std::size_t overhead = kHeaderLen + kSkfHeaderLen + info_.iv_len + IcvLen(tx_);
+  for (std::size_t max = overhead + 2 * info_.block_len; max < chain.size() + overhead + 40; max += 7) {
+    SCOPED_TRACE("max_message " + std::to_string(max));
+    const std::vector<Bytes> frags = SerializeFragments(m, tx_, max);
+    ASSERT_FALSE(frags.empty());
+    Bytes joined;
+    PayloadType first = PayloadType::kNone;
+    for (std::size_t i = 0; i < frags.size(); ++i) {
+      const Bytes& f = frags[i];
+      EXPECT_LE(f.size(), max);
+      Message got;
+      const ParseResult loc = ParseMessage(f, got);
+      ASSERT_EQ(loc.error, ParseError::kOk) << ToString(loc.error);
+      EXPECT_TRUE(got.encrypted);
+      EXPECT_TRUE(loc.fragment);
+      EXPECT_EQ(got.header.next_payload, PayloadType::kSkf);
+      EXPECT_EQ(got.header.message_id, m.header.message_id);
+      EXPECT_EQ(got.header.exchange, m.header.exchange);
+      EXPECT_EQ(loc.fragment_number, i + 1);
+      EXPECT_EQ(loc.total_fragments, frags.size());
+      // 2.5: only fragment 1 names the first inner payload.
+      EXPECT_EQ(loc.sk_first, i == 0 ? m.payloads[0].type : PayloadType::kNone);
+      if (i == 0) first = loc.sk_first;
+      Bytes content;
+      ASSERT_EQ(OpenSkf(f, loc, rx_, content).error, ParseError::kOk);
+      EXPECT_FALSE(content.empty());
+      joined.insert(joined.end(), content.begin(), content.end());
+      EXPECT_NE(OpenSk(f, loc, rx_, got).error, ParseError::kOk);  // not an SK message
+    }
+    EXPECT_EQ(ToHex(joined), ToHex(chain));
+    Message whole;
+    ASSERT_EQ(ParseInner(joined, first, whole).error, ParseError::kOk);
+    EXPECT_EQ(Canon(whole.payloads), Canon(m.payloads));
+  }
+  // No room for a single content octet: nothing.
+  EXPECT_TRUE(SerializeFragments(m, tx_, overhead).empty());
+  EXPECT_TRUE(SerializeFragments(m, tx_, 10).empty());
+}
+
+TEST_P(SkTest, FragmentOpensWhatWasSealedByHandAndNumbersAreAuthenticated) {
+  Header h;
+  h.spi_i = 0x1122334455667788;
+  h.spi_r = 0x99aabbccddeeff00;
+  h.exchange = Exchange::kIkeAuth;
+  h.flags = kFlagInitiator;
+  h.message_id = 1;
+  // Fragment 2 of 3 carrying "abc" and padding to whole blocks.
+  Bytes plain = {'a', 'b', 'c'};
+  const std::size_t pad = (info_.block_len - (plain.size() + 1) % info_.block_len) % info_.block_len;
+  plain.insert(plain.end(), pad, 0);
+  plain.push_back(static_cast<std::uint8_t>(pad));
+  const Bytes wire = SealFragmentByHand(h, PayloadType::kNone, 2, 3, plain, tx_);
+  Message m;
+  const ParseResult loc = ParseMessage(wire, m);
+  ASSERT_EQ(loc.error, ParseError::kOk);
+  ASSERT_TRUE(loc.fragment);
+  EXPECT_EQ(loc.fragment_number, 2);
+  EXPECT_EQ(loc.total_fragments, 3);
+  Bytes content;
+  ASSERT_EQ(OpenSkf(wire, loc, rx_, content).error, ParseError::kOk);
+  EXPECT_EQ(content, (Bytes{'a', 'b', 'c'}));
+  // Fragment Number and Total Fragments are covered by the ICV (AAD for the AEADs).
+  for (std::size_t at : {kHeaderLen + 4 + 1, kHeaderLen + 6 + 1}) {
+    Bytes bad = wire;
+    bad[at] ^= 0x01;
+    Message mb;
+    const ParseResult lb = ParseMessage(bad, mb);
+    ASSERT_EQ(lb.error, ParseError::kOk);
+    EXPECT_EQ(OpenSkf(bad, lb, rx_, content).error, ParseError::kIntegrityFailed);
+  }
+}
+
+TEST_P(SkTest, EveryTruncatedFragmentPrefixIsRejected) {
+  const std::vector<Bytes> frags = SerializeFragments(FullMessage(), tx_, 120);
+  ASSERT_GE(frags.size(), 2u);
+  for (const Bytes& wire : frags) {
+    for (std::size_t n = 0; n < wire.size(); ++n) {
+      Bytes prefix(wire.begin(), wire.begin() + static_cast<long>(n));
+      Message m;
+      EXPECT_NE(ParseMessage(prefix, m).error, ParseError::kOk);
+      if (n < kHeaderLen + kSkfHeaderLen) continue;
+      PutBe32(prefix, 24, n);
+      PutBe16(prefix, kHeaderLen + 2, n - kHeaderLen);
+      const ParseResult loc = ParseMessage(prefix, m);
+      ASSERT_EQ(loc.error, ParseError::kOk);
+      Bytes content;
+      EXPECT_NE(OpenSkf(prefix, loc, rx_, content).error, ParseError::kOk);
     }
   }
 }
