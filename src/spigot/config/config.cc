@@ -443,6 +443,56 @@ class Loader {
     return true;
   }
 
+  // `allow_weak`, then the proposals checked against it: a weak transform not allowed is an
+  // error naming it; the default proposals gain the allowed ones in a last proposal.
+  bool GetWeakTransforms(const toml::table& t, const std::string& p, ConnectionConfig& c) {
+    std::string text;
+    bool present = false;
+    if (!GetString(t, p, "allow_weak", text, &present)) return false;
+    const std::string key = p + ".allow_weak";
+    const auto is_weak = [](std::string_view w) {
+      return std::find(std::begin(kWeakTransforms), std::end(kWeakTransforms), w) !=
+             std::end(kWeakTransforms);
+    };
+    const auto allowed = [&](std::string_view w) {
+      return std::find(c.allow_weak.begin(), c.allow_weak.end(), w) != c.allow_weak.end();
+    };
+    if (present) {
+      for (std::string_view item : SplitList(text)) {
+        if (!is_weak(item)) {
+          return Fail(key, "\"" + std::string(item) +
+                               "\" is not a weak transform that can be allowed (\"modp1024\", "
+                               "\"3des\")");
+        }
+        if (allowed(item)) return Fail(key, "\"" + std::string(item) + "\" listed twice");
+        c.allow_weak.emplace_back(item);
+      }
+    }
+    for (std::string_view proposals_key : {"ike_proposals", "esp_proposals"}) {
+      const std::string_view proposals =
+          proposals_key == "ike_proposals" ? c.ike_proposals : c.esp_proposals;
+      std::size_t pos = 0;
+      while (pos < proposals.size()) {
+        const std::size_t end = std::min(proposals.find_first_of(",-", pos), proposals.size());
+        const std::string_view word = Trim(proposals.substr(pos, end - pos));
+        pos = end + 1;
+        if (is_weak(word) && !allowed(word)) {
+          return Fail(p + "." + std::string(proposals_key),
+                      "'" + std::string(word) +
+                          "' is a weak transform (RFC 8247), refused unless allow_weak names it "
+                          "(allow_weak = \"" + std::string(word) + "\")");
+        }
+      }
+    }
+    if (c.allow_weak.empty() || t.contains("ike_proposals")) return true;
+    // A last IKE proposal with the allowed weak transforms beside secure ones: every secure
+    // proposal is preferred, so a peer offering both still gets a secure choice.
+    c.ike_proposals += std::string(", aes256-aes128") + (allowed("3des") ? "-3des" : "") +
+                       "-sha256-sha1-modp2048-ecp256-ecp384" +
+                       (allowed("modp1024") ? "-modp1024" : "");
+    return true;
+  }
+
   bool GetSelectors(const toml::table& t, const std::string& p, std::string_view key,
                     std::vector<TrafficSelector>& out) {
     std::string text;
@@ -493,7 +543,8 @@ class Loader {
   bool LoadConnection(toml::table& t, std::size_t index, ConnectionConfig& c) {
     const std::string p = "connection[" + std::to_string(index) + "]";
     if (!CheckKnownKeys(t, p,
-                        {"name", "local_addrs", "remote_addrs", "local_id", "remote_id", "psk",
+                        {"allow_weak",  // weak transforms for old clients
+                         "name", "local_addrs", "remote_addrs", "local_id", "remote_id", "psk",
                          "psk_file", "ike_proposals", "esp_proposals", "local_ts", "remote_ts",
                          "start_action", "ike_rekey_time", "child_rekey_time", "ike_lifetime",
                          "child_lifetime", "child_life_bytes", "child_life_packets", "replay_window",
@@ -520,6 +571,7 @@ class Loader {
         !GetRemoteSelectors(t, p, c) || !GetVips(t, p, c.vips)) {
       return false;
     }
+    if (!GetWeakTransforms(t, p, c)) return false;
 
     std::string action;
     bool has_action = false;

@@ -92,6 +92,17 @@ enum class Unique : std::uint8_t {
 };
 const char* ToString(Unique u);
 
+// Default proposals (strongSwan syntax). The first of each is what spigot has always offered,
+// so two spigots agree on it as before; the others are there for the native clients.
+inline constexpr std::string_view kDefaultIkeProposals =
+    "aes128gcm16-prfsha256-x25519, "
+    "aes256gcm16-aes128gcm16-prfsha384-prfsha256-x25519-ecp256-ecp384-modp2048-modp3072-modp4096, "
+    "aes256-aes128-sha256-sha384-sha512-sha1-x25519-ecp256-ecp384-modp2048-modp3072-modp4096";
+inline constexpr std::string_view kDefaultEspProposals =
+    "aes128gcm16, aes256gcm16-chacha20poly1305, aes256-aes128-sha256-sha1";
+// The weak transforms allow_weak may name (strongSwan's keywords).
+inline constexpr std::string_view kWeakTransforms[] = {"modp1024", "3des"};
+
 struct ConnectionConfig {
   std::string name;  // required, unique
   // Address literals (IPv4/IPv6), or "%any". local_addrs defaults to "%any"; remote_addrs is
@@ -102,9 +113,17 @@ struct ConnectionConfig {
   std::string remote_id;  // empty: the peer's address
   SecretString psk;       // from `psk`, or read from `psk_file` (one trailing newline stripped)
   // strongSwan proposal syntax, comma-separated, as written (the IKE module parses them). Every
-  // entry is non-empty.
-  std::string ike_proposals = "aes128gcm16-prfsha256-x25519";
-  std::string esp_proposals = "aes128gcm16";
+  // entry is non-empty. The defaults take what the native IKEv2 clients of Windows 10/11,
+  // macOS/iOS and Android send, as far as it is secure (RFC 8247): AEADs first, then AES-CBC
+  // with HMAC-SHA-2/SHA-1; Curve25519, ECP-256/384 and MODP-2048/3072/4096. kDefault* below.
+  std::string ike_proposals{kDefaultIkeProposals};
+  std::string esp_proposals{kDefaultEspProposals};
+  // Weak transforms (RFC 8247) this connection may negotiate: "modp1024" and/or "3des"
+  // (strongSwan's keywords), in the order written, each at most once. A proposal naming one
+  // that is not listed is an error; without explicit ike_proposals, the defaults gain a last IKE
+  // proposal with them. Peers offering them otherwise are refused with NO_PROPOSAL_CHOSEN,
+  // logged and counted (stats: ike.weak_proposals_refused).
+  std::vector<std::string> allow_weak;
   // Empty: host-to-host between the tunnel addresses.
   std::vector<TrafficSelector> local_ts;
   std::vector<TrafficSelector> remote_ts;

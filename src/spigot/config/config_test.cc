@@ -152,8 +152,9 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.local_addrs, std::vector<std::string>{"%any"});
   EXPECT_TRUE(c.local_id.empty());
   EXPECT_TRUE(c.remote_id.empty());
-  EXPECT_EQ(c.ike_proposals, "aes128gcm16-prfsha256-x25519");
-  EXPECT_EQ(c.esp_proposals, "aes128gcm16");
+  EXPECT_EQ(c.ike_proposals, kDefaultIkeProposals);
+  EXPECT_EQ(c.esp_proposals, kDefaultEspProposals);
+  EXPECT_TRUE(c.allow_weak.empty());
   EXPECT_TRUE(c.local_ts.empty());
   EXPECT_TRUE(c.remote_ts.empty());
   EXPECT_EQ(c.start_action, StartAction::kNone);
@@ -637,6 +638,62 @@ TEST(ConfigPoolTest, DiffSeesAPoolChange) {
   EXPECT_TRUE(diff.pools_changed);
   EXPECT_TRUE(diff.changed.empty());  // the connection itself is the same
   EXPECT_FALSE(diff.empty());
+}
+
+// allow_weak (native clients): weak transforms (RFC 8247) are named before they are used.
+TEST(ConfigWeakTest, ProposalsNamingWeakTransformsNeedAllowWeak) {
+  ExpectError(OneConnection("ike_proposals = \"aes256-sha1-modp1024\""),
+              "spigot.toml: connection[0].ike_proposals: 'modp1024' is a weak transform (RFC "
+              "8247), refused unless allow_weak names it (allow_weak = \"modp1024\")");
+  ExpectError(OneConnection("ike_proposals = \"aes256-sha256-modp2048, 3des-sha1-modp2048\"\n"
+                            "allow_weak = \"modp1024\""),
+              "spigot.toml: connection[0].ike_proposals: '3des' is a weak transform (RFC 8247), "
+              "refused unless allow_weak names it (allow_weak = \"3des\")");
+  ExpectError(OneConnection("esp_proposals = \"aes256-sha1-modp1024\""),
+              "spigot.toml: connection[0].esp_proposals: 'modp1024' is a weak transform (RFC "
+              "8247), refused unless allow_weak names it (allow_weak = \"modp1024\")");
+  ExpectError(OneConnection("allow_weak = \"modp768\""),
+              "spigot.toml: connection[0].allow_weak: \"modp768\" is not a weak transform that "
+              "can be allowed (\"modp1024\", \"3des\")");
+  ExpectError(OneConnection("allow_weak = \"modp1024, modp1024\""),
+              "spigot.toml: connection[0].allow_weak: \"modp1024\" listed twice");
+  ExpectError(OneConnection("allow_weak = true"),
+              "spigot.toml: connection[0].allow_weak: must be a string, got true");
+
+  const LoadResult r = Load(OneConnection("ike_proposals = \"aes256-sha1-modp1024, "
+                                          "3des-sha1-modp2048\"\nallow_weak = \"3des, modp1024\""));
+  ASSERT_TRUE(r.ok) << r.error;
+  const ConnectionConfig& c = r.config.connections.at(0);
+  EXPECT_EQ(c.allow_weak, (std::vector<std::string>{"3des", "modp1024"}));
+  EXPECT_EQ(c.ike_proposals, "aes256-sha1-modp1024, 3des-sha1-modp2048");  // as written
+  EXPECT_EQ(c.esp_proposals, kDefaultEspProposals);
+}
+
+TEST(ConfigWeakTest, DefaultProposalsGainTheAllowedWeakTransformsLast) {
+  const struct {
+    const char* allow;
+    std::string ike;
+  } cases[] = {
+      {"modp1024", std::string(kDefaultIkeProposals) +
+                       ", aes256-aes128-sha256-sha1-modp2048-ecp256-ecp384-modp1024"},
+      {"3des", std::string(kDefaultIkeProposals) +
+                   ", aes256-aes128-3des-sha256-sha1-modp2048-ecp256-ecp384"},
+      {"modp1024,3des", std::string(kDefaultIkeProposals) +
+                            ", aes256-aes128-3des-sha256-sha1-modp2048-ecp256-ecp384-modp1024"},
+      {"", std::string(kDefaultIkeProposals)},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.allow);
+    const LoadResult r = Load(OneConnection(std::string("allow_weak = \"") + c.allow + "\""));
+    ASSERT_TRUE(r.ok) << r.error;
+    EXPECT_EQ(r.config.connections.at(0).ike_proposals, c.ike);
+    EXPECT_EQ(r.config.connections.at(0).esp_proposals, kDefaultEspProposals);
+  }
+  // A reload that only adds allow_weak is a change of the connection.
+  const LoadResult a = Load(OneConnection(""));
+  const LoadResult b = Load(OneConnection("allow_weak = \"modp1024\""));
+  ASSERT_TRUE(a.ok && b.ok);
+  EXPECT_FALSE(a.config.connections[0] == b.config.connections[0]);
 }
 
 }  // namespace

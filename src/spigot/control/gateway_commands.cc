@@ -207,6 +207,8 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures},
         {"child_failures", ic.child_failures}, {"established", c.ike_established},
         {"rekey_retries", ic.rekey_retries},
+        {"weak_proposals_refused",
+         {{"modp1024", ic.weak_refused_modp1024}, {"3des", ic.weak_refused_3des}}},
         {"dpd", {{"probes", ic.dpd_probes}, {"skipped_traffic", ic.dpd_skipped_traffic},
                  {"deferred", ic.dpd_deferred}, {"max_per_second", gw.MaxDpdPerSecond()}}},
         {"fragments", FragmentsJson(ic.fragments)},

@@ -134,6 +134,94 @@ TEST(EcpRfc5903, RefusesPrivateKeyOutOfRange) {
   EXPECT_NE(DhKeyPair::FromPrivateKey(kDhGroupEcp256, n_minus_1), nullptr);
 }
 
+TEST(EcpRfc5903, Section82) {
+  const auto blocks = ReadVectorFile("src/spigot/crypto/testdata/ecp384_rfc5903.txt");
+  ASSERT_EQ(blocks.size(), 1u);
+  const auto& b = blocks[0];
+  const Bytes gi = FromHex(b.at("gix") + b.at("giy"));
+  const Bytes gr = FromHex(b.at("grx") + b.at("gry"));
+  auto initiator = DhKeyPair::FromPrivateKey(kDhGroupEcp384, FromHex(b.at("i")));
+  auto responder = DhKeyPair::FromPrivateKey(kDhGroupEcp384, FromHex(b.at("r")));
+  ASSERT_NE(initiator, nullptr);
+  ASSERT_NE(responder, nullptr);
+  EXPECT_EQ(ToHex(initiator->public_value()), ToHex(gi));
+  EXPECT_EQ(ToHex(responder->public_value()), ToHex(gr));
+  SecureBytes s_i, s_r;
+  ASSERT_TRUE(initiator->ComputeShared(gr, s_i));
+  ASSERT_TRUE(responder->ComputeShared(gi, s_r));
+  EXPECT_EQ(ToHex(s_i), ToHex(FromHex(b.at("girx"))));
+  EXPECT_EQ(ToHex(s_r), ToHex(FromHex(b.at("girx"))));
+  // A P-256 point is no P-384 point, whatever the length.
+  Bytes off_curve = gr;
+  off_curve.back() ^= 0x01;
+  SecureBytes out;
+  EXPECT_FALSE(initiator->ComputeShared(off_curve, out));
+  EXPECT_FALSE(initiator->ComputeShared(Bytes(96, 0x00), out));
+  EXPECT_FALSE(initiator->ComputeShared(Bytes(96, 0xff), out));
+  EXPECT_TRUE(out.empty());
+}
+
+// Known answers computed outside OpenSSL (testdata header): public values and shared secrets
+// are the fixed-length big-endian numbers of RFC 7296 3.4 / 2.14, leading zeros included.
+TEST(ModpKat, PublicValuesAndSharedSecrets) {
+  const auto blocks = ReadVectorFile("src/spigot/crypto/testdata/modp_kat.txt");
+  ASSERT_EQ(blocks.size(), 4u);
+  for (const auto& b : blocks) {
+    SCOPED_TRACE(b.at("name"));
+    const auto group = static_cast<std::uint16_t>(std::stoul(b.at("group")));
+    const Bytes gi = FromHex(b.at("gi"));
+    const Bytes gr = FromHex(b.at("gr"));
+    ASSERT_EQ(gi.size(), DhPublicValueLength(group));
+    auto initiator = DhKeyPair::FromPrivateKey(group, FromHex(b.at("i")));
+    auto responder = DhKeyPair::FromPrivateKey(group, FromHex(b.at("r")));
+    ASSERT_NE(initiator, nullptr);
+    ASSERT_NE(responder, nullptr);
+    EXPECT_EQ(ToHex(initiator->public_value()), ToHex(gi));
+    EXPECT_EQ(ToHex(responder->public_value()), ToHex(gr));
+    SecureBytes s_i, s_r;
+    ASSERT_TRUE(initiator->ComputeShared(gr, s_i));
+    ASSERT_TRUE(responder->ComputeShared(gi, s_r));
+    EXPECT_EQ(s_i.size(), DhSharedSecretLength(group));
+    EXPECT_EQ(ToHex(s_i), ToHex(FromHex(b.at("shared"))));
+    EXPECT_EQ(ToHex(s_r), ToHex(FromHex(b.at("shared"))));
+  }
+  // The group 14 block was chosen so that padding shows.
+  EXPECT_EQ(blocks[1].at("gi").substr(0, 2), "00");
+  EXPECT_EQ(blocks[1].at("shared").substr(0, 2), "00");
+}
+
+// RFC 6989 2.1: a MODP public value y must satisfy 1 < y < p - 1 (0, 1 and p - 1 force the
+// shared secret into a subgroup of order 1 or 2); p and beyond are no residues at all.
+TEST(ModpKat, RejectsDegeneratePeerValues) {
+  const auto b = ReadVectorFile("src/spigot/crypto/testdata/modp_kat.txt").at(1);
+  ASSERT_EQ(b.at("group"), "14");
+  auto pair = DhKeyPair::FromPrivateKey(kDhGroupModp2048, FromHex(b.at("i")));
+  ASSERT_NE(pair, nullptr);
+  // p for group 14 from its public value's group: 2^2048 - 1 is above p, so all-ones is too.
+  Bytes zero(256, 0x00), one(256, 0x00), all_ones(256, 0xff);
+  one.back() = 1;
+  for (const Bytes& peer : {zero, one, all_ones}) {
+    SecureBytes out;
+    EXPECT_FALSE(pair->ComputeShared(peer, out));
+    EXPECT_TRUE(out.empty());
+  }
+  // 2 is a valid public value (the generator itself): the secret is then 2^i, i.e. our own
+  // public value.
+  Bytes two(256, 0x00);
+  two.back() = 2;
+  SecureBytes out;
+  ASSERT_TRUE(pair->ComputeShared(two, out));
+  EXPECT_EQ(ToHex(out), ToHex(FromHex(b.at("gi"))));
+}
+
+TEST(ModpKat, RefusesPrivateKeyOutOfRange) {
+  EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupModp2048, Bytes{}), nullptr);
+  EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupModp2048, Bytes{0x01}), nullptr);
+  EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupModp2048, Bytes(256, 0xff)), nullptr);  // > p
+  EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupModp2048, Bytes(257, 0x01)), nullptr);
+  EXPECT_NE(DhKeyPair::FromPrivateKey(kDhGroupModp2048, Bytes{0x02}), nullptr);
+}
+
 class DhGroupTest : public ::testing::TestWithParam<std::uint16_t> {};
 
 TEST_P(DhGroupTest, GeneratedPairsAgree) {
@@ -148,7 +236,7 @@ TEST_P(DhGroupTest, GeneratedPairsAgree) {
   SecureBytes ab, ba;
   ASSERT_TRUE(a->ComputeShared(b->public_value(), ab));
   ASSERT_TRUE(b->ComputeShared(a->public_value(), ba));
-  EXPECT_EQ(ab.size(), 32u);
+  EXPECT_EQ(ab.size(), DhSharedSecretLength(group));
   EXPECT_TRUE(ab == ba);
   // A key pair may compute with several peers; each result is independent of the last.
   auto c = DhKeyPair::Generate(group);
@@ -173,8 +261,8 @@ TEST_P(DhGroupTest, RejectsWrongLength) {
     EXPECT_FALSE(pair->ComputeShared(peer_value, out));
     EXPECT_TRUE(out.empty());
   }
-  if (group == kDhGroupEcp256) {
-    // The SEC1 form 0x04 || x || y is 65 bytes: IKEv2 carries x || y only (RFC 5903 7).
+  if (group == kDhGroupEcp256 || group == kDhGroupEcp384) {
+    // The SEC1 form 0x04 || x || y is 65 (97) bytes: IKEv2 carries x || y only (RFC 5903 7).
     Bytes sec1 = good;
     sec1.insert(sec1.begin(), 0x04);
     SecureBytes out;
@@ -182,22 +270,32 @@ TEST_P(DhGroupTest, RejectsWrongLength) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Dh, DhGroupTest, ::testing::Values(kDhGroupCurve25519, kDhGroupEcp256),
+INSTANTIATE_TEST_SUITE_P(Dh, DhGroupTest,
+                         ::testing::Values(kDhGroupCurve25519, kDhGroupEcp256, kDhGroupEcp384,
+                                           kDhGroupModp1024, kDhGroupModp2048, kDhGroupModp3072,
+                                           kDhGroupModp4096),
                          [](const auto& info) { return "Group" + std::to_string(info.param); });
 
 TEST(DhGroupIds, SupportedGroups) {
-  EXPECT_TRUE(IsSupportedDhGroup(31));
-  EXPECT_TRUE(IsSupportedDhGroup(19));
-  for (std::uint16_t g : {0, 2, 14, 20, 21, 32}) {
+  // id, public value length, shared secret length.
+  const std::size_t groups[][3] = {{31, 32, 32},   {19, 64, 32},   {20, 96, 48},  {2, 128, 128},
+                                   {14, 256, 256}, {15, 384, 384}, {16, 512, 512}};
+  for (const auto& [g, pub, shared] : groups) {
+    SCOPED_TRACE(g);
+    EXPECT_TRUE(IsSupportedDhGroup(static_cast<std::uint16_t>(g)));
+    EXPECT_EQ(DhPublicValueLength(static_cast<std::uint16_t>(g)), pub);
+    EXPECT_EQ(DhSharedSecretLength(static_cast<std::uint16_t>(g)), shared);
+  }
+  for (std::uint16_t g : {0, 1, 5, 17, 18, 21, 32}) {
     EXPECT_FALSE(IsSupportedDhGroup(g)) << g;
     EXPECT_EQ(DhPublicValueLength(g), 0u);
+    EXPECT_EQ(DhSharedSecretLength(g), 0u);
     EXPECT_EQ(DhKeyPair::Generate(g), nullptr);
     EXPECT_EQ(DhKeyPair::FromPrivateKey(g, Bytes(32, 1)), nullptr);
   }
-  EXPECT_EQ(DhPublicValueLength(31), 32u);
-  EXPECT_EQ(DhPublicValueLength(19), 64u);
   EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupCurve25519, Bytes(31, 1)), nullptr);
   EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupEcp256, Bytes(33, 1)), nullptr);
+  EXPECT_EQ(DhKeyPair::FromPrivateKey(kDhGroupEcp384, Bytes(32, 1)), nullptr);
 }
 
 }  // namespace

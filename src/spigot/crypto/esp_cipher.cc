@@ -10,16 +10,22 @@
 namespace spigot::crypto {
 namespace {
 
-constexpr std::array<EspSuiteInfo, 5> kSuites = {{
+constexpr std::array<EspSuiteInfo, 7> kSuites = {{
     // suite, name, key, salt, integ, iv, icv, pad_align, aead, encr id, integ id
     {EspSuite::kAesGcm128, "aes128gcm16", 16, 4, 0, 8, 16, 4, true, 20, 0},
     {EspSuite::kAesGcm256, "aes256gcm16", 32, 4, 0, 8, 16, 4, true, 20, 0},
     {EspSuite::kChaCha20Poly1305, "chacha20poly1305", 32, 4, 0, 8, 16, 4, true, 28, 0},
     {EspSuite::kAesCbc128HmacSha256, "aes128-sha256", 16, 0, 32, 16, 16, 16, false, 12, 12},
     {EspSuite::kAesCbc256HmacSha256, "aes256-sha256", 32, 0, 32, 16, 16, 16, false, 12, 12},
+    {EspSuite::kAesCbc128HmacSha1, "aes128-sha1", 16, 0, 20, 16, 12, 16, false, 12, 2},
+    {EspSuite::kAesCbc256HmacSha1, "aes256-sha1", 32, 0, 20, 16, 12, 16, false, 12, 2},
 }};
 
-constexpr std::size_t kHmacBlock = 64;  // SHA-256 block size
+constexpr std::size_t kHmacBlock = 64;  // SHA-1 and SHA-256 block size
+
+bool IsSha1(EspSuite suite) {
+  return suite == EspSuite::kAesCbc128HmacSha1 || suite == EspSuite::kAesCbc256HmacSha1;
+}
 
 [[noreturn]] void FatalImb(const char* what) {
   std::fprintf(stderr, "spigot: fatal: intel-ipsec-mb: %s\n", what);
@@ -41,8 +47,12 @@ void RunJob(IMB_MGR* mgr, IMB_JOB* job) {
 }  // namespace
 
 // kSuites is in enum order from 1: the per-packet lookup is an index.
-static_assert(kSuites[0].suite == EspSuite::kAesGcm128 &&
-              kSuites[4].suite == EspSuite::kAesCbc256HmacSha256);
+static_assert([] {
+  for (std::size_t i = 0; i < kSuites.size(); ++i) {
+    if (static_cast<std::size_t>(kSuites[i].suite) != i + 1) return false;
+  }
+  return true;
+}());
 
 const EspSuiteInfo& SuiteInfo(EspSuite suite) {
   const std::size_t i = static_cast<std::size_t>(suite) - 1;
@@ -94,21 +104,32 @@ bool EspCipher::Init(ImbManager& mgr, EspSuite suite, std::span<const std::uint8
       std::memcpy(keys_.chacha.key, key, 32);
       break;
     case EspSuite::kAesCbc128HmacSha256:
-    case EspSuite::kAesCbc256HmacSha256: {
-      if (suite == EspSuite::kAesCbc128HmacSha256) {
+    case EspSuite::kAesCbc256HmacSha256:
+    case EspSuite::kAesCbc128HmacSha1:
+    case EspSuite::kAesCbc256HmacSha1: {
+      if (info.enc_key_len == 16) {
         IMB_AES_KEYEXP_128(m, key, keys_.cbc.enc, keys_.cbc.dec);
       } else {
         IMB_AES_KEYEXP_256(m, key, keys_.cbc.enc, keys_.cbc.dec);
       }
-      // HMAC (RFC 2104): precompute the SHA-256 states after (K ^ ipad) and (K ^ opad).
+      // HMAC (RFC 2104): precompute the hash states after (K ^ ipad) and (K ^ opad).
       const std::uint8_t* mac_key = key + info.enc_key_len;
+      const bool sha1 = IsSha1(suite);
       alignas(16) std::uint8_t block[kHmacBlock];
       std::memset(block, 0x36, sizeof(block));
       for (std::size_t i = 0; i < info.integ_key_len; ++i) block[i] ^= mac_key[i];
-      IMB_SHA256_ONE_BLOCK(m, block, keys_.cbc.ipad);
+      if (sha1) {
+        IMB_SHA1_ONE_BLOCK(m, block, keys_.cbc.ipad);
+      } else {
+        IMB_SHA256_ONE_BLOCK(m, block, keys_.cbc.ipad);
+      }
       std::memset(block, 0x5c, sizeof(block));
       for (std::size_t i = 0; i < info.integ_key_len; ++i) block[i] ^= mac_key[i];
-      IMB_SHA256_ONE_BLOCK(m, block, keys_.cbc.opad);
+      if (sha1) {
+        IMB_SHA1_ONE_BLOCK(m, block, keys_.cbc.opad);
+      } else {
+        IMB_SHA256_ONE_BLOCK(m, block, keys_.cbc.opad);
+      }
       Wipe(block, sizeof(block));
       break;
     }
@@ -222,31 +243,33 @@ void EspCipher::DecryptCbc(ImbManager& mgr, const std::uint8_t* iv16,
 }
 
 void EspCipher::Mac(ImbManager& mgr, std::span<const std::uint8_t> msg,
-                    std::uint8_t* icv16) const {
+                    std::uint8_t* icv) const {
   IMB_MGR* m = mgr.get();
   IMB_JOB* job = IMB_GET_NEXT_JOB(m);
   job->cipher_mode = IMB_CIPHER_NULL;
   job->cipher_direction = IMB_DIR_ENCRYPT;
   job->chain_order = IMB_ORDER_HASH_CIPHER;
-  job->hash_alg = IMB_AUTH_HMAC_SHA_256;
+  job->hash_alg = IsSha1(suite_) ? IMB_AUTH_HMAC_SHA_1 : IMB_AUTH_HMAC_SHA_256;
   job->src = msg.data();
   job->dst = nullptr;
   job->msg_len_to_cipher_in_bytes = 0;
   job->cipher_start_src_offset_in_bytes = 0;
   job->hash_start_src_offset_in_bytes = 0;
   job->msg_len_to_hash_in_bytes = msg.size();
-  job->auth_tag_output = icv16;
-  job->auth_tag_output_len_in_bytes = kEspIcvLen;  // RFC 4868 2.1.1: truncated to 128 bits
+  job->auth_tag_output = icv;
+  // Truncated to 128 bits (RFC 4868 2.1.1) or 96 (RFC 2404 2).
+  job->auth_tag_output_len_in_bytes = SuiteInfo(suite_).icv_len;
   job->u.HMAC._hashed_auth_key_xor_ipad = keys_.cbc.ipad;
   job->u.HMAC._hashed_auth_key_xor_opad = keys_.cbc.opad;
   RunJob(m, job);
 }
 
 bool EspCipher::VerifyMac(ImbManager& mgr, std::span<const std::uint8_t> msg,
-                          const std::uint8_t* icv16) const {
+                          const std::uint8_t* icv) const {
   std::uint8_t tag[kEspIcvLen];
   Mac(mgr, msg, tag);
-  return ConstantTimeEqual({tag, kEspIcvLen}, {icv16, kEspIcvLen});
+  const std::size_t len = SuiteInfo(suite_).icv_len;
+  return ConstantTimeEqual({tag, len}, {icv, len});
 }
 
 void EspCipher::MakeCbcIv(ImbManager& mgr, std::uint64_t counter, std::uint8_t* iv16) const {

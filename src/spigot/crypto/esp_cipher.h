@@ -8,6 +8,7 @@
 // Key material layout (RFC 7296 2.17: encryption key first, then integrity key):
 //   AES-GCM (RFC 4106 8.1) / ChaCha20-Poly1305 (RFC 7634 2): key || 4-byte salt
 //   AES-CBC + HMAC-SHA-256-128 (RFC 3602, RFC 4868 2.1.1): AES key || 32-byte HMAC key
+//   AES-CBC + HMAC-SHA1-96 (RFC 3602, RFC 2404 3): AES key || 20-byte HMAC key
 #pragma once
 
 #include <intel-ipsec-mb.h>
@@ -26,6 +27,8 @@ enum class EspSuite : std::uint8_t {
   kChaCha20Poly1305,
   kAesCbc128HmacSha256,
   kAesCbc256HmacSha256,
+  kAesCbc128HmacSha1,
+  kAesCbc256HmacSha1,
 };
 
 struct EspSuiteInfo {
@@ -33,13 +36,16 @@ struct EspSuiteInfo {
   std::string_view name;       // strongSwan's proposal keyword, e.g. "aes128gcm16"
   std::uint8_t enc_key_len;    // cipher key bytes
   std::uint8_t salt_len;       // 4 for the AEADs (RFC 4106 4, RFC 7634 2), 0 for CBC
-  std::uint8_t integ_key_len;  // 32 for HMAC-SHA-256-128 (RFC 4868 2.1.1), 0 for AEADs
+  std::uint8_t integ_key_len;  // 32 for HMAC-SHA-256-128 (RFC 4868 2.1.1), 20 for HMAC-SHA1-96
+                               // (RFC 2404 3), 0 for AEADs
   std::uint8_t iv_len;         // 8 for the AEADs (RFC 4106 3.1, RFC 7634 2), 16 for CBC
-  std::uint8_t icv_len;        // 16 for all: GCM 16-octet ICV, Poly1305 tag, SHA-256 truncated
+  std::uint8_t icv_len;        // 16 (GCM 16-octet ICV, Poly1305 tag, SHA-256 truncated to 128
+                               // bits) or 12 (SHA-1 truncated to 96 bits, RFC 2404 2)
   std::uint8_t pad_align;      // 4 for the AEADs (RFC 4303 2.4), the AES block (16) for CBC
   bool aead;
   std::uint16_t ikev2_encr_id;   // IKEv2 transform type 1 ID (IANA): 20, 28 or 12
-  std::uint16_t ikev2_integ_id;  // IKEv2 transform type 3 ID: 12 (AUTH_HMAC_SHA2_256_128), 0
+  std::uint16_t ikev2_integ_id;  // IKEv2 transform type 3 ID: 12 (AUTH_HMAC_SHA2_256_128),
+                                 // 2 (AUTH_HMAC_SHA1_96), 0
 
   std::size_t keymat_len() const { return std::size_t{enc_key_len} + salt_len + integ_key_len; }
 };
@@ -47,6 +53,7 @@ struct EspSuiteInfo {
 const EspSuiteInfo& SuiteInfo(EspSuite suite);
 std::optional<EspSuite> SuiteByName(std::string_view name);
 
+// The AEADs' ICV, and the longest of any suite (buffers for an ICV are this long).
 inline constexpr std::size_t kEspIcvLen = 16;
 inline constexpr std::size_t kMaxEspKeymatLen = 32 + 32;  // AES-256 key + HMAC-SHA-256 key
 
@@ -88,12 +95,13 @@ class EspCipher {
   bool OpenAead(ImbManager& mgr, const std::uint8_t* iv8, std::span<const std::uint8_t> aad,
                 std::span<std::uint8_t> data, const std::uint8_t* icv16) const;
 
-  // --- AES-CBC + HMAC-SHA-256-128. `data` is a whole number of AES blocks.
+  // --- AES-CBC + HMAC-SHA-256-128 or HMAC-SHA1-96. `data` is a whole number of AES blocks.
   void EncryptCbc(ImbManager& mgr, const std::uint8_t* iv16, std::span<std::uint8_t> data) const;
   void DecryptCbc(ImbManager& mgr, const std::uint8_t* iv16, std::span<std::uint8_t> data) const;
-  // HMAC-SHA-256 truncated to 128 bits (RFC 4868) over `msg`.
-  void Mac(ImbManager& mgr, std::span<const std::uint8_t> msg, std::uint8_t* icv16) const;
-  bool VerifyMac(ImbManager& mgr, std::span<const std::uint8_t> msg, const std::uint8_t* icv16) const;
+  // The suite's truncated HMAC over `msg`: SuiteInfo(suite()).icv_len bytes (16 for
+  // HMAC-SHA-256-128, RFC 4868; 12 for HMAC-SHA1-96, RFC 2404) written to `icv`.
+  void Mac(ImbManager& mgr, std::span<const std::uint8_t> msg, std::uint8_t* icv) const;
+  bool VerifyMac(ImbManager& mgr, std::span<const std::uint8_t> msg, const std::uint8_t* icv) const;
   // An unpredictable CBC IV from a never-repeating counter: E_K(counter) under the SA's own
   // cipher key (NIST SP 800-38A Appendix C, the "nonce" method).
   void MakeCbcIv(ImbManager& mgr, std::uint64_t counter, std::uint8_t* iv16) const;
@@ -112,8 +120,8 @@ class EspCipher {
     struct {
       alignas(16) std::uint8_t enc[16 * 15];
       alignas(16) std::uint8_t dec[16 * 15];
-      alignas(16) std::uint8_t ipad[32];  // SHA-256 state after (key ^ ipad)
-      alignas(16) std::uint8_t opad[32];  // SHA-256 state after (key ^ opad)
+      alignas(16) std::uint8_t ipad[32];  // SHA-256 (or SHA-1) state after (key ^ ipad)
+      alignas(16) std::uint8_t opad[32];  // SHA-256 (or SHA-1) state after (key ^ opad)
     } cbc;
     Keys() {}
   } keys_;

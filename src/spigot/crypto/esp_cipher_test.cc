@@ -24,9 +24,10 @@ using test_tools::ToHex;
 using test_tools::VectorBlock;
 using Bytes = std::vector<std::uint8_t>;
 
-constexpr EspSuite kAllSuites[] = {EspSuite::kAesGcm128, EspSuite::kAesGcm256,
-                                   EspSuite::kChaCha20Poly1305, EspSuite::kAesCbc128HmacSha256,
-                                   EspSuite::kAesCbc256HmacSha256};
+constexpr EspSuite kAllSuites[] = {EspSuite::kAesGcm128,           EspSuite::kAesGcm256,
+                                   EspSuite::kChaCha20Poly1305,     EspSuite::kAesCbc128HmacSha256,
+                                   EspSuite::kAesCbc256HmacSha256,  EspSuite::kAesCbc128HmacSha1,
+                                   EspSuite::kAesCbc256HmacSha1};
 
 Bytes Field(const VectorBlock& b, const std::string& key) {
   const auto it = b.find(key);
@@ -191,6 +192,46 @@ TEST(EspCipherKatHmacSha256, Rfc4868Authenticator) {
   }
 }
 
+// --- HMAC-SHA1-96 ----------------------------------------------------------------------------
+
+// RFC 2202 HMAC-SHA-1 test cases with a 20-byte key (RFC 2404 3: the key is exactly 160 bits),
+// truncated to their first 96 bits (RFC 2404 2), through both AES-CBC + SHA-1 suites.
+TEST(EspCipherKatHmacSha1, Rfc2202TruncatedTo96) {
+  const auto blocks = ReadVectorFile("src/spigot/crypto/testdata/hmac_sha1_rfc2202.txt");
+  ImbManager& mgr = ImbManager::ForThisThread();
+  int checked = 0;
+  for (const EspSuite suite : {EspSuite::kAesCbc128HmacSha1, EspSuite::kAesCbc256HmacSha1}) {
+    const std::size_t aes_len = SuiteInfo(suite).enc_key_len;
+    ASSERT_EQ(SuiteInfo(suite).icv_len, 12u);
+    for (const VectorBlock& b : blocks) {
+      const Bytes key = Field(b, "key");
+      if (key.size() != 20) continue;
+      SCOPED_TRACE(Name(b) + (aes_len == 16 ? " with AES-128" : " with AES-256"));
+      const Bytes data = Field(b, "data");
+      const Bytes full = Field(b, "hmac_sha1");
+      const Bytes mac(full.begin(), full.begin() + 12);
+      EspCipher cipher;
+      ASSERT_TRUE(cipher.Init(mgr, suite, Concat(Filler(aes_len, 0x5a), key)));
+      std::array<std::uint8_t, kEspIcvLen> icv{};
+      icv.fill(0xee);
+      cipher.Mac(mgr, data, icv.data());
+      EXPECT_EQ(ToHex(Bytes(icv.begin(), icv.begin() + 12)), ToHex(mac));
+      EXPECT_EQ(icv[12], 0xee) << "wrote past the 12-byte ICV";
+      EXPECT_TRUE(cipher.VerifyMac(mgr, data, mac.data()));
+      for (std::size_t i : {std::size_t{0}, std::size_t{11}}) {
+        Bytes bad = mac;
+        bad[i] ^= 0x01;
+        EXPECT_FALSE(cipher.VerifyMac(mgr, data, bad.data())) << "icv byte " << i;
+      }
+      Bytes changed = data;
+      changed.back() ^= 0x01;
+      EXPECT_FALSE(cipher.VerifyMac(mgr, changed, mac.data()));
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 6);  // test cases 1, 3 and 5, twice
+}
+
 // --- AES-CBC ---------------------------------------------------------------------------------
 
 // NIST SP 800-38A F.2.1/F.2.2 (AES-128) and F.2.5/F.2.6 (AES-256), in place, for each whole-
@@ -265,6 +306,9 @@ TEST(EspCipherKatSuites, TableMatchesRfcs) {
       // key; AUTH_HMAC_SHA2_256_128 = 12.
       {EspSuite::kAesCbc128HmacSha256, 16, 0, 32, 16, 16, false, 12, 12},
       {EspSuite::kAesCbc256HmacSha256, 32, 0, 32, 16, 16, false, 12, 12},
+      // RFC 2404 3: 20-byte key, 12-byte ICV; AUTH_HMAC_SHA1_96 = 2.
+      {EspSuite::kAesCbc128HmacSha1, 16, 0, 20, 16, 16, false, 12, 2},
+      {EspSuite::kAesCbc256HmacSha1, 32, 0, 20, 16, 16, false, 12, 2},
   };
   for (const Want& w : wants) {
     const EspSuiteInfo& info = SuiteInfo(w.suite);
@@ -274,7 +318,7 @@ TEST(EspCipherKatSuites, TableMatchesRfcs) {
     EXPECT_EQ(info.salt_len, w.salt);
     EXPECT_EQ(info.integ_key_len, w.integ);
     EXPECT_EQ(info.iv_len, w.iv);
-    EXPECT_EQ(info.icv_len, kEspIcvLen);
+    EXPECT_EQ(info.icv_len, w.integ_id == 2 ? 12u : kEspIcvLen);
     EXPECT_EQ(info.pad_align, w.pad_align);
     EXPECT_EQ(info.aead, w.aead);
     EXPECT_EQ(info.ikev2_encr_id, w.encr_id);

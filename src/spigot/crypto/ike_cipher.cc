@@ -19,6 +19,8 @@ constexpr std::uint8_t kSaltLen = 4;
 constexpr std::uint8_t kIvLen = 8;
 constexpr std::uint8_t kIcvLen = 16;
 constexpr std::uint8_t kAesBlockLen = 16;
+constexpr std::uint8_t kDesBlockLen = 8;      // RFC 2451 2.3
+constexpr std::uint8_t k3desKeyLen = 3 * 8;   // RFC 2451 2.2: three DES keys
 
 // Indexed by IkeEncr. Fields: encr, transform_id, key_bits, key_len, salt_len, iv_len, icv_len,
 // block_len, aead.
@@ -28,6 +30,7 @@ constexpr IkeEncrInfo kInfo[] = {
     {IkeEncr::kAesGcm16_128, kEncrAesGcm16, 128, 16, kSaltLen, kIvLen, kIcvLen, 1, true},
     {IkeEncr::kAesGcm16_256, kEncrAesGcm16, 256, 32, kSaltLen, kIvLen, kIcvLen, 1, true},
     {IkeEncr::kChaCha20Poly1305, kEncrChaCha20Poly1305, 0, 32, kSaltLen, kIvLen, kIcvLen, 1, true},
+    {IkeEncr::k3desCbc, kEncr3des, 0, k3desKeyLen, 0, kDesBlockLen, 0, kDesBlockLen, false},
 };
 static_assert([] {
   for (std::size_t i = 0; i < std::size(kInfo); ++i) {
@@ -44,6 +47,7 @@ const EVP_CIPHER* CipherFor(IkeEncr encr) {
       EVP_CIPHER_fetch(nullptr, "AES-128-GCM", nullptr),
       EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr),
       EVP_CIPHER_fetch(nullptr, "ChaCha20-Poly1305", nullptr),
+      EVP_CIPHER_fetch(nullptr, "DES-EDE3-CBC", nullptr),
   };
   return ciphers[static_cast<std::size_t>(encr)];
 }
@@ -149,7 +153,7 @@ bool IkeCipher::DecryptCbc(std::span<const std::uint8_t> iv, std::span<std::uint
 }
 
 bool IkeCipher::Cbc(bool encrypt, std::span<const std::uint8_t> iv, std::span<std::uint8_t> data) {
-  if (info_->aead || iv.size() != info_->iv_len || data.size() % kAesBlockLen != 0 ||
+  if (info_->aead || iv.size() != info_->iv_len || data.size() % info_->block_len != 0 ||
       !FitsInt(data.size())) {
     return false;
   }

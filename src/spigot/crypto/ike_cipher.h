@@ -7,6 +7,8 @@
 //   AES-CBC (RFC 3602, RFC 7296 3.14): keymat = AES key, 16-byte IV, the plaintext a whole number
 //     of blocks, padded by the caller. Integrity is separate: an Integrity (prf.h) over the
 //     message up to the ICV, computed and checked by the caller.
+//   3DES-CBC (RFC 2451): as AES-CBC with a 24-byte key, 8-byte IV and blocks. Weak (RFC 8247
+//     2.1): negotiated only where a connection's allow_weak names it (ike/proposal.h).
 //
 // Keymat is SK_ei or SK_er as taken from prf+ (RFC 7296 2.14); the salt is its last 4 bytes.
 #pragma once
@@ -29,6 +31,7 @@ enum class IkeEncr : std::uint8_t {
   kAesGcm16_128,
   kAesGcm16_256,
   kChaCha20Poly1305,
+  k3desCbc,
 };
 
 struct IkeEncrInfo {
@@ -37,9 +40,11 @@ struct IkeEncrInfo {
   std::uint16_t key_bits;      // Key Length attribute (RFC 7296 3.3.5); 0: none (RFC 7634)
   std::uint8_t key_len;
   std::uint8_t salt_len;   // 4 for the AEADs, 0 for CBC
-  std::uint8_t iv_len;     // the IV carried in the SK payload: 8 for the AEADs, 16 for CBC
+  std::uint8_t iv_len;     // the IV carried in the SK payload: 8 for the AEADs and 3DES, 16 for
+                           // AES-CBC
   std::uint8_t icv_len;    // 16 for the AEADs; 0 for CBC, whose ICV is the integrity algorithm's
-  std::uint8_t block_len;  // the plaintext length must be a multiple of this: 1, or 16 for CBC
+  std::uint8_t block_len;  // the plaintext length must be a multiple of this: 1, or the cipher
+                           // block for CBC (16, 8 for 3DES)
   bool aead;
 
   std::size_t keymat_len() const { return std::size_t{key_len} + salt_len; }
@@ -74,8 +79,8 @@ class IkeCipher {
   [[nodiscard]] bool Open(std::span<const std::uint8_t> iv, std::span<const std::uint8_t> aad,
                           std::span<std::uint8_t> data, std::span<const std::uint8_t> icv);
 
-  // --- AES-CBC, in place, without OpenSSL padding. False if the suite is an AEAD, the IV is not
-  // 16 bytes, or `data` is not a whole number of blocks.
+  // --- AES-CBC and 3DES-CBC, in place, without OpenSSL padding. False if the suite is an AEAD,
+  // the IV is not iv_len bytes, or `data` is not a whole number of blocks.
   [[nodiscard]] bool EncryptCbc(std::span<const std::uint8_t> iv, std::span<std::uint8_t> data);
   [[nodiscard]] bool DecryptCbc(std::span<const std::uint8_t> iv, std::span<std::uint8_t> data);
 

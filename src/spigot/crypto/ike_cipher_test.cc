@@ -90,6 +90,29 @@ TEST(IkeCipherKat, AesCbc) {
   }
 }
 
+// 3DES-CBC (RFC 2451), the weak cipher some old clients still offer. Key: the three keys of
+// NIST SP 800-67's example (0123456789abcdef, 23456789abcdef01, 456789abcdef0123); IV and
+// plaintext arbitrary. Ciphertext computed with python3 `cryptography` 48.0.0 (its decrepit
+// TripleDES in CBC mode).
+TEST(IkeCipherKat, TripleDesCbc) {
+  const Bytes key = FromHex("0123456789abcdef23456789abcdef01456789abcdef0123");
+  const Bytes iv = FromHex("f69f2445df4f9b17");
+  const Bytes plaintext = FromHex(
+      "54686520717569636b2062726f776e20666f78206a756d7073206f76657220746865206c617a7920");
+  auto cipher = IkeCipher::Create(IkeEncr::k3desCbc, key);
+  ASSERT_NE(cipher, nullptr);
+  Bytes data = plaintext;
+  ASSERT_TRUE(cipher->EncryptCbc(iv, data));
+  EXPECT_EQ(ToHex(data), "63693c3d378a862f8051ae7c2934a296aa6c3102b6e5b79eff6819426963a4c2be1dea5a"
+                         "0e774ea3");
+  ASSERT_TRUE(cipher->DecryptCbc(iv, data));
+  EXPECT_EQ(ToHex(data), ToHex(plaintext));
+  // 8-byte blocks and IV: 16 bytes of IV or a partial block are refused.
+  EXPECT_FALSE(cipher->EncryptCbc(Bytes(16), std::span(data).first(8)));
+  EXPECT_FALSE(cipher->EncryptCbc(iv, std::span(data).first(12)));
+  EXPECT_EQ(IkeCipher::Create(IkeEncr::k3desCbc, Bytes(16)), nullptr);
+}
+
 class IkeCipherAeadTest : public ::testing::TestWithParam<IkeEncr> {};
 
 TEST_P(IkeCipherAeadTest, RoundTripsAnyLength) {
@@ -233,7 +256,11 @@ TEST(IkeCipherInfo, TransformsAndKeyMaterial) {
   EXPECT_FALSE(IkeEncrFromTransform(20, 192).has_value());
   EXPECT_FALSE(IkeEncrFromTransform(28, 256).has_value());
   EXPECT_FALSE(IkeEncrFromTransform(12, 0).has_value());
-  EXPECT_FALSE(IkeEncrFromTransform(3, 0).has_value());  // ENCR_3DES
+  EXPECT_EQ(IkeEncrFromTransform(3, 0), IkeEncr::k3desCbc);  // ENCR_3DES: no Key Length
+  EXPECT_FALSE(IkeEncrFromTransform(3, 192).has_value());
+  EXPECT_EQ(IkeEncrInfoFor(IkeEncr::k3desCbc).keymat_len(), 24u);
+  EXPECT_EQ(IkeEncrInfoFor(IkeEncr::k3desCbc).iv_len, 8u);
+  EXPECT_EQ(IkeEncrInfoFor(IkeEncr::k3desCbc).block_len, 8u);
 
   EXPECT_EQ(IkeEncrInfoFor(IkeEncr::kAesGcm16_128).keymat_len(), 20u);
   EXPECT_EQ(IkeEncrInfoFor(IkeEncr::kAesGcm16_256).keymat_len(), 36u);

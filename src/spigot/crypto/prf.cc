@@ -18,10 +18,13 @@ constexpr std::size_t kMaxHashLen = 64;  // SHA-512
   std::abort();
 }
 
-// `hash_len` selects SHA-256, SHA-384 or SHA-512.
+constexpr std::size_t kSha1Len = 20;
+constexpr std::size_t kSha1_96IcvLen = 96 / 8;  // RFC 2404 2
+
+// `hash_len` selects SHA-1, SHA-256, SHA-384 or SHA-512.
 char* DigestName(std::size_t hash_len) {
-  static char sha256[] = "SHA2-256", sha384[] = "SHA2-384", sha512[] = "SHA2-512";
-  return hash_len == 32 ? sha256 : hash_len == 48 ? sha384 : sha512;
+  static char sha1[] = "SHA1", sha256[] = "SHA2-256", sha384[] = "SHA2-384", sha512[] = "SHA2-512";
+  return hash_len == kSha1Len ? sha1 : hash_len == 32 ? sha256 : hash_len == 48 ? sha384 : sha512;
 }
 
 // Fetched once: fetching by name costs a method-store lookup under a lock.
@@ -72,6 +75,7 @@ void Final(EVP_MAC_CTX* ctx, std::uint8_t* out, std::size_t hash_len) {
 
 std::optional<PrfAlg> PrfAlgFromId(std::uint16_t transform_id) {
   switch (static_cast<PrfAlg>(transform_id)) {
+    case PrfAlg::kHmacSha1:
     case PrfAlg::kHmacSha256:
     case PrfAlg::kHmacSha384:
     case PrfAlg::kHmacSha512:
@@ -82,6 +86,7 @@ std::optional<PrfAlg> PrfAlgFromId(std::uint16_t transform_id) {
 
 std::optional<IntegAlg> IntegAlgFromId(std::uint16_t transform_id) {
   switch (static_cast<IntegAlg>(transform_id)) {
+    case IntegAlg::kHmacSha1_96:
     case IntegAlg::kHmacSha256_128:
     case IntegAlg::kHmacSha384_192:
     case IntegAlg::kHmacSha512_256:
@@ -92,6 +97,8 @@ std::optional<IntegAlg> IntegAlgFromId(std::uint16_t transform_id) {
 
 std::size_t PrfOutputLength(PrfAlg alg) {
   switch (alg) {
+    case PrfAlg::kHmacSha1:
+      return kSha1Len;
     case PrfAlg::kHmacSha256:
       return 32;
     case PrfAlg::kHmacSha384:
@@ -104,6 +111,8 @@ std::size_t PrfOutputLength(PrfAlg alg) {
 
 std::size_t IntegKeyLength(IntegAlg alg) {
   switch (alg) {
+    case IntegAlg::kHmacSha1_96:
+      return kSha1Len;
     case IntegAlg::kHmacSha256_128:
       return 32;
     case IntegAlg::kHmacSha384_192:
@@ -114,7 +123,9 @@ std::size_t IntegKeyLength(IntegAlg alg) {
   FatalOpenSsl("unknown integrity algorithm");
 }
 
-std::size_t IntegIcvLength(IntegAlg alg) { return IntegKeyLength(alg) / 2; }
+std::size_t IntegIcvLength(IntegAlg alg) {
+  return alg == IntegAlg::kHmacSha1_96 ? kSha1_96IcvLen : IntegKeyLength(alg) / 2;
+}
 
 SecureBytes Prf(PrfAlg alg, std::span<const std::uint8_t> key, std::span<const std::uint8_t> data) {
   const std::size_t hash_len = PrfOutputLength(alg);

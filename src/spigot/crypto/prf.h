@@ -1,5 +1,5 @@
-// IKEv2 pseudorandom functions and integrity algorithms: HMAC-SHA-256/384/512 (RFC 4868),
-// through OpenSSL 3's EVP_MAC.
+// IKEv2 pseudorandom functions and integrity algorithms: HMAC-SHA-256/384/512 (RFC 4868) and
+// HMAC-SHA-1 (RFC 2104; HMAC-SHA1-96 for integrity, RFC 2404), through OpenSSL 3's EVP_MAC.
 #pragma once
 
 #include <openssl/types.h>
@@ -17,13 +17,16 @@ namespace spigot::crypto {
 
 // IKEv2 transform type 2 IDs (iana.h; RFC 4868).
 enum class PrfAlg : std::uint16_t {
+  kHmacSha1 = kPrfHmacSha1,
   kHmacSha256 = kPrfHmacSha2_256,
   kHmacSha384 = kPrfHmacSha2_384,
   kHmacSha512 = kPrfHmacSha2_512,
 };
 
-// IKEv2 transform type 3 IDs (iana.h; RFC 4868): HMAC truncated to half the hash length.
+// IKEv2 transform type 3 IDs (iana.h): HMAC-SHA-1 truncated to 96 bits (RFC 2404); the SHA-2
+// HMACs truncated to half the hash length (RFC 4868).
 enum class IntegAlg : std::uint16_t {
+  kHmacSha1_96 = kAuthHmacSha1_96,
   kHmacSha256_128 = kAuthHmacSha2_256_128,
   kHmacSha384_192 = kAuthHmacSha2_384_192,
   kHmacSha512_256 = kAuthHmacSha2_512_256,
@@ -32,11 +35,14 @@ enum class IntegAlg : std::uint16_t {
 std::optional<PrfAlg> PrfAlgFromId(std::uint16_t transform_id);
 std::optional<IntegAlg> IntegAlgFromId(std::uint16_t transform_id);
 
-// Output length of the PRF, which is also its preferred key length (RFC 7296 2.13; 32, 48, 64).
+// Output length of the PRF, which is also its preferred key length (RFC 7296 2.13; 20, 32, 48,
+// 64).
 std::size_t PrfOutputLength(PrfAlg alg);
-// Key length of the integrity algorithm: the hash length (RFC 4868 2.1.1; 32, 48, 64).
+// Key length of the integrity algorithm: the hash length (RFC 2404 3, RFC 4868 2.1.1; 20, 32,
+// 48, 64).
 std::size_t IntegKeyLength(IntegAlg alg);
-// Length of the truncated ICV: the leftmost half of the HMAC (RFC 4868 2.1.3; 16, 24, 32).
+// Length of the truncated ICV: 12 for HMAC-SHA1-96 (RFC 2404 2), else the leftmost half of the
+// HMAC (RFC 4868 2.1.3; 16, 24, 32).
 std::size_t IntegIcvLength(IntegAlg alg);
 
 // prf(key, data) (RFC 7296 2.13): HMAC with the full output. Any key length (RFC 2104 2).

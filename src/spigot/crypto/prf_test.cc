@@ -202,16 +202,51 @@ TEST(Prf, EmptyKeyAndData) {
             "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
+// HMAC-SHA-1 as PRF_HMAC_SHA1 (full 20 bytes) and AUTH_HMAC_SHA1_96 (first 12 bytes, keyed
+// with exactly 20 bytes: the test cases with a 20-byte key).
+TEST(HmacSha1Rfc2202, PrfAndIntegrity) {
+  const auto blocks = ReadVectorFile("src/spigot/crypto/testdata/hmac_sha1_rfc2202.txt");
+  ASSERT_EQ(blocks.size(), 7u);
+  int integ_checked = 0;
+  for (const auto& b : blocks) {
+    SCOPED_TRACE(b.at("name"));
+    const Bytes key = FromHex(b.at("key"));
+    const Bytes data = FromHex(b.at("data"));
+    const Bytes want = FromHex(b.at("hmac_sha1"));
+    EXPECT_EQ(ToHex(Prf(PrfAlg::kHmacSha1, key, data)), ToHex(want));
+    if (key.size() != IntegKeyLength(IntegAlg::kHmacSha1_96)) {
+      EXPECT_EQ(Integrity::Create(IntegAlg::kHmacSha1_96, key), nullptr);
+      continue;
+    }
+    auto integ = Integrity::Create(IntegAlg::kHmacSha1_96, key);
+    ASSERT_NE(integ, nullptr);
+    Bytes icv(integ->icv_length());
+    integ->Compute(data, icv);
+    EXPECT_EQ(ToHex(icv), ToHex(Bytes(want.begin(), want.begin() + 12)));
+    EXPECT_TRUE(integ->Verify(data, icv));
+    icv.back() ^= 1;
+    EXPECT_FALSE(integ->Verify(data, icv));
+    EXPECT_FALSE(integ->Verify(data, want));  // the untruncated HMAC is not the ICV
+    ++integ_checked;
+  }
+  EXPECT_EQ(integ_checked, 3);  // test cases 1, 3 and 5
+}
+
 TEST(Prf, TransformIds) {
   EXPECT_EQ(PrfAlgFromId(5), PrfAlg::kHmacSha256);
   EXPECT_EQ(PrfAlgFromId(6), PrfAlg::kHmacSha384);
   EXPECT_EQ(PrfAlgFromId(7), PrfAlg::kHmacSha512);
-  EXPECT_FALSE(PrfAlgFromId(2).has_value());  // PRF_HMAC_SHA1: not supported
+  EXPECT_EQ(PrfAlgFromId(2), PrfAlg::kHmacSha1);
+  EXPECT_FALSE(PrfAlgFromId(1).has_value());  // PRF_HMAC_MD5: not supported
   EXPECT_FALSE(PrfAlgFromId(0).has_value());
   EXPECT_EQ(IntegAlgFromId(12), IntegAlg::kHmacSha256_128);
   EXPECT_EQ(IntegAlgFromId(13), IntegAlg::kHmacSha384_192);
   EXPECT_EQ(IntegAlgFromId(14), IntegAlg::kHmacSha512_256);
-  EXPECT_FALSE(IntegAlgFromId(2).has_value());  // AUTH_HMAC_SHA1_96
+  EXPECT_EQ(IntegAlgFromId(2), IntegAlg::kHmacSha1_96);
+  EXPECT_FALSE(IntegAlgFromId(1).has_value());  // AUTH_HMAC_MD5_96
+  EXPECT_EQ(PrfOutputLength(PrfAlg::kHmacSha1), 20u);
+  EXPECT_EQ(IntegKeyLength(IntegAlg::kHmacSha1_96), 20u);
+  EXPECT_EQ(IntegIcvLength(IntegAlg::kHmacSha1_96), 12u);  // RFC 2404 2
   EXPECT_EQ(PrfOutputLength(PrfAlg::kHmacSha384), 48u);
   EXPECT_EQ(IntegKeyLength(IntegAlg::kHmacSha512_256), 64u);
   EXPECT_EQ(IntegIcvLength(IntegAlg::kHmacSha256_128), 16u);

@@ -142,8 +142,10 @@ bool RunCrypto(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, const C
     }
     return cipher.OpenAead(mgr, esp + kEspHeaderLen, {aad, aad_len}, {body, op.payload}, icv);
   }
-  // RFC 4303 2.2.1 / 3.3.4: with ESN the high half is appended (not sent) for the ICV.
+  // RFC 4303 2.2.1 / 3.3.4: with ESN the high half is appended (not sent) for the ICV; it
+  // takes the place of the ICV's first 4 bytes (every ICV is at least 12) while the MAC runs.
   std::size_t mac_len = std::size_t{op.head} + op.payload;
+  const std::size_t icv_len = info.icv_len;
   if (op.seal) {
     cipher.MakeCbcIv(mgr, op.seq, esp + kEspHeaderLen);
     cipher.EncryptCbc(mgr, esp + kEspHeaderLen, {body, op.payload});
@@ -153,17 +155,17 @@ bool RunCrypto(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, const C
     }
     std::uint8_t tag[crypto::kEspIcvLen];
     cipher.Mac(mgr, {esp, mac_len}, tag);
-    std::memcpy(icv, tag, sizeof(tag));
+    std::memcpy(icv, tag, icv_len);
     return true;
   }
   std::uint8_t received[crypto::kEspIcvLen];
-  std::memcpy(received, icv, sizeof(received));
+  std::memcpy(received, icv, icv_len);
   if (op.esn) {
     PutU32(icv, static_cast<std::uint32_t>(op.seq >> 32));
     mac_len += 4;
   }
   const bool ok = cipher.VerifyMac(mgr, {esp, mac_len}, received);
-  std::memcpy(icv, received, sizeof(received));
+  std::memcpy(icv, received, icv_len);
   if (!ok) return false;
   cipher.DecryptCbc(mgr, esp + kEspHeaderLen, {body, op.payload});
   return true;

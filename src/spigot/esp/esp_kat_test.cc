@@ -37,9 +37,10 @@ using test_tools::ToHex;
 using test_tools::VectorBlock;
 using Bytes = std::vector<std::uint8_t>;
 
-constexpr EspSuite kAllSuites[] = {EspSuite::kAesGcm128, EspSuite::kAesGcm256,
-                                   EspSuite::kChaCha20Poly1305, EspSuite::kAesCbc128HmacSha256,
-                                   EspSuite::kAesCbc256HmacSha256};
+constexpr EspSuite kAllSuites[] = {EspSuite::kAesGcm128,           EspSuite::kAesGcm256,
+                                   EspSuite::kChaCha20Poly1305,     EspSuite::kAesCbc128HmacSha256,
+                                   EspSuite::kAesCbc256HmacSha256,  EspSuite::kAesCbc128HmacSha1,
+                                   EspSuite::kAesCbc256HmacSha1};
 
 Bytes Field(const VectorBlock& b, const std::string& key) {
   const auto it = b.find(key);
@@ -498,13 +499,14 @@ class EspRoundTrip : public ::testing::TestWithParam<std::tuple<EspSuite, bool>>
     const std::size_t head = kEspHeaderLen + info.iv_len;
     const std::size_t payload = inner.size() + kEspTrailerLen;
     const std::size_t padded = (payload + info.pad_align - 1) / info.pad_align * info.pad_align;
-    ASSERT_EQ(packet.size(), head + padded + kEspIcvLen);
+    const std::size_t icv_len = info.icv_len;  // 16, or 12 for HMAC-SHA1-96
+    ASSERT_EQ(packet.size(), head + padded + icv_len);
     EXPECT_EQ(SealedLength(suite(), inner.size()), packet.size());
     EXPECT_EQ(ToHex(Slice(packet, 0, 4)), ToHex(Be32(kSpi)));
     EXPECT_EQ(ToHex(Slice(packet, 4, 8)), ToHex(Be32(static_cast<std::uint32_t>(seq))));
     const Bytes iv = Slice(packet, kEspHeaderLen, head);
-    Bytes body = Slice(packet, head, packet.size() - kEspIcvLen);
-    const Bytes icv = Slice(packet, packet.size() - kEspIcvLen, packet.size());
+    Bytes body = Slice(packet, head, packet.size() - icv_len);
+    const Bytes icv = Slice(packet, packet.size() - icv_len, packet.size());
     const Bytes seq_hi = esn() ? Be32(static_cast<std::uint32_t>(seq >> 32)) : Bytes{};
     if (info.aead) {
       // RFC 4106 3.1 / RFC 7634 2: an 8-byte IV that never repeats; Seal uses the sequence
@@ -515,8 +517,8 @@ class EspRoundTrip : public ::testing::TestWithParam<std::tuple<EspSuite, bool>>
     } else {
       // RFC 4303 2.2.1 / 3.3.2.1: the ICV covers SPI .. Next Header, then the high 32 bits of
       // an ESN appended (never transmitted).
-      const Bytes covered = Concat({Slice(packet, 0, packet.size() - kEspIcvLen), seq_hi});
-      ASSERT_TRUE(cipher_.VerifyMac(mgr, covered, icv.data())) << "HMAC-SHA-256-128";
+      const Bytes covered = Concat({Slice(packet, 0, packet.size() - icv_len), seq_hi});
+      ASSERT_TRUE(cipher_.VerifyMac(mgr, covered, icv.data())) << "HMAC";
       ASSERT_EQ(body.size() % 16, 0u);
       cipher_.DecryptCbc(mgr, iv.data(), body);
     }

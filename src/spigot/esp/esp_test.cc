@@ -218,7 +218,9 @@ INSTANTIATE_TEST_SUITE_P(AllSuites, EspFixture,
                          ::testing::Values(EspSuite::kAesGcm128, EspSuite::kAesGcm256,
                                            EspSuite::kChaCha20Poly1305,
                                            EspSuite::kAesCbc128HmacSha256,
-                                           EspSuite::kAesCbc256HmacSha256),
+                                           EspSuite::kAesCbc256HmacSha256,
+                                           EspSuite::kAesCbc128HmacSha1,
+                                           EspSuite::kAesCbc256HmacSha1),
                          [](const auto& info) {
                            std::string name(crypto::SuiteInfo(info.param).name);
                            std::erase(name, '-');

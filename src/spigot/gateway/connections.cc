@@ -34,8 +34,12 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
     p->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
         reinterpret_cast<const std::uint8_t*>(psk.data()), psk.size()));
     std::string err;
-    if (!ike::ParseProposals(c.ike_proposals, ike::ProtocolId::kIke, p->ike_proposals, err) ||
-        !ike::ParseProposals(c.esp_proposals, ike::ProtocolId::kEsp, p->esp_proposals, err)) {
+    std::string allow_weak;
+    for (const auto& w : c.allow_weak) allow_weak += (allow_weak.empty() ? "" : ",") + w;
+    unsigned weak = 0;
+    if (!ike::ParseWeakTransforms(allow_weak, weak, err) ||
+        !ike::ParseProposals(c.ike_proposals, ike::ProtocolId::kIke, p->ike_proposals, err, weak) ||
+        !ike::ParseProposals(c.esp_proposals, ike::ProtocolId::kEsp, p->esp_proposals, err, weak)) {
       *error = path + ": connection '" + c.name + "': " + err;
       return false;
     }

@@ -151,6 +151,7 @@ class Gateway final : public ike::IkeSaHost {
   std::shared_ptr<const ike::ConnectionParams> ConnectionForPeer(const ike::Identity& peer,
                                                                  const ike::Address& remote) override;
   void StateChanged(ike::IkeSa& sa) override;
+  void WeakProposalRefused(ike::IkeSa& sa, ike::ProtocolId protocol, unsigned weak) override;
   std::uint64_t NewIkeSpi() override;
   void AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) override;
   void RetryChildRekey(ike::IkeSa& sa, std::uint32_t spi_in, ike::TimePoint at) override;

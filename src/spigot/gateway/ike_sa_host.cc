@@ -54,6 +54,14 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
                child.rekey_of ? " rekeying " + fmt::format("{:08x}", child.rekey_of) : "");
 }
 
+void Gateway::WeakProposalRefused(ike::IkeSa& sa, ike::ProtocolId protocol, unsigned weak) {
+  spdlog::warn("{}: {} proposal refused (NO_PROPOSAL_CHOSEN): weak transform(s) {} not in the "
+               "connection's allow_weak",
+               sa.connection() ? sa.connection()->name : "?",
+               protocol == ike::ProtocolId::kIke ? "IKE rekey" : "CHILD SA",
+               ike::WeakTransformNames(weak));
+}
+
 bool Gateway::AdmitSelectors(ike::IkeSa& sa, const std::vector<ike::TrafficSelector>& local,
                              const std::vector<ike::TrafficSelector>& remote) {
   return children_.Admit(IkeSaTable::PeerKey(sa), local, remote);

@@ -42,6 +42,8 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.auth_failures += from.auth_failures;
   to.invalid_messages += from.invalid_messages;
   to.child_failures += from.child_failures;
+  to.weak_refused_modp1024 += from.weak_refused_modp1024;
+  to.weak_refused_3des += from.weak_refused_3des;
   to.rekey_retries += from.rekey_retries;
   to.fragments += from.fragments;
 }

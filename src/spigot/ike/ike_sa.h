@@ -157,6 +157,10 @@ class IkeSaHost {
                                                                     const Address& remote) = 0;
   // State changes (established, dead) for logs and counters.
   virtual void StateChanged(IkeSa& sa) = 0;
+  // A CHILD SA or IKE rekey proposal was refused (NO_PROPOSAL_CHOSEN) and the peer's proposals
+  // named weak transforms (WeakTransform bits, proposal.h) this connection does not allow: for
+  // the log (counted in IkeCounters::weak_refused_*). IKE_SA_INIT's refusal says it in failure().
+  virtual void WeakProposalRefused(IkeSa& /*sa*/, ProtocolId /*protocol*/, unsigned /*weak*/) {}
   // A fresh IKE SPI of ours (unique among this host's SAs, never 0).
   virtual std::uint64_t NewIkeSpi() = 0;
   // Takes over the IKE SA that replaces `old` after a rekey (2.18); it already holds the
@@ -193,6 +197,14 @@ struct IkeCounters {
   std::uint64_t auth_failures = 0;
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
+  // NO_PROPOSAL_CHOSEN answered to proposals that named weak transforms the connection does not
+  // allow (allow_weak; WeakTransform in proposal.h): per refused message and transform.
+  std::uint64_t weak_refused_modp1024 = 0;
+  std::uint64_t weak_refused_3des = 0;
+  void CountWeakRefused(unsigned weak) {
+    if ((weak & kWeakModp1024) != 0) ++weak_refused_modp1024;
+    if ((weak & kWeak3des) != 0) ++weak_refused_3des;
+  }
   std::uint64_t rekey_retries = 0;  // failed CHILD and IKE rekeys scheduled to be tried again
   // Dead peer detection: probes sent; probes not needed (ESP heard from the peer); probes put
   // off because the host's budget for this second was spent.

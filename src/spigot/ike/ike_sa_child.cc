@@ -133,7 +133,14 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
   const auto ours = create_child ? conn_->esp_proposals : WithoutDh(conn_->esp_proposals);
   auto chosen = SelectProposal(ours, sa->proposals);
   const auto algs = chosen ? ChildAlgorithmsOf(*chosen) : std::nullopt;
-  if (!algs || chosen->spi.size() != 4) return refuse(NotifyType::kNoProposalChosen);
+  if (!algs || chosen->spi.size() != 4) {
+    const unsigned weak = WeakTransformsOf(sa->proposals) & ~WeakTransformsOf(ours);
+    if (weak != 0) {
+      counters_->CountWeakRefused(weak);
+      host_->WeakProposalRefused(*this, ProtocolId::kEsp, weak);
+    }
+    return refuse(NotifyType::kNoProposalChosen);
+  }
   // Against the configured selectors, or a road warrior's virtual IPs (2.19).
   const auto narrowed_i = Narrow(tsi->selectors, PeerSelectors());
   const auto narrowed_r = Narrow(tsr->selectors, OwnSelectors());

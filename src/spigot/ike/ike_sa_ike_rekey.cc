@@ -103,6 +103,13 @@ void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
   const auto chosen = sa != nullptr ? SelectProposal(conn_->ike_proposals, sa->proposals) : std::nullopt;
   const auto algs = chosen ? IkeAlgorithmsOf(*chosen) : std::nullopt;
   if (!algs || chosen->spi.size() != 8 || ni == nullptr) {
+    const unsigned weak = sa != nullptr ? WeakTransformsOf(sa->proposals) &
+                                              ~WeakTransformsOf(conn_->ike_proposals)
+                                        : 0;
+    if (weak != 0) {
+      counters_->CountWeakRefused(weak);
+      host_->WeakProposalRefused(*this, ProtocolId::kIke, weak);
+    }
     return SendResponse(msg.header, {Notify(NotifyType::kNoProposalChosen)}, true);
   }
   if (ke == nullptr || ke->group != algs->dh_group) {

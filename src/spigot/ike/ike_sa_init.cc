@@ -108,7 +108,11 @@ void IkeSa::OnInitRequest(const Message& msg, std::span<const std::uint8_t> data
     spi_r_ = 0;  // error responses to IKE_SA_INIT create no state (2.6)
     SendResponse(msg.header, {Notify(NotifyType::kNoProposalChosen)}, false);
     spi_r_ = ours;
-    return Die("no acceptable IKE proposal from peer");
+    const unsigned weak = WeakTransformsOf(sa->proposals) & ~WeakTransformsOf(conn_->ike_proposals);
+    if (weak == 0) return Die("no acceptable IKE proposal from peer");
+    counters_->CountWeakRefused(weak);
+    return Die("no acceptable IKE proposal from peer: weak transform(s) refused: " +
+               WeakTransformNames(weak) + " (not in the connection's allow_weak)");
   }
   if (ke->group != algs->dh_group) {
     const std::uint64_t ours = spi_r_;

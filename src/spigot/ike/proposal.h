@@ -17,12 +17,32 @@
 
 namespace spigot::ike {
 
+// Transforms RFC 8247 deprecates that spigot still implements, because native clients (Windows'
+// defaults) send them: MODP-1024 (group 2, RFC 8247 2.4 "SHOULD NOT") and 3DES (ENCR_3DES,
+// 2.1 "SHOULD NOT"). A connection lists them only where its `allow_weak` names them; a peer
+// offering them otherwise gets NO_PROPOSAL_CHOSEN, counted per transform
+// (IkeCounters::weak_refused_*). Values are bits of a set.
+enum WeakTransform : unsigned {
+  kWeakModp1024 = 1u << 0,  // keyword "modp1024"
+  kWeak3des = 1u << 1,      // keyword "3des"
+};
+
 // Parses a comma-separated list of proposals for `protocol` (IKE or ESP). On failure returns
 // false and says which keyword is wrong in `error`. ESP proposals without an ESN keyword get
 // "noesn" (strongSwan's default); IKE proposals without a PRF take it from the integrity
-// algorithm (sha256 -> prfsha256), as strongSwan does.
+// algorithm (sha256 -> prfsha256, sha1 -> prfsha1), as strongSwan does. A weak transform
+// (above) not in `allow_weak` is an error naming it.
 bool ParseProposals(std::string_view text, ProtocolId protocol, std::vector<Proposal>& out,
-                    std::string& error);
+                    std::string& error, unsigned allow_weak = 0);
+
+// `allow_weak`'s value: a comma-separated list of weak transforms' keywords ("modp1024, 3des"),
+// or empty. False, with the offending word in `error`, for anything else.
+bool ParseWeakTransforms(std::string_view text, unsigned& out, std::string& error);
+// The weak transforms a proposal (or any of a list) names, as WeakTransform bits.
+unsigned WeakTransformsOf(const Proposal& p);
+unsigned WeakTransformsOf(const std::vector<Proposal>& proposals);
+// Their keywords, comma-separated ("modp1024, 3des"), for logs and errors.
+std::string WeakTransformNames(unsigned weak);
 
 // The responder's choice (2.7): the first of `ours` (our preference order) that shares, for
 // every transform type either side lists, a transform with one of `theirs`. The result holds

@@ -23,15 +23,15 @@ constexpr auto kInteg = TransformType::kInteg;
 constexpr auto kDh = TransformType::kDh;
 constexpr auto kEsn = TransformType::kEsn;
 
-std::vector<Proposal> Parse(std::string_view text, ProtocolId protocol) {
+std::vector<Proposal> Parse(std::string_view text, ProtocolId protocol, unsigned allow_weak = 0) {
   std::vector<Proposal> out;
   std::string error;
-  EXPECT_TRUE(ParseProposals(text, protocol, out, error)) << text << ": " << error;
+  EXPECT_TRUE(ParseProposals(text, protocol, out, error, allow_weak)) << text << ": " << error;
   return out;
 }
 
-Proposal One(std::string_view text, ProtocolId protocol) {
-  auto v = Parse(text, protocol);
+Proposal One(std::string_view text, ProtocolId protocol, unsigned allow_weak = 0) {
+  auto v = Parse(text, protocol, allow_weak);
   EXPECT_EQ(v.size(), 1u) << text;
   return v.empty() ? Proposal{} : v[0];
 }
@@ -134,8 +134,12 @@ TEST(ParseProposalsTest, ErrorsNameTheProblem) {
     ProtocolId protocol;
     std::vector<std::string> mentions;  // each must appear in the error
   } cases[] = {
-      {"aes128gcm16-prfsha256-modp2048", ProtocolId::kIke, {"'modp2048'", "unknown"}},
-      {"aes128gcm16-prfsha256-x25519,3des-sha1-modp1024", ProtocolId::kIke, {"'3des'"}},
+      {"aes128gcm16-prfsha256-modp1536", ProtocolId::kIke, {"'modp1536'", "unknown"}},
+      {"aes128gcm16-prfsha256-x25519,3des-sha1-modp2048", ProtocolId::kIke,
+       {"'3des'", "weak", "allow_weak"}},
+      {"aes256-sha1-modp1024", ProtocolId::kIke, {"'modp1024'", "weak", "allow_weak"}},
+      {"aes256-sha1-modp2048-modp1024", ProtocolId::kIke, {"'modp1024'"}},
+      {"aes128-md5-modp2048", ProtocolId::kIke, {"'md5'", "unknown"}},
       {"AES128GCM16", ProtocolId::kEsp, {"'AES128GCM16'"}},
       {"aes128gcm16--x25519", ProtocolId::kIke, {"''"}},
       {"aes128gcm16-sha256-prfsha256-x25519", ProtocolId::kIke, {"AEAD", "integrity"}},
@@ -190,6 +194,18 @@ TEST(AlgorithmsOfTest, Ike) {
       {"aes128-sha512-x25519", IkeEncr::kAesCbc128, PrfAlg::kHmacSha512,
        IntegAlg::kHmacSha512_256, 31,
        "AES_CBC_128/HMAC_SHA2_512_256/PRF_HMAC_SHA2_512/CURVE_25519"},
+      // The native clients' suites (Windows: AES-CBC + SHA-1 or SHA-256 with MODP-2048;
+      // macOS/iOS: AES-256 + SHA2-256 with MODP-2048 or ECP-256; Android: ECP-384 too).
+      {"aes256-sha1-modp2048", IkeEncr::kAesCbc256, PrfAlg::kHmacSha1, IntegAlg::kHmacSha1_96, 14,
+       "AES_CBC_256/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_2048"},
+      {"aes256-sha256-modp2048", IkeEncr::kAesCbc256, PrfAlg::kHmacSha256,
+       IntegAlg::kHmacSha256_128, 14, "AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"},
+      {"aes256-sha1-ecp384", IkeEncr::kAesCbc256, PrfAlg::kHmacSha1, IntegAlg::kHmacSha1_96, 20,
+       "AES_CBC_256/HMAC_SHA1_96/PRF_HMAC_SHA1/ECP_384"},
+      {"aes128-sha1-prfsha256-modp3072", IkeEncr::kAesCbc128, PrfAlg::kHmacSha256,
+       IntegAlg::kHmacSha1_96, 15, "AES_CBC_128/HMAC_SHA1_96/PRF_HMAC_SHA2_256/MODP_3072"},
+      {"aes256gcm16-prfsha384-modp4096", IkeEncr::kAesGcm16_256, PrfAlg::kHmacSha384,
+       std::nullopt, 16, "AES_GCM_16_256/PRF_HMAC_SHA2_384/MODP_4096"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.text);
@@ -218,10 +234,11 @@ TEST(AlgorithmsOfTest, IkeRejectsIncompleteOrUnsupported) {
       {"AES-GCM 192", {{kEncr, 20, 192}, {kPrf, 5, 0}, {kDh, 31, 0}}},
       {"AES-CBC without Key Length", {{kEncr, 12, 0}, {kPrf, 5, 0}, {kInteg, 12, 0}, {kDh, 31, 0}}},
       {"ChaCha20 with Key Length", {{kEncr, 28, 256}, {kPrf, 5, 0}, {kDh, 31, 0}}},
-      {"3DES", {{kEncr, 3, 0}, {kPrf, 5, 0}, {kInteg, 12, 0}, {kDh, 31, 0}}},
-      {"PRF HMAC-SHA1", {{kEncr, 20, 128}, {kPrf, 2, 0}, {kDh, 31, 0}}},
-      {"HMAC-SHA1-96", {{kEncr, 12, 128}, {kPrf, 5, 0}, {kInteg, 2, 0}, {kDh, 31, 0}}},
-      {"MODP 2048", {{kEncr, 20, 128}, {kPrf, 5, 0}, {kDh, 14, 0}}},
+      {"3DES with Key Length", {{kEncr, 3, 192}, {kPrf, 5, 0}, {kInteg, 12, 0}, {kDh, 31, 0}}},
+      {"PRF HMAC-MD5", {{kEncr, 20, 128}, {kPrf, 1, 0}, {kDh, 31, 0}}},
+      {"HMAC-MD5-96", {{kEncr, 12, 128}, {kPrf, 5, 0}, {kInteg, 1, 0}, {kDh, 31, 0}}},
+      {"MODP 1536", {{kEncr, 20, 128}, {kPrf, 5, 0}, {kDh, 5, 0}}},
+      {"ECP 521", {{kEncr, 20, 128}, {kPrf, 5, 0}, {kDh, 21, 0}}},
   };
   for (const auto& b : bad) {
     Proposal p;
@@ -246,6 +263,11 @@ TEST(AlgorithmsOfTest, Child) {
       {"aes128gcm16-x25519", EspSuite::kAesGcm128, false, 31, "AES_GCM_16_128/CURVE_25519"},
       {"aes256-sha256-ecp256-esn", EspSuite::kAesCbc256HmacSha256, true, 19,
        "AES_CBC_256/HMAC_SHA2_256_128/ECP_256/ESN"},
+      {"aes256-sha1", EspSuite::kAesCbc256HmacSha1, false, 0, "AES_CBC_256/HMAC_SHA1_96"},
+      {"aes128-sha1-modp2048", EspSuite::kAesCbc128HmacSha1, false, 14,
+       "AES_CBC_128/HMAC_SHA1_96/MODP_2048"},
+      {"aes256-sha256-ecp384", EspSuite::kAesCbc256HmacSha256, false, 20,
+       "AES_CBC_256/HMAC_SHA2_256_128/ECP_384"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.text);
@@ -261,16 +283,19 @@ TEST(AlgorithmsOfTest, Child) {
   Proposal gcm_integ;
   gcm_integ.transforms = {{kEncr, 20, 128}, {kInteg, 12, 0}, {kEsn, 0, 0}};
   EXPECT_FALSE(ChildAlgorithmsOf(gcm_integ).has_value());
-  Proposal modp;
-  modp.transforms = {{kEncr, 20, 128}, {kDh, 14, 0}, {kEsn, 0, 0}};
-  EXPECT_FALSE(ChildAlgorithmsOf(modp).has_value());
+  Proposal modp1536;
+  modp1536.transforms = {{kEncr, 20, 128}, {kDh, 5, 0}, {kEsn, 0, 0}};
+  EXPECT_FALSE(ChildAlgorithmsOf(modp1536).has_value());
+  Proposal des;  // ESP has no 3DES, even where IKE may negotiate it
+  des.transforms = {{kEncr, 3, 0}, {kInteg, 2, 0}, {kEsn, 0, 0}};
+  EXPECT_FALSE(ChildAlgorithmsOf(des).has_value());
 }
 
-// spigot's ESP implements AES-CBC only with HMAC-SHA2-256-128 (crypto::EspSuite), so
+// spigot's ESP implements AES-CBC only with HMAC-SHA2-256-128 and HMAC-SHA1-96 (EspSuite), so
 // ParseProposals rejects "aes128-sha384" and "aes256-sha512" for ESP: a configuration that
 // parsed but could never yield a Child SA.
 TEST(AlgorithmsOfTest, EspProposalsParseOnlyWhatChildSasSupport) {
-  for (const char* text : {"aes128-sha384", "aes256-sha512", "aes128-sha256-sha512"}) {
+  for (const char* text : {"aes128-sha384", "aes256-sha512", "aes128-sha256-sha512", "3des-sha1"}) {
     std::vector<Proposal> out;
     std::string error;
     EXPECT_FALSE(ParseProposals(text, ProtocolId::kEsp, out, error)) << text;
@@ -481,6 +506,127 @@ TEST(DhGroupTest, PreferredAndOffered) {
   EXPECT_FALSE(OffersDhGroup(p, 14));
   EXPECT_EQ(PreferredDhGroup(Parse("aes128gcm16", ProtocolId::kEsp)), 0);
   EXPECT_EQ(PreferredDhGroup({}), 0);
+}
+
+}  // namespace
+}  // namespace spigot::ike
+
+namespace spigot::ike {
+namespace {
+
+// ---- Weak transforms (RFC 8247) and the native clients' proposals ------------------------
+
+TEST(WeakTransformsTest, ParsedOnlyWhenAllowed) {
+  std::vector<Proposal> out;
+  std::string error;
+  EXPECT_FALSE(ParseProposals("aes256-sha1-modp1024", ProtocolId::kIke, out, error));
+  EXPECT_FALSE(ParseProposals("aes256-sha1-modp1024", ProtocolId::kIke, out, error, kWeak3des));
+  ASSERT_TRUE(ParseProposals("aes256-sha1-modp1024", ProtocolId::kIke, out, error, kWeakModp1024))
+      << error;
+  EXPECT_EQ(WeakTransformsOf(out), kWeakModp1024);
+  ASSERT_TRUE(ParseProposals("3des-aes256-sha1-modp2048-modp1024", ProtocolId::kIke, out, error,
+                             kWeakModp1024 | kWeak3des))
+      << error;
+  EXPECT_EQ(WeakTransformsOf(out[0]), kWeakModp1024 | kWeak3des);
+  const auto chosen = SelectProposal(
+      out, {One("3des-sha1-modp1024", ProtocolId::kIke, kWeakModp1024 | kWeak3des)});
+  ASSERT_TRUE(chosen.has_value());
+  const auto algs = IkeAlgorithmsOf(*chosen);
+  ASSERT_TRUE(algs.has_value());
+  EXPECT_EQ(Describe(*algs), "3DES_CBC/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_1024");
+}
+
+TEST(WeakTransformsTest, AllowWeakValues) {
+  unsigned weak = 99;
+  std::string error;
+  EXPECT_TRUE(ParseWeakTransforms("", weak, error));
+  EXPECT_EQ(weak, 0u);
+  EXPECT_TRUE(ParseWeakTransforms("modp1024", weak, error));
+  EXPECT_EQ(weak, kWeakModp1024);
+  EXPECT_TRUE(ParseWeakTransforms(" 3des , modp1024 ", weak, error));
+  EXPECT_EQ(weak, kWeakModp1024 | kWeak3des);
+  EXPECT_EQ(WeakTransformNames(weak), "3des, modp1024");
+  EXPECT_EQ(WeakTransformNames(0), "");
+  for (const char* bad : {"modp768", "des", "modp1024,", "aes128", "MODP1024"}) {
+    EXPECT_FALSE(ParseWeakTransforms(bad, weak, error)) << bad;
+  }
+  EXPECT_NE(error.find("'MODP1024'"), std::string::npos) << error;
+}
+
+// What a responder with spigot's default proposals (config::kDefaultIkeProposals, repeated
+// here as this module does not see config/) chooses from each native client's offer. The
+// offers: Windows 10/11 with the registry's DH2048 setting (AES-256/AES-128 CBC, SHA-1/SHA-256,
+// MODP-2048; without it only MODP-1024), macOS/iOS (AES-256-CBC, SHA2-256, MODP-2048 or
+// ECP-256), Android's native client (AES-GCM or AES-CBC with SHA2, ECP-384, MODP-2048).
+constexpr const char* kDefaultIke =
+    "aes128gcm16-prfsha256-x25519, "
+    "aes256gcm16-aes128gcm16-prfsha384-prfsha256-x25519-ecp256-ecp384-modp2048-modp3072-modp4096, "
+    "aes256-aes128-sha256-sha384-sha512-sha1-x25519-ecp256-ecp384-modp2048-modp3072-modp4096";
+constexpr const char* kDefaultEsp =
+    "aes128gcm16, aes256gcm16-chacha20poly1305, aes256-aes128-sha256-sha1";
+
+TEST(NativeClientsTest, DefaultsAcceptTheSecureOffers) {
+  const auto ours_ike = Parse(kDefaultIke, ProtocolId::kIke);
+  const auto ours_esp = Parse(kDefaultEsp, ProtocolId::kEsp);
+  const struct {
+    const char* client;
+    const char* ike;
+    const char* esp;
+    const char* want_ike;
+    const char* want_esp;
+  } offers[] = {
+      {"Windows, DH2048", "aes256-sha1-modp2048, aes128-sha1-modp2048, aes256-sha256-modp2048",
+       "aes256-sha1, aes128-sha1", "AES_CBC_256/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_2048",
+       "AES_CBC_256/HMAC_SHA1_96"},
+      {"Windows, SHA-256", "aes256-sha256-modp2048", "aes256-sha256",
+       "AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
+       "AES_CBC_256/HMAC_SHA2_256_128"},
+      {"macOS/iOS", "aes256-sha256-modp2048, aes256-sha256-ecp256", "aes256-sha256",
+       "AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
+       "AES_CBC_256/HMAC_SHA2_256_128"},
+      {"iOS, ECP-256", "aes256-sha256-ecp256", "aes256gcm16",
+       "AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/ECP_256", "AES_GCM_16_256"},
+      {"Android", "aes256gcm16-prfsha384-ecp384, aes256-sha384-ecp384", "aes256gcm16, aes256-sha256",
+       "AES_GCM_16_256/PRF_HMAC_SHA2_384/ECP_384", "AES_GCM_16_256"},
+  };
+  for (const auto& o : offers) {
+    SCOPED_TRACE(o.client);
+    const auto ike = SelectProposal(ours_ike, Parse(o.ike, ProtocolId::kIke));
+    ASSERT_TRUE(ike.has_value());
+    const auto ike_algs = IkeAlgorithmsOf(*ike);
+    ASSERT_TRUE(ike_algs.has_value());
+    EXPECT_EQ(Describe(*ike_algs), o.want_ike);
+    const auto esp = SelectProposal(ours_esp, Parse(o.esp, ProtocolId::kEsp));
+    ASSERT_TRUE(esp.has_value());
+    const auto esp_algs = ChildAlgorithmsOf(*esp);
+    ASSERT_TRUE(esp_algs.has_value());
+    EXPECT_EQ(Describe(*esp_algs), o.want_esp);
+  }
+}
+
+// Windows' default offer (3DES and AES with SHA-1/SHA-256, all with MODP-1024) finds nothing
+// in the defaults; the refusal names the weak transforms it offered.
+TEST(NativeClientsTest, WeakOnlyOfferIsRefusedAndNamed) {
+  const auto ours = Parse(kDefaultIke, ProtocolId::kIke);
+  std::vector<Proposal> windows;
+  std::string error;
+  ASSERT_TRUE(ParseProposals("3des-sha1-modp1024, aes256-sha1-modp1024, 3des-sha256-modp1024, "
+                             "aes256-sha256-modp1024",
+                             ProtocolId::kIke, windows, error, kWeakModp1024 | kWeak3des));
+  EXPECT_FALSE(SelectProposal(ours, windows).has_value());
+  const unsigned refused = WeakTransformsOf(windows) & ~WeakTransformsOf(ours);
+  EXPECT_EQ(refused, kWeakModp1024 | kWeak3des);
+  EXPECT_EQ(WeakTransformNames(refused), "3des, modp1024");
+  // With modp1024 allowed (config appends a weak proposal to the defaults), the first of the
+  // peer's proposals without 3DES is taken.
+  std::vector<Proposal> allowed;
+  ASSERT_TRUE(ParseProposals(std::string(kDefaultIke) +
+                                 ", aes256-aes128-sha256-sha1-modp2048-ecp256-ecp384-modp1024",
+                             ProtocolId::kIke, allowed, error, kWeakModp1024));
+  const auto chosen = SelectProposal(allowed, windows);
+  ASSERT_TRUE(chosen.has_value());
+  EXPECT_EQ(Describe(*IkeAlgorithmsOf(*chosen)),
+            "AES_CBC_256/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_1024");
 }
 
 }  // namespace
