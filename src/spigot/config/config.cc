@@ -323,6 +323,16 @@ class Loader {
     return true;
   }
 
+  bool GetBool(const toml::table& table, const std::string& prefix, std::string_view key, bool& out) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return true;
+    if (!node->is_boolean()) {
+      return Fail(prefix + "." + std::string(key), "must be true or false, got " + Describe(*node));
+    }
+    out = node->as_boolean()->get();
+    return true;
+  }
+
   // A duration string ("4h") or an integer number of seconds, between `min` and kMaxDuration.
   bool GetDuration(const toml::table& table, const std::string& prefix, std::string_view key,
                    std::chrono::seconds min, std::chrono::seconds& out, bool* present = nullptr) {
@@ -540,6 +550,67 @@ class Loader {
     return true;
   }
 
+  // local_auth/remote_auth and the certificates they need, loaded now: a bad file is an error
+  // of the key that names it.
+  bool GetAuth(const toml::table& t, const std::string& p, ConnectionConfig& c) {
+    const auto kind = [&](std::string_view key, AuthKind& out) {
+      std::string text;
+      bool present = false;
+      if (!GetString(t, p, key, text, &present)) return false;
+      if (!present || text == "psk") return true;
+      if (text == "pubkey") {
+        out = AuthKind::kPubkey;
+        return true;
+      }
+      return Fail(p + "." + std::string(key), "must be \"psk\" or \"pubkey\", got \"" + text + "\"");
+    };
+    if (!kind("local_auth", c.local_auth) || !kind("remote_auth", c.remote_auth)) return false;
+    const auto path = [&](std::string_view key, std::string& out) {
+      bool present = false;
+      if (!GetString(t, p, key, out, &present)) return false;
+      if (present && out.empty()) return Fail(p + "." + std::string(key), "must not be empty");
+      if (present && std::filesystem::path(out).is_relative()) {
+        out = (std::filesystem::path(source_).parent_path() / out).string();
+      }
+      return true;
+    };
+    const auto paths = [&](std::string_view key, std::vector<std::string>& out) {
+      std::vector<std::string> names;
+      if (!GetNames(t, p, key, names)) return false;
+      for (auto& n : names) {
+        out.push_back(std::filesystem::path(n).is_relative() ? (std::filesystem::path(source_).parent_path() / n).string() : n);
+      }
+      return true;
+    };
+    if (!path("local_cert", c.local_cert) || !path("local_key", c.local_key) || !paths("ca_certs", c.ca_certs) ||
+        !paths("crl_files", c.crl_files) || !GetBool(t, p, "rsa_pss", c.rsa_pss)) {
+      return false;
+    }
+    std::string error;
+    if (c.local_auth == AuthKind::kPubkey) {
+      if (c.local_cert.empty()) return Fail(p + ".local_cert", "required with local_auth = \"pubkey\" (a PEM certificate file)");
+      if (c.local_key.empty()) return Fail(p + ".local_key", "required with local_auth = \"pubkey\" (a PEM private key file)");
+      c.credentials = pki::LocalCredentials::Load(c.local_cert, c.local_key, &error);
+      if (!c.credentials) {
+        const bool key_problem = error.rfind(c.local_key, 0) == 0;
+        return Fail(p + (key_problem ? ".local_key" : ".local_cert"), error);
+      }
+    } else if (!c.local_cert.empty() || !c.local_key.empty()) {
+      return Fail(p + (c.local_cert.empty() ? ".local_key" : ".local_cert"), "set, but local_auth is not \"pubkey\"");
+    }
+    if (c.remote_auth == AuthKind::kPubkey) {
+      if (c.ca_certs.empty()) return Fail(p + ".ca_certs", "required with remote_auth = \"pubkey\" (PEM files of trusted CAs)");
+      c.trust = pki::TrustStore::Load(c.ca_certs, c.crl_files, &error);
+      if (!c.trust) {
+        const bool crl = std::any_of(c.crl_files.begin(), c.crl_files.end(), [&](const std::string& f) { return error.rfind(f, 0) == 0; });
+        return Fail(p + (crl ? ".crl_files" : ".ca_certs"), error);
+      }
+    } else if (!c.ca_certs.empty() || !c.crl_files.empty()) {
+      return Fail(p + (c.ca_certs.empty() ? ".crl_files" : ".ca_certs"), "set, but remote_auth is not \"pubkey\"");
+    }
+    return true;
+  }
+
   bool LoadConnection(toml::table& t, std::size_t index, ConnectionConfig& c) {
     const std::string p = "connection[" + std::to_string(index) + "]";
     if (!CheckKnownKeys(t, p,
@@ -548,7 +619,8 @@ class Loader {
                          "psk_file", "ike_proposals", "esp_proposals", "local_ts", "remote_ts",
                          "start_action", "ike_rekey_time", "child_rekey_time", "ike_lifetime",
                          "child_lifetime", "child_life_bytes", "child_life_packets", "replay_window",
-                         "dpd_delay", "unique", "pools", "vips", "fragmentation"})) {
+                         "dpd_delay", "unique", "pools", "vips", "fragmentation", "local_auth",
+                         "remote_auth", "local_cert", "local_key", "ca_certs", "crl_files", "rsa_pss"})) {
       return false;
     }
 
@@ -564,8 +636,11 @@ class Loader {
                   "required (the peer's address, or \"%any\" to accept any peer)");
     }
 
+    if (!GetAuth(t, p, c)) return false;
+    const bool uses_psk = c.local_auth == AuthKind::kPsk || c.remote_auth == AuthKind::kPsk;
     if (!GetString(t, p, "local_id", c.local_id) || !GetString(t, p, "remote_id", c.remote_id) ||
-        !GetPsk(t, p, c.psk) || !GetProposals(t, p, "ike_proposals", c.ike_proposals) ||
+        ((uses_psk || t.get("psk") != nullptr || t.get("psk_file") != nullptr) && !GetPsk(t, p, c.psk)) ||
+        !GetProposals(t, p, "ike_proposals", c.ike_proposals) ||
         !GetProposals(t, p, "esp_proposals", c.esp_proposals) ||
         !GetSelectors(t, p, "local_ts", c.local_ts) || !GetNames(t, p, "pools", c.pools) ||
         !GetRemoteSelectors(t, p, c) || !GetVips(t, p, c.vips)) {

@@ -10,11 +10,13 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "spigot/config/traffic_selector.h"
+#include "spigot/pki/certificate.h"
 
 namespace spigot::config {
 
@@ -103,6 +105,8 @@ inline constexpr std::string_view kDefaultEspProposals =
 // The weak transforms allow_weak may name (strongSwan's keywords).
 inline constexpr std::string_view kWeakTransforms[] = {"modp1024", "3des"};
 
+enum class AuthKind : std::uint8_t { kPsk, kPubkey };
+
 struct ConnectionConfig {
   std::string name;  // required, unique
   // Address literals (IPv4/IPv6), or "%any". local_addrs defaults to "%any"; remote_addrs is
@@ -155,6 +159,25 @@ struct ConnectionConfig {
   // accepts it in IKE_SA_INIT and fragments protected messages above global.fragment_size;
   // "no" neither offers nor accepts it (fragments from the peer are dropped).
   bool fragmentation = true;
+
+  // Authentication (RFC 7296 2.15), strongSwan's names: each side "psk" (default) or "pubkey"
+  // (a signature with a certificate's key; RSA or ECDSA). psk/psk_file is required only when a
+  // side uses it.
+  AuthKind local_auth = AuthKind::kPsk;
+  AuthKind remote_auth = AuthKind::kPsk;
+  // local_auth "pubkey": local_cert (PEM, the certificate first, intermediates after it) and
+  // local_key, loaded and checked to match at load; read again by every load (a reload picks up
+  // a renewed certificate).
+  std::string local_cert;
+  std::string local_key;
+  std::shared_ptr<const pki::LocalCredentials> credentials;
+  // remote_auth "pubkey": ca_certs (comma-separated PEM files of CAs) a peer's certificate must
+  // chain to, and crl_files (optional) revoking certificates under them.
+  std::vector<std::string> ca_certs;
+  std::vector<std::string> crl_files;
+  std::shared_ptr<const pki::TrustStore> trust;
+  // RSA keys sign with RSASSA-PSS (RFC 7427) rather than PKCS#1 v1.5 where the peer takes it.
+  bool rsa_pss = false;
 
   bool operator==(const ConnectionConfig&) const = default;
 };

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <string>
 
+#include "spigot/test_tools/test_pki.h"
+
 namespace spigot::config {
 namespace {
 
@@ -638,6 +640,62 @@ TEST(ConfigPoolTest, DiffSeesAPoolChange) {
   EXPECT_TRUE(diff.pools_changed);
   EXPECT_TRUE(diff.changed.empty());  // the connection itself is the same
   EXPECT_FALSE(diff.empty());
+}
+
+}  // namespace
+}  // namespace spigot::config
+
+// ---- certificates (issue 12): local_auth / remote_auth = "pubkey" and their files
+
+namespace spigot::config {
+namespace {
+
+std::string PubkeyConnection(const std::string& lines) {
+  return "[[connection]]\nname = \"c\"\nremote_addrs = \"192.0.2.1\"\n" + lines + "\n";
+}
+
+TEST(ConfigTest, PubkeyLoadsCertificatesAndNeedsNoPsk) {
+  TempDir dir;
+  test_tools::TestPki pki(dir.path());
+  const auto root = pki.Ca("root", "C=CH, O=Example, CN=Root");
+  test_tools::IssueOptions o;
+  o.dns = {"gw.example.org"};
+  const auto gw = pki.Issue("gw", root, "C=CH, O=Example, CN=gw", test_tools::TestKey::kEcP256, o);
+  const auto other = pki.Issue("other", root, "C=CH, O=Example, CN=other", test_tools::TestKey::kEcP256, o);
+  const std::string files = "local_cert = \"" + gw.cert_path + "\"\nlocal_key = \"" + gw.key_path +
+                            "\"\nca_certs = \"" + root.cert_path + "\"\n";
+  const LoadResult r = Load(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\n" + files));
+  ASSERT_TRUE(r.ok) << r.error;
+  const auto& c = r.config.connections[0];
+  EXPECT_EQ(c.local_auth, AuthKind::kPubkey);
+  ASSERT_TRUE(c.credentials);
+  EXPECT_EQ(c.credentials->cert.Subject(), "C=CH, O=Example, CN=gw");
+  ASSERT_TRUE(c.trust);
+  EXPECT_EQ(c.trust->cas().size(), 1u);
+  // Relative paths are the config file's directory's.
+  const std::string rel = dir.Write("spigot.toml", PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"psk\"\npsk = \"k\"\nlocal_cert = \"gw.pem\"\nlocal_key = \"gw.key\"\n"));
+  const LoadResult r2 = LoadFile(rel);
+  EXPECT_TRUE(r2.ok) << r2.error;
+
+  ExpectError(PubkeyConnection("local_auth = \"cert\"\nremote_auth = \"pubkey\"\n" + files),
+              "spigot.toml: connection[0].local_auth: must be \"psk\" or \"pubkey\", got \"cert\"");
+  ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\nca_certs = \"" + root.cert_path + "\"\n"),
+              "spigot.toml: connection[0].local_cert: required with local_auth = \"pubkey\" (a PEM certificate file)");
+  ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\nlocal_cert = \"" + gw.cert_path +
+                               "\"\nlocal_key = \"" + gw.key_path + "\"\n"),
+              "spigot.toml: connection[0].ca_certs: required with remote_auth = \"pubkey\" (PEM files of trusted CAs)");
+  ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\nlocal_cert = \"" + gw.cert_path +
+                               "\"\nlocal_key = \"" + other.key_path + "\"\nca_certs = \"" + root.cert_path + "\"\n"),
+              "spigot.toml: connection[0].local_key: " + other.key_path +
+                  ": the key does not belong to the certificate C=CH, O=Example, CN=gw of " + gw.cert_path);
+  ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\n" + files + "crl_files = \"" +
+                               dir.path() + "/none.crl\"\n"),
+              "spigot.toml: connection[0].crl_files: " + dir.path() + "/none.crl: cannot open: No such file or directory");
+  ExpectError(PubkeyConnection("remote_auth = \"psk\"\npsk = \"k\"\nca_certs = \"" + root.cert_path + "\"\n"),
+              "spigot.toml: connection[0].ca_certs: set, but remote_auth is not \"pubkey\"");
+  // A side that uses the PSK still needs it.
+  ExpectError(PubkeyConnection("local_auth = \"pubkey\"\n" + files.substr(0, files.find("ca_certs"))),
+              "spigot.toml: connection[0].psk: required (the pre-shared key, or psk_file = \"/path\")");
 }
 
 // allow_weak (native clients): weak transforms (RFC 8247) are named before they are used.

@@ -204,7 +204,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
        {{"received", c.ike_received}, {"invalid", c.ike_invalid + ic.invalid_messages},
         {"truncated", c.ike_truncated},
         {"unknown_spi", c.ike_unknown_spi}, {"no_connection", c.ike_no_connection},
-        {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures},
+        {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures}, {"cert_failures", ic.cert_failures},
         {"child_failures", ic.child_failures}, {"established", c.ike_established},
         {"rekey_retries", ic.rekey_retries},
         {"weak_proposals_refused",

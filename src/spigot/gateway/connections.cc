@@ -30,6 +30,20 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
     p->local_id = *lid;
     p->remote_id = *rid;
     p->remote_id_any = any;
+    // A DN with "*" values matches many peers ("C=CH, O=Example, CN=*").
+    if (!any && rid->type == ike::IdType::kDerAsn1Dn && remote_id.find('*') != std::string::npos) {
+      std::string why;
+      p->remote_id_pattern = pki::DnPattern::Parse(remote_id, &why);
+      if (!p->remote_id_pattern) {
+        *error = path + ": connection '" + c.name + "': remote_id: " + why;
+        return false;
+      }
+    }
+    p->local_auth = c.local_auth == config::AuthKind::kPubkey ? ike::AuthMethod::kPubkey : ike::AuthMethod::kPsk;
+    p->remote_auth = c.remote_auth == config::AuthKind::kPubkey ? ike::AuthMethod::kPubkey : ike::AuthMethod::kPsk;
+    p->local_credentials = c.credentials;
+    p->trust = c.trust;
+    p->rsa_pss = c.rsa_pss;
     const auto psk = c.psk.view();
     p->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
         reinterpret_cast<const std::uint8_t*>(psk.data()), psk.size()));
@@ -80,6 +94,9 @@ const Connection* Connections::ForAddress(const io::Endpoint& from) const {
 std::shared_ptr<const ike::ConnectionParams> Connections::ForPeer(const ike::Identity& peer) const {
   for (const auto& [name, c] : by_name_) {
     if (!c.params->remote_id_any && c.params->remote_id == peer) return c.params;
+  }
+  for (const auto& [name, c] : by_name_) {
+    if (c.params->remote_id_pattern && c.params->AcceptsPeer(peer)) return c.params;
   }
   for (const auto& [name, c] : by_name_) {
     if (c.params->remote_id_any) return c.params;

@@ -40,6 +40,7 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.retransmits += from.retransmits;
   to.requests_queue_full += from.requests_queue_full;
   to.auth_failures += from.auth_failures;
+  to.cert_failures += from.cert_failures;
   to.invalid_messages += from.invalid_messages;
   to.child_failures += from.child_failures;
   to.weak_refused_modp1024 += from.weak_refused_modp1024;

@@ -70,8 +70,10 @@ enum class IdType : std::uint8_t {
   kKeyId = 11,
 };
 
-// 3.8 authentication methods.
+// 3.8 authentication methods (the signature methods: pki/signature.h).
 inline constexpr std::uint8_t kAuthSharedKey = 2;
+// 3.6, 3.7: CERT and CERTREQ encoding "X.509 Certificate - Signature".
+inline constexpr std::uint8_t kCertX509Signature = 4;
 // 2.15: the pad string for PSK authentication, without a terminating NUL (17 octets).
 inline constexpr char kKeyPad[] = "Key Pad for IKEv2";
 inline constexpr std::size_t kKeyPadLen = sizeof(kKeyPad) - 1;

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include "spigot/pki/names.h"
+
 namespace spigot::ike {
 
 std::optional<Identity> ParseIdentity(std::string_view text) {
@@ -15,6 +17,12 @@ std::optional<Identity> ParseIdentity(std::string_view text) {
   } else if (inet_pton(AF_INET6, s.c_str(), addr) == 1) {
     id.type = IdType::kIpv6;
     id.data.assign(addr, addr + 16);
+  } else if (pki::LooksLikeDn(s)) {
+    std::string error;
+    auto der = pki::ParseDn(s, &error);
+    if (!der) return std::nullopt;
+    id.type = IdType::kDerAsn1Dn;
+    id.data = std::move(*der);
   } else if (s.rfind("@#", 0) == 0) {
     id.type = IdType::kKeyId;
     const std::string hex = s.substr(2);
@@ -53,6 +61,8 @@ std::string ToString(const Identity& id) {
     case IdType::kFqdn:
     case IdType::kRfc822:
       return std::string(id.data.begin(), id.data.end());
+    case IdType::kDerAsn1Dn:
+      return pki::DnToString(id.data);
     default:
       break;
   }

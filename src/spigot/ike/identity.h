@@ -1,6 +1,6 @@
 // IKE identities (RFC 7296 3.5) written as strongSwan writes them: "192.0.2.1", "2001:db8::1",
 // "gw.example.org" or "@gw" (FQDN), "user@example.org" (RFC822), "@#0a0b" (KEY_ID, hex),
-// "keyid:text" (KEY_ID, raw bytes).
+// "keyid:text" (KEY_ID, raw bytes), "C=CH, O=Example, CN=gw" (DER_ASN1_DN).
 #pragma once
 
 #include <optional>

@@ -48,6 +48,9 @@
 #include "spigot/ike/message.h"
 #include "spigot/ike/proposal.h"
 #include "spigot/io/clock.h"
+#include "spigot/pki/certificate.h"
+#include "spigot/pki/names.h"
+#include "spigot/pki/signature.h"
 
 namespace spigot::ike {
 
@@ -55,13 +58,33 @@ namespace spigot::ike {
 using TimePoint = io::Clock::TimePoint;
 
 // What the IKE SA needs of a configured connection.
+// 2.15: how one side proves its identity.
+enum class AuthMethod : std::uint8_t {
+  kPsk,     // AUTH = the PSK's MAC
+  kPubkey,  // AUTH = a signature (pki/signature.h), CERT payloads carry the certificate chain
+};
+
 struct ConnectionParams {
-  bool AcceptsPeer(const Identity& id) const { return remote_id_any || id == remote_id; }
+  // remote_id exactly, "%any", or a DN pattern with wildcards ("C=CH, O=Example, CN=*").
+  bool AcceptsPeer(const Identity& id) const {
+    if (remote_id_any || id == remote_id) return true;
+    return remote_id_pattern && id.type == IdType::kDerAsn1Dn && remote_id_pattern->Matches(id.data);
+  }
   std::string name;
   Identity local_id;
   Identity remote_id;
   bool remote_id_any = false;  // remote_id "%any": any identity that proves the PSK
   crypto::SecureBytes psk;
+  AuthMethod local_auth = AuthMethod::kPsk;
+  AuthMethod remote_auth = AuthMethod::kPsk;
+  // local_auth kPubkey: our certificate, its intermediates and key.
+  std::shared_ptr<const pki::LocalCredentials> local_credentials;
+  // remote_auth kPubkey: the CAs (and CRLs) a peer's certificate must chain to; their key ids
+  // go out in CERTREQ (3.7).
+  std::shared_ptr<const pki::TrustStore> trust;
+  std::optional<pki::DnPattern> remote_id_pattern;
+  bool rsa_pss = false;  // sign with RSASSA-PSS when the peer takes RFC 7427 signatures
+  bool uses_pubkey() const { return local_auth == AuthMethod::kPubkey || remote_auth == AuthMethod::kPubkey; }
   std::vector<Proposal> ike_proposals;
   std::vector<Proposal> esp_proposals;
   std::vector<TrafficSelector> local_ts;
@@ -195,6 +218,9 @@ struct IkeCounters {
   std::uint64_t retransmits = 0;
   std::uint64_t requests_queue_full = 0;
   std::uint64_t auth_failures = 0;
+  // Of those: a peer certificate refused (no path to a trusted CA, expired, revoked, wrong key
+  // usage, malformed, missing) or an identity the certificate does not hold.
+  std::uint64_t cert_failures = 0;
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
   // NO_PROPOSAL_CHOSEN answered to proposals that named weak transforms the connection does not
@@ -346,6 +372,22 @@ class IkeSa {
   void OnCreateChildRequest(const Message& msg, TimePoint now);
   void OnInformationalRequest(const Message& msg, TimePoint now);
 
+  // Authentication (ike_sa_auth.cc, 2.15). Our AUTH payload over `message` | `peer_nonce` |
+  // prf(sk_p, id): the PSK's MAC or our signature (nullopt with *error if we cannot sign).
+  std::optional<AuthPayload> OwnAuth(std::span<const std::uint8_t> message, std::span<const std::uint8_t> peer_nonce,
+                                     const crypto::SecureBytes& sk_p, const IdPayload& id, std::string* error) const;
+  // Checks the peer's AUTH (and, for a signature, its CERT payloads: chain, dates, revocation,
+  // usage, the identity bound to the certificate). nullopt if it proves `id`; else the reason,
+  // counted in auth_failures (and cert_failures for the certificate's part).
+  std::optional<std::string> CheckPeerAuth(const Message& msg, const IdPayload& id, const AuthPayload& auth,
+                                           std::span<const std::uint8_t> message,
+                                           std::span<const std::uint8_t> peer_nonce, const crypto::SecureBytes& sk_p);
+  // CERT payloads for our chain (as the peer's CERTREQ asks) and CERTREQ for our CAs.
+  void AppendCertPayloads(std::vector<Payload>& out) const;
+  void AppendCertReq(std::vector<Payload>& out) const;
+  // RFC 7427 4 and 3.7: what the peer's IKE_SA_INIT (or IKE_AUTH) announced.
+  void NotePeerSignatureInfo(const Message& msg);
+
   // Remote access (ike_sa_auth.cc). The configuration payload of our IKE_AUTH request, the
   // handling of the peer's, and the reading of the peer's reply: the addresses assigned, or
   // why there are none (for failure_).
@@ -415,6 +457,8 @@ class IkeSa {
   Bytes cookie_;
   Bytes init_request_;   // IKE_SA_INIT request as sent/received: signed by the initiator's AUTH
   Bytes init_response_;  // IKE_SA_INIT response: signed by the responder's AUTH
+  std::vector<pki::HashAlgorithm> peer_hashes_;  // RFC 7427 4: the peer's SIGNATURE_HASH_ALGORITHMS
+  Bytes peer_certreq_;  // 3.7: key ids of the CAs the peer asked for (CERTREQ, X.509)
   IkeSaKeys keys_;
   SkKeys sk_out_, sk_in_;
   bool nat_local_ = false, nat_remote_ = false;

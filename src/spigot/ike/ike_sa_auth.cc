@@ -1,4 +1,5 @@
-// IKE_AUTH, both roles (RFC 7296 1.2; 2.15 PSK authentication): identities, AUTH payloads,
+// IKE_AUTH, both roles (RFC 7296 1.2; 2.15 authentication with a PSK or a certificate's key:
+// RFC 7427 signatures, CERT and CERTREQ, 3.6-3.8): identities, AUTH payloads,
 // the configuration payload that assigns a road warrior its internal address (2.19, 3.15), and
 // the first CHILD SA (negotiated by the helpers in ike_sa_child.cc).
 #include "spigot/ike/ike_sa.h"
@@ -13,6 +14,11 @@ namespace spigot::ike {
 using namespace internal;
 
 namespace {
+
+// Bounds on what a peer's IKE_AUTH may make us hold: intermediates taken from its CERT
+// payloads (the rest are ignored), and CA key ids from its CERTREQs (64 CAs).
+constexpr std::size_t kMaxPeerIntermediates = 8;
+constexpr std::size_t kMaxPeerCertReq = 64 * 20;
 
 bool WantsVip(const ConnectionParams& c, std::uint8_t family) {
   return std::find(c.vips.begin(), c.vips.end(), family) != c.vips.end();
@@ -168,6 +174,109 @@ std::optional<std::string> IkeSa::TakeCfgReply(const Message& resp) {
   return std::nullopt;
 }
 
+std::optional<AuthPayload> IkeSa::OwnAuth(std::span<const std::uint8_t> message,
+                                          std::span<const std::uint8_t> peer_nonce,
+                                          const crypto::SecureBytes& sk_p, const IdPayload& id,
+                                          std::string* error) const {
+  if (conn_->local_auth == AuthMethod::kPsk) {
+    const auto mac = PskAuth(algs_->prf, conn_->psk, message, peer_nonce, sk_p, id.Body());
+    return AuthPayload{kAuthSharedKey, Bytes(mac.span().begin(), mac.span().end())};
+  }
+  if (!conn_->local_credentials) {
+    *error = "local_auth is pubkey but no certificate and key are loaded";
+    return std::nullopt;
+  }
+  const auto octets = SignedOctets(algs_->prf, message, peer_nonce, sk_p, id.Body());
+  auto sig = pki::Sign(conn_->local_credentials->key, octets.span(), {peer_hashes_, conn_->rsa_pss}, error);
+  if (!sig) return std::nullopt;
+  return AuthPayload{sig->method, std::move(sig->data)};
+}
+
+namespace {
+
+// RFC 4945 3.1: the identity must be one the certificate holds.
+bool CertHolds(const pki::Certificate& cert, const IdPayload& id) {
+  switch (id.type) {
+    case IdType::kDerAsn1Dn: return pki::CertSubjectIs(cert, id.data);
+    case IdType::kFqdn: return pki::CertHasDns(cert, std::string_view(reinterpret_cast<const char*>(id.data.data()), id.data.size()));
+    case IdType::kRfc822: return pki::CertHasEmail(cert, std::string_view(reinterpret_cast<const char*>(id.data.data()), id.data.size()));
+    case IdType::kIpv4:
+    case IdType::kIpv6: return pki::CertHasIp(cert, id.data);
+    default: return false;
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> IkeSa::CheckPeerAuth(const Message& msg, const IdPayload& id, const AuthPayload& auth,
+                                                std::span<const std::uint8_t> message,
+                                                std::span<const std::uint8_t> peer_nonce,
+                                                const crypto::SecureBytes& sk_p) {
+  const auto fail = [&](std::string why, bool cert) -> std::optional<std::string> {
+    ++counters_->auth_failures;
+    if (cert) ++counters_->cert_failures;
+    return why;
+  };
+  if (conn_->remote_auth == AuthMethod::kPsk) {
+    if (auth.method != kAuthSharedKey) {
+      return fail("AUTH method " + std::to_string(auth.method) + " where the connection expects a PSK", false);
+    }
+    const auto expected = PskAuth(algs_->prf, conn_->psk, message, peer_nonce, sk_p, id.Body());
+    if (!crypto::ConstantTimeEqual(expected, auth.data)) return fail("AUTH does not verify (wrong PSK?)", false);
+    return std::nullopt;
+  }
+  if (auth.method == kAuthSharedKey) return fail("a PSK AUTH where the connection expects a certificate", false);
+  if (!conn_->trust) return fail("remote_auth is pubkey but no ca_certs are loaded", true);
+  // 3.6: the first CERT holds the key that signed AUTH; the others may help build the chain.
+  std::optional<pki::Certificate> leaf;
+  std::vector<pki::Certificate> others;
+  for (const auto& p : msg.payloads) {
+    const auto* c = std::get_if<CertPayload>(&p.body);
+    if (c == nullptr || p.type != PayloadType::kCert) continue;
+    if (c->encoding != kCertX509Signature) {
+      if (!leaf) return fail("CERT encoding " + std::to_string(c->encoding) + " is not supported (X.509 expected)", true);
+      continue;
+    }
+    std::string error;
+    auto cert = pki::Certificate::FromDer(c->data, &error);
+    if (!cert) return fail(error, true);
+    if (!leaf) {
+      leaf = std::move(*cert);
+    } else if (others.size() < kMaxPeerIntermediates) {
+      others.push_back(std::move(*cert));
+    }
+  }
+  if (!leaf) return fail("no certificate (CERT payload) from the peer", true);
+  if (auto why = conn_->trust->Verify(*leaf, others)) return fail("certificate " + leaf->Subject() + ": " + *why, true);
+  if (!CertHolds(*leaf, id)) {
+    return fail("identity " + ToString(Identity::FromPayload(id)) + " is not in its certificate " + leaf->Subject(), true);
+  }
+  const auto octets = SignedOctets(algs_->prf, message, peer_nonce, sk_p, id.Body());
+  if (auto why = pki::Verify(*leaf, auth.method, auth.data, octets.span())) return fail(*why, false);
+  return std::nullopt;
+}
+
+void IkeSa::AppendCertPayloads(std::vector<Payload>& out) const {
+  if (conn_->local_auth != AuthMethod::kPubkey || !conn_->local_credentials) return;
+  for (const auto& c : conn_->local_credentials->ChainFor(peer_certreq_)) {
+    out.push_back({PayloadType::kCert, CertPayload{kCertX509Signature, c.Der()}});
+  }
+}
+
+void IkeSa::AppendCertReq(std::vector<Payload>& out) const {
+  if (conn_->remote_auth != AuthMethod::kPubkey || !conn_->trust || conn_->trust->cas().empty()) return;
+  out.push_back({PayloadType::kCertReq, CertReqPayload{kCertX509Signature, conn_->trust->CertReqData()}});
+}
+
+void IkeSa::NotePeerSignatureInfo(const Message& msg) {
+  if (const auto* n = msg.FindNotify(NotifyType::kSignatureHashAlgorithms)) peer_hashes_ = pki::DecodeHashAlgorithms(n->data);
+  for (const auto& p : msg.payloads) {
+    const auto* c = std::get_if<CertReqPayload>(&p.body);
+    if (c == nullptr || c->encoding != kCertX509Signature || c->data.size() % 20 != 0) continue;
+    if (peer_certreq_.size() + c->data.size() <= kMaxPeerCertReq) peer_certreq_.insert(peer_certreq_.end(), c->data.begin(), c->data.end());
+  }
+}
+
 void IkeSa::SendAuth(TimePoint now) {
   NotifyType refusal = NotifyType::kTemporaryFailure;
   const auto spi = host_->AllocateChildSpi(false, refusal);
@@ -176,11 +285,19 @@ void IkeSa::SendAuth(TimePoint now) {
   for (auto& p : child_neg_->proposals) p.spi = ChildSpiBytes(*spi);
 
   const IdPayload idi = conn_->local_id.ToPayload();
-  const auto auth = PskAuth(algs_->prf, conn_->psk, init_request_, nr_, keys_.sk_pi, idi.Body());
+  std::string error;
+  auto auth = OwnAuth(init_request_, nr_, keys_.sk_pi, idi, &error);
+  if (!auth) {
+    host_->ReleaseChildSpi(child_neg_->spi_in);
+    child_neg_.reset();
+    return Die("cannot authenticate: " + error);
+  }
   std::vector<Payload> p;
   p.push_back({PayloadType::kIdi, idi});
+  AppendCertPayloads(p);
+  AppendCertReq(p);
   if (send_initial_contact_) p.push_back(Notify(NotifyType::kInitialContact));
-  p.push_back({PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(auth.span().begin(), auth.span().end())}});
+  p.push_back({PayloadType::kAuth, std::move(*auth)});
   if (WantsVip(*conn_, 4) || WantsVip(*conn_, 6)) p.push_back(CfgRequest());
   p.push_back({PayloadType::kSa, SaPayload{child_neg_->proposals}});
   p.push_back({PayloadType::kTsi, TsPayload{OwnSelectors()}});
@@ -205,10 +322,8 @@ void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
     return Die("peer identity " + ToString(Identity::FromPayload(*idr)) + " is not the configured " +
                ToString(conn_->remote_id));
   }
-  const auto expected = PskAuth(algs_->prf, conn_->psk, init_response_, ni_, keys_.sk_pr, idr->Body());
-  if (auth->method != kAuthSharedKey || !crypto::ConstantTimeEqual(expected, auth->data)) {
-    ++counters_->auth_failures;
-    return Die("peer's AUTH payload does not verify (wrong PSK?)");
+  if (auto why = CheckPeerAuth(msg, *idr, *auth, init_response_, ni_, keys_.sk_pr)) {
+    return Die("peer " + ToString(Identity::FromPayload(*idr)) + ": " + *why);
   }
   peer_id_ = Identity::FromPayload(*idr);
   // Before kEstablished is reported, so that the host sees the address with the state.
@@ -248,20 +363,27 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   if (!conn_->AcceptsPeer(peer)) {
     if (auto other = host_->ConnectionForPeer(peer, remote_)) conn_ = std::move(other);
   }
-  const bool known = conn_->AcceptsPeer(peer);
-  const auto expected = known ? PskAuth(algs_->prf, conn_->psk, init_request_, nr_, keys_.sk_pi, idi->Body())
-                              : crypto::SecureBytes();
-  if (!known || auth->method != kAuthSharedKey || !crypto::ConstantTimeEqual(expected, auth->data)) {
+  if (!conn_->AcceptsPeer(peer)) {
     ++counters_->auth_failures;
     SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
-    return Die(known ? "AUTH from " + ToString(peer) + " does not verify (wrong PSK?)"
-                     : "no connection for peer identity " + ToString(peer));
+    return Die("no connection for peer identity " + ToString(peer));
+  }
+  NotePeerSignatureInfo(msg);  // its CERTREQ: which chain to send back
+  if (auto why = CheckPeerAuth(msg, *idi, *auth, init_request_, nr_, keys_.sk_pi)) {
+    SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
+    return Die("AUTH from " + ToString(peer) + ": " + *why);
   }
   const IdPayload idr = conn_->local_id.ToPayload();
-  const auto our_auth = PskAuth(algs_->prf, conn_->psk, init_response_, ni_, keys_.sk_pr, idr.Body());
+  std::string error;
+  auto our_auth = OwnAuth(init_response_, ni_, keys_.sk_pr, idr, &error);
+  if (!our_auth) {
+    SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
+    return Die("cannot authenticate to " + ToString(peer) + ": " + error);
+  }
   std::vector<Payload> p;
   p.push_back({PayloadType::kIdr, idr});
-  p.push_back({PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(our_auth.span().begin(), our_auth.span().end())}});
+  AppendCertPayloads(p);
+  p.push_back({PayloadType::kAuth, std::move(*our_auth)});
   peer_id_ = peer;
   peer_initial_contact_ = msg.FindNotify(NotifyType::kInitialContact) != nullptr;
   // 2.19: the address first (the CHILD SA's selectors may be it), and before kEstablished is

@@ -38,6 +38,7 @@ void IkeSa::SendInit(TimePoint now) {
   p.push_back({PayloadType::kNonce, NoncePayload{ni_}});
   for (auto& n : NatDetectionPayloads()) p.push_back(std::move(n));
   if (conn_->fragmentation) p.push_back(Notify(NotifyType::kIkev2FragmentationSupported));  // RFC 7383 2.3
+  if (conn_->uses_pubkey()) p.push_back(Notify(NotifyType::kSignatureHashAlgorithms, pki::EncodeHashAlgorithms()));
   // Keep the retransmission state across cookie and INVALID_KE retries: they are new requests
   // with message ID 0 (2.6, 1.2).
   SendRequest(RequestKind::kInit, Exchange::kIkeSaInit, std::move(p), now);
@@ -86,6 +87,7 @@ void IkeSa::OnInitResponse(const Message& msg, std::span<const std::uint8_t> dat
   init_response_.assign(datagram.begin(), datagram.end());
   CheckNatDetection(msg);
   fragmentation_ = conn_->fragmentation && msg.FindNotify(NotifyType::kIkev2FragmentationSupported) != nullptr;
+  NotePeerSignatureInfo(msg);
   if (!DeriveKeys(ke->data)) return Die("invalid KE payload from peer");
   outstanding_.reset();
   SendAuth(now);
@@ -143,6 +145,13 @@ void IkeSa::OnInitRequest(const Message& msg, std::span<const std::uint8_t> data
   // RFC 7383 2.3: answered only when the initiator offered it.
   fragmentation_ = conn_->fragmentation && msg.FindNotify(NotifyType::kIkev2FragmentationSupported) != nullptr;
   if (fragmentation_) p.push_back(Notify(NotifyType::kIkev2FragmentationSupported));
+  // RFC 7427 4: answered when the initiator announced its hashes; and 3.7: the CAs we trust,
+  // so that a peer sending its certificate only when asked (strongSwan's default) sends it.
+  NotePeerSignatureInfo(msg);
+  if (msg.FindNotify(NotifyType::kSignatureHashAlgorithms) != nullptr) {
+    p.push_back(Notify(NotifyType::kSignatureHashAlgorithms, pki::EncodeHashAlgorithms()));
+  }
+  AppendCertReq(p);
   SendResponse(msg.header, std::move(p), false);
   init_response_ = last_response_;
   SetState(State::kInitAnswered);

@@ -84,15 +84,22 @@ bool DeriveChildKeymat(crypto::PrfAlg prf, const crypto::SecureBytes& sk_d,
   return true;
 }
 
+crypto::SecureBytes SignedOctets(crypto::PrfAlg prf, std::span<const std::uint8_t> message,
+                                 std::span<const std::uint8_t> peer_nonce, const crypto::SecureBytes& sk_p,
+                                 std::span<const std::uint8_t> id_body) {
+  const crypto::SecureBytes maced_id = crypto::Prf(prf, sk_p, id_body);
+  crypto::SecureBytes octets(message);
+  octets.Append(peer_nonce);
+  octets.Append(maced_id);
+  return octets;
+}
+
 crypto::SecureBytes PskAuth(crypto::PrfAlg prf, std::span<const std::uint8_t> psk,
                             std::span<const std::uint8_t> message,
                             std::span<const std::uint8_t> peer_nonce,
                             const crypto::SecureBytes& sk_p,
                             std::span<const std::uint8_t> id_body) {
-  const crypto::SecureBytes maced_id = crypto::Prf(prf, sk_p, id_body);
-  crypto::SecureBytes octets(message);
-  octets.Append(peer_nonce);
-  octets.Append(maced_id);
+  const crypto::SecureBytes octets = SignedOctets(prf, message, peer_nonce, sk_p, id_body);
   const auto pad = std::span<const std::uint8_t>(
       reinterpret_cast<const std::uint8_t*>(kKeyPad), kKeyPadLen);
   const crypto::SecureBytes key = crypto::Prf(prf, psk, pad);

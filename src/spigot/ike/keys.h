@@ -40,6 +40,12 @@ bool DeriveChildKeymat(crypto::PrfAlg prf, const crypto::SecureBytes& sk_d,
                        std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
                        ChildKeymat& out);
 
+// 2.15: what AUTH covers, <message> | <peer nonce> | prf(SK_p, IDx') (InitiatorSignedOctets,
+// ResponderSignedOctets); a signature method signs exactly these octets.
+crypto::SecureBytes SignedOctets(crypto::PrfAlg prf, std::span<const std::uint8_t> message,
+                                 std::span<const std::uint8_t> peer_nonce, const crypto::SecureBytes& sk_p,
+                                 std::span<const std::uint8_t> id_body);
+
 // 2.15: AUTH = prf(prf(PSK, "Key Pad for IKEv2"), <message> | <peer nonce> | prf(SK_p, IDx')),
 // where IDx' is the ID payload body (type, 3 reserved octets, data).
 crypto::SecureBytes PskAuth(crypto::PrfAlg prf, std::span<const std::uint8_t> psk,

@@ -222,6 +222,13 @@ bool ParseBody(PayloadType type, std::span<const std::uint8_t> bytes, bool criti
       out = std::move(c);
       return true;
     }
+    case PayloadType::kCert: {
+      CertPayload c;
+      if (!r.ReadU8(c.encoding)) return false;
+      c.data = Copy(r.ReadRemaining());
+      out = std::move(c);
+      return true;
+    }
     case PayloadType::kCp: {
       CpPayload cp;
       if (!ParseCp(r, cp)) return false;
@@ -364,7 +371,7 @@ void WriteBody(ByteWriter& w, const PayloadBody& body) {
           for (const Bytes& spi : b.spis) w.WriteBytes(spi);
         } else if constexpr (std::is_same_v<T, VendorPayload>) {
           w.WriteBytes(b.id);
-        } else if constexpr (std::is_same_v<T, CertReqPayload>) {
+        } else if constexpr (std::is_same_v<T, CertReqPayload> || std::is_same_v<T, CertPayload>) {
           w.WriteU8(b.encoding);
           w.WriteBytes(b.data);
         } else if constexpr (std::is_same_v<T, CpPayload>) {

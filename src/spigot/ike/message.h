@@ -103,6 +103,11 @@ struct CertReqPayload {
   std::uint8_t encoding = 0;
   Bytes data;
 };
+// CERT (3.6): encoding 4 (X.509 Certificate - Signature) carries one DER certificate.
+struct CertPayload {
+  std::uint8_t encoding = 0;
+  Bytes data;
+};
 // One configuration attribute (3.15.1). `type` is the 15-bit Attribute Type (the R bit is
 // dropped on receipt and sent as zero). The parser has checked the length of the types
 // constants.h lists (0, or the one length 3.15.1 gives them); others are kept as they came.
@@ -116,7 +121,7 @@ struct CpPayload {
   std::uint8_t cfg_type = kCfgRequest;  // kCfgRequest, kCfgReply, kCfgSet, kCfgAck
   std::vector<CpAttribute> attributes;
 };
-// A payload this implementation does not interpret (CERT, EAP, unknown non-critical).
+// A payload this implementation does not interpret (EAP, unknown non-critical).
 struct OtherPayload {
   std::uint8_t type = 0;
   bool critical = false;
@@ -125,7 +130,7 @@ struct OtherPayload {
 
 using PayloadBody = std::variant<SaPayload, KePayload, NoncePayload, NotifyPayload, IdPayload,
                                  AuthPayload, TsPayload, DeletePayload, VendorPayload,
-                                 CertReqPayload, CpPayload, OtherPayload>;
+                                 CertReqPayload, CertPayload, CpPayload, OtherPayload>;
 
 struct Payload {
   PayloadType type;  // distinguishes IDi/IDr and TSi/TSr, which share a body type

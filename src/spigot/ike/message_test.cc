@@ -103,7 +103,7 @@ Message FullMessage() {
                                        {{1, 2, 3, 4}, {5, 6, 7, 8}, {9, 10, 11, 12}}}));
   m.payloads.push_back(P(PayloadType::kVendor, VendorPayload{{'s', 'p', 'i', 'g', 'o', 't'}}));
   m.payloads.push_back(P(PayloadType::kCertReq, CertReqPayload{4, Bytes(20, 0xca)}));
-  m.payloads.push_back(P(PayloadType::kCert, OtherPayload{37, false, {4, 0x30, 0x82}}));
+  m.payloads.push_back(P(PayloadType::kCert, CertPayload{4, {0x30, 0x82}}));
   m.payloads.push_back(P(PayloadType::kCp,
                          CpPayload{kCfgReply,
                                    {{kInternalIp4Address, {198, 18, 0, 7}},
@@ -292,10 +292,10 @@ TEST(MessageTest, RoundTripEveryPayloadType) {
   EXPECT_EQ(creq->encoding, 4);
   EXPECT_EQ(creq->data, Bytes(20, 0xca));
 
-  const auto* cert = got.Find<OtherPayload>(PayloadType::kCert);
+  const auto* cert = got.Find<CertPayload>(PayloadType::kCert);
   ASSERT_NE(cert, nullptr);
-  EXPECT_EQ(cert->type, 37);
-  EXPECT_EQ(cert->body, Bytes({4, 0x30, 0x82}));
+  EXPECT_EQ(cert->encoding, 4);
+  EXPECT_EQ(cert->data, Bytes({0x30, 0x82}));
   const auto* cp = got.Find<CpPayload>(PayloadType::kCp);
   ASSERT_NE(cp, nullptr);
   EXPECT_EQ(cp->cfg_type, kCfgReply);
@@ -571,12 +571,30 @@ TEST(MessageTest, CriticalBitOnKnownPayloadIsIgnored) {
   ASSERT_EQ(ParseMessage(wire, m).error, ParseError::kOk);
   EXPECT_EQ(m.payloads.size(), 2u);
   // A known payload that spigot does not interpret keeps its flag.
-  const Bytes cert = WithHeader(PayloadType::kCert, FromHex("00 80 0007 04 3082"));
-  ASSERT_EQ(ParseMessage(cert, m).error, ParseError::kOk);
-  const auto* other = m.Find<OtherPayload>(PayloadType::kCert);
+  const Bytes eap = WithHeader(PayloadType::kEap, FromHex("00 80 0008 01 02 0004"));
+  ASSERT_EQ(ParseMessage(eap, m).error, ParseError::kOk);
+  const auto* other = m.Find<OtherPayload>(PayloadType::kEap);
   ASSERT_NE(other, nullptr);
   EXPECT_TRUE(other->critical);
-  EXPECT_EQ(ToHex(Serialize(m, nullptr)), ToHex(cert));
+  EXPECT_EQ(ToHex(Serialize(m, nullptr)), ToHex(eap));
+}
+
+// 3.6, 3.7: CERT and CERTREQ are an encoding octet and the data, both ways.
+TEST(MessageTest, CertAndCertReqRoundTrip) {
+  const Bytes wire = WithHeader(PayloadType::kCert, FromHex("26 00 0009 04 30 82 01 0a"
+                                                             "00 00 000d 04 0102030405060708"));
+  Message m;
+  ASSERT_EQ(ParseMessage(wire, m).error, ParseError::kOk);
+  const auto* cert = m.Find<CertPayload>(PayloadType::kCert);
+  ASSERT_NE(cert, nullptr);
+  EXPECT_EQ(cert->encoding, kCertX509Signature);
+  EXPECT_EQ(ToHex(cert->data), "3082010a");
+  const auto* req = m.Find<CertReqPayload>(PayloadType::kCertReq);
+  ASSERT_NE(req, nullptr);
+  EXPECT_EQ(ToHex(req->data), "0102030405060708");
+  EXPECT_EQ(ToHex(Serialize(m, nullptr)), ToHex(wire));
+  // A CERT without its encoding octet is malformed.
+  EXPECT_NE(ParseMessage(WithHeader(PayloadType::kCert, FromHex("00 00 0004")), m).error, ParseError::kOk);
 }
 
 // 3.3: proposal and transform substructures; the "last" markers and the counts must agree.

@@ -1,0 +1,176 @@
+// IKE_AUTH with certificates (RFC 7296 2.15, 3.6-3.8; RFC 7427), two IKE SAs in process:
+// signatures both ways, chains through an intermediate, identities bound to certificates,
+// DN patterns, and every refusal counted with AUTHENTICATION_FAILED.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "spigot/ike/ike_sa.h"
+#include "spigot/pki/certificate.h"
+#include "spigot/test_tools/ike_loopback.h"
+#include "spigot/test_tools/test_pki.h"
+
+namespace spigot::ike {
+namespace {
+
+using State = IkeSa::State;
+using test_tools::IssueOptions;
+using test_tools::TestCert;
+using test_tools::TestKey;
+using test_tools::TestPki;
+
+TimePoint T(int seconds) { return TimePoint{} + std::chrono::hours(1) + std::chrono::seconds(seconds); }
+
+constexpr const char* kIke = "aes128gcm16-prfsha256-x25519";
+constexpr const char* kEsp = "aes128gcm16";
+
+class CertAuth : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(std::filesystem::temp_directory_path() / ("spigot-ike-cert-" + std::to_string(getpid())));
+    pki_ = new TestPki(*dir_);
+    root_ = new TestCert(pki_->Ca("root", "C=CH, O=Example, CN=Root"));
+    IssueOptions ca;
+    ca.ca = true;
+    inter_ = new TestCert(pki_->Issue("inter", *root_, "C=CH, O=Example, CN=Intermediate", TestKey::kEcP256, ca));
+    IssueOptions alice;
+    alice.dns = {"alice"};
+    alice_ = new TestCert(pki_->Issue("alice", *inter_, "C=CH, O=Example, CN=alice", TestKey::kRsa2048, alice));
+    IssueOptions bob;
+    bob.dns = {"bob"};
+    bob.eku = "serverAuth";
+    bob_ = new TestCert(pki_->Issue("bob", *inter_, "C=CH, O=Example, CN=bob", TestKey::kEcP256, bob));
+    IssueOptions old = alice;
+    old.not_before_days = -10;
+    old.not_after_days = -1;
+    expired_ = new TestCert(pki_->Issue("expired", *inter_, "C=CH, O=Example, CN=alice", TestKey::kEcP256, old));
+    stranger_root_ = new TestCert(pki_->Ca("stranger-root", "C=CH, O=Other, CN=Root"));
+    stranger_ = new TestCert(pki_->Issue("stranger", *stranger_root_, "C=CH, O=Other, CN=alice", TestKey::kEcP256, alice));
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(*dir_); }
+
+  // A pubkey connection: `cert` (with the intermediate in its chain file) and trust in root.
+  static std::shared_ptr<ConnectionParams> Conn(bool initiator, const TestCert& cert, const TestCert* extra = nullptr,
+                                                const TestCert& trust = *root_) {
+    auto c = TestConnection(initiator, kIke, kEsp);
+    c->local_auth = c->remote_auth = AuthMethod::kPubkey;
+    std::string error;
+    std::vector<const TestCert*> chain{&cert};
+    if (extra != nullptr) chain.push_back(extra);
+    c->local_credentials = pki::LocalCredentials::Load(pki_->Chain(cert.cert_path.substr(cert.cert_path.rfind('/') + 1) + "-chain", chain),
+                                                       cert.key_path, &error);
+    EXPECT_TRUE(c->local_credentials) << error;
+    c->trust = pki::TrustStore::Load({trust.cert_path}, {}, &error);
+    EXPECT_TRUE(c->trust) << error;
+    return c;
+  }
+
+  static inline std::string* dir_;
+  static inline TestPki* pki_;
+  static inline TestCert *root_, *inter_, *alice_, *bob_, *expired_, *stranger_root_, *stranger_;
+};
+
+TEST_F(CertAuth, RsaAndEcdsaCertificatesThroughAnIntermediateEstablishBothWays) {
+  auto iconn = Conn(true, *alice_, inter_);
+  auto rconn = Conn(false, *bob_, inter_);
+  // The initiator names itself by its DN, the responder by an FQDN in its subjectAltName.
+  iconn->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
+  rconn->remote_id = iconn->local_id;
+  LoopbackPair pair(iconn, rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+  ASSERT_TRUE(pair.responder);
+  EXPECT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
+  ASSERT_TRUE(pair.responder->peer_id());
+  EXPECT_EQ(ToString(*pair.responder->peer_id()), "C=CH, O=Example, CN=alice");
+  EXPECT_EQ(pair.ihost.installed.size(), 1u);
+  EXPECT_EQ(pair.rhost.installed.size(), 1u);
+  EXPECT_EQ(pair.rcounters.auth_failures + pair.icounters.auth_failures, 0u);
+}
+
+TEST_F(CertAuth, DnPatternAcceptsAnyNameUnderItAndTheCaDecides) {
+  auto rconn = Conn(false, *bob_, inter_);
+  rconn->remote_id = *ParseIdentity("C=CH, O=Example, CN=*");
+  std::string error;
+  rconn->remote_id_pattern = pki::DnPattern::Parse("C=CH, O=Example, CN=*", &error);
+  auto iconn = Conn(true, *alice_, inter_);
+  iconn->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
+  LoopbackPair pair(iconn, rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+
+  // The same pattern, a certificate from a CA the responder does not trust: refused.
+  auto other = Conn(true, *stranger_, nullptr, *root_);
+  other->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");  // claims a name that matches
+  LoopbackPair refused(other, rconn);
+  refused.initiator->Initiate(T(0));
+  refused.Pump(T(0));
+  EXPECT_EQ(refused.initiator->state(), State::kDead);
+  EXPECT_EQ(refused.initiator->failure(), "peer: AUTHENTICATION_FAILED");
+  EXPECT_EQ(refused.rcounters.cert_failures, 1u);
+  EXPECT_EQ(refused.rcounters.auth_failures, 1u);
+}
+
+TEST_F(CertAuth, IdentityNotInTheCertificateIsRefused) {
+  auto iconn = Conn(true, *alice_, inter_);
+  iconn->local_id = *ParseIdentity("mallory");  // the certificate says alice
+  auto rconn = Conn(false, *bob_, inter_);
+  rconn->remote_id_any = true;
+  LoopbackPair pair(iconn, rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kDead);
+  EXPECT_EQ(pair.rcounters.cert_failures, 1u);
+  EXPECT_FALSE(pair.responder);
+  EXPECT_TRUE(pair.ihost.live_spis.empty());
+}
+
+TEST_F(CertAuth, ExpiredCertificateAndMissingIntermediateAreRefused) {
+  for (const bool expired : {true, false}) {
+    auto iconn = expired ? Conn(true, *expired_, inter_) : Conn(true, *alice_);  // no intermediate sent
+    auto rconn = Conn(false, *bob_, inter_);
+    LoopbackPair pair(iconn, rconn);
+    pair.initiator->Initiate(T(0));
+    pair.Pump(T(0));
+    EXPECT_EQ(pair.initiator->state(), State::kDead) << expired;
+    EXPECT_EQ(pair.rcounters.cert_failures, 1u) << expired;
+  }
+}
+
+// The responder's certificate is checked by the initiator too: a responder whose chain the
+// initiator does not trust is not established with.
+TEST_F(CertAuth, InitiatorRefusesAResponderItDoesNotTrust) {
+  auto iconn = Conn(true, *alice_, inter_, *stranger_root_);
+  auto rconn = Conn(false, *bob_, inter_);
+  LoopbackPair pair(iconn, rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kDead);
+  EXPECT_NE(pair.initiator->failure().find("unable to get local issuer"), std::string::npos) << pair.initiator->failure();
+  EXPECT_EQ(pair.icounters.cert_failures, 1u);
+}
+
+// One side signs, the other proves a PSK: each side checks what its connection expects.
+TEST_F(CertAuth, MixedPubkeyAndPskAndAMismatchedMethod) {
+  auto iconn = Conn(true, *alice_, inter_);
+  iconn->remote_auth = AuthMethod::kPsk;
+  auto rconn = Conn(false, *bob_, inter_);
+  rconn->local_auth = AuthMethod::kPsk;
+  LoopbackPair pair(iconn, rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+
+  auto psk_only = TestConnection(true, kIke, kEsp);  // sends a PSK AUTH to a pubkey responder
+  LoopbackPair refused(psk_only, Conn(false, *bob_, inter_));
+  refused.initiator->Initiate(T(0));
+  refused.Pump(T(0));
+  EXPECT_EQ(refused.initiator->state(), State::kDead);
+  EXPECT_EQ(refused.rcounters.auth_failures, 1u);
+}
+
+}  // namespace
+}  // namespace spigot::ike

@@ -1,0 +1,50 @@
+// Distinguished names and subjectAltNames, for binding an IKE identity to a certificate
+// (RFC 7296 3.5; RFC 4945 3.1, 5.1.3.6): an ID_DER_ASN1_DN must be the certificate's subject,
+// an ID_FQDN / ID_RFC822_ADDR / ID_IPV4_ADDR / ID_IPV6_ADDR one of its subjectAltNames.
+// Through OpenSSL's X509_NAME and X509_check_* functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "spigot/pki/certificate.h"
+
+namespace spigot::pki {
+
+// "C=CH, O=Example, CN=gw.example.org" (strongSwan's notation: RDNs in order, separated by ','
+// or '/', short or long attribute names, "\," escapes) as the DER of an X.509 Name; nullopt
+// with the reason in *error.
+std::optional<Bytes> ParseDn(std::string_view text, std::string* error);
+// The DER of a Name back as text; "(malformed DN)" if it does not parse.
+std::string DnToString(std::span<const std::uint8_t> der);
+// Whether text looks like a DN ("X=..." with a known attribute name before the first '=').
+bool LooksLikeDn(std::string_view text);
+
+// A DN in which a value may be "*": matches a Name with the same attributes in the same order
+// whose values equal the pattern's, "*" matching any value (strongSwan's wildcard DNs, e.g.
+// "C=CH, O=Example, CN=*").
+class DnPattern {
+ public:
+  static std::optional<DnPattern> Parse(std::string_view text, std::string* error);
+  bool Matches(std::span<const std::uint8_t> name_der) const;
+  bool has_wildcards() const;
+  const std::string& text() const { return text_; }
+
+ private:
+  std::vector<std::pair<int, std::string>> rdns_;  // (NID, value; "*" for any)
+  std::string text_;
+};
+
+// The subjectAltName checks (exact, case-insensitive for names; no wildcard certificates).
+bool CertHasDns(const Certificate& cert, std::string_view fqdn);
+bool CertHasEmail(const Certificate& cert, std::string_view email);
+bool CertHasIp(const Certificate& cert, std::span<const std::uint8_t> address);  // 4 or 16 octets
+// The certificate's subject equals the Name `der` (X509_NAME_cmp: canonical comparison).
+bool CertSubjectIs(const Certificate& cert, std::span<const std::uint8_t> der);
+
+}  // namespace spigot::pki
