@@ -20,10 +20,10 @@ using test_tools::TestCert;
 using test_tools::TestKey;
 using test_tools::TestPki;
 
-TimePoint T(int seconds) { return TimePoint{} + std::chrono::hours(1) + std::chrono::seconds(seconds); }
+TimePoint CertTime(int seconds) { return TimePoint{} + std::chrono::hours(1) + std::chrono::seconds(seconds); }
 
-constexpr const char* kIke = "aes128gcm16-prfsha256-x25519";
-constexpr const char* kEsp = "aes128gcm16";
+constexpr const char* kCertIke = "aes128gcm16-prfsha256-x25519";
+constexpr const char* kCertEsp = "aes128gcm16";
 
 class CertAuth : public ::testing::Test {
  protected:
@@ -53,7 +53,7 @@ class CertAuth : public ::testing::Test {
   // A pubkey connection: `cert` (with the intermediate in its chain file) and trust in root.
   static std::shared_ptr<ConnectionParams> Conn(bool initiator, const TestCert& cert, const TestCert* extra = nullptr,
                                                 const TestCert& trust = *root_) {
-    auto c = TestConnection(initiator, kIke, kEsp);
+    auto c = TestConnection(initiator, kCertIke, kCertEsp);
     c->local_auth = c->remote_auth = AuthMethod::kPubkey;
     std::string error;
     std::vector<const TestCert*> chain{&cert};
@@ -78,8 +78,8 @@ TEST_F(CertAuth, RsaAndEcdsaCertificatesThroughAnIntermediateEstablishBothWays) 
   iconn->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
   rconn->remote_id = iconn->local_id;
   LoopbackPair pair(iconn, rconn);
-  pair.initiator->Initiate(T(0));
-  pair.Pump(T(0));
+  pair.initiator->Initiate(CertTime(0));
+  pair.Pump(CertTime(0));
   ASSERT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
   ASSERT_TRUE(pair.responder);
   EXPECT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
@@ -98,16 +98,16 @@ TEST_F(CertAuth, DnPatternAcceptsAnyNameUnderItAndTheCaDecides) {
   auto iconn = Conn(true, *alice_, inter_);
   iconn->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
   LoopbackPair pair(iconn, rconn);
-  pair.initiator->Initiate(T(0));
-  pair.Pump(T(0));
+  pair.initiator->Initiate(CertTime(0));
+  pair.Pump(CertTime(0));
   EXPECT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
 
   // The same pattern, a certificate from a CA the responder does not trust: refused.
   auto other = Conn(true, *stranger_, nullptr, *root_);
   other->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");  // claims a name that matches
   LoopbackPair refused(other, rconn);
-  refused.initiator->Initiate(T(0));
-  refused.Pump(T(0));
+  refused.initiator->Initiate(CertTime(0));
+  refused.Pump(CertTime(0));
   EXPECT_EQ(refused.initiator->state(), State::kDead);
   EXPECT_EQ(refused.initiator->failure(), "peer: AUTHENTICATION_FAILED");
   EXPECT_EQ(refused.rcounters.cert_failures, 1u);
@@ -120,8 +120,8 @@ TEST_F(CertAuth, IdentityNotInTheCertificateIsRefused) {
   auto rconn = Conn(false, *bob_, inter_);
   rconn->remote_id_any = true;
   LoopbackPair pair(iconn, rconn);
-  pair.initiator->Initiate(T(0));
-  pair.Pump(T(0));
+  pair.initiator->Initiate(CertTime(0));
+  pair.Pump(CertTime(0));
   EXPECT_EQ(pair.initiator->state(), State::kDead);
   EXPECT_EQ(pair.rcounters.cert_failures, 1u);
   EXPECT_FALSE(pair.responder);
@@ -133,8 +133,8 @@ TEST_F(CertAuth, ExpiredCertificateAndMissingIntermediateAreRefused) {
     auto iconn = expired ? Conn(true, *expired_, inter_) : Conn(true, *alice_);  // no intermediate sent
     auto rconn = Conn(false, *bob_, inter_);
     LoopbackPair pair(iconn, rconn);
-    pair.initiator->Initiate(T(0));
-    pair.Pump(T(0));
+    pair.initiator->Initiate(CertTime(0));
+    pair.Pump(CertTime(0));
     EXPECT_EQ(pair.initiator->state(), State::kDead) << expired;
     EXPECT_EQ(pair.rcounters.cert_failures, 1u) << expired;
   }
@@ -146,8 +146,8 @@ TEST_F(CertAuth, InitiatorRefusesAResponderItDoesNotTrust) {
   auto iconn = Conn(true, *alice_, inter_, *stranger_root_);
   auto rconn = Conn(false, *bob_, inter_);
   LoopbackPair pair(iconn, rconn);
-  pair.initiator->Initiate(T(0));
-  pair.Pump(T(0));
+  pair.initiator->Initiate(CertTime(0));
+  pair.Pump(CertTime(0));
   EXPECT_EQ(pair.initiator->state(), State::kDead);
   EXPECT_NE(pair.initiator->failure().find("unable to get local issuer"), std::string::npos) << pair.initiator->failure();
   EXPECT_EQ(pair.icounters.cert_failures, 1u);
@@ -160,14 +160,14 @@ TEST_F(CertAuth, MixedPubkeyAndPskAndAMismatchedMethod) {
   auto rconn = Conn(false, *bob_, inter_);
   rconn->local_auth = AuthMethod::kPsk;
   LoopbackPair pair(iconn, rconn);
-  pair.initiator->Initiate(T(0));
-  pair.Pump(T(0));
+  pair.initiator->Initiate(CertTime(0));
+  pair.Pump(CertTime(0));
   EXPECT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
 
-  auto psk_only = TestConnection(true, kIke, kEsp);  // sends a PSK AUTH to a pubkey responder
+  auto psk_only = TestConnection(true, kCertIke, kCertEsp);  // sends a PSK AUTH to a pubkey responder
   LoopbackPair refused(psk_only, Conn(false, *bob_, inter_));
-  refused.initiator->Initiate(T(0));
-  refused.Pump(T(0));
+  refused.initiator->Initiate(CertTime(0));
+  refused.Pump(CertTime(0));
   EXPECT_EQ(refused.initiator->state(), State::kDead);
   EXPECT_EQ(refused.rcounters.auth_failures, 1u);
 }
