@@ -112,6 +112,7 @@ void Worker::Tick() {
   }
   if (!finishing_) StartDue(now);
   TrafficStep(now);
+  RetireTunnels(now);
   due_.clear();
   timers_.PopDue(now, due_);
   for (const std::uint64_t spi : due_) {
@@ -442,15 +443,39 @@ void Worker::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
 }
 
 void Worker::RemoveChild(ike::IkeSa&, std::uint32_t spi_in) {
-  spis_.Release(spi_in);
   const auto it = tunnels_.find(spi_in);
-  if (it == tunnels_.end()) return;
+  if (it == tunnels_.end()) {
+    spis_.Release(spi_in);
+    return;
+  }
   Initiator& owner = initiators_[it->second.initiator];
   if (owner.tunnel_spi == spi_in && owner.next_tunnel_spi != 0) {
     owner.tunnel_spi = owner.next_tunnel_spi;
     owner.next_tunnel_spi = 0;
   }
+  if (owner.tunnel_spi != spi_in && tunnels_.count(owner.tunnel_spi) != 0) {
+    // Rekeyed: a successor carries the traffic; this one keeps opening late arrivals for a
+    // while (its SPI stays ours until then).
+    it->second.retire_at = io::DefaultClock().Now() + kRekeyedInboundGrace;
+    retiring_.push_back(spi_in);
+    return;
+  }
+  spis_.Release(spi_in);
   tunnels_.erase(it);
+}
+
+void Worker::RetireTunnels(ike::TimePoint now) {
+  for (std::size_t k = 0; k < retiring_.size();) {
+    const auto it = tunnels_.find(retiring_[k]);
+    if (it != tunnels_.end() && it->second.retire_at > now) {
+      ++k;
+      continue;
+    }
+    if (it != tunnels_.end()) tunnels_.erase(it);
+    spis_.Release(retiring_[k]);
+    retiring_[k] = retiring_.back();
+    retiring_.pop_back();
+  }
 }
 
 void Worker::StateChanged(ike::IkeSa& sa) {

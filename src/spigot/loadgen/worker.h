@@ -161,7 +161,14 @@ class Worker : public ike::IkeSaHost {
   struct Tunnel {
     std::uint32_t initiator;
     std::unique_ptr<ChildTunnel> child;
+    // Replaced by a rekey and deleted: still opens what arrives until then (strongSwan's
+    // charon.delete_rekeyed_delay, 5 s there): the responder may have sealed replies with it
+    // before it switched, and they can land after its DELETE.
+    ike::TimePoint retire_at = ike::TimePoint::max();
   };
+  static constexpr auto kRekeyedInboundGrace = std::chrono::seconds(2);
+  void RetireTunnels(ike::TimePoint now);
+  std::vector<std::uint32_t> retiring_;  // spi_in of tunnels with a retire_at
   // Where a datagram for one of our SPIs goes: the initiator's current IKE SA, or one an IKE
   // rekey replaced (kept in retired_ until its DELETE exchange ends).
   struct Route {
