@@ -241,9 +241,10 @@ void Worker::OnEsp(std::span<std::uint8_t> esp) {
     return;
   }
   Initiator& ini = initiators_[it->second.initiator];
-  if (spi == ini.next_tunnel_spi) {  // the responder sends on the new SA: it has it
+  // The responder sends on a newer SA than ours: it has installed it.
+  if (const auto cur = tunnels_.find(ini.tunnel_spi);
+      cur == tunnels_.end() || it->second.generation > cur->second.generation) {
     ini.tunnel_spi = spi;
-    ini.next_tunnel_spi = 0;
   }
   Echo reply;
   const bool expected = ParseEcho(inner, reply) && reply.type == kIcmpEchoReply &&
@@ -403,14 +404,15 @@ void Worker::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   if (config_.traffic && it != routes_.end()) {
     auto tunnel = std::make_unique<ChildTunnel>();
     if (tunnel->Init(child)) {
-      tunnels_[child.spi_in] = Tunnel{it->second.initiator, std::move(tunnel)};
+      Tunnel& t = tunnels_[child.spi_in];
+      t = Tunnel{it->second.initiator, std::move(tunnel)};
+      t.generation = next_generation_++;
       Initiator& owner = initiators_[it->second.initiator];
-      if (child.rekey_of != 0 && !child.we_initiated && owner.tunnel_spi == child.rekey_of &&
-          tunnels_.count(child.rekey_of) != 0) {
-        owner.next_tunnel_spi = child.spi_in;
-      } else {
+      const auto pred = child.rekey_of != 0 ? tunnels_.find(child.rekey_of) : tunnels_.end();
+      if (pred != tunnels_.end()) pred->second.successor = child.spi_in;
+      // We rekeyed: the responder installed it before answering. It rekeyed: wait (above).
+      if (child.we_initiated || pred == tunnels_.end() || tunnels_.count(owner.tunnel_spi) == 0) {
         owner.tunnel_spi = child.spi_in;
-        owner.next_tunnel_spi = 0;
       }
     }
   }
@@ -449,9 +451,8 @@ void Worker::RemoveChild(ike::IkeSa&, std::uint32_t spi_in) {
     return;
   }
   Initiator& owner = initiators_[it->second.initiator];
-  if (owner.tunnel_spi == spi_in && owner.next_tunnel_spi != 0) {
-    owner.tunnel_spi = owner.next_tunnel_spi;
-    owner.next_tunnel_spi = 0;
+  if (owner.tunnel_spi == spi_in && tunnels_.count(it->second.successor) != 0) {
+    owner.tunnel_spi = it->second.successor;
   }
   if (owner.tunnel_spi != spi_in && tunnels_.count(owner.tunnel_spi) != 0) {
     // Rekeyed: a successor carries the traffic; this one keeps opening late arrivals for a

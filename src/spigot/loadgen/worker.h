@@ -147,11 +147,7 @@ class Worker : public ike::IkeSaHost {
     // vips / traffic.
     Ipv4 vip{};
     std::uint32_t tunnel_spi = 0;  // spi_in of the CHILD SA new echo requests go out on
-    // A CHILD SA the responder rekeyed: ours to send on once the responder is known to have
-    // installed it — its DELETE of the old one came, or a reply arrived on the new one. Until
-    // then the old one carries our echoes (make-before-break as strongSwan does it: packets on
-    // the new SA would reach the responder before it processed our CREATE_CHILD_SA response).
-    std::uint32_t next_tunnel_spi = 0;
+
     std::uint32_t echo_sent = 0;
     std::uint32_t echo_received = 0;
     std::vector<bool> replied;  // by sequence number - 1
@@ -165,7 +161,16 @@ class Worker : public ike::IkeSaHost {
     // charon.delete_rekeyed_delay, 5 s there): the responder may have sealed replies with it
     // before it switched, and they can land after its DELETE.
     ike::TimePoint retire_at = ike::TimePoint::max();
+    // A CHILD SA the responder rekeyed is ours to send on only once the responder is known to
+    // have installed it: its DELETE of the predecessor came (it deletes only after installing
+    // the successor), or a reply arrived on it. Until then the predecessor carries our echoes
+    // (make-before-break as strongSwan does it: packets on the new SA would reach the
+    // responder before it processed our CREATE_CHILD_SA response). Rekeys can chain before a
+    // DELETE arrives: `successor` links them, `generation` orders them.
+    std::uint32_t successor = 0;
+    std::uint64_t generation = 0;
   };
+  std::uint64_t next_generation_ = 1;
   static constexpr auto kRekeyedInboundGrace = std::chrono::seconds(2);
   void RetireTunnels(ike::TimePoint now);
   std::vector<std::uint32_t> retiring_;  // spi_in of tunnels with a retire_at
