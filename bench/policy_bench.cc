@@ -10,6 +10,8 @@
 // BM_SpdHostInstall/N, BM_SpdHostLookup/N: per-peer /32 policies (Spd::SetHostPolicy) at N =
 // 1k .. 1M peers: one install + commit, and lookups to random peers; BM_SpdRebuildPeers/N is
 // what one install would cost if the table were rebuilt whole (the baseline).
+// BM_SpdHostInstallBatch/N: 16 installs per commit (a control-thread tick in a login storm).
+// BM_SpdHostLookupBatch/N: the same lookups as BM_SpdHostLookup, 32 per LookupOutboundBatch.
 // BM_AcquireHold: Hold() of a 1400-byte packet into a trapped policy's queue, then the queue is
 // flushed every 32 packets (the per-acquire bound), so every Hold is accepted.
 #include <benchmark/benchmark.h>
@@ -18,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "spigot/policy/acquire_queue.h"
@@ -237,6 +240,26 @@ void BM_SpdHostInstall(benchmark::State& state) {
 }
 BENCHMARK(BM_SpdHostInstall)->Arg(1'000)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
 
+// A control-thread tick under a storm: 16 new peers set and published in one commit, then 16
+// old ones removed in one commit. Items: installs (each with its removal).
+void BM_SpdHostInstallBatch(benchmark::State& state) {
+  constexpr std::uint32_t kPerCommit = 16;
+  const auto n = static_cast<std::uint32_t>(state.range(0));
+  auto spd = PeerSpd(n);
+  auto reader = spd->RegisterReader();
+  std::uint32_t next = n;
+  std::uint32_t oldest = 0;
+  for (auto _ : state) {
+    for (std::uint32_t k = 0; k < kPerCommit; ++k, ++next)
+      spd->SetHostPolicy(next, PeerLocal(), std::vector<Prefix>{PeerAddress(next)});
+    spd->CommitHostPolicies();
+    for (std::uint32_t k = 0; k < kPerCommit; ++k) spd->RemoveHostPolicy(oldest++);
+    spd->CommitHostPolicies();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * kPerCommit);
+}
+BENCHMARK(BM_SpdHostInstallBatch)->Arg(1'000)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
+
 // The baseline an incremental structure replaces: the whole table rebuilt for one install.
 void BM_SpdRebuildPeers(benchmark::State& state) {
   const auto n = static_cast<std::uint32_t>(state.range(0));
@@ -269,6 +292,31 @@ void BM_SpdHostLookup(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 32);
 }
 BENCHMARK(BM_SpdHostLookup)->Arg(1'000)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
+
+// The same lookups, a receive batch of 32 at a time through LookupOutboundBatch.
+void BM_SpdHostLookupBatch(benchmark::State& state) {
+  constexpr std::size_t kBatch = 32;
+  const auto n = static_cast<std::uint32_t>(state.range(0));
+  auto spd = PeerSpd(n);
+  auto reader = spd->RegisterReader();
+  std::mt19937 rng(5);
+  std::vector<V4> dsts(kLookups);
+  for (auto& d : dsts) d = Bytes(0xC6120000u + rng() % n);
+  const V4 src = Bytes(0xCB007101u);
+  std::vector<SpdSnapshot::OutboundKey> keys;
+  for (const V4& d : dsts) keys.push_back({Family::kIpv4, src, d});
+  std::array<spigot::policy::PolicyId, kBatch> ids;
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto guard = reader->Lock();
+    guard->LookupOutboundBatch(std::span(keys).subspan(i, kBatch), ids);
+    benchmark::DoNotOptimize(ids.data());
+    benchmark::ClobberMemory();
+    i = (i + kBatch) & (kLookups - 1);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * kBatch);
+}
+BENCHMARK(BM_SpdHostLookupBatch)->Arg(1'000)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
 
 void BM_AcquireHold(benchmark::State& state) {
   AcquireQueue q;

@@ -1,12 +1,26 @@
 #include "spigot/policy/spd.h"
 
+#include <sys/mman.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define SPIGOT_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define SPIGOT_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define SPIGOT_POISON(p, n) ((void)(p), (void)(n))
+#define SPIGOT_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <new>
+#include <optional>
 #include <thread>
 #include <tuple>
-#include <optional>
-#include <map>
+#include <unordered_set>
 
 namespace spigot::policy {
 namespace {
@@ -240,6 +254,136 @@ U128 HostMask(Family family, unsigned len) {
 }
 std::uint64_t HostHash(U128 key) { return V6Traits::Hash(key); }
 
+// Host lookups, written once for LookupOutbound and LookupOutboundBatch (templates so that they
+// take SpdSnapshot's private slot types without naming them).
+//
+// The home slot of hash h in its shard: the bits below the shard index (the top 64 - host_shift
+// bits) pick it.
+template <typename Ref>
+std::uint32_t HomeSlot(std::uint64_t h, std::uint8_t host_shift, Ref shard) {
+  return static_cast<std::uint32_t>((h << (64 - host_shift)) >> (64 - shard.bits()));
+}
+
+// The probe run from slot i: the first pair for dst whose local prefix contains src.
+template <typename Ref, typename Local>
+PolicyId FindHost(Ref shard, std::uint32_t i, U128 dst, U128 src, Family family,
+                  const Local* locals) {
+  const auto* slots = shard.slots();
+  const std::uint32_t mask = shard.mask();
+  for (;; i = (i + 1) & mask) {
+    const auto& slot = slots[i];
+    if (!slot.used) return kNoPolicy;
+    if (slot.remote == dst && slot.family == family &&
+        (src & locals[slot.local].mask) == locals[slot.local].net)
+      return slot.id;
+  }
+}
+
+// Memory for the host shards' slot tables and directories, which lookups hit at random: ~85 MiB
+// at 1M policies. From the heap, one table at a time, they would sit on ~21,700 4 KiB pages,
+// far more than the TLB holds (2,560 entries on the EPYC this was measured on), and in a
+// virtual machine each TLB miss is a two-dimensional page walk: in A/B runs at 1M policies,
+// huge pages made lookups, single or batched, ~1.2x as fast. So blocks come from 2 MiB chunks,
+// each aligned to 2 MiB and advised MADV_HUGEPAGE (transparent huge pages in "madvise" mode,
+// the usual default, back each with one huge page; with THP off they are ordinary pages and
+// nothing else changes). A buddy allocator splits chunks into power-of-two blocks (tables are
+// powers of two) and merges freed buddies; a chunk that is whole again is unmapped, except one
+// kept for the next table. A block larger than a chunk is a mapping of its own. The price: a
+// small SPD holds a whole 2 MiB chunk; the first touch of a new chunk may compact memory
+// (control thread only). Not thread-safe: the control thread (under Spd's publish mutex)
+// allocates and frees. Under AddressSanitizer free blocks are poisoned, so that a reader in a
+// table freed too early is caught.
+class HostArena {
+ public:
+  static constexpr unsigned kMinOrder = 6;     // one cache line
+  static constexpr unsigned kChunkOrder = 21;  // 2 MiB, a huge page on x86-64 and arm64
+
+  HostArena() = default;
+  HostArena(const HostArena&) = delete;
+  HostArena& operator=(const HostArena&) = delete;
+  ~HostArena() {
+    for (std::uintptr_t chunk : chunks_) {
+      SPIGOT_UNPOISON(reinterpret_cast<void*>(chunk), std::size_t{1} << kChunkOrder);
+      Unmap(chunk, std::size_t{1} << kChunkOrder);
+    }
+    for (const auto& [block, order] : large_) Unmap(block, std::size_t{1} << order);
+  }
+
+  // 2^order bytes (order >= kMinOrder), aligned to 2^order (to 2 MiB past a chunk); contents
+  // undefined. Throws std::bad_alloc when the kernel gives no memory.
+  void* Allocate(unsigned order) {
+    assert(order >= kMinOrder);
+    if (order > kChunkOrder) {
+      const std::uintptr_t block = Map(std::size_t{1} << order);
+      large_.emplace(block, order);
+      return reinterpret_cast<void*>(block);
+    }
+    unsigned k = order;
+    while (k <= kChunkOrder && free_[k].empty()) ++k;
+    if (k > kChunkOrder) {
+      const std::uintptr_t chunk = Map(std::size_t{1} << kChunkOrder);
+      SPIGOT_POISON(reinterpret_cast<void*>(chunk), std::size_t{1} << kChunkOrder);
+      chunks_.insert(chunk);
+      free_[kChunkOrder].insert(chunk);
+      k = kChunkOrder;
+    }
+    const std::uintptr_t block = *free_[k].begin();
+    free_[k].erase(free_[k].begin());
+    while (k > order) {  // split: keep the lower half, free the upper
+      --k;
+      free_[k].insert(block + (std::uintptr_t{1} << k));
+    }
+    SPIGOT_UNPOISON(reinterpret_cast<void*>(block), std::size_t{1} << order);
+    return reinterpret_cast<void*>(block);
+  }
+
+  void Free(const void* p, unsigned order) {
+    std::uintptr_t block = reinterpret_cast<std::uintptr_t>(p);
+    if (order > kChunkOrder) {
+      large_.erase(block);
+      Unmap(block, std::size_t{1} << order);
+      return;
+    }
+    SPIGOT_POISON(p, std::size_t{1} << order);
+    // Chunks are aligned to their size, so a block's buddy differs in bit `order` only.
+    for (; order < kChunkOrder; ++order) {
+      const std::uintptr_t buddy = block ^ (std::uintptr_t{1} << order);
+      if (free_[order].erase(buddy) == 0) break;
+      block = std::min(block, buddy);
+    }
+    if (order == kChunkOrder && !free_[kChunkOrder].empty()) {
+      chunks_.erase(block);
+      SPIGOT_UNPOISON(reinterpret_cast<void*>(block), std::size_t{1} << kChunkOrder);
+      Unmap(block, std::size_t{1} << kChunkOrder);
+      return;
+    }
+    free_[order].insert(block);
+  }
+
+ private:
+  // `bytes` (a multiple of 2 MiB), aligned to 2 MiB: map 2 MiB more and trim both ends.
+  static std::uintptr_t Map(std::size_t bytes) {
+    constexpr std::size_t kAlign = std::size_t{1} << kChunkOrder;
+    void* p = mmap(nullptr, bytes + kAlign, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    const auto raw = reinterpret_cast<std::uintptr_t>(p);
+    const std::uintptr_t start = (raw + kAlign - 1) & ~(kAlign - 1);
+    if (start > raw) Unmap(raw, start - raw);
+    if (const std::uintptr_t end = start + bytes; end < raw + bytes + kAlign)
+      Unmap(end, raw + bytes + kAlign - end);
+    madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);  // advice: may be refused
+    return start;
+  }
+  static void Unmap(std::uintptr_t start, std::size_t bytes) {
+    munmap(reinterpret_cast<void*>(start), bytes);
+  }
+
+  std::array<std::unordered_set<std::uintptr_t>, kChunkOrder + 1> free_;  // free blocks by order
+  std::unordered_set<std::uintptr_t> chunks_;                      // every chunk mapped
+  std::unordered_map<std::uintptr_t, unsigned> large_;             // tables past a chunk: order
+};
+
 }  // namespace
 
 // Host policies: a local prefix, named by its index in the snapshot's host_locals_.
@@ -249,23 +393,13 @@ struct SpdSnapshot::HostLocal {
   Family family;
 };
 
-// A slot of a host-policy shard: 32 bytes, so that one never straddles two cache lines.
+// A slot of a host-policy shard: 32 bytes, two to a cache line (tables are 64-byte aligned).
 struct alignas(32) SpdSnapshot::HostSlot {
   U128 remote;
   PolicyId id;
   std::uint16_t local;  // index into host_locals_
   Family family;
   bool used;
-};
-
-// One shard of the host policies: open addressing, at most half full. Pairs with the same
-// remote address sit along one probe run in the order they must be tried (longest local
-// prefix, then the policy set first), so the first that contains the source is the answer.
-struct SpdSnapshot::HostShard {
-  std::vector<HostSlot> slots;
-  std::uint32_t mask = 0;   // slots.size() - 1
-  std::uint8_t shift = 63;  // 64 - log2(slots.size())
-  static_assert(sizeof(HostSlot) == 32);
 };
 
 struct SpdSnapshot::Impl {
@@ -296,22 +430,58 @@ SpdSnapshot::~SpdSnapshot() = default;
 
 PolicyId SpdSnapshot::LookupOutbound(Family family, std::span<const std::uint8_t> src,
                                      std::span<const std::uint8_t> dst) const {
-  if (!hosts_.empty() && src.size() == AddressLength(family) && dst.size() == src.size()) {
+  if (host_shards_ != 0 && src.size() == AddressLength(family) && dst.size() == src.size()) {
     const U128 d = HostKey(family, dst.data());
-    const U128 sk = HostKey(family, src.data());
     const std::uint64_t h = HostHash(d);
-    const ShardRef& shard = hosts_[h >> host_shift_];
-    const HostLocal* locals = host_locals_->data();
-    // The bits below the shard index pick the slot.
-    std::uint32_t i = static_cast<std::uint32_t>((h << (64 - host_shift_)) >> shard.shift);
-    for (;; i = (i + 1) & shard.mask) {
-      const HostSlot& slot = shard.slots[i];
-      if (!slot.used) break;
-      if (slot.remote == d && slot.family == family &&
-          (sk & locals[slot.local].mask) == locals[slot.local].net)
-        return slot.id;
+    const ShardRef shard = hosts_[h >> host_shift_];
+    const PolicyId id = FindHost(shard, HomeSlot(h, host_shift_, shard), d,
+                                 HostKey(family, src.data()), family, host_local_);
+    if (id != kNoPolicy) return id;
+  }
+  return LookupTables(family, src, dst);
+}
+
+void SpdSnapshot::LookupOutboundBatch(std::span<const OutboundKey> keys,
+                                      std::span<PolicyId> ids) const {
+  assert(keys.size() == ids.size());
+  const std::size_t n = std::min(keys.size(), ids.size());
+  for (std::size_t base = 0; base < n; base += kBatchStride) {
+    const std::size_t m = std::min(kBatchStride, n - base);
+    const OutboundKey* key = keys.data() + base;
+    PolicyId* id = ids.data() + base;
+    // 1. Every key's shard and home slot, prefetched, so that the cache misses of the whole
+    //    stride are in flight together before step 2 reads a slot. Also the slot after the
+    //    home one, which is in the next cache line if home is the second of its line: a probe
+    //    run that goes on (some hits, most misses). No branch on that (it would be mispredicted
+    //    half the time); one past a table's end, the prefetch is harmless.
+    static_assert(sizeof(HostSlot) == 32, "two slots to a cache line");
+    ShardRef shard[kBatchStride];
+    std::uint32_t home[kBatchStride];
+    bool host[kBatchStride];  // false: no host policy can match
+    for (std::size_t k = 0; k < m; ++k) {
+      host[k] = host_shards_ != 0 && key[k].src.size() == AddressLength(key[k].family) &&
+                key[k].dst.size() == key[k].src.size();
+      if (!host[k]) continue;
+      const std::uint64_t h = HostHash(HostKey(key[k].family, key[k].dst.data()));
+      shard[k] = hosts_[h >> host_shift_];
+      home[k] = HomeSlot(h, host_shift_, shard[k]);
+      const HostSlot* slot = shard[k].slots() + home[k];
+      __builtin_prefetch(slot);
+      __builtin_prefetch(slot + 1);
+    }
+    // 2. Resolve in order: the host policies, then the tables (as LookupOutbound).
+    for (std::size_t k = 0; k < m; ++k) {
+      id[k] = host[k] ? FindHost(shard[k], home[k], HostKey(key[k].family, key[k].dst.data()),
+                                 HostKey(key[k].family, key[k].src.data()), key[k].family,
+                                 host_local_)
+                      : kNoPolicy;
+      if (id[k] == kNoPolicy) id[k] = LookupTables(key[k].family, key[k].src, key[k].dst);
     }
   }
+}
+
+PolicyId SpdSnapshot::LookupTables(Family family, std::span<const std::uint8_t> src,
+                                   std::span<const std::uint8_t> dst) const {
   if (family == Family::kIpv4) {
     if (src.size() != 4 || dst.size() != 4) return kNoPolicy;
     return impl_->v4.Lookup(V4Traits::Load(src.data()), V4Traits::Load(dst.data()));
@@ -488,8 +658,10 @@ std::unique_ptr<const SpdSnapshot> SpdBuilder::Build() const {
 // ---- Spd -----------------------------------------------------------------------------------
 
 // The control thread's side of the host policies: every pair by shard (what a shard is rebuilt
-// from), the published shards, and which shards changed since the last commit.
+// from), the published directory of shards, and which shards changed since the last commit.
 struct Spd::HostState {
+  using HostSlot = SpdSnapshot::HostSlot;
+  using ShardRef = SpdSnapshot::ShardRef;
   struct Entry {
     U128 remote;
     Family family;
@@ -498,11 +670,20 @@ struct Spd::HostState {
     PolicyId id;
     std::uint64_t seq;  // the order policies were set: the last tie-break
   };
-  // Shards grow (double) when they average more than this many pairs: a commit rebuilds a
-  // shard (~N/S pairs) and copies the S shard references, balanced near S ~ sqrt(N).
-  static constexpr std::size_t kMaxAveragePairs = 256;
+  // Shards grow (double) when they average more than this many pairs (never shrink): a commit
+  // rebuilds the shards it touched, <= 64 pairs on average, a 4 or 8 KiB table; the directory
+  // is 8 x S bytes, 128 KiB at 1M pairs (a lookup reads one entry, often from the L2 cache).
+  // 256 (the directory a quarter the size) made an install at 1M twice as expensive.
+  static constexpr std::size_t kMaxAveragePairs = 64;
   // Distinct local prefixes (interned; never removed: they are the connections' local_ts).
   static constexpr std::size_t kMaxLocals = 65535;
+  // The table of every shard without pairs: lookups stop at its first slot. Never freed.
+  alignas(64) static constexpr HostSlot kNoSlots[2] = {};
+  static ShardRef EmptyShard() { return {kNoSlots, 1}; }
+  // A table of 2^b slots, or a directory of 2^b entries, is an arena block of order b + this.
+  static constexpr unsigned kSlotOrder = std::countr_zero(sizeof(HostSlot));
+  static constexpr unsigned kRefOrder = std::countr_zero(sizeof(ShardRef));
+  static_assert(std::has_single_bit(sizeof(HostSlot)) && std::has_single_bit(sizeof(ShardRef)));
 
   std::shared_ptr<const std::vector<SpdSnapshot::HostLocal>> locals =
       std::make_shared<const std::vector<SpdSnapshot::HostLocal>>();
@@ -523,12 +704,29 @@ struct Spd::HostState {
     return index;
   }
 
+  HostArena arena;  // the tables (but kNoSlots) and the directories
   std::uint8_t bits = 4;  // 2^bits shards
+  // Each shard's pairs in the order a lookup must try those of one remote address: longest
+  // local prefix first, then the policy set first (kept on insert, so a rebuild never sorts).
   std::vector<std::vector<Entry>> entries = std::vector<std::vector<Entry>>(16);
-  std::vector<std::unique_ptr<SpdSnapshot::HostShard>> shards;  // empty until the first commit
+  // The directories snapshots point at, double-buffered. directories[live] is published; the
+  // other's snapshot was freed after the last commit's grace period, so no reader can see it
+  // and the next commit writes it: it differs from the published one only at `stale` (the
+  // shards that commit rebuilt), unless the sizes differ (none yet; S doubled).
+  struct Directory {
+    ShardRef* refs = nullptr;
+    std::size_t size = 0;
+  };
+  std::array<Directory, 2> directories;
+  unsigned live = 0;
+  std::vector<std::uint32_t> stale;
+  // Tables no longer in the directory being built that readers may still be in: freed after
+  // the commit's grace period.
+  std::vector<ShardRef> retired;
   std::vector<bool> dirty = std::vector<bool>(16, false);
   std::vector<std::uint32_t> dirty_list;
-  std::unordered_map<PolicyId, std::vector<std::uint32_t>> shards_of;  // policy -> its shards
+  // Each policy's remote addresses, which say its shards (ShardOf) whatever their number.
+  std::unordered_map<PolicyId, std::vector<U128>> remotes_of;
   std::size_t pairs = 0;
   std::uint64_t next_seq = 0;
 
@@ -541,21 +739,31 @@ struct Spd::HostState {
       dirty_list.push_back(shard);
     }
   }
+  // Adds a pair of the newest policy (e.seq above every other): after the pairs with a local
+  // prefix at least as long.
+  void Insert(std::uint32_t shard, const Entry& e) {
+    std::vector<Entry>& v = entries[shard];
+    v.insert(std::partition_point(v.begin(), v.end(),
+                                  [&](const Entry& x) { return x.local_len >= e.local_len; }),
+             e);
+  }
   // Drops the policy's pairs; false if it had none.
   bool Erase(PolicyId id) {
-    auto it = shards_of.find(id);
-    if (it == shards_of.end()) return false;
-    for (std::uint32_t shard : it->second) {
+    auto it = remotes_of.find(id);
+    if (it == remotes_of.end()) return false;
+    for (const U128& remote : it->second) {  // two in one shard: the second finds none left
+      const std::uint32_t shard = ShardOf(remote);
       auto& v = entries[shard];
       const auto end = std::remove_if(v.begin(), v.end(), [id](const Entry& e) { return e.id == id; });
       pairs -= static_cast<std::size_t>(v.end() - end);
       v.erase(end, v.end());
       MarkDirty(shard);
     }
-    shards_of.erase(it);
+    remotes_of.erase(it);
     return true;
   }
-  // Twice the shards, every pair moved to its new shard (amortised O(1) per pair).
+  // Twice the shards, every pair moved to its new shard (amortised O(1) per pair). Shard s
+  // splits into 2s and 2s + 1, in order: the lookup order within each is kept.
   void Grow() {
     ++bits;
     std::vector<std::vector<Entry>> next(std::size_t{1} << bits);
@@ -563,40 +771,44 @@ struct Spd::HostState {
       for (Entry& e : v) next[ShardOf(e.remote)].push_back(e);
     }
     entries = std::move(next);
-    for (auto& [id, list] : shards_of) {
-      list.clear();
-    }
-    for (std::uint32_t shard = 0; shard < entries.size(); ++shard) {
-      for (const Entry& e : entries[shard]) {
-        auto& list = shards_of[e.id];
-        if (list.empty() || list.back() != shard) list.push_back(shard);
-      }
-    }
     dirty.assign(entries.size(), false);
     dirty_list.clear();
     for (std::uint32_t shard = 0; shard < entries.size(); ++shard) MarkDirty(shard);
   }
-  std::unique_ptr<SpdSnapshot::HostShard> BuildShard(std::uint32_t shard) const {
-    std::vector<const Entry*> v;
-    v.reserve(entries[shard].size());
-    for (const Entry& e : entries[shard]) v.push_back(&e);
-    // Along a probe run, pairs of one remote address in the order they must be tried.
-    std::sort(v.begin(), v.end(), [](const Entry* a, const Entry* b) {
-      if (a->local_len != b->local_len) return a->local_len > b->local_len;
-      return a->seq < b->seq;
-    });
-    auto out = std::make_unique<SpdSnapshot::HostShard>();
+  // A new table for the shard's pairs: open addressing, at most half full; pairs of one remote
+  // address along one probe run in the order of `entries`.
+  ShardRef BuildShard(std::uint32_t shard) {
+    const std::vector<Entry>& v = entries[shard];
+    if (v.empty()) return EmptyShard();
     const std::uint32_t table_bits = TableBits(v.size());
-    out->slots.assign(std::size_t{1} << table_bits, SpdSnapshot::HostSlot{});
-    out->mask = (std::uint32_t{1} << table_bits) - 1;
-    out->shift = static_cast<std::uint8_t>(64 - table_bits);
-    for (const Entry* e : v) {
-      const std::uint64_t h = HostHash(e->remote);
-      std::uint32_t i = static_cast<std::uint32_t>((h << bits) >> out->shift);
-      while (out->slots[i].used) i = (i + 1) & out->mask;
-      out->slots[i] = {e->remote, e->id, e->local, e->family, true};
+    auto* slots = static_cast<HostSlot*>(arena.Allocate(table_bits + kSlotOrder));
+    std::memset(static_cast<void*>(slots), 0, sizeof(HostSlot) << table_bits);  // all unused
+    const ShardRef out(slots, table_bits);
+    const std::uint32_t mask = out.mask();
+    for (const Entry& e : v) {
+      std::uint32_t i = HomeSlot(HostHash(e.remote), static_cast<std::uint8_t>(64 - bits), out);
+      while (slots[i].used) i = (i + 1) & mask;
+      // Field by field: GCC builds a braced HostSlot on the stack and reloads it 8 bytes at a
+      // time, a store-forwarding stall per pair.
+      HostSlot& slot = slots[i];
+      slot.remote = e.remote;
+      slot.id = e.id;
+      slot.local = e.local;
+      slot.family = e.family;
+      slot.used = true;
     }
     return out;
+  }
+  void FreeShard(ShardRef ref) {
+    if (ref.slots() != kNoSlots) arena.Free(ref.slots(), ref.bits() + kSlotOrder);
+  }
+  // d resized to n entries, all EmptyShard(); its old block was read by no snapshot left.
+  void Resize(Directory& d, std::size_t n) {
+    if (d.refs != nullptr) arena.Free(d.refs, std::countr_zero(d.size) + kRefOrder);
+    d = {};
+    d.refs = static_cast<ShardRef*>(arena.Allocate(std::countr_zero(n) + kRefOrder));
+    d.size = n;
+    std::uninitialized_fill_n(d.refs, n, EmptyShard());
   }
 };
 
@@ -649,9 +861,11 @@ void Spd::Publish(std::unique_ptr<const SpdSnapshot> next) {
   const SpdSnapshot* cur = current_.load(std::memory_order_relaxed);
   auto* snap = new SpdSnapshot(next->impl_);
   snap->hosts_ = cur->hosts_;
+  snap->host_shards_ = cur->host_shards_;
   snap->host_shift_ = cur->host_shift_;
   snap->host_pairs_ = cur->host_pairs_;
   snap->host_locals_ = cur->host_locals_;
+  snap->host_local_ = cur->host_local_;
   Swap(snap);
 }
 
@@ -682,13 +896,13 @@ bool Spd::SetHostPolicy(PolicyId id, std::span<const Prefix> locals,
   if (add.empty()) return false;
   h.Erase(id);
   const std::uint64_t seq = h.next_seq++;
-  auto& list = h.shards_of[id];
+  auto& mine = h.remotes_of[id];
   for (HostState::Entry& e : add) {
     e.seq = seq;
     const std::uint32_t shard = h.ShardOf(e.remote);
-    h.entries[shard].push_back(e);
+    h.Insert(shard, e);
     h.MarkDirty(shard);
-    if (std::find(list.begin(), list.end(), shard) == list.end()) list.push_back(shard);
+    if (std::find(mine.begin(), mine.end(), e.remote) == mine.end()) mine.push_back(e.remote);
     ++h.pairs;
   }
   if (h.pairs > (std::size_t{1} << h.bits) * HostState::kMaxAveragePairs) h.Grow();
@@ -700,40 +914,51 @@ bool Spd::RemoveHostPolicy(PolicyId id) {
   return hosts_->Erase(id);
 }
 
-std::size_t Spd::host_policy_count() const { return hosts_->shards_of.size(); }
+std::size_t Spd::host_policy_count() const { return hosts_->remotes_of.size(); }
 
 std::size_t Spd::CommitHostPolicies() {
   std::lock_guard lock(publish_mu_);
   HostState& h = *hosts_;
   if (h.dirty_list.empty()) return 0;
   const std::size_t n = std::size_t{1} << h.bits;
-  // Shards replaced now are freed after the grace period (readers may still be in them).
-  std::vector<std::unique_ptr<SpdSnapshot::HostShard>> retired;
-  if (h.shards.size() != n) {  // first commit, or grown: every shard is new
-    retired = std::move(h.shards);
-    h.shards.clear();
-    h.shards.resize(n);
+  const HostState::Directory& cur = h.directories[h.live];
+  HostState::Directory& next = h.directories[1 - h.live];
+  const bool resized = next.size != n;
+  if (resized) h.Resize(next, n);
+  // The spare directory catches up with the published one, then takes this commit's shards.
+  // First commit: the shards not dirty have no pairs. S doubled: Grow() marked every shard
+  // dirty. (If a table's allocation throws, nothing is retired or published yet.)
+  assert(cur.size == n || cur.size == 0 || h.dirty_list.size() == n);
+  if (cur.size == n && resized) {
+    std::copy_n(cur.refs, n, next.refs);
+  } else if (cur.size == n) {
+    for (std::uint32_t shard : h.stale) next.refs[shard] = cur.refs[shard];
   }
-  for (std::uint32_t shard : h.dirty_list) {
-    if (h.shards[shard]) retired.push_back(std::move(h.shards[shard]));
-    h.shards[shard] = h.BuildShard(shard);
-    h.dirty[shard] = false;
+  for (std::uint32_t shard : h.dirty_list) next.refs[shard] = h.BuildShard(shard);
+  if (cur.size == n) {
+    for (std::uint32_t shard : h.dirty_list) h.retired.push_back(cur.refs[shard]);
+  } else {
+    h.retired.insert(h.retired.end(), cur.refs, cur.refs + cur.size);
   }
+  for (std::uint32_t shard : h.dirty_list) h.dirty[shard] = false;
   const std::size_t rebuilt = h.dirty_list.size();
+  h.stale.swap(h.dirty_list);
   h.dirty_list.clear();
-  for (std::uint32_t shard = 0; shard < n; ++shard) {
-    if (!h.shards[shard]) h.shards[shard] = h.BuildShard(shard);
-  }
-  const SpdSnapshot* cur = current_.load(std::memory_order_relaxed);
-  auto* snap = new SpdSnapshot(cur->impl_);
-  snap->hosts_.reserve(n);
-  for (const auto& shard : h.shards)
-    snap->hosts_.push_back({shard->slots.data(), shard->mask, shard->shift});
+
+  const SpdSnapshot* current = current_.load(std::memory_order_relaxed);
+  auto* snap = new SpdSnapshot(current->impl_);
+  snap->hosts_ = next.refs;
+  snap->host_shards_ = n;
   snap->host_shift_ = static_cast<std::uint8_t>(64 - h.bits);
   snap->host_pairs_ = h.pairs;
   snap->host_locals_ = h.locals;
+  snap->host_local_ = h.locals->data();
   Swap(snap);
-  return rebuilt;  // `retired` goes here, after the grace period
+  h.live = 1 - h.live;
+  // Past the grace period: no reader is in the tables this commit replaced.
+  for (const SpdSnapshot::ShardRef ref : h.retired) h.FreeShard(ref);
+  h.retired.clear();
+  return rebuilt;
 }
 
 void Spd::WaitForReaders() {

@@ -608,6 +608,51 @@ TEST(SpdHostTest, ManyPoliciesGrowTheShardsAndAgreeWithAMap) {
   }
 }
 
+// One change per commit, the whole table checked after each: a commit must carry every earlier
+// commit's shards (the directory is double-buffered), including across a doubling of the shards.
+TEST(SpdHostTest, EveryCommitPublishesExactlyWhatIsSet) {
+  Spd spd;
+  auto reader = spd.RegisterReader();
+  std::mt19937 rng(99);
+  const std::vector<Prefix> local{P("0.0.0.0/0")};
+  auto host = [](std::uint32_t n) {
+    return std::array<std::uint8_t, 4>{10, 7, static_cast<std::uint8_t>(n >> 8),
+                                       static_cast<std::uint8_t>(n)};
+  };
+  constexpr std::uint32_t kAddresses = 2000;
+  std::vector<PolicyId> expect(kAddresses, kNoPolicy);  // address n -> policy
+  std::unordered_map<PolicyId, std::uint32_t> addr_of;
+  const Addr src = A("192.0.2.1");
+  std::size_t shards_seen = 0;
+  for (int step = 0; step < 2500; ++step) {
+    const std::uint32_t n = rng() % kAddresses;
+    if (expect[n] != kNoPolicy && rng() % 3 == 0) {
+      ASSERT_TRUE(spd.RemoveHostPolicy(expect[n]));
+      addr_of.erase(expect[n]);
+      expect[n] = kNoPolicy;
+    } else if (expect[n] == kNoPolicy) {
+      // A new policy, or one that moves here from its old address.
+      const PolicyId id = !addr_of.empty() && rng() % 4 == 0 ? addr_of.begin()->first : step;
+      if (auto it = addr_of.find(id); it != addr_of.end()) expect[it->second] = kNoPolicy;
+      const auto a = host(n);
+      const std::vector<Prefix> remote{*Prefix::Make(Family::kIpv4, a, 32)};
+      ASSERT_TRUE(spd.SetHostPolicy(id, local, remote));
+      expect[n] = id;
+      addr_of[id] = n;
+    }
+    spd.CommitHostPolicies();
+    auto g = reader->Lock();
+    shards_seen = std::max(shards_seen, g->host_shard_count());
+    for (std::uint32_t k = 0; k < kAddresses; ++k) {
+      const auto d = host(k);
+      ASSERT_EQ(g->LookupOutbound(Family::kIpv4, src.span(), d), expect[k])
+          << "step " << step << " address " << k;
+    }
+  }
+  EXPECT_GT(shards_seen, 16u);
+  EXPECT_GT(addr_of.size(), 1000u);
+}
+
 // Readers never see a half-built shard or a freed one while host policies come and go.
 TEST(SpdHostTest, ReadersSeeConsistentHostPoliciesWhileCommitting) {
   Spd spd;
@@ -617,11 +662,13 @@ TEST(SpdHostTest, ReadersSeeConsistentHostPoliciesWhileCommitting) {
   // Policy 1 is always there for 10.0.0.1; others come and go around it.
   ASSERT_TRUE(spd.SetHostPolicy(1, local, std::vector<Prefix>{P("10.0.0.1")}));
   spd.CommitHostPolicies();
+  std::atomic<int> reading{0};
   auto read_loop = [&](Spd::Reader reader) {
     const Addr src = A("203.0.113.9");
     const Addr dst = A("10.0.0.1");
     std::uint64_t n = 0;
     while (!done.load(std::memory_order_relaxed)) {
+      if (n == 0) ++reading;
       if (n % 64 == 0) std::this_thread::yield();
       auto g = reader.Lock();
       ASSERT_EQ(g->LookupOutbound(Family::kIpv4, src.span(), dst.span()), 1u);
@@ -633,6 +680,8 @@ TEST(SpdHostTest, ReadersSeeConsistentHostPoliciesWhileCommitting) {
   auto r2 = spd.RegisterReader();
   std::thread t1(read_loop, std::move(*r1));
   std::thread t2(read_loop, std::move(*r2));
+  // Commits take microseconds: on a busy machine they could all be over before a reader ran.
+  while (reading.load() < 2) std::this_thread::yield();
   for (PolicyId k = 2; k < 3000; ++k) {
     const auto addr = Prefix::Make(Family::kIpv4, std::array<std::uint8_t, 4>{10, static_cast<std::uint8_t>(k >> 8),
                                                                               static_cast<std::uint8_t>(k), 1}, 32).value();
@@ -644,6 +693,130 @@ TEST(SpdHostTest, ReadersSeeConsistentHostPoliciesWhileCommitting) {
   t1.join();
   t2.join();
   EXPECT_GT(lookups.load(), 0u);
+}
+
+// LookupOutboundBatch answers what LookupOutbound answers, key by key, for batches of any size
+// (0, 1, around the stride, many strides) mixing: host policies of both families (several per
+// remote address, with local prefixes of different lengths), table policies that host policies
+// shadow or fall back to, misses, sources outside every local prefix, and malformed keys.
+TEST(SpdHostTest, BatchLookupsAgreeWithSingleLookups) {
+  std::mt19937 rng(2024);
+  Spd spd;
+  SpdBuilder b;
+  // Tables: the connections' fallbacks over the hosts' networks, and random prefixes.
+  b.Add(1, P("203.0.113.0/24"), P("10.0.0.0/8"), SpdBuilder::Rank::kFallback);
+  b.Add(2, P("0.0.0.0/0"), P("10.1.0.0/16"));
+  b.Add(3, P("2001:db8:aa::/48"), P("2001:db8:bb::/48"), SpdBuilder::Rank::kFallback);
+  auto random4 = [&](std::uint8_t first) {
+    return std::array<std::uint8_t, 16>{first, static_cast<std::uint8_t>(rng() % 4),
+                                        static_cast<std::uint8_t>(rng()),
+                                        static_cast<std::uint8_t>(rng())};
+  };
+  auto random6 = [&] {
+    std::array<std::uint8_t, 16> a{0x20, 0x01, 0x0d, 0xb8, 0x00, 0xbb};
+    for (int k = 14; k < 16; ++k) a[k] = static_cast<std::uint8_t>(rng());
+    return a;
+  };
+  for (PolicyId id = 10; id < 200; ++id) {
+    const auto a = random4(10);
+    const auto len = static_cast<std::uint8_t>(8 + rng() % 25);
+    b.Add(id, P("203.0.113.0/25"), *Prefix::Make(Family::kIpv4, std::span(a).first(4), len));
+    const auto a6 = random6();
+    b.Add(id, P("2001:db8:aa::/48"),
+          *Prefix::Make(Family::kIpv6, a6, static_cast<std::uint8_t>(48 + rng() % 81)));
+  }
+  spd.Publish(b.Build());
+
+  const std::vector<Prefix> locals4[] = {{P("203.0.113.0/24")},
+                                         {P("203.0.113.128/25")},
+                                         {P("0.0.0.0/0")},
+                                         {P("203.0.113.0/24"), P("192.0.2.0/24")}};
+  const std::vector<Prefix> locals6[] = {{P("2001:db8:aa::/48")}, {P("2001:db8:aa:1::/64")},
+                                         {P("::/0")}};
+  std::vector<std::array<std::uint8_t, 16>> hosts4;
+  std::vector<std::array<std::uint8_t, 16>> hosts6;
+  // Enough pairs for the shards to double (past 16 x 64), some addresses taken by two or three
+  // policies with different locals, some policies removed again.
+  for (PolicyId id = 1000; id < 7000; ++id) {
+    const bool v6 = id % 3 == 0;
+    const bool again = id % 7 == 0 && !(v6 ? hosts6 : hosts4).empty();
+    auto& hosts = v6 ? hosts6 : hosts4;
+    const auto addr = again ? hosts[rng() % hosts.size()] : v6 ? random6() : random4(10);
+    if (!again) hosts.push_back(addr);
+    const auto remote = *Prefix::Make(v6 ? Family::kIpv6 : Family::kIpv4,
+                                      std::span(addr).first(v6 ? 16 : 4), v6 ? 128 : 32);
+    const auto& locals = v6 ? locals6[rng() % 3] : locals4[rng() % 4];
+    ASSERT_TRUE(spd.SetHostPolicy(id, locals, std::vector<Prefix>{remote}));
+  }
+  for (PolicyId id = 1000; id < 7000; id += 11) ASSERT_TRUE(spd.RemoveHostPolicy(id));
+
+  // Keys: mostly host addresses (some with a source outside their local prefix), table-only and
+  // random destinations, and malformed keys.
+  std::vector<std::array<std::uint8_t, 16>> addrs;
+  addrs.reserve(40000);  // keys point into it
+  std::vector<SpdSnapshot::OutboundKey> keys;
+  const std::array<std::uint8_t, 16> src4_in{203, 0, 113, 200};
+  const std::array<std::uint8_t, 16> src4_low{203, 0, 113, 5};
+  const std::array<std::uint8_t, 16> src4_out{198, 51, 100, 1};
+  const std::array<std::uint8_t, 16> src6_in{0x20, 0x01, 0x0d, 0xb8, 0x00, 0xaa, 0x00, 0x01};
+  const std::array<std::uint8_t, 16> src6_out{0x20, 0x01, 0x0d, 0xb8, 0x00, 0xcc};
+  for (int i = 0; i < 20000; ++i) {
+    const int kind = static_cast<int>(rng() % 10);
+    const bool v6 = rng() % 3 == 0;
+    const Family f = v6 ? Family::kIpv6 : Family::kIpv4;
+    const std::size_t len = AddressLength(f);
+    const auto& hosts = v6 ? hosts6 : hosts4;
+    addrs.push_back(kind < 6 ? hosts[rng() % hosts.size()] : v6 ? random6() : random4(10));
+    const auto& src = v6 ? (rng() % 4 ? src6_in : src6_out)
+                         : (rng() % 4 == 0 ? src4_out : rng() % 2 ? src4_in : src4_low);
+    const std::span<const std::uint8_t> d = std::span(addrs.back()).first(len);
+    const std::span<const std::uint8_t> s = std::span(src).first(len);
+    if (kind == 9) {  // malformed: a short source, a family that does not match, no family
+      switch (rng() % 3) {
+        case 0: keys.push_back({f, s.first(len - 1), d}); break;
+        case 1: keys.push_back({v6 ? Family::kIpv4 : Family::kIpv6, s, d}); break;
+        default: keys.push_back({static_cast<Family>(5), s, d}); break;
+      }
+    } else {
+      keys.push_back({f, s, d});
+    }
+  }
+
+  auto check = [&](const SpdSnapshot& snap, std::size_t& hosts_hit, std::size_t& tables_hit) {
+    std::vector<PolicyId> want(keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      want[i] = snap.LookupOutbound(keys[i].family, keys[i].src, keys[i].dst);
+      hosts_hit += want[i] >= 1000 && want[i] != kNoPolicy;
+      tables_hit += want[i] < 1000;
+    }
+    std::vector<PolicyId> got(keys.size(), 0xDEAD);
+    snap.LookupOutboundBatch(std::span(keys).first(0), std::span(got).first(0));
+    EXPECT_EQ(std::count(got.begin(), got.end(), 0xDEADu), std::ssize(got));
+    for (const std::size_t batch : {1, 2, 15, 16, 17, 31, 32, 33, 64, 100, 1000}) {
+      std::fill(got.begin(), got.end(), 0xDEAD);
+      for (std::size_t at = 0; at < keys.size(); at += batch) {
+        const std::size_t n = std::min(batch, keys.size() - at);
+        snap.LookupOutboundBatch(std::span(keys).subspan(at, n), std::span(got).subspan(at, n));
+      }
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        ASSERT_EQ(got[i], want[i]) << "batch " << batch << " key " << i;
+      }
+    }
+  };
+  auto reader = spd.RegisterReader();
+  std::size_t hosts_hit = 0;
+  std::size_t tables_hit = 0;
+  check(*reader->Lock(), hosts_hit, tables_hit);  // nothing committed: tables only
+  EXPECT_EQ(hosts_hit, 0u);
+  const std::size_t rebuilt = spd.CommitHostPolicies();
+  EXPECT_GT(rebuilt, 16u);  // grown from 16 shards: every one built
+  EXPECT_EQ(reader->Lock()->host_shard_count(), rebuilt);
+  hosts_hit = tables_hit = 0;
+  check(*reader->Lock(), hosts_hit, tables_hit);
+  // Worth something only if both kinds of answer, and misses, are common.
+  EXPECT_GT(hosts_hit, 8000u);
+  EXPECT_GT(tables_hit, 1000u);
+  EXPECT_GT(keys.size() - hosts_hit - tables_hit, 1000u);
 }
 
 TEST(SpdTest, ConnectionPoliciesLoseTiesToSaPolicies) {
