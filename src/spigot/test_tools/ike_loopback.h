@@ -25,7 +25,7 @@ class LoopbackHost : public IkeSaHost {
   void RemoveChild(IkeSa& sa, std::uint32_t spi_in) override;
   std::shared_ptr<const ConnectionParams> ConnectionForPeer(const Identity& peer,
                                                             const Address& remote) override;
-  void StateChanged(IkeSa& sa) override { ++state_changes; }
+  void StateChanged(IkeSa&) override { ++state_changes; }
   std::uint64_t NewIkeSpi() override;
   void AdoptIkeSa(IkeSa& old, std::unique_ptr<IkeSa> replacement) override;
   // A fake address pool: kNotServed unless `serves_vips`; otherwise the first address of

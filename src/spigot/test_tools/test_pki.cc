@@ -21,6 +21,7 @@ std::shared_ptr<EVP_PKEY> NewKey(TestKey k) {
   EVP_PKEY* key = nullptr;
   switch (k) {
     case TestKey::kRsa2048: key = EVP_RSA_gen(2048); break;
+    case TestKey::kRsa3072: key = EVP_RSA_gen(3072); break;
     case TestKey::kEcP256: key = EVP_EC_gen("P-256"); break;
     case TestKey::kEcP384: key = EVP_EC_gen("P-384"); break;
   }

@@ -13,7 +13,7 @@ typedef struct evp_pkey_st EVP_PKEY;
 
 namespace spigot::test_tools {
 
-enum class TestKey : std::uint8_t { kRsa2048, kEcP256, kEcP384 };
+enum class TestKey : std::uint8_t { kRsa2048, kRsa3072, kEcP256, kEcP384 };
 
 struct IssueOptions {
   std::vector<std::string> dns;    // subjectAltName dNSName
