@@ -2,10 +2,14 @@
 //   BM_CertSign/<key>       one AUTH signature (RFC 7427, SHA-256; RSA PKCS#1 v1.5 or ECDSA)
 //                           over 512 octets, the size of a typical signed-octets string
 //   BM_CertVerify/<key>     checking one such signature against the signer's certificate
-//   BM_IkeHandshakeCert/<key>  a full IKE_SA_INIT + IKE_AUTH (X25519, AES-GCM-128) with both
-//                           sides authenticating by certificate: each sends its certificate,
-//                           signs its AUTH, validates the peer's certificate against a trust
-//                           store (X509_STORE) holding the root and checks the peer's AUTH
+//   BM_IkeHandshakeCert/<key>/<cached>  a full IKE_SA_INIT + IKE_AUTH (X25519, AES-GCM-128)
+//                           with both sides authenticating by certificate: each sends its
+//                           certificate, signs its AUTH, validates the peer's certificate
+//                           against a trust store (X509_STORE) holding the root and checks the
+//                           peer's AUTH. <cached> 0: the certificate parse cache is off, every
+//                           peer certificate is parsed (a crowd of distinct users); 1: on, the
+//                           same peers again (users reconnecting; every road warrior's
+//                           intermediate CA)
 // <key> is 0 = RSA-2048, 1 = RSA-3072, 2 = ECDSA P-256: the end entities and the root that
 // issued them have that key type, so one handshake costs 2 signatures and 4 verifications
 // (each side: the peer's AUTH and the peer's certificate under the root) plus two X25519
@@ -138,6 +142,7 @@ void BM_IkeHandshakeCert(benchmark::State& state) {
   if (!set.trust) return state.SkipWithError("test PKI failed");
   const auto iconn = CertConnection(true, set);
   const auto rconn = CertConnection(false, set);
+  pki::SetCertificateCacheCapacity(state.range(1) != 0 ? pki::kDefaultCertificateCacheEntries : 0);
   for (auto _ : state) {
     LoopbackPair pair(iconn, rconn);
     const TimePoint now = io::DefaultClock().Now();
@@ -146,13 +151,14 @@ void BM_IkeHandshakeCert(benchmark::State& state) {
     if (pair.initiator->state() != IkeSa::State::kEstablished || pair.ihost.installed.size() != 1)
       return state.SkipWithError(("handshake failed: " + pair.initiator->failure()).c_str());
   }
+  pki::SetCertificateCacheCapacity(pki::kDefaultCertificateCacheEntries);
   state.SetItemsProcessed(state.iterations());
-  state.SetLabel(kBenchKeyNames[state.range(0)]);
+  state.SetLabel(std::string(kBenchKeyNames[state.range(0)]) + (state.range(1) != 0 ? " cached" : ""));
 }
 
 BENCHMARK(BM_CertSign)->DenseRange(0, 2);
 BENCHMARK(BM_CertVerify)->DenseRange(0, 2);
-BENCHMARK(BM_IkeHandshakeCert)->DenseRange(0, 2);
+BENCHMARK(BM_IkeHandshakeCert)->ArgsProduct({{0, 1, 2}, {0, 1}});
 
 }  // namespace
 }  // namespace spigot::ike

@@ -11,6 +11,10 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <list>
+#include <mutex>
+#include <string_view>
+#include <unordered_map>
 
 #include "spigot/crypto/secure_bytes.h"
 
@@ -107,9 +111,71 @@ const char* ToString(KeyKind k) {
   return "unsupported key type";
 }
 
+// ---------------------------------------------------------------- the parse cache
+
+namespace {
+
+class ParseCache {
+ public:
+  std::shared_ptr<X509> Find(std::string_view der) {
+    std::lock_guard lock(mu_);
+    const auto it = index_.find(der);
+    if (it == index_.end()) {
+      ++stats_.misses;
+      return nullptr;
+    }
+    ++stats_.hits;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->second;
+  }
+  void Add(std::string_view der, std::shared_ptr<X509> x) {
+    std::lock_guard lock(mu_);
+    if (stats_.capacity == 0 || index_.count(der) != 0) return;
+    lru_.emplace_front(std::string(der), std::move(x));
+    index_.emplace(lru_.front().first, lru_.begin());
+    Trim();
+  }
+  void SetCapacity(std::size_t entries) {
+    std::lock_guard lock(mu_);
+    stats_.capacity = entries;
+    Trim();
+  }
+  CertificateCacheStats Stats() {
+    std::lock_guard lock(mu_);
+    CertificateCacheStats s = stats_;
+    s.entries = index_.size();
+    return s;
+  }
+
+ private:
+  void Trim() {
+    while (index_.size() > stats_.capacity) {
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
+  }
+  std::mutex mu_;
+  // Most recently used first; index_ keys view the strings in lru_'s nodes, which never move.
+  std::list<std::pair<std::string, std::shared_ptr<X509>>> lru_;
+  std::unordered_map<std::string_view, decltype(lru_)::iterator> index_;
+  CertificateCacheStats stats_{0, 0, 0, kDefaultCertificateCacheEntries};
+};
+
+ParseCache& TheParseCache() {
+  static ParseCache* cache = new ParseCache;  // never destroyed: usable until the process ends
+  return *cache;
+}
+
+}  // namespace
+
+void SetCertificateCacheCapacity(std::size_t entries) { TheParseCache().SetCapacity(entries); }
+CertificateCacheStats GetCertificateCacheStats() { return TheParseCache().Stats(); }
+
 // ---------------------------------------------------------------- Certificate
 
 std::optional<Certificate> Certificate::FromDer(std::span<const std::uint8_t> der, std::string* error) {
+  const std::string_view key(reinterpret_cast<const char*>(der.data()), der.size());
+  if (auto cached = TheParseCache().Find(key)) return Certificate(std::move(cached));
   const unsigned char* p = der.data();
   X509* x = d2i_X509(nullptr, &p, static_cast<long>(der.size()));
   if (x == nullptr || p != der.data() + der.size()) {
@@ -117,7 +183,9 @@ std::optional<Certificate> Certificate::FromDer(std::span<const std::uint8_t> de
     *error = "malformed certificate: " + OpenSslError();
     return std::nullopt;
   }
-  return Certificate(std::shared_ptr<X509>(x, X509_free));
+  std::shared_ptr<X509> parsed(x, X509_free);
+  TheParseCache().Add(key, parsed);
+  return Certificate(std::move(parsed));
 }
 
 Bytes Certificate::Der() const {
