@@ -1,0 +1,107 @@
+// EAP packets (RFC 3748 4) as IKEv2 carries them in EAP payloads (RFC 7296 3.16), and the
+// server side of EAP-MSCHAPv2 (draft-kamath-pppext-eap-mschapv2, RFC 2759, RFC 3079) with local
+// users: what an IKE responder runs when its connection says remote_auth = "eap-mschapv2".
+//
+// A server session goes Identity -> MS-CHAPv2 Challenge -> Response checked -> Success request
+// (the authenticator response) -> the peer's Success response -> EAP-Success, after which the
+// MSK is the key of both sides' final AUTH payloads (RFC 7296 2.16). Anything unexpected or
+// malformed ends it with EAP-Failure and a reason; it never reads outside what it was given.
+// Identities and passwords are never part of a reason (they must not reach a log).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "spigot/crypto/secure_bytes.h"
+
+namespace spigot::eap {
+
+using Bytes = std::vector<std::uint8_t>;
+
+enum class Code : std::uint8_t { kRequest = 1, kResponse = 2, kSuccess = 3, kFailure = 4 };
+enum class Type : std::uint8_t { kIdentity = 1, kNotification = 2, kNak = 3, kMd5 = 4, kTls = 13, kMschapV2 = 26 };
+
+struct Packet {
+  Code code = Code::kRequest;
+  std::uint8_t identifier = 0;
+  std::optional<std::uint8_t> type;  // requests and responses only
+  Bytes data;                        // after the type
+};
+// nullopt for anything RFC 3748 4 does not allow: short, a Length that disagrees with the
+// bytes, an unknown code, a request or response without a type, Success/Failure with data.
+std::optional<Packet> Parse(std::span<const std::uint8_t> bytes);
+Bytes Serialize(const Packet& p);
+
+// Local EAP users ([[eap_user]] id and secret). Immutable once built; shared by connections.
+class Users {
+ public:
+  void Add(std::string id, crypto::SecureBytes secret) { users_[std::move(id)] = std::move(secret); }
+  const crypto::SecureBytes* Find(const std::string& id) const;
+  std::size_t size() const { return users_.size(); }
+
+ private:
+  std::map<std::string, crypto::SecureBytes> users_;
+};
+
+// RFC 2759 8 and RFC 3079 3 primitives, public for their test vectors. MD4 and DES come from
+// OpenSSL 3's legacy provider, loaded once into a library context of their own (nothing else
+// in the process sees the legacy algorithms); nullopt if it cannot be loaded.
+std::optional<crypto::SecureBytes> NtPasswordHash(std::span<const std::uint8_t> password);  // UTF-8
+std::array<std::uint8_t, 8> ChallengeHash(std::span<const std::uint8_t> peer_challenge,
+                                          std::span<const std::uint8_t> auth_challenge,
+                                          std::span<const std::uint8_t> username);
+std::optional<std::array<std::uint8_t, 24>> ChallengeResponse(std::span<const std::uint8_t> challenge_hash,
+                                                              std::span<const std::uint8_t> password_hash);
+// "S=" and 40 upper-case hex digits.
+std::optional<std::string> AuthenticatorResponse(std::span<const std::uint8_t> password_hash,
+                                                 std::span<const std::uint8_t> nt_response,
+                                                 std::span<const std::uint8_t> challenge_hash);
+// The 64-octet MSK as IKEv2 uses it (strongSwan's, and RFC 3079's keys): MasterReceiveKey |
+// MasterSendKey | 32 zero octets.
+std::optional<crypto::SecureBytes> MschapV2Msk(std::span<const std::uint8_t> password_hash,
+                                               std::span<const std::uint8_t> nt_response);
+// Whether the legacy provider (MD4, DES) is usable; the reason if not.
+std::optional<std::string> LegacyProviderProblem();
+
+class MschapV2Server {
+ public:
+  enum class Status : std::uint8_t { kContinue, kSuccess, kFailure };
+  struct Step {
+    Status status = Status::kContinue;
+    Bytes reply;         // the EAP packet to send (a request, EAP-Success or EAP-Failure)
+    std::string reason;  // kFailure: why, without identities or secrets
+  };
+
+  // `server_name` goes into the challenge's Name field.
+  MschapV2Server(std::shared_ptr<const Users> users, std::string server_name);
+
+  // The first request: EAP-Request/Identity.
+  Bytes Start();
+  // One EAP packet from the peer (an EAP payload's data).
+  Step Process(std::span<const std::uint8_t> packet);
+  // After kSuccess: the MSK.
+  const crypto::SecureBytes& msk() const { return msk_; }
+  // After an Identity response: the EAP identity (for the caller to bind a lease or log a
+  // hash of; never log it as it is).
+  const std::string& identity() const { return identity_; }
+
+ private:
+  enum class Phase : std::uint8_t { kIdentity, kChallenge, kSuccessSent, kDone };
+  Step Fail(std::string reason);
+  Bytes Request(Type type, Bytes data);
+
+  std::shared_ptr<const Users> users_;
+  std::string server_name_;
+  Phase phase_ = Phase::kIdentity;
+  std::uint8_t identifier_ = 0;
+  std::string identity_;
+  std::array<std::uint8_t, 16> challenge_{};
+  crypto::SecureBytes msk_;
+};
+
+}  // namespace spigot::eap

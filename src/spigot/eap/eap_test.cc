@@ -1,0 +1,196 @@
+// EAP packets, the RFC 2759 9.2 and RFC 3079 3.5.3 test vectors, and a whole EAP-MSCHAPv2
+// server conversation driven by a peer written from RFC 2759 (the interop test drives it with
+// strongSwan's client).
+#include "spigot/eap/eap.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "spigot/crypto/random.h"
+
+namespace spigot::eap {
+namespace {
+
+Bytes FromHex(const char* hex) {
+  Bytes out;
+  for (const char* p = hex; *p != 0;) {
+    if (*p == ' ') {
+      ++p;
+      continue;
+    }
+    out.push_back(static_cast<std::uint8_t>(std::stoi(std::string(p, 2), nullptr, 16)));
+    p += 2;
+  }
+  return out;
+}
+std::span<const std::uint8_t> Str(const char* s) { return {reinterpret_cast<const std::uint8_t*>(s), std::strlen(s)}; }
+Bytes Of(std::span<const std::uint8_t> s) { return Bytes(s.begin(), s.end()); }
+
+TEST(EapPacket, ParseAndSerialize) {
+  const Bytes identity_req{1, 7, 0, 5, 1};
+  auto p = Parse(identity_req);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->code, Code::kRequest);
+  EXPECT_EQ(p->identifier, 7);
+  EXPECT_EQ(p->type, std::uint8_t(Type::kIdentity));
+  EXPECT_TRUE(p->data.empty());
+  EXPECT_EQ(Serialize(*p), identity_req);
+  const Bytes success{3, 9, 0, 4};
+  ASSERT_TRUE(Parse(success));
+  EXPECT_EQ(Serialize(*Parse(success)), success);
+}
+
+TEST(EapPacket, MalformedIsRefused) {
+  EXPECT_FALSE(Parse(Bytes{}));
+  EXPECT_FALSE(Parse(Bytes{1, 1, 0}));
+  EXPECT_FALSE(Parse(Bytes{1, 1, 0, 6, 1}));        // Length says more than there is
+  EXPECT_FALSE(Parse(Bytes{1, 1, 0, 4, 1}));        // Length says less
+  EXPECT_FALSE(Parse(Bytes{1, 1, 0, 4}));           // a request without a type
+  EXPECT_FALSE(Parse(Bytes{3, 1, 0, 5, 0}));        // Success with data
+  EXPECT_FALSE(Parse(Bytes{5, 1, 0, 4}));           // unknown code
+  EXPECT_FALSE(Parse(Bytes{2, 1, 0, 3}));           // Length below the header
+}
+
+// RFC 2759 9.2.
+TEST(MschapV2, Rfc2759TestVectors) {
+  ASSERT_FALSE(LegacyProviderProblem()) << *LegacyProviderProblem();
+  const auto auth_challenge = FromHex("5B5D7C7D7B3F2F3E3C2C602132262628");
+  const auto peer_challenge = FromHex("21402324255E262A28295F2B3A337C7E");
+  const auto hash = NtPasswordHash(Str("clientPass"));
+  ASSERT_TRUE(hash);
+  EXPECT_EQ(Of(hash->span()), FromHex("44EBBA8D5312B8D611474411F56989AE"));
+  const auto ch = ChallengeHash(peer_challenge, auth_challenge, Str("User"));
+  EXPECT_EQ(Bytes(ch.begin(), ch.end()), FromHex("D02E4386BCE91226"));
+  // A domain in the user name is not hashed.
+  const auto ch_domain = ChallengeHash(peer_challenge, auth_challenge, Str("EXAMPLE\\User"));
+  EXPECT_EQ(Bytes(ch_domain.begin(), ch_domain.end()), FromHex("D02E4386BCE91226"));
+  const auto nt = ChallengeResponse(ch, hash->span());
+  ASSERT_TRUE(nt);
+  EXPECT_EQ(Bytes(nt->begin(), nt->end()), FromHex("82309ECD8D708B5EA08FAA3981CD83544233114A3D85D6DF"));
+  EXPECT_EQ(AuthenticatorResponse(hash->span(), *nt, ch), "S=407A5589115FD0D6209F510FE9C04566932CDA56");
+  // RFC 3079 3.5.3 (the same credentials): MasterKey FDECE3717A8C838CB388E527AE3CDD31 and the
+  // 128-bit start keys derived from it; the MSK is MasterReceiveKey | MasterSendKey | 0^32.
+  const auto msk = MschapV2Msk(hash->span(), *nt);
+  ASSERT_TRUE(msk);
+  ASSERT_EQ(msk->size(), 64u);
+  EXPECT_EQ(Bytes(msk->span().begin() + 16, msk->span().begin() + 32), FromHex("8B7CDC149B993A1BA118CB153F56DCCB"));
+  EXPECT_EQ(Bytes(msk->span().begin() + 32, msk->span().end()), Bytes(32, 0));
+}
+
+// A peer from RFC 2759: answers the identity request, then the challenge with `password`.
+struct TestPeer {
+  std::string user = "alice";
+  std::string password;
+  std::array<std::uint8_t, 16> peer_challenge{};
+  Bytes nt_response;
+  std::string expected_auth;
+
+  Bytes Answer(const Bytes& request) {
+    auto p = Parse(request);
+    EXPECT_TRUE(p && p->code == Code::kRequest);
+    if (p->type == std::uint8_t(Type::kIdentity)) {
+      Packet r{Code::kResponse, p->identifier, std::uint8_t(Type::kIdentity), Bytes(user.begin(), user.end())};
+      return Serialize(r);
+    }
+    EXPECT_EQ(p->type, std::uint8_t(Type::kMschapV2));
+    if (p->data[0] == 1) {  // Challenge
+      EXPECT_EQ(p->data[4], 16);
+      const std::span<const std::uint8_t> challenge(p->data.data() + 5, 16);
+      spigot::crypto::RandomBytes(peer_challenge);
+      auto hash = NtPasswordHash(Str(password.c_str()));
+      const auto ch = ChallengeHash(peer_challenge, challenge, Str(user.c_str()));
+      auto nt = ChallengeResponse(ch, hash->span());
+      nt_response.assign(nt->begin(), nt->end());
+      expected_auth = *AuthenticatorResponse(hash->span(), *nt, ch);
+      Bytes d{2, p->data[1], 0, 0, 49};
+      d.insert(d.end(), peer_challenge.begin(), peer_challenge.end());
+      d.insert(d.end(), 8, 0);
+      d.insert(d.end(), nt_response.begin(), nt_response.end());
+      d.push_back(0);
+      d.insert(d.end(), user.begin(), user.end());
+      d[3] = static_cast<std::uint8_t>(d.size());
+      return Serialize(Packet{Code::kResponse, p->identifier, std::uint8_t(Type::kMschapV2), d});
+    }
+    EXPECT_EQ(p->data[0], 3);  // Success: check the authenticator response, acknowledge
+    const std::string message(p->data.begin() + 4, p->data.end());
+    EXPECT_EQ(message.substr(0, 42), expected_auth);
+    return Serialize(Packet{Code::kResponse, p->identifier, std::uint8_t(Type::kMschapV2), Bytes{3}});
+  }
+};
+
+std::shared_ptr<const Users> AliceUsers() {
+  auto u = std::make_shared<Users>();
+  const std::string pw = "alice's password";
+  u->Add("alice", spigot::crypto::SecureBytes(Str(pw.c_str())));
+  return u;
+}
+
+TEST(MschapV2Server, ALoginWithTheRightPasswordEndsInSuccessWithTheMsk) {
+  MschapV2Server server(AliceUsers(), "gw");
+  TestPeer peer;
+  peer.password = "alice's password";
+  Bytes req = server.Start();
+  auto step = server.Process(peer.Answer(req));  // identity -> challenge
+  ASSERT_EQ(step.status, MschapV2Server::Status::kContinue) << step.reason;
+  EXPECT_EQ(server.identity(), "alice");
+  step = server.Process(peer.Answer(step.reply));  // response -> success request
+  ASSERT_EQ(step.status, MschapV2Server::Status::kContinue) << step.reason;
+  step = server.Process(peer.Answer(step.reply));  // success ack -> EAP-Success
+  ASSERT_EQ(step.status, MschapV2Server::Status::kSuccess) << step.reason;
+  auto done = Parse(step.reply);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->code, Code::kSuccess);
+  auto hash = NtPasswordHash(Str("alice's password"));
+  EXPECT_EQ(Of(server.msk().span()), Of(MschapV2Msk(hash->span(), peer.nt_response)->span()));
+}
+
+TEST(MschapV2Server, WrongPasswordAndUnknownUserFailAlikeWithoutNamingThem) {
+  for (const char* user : {"alice", "mallory"}) {
+    MschapV2Server server(AliceUsers(), "gw");
+    TestPeer peer;
+    peer.user = user;
+    peer.password = "guess";
+    auto step = server.Process(peer.Answer(server.Start()));
+    ASSERT_EQ(step.status, MschapV2Server::Status::kContinue);
+    step = server.Process(peer.Answer(step.reply));
+    ASSERT_EQ(step.status, MschapV2Server::Status::kFailure);
+    EXPECT_EQ(Parse(step.reply)->code, Code::kFailure);
+    EXPECT_EQ(step.reason, "MS-CHAPv2 login refused (unknown user or wrong password)");
+    EXPECT_EQ(step.reason.find(user), std::string::npos);
+    // Nothing more is taken after the end.
+    const Packet again{Code::kResponse, Parse(step.reply)->identifier, std::uint8_t(Type::kIdentity), Bytes{'a'}};
+    EXPECT_EQ(server.Process(Serialize(again)).status, MschapV2Server::Status::kFailure);
+  }
+}
+
+TEST(MschapV2Server, MalformedOrOutOfOrderInputFailsCleanly) {
+  const std::vector<Bytes> bad = {
+      {},                          // empty
+      {2, 0, 0, 5, 1},             // wrong identifier (almost surely)
+      {1, 0, 0, 5, 1},             // a request from the peer
+      {2, 0, 0, 4},                // a response without a type
+  };
+  for (const auto& b : bad) {
+    MschapV2Server server(AliceUsers(), "gw");
+    Bytes req = server.Start();
+    Bytes in = b;
+    if (in.size() >= 2 && in[0] == 2 && in.size() == 5) in[1] = static_cast<std::uint8_t>(Parse(req)->identifier + 1);
+    EXPECT_EQ(server.Process(in).status, MschapV2Server::Status::kFailure);
+  }
+  // A truncated MS-CHAPv2 Response after a good identity.
+  MschapV2Server server(AliceUsers(), "gw");
+  TestPeer peer;
+  peer.password = "x";
+  auto step = server.Process(peer.Answer(server.Start()));
+  Bytes response = peer.Answer(step.reply);
+  response.resize(20);
+  response[2] = 0;
+  response[3] = 20;
+  step = server.Process(response);
+  EXPECT_EQ(step.status, MschapV2Server::Status::kFailure);
+  EXPECT_EQ(step.reason, "malformed MS-CHAPv2 Response");
+}
+
+}  // namespace
+}  // namespace spigot::eap
