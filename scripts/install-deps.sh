@@ -12,6 +12,8 @@ PACKAGES=(
   # strongSwan 5.9.8, the interoperability peer (../shared/notes/strongswan-peer.md)
   strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
   libstrongswan-extra-plugins
+  # strongSwan's eap-mschapv2 plugin: the EAP road warriors of tests/roadwarrior_eap.sh
+  libcharon-extauth-plugins
   # strongSwan's pki and OpenSSL's CLI: the certificates of the certificate tests
   strongswan-pki openssl
 )

@@ -266,9 +266,25 @@ class Loader {
           if (!LoadPool(*array->get(i)->as_table(), i, pool)) return false;
           out.pools.push_back(std::move(pool));
         }
+      } else if (key.str() == "eap_user") {
+        toml::array* array = node.as_array();
+        if (array == nullptr || !array->is_array_of_tables()) {
+          return Fail("eap_user", "must be an array of tables ([[eap_user]])");
+        }
+        for (std::size_t i = 0; i < array->size(); ++i) {
+          EapUserConfig user;
+          if (!LoadEapUser(*array->get(i)->as_table(), i, out.eap_users, user)) return false;
+          out.eap_users.push_back(std::move(user));
+        }
       } else {
         return Fail(std::string(key.str()),
-                    "unknown key (expected [global], [[connection]] or [[pool]])");
+                    "unknown key (expected [global], [[connection]], [[pool]] or [[eap_user]])");
+      }
+    }
+    for (std::size_t i = 0; i < out.connections.size(); ++i) {
+      if (out.connections[i].remote_auth == AuthKind::kEapMschapV2 && out.eap_users.empty()) {
+        return Fail("connection[" + std::to_string(i) + "].remote_auth",
+                    "\"eap-mschapv2\" needs at least one [[eap_user]] (id and secret)");
       }
     }
     return CheckUniqueNames(out.connections) && CheckPools(out);
@@ -562,7 +578,18 @@ class Loader {
         out = AuthKind::kPubkey;
         return true;
       }
-      return Fail(p + "." + std::string(key), "must be \"psk\" or \"pubkey\", got \"" + text + "\"");
+      if (key == "remote_auth" && text == "eap-mschapv2") {
+        out = AuthKind::kEapMschapV2;
+        return true;
+      }
+      if (text == "eap-mschapv2" || text == "eap-tls" || text == "eap-radius") {
+        return Fail(p + "." + std::string(key), "\"" + text + "\" is not supported yet" +
+                                                   (key == "remote_auth" ? " (remote_auth takes \"eap-mschapv2\")"
+                                                                         : " (spigot is not an EAP client yet)"));
+      }
+      return Fail(p + "." + std::string(key),
+                  std::string("must be \"psk\" or \"pubkey\"") + (key == "remote_auth" ? " or \"eap-mschapv2\"" : "") +
+                      ", got \"" + text + "\"");
     };
     if (!kind("local_auth", c.local_auth) || !kind("remote_auth", c.remote_auth)) return false;
     const auto path = [&](std::string_view key, std::string& out) {
@@ -782,6 +809,23 @@ class Loader {
     }
     if (families.empty()) return fail();
     out = std::move(families);
+    return true;
+  }
+
+  bool LoadEapUser(const toml::table& t, std::size_t index, const std::vector<EapUserConfig>& before,
+                   EapUserConfig& user) {
+    const std::string p = "eap_user[" + std::to_string(index) + "]";
+    if (!CheckKnownKeys(t, p, {"id", "secret"})) return false;
+    if (!GetString(t, p, "id", user.id)) return false;
+    if (user.id.empty() || user.id.size() > 255) return Fail(p + ".id", "required (the user name, 1-255 octets)");
+    for (const auto& u : before) {
+      if (u.id == user.id) return Fail(p + ".id", "\"" + user.id + "\" is already an eap_user");
+    }
+    const toml::node* secret = t.get("secret");
+    if (secret == nullptr || !secret->is_string() || secret->as_string()->get().empty()) {
+      return Fail(p + ".secret", "required (the user's password, a non-empty string)");
+    }
+    user.secret = SecretString(secret->as_string()->get());
     return true;
   }
 

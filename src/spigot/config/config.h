@@ -105,7 +105,8 @@ inline constexpr std::string_view kDefaultEspProposals =
 // The weak transforms allow_weak may name (strongSwan's keywords).
 inline constexpr std::string_view kWeakTransforms[] = {"modp1024", "3des"};
 
-enum class AuthKind : std::uint8_t { kPsk, kPubkey };
+// remote_auth "eap-mschapv2" (responder only): EAP-MSCHAPv2 against [[eap_user]] entries.
+enum class AuthKind : std::uint8_t { kPsk, kPubkey, kEapMschapV2 };
 
 struct ConnectionConfig {
   std::string name;  // required, unique
@@ -204,10 +205,18 @@ struct PoolConfig {
   bool operator==(const PoolConfig&) const = default;
 };
 
+// [[eap_user]]: a local EAP-MSCHAPv2 user. The secret is never printed or logged.
+struct EapUserConfig {
+  std::string id;
+  SecretString secret;
+  bool operator==(const EapUserConfig&) const = default;
+};
+
 struct Config {
   GlobalConfig global;
   std::vector<ConnectionConfig> connections;
   std::vector<PoolConfig> pools;  // in file order
+  std::vector<EapUserConfig> eap_users;  // in file order, ids unique
 
   // nullptr when there is no connection of that name.
   const ConnectionConfig* FindConnection(std::string_view name) const;

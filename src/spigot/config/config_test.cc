@@ -268,7 +268,7 @@ TEST(ConfigTest, GlobalErrorsNameTheKey) {
 TEST(ConfigTest, UnknownKeysAreRejected) {
   ExpectError("[global]\nmax_spis = 1000", "spigot.toml: global.max_spis: unknown key");
   ExpectError("[globl]\nmax_spi = 1000",
-              "spigot.toml: globl: unknown key (expected [global], [[connection]] or [[pool]])");
+              "spigot.toml: globl: unknown key (expected [global], [[connection]], [[pool]] or [[eap_user]])");
   ExpectError(OneConnection("") + OneConnection("esp_proposal = \"aes128gcm16\""),
               "spigot.toml: connection[1].esp_proposal: unknown key");
   ExpectError("[connection]\nname = \"c\"",
@@ -679,6 +679,8 @@ TEST(ConfigTest, PubkeyLoadsCertificatesAndNeedsNoPsk) {
 
   ExpectError(PubkeyConnection("local_auth = \"cert\"\nremote_auth = \"pubkey\"\n" + files),
               "spigot.toml: connection[0].local_auth: must be \"psk\" or \"pubkey\", got \"cert\"");
+  ExpectError(PubkeyConnection("remote_auth = \"cert\"\npsk = \"k\"\n"),
+              "spigot.toml: connection[0].remote_auth: must be \"psk\" or \"pubkey\" or \"eap-mschapv2\", got \"cert\"");
   ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\nca_certs = \"" + root.cert_path + "\"\n"),
               "spigot.toml: connection[0].local_cert: required with local_auth = \"pubkey\" (a PEM certificate file)");
   ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\nlocal_cert = \"" + gw.cert_path +
@@ -752,6 +754,40 @@ TEST(ConfigWeakTest, DefaultProposalsGainTheAllowedWeakTransformsLast) {
   const LoadResult b = Load(OneConnection("allow_weak = \"modp1024\""));
   ASSERT_TRUE(a.ok && b.ok);
   EXPECT_FALSE(a.config.connections[0] == b.config.connections[0]);
+}
+
+}  // namespace
+}  // namespace spigot::config
+
+// ---- EAP (issue 13): remote_auth = "eap-mschapv2" and [[eap_user]]
+
+namespace spigot::config {
+namespace {
+
+const char* kEapUsers = "[[eap_user]]\nid = \"alice\"\nsecret = \"pw a\"\n\n[[eap_user]]\nid = \"bob\"\nsecret = \"pw b\"\n\n";
+
+TEST(ConfigTest, EapMschapV2WithLocalUsers) {
+  const LoadResult r = Load(std::string(kEapUsers) + OneConnection("remote_auth = \"eap-mschapv2\""));
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.config.connections[0].remote_auth, AuthKind::kEapMschapV2);
+  ASSERT_EQ(r.config.eap_users.size(), 2u);
+  EXPECT_EQ(r.config.eap_users[1].id, "bob");
+  EXPECT_EQ(r.config.eap_users[1].secret.view(), "pw b");
+}
+
+TEST(ConfigTest, EapErrorsNameTheKey) {
+  ExpectError(OneConnection("remote_auth = \"eap-mschapv2\""),
+              "spigot.toml: connection[0].remote_auth: \"eap-mschapv2\" needs at least one [[eap_user]] (id and secret)");
+  ExpectError(OneConnection("local_auth = \"eap-mschapv2\""),
+              "spigot.toml: connection[0].local_auth: \"eap-mschapv2\" is not supported yet (spigot is not an EAP client yet)");
+  ExpectError(OneConnection("remote_auth = \"eap-tls\""),
+              "spigot.toml: connection[0].remote_auth: \"eap-tls\" is not supported yet (remote_auth takes \"eap-mschapv2\")");
+  ExpectError("[[eap_user]]\nid = \"alice\"\n", "spigot.toml: eap_user[0].secret: required (the user's password, a non-empty string)");
+  ExpectError("[[eap_user]]\nsecret = \"x\"\n", "spigot.toml: eap_user[0].id: required (the user name, 1-255 octets)");
+  ExpectError("[[eap_user]]\nid = \"a\"\nsecret = \"x\"\n[[eap_user]]\nid = \"a\"\nsecret = \"y\"\n",
+              "spigot.toml: eap_user[1].id: \"a\" is already an eap_user");
+  ExpectError("[[eap_user]]\nid = \"a\"\nsecret = \"x\"\npassword = \"y\"\n", "spigot.toml: eap_user[0].password: unknown key");
+  ExpectError("[eap_user]\nid = \"a\"\n", "spigot.toml: eap_user: must be an array of tables ([[eap_user]])");
 }
 
 }  // namespace

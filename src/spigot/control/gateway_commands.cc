@@ -205,6 +205,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"truncated", c.ike_truncated},
         {"unknown_spi", c.ike_unknown_spi}, {"no_connection", c.ike_no_connection},
         {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures}, {"cert_failures", ic.cert_failures},
+        {"eap_logins", {{"mschapv2", {{"success", ic.eap_mschapv2_success}, {"failure", ic.eap_mschapv2_failure}}}}},
         {"child_failures", ic.child_failures}, {"established", c.ike_established},
         {"rekey_retries", ic.rekey_retries},
         {"weak_proposals_refused",

@@ -14,6 +14,12 @@ ike::TrafficSelector ToSelector(const config::TrafficSelector& t) {
 bool Connections::Apply(const config::Config& config, const std::string& path,
                         std::string* error) {
   std::map<std::string, Connection> next;
+  auto eap_users = std::make_shared<eap::Users>();
+  for (const auto& u : config.eap_users) {
+    const auto secret = u.secret.view();
+    eap_users->Add(u.id, crypto::SecureBytes(std::span<const std::uint8_t>(
+                             reinterpret_cast<const std::uint8_t*>(secret.data()), secret.size())));
+  }
   for (const auto& c : config.connections) {
     auto p = std::make_shared<ike::ConnectionParams>();
     p->name = c.name;
@@ -40,7 +46,14 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
       }
     }
     p->local_auth = c.local_auth == config::AuthKind::kPubkey ? ike::AuthMethod::kPubkey : ike::AuthMethod::kPsk;
-    p->remote_auth = c.remote_auth == config::AuthKind::kPubkey ? ike::AuthMethod::kPubkey : ike::AuthMethod::kPsk;
+    switch (c.remote_auth) {
+      case config::AuthKind::kPsk: p->remote_auth = ike::AuthMethod::kPsk; break;
+      case config::AuthKind::kPubkey: p->remote_auth = ike::AuthMethod::kPubkey; break;
+      case config::AuthKind::kEapMschapV2:
+        p->remote_auth = ike::AuthMethod::kEapMschapV2;
+        p->eap_users = eap_users;
+        break;
+    }
     p->local_credentials = c.credentials;
     p->trust = c.trust;
     p->rsa_pss = c.rsa_pss;

@@ -41,6 +41,8 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.requests_queue_full += from.requests_queue_full;
   to.auth_failures += from.auth_failures;
   to.cert_failures += from.cert_failures;
+  to.eap_mschapv2_success += from.eap_mschapv2_success;
+  to.eap_mschapv2_failure += from.eap_mschapv2_failure;
   to.invalid_messages += from.invalid_messages;
   to.child_failures += from.child_failures;
   to.weak_refused_modp1024 += from.weak_refused_modp1024;

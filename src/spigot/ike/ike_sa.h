@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "spigot/crypto/dh.h"
+#include "spigot/eap/eap.h"
 #include "spigot/ike/address.h"
 #include "spigot/ike/fragments.h"
 #include "spigot/ike/identity.h"
@@ -84,6 +85,8 @@ struct ConnectionParams {
   std::shared_ptr<const pki::TrustStore> trust;
   std::optional<pki::DnPattern> remote_id_pattern;
   bool rsa_pss = false;  // sign with RSASSA-PSS when the peer takes RFC 7427 signatures
+  // remote_auth kEapMschapV2: the users ([[eap_user]]).
+  std::shared_ptr<const eap::Users> eap_users;
   bool uses_pubkey() const { return local_auth == AuthMethod::kPubkey || remote_auth == AuthMethod::kPubkey; }
   std::vector<Proposal> ike_proposals;
   std::vector<Proposal> esp_proposals;
@@ -221,6 +224,9 @@ struct IkeCounters {
   // Of those: a peer certificate refused (no path to a trusted CA, expired, revoked, wrong key
   // usage, malformed, missing) or an identity the certificate does not hold.
   std::uint64_t cert_failures = 0;
+  // EAP logins (2.16) by result; failures are also in auth_failures.
+  std::uint64_t eap_mschapv2_success = 0;
+  std::uint64_t eap_mschapv2_failure = 0;
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
   // NO_PROPOSAL_CHOSEN answered to proposals that named weak transforms the connection does not
@@ -459,6 +465,18 @@ class IkeSa {
   Bytes init_response_;  // IKE_SA_INIT response: signed by the responder's AUTH
   std::vector<pki::HashAlgorithm> peer_hashes_;  // RFC 7427 4: the peer's SIGNATURE_HASH_ALGORITHMS
   Bytes peer_certreq_;  // 3.7: key ids of the CAs the peer asked for (CERTREQ, X.509)
+  // Responder, remote_auth EAP (2.16): the method, and the initiator's first IKE_AUTH request
+  // (its IDi is signed over by its final AUTH; its SA, TS and CP payloads get the CHILD SA and
+  // address once EAP has succeeded).
+  struct EapState {
+    std::unique_ptr<eap::MschapV2Server> server;
+    Message first_request;
+    bool succeeded = false;
+  };
+  std::unique_ptr<EapState> eap_;
+  void OnEapAuthRequest(const Message& msg, TimePoint now);
+  // The final IKE_AUTH of an EAP login: AUTH checked against the MSK; the CHILD SA.
+  void FinishEap(const Message& msg, TimePoint now);
   IkeSaKeys keys_;
   SkKeys sk_out_, sk_in_;
   bool nat_local_ = false, nat_remote_ = false;

@@ -351,10 +351,27 @@ void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
   (void)now;
 }
 
+namespace {
+
+Payload EapPayload(Bytes packet) {
+  return {PayloadType::kEap, OtherPayload{static_cast<std::uint8_t>(PayloadType::kEap), false, std::move(packet)}};
+}
+
+const OtherPayload* FindEap(const Message& msg) {
+  for (const auto& p : msg.payloads) {
+    if (p.type != PayloadType::kEap) continue;
+    if (const auto* o = std::get_if<OtherPayload>(&p.body)) return o;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
+  if (eap_) return OnEapAuthRequest(msg, now);
   const auto* idi = msg.Find<IdPayload>(PayloadType::kIdi);
   const auto* auth = msg.Find<AuthPayload>(PayloadType::kAuth);
-  if (idi == nullptr || auth == nullptr) {
+  if (idi == nullptr) {
     ++counters_->invalid_messages;
     SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
     return Die("malformed IKE_AUTH request");
@@ -369,9 +386,23 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
     return Die("no connection for peer identity " + ToString(peer));
   }
   NotePeerSignatureInfo(msg);  // its CERTREQ: which chain to send back
-  if (auto why = CheckPeerAuth(msg, *idi, *auth, init_request_, nr_, keys_.sk_pi)) {
+  const bool eap = conn_->remote_auth == AuthMethod::kEapMschapV2;
+  if (auth == nullptr && !eap) {
+    // 2.16: no AUTH asks for EAP, which this connection does not do.
+    ++counters_->auth_failures;
     SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
-    return Die("AUTH from " + ToString(peer) + ": " + *why);
+    return Die(ToString(peer) + " asked for EAP; the connection's remote_auth is not EAP");
+  }
+  if (auth != nullptr && eap) {
+    ++counters_->auth_failures;
+    SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
+    return Die(ToString(peer) + " sent AUTH where the connection expects EAP-MSCHAPv2");
+  }
+  if (auth != nullptr) {
+    if (auto why = CheckPeerAuth(msg, *idi, *auth, init_request_, nr_, keys_.sk_pi)) {
+      SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
+      return Die("AUTH from " + ToString(peer) + ": " + *why);
+    }
   }
   const IdPayload idr = conn_->local_id.ToPayload();
   std::string error;
@@ -384,6 +415,21 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   p.push_back({PayloadType::kIdr, idr});
   AppendCertPayloads(p);
   p.push_back({PayloadType::kAuth, std::move(*our_auth)});
+  if (eap) {
+    // 2.16: we prove ourselves now; the peer proves itself with EAP over the next exchanges.
+    if (auto problem = eap::LegacyProviderProblem()) {
+      ++counters_->auth_failures;
+      SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
+      return Die("EAP-MSCHAPv2 unavailable: " + *problem);
+    }
+    eap_ = std::make_unique<EapState>();
+    eap_->server = std::make_unique<eap::MschapV2Server>(conn_->eap_users, ToString(conn_->local_id));
+    eap_->first_request = msg;
+    p.push_back(EapPayload(eap_->server->Start()));
+    last_heard_ = now;
+    SendResponse(msg.header, std::move(p), true);
+    return;
+  }
   peer_id_ = peer;
   peer_initial_contact_ = msg.FindNotify(NotifyType::kInitialContact) != nullptr;
   // 2.19: the address first (the CHILD SA's selectors may be it), and before kEstablished is
@@ -394,6 +440,66 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   SetState(State::kEstablished);
   if (child) NegotiateChildAsResponder(msg, ni_, nr_, 0, p, false, now);
   SendResponse(msg.header, std::move(p), true);
+}
+
+void IkeSa::OnEapAuthRequest(const Message& msg, TimePoint now) {
+  last_heard_ = now;
+  const Identity peer = Identity::FromPayload(*eap_->first_request.Find<IdPayload>(PayloadType::kIdi));
+  if (eap_->succeeded) return FinishEap(msg, now);
+  const auto* e = FindEap(msg);
+  if (e == nullptr) {
+    ++counters_->auth_failures;
+    ++counters_->eap_mschapv2_failure;
+    SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
+    return Die("EAP-MSCHAPv2 with " + ToString(peer) + ": IKE_AUTH without an EAP payload");
+  }
+  auto step = eap_->server->Process(e->body);
+  switch (step.status) {
+    case eap::MschapV2Server::Status::kContinue:
+      SendResponse(msg.header, {EapPayload(std::move(step.reply))}, true);
+      return;
+    case eap::MschapV2Server::Status::kSuccess:
+      eap_->succeeded = true;
+      SendResponse(msg.header, {EapPayload(std::move(step.reply))}, true);
+      return;
+    case eap::MschapV2Server::Status::kFailure:
+      // The EAP identity and password stay out of the log (only the IKE identity is named).
+      ++counters_->auth_failures;
+      ++counters_->eap_mschapv2_failure;
+      SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed), EapPayload(std::move(step.reply))}, true);
+      return Die("EAP-MSCHAPv2 with " + ToString(peer) + ": " + step.reason);
+  }
+}
+
+void IkeSa::FinishEap(const Message& msg, TimePoint now) {
+  const Message& first = eap_->first_request;
+  const auto* idi = first.Find<IdPayload>(PayloadType::kIdi);
+  const Identity peer = Identity::FromPayload(*idi);
+  const auto* auth = msg.Find<AuthPayload>(PayloadType::kAuth);
+  const crypto::SecureBytes& msk = eap_->server->msk();
+  // 2.16: both AUTH payloads are MACs as with a PSK, keyed with the MSK, over the same signed
+  // octets as without EAP (the IDi of the first IKE_AUTH).
+  if (auth == nullptr || auth->method != kAuthSharedKey ||
+      !crypto::ConstantTimeEqual(PskAuth(algs_->prf, msk.span(), init_request_, nr_, keys_.sk_pi, idi->Body()).span(),
+                                 auth->data)) {
+    ++counters_->auth_failures;
+    ++counters_->eap_mschapv2_failure;
+    SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
+    return Die("EAP-MSCHAPv2 with " + ToString(peer) + ": the final AUTH does not verify with the MSK");
+  }
+  ++counters_->eap_mschapv2_success;
+  const IdPayload idr = conn_->local_id.ToPayload();
+  const auto mac = PskAuth(algs_->prf, msk.span(), init_response_, ni_, keys_.sk_pr, idr.Body());
+  std::vector<Payload> p;
+  p.push_back({PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(mac.span().begin(), mac.span().end())}});
+  peer_id_ = peer;
+  peer_initial_contact_ = first.FindNotify(NotifyType::kInitialContact) != nullptr;
+  const bool child = AnswerCfgRequest(first, p);
+  established_at_ = now;
+  SetState(State::kEstablished);
+  if (child) NegotiateChildAsResponder(first, ni_, nr_, 0, p, false, now);
+  SendResponse(msg.header, std::move(p), true);
+  eap_.reset();
 }
 
 }  // namespace spigot::ike
