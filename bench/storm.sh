@@ -3,17 +3,33 @@
 # (charon, 16 threads, kernel-libipsec), same topology, same load generator, same run:
 #   1. N IKE SAs (each with its CHILD SA) as fast as they go (the load generator offers RATE/s);
 #   2. N IKE SAs with CHILD SAs rekeyed every CHILD_LIFE seconds, held for HOLD seconds;
-#   3. spigot only: BIG IKE SAs with their CHILD SAs, held, to measure memory at scale.
+#   3. spigot only: BIG IKE SAs with their CHILD SAs, held, to measure memory at scale;
+#   4. certificate logins (issue 12): N IKE SAs as in 1, authenticated with certificates both
+#      ways, once per gateway key type in CERT (ecdsa = P-256, rsa2048, rsa3072), offered
+#      CERT_RATE/s (default per type, about what spigot sustains here: ecdsa 1000, rsa2048 400,
+#      rsa3072 150). Certificates are made in the run with strongSwan's `pki`: a root CA and the
+#      gateway's certificate (SAN gw-b.example, serverAuth) with keys of that type, and one
+#      client certificate (ECDSA P-256, DN "C=CH, O=Example, CN=storm-client", clientAuth) under
+#      the same root. Every initiator logs in with that one client certificate under its subject
+#      DN (`spigot loadgen --cert --key --ca`), so both responders allow duplicate identities
+#      (spigot unique = "no", strongSwan unique = never) and match exactly that DN; the
+#      load generator checks the gateway's certificate against the root. The client key is
+#      ECDSA whatever CERT says, so that the load generator's own signatures stay cheap: per
+#      login a responder signs once with the gateway key and verifies the client certificate
+#      (CA's signature) and the client's ECDSA AUTH. spigot signs on its control thread (one
+#      core; issue 17 moves it), strongSwan on its 16 threads.
 # For each: establish rate, p50/p99 latency, failures, rekeys completed, peak responder RSS
 # (VmHWM). Ratios are spigot over strongSwan from this run. Run as root.
 # usage: bench/storm.sh [BUILD_DIR] [N] [HOLD] [BIG]
-#        defaults: build/release 20000 300 100000; CHILD_LIFE=60 RATE=10000 in the environment;
-#        N=0 skips 1 and 2, HOLD=0 skips 2, BIG=0 skips 3
+#        defaults: build/release 20000 300 100000; CHILD_LIFE=60 RATE=10000
+#        CERT="ecdsa rsa2048" in the environment (CERT_RATE: see 4);
+#        N=0 skips 1, 2 and 4, HOLD=0 skips 2, BIG=0 skips 3, CERT= (empty) skips 4
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build/release}
 N=${2:-20000} HOLD=${3:-300} BIG=${4:-100000}
 CHILD_LIFE=${CHILD_LIFE:-60} RATE=${RATE:-10000}
+CERT=${CERT-ecdsa rsa2048} CERT_RATE=${CERT_RATE:-}
 SPIGOT=$(cd "$BUILD" && pwd)/spigot
 HERE=$ROOT/tests
 source "$ROOT/tests/lib.sh"
@@ -22,15 +38,52 @@ RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 
 
+# How run_case's responders and initiators authenticate: AUTH=psk, or AUTH=cert with the
+# certificates make_certs made (in $PKI_DIR).
+AUTH=psk CLIENT_DN="C=CH, O=Example, CN=storm-client" GW_ID=gw-b.example
+PKI_DIR="$WORK/pki"
+
+make_certs() {  # make_certs ecdsa|rsa2048|rsa3072: a root and gateway of that type, the client
+  local type size
+  case "$1" in
+    ecdsa) type=ecdsa size=256 ;;
+    rsa2048) type=rsa size=2048 ;;
+    rsa3072) type=rsa size=3072 ;;
+    *) fail "CERT: '$1' is not ecdsa, rsa2048 or rsa3072" ;;
+  esac
+  rm -rf "$PKI_DIR"
+  pki_key root "$type" "$size"
+  pki_self_ca root "C=CH, O=Example, CN=Storm Root CA ($1)"
+  pki_key gw "$type" "$size"
+  pki_issue gw root "C=CH, O=Example, CN=$GW_ID" --san "$GW_ID" --flag serverAuth
+  pki_key client ecdsa 256
+  pki_issue client root "$CLIENT_DN" --flag clientAuth
+  log "pki: root CA and gateway $GW_ID ($1), client \"$CLIENT_DN\" (ECDSA P-256)"
+}
+
 start_responder() {  # start_responder spigot|strongswan -> RPID
   if [ "$1" = spigot ]; then
     spigot_config b "$IKE" "$ESP" "$PSK"
-    sed -i 's/^remote_id = .*/remote_id = "%any"/' "$WORK/b.toml"
+    if [ "$AUTH" = cert ]; then
+      spigot_cert_auth b "$PKI_DIR/gw.pem" "$PKI_DIR/gw.key" "$PKI_DIR/root.pem" "$GW_ID" "$CLIENT_DN"
+    else
+      sed -i 's/^remote_id = .*/remote_id = "%any"/' "$WORK/b.toml"
+    fi
     spigot_start b
+  elif [ "$AUTH" = cert ]; then
+    charon_cert_responder b "$IKE" "$ESP" "$PKI_DIR/gw.pem" "$PKI_DIR/gw.key" "$PKI_DIR/root.pem" \
+      "$GW_ID" "$CLIENT_DN" 16
   else
     charon_any_responder b "$IKE" "$ESP" "$PSK" 16
   fi
   RPID=${PIDS[-1]}
+}
+login_args() {  # the loadgen's authentication options for AUTH
+  if [ "$AUTH" = cert ]; then
+    echo --cert "$PKI_DIR/client.pem" --key "$PKI_DIR/client.key" --ca "$PKI_DIR/root.pem"
+  else
+    echo --psk "$PSK"
+  fi
 }
 stop_responder() {
   kill -TERM "$RPID" 2>/dev/null || true
@@ -39,13 +92,15 @@ stop_responder() {
   sleep 1
 }
 
-# run_case RESPONDER NAME COUNT HOLD_SECONDS [LOADGEN ARGS...]
+# run_case RESPONDER NAME COUNT HOLD_SECONDS [LOADGEN ARGS...] (offered rate: RATE, or
+# CASE_RATE when set)
 run_case() {
-  local who=$1 name=$2 count=$3 hold=$4; shift 4
+  local who=$1 name=$2 count=$3 hold=$4 rate=${CASE_RATE:-$RATE} auth; shift 4
+  read -r -a auth <<<"$(login_args)"
   start_responder "$who"
-  log "$name vs $who: $count IKE SAs at up to $RATE/s, held ${hold}s $*"
-  ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --psk "$PSK" --ike-sas "$count" \
-    --rate "$RATE" --duration "$hold" --ike "$IKE" --esp "$ESP" --json "$@" \
+  log "$name vs $who: $count IKE SAs at up to $rate/s, held ${hold}s $*"
+  ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 "${auth[@]}" --ike-sas "$count" \
+    --rate "$rate" --duration "$hold" --ike "$IKE" --esp "$ESP" --json "$@" \
     >"$WORK/$name-$who.json" 2>"$WORK/$name-$who.progress" || true
   local hwm_kb
   hwm_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$RPID/status")
@@ -53,14 +108,14 @@ run_case() {
   local r="$WORK/$name-$who.json"
   [ -s "$r" ] || { tail -5 "$WORK/$name-$who.progress"; fail "$name vs $who: no report"; }
   local line
-  line=$(python3 - "$r" "$who" "$name" "$hwm_kb" <<'PY'
+  line=$(python3 - "$r" "$who" "$name" "$hwm_kb" "$rate" <<'PY'
 import json, sys
-r, who, name, hwm = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], int(sys.argv[4])
+r, who, name, hwm, offered = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 fails = ", ".join(f"{k}: {v}" for k, v in r.get("failures", {}).items()) or "-"
-print(f"{name:<8} {who:<10} established {r['established']:>6}  failed {r['failed']:>5}  "
+print(f"{name:<12} {who:<10} established {r['established']:>6}  failed {r['failed']:>5}  "
       f"rate {r['establish_rate_per_second']:>8.1f}/s  p50 {r['latency_ms']['p50']:>7.1f} ms  "
       f"p99 {r['latency_ms']['p99']:>8.1f} ms  rekeys {r['rekeys_completed']:>7}  "
-      f"peak RSS {hwm / 1024:>7.1f} MiB  ({fails})")
+      f"peak RSS {hwm / 1024:>7.1f} MiB  offered {offered}/s  ({fails})")
 PY
 )
   echo "$line" | tee -a "$RESULTS"
@@ -76,17 +131,26 @@ if [ "$N" -gt 0 ] && [ "$HOLD" -gt 0 ]; then
   run_case strongswan rekey "$N" "$HOLD" --child-rekey-time "${CHILD_LIFE}s" --id-prefix rk
 fi
 if [ "$BIG" -gt 0 ]; then run_case spigot big "$BIG" 20 --id-prefix big; fi
+if [ "$N" -gt 0 ] && [ -n "$CERT" ]; then
+  for c in $CERT; do
+    make_certs "$c"
+    rate=$CERT_RATE
+    [ -n "$rate" ] || case "$c" in ecdsa) rate=1000 ;; rsa2048) rate=400 ;; *) rate=150 ;; esac
+    AUTH=cert CASE_RATE=$rate run_case spigot "cert-$c" "$N" 5
+    AUTH=cert CASE_RATE=$rate run_case strongswan "cert-$c" "$N" 5
+  done
+fi
 
 echo
-echo "storm.sh: N=$N RATE=$RATE HOLD=${HOLD}s CHILD_LIFE=${CHILD_LIFE}s BIG=$BIG (spigot $(git -C "$ROOT" rev-parse --short HEAD))"
+echo "storm.sh: N=$N RATE=$RATE HOLD=${HOLD}s CHILD_LIFE=${CHILD_LIFE}s BIG=$BIG CERT=\"$CERT\" CERT_RATE=${CERT_RATE:-by type} (spigot $(git -C "$ROOT" rev-parse --short HEAD))"
 cat "$RESULTS"
-python3 - "$WORK" <<'PY'
+python3 - "$WORK" $CERT <<'PY'
 import json, os, sys
 w = sys.argv[1]
 def rate(case, who):
     p = os.path.join(w, f"{case}-{who}.json")
     return json.load(open(p))["establish_rate_per_second"] if os.path.exists(p) else None
-for case in ("login", "rekey"):
+for case in ["login", "rekey"] + [f"cert-{c}" for c in sys.argv[2:]]:
     s, g = rate(case, "spigot"), rate(case, "strongswan")
     if s and g:
         print(f"{case}: spigot establishes {s / g:.1f}x as fast as strongSwan ({s:.0f}/s vs {g:.0f}/s)")

@@ -21,38 +21,28 @@ SPIGOT=$1
 IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
-command -v pki >/dev/null || fail "strongSwan's pki is not installed (scripts/install-deps.sh installs strongswan-pki)"
 T0=$(date +%s)
-D="$WORK/pki"
-mkdir -p "$D"
+D="$WORK/pki"  # pki_key, pki_self_ca and pki_issue (lib.sh) write there
 
 # ------------------------------------------------ certificates, with strongSwan's pki
-# pki's own messages (its TPM plugin complains when there is no TPM) go to a log.
-pki() { command pki "$@" 2>>"$WORK/pki.log"; }
-key() { pki --gen --type "$1" --size "$2" --outform pem >"$D/$3.key"; }
-issue() {  # issue NAME ISSUER DN [pki --issue options...]
-  local name=$1 issuer=$2 dn=$3; shift 3
-  pki --pub --in "$D/$name.key" | pki --issue --cacert "$D/$issuer.pem" --cakey "$D/$issuer.key" \
-    --dn "$dn" --lifetime 30 --outform pem "$@" >"$D/$name.pem"
-}
-key rsa 2048 root
-pki --self --ca --lifetime 60 --in "$D/root.key" --dn "C=CH, O=Example, CN=Example Root CA" --outform pem >"$D/root.pem"
-key ecdsa 256 inter
-issue inter root "C=CH, O=Example, CN=Example Intermediate CA" --ca
-key rsa 2048 b
-issue b inter "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
-key ecdsa 256 a
-issue a inter "C=CH, O=Example, CN=gw-a.example" --san gw-a.example --flag clientAuth
-key ecdsa 256 revoked
-issue revoked inter "C=CH, O=Example, CN=revoked.example" --san revoked.example
-key ecdsa 256 expired
-issue expired inter "C=CH, O=Example, CN=expired.example" --san expired.example \
+pki_key root rsa 2048
+pki_self_ca root "C=CH, O=Example, CN=Example Root CA"
+pki_key inter ecdsa 256
+pki_issue inter root "C=CH, O=Example, CN=Example Intermediate CA" --ca
+pki_key b rsa 2048
+pki_issue b inter "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
+pki_key a ecdsa 256
+pki_issue a inter "C=CH, O=Example, CN=gw-a.example" --san gw-a.example --flag clientAuth
+pki_key revoked ecdsa 256
+pki_issue revoked inter "C=CH, O=Example, CN=revoked.example" --san revoked.example
+pki_key expired ecdsa 256
+pki_issue expired inter "C=CH, O=Example, CN=expired.example" --san expired.example \
   --dateform "%Y-%m-%d" --not-before 2025-01-01 --not-after 2025-06-30
-key ecdsa 256 stranger-root
-pki --self --ca --lifetime 60 --in "$D/stranger-root.key" --dn "C=CH, O=Example, CN=Stranger CA" --outform pem >"$D/stranger-root.pem"
-key ecdsa 256 stranger
-issue stranger stranger-root "C=CH, O=Example, CN=gw-a.example" --san gw-a.example
-pki --signcrl --cacert "$D/inter.pem" --cakey "$D/inter.key" --lifetime 30 \
+pki_key stranger-root ecdsa 256
+pki_self_ca stranger-root "C=CH, O=Example, CN=Stranger CA"
+pki_key stranger ecdsa 256
+pki_issue stranger stranger-root "C=CH, O=Example, CN=gw-a.example" --san gw-a.example
+pki_run --signcrl --cacert "$D/inter.pem" --cakey "$D/inter.key" --lifetime 30 \
   --cert "$D/revoked.pem" --reason key-compromise --outform pem >"$D/inter.crl"
 cat "$D/b.pem" "$D/inter.pem" >"$D/b-chain.pem"
 log "pki: root (RSA), intermediate (ECDSA), gw-b (RSA), gw-a (ECDSA), a revoked, an expired and a stranger's; CRL"
@@ -197,8 +187,8 @@ sctl b stats --json >/dev/null || fail "spigot is not answering after the refusa
 # ------------------------------------------------ 3. a renewed gateway certificate, no restart
 # spigot's certificate is replaced on disk (a new key, ECDSA this time) and `spigot reload`
 # reads it: the next IKE SA is authenticated with it.
-key ecdsa 256 b2
-issue b2 inter "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
+pki_key b2 ecdsa 256
+pki_issue b2 inter "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
 cat "$D/b2.pem" "$D/inter.pem" >"$D/b-chain.pem"
 cp "$D/b2.key" "$D/b.key"
 sctl b reload >/dev/null || fail "spigot reload with the renewed certificate failed"

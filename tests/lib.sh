@@ -97,6 +97,24 @@ remote_ts = "$rts"
 TOML
 }
 
+# spigot_cert_auth SIDE CHAIN KEY CA LOCAL_ID REMOTE_ID: turns the connection spigot_config wrote
+# for SIDE from the PSK to certificates both ways: LOCAL_ID proven with the chain file CHAIN (end
+# entity first) and KEY, peers proving REMOTE_ID (a DN, wildcards allowed) with a certificate
+# under the CA file CA. unique = "no": one identity may hold many IKE SAs (as every initiator of
+# `spigot loadgen --cert` does).
+spigot_cert_auth() {
+  local side=$1 chain=$2 keyf=$3 ca=$4 lid=$5 rid=$6
+  sed -i -e '/^psk = /d' -e "s/^local_id = .*/local_id = \"$lid\"/" -e "s/^remote_id = .*/remote_id = \"$rid\"/" "$WORK/$side.toml"
+  cat >>"$WORK/$side.toml" <<TOML
+local_auth = "pubkey"
+remote_auth = "pubkey"
+local_cert = "$chain"
+local_key = "$keyf"
+ca_certs = "$ca"
+unique = "no"
+TOML
+}
+
 # spigot_start SIDE: runs spigot in namespace SIDE with $WORK/SIDE.toml.
 spigot_start() {
   local side=$1
@@ -184,19 +202,7 @@ charon_launch() {
 charon_any_responder() {
   local side=$1 ike=$2 esp=$3 psk=$4 threads=${5:-16}
   local dir="$WORK/charon-$side"
-  mkdir -p "$dir/run"
-  cat >"$dir/strongswan.conf" <<CONF
-charon {
-  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 x509 pubkey socket-default vici kernel-libipsec kernel-netlink updown
-  install_routes = no
-  threads = $threads
-  block_threshold = 1000000
-  ikesa_table_size = 65536
-  ikesa_table_segments = 16
-  filelog { stderr { default = 1 } }
-  plugins { kernel-libipsec { allow_peer_ts = yes } }
-}
-CONF
+  charon_responder_conf "$dir" "$threads"
   cat >"$dir/swanctl.conf" <<CONF
 connections {
   lg {
@@ -227,6 +233,103 @@ secrets {
 }
 CONF
   charon_launch "$side"
+}
+
+# charon_responder_conf DIR THREADS [certs]: the strongswan.conf of charon_any_responder and
+# charon_cert_responder: THREADS worker threads, block_threshold raised, a big IKE SA table;
+# with "certs", also the pkcs8, constraints and revocation plugins (as interop_certs.sh; no CRL
+# or OCSP is fetched: the test certificates name no distribution point, OCSP is off).
+charon_responder_conf() {
+  local dir=$1 threads=$2 plugins="pkcs1 x509 pubkey" extra=""
+  if [ "${3:-}" = certs ]; then
+    plugins="pkcs1 pkcs8 x509 pubkey constraints revocation"
+    extra=" revocation { enable_ocsp = no }"
+  fi
+  mkdir -p "$dir/run"
+  cat >"$dir/strongswan.conf" <<CONF
+charon {
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem $plugins socket-default vici kernel-libipsec kernel-netlink updown
+  install_routes = no
+  threads = $threads
+  block_threshold = 1000000
+  ikesa_table_size = 65536
+  ikesa_table_segments = 16
+  filelog { stderr { default = 1 } }
+  plugins { kernel-libipsec { allow_peer_ts = yes }$extra }
+}
+CONF
+}
+
+# charon_cert_responder SIDE IKE ESP CHAIN KEY CA LOCAL_ID REMOTE_ID [THREADS]: as
+# charon_any_responder, but certificates both ways: charon (side b) proves LOCAL_ID with the
+# certificate chain file CHAIN (end entity first; it sends each in a CERT payload) and KEY, and
+# takes initiators proving REMOTE_ID (a DN, wildcards allowed) with a certificate under the CA
+# file CA. unique = never: every initiator of `spigot loadgen --cert` is the same identity.
+charon_cert_responder() {
+  local side=$1 ike=$2 esp=$3 chain=$4 keyf=$5 ca=$6 lid=$7 rid=$8 threads=${9:-16}
+  local dir="$WORK/charon-$side"
+  charon_responder_conf "$dir" "$threads" certs
+  # swanctl loads x509/ (own certificates), x509ca/ (CAs, intermediates) and private/ (keys)
+  # beside swanctl.conf: the chain file is split, the end entity into x509/.
+  rm -rf "$dir/x509" "$dir/x509ca" "$dir/private"
+  mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
+  awk -v d="$dir" '/BEGIN CERTIFICATE/ { n++ } { print > (n == 1 ? d "/x509/local.pem" : d "/x509ca/chain-" n ".pem") }' "$chain"
+  cp "$ca" "$dir/x509ca/ca.pem"
+  cp "$keyf" "$dir/private/local.key"
+  cat >"$dir/swanctl.conf" <<CONF
+connections {
+  lg {
+    local_addrs = 192.0.2.2
+    remote_addrs = 192.0.2.1
+    proposals = $ike
+    unique = never
+    local {
+      auth = pubkey
+      certs = $dir/x509/local.pem
+      id = "$lid"
+    }
+    remote {
+      auth = pubkey
+      id = "$rid"
+      cacerts = $dir/x509ca/ca.pem
+    }
+    children {
+      net {
+        local_ts = 203.0.113.0/24
+        remote_ts = 198.51.100.0/24
+        esp_proposals = $esp
+      }
+    }
+  }
+}
+CONF
+  charon_launch "$side"
+}
+
+# pki_key NAME TYPE SIZE / pki_self_ca NAME DN / pki_issue NAME ISSUER DN [pki --issue options]:
+# certificates made with strongSwan's `pki` in $PKI_DIR (default $WORK/pki): the key
+# $PKI_DIR/NAME.key (TYPE rsa or ecdsa, SIZE bits), a self-signed CA $PKI_DIR/NAME.pem from it (60
+# days), or NAME.pem for NAME.key issued by ISSUER.pem/ISSUER.key (30 days; e.g. --san gw-b
+# --flag serverAuth, --ca). pki's own messages (its TPM plugin complains when there is no TPM)
+# go to $WORK/pki.log.
+pki_run() {
+  command -v pki >/dev/null || fail "strongSwan's pki is not installed (scripts/install-deps.sh installs strongswan-pki)"
+  command pki "$@" 2>>"$WORK/pki.log"
+}
+pki_dir() { local d=${PKI_DIR:-$WORK/pki}; mkdir -p "$d"; echo "$d"; }
+pki_key() {
+  local d; d=$(pki_dir)
+  pki_run --gen --type "$2" --size "$3" --outform pem >"$d/$1.key"
+}
+pki_self_ca() {
+  local d; d=$(pki_dir)
+  pki_run --self --ca --lifetime 60 --in "$d/$1.key" --dn "$2" --outform pem >"$d/$1.pem"
+}
+pki_issue() {
+  local name=$1 issuer=$2 dn=$3 d; shift 3
+  d=$(pki_dir)
+  pki_run --pub --in "$d/$name.key" | pki_run --issue --cacert "$d/$issuer.pem" --cakey "$d/$issuer.key" \
+    --dn "$dn" --lifetime 30 --outform pem "$@" >"$d/$name.pem"
 }
 
 swan() {  # swan SIDE COMMAND ARGS...: swanctl against the charon in namespace SIDE

@@ -22,6 +22,7 @@
 #include "spigot/config/duration.h"
 #include "spigot/ike/traffic_selectors.h"
 #include "spigot/io/clock.h"
+#include "spigot/loadgen/auth.h"
 #include "spigot/loadgen/worker.h"
 
 namespace spigot::app {
@@ -98,13 +99,13 @@ struct Setup {
   io::Endpoint target;
   io::Endpoint source;
   std::chrono::seconds duration{0};
+  bool shared_identity = false;  // certificate login: every initiator is the certificate's identity
 };
 
 // Options to a connection and addresses; an error message, or "" when they are fine.
 std::string Prepare(const LoadgenOptions& o, Setup& s) {
   if (o.ike_sas == 0) return "--ike-sas must be at least 1";
   if (!(o.rate > 0)) return "--rate must be above 0";
-  if (o.psk.empty()) return "--psk must not be empty";
   if (o.id_prefix.empty()) return "--id-prefix must not be empty";
   const auto target = io::Endpoint::Parse(o.target, kIkePort);
   if (!target) return "--target: '" + o.target + "' is not an IPv4 or IPv6 address";
@@ -119,9 +120,9 @@ std::string Prepare(const LoadgenOptions& o, Setup& s) {
 
   auto c = std::make_shared<ike::ConnectionParams>();
   c->name = "loadgen";
-  c->remote_id_any = true;  // any responder identity that proves the PSK
-  c->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
-      reinterpret_cast<const std::uint8_t*>(o.psk.data()), o.psk.size()));
+  c->remote_id_any = true;  // any responder identity that proves the PSK or its certificate
+  if (std::string err = loadgen::ApplyAuth({o.psk, o.cert, o.key, o.ca, o.id}, *c); !err.empty()) return err;
+  s.shared_identity = c->local_auth == ike::AuthMethod::kPubkey;
   std::string err;
   if (!ike::ParseProposals(o.ike_proposals, ike::ProtocolId::kIke, c->ike_proposals, err))
     return "--ike: " + err;
@@ -284,6 +285,7 @@ int RunLoadgen(const LoadgenOptions& o) {
     c.sockets = sockets / threads + (k < sockets % threads ? 1 : 0);
     c.connection = setup.connection;
     c.id_prefix = o.id_prefix;
+    c.shared_identity = setup.shared_identity;
     c.first_index = first;
     c.count = n / threads + (k < n % threads ? 1 : 0);
     c.rate = o.rate * c.count / n;
@@ -305,6 +307,13 @@ int RunLoadgen(const LoadgenOptions& o) {
                "ports (up to %zu initiators per port)\n",
                n, setup.target.AddressString().c_str(), setup.source.AddressString().c_str(), o.rate,
                threads, sockets, (n + sockets - 1) / sockets);
+  if (setup.shared_identity) {
+    std::fprintf(stderr, "spigot loadgen: every initiator authenticates with %s as %s%s\n",
+                 setup.connection->local_credentials->cert.Subject().c_str(),
+                 ike::ToString(setup.connection->local_id).c_str(),
+                 setup.connection->remote_auth == ike::AuthMethod::kPubkey
+                     ? ", and checks the responder's certificate" : "");
+  }
 
   const ike::TimePoint start = io::DefaultClock().Now() + 10ms;
   std::vector<std::thread> running;

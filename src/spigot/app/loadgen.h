@@ -1,7 +1,10 @@
 // `spigot loadgen`: one process acting as many IKEv2 initiators against one responder (a spigot
 // or a strongSwan), for load tests (DESIGN.md, the CLI contract; issue 5). Each initiator has
 // its own IKE SPI, identity FQDN "<id_prefix>-<i>" and (up to the fd limit) source port,
-// authenticates with the PSK and sets up one CHILD SA; the work is spread over worker threads
+// authenticates with the PSK and sets up one CHILD SA; with --cert/--key all of them log in
+// with that one certificate under one identity (its subject DN, or --id), so the responder
+// must allow duplicate identities, and --ca checks the responder's certificate
+// (loadgen/auth.h); the work is spread over worker threads
 // (loadgen/worker.h), the figures merged into one report. With --vips they are road warriors
 // (issue 11): each asks for a virtual IP, and with --traffic pings --traffic-dst from it through
 // its own CHILD SA; the report adds the addresses (how many, all distinct?) and the delivery
@@ -15,7 +18,13 @@ namespace spigot::app {
 
 struct LoadgenOptions {
   std::string target;            // the responder's address: IKE on UDP 500, NAT-T on 4500
-  std::string psk;
+  std::string psk;  // required when either side authenticates with it (loadgen/auth.h)
+  // Certificate login: our certificate chain (PEM, end entity first, intermediates after) and
+  // key; the CA(s) the responder's certificate must chain to; our identity ("": the subject DN).
+  std::string cert;
+  std::string key;
+  std::string ca;
+  std::string id;
   std::uint32_t ike_sas = 0;     // initiators
   double rate = 100;             // new initiators started per second
   std::string child_rekey_time;  // rekey each CHILD SA this often (less up to 10% jitter); "": never

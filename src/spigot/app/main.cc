@@ -157,7 +157,16 @@ void AddLoadgen(CLI::App& app, Cli& cli) {
   spigot::app::LoadgenOptions& o = cli.loadgen;
   CLI::App* lg = app.add_subcommand("loadgen", "Act as many IKE initiators against a responder");
   lg->add_option("--target", o.target, "Responder address (IKE on UDP 500, NAT-T on 4500)")->required();
-  lg->add_option("--psk", o.psk, "Pre-shared key")->required();
+  lg->add_option("--psk", o.psk, "Pre-shared key (needed unless --cert and --ca authenticate both sides)");
+  lg->add_option("--cert", o.cert,
+                 "Log in with this certificate (PEM: end entity, then intermediates, sent in CERT "
+                 "payloads). Every initiator uses it under one identity (--id), so the responder must "
+                 "allow duplicates (spigot unique = \"no\", strongSwan unique = never)");
+  lg->add_option("--key", o.key, "The private key of --cert (PEM or DER, unencrypted)");
+  lg->add_option("--ca", o.ca, "Check the responder's certificate against these CA(s) (PEM); "
+                               "without it the responder proves the PSK");
+  lg->add_option("--id", o.id, "With --cert: the identity all initiators use, one the certificate "
+                               "holds (default: its subject DN)");
   lg->add_option("--ike-sas", o.ike_sas, "Initiators, each with one IKE SA and one CHILD SA")->required();
   lg->add_option("--rate", o.rate, "New initiators started per second")->capture_default_str();
   lg->add_option("--child-rekey-time", o.child_rekey_time, "Rekey each CHILD SA this often (less jitter)");
@@ -168,7 +177,7 @@ void AddLoadgen(CLI::App& app, Cli& cli) {
   lg->add_option("--esp", o.esp_proposals, "ESP proposals")->capture_default_str();
   lg->add_option("--local-ts", o.local_ts, "Our traffic selectors (default: everything)");
   lg->add_option("--remote-ts", o.remote_ts, "The responder's traffic selectors (default: everything)");
-  lg->add_option("--id-prefix", o.id_prefix, "Identities are FQDNs PREFIX-1 ... PREFIX-N")
+  lg->add_option("--id-prefix", o.id_prefix, "PSK logins: identities are FQDNs PREFIX-1 ... PREFIX-N")
       ->capture_default_str();
   lg->add_option("--source", o.source, "Our address (default: the route's to the target)");
   lg->add_option("--threads", o.threads, "Worker threads (default: one per core)");

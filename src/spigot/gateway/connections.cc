@@ -106,7 +106,7 @@ const Connection* Connections::ForAddress(const io::Endpoint& from) const {
 
 std::shared_ptr<const ike::ConnectionParams> Connections::ForPeer(const ike::Identity& peer) const {
   for (const auto& [name, c] : by_name_) {
-    if (!c.params->remote_id_any && c.params->remote_id == peer) return c.params;
+    if (!c.params->remote_id_any && ike::SameIdentity(c.params->remote_id, peer)) return c.params;
   }
   for (const auto& [name, c] : by_name_) {
     if (c.params->remote_id_pattern && c.params->AcceptsPeer(peer)) return c.params;

@@ -75,4 +75,22 @@ std::string ToString(const Identity& id) {
   return hex;
 }
 
+bool SameIdentity(const Identity& a, const Identity& b) {
+  if (a.type != b.type) return false;
+  if (a.type == IdType::kDerAsn1Dn && a.data != b.data) return pki::SameDn(a.data, b.data);
+  return a.data == b.data;
+}
+
+bool CertificateHolds(const pki::Certificate& cert, const IdPayload& id) {
+  const std::string_view text(reinterpret_cast<const char*>(id.data.data()), id.data.size());
+  switch (id.type) {
+    case IdType::kDerAsn1Dn: return pki::CertSubjectIs(cert, id.data);
+    case IdType::kFqdn: return pki::CertHasDns(cert, text);
+    case IdType::kRfc822: return pki::CertHasEmail(cert, text);
+    case IdType::kIpv4:
+    case IdType::kIpv6: return pki::CertHasIp(cert, id.data);
+    default: return false;
+  }
+}
+
 }  // namespace spigot::ike

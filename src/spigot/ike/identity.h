@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "spigot/ike/message.h"
+#include "spigot/pki/certificate.h"
 
 namespace spigot::ike {
 
@@ -21,5 +22,14 @@ struct Identity {
 
 std::optional<Identity> ParseIdentity(std::string_view text);
 std::string ToString(const Identity& id);
+
+// Whether two identities are the same: DNs compared canonically (pki::SameDn: the same name in
+// another string type is the same), everything else octet for octet.
+bool SameIdentity(const Identity& a, const Identity& b);
+
+// RFC 4945 3.1: whether `cert` holds identity `id`: an ID_DER_ASN1_DN must be its subject, an
+// ID_FQDN / ID_RFC822_ADDR / ID_IPV4_ADDR / ID_IPV6_ADDR one of its subjectAltNames; other
+// types never match.
+bool CertificateHolds(const pki::Certificate& cert, const IdPayload& id);
 
 }  // namespace spigot::ike

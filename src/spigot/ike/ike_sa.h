@@ -68,7 +68,7 @@ enum class AuthMethod : std::uint8_t {
 struct ConnectionParams {
   // remote_id exactly, "%any", or a DN pattern with wildcards ("C=CH, O=Example, CN=*").
   bool AcceptsPeer(const Identity& id) const {
-    if (remote_id_any || id == remote_id) return true;
+    if (remote_id_any || SameIdentity(id, remote_id)) return true;
     return remote_id_pattern && id.type == IdType::kDerAsn1Dn && remote_id_pattern->Matches(id.data);
   }
   std::string name;

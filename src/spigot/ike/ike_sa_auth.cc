@@ -192,22 +192,6 @@ std::optional<AuthPayload> IkeSa::OwnAuth(std::span<const std::uint8_t> message,
   return AuthPayload{sig->method, std::move(sig->data)};
 }
 
-namespace {
-
-// RFC 4945 3.1: the identity must be one the certificate holds.
-bool CertHolds(const pki::Certificate& cert, const IdPayload& id) {
-  switch (id.type) {
-    case IdType::kDerAsn1Dn: return pki::CertSubjectIs(cert, id.data);
-    case IdType::kFqdn: return pki::CertHasDns(cert, std::string_view(reinterpret_cast<const char*>(id.data.data()), id.data.size()));
-    case IdType::kRfc822: return pki::CertHasEmail(cert, std::string_view(reinterpret_cast<const char*>(id.data.data()), id.data.size()));
-    case IdType::kIpv4:
-    case IdType::kIpv6: return pki::CertHasIp(cert, id.data);
-    default: return false;
-  }
-}
-
-}  // namespace
-
 std::optional<std::string> IkeSa::CheckPeerAuth(const Message& msg, const IdPayload& id, const AuthPayload& auth,
                                                 std::span<const std::uint8_t> message,
                                                 std::span<const std::uint8_t> peer_nonce,
@@ -248,7 +232,7 @@ std::optional<std::string> IkeSa::CheckPeerAuth(const Message& msg, const IdPayl
   }
   if (!leaf) return fail("no certificate (CERT payload) from the peer", true);
   if (auto why = conn_->trust->Verify(*leaf, others)) return fail("certificate " + leaf->Subject() + ": " + *why, true);
-  if (!CertHolds(*leaf, id)) {
+  if (!CertificateHolds(*leaf, id)) {
     return fail("identity " + ToString(Identity::FromPayload(id)) + " is not in its certificate " + leaf->Subject(), true);
   }
   const auto octets = SignedOctets(algs_->prf, message, peer_nonce, sk_p, id.Body());

@@ -172,5 +172,20 @@ TEST_F(CertAuth, MixedPubkeyAndPskAndAMismatchedMethod) {
   EXPECT_EQ(refused.rcounters.auth_failures, 1u);
 }
 
+// A remote_id written in the configuration (UTF8String values) accepts the same DN from a
+// certificate made by strongSwan's `pki` (PrintableString values): DNs compare as names.
+TEST(Identity, ExactDnRemoteIdAcceptsTheSameNameInAnotherStringType) {
+  // X.690 DER of C=CH, CN=a with PrintableString (0x13) values.
+  const Bytes printable = {0x30, 0x19, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02, 'C',
+                           'H',  0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x01, 'a'};
+  ConnectionParams c;
+  c.remote_id = *ParseIdentity("C=CH, CN=a");
+  EXPECT_TRUE(c.AcceptsPeer(Identity{IdType::kDerAsn1Dn, printable}));
+  EXPECT_TRUE(SameIdentity(c.remote_id, Identity{IdType::kDerAsn1Dn, printable}));
+  EXPECT_FALSE(c.AcceptsPeer(*ParseIdentity("C=CH, CN=b")));
+  EXPECT_FALSE(SameIdentity(Identity{IdType::kFqdn, {'a'}}, Identity{IdType::kFqdn, {'A'}})) << "only DNs canonically";
+  EXPECT_FALSE(SameIdentity(Identity{IdType::kKeyId, printable}, Identity{IdType::kDerAsn1Dn, printable}));
+}
+
 }  // namespace
 }  // namespace spigot::ike

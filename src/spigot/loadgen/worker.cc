@@ -15,8 +15,9 @@ using State = ike::IkeSa::State;
 
 // RFC 3948 2.2 / RFC 7296 2.23: IKE on the NAT-T port carries a four-octet zero marker.
 constexpr std::uint8_t kNonEspMarker[4] = {0, 0, 0, 0};
-// Datagrams per recvmmsg, and room for one IKE message each. We announce no IKE
-// fragmentation, and PSK exchanges stay far below this; longer datagrams are dropped.
+// Datagrams per recvmmsg, and room for one IKE message each. We offer IKE fragmentation
+// (RFC 7383; ConnectionParams::fragmentation), so a responder's IKE_AUTH with a certificate
+// chain comes in fragments of its fragment_size; longer datagrams are dropped.
 constexpr std::size_t kRecvBatch = 32;
 constexpr std::size_t kRecvBufferSize = 8192;
 
@@ -135,9 +136,13 @@ void Worker::StartDue(ike::TimePoint now) {
 void Worker::StartOne(ike::TimePoint now) {
   const std::uint32_t i = next_start_++;
   Initiator& ini = initiators_[i];
-  auto conn = std::make_shared<ike::ConnectionParams>(*config_.connection);
-  const std::string id = config_.id_prefix + "-" + std::to_string(config_.first_index + i);
-  conn->local_id = ike::Identity{ike::IdType::kFqdn, ike::Bytes(id.begin(), id.end())};
+  std::shared_ptr<const ike::ConnectionParams> conn = config_.connection;
+  if (!config_.shared_identity) {
+    auto own = std::make_shared<ike::ConnectionParams>(*config_.connection);
+    const std::string id = config_.id_prefix + "-" + std::to_string(config_.first_index + i);
+    own->local_id = ike::Identity{ike::IdType::kFqdn, ike::Bytes(id.begin(), id.end())};
+    conn = std::move(own);
+  }
   ini.socket = static_cast<std::uint32_t>(i % sockets_.size());
   const std::uint64_t spi = NewIkeSpi();
   ini.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kInitiator,

@@ -1,8 +1,9 @@
 // One thread's share of the load generator: its initiators (IkeSa objects, each touched only by
 // this thread) on their own event loop and UDP sockets.
 //
-// Initiator i (numbered from 1 across all workers) has identity FQDN "<id_prefix>-<i>" and its
-// own random IKE SPI; the j-th initiator of a worker sends from the worker's socket j % sockets.
+// Initiator i (numbered from 1 across all workers) has identity FQDN "<id_prefix>-<i>" (or,
+// with shared_identity, the connection's local_id, as certificate logins do: loadgen/auth.h) and
+// its own random IKE SPI; the j-th initiator of a worker sends from the worker's socket j % sockets.
 // With N initiators over S sockets, up to ceil(N / S) of them share a source port (the
 // responder tells them apart by SPI, as it must for initiators behind one NAT).
 //
@@ -64,9 +65,11 @@ struct WorkerConfig {
   std::uint16_t natt_port = 4500;  // the responder's NAT-T port
   io::Endpoint source;             // our address; the sockets bind ephemeral ports on it
   std::size_t sockets = 1;         // distinct source ports
-  // Proposals, PSK, selectors, lifetimes; local_id is replaced per initiator.
+  // Proposals, credentials, selectors, lifetimes; local_id is replaced per initiator unless
+  // shared_identity.
   std::shared_ptr<const ike::ConnectionParams> connection;
   std::string id_prefix = "loadgen";
+  bool shared_identity = false;  // every initiator is connection->local_id
   std::uint32_t first_index = 1;  // identity number of this worker's first initiator
   std::uint32_t count = 0;        // initiators on this worker
   double rate = 1;                // new initiators per second, this worker's share

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <thread>
@@ -15,7 +16,9 @@
 #include "spigot/ike/cookie.h"
 #include "spigot/ike/endpoint.h"
 #include "spigot/ike/traffic_selectors.h"
+#include "spigot/loadgen/auth.h"
 #include "spigot/loadgen/traffic.h"
+#include "spigot/test_tools/test_pki.h"
 
 namespace spigot::loadgen {
 namespace {
@@ -50,9 +53,10 @@ class TestResponder : public ike::IkeSaHost {
     int pool = 0;              // virtual IPs 198.18.0.1 up to .pool (0: CFG_REQUEST ignored)
     bool echo = false;         // answer echo requests to 203.0.113.1 through the CHILD SA
     int lose_echo_of = 0;      // never answer the peer with identifier this (0: none)
+    std::shared_ptr<ike::ConnectionParams> conn;  // in place of Connection(psk, false)
   };
 
-  explicit TestResponder(Options o) : o_(o), conn_(Connection(o.psk, false)) {
+  explicit TestResponder(Options o) : o_(o), conn_(o.conn ? o.conn : Connection(o.psk, false)) {
     conn_->remote_ts_dynamic = o.pool != 0;
     loop_ = io::EventLoop::Create({});
     ike_ = io::UdpSocket::Bind(*io::Endpoint::Parse("127.0.0.1", 0), {});
@@ -78,6 +82,8 @@ class TestResponder : public ike::IkeSaHost {
 
   // Read after Stop().
   int established = 0, children = 0, rekeys = 0, cookies_sent = 0, natt_messages = 0, echoes = 0;
+  std::map<std::string, int> peers;  // established IKE SAs by the identity the peer proved
+  const ike::IkeCounters& counters() const { return counters_; }
   std::size_t live() const { return sas_.size(); }
 
   void SendIke(ike::IkeSa& sa, const ike::Bytes& d) override {
@@ -106,7 +112,9 @@ class TestResponder : public ike::IkeSaHost {
     return conn_;
   }
   void StateChanged(ike::IkeSa& sa) override {
-    if (sa.state() == ike::IkeSa::State::kEstablished) ++established;
+    if (sa.state() != ike::IkeSa::State::kEstablished) return;
+    ++established;
+    if (sa.peer_id()) ++peers[ike::ToString(*sa.peer_id())];
   }
   std::uint64_t NewIkeSpi() override { return crypto::RandomU64() | 1; }
   void AdoptIkeSa(ike::IkeSa&, std::unique_ptr<ike::IkeSa> r) override {
@@ -374,6 +382,45 @@ TEST(Worker, CountsPeersWhoseRepliesAreLost) {
   EXPECT_EQ(run.results.peers_no_replies, 1u);
   EXPECT_EQ(run.results.echo_sent, 20u);
   EXPECT_EQ(run.results.echo_received, 16u);
+}
+
+// Certificate login (loadgen/auth.h): every initiator signs with one client certificate (RSA,
+// through an intermediate it sends) under its subject DN; the responder (ECDSA) checks them
+// against the root and sends its IKE_AUTH response in fragments (fragment_size 576), which the
+// worker reassembles.
+TEST(Worker, CertificateLoginSharesOneIdentityAndTakesFragments) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("spigot-loadgen-cert-" + std::to_string(getpid()));
+  test_tools::TestPki pki(dir);
+  const auto root = pki.Ca("root", "C=CH, O=Example, CN=Root");
+  test_tools::IssueOptions ca;
+  ca.ca = true;
+  const auto inter = pki.Issue("inter", root, "C=CH, O=Example, CN=Intermediate", test_tools::TestKey::kEcP256, ca);
+  test_tools::IssueOptions gw;
+  gw.dns = {"gw.example"};
+  gw.eku = "serverAuth";
+  const auto server = pki.Issue("gw", inter, "C=CH, O=Example, CN=gw.example", test_tools::TestKey::kEcP256, gw);
+  const auto client = pki.Issue("client", inter, "C=CH, O=Example, CN=client", test_tools::TestKey::kRsa2048);
+
+  auto rconn = Connection("unused", false);
+  AuthOptions responder{"", pki.Chain("gw-chain", {&server, &inter}), server.key_path, root.cert_path, "gw.example"};
+  ASSERT_EQ(ApplyAuth(responder, *rconn), "");
+  rconn->fragment_size = 576;
+  TestResponder r({.conn = rconn});
+  Outcome run = RunWorker(r, 10, "unused", 0s, nullptr, [&](WorkerConfig& c) {
+    auto conn = Connection("unused", true);
+    AuthOptions login{"", pki.Chain("client-chain", {&client, &inter}), client.key_path, root.cert_path, ""};
+    EXPECT_EQ(ApplyAuth(login, *conn), "");
+    c.connection = conn;
+    c.shared_identity = true;
+  });
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(run.results.established, 10u);
+  EXPECT_EQ(run.results.failed, 0u) << (run.results.failures.empty() ? "" : run.results.failures.begin()->first);
+  EXPECT_EQ(r.peers, (std::map<std::string, int>{{"C=CH, O=Example, CN=client", 10}}));
+  EXPECT_EQ(r.counters().cert_failures, 0u);
+  EXPECT_GE(r.counters().fragments.messages_fragmented, 10u) << "IKE_AUTH responses in fragments";
+  EXPECT_GE(r.counters().fragments.messages_reassembled, 10u) << "and the requests, with the RSA chain";
+  EXPECT_EQ(r.live(), 0u);
 }
 
 }  // namespace

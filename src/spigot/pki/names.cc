@@ -197,4 +197,9 @@ bool CertSubjectIs(const Certificate& cert, std::span<const std::uint8_t> der) {
   return name && X509_NAME_cmp(X509_get_subject_name(cert.get()), name.get()) == 0;
 }
 
+bool SameDn(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+  NamePtr x = NameFromDer(a), y = NameFromDer(b);
+  return x && y && X509_NAME_cmp(x.get(), y.get()) == 0;
+}
+
 }  // namespace spigot::pki

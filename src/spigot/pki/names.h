@@ -46,5 +46,9 @@ bool CertHasEmail(const Certificate& cert, std::string_view email);
 bool CertHasIp(const Certificate& cert, std::span<const std::uint8_t> address);  // 4 or 16 octets
 // The certificate's subject equals the Name `der` (X509_NAME_cmp: canonical comparison).
 bool CertSubjectIs(const Certificate& cert, std::span<const std::uint8_t> der);
+// Two Names' DER encodings name the same DN, compared canonically as X509_NAME_cmp does (string
+// types, case and spacing aside: `pki` writes PrintableString where ParseDn writes UTF8String).
+// False if either does not parse.
+bool SameDn(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
 
 }  // namespace spigot::pki

@@ -207,6 +207,24 @@ TEST_F(PkiTest, IdentitiesBindToSubjectOrSubjectAltNames) {
   EXPECT_FALSE(LooksLikeDn("user@example.org"));
 }
 
+// strongSwan's `pki` writes DN values as PrintableString, ParseDn as UTF8String: the same name.
+TEST_F(PkiTest, SameDnComparesNamesNotTheirStringTypes) {
+  // X.690 DER of the Name C=CH, CN=a with PrintableString (0x13) values, as `pki` writes it.
+  const std::vector<std::uint8_t> printable = {0x30, 0x19, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55,
+                                               0x04, 0x06, 0x13, 0x02, 'C',  'H',  0x31, 0x0a, 0x30,
+                                               0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x01, 'a'};
+  std::string error;
+  const auto utf8 = ParseDn("C=CH, CN=a", &error);
+  ASSERT_TRUE(utf8) << error;
+  EXPECT_NE(*utf8, printable);
+  EXPECT_EQ(DnToString(printable), "C=CH, CN=a");
+  EXPECT_TRUE(SameDn(*utf8, printable));
+  EXPECT_TRUE(SameDn(printable, printable));
+  EXPECT_FALSE(SameDn(*ParseDn("C=CH, CN=b", &error), printable));
+  EXPECT_FALSE(SameDn(*ParseDn("CN=a, C=CH", &error), printable)) << "RDN order counts";
+  EXPECT_FALSE(SameDn(std::vector<std::uint8_t>{0x30, 0x05}, printable));
+}
+
 TEST_F(PkiTest, DnPatternsMatchWildcardsInPlaceAndNothingElse) {
   std::string error;
   auto p = DnPattern::Parse("C=CH, O=Example, CN=*", &error);
