@@ -76,8 +76,8 @@ class Gateway final : public ike::IkeSaHost {
     std::uint64_t ike_established = 0;
     std::uint64_t cookies_sent = 0;     // IKE_SA_INIT answered with COOKIE (RFC 7296 2.6)
     std::uint64_t cookies_invalid = 0;  // IKE_SA_INIT with a cookie that does not verify
-    // IKE_SA_INIT retransmitted while a worker still answers the original: dropped, the
-    // answer is on its way.
+    // IKE_SA_INIT retransmitted while a worker still answers the original (the answer is on
+    // its way), or arriving after the SA it created was established: dropped.
     std::uint64_t init_in_progress = 0;
     // Peers' CFG_REQUESTs answered with INTERNAL_ADDRESS_FAILURE (pool exhausted, or no pool
     // of the family asked for).
@@ -240,6 +240,14 @@ class Gateway final : public ike::IkeSaHost {
   // Jobs the workers finished, waiting for the control thread (bounded by the pool capacity).
   std::mutex done_mu_;
   std::vector<std::shared_ptr<OffloadJob>> done_;  // guarded by done_mu_
+  // The latest copy of an IKE_SA_INIT request that arrived while a worker answered its first
+  // one, by our SPI: the SA receives it when adopted. At most one per offloaded SA.
+  struct InitRetry {
+    std::vector<std::uint8_t> bytes;
+    io::Endpoint from;
+    bool natt = false;
+  };
+  std::unordered_map<std::uint64_t, InitRetry> init_retries_;
   std::atomic<bool> done_posted_{false};
 };
 

@@ -393,6 +393,38 @@ TEST(GatewayTest, CookiesPastTheThresholdAndForTheirHold) {
   EXPECT_EQ(Established(*p.b.gw), 3u);
 }
 
+// A copy of the IKE_SA_INIT request that arrives after IKE_AUTH established the SA (the
+// initiator retransmitted it while a backlog held the first one) reaches that SA and is
+// dropped; it must not create a second, half-open IKE SA that waits out its timeout.
+TEST(GatewayTest, LateIkeSaInitCopyDoesNotCreateASecondSa) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::optional<Datagram> init;
+  p.net.drop = [&init](const Datagram& d) {
+    const ike::Header h = d.Header();
+    if (h.exchange == ike::Exchange::kIkeSaInit && !h.is_response() && !init) init = d;
+    return false;
+  };
+  Establish(p, p.a);
+  ASSERT_TRUE(init.has_value());
+  const auto redeliver = [&] {
+    p.b.gw->ReceiveIke(init->bytes, init->from, init->natt);
+    p.b.gw->WorkQueue();
+    p.Pump();
+  };
+  redeliver();
+  EXPECT_EQ(p.b.gw->ike_sas().size(), 1u);
+  EXPECT_EQ(p.b.gw->ike_sas().half_open_count(), 0u);
+  EXPECT_EQ(p.b.gw->counters().init_in_progress, 1u);
+  EXPECT_EQ(Established(*p.b.gw), 1u);
+  EXPECT_EQ(p.b.gw->ike_sas().retired_half_open_count(), 1u);
+  // The key is kept for the initiator's retransmission window only.
+  p.Advance(IkeSaTable::kInitRetransmitWindow + seconds(1));
+  EXPECT_EQ(p.b.gw->ike_sas().retired_half_open_count(), 0u);
+  EXPECT_EQ(Established(*p.b.gw), 1u);
+  ExpectCleanDataPath(p);
+}
+
 TEST(GatewayTest, AcquireQueueOverflowIsRefusedWithStatusIpsecQueueOverflow) {
   const std::string site2 =
       "\n[[connection]]\nname = \"site2\"\nlocal_addrs = \"192.0.2.1\"\n"

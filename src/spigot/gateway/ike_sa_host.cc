@@ -113,7 +113,7 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
     ++counters_.ike_established;
     table_.IndexPeer(IkeSaTable::OurSpi(sa));
     if (sa.role() == ike::IkeSa::Role::kResponder) unique_checks_.push_back(IkeSaTable::OurSpi(sa));
-    if (SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa))) table_.ForgetHalfOpen(*e);
+    if (SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa))) table_.RetireHalfOpen(*e, Now());
     spdlog::info("{}: IKE SA {:016x}_i {:016x}_r ESTABLISHED with {} ({})", name, sa.spi_i(),
                  sa.spi_r(), ike::ToString(sa.remote()),
                  sa.algorithms() ? ike::Describe(*sa.algorithms()) : "");

@@ -69,6 +69,7 @@ bool IkeSaTable::TickOne(std::map<std::uint64_t, SaEntry>::iterator it, ike::Tim
 }
 
 void IkeSaTable::TickDue(ike::TimePoint now) {
+  ExpireRetired(now);
   // Take the due entries first, then tick them: an SA whose deadline is still due after its
   // tick is filed again and waits for the next tick, rather than being ticked again and again
   // in this one (a deadline that does not move would otherwise hold the control thread).
@@ -126,9 +127,26 @@ std::vector<std::uint64_t> IkeSaTable::FindByPeer(const std::string& key) const 
 }
 
 std::optional<std::uint64_t> IkeSaTable::FindHalfOpen(const HalfOpenKey& key) const {
-  auto it = half_open_.find(key);
-  if (it == half_open_.end()) return std::nullopt;
-  return it->second;
+  if (auto it = half_open_.find(key); it != half_open_.end()) return it->second;
+  // An SA that died since is no longer in entries_: the caller finds nothing and drops the copy.
+  if (auto it = retired_.find(key); it != retired_.end()) return it->second;
+  return std::nullopt;
+}
+
+void IkeSaTable::RetireHalfOpen(SaEntry& e, ike::TimePoint now) {
+  if (!e.half_open) return;
+  const HalfOpenKey key = *e.half_open;
+  ForgetHalfOpen(e);
+  ExpireRetired(now);
+  if (retired_.insert_or_assign(key, OurSpi(*e.sa)).second)
+    retired_order_.emplace_back(now + kInitRetransmitWindow, key);
+}
+
+void IkeSaTable::ExpireRetired(ike::TimePoint now) {
+  while (!retired_order_.empty() && retired_order_.front().first <= now) {
+    retired_.erase(retired_order_.front().second);
+    retired_order_.pop_front();
+  }
 }
 
 void IkeSaTable::ForgetHalfOpen(SaEntry& e) {

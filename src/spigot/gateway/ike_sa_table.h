@@ -1,7 +1,8 @@
 // The gateway's IKE SAs, by our own SPI (SPIi for those we initiated, SPIr for the others),
 // with the deadline heap that drives their timers and the two indexes a responder needs:
 // half-open SAs by (peer's SPIi, peer address), so a retransmitted IKE_SA_INIT finds the SA
-// it created (RFC 7296 2.1), and the SPIs of SAs an IKE worker is still answering.
+// it created (RFC 7296 2.1) — for kInitRetransmitWindow after it is established, too — and
+// the SPIs of SAs an IKE worker is still answering.
 //
 // Timers: every IKE SA deadline (retransmits, half-open and liveness timers, lifetimes; see
 // ike/ike_sa.h) is filed in one heap. A tick works the due entries only, O(due log n), not a
@@ -9,7 +10,9 @@
 // deadlines the heap missed (want 0).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -69,10 +72,21 @@ class IkeSaTable {
   std::uint64_t timers_missed() const { return timers_missed_; }
 
   // Half-open responders.
+  // How long an established responder stays findable by its half-open key: an initiator
+  // retransmits IKE_SA_INIT for 1 + 2 + 4 + 8 + 16 s, and a copy can arrive (or leave the
+  // negotiation queue) after IKE_AUTH established the SA. Without this it would create a
+  // second IKE SA, a DH on a worker and a half-open SA holding memory and counting towards
+  // cookie_threshold until the half-open timeout (30 s) — thousands of them in a login storm.
+  // Found, the copy reaches the established SA, which drops it (message ID 0 is done).
+  static constexpr auto kInitRetransmitWindow = std::chrono::seconds(32);
   std::optional<std::uint64_t> FindHalfOpen(const HalfOpenKey& key) const;
   void AddHalfOpen(const HalfOpenKey& key, std::uint64_t ours) { half_open_[key] = ours; }
   void ForgetHalfOpen(SaEntry& e);
+  // SA `e` is established: no longer half-open (half_open_count), but its key still finds it
+  // until now + kInitRetransmitWindow (or until it is gone).
+  void RetireHalfOpen(SaEntry& e, ike::TimePoint now);
   std::size_t half_open_count() const { return half_open_.size(); }
+  std::size_t retired_half_open_count() const { return retired_.size(); }
 
   // Established IKE SAs by (connection, peer identity): what unique identities look up, in
   // O(SAs of that peer) rather than a walk of the table. An SA leaves the index when it leaves
@@ -96,6 +110,12 @@ class IkeSaTable {
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<TimerEntry>> timers_;
   std::vector<std::uint64_t> adopted_;
   std::map<HalfOpenKey, std::uint64_t> half_open_;  // includes those on a worker
+  // Established responders' half-open keys (RetireHalfOpen), and when each goes, oldest first
+  // (the window is one constant, so retirement order is expiry order). Bound: the SAs
+  // established in the last kInitRetransmitWindow.
+  std::map<HalfOpenKey, std::uint64_t> retired_;
+  std::deque<std::pair<ike::TimePoint, HalfOpenKey>> retired_order_;
+  void ExpireRetired(ike::TimePoint now);
   std::unordered_multimap<std::string, std::uint64_t> by_peer_;
   std::set<std::uint64_t> offloaded_;  // at most the worker pool's capacity
   std::uint64_t timers_missed_ = 0;

@@ -78,6 +78,12 @@ void Gateway::ReceiveIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
     prio = e != nullptr && e->sa->state() == ike::IkeSa::State::kEstablished
                ? engine::Priority::kEstablished
                : engine::Priority::kHalfOpen;
+  } else if (h.exchange == ike::Exchange::kIkeSaInit && table_.FindHalfOpen({h.spi_i, from.ToString()})) {
+    // Another form of a request that already created an SA — its retry with a new COOKIE after
+    // our cookie secret rotated — must stay in order with the IKE_AUTH that follows it, which
+    // waits as kHalfOpen: the peer signs the form it sent last (NoteInitRetry), and an
+    // IKE_AUTH that overtook it would be checked against the old one and fail.
+    prio = engine::Priority::kHalfOpen;
   }
   auto copy = std::make_shared<std::vector<std::uint8_t>>(msg.begin(), msg.end());
   // A full queue refuses (or evicts lower-priority work) with STATUS_IPSEC_QUEUE_OVERFLOW,
@@ -129,6 +135,12 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
     const HalfOpenKey key{h.spi_i, from.ToString()};
     if (auto known = table_.FindHalfOpen(key)) {
       ours = *known;
+      // A late copy for an SA that is past IKE_SA_INIT (retired from the half-open index, see
+      // IkeSaTable::kInitRetransmitWindow): dropped here, before it could move the SA's port.
+      if (const SaEntry* e = table_.Find(ours); e != nullptr && !e->half_open) {
+        ++counters_.init_in_progress;
+        return;
+      }
     } else {
       const Connection* c = connections_.ForAddress(from);
       // Cookie mode starts at cookie_threshold half-open SAs and lasts kCookieHold after the
@@ -164,7 +176,15 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
   }
   SaEntry* e = table_.Find(ours);
   if (e == nullptr) {
-    ++(table_.IsOffloaded(ours) ? counters_.init_in_progress : counters_.ike_unknown_spi);
+    if (table_.IsOffloaded(ours)) {
+      ++counters_.init_in_progress;
+      // The SA sees the latest copy once it is adopted: it may be the request in the form the
+      // peer will sign (its cookie retry).
+      if (we_respond && h.exchange == ike::Exchange::kIkeSaInit)
+        init_retries_[ours] = {std::vector<std::uint8_t>(msg.begin(), msg.end()), from, natt_port};
+    } else {
+      ++counters_.ike_unknown_spi;
+    }
     return;
   }
   // Answer on the port the peer last used (it moves to 4500 when it detects a NAT: 2.23).
@@ -258,6 +278,15 @@ void Gateway::AdoptOffloaded() {
     ike::IkeSa& sa = *table_.Insert(ours, std::move(e)).sa;
     for (const auto& datagram : job->host.sent) SendIke(sa, datagram);
     if (job->host.state_changed) StateChanged(sa);
+    if (auto retry = init_retries_.find(ours); retry != init_retries_.end()) {
+      const InitRetry r = std::move(retry->second);
+      init_retries_.erase(retry);
+      if (sa.state() == ike::IkeSa::State::kInitAnswered) {
+        table_.Find(ours)->natt = r.natt;
+        sa.set_remote(ike::ToAddress(r.from));
+        sa.Receive(r.bytes, Now());
+      }
+    }
     if (shutting_down_) sa.Delete(Now());
     table_.Schedule(ours);
   }
