@@ -417,6 +417,7 @@ void Dataplane::OutboundThread() {
                    {outbound_->mailbox_fd(), POLLIN, 0},
                    {pipe ? pipe->signal_fd() : -1, POLLIN, 0}};
   auto last_expire = std::chrono::steady_clock::now();
+  auto last_release = last_expire;
   auto now = last_expire;
   while (!stop_) {
     // With jobs in flight the wait ends by the oldest one's deadline, so the watchdog fires
@@ -431,6 +432,10 @@ void Dataplane::OutboundThread() {
     if (now - last_expire > std::chrono::seconds(1)) {
       outbound_->ExpireAcquires(now);
       last_expire = now;
+    }
+    if (now - last_release >= datapath::kIdleKeysPeriod) {
+      outbound_->ReleaseIdleKeys();
+      last_release = now;
     }
     if (monitor_) monitor_->Tick(now);
     outbound_->PollCrypto(mgr, now, send_sealed);
@@ -475,6 +480,7 @@ void Dataplane::InboundThread() {
   pollfd fds[3] = {{natt_.fd(), POLLIN, 0},
                    {inbound_->mailbox_fd(), POLLIN, 0},
                    {pipe ? pipe->signal_fd() : -1, POLLIN, 0}};
+  auto last_release = std::chrono::steady_clock::now();
   while (!stop_) {
     int timeout = kPollMs;  // bounded by the oldest job's deadline, as on the outbound side
     if (pipe) {
@@ -483,6 +489,10 @@ void Dataplane::InboundThread() {
     }
     poll(fds, 3, timeout);
     auto now = std::chrono::steady_clock::now();
+    if (now - last_release >= datapath::kIdleKeysPeriod) {
+      inbound_->ReleaseIdleKeys();
+      last_release = now;
+    }
     if (monitor_) monitor_->Tick(now);
     inbound_->PollCrypto(mgr, *reader, now, deliver);
     for (;;) {

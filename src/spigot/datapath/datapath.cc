@@ -27,6 +27,41 @@ bool Addresses(std::span<const std::uint8_t> ip, policy::Family& family,
   return false;
 }
 
+// An SA's expanded keys, made again from its raw ones if ReleaseIdleKeys let them go. Null
+// only if the key material does not fit the suite, which the install already refused.
+template <typename SaT>
+const crypto::EspCipher* ExpandedKeys(crypto::ImbManager& mgr, SaT& sa) {
+  sa.used = true;
+  if (sa.cipher) [[likely]] return sa.cipher.get();
+  auto cipher = std::make_unique<crypto::EspCipher>();
+  if (!cipher->Init(mgr, sa.suite, sa.keymat)) return nullptr;
+  sa.cipher = std::move(cipher);
+  return sa.cipher.get();
+}
+
+// Expands the keys at install; false if the key material does not fit the suite.
+template <typename SaT>
+bool SetKeys(crypto::ImbManager& mgr, SaT& sa, crypto::EspSuite suite, const crypto::SecureBytes& keymat) {
+  sa.suite = suite;
+  sa.keymat = keymat;
+  sa.used = true;  // a fresh SA keeps its keys for at least one whole period
+  return ExpandedKeys(mgr, sa) != nullptr;
+}
+
+// ReleaseIdleKeys for one SA: true if its keys were freed. An SA with a crypto job (in flight,
+// or abandoned and still read by the engine) is referenced by that job, so use_count() > 1.
+template <typename SaT>
+bool ReleaseIfIdle(const std::shared_ptr<SaT>& sa) {
+  if (!sa || !sa->cipher) return false;
+  if (sa->used) {
+    sa->used = false;
+    return false;
+  }
+  if (sa.use_count() != 1) return false;
+  sa->cipher.reset();  // ~EspCipher wipes the expanded keys
+  return true;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- inbound
@@ -53,7 +88,7 @@ void InboundPath::ApplyCommands() {
       sa->counters = spec->counters;
       sa->spi = spec->spi;
       sa->report_first = spec->report_first_packet;
-      if (!sa->cipher.Init(crypto::ImbManager::ForThisThread(), spec->suite, spec->keymat)) return;
+      if (!SetKeys(crypto::ImbManager::ForThisThread(), *sa, spec->suite, spec->keymat)) return;
       sas_[spec->spi] = std::move(sa);
     } else {
       sas_.erase(std::get<std::uint32_t>(c));
@@ -86,11 +121,25 @@ InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::
     Add(counters_.unknown_spi);
     return Verdict::kDrop;
   }
-  if (pipeline_ && !pipeline_->Bypass()) return Queue(it->second, pkt, now);
+  if (pipeline_ && !pipeline_->Bypass()) return Queue(mgr, it->second, pkt, now);
   Sa& sa = *it->second;
+  const crypto::EspCipher* cipher = ExpandedKeys(mgr, sa);
+  if (cipher == nullptr) return Dropped(esp::Status::kMalformed);
   std::uint8_t next_header = 0;
   const std::size_t wire_len = pkt.length;
-  return Opened(sa, esp::Open(mgr, sa.cipher, sa.state, pkt, next_header), pkt, wire_len, reader);
+  return Opened(sa, esp::Open(mgr, *cipher, sa.state, pkt, next_header), pkt, wire_len, reader);
+}
+
+std::size_t InboundPath::ReleaseIdleKeys() {
+  std::size_t n = 0;
+  for (auto& [spi, sa] : sas_) n += ReleaseIfIdle(sa);
+  return n;
+}
+
+std::size_t InboundPath::expanded_keys() const {
+  std::size_t n = 0;
+  for (const auto& [spi, sa] : sas_) n += sa->cipher != nullptr;
+  return n;
 }
 
 InboundPath::Verdict InboundPath::Dropped(esp::Status status) {
@@ -145,8 +194,10 @@ InboundPath::Verdict InboundPath::Opened(Sa& sa, esp::Status status, esp::Packet
   return Verdict::kDeliver;
 }
 
-InboundPath::Verdict InboundPath::Queue(const std::shared_ptr<Sa>& sa, const esp::PacketView& pkt,
-                                        io::Clock::TimePoint now) {
+InboundPath::Verdict InboundPath::Queue(crypto::ImbManager& mgr, const std::shared_ptr<Sa>& sa,
+                                        const esp::PacketView& pkt, io::Clock::TimePoint now) {
+  const crypto::EspCipher* cipher = ExpandedKeys(mgr, *sa);
+  if (cipher == nullptr) return Dropped(esp::Status::kMalformed);
   std::size_t slot;
   std::span<std::uint8_t> buf;
   if (!pipeline_->Reserve(slot, buf)) {
@@ -163,10 +214,10 @@ InboundPath::Verdict InboundPath::Queue(const std::shared_ptr<Sa>& sa, const esp
   job.pkt = esp::PacketView{buf, 0, pkt.length};
   job.wire_len = pkt.length;
   // Replay check now, in arrival order; checked again when the packet is finished.
-  const esp::Status st = esp::OpenPrepare(sa->cipher, sa->state, job.pkt, job.op);
+  const esp::Status st = esp::OpenPrepare(*cipher, sa->state, job.pkt, job.op);
   if (st != esp::Status::kOk) return Dropped(st);
-  job.sa = sa;
-  pipeline_->Commit(slot, sa->cipher, job.op, buf.data(), now);
+  job.sa = sa;  // keeps the SA, and so its keys, until the job is finished
+  pipeline_->Commit(slot, *cipher, job.op, buf.data(), now);
   return Verdict::kQueued;
 }
 
@@ -217,7 +268,7 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
       sa->state = esp::OutboundState{spec->spi, spec->esn, 1};
       sa->peer = spec->peer;
       sa->counters = spec->counters;
-      if (!sa->cipher.Init(mgr, spec->suite, spec->keymat)) return;
+      if (!SetKeys(mgr, *sa, spec->suite, spec->keymat)) return;
       Policy& p = policies_[spec->policy];
       p.sa = std::move(sa);
       // Packets held for this policy (or for the trap policy whose acquire it answers) go out
@@ -270,14 +321,28 @@ OutboundPath::Verdict OutboundPath::Seal(crypto::ImbManager& mgr, policy::Policy
   const std::size_t inner_len = pkt.length;
   const std::uint8_t next_header =
       (pkt.bytes()[0] >> 4) == 6 ? esp::kNextHeaderIpv6 : esp::kNextHeaderIpv4;
-  const esp::Status st = esp::Seal(mgr, sa.cipher, sa.state, next_header, pkt);
+  const crypto::EspCipher* cipher = ExpandedKeys(mgr, sa);
+  if (cipher == nullptr) return SealFailed(id, sa, esp::Status::kMalformed);
+  const esp::Status st = esp::Seal(mgr, *cipher, sa.state, next_header, pkt);
   if (st != esp::Status::kOk) return SealFailed(id, sa, st);
   CountSent(sa, inner_len, pkt.length);
   peer = &sa.peer;
   return Verdict::kSend;
 }
 
-OutboundPath::Verdict OutboundPath::Queue(policy::PolicyId id, Policy& p,
+std::size_t OutboundPath::ReleaseIdleKeys() {
+  std::size_t n = 0;
+  for (auto& [id, p] : policies_) n += ReleaseIfIdle(p.sa);
+  return n;
+}
+
+std::size_t OutboundPath::expanded_keys() const {
+  std::size_t n = 0;
+  for (const auto& [id, p] : policies_) n += p.sa && p.sa->cipher != nullptr;
+  return n;
+}
+
+OutboundPath::Verdict OutboundPath::Queue(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p,
                                           const esp::PacketView& pkt,
                                           std::chrono::steady_clock::time_point now) {
   std::size_t slot;
@@ -300,10 +365,12 @@ OutboundPath::Verdict OutboundPath::Queue(policy::PolicyId id, Policy& p,
       (pkt.bytes()[0] >> 4) == 6 ? esp::kNextHeaderIpv6 : esp::kNextHeaderIpv4;
   // The sequence number is taken now, in TUN order, on this thread.
   esp::CryptoOp op;
-  const esp::Status st = esp::SealPrepare(sa.cipher, sa.state, next_header, job.pkt, op);
+  const crypto::EspCipher* cipher = ExpandedKeys(mgr, sa);
+  if (cipher == nullptr) return SealFailed(id, sa, esp::Status::kMalformed);
+  const esp::Status st = esp::SealPrepare(*cipher, sa.state, next_header, job.pkt, op);
   if (st != esp::Status::kOk) return SealFailed(id, sa, st);
-  job.sa = p.sa;
-  pipeline_->Commit(slot, sa.cipher, op, job.pkt.buffer.data() + job.pkt.offset, now);
+  job.sa = p.sa;  // keeps the SA, and so its keys, until the job is finished
+  pipeline_->Commit(slot, *cipher, op, job.pkt.buffer.data() + job.pkt.offset, now);
   return Verdict::kQueued;
 }
 
@@ -348,7 +415,7 @@ OutboundPath::Verdict OutboundPath::Process(crypto::ImbManager& mgr, policy::Spd
   }
   auto it = policies_.find(id);
   if (it != policies_.end() && it->second.sa) {
-    if (pipeline_ && !pipeline_->Bypass()) return Queue(id, it->second, pkt, now);
+    if (pipeline_ && !pipeline_->Bypass()) return Queue(mgr, id, it->second, pkt, now);
     return Seal(mgr, id, it->second, pkt, peer);
   }
   if (it == policies_.end() || !it->second.trap) {

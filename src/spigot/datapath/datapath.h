@@ -7,6 +7,12 @@
 //   InboundPath (the thread that reads UDP 4500): non-ESP marker -> IKE, handed to the control
 //     thread; ESP -> SPI lookup -> replay check -> esp::Open -> selector check -> TUN.
 //
+// Expanded keys (crypto::EspCipher, ~1 KB per SA and direction for AES-GCM) are what an SA
+// costs most; an idle tunnel does not need them. Each path keeps an SA's raw key material and
+// expands it on install and again on the first packet after ReleaseIdleKeys() let it go (the
+// thread calls that every kIdleKeysPeriod): 100,000 road warriors that are mostly quiet pay
+// for the ones that send. Expanding again takes microseconds, once per waking SA.
+//
 // Each path's tables belong to its thread alone: no lock and no allocation per packet. The
 // control thread changes them only through a bounded mailbox that the thread drains between
 // batches, so an SA installed before an IKE message is sent is in place before any packet
@@ -17,6 +23,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -148,6 +155,10 @@ class Mailbox {
   std::atomic<bool> pending_{false};
 };
 
+// How often a data-path thread calls ReleaseIdleKeys(): an SA's expanded keys go after one
+// to two periods without a packet.
+inline constexpr auto kIdleKeysPeriod = std::chrono::seconds(10);
+
 class InboundPath {
  public:
   // kQueued: the packet went to the crypto engine; PollCrypto() delivers it.
@@ -180,11 +191,19 @@ class InboundPath {
                   io::Clock::TimePoint now, const DeliverFn& deliver);
   engine::CryptoPipeline* pipeline() { return pipeline_.get(); }
   std::size_t sa_count() const { return sas_.size(); }
+  // Data-path thread: frees the expanded keys of the SAs that opened no packet since the last
+  // call and that no crypto job refers to. Returns how many were freed.
+  std::size_t ReleaseIdleKeys();
+  std::size_t expanded_keys() const;  // SAs holding expanded keys (for tests)
 
  private:
   struct Sa {
     esp::InboundState state;
-    crypto::EspCipher cipher;
+    // Null while released (ReleaseIdleKeys); expanded again from keymat on use.
+    std::unique_ptr<crypto::EspCipher> cipher;
+    crypto::SecureBytes keymat;
+    crypto::EspSuite suite = crypto::EspSuite::kAesGcm128;
+    bool used = false;  // a packet since the last ReleaseIdleKeys
     policy::PolicyId policy;
     std::vector<Selector> selectors;
     std::shared_ptr<SaCounters> counters;
@@ -200,7 +219,7 @@ class InboundPath {
     std::size_t wire_len = 0;
   };
 
-  Verdict Queue(const std::shared_ptr<Sa>& sa, const esp::PacketView& pkt,
+  Verdict Queue(crypto::ImbManager& mgr, const std::shared_ptr<Sa>& sa, const esp::PacketView& pkt,
                 io::Clock::TimePoint now);
   Verdict Dropped(esp::Status status);  // counts why
   // Everything after the cipher: counters, then the selector check.
@@ -254,11 +273,17 @@ class OutboundPath {
   void PollCrypto(crypto::ImbManager& mgr, io::Clock::TimePoint now, const SendFn& send);
   engine::CryptoPipeline* pipeline() { return pipeline_.get(); }
   const policy::AcquireQueueStats& acquire_stats() const { return acquire_.stats(); }
+  // As InboundPath's: the keys of SAs that sealed no packet since the last call.
+  std::size_t ReleaseIdleKeys();
+  std::size_t expanded_keys() const;
 
  private:
   struct Sa {
     esp::OutboundState state;
-    crypto::EspCipher cipher;
+    std::unique_ptr<crypto::EspCipher> cipher;  // null while released
+    crypto::SecureBytes keymat;
+    crypto::EspSuite suite = crypto::EspSuite::kAesGcm128;
+    bool used = false;
     io::Endpoint peer;
     std::shared_ptr<SaCounters> counters;
     bool exhausted_reported = false;
@@ -289,7 +314,7 @@ class OutboundPath {
   // Seals in place with the policy's SA; false if it cannot (no SA, exhausted, no room).
   Verdict Seal(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p, esp::PacketView& pkt,
                const io::Endpoint*& peer);
-  Verdict Queue(policy::PolicyId id, Policy& p, const esp::PacketView& pkt,
+  Verdict Queue(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p, const esp::PacketView& pkt,
                 std::chrono::steady_clock::time_point now);
   // Counts a SealPrepare() failure; kOk is not one.
   Verdict SealFailed(policy::PolicyId id, Sa& sa, esp::Status status);

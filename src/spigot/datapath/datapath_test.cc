@@ -128,6 +128,32 @@ TEST_F(Fixture, FirstAuthenticPacketIsReportedOnce) {
   EXPECT_EQ(reported.size(), 1u);
 }
 
+// An SA idle for a whole ReleaseIdleKeys period gives its expanded keys back, and its next
+// packet expands them again; sequence numbers and the replay window carry on.
+TEST_F(Fixture, IdleSasReleaseTheirExpandedKeysAndExpandThemAgainOnUse) {
+  InstallPair();
+  const auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 7});
+  auto first = PeerSends(inner);
+  ASSERT_EQ(Receive(first), In::kDeliver);
+  EXPECT_EQ(inbound.expanded_keys(), 1u);
+  EXPECT_EQ(peer_out.expanded_keys(), 1u);
+  EXPECT_EQ(inbound.ReleaseIdleKeys(), 0u);  // used since the last call: kept
+  EXPECT_EQ(peer_out.ReleaseIdleKeys(), 0u);
+  EXPECT_EQ(inbound.ReleaseIdleKeys(), 1u);  // a whole period without a packet
+  EXPECT_EQ(peer_out.ReleaseIdleKeys(), 1u);
+  EXPECT_EQ(inbound.expanded_keys(), 0u);
+  EXPECT_EQ(peer_out.expanded_keys(), 0u);
+  EXPECT_EQ(Receive(first), In::kDrop);  // still a replay
+  EXPECT_EQ(counters.replay.load(), 1u);
+  std::vector<std::uint8_t> got;
+  ASSERT_EQ(Receive(PeerSends(inner), &got), In::kDeliver);
+  EXPECT_EQ(got, inner);
+  EXPECT_EQ(inbound.expanded_keys(), 1u);
+  EXPECT_EQ(peer_out.expanded_keys(), 1u);
+  EXPECT_EQ(counters.rx_packets.load(), 2u);
+  EXPECT_EQ(counters.bad_icv.load(), 0u);
+}
+
 TEST_F(Fixture, HostileInputIsCountedUnderItsReasonAndNeverDelivered) {
   InstallPair();
   const auto good = PeerSends(Ipv4({203, 0, 113, 5}, {198, 51, 100, 7}));
