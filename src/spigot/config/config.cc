@@ -286,6 +286,10 @@ class Loader {
         return Fail("connection[" + std::to_string(i) + "].remote_auth",
                     "\"eap-mschapv2\" needs at least one [[eap_user]] (id and secret)");
       }
+      const std::string& id = out.connections[i].eap_id;
+      if (!id.empty() && std::none_of(out.eap_users.begin(), out.eap_users.end(), [&](const EapUserConfig& u) { return u.id == id; })) {
+        return Fail("connection[" + std::to_string(i) + "].eap_id", "no [[eap_user]] has id \"" + id + "\" (its secret is the password)");
+      }
     }
     return CheckUniqueNames(out.connections) && CheckPools(out);
   }
@@ -578,20 +582,26 @@ class Loader {
         out = AuthKind::kPubkey;
         return true;
       }
-      if (key == "remote_auth" && text == "eap-mschapv2") {
+      if (text == "eap-mschapv2") {
         out = AuthKind::kEapMschapV2;
         return true;
       }
-      if (text == "eap-mschapv2" || text == "eap-tls" || text == "eap-radius") {
-        return Fail(p + "." + std::string(key), "\"" + text + "\" is not supported yet" +
-                                                   (key == "remote_auth" ? " (remote_auth takes \"eap-mschapv2\")"
-                                                                         : " (spigot is not an EAP client yet)"));
+      if (text == "eap-tls" || text == "eap-radius") {
+        return Fail(p + "." + std::string(key), "\"" + text + "\" is not supported yet (EAP takes \"eap-mschapv2\")");
       }
-      return Fail(p + "." + std::string(key),
-                  std::string("must be \"psk\" or \"pubkey\"") + (key == "remote_auth" ? " or \"eap-mschapv2\"" : "") +
-                      ", got \"" + text + "\"");
+      return Fail(p + "." + std::string(key), "must be \"psk\", \"pubkey\" or \"eap-mschapv2\", got \"" + text + "\"");
     };
     if (!kind("local_auth", c.local_auth) || !kind("remote_auth", c.remote_auth)) return false;
+    if (!GetString(t, p, "eap_id", c.eap_id)) return false;
+    if (c.local_auth == AuthKind::kEapMschapV2 && c.eap_id.empty()) {
+      return Fail(p + ".eap_id", "required with local_auth = \"eap-mschapv2\" (the user name; its secret is the [[eap_user]] of that id)");
+    }
+    if (c.local_auth != AuthKind::kEapMschapV2 && !c.eap_id.empty()) {
+      return Fail(p + ".eap_id", "set, but local_auth is not \"eap-mschapv2\"");
+    }
+    if (c.local_auth == AuthKind::kEapMschapV2 && c.remote_auth == AuthKind::kEapMschapV2) {
+      return Fail(p + ".remote_auth", "EAP on both sides: the responder must prove itself with \"pubkey\" or \"psk\"");
+    }
     const auto path = [&](std::string_view key, std::string& out) {
       bool present = false;
       if (!GetString(t, p, key, out, &present)) return false;
@@ -646,7 +656,7 @@ class Loader {
                          "psk_file", "ike_proposals", "esp_proposals", "local_ts", "remote_ts",
                          "start_action", "ike_rekey_time", "child_rekey_time", "ike_lifetime",
                          "child_lifetime", "child_life_bytes", "child_life_packets", "replay_window",
-                         "dpd_delay", "unique", "pools", "vips", "fragmentation", "local_auth",
+                         "dpd_delay", "unique", "pools", "vips", "fragmentation", "local_auth", "eap_id",
                          "remote_auth", "local_cert", "local_key", "ca_certs", "crl_files", "rsa_pss"})) {
       return false;
     }

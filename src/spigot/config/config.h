@@ -105,7 +105,8 @@ inline constexpr std::string_view kDefaultEspProposals =
 // The weak transforms allow_weak may name (strongSwan's keywords).
 inline constexpr std::string_view kWeakTransforms[] = {"modp1024", "3des"};
 
-// remote_auth "eap-mschapv2" (responder only): EAP-MSCHAPv2 against [[eap_user]] entries.
+// "eap-mschapv2": as remote_auth (responder), EAP-MSCHAPv2 against [[eap_user]] entries; as
+// local_auth (initiator), logging in as eap_id with the [[eap_user]] of that id.
 enum class AuthKind : std::uint8_t { kPsk, kPubkey, kEapMschapV2 };
 
 struct ConnectionConfig {
@@ -165,6 +166,7 @@ struct ConnectionConfig {
   // (a signature with a certificate's key; RSA or ECDSA). psk/psk_file is required only when a
   // side uses it.
   AuthKind local_auth = AuthKind::kPsk;
+  std::string eap_id;  // local_auth "eap-mschapv2": who we log in as
   AuthKind remote_auth = AuthKind::kPsk;
   // local_auth "pubkey": local_cert (PEM, the certificate first, intermediates after it) and
   // local_key, loaded and checked to match at load; read again by every load (a reload picks up

@@ -678,9 +678,9 @@ TEST(ConfigTest, PubkeyLoadsCertificatesAndNeedsNoPsk) {
   EXPECT_TRUE(r2.ok) << r2.error;
 
   ExpectError(PubkeyConnection("local_auth = \"cert\"\nremote_auth = \"pubkey\"\n" + files),
-              "spigot.toml: connection[0].local_auth: must be \"psk\" or \"pubkey\", got \"cert\"");
+              "spigot.toml: connection[0].local_auth: must be \"psk\", \"pubkey\" or \"eap-mschapv2\", got \"cert\"");
   ExpectError(PubkeyConnection("remote_auth = \"cert\"\npsk = \"k\"\n"),
-              "spigot.toml: connection[0].remote_auth: must be \"psk\" or \"pubkey\" or \"eap-mschapv2\", got \"cert\"");
+              "spigot.toml: connection[0].remote_auth: must be \"psk\", \"pubkey\" or \"eap-mschapv2\", got \"cert\"");
   ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\nca_certs = \"" + root.cert_path + "\"\n"),
               "spigot.toml: connection[0].local_cert: required with local_auth = \"pubkey\" (a PEM certificate file)");
   ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\nlocal_cert = \"" + gw.cert_path +
@@ -773,15 +773,22 @@ TEST(ConfigTest, EapMschapV2WithLocalUsers) {
   ASSERT_EQ(r.config.eap_users.size(), 2u);
   EXPECT_EQ(r.config.eap_users[1].id, "bob");
   EXPECT_EQ(r.config.eap_users[1].secret.view(), "pw b");
+  const LoadResult client = Load(std::string(kEapUsers) + OneConnection("local_auth = \"eap-mschapv2\"\neap_id = \"bob\""));
+  ASSERT_TRUE(client.ok) << client.error;
+  EXPECT_EQ(client.config.connections[0].local_auth, AuthKind::kEapMschapV2);
+  EXPECT_EQ(client.config.connections[0].eap_id, "bob");
 }
 
 TEST(ConfigTest, EapErrorsNameTheKey) {
   ExpectError(OneConnection("remote_auth = \"eap-mschapv2\""),
               "spigot.toml: connection[0].remote_auth: \"eap-mschapv2\" needs at least one [[eap_user]] (id and secret)");
   ExpectError(OneConnection("local_auth = \"eap-mschapv2\""),
-              "spigot.toml: connection[0].local_auth: \"eap-mschapv2\" is not supported yet (spigot is not an EAP client yet)");
+              "spigot.toml: connection[0].eap_id: required with local_auth = \"eap-mschapv2\" (the user name; its secret is the [[eap_user]] of that id)");
+  ExpectError(OneConnection("local_auth = \"eap-mschapv2\"\neap_id = \"carol\""),
+              "spigot.toml: connection[0].eap_id: no [[eap_user]] has id \"carol\" (its secret is the password)");
+  ExpectError(OneConnection("eap_id = \"alice\""), "spigot.toml: connection[0].eap_id: set, but local_auth is not \"eap-mschapv2\"");
   ExpectError(OneConnection("remote_auth = \"eap-tls\""),
-              "spigot.toml: connection[0].remote_auth: \"eap-tls\" is not supported yet (remote_auth takes \"eap-mschapv2\")");
+              "spigot.toml: connection[0].remote_auth: \"eap-tls\" is not supported yet (EAP takes \"eap-mschapv2\")");
   ExpectError("[[eap_user]]\nid = \"alice\"\n", "spigot.toml: eap_user[0].secret: required (the user's password, a non-empty string)");
   ExpectError("[[eap_user]]\nsecret = \"x\"\n", "spigot.toml: eap_user[0].id: required (the user name, 1-255 octets)");
   ExpectError("[[eap_user]]\nid = \"a\"\nsecret = \"x\"\n[[eap_user]]\nid = \"a\"\nsecret = \"y\"\n",

@@ -338,4 +338,71 @@ MschapV2Server::Step MschapV2Server::Process(std::span<const std::uint8_t> bytes
   return {Status::kSuccess, Serialize(Packet{Code::kSuccess, identifier_, std::nullopt, {}}), {}};
 }
 
+// ---------------------------------------------------------------- the peer
+
+MschapV2Client::MschapV2Client(std::string identity, crypto::SecureBytes password)
+    : identity_(std::move(identity)), password_(std::move(password)) {}
+
+MschapV2Client::Step MschapV2Client::Process(std::span<const std::uint8_t> bytes) {
+  if (done_) return Fail("EAP message after the method ended");
+  auto p = Parse(bytes);
+  if (!p) return Fail("malformed EAP packet");
+  if (p->code == Code::kFailure) return Fail("the server sent EAP-Failure (wrong user name or password?)");
+  if (p->code == Code::kSuccess) {
+    if (!server_verified_) return Fail("EAP-Success before the server proved it knows the password");
+    done_ = true;
+    return {Status::kSuccess, {}, {}};
+  }
+  if (p->code != Code::kRequest) return Fail("an EAP response from the server");
+  const auto respond = [&](Type type, Bytes data) {
+    return Step{Status::kContinue, Serialize(Packet{Code::kResponse, p->identifier, std::uint8_t(type), std::move(data)}), {}};
+  };
+  if (p->type == std::uint8_t(Type::kIdentity)) return respond(Type::kIdentity, Bytes(identity_.begin(), identity_.end()));
+  if (p->type == std::uint8_t(Type::kNotification)) return respond(Type::kNotification, {});
+  if (p->type != std::uint8_t(Type::kMschapV2)) return respond(Type::kNak, Bytes{std::uint8_t(Type::kMschapV2)});
+  if (p->data.empty()) return Fail("empty EAP-MSCHAPv2 request");
+  switch (static_cast<OpCode>(p->data[0])) {
+    case OpCode::kChallenge: {
+      // OpCode, MS-CHAPv2-ID, MS-Length (2), Value-Size 16, Challenge, Name.
+      if (p->data.size() < 5 + kChallengeLen || p->data[4] != kChallengeLen) return Fail("malformed MS-CHAPv2 Challenge");
+      const std::span<const std::uint8_t> challenge(p->data.data() + 5, kChallengeLen);
+      std::array<std::uint8_t, 16> peer_challenge{};
+      crypto::RandomBytes(peer_challenge);
+      const std::span<const std::uint8_t> name(reinterpret_cast<const std::uint8_t*>(identity_.data()), identity_.size());
+      auto pw_hash = NtPasswordHash(password_.span());
+      if (!pw_hash) return Fail(*LegacyProviderProblem());
+      const auto ch = ChallengeHash(peer_challenge, challenge, name);
+      auto nt = ChallengeResponse(ch, pw_hash->span());
+      if (!nt) return Fail(*LegacyProviderProblem());
+      auto auth = AuthenticatorResponse(pw_hash->span(), *nt, ch);
+      auto msk = MschapV2Msk(pw_hash->span(), *nt);
+      if (!auth || !msk) return Fail(*LegacyProviderProblem());
+      expected_auth_ = *auth;
+      msk_ = std::move(*msk);
+      Bytes d{std::uint8_t(OpCode::kResponse), p->data[1], 0, 0, std::uint8_t(kResponseValueLen)};
+      d.insert(d.end(), peer_challenge.begin(), peer_challenge.end());
+      d.insert(d.end(), 8, 0);
+      d.insert(d.end(), nt->begin(), nt->end());
+      d.push_back(0);
+      d.insert(d.end(), identity_.begin(), identity_.end());
+      const std::size_t ms_length = d.size();  // EAP Length - 5
+      d[2] = static_cast<std::uint8_t>(ms_length >> 8);
+      d[3] = static_cast<std::uint8_t>(ms_length);
+      return respond(Type::kMschapV2, std::move(d));
+    }
+    case OpCode::kSuccess: {
+      // OpCode, MS-CHAPv2-ID, MS-Length, "S=<40 hex> M=<message>".
+      if (expected_auth_.empty()) return Fail("MS-CHAPv2 Success before a challenge");
+      const std::string message(p->data.begin() + std::min<std::size_t>(4, p->data.size()), p->data.end());
+      if (message.size() < 42 || message.compare(0, 42, expected_auth_) != 0) {
+        return Fail("the server's MS-CHAPv2 authenticator response is wrong (it does not know the password)");
+      }
+      server_verified_ = true;
+      return respond(Type::kMschapV2, Bytes{std::uint8_t(OpCode::kSuccess)});
+    }
+    case OpCode::kFailure: return Fail("the server refused the MS-CHAPv2 login (wrong user name or password?)");
+    default: return Fail("MS-CHAPv2 opcode " + std::to_string(int(p->data[0])) + " from the server");
+  }
+}
+
 }  // namespace spigot::eap

@@ -104,4 +104,34 @@ class MschapV2Server {
   crypto::SecureBytes msk_;
 };
 
+// The peer side of EAP-MSCHAPv2 (spigot as a road warrior, local_auth = "eap-mschapv2"):
+// answers EAP-Identity with `identity`, the challenge with an NT-Response for `password`,
+// checks the server's authenticator response before it acknowledges Success (so a server
+// that does not know the password cannot complete the login), and takes EAP-Success only
+// after that. Other methods are refused with a Nak proposing MSCHAPv2.
+class MschapV2Client {
+ public:
+  enum class Status : std::uint8_t { kContinue, kSuccess, kFailure };
+  struct Step {
+    Status status = Status::kContinue;
+    Bytes reply;  // kContinue: the EAP response to send
+    std::string reason;
+  };
+  MschapV2Client(std::string identity, crypto::SecureBytes password);
+  Step Process(std::span<const std::uint8_t> packet);
+  const crypto::SecureBytes& msk() const { return msk_; }
+
+ private:
+  Step Fail(std::string reason) {
+    done_ = true;
+    return {Status::kFailure, {}, std::move(reason)};
+  }
+  std::string identity_;
+  crypto::SecureBytes password_;
+  std::string expected_auth_;  // "S=..." once we answered a challenge
+  bool server_verified_ = false;
+  bool done_ = false;
+  crypto::SecureBytes msk_;
+};
+
 }  // namespace spigot::eap

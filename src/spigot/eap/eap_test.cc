@@ -192,5 +192,53 @@ TEST(MschapV2Server, MalformedOrOutOfOrderInputFailsCleanly) {
   EXPECT_EQ(step.reason, "malformed MS-CHAPv2 Response");
 }
 
+TEST(MschapV2Client, LogsInAgainstTheServerAndBothHaveTheSameMsk) {
+  MschapV2Server server(AliceUsers(), "gw");
+  MschapV2Client client("alice", spigot::crypto::SecureBytes(Str("alice's password")));
+  Bytes request = server.Start();
+  MschapV2Server::Step s;
+  for (int round = 0; round < 3; ++round) {
+    auto c = client.Process(request);
+    ASSERT_EQ(c.status, MschapV2Client::Status::kContinue) << c.reason;
+    s = server.Process(c.reply);
+    if (s.status != MschapV2Server::Status::kContinue) break;
+    request = s.reply;
+  }
+  ASSERT_EQ(s.status, MschapV2Server::Status::kSuccess) << s.reason;
+  auto done = client.Process(s.reply);  // EAP-Success
+  ASSERT_EQ(done.status, MschapV2Client::Status::kSuccess) << done.reason;
+  EXPECT_EQ(Of(client.msk().span()), Of(server.msk().span()));
+}
+
+TEST(MschapV2Client, WrongPasswordEndsInFailureOnBothSides) {
+  MschapV2Server server(AliceUsers(), "gw");
+  MschapV2Client client("alice", spigot::crypto::SecureBytes(Str("wrong")));
+  auto c = client.Process(server.Start());
+  auto s = server.Process(c.reply);
+  c = client.Process(s.reply);
+  s = server.Process(c.reply);
+  ASSERT_EQ(s.status, MschapV2Server::Status::kFailure);
+  EXPECT_EQ(client.Process(s.reply).status, MschapV2Client::Status::kFailure);  // EAP-Failure
+}
+
+TEST(MschapV2Client, ServerThatDoesNotKnowThePasswordCannotCompleteTheLogin) {
+  // A false server: it answers the challenge with a made-up authenticator response, then
+  // EAP-Success. The client refuses both.
+  MschapV2Client client("alice", spigot::crypto::SecureBytes(Str("alice's password")));
+  Bytes challenge{1, 1, 0, 0, 16};
+  challenge.insert(challenge.end(), 16, 0x42);
+  challenge.push_back('x');
+  challenge[3] = static_cast<std::uint8_t>(challenge.size());
+  auto c = client.Process(Serialize(Packet{Code::kRequest, 1, std::uint8_t(Type::kMschapV2), challenge}));
+  ASSERT_EQ(c.status, MschapV2Client::Status::kContinue);
+  const std::string fake = "S=0000000000000000000000000000000000000000 M=hi";
+  Bytes success{3, 1, 0, 0};
+  success.insert(success.end(), fake.begin(), fake.end());
+  c = client.Process(Serialize(Packet{Code::kRequest, 2, std::uint8_t(Type::kMschapV2), success}));
+  EXPECT_EQ(c.status, MschapV2Client::Status::kFailure);
+  MschapV2Client early("alice", spigot::crypto::SecureBytes(Str("alice's password")));
+  EXPECT_EQ(early.Process(Bytes{3, 5, 0, 4}).status, MschapV2Client::Status::kFailure);  // Success first
+}
+
 }  // namespace
 }  // namespace spigot::eap

@@ -45,7 +45,20 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
         return false;
       }
     }
-    p->local_auth = c.local_auth == config::AuthKind::kPubkey ? ike::AuthMethod::kPubkey : ike::AuthMethod::kPsk;
+    switch (c.local_auth) {
+      case config::AuthKind::kPsk: p->local_auth = ike::AuthMethod::kPsk; break;
+      case config::AuthKind::kPubkey: p->local_auth = ike::AuthMethod::kPubkey; break;
+      case config::AuthKind::kEapMschapV2:
+        p->local_auth = ike::AuthMethod::kEapMschapV2;
+        p->eap_id = c.eap_id;
+        for (const auto& u : config.eap_users) {
+          if (u.id != c.eap_id) continue;
+          const auto secret = u.secret.view();
+          p->eap_secret = crypto::SecureBytes(std::span<const std::uint8_t>(
+              reinterpret_cast<const std::uint8_t*>(secret.data()), secret.size()));
+        }
+        break;
+    }
     switch (c.remote_auth) {
       case config::AuthKind::kPsk: p->remote_auth = ike::AuthMethod::kPsk; break;
       case config::AuthKind::kPubkey: p->remote_auth = ike::AuthMethod::kPubkey; break;

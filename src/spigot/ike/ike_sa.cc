@@ -224,7 +224,9 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       case RequestKind::kRekeyIke: OnIkeRekeyResponse(msg, now); break;
       default: OnInformationalResponse(msg, now); break;
     }
-    if (state_ != State::kDead && (!outstanding_ || outstanding_->kind == kind) &&
+    // Answered: unless the handler already sent the next request (an EAP round of IKE_AUTH,
+    // another exchange), which has its own message ID.
+    if (state_ != State::kDead && outstanding_ && outstanding_->message_id == h.message_id &&
         kind != RequestKind::kInit) {
       outstanding_.reset();
     }

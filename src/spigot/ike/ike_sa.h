@@ -63,6 +63,11 @@ using TimePoint = io::Clock::TimePoint;
 enum class AuthMethod : std::uint8_t {
   kPsk,     // AUTH = the PSK's MAC
   kPubkey,  // AUTH = a signature (pki/signature.h), CERT payloads carry the certificate chain
+  // 2.16. remote_auth, responder: the initiator sends no AUTH in its first IKE_AUTH; we
+  // authenticate ourselves (local_auth) and run EAP-MSCHAPv2 (eap/eap.h) against eap_users over
+  // further IKE_AUTH exchanges; both final AUTH payloads are MACs keyed with the EAP MSK.
+  // local_auth, initiator: the same from the client's side, as eap_id with eap_secret.
+  kEapMschapV2,
 };
 
 struct ConnectionParams {
@@ -87,6 +92,9 @@ struct ConnectionParams {
   bool rsa_pss = false;  // sign with RSASSA-PSS when the peer takes RFC 7427 signatures
   // remote_auth kEapMschapV2: the users ([[eap_user]]).
   std::shared_ptr<const eap::Users> eap_users;
+  // local_auth kEapMschapV2 (initiator): our EAP identity and password.
+  std::string eap_id;
+  crypto::SecureBytes eap_secret;
   bool uses_pubkey() const { return local_auth == AuthMethod::kPubkey || remote_auth == AuthMethod::kPubkey; }
   std::vector<Proposal> ike_proposals;
   std::vector<Proposal> esp_proposals;
@@ -468,13 +476,21 @@ class IkeSa {
   // Responder, remote_auth EAP (2.16): the method, and the initiator's first IKE_AUTH request
   // (its IDi is signed over by its final AUTH; its SA, TS and CP payloads get the CHILD SA and
   // address once EAP has succeeded).
+  // Initiator, local_auth EAP: the client, and the responder's first IKE_AUTH response (its IDr
+  // is what the responder's final AUTH signs over).
   struct EapState {
     std::unique_ptr<eap::MschapV2Server> server;
     Message first_request;
+    std::unique_ptr<eap::MschapV2Client> client;
+    std::optional<Message> first_response;
     bool succeeded = false;
   };
   std::unique_ptr<EapState> eap_;
   void OnEapAuthRequest(const Message& msg, TimePoint now);
+  void OnEapAuthResponse(const Message& msg, TimePoint now);
+  // The end of a successful IKE_AUTH as initiator: the peer's identity, its CP reply, the
+  // first CHILD SA.
+  void FinishAuthAsInitiator(const Message& msg, const Identity& peer, TimePoint now);
   // The final IKE_AUTH of an EAP login: AUTH checked against the MSK; the CHILD SA.
   void FinishEap(const Message& msg, TimePoint now);
   IkeSaKeys keys_;

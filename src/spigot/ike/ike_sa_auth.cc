@@ -270,18 +270,26 @@ void IkeSa::SendAuth(TimePoint now) {
 
   const IdPayload idi = conn_->local_id.ToPayload();
   std::string error;
-  auto auth = OwnAuth(init_request_, nr_, keys_.sk_pi, idi, &error);
-  if (!auth) {
+  // 2.16: with EAP the first IKE_AUTH carries no AUTH; the responder starts EAP.
+  const bool eap = conn_->local_auth == AuthMethod::kEapMschapV2;
+  std::optional<AuthPayload> auth;
+  if (!eap) auth = OwnAuth(init_request_, nr_, keys_.sk_pi, idi, &error);
+  if (eap && eap::LegacyProviderProblem()) error = *eap::LegacyProviderProblem();
+  if (!auth && !(eap && error.empty())) {
     host_->ReleaseChildSpi(child_neg_->spi_in);
     child_neg_.reset();
     return Die("cannot authenticate: " + error);
+  }
+  if (eap) {
+    eap_ = std::make_unique<EapState>();
+    eap_->client = std::make_unique<eap::MschapV2Client>(conn_->eap_id, conn_->eap_secret);
   }
   std::vector<Payload> p;
   p.push_back({PayloadType::kIdi, idi});
   AppendCertPayloads(p);
   AppendCertReq(p);
   if (send_initial_contact_) p.push_back(Notify(NotifyType::kInitialContact));
-  p.push_back({PayloadType::kAuth, std::move(*auth)});
+  if (auth) p.push_back({PayloadType::kAuth, std::move(*auth)});
   if (WantsVip(*conn_, 4) || WantsVip(*conn_, 6)) p.push_back(CfgRequest());
   p.push_back({PayloadType::kSa, SaPayload{child_neg_->proposals}});
   p.push_back({PayloadType::kTsi, TsPayload{OwnSelectors()}});
@@ -293,8 +301,10 @@ void IkeSa::SendAuth(TimePoint now) {
 void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
   if (msg.FindNotify(NotifyType::kAuthenticationFailed) != nullptr) {
     ++counters_->auth_failures;
+    if (eap_ && eap_->client) ++counters_->eap_mschapv2_failure;
     return Die("peer: AUTHENTICATION_FAILED");
   }
+  if (eap_ && eap_->client) return OnEapAuthResponse(msg, now);
   const auto* idr = msg.Find<IdPayload>(PayloadType::kIdr);
   const auto* auth = msg.Find<AuthPayload>(PayloadType::kAuth);
   if (idr == nullptr || auth == nullptr) {
@@ -309,7 +319,11 @@ void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
   if (auto why = CheckPeerAuth(msg, *idr, *auth, init_response_, ni_, keys_.sk_pr)) {
     return Die("peer " + ToString(Identity::FromPayload(*idr)) + ": " + *why);
   }
-  peer_id_ = Identity::FromPayload(*idr);
+  FinishAuthAsInitiator(msg, Identity::FromPayload(*idr), now);
+}
+
+void IkeSa::FinishAuthAsInitiator(const Message& msg, const Identity& peer, TimePoint now) {
+  peer_id_ = peer;
   // Before kEstablished is reported, so that the host sees the address with the state.
   std::optional<std::string> no_vip;
   if (WantsVip(*conn_, 4) || WantsVip(*conn_, 6)) no_vip = TakeCfgReply(msg);
@@ -484,6 +498,69 @@ void IkeSa::FinishEap(const Message& msg, TimePoint now) {
   if (child) NegotiateChildAsResponder(first, ni_, nr_, 0, p, false, now);
   SendResponse(msg.header, std::move(p), true);
   eap_.reset();
+}
+
+void IkeSa::OnEapAuthResponse(const Message& msg, TimePoint now) {
+  EapState& e = *eap_;
+  const auto fail = [&](const std::string& why) {
+    ++counters_->auth_failures;
+    ++counters_->eap_mschapv2_failure;
+    if (child_neg_) {
+      host_->ReleaseChildSpi(child_neg_->spi_in);
+      child_neg_.reset();
+    }
+    Die(why);
+  };
+  if (!e.first_response) {
+    // The responder proves itself first (2.16), with its own AUTH.
+    const auto* idr = msg.Find<IdPayload>(PayloadType::kIdr);
+    const auto* auth = msg.Find<AuthPayload>(PayloadType::kAuth);
+    if (idr == nullptr || auth == nullptr) {
+      if (const auto* err = msg.FirstError()) return fail(std::string("peer refused IKE_AUTH: ") + NotifyName(err->type));
+      return fail("the first IKE_AUTH response of an EAP login has no IDr or AUTH");
+    }
+    const Identity peer = Identity::FromPayload(*idr);
+    if (!conn_->AcceptsPeer(peer)) return fail("peer identity " + ToString(peer) + " is not the configured " + ToString(conn_->remote_id));
+    if (auto why = CheckPeerAuth(msg, *idr, *auth, init_response_, ni_, keys_.sk_pr)) {
+      if (child_neg_) {
+        host_->ReleaseChildSpi(child_neg_->spi_in);
+        child_neg_.reset();
+      }
+      return Die("peer " + ToString(peer) + ": " + *why);
+    }
+    e.first_response = msg;
+  } else if (e.succeeded) {
+    // The last exchange: the responder's AUTH keyed with the MSK, and the CHILD SA.
+    const auto* idr = e.first_response->Find<IdPayload>(PayloadType::kIdr);
+    const auto* auth = msg.Find<AuthPayload>(PayloadType::kAuth);
+    const Identity peer = Identity::FromPayload(*idr);
+    if (auth == nullptr || auth->method != kAuthSharedKey ||
+        !crypto::ConstantTimeEqual(
+            PskAuth(algs_->prf, e.client->msk().span(), init_response_, ni_, keys_.sk_pr, idr->Body()).span(), auth->data)) {
+      return fail("peer " + ToString(peer) + ": its final AUTH does not verify with the EAP MSK");
+    }
+    ++counters_->eap_mschapv2_success;
+    const Message final_response = msg;
+    eap_.reset();
+    return FinishAuthAsInitiator(final_response, peer, now);
+  }
+  const auto* ep = FindEap(msg);
+  if (ep == nullptr) return fail("IKE_AUTH response without the EAP payload the login needs");
+  auto step = e.client->Process(ep->body);
+  switch (step.status) {
+    case eap::MschapV2Client::Status::kFailure: return fail("EAP-MSCHAPv2: " + step.reason);
+    case eap::MschapV2Client::Status::kContinue:
+      SendRequest(RequestKind::kAuth, Exchange::kIkeAuth, {EapPayload(std::move(step.reply))}, now);
+      return;
+    case eap::MschapV2Client::Status::kSuccess: {
+      e.succeeded = true;
+      const IdPayload idi = conn_->local_id.ToPayload();
+      const auto mac = PskAuth(algs_->prf, e.client->msk().span(), init_request_, nr_, keys_.sk_pi, idi.Body());
+      SendRequest(RequestKind::kAuth, Exchange::kIkeAuth,
+                  {{PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(mac.span().begin(), mac.span().end())}}}, now);
+      return;
+    }
+  }
 }
 
 }  // namespace spigot::ike

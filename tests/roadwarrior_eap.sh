@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Issue 13: road warriors logging in with EAP-MSCHAPv2 (RFC 7296 2.16) against local users.
+# spigot (namespace b, 192.0.2.2) proves itself with a gateway certificate (RSA-2048, SAN
+# gw-b.example, serverAuth, made with strongSwan's pki) and runs EAP-MSCHAPv2 against its
+# [[eap_user]] entries; the pool rw (198.18.4.0/28) hands out addresses. Three strongSwan 5.9.8
+# road warriors (kernel-libipsec, the eap-mschapv2 plugin of libcharon-extauth-plugins,
+# vips = 0.0.0.0):
+#   peer1  alice, right password        -> virtual IP, ping through its own SA
+#   peer2  bob, right password          -> virtual IP, ping
+#   peer3  alice's name, wrong password -> AUTHENTICATION_FAILED (and EAP-Failure), counted in
+#          spigot's ike.auth_failures and ike.eap_logins.mschapv2.failure; the password and
+#          the EAP identity appear nowhere in spigot's log.
+# Then ike.eap_logins.mschapv2.success is 2, and both logged-in peers still pass traffic.
+# Addresses: documentation ranges and 198.18.0.0/15 only.
+# usage: roadwarrior_eap.sh SPIGOT_BINARY
+set -euo pipefail
+SPIGOT=$1
+IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16 PINGS=4
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/lib.sh"
+command -v swanctl >/dev/null || fail "strongSwan is not installed (scripts/install-deps.sh installs it)"
+[ -e /usr/lib/ipsec/plugins/libstrongswan-eap-mschapv2.so ] ||
+  fail "strongSwan's eap-mschapv2 plugin is missing (scripts/install-deps.sh installs libcharon-extauth-plugins)"
+T0=$(date +%s)
+
+D=$(pki_dir)
+pki_key root rsa 2048
+pki_self_ca root "C=CH, O=Example, CN=Example Root CA"
+pki_key gw rsa 2048
+pki_issue gw root "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
+
+netns_hub_setup 3
+for i in 1 2 3; do ip -n "${NS}p$i" addr del "10.$i.0.1/32" dev lo; done
+ALICE_PW="alice's 1st password" BOB_PW="bob-pass-42" WRONG_PW="not-alices-password"
+cat >"$WORK/b.toml" <<TOML
+[global]
+control_socket = "$WORK/b.sock"
+listen = "192.0.2.2"
+
+[[pool]]
+name = "rw"
+addrs = "198.18.4.0/28"
+
+[[eap_user]]
+id = "alice"
+secret = "$ALICE_PW"
+
+[[eap_user]]
+id = "bob"
+secret = "$BOB_PW"
+
+[[connection]]
+name = "rw"
+local_addrs = "192.0.2.2"
+remote_addrs = "%any"
+local_id = "gw-b.example"
+remote_id = "%any"
+local_auth = "pubkey"
+remote_auth = "eap-mschapv2"
+local_cert = "$D/gw.pem"
+local_key = "$D/gw.key"
+ike_proposals = "$IKE"
+esp_proposals = "$ESP"
+local_ts = "203.0.113.0/24"
+pools = "rw"
+TOML
+spigot_start b
+
+# rw_eap_peer I EAP_ID PASSWORD: peer I's charon, logging in as EAP_ID.
+rw_eap_peer() {
+  local i=$1 user=$2 pw=$3 dir="$WORK/charon-p$1"
+  mkdir -p "$dir/run"
+  cat >"$dir/strongswan.conf" <<CONF
+charon {
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints revocation eap-identity eap-mschapv2 socket-default vici kernel-libipsec kernel-netlink updown
+  install_routes = yes
+  filelog { stderr { default = 1 ike = 2 cfg = 2 } }
+  plugins { kernel-libipsec { allow_peer_ts = yes } revocation { enable_ocsp = no } }
+}
+CONF
+  cat >"$dir/swanctl.conf" <<CONF
+connections {
+  gw {
+    local_addrs = 192.0.2.$((10 + i))
+    remote_addrs = 192.0.2.2
+    proposals = $IKE
+    vips = 0.0.0.0
+    local {
+      auth = eap-mschapv2
+      id = peer$i.example
+      eap_id = $user
+    }
+    remote {
+      auth = pubkey
+      id = gw-b.example
+      cacerts = $D/root.pem
+    }
+    children {
+      net {
+        remote_ts = 203.0.113.0/24
+        esp_proposals = $ESP
+      }
+    }
+  }
+}
+secrets {
+  eap-user {
+    id = $user
+    secret = "$pw"
+  }
+}
+CONF
+  charon_launch "p$i"
+}
+rw_eap_peer 1 alice "$ALICE_PW"
+rw_eap_peer 2 bob "$BOB_PW"
+rw_eap_peer 3 alice "$WRONG_PW"
+for i in 1 2; do
+  swan "p$i" --initiate --child net --timeout 30 >"$WORK/initiate-p$i.out" 2>&1 ||
+    { cat "$WORK/initiate-p$i.out"; tail -n 20 "$WORK/spigot-b.log"; fail "peer$i could not log in with EAP-MSCHAPv2"; }
+  grep -q "EAP-MS-CHAPv2 succeeded" "$WORK/charon-p$i.log" || fail "peer$i: charon did not see EAP-MSCHAPv2 succeed"
+  grep -q "authentication of 'gw-b.example' with RSA_EMSA_PKCS1_SHA2_256 successful" "$WORK/charon-p$i.log" ||
+    fail "peer$i did not verify spigot's certificate signature"
+done
+log "ok: alice and bob logged in with EAP-MSCHAPv2 (spigot authenticated by its certificate, both AUTHs with the MSK)"
+
+stat() { sctl b stats --json | python3 -c "import json,sys; s=json.load(sys.stdin)['ike']; print($1)"; }
+before=$(stat 's["auth_failures"]')
+if swan p3 --initiate --child net --timeout 15 >"$WORK/initiate-p3.out" 2>&1; then
+  fail "peer3 logged in as alice with a wrong password"
+fi
+grep -q "received AUTHENTICATION_FAILED notify error" "$WORK/charon-p3.log" ||
+  { tail -n 20 "$WORK/charon-p3.log"; fail "peer3 did not get AUTHENTICATION_FAILED"; }
+[ "$(stat 's["auth_failures"]')" = $((before + 1)) ] || fail "the wrong password is not in ike.auth_failures"
+[ "$(stat 's["eap_logins"]["mschapv2"]["failure"]')" = 1 ] || fail "the wrong password is not in eap_logins.mschapv2.failure"
+[ "$(stat 's["eap_logins"]["mschapv2"]["success"]')" = 2 ] || fail "eap_logins.mschapv2.success is not 2"
+log "ok: a wrong password is refused with AUTHENTICATION_FAILED and counted: $(grep "EAP-MSCHAPv2 with" "$WORK/spigot-b.log" | tail -n 1)"
+for secret in "$ALICE_PW" "$BOB_PW" "$WRONG_PW" "alice" "bob"; do
+  if grep -qF -- "$secret" "$WORK/spigot-b.log"; then fail "spigot's log names an EAP identity or password ($secret)"; fi
+done
+log "ok: no EAP identity or password in spigot's log"
+
+sctl b leases --json >"$WORK/leases.json"
+python3 - "$WORK/leases.json" >"$WORK/leases.txt" <<'PY'
+import json, sys
+for p in json.load(open(sys.argv[1]))["pools"]:
+    for l in p["leases"]:
+        if l.get("online", True):
+            print(l["address"].split("/")[0], l["identity"], sep="\t")
+PY
+[ "$(wc -l <"$WORK/leases.txt")" = 2 ] || { cat "$WORK/leases.txt"; fail "want 2 leases (alice, bob)"; }
+replies() { sed -n 's/.* \([0-9]*\) received.*/\1/p' "$1" | head -n1; }
+for i in 1 2; do
+  vip=$(awk -F'\t' -v id="peer$i.example" '$2 == id { print $1 }' "$WORK/leases.txt")
+  [ -n "$vip" ] || fail "no lease for peer$i"
+  until_ok 5 sh -c "ip -n '${NS}p$i' addr | grep -q ' $vip/'" || fail "charon of peer$i did not install $vip"
+  ip netns exec "${NS}p$i" ping -n -c "$PINGS" -i 0.2 -W 3 -I "$vip" 203.0.113.1 >"$WORK/ping-p$i.txt" 2>&1 || true
+  [ "$(replies "$WORK/ping-p$i.txt")" = "$PINGS" ] || { cat "$WORK/ping-p$i.txt"; fail "peer$i ($vip): lost replies"; }
+  log "ok: peer$i ($vip): $PINGS of $PINGS replies"
+done
+echo "PASS: EAP-MSCHAPv2 road warriors against local users, wrong password refused and counted ($(( $(date +%s) - T0 )) s)"
