@@ -538,6 +538,11 @@ void IkeSa::SetState(State s) {
     // million IKE SAs should not keep ~600 bytes of each.
     Bytes().swap(init_request_);
     Bytes().swap(init_response_);
+    // So were SK_pi and SK_pr (2.15), and SK_a* and SK_e* live on in sk_in_ and sk_out_; only
+    // SK_d is derived from again (CHILD SAs, the IKE rekey).
+    for (crypto::SecureBytes* k : {&keys_.sk_ai, &keys_.sk_ar, &keys_.sk_ei, &keys_.sk_er,
+                                   &keys_.sk_pi, &keys_.sk_pr})
+      *k = crypto::SecureBytes();  // wiped and freed (Clear() would keep the buffer)
   }
   host_->StateChanged(*this);
 }

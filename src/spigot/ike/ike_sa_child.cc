@@ -253,6 +253,10 @@ void IkeSa::InstallChild(ChildSaInfo info, TimePoint now) {
     old->rekey_started = true;
   children_.push_back(std::move(info));
   host_->InstallChild(*this, children_.back());
+  // The host has the keys now (its SA database and data path keep their own copies); this
+  // record keeps selectors, SPIs and lifetimes, not a third copy of the key material.
+  children_.back().keymat_in = crypto::SecureBytes();
+  children_.back().keymat_out = crypto::SecureBytes();
 }
 
 void IkeSa::ResolveRekeyCollision(std::uint32_t old_spi, TimePoint now) {
