@@ -10,7 +10,10 @@
 #   peer3  alice's name, wrong password -> AUTHENTICATION_FAILED (and EAP-Failure), counted in
 #          spigot's ike.auth_failures and ike.eap_logins.mschapv2.failure; the password and
 #          the EAP identity appear nowhere in spigot's log.
-# Then ike.eap_logins.mschapv2.success is 2, and both logged-in peers still pass traffic.
+#   then peer3 keeps guessing: after 3 free failures it is backed off (refused before any
+#          password check, ike.eap_logins.throttled), `spigot doctor` names password_guessing,
+#          and alice from peer1's address is not locked out (logs in again).
+# Then both logged-in peers pass traffic.
 # Addresses: documentation ranges and 198.18.0.0/15 only.
 # usage: roadwarrior_eap.sh SPIGOT_BINARY
 set -euo pipefail
@@ -139,6 +142,26 @@ for secret in "$ALICE_PW" "$BOB_PW" "$WRONG_PW" "alice" "bob"; do
   if grep -qF -- "$secret" "$WORK/spigot-b.log"; then fail "spigot's log names an EAP identity or password ($secret)"; fi
 done
 log "ok: no EAP identity or password in spigot's log"
+
+# Brute force: peer3 keeps guessing alice's password. After 3 free failures the 4th puts
+# (alice, 192.0.2.13) in a 1 s back-off; an attempt within it is refused before any password
+# check (ike.eap_logins.throttled), doctor names password_guessing, and alice from peer1's
+# address still logs in.
+# (Back-offs double: 1, 2, 4, 8 s; however slow the machine, an attempt lands inside one.)
+throttled=0
+for attempt in 2 3 4 5 6 7 8 9; do
+  swan p3 --initiate --child net --timeout 10 >"$WORK/initiate-p3.out" 2>&1 && fail "peer3 got in on attempt $attempt"
+  throttled=$(stat 's["eap_logins"]["throttled"]')
+  [ "$throttled" -ge 1 ] && break
+done
+[ "$throttled" -ge 1 ] || { grep "EAP" "$WORK/spigot-b.log" | tail -n 8; fail "no attempt was throttled after 9 wrong passwords"; }
+grep -q "EAP login from 192.0.2.13 refused unchecked" "$WORK/spigot-b.log" || fail "the back-off refusal is not logged with the address"
+sctl b doctor --json >"$WORK/doctor.json" || true
+grep -q '"password_guessing"' "$WORK/doctor.json" || { cat "$WORK/doctor.json"; fail "doctor does not name password_guessing"; }
+swan p1 --terminate --ike gw --timeout 10 >/dev/null 2>&1 || true
+swan p1 --initiate --child net --timeout 30 >"$WORK/initiate-p1.out" 2>&1 ||
+  { cat "$WORK/initiate-p1.out"; fail "alice from peer1's address was locked out by peer3's guessing"; }
+log "ok: guessing throttled ($throttled attempts refused unchecked), doctor: password_guessing; alice still logs in from 192.0.2.11"
 
 sctl b leases --json >"$WORK/leases.json"
 python3 - "$WORK/leases.json" >"$WORK/leases.txt" <<'PY'

@@ -148,6 +148,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
   const auto& cc = children.counters();
   const auto& c = gw.counters();
   const auto& ic = gw.ike_counters();
+  const auto eap_throttle = gw.EapThrottleStats();
   const engine::NegotiationQueue& q = gw.queue();
   const engine::Executor& workers = gw.workers();
   const datapath::Counters& dp = gw.dataplane().counters();
@@ -205,7 +206,11 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"truncated", c.ike_truncated},
         {"unknown_spi", c.ike_unknown_spi}, {"no_connection", c.ike_no_connection},
         {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures}, {"cert_failures", ic.cert_failures},
-        {"eap_logins", {{"mschapv2", {{"success", ic.eap_mschapv2_success}, {"failure", ic.eap_mschapv2_failure}}}}},
+        {"eap_logins",
+         {{"mschapv2", {{"success", ic.eap_mschapv2_success}, {"failure", ic.eap_mschapv2_failure}}},
+          {"throttled", ic.eap_throttled},
+          {"backoff", {{"entries", eap_throttle.entries}, {"backing_off", eap_throttle.backing_off},
+                       {"evicted", eap_throttle.evicted}}}}},
         {"child_failures", ic.child_failures}, {"established", c.ike_established},
         {"rekey_retries", ic.rekey_retries},
         {"weak_proposals_refused",

@@ -250,8 +250,8 @@ std::optional<crypto::SecureBytes> MschapV2Msk(std::span<const std::uint8_t> pas
 
 // ---------------------------------------------------------------- the server
 
-MschapV2Server::MschapV2Server(std::shared_ptr<const Users> users, std::string server_name)
-    : users_(std::move(users)), server_name_(std::move(server_name)) {
+MschapV2Server::MschapV2Server(std::shared_ptr<const Users> users, std::string server_name, Admission admit)
+    : users_(std::move(users)), server_name_(std::move(server_name)), admit_(std::move(admit)) {
   crypto::RandomBytes(std::span<std::uint8_t>(&identifier_, 1));
   if (server_name_.empty()) server_name_ = "spigot";
 }
@@ -305,9 +305,21 @@ MschapV2Server::Step MschapV2Server::Process(std::span<const std::uint8_t> bytes
     const std::span<const std::uint8_t> value(p->data.data() + 5, kResponseValueLen);
     const std::span<const std::uint8_t> name(p->data.data() + 5 + kResponseValueLen,
                                              std::min(p->data.size() - 5 - kResponseValueLen, kMaxUserName));
-    const crypto::SecureBytes* secret = users_ ? users_->Find(std::string(name.begin(), name.end())) : nullptr;
+    user_.assign(name.begin(), name.end());
+    if (admit_) {
+      if (auto refusal = admit_(user_)) {
+        Step step = Fail(*refusal);
+        step.throttled = true;
+        return step;
+      }
+    }
+    const crypto::SecureBytes* secret = users_ ? users_->Find(user_) : nullptr;
     // An unknown user and a wrong password read the same to the peer (and in the reason).
-    if (secret == nullptr) return Fail("MS-CHAPv2 login refused (unknown user or wrong password)");
+    if (secret == nullptr) {
+      Step step = Fail("MS-CHAPv2 login refused (unknown user or wrong password)");
+      step.password_checked = true;
+      return step;
+    }
     auto pw_hash = NtPasswordHash(secret->span());
     if (!pw_hash) return Fail(*LegacyProviderProblem());
     const auto peer_challenge = value.subspan(0, 16);
@@ -316,7 +328,9 @@ MschapV2Server::Step MschapV2Server::Process(std::span<const std::uint8_t> bytes
     auto expected = ChallengeResponse(ch, pw_hash->span());
     if (!expected) return Fail(*LegacyProviderProblem());
     if (CRYPTO_memcmp(expected->data(), nt_response.data(), 24) != 0) {
-      return Fail("MS-CHAPv2 login refused (unknown user or wrong password)");
+      Step step = Fail("MS-CHAPv2 login refused (unknown user or wrong password)");
+      step.password_checked = true;
+      return step;
     }
     auto auth = AuthenticatorResponse(pw_hash->span(), nt_response, ch);
     auto msk = MschapV2Msk(pw_hash->span(), nt_response);
@@ -329,13 +343,76 @@ MschapV2Server::Step MschapV2Server::Process(std::span<const std::uint8_t> bytes
     d[2] = static_cast<std::uint8_t>(ms_length >> 8);
     d[3] = static_cast<std::uint8_t>(ms_length);
     phase_ = Phase::kSuccessSent;
-    return {Status::kContinue, Request(Type::kMschapV2, std::move(d)), {}};
+    Step step{Status::kContinue, Request(Type::kMschapV2, std::move(d)), {}};
+    step.password_checked = true;
+    return step;
   }
 
   // kSuccessSent: the peer checked our authenticator response and acknowledges.
   if (op != OpCode::kSuccess) return Fail("the peer did not accept our MS-CHAPv2 Success (authenticator response)");
   phase_ = Phase::kDone;
   return {Status::kSuccess, Serialize(Packet{Code::kSuccess, identifier_, std::nullopt, {}}), {}};
+}
+
+// ---------------------------------------------------------------- the throttle
+
+std::optional<std::chrono::milliseconds> LoginThrottle::Check(const std::string& user, const std::string& address,
+                                                              TimePoint now) {
+  const auto it = index_.find(user + '\n' + address);
+  if (it == index_.end()) return std::nullopt;
+  const Entry& e = it->second->second;
+  if (now >= e.blocked_until) return std::nullopt;
+  ++throttled_;
+  return std::chrono::ceil<std::chrono::milliseconds>(e.blocked_until - now);
+}
+
+void LoginThrottle::Note(const std::string& user, const std::string& address, bool ok, TimePoint now) {
+  const std::string key = user + '\n' + address;
+  auto it = index_.find(key);
+  if (ok) {
+    if (it != index_.end()) {
+      lru_.erase(it->second);
+      index_.erase(it);
+    }
+    return;
+  }
+  // Entries left alone long enough are forgotten (the oldest are at the back).
+  while (!lru_.empty() && now - lru_.back().second.last_failure >= policy_.forget_after) {
+    index_.erase(lru_.back().first);
+    lru_.pop_back();
+  }
+  it = index_.find(key);
+  if (it == index_.end()) {
+    if (policy_.max_entries == 0) return;
+    while (index_.size() >= policy_.max_entries) {
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+      ++evicted_;
+    }
+    lru_.emplace_front(key, Entry{});
+    it = index_.emplace(lru_.front().first, lru_.begin()).first;
+  } else {
+    lru_.splice(lru_.begin(), lru_, it->second);
+  }
+  Entry& e = it->second->second;
+  ++e.failures;
+  e.last_failure = now;
+  if (e.failures > policy_.free_failures) {
+    const unsigned doublings = std::min(e.failures - policy_.free_failures - 1, 16u);
+    const auto backoff = std::min<std::chrono::seconds>(policy_.first_backoff * (1LL << doublings), policy_.max_backoff);
+    e.blocked_until = now + backoff;
+  }
+}
+
+LoginThrottle::Stats LoginThrottle::stats(TimePoint now) const {
+  Stats s;
+  s.throttled = throttled_;
+  s.evicted = evicted_;
+  s.entries = index_.size();
+  for (const auto& [key, e] : lru_) {
+    if (e.blocked_until > now) ++s.backing_off;
+  }
+  return s;
 }
 
 // ---------------------------------------------------------------- the peer

@@ -9,8 +9,12 @@
 // Identities and passwords are never part of a reason (they must not reach a log).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <list>
 #include <map>
+#include <unordered_map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -75,10 +79,20 @@ class MschapV2Server {
     Status status = Status::kContinue;
     Bytes reply;         // the EAP packet to send (a request, EAP-Success or EAP-Failure)
     std::string reason;  // kFailure: why, without identities or secrets
+    // A password was checked in this step (right or wrong), for the user named here; the
+    // caller reports it to its LoginThrottle. Not set for a refusal before any check.
+    bool password_checked = false;
+    bool throttled = false;  // refused by `admit` before the password was looked at
   };
+  // Asked with the user name of an MS-CHAPv2 Response before its password is checked: nullopt
+  // lets it through; a reason refuses the login without looking at the password (brute-force
+  // back-off, LoginThrottle).
+  using Admission = std::function<std::optional<std::string>(const std::string& user)>;
 
   // `server_name` goes into the challenge's Name field.
-  MschapV2Server(std::shared_ptr<const Users> users, std::string server_name);
+  MschapV2Server(std::shared_ptr<const Users> users, std::string server_name, Admission admit = nullptr);
+  // The user name of the MS-CHAPv2 Response (what the password was checked for).
+  const std::string& user() const { return user_; }
 
   // The first request: EAP-Request/Identity.
   Bytes Start();
@@ -97,11 +111,56 @@ class MschapV2Server {
 
   std::shared_ptr<const Users> users_;
   std::string server_name_;
+  Admission admit_;
+  std::string user_;
   Phase phase_ = Phase::kIdentity;
   std::uint8_t identifier_ = 0;
   std::string identity_;
   std::array<std::uint8_t, 16> challenge_{};
   crypto::SecureBytes msk_;
+};
+
+// Failed logins per (user name, peer address) with an exponential back-off (issue 13, item 3):
+// after `free_failures` failures in a row, the next attempt must wait first_backoff, doubling
+// with each further failure up to max_backoff; a success clears the entry, and one left alone
+// for forget_after is forgotten. Keyed by address as well as user, so an attacker elsewhere
+// cannot lock a user out (the user's own address is unaffected), and never for longer than
+// max_backoff. Bounded: at max_entries the least recently failed entry goes (counted).
+struct LoginThrottlePolicy {
+  unsigned free_failures = 3;
+  std::chrono::seconds first_backoff{1};
+  std::chrono::seconds max_backoff{60};
+  std::chrono::seconds forget_after{600};
+  std::size_t max_entries = 65536;
+};
+class LoginThrottle {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  using Policy = LoginThrottlePolicy;
+  struct Stats {
+    std::uint64_t throttled = 0;  // attempts refused during a back-off
+    std::uint64_t evicted = 0;    // entries dropped at max_entries
+    std::size_t entries = 0;      // (user, address) pairs with failures on record
+    std::size_t backing_off = 0;  // of those, in a back-off now
+  };
+  explicit LoginThrottle(Policy policy = {}) : policy_(policy) {}
+  // nullopt: may try now; else the time left (the attempt is counted as throttled).
+  std::optional<std::chrono::milliseconds> Check(const std::string& user, const std::string& address, TimePoint now);
+  void Note(const std::string& user, const std::string& address, bool ok, TimePoint now);
+  Stats stats(TimePoint now) const;
+
+ private:
+  struct Entry {
+    unsigned failures = 0;
+    TimePoint last_failure{};
+    TimePoint blocked_until{};
+  };
+  Policy policy_;
+  std::uint64_t throttled_ = 0;
+  std::uint64_t evicted_ = 0;
+  // Most recently failed first.
+  std::list<std::pair<std::string, Entry>> lru_;
+  std::unordered_map<std::string, decltype(lru_)::iterator> index_;
 };
 
 // The peer side of EAP-MSCHAPv2 (spigot as a road warrior, local_auth = "eap-mschapv2"):

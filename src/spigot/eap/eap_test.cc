@@ -242,3 +242,76 @@ TEST(MschapV2Client, ServerThatDoesNotKnowThePasswordCannotCompleteTheLogin) {
 
 }  // namespace
 }  // namespace spigot::eap
+
+namespace spigot::eap {
+namespace {
+
+using ThrottleTime = LoginThrottle::TimePoint;
+ThrottleTime At(double seconds) {
+  return ThrottleTime{} + std::chrono::hours(1) + std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+}
+
+TEST(LoginThrottle, BacksOffAfterFreeFailuresDoublingUpToTheCap) {
+  LoginThrottle t({3, std::chrono::seconds(1), std::chrono::seconds(8), std::chrono::seconds(600), 100});
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(t.Check("alice", "192.0.2.7", At(i)));
+    t.Note("alice", "192.0.2.7", false, At(i));
+  }
+  EXPECT_FALSE(t.Check("alice", "192.0.2.7", At(3)));  // three free failures
+  t.Note("alice", "192.0.2.7", false, At(3));            // the 4th: 1 s
+  EXPECT_TRUE(t.Check("alice", "192.0.2.7", At(3.5)));
+  EXPECT_FALSE(t.Check("alice", "192.0.2.7", At(4)));
+  t.Note("alice", "192.0.2.7", false, At(4));  // 2 s
+  EXPECT_EQ(t.Check("alice", "192.0.2.7", At(4)), std::chrono::milliseconds(2000));
+  t.Note("alice", "192.0.2.7", false, At(6));  // 4 s
+  t.Note("alice", "192.0.2.7", false, At(10));  // 8 s
+  t.Note("alice", "192.0.2.7", false, At(18));  // capped at 8 s
+  EXPECT_EQ(t.Check("alice", "192.0.2.7", At(18)), std::chrono::milliseconds(8000));
+  EXPECT_EQ(t.stats(At(18)).throttled, 3u);
+  EXPECT_EQ(t.stats(At(18)).backing_off, 1u);
+  EXPECT_EQ(t.stats(At(30)).backing_off, 0u);  // never longer than the cap
+}
+
+TEST(LoginThrottle, OtherAddressesAndUsersAreNotLockedOutAndSuccessClears) {
+  LoginThrottle t({1, std::chrono::seconds(10), std::chrono::seconds(60), std::chrono::seconds(600), 100});
+  t.Note("alice", "198.51.100.9", false, At(0));
+  t.Note("alice", "198.51.100.9", false, At(1));
+  EXPECT_TRUE(t.Check("alice", "198.51.100.9", At(2)));   // the attacker's address waits
+  EXPECT_FALSE(t.Check("alice", "192.0.2.7", At(2)));     // alice at home does not
+  EXPECT_FALSE(t.Check("bob", "198.51.100.9", At(2)));    // nor bob behind the same NAT
+  t.Note("alice", "198.51.100.9", true, At(20));
+  EXPECT_EQ(t.stats(At(20)).entries, 0u);
+}
+
+TEST(LoginThrottle, BoundedAndForgetful) {
+  LoginThrottle t({3, std::chrono::seconds(1), std::chrono::seconds(60), std::chrono::seconds(600), 2});
+  t.Note("a", "x", false, At(0));
+  t.Note("b", "x", false, At(1));
+  t.Note("c", "x", false, At(2));  // "a" goes
+  EXPECT_EQ(t.stats(At(2)).entries, 2u);
+  EXPECT_EQ(t.stats(At(2)).evicted, 1u);
+  t.Note("d", "x", false, At(2 + 600));  // "b" and "c" are forgotten first, nothing evicted
+  EXPECT_EQ(t.stats(At(602)).entries, 1u);
+  EXPECT_EQ(t.stats(At(602)).evicted, 1u);
+}
+
+TEST(MschapV2Server, AThrottledUserIsRefusedBeforeThePasswordIsChecked) {
+  int asked = 0;
+  MschapV2Server server(AliceUsers(), "gw", [&](const std::string& user) -> std::optional<std::string> {
+    ++asked;
+    EXPECT_EQ(user, "alice");
+    return std::string("back-off");
+  });
+  TestPeer peer;
+  peer.password = "alice's password";  // even the right password waits
+  auto step = server.Process(peer.Answer(server.Start()));
+  step = server.Process(peer.Answer(step.reply));
+  EXPECT_EQ(step.status, MschapV2Server::Status::kFailure);
+  EXPECT_TRUE(step.throttled);
+  EXPECT_FALSE(step.password_checked);
+  EXPECT_EQ(step.reason, "back-off");
+  EXPECT_EQ(asked, 1);
+}
+
+}  // namespace
+}  // namespace spigot::eap

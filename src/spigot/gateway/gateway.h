@@ -160,6 +160,11 @@ class Gateway final : public ike::IkeSaHost {
   bool HeardFromPeer(ike::IkeSa& sa, ike::TimePoint since) override;
   bool AdmitLivenessCheck(ike::IkeSa& sa, ike::TimePoint now) override;
   double MaxDpdPerSecond() const;
+  // EAP logins: the brute-force back-off per (user, peer address) (eap::LoginThrottle).
+  std::optional<std::chrono::milliseconds> EapLoginBackoff(ike::IkeSa& sa, const std::string& user,
+                                                           ike::TimePoint now) override;
+  void EapLoginChecked(ike::IkeSa& sa, const std::string& user, bool ok, ike::TimePoint now) override;
+  eap::LoginThrottle::Stats EapThrottleStats() const { return login_throttle_.stats(Now()); }
   // Virtual IPs for a peer's CFG_REQUEST from its connection's `pools` (leases by identity).
   ike::CpResult AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_v6,
                                  ike::VirtualIps& out) override;
@@ -221,6 +226,7 @@ class Gateway final : public ike::IkeSaHost {
   // When the DPD probes of the last second started (AdmitLivenessCheck); at most
   // MaxDpdPerSecond() entries.
   std::deque<ike::TimePoint> dpd_recent_;
+  eap::LoginThrottle login_throttle_;
   // Leases by the IKE SA (our SPI) holding them; moved to the replacement by an IKE rekey.
   struct HeldLeases {
     std::string identity;

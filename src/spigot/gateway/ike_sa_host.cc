@@ -222,6 +222,20 @@ bool Gateway::HeardFromPeer(ike::IkeSa& sa, ike::TimePoint) {
 }
 
 // A sliding window: never more than MaxDpdPerSecond() probes in any one second.
+std::optional<std::chrono::milliseconds> Gateway::EapLoginBackoff(ike::IkeSa& sa, const std::string& user,
+                                                                  ike::TimePoint now) {
+  const std::string address = ike::ToEndpoint(sa.remote()).AddressString();
+  auto wait = login_throttle_.Check(user, address, now);
+  // The user name is not logged (issue 13: EAP identities stay out of the logs).
+  if (wait) spdlog::warn("{}: EAP login from {} refused unchecked: back-off after repeated failures ({} ms left)",
+                         sa.connection() ? sa.connection()->name : "?", address, wait->count());
+  return wait;
+}
+
+void Gateway::EapLoginChecked(ike::IkeSa& sa, const std::string& user, bool ok, ike::TimePoint now) {
+  login_throttle_.Note(user, ike::ToEndpoint(sa.remote()).AddressString(), ok, now);
+}
+
 bool Gateway::AdmitLivenessCheck(ike::IkeSa&, ike::TimePoint now) {
   while (!dpd_recent_.empty() && now - dpd_recent_.front() >= std::chrono::seconds(1))
     dpd_recent_.pop_front();

@@ -43,6 +43,7 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.cert_failures += from.cert_failures;
   to.eap_mschapv2_success += from.eap_mschapv2_success;
   to.eap_mschapv2_failure += from.eap_mschapv2_failure;
+  to.eap_throttled += from.eap_throttled;
   to.invalid_messages += from.invalid_messages;
   to.child_failures += from.child_failures;
   to.weak_refused_modp1024 += from.weak_refused_modp1024;

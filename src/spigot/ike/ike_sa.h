@@ -218,6 +218,14 @@ class IkeSaHost {
   // a moment later). 100,000 idle tunnels with a 30 s dpd_delay would otherwise be ~3,300
   // INFORMATIONAL exchanges a second: a storm of its own.
   virtual bool AdmitLivenessCheck(IkeSa& /*sa*/, TimePoint /*now*/) { return true; }
+  // EAP logins (2.16), responder: how long `user` at this SA's peer address must still wait
+  // before a password of theirs is checked (nullopt: not at all), and the outcome of each
+  // check, for a brute-force back-off (eap::LoginThrottle).
+  virtual std::optional<std::chrono::milliseconds> EapLoginBackoff(IkeSa& /*sa*/, const std::string& /*user*/,
+                                                                   TimePoint /*now*/) {
+    return std::nullopt;
+  }
+  virtual void EapLoginChecked(IkeSa& /*sa*/, const std::string& /*user*/, bool /*ok*/, TimePoint /*now*/) {}
   virtual CpResult AssignVirtualIps(IkeSa& /*sa*/, bool /*want_v4*/, bool /*want_v6*/,
                                     VirtualIps& /*out*/) {
     return CpResult::kNotServed;
@@ -235,6 +243,7 @@ struct IkeCounters {
   // EAP logins (2.16) by result; failures are also in auth_failures.
   std::uint64_t eap_mschapv2_success = 0;
   std::uint64_t eap_mschapv2_failure = 0;
+  std::uint64_t eap_throttled = 0;  // of the failures: refused by the back-off before a password check
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
   // NO_PROPOSAL_CHOSEN answered to proposals that named weak transforms the connection does not

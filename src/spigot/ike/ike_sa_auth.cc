@@ -351,6 +351,13 @@ void IkeSa::FinishAuthAsInitiator(const Message& msg, const Identity& peer, Time
 
 namespace {
 
+// "192.0.2.1" or "2001:db8::1", without the port.
+std::string AddressOnly(const Address& a) {
+  const std::string s = ToString(a);
+  if (a.family == 6) return s.substr(1, s.rfind(']') - 1);
+  return s.substr(0, s.rfind(':'));
+}
+
 Payload EapPayload(Bytes packet) {
   return {PayloadType::kEap, OtherPayload{static_cast<std::uint8_t>(PayloadType::kEap), false, std::move(packet)}};
 }
@@ -421,7 +428,15 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
       return Die("EAP-MSCHAPv2 unavailable: " + *problem);
     }
     eap_ = std::make_unique<EapState>();
-    eap_->server = std::make_unique<eap::MschapV2Server>(conn_->eap_users, ToString(conn_->local_id));
+    eap_->server = std::make_unique<eap::MschapV2Server>(
+        conn_->eap_users, ToString(conn_->local_id), [this](const std::string& user) -> std::optional<std::string> {
+          // The back-off is asked when the Response names its user, before any password check;
+          // last_heard_ is the time of the IKE_AUTH carrying it.
+          const auto wait = host_->EapLoginBackoff(*this, user, last_heard_);
+          if (!wait) return std::nullopt;
+          return "too many failed logins for this user from " + AddressOnly(remote_) + "; the next is checked in " +
+                 std::to_string((wait->count() + 999) / 1000) + " s";
+        });
     eap_->first_request = msg;
     p.push_back(EapPayload(eap_->server->Start()));
     last_heard_ = now;
@@ -452,6 +467,10 @@ void IkeSa::OnEapAuthRequest(const Message& msg, TimePoint now) {
     return Die("EAP-MSCHAPv2 with " + ToString(peer) + ": IKE_AUTH without an EAP payload");
   }
   auto step = eap_->server->Process(e->body);
+  if (step.password_checked) {
+    host_->EapLoginChecked(*this, eap_->server->user(), step.status != eap::MschapV2Server::Status::kFailure, now);
+  }
+  if (step.throttled) ++counters_->eap_throttled;
   switch (step.status) {
     case eap::MschapV2Server::Status::kContinue:
       SendResponse(msg.header, {EapPayload(std::move(step.reply))}, true);

@@ -268,6 +268,16 @@ bool ParseCounters(const nlohmann::json& j, Counters& out, std::string& error) {
       c.pools.push_back(std::move(pool));
     }
   }
+  // Optional (older snapshots have none): ike.eap_logins.
+  if (j.contains("ike") && j["ike"].is_object() && j["ike"].contains("eap_logins") && j["ike"]["eap_logins"].is_object()) {
+    const auto& e = j["ike"]["eap_logins"];
+    const auto num = [](const nlohmann::json& o, const char* k) {
+      return o.is_object() && o.contains(k) && o[k].is_number() ? o[k].get<double>() : 0.0;
+    };
+    c.eap_throttled = num(e, "throttled");
+    if (e.contains("backoff")) c.eap_backing_off = num(e["backoff"], "backing_off");
+    if (e.contains("mschapv2")) c.eap_failures = num(e["mschapv2"], "failure");
+  }
   out = c;
   return true;
 }
@@ -336,9 +346,23 @@ std::optional<Finding> AddressPoolExhausted(const Counters& c) {
   return Finding{"pool_exhausted", evidence, fix + ", then run `spigot reload`: leases in use are kept"};
 }
 
+// Repeated failed EAP logins from one address for one user put it in a back-off; attempts
+// during it are refused without a password check. Either means someone is guessing.
+std::optional<Finding> PasswordGuessing(const Counters& c) {
+  if (c.eap_throttled <= 0 && c.eap_backing_off <= 0) return std::nullopt;
+  return Finding{"password_guessing",
+                 Num(c.eap_failures) + " failed EAP logins, " + Num(c.eap_throttled) +
+                     " attempts refused unchecked by the back-off, " + Num(c.eap_backing_off) +
+                     " (user, address) pairs in a back-off now",
+                 "find the addresses in spigot's log (\"EAP login from ADDRESS refused unchecked\") and drop them "
+                 "at the firewall (nftables); make sure the users' passwords are strong, or move them to "
+                 "certificates; a user who mistyped waits at most 60 s per attempt and is never locked out "
+                 "from another address"};
+}
+
 std::vector<Finding> Diagnose(const Counters& c) {
   std::vector<Finding> findings;
-  for (auto rule : {PoolExhausted, RenegotiationStorm, OffloadStall, AddressPoolExhausted}) {
+  for (auto rule : {PoolExhausted, RenegotiationStorm, OffloadStall, AddressPoolExhausted, PasswordGuessing}) {
     if (auto f = rule(c)) findings.push_back(std::move(*f));
   }
   return findings;

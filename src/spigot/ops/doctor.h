@@ -16,6 +16,9 @@
 //                        rekey jitter is under 5 minutes (plan.h StormLifetime(): 5m is one).
 //   offload_stall        queue_overflows > 0 or crypto_engine.stalls > 0, while active_sas is
 //                        under 50% of max_spi (the overflows are not the pool's doing).
+//   pool_exhausted       a virtual IP pool full, or near full after refusals.
+//   password_guessing    EAP logins refused unchecked by the back-off (ike.eap_logins.throttled
+//                        > 0) or users in a back-off now: someone is guessing passwords.
 #pragma once
 
 #include <cstdint>
@@ -63,6 +66,11 @@ struct Counters {
     double exhausted = 0;
   };
   std::vector<AddressPool> pools;
+  // ike.eap_logins: failed EAP logins, attempts refused unchecked by the back-off, and the
+  // (user, address) pairs in a back-off now.
+  double eap_failures = 0;
+  double eap_throttled = 0;
+  double eap_backing_off = 0;
 };
 
 // Reads a `spigot stats --json` object (plus the optional "config" object). False, with the

@@ -47,6 +47,23 @@ TEST(Doctor, HealthyGateway) {
   EXPECT_TRUE(Has(text, "active_sas 500 of max_spi 1048576")) << text;
 }
 
+TEST(Doctor, PasswordGuessing) {
+  std::ifstream in(TestData("healthy.json"));
+  json j = json::parse(in);
+  EXPECT_TRUE(DiagnoseJson(j).empty());
+  j["ike"]["eap_logins"] = {{"mschapv2", {{"success", 10}, {"failure", 3}}}, {"throttled", 0},
+                            {"backoff", {{"entries", 1}, {"backing_off", 0}, {"evicted", 0}}}};
+  EXPECT_TRUE(DiagnoseJson(j).empty()) << "a few mistyped passwords are not an attack";
+  j["ike"]["eap_logins"]["throttled"] = 12;
+  j["ike"]["eap_logins"]["backoff"]["backing_off"] = 2;
+  const std::vector<Finding> f = DiagnoseJson(j);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "password_guessing");
+  EXPECT_TRUE(Has(f[0].evidence, "3 failed EAP logins, 12 attempts refused unchecked by the back-off, 2 (user, address)"))
+      << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].fix, "nftables")) << f[0].fix;
+}
+
 // The remote-access twin of SPI exhaustion: road warriors refused a virtual IP.
 TEST(Doctor, VirtualIpPoolExhausted) {
   std::ifstream in(TestData("healthy.json"));
