@@ -121,7 +121,7 @@ std::string Prepare(const LoadgenOptions& o, Setup& s) {
   auto c = std::make_shared<ike::ConnectionParams>();
   c->name = "loadgen";
   c->remote_id_any = true;  // any responder identity that proves the PSK or its certificate
-  if (std::string err = loadgen::ApplyAuth({o.psk, o.cert, o.key, o.ca, o.id}, *c); !err.empty()) return err;
+  if (std::string err = loadgen::ApplyAuth({o.psk, o.cert, o.key, o.ca, o.id, o.eap_id, o.eap_secret}, *c); !err.empty()) return err;
   s.shared_identity = c->local_auth == ike::AuthMethod::kPubkey;
   std::string err;
   if (!ike::ParseProposals(o.ike_proposals, ike::ProtocolId::kIke, c->ike_proposals, err))

@@ -25,6 +25,9 @@ struct LoadgenOptions {
   std::string key;
   std::string ca;
   std::string id;
+  // EAP-MSCHAPv2 login: every initiator as this user (loadgen/auth.h).
+  std::string eap_id;
+  std::string eap_secret;
   std::uint32_t ike_sas = 0;     // initiators
   double rate = 100;             // new initiators started per second
   std::string child_rekey_time;  // rekey each CHILD SA this often (less up to 10% jitter); "": never

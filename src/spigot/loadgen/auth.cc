@@ -9,15 +9,25 @@ std::string ApplyAuth(const AuthOptions& o, ike::ConnectionParams& c) {
   if (cert && o.cert_file.empty()) return "--key needs --cert (the certificate it belongs to)";
   if (cert && o.key_file.empty()) return "--cert needs --key (its private key)";
   if (!cert && !o.id.empty()) return "--id is the identity of --cert (PSK initiators are named by --id-prefix)";
+  const bool eap = !o.eap_id.empty() || !o.eap_secret.empty();
+  if (eap && (o.eap_id.empty() || o.eap_secret.empty())) return "--eap-id and --eap-secret go together";
+  if (eap && cert) return "--eap-id: log in with EAP or with --cert, not both";
   const bool check_cert = !o.ca_file.empty();
-  const bool psk_used = !cert || !check_cert;
+  const bool psk_used = (!cert && !eap) || !check_cert;
   if (psk_used && o.psk.empty()) {
-    return cert ? "--psk is required to check the responder (or give --ca to check its certificate)"
-                : "--psk is required (or authenticate with --cert and --key)";
+    return cert || eap ? "--psk is required to check the responder (or give --ca to check its certificate)"
+                       : "--psk is required (or authenticate with --cert and --key)";
   }
-  if (!psk_used && !o.psk.empty()) return "--psk is not used: --cert and --ca authenticate both sides";
+  if (!psk_used && !o.psk.empty()) {
+    return std::string("--psk is not used: ") + (eap ? "--eap-id" : "--cert") + " and --ca authenticate both sides";
+  }
 
-  c.local_auth = cert ? ike::AuthMethod::kPubkey : ike::AuthMethod::kPsk;
+  c.local_auth = cert ? ike::AuthMethod::kPubkey : eap ? ike::AuthMethod::kEapMschapV2 : ike::AuthMethod::kPsk;
+  if (eap) {
+    c.eap_id = o.eap_id;
+    c.eap_secret = crypto::SecureBytes(std::span<const std::uint8_t>(
+        reinterpret_cast<const std::uint8_t*>(o.eap_secret.data()), o.eap_secret.size()));
+  }
   c.remote_auth = check_cert ? ike::AuthMethod::kPubkey : ike::AuthMethod::kPsk;
   c.psk = crypto::SecureBytes(std::span<const std::uint8_t>(
       reinterpret_cast<const std::uint8_t*>(o.psk.data()), o.psk.size()));

@@ -9,6 +9,9 @@
 //     identity (as with the PSK: the load generator has no remote_id); else its PSK AUTH.
 // --psk is required exactly when one direction uses it, and refused otherwise.
 //
+// EAP login (--eap-id, --eap-secret): instead of a certificate or the PSK, every initiator runs
+// EAP-MSCHAPv2 as that one user; the responder's AUTH is checked by --ca or the PSK as above.
+//
 // Certificate login: every initiator signs with the same certificate and key and names itself
 // with one identity the certificate holds: --id, or by default its subject DN. N initiators are
 // then N IKE SAs of one user, so the responder must allow duplicate identities (spigot
@@ -31,6 +34,10 @@ struct AuthOptions {
   std::string key_file;
   std::string ca_file;  // PEM CA certificate(s) the responder's certificate must chain to
   std::string id;       // with a certificate: the identity; "": the certificate's subject DN
+  // EAP-MSCHAPv2 login (RFC 7296 2.16): every initiator logs in as this user with this password
+  // (its IKE identity stays "<id_prefix>-<i>"); the responder proves itself by --ca or --psk.
+  std::string eap_id;
+  std::string eap_secret;
 };
 
 // Sets `c`'s local_auth, remote_auth, psk, local_credentials, trust and (with a certificate)

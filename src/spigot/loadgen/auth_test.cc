@@ -122,6 +122,26 @@ TEST_F(LoadgenAuth, InconsistentOptionsAreRefused) {
   EXPECT_EQ(Apply(o), "--psk is not used: --cert and --ca authenticate both sides");
 }
 
+TEST_F(LoadgenAuth, EapLoginWithTheResponderByCertificateOrPsk) {
+  ike::ConnectionParams c;
+  ASSERT_EQ(Apply({.ca_file = root_->cert_path, .eap_id = "alice", .eap_secret = "pw"}, &c), "");
+  EXPECT_EQ(c.local_auth, ike::AuthMethod::kEapMschapV2);
+  EXPECT_EQ(c.remote_auth, ike::AuthMethod::kPubkey);
+  EXPECT_EQ(c.eap_id, "alice");
+  EXPECT_EQ(c.eap_secret.size(), 2u);
+  ASSERT_EQ(Apply({.psk = "s", .eap_id = "alice", .eap_secret = "pw"}, &c), "");
+  EXPECT_EQ(c.remote_auth, ike::AuthMethod::kPsk);
+  EXPECT_EQ(Apply({.eap_id = "alice", .eap_secret = "pw"}),
+            "--psk is required to check the responder (or give --ca to check its certificate)");
+  EXPECT_EQ(Apply({.psk = "s", .eap_id = "alice"}), "--eap-id and --eap-secret go together");
+  AuthOptions both = Cert();
+  both.eap_id = "alice";
+  both.eap_secret = "pw";
+  EXPECT_EQ(Apply(both), "--eap-id: log in with EAP or with --cert, not both");
+  EXPECT_EQ(Apply({.psk = "s", .ca_file = root_->cert_path, .eap_id = "alice", .eap_secret = "pw"}),
+            "--psk is not used: --eap-id and --ca authenticate both sides");
+}
+
 TEST_F(LoadgenAuth, BadFilesNameTheOption) {
   AuthOptions o = Cert();
   o.key_file = bob_->key_path;

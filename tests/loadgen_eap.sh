@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# `spigot loadgen --eap-id --eap-secret --ca --vips` (issue 13): N road warriors (IKE identities
+# loadgen-1..N, each asking for a virtual IP from the pool 198.18.16.0/20) log in with
+# EAP-MSCHAPv2 as one user against a spigot responder, then against a
+# strongSwan 5.9.8 responder (16 threads, eap-identity and eap-mschapv2 plugins), each proving
+# itself with a gateway certificate (ECDSA P-256, SAN gw-b.example, made with strongSwan's pki)
+# that the loadgen checks against the root. Every login must succeed, with none left after the
+# DELETEs; spigot counts N EAP successes. Then a wrong password: every login refused, counted
+# by spigot. Prints both establish rates (a functional check, not a benchmark: see
+# bench/storm.sh for rates under load).
+# usage: loadgen_eap.sh SPIGOT_BINARY
+set -euo pipefail
+SPIGOT=$1
+IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16
+N=${N:-100} RATE=${RATE:-100} PW="loadgen's password"
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/lib.sh"
+[ -e /usr/lib/ipsec/plugins/libstrongswan-eap-mschapv2.so ] ||
+  fail "strongSwan's eap-mschapv2 plugin is missing (scripts/install-deps.sh installs libcharon-extauth-plugins)"
+D=$(pki_dir)
+pki_key root rsa 2048
+pki_self_ca root "C=CH, O=Example, CN=Loadgen Root CA"
+pki_key gw ecdsa 256
+pki_issue gw root "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
+
+json_field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
+login() {  # login NAME PASSWORD: N EAP logins from side a, in the background (LG)
+  ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --eap-id alice --eap-secret "$2" --ca "$D/root.pem" \
+    --ike-sas "$N" --rate "$RATE" --duration 2 --ike "$IKE" --esp "$ESP" --vips --json \
+    >"$WORK/$1.json" 2>"$WORK/loadgen-$1.log" &
+  LG=$!
+}
+check_report() {
+  local r="$WORK/$1.json"
+  [ -s "$r" ] || { cat "$WORK/loadgen-$1.log"; fail "$1: no report"; }
+  [ "$(json_field "$r" '["established"]')" = "$N" ] || { cat "$r"; tail -n 20 "$WORK/loadgen-$1.log"; fail "$1: not all $N established"; }
+  [ "$(json_field "$r" '["failed"]')" = 0 ] || { cat "$r"; fail "$1: failures"; }
+  [ "$(json_field "$r" '["deletes_unanswered"]')" = 0 ] || { cat "$r"; fail "$1: DELETEs unanswered"; }
+  log "ok: $1: $N EAP-MSCHAPv2 logins, $(json_field "$r" '["establish_rate_per_second"]') /s," \
+      "p99 $(json_field "$r" '["latency_ms"]["p99"]') ms"
+}
+
+netns_setup
+# ---------------------------------------------------------------- against spigot
+cat >"$WORK/b.toml" <<TOML
+[global]
+control_socket = "$WORK/b.sock"
+listen = "192.0.2.2"
+
+[[pool]]
+name = "rw"
+addrs = "198.18.16.0/20"
+
+[[eap_user]]
+id = "alice"
+secret = "$PW"
+
+[[connection]]
+name = "rw"
+local_addrs = "192.0.2.2"
+remote_addrs = "%any"
+local_id = "gw-b.example"
+remote_id = "%any"
+local_auth = "pubkey"
+remote_auth = "eap-mschapv2"
+local_cert = "$D/gw.pem"
+local_key = "$D/gw.key"
+ike_proposals = "$IKE"
+esp_proposals = "$ESP"
+local_ts = "203.0.113.0/24"
+pools = "rw"
+TOML
+spigot_start b
+stat() { sctl b stats --json | python3 -c "import json,sys; s=json.load(sys.stdin)['ike']; print($1)"; }
+login spigot "$PW"
+wait "$LG" || { cat "$WORK/spigot.json"; fail "spigot: loadgen exited non-zero"; }
+check_report spigot
+[ "$(stat 's["eap_logins"]["mschapv2"]["success"]')" = "$N" ] || fail "spigot did not count $N EAP successes"
+login spigot-wrong "not $PW"
+wait "$LG" || true
+[ "$(json_field "$WORK/spigot-wrong.json" '["established"]')" = 0 ] || fail "a wrong password got in"
+[ "$(stat 's["eap_logins"]["mschapv2"]["failure"]')" -ge 1 ] || fail "spigot did not count the wrong passwords"
+log "ok: spigot: wrong password refused, $(stat 's["eap_logins"]["mschapv2"]["failure"]') failures and $(stat 's["eap_logins"]["throttled"]') throttled (one address, one user: the back-off)"
+kill -TERM "${PIDS[0]}"
+wait "${PIDS[0]}" || true
+PIDS=()
+
+# ---------------------------------------------------------------- against strongSwan
+dir="$WORK/charon-b"
+mkdir -p "$dir/run" "$dir/private"
+cp "$D/gw.key" "$dir/private/"
+cat >"$dir/strongswan.conf" <<CONF
+charon {
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints eap-identity eap-mschapv2 socket-default vici kernel-libipsec kernel-netlink attr updown
+  install_routes = no
+  threads = 16
+  block_threshold = 1000000
+  ikesa_table_size = 65536
+  ikesa_table_segments = 16
+  filelog { stderr { default = 1 } }
+  plugins { kernel-libipsec { allow_peer_ts = yes } }
+}
+CONF
+cat >"$dir/swanctl.conf" <<CONF
+connections {
+  rw {
+    local_addrs = 192.0.2.2
+    remote_addrs = 192.0.2.1
+    proposals = $IKE
+    pools = rw
+    local {
+      auth = pubkey
+      certs = $D/gw.pem
+      id = gw-b.example
+    }
+    remote {
+      auth = eap-mschapv2
+      eap_id = %any
+    }
+    children {
+      net {
+        local_ts = 203.0.113.0/24
+        esp_proposals = $ESP
+      }
+    }
+  }
+}
+pools {
+  rw {
+    addrs = 198.18.16.0/20
+  }
+}
+secrets {
+  eap-alice {
+    id = alice
+    secret = "$PW"
+  }
+}
+CONF
+charon_launch b
+login strongswan "$PW"
+wait "$LG" || { cat "$WORK/strongswan.json"; fail "strongSwan: loadgen exited non-zero"; }
+check_report strongswan
+echo "PASS: $N EAP-MSCHAPv2 logins each against spigot ($(json_field "$WORK/spigot.json" '["establish_rate_per_second"]')/s) and strongSwan ($(json_field "$WORK/strongswan.json" '["establish_rate_per_second"]')/s), none left; wrong password refused"
