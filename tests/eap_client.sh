@@ -60,56 +60,8 @@ TOML
 }
 spigot_eap_config "$ALICE_PW"
 
-dir="$WORK/charon-b"
-mkdir -p "$dir/run" "$dir/private"
-cp "$D/gw.key" "$dir/private/"
-cat >"$dir/strongswan.conf" <<CONF
-charon {
-  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints eap-identity eap-mschapv2 socket-default vici kernel-libipsec kernel-netlink attr updown
-  install_routes = yes
-  filelog { stderr { default = 1 ike = 2 cfg = 2 } }
-  plugins { kernel-libipsec { allow_peer_ts = yes } }
-}
-CONF
-cat >"$dir/swanctl.conf" <<CONF
-connections {
-  rw {
-    local_addrs = 192.0.2.2
-    remote_addrs = 192.0.2.1
-    proposals = $IKE
-    pools = rw
-    local {
-      auth = pubkey
-      certs = $D/gw.pem
-      id = gw-b.example
-    }
-    remote {
-      auth = eap-mschapv2
-      eap_id = %any
-    }
-    children {
-      net {
-        local_ts = 203.0.113.0/24
-        esp_proposals = $ESP
-      }
-    }
-  }
-}
-pools {
-  rw {
-    addrs = 198.18.5.0/28
-  }
-}
-secrets {
-  eap-alice {
-    id = alice
-    secret = "$ALICE_PW"
-  }
-}
-CONF
-
 spigot_start a
-charon_launch b
+charon_eap_responder b "$IKE" "$ESP" "$D/gw.pem" "$D/gw.key" 198.18.5.0/28 alice "$ALICE_PW" yes
 stat() { sctl a stats --json | python3 -c "import json,sys; s=json.load(sys.stdin)['ike']; print($1)"; }
 
 # ------------------------------------------------ 1. the right password

@@ -469,6 +469,118 @@ CONF
   charon_launch "$side"
 }
 
+# charon_eap_responder SIDE IKE ESP CERT KEY POOL USER PASSWORD ROUTES [THREADS]: strongSwan 5.9.8
+# (kernel-libipsec) in namespace SIDE (b) at 192.0.2.2 as an EAP-MSCHAPv2 server for initiators
+# from 192.0.2.1: it proves itself as gw-b.example with the certificate CERT and its KEY, asks
+# for the EAP identity (eap_id %any) and takes USER with PASSWORD, hands out addresses from the
+# attr pool POOL (a CIDR), CHILD SA "net" from 203.0.113.0/24. ROUTES: install_routes (yes for
+# traffic, no for storms); THREADS: charon's worker threads (default 16), with the storm tuning
+# of charon_responder_conf.
+charon_eap_responder() {
+  local side=$1 ike=$2 esp=$3 cert=$4 keyf=$5 pool=$6 user=$7 pw=$8 routes=$9 threads=${10:-16}
+  local dir="$WORK/charon-$side"
+  mkdir -p "$dir/run" "$dir/private"
+  cp "$keyf" "$dir/private/"
+  cat >"$dir/strongswan.conf" <<CONF
+charon {
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints eap-identity eap-mschapv2 socket-default vici kernel-libipsec kernel-netlink attr updown
+  install_routes = $routes
+  threads = $threads
+  block_threshold = 1000000
+  ikesa_table_size = 65536
+  ikesa_table_segments = 16
+  filelog { stderr { default = 1 } }
+  plugins { kernel-libipsec { allow_peer_ts = yes } }
+}
+CONF
+  cat >"$dir/swanctl.conf" <<CONF
+connections {
+  rw {
+    local_addrs = 192.0.2.2
+    remote_addrs = 192.0.2.1
+    proposals = $ike
+    pools = rw
+    local {
+      auth = pubkey
+      certs = $cert
+      id = gw-b.example
+    }
+    remote {
+      auth = eap-mschapv2
+      eap_id = %any
+    }
+    children {
+      net {
+        local_ts = 203.0.113.0/24
+        esp_proposals = $esp
+      }
+    }
+  }
+}
+pools {
+  rw {
+    addrs = $pool
+  }
+}
+secrets {
+  eap-user {
+    id = $user
+    secret = "$pw"
+  }
+}
+CONF
+  charon_launch "$side"
+}
+
+# charon_rw_gw_cert_peer I IKE ESP CA LOCAL_BLOCK [SECRETS] [CHARON_OPTIONS] [PLUGINS]: a strongSwan
+# 5.9.8 road warrior (kernel-libipsec) in peer I's namespace of netns_hub_setup, started:
+# 192.0.2.(10+I), vips 0.0.0.0, CHILD SA "net" to 203.0.113.0/24, checking spigot's gateway
+# certificate (gw-b.example) against the CA file CA. LOCAL_BLOCK is the swanctl `local { }` body
+# (how the peer proves itself), SECRETS the `secrets { }` body, CHARON_OPTIONS lines for the
+# charon section (e.g. "rsa_pss = yes"), PLUGINS more plugins to load (e.g. "eap-mschapv2").
+charon_rw_gw_cert_peer() {
+  local i=$1 ike=$2 esp=$3 ca=$4 local_block=$5 secrets=${6:-} options=${7:-} plugins=${8:-}
+  local dir="$WORK/charon-p$i"
+  mkdir -p "$dir/run" "$dir/private"
+  cat >"$dir/strongswan.conf" <<CONF
+charon {
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints revocation $plugins socket-default vici kernel-libipsec kernel-netlink updown
+  install_routes = yes
+  $options
+  filelog { stderr { default = 1 ike = 2 cfg = 2 } }
+  plugins { kernel-libipsec { allow_peer_ts = yes } revocation { enable_ocsp = no } }
+}
+CONF
+  cat >"$dir/swanctl.conf" <<CONF
+connections {
+  gw {
+    local_addrs = 192.0.2.$((10 + i))
+    remote_addrs = 192.0.2.2
+    proposals = $ike
+    vips = 0.0.0.0
+    local {
+      $local_block
+    }
+    remote {
+      auth = pubkey
+      id = gw-b.example
+      cacerts = $ca
+    }
+    children {
+      net {
+        remote_ts = 203.0.113.0/24
+        esp_proposals = $esp
+      }
+    }
+  }
+}
+secrets {
+  $secrets
+}
+CONF
+  charon_launch "p$i"
+}
+
 # charon_rw_peer_config I IKE ESP PSK [VIPS] [REMOTE_TS]: the configuration (not started) of a
 # strongSwan 5.9.8 road warrior (kernel-libipsec) in peer I's namespace of netns_hub_setup:
 # identity peerI.example at 192.0.2.(10+I), asking spigot (gw-b, 192.0.2.2) for virtual IPs VIPS

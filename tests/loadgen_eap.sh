@@ -86,58 +86,7 @@ wait "${PIDS[0]}" || true
 PIDS=()
 
 # ---------------------------------------------------------------- against strongSwan
-dir="$WORK/charon-b"
-mkdir -p "$dir/run" "$dir/private"
-cp "$D/gw.key" "$dir/private/"
-cat >"$dir/strongswan.conf" <<CONF
-charon {
-  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints eap-identity eap-mschapv2 socket-default vici kernel-libipsec kernel-netlink attr updown
-  install_routes = no
-  threads = 16
-  block_threshold = 1000000
-  ikesa_table_size = 65536
-  ikesa_table_segments = 16
-  filelog { stderr { default = 1 } }
-  plugins { kernel-libipsec { allow_peer_ts = yes } }
-}
-CONF
-cat >"$dir/swanctl.conf" <<CONF
-connections {
-  rw {
-    local_addrs = 192.0.2.2
-    remote_addrs = 192.0.2.1
-    proposals = $IKE
-    pools = rw
-    local {
-      auth = pubkey
-      certs = $D/gw.pem
-      id = gw-b.example
-    }
-    remote {
-      auth = eap-mschapv2
-      eap_id = %any
-    }
-    children {
-      net {
-        local_ts = 203.0.113.0/24
-        esp_proposals = $ESP
-      }
-    }
-  }
-}
-pools {
-  rw {
-    addrs = 198.18.16.0/20
-  }
-}
-secrets {
-  eap-alice {
-    id = alice
-    secret = "$PW"
-  }
-}
-CONF
-charon_launch b
+charon_eap_responder b "$IKE" "$ESP" "$D/gw.pem" "$D/gw.key" 198.18.16.0/20 alice "$PW" no 16
 login strongswan "$PW"
 wait "$LG" || { cat "$WORK/strongswan.json"; fail "strongSwan: loadgen exited non-zero"; }
 check_report strongswan

@@ -74,45 +74,11 @@ spigot_start b
 # rw_cert_peer I OPTIONS: peer I's charon (identity its DN, its certificate and key, trusting the
 # root for gw-b.example), OPTIONS added to the charon section of strongswan.conf.
 rw_cert_peer() {
-  local i=$1 options=$2 dir="$WORK/charon-p$1"
-  mkdir -p "$dir/run" "$dir/private"
-  cp "$D/peer$i.key" "$dir/private/"
-  cat >"$dir/strongswan.conf" <<CONF
-charon {
-  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints revocation socket-default vici kernel-libipsec kernel-netlink updown
-  install_routes = yes
-  $options
-  filelog { stderr { default = 1 ike = 2 cfg = 2 } }
-  plugins { kernel-libipsec { allow_peer_ts = yes } revocation { enable_ocsp = no } }
-}
-CONF
-  cat >"$dir/swanctl.conf" <<CONF
-connections {
-  gw {
-    local_addrs = 192.0.2.$((10 + i))
-    remote_addrs = 192.0.2.2
-    proposals = $IKE
-    vips = 0.0.0.0
-    local {
-      auth = pubkey
-      certs = $D/peer$i.pem
-      id = "$(peer_dn "$i")"
-    }
-    remote {
-      auth = pubkey
-      id = gw-b.example
-      cacerts = $D/root.pem
-    }
-    children {
-      net {
-        remote_ts = 203.0.113.0/24
-        esp_proposals = $ESP
-      }
-    }
-  }
-}
-CONF
-  charon_launch "p$i"
+  mkdir -p "$WORK/charon-p$1/private"
+  cp "$D/peer$1.key" "$WORK/charon-p$1/private/"
+  charon_rw_gw_cert_peer "$1" "$IKE" "$ESP" "$D/root.pem" "auth = pubkey
+      certs = $D/peer$1.pem
+      id = \"$(peer_dn "$1")\"" "" "$2"
 }
 rw_cert_peer 1 "rsa_pss = yes"
 rw_cert_peer 2 "signature_authentication = no"

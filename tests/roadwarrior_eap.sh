@@ -71,49 +71,10 @@ spigot_start b
 
 # rw_eap_peer I EAP_ID PASSWORD: peer I's charon, logging in as EAP_ID.
 rw_eap_peer() {
-  local i=$1 user=$2 pw=$3 dir="$WORK/charon-p$1"
-  mkdir -p "$dir/run"
-  cat >"$dir/strongswan.conf" <<CONF
-charon {
-  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints revocation eap-identity eap-mschapv2 socket-default vici kernel-libipsec kernel-netlink updown
-  install_routes = yes
-  filelog { stderr { default = 1 ike = 2 cfg = 2 } }
-  plugins { kernel-libipsec { allow_peer_ts = yes } revocation { enable_ocsp = no } }
-}
-CONF
-  cat >"$dir/swanctl.conf" <<CONF
-connections {
-  gw {
-    local_addrs = 192.0.2.$((10 + i))
-    remote_addrs = 192.0.2.2
-    proposals = $IKE
-    vips = 0.0.0.0
-    local {
-      auth = eap-mschapv2
-      id = peer$i.example
-      eap_id = $user
-    }
-    remote {
-      auth = pubkey
-      id = gw-b.example
-      cacerts = $D/root.pem
-    }
-    children {
-      net {
-        remote_ts = 203.0.113.0/24
-        esp_proposals = $ESP
-      }
-    }
-  }
-}
-secrets {
-  eap-user {
-    id = $user
-    secret = "$pw"
-  }
-}
-CONF
-  charon_launch "p$i"
+  charon_rw_gw_cert_peer "$1" "$IKE" "$ESP" "$D/root.pem" "auth = eap-mschapv2
+      id = peer$1.example
+      eap_id = $2" "eap-user { id = $2
+    secret = \"$3\" }" "" "eap-identity eap-mschapv2"
 }
 rw_eap_peer 1 alice "$ALICE_PW"
 rw_eap_peer 2 bob "$BOB_PW"
