@@ -6,8 +6,9 @@
 #   3. spigot only: BIG IKE SAs with their CHILD SAs, held, to measure memory at scale;
 #   4. certificate logins (issue 12): N IKE SAs as in 1, authenticated with certificates both
 #      ways, once per gateway key type in CERT (ecdsa = P-256, rsa2048, rsa3072), offered
-#      CERT_RATE/s (default per type, about what spigot sustains here: ecdsa 1000, rsa2048 400,
-#      rsa3072 150). Certificates are made in the run with strongSwan's `pki`: a root CA and the
+#      CERT_RATE/s (default per type, a little under what spigot's one IKE_AUTH thread
+#      sustained on the 2-core test machine: ecdsa 600 (651/s at 1000 offered), rsa2048 270
+#      (287/s at 400), rsa3072 100). Certificates are made in the run with strongSwan's `pki`: a root CA and the
 #      gateway's certificate (SAN gw-b.example, serverAuth) with keys of that type, and one
 #      client certificate (ECDSA P-256, DN "C=CH, O=Example, CN=storm-client", clientAuth) under
 #      the same root. Every initiator logs in with that one client certificate under its subject
@@ -135,7 +136,7 @@ if [ "$N" -gt 0 ] && [ -n "$CERT" ]; then
   for c in $CERT; do
     make_certs "$c"
     rate=$CERT_RATE
-    [ -n "$rate" ] || case "$c" in ecdsa) rate=1000 ;; rsa2048) rate=400 ;; *) rate=150 ;; esac
+    [ -n "$rate" ] || case "$c" in ecdsa) rate=600 ;; rsa2048) rate=270 ;; *) rate=100 ;; esac
     AUTH=cert CASE_RATE=$rate run_case spigot "cert-$c" "$N" 5
     AUTH=cert CASE_RATE=$rate run_case strongswan "cert-$c" "$N" 5
   done

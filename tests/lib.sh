@@ -186,6 +186,7 @@ CONF
 # (its own /run, so several charons can coexist) and loads the swanctl configuration.
 charon_launch() {
   local side=$1 dir="$WORK/charon-$1"
+  rm -f "$dir/run/charon.vici"  # a charon started here before: or we would wait on its socket
   ip netns exec "${NS}$side" unshare -m sh -c \
     "mount --bind '$dir/run' /run; STRONGSWAN_CONF='$dir/strongswan.conf' exec /usr/lib/ipsec/charon" \
     >"$WORK/charon-$side.log" 2>&1 &
