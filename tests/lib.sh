@@ -473,7 +473,7 @@ CONF
 # charon_eap_responder SIDE IKE ESP CERT KEY POOL USER PASSWORD ROUTES [THREADS]: strongSwan 5.9.8
 # (kernel-libipsec) in namespace SIDE (b) at 192.0.2.2 as an EAP-MSCHAPv2 server for initiators
 # from 192.0.2.1: it proves itself as gw-b.example with the certificate CERT and its KEY, asks
-# for the EAP identity (eap_id %any) and takes USER with PASSWORD, hands out addresses from the
+# for the EAP identity (eap_id %any) and takes USER (any user if empty) with PASSWORD, hands out addresses from the
 # attr pool POOL (a CIDR), CHILD SA "net" from 203.0.113.0/24. ROUTES: install_routes (yes for
 # traffic, no for storms); THREADS: charon's worker threads (default 16), with the storm tuning
 # of charon_responder_conf.
@@ -525,7 +525,7 @@ pools {
 }
 secrets {
   eap-user {
-    id = $user
+    $([ -n "$user" ] && echo "id = $user")
     secret = "$pw"
   }
 }

@@ -13,7 +13,8 @@
 #   then peer3 keeps guessing: after 3 free failures it is backed off (refused before any
 #          password check, ike.eap_logins.throttled), `spigot doctor` names password_guessing,
 #          and alice from peer1's address is not locked out (logs in again).
-# Then both logged-in peers pass traffic.
+# Then both logged-in peers pass traffic; the leases are listed by EAP user (eap:alice, eap:bob),
+# not by the IKE identities.
 # Addresses: documentation ranges and 198.18.0.0/15 only.
 # usage: roadwarrior_eap.sh SPIGOT_BINARY
 set -euo pipefail
@@ -135,11 +136,28 @@ PY
 [ "$(wc -l <"$WORK/leases.txt")" = 2 ] || { cat "$WORK/leases.txt"; fail "want 2 leases (alice, bob)"; }
 replies() { sed -n 's/.* \([0-9]*\) received.*/\1/p' "$1" | head -n1; }
 for i in 1 2; do
-  vip=$(awk -F'\t' -v id="peer$i.example" '$2 == id { print $1 }' "$WORK/leases.txt")
-  [ -n "$vip" ] || fail "no lease for peer$i"
+  user=$([ "$i" = 1 ] && echo alice || echo bob)
+  vip=$(awk -F'\t' -v id="eap:$user" '$2 == id { print $1 }' "$WORK/leases.txt")
+  [ -n "$vip" ] || { cat "$WORK/leases.txt"; fail "no lease for peer$i under its EAP user eap:$user"; }
   until_ok 5 sh -c "ip -n '${NS}p$i' addr | grep -q ' $vip/'" || fail "charon of peer$i did not install $vip"
   ip netns exec "${NS}p$i" ping -n -c "$PINGS" -i 0.2 -W 3 -I "$vip" 203.0.113.1 >"$WORK/ping-p$i.txt" 2>&1 || true
   [ "$(replies "$WORK/ping-p$i.txt")" = "$PINGS" ] || { cat "$WORK/ping-p$i.txt"; fail "peer$i ($vip): lost replies"; }
   log "ok: peer$i ($vip): $PINGS of $PINGS replies"
 done
+
+# Uniqueness by EAP user (unique = "replace", the default): alice logs in again from peer3 (its
+# IKE identity peer3.example differs): spigot replaces peer1's IKE SA, counts it, and alice keeps
+# her address.
+ALICE_VIP=$(awk -F'\t' '$2 == "eap:alice" { print $1 }' "$WORK/leases.txt")
+replaced() { stat 's["unique_replaced"]'; }
+before=$(replaced)
+sed -i "s/secret = \"$WRONG_PW\"/secret = \"$ALICE_PW\"/" "$WORK/charon-p3/swanctl.conf"
+swan p3 --load-creds --file "$WORK/charon-p3/swanctl.conf" >/dev/null 2>&1 || fail "peer3 could not load alice's password"
+sleep 9  # peer3's back-off (from the guessing above) runs out
+swan p3 --initiate --child net --timeout 30 >"$WORK/initiate-p3.out" 2>&1 ||
+  { cat "$WORK/initiate-p3.out"; fail "alice could not log in from peer3"; }
+until_ok 5 sh -c "[ \"\$('$SPIGOT' stats --json --socket '$WORK/b.sock' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"ike\"][\"unique_replaced\"])')\" -gt $before ]" ||
+  fail "alice's second login did not replace her first IKE SA (unique by EAP user)"
+until_ok 5 sh -c "ip -n '${NS}p3' addr | grep -q ' $ALICE_VIP/'" || fail "alice did not get her address $ALICE_VIP back on peer3"
+log "ok: alice from peer3 replaced her IKE SA from peer1 (unique_replaced $(replaced)) and kept $ALICE_VIP"
 echo "PASS: EAP-MSCHAPv2 road warriors against local users, wrong password refused and counted ($(( $(date +%s) - T0 )) s)"

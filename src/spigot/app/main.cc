@@ -167,8 +167,9 @@ void AddLoadgen(CLI::App& app, Cli& cli) {
                                "without it the responder proves the PSK");
   lg->add_option("--id", o.id, "With --cert: the identity all initiators use, one the certificate "
                                "holds (default: its subject DN)");
-  lg->add_option("--eap-id", o.eap_id, "Log in with EAP-MSCHAPv2 as this user (every initiator; "
-                                       "the responder proves itself by --ca or --psk)");
+  lg->add_option("--eap-id", o.eap_id, "Log in with EAP-MSCHAPv2 as this user; %d in it is the "
+                                       "initiator's number (user%d: user1, user2, ...); the responder "
+                                       "proves itself by --ca or --psk");
   lg->add_option("--eap-secret", o.eap_secret, "The password of --eap-id");
   lg->add_option("--ike-sas", o.ike_sas, "Initiators, each with one IKE SA and one CHILD SA")->required();
   lg->add_option("--rate", o.rate, "New initiators started per second")->capture_default_str();

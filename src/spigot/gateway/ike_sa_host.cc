@@ -248,8 +248,14 @@ bool Gateway::AdmitLivenessCheck(ike::IkeSa&, ike::TimePoint now) {
 
 namespace {
 
-// Identities as the leases file and `spigot leases` show them.
+// Identities as the leases file and `spigot leases` show them: the EAP user ("eap:alice") after
+// an EAP login, else the IKE identity.
 std::string LeaseIdentity(const ike::IkeSa& sa) {
+  if (!sa.eap_identity().empty()) return "eap:" + sa.eap_identity();
+  return sa.peer_id() ? ike::ToString(*sa.peer_id()) : ike::ToString(sa.remote());
+}
+// What the log names: the IKE identity (EAP users stay out of the log).
+std::string LogIdentity(const ike::IkeSa& sa) {
   return sa.peer_id() ? ike::ToString(*sa.peer_id()) : ike::ToString(sa.remote());
 }
 
@@ -287,7 +293,7 @@ ike::CpResult Gateway::AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_
   }
   if (granted.empty()) {
     ++counters_.pool_refused;
-    spdlog::warn("{}: no virtual IP for {}: {}", c->cfg.name, identity,
+    spdlog::warn("{}: no virtual IP for {}: {}", c->cfg.name, LogIdentity(sa),
                  exhausted ? "pool exhausted" : "no pool serves the family asked for");
     return ike::CpResult::kFailed;
   }
@@ -304,7 +310,7 @@ ike::CpResult Gateway::AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_
       }
       for (const auto& t : pool.split_include) out.subnets.push_back(ToSelector(t));
     }
-    spdlog::info("{}: {} gets {} from pool {}", c->cfg.name, identity,
+    spdlog::info("{}: {} gets {} from pool {}", c->cfg.name, LogIdentity(sa),
                  lease.address.ToString(), lease.pool);
   }
   leases_dirty_ = true;

@@ -107,6 +107,13 @@ std::string IkeSaTable::PeerKey(const ike::IkeSa& sa) {
   const ike::Identity& id = *sa.peer_id();
   std::string key = sa.connection()->name;
   key.push_back('\0');
+  // After an EAP login the user is the peer (a native client's IKE identity is often only its
+  // address, shared by users behind NATs with the same private addresses).
+  if (!sa.eap_identity().empty()) {
+    key.push_back('E');
+    key.append(sa.eap_identity());
+    return key;
+  }
   key.push_back(static_cast<char>(id.type));
   key.append(id.data.begin(), id.data.end());
   return key;

@@ -346,6 +346,9 @@ class IkeSa {
   // (initiator), as host selectors; set before the SA reports kEstablished, kept across IKE
   // rekeys (3.15.1). Empty without a CP exchange.
   const std::vector<TrafficSelector>& virtual_ips() const { return virtual_ips_; }
+  // Responder, after an EAP login (2.16): the user name EAP authenticated. Hosts key leases and
+  // uniqueness by it (the IKE identity of a native client is often just its address); never log it.
+  const std::string& eap_identity() const { return eap_identity_; }
   // Both sides sent IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT (RFC 7383 2.3).
   bool fragmentation() const { return fragmentation_; }
 
@@ -495,6 +498,7 @@ class IkeSa {
     bool succeeded = false;
   };
   std::unique_ptr<EapState> eap_;
+  std::string eap_identity_;
   void OnEapAuthRequest(const Message& msg, TimePoint now);
   void OnEapAuthResponse(const Message& msg, TimePoint now);
   // The end of a successful IKE_AUTH as initiator: the peer's identity, its CP reply, the

@@ -505,6 +505,7 @@ void IkeSa::FinishEap(const Message& msg, TimePoint now) {
     return Die("EAP-MSCHAPv2 with " + ToString(peer) + ": the final AUTH does not verify with the MSK");
   }
   ++counters_->eap_mschapv2_success;
+  eap_identity_ = eap_->server->user();
   const IdPayload idr = conn_->local_id.ToPayload();
   const auto mac = PskAuth(algs_->prf, msk.span(), init_response_, ni_, keys_.sk_pr, idr.Body());
   std::vector<Payload> p;

@@ -35,7 +35,9 @@ struct AuthOptions {
   std::string ca_file;  // PEM CA certificate(s) the responder's certificate must chain to
   std::string id;       // with a certificate: the identity; "": the certificate's subject DN
   // EAP-MSCHAPv2 login (RFC 7296 2.16): every initiator logs in as this user with this password
-  // (its IKE identity stays "<id_prefix>-<i>"); the responder proves itself by --ca or --psk.
+  // (its IKE identity stays "<id_prefix>-<i>"); "%d" in it is replaced by the initiator's number,
+  // so that each is its own user (a responder keys leases and uniqueness by the EAP user). The
+  // responder proves itself by --ca or --psk.
   std::string eap_id;
   std::string eap_secret;
 };

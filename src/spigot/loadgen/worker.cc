@@ -141,6 +141,10 @@ void Worker::StartOne(ike::TimePoint now) {
     auto own = std::make_shared<ike::ConnectionParams>(*config_.connection);
     const std::string id = config_.id_prefix + "-" + std::to_string(config_.first_index + i);
     own->local_id = ike::Identity{ike::IdType::kFqdn, ike::Bytes(id.begin(), id.end())};
+    // --eap-id user%d: each initiator is its own EAP user (user1, user2, ...).
+    if (const auto at = own->eap_id.find("%d"); at != std::string::npos) {
+      own->eap_id.replace(at, 2, std::to_string(config_.first_index + i));
+    }
     conn = std::move(own);
   }
   ini.socket = static_cast<std::uint32_t>(i % sockets_.size());
