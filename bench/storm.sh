@@ -19,18 +19,27 @@
 #      login a responder signs once with the gateway key and verifies the client certificate
 #      (CA's signature) and the client's ECDSA AUTH. spigot signs on its control thread (one
 #      core; issue 17 moves it), strongSwan on its 16 threads.
+#   5. EAP-MSCHAPv2 logins (issue 13), with EAP=1 (default): N road warriors, each its own user
+#      (storm1..stormN, one password; `spigot loadgen --eap-id 'storm%d' --eap-secret --ca
+#      --vips`) asking for a virtual IP, against spigot ([[eap_user]] entries, an ECDSA P-256
+#      gateway certificate, pool 198.18.0.0/16) and strongSwan (eap-identity + eap-mschapv2, the
+#      attr pool of the same range, a wildcard EAP secret), offered EAP_RATE/s (default 600).
+#      A login is five IKE_AUTH exchanges: the gateway's signature, EAP-Identity, the MS-CHAPv2
+#      challenge, its success and the two MSK AUTHs; on spigot all on the control thread.
 # For each: establish rate, p50/p99 latency, failures, rekeys completed, peak responder RSS
 # (VmHWM). Ratios are spigot over strongSwan from this run. Run as root.
 # usage: bench/storm.sh [BUILD_DIR] [N] [HOLD] [BIG]
 #        defaults: build/release 20000 300 100000; CHILD_LIFE=60 RATE=10000
 #        CERT="ecdsa rsa2048" in the environment (CERT_RATE: see 4);
-#        N=0 skips 1, 2 and 4, HOLD=0 skips 2, BIG=0 skips 3, CERT= (empty) skips 4
+#        EAP=1 EAP_RATE=600;
+#        N=0 skips 1, 2, 4 and 5, HOLD=0 skips 2, BIG=0 skips 3, CERT= (empty) skips 4, EAP=0 skips 5
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build/release}
 N=${2:-20000} HOLD=${3:-300} BIG=${4:-100000}
 CHILD_LIFE=${CHILD_LIFE:-60} RATE=${RATE:-10000}
 CERT=${CERT-ecdsa rsa2048} CERT_RATE=${CERT_RATE:-}
+EAP=${EAP:-1} EAP_RATE=${EAP_RATE:-600} EAP_PW=storm-password-1  # no blanks: login_args is split on them
 SPIGOT=$(cd "$BUILD" && pwd)/spigot
 HERE=$ROOT/tests
 source "$ROOT/tests/lib.sh"
@@ -62,8 +71,47 @@ make_certs() {  # make_certs ecdsa|rsa2048|rsa3072: a root and gateway of that t
   log "pki: root CA and gateway $GW_ID ($1), client \"$CLIENT_DN\" (ECDSA P-256)"
 }
 
+# spigot_eap_responder COUNT: side b's config for AUTH=eap: the gateway certificate, EAP-MSCHAPv2
+# users storm1..stormCOUNT, virtual IPs from 198.18.0.0/16.
+spigot_eap_responder() {
+  cat >"$WORK/b.toml" <<TOML
+[global]
+control_socket = "$WORK/b.sock"
+listen = "192.0.2.2"
+
+[[pool]]
+name = "rw"
+addrs = "198.18.0.0/16"
+
+[[connection]]
+name = "rw"
+local_addrs = "192.0.2.2"
+remote_addrs = "%any"
+local_id = "$GW_ID"
+remote_id = "%any"
+local_auth = "pubkey"
+remote_auth = "eap-mschapv2"
+local_cert = "$PKI_DIR/gw.pem"
+local_key = "$PKI_DIR/gw.key"
+ike_proposals = "$IKE"
+esp_proposals = "$ESP"
+local_ts = "203.0.113.0/24"
+pools = "rw"
+TOML
+  python3 - "$1" "$EAP_PW" >>"$WORK/b.toml" <<'PY'
+import sys
+for i in range(1, int(sys.argv[1]) + 1):
+    print(f'\n[[eap_user]]\nid = "storm{i}"\nsecret = "{sys.argv[2]}"')
+PY
+}
+
 start_responder() {  # start_responder spigot|strongswan -> RPID
-  if [ "$1" = spigot ]; then
+  if [ "$1" = spigot ] && [ "$AUTH" = eap ]; then
+    spigot_eap_responder "$N"
+    spigot_start b
+  elif [ "$AUTH" = eap ]; then
+    charon_eap_responder b "$IKE" "$ESP" "$PKI_DIR/gw.pem" "$PKI_DIR/gw.key" 198.18.0.0/16 "" "$EAP_PW" no 16
+  elif [ "$1" = spigot ]; then
     spigot_config b "$IKE" "$ESP" "$PSK"
     if [ "$AUTH" = cert ]; then
       spigot_cert_auth b "$PKI_DIR/gw.pem" "$PKI_DIR/gw.key" "$PKI_DIR/root.pem" "$GW_ID" "$CLIENT_DN"
@@ -80,7 +128,9 @@ start_responder() {  # start_responder spigot|strongswan -> RPID
   RPID=${PIDS[-1]}
 }
 login_args() {  # the loadgen's authentication options for AUTH
-  if [ "$AUTH" = cert ]; then
+  if [ "$AUTH" = eap ]; then
+    echo --eap-id 'storm%d' --eap-secret "$EAP_PW" --ca "$PKI_DIR/root.pem" --vips
+  elif [ "$AUTH" = cert ]; then
     echo --cert "$PKI_DIR/client.pem" --key "$PKI_DIR/client.key" --ca "$PKI_DIR/root.pem"
   else
     echo --psk "$PSK"
@@ -142,6 +192,12 @@ if [ "$N" -gt 0 ] && [ -n "$CERT" ]; then
   done
 fi
 
+if [ "$N" -gt 0 ] && [ "$EAP" = 1 ]; then
+  make_certs ecdsa
+  AUTH=eap CASE_RATE=$EAP_RATE run_case spigot eap "$N" 5
+  AUTH=eap CASE_RATE=$EAP_RATE run_case strongswan eap "$N" 5
+fi
+
 echo
 echo "storm.sh: N=$N RATE=$RATE HOLD=${HOLD}s CHILD_LIFE=${CHILD_LIFE}s BIG=$BIG CERT=\"$CERT\" CERT_RATE=${CERT_RATE:-by type} (spigot $(git -C "$ROOT" rev-parse --short HEAD))"
 cat "$RESULTS"
@@ -151,7 +207,7 @@ w = sys.argv[1]
 def rate(case, who):
     p = os.path.join(w, f"{case}-{who}.json")
     return json.load(open(p))["establish_rate_per_second"] if os.path.exists(p) else None
-for case in ["login", "rekey"] + [f"cert-{c}" for c in sys.argv[2:]]:
+for case in ["login", "rekey"] + [f"cert-{c}" for c in sys.argv[2:]] + ["eap"]:
     s, g = rate(case, "spigot"), rate(case, "strongswan")
     if s and g:
         print(f"{case}: spigot establishes {s / g:.1f}x as fast as strongSwan ({s:.0f}/s vs {g:.0f}/s)")
