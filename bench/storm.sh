@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Login and renegotiation storms against a spigot responder and a strongSwan 5.9.8 responder
 # (charon, 16 threads, kernel-libipsec), same topology, same load generator, same run:
-#   1. N IKE SAs (each with its CHILD SA) as fast as they go (the load generator offers RATE/s);
+#   1. N IKE SAs (each with its CHILD SA) as fast as they go (the load generator offers RATE/s),
+#      PSK, each initiator asking for a virtual IP from 198.18.0.0/15 (both responders);
 #   2. N IKE SAs with CHILD SAs rekeyed every CHILD_LIFE seconds, held for HOLD seconds;
 #   3. spigot only: BIG IKE SAs with their CHILD SAs, held, to measure memory at scale;
 #   4. certificate logins (issue 12): N IKE SAs as in 1, authenticated with certificates both
@@ -116,14 +117,17 @@ start_responder() {  # start_responder spigot|strongswan -> RPID
     if [ "$AUTH" = cert ]; then
       spigot_cert_auth b "$PKI_DIR/gw.pem" "$PKI_DIR/gw.key" "$PKI_DIR/root.pem" "$GW_ID" "$CLIENT_DN"
     else
-      sed -i 's/^remote_id = .*/remote_id = "%any"/' "$WORK/b.toml"
+      # Road warriors with virtual IPs (--vips): each peer's CHILD SA is for its own address,
+      # as spigot's per-peer policies require of peers on one %any connection.
+      sed -i -e 's/^remote_id = .*/remote_id = "%any"/' -e '/^remote_ts = /d' "$WORK/b.toml"
+      printf 'pools = "rw"\n\n[[pool]]\nname = "rw"\naddrs = "198.18.0.0/15"\n' >>"$WORK/b.toml"
     fi
     spigot_start b
   elif [ "$AUTH" = cert ]; then
     charon_cert_responder b "$IKE" "$ESP" "$PKI_DIR/gw.pem" "$PKI_DIR/gw.key" "$PKI_DIR/root.pem" \
       "$GW_ID" "$CLIENT_DN" 16
   else
-    charon_any_responder b "$IKE" "$ESP" "$PSK" 16
+    charon_any_responder b "$IKE" "$ESP" "$PSK" 16 198.18.0.0/15
   fi
   RPID=${PIDS[-1]}
 }
@@ -133,7 +137,7 @@ login_args() {  # the loadgen's authentication options for AUTH
   elif [ "$AUTH" = cert ]; then
     echo --cert "$PKI_DIR/client.pem" --key "$PKI_DIR/client.key" --ca "$PKI_DIR/root.pem"
   else
-    echo --psk "$PSK"
+    echo --psk "$PSK" --vips
   fi
 }
 stop_responder() {

@@ -195,14 +195,18 @@ charon_launch() {
   swan "$side" --load-all --file "$dir/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all failed"
 }
 
-# charon_any_responder SIDE IKE ESP PSK [THREADS]: strongSwan 5.9.8 (kernel-libipsec) in
+# charon_any_responder SIDE IKE ESP PSK [THREADS] [POOL]: strongSwan 5.9.8 (kernel-libipsec) in
 # namespace SIDE (b) as the responder for many initiators from side a: any identity with the PSK
 # (a secret without ids is a wildcard), tuned for many IKE SAs from one address —
 # block_threshold (half-open SAs per peer IP, default 5) would otherwise drop IKE_SA_INITs.
-# THREADS: charon's worker threads (default 16, its own default).
+# THREADS: charon's worker threads (default 16, its own default). POOL (a CIDR): virtual IPs
+# from the attr pool, CHILD SAs for them; else every CHILD SA is for 198.51.100.0/24.
 charon_any_responder() {
-  local side=$1 ike=$2 esp=$3 psk=$4 threads=${5:-16}
-  local dir="$WORK/charon-$side"
+  local side=$1 ike=$2 esp=$3 psk=$4 threads=${5:-16} pool=${6:-}
+  local dir="$WORK/charon-$side" remote_ts="remote_ts = 198.51.100.0/24" pools=""
+  if [ -n "$pool" ]; then  # virtual IPs from the attr pool; the CHILD SAs are for them
+    remote_ts="" pools="pools { rw { addrs = $pool } }"
+  fi
   charon_responder_conf "$dir" "$threads"
   cat >"$dir/swanctl.conf" <<CONF
 connections {
@@ -210,6 +214,7 @@ connections {
     local_addrs = 192.0.2.2
     remote_addrs = 192.0.2.1
     proposals = $ike
+    $([ -n "$pool" ] && echo "pools = rw")
     local {
       auth = psk
       id = gw-b
@@ -221,12 +226,13 @@ connections {
     children {
       net {
         local_ts = 203.0.113.0/24
-        remote_ts = 198.51.100.0/24
+        $remote_ts
         esp_proposals = $esp
       }
     }
   }
 }
+$pools
 secrets {
   ike-any {
     secret = $psk
@@ -249,7 +255,7 @@ charon_responder_conf() {
   mkdir -p "$dir/run"
   cat >"$dir/strongswan.conf" <<CONF
 charon {
-  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem $plugins socket-default vici kernel-libipsec kernel-netlink updown
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem $plugins socket-default vici kernel-libipsec kernel-netlink attr updown
   install_routes = no
   threads = $threads
   block_threshold = 1000000
