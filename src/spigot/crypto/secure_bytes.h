@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace spigot::crypto {
@@ -22,6 +23,10 @@ class SecureBytes {
   SecureBytes() = default;
   explicit SecureBytes(std::size_t n) : bytes_(n) {}
   explicit SecureBytes(std::span<const std::uint8_t> src) : bytes_(src.begin(), src.end()) {}
+  // A secret given as text (a PSK, an EAP password from the configuration or a command line).
+  static SecureBytes FromText(std::string_view text) {
+    return SecureBytes(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+  }
   SecureBytes(const SecureBytes& o) : bytes_(o.bytes_) {}
   SecureBytes(SecureBytes&& o) noexcept : bytes_(std::move(o.bytes_)) {}
   SecureBytes& operator=(const SecureBytes& o) {

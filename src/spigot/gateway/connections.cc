@@ -17,8 +17,7 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
   auto eap_users = std::make_shared<eap::Users>();
   for (const auto& u : config.eap_users) {
     const auto secret = u.secret.view();
-    eap_users->Add(u.id, crypto::SecureBytes(std::span<const std::uint8_t>(
-                             reinterpret_cast<const std::uint8_t*>(secret.data()), secret.size())));
+    eap_users->Add(u.id, crypto::SecureBytes::FromText(secret));
   }
   for (const auto& c : config.connections) {
     auto p = std::make_shared<ike::ConnectionParams>();
@@ -54,8 +53,7 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
         for (const auto& u : config.eap_users) {
           if (u.id != c.eap_id) continue;
           const auto secret = u.secret.view();
-          p->eap_secret = crypto::SecureBytes(std::span<const std::uint8_t>(
-              reinterpret_cast<const std::uint8_t*>(secret.data()), secret.size()));
+          p->eap_secret = crypto::SecureBytes::FromText(secret);
         }
         break;
     }
@@ -71,8 +69,7 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
     p->trust = c.trust;
     p->rsa_pss = c.rsa_pss;
     const auto psk = c.psk.view();
-    p->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
-        reinterpret_cast<const std::uint8_t*>(psk.data()), psk.size()));
+    p->psk = crypto::SecureBytes::FromText(psk);
     std::string err;
     std::string allow_weak;
     for (const auto& w : c.allow_weak) allow_weak += (allow_weak.empty() ? "" : ",") + w;

@@ -130,8 +130,7 @@ std::optional<HandshakeConnections> MakeHandshakeConnections(std::string_view ik
     c->name = "handshake-meter";
     c->local_id = *ParseIdentity(local_id);
     c->remote_id = *ParseIdentity(remote_id);
-    c->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
-        reinterpret_cast<const std::uint8_t*>(kPsk.data()), kPsk.size()));
+    c->psk = crypto::SecureBytes::FromText(kPsk);
     c->ike_proposals = ike;
     c->esp_proposals = esp;
     c->local_ts = {*SelectorFromCidr(local_net)};

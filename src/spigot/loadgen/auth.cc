@@ -25,12 +25,10 @@ std::string ApplyAuth(const AuthOptions& o, ike::ConnectionParams& c) {
   c.local_auth = cert ? ike::AuthMethod::kPubkey : eap ? ike::AuthMethod::kEapMschapV2 : ike::AuthMethod::kPsk;
   if (eap) {
     c.eap_id = o.eap_id;
-    c.eap_secret = crypto::SecureBytes(std::span<const std::uint8_t>(
-        reinterpret_cast<const std::uint8_t*>(o.eap_secret.data()), o.eap_secret.size()));
+    c.eap_secret = crypto::SecureBytes::FromText(o.eap_secret);
   }
   c.remote_auth = check_cert ? ike::AuthMethod::kPubkey : ike::AuthMethod::kPsk;
-  c.psk = crypto::SecureBytes(std::span<const std::uint8_t>(
-      reinterpret_cast<const std::uint8_t*>(o.psk.data()), o.psk.size()));
+  c.psk = crypto::SecureBytes::FromText(o.psk);
   std::string error;
   if (check_cert) {
     c.trust = pki::TrustStore::Load({o.ca_file}, {}, &error);

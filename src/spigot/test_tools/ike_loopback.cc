@@ -141,9 +141,7 @@ std::shared_ptr<ConnectionParams> TestConnection(bool initiator, const char* ike
   c->name = "test";
   c->local_id = *ParseIdentity(initiator ? "@alice" : "@bob");
   c->remote_id = *ParseIdentity(initiator ? "@bob" : "@alice");
-  const char* psk = "secret";
-  c->psk = crypto::SecureBytes(std::span<const std::uint8_t>(
-      reinterpret_cast<const std::uint8_t*>(psk), 6));
+  c->psk = crypto::SecureBytes::FromText("secret");
   std::string err;
   ParseProposals(ike, ProtocolId::kIke, c->ike_proposals, err);
   ParseProposals(esp, ProtocolId::kEsp, c->esp_proposals, err);
