@@ -26,6 +26,10 @@ nlohmann::json ReloadJson(const gateway::Gateway::ReloadResult& r) {
 // Virtual IP pools in stats: size, in use, and how often a peer found one full (what doctor's
 // pool_exhausted reads), plus the peers refused an address for any reason.
 // IKE fragmentation (RFC 7383): sent, reassembled, and fragments dropped by reason.
+nlohmann::json EapLoginsJson(const ike::IkeCounters& c, eap::Method m) {
+  return {{"success", c.eap_login(m).success}, {"failure", c.eap_login(m).failure}};
+}
+
 nlohmann::json FragmentsJson(const ike::FragmentCounters& f) {
   return {{"messages_fragmented", f.messages_fragmented}, {"sent", f.fragments_sent},
           {"received", f.fragments_received}, {"reassembled", f.messages_reassembled},
@@ -207,7 +211,9 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"unknown_spi", c.ike_unknown_spi}, {"no_connection", c.ike_no_connection},
         {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures}, {"cert_failures", ic.cert_failures},
         {"eap_logins",
-         {{"mschapv2", {{"success", ic.eap_mschapv2_success}, {"failure", ic.eap_mschapv2_failure}}},
+         {{"mschapv2", EapLoginsJson(ic, eap::Method::kMschapV2)},
+          {"tls", EapLoginsJson(ic, eap::Method::kTls)},
+          {"radius", EapLoginsJson(ic, eap::Method::kRadius)},
           {"throttled", ic.eap_throttled},
           {"backoff", {{"entries", eap_throttle.entries}, {"backing_off", eap_throttle.backing_off},
                        {"evicted", eap_throttle.evicted}}}}},

@@ -112,6 +112,15 @@ std::span<const std::uint8_t> WithoutDomain(std::span<const std::uint8_t> name) 
 
 }  // namespace
 
+const char* MethodName(Method m) {
+  switch (m) {
+    case Method::kMschapV2: return "mschapv2";
+    case Method::kTls: return "tls";
+    case Method::kRadius: return "radius";
+  }
+  return "?";
+}
+
 // ---------------------------------------------------------------- packets
 
 std::optional<Packet> Parse(std::span<const std::uint8_t> bytes) {

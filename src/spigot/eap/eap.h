@@ -72,34 +72,69 @@ std::optional<crypto::SecureBytes> MschapV2Msk(std::span<const std::uint8_t> pas
 // Whether the legacy provider (MD4, DES) is usable; the reason if not.
 std::optional<std::string> LegacyProviderProblem();
 
-class MschapV2Server {
+// Which EAP server does the checking: a local method, or a RADIUS server the packets pass
+// through (RFC 3579). Counters are kept per kind.
+enum class Method : std::uint8_t { kMschapV2, kTls, kRadius };
+inline constexpr std::size_t kMethodCount = 3;
+const char* MethodName(Method m);  // "mschapv2", "tls", "radius"
+
+// What the authenticator says about the user beyond yes or no (RADIUS Access-Accept).
+struct Authorization {
+  std::optional<std::array<std::uint8_t, 4>> framed_ip4;  // Framed-IP-Address: the user's virtual IP
+  std::vector<Bytes> classes;                              // Class attributes, kept for accounting
+};
+
+// The authenticator side of one EAP conversation (RFC 3748 2), whatever checks the peer: a local
+// method or a RADIUS server. A step's result may come later than the packet (a RADIUS round
+// trip): Receive() hands it to `done`, either before it returns or later from the event loop,
+// and never after the session is destroyed (destroying it cancels what is outstanding).
+class ServerSession {
  public:
   enum class Status : std::uint8_t { kContinue, kSuccess, kFailure };
   struct Step {
     Status status = Status::kContinue;
     Bytes reply;         // the EAP packet to send (a request, EAP-Success or EAP-Failure)
     std::string reason;  // kFailure: why, without identities or secrets
-    // A password was checked in this step (right or wrong), for the user named here; the
-    // caller reports it to its LoginThrottle. Not set for a refusal before any check.
+    // Credentials were checked in this step (right or wrong), for user(); the caller reports
+    // it to its LoginThrottle. Not set for a refusal before any check.
     bool password_checked = false;
-    bool throttled = false;  // refused by `admit` before the password was looked at
+    bool throttled = false;  // refused by the Admission callback before the credentials were looked at
   };
-  // Asked with the user name of an MS-CHAPv2 Response before its password is checked: nullopt
-  // lets it through; a reason refuses the login without looking at the password (brute-force
-  // back-off, LoginThrottle).
+  using Done = std::function<void(Step)>;
+  // Asked with a user name before its credentials are checked: nullopt lets it through; a
+  // reason refuses the login without looking at them (brute-force back-off, LoginThrottle).
   using Admission = std::function<std::optional<std::string>(const std::string& user)>;
 
+  virtual ~ServerSession() = default;
+  virtual Method method() const = 0;
+  // The first request (EAP-Request/Identity for every method here).
+  virtual Bytes Start() = 0;
+  // One EAP packet from the peer (an EAP payload's data).
+  virtual void Receive(std::span<const std::uint8_t> packet, Done done) = 0;
+  // The name the credentials were checked for (the back-off's and the lease's key); empty
+  // before. Never log it as it is.
+  virtual const std::string& user() const = 0;
+  // After kSuccess: the MSK (RFC 5247), the key of both final AUTH payloads (RFC 7296 2.16).
+  virtual const crypto::SecureBytes& msk() const = 0;
+  virtual const Authorization& authorization() const {
+    static const Authorization kNone;
+    return kNone;
+  }
+};
+
+class MschapV2Server final : public ServerSession {
+ public:
   // `server_name` goes into the challenge's Name field.
   MschapV2Server(std::shared_ptr<const Users> users, std::string server_name, Admission admit = nullptr);
+  Method method() const override { return Method::kMschapV2; }
   // The user name of the MS-CHAPv2 Response (what the password was checked for).
-  const std::string& user() const { return user_; }
+  const std::string& user() const override { return user_; }
 
-  // The first request: EAP-Request/Identity.
-  Bytes Start();
-  // One EAP packet from the peer (an EAP payload's data).
+  Bytes Start() override;
+  // The synchronous step; Receive() hands it to `done` before returning.
   Step Process(std::span<const std::uint8_t> packet);
-  // After kSuccess: the MSK.
-  const crypto::SecureBytes& msk() const { return msk_; }
+  void Receive(std::span<const std::uint8_t> packet, Done done) override { done(Process(packet)); }
+  const crypto::SecureBytes& msk() const override { return msk_; }
   // After an Identity response: the EAP identity (for the caller to bind a lease or log a
   // hash of; never log it as it is).
   const std::string& identity() const { return identity_; }

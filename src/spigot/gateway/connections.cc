@@ -48,7 +48,7 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
       case config::AuthKind::kPsk: p->local_auth = ike::AuthMethod::kPsk; break;
       case config::AuthKind::kPubkey: p->local_auth = ike::AuthMethod::kPubkey; break;
       case config::AuthKind::kEapMschapV2:
-        p->local_auth = ike::AuthMethod::kEapMschapV2;
+        p->local_auth = ike::AuthMethod::kEap;
         p->eap_id = c.eap_id;
         for (const auto& u : config.eap_users) {
           if (u.id != c.eap_id) continue;
@@ -61,8 +61,12 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
       case config::AuthKind::kPsk: p->remote_auth = ike::AuthMethod::kPsk; break;
       case config::AuthKind::kPubkey: p->remote_auth = ike::AuthMethod::kPubkey; break;
       case config::AuthKind::kEapMschapV2:
-        p->remote_auth = ike::AuthMethod::kEapMschapV2;
-        p->eap_users = eap_users;
+        if (auto problem = eap::LegacyProviderProblem()) {
+          *error = path + ": connection '" + c.name + "': remote_auth = \"eap-mschapv2\" needs OpenSSL's legacy provider (MD4, DES): " + *problem;
+          return false;
+        }
+        p->remote_auth = ike::AuthMethod::kEap;
+        p->eap_server = ike::LocalMschapV2Servers(eap_users);
         break;
     }
     p->local_credentials = c.credentials;

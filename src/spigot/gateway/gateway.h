@@ -87,6 +87,9 @@ class Gateway final : public ike::IkeSaHost {
     // and new ones deleted because the peer already had one (unique = keep).
     std::uint64_t unique_replaced = 0;
     std::uint64_t unique_refused = 0;
+    // EAP answers (RADIUS) that could not wait for a turn of the loop of their own because its
+    // queue was full, and were answered inside the RADIUS client's callback instead.
+    std::uint64_t eap_resumed_inline = 0;
   };
 
   struct ReloadResult {
@@ -164,6 +167,7 @@ class Gateway final : public ike::IkeSaHost {
   std::optional<std::chrono::milliseconds> EapLoginBackoff(ike::IkeSa& sa, const std::string& user,
                                                            ike::TimePoint now) override;
   void EapLoginChecked(ike::IkeSa& sa, const std::string& user, bool ok, ike::TimePoint now) override;
+  void EapStepReady(ike::IkeSa& sa) override;
   eap::LoginThrottle::Stats EapThrottleStats() const { return login_throttle_.stats(Now()); }
   // Virtual IPs for a peer's CFG_REQUEST from its connection's `pools` (leases by identity).
   ike::CpResult AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_v6,

@@ -236,6 +236,22 @@ void Gateway::EapLoginChecked(ike::IkeSa& sa, const std::string& user, bool ok, 
   login_throttle_.Note(user, ike::ToEndpoint(sa.remote()).AddressString(), ok, now);
 }
 
+// A RADIUS answer came back: the SA answers its peer from a turn of the loop of its own, not
+// from inside the RADIUS client's callback. The SA is looked up again then: it may be gone.
+void Gateway::EapStepReady(ike::IkeSa& sa) {
+  const std::uint64_t ours = IkeSaTable::OurSpi(sa);
+  const auto resume = [this, ours] {
+    SaEntry* e = table_.Find(ours);
+    if (e == nullptr) return;
+    e->sa->ResumeEap(Now());
+    table_.Schedule(ours);
+  };
+  if (!env_.loop.Post(resume)) {
+    ++counters_.eap_resumed_inline;  // the loop's queue was full: answered at once instead
+    resume();
+  }
+}
+
 bool Gateway::AdmitLivenessCheck(ike::IkeSa&, ike::TimePoint now) {
   while (!dpd_recent_.empty() && now - dpd_recent_.front() >= std::chrono::seconds(1))
     dpd_recent_.pop_front();

@@ -41,8 +41,10 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.requests_queue_full += from.requests_queue_full;
   to.auth_failures += from.auth_failures;
   to.cert_failures += from.cert_failures;
-  to.eap_mschapv2_success += from.eap_mschapv2_success;
-  to.eap_mschapv2_failure += from.eap_mschapv2_failure;
+  for (std::size_t m = 0; m < to.eap_logins.size(); ++m) {
+    to.eap_logins[m].success += from.eap_logins[m].success;
+    to.eap_logins[m].failure += from.eap_logins[m].failure;
+  }
   to.eap_throttled += from.eap_throttled;
   to.invalid_messages += from.invalid_messages;
   to.child_failures += from.child_failures;

@@ -35,6 +35,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,11 +65,23 @@ enum class AuthMethod : std::uint8_t {
   kPsk,     // AUTH = the PSK's MAC
   kPubkey,  // AUTH = a signature (pki/signature.h), CERT payloads carry the certificate chain
   // 2.16. remote_auth, responder: the initiator sends no AUTH in its first IKE_AUTH; we
-  // authenticate ourselves (local_auth) and run EAP-MSCHAPv2 (eap/eap.h) against eap_users over
-  // further IKE_AUTH exchanges; both final AUTH payloads are MACs keyed with the EAP MSK.
-  // local_auth, initiator: the same from the client's side, as eap_id with eap_secret.
-  kEapMschapV2,
+  // authenticate ourselves (local_auth) and run the EAP server that eap_server makes (a local
+  // method or RADIUS, eap/eap.h) over further IKE_AUTH exchanges; both final AUTH payloads
+  // are MACs keyed with the EAP MSK.
+  // local_auth, initiator: EAP-MSCHAPv2 from the client's side, as eap_id with eap_secret.
+  kEap,
 };
+
+// What an EAP server of one login is told about it (remote_auth kEap).
+struct EapServerContext {
+  std::string server_name;  // our IKE identity, as text
+  Address local;            // the addresses of the IKE SA (RADIUS Called-/Calling-Station-Id)
+  Address peer;
+  eap::ServerSession::Admission admit;  // the brute-force back-off
+};
+using EapServerFactory = std::function<std::unique_ptr<eap::ServerSession>(const EapServerContext&)>;
+// EAP-MSCHAPv2 against local users ([[eap_user]]).
+EapServerFactory LocalMschapV2Servers(std::shared_ptr<const eap::Users> users);
 
 struct ConnectionParams {
   // remote_id exactly, "%any", or a DN pattern with wildcards ("C=CH, O=Example, CN=*").
@@ -90,9 +103,9 @@ struct ConnectionParams {
   std::shared_ptr<const pki::TrustStore> trust;
   std::optional<pki::DnPattern> remote_id_pattern;
   bool rsa_pss = false;  // sign with RSASSA-PSS when the peer takes RFC 7427 signatures
-  // remote_auth kEapMschapV2: the users ([[eap_user]]).
-  std::shared_ptr<const eap::Users> eap_users;
-  // local_auth kEapMschapV2 (initiator): our EAP identity and password.
+  // remote_auth kEap: makes the EAP server of each login.
+  EapServerFactory eap_server;
+  // local_auth kEap (initiator): our EAP identity and password.
   std::string eap_id;
   crypto::SecureBytes eap_secret;
   bool uses_pubkey() const { return local_auth == AuthMethod::kPubkey || remote_auth == AuthMethod::kPubkey; }
@@ -221,6 +234,10 @@ class IkeSaHost {
   // EAP logins (2.16), responder: how long `user` at this SA's peer address must still wait
   // before a password of theirs is checked (nullopt: not at all), and the outcome of each
   // check, for a brute-force back-off (eap::LoginThrottle).
+  // An EAP step that finished after the IKE_AUTH carrying it was handled (a RADIUS round
+  // trip): the host calls sa.ResumeEap(now) from its loop, soon and outside the EAP server's
+  // callback, and then looks at the SA's state and deadlines as after a datagram.
+  virtual void EapStepReady(IkeSa& /*sa*/) {}
   virtual std::optional<std::chrono::milliseconds> EapLoginBackoff(IkeSa& /*sa*/, const std::string& /*user*/,
                                                                    TimePoint /*now*/) {
     return std::nullopt;
@@ -240,9 +257,15 @@ struct IkeCounters {
   // Of those: a peer certificate refused (no path to a trusted CA, expired, revoked, wrong key
   // usage, malformed, missing) or an identity the certificate does not hold.
   std::uint64_t cert_failures = 0;
-  // EAP logins (2.16) by result; failures are also in auth_failures.
-  std::uint64_t eap_mschapv2_success = 0;
-  std::uint64_t eap_mschapv2_failure = 0;
+  // EAP logins (2.16) by EAP server (eap::Method) and result; failures are also in
+  // auth_failures. An initiator counts its own logins under kMschapV2.
+  struct EapLogins {
+    std::uint64_t success = 0;
+    std::uint64_t failure = 0;
+  };
+  std::array<EapLogins, eap::kMethodCount> eap_logins{};
+  EapLogins& eap_login(eap::Method m) { return eap_logins[static_cast<std::size_t>(m)]; }
+  const EapLogins& eap_login(eap::Method m) const { return eap_logins[static_cast<std::size_t>(m)]; }
   std::uint64_t eap_throttled = 0;  // of the failures: refused by the back-off before a password check
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
@@ -349,6 +372,11 @@ class IkeSa {
   // Responder, after an EAP login (2.16): the user name EAP authenticated. Hosts key leases and
   // uniqueness by it (the IKE identity of a native client is often just its address); never log it.
   const std::string& eap_identity() const { return eap_identity_; }
+  // Responder, after an EAP login: what the authenticator said about the user (RADIUS
+  // Framed-IP-Address and Class); empty otherwise. Valid while AnswerCfgRequest asks the host.
+  const eap::Authorization& eap_authorization() const { return eap_authorization_; }
+  // See IkeSaHost::EapStepReady.
+  void ResumeEap(TimePoint now);
   // Both sides sent IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT (RFC 7383 2.3).
   bool fragmentation() const { return fragmentation_; }
 
@@ -491,14 +519,22 @@ class IkeSa {
   // Initiator, local_auth EAP: the client, and the responder's first IKE_AUTH response (its IDr
   // is what the responder's final AUTH signs over).
   struct EapState {
-    std::unique_ptr<eap::MschapV2Server> server;
+    std::unique_ptr<eap::ServerSession> server;
     Message first_request;
+    // A step the server is still working on (a RADIUS round trip): the header of the IKE_AUTH
+    // request to answer; retransmissions of it are dropped meanwhile. `ready` holds the step
+    // once it is done, until ResumeEap() answers.
+    std::optional<Header> pending;
+    std::optional<eap::ServerSession::Step> ready;
+    bool in_receive = false;
     std::unique_ptr<eap::MschapV2Client> client;
     std::optional<Message> first_response;
     bool succeeded = false;
   };
   std::unique_ptr<EapState> eap_;
   std::string eap_identity_;
+  eap::Authorization eap_authorization_;
+  void AnswerEapStep(const Header& request, eap::ServerSession::Step step, TimePoint now);
   void OnEapAuthRequest(const Message& msg, TimePoint now);
   void OnEapAuthResponse(const Message& msg, TimePoint now);
   // The end of a successful IKE_AUTH as initiator: the peer's identity, its CP reply, the

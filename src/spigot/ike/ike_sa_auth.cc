@@ -271,7 +271,7 @@ void IkeSa::SendAuth(TimePoint now) {
   const IdPayload idi = conn_->local_id.ToPayload();
   std::string error;
   // 2.16: with EAP the first IKE_AUTH carries no AUTH; the responder starts EAP.
-  const bool eap = conn_->local_auth == AuthMethod::kEapMschapV2;
+  const bool eap = conn_->local_auth == AuthMethod::kEap;
   std::optional<AuthPayload> auth;
   if (!eap) auth = OwnAuth(init_request_, nr_, keys_.sk_pi, idi, &error);
   if (eap && eap::LegacyProviderProblem()) error = *eap::LegacyProviderProblem();
@@ -301,7 +301,7 @@ void IkeSa::SendAuth(TimePoint now) {
 void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
   if (msg.FindNotify(NotifyType::kAuthenticationFailed) != nullptr) {
     ++counters_->auth_failures;
-    if (eap_ && eap_->client) ++counters_->eap_mschapv2_failure;
+    if (eap_ && eap_->client) ++counters_->eap_login(eap::Method::kMschapV2).failure;
     return Die("peer: AUTHENTICATION_FAILED");
   }
   if (eap_ && eap_->client) return OnEapAuthResponse(msg, now);
@@ -372,6 +372,13 @@ const OtherPayload* FindEap(const Message& msg) {
 
 }  // namespace
 
+EapServerFactory LocalMschapV2Servers(std::shared_ptr<const eap::Users> users) {
+  return [users = std::move(users)](const EapServerContext& c) -> std::unique_ptr<eap::ServerSession> {
+    if (eap::LegacyProviderProblem()) return nullptr;  // MD4 and DES: the gateway said so when it started
+    return std::make_unique<eap::MschapV2Server>(users, c.server_name, c.admit);
+  };
+}
+
 void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   if (eap_) return OnEapAuthRequest(msg, now);
   const auto* idi = msg.Find<IdPayload>(PayloadType::kIdi);
@@ -391,7 +398,7 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
     return Die("no connection for peer identity " + ToString(peer));
   }
   NotePeerSignatureInfo(msg);  // its CERTREQ: which chain to send back
-  const bool eap = conn_->remote_auth == AuthMethod::kEapMschapV2;
+  const bool eap = conn_->remote_auth == AuthMethod::kEap;
   if (auth == nullptr && !eap) {
     // 2.16: no AUTH asks for EAP, which this connection does not do.
     ++counters_->auth_failures;
@@ -401,7 +408,7 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   if (auth != nullptr && eap) {
     ++counters_->auth_failures;
     SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
-    return Die(ToString(peer) + " sent AUTH where the connection expects EAP-MSCHAPv2");
+    return Die(ToString(peer) + " sent AUTH where the connection expects EAP");
   }
   if (auth != nullptr) {
     if (auto why = CheckPeerAuth(msg, *idi, *auth, init_request_, nr_, keys_.sk_pi)) {
@@ -422,21 +429,26 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   p.push_back({PayloadType::kAuth, std::move(*our_auth)});
   if (eap) {
     // 2.16: we prove ourselves now; the peer proves itself with EAP over the next exchanges.
-    if (auto problem = eap::LegacyProviderProblem()) {
+    EapServerContext context;
+    context.server_name = ToString(conn_->local_id);
+    context.local = local_;
+    context.peer = remote_;
+    context.admit = [this](const std::string& user) -> std::optional<std::string> {
+      // Asked when a step names its user, before any credential check; last_heard_ is the
+      // time of the IKE_AUTH carrying it.
+      const auto wait = host_->EapLoginBackoff(*this, user, last_heard_);
+      if (!wait) return std::nullopt;
+      return "too many failed logins for this user from " + AddressOnly(remote_) + "; the next is checked in " +
+             std::to_string((wait->count() + 999) / 1000) + " s";
+    };
+    auto server = conn_->eap_server ? conn_->eap_server(context) : nullptr;
+    if (!server) {
       ++counters_->auth_failures;
       SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
-      return Die("EAP-MSCHAPv2 unavailable: " + *problem);
+      return Die("the connection's EAP server is unavailable");
     }
     eap_ = std::make_unique<EapState>();
-    eap_->server = std::make_unique<eap::MschapV2Server>(
-        conn_->eap_users, ToString(conn_->local_id), [this](const std::string& user) -> std::optional<std::string> {
-          // The back-off is asked when the Response names its user, before any password check;
-          // last_heard_ is the time of the IKE_AUTH carrying it.
-          const auto wait = host_->EapLoginBackoff(*this, user, last_heard_);
-          if (!wait) return std::nullopt;
-          return "too many failed logins for this user from " + AddressOnly(remote_) + "; the next is checked in " +
-                 std::to_string((wait->count() + 999) / 1000) + " s";
-        });
+    eap_->server = std::move(server);
     eap_->first_request = msg;
     p.push_back(EapPayload(eap_->server->Start()));
     last_heard_ = now;
@@ -457,34 +469,61 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
 
 void IkeSa::OnEapAuthRequest(const Message& msg, TimePoint now) {
   last_heard_ = now;
-  const Identity peer = Identity::FromPayload(*eap_->first_request.Find<IdPayload>(PayloadType::kIdi));
+  if (eap_->pending) return;  // retransmitted while the EAP server works on it: the answer comes
   if (eap_->succeeded) return FinishEap(msg, now);
+  const eap::Method method = eap_->server->method();
   const auto* e = FindEap(msg);
   if (e == nullptr) {
     ++counters_->auth_failures;
-    ++counters_->eap_mschapv2_failure;
+    ++counters_->eap_login(method).failure;
     SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
-    return Die("EAP-MSCHAPv2 with " + ToString(peer) + ": IKE_AUTH without an EAP payload");
+    const Identity peer = Identity::FromPayload(*eap_->first_request.Find<IdPayload>(PayloadType::kIdi));
+    return Die(std::string("EAP (") + eap::MethodName(method) + ") with " + ToString(peer) +
+               ": IKE_AUTH without an EAP payload");
   }
-  auto step = eap_->server->Process(e->body);
+  eap_->pending = msg.header;
+  eap_->in_receive = true;
+  // The step may finish at once (local methods) or later (RADIUS); `this` outlives the server,
+  // whose destruction cancels a step still outstanding.
+  eap_->server->Receive(e->body, [this](eap::ServerSession::Step step) {
+    eap_->ready = std::move(step);
+    if (!eap_->in_receive) host_->EapStepReady(*this);
+  });
+  eap_->in_receive = false;
+  if (eap_->ready) ResumeEap(now);
+}
+
+void IkeSa::ResumeEap(TimePoint now) {
+  if (state_ == State::kDead || !eap_ || !eap_->pending || !eap_->ready) return;
+  const Header request = *eap_->pending;
+  eap::ServerSession::Step step = std::move(*eap_->ready);
+  eap_->pending.reset();
+  eap_->ready.reset();
+  AnswerEapStep(request, std::move(step), now);
+}
+
+void IkeSa::AnswerEapStep(const Header& request, eap::ServerSession::Step step, TimePoint now) {
+  const eap::Method method = eap_->server->method();
   if (step.password_checked) {
-    host_->EapLoginChecked(*this, eap_->server->user(), step.status != eap::MschapV2Server::Status::kFailure, now);
+    host_->EapLoginChecked(*this, eap_->server->user(), step.status != eap::ServerSession::Status::kFailure, now);
   }
   if (step.throttled) ++counters_->eap_throttled;
   switch (step.status) {
-    case eap::MschapV2Server::Status::kContinue:
-      SendResponse(msg.header, {EapPayload(std::move(step.reply))}, true);
+    case eap::ServerSession::Status::kContinue:
+      SendResponse(request, {EapPayload(std::move(step.reply))}, true);
       return;
-    case eap::MschapV2Server::Status::kSuccess:
+    case eap::ServerSession::Status::kSuccess:
       eap_->succeeded = true;
-      SendResponse(msg.header, {EapPayload(std::move(step.reply))}, true);
+      SendResponse(request, {EapPayload(std::move(step.reply))}, true);
       return;
-    case eap::MschapV2Server::Status::kFailure:
+    case eap::ServerSession::Status::kFailure: {
       // The EAP identity and password stay out of the log (only the IKE identity is named).
       ++counters_->auth_failures;
-      ++counters_->eap_mschapv2_failure;
-      SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed), EapPayload(std::move(step.reply))}, true);
-      return Die("EAP-MSCHAPv2 with " + ToString(peer) + ": " + step.reason);
+      ++counters_->eap_login(method).failure;
+      SendResponse(request, {Notify(NotifyType::kAuthenticationFailed), EapPayload(std::move(step.reply))}, true);
+      const Identity peer = Identity::FromPayload(*eap_->first_request.Find<IdPayload>(PayloadType::kIdi));
+      return Die(std::string("EAP (") + eap::MethodName(method) + ") with " + ToString(peer) + ": " + step.reason);
+    }
   }
 }
 
@@ -500,12 +539,14 @@ void IkeSa::FinishEap(const Message& msg, TimePoint now) {
       !crypto::ConstantTimeEqual(PskAuth(algs_->prf, msk.span(), init_request_, nr_, keys_.sk_pi, idi->Body()).span(),
                                  auth->data)) {
     ++counters_->auth_failures;
-    ++counters_->eap_mschapv2_failure;
+    ++counters_->eap_login(eap_->server->method()).failure;
     SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
-    return Die("EAP-MSCHAPv2 with " + ToString(peer) + ": the final AUTH does not verify with the MSK");
+    return Die(std::string("EAP (") + eap::MethodName(eap_->server->method()) + ") with " + ToString(peer) +
+               ": the final AUTH does not verify with the MSK");
   }
-  ++counters_->eap_mschapv2_success;
+  ++counters_->eap_login(eap_->server->method()).success;
   eap_identity_ = eap_->server->user();
+  eap_authorization_ = eap_->server->authorization();
   const IdPayload idr = conn_->local_id.ToPayload();
   const auto mac = PskAuth(algs_->prf, msk.span(), init_response_, ni_, keys_.sk_pr, idr.Body());
   std::vector<Payload> p;
@@ -524,7 +565,7 @@ void IkeSa::OnEapAuthResponse(const Message& msg, TimePoint now) {
   EapState& e = *eap_;
   const auto fail = [&](const std::string& why) {
     ++counters_->auth_failures;
-    ++counters_->eap_mschapv2_failure;
+    ++counters_->eap_login(eap::Method::kMschapV2).failure;
     if (child_neg_) {
       host_->ReleaseChildSpi(child_neg_->spi_in);
       child_neg_.reset();
@@ -559,7 +600,7 @@ void IkeSa::OnEapAuthResponse(const Message& msg, TimePoint now) {
             PskAuth(algs_->prf, e.client->msk().span(), init_response_, ni_, keys_.sk_pr, idr->Body()).span(), auth->data)) {
       return fail("peer " + ToString(peer) + ": its final AUTH does not verify with the EAP MSK");
     }
-    ++counters_->eap_mschapv2_success;
+    ++counters_->eap_login(eap::Method::kMschapV2).success;
     const Message final_response = msg;
     eap_.reset();
     return FinishAuthAsInitiator(final_response, peer, now);

@@ -22,13 +22,13 @@ struct EapPair {
   std::shared_ptr<ConnectionParams> iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
   std::shared_ptr<ConnectionParams> rconn = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
   EapPair(const char* password) {
-    iconn->local_auth = AuthMethod::kEapMschapV2;
+    iconn->local_auth = AuthMethod::kEap;
     iconn->eap_id = "alice";
     iconn->eap_secret = EapSecret(password);
-    rconn->remote_auth = AuthMethod::kEapMschapV2;
+    rconn->remote_auth = AuthMethod::kEap;
     auto users = std::make_shared<eap::Users>();
     users->Add("alice", EapSecret("alice's password"));
-    rconn->eap_users = users;
+    rconn->eap_server = LocalMschapV2Servers(users);
   }
 };
 
@@ -42,8 +42,8 @@ TEST(EapAuth, MschapV2LoginOverSeveralIkeAuthExchangesEstablishesBothSides) {
   EXPECT_EQ(pair.responder->state(), IkeSa::State::kEstablished) << pair.responder->failure();
   EXPECT_EQ(pair.ihost.installed.size(), 1u);
   EXPECT_EQ(pair.rhost.installed.size(), 1u);
-  EXPECT_EQ(pair.icounters.eap_mschapv2_success, 1u);
-  EXPECT_EQ(pair.rcounters.eap_mschapv2_success, 1u);
+  EXPECT_EQ(pair.icounters.eap_login(eap::Method::kMschapV2).success, 1u);
+  EXPECT_EQ(pair.rcounters.eap_login(eap::Method::kMschapV2).success, 1u);
   EXPECT_EQ(pair.icounters.auth_failures + pair.rcounters.auth_failures, 0u);
   // IKE_SA_INIT, then IKE_AUTH: first (IDi, no AUTH), identity, MS-CHAPv2 response, success
   // ack, final AUTH: message IDs 0-5, five IKE_AUTH exchanges.
@@ -61,11 +61,11 @@ TEST(EapAuth, WrongPasswordIsRefusedAndCountedOnBothSides) {
   pair.Pump(EapTime(0));
   EXPECT_EQ(pair.initiator->state(), IkeSa::State::kDead);
   EXPECT_FALSE(pair.responder) << "the loopback drops a responder that died before it was established";
-  EXPECT_EQ(pair.rcounters.eap_mschapv2_failure, 1u);
+  EXPECT_EQ(pair.rcounters.eap_login(eap::Method::kMschapV2).failure, 1u);
   EXPECT_EQ(pair.rcounters.auth_failures, 1u);
   EXPECT_EQ(pair.icounters.auth_failures, 1u);
   EXPECT_EQ(pair.initiator->failure(), "peer: AUTHENTICATION_FAILED");
-  EXPECT_EQ(pair.icounters.eap_mschapv2_failure, 1u);
+  EXPECT_EQ(pair.icounters.eap_login(eap::Method::kMschapV2).failure, 1u);
   EXPECT_TRUE(pair.ihost.installed.empty());
   EXPECT_TRUE(pair.rhost.installed.empty());
   EXPECT_TRUE(pair.ihost.live_spis.empty()) << "the initiator's CHILD SPI was not released";
@@ -79,8 +79,92 @@ TEST(EapAuth, EapWhereTheConnectionHasNoneIsAuthenticationFailed) {
   pair.Pump(EapTime(0));
   EXPECT_EQ(pair.initiator->state(), IkeSa::State::kDead);
   EXPECT_EQ(pair.rcounters.auth_failures, 1u);
-  EXPECT_EQ(pair.rcounters.eap_mschapv2_failure, 0u);
+  EXPECT_EQ(pair.rcounters.eap_login(eap::Method::kMschapV2).failure, 0u);
   EXPECT_EQ(pair.initiator->failure(), "peer: AUTHENTICATION_FAILED");
+}
+
+// An EAP server whose steps finish when the test says so, as a RADIUS server's would: it
+// passes each packet to a local MSCHAPv2 server but holds the answer back.
+class DeferredServer : public eap::ServerSession {
+ public:
+  DeferredServer(std::unique_ptr<eap::MschapV2Server> inner, int* alive) : inner_(std::move(inner)), alive_(alive) {
+    ++*alive_;
+  }
+  ~DeferredServer() override { --*alive_; }
+  eap::Method method() const override { return eap::Method::kRadius; }
+  Bytes Start() override { return inner_->Start(); }
+  void Receive(std::span<const std::uint8_t> packet, Done done) override {
+    held_ = inner_->Process(packet);
+    done_ = std::move(done);
+  }
+  const std::string& user() const override { return inner_->user(); }
+  const crypto::SecureBytes& msk() const override { return inner_->msk(); }
+  bool Holding() const { return static_cast<bool>(done_); }
+  void Finish() {
+    auto done = std::move(done_);
+    done_ = nullptr;
+    done(std::move(*held_));
+  }
+
+ private:
+  std::unique_ptr<eap::MschapV2Server> inner_;
+  int* alive_;
+  std::optional<Step> held_;
+  Done done_;
+};
+
+struct DeferredEap {
+  EapPair e{"alice's password"};
+  DeferredServer* server = nullptr;
+  int alive = 0;
+  DeferredEap() {
+    auto users = std::make_shared<eap::Users>();
+    users->Add("alice", EapSecret("alice's password"));
+    e.rconn->eap_server = [this, users](const EapServerContext& c) -> std::unique_ptr<eap::ServerSession> {
+      auto s = std::make_unique<DeferredServer>(std::make_unique<eap::MschapV2Server>(users, c.server_name, c.admit), &alive);
+      server = s.get();
+      return s;
+    };
+  }
+};
+
+TEST(EapAuth, AStepThatFinishesLaterIsAnsweredOnResumeAndRetransmissionsWaitForIt) {
+  DeferredEap d;
+  LoopbackPair pair(d.e.iconn, d.e.rconn);
+  pair.initiator->Initiate(EapTime(0));
+  pair.Pump(EapTime(0));
+  int rounds = 0;
+  for (int t = 0; d.server != nullptr && d.server->Holding(); ++t) {
+    ASSERT_LT(++rounds, 10);
+    const std::uint64_t answered = pair.rhost.sent;
+    // The initiator's retransmission meets a step still outstanding: no second answer.
+    pair.initiator->Tick(EapTime(t) + std::chrono::seconds(3));
+    pair.Pump(EapTime(t) + std::chrono::seconds(3));
+    EXPECT_EQ(pair.rhost.sent, answered) << "answered a retransmission while the EAP step was outstanding";
+    d.server->Finish();
+    EXPECT_EQ(pair.rhost.sent, answered) << "answered from inside the EAP server's callback";
+    pair.responder->ResumeEap(EapTime(t) + std::chrono::seconds(3));
+    EXPECT_EQ(pair.rhost.sent, answered + 1);
+    pair.Pump(EapTime(t) + std::chrono::seconds(3));
+  }
+  EXPECT_EQ(rounds, 3) << "identity, MS-CHAPv2 response, success ack";
+  EXPECT_GE(pair.icounters.retransmits, 3u) << "the test meant to retransmit while each step was outstanding";
+  ASSERT_EQ(pair.initiator->state(), IkeSa::State::kEstablished) << pair.initiator->failure();
+  EXPECT_EQ(pair.responder->state(), IkeSa::State::kEstablished) << pair.responder->failure();
+  EXPECT_EQ(pair.rcounters.eap_login(eap::Method::kRadius).success, 1u);
+  EXPECT_EQ(pair.rcounters.eap_login(eap::Method::kMschapV2).success, 0u);
+  EXPECT_EQ(d.alive, 0) << "the EAP server outlived the login";
+}
+
+TEST(EapAuth, AnSaThatDiesWithAStepOutstandingDestroysItsEapServer) {
+  DeferredEap d;
+  LoopbackPair pair(d.e.iconn, d.e.rconn);
+  pair.initiator->Initiate(EapTime(0));
+  pair.Pump(EapTime(0));
+  ASSERT_TRUE(d.server != nullptr && d.server->Holding());
+  EXPECT_EQ(d.alive, 1);
+  pair.responder.reset();  // e.g. the half-open limit
+  EXPECT_EQ(d.alive, 0);
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ std::string ApplyAuth(const AuthOptions& o, ike::ConnectionParams& c) {
     return std::string("--psk is not used: ") + (eap ? "--eap-id" : "--cert") + " and --ca authenticate both sides";
   }
 
-  c.local_auth = cert ? ike::AuthMethod::kPubkey : eap ? ike::AuthMethod::kEapMschapV2 : ike::AuthMethod::kPsk;
+  c.local_auth = cert ? ike::AuthMethod::kPubkey : eap ? ike::AuthMethod::kEap : ike::AuthMethod::kPsk;
   if (eap) {
     c.eap_id = o.eap_id;
     c.eap_secret = crypto::SecureBytes::FromText(o.eap_secret);

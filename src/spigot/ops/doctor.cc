@@ -276,7 +276,9 @@ bool ParseCounters(const nlohmann::json& j, Counters& out, std::string& error) {
     };
     c.eap_throttled = num(e, "throttled");
     if (e.contains("backoff")) c.eap_backing_off = num(e["backoff"], "backing_off");
-    if (e.contains("mschapv2")) c.eap_failures = num(e["mschapv2"], "failure");
+    for (const char* method : {"mschapv2", "tls", "radius"}) {
+      if (e.contains(method)) c.eap_failures += num(e[method], "failure");
+    }
   }
   out = c;
   return true;
