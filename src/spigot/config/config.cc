@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <initializer_list>
@@ -276,15 +277,23 @@ class Loader {
           if (!LoadEapUser(*array->get(i)->as_table(), i, out.eap_users, user)) return false;
           out.eap_users.push_back(std::move(user));
         }
+      } else if (key.str() == "radius") {
+        toml::table* table = node.as_table();
+        if (table == nullptr) return Fail("radius", "must be a table ([radius])");
+        if (!LoadRadius(*table, out.radius)) return false;
       } else {
         return Fail(std::string(key.str()),
-                    "unknown key (expected [global], [[connection]], [[pool]] or [[eap_user]])");
+                    "unknown key (expected [global], [[connection]], [[pool]], [[eap_user]] or [radius])");
       }
     }
     for (std::size_t i = 0; i < out.connections.size(); ++i) {
       if (out.connections[i].remote_auth == AuthKind::kEapMschapV2 && out.eap_users.empty()) {
         return Fail("connection[" + std::to_string(i) + "].remote_auth",
                     "\"eap-mschapv2\" needs at least one [[eap_user]] (id and secret)");
+      }
+      if (out.connections[i].remote_auth == AuthKind::kEapRadius && !out.radius.configured()) {
+        return Fail("connection[" + std::to_string(i) + "].remote_auth",
+                    "\"eap-radius\" needs a [radius] table with servers and secret");
       }
       const std::string& id = out.connections[i].eap_id;
       if (!id.empty() && std::none_of(out.eap_users.begin(), out.eap_users.end(), [&](const EapUserConfig& u) { return u.id == id; })) {
@@ -587,9 +596,14 @@ class Loader {
         return true;
       }
       if (text == "eap-tls" || text == "eap-radius") {
-        return Fail(p + "." + std::string(key), "\"" + text + "\" is not supported yet (EAP takes \"eap-mschapv2\")");
+        if (key == "local_auth") {
+          return Fail(p + ".local_auth", "\"" + text + "\" is for remote_auth (spigot logs in with \"eap-mschapv2\" only)");
+        }
+        out = text == "eap-tls" ? AuthKind::kEapTls : AuthKind::kEapRadius;
+        return true;
       }
-      return Fail(p + "." + std::string(key), "must be \"psk\", \"pubkey\" or \"eap-mschapv2\", got \"" + text + "\"");
+      return Fail(p + "." + std::string(key),
+                  "must be \"psk\", \"pubkey\", \"eap-mschapv2\", \"eap-tls\" or \"eap-radius\", got \"" + text + "\"");
     };
     if (!kind("local_auth", c.local_auth) || !kind("remote_auth", c.remote_auth)) return false;
     if (!GetString(t, p, "eap_id", c.eap_id)) return false;
@@ -599,7 +613,9 @@ class Loader {
     if (c.local_auth != AuthKind::kEapMschapV2 && !c.eap_id.empty()) {
       return Fail(p + ".eap_id", "set, but local_auth is not \"eap-mschapv2\"");
     }
-    if (c.local_auth == AuthKind::kEapMschapV2 && c.remote_auth == AuthKind::kEapMschapV2) {
+    const bool remote_eap = c.remote_auth == AuthKind::kEapMschapV2 || c.remote_auth == AuthKind::kEapTls ||
+                            c.remote_auth == AuthKind::kEapRadius;
+    if (c.local_auth == AuthKind::kEapMschapV2 && remote_eap) {
       return Fail(p + ".remote_auth", "EAP on both sides: the responder must prove itself with \"pubkey\" or \"psk\"");
     }
     const auto path = [&](std::string_view key, std::string& out) {
@@ -635,15 +651,22 @@ class Loader {
     } else if (!c.local_cert.empty() || !c.local_key.empty()) {
       return Fail(p + (c.local_cert.empty() ? ".local_key" : ".local_cert"), "set, but local_auth is not \"pubkey\"");
     }
-    if (c.remote_auth == AuthKind::kPubkey) {
-      if (c.ca_certs.empty()) return Fail(p + ".ca_certs", "required with remote_auth = \"pubkey\" (PEM files of trusted CAs)");
+    if (c.remote_auth == AuthKind::kEapTls && c.local_auth != AuthKind::kPubkey) {
+      return Fail(p + ".local_auth", "must be \"pubkey\" with remote_auth = \"eap-tls\" (local_cert is the gateway's TLS certificate)");
+    }
+    if (c.remote_auth == AuthKind::kPubkey || c.remote_auth == AuthKind::kEapTls) {
+      if (c.ca_certs.empty()) {
+        return Fail(p + ".ca_certs", std::string("required with remote_auth = \"") +
+                                         (c.remote_auth == AuthKind::kPubkey ? "pubkey" : "eap-tls") +
+                                         "\" (PEM files of trusted CAs)");
+      }
       c.trust = pki::TrustStore::Load(c.ca_certs, c.crl_files, &error);
       if (!c.trust) {
         const bool crl = std::any_of(c.crl_files.begin(), c.crl_files.end(), [&](const std::string& f) { return error.rfind(f, 0) == 0; });
         return Fail(p + (crl ? ".crl_files" : ".ca_certs"), error);
       }
     } else if (!c.ca_certs.empty() || !c.crl_files.empty()) {
-      return Fail(p + (c.ca_certs.empty() ? ".crl_files" : ".ca_certs"), "set, but remote_auth is not \"pubkey\"");
+      return Fail(p + (c.ca_certs.empty() ? ".crl_files" : ".ca_certs"), "set, but remote_auth is not \"pubkey\" or \"eap-tls\"");
     }
     return true;
   }
@@ -839,6 +862,71 @@ class Loader {
     return true;
   }
 
+  bool LoadRadius(toml::table& t, RadiusConfig& r) {
+    const std::string p = "radius";
+    if (!CheckKnownKeys(t, p, {"servers", "secret", "timeout", "retries", "max_requests", "nas_identifier"})) {
+      return false;
+    }
+    std::vector<std::string> servers;
+    if (!GetNames(t, p, "servers", servers)) return false;
+    if (servers.empty()) return Fail(p + ".servers", "required (\"192.0.2.10:1812\", comma-separated, tried in order)");
+    for (const auto& text : servers) {
+      RadiusServerConfig server;
+      std::string reason;
+      if (!ParseRadiusServer(text, server, reason)) return Fail(p + ".servers", "\"" + text + "\": " + reason);
+      r.servers.push_back(std::move(server));
+    }
+    toml::node* secret = t.get("secret");
+    if (secret == nullptr || !secret->is_string() || secret->as_string()->get().empty()) {
+      return Fail(p + ".secret", "required (the RADIUS shared secret, a non-empty string)");
+    }
+    r.secret = SecretString(secret->as_string()->get());
+    WipeString(secret->as_string()->get());
+    if (!GetDuration(t, p, "timeout", std::chrono::seconds{1}, r.timeout)) return false;
+    if (r.timeout < std::chrono::seconds{1} || r.timeout > std::chrono::seconds{30}) {
+      return Fail(p + ".timeout", "must be between 1s and 30s");
+    }
+    if (!GetInteger(t, p, "retries", 0, 10, r.retries) || !GetInteger(t, p, "max_requests", 1, 1 << 20, r.max_requests) ||
+        !GetString(t, p, "nas_identifier", r.nas_identifier)) {
+      return false;
+    }
+    if (r.nas_identifier.size() > 253) return Fail(p + ".nas_identifier", "at most 253 octets (one RADIUS attribute)");
+    return true;
+  }
+
+  // "192.0.2.10", "192.0.2.10:1812", "2001:db8::10", "[2001:db8::10]:1812".
+  static bool ParseRadiusServer(const std::string& text, RadiusServerConfig& out, std::string& reason) {
+    std::string address = text;
+    std::string port;
+    if (!text.empty() && text.front() == '[') {
+      const auto close = text.find(']');
+      if (close == std::string::npos) return (reason = "missing ']'", false);
+      address = text.substr(1, close - 1);
+      if (close + 1 < text.size()) {
+        if (text[close + 1] != ':') return (reason = "expected ':' and a port after ']'", false);
+        port = text.substr(close + 2);
+      }
+    } else if (std::count(text.begin(), text.end(), ':') == 1) {
+      address = text.substr(0, text.find(':'));
+      port = text.substr(text.find(':') + 1);
+    }
+    in6_addr a6{};
+    in_addr a4{};
+    if (inet_pton(AF_INET, address.c_str(), &a4) != 1 && inet_pton(AF_INET6, address.c_str(), &a6) != 1) {
+      return (reason = "not an IPv4 or IPv6 address (host names are not resolved)", false);
+    }
+    out.address = address;
+    if (!port.empty()) {
+      unsigned long n = 0;
+      const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+      if (ec != std::errc() || end != port.data() + port.size() || n == 0 || n > 65535) {
+        return (reason = "port must be 1-65535", false);
+      }
+      out.port = static_cast<std::uint16_t>(n);
+    }
+    return true;
+  }
+
   bool LoadPool(const toml::table& t, std::size_t index, PoolConfig& pool) {
     const std::string p = "pool[" + std::to_string(index) + "]";
     if (!CheckKnownKeys(t, p, {"name", "addrs", "dns", "split_include"})) return false;
@@ -1002,6 +1090,7 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   }
 
   diff.pools_changed = before.pools != after.pools;
+  diff.radius_changed = before.radius != after.radius;
 
   const GlobalConfig& a = before.global;
   const GlobalConfig& b = after.global;

@@ -107,7 +107,10 @@ inline constexpr std::string_view kWeakTransforms[] = {"modp1024", "3des"};
 
 // "eap-mschapv2": as remote_auth (responder), EAP-MSCHAPv2 against [[eap_user]] entries; as
 // local_auth (initiator), logging in as eap_id with the [[eap_user]] of that id.
-enum class AuthKind : std::uint8_t { kPsk, kPubkey, kEapMschapV2 };
+// "eap-tls" (remote_auth only): EAP-TLS, the user's certificate checked against ca_certs, the
+// gateway's TLS certificate its local_cert (local_auth = "pubkey").
+// "eap-radius" (remote_auth only): every EAP packet passed to the [radius] servers.
+enum class AuthKind : std::uint8_t { kPsk, kPubkey, kEapMschapV2, kEapTls, kEapRadius };
 
 struct ConnectionConfig {
   std::string name;  // required, unique
@@ -214,8 +217,26 @@ struct EapUserConfig {
   bool operator==(const EapUserConfig&) const = default;
 };
 
+// [radius]: the RADIUS servers behind remote_auth = "eap-radius" (RFC 2865, RFC 3579).
+struct RadiusServerConfig {
+  std::string address;  // an IPv4 or IPv6 literal
+  std::uint16_t port = 1812;
+  bool operator==(const RadiusServerConfig&) const = default;
+};
+struct RadiusConfig {
+  std::vector<RadiusServerConfig> servers;  // "192.0.2.10:1812, [2001:db8::10]:1812", tried in order
+  SecretString secret;                      // shared with every server; never printed or logged
+  std::chrono::seconds timeout{2};          // per transmission
+  std::uint32_t retries = 3;                // retransmissions per server before the next one
+  std::uint32_t max_requests = 4096;        // RADIUS requests in flight, all logins together
+  std::string nas_identifier = "spigot";
+  bool configured() const { return !servers.empty(); }
+  bool operator==(const RadiusConfig&) const = default;
+};
+
 struct Config {
   GlobalConfig global;
+  RadiusConfig radius;
   std::vector<ConnectionConfig> connections;
   std::vector<PoolConfig> pools;  // in file order
   std::vector<EapUserConfig> eap_users;  // in file order, ids unique
@@ -251,13 +272,15 @@ struct ConfigDiff {
   // Any [[pool]] added, removed or changed: the address pools are re-applied on reload
   // (gateway::AddressPools::Apply keeps the leases that still fit).
   bool pools_changed = false;
+  // [radius] differs: the RADIUS client takes the new servers and secret for new requests.
+  bool radius_changed = false;
   // Other global keys that differ ("global.listen", ...): these take effect only after a
   // restart.
   std::vector<std::string> restart_required;
 
   bool empty() const {
     return added.empty() && removed.empty() && changed.empty() && !limits_changed &&
-           !pools_changed && restart_required.empty();
+           !pools_changed && !radius_changed && restart_required.empty();
   }
 };
 ConfigDiff Diff(const Config& before, const Config& after);

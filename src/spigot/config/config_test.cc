@@ -268,7 +268,7 @@ TEST(ConfigTest, GlobalErrorsNameTheKey) {
 TEST(ConfigTest, UnknownKeysAreRejected) {
   ExpectError("[global]\nmax_spis = 1000", "spigot.toml: global.max_spis: unknown key");
   ExpectError("[globl]\nmax_spi = 1000",
-              "spigot.toml: globl: unknown key (expected [global], [[connection]], [[pool]] or [[eap_user]])");
+              "spigot.toml: globl: unknown key (expected [global], [[connection]], [[pool]], [[eap_user]] or [radius])");
   ExpectError(OneConnection("") + OneConnection("esp_proposal = \"aes128gcm16\""),
               "spigot.toml: connection[1].esp_proposal: unknown key");
   ExpectError("[connection]\nname = \"c\"",
@@ -678,9 +678,9 @@ TEST(ConfigTest, PubkeyLoadsCertificatesAndNeedsNoPsk) {
   EXPECT_TRUE(r2.ok) << r2.error;
 
   ExpectError(PubkeyConnection("local_auth = \"cert\"\nremote_auth = \"pubkey\"\n" + files),
-              "spigot.toml: connection[0].local_auth: must be \"psk\", \"pubkey\" or \"eap-mschapv2\", got \"cert\"");
+              "spigot.toml: connection[0].local_auth: must be \"psk\", \"pubkey\", \"eap-mschapv2\", \"eap-tls\" or \"eap-radius\", got \"cert\"");
   ExpectError(PubkeyConnection("remote_auth = \"cert\"\npsk = \"k\"\n"),
-              "spigot.toml: connection[0].remote_auth: must be \"psk\", \"pubkey\" or \"eap-mschapv2\", got \"cert\"");
+              "spigot.toml: connection[0].remote_auth: must be \"psk\", \"pubkey\", \"eap-mschapv2\", \"eap-tls\" or \"eap-radius\", got \"cert\"");
   ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\nca_certs = \"" + root.cert_path + "\"\n"),
               "spigot.toml: connection[0].local_cert: required with local_auth = \"pubkey\" (a PEM certificate file)");
   ExpectError(PubkeyConnection("local_auth = \"pubkey\"\nremote_auth = \"pubkey\"\nlocal_cert = \"" + gw.cert_path +
@@ -694,7 +694,7 @@ TEST(ConfigTest, PubkeyLoadsCertificatesAndNeedsNoPsk) {
                                dir.path() + "/none.crl\"\n"),
               "spigot.toml: connection[0].crl_files: " + dir.path() + "/none.crl: cannot open: No such file or directory");
   ExpectError(PubkeyConnection("remote_auth = \"psk\"\npsk = \"k\"\nca_certs = \"" + root.cert_path + "\"\n"),
-              "spigot.toml: connection[0].ca_certs: set, but remote_auth is not \"pubkey\"");
+              "spigot.toml: connection[0].ca_certs: set, but remote_auth is not \"pubkey\" or \"eap-tls\"");
   // A side that uses the PSK still needs it.
   ExpectError(PubkeyConnection("local_auth = \"pubkey\"\n" + files.substr(0, files.find("ca_certs"))),
               "spigot.toml: connection[0].psk: required (the pre-shared key, or psk_file = \"/path\")");
@@ -788,13 +788,52 @@ TEST(ConfigTest, EapErrorsNameTheKey) {
               "spigot.toml: connection[0].eap_id: no [[eap_user]] has id \"carol\" (its secret is the password)");
   ExpectError(OneConnection("eap_id = \"alice\""), "spigot.toml: connection[0].eap_id: set, but local_auth is not \"eap-mschapv2\"");
   ExpectError(OneConnection("remote_auth = \"eap-tls\""),
-              "spigot.toml: connection[0].remote_auth: \"eap-tls\" is not supported yet (EAP takes \"eap-mschapv2\")");
+              "spigot.toml: connection[0].local_auth: must be \"pubkey\" with remote_auth = \"eap-tls\" (local_cert is the gateway's TLS certificate)");
+  ExpectError(OneConnection("local_auth = \"eap-tls\""),
+              "spigot.toml: connection[0].local_auth: \"eap-tls\" is for remote_auth (spigot logs in with \"eap-mschapv2\" only)");
+  ExpectError(OneConnection("remote_auth = \"eap-radius\""),
+              "spigot.toml: connection[0].remote_auth: \"eap-radius\" needs a [radius] table with servers and secret");
   ExpectError("[[eap_user]]\nid = \"alice\"\n", "spigot.toml: eap_user[0].secret: required (the user's password, a non-empty string)");
   ExpectError("[[eap_user]]\nsecret = \"x\"\n", "spigot.toml: eap_user[0].id: required (the user name, 1-255 octets)");
   ExpectError("[[eap_user]]\nid = \"a\"\nsecret = \"x\"\n[[eap_user]]\nid = \"a\"\nsecret = \"y\"\n",
               "spigot.toml: eap_user[1].id: \"a\" is already an eap_user");
   ExpectError("[[eap_user]]\nid = \"a\"\nsecret = \"x\"\npassword = \"y\"\n", "spigot.toml: eap_user[0].password: unknown key");
   ExpectError("[eap_user]\nid = \"a\"\n", "spigot.toml: eap_user: must be an array of tables ([[eap_user]])");
+}
+
+TEST(ConfigTest, RadiusServersForEapRadius) {
+  const LoadResult r = Load(
+      "[radius]\nservers = \"192.0.2.10, [2001:db8::10]:11812, 198.51.100.7:1645\"\nsecret = \"s3cret\"\ntimeout = \"3s\"\n"
+      "retries = 2\n\n" +
+      OneConnection("remote_auth = \"eap-radius\""));
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.config.connections[0].remote_auth, AuthKind::kEapRadius);
+  ASSERT_EQ(r.config.radius.servers.size(), 3u);
+  EXPECT_EQ(r.config.radius.servers[0], (RadiusServerConfig{"192.0.2.10", 1812}));
+  EXPECT_EQ(r.config.radius.servers[1], (RadiusServerConfig{"2001:db8::10", 11812}));
+  EXPECT_EQ(r.config.radius.servers[2], (RadiusServerConfig{"198.51.100.7", 1645}));
+  EXPECT_EQ(r.config.radius.secret.view(), "s3cret");
+  EXPECT_EQ(r.config.radius.timeout, std::chrono::seconds(3));
+  EXPECT_EQ(r.config.radius.retries, 2u);
+  EXPECT_EQ(r.config.radius.max_requests, 4096u);
+  // A reload that changes only the servers says so.
+  const LoadResult after = Load("[radius]\nservers = \"192.0.2.11\"\nsecret = \"s3cret\"\n\n" +
+                                OneConnection("remote_auth = \"eap-radius\""));
+  ASSERT_TRUE(after.ok) << after.error;
+  const ConfigDiff d = Diff(r.config, after.config);
+  EXPECT_TRUE(d.radius_changed);
+  EXPECT_TRUE(d.changed.empty());
+}
+
+TEST(ConfigTest, RadiusErrorsNameTheKey) {
+  ExpectError("[radius]\nsecret = \"x\"\n", "spigot.toml: radius.servers: required (\"192.0.2.10:1812\", comma-separated, tried in order)");
+  ExpectError("[radius]\nservers = \"radius.example.org\"\nsecret = \"x\"\n",
+              "spigot.toml: radius.servers: \"radius.example.org\": not an IPv4 or IPv6 address (host names are not resolved)");
+  ExpectError("[radius]\nservers = \"192.0.2.1:0\"\nsecret = \"x\"\n", "spigot.toml: radius.servers: \"192.0.2.1:0\": port must be 1-65535");
+  ExpectError("[radius]\nservers = \"192.0.2.1\"\n", "spigot.toml: radius.secret: required (the RADIUS shared secret, a non-empty string)");
+  ExpectError("[radius]\nservers = \"192.0.2.1\"\nsecret = \"x\"\ntimeout = \"60s\"\n", "spigot.toml: radius.timeout: must be between 1s and 30s");
+  ExpectError("[radius]\nservers = \"192.0.2.1\"\nsecret = \"x\"\nretry = 1\n", "spigot.toml: radius.retry: unknown key");
+  ExpectError("radius = 1\n", "spigot.toml: radius: must be a table ([radius])");
 }
 
 }  // namespace

@@ -47,6 +47,9 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
     switch (c.local_auth) {
       case config::AuthKind::kPsk: p->local_auth = ike::AuthMethod::kPsk; break;
       case config::AuthKind::kPubkey: p->local_auth = ike::AuthMethod::kPubkey; break;
+      case config::AuthKind::kEapTls:
+      case config::AuthKind::kEapRadius:  // refused by config::Load as local_auth
+        break;
       case config::AuthKind::kEapMschapV2:
         p->local_auth = ike::AuthMethod::kEap;
         p->eap_id = c.eap_id;
@@ -68,6 +71,11 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
         p->remote_auth = ike::AuthMethod::kEap;
         p->eap_server = ike::LocalMschapV2Servers(eap_users);
         break;
+      case config::AuthKind::kEapTls:
+      case config::AuthKind::kEapRadius:
+        // TODO(issue 13): wired in the commits that bring EAP-TLS and the RADIUS client.
+        *error = path + ": connection '" + c.name + "': remote_auth: EAP-TLS and EAP-RADIUS are not wired yet";
+        return false;
     }
     p->local_credentials = c.credentials;
     p->trust = c.trust;
