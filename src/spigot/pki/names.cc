@@ -7,6 +7,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cctype>
 #include <memory>
@@ -195,6 +197,20 @@ bool CertHasIp(const Certificate& cert, std::span<const std::uint8_t> address) {
 bool CertSubjectIs(const Certificate& cert, std::span<const std::uint8_t> der) {
   NamePtr name = NameFromDer(der);
   return name && X509_NAME_cmp(X509_get_subject_name(cert.get()), name.get()) == 0;
+}
+
+bool CertHoldsName(const Certificate& cert, std::string_view name) {
+  if (name.empty()) return false;
+  if (LooksLikeDn(name)) {
+    std::string error;
+    const auto der = ParseDn(name, &error);
+    return der && CertSubjectIs(cert, *der);
+  }
+  const std::string text(name);  // inet_pton wants a terminated string
+  std::uint8_t address[16];
+  if (inet_pton(AF_INET, text.c_str(), address) == 1) return CertHasIp(cert, std::span<const std::uint8_t>(address, 4));
+  if (inet_pton(AF_INET6, text.c_str(), address) == 1) return CertHasIp(cert, std::span<const std::uint8_t>(address, 16));
+  return CertHasEmail(cert, name) || CertHasDns(cert, name);
 }
 
 bool SameDn(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {

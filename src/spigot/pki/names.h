@@ -46,6 +46,11 @@ bool CertHasEmail(const Certificate& cert, std::string_view email);
 bool CertHasIp(const Certificate& cert, std::span<const std::uint8_t> address);  // 4 or 16 octets
 // The certificate's subject equals the Name `der` (X509_NAME_cmp: canonical comparison).
 bool CertSubjectIs(const Certificate& cert, std::span<const std::uint8_t> der);
+// Whether `cert` holds a name given as text, as an EAP identity names its user (EAP-TLS, RFC
+// 5216 5.2): a DN ("C=CH, O=Example, CN=alice") must be its subject; an IPv4 or IPv6 address
+// one of its iPAddress subjectAltNames; anything else one of its rfc822Name or dNSName
+// subjectAltNames (exact, case-insensitive, no wildcards).
+bool CertHoldsName(const Certificate& cert, std::string_view name);
 // Two Names' DER encodings name the same DN, compared canonically as X509_NAME_cmp does (string
 // types, case and spacing aside: `pki` writes PrintableString where ParseDn writes UTF8String).
 // False if either does not parse.
