@@ -136,7 +136,11 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   if (!dataplane_) return false;
   gateway_ = gateway::Gateway::Create(
       std::move(config), config_path,
-      gateway::Gateway::Environment{io::DefaultClock(), *dataplane_, *transport_, *poster_, *workers_},
+      gateway::Gateway::Environment{io::DefaultClock(), *dataplane_, *transport_, *poster_, *workers_,
+                                    [this](radius::ClientOptions o, std::string* why) {
+                                      return std::shared_ptr<radius::Client>(
+                                          radius::Client::Create(*loop_, std::move(o), why));
+                                    }},
       error);
   if (!gateway_) return false;
   control_ = control::ControlServer::Listen(

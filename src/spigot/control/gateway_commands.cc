@@ -52,6 +52,40 @@ nlohmann::json PoolsJson(const gateway::Gateway& gw) {
   return pools;
 }
 
+// RADIUS behind eap-radius: null until a [radius] table was configured.
+nlohmann::json RadiusJson(const gateway::Gateway& gw) {
+  const radius::Client* client = gw.radius();
+  if (client == nullptr) return nullptr;
+  const radius::Client::Stats r = client->stats();
+  nlohmann::json servers = nlohmann::json::array();
+  for (const auto& s : r.servers) {
+    servers.push_back({{"address", s.address}, {"dead", s.dead}, {"requests", s.requests}, {"timeouts", s.timeouts}});
+  }
+  const double rtt_avg_ms = r.rtt.count == 0 ? 0.0 : static_cast<double>(r.rtt.sum.count()) / 1000.0 / static_cast<double>(r.rtt.count);
+  return {{"requests", r.requests},
+          {"outstanding", r.outstanding},
+          {"retransmits", r.retransmits},
+          {"accepts", r.accepts},
+          {"rejects", r.rejects},
+          {"challenges", r.challenges},
+          {"timeouts", r.timeouts},
+          {"failovers", r.failovers},
+          {"refused_full", r.refused_full},
+          {"refused_invalid", r.refused_invalid},
+          {"send_errors", r.send_errors},
+          {"rtt_ms", {{"replies", r.rtt.count}, {"avg", rtt_avg_ms}, {"max", static_cast<double>(r.rtt.max.count()) / 1000.0}}},
+          {"dropped",
+           {{"malformed", r.dropped.malformed},
+            {"wrong_source", r.dropped.wrong_source},
+            {"unknown_id", r.dropped.unknown_id},
+            {"late", r.dropped.late},
+            {"bad_authenticator", r.dropped.bad_authenticator},
+            {"bad_message_authenticator", r.dropped.bad_message_authenticator}}},
+          {"servers", servers},
+          {"framed_ip_refused", gw.counters().framed_ip_refused},
+          {"eap_resumed_inline", gw.counters().eap_resumed_inline}};
+}
+
 }  // namespace
 
 nlohmann::json HandleCommand(gateway::Gateway& gw, const nlohmann::json& req) {
@@ -182,6 +216,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
       // because another peer's policy has their addresses.
       {"policies", {{"child_sa", children.policies().size()}, {"conflicts", cc.policy_conflicts}}},
       {"pools", PoolsJson(gw)},
+      {"radius", RadiusJson(gw)},
       {"negotiations_per_minute", children.NegotiationsPerMinute(now)},
       {"rekeys_per_minute", children.RekeysPerMinute(now)},
       {"rekeys",

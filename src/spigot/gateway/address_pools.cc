@@ -309,6 +309,55 @@ AddressPools::AcquireResult AddressPools::Acquire(const std::vector<std::string>
   return AcquireResult::kExhausted;
 }
 
+AddressPools::AcquireResult AddressPools::AcquireAddress(const std::vector<std::string>& pool_names,
+                                                         const policy::Prefix& prefix,
+                                                         const std::string& identity, Lease* out) {
+  const policy::Family family = prefix.family;
+  const Addr address = PoolAddrFromBytes(family, prefix.address.data());
+  Pool* pool = nullptr;
+  for (const std::string& name : pool_names) {
+    Pool* p = FindPool(name);
+    if (p != nullptr && p->family == family && p->first <= address && address <= p->last) {
+      pool = p;
+      break;
+    }
+  }
+  if (pool == nullptr) return AcquireResult::kUnavailable;
+  if (const auto own = pool->by_identity.find(identity); own != pool->by_identity.end() && own->second != address) {
+    Record& old = pool->leases.at(own->second);
+    if (old.holders > 0) return AcquireResult::kUnavailable;
+    // Its offline lease goes back to the pool: one address per identity and pool.
+    pool->offline.erase(old.offline_seq);
+    const Addr freed = own->second;
+    pool->leases.erase(freed);
+    pool->by_identity.erase(own);
+    AddNeverUsed(*pool, freed, freed);
+  }
+  const auto it = pool->leases.find(address);
+  if (it == pool->leases.end()) {
+    if (!RemoveNeverUsed(*pool, address)) return AcquireResult::kUnavailable;  // retired and still held
+    pool->leases.emplace(address, Record{identity, 1, 0, clock_.Now()});
+    pool->by_identity.emplace(identity, address);
+    ++pool->online;
+    *out = Lease{pool->name, PoolHostPrefix(family, address)};
+    return AcquireResult::kOk;
+  }
+  Record& record = it->second;
+  if (record.identity != identity) {
+    if (record.holders > 0) return AcquireResult::kUnavailable;
+    pool->offline.erase(record.offline_seq);
+    pool->by_identity.erase(record.identity);
+    record = Record{identity, 0, 0, clock_.Now()};
+    pool->by_identity.emplace(identity, address);
+    ++pool->online;
+    ++record.holders;
+    *out = Lease{pool->name, PoolHostPrefix(family, address)};
+    return AcquireResult::kOk;
+  }
+  *out = Hold(*pool, address);
+  return AcquireResult::kOk;
+}
+
 AddressPools::Lease AddressPools::Hold(Pool& pool, Addr address) {
   Record& record = pool.leases.at(address);
   if (record.holders == 0) {

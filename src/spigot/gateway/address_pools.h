@@ -49,6 +49,7 @@ class AddressPools {
     kOk,
     kExhausted,         // every pool named for the family is full (counted as `exhausted`)
     kNoPoolForFamily,   // none of the pools named serves the family (or exists)
+    kUnavailable,       // AcquireAddress: outside the pools named, or online for another identity
   };
 
   struct PoolStats {
@@ -85,6 +86,14 @@ class AddressPools {
   // holder, to be given back with one Release. `out` is set iff kOk.
   AcquireResult Acquire(const std::vector<std::string>& pool_names, policy::Family family,
                         const std::string& identity, Lease* out);
+
+  // `address` itself for `identity` (RADIUS Framed-IP-Address), from the one of `pool_names`
+  // whose range holds it: never used, the identity's own lease, or another identity's offline
+  // lease (the authenticator decides). An identity's offline lease elsewhere in that pool is
+  // given up for it. kUnavailable when no pool named holds the address, it is online for
+  // another identity, or the identity is online with another address there.
+  AcquireResult AcquireAddress(const std::vector<std::string>& pool_names, const policy::Prefix& address,
+                               const std::string& identity, Lease* out);
 
   // Gives back one holder of `lease`, acquired by `identity` (once per IKE SA that held it).
   // The lease goes offline when the last holder releases it; a retired lease is forgotten and

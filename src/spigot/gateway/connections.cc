@@ -1,6 +1,7 @@
 #include "spigot/gateway/connections.h"
 
 #include "spigot/ike/traffic_selectors.h"
+#include "spigot/radius/eap_session.h"
 
 namespace spigot::gateway {
 
@@ -12,7 +13,7 @@ ike::TrafficSelector ToSelector(const config::TrafficSelector& t) {
 }
 
 bool Connections::Apply(const config::Config& config, const std::string& path,
-                        std::string* error) {
+                        std::shared_ptr<radius::Client> radius, std::string* error) {
   std::map<std::string, Connection> next;
   auto eap_users = std::make_shared<eap::Users>();
   for (const auto& u : config.eap_users) {
@@ -71,11 +72,29 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
         p->remote_auth = ike::AuthMethod::kEap;
         p->eap_server = ike::LocalMschapV2Servers(eap_users);
         break;
-      case config::AuthKind::kEapTls:
+      case config::AuthKind::kEapTls: {
+        // config::Load made sure of local_cert/local_key (the TLS server's) and ca_certs.
+        std::string err;
+        auto tls = eap::TlsServerContext::Create(c.credentials, c.trust, {}, &err);
+        if (!tls) {
+          *error = path + ": connection '" + c.name + "': remote_auth = \"eap-tls\": " + err;
+          return false;
+        }
+        p->remote_auth = ike::AuthMethod::kEap;
+        p->eap_server = ike::EapTlsServers(std::move(tls));
+        break;
+      }
       case config::AuthKind::kEapRadius:
-        // TODO(issue 13): wired in the commits that bring EAP-TLS and the RADIUS client.
-        *error = path + ": connection '" + c.name + "': remote_auth: EAP-TLS and EAP-RADIUS are not wired yet";
-        return false;
+        if (!radius) {
+          *error = path + ": connection '" + c.name + "': remote_auth = \"eap-radius\": no RADIUS client";
+          return false;
+        }
+        p->remote_auth = ike::AuthMethod::kEap;
+        p->eap_server = [radius](const ike::EapServerContext& context) -> std::unique_ptr<eap::ServerSession> {
+          return std::make_unique<radius::EapSession>(radius, ike::ToString(context.peer), ike::ToString(context.local),
+                                                      context.admit);
+        };
+        break;
     }
     p->local_credentials = c.credentials;
     p->trust = c.trust;

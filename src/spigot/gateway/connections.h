@@ -12,6 +12,7 @@
 #include "spigot/config/config.h"
 #include "spigot/ike/ike_sa.h"
 #include "spigot/io/endpoint.h"
+#include "spigot/radius/client.h"
 
 namespace spigot::gateway {
 
@@ -27,7 +28,9 @@ class Connections {
  public:
   // Builds every connection of `config`; on error leaves the current set as it was and says
   // which connection and why ("<path>: connection 'x': bad local_id or remote_id").
-  bool Apply(const config::Config& config, const std::string& path, std::string* error);
+  // `radius` is the client of remote_auth = "eap-radius" (nullptr: none configured).
+  bool Apply(const config::Config& config, const std::string& path, std::shared_ptr<radius::Client> radius,
+             std::string* error);
 
   const Connection* Find(const std::string& name) const;
   // IKE_SA_INIT from `from`: the connection listing that address, else the first "%any" one.

@@ -44,7 +44,8 @@ void Gateway::SaveLeases() {
 }
 
 bool Gateway::Init(std::string* error) {
-  if (!connections_.Apply(config_, config_path_, error)) return false;
+  if (!ApplyRadius(config_.radius, error)) return false;
+  if (!connections_.Apply(config_, config_path_, radius_, error)) return false;
   pools_.Apply(config_.pools);
   if (const std::string& file = config_.global.leases_file; !file.empty()) {
     std::string err;
@@ -222,11 +223,13 @@ Gateway::ReloadResult Gateway::Reload(config::Config next) {
   config::Config old = std::move(config_);
   config_ = std::move(next);
   std::string err;
-  if (!connections_.Apply(config_, config_path_, &err) ||
+  if (!(d.radius_changed ? ApplyRadius(config_.radius, &err) : true) ||
+      !connections_.Apply(config_, config_path_, radius_, &err) ||
       !env_.dataplane.ApplyConnections(config_, &err)) {
     config_ = std::move(old);
     std::string ignored;
-    connections_.Apply(config_, config_path_, &ignored);
+    if (d.radius_changed) ApplyRadius(config_.radius, &ignored);
+    connections_.Apply(config_, config_path_, radius_, &ignored);
     env_.dataplane.ApplyConnections(config_, &ignored);
     spdlog::error("reload: {}", err);
     return {false, err, {}};
@@ -253,6 +256,44 @@ Gateway::ReloadResult Gateway::Reload(config::Config next) {
     spdlog::warn("reload: {} changed, takes effect after a restart", key);
   result.ok = true;
   return result;
+}
+
+bool Gateway::ApplyRadius(const config::RadiusConfig& r, std::string* error) {
+  if (!r.configured()) return true;  // a client made before stays for the logins still using it
+  radius::ClientOptions o;
+  for (const auto& server : r.servers) {
+    auto endpoint = io::Endpoint::Parse(server.address, server.port);
+    if (!endpoint) {
+      *error = config_path_ + ": radius.servers: \"" + server.address + "\" is not an address";
+      return false;
+    }
+    o.servers.push_back(*endpoint);
+  }
+  const auto secret = r.secret.view();
+  o.secret = crypto::SecureBytes::FromText(secret);
+  o.timeout = r.timeout;
+  o.retries = r.retries;
+  o.max_outstanding = r.max_requests;
+  o.nas_identifier = r.nas_identifier;
+  std::string why;
+  if (radius_) {
+    if (!radius_->Reconfigure(std::move(o), &why)) {
+      *error = config_path_ + ": radius: " + why;
+      return false;
+    }
+    return true;
+  }
+  if (!env_.make_radius) {
+    *error = config_path_ + ": radius: this gateway has no RADIUS transport";
+    return false;
+  }
+  radius_ = env_.make_radius(std::move(o), &why);
+  if (!radius_) {
+    *error = config_path_ + ": radius: " + why;
+    return false;
+  }
+  spdlog::info("RADIUS: {} server(s), timeout {} s, {} retries", r.servers.size(), r.timeout.count(), r.retries);
+  return true;
 }
 
 void Gateway::ApplyLimits() {

@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <deque>
+#include <functional>
 #include <set>
 #include <unordered_map>
 #include <span>
@@ -64,6 +65,9 @@ class Gateway final : public ike::IkeSaHost {
     IkeTransport& transport;
     ControlLoop& loop;
     engine::Executor& workers;
+    // Makes the RADIUS client of remote_auth = "eap-radius" on the control loop (the daemon's
+    // radius::Client::Create); empty where there is none (then eap-radius is refused).
+    std::function<std::shared_ptr<radius::Client>(radius::ClientOptions, std::string*)> make_radius = {};
   };
 
   struct Counters {
@@ -90,6 +94,9 @@ class Gateway final : public ike::IkeSaHost {
     // EAP answers (RADIUS) that could not wait for a turn of the loop of their own because its
     // queue was full, and were answered inside the RADIUS client's callback instead.
     std::uint64_t eap_resumed_inline = 0;
+    // RADIUS Framed-IP-Addresses not given (outside the connection's pools, or in use); the
+    // CFG_REQUEST is answered as with an exhausted pool.
+    std::uint64_t framed_ip_refused = 0;
   };
 
   struct ReloadResult {
@@ -174,6 +181,8 @@ class Gateway final : public ike::IkeSaHost {
                                  ike::VirtualIps& out) override;
 
   const AddressPools& pools() const { return pools_; }
+  // nullptr until a [radius] table was configured.
+  const radius::Client* radius() const { return radius_.get(); }
 
  private:
   struct OffloadJob;  // a first IKE_SA_INIT answered on an IKE worker (intake.cc)
@@ -215,6 +224,10 @@ class Gateway final : public ike::IkeSaHost {
   config::Config config_;
   std::string config_path_;
   Environment env_;
+  // Made when a [radius] table first appears; kept (and reconfigured) after that, since EAP
+  // sessions of IKE SAs hold it.
+  std::shared_ptr<radius::Client> radius_;
+  bool ApplyRadius(const config::RadiusConfig& r, std::string* error);
   Connections connections_;
   // Before the table: IKE SAs give their CHILD SPIs back to the pool when they go, so the
   // SA database must outlive them (members are destroyed in reverse order).

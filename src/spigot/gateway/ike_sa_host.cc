@@ -296,6 +296,21 @@ ike::CpResult Gateway::AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_
   for (const auto family : {policy::Family::kIpv4, policy::Family::kIpv6}) {
     if (!(family == policy::Family::kIpv4 ? want_v4 : want_v6)) continue;
     AddressPools::Lease lease;
+    // RADIUS's Framed-IP-Address names the IPv4 address itself; it must lie in one of the
+    // connection's pools, so that leases, `spigot leases` and the routes stay one picture.
+    const auto& framed = sa.eap_authorization().framed_ip4;
+    if (family == policy::Family::kIpv4 && framed) {
+      policy::Prefix address{policy::Family::kIpv4, {}, 32};
+      std::copy(framed->begin(), framed->end(), address.address.begin());
+      if (pools_.AcquireAddress(c->cfg.pools, address, identity, &lease) == AddressPools::AcquireResult::kOk) {
+        granted.push_back(lease);
+      } else {
+        ++counters_.framed_ip_refused;
+        spdlog::warn("{}: Framed-IP-Address {} for {} is outside the connection's pools or in use by another user",
+                     c->cfg.name, address.ToString(), LogIdentity(sa));
+      }
+      continue;
+    }
     switch (pools_.Acquire(c->cfg.pools, family, identity, &lease)) {
       case AddressPools::AcquireResult::kOk:
         granted.push_back(lease);
