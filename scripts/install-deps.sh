@@ -14,6 +14,8 @@ PACKAGES=(
   libstrongswan-extra-plugins
   # strongSwan's eap-mschapv2 plugin: the EAP road warriors of tests/roadwarrior_eap.sh
   libcharon-extauth-plugins
+  # FreeRADIUS 3: the RADIUS servers of tests/roadwarrior_eap_radius.sh and bench/storm.sh
+  freeradius
   # strongSwan's pki and OpenSSL's CLI: the certificates of the certificate tests
   strongswan-pki openssl
 )

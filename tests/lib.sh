@@ -637,3 +637,110 @@ secrets {
 }
 CONF
 }
+
+# radius_start NAME NS ADDR PORT SECRET CLIENT USERS: FreeRADIUS 3 (Debian's freeradius) in
+# namespace NS, answering Access-Requests from CLIENT (an address) with SECRET on ADDR:PORT, with
+# EAP-MSCHAPv2 against USERS (the text of a `files` users file: name Cleartext-Password := "...",
+# then reply items such as Framed-IP-Address and Class). A minimal configuration of its own in
+# $WORK/radius-NAME (no TLS, no SQL, nothing from /etc); its log is $WORK/radius-NAME.log and
+# radius-NAME.out. The pid is in RADIUS_PID[NAME]; radius_stop NAME kills it.
+declare -A RADIUS_PID=()
+radius_start() {
+  local name=$1 ns=$2 addr=$3 port=$4 secret=$5 client=$6 users=$7
+  local d="$WORK/radius-$name"
+  command -v freeradius >/dev/null || fail "FreeRADIUS is not installed (scripts/install-deps.sh installs freeradius)"
+  mkdir -p "$d/run"
+  printf '%s\n' "$users" >"$d/users"
+  cat >"$d/radiusd.conf" <<CONF
+prefix = /usr
+exec_prefix = /usr
+sysconfdir = /etc
+localstatedir = /var
+sbindir = /usr/sbin
+raddbdir = $d
+confdir = $d
+modconfdir = $d
+logdir = $d
+run_dir = $d/run
+db_dir = $d
+libdir = /usr/lib/freeradius
+pidfile = $d/run/radiusd.pid
+name = radiusd
+max_request_time = 30
+cleanup_delay = 2
+max_requests = 65536
+hostname_lookups = no
+log {
+  destination = files
+  file = $WORK/radius-$name.log
+  auth = yes
+}
+security {
+  allow_core_dumps = no
+  max_attributes = 200
+  reject_delay = 0
+  status_server = yes
+}
+thread pool {
+  start_servers = 4
+  max_servers = 16
+  min_spare_servers = 2
+  max_spare_servers = 8
+  max_requests_per_server = 0
+}
+client gateway {
+  ipaddr = $client
+  secret = "$secret"
+  require_message_authenticator = yes
+}
+modules {
+  files {
+    filename = $d/users
+  }
+  mschap {
+  }
+  eap {
+    default_eap_type = mschapv2
+    timer_expire = 60
+    max_sessions = 65536
+    mschapv2 {
+    }
+  }
+}
+server default {
+  listen {
+    type = auth
+    ipaddr = $addr
+    port = $port
+  }
+  authorize {
+    eap {
+      ok = return
+    }
+    files
+  }
+  authenticate {
+    eap
+    Auth-Type MS-CHAP {
+      mschap
+    }
+  }
+  post-auth {
+    Post-Auth-Type REJECT {
+      eap
+    }
+  }
+}
+CONF
+  freeradius -XC -d "$d" -n radiusd >"$WORK/radius-$name.check" 2>&1 ||
+    { tail -n 20 "$WORK/radius-$name.check"; fail "FreeRADIUS $name: configuration refused"; }
+  ip netns exec "$ns" freeradius -f -d "$d" -n radiusd >"$WORK/radius-$name.out" 2>&1 &
+  RADIUS_PID[$name]=$!
+  PIDS+=($!)
+  until_ok 10 sh -c "ip netns exec '$ns' ss -uln | grep -q '$addr:$port '" ||
+    fail "FreeRADIUS $name does not listen on $addr:$port"
+}
+radius_stop() {
+  kill -TERM "${RADIUS_PID[$1]}" 2>/dev/null || true
+  wait "${RADIUS_PID[$1]}" 2>/dev/null || true
+}
