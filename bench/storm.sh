@@ -27,13 +27,19 @@
 #      attr pool of the same range, a wildcard EAP secret), offered EAP_RATE/s (default 600).
 #      A login is five IKE_AUTH exchanges: the gateway's signature, EAP-Identity, the MS-CHAPv2
 #      challenge, its success and the two MSK AUTHs; on spigot all on the control thread.
+#   6. EAP-MSCHAPv2 logins through RADIUS (issue 13), with EAP_RADIUS=1 (default): as 5, but
+#      both responders pass every EAP message to one FreeRADIUS 3 server (Debian's freeradius,
+#      started here in the responders' namespace on 127.0.0.1:18121, users storm1..stormN in its
+#      users file): spigot with remote_auth = "eap-radius", strongSwan with its eap-radius
+#      plugin (16 sockets, one per worker thread). Offered EAP_RATE/s.
 # For each: establish rate, p50/p99 latency, failures, rekeys completed, peak responder RSS
 # (VmHWM). Ratios are spigot over strongSwan from this run. Run as root.
 # usage: bench/storm.sh [BUILD_DIR] [N] [HOLD] [BIG]
 #        defaults: build/release 20000 300 100000; CHILD_LIFE=60 RATE=10000
 #        CERT="ecdsa rsa2048" in the environment (CERT_RATE: see 4);
 #        EAP=1 EAP_RATE=600;
-#        N=0 skips 1, 2, 4 and 5, HOLD=0 skips 2, BIG=0 skips 3, CERT= (empty) skips 4, EAP=0 skips 5
+#        N=0 skips 1, 2, 4, 5 and 6, HOLD=0 skips 2, BIG=0 skips 3, CERT= (empty) skips 4,
+#        EAP=0 skips 5, EAP_RADIUS=0 skips 6
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build/release}
@@ -41,6 +47,7 @@ N=${2:-20000} HOLD=${3:-300} BIG=${4:-100000}
 CHILD_LIFE=${CHILD_LIFE:-60} RATE=${RATE:-10000}
 CERT=${CERT-ecdsa rsa2048} CERT_RATE=${CERT_RATE:-}
 EAP=${EAP:-1} EAP_RATE=${EAP_RATE:-600} EAP_PW=storm-password-1  # no blanks: login_args is split on them
+EAP_RADIUS=${EAP_RADIUS:-1} RADIUS_SECRET=storm-radius-secret
 SPIGOT=$(cd "$BUILD" && pwd)/spigot
 HERE=$ROOT/tests
 source "$ROOT/tests/lib.sh"
@@ -91,7 +98,7 @@ remote_addrs = "%any"
 local_id = "$GW_ID"
 remote_id = "%any"
 local_auth = "pubkey"
-remote_auth = "eap-mschapv2"
+remote_auth = "$([ "$AUTH" = eap-radius ] && echo eap-radius || echo eap-mschapv2)"
 local_cert = "$PKI_DIR/gw.pem"
 local_key = "$PKI_DIR/gw.key"
 ike_proposals = "$IKE"
@@ -99,6 +106,10 @@ esp_proposals = "$ESP"
 local_ts = "203.0.113.0/24"
 pools = "rw"
 TOML
+  if [ "$AUTH" = eap-radius ]; then
+    printf '\n[radius]\nservers = "127.0.0.1:18121"\nsecret = "%s"\n' "$RADIUS_SECRET" >>"$WORK/b.toml"
+    return
+  fi
   python3 - "$1" "$EAP_PW" >>"$WORK/b.toml" <<'PY'
 import sys
 for i in range(1, int(sys.argv[1]) + 1):
@@ -107,11 +118,14 @@ PY
 }
 
 start_responder() {  # start_responder spigot|strongswan -> RPID
-  if [ "$1" = spigot ] && [ "$AUTH" = eap ]; then
+  if [ "$1" = spigot ] && [ "${AUTH%-radius}" = eap ]; then
     spigot_eap_responder "$N"
     spigot_start b
   elif [ "$AUTH" = eap ]; then
     charon_eap_responder b "$IKE" "$ESP" "$PKI_DIR/gw.pem" "$PKI_DIR/gw.key" 198.18.0.0/16 "" "$EAP_PW" no 16
+  elif [ "$AUTH" = eap-radius ]; then
+    charon_eap_responder b "$IKE" "$ESP" "$PKI_DIR/gw.pem" "$PKI_DIR/gw.key" 198.18.0.0/16 "" "" no 16 \
+      "127.0.0.1 18121 $RADIUS_SECRET"
   elif [ "$1" = spigot ]; then
     spigot_config b "$IKE" "$ESP" "$PSK"
     if [ "$AUTH" = cert ]; then
@@ -132,7 +146,7 @@ start_responder() {  # start_responder spigot|strongswan -> RPID
   RPID=${PIDS[-1]}
 }
 login_args() {  # the loadgen's authentication options for AUTH
-  if [ "$AUTH" = eap ]; then
+  if [ "${AUTH%-radius}" = eap ]; then
     echo --eap-id 'storm%d' --eap-secret "$EAP_PW" --ca "$PKI_DIR/root.pem" --vips
   elif [ "$AUTH" = cert ]; then
     echo --cert "$PKI_DIR/client.pem" --key "$PKI_DIR/client.key" --ca "$PKI_DIR/root.pem"
@@ -143,7 +157,9 @@ login_args() {  # the loadgen's authentication options for AUTH
 stop_responder() {
   kill -TERM "$RPID" 2>/dev/null || true
   wait "$RPID" 2>/dev/null || true
-  PIDS=()
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$RPID" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
   sleep 1
 }
 
@@ -202,6 +218,15 @@ if [ "$N" -gt 0 ] && [ "$EAP" = 1 ]; then
   AUTH=eap CASE_RATE=$EAP_RATE run_case strongswan eap "$N" 5
 fi
 
+if [ "$N" -gt 0 ] && [ "$EAP_RADIUS" = 1 ]; then
+  make_certs ecdsa
+  radius_start storm "${NS}b" 127.0.0.1 18121 "$RADIUS_SECRET" 127.0.0.1 \
+    "$(python3 -c "import sys; print('\n'.join(f'storm{i} Cleartext-Password := \"$EAP_PW\"' for i in range(1, $N + 1)))")"
+  AUTH=eap-radius CASE_RATE=$EAP_RATE run_case spigot eap-radius "$N" 5
+  AUTH=eap-radius CASE_RATE=$EAP_RATE run_case strongswan eap-radius "$N" 5
+  radius_stop storm
+fi
+
 echo
 echo "storm.sh: N=$N RATE=$RATE HOLD=${HOLD}s CHILD_LIFE=${CHILD_LIFE}s BIG=$BIG CERT=\"$CERT\" CERT_RATE=${CERT_RATE:-by type} (spigot $(git -C "$ROOT" rev-parse --short HEAD))"
 cat "$RESULTS"
@@ -211,7 +236,7 @@ w = sys.argv[1]
 def rate(case, who):
     p = os.path.join(w, f"{case}-{who}.json")
     return json.load(open(p))["establish_rate_per_second"] if os.path.exists(p) else None
-for case in ["login", "rekey"] + [f"cert-{c}" for c in sys.argv[2:]] + ["eap"]:
+for case in ["login", "rekey"] + [f"cert-{c}" for c in sys.argv[2:]] + ["eap", "eap-radius"]:
     s, g = rate(case, "spigot"), rate(case, "strongswan")
     if s and g:
         print(f"{case}: spigot establishes {s / g:.1f}x as fast as strongSwan ({s:.0f}/s vs {g:.0f}/s)")

@@ -482,22 +482,37 @@ CONF
 # for the EAP identity (eap_id %any) and takes USER (any user if empty) with PASSWORD, hands out addresses from the
 # attr pool POOL (a CIDR), CHILD SA "net" from 203.0.113.0/24. ROUTES: install_routes (yes for
 # traffic, no for storms); THREADS: charon's worker threads (default 16), with the storm tuning
-# of charon_responder_conf.
+# of charon_responder_conf. RADIUS ("ADDRESS PORT SECRET", optional): no local users; every
+# login goes to that RADIUS server through charon's eap-radius plugin (remote auth = eap-radius,
+# SOCKETS sockets, default THREADS: as many RADIUS requests in flight as worker threads).
 charon_eap_responder() {
-  local side=$1 ike=$2 esp=$3 cert=$4 keyf=$5 pool=$6 user=$7 pw=$8 routes=$9 threads=${10:-16}
-  local dir="$WORK/charon-$side"
+  local side=$1 ike=$2 esp=$3 cert=$4 keyf=$5 pool=$6 user=$7 pw=$8 routes=$9 threads=${10:-16} radius=${11:-}
+  local dir="$WORK/charon-$side" plugins="eap-identity eap-mschapv2" remote_auth=eap-mschapv2 radius_conf=""
+  if [ -n "$radius" ]; then
+    local r_addr r_port r_secret
+    read -r r_addr r_port r_secret <<<"$radius"
+    plugins="eap-identity eap-radius" remote_auth=eap-radius
+    radius_conf="eap-radius { server = $r_addr
+      port = $r_port
+      secret = \"$r_secret\"
+      sockets = $threads
+      retransmit_tries = 4
+      retransmit_timeout = 2.0
+      retransmit_base = 1.0 }"
+  fi
   mkdir -p "$dir/run" "$dir/private"
   cp "$keyf" "$dir/private/"
   cat >"$dir/strongswan.conf" <<CONF
 charon {
-  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints eap-identity eap-mschapv2 socket-default vici kernel-libipsec kernel-netlink attr updown
+  load = random nonce aes sha1 sha2 hmac gcm chapoly curve25519 openssl kdf pem pkcs1 pkcs8 x509 pubkey constraints $plugins socket-default vici kernel-libipsec kernel-netlink attr updown
   install_routes = $routes
   threads = $threads
   block_threshold = 1000000
   ikesa_table_size = 65536
   ikesa_table_segments = 16
   filelog { stderr { default = 1 } }
-  plugins { kernel-libipsec { allow_peer_ts = yes } }
+  plugins { kernel-libipsec { allow_peer_ts = yes }
+    $radius_conf }
 }
 CONF
   cat >"$dir/swanctl.conf" <<CONF
@@ -513,7 +528,7 @@ connections {
       id = gw-b.example
     }
     remote {
-      auth = eap-mschapv2
+      auth = $remote_auth
       eap_id = %any
     }
     children {
