@@ -187,7 +187,7 @@ bool TlsServer::CheckPeerChain(const pki::Certificate& leaf, const std::vector<p
     cert_problem_ = "user certificate refused: " + WithoutSubject(*why);
     return false;
   }
-  if (!pki::CertHoldsName(leaf, user_)) {
+  if (identity_dn_.empty() ? !pki::CertHoldsName(leaf, user_) : !pki::CertSubjectIs(leaf, identity_dn_)) {
     cert_problem_ = "the user certificate does not hold the EAP identity";
     return false;
   }
@@ -212,7 +212,14 @@ TlsServer::Step TlsServer::Process(std::span<const std::uint8_t> bytes) {
 TlsServer::Step TlsServer::OnIdentity(const Packet& p) {
   if (p.type != std::uint8_t(Type::kIdentity)) return Fail("no EAP-Identity response");
   if (p.data.empty() || p.data.size() > kMaxIdentity) return Fail("EAP identity empty or too long");
-  user_.assign(p.data.begin(), p.data.end());
+  // strongSwan sends a DN identity (eap_id = "C=CH, O=Example, CN=bob") as its DER encoding:
+  // it must then be the certificate's subject, and the user is its text.
+  if (p.data.front() == 0x30 && pki::IsDerDn(p.data)) {
+    identity_dn_ = p.data;
+    user_ = pki::DnToString(p.data);
+  } else {
+    user_.assign(p.data.begin(), p.data.end());
+  }
   // The back-off is asked before any TLS work: a user in a back-off costs us no handshake.
   if (admit_) {
     if (auto refusal = admit_(user_)) {
@@ -261,7 +268,6 @@ TlsServer::Step TlsServer::OnTlsResponse(const Packet& p) {
     return NextFragment();
   }
   switch (phase_) {
-    case Phase::kAlertSent: return Fail(failure_);  // whatever the peer answers to our alert
     case Phase::kFinishing: {
       // 2.1.1 (RFC 9190 2.1.1): the peer acknowledges our last flight with an empty response.
       if (!tls.empty() || more) return Fail("TLS data from the peer after the handshake ended (an alert?)");
@@ -322,11 +328,14 @@ TlsServer::Step TlsServer::RunHandshake() {
     if (BIO_ctrl_pending(network_out_) == 0) return Fail("the peer's TLS flight ends inside a message");
     return SendOutput(Phase::kHandshake);
   }
+  // RFC 5216 2.1.3 would have our TLS alert go out in an EAP-TLS request first and the
+  // EAP-Failure after the peer's answer. strongSwan's peer does not answer it: it ends the IKE
+  // SA (AUTHENTICATION_FAILED in an INFORMATIONAL), so the login would end uncounted and
+  // outside the back-off. The failure goes out at once (EAP-Failure, and AUTHENTICATION_FAILED
+  // from the IKE SA); the alert OpenSSL wrote is dropped.
   std::string reason = cert_problem_ ? *cert_problem_ : "TLS handshake failed: " + OpenSslReason();
   ERR_clear_error();
-  if (BIO_ctrl_pending(network_out_) == 0) return Fail(std::move(reason));
-  failure_ = std::move(reason);  // our alert goes out first (RFC 5216 2.1.3)
-  return SendOutput(Phase::kAlertSent);
+  return Fail(std::move(reason));
 }
 
 bool TlsServer::DeriveMsk() {

@@ -13,8 +13,8 @@
 //
 // Bounds, each refusal a reason (without identities): a TLS message reassembled from fragments
 // is at most max_message octets; a session takes at most max_rounds EAP responses. Anything
-// malformed or unexpected ends it with EAP-Failure; a handshake that fails after the TLS began
-// first sends the TLS alert in an EAP-TLS request (RFC 5216 2.1.3) and ends at the peer's answer.
+// malformed or unexpected, and a failed handshake, ends it with EAP-Failure at once (not after
+// the TLS alert in a request of its own, as RFC 5216 2.1.3 has it: see RunHandshake).
 // A session never reads outside the packet it is given, and wipes what it holds when destroyed.
 #pragma once
 
@@ -108,11 +108,9 @@ class TlsServer final : public ServerSession {
     kIdentity,   // Identity requested
     kHandshake,  // Start sent; TLS flights go back and forth
     kFinishing,  // our last flight is out; the peer's empty response is due, then EAP-Success
-    kAlertSent,  // the handshake failed and our alert is out; the peer's answer ends it
     kDone,
   };
   Step Fail(std::string reason);
-  Step FailAfterCheck(std::string reason);
   Bytes Request(Bytes data);  // an EAP-TLS request with the next identifier
   Step OnIdentity(const Packet& p);
   Step OnTlsResponse(const Packet& p);
@@ -137,7 +135,7 @@ class TlsServer final : public ServerSession {
   std::size_t out_sent_ = 0;
   bool cert_checked_ = false;                  // the peer's certificate was looked at
   std::optional<std::string> cert_problem_;    // and refused, why
-  std::string failure_;                        // kAlertSent: the reason to end with
+  Bytes identity_dn_;                          // the EAP identity, if it came as a DER DN
   crypto::SecureBytes msk_;
 };
 

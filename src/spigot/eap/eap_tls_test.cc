@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "spigot/pki/names.h"
 #include "spigot/test_tools/test_pki.h"
 #include "spigot/wire/byte_reader.h"
 #include "spigot/wire/byte_writer.h"
@@ -206,13 +207,11 @@ struct Outcome {
   bool password_checked = false;
   bool throttled = false;
   int rounds = 0;
-  bool alert_first = false;  // the step before the Failure was an EAP-TLS request (the alert)
 };
 
 Outcome Drive(TlsServer& server, TlsPeer& peer) {
   Outcome out;
   Bytes request = server.Start();
-  bool last_was_tls = false;
   for (int i = 0; i < 200; ++i) {
     const Bytes response = peer.Respond(request);
     auto step = server.Process(response);
@@ -222,13 +221,10 @@ Outcome Drive(TlsServer& server, TlsPeer& peer) {
       out.reason = step.reason;
       out.password_checked = step.password_checked;
       out.throttled = step.throttled;
-      out.alert_first = last_was_tls;
       peer.Respond(step.reply);
       return out;
     }
     EXPECT_FALSE(step.password_checked);
-    auto p = Parse(step.reply);
-    last_was_tls = p && p->type == std::uint8_t(Type::kTls);
     request = std::move(step.reply);
   }
   ADD_FAILURE() << "no end after 200 rounds";
@@ -345,6 +341,27 @@ TEST_F(EapTlsTest, RsaUserAndDnIdentity) {
   EXPECT_EQ(Bytes(server.msk().span().begin(), server.msk().span().end()), peer.Msk());
 }
 
+// strongSwan sends eap_id = "C=CH, O=Example, CN=carol" as the DN's DER encoding.
+TEST_F(EapTlsTest, DerDnIdentity) {
+  for (const char* cn : {"carol", "alice"}) {
+    TlsServer server(Context());
+    auto po = PeerFor(*carol_);
+    std::string dn = "C=CH, O=Example, CN=";
+    dn += cn;
+    std::string error;
+    const auto d = *pki::ParseDn(dn, &error);
+    po.identity.assign(d.begin(), d.end());
+    TlsPeer peer(po);
+    const Outcome o = Drive(server, peer);
+    if (std::string(cn) == "carol") {
+      ASSERT_EQ(o.status, Status::kSuccess) << o.reason;
+      EXPECT_EQ(server.user(), "C=CH, O=Example, CN=carol");
+    } else {
+      EXPECT_EQ(o.reason, "the user certificate does not hold the EAP identity");
+    }
+  }
+}
+
 TEST_F(EapTlsTest, Tls13LoginWithCommitmentAndExporterMsk) {
   TlsServerOptions opts;
   opts.max_version = TLS1_3_VERSION;
@@ -370,12 +387,7 @@ TEST_F(EapTlsTest, Tls13PeerGetsTls12FromTheDefaultServer) {
 
 // ---------------------------------------------------------------- refused certificates
 
-struct Refusal {
-  const char* name;
-  std::string reason_has;
-};
-
-TEST_F(EapTlsTest, CertificateFromAnotherCaIsRefusedWithAnAlert) {
+TEST_F(EapTlsTest, CertificateFromAnotherCaIsRefused) {
   TlsServer server(Context());
   auto po = PeerFor(*stranger_);
   TlsPeer peer(po);
@@ -384,7 +396,6 @@ TEST_F(EapTlsTest, CertificateFromAnotherCaIsRefusedWithAnAlert) {
   EXPECT_NE(o.reason.find("user certificate refused: unable to get local issuer certificate"), std::string::npos)
       << o.reason;
   EXPECT_TRUE(o.password_checked);
-  EXPECT_TRUE(o.alert_first);  // RFC 5216 2.1.3: the alert in a request, then EAP-Failure
   EXPECT_TRUE(peer.ended());
   EXPECT_FALSE(peer.success());
   EXPECT_TRUE(server.msk().empty());

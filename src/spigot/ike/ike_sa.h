@@ -43,6 +43,7 @@
 
 #include "spigot/crypto/dh.h"
 #include "spigot/eap/eap.h"
+#include "spigot/eap/eap_tls.h"
 #include "spigot/ike/address.h"
 #include "spigot/ike/fragments.h"
 #include "spigot/ike/identity.h"
@@ -82,6 +83,8 @@ struct EapServerContext {
 using EapServerFactory = std::function<std::unique_ptr<eap::ServerSession>(const EapServerContext&)>;
 // EAP-MSCHAPv2 against local users ([[eap_user]]).
 EapServerFactory LocalMschapV2Servers(std::shared_ptr<const eap::Users> users);
+// EAP-TLS (eap/eap_tls.h): every login a session on the connection's one TLS context.
+EapServerFactory EapTlsServers(std::shared_ptr<const eap::TlsServerContext> tls);
 
 struct ConnectionParams {
   // remote_id exactly, "%any", or a DN pattern with wildcards ("C=CH, O=Example, CN=*").

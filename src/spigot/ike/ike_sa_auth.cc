@@ -379,6 +379,12 @@ EapServerFactory LocalMschapV2Servers(std::shared_ptr<const eap::Users> users) {
   };
 }
 
+EapServerFactory EapTlsServers(std::shared_ptr<const eap::TlsServerContext> tls) {
+  return [tls = std::move(tls)](const EapServerContext& c) -> std::unique_ptr<eap::ServerSession> {
+    return std::make_unique<eap::TlsServer>(tls, c.admit);
+  };
+}
+
 void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   if (eap_) return OnEapAuthRequest(msg, now);
   const auto* idi = msg.Find<IdPayload>(PayloadType::kIdi);

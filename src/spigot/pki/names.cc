@@ -141,6 +141,8 @@ std::string DnToString(std::span<const std::uint8_t> der) {
   return std::string(p, static_cast<std::size_t>(len));
 }
 
+bool IsDerDn(std::span<const std::uint8_t> der) { return NameFromDer(der) != nullptr; }
+
 bool LooksLikeDn(std::string_view text) {
   const std::size_t eq = text.find('=');
   if (eq == std::string_view::npos) return false;

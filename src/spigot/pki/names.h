@@ -24,6 +24,8 @@ std::optional<Bytes> ParseDn(std::string_view text, std::string* error);
 std::string DnToString(std::span<const std::uint8_t> der);
 // Whether text looks like a DN ("X=..." with a known attribute name before the first '=').
 bool LooksLikeDn(std::string_view text);
+// Whether `der` is exactly one DER-encoded X.509 Name (as an ID_DER_ASN1_DN carries it).
+bool IsDerDn(std::span<const std::uint8_t> der);
 
 // A DN in which a value may be "*": matches a Name with the same attributes in the same order
 // whose values equal the pattern's, "*" matching any value (strongSwan's wildcard DNs, e.g.
