@@ -101,6 +101,38 @@ TEST_F(AddressPoolsTest, DistinctAddressesAndExhaustionExactlyAtSize) {
   EXPECT_EQ(Acquire("user3"), "rw 10.0.0.12/32");
 }
 
+// RADIUS Framed-IP-Address: the address itself, from the pool whose range holds it.
+TEST_F(AddressPoolsTest, AcquireAddressTakesTheAddressNamedOrSaysWhyNot) {
+  pools_.Apply(PoolsFromToml({"rw|10.0.0.8/29"}));  // 10.0.0.9 .. 10.0.0.14
+  const auto take = [&](const std::string& identity, const char* address) -> std::string {
+    AddressPools::Lease lease;
+    if (pools_.AcquireAddress({"rw"}, *policy::Prefix::Parse(address), identity, &lease) != PoolsResult::kOk) return "-";
+    return lease.pool + " " + lease.address.ToString();
+  };
+  EXPECT_EQ(take("alice", "10.0.0.12"), "rw 10.0.0.12/32");  // never used: taken out of the middle
+  EXPECT_EQ(Acquire("bob"), "rw 10.0.0.9/32");                // the pool still hands out the rest
+  EXPECT_EQ(take("carol", "10.0.0.12"), "-");                 // online for alice
+  EXPECT_EQ(take("carol", "10.0.0.99"), "-");                 // outside the pool
+  EXPECT_EQ(take("alice", "10.0.0.12"), "rw 10.0.0.12/32");  // alice again: a second holder
+  EXPECT_EQ(StatsOf("rw").online, 2u);
+  EXPECT_EQ(take("alice", "10.0.0.13"), "-");                 // alice is online with another address
+  EXPECT_TRUE(Release("alice", "rw 10.0.0.12/32"));
+  EXPECT_TRUE(Release("alice", "rw 10.0.0.12/32"));
+  EXPECT_EQ(StatsOf("rw").offline, 1u);
+  // RADIUS gives alice's offline address to carol: the authenticator decides.
+  EXPECT_EQ(take("carol", "10.0.0.12"), "rw 10.0.0.12/32");
+  EXPECT_EQ(StatsOf("rw").offline, 0u);
+  // ... and alice, offline nowhere now, gets a fresh address from the pool.
+  EXPECT_EQ(Acquire("alice"), "rw 10.0.0.10/32");
+  // An identity's offline lease goes back to the pool when RADIUS names another address.
+  EXPECT_TRUE(Release("carol", "rw 10.0.0.12/32"));
+  EXPECT_EQ(take("carol", "10.0.0.14"), "rw 10.0.0.14/32");
+  EXPECT_EQ(StatsOf("rw").offline, 0u);
+  EXPECT_EQ(StatsOf("rw").online, 3u);
+  for (int i = 0; i < 3; ++i) Acquire("u" + std::to_string(i));  // 10.0.0.11, 10.0.0.12 (freed), 10.0.0.13
+  EXPECT_EQ(TryAcquire("u9"), PoolsResult::kExhausted);
+}
+
 TEST_F(AddressPoolsTest, StickyReconnect) {
   pools_.Apply(PoolsFromToml({"rw|10.0.0.8/29"}));
   const std::string alice = Acquire("alice");
