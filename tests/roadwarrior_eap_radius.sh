@@ -11,7 +11,8 @@
 #   R1 stopped: peer4 (carol) logs in through R2 after R1's retries (a failover, R1 marked
 #          dead); the tunnels of peer1 and peer2 keep passing traffic
 #   R2 stopped too: carol's next login fails cleanly (AUTHENTICATION_FAILED after every
-#          server's retries), radius.timeouts says why; peer1 and peer2 still pass traffic
+#          server's retries), radius.timeouts says why and doctor names radius_unreachable;
+#          peer1 and peer2 still pass traffic. alice's RADIUS Class shows in `spigot sas`.
 # No password or EAP identity in spigot's log.
 # Addresses: documentation ranges, 198.18.0.0/15 and loopback only.
 # usage: roadwarrior_eap_radius.sh SPIGOT_BINARY
@@ -109,6 +110,8 @@ bob_vip=$(vip_of 2)
 grep -q "Login OK: \[alice" "$WORK/radius-r1.log" || { tail "$WORK/radius-r1.log"; fail "FreeRADIUS r1 did not log alice's login"; }
 [ "$(stats 'e["success"]')" = 2 ] || fail "eap_logins.radius.success is not 2"
 sctl b leases --json | grep -q '"eap:alice"' || fail "alice's lease is not under her EAP identity"
+# FreeRADIUS's Class for alice ("gold-tier"), kept with her IKE SA.
+sctl b sas --json | grep -q '"676f6c642d74696572"' || { sctl b sas --json; fail "alice's RADIUS Class is not in spigot sas"; }
 ping_from 1 "(Framed-IP-Address)"
 ping_from 2 "(pool address)"
 log "ok: alice (Framed-IP-Address 198.18.4.9) and bob ($bob_vip from the pool) logged in through FreeRADIUS; $PINGS of $PINGS pings each"
@@ -149,6 +152,8 @@ grep -q "received AUTHENTICATION_FAILED notify error" "$WORK/charon-p4.log" ||
 grep -q "no RADIUS server answered" "$WORK/spigot-b.log" || fail "spigot's log does not say why carol's login failed"
 ping_from 1 "with every RADIUS server down"
 ping_from 2 "with every RADIUS server down"
+sctl b doctor --json >"$WORK/doctor.json" || true
+grep -q '"radius_unreachable"' "$WORK/doctor.json" || { cat "$WORK/doctor.json"; fail "doctor does not name radius_unreachable"; }
 log "ok: with both servers down carol is refused (radius.timeouts $(stats 'r["timeouts"]')), peer1 and peer2 still pass traffic"
 
 for secret in "$ALICE_PW" "$BOB_PW" "$CAROL_PW" "$WRONG_PW" "$RADIUS_SECRET" alice bob carol; do

@@ -137,6 +137,16 @@ nlohmann::json SasJson(const gateway::Gateway& gw) {
         {"algorithms", sa.algorithms() ? ike::Describe(*sa.algorithms()) : ""},
         {"nat_detected", sa.nat_detected()},
     };
+    // RADIUS Class attributes of the login (RFC 2865 5.25), kept for accounting: hex.
+    if (const auto& classes = sa.eap_authorization().classes; !classes.empty()) {
+      nlohmann::json cls = nlohmann::json::array();
+      for (const auto& c : classes) {
+        std::string hex;
+        for (std::uint8_t b : c) hex += fmt::format("{:02x}", b);
+        cls.push_back(hex);
+      }
+      j["radius_class"] = cls;
+    }
     nlohmann::json children = nlohmann::json::array();
     for (const auto& c : sa.children()) {
       nlohmann::json cj = {{"spi_in", fmt::format("{:08x}", c.spi_in)},

@@ -280,6 +280,19 @@ bool ParseCounters(const nlohmann::json& j, Counters& out, std::string& error) {
       if (e.contains(method)) c.eap_failures += num(e[method], "failure");
     }
   }
+  // Optional (older snapshots have none, and it is null without [radius]).
+  if (j.contains("radius") && j["radius"].is_object()) {
+    const auto& r = j["radius"];
+    if (r.contains("timeouts") && r["timeouts"].is_number()) c.radius_timeouts = r["timeouts"].get<double>();
+    if (r.contains("failovers") && r["failovers"].is_number()) c.radius_failovers = r["failovers"].get<double>();
+    if (r.contains("servers") && r["servers"].is_array()) {
+      for (const auto& s : r["servers"]) {
+        if (s.is_object() && s.value("dead", false) && s.contains("address") && s["address"].is_string()) {
+          c.radius_dead.push_back(s["address"].get<std::string>());
+        }
+      }
+    }
+  }
   out = c;
   return true;
 }
@@ -362,9 +375,24 @@ std::optional<Finding> PasswordGuessing(const Counters& c) {
                  "from another address"};
 }
 
+// RADIUS servers that do not answer: eap-radius logins wait for every retry of a dead server
+// before the next is tried, and fail when none answers.
+std::optional<Finding> RadiusUnreachable(const Counters& c) {
+  if (c.radius_timeouts <= 0 && c.radius_dead.empty()) return std::nullopt;
+  std::string dead;
+  for (const auto& a : c.radius_dead) dead += (dead.empty() ? "" : ", ") + a;
+  return Finding{"radius_unreachable",
+                 Num(c.radius_timeouts) + " EAP logins failed because no RADIUS server answered, " +
+                     Num(c.radius_failovers) + " requests moved to the next server" +
+                     (dead.empty() ? std::string() : "; not answering now: " + dead),
+                 "check that the RADIUS servers run and reach spigot (radius.servers, UDP 1812, the shared "
+                 "secret: a wrong secret looks like silence, see radius.dropped.bad_authenticator); list a "
+                 "second server in radius.servers for failover; established tunnels are not affected"};
+}
+
 std::vector<Finding> Diagnose(const Counters& c) {
   std::vector<Finding> findings;
-  for (auto rule : {PoolExhausted, RenegotiationStorm, OffloadStall, AddressPoolExhausted, PasswordGuessing}) {
+  for (auto rule : {PoolExhausted, RenegotiationStorm, OffloadStall, AddressPoolExhausted, PasswordGuessing, RadiusUnreachable}) {
     if (auto f = rule(c)) findings.push_back(std::move(*f));
   }
   return findings;

@@ -19,6 +19,8 @@
 //   pool_exhausted       a virtual IP pool full, or near full after refusals.
 //   password_guessing    EAP logins refused unchecked by the back-off (ike.eap_logins.throttled
 //                        > 0) or users in a back-off now: someone is guessing passwords.
+//   radius_unreachable   RADIUS requests that no server answered (radius.timeouts > 0) or a
+//                        server marked dead now: eap-radius logins fail or wait for failover.
 #pragma once
 
 #include <cstdint>
@@ -71,6 +73,11 @@ struct Counters {
   double eap_failures = 0;
   double eap_throttled = 0;
   double eap_backing_off = 0;
+  // "radius" (null without a [radius] table): logins no server answered, moves to the next
+  // server, and the servers marked dead now (their addresses).
+  double radius_timeouts = 0;
+  double radius_failovers = 0;
+  std::vector<std::string> radius_dead;
 };
 
 // Reads a `spigot stats --json` object (plus the optional "config" object). False, with the

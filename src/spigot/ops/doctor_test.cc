@@ -64,6 +64,27 @@ TEST(Doctor, PasswordGuessing) {
   EXPECT_TRUE(Has(f[0].fix, "nftables")) << f[0].fix;
 }
 
+// eap-radius logins that no RADIUS server answered, and servers marked dead.
+TEST(Doctor, RadiusUnreachable) {
+  std::ifstream in(TestData("healthy.json"));
+  json j = json::parse(in);
+  j["radius"] = nullptr;  // no [radius] table
+  EXPECT_TRUE(DiagnoseJson(j).empty());
+  j["radius"] = {{"timeouts", 0}, {"failovers", 0},
+                 {"servers", json::array({{{"address", "192.0.2.10:1812"}, {"dead", false}}})}};
+  EXPECT_TRUE(DiagnoseJson(j).empty()) << "a RADIUS server that answers is not a finding";
+  j["radius"]["timeouts"] = 4;
+  j["radius"]["failovers"] = 9;
+  j["radius"]["servers"][0]["dead"] = true;
+  const std::vector<Finding> f = DiagnoseJson(j);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "radius_unreachable");
+  EXPECT_TRUE(Has(f[0].evidence, "4 EAP logins failed because no RADIUS server answered, 9 requests moved to the next "
+                                 "server; not answering now: 192.0.2.10:1812"))
+      << f[0].evidence;
+  EXPECT_TRUE(Has(f[0].fix, "shared secret")) << f[0].fix;
+}
+
 // The remote-access twin of SPI exhaustion: road warriors refused a virtual IP.
 TEST(Doctor, VirtualIpPoolExhausted) {
   std::ifstream in(TestData("healthy.json"));
