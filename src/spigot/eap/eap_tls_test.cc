@@ -264,7 +264,7 @@ class EapTlsTest : public ::testing::Test {
     ica.ca = true;
     ica.not_after_days = 300;
     const TestCert* up = root_;
-    std::vector<TestCert*> inters;
+    std::vector<TestCert*>& inters = *(inters_ = new std::vector<TestCert*>);
     for (int i = 0; i < 4; ++i) {
       inters.push_back(new TestCert(pki_->Issue("inter" + std::to_string(i), *up,
                                                 "C=CH, O=Example, OU=Long chain, CN=Intermediate " + std::to_string(i),
@@ -281,7 +281,16 @@ class EapTlsTest : public ::testing::Test {
     long_gw_chain_ = new std::string(pki_->Chain("long-gw-chain", gw_chain));
     long_alice_chain_ = new std::string(pki_->Chain("long-alice-chain", alice_chain));
   }
-  static void TearDownTestSuite() { std::filesystem::remove_all(*dir_); }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    for (TestCert* c : *inters_) delete c;
+    for (TestCert* c : {root_, gw_, alice_, carol_, expired_, revoked_, other_root_, stranger_, long_gw_, long_alice_}) {
+      delete c;
+    }
+    for (std::string* t : {dir_, crl_, long_gw_chain_, long_alice_chain_}) delete t;
+    delete inters_;
+    delete pki_;
+  }
 
   static std::shared_ptr<const TlsServerContext> Context(TlsServerOptions o = {}, std::vector<std::string> crls = {},
                                                          const std::string* chain = nullptr,
@@ -307,6 +316,7 @@ class EapTlsTest : public ::testing::Test {
 
   static inline std::string *dir_, *crl_, *long_gw_chain_, *long_alice_chain_;
   static inline TestPki* pki_;
+  static inline std::vector<TestCert*>* inters_;
   static inline TestCert *root_, *gw_, *alice_, *carol_, *expired_, *revoked_, *other_root_, *stranger_, *long_gw_,
       *long_alice_;
 };
