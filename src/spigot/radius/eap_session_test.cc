@@ -21,7 +21,7 @@ using Answer = test_tools::FakeRadiusServer::Answer;
 using ServerRequest = test_tools::FakeRadiusServer::Request;
 using Status = eap::ServerSession::Status;
 
-const std::string kSecret = "testing123";
+const std::string kEapRadiusSecret = "testing123";
 
 crypto::SecureBytes Text(const char* s) { return crypto::SecureBytes::FromText(s); }
 
@@ -35,13 +35,13 @@ class RadiusEapTest : public ::testing::Test {
     users_ = std::make_shared<eap::Users>();
     users_->Add("alice", Text("alice's password"));
     // The RADIUS server: one MSCHAPv2 server per login, found by the State it handed out.
-    server_ = test_tools::FakeRadiusServer::Start(*loop_, kSecret, [this](const ServerRequest& r) {
+    server_ = test_tools::FakeRadiusServer::Start(*loop_, kEapRadiusSecret, [this](const ServerRequest& r) {
       return std::vector<Answer>{Serve(r)};
     });
     ASSERT_TRUE(server_);
     ClientOptions o2;
     o2.servers = {server_->endpoint()};
-    o2.secret = crypto::SecureBytes::FromText(kSecret);
+    o2.secret = crypto::SecureBytes::FromText(kEapRadiusSecret);
     o2.timeout = milliseconds(50);
     o2.retries = 1;
     client_ = Client::Create(*loop_, std::move(o2));

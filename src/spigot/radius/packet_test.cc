@@ -29,7 +29,7 @@ Authenticator AuthOf(std::span<const std::uint8_t> packet) {
 }
 
 const Authenticator kRequestAuth = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
-const std::string kSecret = "radius shared secret";
+const std::string kPacketSecret = "radius shared secret";
 
 // ---------------------------------------------------------------- RFC 2865 7.1
 
@@ -75,7 +75,7 @@ TEST(RadiusPacketTest, EveryTruncatedPrefixIsRefused) {
   for (const Bytes& packet : {FromHex(b.at("request")), FromHex(b.at("reply"))}) {
     for (std::size_t n = 0; n < packet.size(); ++n) {
       EXPECT_FALSE(Parse(std::span(packet).first(n))) << n;
-      EXPECT_EQ(CheckReply(std::span(packet).first(n), kRequestAuth, AsBytes(kSecret)), ReplyCheck::kMalformed) << n;
+      EXPECT_EQ(CheckReply(std::span(packet).first(n), kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kMalformed) << n;
     }
   }
 }
@@ -149,7 +149,7 @@ TEST(RadiusPacketTest, AccessRequestCarriesEverythingAndAValidMessageAuthenticat
   f.calling_station = "198.51.100.7[4500]";
   f.state = {0xAA, 0xBB};
   for (int i = 0; i < 600; ++i) f.eap_message.push_back(static_cast<std::uint8_t>(i));
-  const auto bytes = BuildAccessRequest(f, 42, kRequestAuth, AsBytes(kSecret));
+  const auto bytes = BuildAccessRequest(f, 42, kRequestAuth, AsBytes(kPacketSecret));
   ASSERT_TRUE(bytes);
   const auto p = Parse(*bytes);
   ASSERT_TRUE(p);
@@ -186,29 +186,29 @@ TEST(RadiusPacketTest, AccessRequestCarriesEverythingAndAValidMessageAuthenticat
   ASSERT_EQ(ma.type, attr::kMessageAuthenticator);
   Bytes zeroed = *bytes;
   std::fill(zeroed.end() - 16, zeroed.end(), 0);
-  EXPECT_EQ(ma.value, IndependentHmacMd5(kSecret, zeroed));
+  EXPECT_EQ(ma.value, IndependentHmacMd5(kPacketSecret, zeroed));
 }
 
 TEST(RadiusPacketTest, AccessRequestRefusals) {
   AccessRequestFields f;
   f.user_name = "bob";
   f.eap_message = {2, 1, 0, 8, 1, 'b', 'o', 'b'};
-  EXPECT_TRUE(BuildAccessRequest(f, 0, kRequestAuth, AsBytes(kSecret)));
+  EXPECT_TRUE(BuildAccessRequest(f, 0, kRequestAuth, AsBytes(kPacketSecret)));
   // Optional fields left empty are left out.
-  const auto minimal = Parse(*BuildAccessRequest(f, 0, kRequestAuth, AsBytes(kSecret)));
+  const auto minimal = Parse(*BuildAccessRequest(f, 0, kRequestAuth, AsBytes(kPacketSecret)));
   EXPECT_EQ(minimal->attributes.size(), 1u + 3 + 1 + 1);  // User-Name, Service/Port-Type, MTU, EAP, MA
 
   auto g = f;
   g.eap_message.clear();
-  EXPECT_FALSE(BuildAccessRequest(g, 0, kRequestAuth, AsBytes(kSecret)));
+  EXPECT_FALSE(BuildAccessRequest(g, 0, kRequestAuth, AsBytes(kPacketSecret)));
   g = f;
   g.user_name.assign(254, 'x');
-  EXPECT_FALSE(BuildAccessRequest(g, 0, kRequestAuth, AsBytes(kSecret)));
+  EXPECT_FALSE(BuildAccessRequest(g, 0, kRequestAuth, AsBytes(kPacketSecret)));
   g = f;
   g.eap_message.assign(4100, 1);  // past 4096 before any other attribute
-  EXPECT_FALSE(BuildAccessRequest(g, 0, kRequestAuth, AsBytes(kSecret)));
+  EXPECT_FALSE(BuildAccessRequest(g, 0, kRequestAuth, AsBytes(kPacketSecret)));
   g.eap_message.assign(3700, 1);
-  EXPECT_TRUE(BuildAccessRequest(g, 0, kRequestAuth, AsBytes(kSecret)));
+  EXPECT_TRUE(BuildAccessRequest(g, 0, kRequestAuth, AsBytes(kPacketSecret)));
 }
 
 // ---------------------------------------------------------------- replies
@@ -224,7 +224,7 @@ class ReplyTest : public ::testing::Test {
   }
   void SetUp() override {
     loop_ = io::EventLoop::Create({});
-    server_ = FakeRadiusServer::Start(*loop_, kSecret, nullptr);
+    server_ = FakeRadiusServer::Start(*loop_, kPacketSecret, nullptr);
     ASSERT_TRUE(server_);
   }
   std::unique_ptr<io::EventLoop> loop_;
@@ -235,30 +235,30 @@ TEST_F(ReplyTest, MessageAuthenticatorRules) {
   FakeRadiusServer::Answer a;
   a.code = 11;
   a.eap_message = {1, 2, 0, 4};
-  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kSecret)), ReplyCheck::kOk);
+  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kOk);
   a.corrupt_message_authenticator = true;
-  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kSecret)), ReplyCheck::kBadMessageAuthenticator);
+  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kBadMessageAuthenticator);
   a.corrupt_message_authenticator = false;
   a.message_authenticator = false;  // an EAP-Message needs one
-  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kSecret)), ReplyCheck::kBadMessageAuthenticator);
+  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kBadMessageAuthenticator);
   a.eap_message.clear();  // without EAP it may be left out
-  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kSecret)), ReplyCheck::kOk);
+  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kOk);
   a.corrupt_authenticator = true;
-  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kSecret)), ReplyCheck::kBadAuthenticator);
+  EXPECT_EQ(CheckReply(Reply(a), kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kBadAuthenticator);
 
   // Two Message-Authenticators, or one of the wrong length (the Response Authenticator right).
   FakeRadiusServer::Answer two;
   two.attributes.push_back({attr::kMessageAuthenticator, Bytes(16, 0)});
-  EXPECT_EQ(CheckReply(Reply(two), kRequestAuth, AsBytes(kSecret)), ReplyCheck::kBadMessageAuthenticator);
+  EXPECT_EQ(CheckReply(Reply(two), kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kBadMessageAuthenticator);
   FakeRadiusServer::Answer short_ma;
   short_ma.message_authenticator = false;
   short_ma.attributes.push_back({attr::kMessageAuthenticator, Bytes(15, 0)});
-  EXPECT_EQ(CheckReply(Reply(short_ma), kRequestAuth, AsBytes(kSecret)), ReplyCheck::kBadMessageAuthenticator);
+  EXPECT_EQ(CheckReply(Reply(short_ma), kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kBadMessageAuthenticator);
 
   // A code that is no reply, with valid authenticators.
   FakeRadiusServer::Answer weird;
   weird.code = 4;  // Accounting-Request
-  EXPECT_EQ(CheckReply(Reply(weird), kRequestAuth, AsBytes(kSecret)), ReplyCheck::kMalformed);
+  EXPECT_EQ(CheckReply(Reply(weird), kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kMalformed);
 }
 
 TEST_F(ReplyTest, ReadReplyTakesWhatTheGatewayNeeds) {
@@ -277,8 +277,8 @@ TEST_F(ReplyTest, ReadReplyTakesWhatTheGatewayNeeds) {
     a.mppe_send_key.push_back(static_cast<std::uint8_t>(0x80 + i));
   }
   const Bytes bytes = Reply(a);
-  ASSERT_EQ(CheckReply(bytes, kRequestAuth, AsBytes(kSecret)), ReplyCheck::kOk);
-  const ReplyAttributes r = ReadReply(*Parse(bytes), kRequestAuth, AsBytes(kSecret));
+  ASSERT_EQ(CheckReply(bytes, kRequestAuth, AsBytes(kPacketSecret)), ReplyCheck::kOk);
+  const ReplyAttributes r = ReadReply(*Parse(bytes), kRequestAuth, AsBytes(kPacketSecret));
   EXPECT_EQ(r.eap_message, a.eap_message);
   EXPECT_EQ(r.state, (Bytes{1, 2, 3}));
   ASSERT_TRUE(r.framed_ip);
@@ -292,7 +292,7 @@ TEST_F(ReplyTest, ReadReplyTakesWhatTheGatewayNeeds) {
   // 16-octet keys (EAP-MSCHAPv2 through FreeRADIUS): Recv | Send | 32 zeros.
   a.mppe_recv_key.resize(16);
   a.mppe_send_key.resize(16);
-  const ReplyAttributes r16 = ReadReply(*Parse(Reply(a)), kRequestAuth, AsBytes(kSecret));
+  const ReplyAttributes r16 = ReadReply(*Parse(Reply(a)), kRequestAuth, AsBytes(kPacketSecret));
   Bytes msk16 = a.mppe_recv_key;
   msk16.insert(msk16.end(), a.mppe_send_key.begin(), a.mppe_send_key.end());
   msk16.resize(64, 0);
@@ -301,38 +301,38 @@ TEST_F(ReplyTest, ReadReplyTakesWhatTheGatewayNeeds) {
   // One key alone gives no MSK; nor does a key decrypted with another request's authenticator
   // (its Key-Length octet comes out as noise, nearly always past the end).
   a.mppe_send_key.clear();
-  EXPECT_TRUE(ReadReply(*Parse(Reply(a)), kRequestAuth, AsBytes(kSecret)).msk.empty());
+  EXPECT_TRUE(ReadReply(*Parse(Reply(a)), kRequestAuth, AsBytes(kPacketSecret)).msk.empty());
 }
 
 TEST(RadiusMppeTest, KeysRoundTripAndMatchTheServersEncryption) {
   for (std::size_t n = 1; n <= 64; ++n) {
     Bytes key(n);
     for (std::size_t i = 0; i < n; ++i) key[i] = static_cast<std::uint8_t>(n * 7 + i);
-    const Bytes server = FakeRadiusServer::EncryptMppe(key, 0x1234, kRequestAuth, kSecret);
-    const auto ours = EncryptMppeKey(key, 0x1234, kRequestAuth, AsBytes(kSecret));
+    const Bytes server = FakeRadiusServer::EncryptMppe(key, 0x1234, kRequestAuth, kPacketSecret);
+    const auto ours = EncryptMppeKey(key, 0x1234, kRequestAuth, AsBytes(kPacketSecret));
     ASSERT_TRUE(ours);
     EXPECT_EQ(*ours, server) << n;
     EXPECT_EQ(server[0] & 0x80, 0x80);  // RFC 2548 2.4.2: the salt's top bit is set
-    const auto back = DecryptMppeKey(server, kRequestAuth, AsBytes(kSecret));
+    const auto back = DecryptMppeKey(server, kRequestAuth, AsBytes(kPacketSecret));
     ASSERT_TRUE(back) << n;
     EXPECT_EQ(*back, crypto::SecureBytes(key)) << n;
   }
 }
 
 TEST(RadiusMppeTest, MalformedStringsAreRefused) {
-  const Bytes good = FakeRadiusServer::EncryptMppe(Bytes(32, 5), 1, kRequestAuth, kSecret);  // 2 + 48
-  EXPECT_TRUE(DecryptMppeKey(good, kRequestAuth, AsBytes(kSecret)));
-  EXPECT_FALSE(DecryptMppeKey(std::span(good).first(2), kRequestAuth, AsBytes(kSecret)));
-  EXPECT_FALSE(DecryptMppeKey(std::span(good).first(2 + 47), kRequestAuth, AsBytes(kSecret)));
-  EXPECT_FALSE(DecryptMppeKey(std::span(good).first(1 + 48), kRequestAuth, AsBytes(kSecret)));
+  const Bytes good = FakeRadiusServer::EncryptMppe(Bytes(32, 5), 1, kRequestAuth, kPacketSecret);  // 2 + 48
+  EXPECT_TRUE(DecryptMppeKey(good, kRequestAuth, AsBytes(kPacketSecret)));
+  EXPECT_FALSE(DecryptMppeKey(std::span(good).first(2), kRequestAuth, AsBytes(kPacketSecret)));
+  EXPECT_FALSE(DecryptMppeKey(std::span(good).first(2 + 47), kRequestAuth, AsBytes(kPacketSecret)));
+  EXPECT_FALSE(DecryptMppeKey(std::span(good).first(1 + 48), kRequestAuth, AsBytes(kPacketSecret)));
   // A 16-octet string cannot hold a 16-octet key (the Key-Length octet comes first): the
   // server's encryption of a 16-octet key takes 32.
-  const Bytes key15 = FakeRadiusServer::EncryptMppe(Bytes(15, 5), 1, kRequestAuth, kSecret);
+  const Bytes key15 = FakeRadiusServer::EncryptMppe(Bytes(15, 5), 1, kRequestAuth, kPacketSecret);
   EXPECT_EQ(key15.size(), 2u + 16);
-  Bytes zero_length = FakeRadiusServer::EncryptMppe(Bytes(15, 5), 1, kRequestAuth, kSecret);
+  Bytes zero_length = FakeRadiusServer::EncryptMppe(Bytes(15, 5), 1, kRequestAuth, kPacketSecret);
   // Flip the encrypted Key-Length octet from 15 to 255: past the decrypted bytes.
   zero_length[2] ^= 15 ^ 255;
-  EXPECT_FALSE(DecryptMppeKey(zero_length, kRequestAuth, AsBytes(kSecret)));
+  EXPECT_FALSE(DecryptMppeKey(zero_length, kRequestAuth, AsBytes(kPacketSecret)));
 }
 
 }  // namespace
