@@ -255,6 +255,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"truncated", c.ike_truncated},
         {"unknown_spi", c.ike_unknown_spi}, {"no_connection", c.ike_no_connection},
         {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures}, {"cert_failures", ic.cert_failures},
+        {"auth_offloaded", ic.auth_offloaded}, {"auth_inline", ic.auth_inline},
         {"eap_logins",
          {{"mschapv2", EapLoginsJson(ic, eap::Method::kMschapV2)},
           {"tls", EapLoginsJson(ic, eap::Method::kTls)},

@@ -46,6 +46,8 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
     to.eap_logins[m].failure += from.eap_logins[m].failure;
   }
   to.eap_throttled += from.eap_throttled;
+  to.auth_offloaded += from.auth_offloaded;
+  to.auth_inline += from.auth_inline;
   to.invalid_messages += from.invalid_messages;
   to.child_failures += from.child_failures;
   to.weak_refused_modp1024 += from.weak_refused_modp1024;
@@ -262,12 +264,37 @@ void Gateway::OffloadDone(std::shared_ptr<OffloadJob> job) {
     done_posted_ = false;
 }
 
+// IKE_AUTH's public-key work on an IKE worker (issue 17): the SA stays in the table, waiting
+// (it drops the peer's retransmissions) until AdoptOffloaded resumes it. The worker pool's
+// capacity bounds these jobs with the IKE_SA_INIT ones; a full pool refuses and the SA does the
+// work on this thread.
+bool Gateway::OffloadAuth(ike::IkeSa& sa, std::function<void()> work) {
+  const std::uint64_t ours = IkeSaTable::OurSpi(sa);
+  return env_.workers.TrySubmit([this, ours, work = std::move(work)] {
+    work();
+    {
+      std::lock_guard lock(done_mu_);
+      auth_done_.push_back(ours);
+    }
+    if (!done_posted_.exchange(true) && !env_.loop.Post([this] { AdoptOffloaded(); }))
+      done_posted_ = false;
+  });
+}
+
 void Gateway::AdoptOffloaded() {
   done_posted_ = false;
   std::vector<std::shared_ptr<OffloadJob>> batch;
+  std::vector<std::uint64_t> auths;
   {
     std::lock_guard lock(done_mu_);
     batch.swap(done_);
+    auths.swap(auth_done_);
+  }
+  for (std::uint64_t ours : auths) {
+    SaEntry* e = table_.Find(ours);
+    if (e == nullptr) continue;  // gone meanwhile (half-open limit, shutdown)
+    e->sa->ResumeAuth(Now());
+    table_.Schedule(ours);
   }
   for (auto& job : batch) {
     const std::uint64_t ours = job->sa->spi_r();
@@ -293,7 +320,7 @@ void Gateway::AdoptOffloaded() {
     if (shutting_down_) sa.Delete(Now());
     table_.Schedule(ours);
   }
-  if (!batch.empty()) WorkQueue();
+  if (!batch.empty() || !auths.empty()) WorkQueue();
 }
 
 }  // namespace spigot::gateway

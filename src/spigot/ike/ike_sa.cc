@@ -552,6 +552,7 @@ void IkeSa::Die(std::string why) {
   if (failure_.empty()) failure_ = std::move(why);
   if (child_neg_ && child_neg_->spi_in != 0) host_->ReleaseChildSpi(child_neg_->spi_in);
   child_neg_.reset();
+  auth_pending_.reset();  // a worker may still run it; its result goes nowhere
   while (!children_.empty()) RemoveChildBySpi(children_.back().spi_in);
   outstanding_.reset();
   pending_.clear();

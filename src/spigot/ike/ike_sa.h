@@ -241,6 +241,11 @@ class IkeSaHost {
   // trip): the host calls sa.ResumeEap(now) from its loop, soon and outside the EAP server's
   // callback, and then looks at the SA's state and deadlines as after a datagram.
   virtual void EapStepReady(IkeSa& /*sa*/) {}
+  // IKE_AUTH as responder with certificates: the public-key work (the peer's certificate chain
+  // and signature, our signature; 2.15) may run off the control thread. The host runs `work` on
+  // an IKE worker and afterwards, on its loop, calls sa.ResumeAuth(now); `work` touches
+  // nothing of the SA. false (no worker free, or no workers): the SA does it at once itself.
+  virtual bool OffloadAuth(IkeSa& /*sa*/, std::function<void()> /*work*/) { return false; }
   virtual std::optional<std::chrono::milliseconds> EapLoginBackoff(IkeSa& /*sa*/, const std::string& /*user*/,
                                                                    TimePoint /*now*/) {
     return std::nullopt;
@@ -270,6 +275,10 @@ struct IkeCounters {
   EapLogins& eap_login(eap::Method m) { return eap_logins[static_cast<std::size_t>(m)]; }
   const EapLogins& eap_login(eap::Method m) const { return eap_logins[static_cast<std::size_t>(m)]; }
   std::uint64_t eap_throttled = 0;  // of the failures: refused by the back-off before a password check
+  // Responder IKE_AUTHs whose public-key work ran on an IKE worker (IkeSaHost::OffloadAuth),
+  // and those that ran on the control thread because no worker was free.
+  std::uint64_t auth_offloaded = 0;
+  std::uint64_t auth_inline = 0;
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
   // NO_PROPOSAL_CHOSEN answered to proposals that named weak transforms the connection does not
@@ -380,6 +389,8 @@ class IkeSa {
   const eap::Authorization& eap_authorization() const { return eap_authorization_; }
   // See IkeSaHost::EapStepReady.
   void ResumeEap(TimePoint now);
+  // See IkeSaHost::OffloadAuth. Does nothing unless the offloaded work has finished.
+  void ResumeAuth(TimePoint now);
   // Both sides sent IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT (RFC 7383 2.3).
   bool fragmentation() const { return fragmentation_; }
 
@@ -538,6 +549,15 @@ class IkeSa {
   std::string eap_identity_;
   eap::Authorization eap_authorization_;
   void AnswerEapStep(const Header& request, eap::ServerSession::Step step, TimePoint now);
+  // Responder IKE_AUTH: the public-key work, with copies of what it reads (ike_sa_auth.cc), and
+  // the request it answers. While it runs on a worker the peer's retransmissions are dropped.
+  struct AuthWork;
+  struct PendingAuth {
+    Message request;
+    std::shared_ptr<AuthWork> work;
+  };
+  std::optional<PendingAuth> auth_pending_;
+  void FinishAuthRequest(const Message& msg, AuthWork& work, TimePoint now);
   void OnEapAuthRequest(const Message& msg, TimePoint now);
   void OnEapAuthResponse(const Message& msg, TimePoint now);
   // The end of a successful IKE_AUTH as initiator: the peer's identity, its CP reply, the

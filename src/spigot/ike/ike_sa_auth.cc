@@ -5,6 +5,7 @@
 #include "spigot/ike/ike_sa.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "spigot/ike/ike_sa_internal.h"
 #include "spigot/wire/byte_writer.h"
@@ -174,43 +175,52 @@ std::optional<std::string> IkeSa::TakeCfgReply(const Message& resp) {
   return std::nullopt;
 }
 
-std::optional<AuthPayload> IkeSa::OwnAuth(std::span<const std::uint8_t> message,
-                                          std::span<const std::uint8_t> peer_nonce,
-                                          const crypto::SecureBytes& sk_p, const IdPayload& id,
-                                          std::string* error) const {
-  if (conn_->local_auth == AuthMethod::kPsk) {
-    const auto mac = PskAuth(algs_->prf, conn_->psk, message, peer_nonce, sk_p, id.Body());
+namespace {
+
+// Our AUTH payload (2.15): a MAC with the PSK, or a signature with our key. Reads only its
+// arguments: IKE workers call it too (AuthWork).
+std::optional<AuthPayload> MakeOwnAuth(const ConnectionParams& conn, crypto::PrfAlg prf,
+                                       const std::vector<pki::HashAlgorithm>& peer_hashes,
+                                       std::span<const std::uint8_t> message, std::span<const std::uint8_t> peer_nonce,
+                                       const crypto::SecureBytes& sk_p, const IdPayload& id, std::string* error) {
+  if (conn.local_auth == AuthMethod::kPsk) {
+    const auto mac = PskAuth(prf, conn.psk, message, peer_nonce, sk_p, id.Body());
     return AuthPayload{kAuthSharedKey, Bytes(mac.span().begin(), mac.span().end())};
   }
-  if (!conn_->local_credentials) {
+  if (!conn.local_credentials) {
     *error = "local_auth is pubkey but no certificate and key are loaded";
     return std::nullopt;
   }
-  const auto octets = SignedOctets(algs_->prf, message, peer_nonce, sk_p, id.Body());
-  auto sig = pki::Sign(conn_->local_credentials->key, octets.span(), {peer_hashes_, conn_->rsa_pss}, error);
+  const auto octets = SignedOctets(prf, message, peer_nonce, sk_p, id.Body());
+  auto sig = pki::Sign(conn.local_credentials->key, octets.span(), {peer_hashes, conn.rsa_pss}, error);
   if (!sig) return std::nullopt;
   return AuthPayload{sig->method, std::move(sig->data)};
 }
 
-std::optional<std::string> IkeSa::CheckPeerAuth(const Message& msg, const IdPayload& id, const AuthPayload& auth,
-                                                std::span<const std::uint8_t> message,
-                                                std::span<const std::uint8_t> peer_nonce,
-                                                const crypto::SecureBytes& sk_p) {
-  const auto fail = [&](std::string why, bool cert) -> std::optional<std::string> {
-    ++counters_->auth_failures;
-    if (cert) ++counters_->cert_failures;
-    return why;
+struct PeerAuthFailure {
+  std::string why;
+  bool cert = false;  // the certificate's part (counted in cert_failures too)
+};
+
+// The peer's AUTH (and with pubkey, its certificate chain and identity binding) checked. Reads
+// only its arguments: IKE workers call it too (AuthWork).
+std::optional<PeerAuthFailure> VerifyPeerAuth(const ConnectionParams& conn, crypto::PrfAlg prf, const Message& msg,
+                                              const IdPayload& id, const AuthPayload& auth,
+                                              std::span<const std::uint8_t> message,
+                                              std::span<const std::uint8_t> peer_nonce, const crypto::SecureBytes& sk_p) {
+  const auto fail = [](std::string why, bool cert) -> std::optional<PeerAuthFailure> {
+    return PeerAuthFailure{std::move(why), cert};
   };
-  if (conn_->remote_auth == AuthMethod::kPsk) {
+  if (conn.remote_auth == AuthMethod::kPsk) {
     if (auth.method != kAuthSharedKey) {
       return fail("AUTH method " + std::to_string(auth.method) + " where the connection expects a PSK", false);
     }
-    const auto expected = PskAuth(algs_->prf, conn_->psk, message, peer_nonce, sk_p, id.Body());
+    const auto expected = PskAuth(prf, conn.psk, message, peer_nonce, sk_p, id.Body());
     if (!crypto::ConstantTimeEqual(expected, auth.data)) return fail("AUTH does not verify (wrong PSK?)", false);
     return std::nullopt;
   }
   if (auth.method == kAuthSharedKey) return fail("a PSK AUTH where the connection expects a certificate", false);
-  if (!conn_->trust) return fail("remote_auth is pubkey but no ca_certs are loaded", true);
+  if (!conn.trust) return fail("remote_auth is pubkey but no ca_certs are loaded", true);
   // 3.6: the first CERT holds the key that signed AUTH; the others may help build the chain.
   std::optional<pki::Certificate> leaf;
   std::vector<pki::Certificate> others;
@@ -231,13 +241,58 @@ std::optional<std::string> IkeSa::CheckPeerAuth(const Message& msg, const IdPayl
     }
   }
   if (!leaf) return fail("no certificate (CERT payload) from the peer", true);
-  if (auto why = conn_->trust->Verify(*leaf, others)) return fail("certificate " + leaf->Subject() + ": " + *why, true);
+  if (auto why = conn.trust->Verify(*leaf, others)) return fail("certificate " + leaf->Subject() + ": " + *why, true);
   if (!CertificateHolds(*leaf, id)) {
     return fail("identity " + ToString(Identity::FromPayload(id)) + " is not in its certificate " + leaf->Subject(), true);
   }
-  const auto octets = SignedOctets(algs_->prf, message, peer_nonce, sk_p, id.Body());
+  const auto octets = SignedOctets(prf, message, peer_nonce, sk_p, id.Body());
   if (auto why = pki::Verify(*leaf, auth.method, auth.data, octets.span())) return fail(*why, false);
   return std::nullopt;
+}
+
+}  // namespace
+
+// What the responder's IKE_AUTH signs and verifies, copied from the SA so that an IKE worker can
+// run it while the control thread goes on (nothing here is shared with the SA but immutable
+// connection parameters, certificates and keys, which OpenSSL 3 lets threads use at once).
+struct IkeSa::AuthWork {
+  std::shared_ptr<const ConnectionParams> conn;
+  crypto::PrfAlg prf{};
+  std::vector<pki::HashAlgorithm> peer_hashes;
+  Message request;
+  IdPayload idi, idr;
+  std::optional<AuthPayload> peer_auth;  // absent: an EAP login (2.16), only our AUTH to make
+  Bytes init_request, nr, init_response, ni;
+  crypto::SecureBytes sk_pi, sk_pr;
+  // Results.
+  std::optional<PeerAuthFailure> peer_failure;
+  std::optional<AuthPayload> our_auth;
+  std::string own_error;
+  std::atomic<bool> done{false};
+
+  void Run() {
+    if (peer_auth) peer_failure = VerifyPeerAuth(*conn, prf, request, idi, *peer_auth, init_request, nr, sk_pi);
+    if (!peer_failure) our_auth = MakeOwnAuth(*conn, prf, peer_hashes, init_response, ni, sk_pr, idr, &own_error);
+    done.store(true, std::memory_order_release);
+  }
+};
+
+std::optional<AuthPayload> IkeSa::OwnAuth(std::span<const std::uint8_t> message,
+                                          std::span<const std::uint8_t> peer_nonce,
+                                          const crypto::SecureBytes& sk_p, const IdPayload& id,
+                                          std::string* error) const {
+  return MakeOwnAuth(*conn_, algs_->prf, peer_hashes_, message, peer_nonce, sk_p, id, error);
+}
+
+std::optional<std::string> IkeSa::CheckPeerAuth(const Message& msg, const IdPayload& id, const AuthPayload& auth,
+                                                std::span<const std::uint8_t> message,
+                                                std::span<const std::uint8_t> peer_nonce,
+                                                const crypto::SecureBytes& sk_p) {
+  auto failure = VerifyPeerAuth(*conn_, algs_->prf, msg, id, auth, message, peer_nonce, sk_p);
+  if (!failure) return std::nullopt;
+  ++counters_->auth_failures;
+  if (failure->cert) ++counters_->cert_failures;
+  return std::move(failure->why);
 }
 
 void IkeSa::AppendCertPayloads(std::vector<Payload>& out) const {
@@ -386,6 +441,7 @@ EapServerFactory EapTlsServers(std::shared_ptr<const eap::TlsServerContext> tls)
 }
 
 void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
+  if (auth_pending_) return;  // retransmitted while a worker checks it: the answer comes
   if (eap_) return OnEapAuthRequest(msg, now);
   const auto* idi = msg.Find<IdPayload>(PayloadType::kIdi);
   const auto* auth = msg.Find<AuthPayload>(PayloadType::kAuth);
@@ -416,23 +472,57 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
     SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
     return Die(ToString(peer) + " sent AUTH where the connection expects EAP");
   }
-  if (auth != nullptr) {
-    if (auto why = CheckPeerAuth(msg, *idi, *auth, init_request_, nr_, keys_.sk_pi)) {
-      SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
-      return Die("AUTH from " + ToString(peer) + ": " + *why);
-    }
+  auto work = std::make_shared<AuthWork>();
+  work->conn = conn_;
+  work->prf = algs_->prf;
+  work->peer_hashes = peer_hashes_;
+  work->request = msg;
+  work->idi = *idi;
+  work->idr = conn_->local_id.ToPayload();
+  if (auth != nullptr) work->peer_auth = *auth;
+  work->init_request = init_request_;
+  work->nr = nr_;
+  work->init_response = init_response_;
+  work->ni = ni_;
+  work->sk_pi = keys_.sk_pi;
+  work->sk_pr = keys_.sk_pr;
+  auth_pending_ = PendingAuth{msg, work};
+  // Signatures and certificate chains cost a millisecond or more (RSA); a MAC with a PSK does
+  // not, and stays here.
+  const bool dear = conn_->local_auth == AuthMethod::kPubkey || (auth != nullptr && conn_->remote_auth == AuthMethod::kPubkey);
+  if (dear && host_->OffloadAuth(*this, [work] { work->Run(); })) {
+    ++counters_->auth_offloaded;
+    return;
   }
-  const IdPayload idr = conn_->local_id.ToPayload();
-  std::string error;
-  auto our_auth = OwnAuth(init_response_, ni_, keys_.sk_pr, idr, &error);
-  if (!our_auth) {
+  if (dear) ++counters_->auth_inline;
+  work->Run();
+  ResumeAuth(now);
+}
+
+void IkeSa::ResumeAuth(TimePoint now) {
+  if (state_ == State::kDead || !auth_pending_ || !auth_pending_->work->done.load(std::memory_order_acquire)) return;
+  PendingAuth pending = std::move(*auth_pending_);
+  auth_pending_.reset();
+  FinishAuthRequest(pending.request, *pending.work, now);
+}
+
+void IkeSa::FinishAuthRequest(const Message& msg, AuthWork& work, TimePoint now) {
+  const Identity peer = Identity::FromPayload(work.idi);
+  if (work.peer_failure) {
+    ++counters_->auth_failures;
+    if (work.peer_failure->cert) ++counters_->cert_failures;
     SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
-    return Die("cannot authenticate to " + ToString(peer) + ": " + error);
+    return Die("AUTH from " + ToString(peer) + ": " + work.peer_failure->why);
   }
+  if (!work.our_auth) {
+    SendResponse(msg.header, {Notify(NotifyType::kAuthenticationFailed)}, true);
+    return Die("cannot authenticate to " + ToString(peer) + ": " + work.own_error);
+  }
+  const bool eap = conn_->remote_auth == AuthMethod::kEap;
   std::vector<Payload> p;
-  p.push_back({PayloadType::kIdr, idr});
+  p.push_back({PayloadType::kIdr, work.idr});
   AppendCertPayloads(p);
-  p.push_back({PayloadType::kAuth, std::move(*our_auth)});
+  p.push_back({PayloadType::kAuth, std::move(*work.our_auth)});
   if (eap) {
     // 2.16: we prove ourselves now; the peer proves itself with EAP over the next exchanges.
     EapServerContext context;

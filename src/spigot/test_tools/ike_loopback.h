@@ -5,6 +5,8 @@
 // spigot::ike: it is an IKE host, like the gateway's.
 #pragma once
 
+#include <functional>
+
 #include <deque>
 #include <map>
 #include <memory>
@@ -32,6 +34,15 @@ class LoopbackHost : public IkeSaHost {
   // `vip_pool` of each family asked for, with vip_dns4 and vip_subnets, or kFailed when the
   // pool has none of them.
   CpResult AssignVirtualIps(IkeSa& sa, bool want_v4, bool want_v6, VirtualIps& out) override;
+  // With offload_auth, IKE_AUTH's public-key work is kept in auth_work for the test to run
+  // (on a thread of its choice) before it calls ResumeAuth.
+  bool OffloadAuth(IkeSa&, std::function<void()> work) override {
+    if (!offload_auth) return false;
+    auth_work.push_back(std::move(work));
+    return true;
+  }
+  bool offload_auth = false;
+  std::vector<std::function<void()>> auth_work;
   // The SA with our SPI `spi`: the current one or one replaced by a rekey.
   IkeSa* Find(std::uint64_t spi);
 
