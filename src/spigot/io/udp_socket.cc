@@ -1,6 +1,7 @@
 #include "spigot/io/udp_socket.h"
 
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +9,17 @@
 #include <cstring>
 
 namespace spigot::io {
+
+std::size_t DatagramCount(const RecvSlot& slot) {
+  if (slot.segment_size == 0 || slot.length <= slot.segment_size) return 1;
+  return (slot.length + slot.segment_size - 1) / slot.segment_size;
+}
+
+std::span<std::uint8_t> Datagram(const RecvSlot& slot, std::size_t i) {
+  if (slot.segment_size == 0) return slot.buffer.first(slot.length);
+  const std::size_t start = i * slot.segment_size;
+  return slot.buffer.subspan(start, std::min(slot.segment_size, slot.length - start));
+}
 
 std::unique_ptr<UdpSocket> UdpSocket::Bind(const Endpoint& local, const Options& options,
                                            std::string* error) {
@@ -51,6 +63,21 @@ std::unique_ptr<UdpSocket> UdpSocket::Bind(const Endpoint& local, const Options&
 
 UdpSocket::~UdpSocket() { close(fd_); }
 
+bool UdpSocket::EnableGso() {
+  // Kernels without UDP GSO reject the option with ENOPROTOOPT; reading it changes nothing.
+  int size = 0;
+  socklen_t len = sizeof size;
+  const bool on = getsockopt(fd_, SOL_UDP, UDP_SEGMENT, &size, &len) == 0;
+  gso_.store(on, std::memory_order_relaxed);
+  return on;
+}
+
+bool UdpSocket::EnableGro() {
+  const int on = 1;
+  gro_ = setsockopt(fd_, SOL_UDP, UDP_GRO, &on, sizeof on) == 0;
+  return gro_;
+}
+
 BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
   const std::size_t n = std::min(slots.size(), kMaxBatch);
   for (std::size_t i = 0; i < n; ++i) {
@@ -61,6 +88,10 @@ BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
     h.msg_namelen = sizeof(sockaddr_storage);
     h.msg_iov = &recv_iov_[i];
     h.msg_iovlen = 1;
+    if (gro_) {
+      h.msg_control = recv_control_[i].bytes;
+      h.msg_controllen = sizeof recv_control_[i].bytes;
+    }
   }
   int received;
   do {
@@ -68,6 +99,7 @@ BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
   } while (received < 0 && errno == EINTR);
   if (received < 0) return BatchResult{0, errno};
 
+  std::uint64_t gro_batches = 0, gro_segments = 0;
   for (int i = 0; i < received; ++i) {
     RecvSlot& slot = slots[i];
     const mmsghdr& m = recv_msgs_[i];
@@ -75,8 +107,93 @@ BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
     slot.truncated = (m.msg_hdr.msg_flags & MSG_TRUNC) != 0;
     slot.peer = Endpoint::FromSockaddr(reinterpret_cast<const sockaddr*>(&recv_addrs_[i]),
                                        m.msg_hdr.msg_namelen);
+    slot.segment_size = 0;
+    if (!gro_) continue;
+    // UDP_GRO carries the segment size (an int) when the kernel coalesced; without it the
+    // buffer is one datagram.
+    msghdr& h = recv_msgs_[i].msg_hdr;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+      if (c->cmsg_level != SOL_UDP || c->cmsg_type != UDP_GRO ||
+          c->cmsg_len < CMSG_LEN(sizeof(int)))
+        continue;
+      int size = 0;
+      std::memcpy(&size, CMSG_DATA(c), sizeof size);
+      if (size > 0 && slot.length > static_cast<std::size_t>(size)) {
+        slot.segment_size = static_cast<std::size_t>(size);
+      }
+    }
+    if (slot.segment_size != 0) {
+      ++gro_batches;
+      gro_segments += DatagramCount(slot);
+    }
+  }
+  if (gro_batches != 0) {
+    offload_.gro_batches.fetch_add(gro_batches, std::memory_order_relaxed);
+    offload_.gro_segments.fetch_add(gro_segments, std::memory_order_relaxed);
   }
   return BatchResult{static_cast<std::size_t>(received), 0};
+}
+
+std::size_t UdpSocket::BuildSendMessages(std::span<const SendItem> items, std::size_t from,
+                                         std::size_t n) {
+  const bool gso = gso_.load(std::memory_order_relaxed);
+  std::size_t m = 0;
+  for (std::size_t i = from; i < n; ++m) {
+    // A run: one peer, datagrams of `size` bytes, and at most one shorter one, last.
+    const std::size_t size = items[i].data.size();
+    std::size_t j = i + 1;
+    if (gso && size > 0 && size < gso_refused_size_) {
+      std::size_t total = size;
+      while (j < n && j - i < kMaxGsoSegments && items[j].peer == items[i].peer) {
+        const std::size_t next = items[j].data.size();
+        if (next == 0 || next > size || total + next > kMaxGsoBytes) break;
+        total += next;
+        ++j;
+        if (next < size) break;
+      }
+    }
+    msghdr& h = send_msgs_[m].msg_hdr;
+    h = msghdr{};
+    h.msg_name = const_cast<sockaddr*>(items[i].peer.sockaddr_ptr());
+    h.msg_namelen = items[i].peer.sockaddr_len();
+    h.msg_iov = &send_iov_[i];
+    h.msg_iovlen = j - i;
+    if (j - i > 1) {
+      h.msg_control = send_control_[m].bytes;
+      h.msg_controllen = CMSG_SPACE(sizeof(std::uint16_t));
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+      const auto segment = static_cast<std::uint16_t>(size);
+      std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+    }
+    send_first_[m] = i;
+    send_count_[m] = j - i;
+    i = j;
+  }
+  return m;
+}
+
+bool UdpSocket::GsoRefused(std::size_t m, int error) {
+  if (send_count_[m] < 2) return false;
+  if (error == EIO) {
+    // The device cannot checksum (or segment) for us: every GSO message would fail.
+    gso_.store(false, std::memory_order_relaxed);
+  } else if (error == EINVAL || error == EMSGSIZE) {
+    // A segment the path cannot carry unfragmented: plain datagrams are fragmented instead.
+    gso_refused_size_ = std::min(gso_refused_size_, send_iov_[send_first_[m]].iov_len);
+  } else {
+    return false;
+  }
+  offload_.gso_fallbacks.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void UdpSocket::CountGsoSends(std::uint64_t messages, std::uint64_t segments) {
+  if (messages == 0) return;
+  offload_.gso_sends.fetch_add(messages, std::memory_order_relaxed);
+  offload_.gso_segments.fetch_add(segments, std::memory_order_relaxed);
 }
 
 BatchResult UdpSocket::SendBatch(std::span<const SendItem> items) {
@@ -84,26 +201,49 @@ BatchResult UdpSocket::SendBatch(std::span<const SendItem> items) {
   for (std::size_t i = 0; i < n; ++i) {
     // iovec's base is not const-qualified; sendmmsg does not write through it.
     send_iov_[i] = iovec{const_cast<std::uint8_t*>(items[i].data.data()), items[i].data.size()};
-    msghdr& h = send_msgs_[i].msg_hdr;
-    h = msghdr{};
-    h.msg_name = const_cast<sockaddr*>(items[i].peer.sockaddr_ptr());
-    h.msg_namelen = items[i].peer.sockaddr_len();
-    h.msg_iov = &send_iov_[i];
-    h.msg_iovlen = 1;
   }
-  // sendmmsg stops at the first datagram that fails and reports only the count; calling again
-  // from there returns that datagram's error.
-  std::size_t done = 0;
-  while (done < n) {
-    const int sent =
-        sendmmsg(fd_, send_msgs_.data() + done, static_cast<unsigned>(n - done), MSG_DONTWAIT);
-    if (sent < 0) {
-      if (errno == EINTR) continue;
-      return BatchResult{done, errno};
+  std::size_t messages = BuildSendMessages(items, 0, n);
+  // sendmmsg stops at the first message that fails and reports only the count; calling again
+  // from there returns that message's error.
+  std::size_t done = 0;  // messages
+  std::uint64_t gso_sends = 0, gso_segments = 0;
+  while (done < messages) {
+    std::size_t limit = messages;
+    int sent;
+    if (refuse_next_gso_) {
+      // The test hook: stop before the first GSO message and fail that one.
+      limit = done;
+      while (limit < messages && send_count_[limit] < 2) ++limit;
     }
-    done += static_cast<std::size_t>(sent);
+    if (limit == done) {
+      refuse_next_gso_ = false;
+      errno = EIO;
+      sent = -1;
+    } else {
+      sent = sendmmsg(fd_, send_msgs_.data() + done, static_cast<unsigned>(limit - done),
+                      MSG_DONTWAIT);
+    }
+    if (sent < 0) {
+      const int error = errno;
+      if (error == EINTR) continue;
+      if (!GsoRefused(done, error)) {
+        CountGsoSends(gso_sends, gso_segments);
+        return BatchResult{send_first_[done], error};
+      }
+      // Again from the refused run, without GSO for it; the messages before it are sent.
+      messages = BuildSendMessages(items, send_first_[done], n);
+      done = 0;
+      continue;
+    }
+    for (int k = 0; k < sent; ++k, ++done) {
+      if (send_count_[done] > 1) {
+        ++gso_sends;
+        gso_segments += send_count_[done];
+      }
+    }
   }
-  return BatchResult{done, 0};
+  CountGsoSends(gso_sends, gso_segments);
+  return BatchResult{n, 0};
 }
 
 bool UdpSocket::SendTo(const Endpoint& peer, std::span<const std::uint8_t> data) {

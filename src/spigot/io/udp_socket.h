@@ -1,6 +1,17 @@
 // A non-blocking UDP socket with batched I/O (recvmmsg/sendmmsg): one system call moves up to
 // kMaxBatch datagrams, into and out of buffers the caller owns.
 //
+// Two optional kernel offloads, each probed and off unless asked for (EnableGso, EnableGro);
+// refused, the socket behaves exactly as without them:
+// - UDP GSO (UDP_SEGMENT, Linux >= 4.18): SendBatch passes a run of consecutive datagrams to
+//   one peer, all of one size but a shorter last one, as one message that the kernel (or the
+//   NIC) cuts back into datagrams. A device that refuses it (EIO: no checksum offload) turns
+//   GSO off for the socket; a size the path refuses (EINVAL: larger than the MTU) is not
+//   coalesced again. Either way the refused run is resent one datagram each, and counted.
+// - UDP GRO (UDP_GRO, Linux >= 5.0): the kernel may hand RecvBatch several datagrams of one
+//   flow back to back in one buffer (RecvSlot::segment_size); DatagramCount()/Datagram() split
+//   them. Buffers then need kGroBufferSize bytes, or coalesced datagrams arrive truncated.
+//
 // RecvBatch() and SendBatch() each use their own scratch arrays, so one thread may receive while
 // another sends; each of the two must be called by one thread at a time.
 #pragma once
@@ -8,6 +19,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -24,7 +36,15 @@ struct RecvSlot {
   std::size_t length = 0;          // out: bytes stored in `buffer`
   Endpoint peer;                   // out: the sender
   bool truncated = false;          // out: the datagram was longer than `buffer` (tail lost)
+  // out: 0, `buffer` holds one datagram; else (UDP GRO) it holds length / segment_size
+  // datagrams of this size back to back, and a shorter last one if the division leaves some.
+  std::size_t segment_size = 0;
 };
+
+// The datagrams in a received slot: one, or several with UDP GRO (all from `slot.peer`).
+std::size_t DatagramCount(const RecvSlot& slot);
+// Datagram i < DatagramCount(slot), inside slot.buffer.
+std::span<std::uint8_t> Datagram(const RecvSlot& slot, std::size_t i);
 
 // One datagram for SendBatch().
 struct SendItem {
@@ -40,10 +60,27 @@ struct BatchResult {
   int error = 0;
 };
 
+// What the offloads did. Written by the sending and the receiving thread, read by anyone.
+struct UdpOffloadCounters {
+  std::atomic<std::uint64_t> gso_sends{0};      // messages sent with UDP_SEGMENT
+  std::atomic<std::uint64_t> gso_segments{0};   // datagrams in them
+  std::atomic<std::uint64_t> gso_fallbacks{0};  // GSO messages refused, resent one datagram each
+  std::atomic<std::uint64_t> gro_batches{0};    // received buffers that held several datagrams
+  std::atomic<std::uint64_t> gro_segments{0};   // datagrams in them
+};
+
 class UdpSocket {
  public:
   // Datagrams per system call; larger batches are cut to this.
   static constexpr std::size_t kMaxBatch = 64;
+  // Datagrams in one GSO message: the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.9, 128
+  // since; the lower one works on both).
+  static constexpr std::size_t kMaxGsoSegments = 64;
+  // Bytes in one GSO message: the largest UDP payload over IPv4, 65535 - 20 (IPv4 header)
+  // - 8 (UDP header) = 65507 (IPv6 allows 65535 - 8; the smaller serves both).
+  static constexpr std::size_t kMaxGsoBytes = 65535 - 20 - 8;
+  // A receive buffer that holds any GRO-coalesced message: 64 KiB.
+  static constexpr std::size_t kGroBufferSize = 65536;
 
   struct Options {
     // SO_REUSEPORT: several sockets (one per data-path thread) share the address and the kernel
@@ -68,24 +105,65 @@ class UdpSocket {
   int fd() const { return fd_; }
   const Endpoint& local_endpoint() const { return local_; }
 
-  // Receives up to min(slots.size(), kMaxBatch) datagrams without blocking.
+  // Turns UDP GSO on for SendBatch if the kernel has it (probe: getsockopt UDP_SEGMENT).
+  // false: it does not; SendBatch sends one datagram per message, as before.
+  bool EnableGso();
+  // Turns UDP GRO on (setsockopt UDP_GRO): RecvBatch may then fill a slot with several
+  // datagrams, so slots should have kGroBufferSize bytes. false: refused, one per slot.
+  bool EnableGro();
+  // GSO is on (EnableGso() succeeded and no device refused it since).
+  bool gso() const { return gso_.load(std::memory_order_relaxed); }
+  bool gro() const { return gro_; }
+  const UdpOffloadCounters& offload_counters() const { return offload_; }
+  // Test hook: the next GSO message fails as a device without checksum offload makes it fail
+  // (EIO), without reaching the kernel, so that the fallback runs.
+  void RefuseNextGsoForTest() { refuse_next_gso_ = true; }
+
+  // Receives up to min(slots.size(), kMaxBatch) slots without blocking (more datagrams than
+  // slots with GRO: see DatagramCount).
   BatchResult RecvBatch(std::span<RecvSlot> slots);
-  // Sends up to min(items.size(), kMaxBatch) datagrams without blocking.
+  // Sends up to min(items.size(), kMaxBatch) datagrams without blocking, in order; with GSO
+  // on, runs of them in one message each (`count` still counts datagrams).
   BatchResult SendBatch(std::span<const SendItem> items);
   // One datagram. false: errno says why.
   bool SendTo(const Endpoint& peer, std::span<const std::uint8_t> data);
 
  private:
   UdpSocket(int fd, const Endpoint& local) : fd_(fd), local_(local) {}
+  // Fills send_msgs_ from its start with items[from, n) (send_iov_ already holds them): a run
+  // per message with GSO, else one datagram each. Returns the number of messages.
+  std::size_t BuildSendMessages(std::span<const SendItem> items, std::size_t from, std::size_t n);
+  // The message at send_msgs_[m] was refused with `error`: true if it was a GSO message that a
+  // plain resend may fix (GSO off, or its segment size not coalesced again), counted.
+  bool GsoRefused(std::size_t m, int error);
+  void CountGsoSends(std::uint64_t messages, std::uint64_t segments);
+
+  // One control message with a u16 (UDP_SEGMENT) or an int (UDP_GRO).
+  union Control {
+    char bytes[CMSG_SPACE(sizeof(int))];
+    cmsghdr align;
+  };
 
   int fd_;
   Endpoint local_;
+  // Set by EnableGso(), cleared by the sending thread when a device refuses GSO.
+  std::atomic<bool> gso_{false};
+  bool gro_ = false;
+  bool refuse_next_gso_ = false;
+  // Segment sizes from this one up were refused (EINVAL: over the path's MTU); not coalesced.
+  std::size_t gso_refused_size_ = SIZE_MAX;
+  UdpOffloadCounters offload_;
   // Scratch space for the system calls: no allocation per batch.
   std::array<mmsghdr, kMaxBatch> recv_msgs_{};
   std::array<iovec, kMaxBatch> recv_iov_{};
   std::array<sockaddr_storage, kMaxBatch> recv_addrs_{};
+  std::array<Control, kMaxBatch> recv_control_{};
   std::array<mmsghdr, kMaxBatch> send_msgs_{};
   std::array<iovec, kMaxBatch> send_iov_{};
+  std::array<Control, kMaxBatch> send_control_{};
+  // Per message: its first datagram (index into items) and how many it carries.
+  std::array<std::size_t, kMaxBatch> send_first_{};
+  std::array<std::size_t, kMaxBatch> send_count_{};
 };
 
 }  // namespace spigot::io

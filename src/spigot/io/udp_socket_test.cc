@@ -115,5 +115,209 @@ TEST(UdpSocketTest, PortInUseIsAnErrorUnlessShared) {
   EXPECT_NE(UdpSocket::Bind(a->local_endpoint(), shared, &error), nullptr) << error;
 }
 
+// UDP GSO and GRO (udp_socket.h). The kernel may lack either: those tests skip then.
+
+std::unique_ptr<UdpSocket> BindWithGsoOrSkip(bool* have) {
+  auto socket = BindOrDie("127.0.0.1");
+  *have = socket && socket->EnableGso();
+  return socket;
+}
+
+// kGsoTestRun datagrams of kGsoTestSize bytes and a short last one, each byte telling its
+// datagram and position apart from the others.
+constexpr std::size_t kGsoTestRun = 20;
+constexpr std::size_t kGsoTestSize = 1200;
+constexpr std::size_t kGsoTestShort = 333;
+
+std::vector<std::vector<std::uint8_t>> GsoTestPayloads() {
+  std::vector<std::vector<std::uint8_t>> out;
+  for (std::size_t i = 0; i <= kGsoTestRun; ++i) {
+    out.emplace_back(i < kGsoTestRun ? kGsoTestSize : kGsoTestShort);
+    for (std::size_t b = 0; b < out.back().size(); ++b)
+      out.back()[b] = static_cast<std::uint8_t>(i * 7 + b);
+  }
+  return out;
+}
+
+// Receives until `expected` datagrams arrived (or 2 s pass without any), splitting GRO
+// buffers; each datagram's bytes and sender.
+struct GsoTestDatagram {
+  std::vector<std::uint8_t> bytes;
+  Endpoint peer;
+};
+std::vector<GsoTestDatagram> ReceiveDatagrams(UdpSocket& rx, std::size_t expected) {
+  std::vector<std::uint8_t> memory(8 * UdpSocket::kGroBufferSize);
+  std::array<RecvSlot, 8> slots;
+  std::vector<GsoTestDatagram> out;
+  while (out.size() < expected && WaitReadable(rx)) {
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      slots[i] = RecvSlot{{memory.data() + i * UdpSocket::kGroBufferSize, UdpSocket::kGroBufferSize}};
+    const BatchResult r = rx.RecvBatch(slots);
+    EXPECT_TRUE(r.error == 0 || r.error == EAGAIN) << r.error;
+    for (std::size_t i = 0; i < r.count; ++i) {
+      EXPECT_FALSE(slots[i].truncated);
+      for (std::size_t k = 0; k < DatagramCount(slots[i]); ++k) {
+        const auto d = Datagram(slots[i], k);
+        out.push_back({{d.begin(), d.end()}, slots[i].peer});
+      }
+    }
+  }
+  return out;
+}
+
+void ExpectDatagrams(const std::vector<GsoTestDatagram>& got,
+                     const std::vector<std::vector<std::uint8_t>>& want, const Endpoint& from) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].bytes, want[i]) << "datagram " << i << " of " << got[i].bytes.size() << " bytes";
+    EXPECT_EQ(got[i].peer, from) << i;
+  }
+}
+
+TEST(UdpSocketGsoTest, OneGsoSendArrivesAsEqualDatagramsAndAShortLast) {
+  bool have = false;
+  auto tx = BindWithGsoOrSkip(&have);
+  if (!have) GTEST_SKIP() << "no UDP GSO in this kernel";
+  auto rx = BindOrDie("127.0.0.1");  // no GRO: the kernel segments before it queues
+  const auto payloads = GsoTestPayloads();
+  std::vector<SendItem> items;
+  for (const auto& p : payloads) items.push_back({rx->local_endpoint(), p});
+
+  const BatchResult sent = tx->SendBatch(items);
+  EXPECT_EQ(sent.count, payloads.size());
+  EXPECT_EQ(sent.error, 0);
+  EXPECT_EQ(tx->offload_counters().gso_sends.load(), 1u);
+  EXPECT_EQ(tx->offload_counters().gso_segments.load(), payloads.size());
+  EXPECT_EQ(tx->offload_counters().gso_fallbacks.load(), 0u);
+
+  const auto got = ReceiveDatagrams(*rx, payloads.size());
+  ExpectDatagrams(got, payloads, tx->local_endpoint());
+  EXPECT_EQ(rx->offload_counters().gro_batches.load(), 0u);
+}
+
+// Runs end at another peer, a larger datagram and a shorter one; each receiver sees its own
+// datagrams in order.
+TEST(UdpSocketGsoTest, RunsSplitAtPeerAndSizeChanges) {
+  bool have = false;
+  auto tx = BindWithGsoOrSkip(&have);
+  if (!have) GTEST_SKIP() << "no UDP GSO in this kernel";
+  auto a = BindOrDie("127.0.0.1");
+  auto b = BindOrDie("127.0.0.1");
+  const std::vector<std::pair<UdpSocket*, std::size_t>> plan = {
+      {a.get(), 500}, {a.get(), 500}, {a.get(), 200}, {a.get(), 500}, {a.get(), 900},
+      {b.get(), 500}, {b.get(), 500}, {a.get(), 500}, {a.get(), 500}, {a.get(), 500}};
+  std::vector<std::vector<std::uint8_t>> payloads, to_a, to_b;
+  std::vector<SendItem> items;
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    payloads.emplace_back(plan[i].second, static_cast<std::uint8_t>(i + 1));
+    (plan[i].first == a.get() ? to_a : to_b).push_back(payloads.back());
+  }
+  for (std::size_t i = 0; i < plan.size(); ++i)
+    items.push_back({plan[i].first->local_endpoint(), payloads[i]});
+
+  const BatchResult sent = tx->SendBatch(items);
+  EXPECT_EQ(sent.count, plan.size());
+  EXPECT_EQ(sent.error, 0);
+  // (500 500 200) (500) (900) (500 500) (500 500 500): three runs of several.
+  EXPECT_EQ(tx->offload_counters().gso_sends.load(), 3u);
+  EXPECT_EQ(tx->offload_counters().gso_segments.load(), 8u);
+  ExpectDatagrams(ReceiveDatagrams(*a, to_a.size()), to_a, tx->local_endpoint());
+  ExpectDatagrams(ReceiveDatagrams(*b, to_b.size()), to_b, tx->local_endpoint());
+}
+
+// A GSO send into a GRO socket stays one buffer on loopback: split back, it is exactly the
+// datagrams sent; datagrams sent one by one around it arrive as before.
+TEST(UdpSocketGsoTest, GroReceiverGetsTheDatagramsSent) {
+  bool have = false;
+  auto tx = BindWithGsoOrSkip(&have);
+  if (!have) GTEST_SKIP() << "no UDP GSO in this kernel";
+  auto rx = BindOrDie("127.0.0.1");
+  if (!rx->EnableGro()) GTEST_SKIP() << "no UDP GRO in this kernel";
+  auto plain = BindOrDie("127.0.0.1");
+
+  const std::vector<std::uint8_t> before(77, 0xB0), after(1500, 0xA0);
+  ASSERT_TRUE(plain->SendTo(rx->local_endpoint(), before));
+  ASSERT_TRUE(WaitReadable(*rx));
+  auto payloads = GsoTestPayloads();
+  std::vector<SendItem> items;
+  for (const auto& p : payloads) items.push_back({rx->local_endpoint(), p});
+  ASSERT_EQ(tx->SendBatch(items).count, payloads.size());
+  ASSERT_TRUE(plain->SendTo(rx->local_endpoint(), after));
+
+  const auto got = ReceiveDatagrams(*rx, payloads.size() + 2);
+  ASSERT_EQ(got.size(), payloads.size() + 2);
+  EXPECT_EQ(got.front().bytes, before);
+  EXPECT_EQ(got.front().peer, plain->local_endpoint());
+  EXPECT_EQ(got.back().bytes, after);
+  EXPECT_EQ(got.back().peer, plain->local_endpoint());
+  ExpectDatagrams({got.begin() + 1, got.end() - 1}, payloads, tx->local_endpoint());
+  EXPECT_EQ(rx->offload_counters().gro_batches.load(), 1u);
+  EXPECT_EQ(rx->offload_counters().gro_segments.load(), payloads.size());
+}
+
+// A GRO buffer's last datagram may be shorter; one that fits exactly is not split.
+TEST(UdpSocketGsoTest, DatagramSplitsAGroBuffer) {
+  std::array<std::uint8_t, 10> buffer{0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  RecvSlot slot{buffer};
+  slot.length = 10;
+  EXPECT_EQ(DatagramCount(slot), 1u);
+  EXPECT_EQ(Datagram(slot, 0).size(), 10u);
+  slot.segment_size = 4;
+  ASSERT_EQ(DatagramCount(slot), 3u);
+  EXPECT_EQ(Datagram(slot, 1).front(), 4);
+  EXPECT_EQ(Datagram(slot, 1).size(), 4u);
+  EXPECT_EQ(Datagram(slot, 2).front(), 8);
+  EXPECT_EQ(Datagram(slot, 2).size(), 2u);
+  slot.segment_size = 5;
+  ASSERT_EQ(DatagramCount(slot), 2u);
+  EXPECT_EQ(Datagram(slot, 1).size(), 5u);
+}
+
+// A device that refuses GSO (forced by the test hook): the run goes out one datagram each,
+// GSO stays off, and the fallback is counted.
+TEST(UdpSocketGsoTest, RefusedGsoFallsBackToOneDatagramEach) {
+  bool have = false;
+  auto tx = BindWithGsoOrSkip(&have);
+  if (!have) GTEST_SKIP() << "no UDP GSO in this kernel";
+  auto rx = BindOrDie("127.0.0.1");
+  const std::vector<std::uint8_t> lone(64, 0x55);
+  auto payloads = GsoTestPayloads();
+  payloads.insert(payloads.begin(), lone);
+  std::vector<SendItem> items;
+  for (const auto& p : payloads) items.push_back({rx->local_endpoint(), p});
+
+  tx->RefuseNextGsoForTest();
+  const BatchResult sent = tx->SendBatch(items);
+  EXPECT_EQ(sent.count, payloads.size());
+  EXPECT_EQ(sent.error, 0);
+  EXPECT_FALSE(tx->gso());
+  EXPECT_EQ(tx->offload_counters().gso_fallbacks.load(), 1u);
+  EXPECT_EQ(tx->offload_counters().gso_sends.load(), 0u);
+  ExpectDatagrams(ReceiveDatagrams(*rx, payloads.size()), payloads, tx->local_endpoint());
+
+  // And the next batch goes out plain from the start.
+  EXPECT_EQ(tx->SendBatch(items).count, payloads.size());
+  EXPECT_EQ(tx->offload_counters().gso_sends.load(), 0u);
+  ExpectDatagrams(ReceiveDatagrams(*rx, payloads.size()), payloads, tx->local_endpoint());
+}
+
+// With GSO on, a datagram the kernel refuses is still the one reported, after the ones sent.
+TEST(UdpSocketGsoTest, SendBatchReportsTheFailingDatagramWithGso) {
+  bool have = false;
+  auto tx = BindWithGsoOrSkip(&have);
+  if (!have) GTEST_SKIP() << "no UDP GSO in this kernel";
+  auto rx = BindOrDie("127.0.0.1");
+  const std::vector<std::uint8_t> ok(10, 1);
+  const std::vector<std::uint8_t> too_big(70000, 2);
+  const std::vector<SendItem> items = {{rx->local_endpoint(), ok},
+                                       {rx->local_endpoint(), ok},
+                                       {rx->local_endpoint(), too_big},
+                                       {rx->local_endpoint(), ok}};
+  const BatchResult r = tx->SendBatch(items);
+  EXPECT_EQ(r.count, 2u);
+  EXPECT_EQ(r.error, EMSGSIZE);
+  EXPECT_EQ(tx->offload_counters().gso_fallbacks.load(), 0u);
+}
+
 }  // namespace
 }  // namespace spigot::io
