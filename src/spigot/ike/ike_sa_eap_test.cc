@@ -134,7 +134,7 @@ TEST(EapAuth, AStepThatFinishesLaterIsAnsweredOnResumeAndRetransmissionsWaitForI
   pair.initiator->Initiate(EapTime(0));
   pair.Pump(EapTime(0));
   int rounds = 0;
-  for (int t = 0; d.server != nullptr && d.server->Holding(); ++t) {
+  for (int t = 0; d.alive > 0 && d.server->Holding(); ++t) {  // alive: FinishEap destroys it
     ASSERT_LT(++rounds, 10);
     const std::uint64_t answered = pair.rhost.sent;
     // The initiator's retransmission meets a step still outstanding: no second answer.
