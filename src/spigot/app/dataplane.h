@@ -67,6 +67,9 @@ class Dataplane final : public gateway::DataPlane {
   const datapath::Counters& counters() const override { return counters_; }
   // The stats contract's "crypto_engine" object.
   nlohmann::json CryptoEngineStats() const override;
+  // {"gso", "gro": on or not; gso_sends, gso_segments, gso_fallbacks, gro_batches,
+  // gro_segments: io::UdpOffloadCounters}.
+  nlohmann::json UdpOffloadStats() const override;
   // `spigot debug crypto-fault ACTION [MS]`: drives the fault engine (crypto_engine = "fault").
   // {"error": ...} for any other engine or action.
   nlohmann::json CryptoFault(const std::string& action, std::int64_t ms) override;

@@ -73,6 +73,9 @@ struct GlobalConfig {
   // 2.5.1) a protected IKE message may take before it is sent as fragments, on connections with
   // `fragmentation = "yes"`. kMinFragmentSize..65535; applied on reload to new IKE SAs.
   std::uint32_t fragment_size = 1280;
+  // UDP GSO and GRO on UDP 4500 where the kernel has them (io/udp_socket.h); false: one
+  // datagram per message both ways, as a kernel without them. Read at start.
+  bool udp_offload = true;
 
   bool operator==(const GlobalConfig&) const = default;
 };

@@ -170,6 +170,20 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.dpd_delay, seconds{30});
 }
 
+TEST(ConfigTest, UdpOffload) {
+  const LoadResult d = Load(OneConnection(""));
+  ASSERT_TRUE(d.ok) << d.error;
+  EXPECT_TRUE(d.config.global.udp_offload);
+  const LoadResult r = Load("[global]\nudp_offload = false\n" + OneConnection(""));
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_FALSE(r.config.global.udp_offload);
+  // Read when the data path starts: a restart key.
+  EXPECT_EQ(Diff(d.config, r.config).restart_required,
+            std::vector<std::string>{"global.udp_offload"});
+  ExpectError("[global]\nudp_offload = 1",
+              "spigot.toml: global.udp_offload: must be true or false, got 1");
+}
+
 TEST(ConfigTest, Fragmentation) {
   const LoadResult d = Load(OneConnection(""));
   ASSERT_TRUE(d.ok) << d.error;
