@@ -43,4 +43,22 @@ d = s["packets_dropped"]
 bad = {k: d[k] for k in ("replay", "bad_icv", "unknown_spi", "selector_mismatch", "malformed") if d[k]}
 print("spigot a traffic:", s["traffic"], "drops:", {k: v for k, v in d.items() if v})
 sys.exit(1 if bad else 0)' || fail "spigot counted drops on a clean tunnel"
+# UDP GSO/GRO (issue 14 item 2), where the kernel has them: a's sealed stream left in GSO sends;
+# a spigot b took it in GRO-coalesced and split it back without a drop.
+offload_used() {  # offload_used SIDE FLAG COUNTER: COUNTER > 0, or FLAG off (kernel without it)
+  sctl "$1" stats --json | python3 -c '
+import json, sys
+o = json.load(sys.stdin)["traffic"]["udp_offload"]
+print(sys.argv[1], "udp_offload:", o)
+sys.exit(0 if not o[sys.argv[2]] or o[sys.argv[3]] > 0 else 1)' "$1" "$2" "$3"
+}
+offload_used a gso gso_sends || fail "spigot a sent the stream without UDP GSO"
+if [ "$PEER" = spigot ]; then
+  offload_used b gro gro_batches || fail "spigot b received the stream without UDP GRO"
+  sctl b stats --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["packets_dropped"]
+bad = {k: d[k] for k in ("replay", "bad_icv", "unknown_spi", "selector_mismatch", "malformed") if d[k]}
+sys.exit(1 if bad else 0)' || fail "spigot b counted drops on a clean tunnel"
+fi
 echo "PASS: traffic $PEER $ESP inner IPv${INNER:-4}"
