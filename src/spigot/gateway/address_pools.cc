@@ -334,27 +334,24 @@ AddressPools::AcquireResult AddressPools::AcquireAddress(const std::vector<std::
     AddNeverUsed(*pool, freed, freed);
   }
   const auto it = pool->leases.find(address);
+  if (it != pool->leases.end() && it->second.identity == identity) {
+    *out = Hold(*pool, address);
+    return AcquireResult::kOk;
+  }
   if (it == pool->leases.end()) {
     if (!RemoveNeverUsed(*pool, address)) return AcquireResult::kUnavailable;  // retired and still held
     pool->leases.emplace(address, Record{identity, 1, 0, clock_.Now()});
-    pool->by_identity.emplace(identity, address);
-    ++pool->online;
-    *out = Lease{pool->name, PoolHostPrefix(family, address)};
-    return AcquireResult::kOk;
-  }
-  Record& record = it->second;
-  if (record.identity != identity) {
+  } else {
+    // Another identity's lease: taken only when offline, as Reclaim takes the oldest.
+    Record& record = it->second;
     if (record.holders > 0) return AcquireResult::kUnavailable;
     pool->offline.erase(record.offline_seq);
     pool->by_identity.erase(record.identity);
-    record = Record{identity, 0, 0, clock_.Now()};
-    pool->by_identity.emplace(identity, address);
-    ++pool->online;
-    ++record.holders;
-    *out = Lease{pool->name, PoolHostPrefix(family, address)};
-    return AcquireResult::kOk;
+    record = Record{identity, 1, 0, clock_.Now()};
   }
-  *out = Hold(*pool, address);
+  pool->by_identity.emplace(identity, address);
+  ++pool->online;
+  *out = Lease{pool->name, PoolHostPrefix(family, address)};
   return AcquireResult::kOk;
 }
 

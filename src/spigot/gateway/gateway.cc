@@ -223,7 +223,7 @@ Gateway::ReloadResult Gateway::Reload(config::Config next) {
   config::Config old = std::move(config_);
   config_ = std::move(next);
   std::string err;
-  if (!(d.radius_changed ? ApplyRadius(config_.radius, &err) : true) ||
+  if ((d.radius_changed && !ApplyRadius(config_.radius, &err)) ||
       !connections_.Apply(config_, config_path_, radius_, &err) ||
       !env_.dataplane.ApplyConnections(config_, &err)) {
     config_ = std::move(old);
