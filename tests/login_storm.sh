@@ -37,21 +37,24 @@ storm() {
   python3 -c "import sys; sys.exit(0 if float('$p99') < 60000 else 1)" || fail "$name: p99 latency ${p99} ms is not bounded by a minute"
 }
 
-# doctor_agrees OVERFLOWS: overflows while the pool is nearly empty and the engine is inline with
-# no stalls mean the negotiation queue is too small for the burst (offload_stall, fix max_queue);
-# a storm the queue absorbed must not be diagnosed as one.
+# doctor_agrees OVERFLOWS: overflows while the pool is nearly empty, the engine healthy and the
+# SAs not being rekeyed are new peers outpacing the workers (login_storm, fix max_queue and
+# ike_workers), never an offload stall or a renegotiation storm; a storm the queue absorbed must
+# not be diagnosed as one.
 doctor_agrees() {
   sctl b doctor --json >"$WORK/doctor.json"
   python3 - "$WORK/doctor.json" "$1" <<'PY' || fail "doctor's diagnosis is wrong: $(cat "$WORK/doctor.json")"
 import json, sys
 findings, overflows = json.load(open(sys.argv[1]))["findings"], int(sys.argv[2])
-f = [x for x in findings if x["cause"] == "offload_stall"]
+causes = [x["cause"] for x in findings]
+assert "offload_stall" not in causes and "renegotiation_storm" not in causes, findings
+f = [x for x in findings if x["cause"] == "login_storm"]
 if overflows > 0:
-    assert f and "max_queue" in f[0]["fix"], findings
+    assert f and "max_queue" in f[0]["fix"] and "ike_workers" in f[0]["fix"], findings
     print("doctor:", f[0]["evidence"], "->", f[0]["fix"])
 else:
     assert not f, findings
-    print("doctor: no offload_stall finding (no queue overflow)")
+    print("doctor: no login_storm finding (no queue overflow)")
 PY
 }
 

@@ -220,6 +220,10 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"new", q.depth(engine::Priority::kNew)},
         {"processed", q.stats().processed},
         {"evicted", q.stats().evicted},
+        {"overflows_by_priority",
+         {{"established", q.stats().by_priority_overflow[int(engine::Priority::kEstablished)]},
+          {"half_open", q.stats().by_priority_overflow[int(engine::Priority::kHalfOpen)]},
+          {"new", q.stats().by_priority_overflow[int(engine::Priority::kNew)]}}},
         {"acquires_refused", c.acquires_refused}}},
       {"virtual_ip_refused", c.pool_refused},
       // CHILD SAs' own outbound policies (one per peer's tunnel), and CHILD SAs refused

@@ -72,6 +72,43 @@ const nlohmann::json* Section(const nlohmann::json& obj, const char* key, std::s
 // The engines that run on the data-path threads: nothing to stall, nothing to fall back from.
 bool InlineEngine(const std::string& name) { return name == "inline" || name == "ipsec-mb"; }
 
+// A stalled or failing crypto engine: stalls counted, stalled now, or jobs reported failed.
+bool EngineTrouble(const Counters& c) {
+  return c.engine_stalls > 0 || c.engine_state == "stalled" || c.engine_failed > 0;
+}
+
+// The cause a queue overflow is attributed to (doctor.h): exactly one, or none.
+enum class Overflow { kNone, kSpiPool, kEngine, kStorm, kAddressPool, kLogins };
+
+// The overflow as evidence, for the finding it is attributed to.
+std::string OverflowEvidence(const Counters& c) {
+  std::string s = "queue_overflows " + Num(c.queue_overflows) + " (queue_depth " +
+                  Num(c.queue_depth) + " of max_queue " + Num(c.max_queue);
+  if (c.new_overflows_reported) s += ", " + Num(c.new_overflows) + " of them new negotiations";
+  s += ")";
+  if (c.no_sa_queue_full > 0) {
+    s += "; packets_dropped.no_sa_queue_full " + Num(c.no_sa_queue_full);
+  }
+  return s;
+}
+
+std::string EngineEvidence(const Counters& c) {
+  const std::string engine = c.engine_name.empty() ? "(unnamed)" : "\"" + c.engine_name + "\"";
+  std::string s = "crypto_engine " + engine + " state \"" + c.engine_state + "\", stalls " +
+                  Num(c.engine_stalls) + ", fallbacks " + Num(c.engine_fallbacks);
+  if (c.engine_failed > 0) s += ", failed " + Num(c.engine_failed);
+  return s;
+}
+
+// config.cc: global.ike_workers is 0..256.
+constexpr double kMaxIkeWorkers = 256;
+
+// A new max_queue: twice the old (or the default), a power of two, capped.
+double DoubledQueue(const Counters& c) {
+  const double old_queue = c.max_queue > 0 ? c.max_queue : kDefaultMaxQueue;
+  return std::min<double>(double(RoundUpPowerOfTwo(2 * old_queue)), kMaxMaxQueue);
+}
+
 std::optional<Finding> PoolExhausted(const Counters& c) {
   if (c.max_spi <= 0) return std::nullopt;
   const double reserve = c.spi_reserve ? *c.spi_reserve : std::floor(c.max_spi / 16);
@@ -117,7 +154,7 @@ std::optional<Finding> PoolExhausted(const Counters& c) {
   return f;
 }
 
-std::optional<Finding> RenegotiationStorm(const Counters& c) {
+std::optional<Finding> RenegotiationStorm(const Counters& c, Overflow overflow) {
   constexpr double kNone = std::numeric_limits<double>::infinity();
   const double rekey_minutes =
       c.active_sas > 0 && c.rekeys_per_minute > 0 ? c.active_sas / c.rekeys_per_minute : kNone;
@@ -136,7 +173,10 @@ std::optional<Finding> RenegotiationStorm(const Counters& c) {
                        Num(c.active_sas) + ": each CHILD SA is rekeyed every " +
                        Fixed(rekey_minutes, 1) + " minutes (under " + Num(kStormMinutes) + ")");
   }
-  if (negotiation_minutes < kStormMinutes) {
+  // Negotiations of new peers are a login storm's, not renegotiations: the negotiation rate is
+  // a renegotiation storm's evidence only while rekeys are at least half of it.
+  const bool mostly_rekeys = 2 * c.rekeys_per_minute >= c.negotiations_per_minute;
+  if (negotiation_minutes < kStormMinutes && mostly_rekeys) {
     evidence.push_back("negotiations_per_minute " + Num(c.negotiations_per_minute) +
                        " with active_sas " + Num(c.active_sas) +
                        ": one negotiation per CHILD SA every " + Fixed(negotiation_minutes, 1) +
@@ -154,6 +194,10 @@ std::optional<Finding> RenegotiationStorm(const Counters& c) {
 
   Finding f{"renegotiation_storm", "", ""};
   for (const auto& e : evidence) f.evidence += (f.evidence.empty() ? "" : "; ") + e;
+  if (overflow == Overflow::kStorm) {
+    f.evidence += "; " + OverflowEvidence(c) + ": the renegotiations fill the queue, while " +
+                  EngineEvidence(c) + " is healthy";
+  }
   const auto at_least = [](double given, std::chrono::seconds floor) {
     return std::max(std::chrono::seconds(std::int64_t(given)), floor);
   };
@@ -175,25 +219,18 @@ std::optional<Finding> RenegotiationStorm(const Counters& c) {
   return f;
 }
 
-std::optional<Finding> OffloadStall(const Counters& c) {
-  const bool stalled = c.engine_stalls > 0 || c.engine_state == "stalled";
-  if (c.queue_overflows <= 0 && !stalled) return std::nullopt;
-  if (c.max_spi > 0 && c.active_sas >= kPoolFarBelowFraction * c.max_spi) return std::nullopt;
-
-  Finding f{"offload_stall", "", ""};
-  const std::string engine = c.engine_name.empty() ? "(unnamed)" : "\"" + c.engine_name + "\"";
-  f.evidence = "queue_overflows " + Num(c.queue_overflows) + " (queue_depth " + Num(c.queue_depth) +
-               " of max_queue " + Num(c.max_queue) + "); crypto_engine " + engine + " state \"" +
-               c.engine_state + "\", stalls " + Num(c.engine_stalls) + ", fallbacks " +
-               Num(c.engine_fallbacks);
-  if (c.no_sa_queue_full > 0) {
-    f.evidence += "; packets_dropped.no_sa_queue_full " + Num(c.no_sa_queue_full);
+std::optional<Finding> OffloadStall(const Counters& c, Overflow overflow) {
+  if (!EngineTrouble(c)) return std::nullopt;
+  Finding f{"offload_stall", EngineEvidence(c), ""};
+  if (overflow == Overflow::kEngine) {
+    f.evidence += "; " + OverflowEvidence(c);
+    if (c.max_spi > 0) {
+      f.evidence += "; while active_sas " + Num(c.active_sas) + " is only " +
+                    Pct(c.active_sas, c.max_spi) + " of max_spi " + Num(c.max_spi) +
+                    ": the SPI pool is not what is full";
+    }
   }
-  f.evidence += c.max_spi > 0 ? "; while active_sas " + Num(c.active_sas) + " is only " +
-                                    Pct(c.active_sas, c.max_spi) + " of max_spi " + Num(c.max_spi) +
-                                    ": the SPI pool is not what is full"
-                              : "; max_spi not reported";
-  if (stalled || !InlineEngine(c.engine_name)) {
+  if (!InlineEngine(c.engine_name)) {
     f.fix =
         "in [global] set crypto_engine = \"inline\" (intel-ipsec-mb on the data-path threads, "
         "nothing to stall), then restart spigot (the crypto engine is chosen at startup; "
@@ -204,12 +241,40 @@ std::optional<Finding> OffloadStall(const Counters& c) {
                " fallbacks show the watchdog already moved jobs to the inline engine)";
     }
   } else {
-    const double old_queue = c.max_queue > 0 ? c.max_queue : kDefaultMaxQueue;
-    f.fix = "the crypto engine is already inline (" + engine +
-            ", no stalls), so the backlog is negotiations: in [global] set max_queue = " +
-            Num(std::min<double>(double(RoundUpPowerOfTwo(2 * old_queue)), kMaxMaxQueue)) +
-            ", run `spigot reload`, and check the negotiation load with `spigot plan`";
+    f.fix = "the inline engine itself reports trouble: check spigot's log for the crypto errors "
+            "and the CPU (intel-ipsec-mb needs AES-NI), then restart spigot";
   }
+  return f;
+}
+
+// Overflows that neither the pools, the engine nor a storm explain: new peers arrive faster
+// than the IKE workers answer their IKE_SA_INIT (DH), and the queue of new work spills.
+std::optional<Finding> LoginStorm(const Counters& c, Overflow overflow) {
+  if (overflow != Overflow::kLogins) return std::nullopt;
+  Finding f{"login_storm", OverflowEvidence(c), ""};
+  f.evidence += "; half_open_ike_sas " + Num(c.half_open_ike_sas) + ", negotiations_per_minute " +
+                Num(c.negotiations_per_minute);
+  if (c.worker_threads > 0) {
+    f.evidence += "; ike_workers " + Num(c.worker_threads) + " threads, " +
+                  Num(c.worker_in_flight) + " of " + Num(c.worker_capacity) + " jobs in flight";
+  }
+  f.evidence += "; cookies_sent " + Num(c.cookies_sent) + "; " + EngineEvidence(c) +
+                " is healthy, and no renegotiation storm";
+  if (c.max_spi > 0) {
+    f.evidence += "; active_sas " + Num(c.active_sas) + " is " + Pct(c.active_sas, c.max_spi) +
+                  " of max_spi " + Num(c.max_spi);
+  }
+  const double threads = c.worker_threads > 0 ? c.worker_threads : 1;
+  const double more_workers = std::min(2 * threads, double(kMaxIkeWorkers));
+  f.fix = "add capacity for the logins: in [global] set ike_workers = " + Num(more_workers) +
+          " (now " + (c.worker_threads > 0 ? Num(c.worker_threads) : std::string("unknown")) +
+          "; at most one per core, a restart applies it) and max_queue = " +
+          Num(DoubledQueue(c)) +
+          " (room for the burst), and lower cookie_threshold below the half-open peak of " +
+          Num(c.half_open_ike_sas) +
+          " (cookies make a new peer prove its address before it costs a DH), then run `spigot "
+          "reload` for max_queue and cookie_threshold; if the workers are already one per core, "
+          "spread the peers over more gateways";
   return f;
 }
 
@@ -244,6 +309,8 @@ bool ParseCounters(const nlohmann::json& j, Counters& out, std::string& error) {
       ReadString(*engine, "state", "crypto_engine.", c.engine_state, error) &&
       ReadNumber(*engine, "stalls", "crypto_engine.", c.engine_stalls, error) &&
       ReadNumber(*engine, "fallbacks", "crypto_engine.", c.engine_fallbacks, error) &&
+      ReadNumber(*engine, "failed", "crypto_engine.", c.engine_failed, error) &&
+      ReadNumber(j, "half_open_ike_sas", "", c.half_open_ike_sas, error) &&
       ReadNumber(*config, "ike_lifetime", "config.", c.ike_lifetime, error) &&
       ReadNumber(*config, "child_lifetime", "config.", c.child_lifetime, error) &&
       ReadNumber(*config, "tunnels", "config.", c.tunnels, error);
@@ -268,6 +335,23 @@ bool ParseCounters(const nlohmann::json& j, Counters& out, std::string& error) {
       c.pools.push_back(std::move(pool));
     }
   }
+  // Optional (older snapshots have none): the queue's overflows by priority, the IKE workers,
+  // cookies. Read leniently, like the sections below.
+  const auto number_at = [&j](std::initializer_list<const char*> path, double& out) {
+    const nlohmann::json* at = &j;
+    for (const char* key : path) {
+      if (!at->is_object() || !at->contains(key)) return false;
+      at = &(*at)[key];
+    }
+    if (!at->is_number() || at->get<double>() < 0) return false;
+    out = at->get<double>();
+    return true;
+  };
+  c.new_overflows_reported = number_at({"queue", "overflows_by_priority", "new"}, c.new_overflows);
+  number_at({"ike_workers", "threads"}, c.worker_threads);
+  number_at({"ike_workers", "capacity"}, c.worker_capacity);
+  number_at({"ike_workers", "in_flight"}, c.worker_in_flight);
+  number_at({"ike", "cookies_sent"}, c.cookies_sent);
   // Optional (older snapshots have none): ike.eap_logins.
   if (j.contains("ike") && j["ike"].is_object() && j["ike"].contains("eap_logins") && j["ike"]["eap_logins"].is_object()) {
     const auto& e = j["ike"]["eap_logins"];
@@ -334,16 +418,22 @@ bool LoadSnapshot(const std::string& path, Counters& out, std::string& error) {
   return true;
 }
 
+namespace {
+
 // The remote-access twin of SPI exhaustion: road warriors refused a virtual IP
 // (INTERNAL_ADDRESS_FAILURE) because their pool had no address left. One finding per pool.
-std::optional<Finding> AddressPoolExhausted(const Counters& c) {
+bool AddressPoolFull(const Counters::AddressPool& p) {
+  // Full now, or near full after refusals; refusals alone are history (a reload that grew
+  // the pool fixed them), as failed_sas is for the SPI pool.
+  const bool full = p.size > 0 && p.in_use >= p.size;
+  const bool refusing = p.exhausted > 0 && p.in_use >= kPoolFullFraction * p.size;
+  return full || refusing;
+}
+
+std::optional<Finding> AddressPoolExhausted(const Counters& c, Overflow overflow) {
   std::string evidence, fix;
   for (const auto& p : c.pools) {
-    // Full now, or near full after refusals; refusals alone are history (a reload that grew
-    // the pool fixed them), as failed_sas is for the SPI pool.
-    const bool full = p.size > 0 && p.in_use >= p.size;
-    const bool refusing = p.exhausted > 0 && p.in_use >= kPoolFullFraction * p.size;
-    if (!full && !refusing) continue;
+    if (!AddressPoolFull(p)) continue;
     if (!evidence.empty()) evidence += "; ";
     evidence += "pool " + p.name + ": " + Num(p.in_use) + " of " + Num(p.size) + " addresses in use (" +
                 Pct(p.in_use, p.size) + "), " + Num(p.exhausted) +
@@ -358,6 +448,10 @@ std::optional<Finding> AddressPoolExhausted(const Counters& c) {
            ", or a second pool listed in the connection's `pools`)";
   }
   if (evidence.empty()) return std::nullopt;
+  if (overflow == Overflow::kAddressPool) {
+    evidence += "; " + OverflowEvidence(c) + ": refused peers retry, " + EngineEvidence(c) +
+                " is healthy";
+  }
   return Finding{"pool_exhausted", evidence, fix + ", then run `spigot reload`: leases in use are kept"};
 }
 
@@ -390,9 +484,29 @@ std::optional<Finding> RadiusUnreachable(const Counters& c) {
                  "second server in radius.servers for failover; established tunnels are not affected"};
 }
 
+// doctor.h: the first cause the evidence supports.
+Overflow AttributeOverflow(const Counters& c, bool spi_pool_exhausted, bool storm) {
+  if (c.queue_overflows <= 0) return Overflow::kNone;
+  if (spi_pool_exhausted) return Overflow::kSpiPool;
+  if (EngineTrouble(c)) return Overflow::kEngine;
+  if (storm) return Overflow::kStorm;
+  if (std::any_of(c.pools.begin(), c.pools.end(), AddressPoolFull)) return Overflow::kAddressPool;
+  if (c.max_spi > 0 && c.active_sas >= kPoolFarBelowFraction * c.max_spi) return Overflow::kNone;
+  return Overflow::kLogins;
+}
+
+}  // namespace
+
 std::vector<Finding> Diagnose(const Counters& c) {
+  std::optional<Finding> spi = PoolExhausted(c);
+  const bool storm = RenegotiationStorm(c, Overflow::kNone).has_value();
+  const Overflow overflow = AttributeOverflow(c, spi.has_value(), storm);
   std::vector<Finding> findings;
-  for (auto rule : {PoolExhausted, RenegotiationStorm, OffloadStall, AddressPoolExhausted, PasswordGuessing, RadiusUnreachable}) {
+  if (spi) findings.push_back(std::move(*spi));
+  for (auto rule : {RenegotiationStorm, OffloadStall, LoginStorm, AddressPoolExhausted}) {
+    if (auto f = rule(c, overflow)) findings.push_back(std::move(*f));
+  }
+  for (auto rule : {PasswordGuessing, RadiusUnreachable}) {
     if (auto f = rule(c)) findings.push_back(std::move(*f));
   }
   return findings;

@@ -11,12 +11,26 @@
 //                        spi_in_use >= max_spi - spi_reserve (the rekey reserve: the stats'
 //                        "spi_reserve" where present, else max_spi/16, sa::SpiPool's default).
 //   renegotiation_storm  active_sas / rekeys_per_minute or active_sas / negotiations_per_minute
-//                        (the implied minutes between renegotiations of a CHILD SA) under 5, or a
+//                        (the implied minutes between renegotiations of a CHILD SA; the latter
+//                        only while rekeys are at least half the negotiations) under 5, or a
 //                        configured lifetime (snapshot "config") whose mean with the default 10%
 //                        rekey jitter is under 5 minutes (plan.h StormLifetime(): 5m is one).
-//   offload_stall        queue_overflows > 0 or crypto_engine.stalls > 0, while active_sas is
-//                        under 50% of max_spi (the overflows are not the pool's doing).
+//   offload_stall        the crypto engine stalled or failing: crypto_engine.stalls > 0, state
+//                        "stalled", or crypto_engine.failed > 0.
+//   login_storm          queue_overflows > 0 that nothing else explains (below), with active_sas
+//                        under 50% of max_spi: new peers arrive faster than the IKE workers
+//                        answer them.
 //   pool_exhausted       a virtual IP pool full, or near full after refusals.
+//
+// A queue overflow is one symptom with several causes; it is attributed to exactly one, the
+// first that the evidence supports, and shown in that finding's evidence:
+//   1. spi_pool_exhausted (its finding already names the overflows),
+//   2. offload_stall (an engine in trouble, whatever else is going on),
+//   3. renegotiation_storm (the storm's negotiations fill the queue; no second finding),
+//   4. pool_exhausted (refused road warriors retry),
+//   5. login_storm (nothing above, and the SPI pool under half full),
+// and to none when the SPI pool is between half and 90% full without refusals (ambiguous: the
+// pool may be the cause, and is not yet exhausted).
 //   password_guessing    EAP logins refused unchecked by the back-off (ike.eap_logins.throttled
 //                        > 0) or users in a back-off now: someone is guessing passwords.
 //   radius_unreachable   RADIUS requests that no server answered (radius.timeouts > 0) or a
@@ -56,6 +70,17 @@ struct Counters {
   std::string engine_state;     // crypto_engine.state
   double engine_stalls = 0;     // crypto_engine.stalls
   double engine_fallbacks = 0;  // crypto_engine.fallbacks
+  double engine_failed = 0;     // crypto_engine.failed: jobs the engine reported as failed
+  // For login_storm: queue.overflows_by_priority.new (new IKE_SA_INIT requests and acquires
+  // refused or evicted), the IKE workers (ike_workers.threads / capacity / in_flight), cookies
+  // sent (ike.cookies_sent).
+  double new_overflows = 0;
+  bool new_overflows_reported = false;
+  double half_open_ike_sas = 0;
+  double worker_threads = 0;
+  double worker_capacity = 0;
+  double worker_in_flight = 0;
+  double cookies_sent = 0;
   // The snapshot's optional "config" object (seconds; 0: not given).
   double ike_lifetime = 0;
   double child_lifetime = 0;
@@ -90,7 +115,9 @@ bool ParseCounters(const nlohmann::json& j, Counters& out, std::string& error);
 bool LoadSnapshot(const std::string& path, Counters& out, std::string& error);
 
 struct Finding {
-  std::string cause;     // spi_pool_exhausted | renegotiation_storm | offload_stall | pool_exhausted
+  // spi_pool_exhausted | renegotiation_storm | offload_stall | login_storm | pool_exhausted |
+  // password_guessing | radius_unreachable
+  std::string cause;
   std::string evidence;  // the numbers that show it
   std::string fix;       // the exact configuration change and how to apply it
 };

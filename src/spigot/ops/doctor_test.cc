@@ -177,12 +177,29 @@ TEST(Doctor, RenegotiationStorm) {
 }
 
 TEST(Doctor, StormFromRatesAloneOrConfigAlone) {
-  // Only the counters: 1000 SAs renegotiated 400 times a minute, every 2.5 minutes.
-  std::vector<Finding> f = DiagnoseJson(
-      {{"active_sas", 1000}, {"negotiations_per_minute", 400.0}, {"max_spi", 1048576}});
+  // Only the counters: 1000 SAs renegotiated 400 times a minute, every 2.5 minutes, half of
+  // them rekeys (each SA rekeyed every 5 minutes: not under 5 by itself).
+  std::vector<Finding> f = DiagnoseJson({{"active_sas", 1000},
+                                         {"negotiations_per_minute", 400.0},
+                                         {"rekeys_per_minute", 200.0},
+                                         {"max_spi", 1048576}});
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(f[0].cause, "renegotiation_storm");
   EXPECT_TRUE(Has(f[0].evidence, "every 2.5 minutes")) << f[0].evidence;
+  // The same rate made of new peers (few rekeys) is no renegotiation storm; with overflows it
+  // is a login storm.
+  EXPECT_TRUE(DiagnoseJson({{"active_sas", 1000},
+                            {"negotiations_per_minute", 400.0},
+                            {"rekeys_per_minute", 20.0},
+                            {"max_spi", 1048576}})
+                  .empty());
+  f = DiagnoseJson({{"active_sas", 1000},
+                    {"negotiations_per_minute", 400.0},
+                    {"rekeys_per_minute", 20.0},
+                    {"queue_overflows", 50},
+                    {"max_spi", 1048576}});
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "login_storm");
   // Only the configuration: a 4-minute IKE lifetime, counters quiet.
   f = DiagnoseJson(
       {{"active_sas", 10}, {"config", {{"ike_lifetime", 240}, {"child_lifetime", 3600}}}});
@@ -217,11 +234,12 @@ TEST(Doctor, OffloadStall) {
   EXPECT_TRUE(Has(f[0].fix, "restart spigot")) << f[0].fix;
 }
 
-TEST(Doctor, OverflowsNearAFullPoolAreNotAnOffloadStall) {
-  // 60% of the pool in use: the overflows may be the pool's doing, not the engine's.
+TEST(Doctor, OverflowsNearAFullPoolAreNotAttributed) {
+  // 60% of the pool in use, nothing refused yet: the overflows may be the pool's doing, so
+  // neither an engine nor a login storm is blamed.
   EXPECT_TRUE(
       DiagnoseJson({{"active_sas", 629146}, {"max_spi", 1048576}, {"queue_overflows", 5}}).empty());
-  // Overflows on the inline engine without stalls: the backlog is negotiations.
+  // Overflows on a healthy engine, no storm, the pool nearly empty: new peers, not the engine.
   const std::vector<Finding> f =
       DiagnoseJson({{"active_sas", 100},
                     {"max_spi", 1048576},
@@ -229,9 +247,135 @@ TEST(Doctor, OverflowsNearAFullPoolAreNotAnOffloadStall) {
                     {"max_queue", 1024},
                     {"crypto_engine", {{"name", "ipsec-mb"}, {"state", "ok"}, {"stalls", 0}}}});
   ASSERT_EQ(f.size(), 1u);
-  EXPECT_EQ(f[0].cause, "offload_stall");
-  EXPECT_TRUE(Has(f[0].fix, "already inline")) << f[0].fix;
+  EXPECT_EQ(f[0].cause, "login_storm");
+  EXPECT_TRUE(Has(f[0].evidence, "crypto_engine \"ipsec-mb\" state \"ok\", stalls 0, fallbacks 0 is healthy"))
+      << f[0].evidence;
   EXPECT_TRUE(Has(f[0].fix, "max_queue = 2048")) << f[0].fix;
+}
+
+// The issue this table answers: an overflowing queue next to a storm, with a healthy engine,
+// was reported as offload_stall too. Now the evidence picks one cause.
+TEST(Doctor, StormThatOverflowsTheQueueIsOneFinding) {
+  const std::vector<Finding> f = DiagnoseFile("storm_overflow.json");
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "renegotiation_storm");
+  EXPECT_EQ(f[0].evidence,
+            "rekeys_per_minute 250 with active_sas 500: each CHILD SA is rekeyed every 2.0 minutes "
+            "(under 5); negotiations_per_minute 260 with active_sas 500: one negotiation per CHILD "
+            "SA every 1.9 minutes (under 5); configured child_lifetime 120 s (2m) rekeys every 1.9 "
+            "minutes on average with 10% rekey jitter (under 5); queue_overflows 700 (queue_depth 1024 of max_queue 1024): the renegotiations fill the "
+            "queue, while crypto_engine \"ipsec-mb\" state \"ok\", stalls 0, fallbacks 0 is healthy");
+  // The fix is the storm's: longer lifetimes, not the crypto engine.
+  EXPECT_FALSE(Has(f[0].fix, "crypto_engine")) << f[0].fix;
+  EXPECT_TRUE(Has(f[0].fix, R"(child_rekey_time = "1h")")) << f[0].fix;
+}
+
+TEST(Doctor, LoginStorm) {
+  const std::vector<Finding> f = DiagnoseFile("login_storm.json");
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "login_storm");
+  EXPECT_EQ(f[0].evidence,
+            "queue_overflows 9000 (queue_depth 4096 of max_queue 4096, 9000 of them new "
+            "negotiations); half_open_ike_sas 1024, negotiations_per_minute 300; ike_workers 2 "
+            "threads, 8 of 8 jobs in flight; cookies_sent 0; crypto_engine \"ipsec-mb\" state "
+            "\"ok\", stalls 0, fallbacks 0 is healthy, and no renegotiation storm; active_sas "
+            "2000 is 0.19% of max_spi 1048576");
+  EXPECT_EQ(f[0].fix,
+            "add capacity for the logins: in [global] set ike_workers = 4 (now 2; at most one per "
+            "core, a restart applies it) and max_queue = 8192 (room for the burst), and lower "
+            "cookie_threshold below the half-open peak of 1024 (cookies make a new peer prove its "
+            "address before it costs a DH), then run `spigot reload` for max_queue and "
+            "cookie_threshold; if the workers are already one per core, spread the peers over "
+            "more gateways");
+  // Without the optional sections (an older snapshot) it is still a login storm, with what
+  // there is.
+  const std::vector<Finding> old = DiagnoseJson(
+      {{"active_sas", 10}, {"max_spi", 65536}, {"queue_overflows", 3}, {"max_queue", 64}});
+  ASSERT_EQ(old.size(), 1u);
+  EXPECT_EQ(old[0].cause, "login_storm");
+  EXPECT_TRUE(Has(old[0].evidence, "queue_overflows 3 (queue_depth 0 of max_queue 64)"))
+      << old[0].evidence;
+  EXPECT_TRUE(Has(old[0].fix, "ike_workers = 2 (now unknown")) << old[0].fix;
+}
+
+// Every combination of the causes of an overflow: which findings, and which one carries the
+// overflow as evidence.
+TEST(Doctor, OverflowAttributionTable) {
+  std::ifstream in(TestData("healthy.json"));
+  const json healthy = json::parse(in);
+  enum Engine { kOk, kStalled, kFailing };
+  struct Case {
+    bool overflow;
+    Engine engine;
+    bool storm;
+    bool address_pool_full;
+    bool spi_pool_full;
+    std::vector<std::string> causes;  // in order
+    std::string blamed;               // the finding naming queue_overflows; "" for none
+  };
+  const std::vector<Case> cases = {
+      {false, kOk, false, false, false, {}, ""},
+      {true, kOk, false, false, false, {"login_storm"}, "login_storm"},
+      {true, kStalled, false, false, false, {"offload_stall"}, "offload_stall"},
+      {true, kFailing, false, false, false, {"offload_stall"}, "offload_stall"},
+      {false, kStalled, false, false, false, {"offload_stall"}, ""},
+      {true, kOk, true, false, false, {"renegotiation_storm"}, "renegotiation_storm"},
+      {false, kOk, true, false, false, {"renegotiation_storm"}, ""},
+      {true, kStalled, true, false, false, {"renegotiation_storm", "offload_stall"}, "offload_stall"},
+      {true, kOk, false, true, false, {"pool_exhausted"}, "pool_exhausted"},
+      {false, kOk, false, true, false, {"pool_exhausted"}, ""},
+      {true, kOk, true, true, false, {"renegotiation_storm", "pool_exhausted"}, "renegotiation_storm"},
+      {true, kStalled, false, true, false, {"offload_stall", "pool_exhausted"}, "offload_stall"},
+      {true, kOk, false, false, true, {"spi_pool_exhausted"}, "spi_pool_exhausted"},
+      {true, kStalled, false, false, true, {"spi_pool_exhausted", "offload_stall"}, "spi_pool_exhausted"},
+      {true, kOk, true, false, true, {"spi_pool_exhausted", "renegotiation_storm"}, "spi_pool_exhausted"},
+  };
+  for (const Case& k : cases) {
+    json j = healthy;
+    const std::string name = std::string(k.overflow ? "overflow" : "no overflow") +
+                             (k.engine == kStalled ? ", stalled engine" : k.engine == kFailing ? ", failing engine" : "") +
+                             (k.storm ? ", storm" : "") + (k.address_pool_full ? ", address pool full" : "") +
+                             (k.spi_pool_full ? ", SPI pool full" : "");
+    if (k.overflow) {
+      j["queue_overflows"] = 40;
+      j["queue_depth"] = 65536;
+    }
+    if (k.engine != kOk) j["crypto_engine"] = {{"name", "async"}, {"state", "ok"}, {"stalls", 0}, {"fallbacks", 0}};
+    if (k.engine == kStalled) j["crypto_engine"]["state"] = "stalled", j["crypto_engine"]["stalls"] = 2;
+    if (k.engine == kFailing) j["crypto_engine"]["failed"] = 17;
+    if (k.storm) j["rekeys_per_minute"] = 250.0;
+    if (k.address_pool_full) j["pools"] = json::array({{{"name", "rw"}, {"size", 6}, {"in_use", 6}, {"exhausted", 4}}});
+    if (k.spi_pool_full) {
+      j["max_spi"] = 512;
+      j["spi_in_use"] = 500;
+      j["failed_sas"] = 20;
+    }
+    const std::vector<Finding> f = DiagnoseJson(j);
+    std::vector<std::string> causes;
+    std::string blamed;
+    for (const Finding& x : f) {
+      causes.push_back(x.cause);
+      if (Has(x.evidence, "queue_overflows")) {
+        EXPECT_EQ(blamed, "") << name << ": the overflow is in two findings";
+        blamed = x.cause;
+      }
+      EXPECT_FALSE(x.evidence.empty()) << name;
+      EXPECT_FALSE(x.fix.empty()) << name;
+    }
+    EXPECT_EQ(causes, k.causes) << name;
+    EXPECT_EQ(blamed, k.blamed) << name;
+  }
+}
+
+TEST(Doctor, FailingEngineIsAnOffloadStall) {
+  const std::vector<Finding> f = DiagnoseJson(
+      {{"active_sas", 10},
+       {"max_spi", 1048576},
+       {"crypto_engine", {{"name", "async"}, {"state", "ok"}, {"stalls", 0}, {"failed", 9}}}});
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].cause, "offload_stall");
+  EXPECT_EQ(f[0].evidence, "crypto_engine \"async\" state \"ok\", stalls 0, fallbacks 0, failed 9");
+  EXPECT_TRUE(Has(f[0].fix, R"(crypto_engine = "inline")")) << f[0].fix;
 }
 
 TEST(Doctor, SeveralCausesInTableOrder) {
@@ -240,10 +384,11 @@ TEST(Doctor, SeveralCausesInTableOrder) {
                     {"max_spi", 1000},
                     {"rekeys_per_minute", 1000.0},
                     {"crypto_engine", {{"name", "async"}, {"state", "stalled"}, {"stalls", 1}}}});
-  // The stall is reported only when the pool is far from full; here it is 95% full.
-  ASSERT_EQ(f.size(), 2u);
+  // A stalled engine is a finding of its own, however full the pool.
+  ASSERT_EQ(f.size(), 3u);
   EXPECT_EQ(f[0].cause, "spi_pool_exhausted");
   EXPECT_EQ(f[1].cause, "renegotiation_storm");
+  EXPECT_EQ(f[2].cause, "offload_stall");
 }
 
 TEST(Doctor, JsonShapeIsTheContract) {
