@@ -4,6 +4,7 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,11 +35,12 @@ const char* Hint(int err) {
 
 // Opens one queue of the device. On success `name` (which may have been a template) is updated
 // to the device's actual name.
-int OpenQueue(std::string& name, bool multi_queue) {
+int OpenQueue(std::string& name, bool multi_queue, bool vnet_hdr) {
   const int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return -1;
   ifreq ifr{};
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0);
+  ifr.ifr_flags = static_cast<short>(IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0) |
+                                     (vnet_hdr ? IFF_VNET_HDR : 0));
   std::memcpy(ifr.ifr_name, name.data(), name.size());  // Open() checked size() < IFNAMSIZ
   if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
     const int saved = errno;
@@ -62,6 +64,11 @@ std::size_t DeclaredLength(std::span<const std::uint8_t> head) {
 
 std::unique_ptr<TunDevice> TunDevice::Open(const std::string& name, int queues,
                                            std::string* error) {
+  return Open(name, queues, error, OffloadRequest{});
+}
+
+std::unique_ptr<TunDevice> TunDevice::Open(const std::string& name, int queues,
+                                           std::string* error, const OffloadRequest& offload) {
   std::vector<int> fds;
   const auto fail = [&](const std::string& what) -> std::unique_ptr<TunDevice> {
     const int saved = errno;
@@ -88,8 +95,14 @@ std::unique_ptr<TunDevice> TunDevice::Open(const std::string& name, int queues,
   }
 
   std::string actual = name;
+  bool vnet_hdr = offload.enable;
   for (int i = 0; i < queues; ++i) {
-    const int fd = OpenQueue(actual, queues > 1);
+    int fd = OpenQueue(actual, queues > 1, vnet_hdr);
+    if (fd < 0 && i == 0 && vnet_hdr && errno == EINVAL) {
+      // A kernel without IFF_VNET_HDR (or a persistent device that will not take it): plain.
+      vnet_hdr = false;
+      fd = OpenQueue(actual, queues > 1, false);
+    }
     if (fd < 0) {
       return fail(i == 0 ? "cannot create TUN device " + name
                          : "cannot attach queue " + std::to_string(i) + " to TUN device " + actual);
@@ -98,8 +111,26 @@ std::unique_ptr<TunDevice> TunDevice::Open(const std::string& name, int queues,
   }
   const unsigned ifindex = if_nametoindex(actual.c_str());
   if (ifindex == 0) return fail("cannot find the index of TUN device " + actual);
-  return std::unique_ptr<TunDevice>(
+  std::unique_ptr<TunDevice> tun(
       new TunDevice(std::move(actual), static_cast<int>(ifindex), std::move(fds)));
+  tun->vnet_hdr_ = vnet_hdr;
+  if (vnet_hdr) {
+    // The most the kernel grants, then less: USO needs Linux 6.2, TSO needs TUN_F_CSUM. The
+    // features are the device's, so one queue's fd sets them for all.
+    constexpr unsigned kTries[] = {
+        kOffloadCsum | kOffloadTso4 | kOffloadTso6 | kOffloadUso4 | kOffloadUso6,
+        kOffloadCsum | kOffloadTso4 | kOffloadTso6, kOffloadCsum, 0};
+    for (const unsigned bits : kTries) {
+      const bool refused = (bits & offload.refuse_for_test) != 0 ||
+                           ioctl(tun->fds_[0], TUNSETOFFLOAD, static_cast<unsigned long>(bits)) != 0;
+      if (!refused) {
+        tun->offloads_ = bits;
+        break;
+      }
+      ++tun->offload_refusals_;
+    }
+  }
+  return tun;
 }
 
 TunDevice::~TunDevice() {
@@ -108,6 +139,7 @@ TunDevice::~TunDevice() {
 
 BatchResult TunDevice::ReadBatch(int queue, std::span<PacketSlot> slots) {
   assert(queue >= 0 && queue < queues());
+  if (vnet_hdr_) return BatchResult{0, EINVAL};  // frames, not packets: ReadFrame
   const int fd = queue_fd(queue);
   const std::size_t n = std::min(slots.size(), kMaxBatch);
   std::size_t count = 0;
@@ -129,8 +161,34 @@ BatchResult TunDevice::ReadBatch(int queue, std::span<PacketSlot> slots) {
   return BatchResult{count, 0};
 }
 
+bool TunDevice::ReadFrame(int queue, std::span<std::uint8_t> frame, std::size_t& length) {
+  assert(queue >= 0 && queue < queues());
+  ssize_t got;
+  do {
+    got = read(queue_fd(queue), frame.data(), frame.size());
+  } while (got < 0 && errno == EINTR);
+  if (got < 0) return false;
+  length = static_cast<std::size_t>(got);
+  return true;
+}
+
+bool TunDevice::WriteFrame(int queue, const VirtioNetHdr& hdr,
+                           std::span<const std::uint8_t> packet) {
+  assert(queue >= 0 && queue < queues());
+  std::uint8_t head[VirtioNetHdr::kSize];
+  hdr.Serialize(head);
+  iovec iov[2] = {{head, sizeof head},
+                  {const_cast<std::uint8_t*>(packet.data()), packet.size()}};  // not written
+  ssize_t written;
+  do {
+    written = writev(queue_fd(queue), iov, 2);
+  } while (written < 0 && errno == EINTR);
+  return written >= 0;
+}
+
 bool TunDevice::Write(int queue, std::span<const std::uint8_t> packet) {
   assert(queue >= 0 && queue < queues());
+  if (vnet_hdr_) return WriteFrame(queue, VirtioNetHdr{}, packet);
   ssize_t written;
   do {
     written = write(queue_fd(queue), packet.data(), packet.size());

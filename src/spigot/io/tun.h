@@ -18,6 +18,14 @@
 //     another process does accept more queues (up to kMaxQueues in all), and the kernel then
 //     spreads packets over both processes — keeping a second daemon away is not this class's job.
 //
+// Offloads (Open() with OffloadRequest::enable): the device is opened with IFF_VNET_HDR and asks
+// the kernel, by TUNSETOFFLOAD, for the most it grants of TUN_F_CSUM, TUN_F_TSO4/6 and
+// TUN_F_USO4/6 (USO since Linux 6.2), falling back to fewer (TSO without USO, CSUM alone, none)
+// and saying what it got (offloads()). Every read then starts with a virtio-net header and may
+// be a 64 KiB super-segment (ReadFrame, split with io/tun_offload.h's GsoSplitter); every write
+// carries a header too (WriteFrame; Write() adds an empty one). ReadBatch/WriteBatch are for
+// devices without offloads.
+//
 // Threading: the class keeps no per-call state, so any queue may be used from any thread; the
 // intended use is one thread per queue. Nothing here allocates per packet.
 #pragma once
@@ -30,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "spigot/io/tun_offload.h"
 #include "spigot/io/udp_socket.h"  // BatchResult
 
 namespace spigot::io {
@@ -56,6 +65,23 @@ class TunDevice {
   // (are you root?)") and errno set.
   static std::unique_ptr<TunDevice> Open(const std::string& name, int queues,
                                          std::string* error = nullptr);
+
+  // TUNSETOFFLOAD bits (linux/if_tun.h; USO's are missing from older headers).
+  static constexpr unsigned kOffloadCsum = 0x01;  // TUN_F_CSUM
+  static constexpr unsigned kOffloadTso4 = 0x02;  // TUN_F_TSO4
+  static constexpr unsigned kOffloadTso6 = 0x04;  // TUN_F_TSO6
+  static constexpr unsigned kOffloadUso4 = 0x20;  // TUN_F_USO4
+  static constexpr unsigned kOffloadUso6 = 0x40;  // TUN_F_USO6
+  struct OffloadRequest {
+    bool enable = false;
+    // Test hook: every TUNSETOFFLOAD asking for any of these bits fails as an older kernel's
+    // does (EINVAL), without reaching the kernel, so that the fallback runs.
+    unsigned refuse_for_test = 0;
+  };
+  // As above, with offloads if `offload.enable`. A kernel that refuses IFF_VNET_HDR or every
+  // offload leaves a device without them (vnet_hdr() false, offloads() 0), not an error.
+  static std::unique_ptr<TunDevice> Open(const std::string& name, int queues, std::string* error,
+                                         const OffloadRequest& offload);
   // Closes every queue; a non-persistent device is removed.
   ~TunDevice();
   TunDevice(const TunDevice&) = delete;
@@ -67,6 +93,21 @@ class TunDevice {
   // The non-blocking fd of queue `i` (0 <= i < queues()), for EventLoop::AddReader(). Owned by
   // this object.
   int queue_fd(int i) const { return fds_[static_cast<std::size_t>(i)]; }
+  // Reads and writes carry a virtio-net header.
+  bool vnet_hdr() const { return vnet_hdr_; }
+  // The TUNSETOFFLOAD bits the kernel granted (0 without vnet_hdr()).
+  unsigned offloads() const { return offloads_; }
+  // TUNSETOFFLOAD requests the kernel refused before one succeeded (0: all asked for granted).
+  int offload_refusals() const { return offload_refusals_; }
+
+  // A device with vnet_hdr(): reads one frame (virtio-net header, then the packet) into
+  // `frame` without blocking. false: errno says why (EAGAIN: nothing to read). A frame that
+  // fills `frame` may have lost its tail (`length` == frame.size()); 65536 + kSize bytes hold
+  // any frame the kernel sends.
+  bool ReadFrame(int queue, std::span<std::uint8_t> frame, std::size_t& length);
+  // A device with vnet_hdr(): writes `packet` behind `hdr` (one writev). false: errno says why
+  // (EINVAL: the kernel refused the header or the packet).
+  bool WriteFrame(int queue, const VirtioNetHdr& hdr, std::span<const std::uint8_t> packet);
 
   // Reads up to min(slots.size(), kMaxBatch) packets from queue `queue` without blocking, one
   // read() each, into the slots in order. `error` is 0 when the batch filled, EAGAIN when the
@@ -75,8 +116,9 @@ class TunDevice {
   // holding the head, marked truncated when its IP header says it was longer.
   BatchResult ReadBatch(int queue, std::span<PacketSlot> slots);
 
-  // Hands one IPv4 or IPv6 packet to the kernel's stack. false: errno says why (EINVAL: not
-  // an IPv4/IPv6 packet by its first nibble; EIO: the device is down).
+  // Hands one IPv4 or IPv6 packet to the kernel's stack (behind an empty virtio-net header
+  // with vnet_hdr()). false: errno says why (EINVAL: not an IPv4/IPv6 packet by its first
+  // nibble; EIO: the device is down).
   bool Write(int queue, std::span<const std::uint8_t> packet);
   // Writes up to min(packets.size(), kMaxBatch) packets in order, stopping at the first that
   // fails: `count` were written and `error` is the failing packet's errno (the caller may skip
@@ -90,6 +132,9 @@ class TunDevice {
   std::string name_;
   int ifindex_;
   std::vector<int> fds_;  // one per queue
+  bool vnet_hdr_ = false;
+  unsigned offloads_ = 0;
+  int offload_refusals_ = 0;
 };
 
 }  // namespace spigot::io

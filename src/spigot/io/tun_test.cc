@@ -13,6 +13,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/wait.h>
@@ -28,6 +30,7 @@
 
 #include "spigot/io/endpoint.h"
 #include "spigot/io/netlink.h"
+#include "spigot/io/tun_offload.h"
 #include "spigot/io/udp_socket.h"
 
 namespace spigot::io {
@@ -457,6 +460,219 @@ TEST(TunDevice, RejectsBadArgumentsWithoutTouchingTheKernel) {
   EXPECT_EQ(TunDevice::Open("sptest0", 0, &error), nullptr);
   EXPECT_NE(error.find("1 to 256"), std::string::npos) << error;
   EXPECT_EQ(TunDevice::Open("sptest0", TunDevice::kMaxQueues + 1, &error), nullptr);
+}
+
+// ---- Offloads (IFF_VNET_HDR, TUNSETOFFLOAD) ---------------------------------------------------
+
+// In the child: the device "sptest1" with offloads, up with MTU 1400 at 198.51.100.1/24 and
+// routing 203.0.113.0/24 into itself.
+std::unique_ptr<TunDevice> SetUpOffloadTun(Netlink& netlink, unsigned refuse = 0) {
+  std::string error;
+  auto tun = TunDevice::Open("sptest1", 1, &error, TunDevice::OffloadRequest{true, refuse});
+  if (tun == nullptr && (errno == EPERM || errno == EACCES || errno == ENOENT || errno == ENODEV)) {
+    SkipChild(error);
+  }
+  EXPECT_NE(tun, nullptr) << error;
+  if (tun == nullptr) return nullptr;
+  EXPECT_TRUE(netlink.SetLinkUp(tun->ifindex(), 1400, &error)) << error;
+  EXPECT_TRUE(netlink.AddAddress(tun->ifindex(), AF_INET, Address(AF_INET, "198.51.100.1"), 24, &error))
+      << error;
+  EXPECT_TRUE(netlink.AddRoute(tun->ifindex(), AF_INET, Address(AF_INET, "203.0.113.0"), 24,
+                               Address(AF_INET, "198.51.100.1"), &error))
+      << error;
+  return tun;
+}
+
+// Reads frames until `wanted` took `count` of the packets GsoSplitter makes of them, in order;
+// fewer after two seconds.
+std::vector<Bytes> ReadSplitMatching(TunDevice& tun, TunOffloadCounters& counters,
+                                     const std::function<bool(const Bytes&)>& wanted,
+                                     std::size_t count = 1) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  Bytes frame(VirtioNetHdr::kSize + 65536 + 1);
+  Bytes segment(2048);
+  GsoSplitter split(counters);
+  std::vector<Bytes> out;
+  while (out.size() < count && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{tun.queue_fd(0), POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    std::size_t n = 0;
+    if (!tun.ReadFrame(0, frame, n)) continue;
+    EXPECT_LT(n, frame.size());
+    if (!split.Start(std::span(frame).first(n), segment.size())) continue;
+    while (split.remaining() > 0) {
+      Bytes packet(segment.begin(), segment.begin() + static_cast<long>(split.Next(segment)));
+      if (wanted(packet)) out.push_back(std::move(packet));
+    }
+  }
+  return out;
+}
+
+bool TransportChecksumValid(const Bytes& p) {
+  const std::size_t ihl = (p[0] & 0x0f) * 4u;
+  std::uint32_t sum = SumWords(std::span(p).subspan(12, 8)) + p[9] + static_cast<std::uint32_t>(p.size() - ihl);
+  return FinishChecksum(SumWords(std::span(p).subspan(ihl), sum)) == 0;
+}
+
+TEST(TunDevice, OffloadsAreAskedForAndTheRefusedOnesFallBack) {
+  InNewNetns([] {
+    constexpr unsigned kTso = TunDevice::kOffloadCsum | TunDevice::kOffloadTso4 | TunDevice::kOffloadTso6;
+    constexpr unsigned kUso = TunDevice::kOffloadUso4 | TunDevice::kOffloadUso6;
+    std::string error;
+    {
+      auto tun = TunDevice::Open("sptest1", 1, &error, TunDevice::OffloadRequest{true});
+      if (tun == nullptr && (errno == EPERM || errno == EACCES || errno == ENOENT)) SkipChild(error);
+      ASSERT_NE(tun, nullptr) << error;
+      EXPECT_TRUE(tun->vnet_hdr());
+      EXPECT_EQ(tun->offloads() & kTso, kTso);  // TSO on TUN is as old as IFF_VNET_HDR (2.6.27)
+      // USO from Linux 6.2: all of it, or none after one refusal.
+      const unsigned uso = tun->offloads() & kUso;
+      EXPECT_TRUE(uso == kUso ? tun->offload_refusals() == 0 : uso == 0 && tun->offload_refusals() == 1);
+      // A device with headers reads frames, not packets.
+      std::array<std::uint8_t, 64> buffer{};
+      std::array<PacketSlot, 1> slots{PacketSlot{buffer}};
+      EXPECT_EQ(tun->ReadBatch(0, slots).error, EINVAL);
+    }
+    {  // USO refused, as by a kernel before 6.2: TSO still.
+      auto tun = TunDevice::Open("sptest1", 1, &error, TunDevice::OffloadRequest{true, TunDevice::kOffloadUso4});
+      ASSERT_NE(tun, nullptr) << error;
+      EXPECT_EQ(tun->offloads(), kTso);
+      EXPECT_EQ(tun->offload_refusals(), 1);
+    }
+    {  // Even checksum offload refused: headers, but every packet plain and whole.
+      auto tun = TunDevice::Open("sptest1", 1, &error, TunDevice::OffloadRequest{true, TunDevice::kOffloadCsum});
+      ASSERT_NE(tun, nullptr) << error;
+      EXPECT_TRUE(tun->vnet_hdr());
+      EXPECT_EQ(tun->offloads(), 0u);
+      EXPECT_EQ(tun->offload_refusals(), 3);
+    }
+    {  // Not asked: as before.
+      auto tun = TunDevice::Open("sptest1", 1, &error, TunDevice::OffloadRequest{false});
+      ASSERT_NE(tun, nullptr) << error;
+      EXPECT_FALSE(tun->vnet_hdr());
+      EXPECT_EQ(tun->offloads(), 0u);
+    }
+  });
+}
+
+// A UDP GSO send (UDP_SEGMENT) routed into the TUN: one USO super-segment where the kernel
+// grants USO, plain datagrams with partial checksums otherwise; either way GsoSplitter gives
+// back each datagram whole, with a checksum that verifies.
+TEST(TunDevice, AUdpGsoSendReadsAsDatagramsWithValidChecksums) {
+  InNewNetns([] {
+    DisableIpv6();
+    auto netlink = OpenNetlink();
+    ASSERT_NE(netlink, nullptr);
+    auto tun = SetUpOffloadTun(*netlink);
+    ASSERT_NE(tun, nullptr);
+    ASSERT_FALSE(testing::Test::HasFailure());
+    const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    ASSERT_GE(fd, 0);
+    const int segment = 1000;
+    ASSERT_EQ(setsockopt(fd, SOL_UDP, UDP_SEGMENT, &segment, sizeof segment), 0) << std::strerror(errno);
+    Bytes data(3 * 1000 + 321);
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i * 13 + (i >> 8));
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(9);
+    inet_pton(AF_INET, "203.0.113.5", &to.sin_addr);
+    ASSERT_EQ(sendto(fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to),
+              static_cast<ssize_t>(data.size()))
+        << std::strerror(errno);
+    close(fd);
+    TunOffloadCounters counters;
+    Bytes received;
+    const std::vector<Bytes> datagrams = ReadSplitMatching(
+        *tun, counters,
+        [](const Bytes& p) { return p.size() > 28 && (p[0] >> 4) == 4 && p[9] == IPPROTO_UDP && p[23] == 9; },
+        4);
+    ASSERT_EQ(datagrams.size(), 4u);
+    for (std::size_t i = 0; i < 4; ++i) {
+      const Bytes& p = datagrams[i];
+      EXPECT_EQ(p.size(), 28u + (i < 3 ? 1000u : 321u));
+      EXPECT_EQ((p[2] << 8 | p[3]), static_cast<int>(p.size())) << "IPv4 total length";
+      EXPECT_EQ(FinishChecksum(SumWords(std::span(p).first(20))), 0) << "IPv4 header checksum";
+      EXPECT_TRUE(TransportChecksumValid(p)) << "UDP checksum of datagram " << i;
+      received.insert(received.end(), p.begin() + 28, p.end());
+    }
+    EXPECT_EQ(received, data);
+    if ((tun->offloads() & TunDevice::kOffloadUso4) != 0) {
+      EXPECT_EQ(counters.super_segments.load(), 1u);
+      EXPECT_EQ(counters.segments_split.load(), 4u);
+    } else {
+      EXPECT_GE(counters.csum_completed.load(), 4u);
+    }
+    EXPECT_EQ(counters.bad_vnet_hdr.load(), 0u);
+  });
+}
+
+// A TCP super-segment written as GroCoalescer writes it is taken by the kernel as one segment:
+// to a port with no socket it answers one RST (RFC 9293 3.10.7.1: seq = the segment's ACK).
+TEST(TunDevice, ACoalescedTcpWriteIsTakenByTheKernel) {
+  InNewNetns([] {
+    DisableIpv6();
+    auto netlink = OpenNetlink();
+    ASSERT_NE(netlink, nullptr);
+    auto tun = SetUpOffloadTun(*netlink);
+    ASSERT_NE(tun, nullptr);
+    ASSERT_FALSE(testing::Test::HasFailure());
+    // Three segments of 1000 bytes from 203.0.113.5:40000 to 198.51.100.1:9, ACK 0x01020304.
+    const Bytes src = Address(AF_INET, "203.0.113.5"), dst = Address(AF_INET, "198.51.100.1");
+    std::vector<Bytes> segments;
+    for (std::uint32_t i = 0; i < 3; ++i) {
+      Bytes p(40 + 1000, 0);
+      p[0] = 0x45;
+      PutU16(p, 2, static_cast<std::uint16_t>(p.size()));
+      PutU16(p, 4, static_cast<std::uint16_t>(7 + i));
+      PutU16(p, 6, 0x4000);
+      p[8] = 64;
+      p[9] = IPPROTO_TCP;
+      std::copy(src.begin(), src.end(), p.begin() + 12);
+      std::copy(dst.begin(), dst.end(), p.begin() + 16);
+      PutU16(p, 10, FinishChecksum(SumWords(std::span(p).first(20))));
+      PutU16(p, 20, 40000);
+      PutU16(p, 22, 9);
+      const std::uint32_t seq = 5000 + i * 1000;
+      PutU16(p, 24, static_cast<std::uint16_t>(seq >> 16));
+      PutU16(p, 26, static_cast<std::uint16_t>(seq));
+      PutU16(p, 28, 0x0102);
+      PutU16(p, 30, 0x0304);
+      p[32] = 0x50;
+      p[33] = 0x10;  // ACK
+      PutU16(p, 34, 1000);
+      for (std::size_t k = 40; k < p.size(); ++k) p[k] = static_cast<std::uint8_t>(k + i);
+      const std::uint32_t pseudo = SumWords(std::span(p).subspan(12, 8)) + IPPROTO_TCP + 1020;
+      PutU16(p, 36, FinishChecksum(SumWords(std::span(p).subspan(20), pseudo)));
+      segments.push_back(p);
+    }
+    struct Writer : TunWriter {
+      TunDevice& tun;
+      std::vector<VirtioNetHdr> headers;
+      explicit Writer(TunDevice& t) : tun(t) {}
+      bool Write(const VirtioNetHdr& hdr, std::span<const std::uint8_t> packet) override {
+        headers.push_back(hdr);
+        return tun.WriteFrame(0, hdr, packet);
+      }
+    } writer(*tun);
+    TunOffloadCounters counters;
+    GroCoalescer gro(counters);
+    for (const Bytes& s : segments) gro.Add(s, writer);
+    gro.Flush(writer);
+    ASSERT_EQ(writer.headers.size(), 1u);
+    EXPECT_EQ(writer.headers[0].gso_type, VirtioNetHdr::kGsoTcpV4);
+    EXPECT_EQ(counters.coalesced_writes.load(), 1u) << "the kernel refused it";
+    EXPECT_EQ(counters.fallbacks.load(), 0u);
+    TunOffloadCounters read_counters;
+    const std::vector<Bytes> rsts = ReadSplitMatching(*tun, read_counters, [](const Bytes& p) {
+      return p.size() >= 40 && (p[0] >> 4) == 4 && p[9] == IPPROTO_TCP && (p[33] & 0x04) != 0;
+    });
+    ASSERT_EQ(rsts.size(), 1u) << "no RST: the kernel dropped the super-segment";
+    const Bytes& rst = rsts[0];
+    EXPECT_EQ((rst[20] << 8 | rst[21]), 9);
+    EXPECT_EQ((rst[22] << 8 | rst[23]), 40000);
+    EXPECT_EQ(Bytes(rst.begin() + 24, rst.begin() + 28), (Bytes{1, 2, 3, 4})) << "seq = our ACK";
+    EXPECT_TRUE(TransportChecksumValid(rst));
+  });
 }
 
 // ---- Netlink ------------------------------------------------------------------------------
