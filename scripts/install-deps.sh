@@ -18,6 +18,8 @@ PACKAGES=(
   freeradius
   # strongSwan's pki and OpenSSL's CLI: the certificates of the certificate tests
   strongswan-pki openssl
+  # SQLite 3: the virtual IP lease database (global.lease_db, gateway/lease_store.h)
+  libsqlite3-dev
 )
 
 missing=()

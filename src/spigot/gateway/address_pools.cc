@@ -533,12 +533,7 @@ bool AddressPools::Load(const std::string& path, std::string* error) {
   if (pools == file.end() || !pools->is_array()) return fail("not a lease file (no \"pools\")");
 
   // Check everything before changing anything: a bad file loads nothing.
-  struct Entry {
-    std::string pool;
-    std::string identity;
-    policy::Prefix address;
-  };
-  std::vector<Entry> entries;
+  std::vector<StoredLease> entries;
   for (const nlohmann::json& pool : *pools) {
     const auto name = pool.is_object() ? pool.find("name") : pool.end();
     const auto leases = pool.is_object() ? pool.find("leases") : pool.end();
@@ -558,13 +553,35 @@ bool AddressPools::Load(const std::string& path, std::string* error) {
       if (!host || text_address.find('/') != std::string::npos) {
         return fail("not a lease file (\"" + text_address + "\" is not an address)");
       }
-      entries.push_back(Entry{name->get<std::string>(), identity->get<std::string>(), *host});
+      entries.push_back(StoredLease{name->get<std::string>(), identity->get<std::string>(), *host});
     }
   }
+  Restore(entries);
+  return true;
+}
 
-  for (const Entry& entry : entries) {
+std::vector<AddressPools::StoredLease> AddressPools::Snapshot() const {
+  std::vector<StoredLease> out;
+  for (const Pool& pool : pools_) {
+    for (const auto& [seq, address] : pool.offline) {
+      out.push_back(StoredLease{pool.name, pool.leases.at(address).identity,
+                                PoolHostPrefix(pool.family, address)});
+    }
+    for (const auto& [address, record] : pool.leases) {
+      if (record.holders > 0) {
+        out.push_back(StoredLease{pool.name, record.identity, PoolHostPrefix(pool.family, address)});
+      }
+    }
+  }
+  return out;
+}
+
+std::size_t AddressPools::Restore(const std::vector<StoredLease>& leases) {
+  std::size_t added = 0;
+  for (const StoredLease& entry : leases) {
     Pool* pool = FindPool(entry.pool);
     if (pool == nullptr || pool->family != entry.address.family ||
+        entry.address.prefix_len != policy::MaxPrefixLength(pool->family) ||
         pool->by_identity.count(entry.identity) != 0) {
       continue;
     }
@@ -574,8 +591,9 @@ bool AddressPools::Load(const std::string& path, std::string* error) {
     pool->offline.emplace(record.offline_seq, address);
     pool->by_identity.emplace(entry.identity, address);
     pool->leases.emplace(address, std::move(record));
+    ++added;
   }
-  return true;
+  return added;
 }
 
 }  // namespace spigot::gateway

@@ -18,8 +18,10 @@
 //    lease that falls out of every range (its pool removed or shrunk) is retired: it keeps its
 //    address, which no pool hands out, until its last holder releases it; offline leases that
 //    fall out are dropped.
-//  - Persistence: Save / Load keep identity -> address per pool across restarts (all loaded as
-//    offline leases, since no IKE SA survives a restart).
+//  - Persistence: Save / Load keep identity -> address per pool across restarts in a JSON file
+//    (global.leases_file), Snapshot / Restore hand the same to the lease database
+//    (gateway/lease_store.h, global.lease_db); all come back as offline leases, since no IKE SA
+//    survives a restart.
 #pragma once
 
 #include <cstdint>
@@ -105,6 +107,24 @@ class AddressPools {
   std::vector<PoolStats> Stats() const;
   // Online leases still held whose pool no longer has their address.
   std::size_t retired_online() const { return retired_.size(); }
+
+  // A lease as it is kept across restarts: no holders, no times.
+  struct StoredLease {
+    std::string pool;
+    std::string identity;
+    policy::Prefix address;  // a host
+    bool operator==(const StoredLease&) const = default;
+  };
+
+  // Every pool's leases (not the retired ones) in the order Restore should get them: offline
+  // ones oldest release first, then the online ones by address.
+  std::vector<StoredLease> Snapshot() const;
+
+  // Adds `leases` as offline (sticky) leases, the first to be reclaimed first. Entries of a
+  // pool that no longer exists, of another family, outside their pool's range, for an
+  // identity that has a lease in that pool already, or on an address taken are skipped.
+  // Returns how many were added.
+  std::size_t Restore(const std::vector<StoredLease>& leases);
 
   // Every lease: per pool in Apply's order, by address; then the retired ones.
   std::vector<LeaseInfo> Leases() const;

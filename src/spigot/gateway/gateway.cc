@@ -30,6 +30,25 @@ Gateway::~Gateway() {
   // before we go.)
   queue_ = engine::NegotiationQueue(1);
   SaveLeases();
+  if (shutting_down_) ReportShutdown();
+}
+
+// Every IKE SA still alive here sent a DELETE that the peer did not answer within
+// kShutdownGrace (or never got to send one: an exchange of its own was still outstanding).
+void Gateway::ReportShutdown() const {
+  std::size_t unconfirmed = 0;
+  for (const auto& [spi, e] : table_.entries()) {
+    if (e.sa->state() != ike::IkeSa::State::kDead) ++unconfirmed;
+  }
+  const double took = std::chrono::duration<double>(Now() - shutdown_started_).count();
+  if (unconfirmed == 0) {
+    spdlog::info("shutdown: {} IKE SA(s) deleted, every DELETE confirmed by the peer, in {:.2f} s",
+                 shutdown_ike_sas_, took);
+  } else {
+    spdlog::warn("shutdown: {} of {} IKE SA(s) not confirmed by the peer within {} s; exiting anyway",
+                 unconfirmed, shutdown_ike_sas_,
+                 std::chrono::duration_cast<std::chrono::seconds>(kShutdownGrace).count());
+  }
 }
 
 void Gateway::SaveLeases() {
@@ -47,6 +66,17 @@ bool Gateway::Init(std::string* error) {
   if (!ApplyRadius(config_.radius, error)) return false;
   if (!connections_.Apply(config_, config_path_, radius_, error)) return false;
   pools_.Apply(config_.pools);
+  // The database first: it is written before every CFG_REPLY, the JSON file only every
+  // kLeasesSaveInterval, so where they disagree the database is the newer.
+  std::vector<AddressPools::StoredLease> stored;
+  if (!config_.global.lease_db.empty()) {
+    lease_store_ = LeaseStore::Open(config_.global.lease_db, &stored);
+    const std::size_t restored = pools_.Restore(stored);
+    if (restored != stored.size()) {
+      spdlog::info("lease database {}: {} of {} lease(s) restored (the others no longer fit the pools)",
+                   config_.global.lease_db, restored, stored.size());
+    }
+  }
   if (const std::string& file = config_.global.leases_file; !file.empty()) {
     std::string err;
     if (!pools_.Load(file, &err)) {
@@ -56,6 +86,7 @@ bool Gateway::Init(std::string* error) {
       spdlog::error("leases: {}; starting without them (the file is now {})", err, aside);
     }
   }
+  if (lease_store_) lease_store_->Replace(pools_.Snapshot());  // what no longer fits goes
   const auto& g = config_.global;
   if (children_.sad().SetSpiLimits(g.max_spi, spi_reserve()) != sa::LimitsStatus::kOk) {
     *error = config_path_ + ": global.max_spi: rejected by the SPI pool";
@@ -197,7 +228,9 @@ void Gateway::Shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   // Peers that do not answer get kShutdownGrace; then we go regardless.
-  shutdown_deadline_ = Now() + kShutdownGrace;
+  shutdown_started_ = Now();
+  shutdown_deadline_ = shutdown_started_ + kShutdownGrace;
+  shutdown_ike_sas_ = table_.size();
   spdlog::info("shutting down: deleting {} IKE SA(s)", table_.size());
   std::vector<std::uint64_t> all;
   for (auto& [spi, e] : table_.entries()) {
@@ -235,6 +268,7 @@ Gateway::ReloadResult Gateway::Reload(config::Config next) {
     return {false, err, {}};
   }
   pools_.Apply(config_.pools);
+  if (lease_store_ && d.pools_changed) lease_store_->Replace(pools_.Snapshot());
   for (const auto& name : d.removed) Terminate(name);
   for (const auto& name : d.changed) {
     const Connection* c = connections_.Find(name);

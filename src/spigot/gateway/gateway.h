@@ -38,6 +38,7 @@
 #include "spigot/engine/executor.h"
 #include "spigot/engine/negotiation_queue.h"
 #include "spigot/gateway/address_pools.h"
+#include "spigot/gateway/lease_store.h"
 #include "spigot/gateway/child_sa_manager.h"
 #include "spigot/gateway/connections.h"
 #include "spigot/gateway/ike_sa_table.h"
@@ -182,6 +183,8 @@ class Gateway final : public ike::IkeSaHost {
                                  ike::VirtualIps& out) override;
 
   const AddressPools& pools() const { return pools_; }
+  // The lease database (global.lease_db); nullptr when none is configured.
+  const LeaseStore* lease_store() const { return lease_store_.get(); }
   // nullptr until a [radius] table was configured.
   const radius::Client* radius() const { return radius_.get(); }
 
@@ -241,6 +244,7 @@ class Gateway final : public ike::IkeSaHost {
   std::uint64_t ticks_ = 0;
   std::vector<std::uint64_t> unique_checks_;  // responder IKE SAs established, for ApplyUniqueness
   AddressPools pools_{env_.clock};
+  std::unique_ptr<LeaseStore> lease_store_;
   // When the DPD probes of the last second started (AdmitLivenessCheck); at most
   // MaxDpdPerSecond() entries.
   std::deque<ike::TimePoint> dpd_recent_;
@@ -261,6 +265,10 @@ class Gateway final : public ike::IkeSaHost {
   bool queue_work_posted_ = false;
   bool shutting_down_ = false;
   ike::TimePoint shutdown_deadline_{};
+  ike::TimePoint shutdown_started_{};
+  std::size_t shutdown_ike_sas_ = 0;  // in the table when Shutdown began
+  // The log line of a shutdown: how many DELETEs the peers confirmed, how many not.
+  void ReportShutdown() const;
   // Jobs the workers finished, waiting for the control thread (bounded by the pool capacity).
   std::mutex done_mu_;
   std::vector<std::shared_ptr<OffloadJob>> done_;  // guarded by done_mu_

@@ -364,5 +364,37 @@ TEST(ConcentratorTest, LeasesSurviveARestartOfTheConcentrator) {
   std::remove(file.c_str());
 }
 
+// global.lease_db: the lease is in the database once the CFG_REPLY is out — no interval, no
+// save on the way down — so a concentrator that comes back gives it to its identity again.
+TEST(ConcentratorTest, LeaseDbHoldsTheLeaseAsSoonAsTheReplyIsOut) {
+  const std::string db = ::testing::TempDir() + "/spigot_lease_db_test.db";
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((db + suffix).c_str());
+  std::string b_toml = PoolConcentrator();
+  b_toml.insert(b_toml.find("max_rekeys"), "lease_db = \"" + db + "\"\n");
+  GatewayPair p(VipRoadWarrior(1, "rw1"), b_toml);
+  Node& other = p.AddNode("192.0.2.3", VipRoadWarrior(3, "rw2"));
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_EQ(control::StatsJson(*p.b.gw)["lease_db"]["state"], "created");
+  std::string err;
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  const std::string first = VirtualIpOf(*p.a.gw);
+  ASSERT_NE(first, "");
+  EXPECT_EQ(control::StatsJson(*p.b.gw)["lease_db"]["writes"], 2);  // the start, and rw1's lease
+  p.Restart(p.b, b_toml);
+  p.Restart(p.a, VipRoadWarrior(1, "rw1"));
+  ASSERT_TRUE(p.ok()) << p.error();
+  const nlohmann::json status = control::StatsJson(*p.b.gw)["lease_db"];
+  EXPECT_EQ(status["state"], "ok");
+  EXPECT_EQ(status["loaded"], 1);
+  ASSERT_TRUE(other.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  EXPECT_NE(VirtualIpOf(*other.gw), first);
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  EXPECT_EQ(VirtualIpOf(*p.a.gw), first);
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((db + suffix).c_str());
+}
+
 }  // namespace
 }  // namespace spigot::gateway
