@@ -394,7 +394,7 @@ class Loader {
   bool LoadGlobal(const toml::table& t, GlobalConfig& g) {
     const std::string p = "global";
     if (!CheckKnownKeys(t, p,
-                        {"max_spi", "max_queue", "cookie_threshold", "control_socket", "leases_file", "tun_name",
+                        {"max_spi", "max_queue", "cookie_threshold", "control_socket", "leases_file", "lease_db", "tun_name",
                          "listen", "ike_port", "natt_port", "spi_reserve_percent",
                          "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "crypto_engine",
                          "crypto_stall_timeout", "fragment_size", "udp_offload"})) {
@@ -412,6 +412,7 @@ class Loader {
         !GetInteger(t, p, "natt_port", 1, 65535, g.natt_port) ||
         !GetString(t, p, "control_socket", g.control_socket) ||
         !GetString(t, p, "leases_file", g.leases_file) ||
+        !GetString(t, p, "lease_db", g.lease_db) ||
         !GetString(t, p, "tun_name", g.tun_name) || !GetString(t, p, "listen", g.listen) ||
         !GetInteger(t, p, "crypto_stall_timeout", 1, 10000, g.crypto_stall_timeout_ms) ||
         !GetInteger(t, p, "fragment_size", kMinFragmentSize, 65535, g.fragment_size) ||
@@ -1112,6 +1113,7 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   restart_if(a.crypto_engine != b.crypto_engine, "global.crypto_engine");
   restart_if(a.crypto_stall_timeout_ms != b.crypto_stall_timeout_ms, "global.crypto_stall_timeout");
   restart_if(a.udp_offload != b.udp_offload, "global.udp_offload");
+  restart_if(a.lease_db != b.lease_db, "global.lease_db");
   return diff;
 }
 

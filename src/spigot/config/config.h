@@ -59,6 +59,9 @@ struct GlobalConfig {
   std::string control_socket = "/run/spigot/spigot.sock";
   // Where virtual IP leases (identity -> address) are kept across restarts; empty: nowhere.
   std::string leases_file;
+  // The lease database (SQLite, WAL; gateway/lease_store.h): every lease committed before the
+  // CFG_REPLY that carries it, so a crash (kill -9) loses none; empty: none. Read at start.
+  std::string lease_db;
   std::string tun_name = "spigot0";       // at most 15 bytes (IFNAMSIZ - 1)
   std::string listen = "0.0.0.0";         // an IPv4 or IPv6 address literal
   std::uint16_t ike_port = 500;
