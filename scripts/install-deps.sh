@@ -20,8 +20,6 @@ PACKAGES=(
   strongswan-pki openssl
   # SQLite 3: the virtual IP lease database (global.lease_db, gateway/lease_store.h)
   libsqlite3-dev
-  # SQLite 3: the virtual IP lease database (global.lease_db, gateway/lease_store.h)
-  libsqlite3-dev
 )
 
 missing=()

@@ -231,7 +231,6 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
       {"policies", {{"child_sa", children.policies().size()}, {"conflicts", cc.policy_conflicts}}},
       {"pools", PoolsJson(gw)},
       {"lease_db", gw.lease_store() != nullptr ? gw.lease_store()->StatusJson() : nlohmann::json(nullptr)},
-      {"lease_db", gw.lease_store() != nullptr ? gw.lease_store()->StatusJson() : nlohmann::json(nullptr)},
       {"radius", RadiusJson(gw)},
       {"negotiations_per_minute", children.NegotiationsPerMinute(now)},
       {"rekeys_per_minute", children.RekeysPerMinute(now)},

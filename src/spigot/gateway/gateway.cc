@@ -87,7 +87,6 @@ bool Gateway::Init(std::string* error) {
     }
   }
   if (lease_store_) lease_store_->Replace(pools_.Snapshot());  // what no longer fits goes
-  if (lease_store_) lease_store_->Replace(pools_.Snapshot());  // what no longer fits goes
   const auto& g = config_.global;
   if (children_.sad().SetSpiLimits(g.max_spi, spi_reserve()) != sa::LimitsStatus::kOk) {
     *error = config_path_ + ": global.max_spi: rejected by the SPI pool";

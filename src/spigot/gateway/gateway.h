@@ -39,7 +39,6 @@
 #include "spigot/engine/negotiation_queue.h"
 #include "spigot/gateway/address_pools.h"
 #include "spigot/gateway/lease_store.h"
-#include "spigot/gateway/lease_store.h"
 #include "spigot/gateway/child_sa_manager.h"
 #include "spigot/gateway/connections.h"
 #include "spigot/gateway/ike_sa_table.h"
@@ -186,8 +185,6 @@ class Gateway final : public ike::IkeSaHost {
   const AddressPools& pools() const { return pools_; }
   // The lease database (global.lease_db); nullptr when none is configured.
   const LeaseStore* lease_store() const { return lease_store_.get(); }
-  // The lease database (global.lease_db); nullptr when none is configured.
-  const LeaseStore* lease_store() const { return lease_store_.get(); }
   // nullptr until a [radius] table was configured.
   const radius::Client* radius() const { return radius_.get(); }
 
@@ -248,7 +245,6 @@ class Gateway final : public ike::IkeSaHost {
   std::vector<std::uint64_t> unique_checks_;  // responder IKE SAs established, for ApplyUniqueness
   AddressPools pools_{env_.clock};
   std::unique_ptr<LeaseStore> lease_store_;
-  std::unique_ptr<LeaseStore> lease_store_;
   // When the DPD probes of the last second started (AdmitLivenessCheck); at most
   // MaxDpdPerSecond() entries.
   std::deque<ike::TimePoint> dpd_recent_;
@@ -269,10 +265,6 @@ class Gateway final : public ike::IkeSaHost {
   bool queue_work_posted_ = false;
   bool shutting_down_ = false;
   ike::TimePoint shutdown_deadline_{};
-  ike::TimePoint shutdown_started_{};
-  std::size_t shutdown_ike_sas_ = 0;  // in the table when Shutdown began
-  // The log line of a shutdown: how many DELETEs the peers confirmed, how many not.
-  void ReportShutdown() const;
   ike::TimePoint shutdown_started_{};
   std::size_t shutdown_ike_sas_ = 0;  // in the table when Shutdown began
   // The log line of a shutdown: how many DELETEs the peers confirmed, how many not.

@@ -348,10 +348,6 @@ ike::CpResult Gateway::AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_
   if (lease_store_ && !lease_store_->Record(identity, granted) && lease_store_->wants_snapshot()) {
     lease_store_->Replace(pools_.Snapshot());
   }
-  // Committed before the CFG_REPLY that carries the addresses leaves (our caller sends it).
-  if (lease_store_ && !lease_store_->Record(identity, granted) && lease_store_->wants_snapshot()) {
-    lease_store_->Replace(pools_.Snapshot());
-  }
   leases_dirty_ = true;
   auto& held = leases_held_[IkeSaTable::OurSpi(sa)];
   held.identity = identity;
