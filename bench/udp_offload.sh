@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# bench_gso.sh SECONDS SPIGOT_BIN MODE...: veth baseline, then spigot with each MODE (on: global.udp_offload
-# = true, off: false); iperf3 one TCP stream and UDP with 1400-byte inner packets (-l 1372), a -> b.
+# udp_offload.sh SECONDS SPIGOT_BIN MODE...: veth baseline, then spigot with each MODE; iperf3 one
+# TCP stream and UDP with 1400-byte inner packets (-l 1372), a -> b. MODEs:
+#   on       global.udp_offload and global.tun_offload true (the defaults)
+#   off      both false: one packet per system call entry, as before issue 14
+#   udp-off  udp_offload false, tun_offload true
+#   tun-off  udp_offload true, tun_offload false
+# ROUNDS=N (default 1) repeats veth and every mode N times, interleaved, so that a busy machine
+# spreads its noise over all of them; TCP_ONLY=1 skips the UDP case.
 set -euo pipefail
 SECONDS_=$1; export SPIGOT=$2; shift 2
 MODES=("$@")
+ROUNDS=${ROUNDS:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/tests/lib.sh"
 IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16
@@ -29,20 +36,34 @@ stop_all() {
   PIDS=()
 }
 netns_setup
+for round in $(seq "$ROUNDS"); do
+echo "== round $round"
 echo "veth TCP: $(run_iperf 192.0.2.2 192.0.2.1)"
-echo "veth UDP1400: $(run_iperf 192.0.2.2 192.0.2.1 udp)"
+[ "${TCP_ONLY:-0}" = 1 ] || echo "veth UDP1400: $(run_iperf 192.0.2.2 192.0.2.1 udp)"
 for mode in "${MODES[@]}"; do
   bin=offload-$mode
   spigot_config a "$IKE" "$ESP"; spigot_config b "$IKE" "$ESP"
-  if [ "$mode" = off ]; then sed -i '/^\[global\]/a udp_offload = false' "$WORK/a.toml" "$WORK/b.toml"; fi
+  case "$mode" in
+    on) ;;
+    off) sed -i '/^\[global\]/a udp_offload = false\ntun_offload = false' "$WORK/a.toml" "$WORK/b.toml" ;;
+    udp-off) sed -i '/^\[global\]/a udp_offload = false' "$WORK/a.toml" "$WORK/b.toml" ;;
+    tun-off) sed -i '/^\[global\]/a tun_offload = false' "$WORK/a.toml" "$WORK/b.toml" ;;
+    *) fail "unknown mode $mode" ;;
+  esac
   spigot_start a; spigot_start b
   sctl a initiate peer >/dev/null
   installed() { sctl a sas --json | grep -q INSTALLED; }
   until_ok 10 installed || fail "spigot tunnel did not come up"
   until_ok 10 ping_ok a || fail "spigot tunnel does not pass traffic"
   echo "$bin TCP: $(run_iperf 203.0.113.1 198.51.100.1)"
-  echo "$bin UDP1400: $(run_iperf 203.0.113.1 198.51.100.1 udp)"
-  for s in a b; do sctl $s stats --json | python3 -c 'import json,sys; t=json.load(sys.stdin); print("  '$s'", t["traffic"].get("udp_offload"), {k:v for k,v in t["packets_dropped"].items() if v})'; done
+  [ "${TCP_ONLY:-0}" = 1 ] || echo "$bin UDP1400: $(run_iperf 203.0.113.1 198.51.100.1 udp)"
+  for s in a b; do sctl $s stats --json | python3 -c '
+import json,sys
+t=json.load(sys.stdin)["traffic"]
+u={k:v for k,v in t.get("udp_offload",{}).items() if v}
+o={k:v for k,v in t.get("tun_offload",{}).items() if v and k in ("super_segments","segments_split","coalesced_writes","coalesced_segments","bad_vnet_hdr","bad_csum_passed","fallbacks")}
+print("  '$s' udp_offload", u, "tun_offload", o)'; done
   stop_all
   sleep 0.5
+done
 done

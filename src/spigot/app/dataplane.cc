@@ -19,6 +19,12 @@ namespace {
 // - 2 (trailer) - 15 (largest CBC padding) = 1415; 1400 leaves room and matches strongSwan.
 constexpr int kTunMtu = 1400;
 constexpr std::size_t kBatch = 32;
+// Outbound slots with TUN offloads: a 64 KiB super-segment at MSS 1348 is 49 segments, and one
+// UDP SendBatch takes 64 datagrams.
+constexpr std::size_t kOffloadSlots = io::UdpSocket::kMaxBatch;
+// A TUN read with offloads: the virtio-net header and a super-segment of up to 64 KiB (a read
+// that fills it whole may have lost its tail and is dropped).
+constexpr std::size_t kTunFrameSize = io::VirtioNetHdr::kSize + 65536 + 1;
 // Receive slots with UDP GRO on: each holds up to 64 KiB of one flow's datagrams, so fewer of
 // them bound the memory (16 x 64 KiB = 1 MiB, against 32 x 4 KiB without GRO).
 constexpr std::size_t kGroSlots = 16;
@@ -91,8 +97,23 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
     spdlog::info("UDP {}: GSO and GRO off (global.udp_offload = false)",
                  natt_socket.local_endpoint().port());
   }
-  d->tun_ = io::TunDevice::Open(global.tun_name, 1, error);
+  d->tun_offload_enabled_ = global.tun_offload;
+  d->tun_ = io::TunDevice::Open(global.tun_name, 1, error,
+                                io::TunDevice::OffloadRequest{global.tun_offload});
   if (!d->tun_) return nullptr;
+  if (!global.tun_offload) {
+    spdlog::info("TUN {}: offloads off (global.tun_offload = false)", d->tun_->name());
+  } else if (!d->tun_->vnet_hdr()) {
+    spdlog::info("TUN {}: offloads off (the kernel refused IFF_VNET_HDR)", d->tun_->name());
+  } else {
+    const unsigned f = d->tun_->offloads();
+    const auto on = [f](unsigned bit) { return (f & bit) != 0 ? "on" : "off"; };
+    spdlog::info("TUN {}: checksum offload {}, TSO4 {}, TSO6 {}, USO4 {}, USO6 {} ({} request(s) "
+                 "refused by the kernel first)",
+                 d->tun_->name(), on(io::TunDevice::kOffloadCsum), on(io::TunDevice::kOffloadTso4),
+                 on(io::TunDevice::kOffloadTso6), on(io::TunDevice::kOffloadUso4),
+                 on(io::TunDevice::kOffloadUso6), d->tun_->offload_refusals());
+  }
   d->netlink_ = io::Netlink::Open(error);
   if (!d->netlink_ || !d->netlink_->SetLinkUp(d->tun_->ifindex(), kTunMtu, error)) return nullptr;
   Dataplane* self = d.get();
@@ -182,6 +203,27 @@ nlohmann::json Dataplane::CryptoEngineStats() const {
           {"abandoned", s.abandoned},
           {"late_discarded", s.late_discarded},
           {"probes", s.probes}};
+}
+
+nlohmann::json Dataplane::TunOffloadStats() const {
+  const unsigned f = tun_->offloads();
+  const io::TunOffloadCounters& c = tun_offload_;
+  return {{"enabled", tun_offload_enabled_},
+          {"vnet_hdr", tun_->vnet_hdr()},
+          {"csum", (f & io::TunDevice::kOffloadCsum) != 0},
+          {"tso4", (f & io::TunDevice::kOffloadTso4) != 0},
+          {"tso6", (f & io::TunDevice::kOffloadTso6) != 0},
+          {"uso4", (f & io::TunDevice::kOffloadUso4) != 0},
+          {"uso6", (f & io::TunDevice::kOffloadUso6) != 0},
+          {"offload_refusals", tun_->offload_refusals()},
+          {"super_segments", c.super_segments.load()},
+          {"segments_split", c.segments_split.load()},
+          {"csum_completed", c.csum_completed.load()},
+          {"bad_vnet_hdr", c.bad_vnet_hdr.load()},
+          {"coalesced_writes", c.coalesced_writes.load()},
+          {"coalesced_segments", c.coalesced_segments.load()},
+          {"bad_csum_passed", c.bad_csum_passed.load()},
+          {"fallbacks", c.fallbacks.load()}};
 }
 
 nlohmann::json Dataplane::UdpOffloadStats() const {
@@ -410,9 +452,42 @@ void Dataplane::Tick() {
 void Dataplane::OutboundThread() {
   crypto::ImbManager& mgr = crypto::ImbManager::ForThisThread();
   auto reader = spd_.RegisterReader();
-  std::vector<std::uint8_t> memory(kBatch * kBufSize);
-  std::array<io::PacketSlot, kBatch> slots;
-  std::array<io::SendItem, kBatch> sends;
+  // With TUN offloads a read may hold a 64 KiB super-segment: its segments fill up to
+  // kOffloadSlots slots (one UDP SendBatch, so GSO sees the whole run), and a frame still
+  // being split waits in `frame` for the next batch.
+  const bool offload = tun_->vnet_hdr();
+  const std::size_t slot_count = offload ? kOffloadSlots : kBatch;
+  std::vector<std::uint8_t> memory(kOffloadSlots * kBufSize);
+  std::array<io::PacketSlot, kOffloadSlots> slots;
+  std::array<io::SendItem, kOffloadSlots> sends;
+  std::vector<std::uint8_t> frame(offload ? kTunFrameSize : 0);
+  io::GsoSplitter splitter(tun_offload_);
+  constexpr std::size_t kSlotRoom = kBufSize - kHead - esp::kSealTailroom;
+  // Fills the slots from the TUN; returns how many, and whether it may hold more.
+  const auto read_frames = [&](bool& more) {
+    std::size_t filled = 0;
+    for (;;) {
+      while (splitter.remaining() > 0 && filled < slot_count) {
+        slots[filled].length = splitter.Next(slots[filled].buffer);
+        slots[filled].truncated = false;
+        ++filled;
+      }
+      if (filled == slot_count) {
+        more = true;
+        return filled;
+      }
+      std::size_t got = 0;
+      if (!tun_->ReadFrame(0, frame, got)) {
+        more = false;
+        return filled;
+      }
+      if (got == frame.size()) {
+        counters_.malformed.fetch_add(1, std::memory_order_relaxed);  // may have lost its tail
+        continue;
+      }
+      splitter.Start(std::span(frame).first(got), kSlotRoom);  // false: dropped, counted
+    }
+  };
   std::size_t n = 0;
   const auto flush_sends = [&] {
     for (std::size_t sent = 0; sent < n;) {
@@ -434,7 +509,7 @@ void Dataplane::OutboundThread() {
   const datapath::OutboundPath::SendFn send_sealed = [&](const io::Endpoint& to,
                                                          std::span<const std::uint8_t> d) {
     sends[n++] = io::SendItem{to, d};
-    if (n == kBatch) flush_sends();
+    if (n == sends.size()) flush_sends();
   };
   engine::CryptoPipeline* pipe = outbound_->pipeline();
   pollfd fds[3] = {{tun_->queue_fd(0), POLLIN, 0},
@@ -466,9 +541,16 @@ void Dataplane::OutboundThread() {
     flush_sends();
     for (;;) {
       outbound_->ApplyCommands(mgr, send_one);
-      for (std::size_t i = 0; i < kBatch; ++i)
-        slots[i] = io::PacketSlot{{memory.data() + i * kBufSize + kHead, kBufSize - kHead - esp::kSealTailroom}};
-      const io::BatchResult r = tun_->ReadBatch(0, slots);
+      for (std::size_t i = 0; i < slot_count; ++i)
+        slots[i] = io::PacketSlot{{memory.data() + i * kBufSize + kHead, kSlotRoom}};
+      bool more = false;
+      io::BatchResult r;
+      if (offload) {
+        r.count = read_frames(more);
+      } else {
+        r = tun_->ReadBatch(0, {slots.data(), slot_count});
+        more = r.count == slot_count;
+      }
       for (std::size_t i = 0; i < r.count; ++i) {
         if (slots[i].truncated) {
           counters_.malformed.fetch_add(1, std::memory_order_relaxed);
@@ -486,10 +568,26 @@ void Dataplane::OutboundThread() {
         outbound_->PollCrypto(mgr, now, send_sealed);
         flush_sends();
       }
-      if (r.count < kBatch) break;
+      if (!more) break;
     }
   }
 }
+
+class Dataplane::TunQueueWriter final : public io::TunWriter {
+ public:
+  TunQueueWriter(io::TunDevice& tun, datapath::Counters& counters) : tun_(tun), counters_(counters) {}
+  bool Write(const io::VirtioNetHdr& hdr, std::span<const std::uint8_t> packet) override {
+    if (tun_.WriteFrame(0, hdr, packet)) return true;
+    // A super-segment the kernel refused is resent as its segments (counted as a fallback).
+    if (errno != EINVAL || hdr.gso_type == io::VirtioNetHdr::kGsoNone)
+      counters_.tun_write_failed.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+
+ private:
+  io::TunDevice& tun_;
+  datapath::Counters& counters_;
+};
 
 void Dataplane::InboundThread() {
   crypto::ImbManager& mgr = crypto::ImbManager::ForThisThread();
@@ -499,8 +597,18 @@ void Dataplane::InboundThread() {
   const std::size_t slot_size = natt_.gro() ? io::UdpSocket::kGroBufferSize : kDatagram;
   std::vector<std::uint8_t> memory(slot_count * slot_size);
   std::array<io::RecvSlot, kBatch> slots;
-  const datapath::InboundPath::DeliverFn deliver = [this](std::span<const std::uint8_t> inner) {
-    if (!tun_->Write(0, inner)) counters_.tun_write_failed.fetch_add(1, std::memory_order_relaxed);
+  // With TUN offloads, opened TCP segments of a flow go to the TUN as one super-segment
+  // (GroCoalescer); whatever it holds is written at the end of each batch.
+  const bool offload = tun_->vnet_hdr();
+  TunQueueWriter writer(*tun_, counters_);
+  std::unique_ptr<io::GroCoalescer> gro;
+  if (offload) gro = std::make_unique<io::GroCoalescer>(tun_offload_);
+  const datapath::InboundPath::DeliverFn deliver = [&](std::span<const std::uint8_t> inner) {
+    if (gro) {
+      gro->Add(inner, writer);
+    } else if (!tun_->Write(0, inner)) {
+      counters_.tun_write_failed.fetch_add(1, std::memory_order_relaxed);
+    }
   };
   // One datagram: ESP, or IKE behind the non-ESP marker.
   const auto dispatch = [&](std::span<std::uint8_t> datagram, const io::Endpoint& from,
@@ -576,6 +684,7 @@ void Dataplane::InboundThread() {
         now = std::chrono::steady_clock::now();
         inbound_->PollCrypto(mgr, *reader, now, deliver);
       }
+      if (gro) gro->Flush(writer);
       if (r.count < slot_count) break;
     }
   }

@@ -70,6 +70,10 @@ class Dataplane final : public gateway::DataPlane {
   // {"gso", "gro": on or not; gso_sends, gso_segments, gso_fallbacks, gro_batches,
   // gro_segments: io::UdpOffloadCounters}.
   nlohmann::json UdpOffloadStats() const override;
+  // {"enabled": global.tun_offload, "vnet_hdr", "csum", "tso4", "tso6", "uso4", "uso6": what
+  // the kernel granted, "offload_refusals": TUNSETOFFLOAD requests it refused at start, and
+  // io::TunOffloadCounters}.
+  nlohmann::json TunOffloadStats() const override;
   // `spigot debug crypto-fault ACTION [MS]`: drives the fault engine (crypto_engine = "fault").
   // {"error": ...} for any other engine or action.
   nlohmann::json CryptoFault(const std::string& action, std::int64_t ms) override;
@@ -80,6 +84,8 @@ class Dataplane final : public gateway::DataPlane {
       : natt_(natt), loop_(loop), hooks_(std::move(hooks)) {}
   void OutboundThread();
   void InboundThread();
+  // With TUN offloads: the TUN's queue 0 for GroCoalescer (failed writes counted).
+  class TunQueueWriter;
   // Routes `remotes` into the TUN, from an address of ours in c.local_ts.
   bool SetUpRoutes(const config::ConnectionConfig& c,
                    const std::vector<config::TrafficSelector>& remotes, std::string* error);
@@ -96,6 +102,8 @@ class Dataplane final : public gateway::DataPlane {
   io::EventLoop& loop_;
   Hooks hooks_;
   datapath::Counters counters_;
+  bool tun_offload_enabled_ = false;  // global.tun_offload
+  io::TunOffloadCounters tun_offload_;
   std::string engine_name_ = "inline";
   // The engine outlives the monitor, which outlives the paths' pipelines (declaration order);
   // ~Dataplane stops the engine's threads before any of them goes.

@@ -397,7 +397,7 @@ class Loader {
                         {"max_spi", "max_queue", "cookie_threshold", "control_socket", "leases_file", "lease_db", "tun_name",
                          "listen", "ike_port", "natt_port", "spi_reserve_percent",
                          "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "crypto_engine",
-                         "crypto_stall_timeout", "fragment_size", "udp_offload"})) {
+                         "crypto_stall_timeout", "fragment_size", "udp_offload", "tun_offload"})) {
       return false;
     }
     constexpr std::int64_t kU32Max = std::numeric_limits<std::uint32_t>::max();
@@ -417,7 +417,8 @@ class Loader {
         !GetInteger(t, p, "crypto_stall_timeout", 1, 10000, g.crypto_stall_timeout_ms) ||
         !GetInteger(t, p, "fragment_size", kMinFragmentSize, 65535, g.fragment_size) ||
         !GetString(t, p, "crypto_engine", g.crypto_engine) ||
-        !GetBool(t, p, "udp_offload", g.udp_offload)) {
+        !GetBool(t, p, "udp_offload", g.udp_offload) ||
+        !GetBool(t, p, "tun_offload", g.tun_offload)) {
       return false;
     }
     if (g.crypto_engine != "inline" && g.crypto_engine != "async" && g.crypto_engine != "fault") {
@@ -1113,6 +1114,7 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   restart_if(a.crypto_engine != b.crypto_engine, "global.crypto_engine");
   restart_if(a.crypto_stall_timeout_ms != b.crypto_stall_timeout_ms, "global.crypto_stall_timeout");
   restart_if(a.udp_offload != b.udp_offload, "global.udp_offload");
+  restart_if(a.tun_offload != b.tun_offload, "global.tun_offload");
   restart_if(a.lease_db != b.lease_db, "global.lease_db");
   return diff;
 }

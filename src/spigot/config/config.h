@@ -79,6 +79,10 @@ struct GlobalConfig {
   // UDP GSO and GRO on UDP 4500 where the kernel has them (io/udp_socket.h); false: one
   // datagram per message both ways, as a kernel without them. Read at start.
   bool udp_offload = true;
+  // TUN offloads (io/tun.h): TSO/USO super-segments read and split, TCP segments coalesced
+  // into super-segments on write, checksums left to us; false: one packet per read and write,
+  // as a kernel without them. Read at start.
+  bool tun_offload = true;
 
   bool operator==(const GlobalConfig&) const = default;
 };

@@ -184,6 +184,21 @@ TEST(ConfigTest, UdpOffload) {
               "spigot.toml: global.udp_offload: must be true or false, got 1");
 }
 
+TEST(ConfigTest, TunOffload) {
+  const LoadResult d = Load(OneConnection(""));
+  ASSERT_TRUE(d.ok) << d.error;
+  EXPECT_TRUE(d.config.global.tun_offload);
+  const LoadResult r = Load("[global]\ntun_offload = false\n" + OneConnection(""));
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_FALSE(r.config.global.tun_offload);
+  EXPECT_TRUE(r.config.global.udp_offload);
+  // Read when the TUN device is opened: a restart key.
+  EXPECT_EQ(Diff(d.config, r.config).restart_required,
+            std::vector<std::string>{"global.tun_offload"});
+  ExpectError("[global]\ntun_offload = \"yes\"",
+              "spigot.toml: global.tun_offload: must be true or false, got \"yes\"");
+}
+
 TEST(ConfigTest, Fragmentation) {
   const LoadResult d = Load(OneConnection(""));
   ASSERT_TRUE(d.ok) << d.error;

@@ -69,6 +69,8 @@ class DataPlane {
   virtual nlohmann::json CryptoEngineStats() const = 0;
   // The stats contract's "traffic.udp_offload" object: UDP GSO/GRO on UDP 4500.
   virtual nlohmann::json UdpOffloadStats() const = 0;
+  // The stats contract's "traffic.tun_offload" object: the TUN device's offloads.
+  virtual nlohmann::json TunOffloadStats() const = 0;
   // `spigot debug crypto-fault ACTION [MS]`; {"error": ...} where there is no fault engine.
   virtual nlohmann::json CryptoFault(const std::string& action, std::int64_t ms) = 0;
 };

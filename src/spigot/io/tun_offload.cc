@@ -164,7 +164,7 @@ bool GsoSplitter::Start(const VirtioNetHdr& hdr, std::span<std::uint8_t> packet,
   if (size == 0) return bad();
   const std::uint8_t type = hdr.gso_type & static_cast<std::uint8_t>(~VirtioNetHdr::kGsoEcn);
 
-  if (type == VirtioNetHdr::kGsoNone) {
+  if (hdr.gso_type == VirtioNetHdr::kGsoNone) {
     gso_ = false;
     if (size > max_segment) return bad();
     if ((hdr.flags & VirtioNetHdr::kNeedsCsum) != 0) {
@@ -195,7 +195,7 @@ bool GsoSplitter::Start(const VirtioNetHdr& hdr, std::span<std::uint8_t> packet,
     if (version != 4 && version != 6) return bad();
     tcp_ = false;
   } else {
-    return bad();  // UFO was never granted; anything else is not a gso_type
+    return bad();  // UFO was never granted; ECN alone or anything else is not a gso_type
   }
   v6_ = version == 6;
   const std::uint8_t proto = tcp_ ? kProtoTcp : kProtoUdp;

@@ -352,6 +352,7 @@ TEST(TunOffloadSplit, HeadersThatContradictThePacketAreDroppedAndCounted) {
   with("UFO", [](VirtioNetHdr& h) { h.gso_type = VirtioNetHdr::kGsoUdp; }, none);
   with("unknown gso_type", [](VirtioNetHdr& h) { h.gso_type = 2; }, none);
   with("gso_type 0x7f", [](VirtioNetHdr& h) { h.gso_type = 0x7f; }, none);
+  with("ECN without a type", [](VirtioNetHdr& h) { h.gso_type = VirtioNetHdr::kGsoEcn; }, none);
   with("TCPV6 on IPv4", [](VirtioNetHdr& h) { h.gso_type = VirtioNetHdr::kGsoTcpV6; }, none);
   with("UDP_L4 on TCP", [](VirtioNetHdr& h) { h.gso_type = VirtioNetHdr::kGsoUdpL4; h.csum_offset = 6; }, none);
   with("gso_size 0", [](VirtioNetHdr& h) { h.gso_size = 0; }, none);

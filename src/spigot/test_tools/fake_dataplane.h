@@ -116,6 +116,7 @@ class FakeDataPlane final : public gateway::DataPlane {
     return {{"name", "fake"}, {"state", "ok"}, {"stalls", 0}, {"fallbacks", 0}};
   }
   nlohmann::json UdpOffloadStats() const override { return {{"gso", false}, {"gro", false}}; }
+  nlohmann::json TunOffloadStats() const override { return {{"enabled", false}}; }
   nlohmann::json CryptoFault(const std::string&, std::int64_t) override {
     return {{"error", "no fault engine in tests"}};
   }
