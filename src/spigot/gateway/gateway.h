@@ -170,6 +170,11 @@ class Gateway final : public ike::IkeSaHost {
   // MaxDpdPerSecond() a second.
   bool HeardFromPeer(ike::IkeSa& sa, ike::TimePoint since) override;
   bool AdmitLivenessCheck(ike::IkeSa& sa, ike::TimePoint now) override;
+  void PeerMoved(ike::IkeSa& sa, const ike::Address& was) override;
+  bool KeepsIkeRekeyCandidates() const override { return true; }
+  void AdoptIkeSaBeside(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> sa) override;
+  ike::IkeSa* FindIkeSa(std::uint64_t our_spi) override;
+  void IkeRekeySurvivor(ike::IkeSa& old, ike::IkeSa& survivor) override;
   double MaxDpdPerSecond() const;
   // EAP logins: the brute-force back-off per (user, peer address) (eap::LoginThrottle).
   std::optional<std::chrono::milliseconds> EapLoginBackoff(ike::IkeSa& sa, const std::string& user,

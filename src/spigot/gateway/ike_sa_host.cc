@@ -142,18 +142,41 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
 std::uint64_t Gateway::NewIkeSpi() { return table_.NewSpi(); }
 
 void Gateway::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) {
-  const std::uint64_t ours = IkeSaTable::OurSpi(*replacement);
+  ike::IkeSa& sa = *replacement;
+  AdoptIkeSaBeside(old, std::move(replacement));
+  IkeRekeySurvivor(old, sa);
+}
+
+void Gateway::AdoptIkeSaBeside(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> sa) {
+  const std::uint64_t ours = IkeSaTable::OurSpi(*sa);
   SaEntry e;
   const SaEntry* old_entry = table_.Find(IkeSaTable::OurSpi(old));
   e.natt = old_entry != nullptr && old_entry->natt;
-  e.sa = std::move(replacement);
-  ike::IkeSa& sa = *table_.Insert(ours, std::move(e)).sa;
+  e.sa = std::move(sa);
+  table_.Insert(ours, std::move(e));
   // Filed once the old SA's exchange is over (it starts the new one's queued requests last).
   table_.NoteAdopted(ours);
   table_.IndexPeer(ours);
   for (const auto& c : sa.children()) children_.SetOwner(c.spi_in, ours);
   // The leases go with the IKE SA to its replacement (RFC 7296 3.15.1).
   if (auto held = leases_held_.find(IkeSaTable::OurSpi(old)); held != leases_held_.end()) {
+}
+
+void Gateway::PeerMoved(ike::IkeSa& sa, const ike::Address& was) {
+  // ESP toward the peer still goes to the CHILD SAs' endpoint as installed: the data path does
+  // not follow a NAT rebinding yet.
+  spdlog::info("{}: IKE SA {:016x}_i {:016x}_r: peer moved from {} to {} (NAT mapping changed)",
+               sa.connection() ? sa.connection()->name : "?", sa.spi_i(), sa.spi_r(), ike::ToString(was),
+               ike::ToString(sa.remote()));
+}
+
+ike::IkeSa* Gateway::FindIkeSa(std::uint64_t our_spi) {
+  SaEntry* e = table_.Find(our_spi);
+  return e != nullptr ? e->sa.get() : nullptr;
+}
+
+void Gateway::IkeRekeySurvivor(ike::IkeSa& old, ike::IkeSa& sa) {
+  const std::uint64_t ours = IkeSaTable::OurSpi(sa);
     auto leases = std::move(held->second);
     leases_held_.erase(held);
     leases_held_[ours] = std::move(leases);

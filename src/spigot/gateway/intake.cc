@@ -53,6 +53,10 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.weak_refused_modp1024 += from.weak_refused_modp1024;
   to.weak_refused_3des += from.weak_refused_3des;
   to.rekey_retries += from.rekey_retries;
+  to.ike_rekey_collisions += from.ike_rekey_collisions;
+  to.peer_moved += from.peer_moved;
+  to.peer_move_ignored += from.peer_move_ignored;
+  to.ike_rekey_collisions_ours_redundant += from.ike_rekey_collisions_ours_redundant;
   to.fragments += from.fragments;
 }
 
@@ -192,14 +196,19 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
     }
     return;
   }
-  // Answer on the port the peer last used (it moves to 4500 when it detects a NAT: 2.23).
-  e->natt = natt_port;
-  e->sa->set_remote(ike::ToAddress(from));
+  // The SA follows the datagram's source only if the message proves authentic and new (2.23:
+  // the move to 4500 once a NAT is detected, a NAT's new mapping); a spoofed datagram with
+  // known SPIs redirects nothing. Its port decides how we send (with the non-ESP marker on
+  // 4500) once the SA is there.
+  const ike::Address source = ike::ToAddress(from);
+  e->sa->set_source(source);
   e->sa->Receive(msg, now);
   table_.Schedule(ours);
   ApplyUniqueness();
 }
 
+  if (SaEntry* after = table_.Find(ours); after != nullptr && after->sa->remote() == source)
+    after->natt = natt_port;
 bool Gateway::CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
                            const io::Endpoint& from, bool natt_port) {
   ike::Message m;

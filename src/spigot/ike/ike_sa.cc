@@ -5,6 +5,7 @@
 #include "spigot/ike/ike_sa.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "spigot/crypto/random.h"
 #include "spigot/ike/ike_sa_internal.h"
@@ -28,6 +29,15 @@ Bytes RandomNonce() {
   Bytes n(kNonceLen);
   crypto::RandomBytes(n);
   return n;
+}
+
+bool NonceBelow(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+  return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+}
+
+Bytes LowerNonce(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+  const auto& lo = NonceBelow(a, b) ? a : b;
+  return Bytes(lo.begin(), lo.end());
 }
 
 Payload Notify(NotifyType type, Bytes data, ProtocolId proto, Bytes spi) {
@@ -120,6 +130,8 @@ IkeSa::~IkeSa() {
 }
 
 void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
+  // Taken now: it is this datagram's, and must not stay for a later one if this is dropped.
+  const std::optional<Address> from = std::exchange(source_, std::nullopt);
   if (state_ == State::kDead) return;
   if (created_at_ == TimePoint{}) created_at_ = now;
   Message msg;
@@ -213,6 +225,7 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
     }
   }
   last_heard_ = now;
+  if (from) FollowSource(*from);
 
   if (h.is_response()) {
     const RequestKind kind = outstanding_->kind;
@@ -248,6 +261,27 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       break;
     default:
       ++counters_->invalid_messages;
+  }
+}
+
+void IkeSa::FollowSource(const Address& from) {
+  if (from == remote_) return;
+  // Until the IKE SA is up the peer's address is the one it uses: IKE_SA_INIT's, then IKE_AUTH's
+  // on port 4500 once a NAT was detected (2.23).
+  if (state_ != State::kEstablished && state_ != State::kDeleting) {
+    remote_ = from;
+    return;
+  }
+  // 2.23: a NAT in front of the peer changed its mapping. Not when no NAT was detected (the
+  // peer would need MOBIKE to move), nor when we are behind one ourselves (one packet could
+  // break the connection).
+  if (nat_remote_ && !nat_local_) {
+    ++counters_->peer_moved;
+    const Address was = remote_;
+    remote_ = from;
+    host_->PeerMoved(*this, was);
+  } else {
+    ++counters_->peer_move_ignored;
   }
 }
 
@@ -332,6 +366,16 @@ void IkeSa::Tick(TimePoint now) {
     }
   }
   for (std::uint32_t spi : due) RekeyChild(spi, now);
+  if (now >= redundant_delete_at_) {
+    redundant_delete_at_ = TimePoint::max();
+    // The peer may never have learnt of it: one DELETE, unanswered or not, and it is gone.
+    if (!outstanding_) {
+      SendRequest(RequestKind::kDeleteIke, Exchange::kInformational,
+                  {Payload{PayloadType::kDelete, DeletePayload{ProtocolId::kIke, 0, {}}}}, now);
+    }
+    Die("redundant: the peer's half of a simultaneous IKE rekey, not deleted by the peer");
+    return;
+  }
   if (now >= ike_rekey_at_) {
     ike_rekey_at_ = TimePoint::max();
     RekeyIke(now);
@@ -365,7 +409,7 @@ TimePoint IkeSa::NextDeadline() const {
   if (state_ == State::kInitAnswered) next = std::min(next, created_at_ + kHalfOpenTimeout);
   if (state_ == State::kEstablished && !rekeyed_) {
     if (!outstanding_ && conn_ && conn_->dpd_delay.count() > 0) next = std::min(next, DpdDue());
-    next = std::min(next, ike_rekey_at_);
+    next = std::min({next, ike_rekey_at_, redundant_delete_at_});
     for (const auto& c : children_) {
       if (!c.delete_started) next = std::min(next, c.expire_at);
       if (!c.rekey_started && !conn_->host_schedules_rekeys) next = std::min(next, c.rekey_at);

@@ -216,6 +216,20 @@ class IkeSaHost {
   // Takes over the IKE SA that replaces `old` after a rekey (2.18); it already holds the
   // CHILD SAs. The host indexes it by its own SPI.
   virtual void AdoptIkeSa(IkeSa& old, std::unique_ptr<IkeSa> replacement) = 0;
+  // Simultaneous IKE rekeys (2.8.2). Both sides rekeyed `old` at once, so two new IKE SAs
+  // exist until the one created with the lowest of the four nonces is deleted by the side
+  // that created it; the CHILD SAs go to the survivor. The host keeps an IKE SA that `old`'s
+  // rekey created but that does not (yet) replace it (AdoptIkeSaBeside: the peer's candidate,
+  // or our redundant one on its way to deletion), finds SAs by our SPI, and, when a candidate
+  // it adopted beside `old` survives, moves what it keeps per IKE SA to it (IkeRekeySurvivor:
+  // the CHILD SAs' owner, the leases). A host that cannot keep two successors says so: the SA
+  // then answers a colliding rekey with TEMPORARY_FAILURE and both sides retry apart.
+  // RFC 7296 2.23: the SA followed its peer to a new address or port (`was` the old one).
+  virtual void PeerMoved(IkeSa& /*sa*/, const Address& /*was*/) {}
+  virtual bool KeepsIkeRekeyCandidates() const { return false; }
+  virtual void AdoptIkeSaBeside(IkeSa& /*old*/, std::unique_ptr<IkeSa> /*sa*/) {}
+  virtual IkeSa* FindIkeSa(std::uint64_t /*our_spi*/) { return nullptr; }
+  virtual void IkeRekeySurvivor(IkeSa& /*old*/, IkeSa& /*survivor*/) {}
   // A CHILD rekey failed and should be tried again at `at` (before the hard lifetime). Hosts
   // that schedule rekeys themselves (ConnectionParams::host_schedules_rekeys) reschedule it;
   // otherwise the IKE SA's own timer does.
@@ -290,8 +304,17 @@ struct IkeCounters {
     if ((weak & kWeak3des) != 0) ++weak_refused_3des;
   }
   std::uint64_t rekey_retries = 0;  // failed CHILD and IKE rekeys scheduled to be tried again
+  // Simultaneous IKE rekeys (2.8.2) resolved by the nonce rule: both new IKE SAs created, ours
+  // the redundant one (we delete it) or the peer's (it deletes it).
+  std::uint64_t ike_rekey_collisions = 0;
+  std::uint64_t ike_rekey_collisions_ours_redundant = 0;
   // Dead peer detection: probes sent; probes not needed (ESP heard from the peer); probes put
   // off because the host's budget for this second was spent.
+  // RFC 7296 2.23: an authentic new message came from another address or port. Followed (the
+  // peer is behind a NAT, we are not: its mapping changed), or not followed (no NAT between us,
+  // or we are the one behind it: answered where it came from, the SA stays where it was).
+  std::uint64_t peer_moved = 0;
+  std::uint64_t peer_move_ignored = 0;
   std::uint64_t dpd_probes = 0;
   std::uint64_t dpd_skipped_traffic = 0;
   std::uint64_t dpd_deferred = 0;
@@ -363,6 +386,10 @@ class IkeSa {
   const Address& local() const { return local_; }
   const Address& remote() const { return remote_; }
   void set_remote(const Address& a) { remote_ = a; }
+  // The source of the datagram the host is about to hand to Receive. The SA follows it only
+  // once the message proved authentic and new (RFC 7296 2.23): a spoofed or replayed datagram
+  // never redirects it. Before that, IKE_SA_INIT's address is the peer's, whatever it is.
+  void set_source(const Address& a) { source_ = a; }
   const ConnectionParams* connection() const { return conn_.get(); }
   // A reload changed the connection: lifetimes and DPD apply from now on; CHILD SAs installed
   // later use its proposals and selectors. The IKE SA's own algorithms stay as negotiated.
@@ -430,10 +457,19 @@ class IkeSa {
   void SendIkeRekey(TimePoint now);
   void OnIkeRekeyResponse(const Message& msg, TimePoint now);
   void OnIkeRekeyRequest(const Message& msg, TimePoint now);
-  // Builds the IKE SA that replaces this one and hands it and the CHILD SAs to the host.
-  void HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const IkeAlgorithms& algs,
-                std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
-                const crypto::SecureBytes& shared, TimePoint now);
+  // Builds an IKE SA that this one's rekey created and hands it to the host: the replacement,
+  // which takes the CHILD SAs (kTakesOver); in a simultaneous rekey (2.8.2) the peer's
+  // candidate, kept beside this one until the collision is resolved (kCandidate), or our own
+  // redundant one, which deletes itself (kRedundant). Null if its keys cannot be derived.
+  enum class Successor : std::uint8_t { kTakesOver, kCandidate, kRedundant };
+  IkeSa* HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const IkeAlgorithms& algs,
+                  std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
+                  const crypto::SecureBytes& shared, Successor kind, TimePoint now);
+  // The CHILD SAs and queued CHILD work go to `next`, which replaces this SA.
+  void MoveChildrenTo(IkeSa& next);
+  // 2.8.2: the peer's candidate (ike_collision_) survives: it takes the CHILD SAs. False if
+  // it is gone.
+  bool CandidateTakesOver(TimePoint now);
   // Responder steps.
   void OnInitRequest(const Message& msg, std::span<const std::uint8_t> datagram, TimePoint now);
   void OnAuthRequest(const Message& msg, TimePoint now);
@@ -515,6 +551,9 @@ class IkeSa {
   std::shared_ptr<const ConnectionParams> conn_;
   Address local_;
   Address remote_;
+  std::optional<Address> source_;  // see set_source
+  // After an authentic, new message: follows the peer to source_ where 2.23 allows it.
+  void FollowSource(const Address& from);
   std::uint64_t spi_i_;
   std::uint64_t spi_r_;
 
@@ -579,6 +618,17 @@ class IkeSa {
   std::uint32_t pending_delete_spi_ = 0;  // the CHILD SA our in-flight DELETE names
   std::uint64_t rekey_spi_ = 0;           // our SPI for the IKE SA our rekey creates
   bool rekeyed_ = false;                  // replaced by a rekey: only the DELETE remains
+  // 2.8.2: the peer rekeyed this IKE SA while our rekey was in flight; we answered, and the IKE
+  // SA its rekey created (our SPI `spi`, the lower of its two nonces `lowest_nonce`) waits
+  // beside this one, without the CHILD SAs, until our rekey's outcome decides which survives.
+  struct IkeRekeyCollision {
+    std::uint64_t spi = 0;
+    Bytes lowest_nonce;
+  };
+  std::optional<IkeRekeyCollision> ike_collision_;
+  // The peer's candidate lost: the peer deletes it, or we do at this time (2.8.2).
+  static constexpr auto kRedundantGrace = std::chrono::seconds(10);
+  TimePoint redundant_delete_at_ = TimePoint::max();
   int cookie_retries_ = 0;
   int ke_retries_ = 0;
   // The peer's requests: the next expected ID and the cached last response (2.1).

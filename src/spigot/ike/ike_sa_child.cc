@@ -15,13 +15,6 @@ using namespace internal;
 
 namespace {
 
-// 2.8.1: nonces compare as octet strings; a prefix is the lower.
-Bytes LowerNonce(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
-  const bool a_lower = std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
-  const auto& lo = a_lower ? a : b;
-  return Bytes(lo.begin(), lo.end());
-}
-
 std::uint16_t DhOf(const Proposal& p) {
   for (const auto& t : p.transforms) {
     if (t.type == TransformType::kDh) return t.id;
@@ -267,9 +260,7 @@ void IkeSa::ResolveRekeyCollision(std::uint32_t old_spi, TimePoint now) {
     (c.we_initiated ? ours : theirs) = &c;
   }
   if (ours == nullptr || theirs == nullptr) return;
-  const bool ours_lowest = std::lexicographical_compare(
-      ours->lowest_nonce.begin(), ours->lowest_nonce.end(), theirs->lowest_nonce.begin(),
-      theirs->lowest_nonce.end());
+  const bool ours_lowest = NonceBelow(ours->lowest_nonce, theirs->lowest_nonce);
   if (!ours_lowest) return;  // the peer closes its redundant SA
   const std::uint32_t redundant = ours->spi_in;
   for (auto& c : children_) {

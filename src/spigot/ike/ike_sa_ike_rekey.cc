@@ -54,9 +54,12 @@ void IkeSa::OnIkeRekeyResponse(const Message& msg, TimePoint now) {
   const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
   if (const auto* err = msg.FirstError(); err != nullptr || sa == nullptr || nr == nullptr ||
                                           ke == nullptr || sa->proposals.size() != 1) {
+    // Ours failed while the peer's rekey succeeded (2.8.2): the peer's IKE SA is the one.
+    if (ike_collision_ && CandidateTakesOver(now)) return;
     // TEMPORARY_FAILURE: the peer is busy, typically rekeying this IKE SA itself at the same
-    // moment (both sides refuse the other's). Try again 2-5 s later, at random, so the two
-    // sides do not collide again (RFC 7296 2.25); without it the IKE SA is never rekeyed.
+    // moment (a peer that refuses colliding rekeys, as we do when our host cannot keep two
+    // successors). Try again 2-5 s later, at random, so the two sides do not collide again
+    // (RFC 7296 2.25); without it the IKE SA is never rekeyed.
     if (err != nullptr && err->type == NotifyType::kTemporaryFailure) {
       ike_rekey_at_ = now + std::chrono::milliseconds(2000 + crypto::RandomU32() % 3000);
       ++counters_->rekey_retries;
@@ -72,24 +75,76 @@ void IkeSa::OnIkeRekeyResponse(const Message& msg, TimePoint now) {
   if (!algs || chosen.spi.size() != 8 || !AcceptableChoice(conn_->ike_proposals, chosen) ||
       ke->group != algs->dh_group || neg.dh->group() != ke->group ||
       !neg.dh->ComputeShared(ke->data, shared)) {
+    if (ike_collision_ && CandidateTakesOver(now)) return;
     failure_ = "bad IKE rekey response";
     return;
   }
   const std::uint64_t peer_spi = IkeSpiFromBytes(chosen.spi);
+  if (ike_collision_) {
+    // 2.8.2: both rekeys succeeded. The new IKE SA created with the lowest of the four nonces
+    // is redundant and is deleted by the side that created it; the other one gets the CHILD
+    // SAs, and its creator deletes this old IKE SA.
+    ++counters_->ike_rekey_collisions;
+    if (NonceBelow(LowerNonce(neg.nonce, nr->data), ike_collision_->lowest_nonce) &&
+        host_->FindIkeSa(ike_collision_->spi) != nullptr) {
+      ++counters_->ike_rekey_collisions_ours_redundant;
+      HandOver(Role::kInitiator, rekey_spi_, peer_spi, *algs, neg.nonce, nr->data, shared,
+               Successor::kRedundant, now);
+      CandidateTakesOver(now);  // the peer deletes this old IKE SA
+      return;
+    }
+    // The peer deletes its candidate. Should it never learn that it must (its response to our
+    // rekey lost, the old IKE SA deleted meanwhile), we delete it after a grace period.
+    if (IkeSa* loser = host_->FindIkeSa(ike_collision_->spi)) loser->redundant_delete_at_ = now + kRedundantGrace;
+    ike_collision_.reset();
+  }
   // The rekey's initiator is the initiator of the new IKE SA (2.18).
-  HandOver(Role::kInitiator, rekey_spi_, peer_spi, *algs, neg.nonce, nr->data, shared, now);
+  HandOver(Role::kInitiator, rekey_spi_, peer_spi, *algs, neg.nonce, nr->data, shared,
+           Successor::kTakesOver, now);
   // Then the old IKE SA goes: its DELETE is the next request here.
   outstanding_.reset();
   pending_.clear();
   pending_.insert(pending_.begin(), {RequestKind::kDeleteIke});
 }
 
+bool IkeSa::CandidateTakesOver(TimePoint now) {
+  const std::uint64_t spi = ike_collision_->spi;
+  ike_collision_.reset();
+  IkeSa* next = host_->FindIkeSa(spi);
+  if (next == nullptr || next->state_ != State::kEstablished) return false;
+  MoveChildrenTo(*next);
+  host_->IkeRekeySurvivor(*this, *next);
+  next->StartNext(now);
+  return true;
+}
+
+void IkeSa::MoveChildrenTo(IkeSa& next) {
+  for (auto& c : children_) next.children_.push_back(std::move(c));
+  children_.clear();
+  // CHILD SA work that waited behind the IKE rekey goes on in the new IKE SA, which now owns
+  // the CHILD SAs (a queued CHILD rekey or DELETE must not vanish with the old one).
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->kind == RequestKind::kCreateChild || it->kind == RequestKind::kRekeyChild ||
+        it->kind == RequestKind::kDeleteChild) {
+      next.pending_.push_back(*it);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  rekeyed_ = true;
+}
+
 void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
   const auto* sa = msg.Find<SaPayload>(PayloadType::kSa);
   const auto* ni = msg.Find<NoncePayload>(PayloadType::kNonce);
   const auto* ke = msg.Find<KePayload>(PayloadType::kKe);
-  if (rekeyed_ || (outstanding_ && outstanding_->kind == RequestKind::kRekeyIke)) {
-    // 2.8.1/2.25: we are already rekeying; simplest correct answer is to let the peer retry.
+  // 2.8.2: the peer rekeys while our rekey is in flight. Both go ahead and the nonces decide
+  // which new IKE SA survives — unless the host cannot keep two, or this is a second one.
+  const bool collision = outstanding_ && outstanding_->kind == RequestKind::kRekeyIke &&
+                         child_neg_ && !ike_collision_ && host_->KeepsIkeRekeyCandidates();
+  if (rekeyed_ || (outstanding_ && outstanding_->kind == RequestKind::kRekeyIke && !collision)) {
+    // Already replaced, or a rekey we cannot resolve: the peer retries later (2.25).
     return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
   }
   if (outstanding_ && (outstanding_->kind == RequestKind::kCreateChild ||
@@ -130,12 +185,18 @@ void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
                {Payload{PayloadType::kSa, SaPayload{{answer}}}, Payload{PayloadType::kNonce, NoncePayload{nr}},
                 Payload{PayloadType::kKe, KePayload{algs->dh_group, Bytes(pub.begin(), pub.end())}}},
                true);
-  HandOver(Role::kResponder, peer_spi, ours, *algs, ni->data, nr, shared, now);
+  if (collision) {
+    if (HandOver(Role::kResponder, peer_spi, ours, *algs, ni->data, nr, shared, Successor::kCandidate,
+                 now) != nullptr)
+      ike_collision_ = IkeRekeyCollision{ours, LowerNonce(ni->data, nr)};
+    return;
+  }
+  HandOver(Role::kResponder, peer_spi, ours, *algs, ni->data, nr, shared, Successor::kTakesOver, now);
 }
 
-void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const IkeAlgorithms& algs,
-                     std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
-                     const crypto::SecureBytes& shared, TimePoint now) {
+IkeSa* IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const IkeAlgorithms& algs,
+                       std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
+                       const crypto::SecureBytes& shared, Successor kind, TimePoint now) {
   auto next = std::make_unique<IkeSa>(*host_, *counters_, role, conn_, local_, remote_, spi_i, spi_r);
   next->algs_ = algs;
   next->fragmentation_ = fragmentation_;  // negotiated once, in IKE_SA_INIT (RFC 7383 2.3)
@@ -143,12 +204,10 @@ void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const 
   next->nr_.assign(nr.begin(), nr.end());
   if (!DeriveIkeSaKeys(algs, ni, nr, shared, spi_i, spi_r, next->keys_, &keys_.sk_d, algs_->prf)) {
     failure_ = "IKE rekey key derivation failed";
-    return;
+    return nullptr;
   }
   next->sk_out_ = MakeSkKeys(algs, next->keys_, role == Role::kInitiator, true);
   next->sk_in_ = MakeSkKeys(algs, next->keys_, role == Role::kInitiator, false);
-  next->children_ = std::move(children_);
-  children_.clear();
   next->nat_local_ = nat_local_;
   next->nat_remote_ = nat_remote_;
   next->peer_id_ = peer_id_;
@@ -158,21 +217,23 @@ void IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, const 
   next->last_heard_ = now;
   next->state_ = State::kEstablished;
   next->ike_rekey_at_ = Jittered(now, conn_->ike_rekey_time, conn_->rekey_jitter);
-  // CHILD SA work that waited behind the IKE rekey goes on in the new IKE SA, which now owns
-  // the CHILD SAs (a queued CHILD rekey or DELETE must not vanish with the old one).
-  for (auto it = pending_.begin(); it != pending_.end();) {
-    if (it->kind == RequestKind::kCreateChild || it->kind == RequestKind::kRekeyChild ||
-        it->kind == RequestKind::kDeleteChild) {
-      next->pending_.push_back(*it);
-      it = pending_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  rekeyed_ = true;
   IkeSa* const adopted = next.get();
-  host_->AdoptIkeSa(*this, std::move(next));
+  switch (kind) {
+    case Successor::kTakesOver:
+      MoveChildrenTo(*next);
+      host_->AdoptIkeSa(*this, std::move(next));
+      break;
+    case Successor::kCandidate:
+      host_->AdoptIkeSaBeside(*this, std::move(next));
+      break;
+    case Successor::kRedundant:
+      adopted->failure_ = "redundant: the peer rekeyed the IKE SA at the same time (RFC 7296 2.8.2)";
+      adopted->pending_.push_back({RequestKind::kDeleteIke});
+      host_->AdoptIkeSaBeside(*this, std::move(next));
+      break;
+  }
   adopted->StartNext(now);  // once the host knows it (it sends through the host)
+  return adopted;
 }
 
 }  // namespace spigot::ike

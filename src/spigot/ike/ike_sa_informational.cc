@@ -30,8 +30,11 @@ void IkeSa::OnInformationalRequest(const Message& msg, TimePoint now) {
   }
   if (!ours.spis.empty()) out.push_back({PayloadType::kDelete, ours});
   SendResponse(msg.header, std::move(out), true);
-  if (delete_ike) Die(rekeyed_ ? "rekeyed" : "deleted by peer");
-  (void)now;
+  if (!delete_ike) return;
+  // 2.8.2: the peer deletes this IKE SA while our colliding rekey is unresolved here: its own
+  // rekey won (it is the one that deletes the old SA), so its IKE SA takes the CHILD SAs.
+  if (ike_collision_) CandidateTakesOver(now);
+  Die(rekeyed_ ? "rekeyed" : "deleted by peer");
 }
 
 void IkeSa::OnInformationalResponse(const Message& msg, TimePoint now) {

@@ -193,8 +193,10 @@ void IkeSa::CheckNatDetection(const Message& msg) {
   const auto* src = msg.FindNotify(NotifyType::kNatDetectionSourceIp);
   const auto* dst = msg.FindNotify(NotifyType::kNatDetectionDestinationIp);
   if (src == nullptr || dst == nullptr) return;
-  nat_remote_ = src->data != NatDetectionHash(spi_i_, spi_r_, remote_.bytes(), remote_.port);
-  nat_local_ = dst->data != NatDetectionHash(spi_i_, spi_r_, local_.bytes(), local_.port);
+  // The hashes cover the SPIs as the message's header carries them: the request's SPIr is 0.
+  const std::uint64_t spi_i = msg.header.spi_i, spi_r = msg.header.spi_r;
+  nat_remote_ = src->data != NatDetectionHash(spi_i, spi_r, remote_.bytes(), remote_.port);
+  nat_local_ = dst->data != NatDetectionHash(spi_i, spi_r, local_.bytes(), local_.port);
 }
 
 }  // namespace spigot::ike

@@ -13,6 +13,10 @@ namespace spigot::ike::internal {
 
 // A fresh Ni or Nr (kNonceLen bytes, 2.10).
 Bytes RandomNonce();
+// 2.8.1/2.8.2: nonces compare as octet strings, a prefix being the lower. The lower of two,
+// and whether `a` is lower than `b`.
+Bytes LowerNonce(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
+bool NonceBelow(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
 Payload Notify(NotifyType type, Bytes data = {}, ProtocolId proto = ProtocolId::kNone,
                Bytes spi = {});
 // "NO_PROPOSAL_CHOSEN", ... for failure messages.

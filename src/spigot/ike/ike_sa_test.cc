@@ -289,6 +289,205 @@ TEST_F(Established, SimultaneousChildRekeyLeavesOnePair) {
   }
 }
 
+// The IKE SAs of a host that are not dead: the current one and any rekey left beside it.
+std::vector<IkeSa*> LiveIkeSas(LoopbackHost& h) {
+  std::vector<IkeSa*> live;
+  if (*h.current && (*h.current)->state() != State::kDead) live.push_back(h.current->get());
+  for (auto& r : h.retired) {
+    if (r->state() != State::kDead) live.push_back(r.get());
+  }
+  return live;
+}
+
+// The inbound SPIs of the CHILD SAs a host has installed.
+std::vector<std::uint32_t> InboundSpis(const LoopbackHost& h) {
+  std::vector<std::uint32_t> spis;
+  for (const auto& [spi, child] : h.installed) spis.push_back(spi);
+  return spis;
+}
+
+// RFC 7296 2.8.2: both sides rekey the IKE SA at the same moment. Each answers the other's
+// rekey, so two new IKE SAs exist; the one created with the lowest of the four nonces is
+// deleted by its creator, the other one keeps every CHILD SA, and the old one is deleted by the
+// survivor's creator. The nonces are random, so over the rounds either side's SA survives.
+TEST_F(Established, SimultaneousIkeRekeyLeavesOneIkeSaWithAllChildSas) {
+  ASSERT_TRUE(pair_->initiator->CreateChild(T(1)));
+  pair_->Pump(T(1));
+  ASSERT_EQ(pair_->ihost.installed.size(), 2u);
+  constexpr int kRounds = 24;
+  for (int round = 0; round < kRounds; ++round) {
+    const auto children_i = InboundSpis(pair_->ihost);
+    const std::uint64_t old_i = pair_->initiator->spi_i();
+    ASSERT_TRUE(pair_->initiator->RekeyIke(T(10 + round)));
+    ASSERT_TRUE(pair_->responder->RekeyIke(T(10 + round)));
+    pair_->Pump(T(10 + round));
+    const auto live_i = LiveIkeSas(pair_->ihost);
+    const auto live_r = LiveIkeSas(pair_->rhost);
+    ASSERT_EQ(live_i.size(), 1u) << "round " << round;
+    ASSERT_EQ(live_r.size(), 1u) << "round " << round;
+    IkeSa& i = *pair_->initiator;
+    IkeSa& r = *pair_->responder;
+    ASSERT_EQ(live_i[0], &i) << "the survivor is not the current IKE SA";
+    ASSERT_EQ(live_r[0], &r);
+    EXPECT_EQ(i.state(), State::kEstablished);
+    EXPECT_EQ(i.spi_i(), r.spi_i());
+    EXPECT_EQ(i.spi_r(), r.spi_r());
+    EXPECT_NE(i.spi_i(), old_i);
+    EXPECT_EQ(i.children().size(), 2u) << "round " << round;
+    EXPECT_EQ(r.children().size(), 2u);
+    EXPECT_EQ(InboundSpis(pair_->ihost), children_i) << "a CHILD SA was lost or replaced";
+    EXPECT_EQ(pair_->icounters.ike_rekey_collisions, static_cast<std::uint64_t>(round + 1));
+    EXPECT_EQ(pair_->rcounters.ike_rekey_collisions, static_cast<std::uint64_t>(round + 1));
+    // Exactly one side created the redundant SA.
+    EXPECT_EQ(pair_->icounters.ike_rekey_collisions_ours_redundant +
+                  pair_->rcounters.ike_rekey_collisions_ours_redundant,
+              static_cast<std::uint64_t>(round + 1));
+    EXPECT_EQ(pair_->icounters.rekey_retries + pair_->rcounters.rekey_retries, 0u);
+  }
+  // Both outcomes were seen (each has probability 1/2 per round: all 24 alike is ~1e-7).
+  EXPECT_GT(pair_->icounters.ike_rekey_collisions_ours_redundant, 0u);
+  EXPECT_GT(pair_->rcounters.ike_rekey_collisions_ours_redundant, 0u);
+  // The survivor works: a CHILD rekey through it, with traffic on the result.
+  IkeSa& i = *pair_->initiator;
+  ASSERT_TRUE(i.RekeyChild(i.children()[0].spi_in, T(50)));
+  pair_->Pump(T(50));
+  ASSERT_EQ(pair_->ihost.installed.size(), 2u);
+  for (const auto& [spi, child] : pair_->ihost.installed) {
+    const auto peer = std::find_if(pair_->rhost.installed.begin(), pair_->rhost.installed.end(),
+                                   [&](const auto& e) { return e.second.spi_out == spi; });
+    ASSERT_NE(peer, pair_->rhost.installed.end());
+    ExpectTrafficFlows(child, peer->second);
+  }
+}
+
+// Our rekey's response is lost. The peer resolves the collision first; we resolve it when
+// the retransmitted request is answered, or, if the peer's IKE SA won, when the peer deletes
+// the old IKE SA — then we never learn of ours, and the peer deletes that orphan itself after
+// a grace period. Either way one IKE SA is left on each side, the same one, with the CHILD SA.
+TEST_F(Established, SimultaneousIkeRekeyWithOurResponseLost) {
+  TimePoint now = T(10);
+  for (int round = 0; round < 16; ++round) {
+    const auto children_i = InboundSpis(pair_->ihost);
+    ASSERT_TRUE(pair_->initiator->RekeyIke(now));
+    ASSERT_TRUE(pair_->responder->RekeyIke(now));
+    ASSERT_EQ(pair_->rhost.inbox.size(), 1u);
+    ASSERT_EQ(pair_->ihost.inbox.size(), 1u);
+    pair_->rhost.drop_next_send = true;  // the responder's answer to the initiator's rekey
+    pair_->Pump(now);
+    for (int s = 0; s < 40; ++s) {
+      now += std::chrono::seconds(1);
+      for (LoopbackHost* h : {&pair_->ihost, &pair_->rhost}) {
+        for (IkeSa* sa : LiveIkeSas(*h)) sa->Tick(now);
+      }
+      pair_->Pump(now);
+    }
+    const auto live_i = LiveIkeSas(pair_->ihost);
+    const auto live_r = LiveIkeSas(pair_->rhost);
+    ASSERT_EQ(live_i.size(), 1u) << "round " << round;
+    ASSERT_EQ(live_r.size(), 1u) << "round " << round;
+    EXPECT_EQ(live_i[0], pair_->initiator.get());
+    EXPECT_EQ(live_i[0]->spi_i(), live_r[0]->spi_i());
+    EXPECT_EQ(live_i[0]->spi_r(), live_r[0]->spi_r());
+    EXPECT_EQ(live_i[0]->children().size(), 1u) << "round " << round;
+    EXPECT_EQ(live_r[0]->children().size(), 1u);
+    EXPECT_EQ(InboundSpis(pair_->ihost), children_i) << "a CHILD SA was lost";
+  }
+}
+
+// A host that cannot keep two successors answers a colliding rekey with TEMPORARY_FAILURE, as
+// before: the sides retry apart and the IKE SA is still rekeyed once, with its CHILD SA.
+TEST_F(Established, SimultaneousIkeRekeyWithoutCandidatesRetriesApart) {
+  pair_->ihost.keeps_rekey_candidates = false;
+  pair_->rhost.keeps_rekey_candidates = false;
+  const std::uint64_t old_i = pair_->initiator->spi_i();
+  ASSERT_TRUE(pair_->initiator->RekeyIke(T(10)));
+  ASSERT_TRUE(pair_->responder->RekeyIke(T(10)));
+  pair_->Pump(T(10));
+  for (int s = 1; s <= 10; ++s) {
+    pair_->initiator->Tick(T(10 + s));
+    pair_->responder->Tick(T(10 + s));
+    pair_->Pump(T(10 + s));
+  }
+  ASSERT_EQ(LiveIkeSas(pair_->ihost).size(), 1u);
+  ASSERT_EQ(LiveIkeSas(pair_->rhost).size(), 1u);
+  EXPECT_NE(pair_->initiator->spi_i(), old_i);
+  EXPECT_EQ(pair_->initiator->children().size(), 1u);
+  EXPECT_EQ(pair_->icounters.ike_rekey_collisions, 0u);
+  EXPECT_GT(pair_->icounters.rekey_retries + pair_->rcounters.rekey_retries, 0u);
+}
+
+Address RebindAddress(std::uint8_t last, std::uint16_t port) {
+  Address a;
+  a.family = 4;
+  a.ip[0] = 192, a.ip[1] = 0, a.ip[2] = 2, a.ip[3] = last;
+  a.port = port;
+  return a;
+}
+
+// RFC 7296 2.23: the initiator is behind a NAT (its own address is not the one the responder
+// sees), and the NAT's mapping changes. The responder follows an authentic new message to the
+// new address and port; a forged one (bad ICV) or a replayed one changes nothing.
+TEST(IkeSaNat, ResponderFollowsOnlyAnAuthenticNewMessage) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  // Behind a NAT: the initiator thinks it is 192.0.2.77; the responder sees 192.0.2.1.
+  pair.initiator = std::make_unique<IkeSa>(pair.ihost, pair.icounters, IkeSa::Role::kInitiator,
+                                           TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                                           RebindAddress(77, 500), RebindAddress(2, 500), 0x1234, 0);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished);
+  IkeSa& r = *pair.responder;
+  ASSERT_TRUE(r.nat_detected());
+  const Address original = r.remote();
+  const Address moved = RebindAddress(1, 61000);
+
+  // A liveness check from the initiator, intercepted on its way.
+  ASSERT_TRUE(pair.initiator->CheckLiveness(T(1)));
+  ASSERT_EQ(pair.rhost.inbox.size(), 1u);
+  const Bytes request = pair.rhost.inbox.front();
+  pair.rhost.inbox.clear();
+
+  // Forged: the same message with its ICV broken, from the new address.
+  Bytes forged = request;
+  forged.back() ^= 0x01;
+  const auto invalid_before = pair.rcounters.invalid_messages;
+  r.set_source(moved);
+  r.Receive(forged, T(1));
+  EXPECT_EQ(r.remote(), original) << "a forged datagram moved the IKE SA";
+  EXPECT_EQ(pair.rcounters.invalid_messages, invalid_before + 1);
+
+  // Authentic and new: followed, counted.
+  r.set_source(moved);
+  r.Receive(request, T(1));
+  EXPECT_EQ(r.remote(), moved);
+  EXPECT_EQ(pair.rcounters.peer_moved, 1u);
+  pair.Pump(T(1));
+
+  // Replayed from the old address: answered from the cache, the SA stays where it went.
+  r.set_source(original);
+  r.Receive(request, T(2));
+  EXPECT_EQ(r.remote(), moved) << "a replayed datagram moved the IKE SA back";
+  EXPECT_EQ(pair.rcounters.peer_moved, 1u);
+}
+
+// No NAT between the peers: an authentic message from another address is answered, but the
+// IKE SA does not move (the peer would need MOBIKE for that).
+TEST_F(Established, WithoutNatTheIkeSaDoesNotFollowTheSource) {
+  IkeSa& r = *pair_->responder;
+  ASSERT_FALSE(r.nat_detected());
+  const Address original = r.remote();
+  ASSERT_TRUE(pair_->initiator->CheckLiveness(T(1)));
+  ASSERT_EQ(pair_->rhost.inbox.size(), 1u);
+  const Bytes request = pair_->rhost.inbox.front();
+  pair_->rhost.inbox.clear();
+  r.set_source(RebindAddress(1, 61000));
+  r.Receive(request, T(1));
+  EXPECT_EQ(r.remote(), original);
+  EXPECT_EQ(pair_->rcounters.peer_move_ignored, 1u);
+  EXPECT_EQ(pair_->rcounters.peer_moved, 0u);
+}
+
 // A CHILD rekey the peer refuses (here: its SPI pool is full, TEMPORARY_FAILURE) is tried
 // again 2-5 s later, before the hard lifetime, and succeeds once the peer can take it.
 TEST(IkeSaLifetimes, RefusedChildRekeyIsRetriedBeforeTheHardLifetime) {

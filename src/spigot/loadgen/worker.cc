@@ -523,4 +523,34 @@ void Worker::AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement
   timers_.Set(spi, ini.sa->NextDeadline());
 }
 
+// Simultaneous IKE rekeys (2.8.2): an IKE SA beside the initiator's current one is routed and
+// kept with the retired ones; a surviving one becomes current.
+void Worker::AdoptIkeSaBeside(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> sa) {
+  const auto it = routes_.find(OurSpi(old));
+  if (it == routes_.end()) return;
+  const std::uint32_t index = it->second.initiator;
+  const std::uint64_t spi = OurSpi(*sa);
+  ike::IkeSa* const kept = sa.get();
+  retired_[spi] = std::move(sa);
+  routes_[spi] = Route{index, kept};
+  timers_.Set(spi, kept->NextDeadline());
+}
+
+ike::IkeSa* Worker::FindIkeSa(std::uint64_t our_spi) {
+  const auto it = routes_.find(our_spi);
+  return it != routes_.end() ? it->second.sa : nullptr;
+}
+
+void Worker::IkeRekeySurvivor(ike::IkeSa& old, ike::IkeSa& survivor) {
+  const auto route = routes_.find(OurSpi(old));
+  const auto kept = retired_.find(OurSpi(survivor));
+  if (route == routes_.end() || kept == retired_.end()) return;
+  Initiator& ini = initiators_[route->second.initiator];
+  if (ini.sa.get() != &old) return;
+  std::unique_ptr<ike::IkeSa> next = std::move(kept->second);
+  retired_.erase(kept);
+  retired_[OurSpi(old)] = std::move(ini.sa);
+  ini.sa = std::move(next);
+}
+
 }  // namespace spigot::loadgen

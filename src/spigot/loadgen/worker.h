@@ -137,6 +137,10 @@ class Worker : public ike::IkeSaHost {
   void StateChanged(ike::IkeSa& sa) override;
   std::uint64_t NewIkeSpi() override;
   void AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) override;
+  bool KeepsIkeRekeyCandidates() const override { return true; }
+  void AdoptIkeSaBeside(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> sa) override;
+  ike::IkeSa* FindIkeSa(std::uint64_t our_spi) override;
+  void IkeRekeySurvivor(ike::IkeSa& old, ike::IkeSa& survivor) override;
 
  private:
   enum class Outcome : std::uint8_t { kPending, kEstablished, kFailed, kAborted };

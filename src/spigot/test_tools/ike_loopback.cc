@@ -58,6 +58,18 @@ void LoopbackHost::AdoptIkeSa(IkeSa&, std::unique_ptr<IkeSa> replacement) {
   *current = std::move(replacement);
 }
 
+void LoopbackHost::AdoptIkeSaBeside(IkeSa&, std::unique_ptr<IkeSa> sa) { retired.push_back(std::move(sa)); }
+
+void LoopbackHost::IkeRekeySurvivor(IkeSa& old, IkeSa& survivor) {
+  if (current->get() != &old) return;
+  for (auto& r : retired) {
+    if (r.get() == &survivor) {
+      std::swap(r, *current);
+      return;
+    }
+  }
+}
+
 CpResult LoopbackHost::AssignVirtualIps(IkeSa&, bool want_v4, bool want_v6, VirtualIps& out) {
   ++vip_requests;
   if (!serves_vips) return CpResult::kNotServed;

@@ -30,6 +30,13 @@ class LoopbackHost : public IkeSaHost {
   void StateChanged(IkeSa&) override { ++state_changes; }
   std::uint64_t NewIkeSpi() override;
   void AdoptIkeSa(IkeSa& old, std::unique_ptr<IkeSa> replacement) override;
+  // Simultaneous IKE rekeys (2.8.2): an IKE SA adopted beside the current one waits in
+  // `retired`; a surviving one becomes the current one.
+  bool KeepsIkeRekeyCandidates() const override { return keeps_rekey_candidates; }
+  void AdoptIkeSaBeside(IkeSa& old, std::unique_ptr<IkeSa> sa) override;
+  IkeSa* FindIkeSa(std::uint64_t our_spi) override { return Find(our_spi); }
+  void IkeRekeySurvivor(IkeSa& old, IkeSa& survivor) override;
+  bool keeps_rekey_candidates = true;
   // A fake address pool: kNotServed unless `serves_vips`; otherwise the first address of
   // `vip_pool` of each family asked for, with vip_dns4 and vip_subnets, or kFailed when the
   // pool has none of them.
