@@ -13,7 +13,7 @@
 set -euo pipefail
 SPIGOT=$1
 IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16 PSK=sigterm-secret
-N=${N:-1000} RATE=${RATE:-500} BOUND_S=${BOUND_S:-3}
+N=${N:-1000} RATE=${RATE:-500} BOUND_S=${BOUND_S:-5}
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 T0=$(date +%s)

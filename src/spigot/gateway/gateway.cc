@@ -40,14 +40,17 @@ void Gateway::ReportShutdown() const {
   for (const auto& [spi, e] : table_.entries()) {
     if (e.sa->state() != ike::IkeSa::State::kDead) ++unconfirmed;
   }
+  std::size_t unsent = 0;
+  for (std::uint64_t spi : shutdown_pending_) unsent += table_.Find(spi) != nullptr ? 1 : 0;
   const double took = std::chrono::duration<double>(Now() - shutdown_started_).count();
   if (unconfirmed == 0) {
     spdlog::info("shutdown: {} IKE SA(s) deleted, every DELETE confirmed by the peer, in {:.2f} s",
                  shutdown_ike_sas_, took);
   } else {
-    spdlog::warn("shutdown: {} of {} IKE SA(s) not confirmed by the peer within {} s; exiting anyway",
+    spdlog::warn("shutdown: {} of {} IKE SA(s) not confirmed by the peer within {} s ({} DELETE(s) "
+                 "not even sent); exiting anyway",
                  unconfirmed, shutdown_ike_sas_,
-                 std::chrono::duration_cast<std::chrono::seconds>(kShutdownGrace).count());
+                 std::chrono::duration_cast<std::chrono::seconds>(kShutdownGrace).count(), unsent);
   }
 }
 
@@ -150,6 +153,7 @@ void Gateway::Tick() {
   WorkQueue();
   children_.StartDueRekeys(now, table_);
   if (leases_dirty_ && now - leases_saved_at_ >= kLeasesSaveInterval) SaveLeases();
+  if (shutting_down_ && !shutdown_continue_posted_) ContinueShutdown();
 }
 
 bool Gateway::finished() const {
@@ -232,12 +236,47 @@ void Gateway::Shutdown() {
   shutdown_deadline_ = shutdown_started_ + kShutdownGrace;
   shutdown_ike_sas_ = table_.size();
   spdlog::info("shutting down: deleting {} IKE SA(s)", table_.size());
-  std::vector<std::uint64_t> all;
-  for (auto& [spi, e] : table_.entries()) {
-    e.sa->Delete(Now());
-    all.push_back(spi);
+  shutdown_pending_.reserve(table_.size());
+  for (const auto& [spi, e] : table_.entries()) shutdown_pending_.push_back(spi);
+  ContinueShutdown();
+}
+
+// The DELETEs go out kShutdownBatch per loop turn and at most kShutdownWindow unanswered, so
+// the loop reads the answers between batches: 100,000 sent at once would overflow our receive
+// buffer and the peer's, and the loop would not see the deadline until all were sent. An
+// answer (the IKE SA dies, ShutdownSaGone) opens the window again.
+void Gateway::ContinueShutdown() {
+  shutdown_continue_posted_ = false;
+  const ike::TimePoint now = Now();
+  if (shutdown_pending_.empty() || now >= shutdown_deadline_) return;
+  std::size_t budget = std::min(kShutdownBatch, kShutdownWindow - std::min(kShutdownWindow, shutdown_in_flight_));
+  while (budget > 0 && !shutdown_pending_.empty()) {
+    const std::uint64_t spi = shutdown_pending_.back();
+    shutdown_pending_.pop_back();
+    SaEntry* e = table_.Find(spi);
+    if (e == nullptr || e->sa->state() == ike::IkeSa::State::kDead) continue;  // gone meanwhile
+    // Counted before Delete: one not yet established dies inside it (ShutdownSaGone).
+    ++shutdown_in_flight_;
+    e->sa->Delete(now);
+    table_.Schedule(spi);
+    --budget;
   }
-  for (std::uint64_t spi : all) table_.Schedule(spi);
+  PostShutdownStep();
+}
+
+// Another batch on a later loop turn (after the answers waiting now), if the window has room;
+// otherwise ShutdownSaGone or the tick asks again.
+void Gateway::PostShutdownStep() {
+  if (shutdown_continue_posted_ || shutdown_pending_.empty() ||
+      shutdown_in_flight_ + kShutdownBatch > kShutdownWindow) {
+    return;
+  }
+  shutdown_continue_posted_ = env_.loop.Post([this] { ContinueShutdown(); });
+}
+
+void Gateway::ShutdownSaGone() {
+  if (shutdown_in_flight_ > 0) --shutdown_in_flight_;
+  PostShutdownStep();
 }
 
 Gateway::ReloadResult Gateway::Reload() {

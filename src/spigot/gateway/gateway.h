@@ -53,7 +53,10 @@ class Gateway final : public ike::IkeSaHost {
  public:
   static constexpr auto kTickPeriod = std::chrono::milliseconds(100);
   static constexpr std::uint64_t kSweepTicks = 50;  // 5 s
-  static constexpr auto kShutdownGrace = std::chrono::seconds(3);
+  static constexpr auto kShutdownGrace = std::chrono::seconds(5);
+  // Shutdown's DELETEs: this many per loop turn, at most kShutdownWindow unanswered.
+  static constexpr std::size_t kShutdownBatch = 256;
+  static constexpr std::size_t kShutdownWindow = 1024;
   // Cookie mode lasts this long after half-open SAs fall below cookie_threshold: longer than
   // an initiator's retransmissions of one IKE_SA_INIT (1 + 2 + 4 + 8 + 16 s).
   static constexpr auto kCookieHold = std::chrono::seconds(40);
@@ -272,6 +275,13 @@ class Gateway final : public ike::IkeSaHost {
   ike::TimePoint shutdown_deadline_{};
   ike::TimePoint shutdown_started_{};
   std::size_t shutdown_ike_sas_ = 0;  // in the table when Shutdown began
+  // IKE SAs Shutdown has not sent a DELETE for yet (ContinueShutdown), newest last.
+  std::vector<std::uint64_t> shutdown_pending_;
+  bool shutdown_continue_posted_ = false;
+  std::size_t shutdown_in_flight_ = 0;  // DELETEs sent, their IKE SA not dead yet
+  void ContinueShutdown();
+  void PostShutdownStep();
+  void ShutdownSaGone();  // an IKE SA died while shutting down: room in the window
   // The log line of a shutdown: how many DELETEs the peers confirmed, how many not.
   void ReportShutdown() const;
   // Jobs the workers finished, waiting for the control thread (bounded by the pool capacity).

@@ -603,6 +603,44 @@ TEST(GatewayTest, ShutdownDeletesEverySa) {
   EXPECT_TRUE(p.b.dataplane.inbound.empty());
 }
 
+// More IKE SAs than the window: the DELETEs leave kShutdownBatch per loop turn, never more than
+// kShutdownWindow unanswered, the window refilled by the answers (no tick needed).
+TEST(GatewayTest, ShutdownPacesItsDeletes) {
+  GatewayPair p(SiteConfig(1, 2, "", kManyIkeSas), SiteConfig(2, 1, "", kManyIkeSas));
+  ASSERT_TRUE(p.ok()) << p.error();
+  constexpr std::size_t kSas = Gateway::kShutdownWindow + Gateway::kShutdownWindow / 2;
+  std::string err;
+  for (std::size_t i = 0; i < kSas; ++i) ASSERT_TRUE(p.a.gw->Initiate("site", &err)) << err;
+  p.Pump(1000000);
+  ASSERT_EQ(Established(*p.a.gw), kSas);
+  ASSERT_TRUE(p.net.in_flight.empty());
+  const auto is_delete = [](const Datagram& d, bool response) {
+    const ike::Header h = d.Header();
+    return h.exchange == ike::Exchange::kInformational && h.is_response() == response;
+  };
+  // Unanswered DELETEs: requests on the wire or delivered, minus answers delivered.
+  std::size_t requests_delivered = 0, answers_delivered = 0, most_unanswered = 0;
+  p.net.drop = [&](const Datagram& d) {
+    requests_delivered += is_delete(d, false);
+    answers_delivered += is_delete(d, true);
+    std::size_t on_wire = 0;
+    for (const Datagram& w : p.net.in_flight) on_wire += is_delete(w, false);
+    most_unanswered = std::max(most_unanswered, on_wire + requests_delivered - answers_delivered);
+    return false;
+  };
+  p.a.gw->Shutdown();
+  EXPECT_EQ(p.net.in_flight.size(), Gateway::kShutdownBatch);  // the first batch, not all
+  p.Pump(1000000);
+  EXPECT_EQ(requests_delivered, kSas);
+  EXPECT_EQ(answers_delivered, kSas);
+  EXPECT_LE(most_unanswered, Gateway::kShutdownWindow);
+  EXPECT_GT(most_unanswered, Gateway::kShutdownBatch);
+  p.Advance(Gateway::kTickPeriod);  // the tick takes the dead IKE SAs out of the table
+  EXPECT_TRUE(p.a.gw->finished());
+  EXPECT_EQ(p.a.gw->ike_sas().size(), 0u);
+  EXPECT_EQ(p.b.gw->ike_sas().size(), 0u);
+}
+
 TEST(GatewayTest, ShutdownGivesUpOnSilentPeersAfterTheGrace) {
   GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
   Establish(p, p.a);

@@ -127,6 +127,7 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
       }
     }
   } else if (sa.state() == ike::IkeSa::State::kDead) {
+    if (shutting_down_) ShutdownSaGone();
     if (sa.established_at() == ike::TimePoint{}) ++counters_.failed_sas;
     // Traffic held for this connection has nothing to wait for any more.
     const policy::PolicyId policy =
