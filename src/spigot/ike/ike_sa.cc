@@ -207,8 +207,12 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
     res = OpenSk(datagram, res, sk_in_, msg);
     // A whole message supersedes any fragments of this direction still held.
     if (res.error == ParseError::kOk) (h.is_response() ? reassembly_response_ : reassembly_request_).reset();
-  } else if (h.exchange != Exchange::kIkeSaInit) {
-    ++counters_->invalid_messages;  // only IKE_SA_INIT travels in the clear
+  } else if (h.exchange != Exchange::kIkeSaInit ||
+             !(state_ == State::kNew || state_ == State::kInitSent)) {
+    // Only IKE_SA_INIT travels in the clear, and only while the SA is being set up: later,
+    // one with this SA's SPIs is forged (it must not count as hearing from the peer, nor
+    // move the SA).
+    ++counters_->invalid_messages;
     return;
   }
   if (msg.encrypted) {
