@@ -158,9 +158,6 @@ void Gateway::AdoptIkeSaBeside(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> sa) 
   // Filed once the old SA's exchange is over (it starts the new one's queued requests last).
   table_.NoteAdopted(ours);
   table_.IndexPeer(ours);
-  for (const auto& c : sa.children()) children_.SetOwner(c.spi_in, ours);
-  // The leases go with the IKE SA to its replacement (RFC 7296 3.15.1).
-  if (auto held = leases_held_.find(IkeSaTable::OurSpi(old)); held != leases_held_.end()) {
 }
 
 void Gateway::PeerMoved(ike::IkeSa& sa, const ike::Address& was) {
@@ -178,6 +175,9 @@ ike::IkeSa* Gateway::FindIkeSa(std::uint64_t our_spi) {
 
 void Gateway::IkeRekeySurvivor(ike::IkeSa& old, ike::IkeSa& sa) {
   const std::uint64_t ours = IkeSaTable::OurSpi(sa);
+  for (const auto& c : sa.children()) children_.SetOwner(c.spi_in, ours);
+  // The leases go with the IKE SA to its replacement (RFC 7296 3.15.1).
+  if (auto held = leases_held_.find(IkeSaTable::OurSpi(old)); held != leases_held_.end()) {
     auto leases = std::move(held->second);
     leases_held_.erase(held);
     leases_held_[ours] = std::move(leases);
