@@ -203,12 +203,12 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
   const ike::Address source = ike::ToAddress(from);
   e->sa->set_source(source);
   e->sa->Receive(msg, now);
+  if (SaEntry* after = table_.Find(ours); after != nullptr && after->sa->remote() == source)
+    after->natt = natt_port;
   table_.Schedule(ours);
   ApplyUniqueness();
 }
 
-  if (SaEntry* after = table_.Find(ours); after != nullptr && after->sa->remote() == source)
-    after->natt = natt_port;
 bool Gateway::CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
                            const io::Endpoint& from, bool natt_port) {
   ike::Message m;
