@@ -18,6 +18,12 @@ PACKAGES=(
   freeradius
   # strongSwan's pki and OpenSSL's CLI: the certificates of the certificate tests
   strongswan-pki openssl
+  # cpp-httplib: HTTP parsing and answers of the Prometheus endpoint (global.metrics_listen,
+  # control/metrics_server.h)
+  libcpp-httplib-dev
+  # Prometheus and promtool: tests/metrics_prometheus.sh scrapes a spigot with a real server
+  # and checks the exposition and examples/prometheus/spigot.rules.yml
+  prometheus
   # nftables: tests/ike_rekey_collision.sh holds a gateway's IKE datagrams to cross two rekeys
   nftables
   # cpp-httplib: HTTP parsing and answers of the Prometheus endpoint (global.metrics_listen,

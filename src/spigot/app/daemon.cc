@@ -12,6 +12,8 @@
 #include "spigot/app/dataplane.h"
 #include "spigot/control/control_server.h"
 #include "spigot/control/gateway_commands.h"
+#include "spigot/control/metrics.h"
+#include "spigot/control/metrics_server.h"
 #include "spigot/engine/worker_pool.h"
 #include "spigot/esp/constants.h"
 #include "spigot/gateway/gateway.h"
@@ -26,6 +28,8 @@ namespace {
 constexpr std::size_t kJobsPerWorker = 4;
 constexpr std::size_t kRecvBuffer = 65536;
 constexpr std::size_t kRecvSlots = 8;
+// How often the control thread publishes the counters that GET /metrics serves (metrics_listen).
+constexpr auto kMetricsPeriod = std::chrono::seconds(1);
 
 // The IKE sockets. On UDP 4500, IKE follows a four-octet zero marker (RFC 3948 2.2).
 class UdpIkeTransport final : public gateway::IkeTransport {
@@ -78,6 +82,7 @@ class Daemon {
   std::unique_ptr<Dataplane> dataplane_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<control::ControlServer> control_;
+  std::unique_ptr<control::MetricsServer> metrics_;  // metrics_listen; null when off
   std::vector<std::uint8_t> recv_buffers_ = std::vector<std::uint8_t>(kRecvBuffer * kRecvSlots);
   // Last: destroyed (joined) first, while the gateway its jobs report to still exists.
   std::unique_ptr<engine::WorkerPool> workers_;
@@ -164,6 +169,18 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   });
   loop_->AddRepeatingTimer("control_idle", std::chrono::seconds(5),
                            [this] { control_->CloseIdleClients(); });
+  if (!g.metrics_listen.empty()) {
+    // Its own threads; it reads only what this thread publishes (control/metrics_server.h).
+    metrics_ = control::MetricsServer::Start(g.metrics_listen, {}, error);
+    if (!metrics_) {
+      *error = config_path + ": global.metrics_listen: " + *error;
+      return false;
+    }
+    metrics_->Publish(control::MetricsSnapshot(*gateway_));
+    loop_->AddRepeatingTimer("metrics_snapshot", kMetricsPeriod,
+                             [this] { metrics_->Publish(control::MetricsSnapshot(*gateway_)); });
+    spdlog::info("Prometheus metrics on http://{}/metrics", g.metrics_listen);
+  }
   return true;
 }
 

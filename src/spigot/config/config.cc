@@ -395,7 +395,7 @@ class Loader {
     const std::string p = "global";
     if (!CheckKnownKeys(t, p,
                         {"max_spi", "max_queue", "cookie_threshold", "control_socket", "leases_file", "lease_db", "tun_name",
-                         "listen", "ike_port", "natt_port", "spi_reserve_percent",
+                         "listen", "ike_port", "natt_port", "spi_reserve_percent", "metrics_listen",
                          "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "crypto_engine",
                          "crypto_stall_timeout", "fragment_size", "udp_offload", "tun_offload"})) {
       return false;
@@ -414,6 +414,7 @@ class Loader {
         !GetString(t, p, "leases_file", g.leases_file) ||
         !GetString(t, p, "lease_db", g.lease_db) ||
         !GetString(t, p, "tun_name", g.tun_name) || !GetString(t, p, "listen", g.listen) ||
+        !GetString(t, p, "metrics_listen", g.metrics_listen) ||
         !GetInteger(t, p, "crypto_stall_timeout", 1, 10000, g.crypto_stall_timeout_ms) ||
         !GetInteger(t, p, "fragment_size", kMinFragmentSize, 65535, g.fragment_size) ||
         !GetString(t, p, "crypto_engine", g.crypto_engine) ||
@@ -443,6 +444,22 @@ class Loader {
     if (!IsAddressLiteral(g.listen)) {
       return Fail("global.listen", "must be an IPv4 or IPv6 address (like \"0.0.0.0\" or \"::\"), got \"" +
                                        g.listen + "\"");
+    }
+    if (!g.metrics_listen.empty()) {
+      // "ADDRESS:PORT", IPv6 in brackets.
+      const std::string& m = g.metrics_listen;
+      const bool v6 = m.starts_with("[");
+      const std::size_t colon = v6 ? m.find("]:") : m.rfind(':');
+      const std::string host = colon == std::string::npos ? "" : m.substr(v6 ? 1 : 0, colon - (v6 ? 1 : 0));
+      const std::string port = colon == std::string::npos ? "" : m.substr(colon + (v6 ? 2 : 1));
+      const bool numeric = !port.empty() && port.size() <= 5 &&
+                           port.find_first_not_of("0123456789") == std::string::npos;
+      if (host.empty() || !IsAddressLiteral(host) || (host.find(':') != std::string::npos) != v6 ||
+          !numeric || std::stoi(port) < 1 || std::stoi(port) > 65535) {
+        return Fail("global.metrics_listen",
+                    "must be \"ADDRESS:PORT\" (like \"127.0.0.1:9187\" or \"[::1]:9187\", port 1 to "
+                    "65535) or empty for off, got \"" + m + "\"");
+      }
     }
     return true;
   }
@@ -1114,6 +1131,7 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   restart_if(a.crypto_engine != b.crypto_engine, "global.crypto_engine");
   restart_if(a.crypto_stall_timeout_ms != b.crypto_stall_timeout_ms, "global.crypto_stall_timeout");
   restart_if(a.udp_offload != b.udp_offload, "global.udp_offload");
+  restart_if(a.metrics_listen != b.metrics_listen, "global.metrics_listen");
   restart_if(a.tun_offload != b.tun_offload, "global.tun_offload");
   restart_if(a.lease_db != b.lease_db, "global.lease_db");
   return diff;

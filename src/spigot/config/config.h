@@ -64,6 +64,8 @@ struct GlobalConfig {
   std::string lease_db;
   std::string tun_name = "spigot0";       // at most 15 bytes (IFNAMSIZ - 1)
   std::string listen = "0.0.0.0";         // an IPv4 or IPv6 address literal
+  // Prometheus GET /metrics on "ADDRESS:PORT" ("[IPV6]:PORT"); empty: off. Restart to change.
+  std::string metrics_listen;
   std::uint16_t ike_port = 500;
   std::uint16_t natt_port = 4500;
   // The data path's AEAD work: "inline" (intel-ipsec-mb on the data-path threads), "async"

@@ -199,6 +199,30 @@ TEST(ConfigTest, TunOffload) {
               "spigot.toml: global.tun_offload: must be true or false, got \"yes\"");
 }
 
+TEST(ConfigTest, MetricsListen) {
+  const LoadResult off = Load(OneConnection(""));
+  ASSERT_TRUE(off.ok) << off.error;
+  EXPECT_EQ(off.config.global.metrics_listen, "");
+  for (const char* ok : {"127.0.0.1:9187", "[::1]:9187", "0.0.0.0:1"}) {
+    const LoadResult r = Load(std::string("[global]\nmetrics_listen = \"") + ok + "\"\n" + OneConnection(""));
+    ASSERT_TRUE(r.ok) << ok << ": " << r.error;
+    EXPECT_EQ(r.config.global.metrics_listen, ok);
+  }
+  const LoadResult on = Load("[global]\nmetrics_listen = \"127.0.0.1:9187\"\n" + OneConnection(""));
+  // The listening socket is opened at start: a restart key (the reload says so and logs it).
+  EXPECT_EQ(Diff(off.config, on.config).restart_required,
+            std::vector<std::string>{"global.metrics_listen"});
+  for (const char* bad : {"9187", "localhost:9187", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+                          "127.0.0.1:http", "::1:9187", "[127.0.0.1]:9187", "[::1]9187"}) {
+    ExpectError(std::string("[global]\nmetrics_listen = \"") + bad + "\"",
+                std::string("spigot.toml: global.metrics_listen: must be \"ADDRESS:PORT\" (like "
+                            "\"127.0.0.1:9187\" or \"[::1]:9187\", port 1 to 65535) or empty for "
+                            "off, got \"") + bad + "\"");
+  }
+  ExpectError("[global]\nmetrics_listen = 9187",
+              "spigot.toml: global.metrics_listen: must be a string, got 9187");
+}
+
 TEST(ConfigTest, Fragmentation) {
   const LoadResult d = Load(OneConnection(""));
   ASSERT_TRUE(d.ok) << d.error;

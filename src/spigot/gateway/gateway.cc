@@ -191,6 +191,7 @@ bool Gateway::Initiate(const std::string& name, std::string* error) {
                                       c->params, ike::ToAddress(*local), ike::ToAddress(*remote),
                                       spi, 0);
   e.sa->set_initial_contact(only);
+  e.started = Now();
   ike::IkeSa& sa = *table_.Insert(spi, std::move(e)).sa;
   sa.Initiate(Now());
   table_.Schedule(spi);

@@ -36,6 +36,7 @@
 
 #include "spigot/config/config.h"
 #include "spigot/engine/executor.h"
+#include "spigot/engine/histogram.h"
 #include "spigot/engine/negotiation_queue.h"
 #include "spigot/gateway/address_pools.h"
 #include "spigot/gateway/lease_store.h"
@@ -147,6 +148,10 @@ class Gateway final : public ike::IkeSaHost {
   ChildSaManager& children() { return children_; }
   const ChildSaManager& children() const { return children_; }
   const engine::NegotiationQueue& queue() const { return queue_; }
+  // IKE SAs from IKE_SA_INIT to ESTABLISHED (IKE_AUTH and its first CHILD SA included), and
+  // IKE work from its arrival in the negotiation queue to its turn (metrics_listen).
+  const engine::Histogram& negotiation_seconds() const { return negotiation_seconds_; }
+  const engine::Histogram& queue_wait_seconds() const { return queue_wait_seconds_; }
   const engine::Executor& workers() const { return env_.workers; }
   DataPlane& dataplane() { return env_.dataplane; }
   const Counters& counters() const { return counters_; }
@@ -270,6 +275,8 @@ class Gateway final : public ike::IkeSaHost {
   std::set<policy::PolicyId> acquires_queued_;  // acquires waiting in the negotiation queue
   // IKE requests waiting for this thread (max_queue), by priority.
   engine::NegotiationQueue queue_{65536};
+  engine::Histogram negotiation_seconds_{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+  engine::Histogram queue_wait_seconds_{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
   bool queue_work_posted_ = false;
   bool shutting_down_ = false;
   ike::TimePoint shutdown_deadline_{};

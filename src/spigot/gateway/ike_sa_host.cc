@@ -113,7 +113,10 @@ void Gateway::StateChanged(ike::IkeSa& sa) {
     ++counters_.ike_established;
     table_.IndexPeer(IkeSaTable::OurSpi(sa));
     if (sa.role() == ike::IkeSa::Role::kResponder) unique_checks_.push_back(IkeSaTable::OurSpi(sa));
-    if (SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa))) table_.RetireHalfOpen(*e, Now());
+    if (SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa))) {
+      table_.RetireHalfOpen(*e, Now());
+      if (e->started != ike::TimePoint{}) negotiation_seconds_.Observe(Now() - e->started);
+    }
     spdlog::info("{}: IKE SA {:016x}_i {:016x}_r ESTABLISHED with {} ({})", name, sa.spi_i(),
                  sa.spi_r(), ike::ToString(sa.remote()),
                  sa.algorithms() ? ike::Describe(*sa.algorithms()) : "");
@@ -416,8 +419,9 @@ void Gateway::OnAcquire(policy::PolicyId policy) {
   };
   // Built in place: a temporary Ticket's destructor would report a drop.
   std::shared_ptr<Ticket> ticket(new Ticket{this, policy});
-  const std::uint32_t status = queue_.Submit(engine::Priority::kNew, [this, ticket] {
+  const std::uint32_t status = queue_.Submit(engine::Priority::kNew, [this, ticket, queued = Now()] {
     ticket->ran = true;
+    queue_wait_seconds_.Observe(Now() - queued);
     StartAcquired(ticket->policy);
   });
   if (status != engine::kStatusSuccess) return;  // the ticket has reported it

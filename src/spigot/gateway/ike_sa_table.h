@@ -39,6 +39,9 @@ struct SaEntry {
   ike::TimePoint scheduled = ike::TimePoint::max();
   // Its key in the peer index (IndexPeer), empty until it is established.
   std::string peer_key;
+  // When its negotiation began (IKE_SA_INIT sent or received), for the negotiation-latency
+  // histogram; zero for an IKE rekey's replacement (not a negotiation of a new peer).
+  ike::TimePoint started{};
 };
 
 class IkeSaTable {

@@ -97,7 +97,10 @@ void Gateway::ReceiveIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
   auto copy = std::make_shared<std::vector<std::uint8_t>>(msg.begin(), msg.end());
   // A full queue refuses (or evicts lower-priority work) with STATUS_IPSEC_QUEUE_OVERFLOW,
   // counted in queue_overflows; the peer retransmits.
-  (void)queue_.Submit(prio, [this, copy, from, natt_port] { ProcessIke(*copy, from, natt_port); });
+  (void)queue_.Submit(prio, [this, copy, from, natt_port, queued = Now()] {
+    queue_wait_seconds_.Observe(Now() - queued);
+    ProcessIke(*copy, from, natt_port);
+  });
 }
 
 // The queue is worked right after the datagrams that arrived together have been queued (and so
@@ -178,6 +181,7 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
       SaEntry e;
       e.sa = make_sa();
       e.natt = natt_port;
+      e.started = now;
       e.half_open = key;
       table_.Insert(ours, std::move(e));
       table_.AddHalfOpen(key, ours);
@@ -313,6 +317,7 @@ void Gateway::AdoptOffloaded() {
     SaEntry e;
     e.sa = std::move(job->sa);
     e.natt = job->natt;
+    e.started = job->now;
     e.half_open = job->key;
     ike::IkeSa& sa = *table_.Insert(ours, std::move(e)).sa;
     for (const auto& datagram : job->host.sent) SendIke(sa, datagram);
