@@ -173,16 +173,16 @@ class Gateway final : public ike::IkeSaHost {
   void WeakProposalRefused(ike::IkeSa& sa, ike::ProtocolId protocol, unsigned weak) override;
   std::uint64_t NewIkeSpi() override;
   void AdoptIkeSa(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> replacement) override;
-  void RetryChildRekey(ike::IkeSa& sa, std::uint32_t spi_in, ike::TimePoint at) override;
-  // Dead peer detection: ESP from the peer counts as hearing from it; probes are limited to
-  // MaxDpdPerSecond() a second.
-  bool HeardFromPeer(ike::IkeSa& sa, ike::TimePoint since) override;
-  bool AdmitLivenessCheck(ike::IkeSa& sa, ike::TimePoint now) override;
   void PeerMoved(ike::IkeSa& sa, const ike::Address& was) override;
   bool KeepsIkeRekeyCandidates() const override { return true; }
   void AdoptIkeSaBeside(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> sa) override;
   ike::IkeSa* FindIkeSa(std::uint64_t our_spi) override;
   void IkeRekeySurvivor(ike::IkeSa& old, ike::IkeSa& survivor) override;
+  void RetryChildRekey(ike::IkeSa& sa, std::uint32_t spi_in, ike::TimePoint at) override;
+  // Dead peer detection: ESP from the peer counts as hearing from it; probes are limited to
+  // MaxDpdPerSecond() a second.
+  bool HeardFromPeer(ike::IkeSa& sa, ike::TimePoint since) override;
+  bool AdmitLivenessCheck(ike::IkeSa& sa, ike::TimePoint now) override;
   double MaxDpdPerSecond() const;
   // EAP logins: the brute-force back-off per (user, peer address) (eap::LoginThrottle).
   std::optional<std::chrono::milliseconds> EapLoginBackoff(ike::IkeSa& sa, const std::string& user,
