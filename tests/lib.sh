@@ -33,6 +33,9 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# A command that fails outside a condition ends the test under `set -e`; say which, since its own
+# output may have gone to /dev/null.
+trap 'echo "FAIL: \"$BASH_COMMAND\" exited $? (line $LINENO of $0)" >&2' ERR
 trap "exit 1" TERM INT  # so that a killed test (timeout) still cleans up
 
 netns_setup() {
