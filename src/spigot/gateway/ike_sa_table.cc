@@ -95,8 +95,9 @@ void IkeSaTable::Sweep(ike::TimePoint now, ike::TimePoint::duration slack) {
   for (std::uint64_t ours : all) {
     auto it = entries_.find(ours);
     if (it == entries_.end()) continue;
-    if (it->second.sa->state() != ike::IkeSa::State::kDead &&
-        it->second.sa->NextDeadline() + slack < now)
+    // now - slack, not deadline + slack: an SA with nothing due has TimePoint::max() (a rekeyed
+    // one waiting for the peer's DELETE, say), which must not overflow.
+    if (it->second.sa->state() != ike::IkeSa::State::kDead && it->second.sa->NextDeadline() < now - slack)
       ++timers_missed_;
     if (TickOne(it, now)) Schedule(ours);
   }
