@@ -13,7 +13,6 @@ PIDS=()
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 fail() {
   echo "FAIL: $*" >&2
-  for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -n 40 "$f" >&2; }; done
   # What the gateways counted: drops by reason, rekeys, IKE.
   for side in a b; do
     [ -S "$WORK/$side.sock" ] || continue
@@ -21,6 +20,18 @@ fail() {
     timeout 5 "$SPIGOT" stats --json --socket "$WORK/$side.sock" 2>/dev/null |
       python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({k: s[k] for k in ("packets_dropped", "rekeys", "ike", "traffic") if k in s}))' >&2 || true
   done
+  # What the kernels dropped on the way: UDP receive/send buffers, and each device's queues.
+  for side in a b; do
+    ip netns list 2>/dev/null | grep -q "^${NS}$side\b" || continue
+    echo "---- kernel drops in ${NS}$side" >&2
+    ip netns exec "${NS}$side" nstat -azs 2>/dev/null | grep -E 'Udp6?(RcvbufErrors|SndbufErrors|InErrors|NoPorts) ' | awk '$2 > 0' >&2 || true
+    ip netns exec "${NS}$side" ip -j -s link 2>/dev/null | python3 -c 'import json,sys
+for l in json.load(sys.stdin):
+    st = l.get("stats64", {})
+    print(l["ifname"], "qlen", l.get("txqlen"), *(d + " " + str(st[d]["packets"]) + " dropped " + str(st[d]["dropped"]) for d in ("rx", "tx") if d in st))' >&2 || true
+  done
+  # The logs last: a truncated report keeps the figures above.
+  for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -n 40 "$f" >&2; }; done
   exit 1
 }
 
