@@ -5,7 +5,11 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 
@@ -17,14 +21,54 @@ void Check(bool ok, const char* what) {
   if (!ok) throw std::runtime_error(std::string("test PKI: ") + what);
 }
 
-std::shared_ptr<EVP_PKEY> NewKey(TestKey k) {
-  EVP_PKEY* key = nullptr;
+EVP_PKEY* Generate(TestKey k) {
   switch (k) {
-    case TestKey::kRsa2048: key = EVP_RSA_gen(2048); break;
-    case TestKey::kRsa3072: key = EVP_RSA_gen(3072); break;
-    case TestKey::kEcP256: key = EVP_EC_gen("P-256"); break;
-    case TestKey::kEcP384: key = EVP_EC_gen("P-384"); break;
+    case TestKey::kRsa2048: return EVP_RSA_gen(2048);
+    case TestKey::kRsa3072: return EVP_RSA_gen(3072);
+    case TestKey::kEcP256: return EVP_EC_gen("P-256");
+    case TestKey::kEcP384: return EVP_EC_gen("P-384");
   }
+  return nullptr;
+}
+
+// RSA keys take 0.1-1 s each to generate, and every test process mints its own PKI (one ctest
+// test per GoogleTest test): the n-th RSA key of a size a process asks for is kept in
+// SPIGOT_TEST_KEY_CACHE (the build tree's test-key-cache/) and read back by the next process.
+// Keys within one process stay distinct; certificates are issued fresh every time. A cache
+// that cannot be read or written just means generating.
+EVP_PKEY* CachedRsa(TestKey k) {
+  static std::atomic<int> next[2];
+  const bool big = k == TestKey::kRsa3072;
+  const int n = next[big ? 1 : 0]++;
+  const char* env = std::getenv("SPIGOT_TEST_KEY_CACHE");
+#ifdef SPIGOT_TEST_KEY_CACHE
+  const std::string dir = env ? env : SPIGOT_TEST_KEY_CACHE;
+#else
+  const std::string dir = env ? env : "";
+#endif
+  if (dir.empty()) return Generate(k);
+  const std::string path = dir + (big ? "/rsa3072-" : "/rsa2048-") + std::to_string(n) + ".pem";
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    EVP_PKEY* key = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+    std::fclose(f);
+    if (key != nullptr) return key;
+  }
+  EVP_PKEY* key = Generate(k);
+  if (key == nullptr) return nullptr;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  // Written beside and renamed into place, so that a parallel test never reads half a key.
+  const std::string tmp = path + "." + std::to_string(getpid()) + ".tmp";
+  if (FILE* f = std::fopen(tmp.c_str(), "w")) {
+    const bool ok = PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+    if (std::fclose(f) == 0 && ok) std::filesystem::rename(tmp, path, ec);
+    std::filesystem::remove(tmp, ec);
+  }
+  return key;
+}
+
+std::shared_ptr<EVP_PKEY> NewKey(TestKey k) {
+  EVP_PKEY* key = k == TestKey::kRsa2048 || k == TestKey::kRsa3072 ? CachedRsa(k) : Generate(k);
   Check(key != nullptr, "key generation");
   return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
 }
