@@ -26,12 +26,8 @@ PACKAGES=(
   prometheus
   # nftables: tests/ike_rekey_collision.sh holds a gateway's IKE datagrams to cross two rekeys
   nftables
-  # cpp-httplib: HTTP parsing and answers of the Prometheus endpoint (global.metrics_listen,
-  # control/metrics_server.h)
-  libcpp-httplib-dev
-  # Prometheus and promtool: tests/metrics_prometheus.sh scrapes a spigot with a real server
-  # and checks the exposition and examples/prometheus/spigot.rules.yml
-  prometheus
+  # conntrack: tests/nat_rebinding.sh flushes a NAT's mappings (the NAT "reboots")
+  conntrack
   # SQLite 3: the virtual IP lease database (global.lease_db, gateway/lease_store.h)
   libsqlite3-dev
 )

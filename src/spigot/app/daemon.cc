@@ -141,6 +141,7 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   };
   hooks.acquire = [this](policy::PolicyId id) { gateway_->OnAcquire(id); };
   hooks.first_packet = [this](std::uint32_t spi) { gateway_->OnFirstPacket(spi); };
+  hooks.new_source = [this](std::uint32_t spi, const io::Endpoint& from) { gateway_->OnNewSource(spi, from); };
   hooks.exhausted = [this](policy::PolicyId id, std::uint32_t spi) { gateway_->OnExhausted(id, spi); };
   dataplane_ = Dataplane::Create(g, *natt_sock_, *loop_, std::move(hooks), error);
   if (!dataplane_) return false;

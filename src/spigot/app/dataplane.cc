@@ -167,6 +167,14 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
         }))
       self->counters_.first_packet_refused.fetch_add(1, std::memory_order_relaxed);
   });
+  d->inbound_->OnNewSource([self](std::uint32_t spi, const io::Endpoint& from) {
+    if (self->loop_.Post([self, spi, from] {
+          if (self->hooks_.new_source) self->hooks_.new_source(spi, from);
+        }))
+      return true;
+    self->counters_.new_source_refused.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  });
   if (d->monitor_) {
     d->inbound_->UseEngine(*d->monitor_, kCryptoRing);
     d->outbound_->UseEngine(*d->monitor_, kCryptoRing);
@@ -372,6 +380,11 @@ void Dataplane::SetOutbound(datapath::OutboundSpec spec) {
 }
 void Dataplane::ClearOutbound(policy::PolicyId policy, std::uint32_t spi) {
   Retry([this, policy, spi] { return outbound_->ClearSa(policy, spi); });
+}
+void Dataplane::MovePeer(const std::vector<std::uint32_t>& spis_in,
+                         const std::vector<std::uint32_t>& spis_out, const io::Endpoint& peer) {
+  Retry([this, spis_out, peer] { return outbound_->MovePeer(spis_out, peer); });
+  Retry([this, spis_in, peer] { return inbound_->MovePeer(spis_in, peer); });
 }
 void Dataplane::AcquireFailed(policy::PolicyId policy) {
   Retry([this, policy] { return outbound_->AcquireFailed(policy); });
@@ -615,7 +628,7 @@ void Dataplane::InboundThread() {
                             std::chrono::steady_clock::time_point now) {
     esp::PacketView pkt{datagram, 0, datagram.size()};
     std::span<const std::uint8_t> ike;
-    switch (inbound_->Process(mgr, *reader, pkt, ike, now)) {
+    switch (inbound_->Process(mgr, *reader, pkt, ike, now, from)) {
       case datapath::InboundPath::Verdict::kDeliver:
         deliver(pkt.bytes());
         break;

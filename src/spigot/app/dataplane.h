@@ -33,6 +33,9 @@ class Dataplane final : public gateway::DataPlane {
     // report the control loop refuses is counted (Counters::first_packet_refused).
     std::function<void(std::uint32_t spi)> first_packet;
     std::function<void(policy::PolicyId, std::uint32_t spi)> exhausted;
+    // The newest authentic packet of CHILD SA `spi` (inbound) came from `from`, not from the
+    // peer it was installed for. Best effort, as first_packet (Counters::new_source_refused).
+    std::function<void(std::uint32_t spi, const io::Endpoint& from)> new_source;
   };
 
   static std::unique_ptr<Dataplane> Create(const config::GlobalConfig& global,
@@ -54,6 +57,8 @@ class Dataplane final : public gateway::DataPlane {
   void SetOutbound(datapath::OutboundSpec spec) override;
   void ClearOutbound(policy::PolicyId policy, std::uint32_t spi) override;
   void AcquireFailed(policy::PolicyId policy) override;
+  void MovePeer(const std::vector<std::uint32_t>& spis_in, const std::vector<std::uint32_t>& spis_out,
+                const io::Endpoint& peer) override;
   // The address goes on the TUN (/32 or /128) and the connection's remote_ts of its family
   // are routed into the TUN with it as the preferred source (replacing our route there, if
   // any). Failures are logged: the IKE SA stays up, traffic from other sources finds no SA.

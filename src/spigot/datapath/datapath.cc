@@ -1,5 +1,7 @@
 #include "spigot/datapath/datapath.h"
 
+#include <algorithm>
+
 #include <cstring>
 
 namespace spigot::datapath {
@@ -78,6 +80,10 @@ bool InboundPath::Install(InboundSpec spec) { return mailbox_.Push(std::move(spe
 
 bool InboundPath::Remove(std::uint32_t spi) { return mailbox_.Push(spi); }
 
+bool InboundPath::MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer) {
+  return mailbox_.Push(Move{std::move(spis), peer});
+}
+
 void InboundPath::ApplyCommands() {
   mailbox_.Drain([this](Command& c) {
     if (auto* spec = std::get_if<InboundSpec>(&c)) {
@@ -88,8 +94,16 @@ void InboundPath::ApplyCommands() {
       sa->counters = spec->counters;
       sa->spi = spec->spi;
       sa->report_first = spec->report_first_packet;
+      sa->peer = spec->peer;
       if (!SetKeys(crypto::ImbManager::ForThisThread(), *sa, spec->suite, spec->keymat)) return;
       sas_[spec->spi] = std::move(sa);
+    } else if (auto* move = std::get_if<Move>(&c)) {
+      for (std::uint32_t spi : move->spis) {
+        auto it = sas_.find(spi);
+        if (it == sas_.end()) continue;
+        it->second->peer = move->peer;
+        it->second->reported = {};
+      }
     } else {
       sas_.erase(std::get<std::uint32_t>(c));
     }
@@ -99,7 +113,7 @@ void InboundPath::ApplyCommands() {
 InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
                                           esp::PacketView& pkt,
                                           std::span<const std::uint8_t>& ike,
-                                          io::Clock::TimePoint now) {
+                                          io::Clock::TimePoint now, const io::Endpoint& from) {
   std::span<const std::uint8_t> inner;
   switch (esp::ClassifyUdpEncap(pkt.bytes(), inner)) {
     case esp::UdpPayload::kIke:
@@ -121,13 +135,15 @@ InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::
     Add(counters_.unknown_spi);
     return Verdict::kDrop;
   }
-  if (pipeline_ && !pipeline_->Bypass()) return Queue(mgr, it->second, pkt, now);
+  if (pipeline_ && !pipeline_->Bypass()) return Queue(mgr, it->second, pkt, now, from);
   Sa& sa = *it->second;
   const crypto::EspCipher* cipher = ExpandedKeys(mgr, sa);
   if (cipher == nullptr) return Dropped(esp::Status::kMalformed);
   std::uint8_t next_header = 0;
   const std::size_t wire_len = pkt.length;
-  return Opened(sa, esp::Open(mgr, *cipher, sa.state, pkt, next_header), pkt, wire_len, reader);
+  const std::uint64_t highest = sa.state.replay.highest();
+  const esp::Status st = esp::Open(mgr, *cipher, sa.state, pkt, next_header);
+  return Opened(sa, st, pkt, wire_len, reader, from, sa.state.replay.highest() > highest);
 }
 
 std::size_t InboundPath::ReleaseIdleKeys() {
@@ -154,7 +170,8 @@ InboundPath::Verdict InboundPath::Dropped(esp::Status status) {
 }
 
 InboundPath::Verdict InboundPath::Opened(Sa& sa, esp::Status status, esp::PacketView& pkt,
-                                         std::size_t wire_len, policy::Spd::Reader& reader) {
+                                         std::size_t wire_len, policy::Spd::Reader& reader,
+                                         const io::Endpoint& from, bool newest) {
   if (status != esp::Status::kOk) return Dropped(status);
   // RFC 4301 5.2: a decrypted packet must match the SA's selectors (its source among the
   // peer's, its destination among ours).
@@ -191,11 +208,17 @@ InboundPath::Verdict InboundPath::Opened(Sa& sa, esp::Status status, esp::Packet
     sa.report_first = false;
     if (first_packet_) first_packet_(sa.spi);
   }
+  // RFC 7296 2.23: only an authentic packet, and only a new one (not a replay of an old packet
+  // from elsewhere), may tell that the peer moved. The control thread decides whether to follow.
+  if (newest && sa.peer.valid() && from.valid() && !(from == sa.peer) && !(from == sa.reported)) {
+    if (new_source_ && new_source_(sa.spi, from)) sa.reported = from;
+  }
   return Verdict::kDeliver;
 }
 
 InboundPath::Verdict InboundPath::Queue(crypto::ImbManager& mgr, const std::shared_ptr<Sa>& sa,
-                                        const esp::PacketView& pkt, io::Clock::TimePoint now) {
+                                        const esp::PacketView& pkt, io::Clock::TimePoint now,
+                                        const io::Endpoint& from) {
   const crypto::EspCipher* cipher = ExpandedKeys(mgr, *sa);
   if (cipher == nullptr) return Dropped(esp::Status::kMalformed);
   std::size_t slot;
@@ -213,6 +236,7 @@ InboundPath::Verdict InboundPath::Queue(crypto::ImbManager& mgr, const std::shar
   Job& job = jobs_[slot];
   job.pkt = esp::PacketView{buf, 0, pkt.length};
   job.wire_len = pkt.length;
+  job.from = from;
   // Replay check now, in arrival order; checked again when the packet is finished.
   const esp::Status st = esp::OpenPrepare(*cipher, sa->state, job.pkt, job.op);
   if (st != esp::Status::kOk) return Dropped(st);
@@ -238,8 +262,11 @@ void InboundPath::PollCrypto(crypto::ImbManager& mgr, policy::Spd::Reader& reade
     Sa& sa = *job.sa;
     esp::Status st = esp::Status::kBadIcv;
     std::uint8_t next_header = 0;
+    const std::uint64_t highest = sa.state.replay.highest();
     if (r == engine::JobResult::kOk) st = esp::OpenFinish(sa.state, job.op, job.pkt, next_header);
-    if (Opened(sa, st, job.pkt, job.wire_len, reader) == Verdict::kDeliver) deliver(job.pkt.bytes());
+    if (Opened(sa, st, job.pkt, job.wire_len, reader, job.from, sa.state.replay.highest() > highest) ==
+        Verdict::kDeliver)
+      deliver(job.pkt.bytes());
     job.sa.reset();
   });
 }
@@ -258,6 +285,9 @@ void OutboundPath::UseEngine(engine::EngineMonitor& monitor, std::size_t ring) {
 
 bool OutboundPath::SetSa(OutboundSpec spec) { return mailbox_.Push(std::move(spec)); }
 bool OutboundPath::ClearSa(policy::PolicyId policy, std::uint32_t spi) { return mailbox_.Push(Clear{policy, spi}); }
+bool OutboundPath::MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer) {
+  return mailbox_.Push(Move{std::move(spis), peer});
+}
 bool OutboundPath::SetTrap(policy::PolicyId policy, bool trap) { return mailbox_.Push(Trap{policy, trap}); }
 bool OutboundPath::AcquireFailed(policy::PolicyId policy) { return mailbox_.Push(Failed{policy}); }
 
@@ -291,6 +321,12 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
       policies_[trap->policy].trap = trap->trap;
     } else if (auto* failed = std::get_if<Failed>(&c)) {
       Add(counters_.acquire_dropped, acquire_.Drop(failed->policy));
+    } else if (auto* move = std::get_if<Move>(&c)) {
+      // Every SA of the set at once, between two packets: none goes to a half-moved set.
+      for (auto& [id, p] : policies_) {
+        if (p.sa && std::find(move->spis.begin(), move->spis.end(), p.sa->state.spi) != move->spis.end())
+          p.sa->peer = move->peer;
+      }
     }
   });
 }

@@ -61,6 +61,7 @@ struct Counters {
   std::atomic<std::uint64_t> seq_exhausted{0};    // SA out of sequence numbers, awaiting rekey
   std::atomic<std::uint64_t> ike_forward_refused{0};  // IKE on 4500 the control thread refused
   std::atomic<std::uint64_t> first_packet_refused{0};  // first-packet reports it refused
+  std::atomic<std::uint64_t> new_source_refused{0};    // new-source reports it refused (retried)
   std::atomic<std::uint64_t> keepalives{0};
   std::atomic<std::uint64_t> dummy{0};            // next header 59 (RFC 4303 2.6)
   std::atomic<std::uint64_t> acquires{0};         // negotiations requested by traffic
@@ -96,6 +97,10 @@ struct InboundSpec {
   // Report the first authentic packet on this SA (InboundPath::OnFirstPacket): the new SA of a
   // rekey the peer started, whose outbound half we switch to once the peer uses it.
   bool report_first_packet = false;
+  // The peer's UDP 4500 as the IKE SA knows it. An authentic packet from elsewhere that is the
+  // newest yet (it moves the replay window on) is reported (InboundPath::OnNewSource): a NAT
+  // in front of the peer may have changed its mapping (RFC 7296 2.23). Empty: never reported.
+  io::Endpoint peer;
 };
 
 struct OutboundSpec {
@@ -171,18 +176,26 @@ class InboundPath {
   // Before the thread starts: called on the data-path thread with the SPI of the first
   // authentic packet of an SA installed with report_first_packet. Must not block.
   void OnFirstPacket(std::function<void(std::uint32_t spi)> fn) { first_packet_ = std::move(fn); }
+  // Before the thread starts: called on the data-path thread when an SA's newest authentic
+  // packet came from another source than its peer (once per new source, until MovePeer; again
+  // on the next such packet if it returned false). Must not block.
+  using NewSourceFn = std::function<bool(std::uint32_t spi, const io::Endpoint& from)>;
+  void OnNewSource(NewSourceFn fn) { new_source_ = std::move(fn); }
 
   // Control thread.
   bool Install(InboundSpec spec);
   bool Remove(std::uint32_t spi);
+  // These SAs' peer is `peer` from now on (the IKE SA followed it), all in one command.
+  bool MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer);
   int mailbox_fd() const { return mailbox_.fd(); }
 
   // Data-path thread. `reader` is this thread's registration with the SPD.
   void ApplyCommands();
-  // One datagram received on UDP 4500, in place in `pkt`. kDeliver: `pkt` is now the inner
-  // IP packet, for the TUN. kIke: `ike` is the IKE message after the non-ESP marker.
+  // One datagram received on UDP 4500 from `from`, in place in `pkt`. kDeliver: `pkt` is now
+  // the inner IP packet, for the TUN. kIke: `ike` is the IKE message after the non-ESP marker.
   Verdict Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader, esp::PacketView& pkt,
-                  std::span<const std::uint8_t>& ike, io::Clock::TimePoint now = {});
+                  std::span<const std::uint8_t>& ike, io::Clock::TimePoint now = {},
+                  const io::Endpoint& from = {});
   // Hands the packets Process() queued to the engine (once per batch).
   void FlushCrypto(crypto::ImbManager& mgr);
   // Finishes opened packets in arrival order: deliver(inner) for each that passes.
@@ -209,22 +222,30 @@ class InboundPath {
     std::shared_ptr<SaCounters> counters;
     std::uint32_t spi = 0;
     bool report_first = false;
+    io::Endpoint peer;      // see InboundSpec::peer
+    io::Endpoint reported;  // the new source reported last (once each)
   };
-  using Command = std::variant<InboundSpec, std::uint32_t>;  // install, or remove by SPI
+  struct Move {
+    std::vector<std::uint32_t> spis;
+    io::Endpoint peer;
+  };
+  using Command = std::variant<InboundSpec, std::uint32_t, Move>;  // install, remove by SPI, move
   // A job in flight: the SA stays alive (and its cipher unchanged) until it is delivered.
   struct Job {
     std::shared_ptr<Sa> sa;
     esp::PacketView pkt;
     esp::CryptoOp op;
     std::size_t wire_len = 0;
+    io::Endpoint from;
   };
 
   Verdict Queue(crypto::ImbManager& mgr, const std::shared_ptr<Sa>& sa, const esp::PacketView& pkt,
-                io::Clock::TimePoint now);
+                io::Clock::TimePoint now, const io::Endpoint& from);
   Verdict Dropped(esp::Status status);  // counts why
-  // Everything after the cipher: counters, then the selector check.
+  // Everything after the cipher: counters, then the selector check. `newest`: the packet moved
+  // the replay window on.
   Verdict Opened(Sa& sa, esp::Status status, esp::PacketView& pkt, std::size_t wire_len,
-                 policy::Spd::Reader& reader);
+                 policy::Spd::Reader& reader, const io::Endpoint& from, bool newest);
 
   Counters& counters_;
   const policy::Spd& spd_;
@@ -233,6 +254,7 @@ class InboundPath {
   std::unique_ptr<engine::CryptoPipeline> pipeline_;
   std::vector<Job> jobs_;  // by pipeline slot
   std::function<void(std::uint32_t)> first_packet_;
+  NewSourceFn new_source_;
 };
 
 class OutboundPath {
@@ -255,6 +277,8 @@ class OutboundPath {
   bool ClearSa(policy::PolicyId policy, std::uint32_t spi);  // only if it is still `spi`
   bool SetTrap(policy::PolicyId policy, bool trap);      // hold-and-acquire when no SA
   bool AcquireFailed(policy::PolicyId policy);           // drop its held packets (counted)
+  // The SAs with these SPIs send to `peer` from now on, all from the same packet on.
+  bool MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer);
   int mailbox_fd() const { return mailbox_.fd(); }
 
   // Data-path thread.
@@ -309,7 +333,11 @@ class OutboundPath {
   struct Failed {
     policy::PolicyId policy;
   };
-  using Command = std::variant<OutboundSpec, Clear, Trap, Failed>;
+  struct Move {
+    std::vector<std::uint32_t> spis;
+    io::Endpoint peer;
+  };
+  using Command = std::variant<OutboundSpec, Clear, Trap, Failed, Move>;
 
   // Seals in place with the policy's SA; false if it cannot (no SA, exhausted, no room).
   Verdict Seal(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p, esp::PacketView& pkt,

@@ -46,13 +46,14 @@ struct Fixture : ::testing::Test {
     for (std::size_t i = 0; i < keymat.size(); ++i) keymat.data()[i] = static_cast<std::uint8_t>(i);
   }
 
-  void InstallPair(bool report_first_packet = false) {
+  void InstallPair(bool report_first_packet = false, io::Endpoint peer = {}) {
     InboundSpec in;
     in.spi = kSpi;
     in.keymat = keymat;
     in.policy = kPolicy;
     in.counters = sa_counters;
     in.report_first_packet = report_first_packet;
+    in.peer = peer;
     ASSERT_TRUE(inbound.Install(std::move(in)));
     inbound.ApplyCommands();
     OutboundSpec out;
@@ -76,10 +77,11 @@ struct Fixture : ::testing::Test {
     return {pkt.bytes().begin(), pkt.bytes().end()};
   }
 
-  InboundPath::Verdict Receive(std::vector<std::uint8_t> datagram, std::vector<std::uint8_t>* inner = nullptr) {
+  InboundPath::Verdict Receive(std::vector<std::uint8_t> datagram, std::vector<std::uint8_t>* inner = nullptr,
+                               const io::Endpoint& from = {}) {
     esp::PacketView pkt{datagram, 0, datagram.size()};
     std::span<const std::uint8_t> ike;
-    const auto v = inbound.Process(mgr(), our_reader, pkt, ike);
+    const auto v = inbound.Process(mgr(), our_reader, pkt, ike, {}, from);
     if (inner != nullptr && v == InboundPath::Verdict::kDeliver) inner->assign(pkt.bytes().begin(), pkt.bytes().end());
     return v;
   }
@@ -126,6 +128,75 @@ TEST_F(Fixture, FirstAuthenticPacketIsReportedOnce) {
   EXPECT_EQ(Receive(first), In::kDrop);  // replay
   ASSERT_EQ(Receive(PeerSends(inner)), In::kDeliver);
   EXPECT_EQ(reported.size(), 1u);
+}
+
+// RFC 7296 2.23: an SA's packet from another source is reported only if it is authentic and the
+// newest yet; once per new source; and MovePeer makes the new source the peer. A forged packet,
+// or a replay of an old packet from elsewhere, reports nothing.
+TEST_F(Fixture, NewSourceIsReportedOnlyForAuthenticNewestPackets) {
+  const io::Endpoint peer = *io::Endpoint::Parse("192.0.2.2", 4500);
+  const io::Endpoint moved = *io::Endpoint::Parse("192.0.2.2", 61000);
+  const io::Endpoint spoofer = *io::Endpoint::Parse("192.0.2.66", 4500);
+  std::vector<std::pair<std::uint32_t, std::string>> reports;
+  inbound.OnNewSource([&](std::uint32_t spi, const io::Endpoint& from) {
+    reports.emplace_back(spi, from.ToString());
+    return true;
+  });
+  InstallPair(false, peer);
+  const auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 7});
+  auto p1 = PeerSends(inner), p2 = PeerSends(inner), p3 = PeerSends(inner);
+  ASSERT_EQ(Receive(p2, nullptr, peer), In::kDeliver);
+  EXPECT_TRUE(reports.empty());
+  auto forged = p3;
+  forged.back() ^= 1;
+  EXPECT_EQ(Receive(forged, nullptr, spoofer), In::kDrop);
+  EXPECT_EQ(Receive(p2, nullptr, spoofer), In::kDrop);  // a replay
+  // p1 is authentic and inside the window, but older than p2: delivered, not a reason to move.
+  EXPECT_EQ(Receive(p1, nullptr, spoofer), In::kDeliver);
+  EXPECT_TRUE(reports.empty()) << reports.front().second;
+  ASSERT_EQ(Receive(p3, nullptr, moved), In::kDeliver);
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0], std::make_pair(kSpi, moved.ToString()));
+  ASSERT_EQ(Receive(PeerSends(inner), nullptr, moved), In::kDeliver);
+  EXPECT_EQ(reports.size(), 1u) << "the same new source is reported once";
+  ASSERT_TRUE(inbound.MovePeer({kSpi}, moved));
+  inbound.ApplyCommands();
+  ASSERT_EQ(Receive(PeerSends(inner), nullptr, moved), In::kDeliver);
+  EXPECT_EQ(reports.size(), 1u);
+  ASSERT_EQ(Receive(PeerSends(inner), nullptr, peer), In::kDeliver);  // and back
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_EQ(reports[1].second, peer.ToString());
+}
+
+// A report the control thread refused is made again on the next such packet.
+TEST_F(Fixture, RefusedNewSourceReportIsRepeated) {
+  const io::Endpoint peer = *io::Endpoint::Parse("192.0.2.2", 4500);
+  const io::Endpoint moved = *io::Endpoint::Parse("192.0.2.2", 61000);
+  int calls = 0;
+  inbound.OnNewSource([&](std::uint32_t, const io::Endpoint&) { return ++calls > 1; });
+  InstallPair(false, peer);
+  const auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 7});
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Receive(PeerSends(inner), nullptr, moved), In::kDeliver);
+  EXPECT_EQ(calls, 2);
+}
+
+// MovePeer on the outbound side: the SA's next packet goes to the new peer.
+TEST_F(Fixture, OutboundMovePeerRedirectsTheNextPacket) {
+  InstallPair();
+  const auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 7});
+  const auto sent_to = [&] {
+    std::vector<std::uint8_t> buf(esp::kSealHeadroom + inner.size() + esp::kSealTailroom);
+    std::memcpy(buf.data() + esp::kSealHeadroom, inner.data(), inner.size());
+    esp::PacketView pkt{buf, esp::kSealHeadroom, inner.size()};
+    const io::Endpoint* to = nullptr;
+    EXPECT_EQ(peer_out.Process(mgr(), peer_reader, pkt, to, Clock::now()), OutboundPath::Verdict::kSend);
+    return to != nullptr ? to->ToString() : std::string("none");
+  };
+  EXPECT_EQ(sent_to(), "192.0.2.1:4500");
+  ASSERT_TRUE(peer_out.MovePeer({kSpi + 1}, *io::Endpoint::Parse("192.0.2.9", 4500)));  // another SA
+  ASSERT_TRUE(peer_out.MovePeer({kSpi}, *io::Endpoint::Parse("192.0.2.1", 61001)));
+  peer_out.ApplyCommands(mgr(), [](const io::Endpoint&, std::span<const std::uint8_t>) {});
+  EXPECT_EQ(sent_to(), "192.0.2.1:61001");
 }
 
 // An SA idle for a whole ReleaseIdleKeys period gives its expanded keys back, and its next

@@ -72,6 +72,7 @@ bool ChildSaManager::Install(const ike::ChildSaInfo& child, std::uint64_t owner,
   }
   in.counters = rec.counters;
   in.report_first_packet = !switch_now;
+  in.peer = peer_natt;
   dataplane_.InstallInbound(std::move(in));
   datapath::OutboundSpec out;
   out.policy = rec.policy;
@@ -221,6 +222,18 @@ bool ChildSaManager::HeardFrom(const std::vector<ike::ChildSaInfo>& children) {
     }
   }
   return heard;
+}
+
+void ChildSaManager::MovePeer(const std::vector<ike::ChildSaInfo>& children, const io::Endpoint& peer) {
+  std::vector<std::uint32_t> spis_in, spis_out;
+  for (const auto& c : children) {
+    auto it = children_.find(c.spi_in);
+    if (it == children_.end()) continue;
+    spis_in.push_back(c.spi_in);
+    spis_out.push_back(it->second.spi_out);
+    it->second.outbound.peer = peer;  // a deferred outbound half goes there too when it starts
+  }
+  if (!spis_in.empty()) dataplane_.MovePeer(spis_in, spis_out, peer);
 }
 
 void ChildSaManager::OnFirstPacket(std::uint32_t spi_in) {

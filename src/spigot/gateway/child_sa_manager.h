@@ -113,6 +113,8 @@ class ChildSaManager {
   bool HeardFrom(const std::vector<ike::ChildSaInfo>& children);
   // The first authentic packet on a deferred successor: it becomes the outbound SA.
   void OnFirstPacket(std::uint32_t spi_in);
+  // These CHILD SAs' peer (their IKE SA's) is at `peer` (its UDP 4500) from now on.
+  void MovePeer(const std::vector<ike::ChildSaInfo>& children, const io::Endpoint& peer);
   // An IKE rekey moved CHILD SA `spi_in` to the IKE SA `owner`.
   void SetOwner(std::uint32_t spi_in, std::uint64_t owner);
 

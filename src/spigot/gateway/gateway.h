@@ -127,6 +127,9 @@ class Gateway final : public ike::IkeSaHost {
   // From the data plane.
   void OnAcquire(policy::PolicyId policy);
   void OnFirstPacket(std::uint32_t spi_in);
+  // The newest authentic packet of CHILD SA `spi_in` came from `from`, not from its peer: its
+  // IKE SA (and with it every CHILD SA) moves there if RFC 7296 2.23 allows (IkeSa::FollowEspSource).
+  void OnNewSource(std::uint32_t spi_in, const io::Endpoint& from);
   void OnExhausted(policy::PolicyId policy, std::uint32_t spi_out);
   // Every kTickPeriod.
   void Tick();

@@ -164,11 +164,23 @@ void Gateway::AdoptIkeSaBeside(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> sa) 
 }
 
 void Gateway::PeerMoved(ike::IkeSa& sa, const ike::Address& was) {
-  // ESP toward the peer still goes to the CHILD SAs' endpoint as installed: the data path does
-  // not follow a NAT rebinding yet.
-  spdlog::info("{}: IKE SA {:016x}_i {:016x}_r: peer moved from {} to {} (NAT mapping changed)",
+  // ESP follows: every CHILD SA of the IKE SA sends to the new address from the same packet on.
+  ike::Address peer = sa.remote();
+  if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
+  children_.MovePeer(sa.children(), ike::ToEndpoint(peer));
+  spdlog::info("{}: IKE SA {:016x}_i {:016x}_r: peer moved from {} to {} (NAT mapping changed), "
+               "{} CHILD SA(s) with it",
                sa.connection() ? sa.connection()->name : "?", sa.spi_i(), sa.spi_r(), ike::ToString(was),
-               ike::ToString(sa.remote()));
+               ike::ToString(sa.remote()), sa.children().size());
+}
+
+void Gateway::OnNewSource(std::uint32_t spi_in, const io::Endpoint& from) {
+  const ChildSaManager::Child* child = children_.Find(spi_in);
+  if (child == nullptr) return;
+  SaEntry* e = table_.Find(child->owner);
+  if (e == nullptr || !e->sa) return;
+  // The IKE SA decides (RFC 7296 2.23: only when the peer is behind a NAT and we are not).
+  e->sa->FollowEspSource(ike::ToAddress(from));
 }
 
 ike::IkeSa* Gateway::FindIkeSa(std::uint64_t our_spi) {

@@ -50,6 +50,11 @@ class DataPlane {
   virtual void SetOutbound(datapath::OutboundSpec spec) = 0;
   // The policy has no SA any more (only if `spi` is still its current one).
   virtual void ClearOutbound(policy::PolicyId policy, std::uint32_t spi) = 0;
+  // The peer of these CHILD SAs (one IKE SA's) is at `peer` (its UDP 4500) from now on: the
+  // outbound halves send there, all from the same packet on, and the inbound halves report
+  // sources other than it.
+  virtual void MovePeer(const std::vector<std::uint32_t>& spis_in, const std::vector<std::uint32_t>& spis_out,
+                        const io::Endpoint& peer) = 0;
   // The negotiation an acquire asked for will not come: drop the packets it holds.
   virtual void AcquireFailed(policy::PolicyId policy) = 0;
   // Remote access, initiator side: `address` (a host prefix) is our virtual IP on

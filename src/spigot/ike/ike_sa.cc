@@ -276,17 +276,27 @@ void IkeSa::FollowSource(const Address& from) {
     remote_ = from;
     return;
   }
+  MovePeer(from);
+}
+
+bool IkeSa::FollowEspSource(const Address& from) {
+  if (from == remote_ || (state_ != State::kEstablished && state_ != State::kDeleting)) return false;
+  return MovePeer(from);
+}
+
+bool IkeSa::MovePeer(const Address& from) {
   // 2.23: a NAT in front of the peer changed its mapping. Not when no NAT was detected (the
   // peer would need MOBIKE to move), nor when we are behind one ourselves (one packet could
   // break the connection).
-  if (nat_remote_ && !nat_local_) {
-    ++counters_->peer_moved;
-    const Address was = remote_;
-    remote_ = from;
-    host_->PeerMoved(*this, was);
-  } else {
+  if (!nat_remote_ || nat_local_) {
     ++counters_->peer_move_ignored;
+    return false;
   }
+  ++counters_->peer_moved;
+  const Address was = remote_;
+  remote_ = from;
+  host_->PeerMoved(*this, was);
+  return true;
 }
 
 bool IkeSa::ReceiveFragment(std::span<const std::uint8_t> datagram, ParseResult& res,

@@ -390,6 +390,10 @@ class IkeSa {
   // once the message proved authentic and new (RFC 7296 2.23): a spoofed or replayed datagram
   // never redirects it. Before that, IKE_SA_INIT's address is the peer's, whatever it is.
   void set_source(const Address& a) { source_ = a; }
+  // An authentic, new ESP packet of one of this SA's CHILD SAs came from `from`: the peer moves
+  // there if 2.23 allows (established; the peer behind a NAT, we not), counted either way.
+  // True if it moved (host PeerMoved was called).
+  bool FollowEspSource(const Address& from);
   const ConnectionParams* connection() const { return conn_.get(); }
   // A reload changed the connection: lifetimes and DPD apply from now on; CHILD SAs installed
   // later use its proposals and selectors. The IKE SA's own algorithms stay as negotiated.
@@ -554,6 +558,7 @@ class IkeSa {
   std::optional<Address> source_;  // see set_source
   // After an authentic, new message: follows the peer to source_ where 2.23 allows it.
   void FollowSource(const Address& from);
+  bool MovePeer(const Address& from);  // an established SA's move, if 2.23 allows it
   std::uint64_t spi_i_;
   std::uint64_t spi_r_;
 

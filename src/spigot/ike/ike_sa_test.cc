@@ -491,6 +491,32 @@ TEST_F(Established, WithoutNatTheIkeSaDoesNotFollowTheSource) {
   EXPECT_EQ(pair_->rcounters.peer_moved, 0u);
 }
 
+// 2.23 for ESP: the data path reports an authentic, newest ESP packet from a new source. The
+// responder (not behind a NAT, the initiator behind one) follows it, and the host moves the
+// CHILD SAs (PeerMoved); the initiator, behind the NAT itself, never follows such a report.
+TEST(IkeSaNat, EspFromANewSourceMovesOnlyTheSideNotBehindTheNat) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.initiator = std::make_unique<IkeSa>(pair.ihost, pair.icounters, IkeSa::Role::kInitiator,
+                                           TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                                           RebindAddress(77, 500), RebindAddress(2, 500), 0x1234, 0);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished);
+  IkeSa& r = *pair.responder;
+  IkeSa& i = *pair.initiator;
+  const Address moved = RebindAddress(1, 61000);
+  EXPECT_FALSE(r.FollowEspSource(r.remote())) << "the same source is no move";
+  EXPECT_TRUE(r.FollowEspSource(moved));
+  EXPECT_EQ(r.remote(), moved);
+  EXPECT_EQ(pair.rcounters.peer_moved, 1u);
+
+  const Address before = i.remote();
+  EXPECT_FALSE(i.FollowEspSource(RebindAddress(9, 4500)));
+  EXPECT_EQ(i.remote(), before) << "the side behind the NAT moved on one packet";
+  EXPECT_EQ(pair.icounters.peer_move_ignored, 1u);
+}
+
 // A CHILD rekey the peer refuses (here: its SPI pool is full, TEMPORARY_FAILURE) is tried
 // again 2-5 s later, before the hard lifetime, and succeeds once the peer can take it.
 TEST(IkeSaLifetimes, RefusedChildRekeyIsRetriedBeforeTheHardLifetime) {

@@ -18,7 +18,7 @@ class FakeDataPlane final : public gateway::DataPlane {
  public:
   struct Event {
     enum class Kind { kInstallInbound, kRemoveInbound, kSetOutbound, kClearOutbound, kAcquireFailed,
-                      kAddVirtualIp, kRemoveVirtualIp };
+                      kAddVirtualIp, kRemoveVirtualIp, kMovePeer };
     Kind kind;
     policy::PolicyId policy = policy::kNoPolicy;
     std::uint32_t spi = 0;
@@ -98,6 +98,19 @@ class FakeDataPlane final : public gateway::DataPlane {
   void AcquireFailed(policy::PolicyId policy) override {
     events.push_back({Event::Kind::kAcquireFailed, policy, 0});
     acquire_failed.push_back(policy);
+  }
+  // One event per call (spi: how many outbound SAs moved); the specs take the new peer.
+  void MovePeer(const std::vector<std::uint32_t>& spis_in, const std::vector<std::uint32_t>& spis_out,
+                const io::Endpoint& peer) override {
+    events.push_back({Event::Kind::kMovePeer, policy::kNoPolicy, static_cast<std::uint32_t>(spis_out.size())});
+    for (std::uint32_t spi : spis_in) {
+      if (auto it = inbound.find(spi); it != inbound.end()) it->second.peer = peer;
+    }
+    for (auto& [id, spec] : outbound) {
+      for (std::uint32_t spi : spis_out) {
+        if (spec.spi == spi) spec.peer = peer;
+      }
+    }
   }
   void AddVirtualIp(const std::string& connection, const policy::Prefix& address) override {
     events.push_back({Event::Kind::kAddVirtualIp, policy::kNoPolicy, 0, connection, address.ToString()});
