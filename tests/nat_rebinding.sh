@@ -31,6 +31,8 @@ nat 40000
 
 spigot_config b "$IKE" "$ESP"
 sed -i 's/^remote_addrs = .*/remote_addrs = "%any"/' "$WORK/b.toml"
+# Without MOBIKE (with it, the peer announces its moves and 2.23 is off: tests/mobike.sh).
+sed -i 's/^remote_addrs = .*/&\nmobike = false/' "$WORK/b.toml"
 spigot_start b
 if [ "$PEER" = charon ]; then
   charon_start a "$IKE" "$ESP"
@@ -65,7 +67,8 @@ PY
 }
 bad_icv=$(stat packets_dropped.bad_icv)
 spoof
-until_ok 5 test "$(stat packets_dropped.bad_icv)" -ge $((bad_icv + 20)) || fail "b did not drop the forged ESP as bad_icv"
+counted() { [ "$(stat packets_dropped.bad_icv)" -ge $((bad_icv + 20)) ]; }
+until_ok 5 counted || fail "b did not drop the forged ESP as bad_icv"
 [ "$(b_sa | cut -d' ' -f3)" = "$remote" ] || fail "forged ESP from 192.0.2.66 moved the tunnel: $(b_sa)"
 log "ok: forged ESP from 192.0.2.66 dropped (bad_icv), the tunnel stays at $remote"
 
@@ -86,7 +89,8 @@ ping_ok a || fail "no traffic after the move"
 
 # The IKE SA went with it: an IKE rekey from b reaches a at the new mapping.
 sctl b rekey peer --ike >/dev/null
-until_ok 10 test "$(b_sa | cut -d' ' -f2)" != "$spi_i" || fail "an IKE rekey from b did not reach a at its new mapping"
+rekeyed() { [ "$(b_sa | cut -d' ' -f1)" = 1 ] && [ "$(b_sa | cut -d' ' -f2)" != "$spi_i" ]; }
+until_ok 10 rekeyed || fail "an IKE rekey from b did not reach a at its new mapping"
 ping_ok a || fail "no traffic after the IKE rekey"
 log "ok: b's IKE rekey reached a at its new mapping"
 spoof

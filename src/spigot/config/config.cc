@@ -700,7 +700,7 @@ class Loader {
                          "start_action", "ike_rekey_time", "child_rekey_time", "ike_lifetime",
                          "child_lifetime", "child_life_bytes", "child_life_packets", "replay_window",
                          "dpd_delay", "unique", "pools", "vips", "fragmentation", "local_auth", "eap_id",
-                         "remote_auth", "local_cert", "local_key", "ca_certs", "crl_files", "rsa_pss"})) {
+                         "remote_auth", "local_cert", "local_key", "ca_certs", "crl_files", "rsa_pss", "mobike"})) {
       return false;
     }
 
@@ -773,6 +773,8 @@ class Loader {
                     "supported), got \"" + fragmentation + "\"");
       }
     }
+
+    if (!GetBool(t, p, "mobike", c.mobike)) return false;
 
     constexpr std::chrono::seconds kOneSecond{1};
     bool has_ike_lifetime = false;

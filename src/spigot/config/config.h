@@ -176,6 +176,10 @@ struct ConnectionConfig {
   // accepts it in IKE_SA_INIT and fragments protected messages above global.fragment_size;
   // "no" neither offers nor accepts it (fragments from the peer are dropped).
   bool fragmentation = true;
+  // MOBIKE (RFC 4555), strongSwan's `mobike`: true (default) announces and accepts
+  // MOBIKE_SUPPORTED in IKE_AUTH; a peer that moves then tells us with UPDATE_SA_ADDRESSES
+  // (and RFC 7296 2.23's following of NAT mappings is off for that IKE SA, as 4555 3.5 says).
+  bool mobike = true;
 
   // Authentication (RFC 7296 2.15), strongSwan's names: each side "psk" (default) or "pubkey"
   // (a signature with a certificate's key; RSA or ECDSA). psk/psk_file is required only when a

@@ -223,6 +223,19 @@ TEST(ConfigTest, MetricsListen) {
               "spigot.toml: global.metrics_listen: must be a string, got 9187");
 }
 
+// MOBIKE (RFC 4555) is on unless a connection says mobike = false; a reload applies it.
+TEST(ConfigTest, Mobike) {
+  const LoadResult d = Load(OneConnection(""));
+  ASSERT_TRUE(d.ok) << d.error;
+  EXPECT_TRUE(d.config.connections[0].mobike);
+  const LoadResult r = Load(OneConnection("mobike = false"));
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_FALSE(r.config.connections[0].mobike);
+  EXPECT_EQ(Diff(d.config, r.config).changed, std::vector<std::string>{"c"});
+  ExpectError(OneConnection("mobike = \"yes\""),
+              "spigot.toml: connection[0].mobike: must be true or false, got \"yes\"");
+}
+
 TEST(ConfigTest, Fragmentation) {
   const LoadResult d = Load(OneConnection(""));
   ASSERT_TRUE(d.ok) << d.error;

@@ -273,6 +273,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"child_failures", ic.child_failures}, {"established", c.ike_established},
         {"rekey_retries", ic.rekey_retries},
         {"peer_moved", {{"followed", ic.peer_moved}, {"ignored", ic.peer_move_ignored}}},
+        {"mobike", {{"negotiated", ic.mobike_negotiated}, {"updates", ic.mobike_updates}, {"refused", ic.mobike_refused}}},
         {"ike_rekey_collisions",
          {{"resolved", ic.ike_rekey_collisions}, {"ours_redundant", ic.ike_rekey_collisions_ours_redundant}}},
         {"weak_proposals_refused",

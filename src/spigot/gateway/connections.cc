@@ -121,6 +121,7 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
     p->child_lifetime = c.child_lifetime;
     p->host_schedules_rekeys = true;
     p->fragmentation = c.fragmentation;
+    p->mobike = c.mobike;
     p->fragment_size = config.global.fragment_size;
     next[c.name] = Connection{c, std::move(p)};
   }

@@ -164,6 +164,7 @@ class Gateway final : public ike::IkeSaHost {
 
   // ike::IkeSaHost (ike_sa_host.cc).
   void SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) override;
+  void SendIkeTo(ike::IkeSa& sa, const ike::Bytes& datagram, const ike::Address& to) override;
   std::optional<std::uint32_t> AllocateChildSpi(bool rekey, ike::NotifyType& refusal) override;
   void ReleaseChildSpi(std::uint32_t spi) override;
   bool AdmitSelectors(ike::IkeSa& sa, const std::vector<ike::TrafficSelector>& local,

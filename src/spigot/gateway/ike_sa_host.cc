@@ -26,6 +26,14 @@ void Gateway::SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) {
   env_.transport.Send(ike::ToEndpoint(sa.remote()), datagram, natt);
 }
 
+void Gateway::SendIkeTo(ike::IkeSa& sa, const ike::Bytes& datagram, const ike::Address& to) {
+  // A response to a request from elsewhere than the SA's peer address (RFC 7296 2.11), e.g. a
+  // MOBIKE peer probing a new path: the NAT-T port's socket unless the request came to 500.
+  const SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa));
+  const bool natt = (e != nullptr && e->natt) || to.port != config_.global.ike_port;
+  env_.transport.Send(ike::ToEndpoint(to), datagram, natt);
+}
+
 std::optional<std::uint32_t> Gateway::AllocateChildSpi(bool rekey, ike::NotifyType& refusal) {
   const sa::SpiAllocation a =
       children_.sad().AllocateSpi(rekey ? sa::SpiPurpose::kRekey : sa::SpiPurpose::kNew);
@@ -168,10 +176,10 @@ void Gateway::PeerMoved(ike::IkeSa& sa, const ike::Address& was) {
   ike::Address peer = sa.remote();
   if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
   children_.MovePeer(sa.children(), ike::ToEndpoint(peer));
-  spdlog::info("{}: IKE SA {:016x}_i {:016x}_r: peer moved from {} to {} (NAT mapping changed), "
-               "{} CHILD SA(s) with it",
+  spdlog::info("{}: IKE SA {:016x}_i {:016x}_r: peer moved from {} to {} ({}), {} CHILD SA(s) with it",
                sa.connection() ? sa.connection()->name : "?", sa.spi_i(), sa.spi_r(), ike::ToString(was),
-               ike::ToString(sa.remote()), sa.children().size());
+               ike::ToString(sa.remote()), sa.mobike() ? "MOBIKE UPDATE_SA_ADDRESSES" : "NAT mapping changed",
+               sa.children().size());
 }
 
 void Gateway::OnNewSource(std::uint32_t spi_in, const io::Endpoint& from) {

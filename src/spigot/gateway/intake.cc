@@ -56,6 +56,9 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.ike_rekey_collisions += from.ike_rekey_collisions;
   to.peer_moved += from.peer_moved;
   to.peer_move_ignored += from.peer_move_ignored;
+  to.mobike_negotiated += from.mobike_negotiated;
+  to.mobike_updates += from.mobike_updates;
+  to.mobike_refused += from.mobike_refused;
   to.ike_rekey_collisions_ours_redundant += from.ike_rekey_collisions_ours_redundant;
   to.fragments += from.fragments;
 }

@@ -128,6 +128,7 @@ enum class NotifyType : std::uint16_t {
   kFailedCpRequired = 37,
   kTsUnacceptable = 38,
   kInvalidSelectors = 39,
+  kUnexpectedNatDetected = 41,  // RFC 4555 3.9
   kTemporaryFailure = 43,
   kChildSaNotFound = 44,
   // Status types (16384 and up).
@@ -143,7 +144,13 @@ enum class NotifyType : std::uint16_t {
   kRekeySa = 16393,
   kEspTfcPaddingNotSupported = 16394,
   kNonFirstFragmentsAlso = 16395,
-  kMobikeSupported = 16396,
+  kMobikeSupported = 16396,         // RFC 4555 3.4
+  kAdditionalIp4Address = 16397,    // RFC 4555 3.6
+  kAdditionalIp6Address = 16398,
+  kNoAdditionalAddresses = 16399,
+  kUpdateSaAddresses = 16400,       // RFC 4555 3.5
+  kCookie2 = 16401,                 // RFC 4555 3.7
+  kNoNatsAllowed = 16402,           // RFC 4555 3.9
   kIkev2FragmentationSupported = 16430,  // RFC 7383
   kSignatureHashAlgorithms = 16431,      // RFC 7427
 };

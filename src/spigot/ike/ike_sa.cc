@@ -62,6 +62,7 @@ const char* NotifyName(NotifyType t) {
     case NotifyType::kTsUnacceptable: return "TS_UNACCEPTABLE";
     case NotifyType::kTemporaryFailure: return "TEMPORARY_FAILURE";
     case NotifyType::kChildSaNotFound: return "CHILD_SA_NOT_FOUND";
+    case NotifyType::kUnexpectedNatDetected: return "UNEXPECTED_NAT_DETECTED";
     default: return "error notify";
   }
 }
@@ -188,7 +189,9 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
         return;
       }
       if (h.exchange == Exchange::kIkeSaInit && state_ == State::kInitAnswered) NoteInitRetry(msg, datagram);
-      Transmit(last_response_, last_response_fragments_);  // 2.1: a retransmitted request
+      reply_to_ = from;
+      Transmit(last_response_, last_response_fragments_, true);  // 2.1: a retransmitted request
+      reply_to_.reset();
       return;
     }
     if (h.message_id != next_peer_request_id_) {
@@ -220,10 +223,12 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       ++counters_->invalid_messages;
       if (res.error == ParseError::kIntegrityFailed) return;  // 2.21.2: drop silently
       if (!h.is_response()) {
+        reply_to_ = from;
         SendResponse(h, {res.error == ParseError::kUnsupportedCritical
                              ? Notify(NotifyType::kUnsupportedCriticalPayload, {res.unsupported_type})
                              : Notify(NotifyType::kInvalidSyntax)},
                      true);
+        reply_to_.reset();
       }
       return;
     }
@@ -233,6 +238,12 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
 
   if (h.is_response()) {
     const RequestKind kind = outstanding_->kind;
+    // RFC 4555 3.4: the responder's MOBIKE_SUPPORTED comes in one of its IKE_AUTH responses.
+    if (kind == RequestKind::kAuth && conn_ && conn_->mobike && !mobike_ &&
+        msg.FindNotify(NotifyType::kMobikeSupported) != nullptr) {
+      mobike_ = true;
+      ++counters_->mobike_negotiated;
+    }
     switch (kind) {
       case RequestKind::kInit: OnInitResponse(msg, datagram, now); break;
       case RequestKind::kAuth: OnAuthResponse(msg, now); break;
@@ -250,6 +261,7 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
     StartNext(now);
     return;
   }
+  reply_to_ = from;
   switch (h.exchange) {
     case Exchange::kIkeSaInit:
       if (role_ == Role::kResponder && state_ == State::kNew) OnInitRequest(msg, datagram, now);
@@ -266,10 +278,14 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
     default:
       ++counters_->invalid_messages;
   }
+  reply_to_.reset();
 }
 
 void IkeSa::FollowSource(const Address& from) {
   if (from == remote_) return;
+  // RFC 4555 3.5: with MOBIKE the peer says where it is (UPDATE_SA_ADDRESSES); 2.23's following
+  // of the source is not used.
+  if (mobike_) return;
   // Until the IKE SA is up the peer's address is the one it uses: IKE_SA_INIT's, then IKE_AUTH's
   // on port 4500 once a NAT was detected (2.23).
   if (state_ != State::kEstablished && state_ != State::kDeleting) {
@@ -281,6 +297,10 @@ void IkeSa::FollowSource(const Address& from) {
 
 bool IkeSa::FollowEspSource(const Address& from) {
   if (from == remote_ || (state_ != State::kEstablished && state_ != State::kDeleting)) return false;
+  if (mobike_) {
+    ++counters_->peer_move_ignored;
+    return false;
+  }
   return MovePeer(from);
 }
 
@@ -487,6 +507,12 @@ bool IkeSa::RekeyIke(TimePoint now) {
   return Enqueue({RequestKind::kRekeyIke}, now);
 }
 
+bool IkeSa::UpdateSaAddresses(const Address& local, TimePoint now) {
+  if (!mobike_ || role_ != Role::kInitiator || state_ != State::kEstablished) return false;
+  local_ = local;
+  return Enqueue({RequestKind::kMobikeUpdate}, now);
+}
+
 bool IkeSa::CheckLiveness(TimePoint now) {
   if (state_ != State::kEstablished) return false;
   return Enqueue({RequestKind::kLiveness}, now);
@@ -521,6 +547,12 @@ void IkeSa::StartNext(TimePoint now) {
       case RequestKind::kLiveness:
         SendRequest(RequestKind::kLiveness, Exchange::kInformational, {}, now);
         break;
+      case RequestKind::kMobikeUpdate: {
+        std::vector<Payload> p{Notify(NotifyType::kUpdateSaAddresses)};
+        for (auto& n : NatDetectionPayloads()) p.push_back(std::move(n));
+        SendRequest(RequestKind::kMobikeUpdate, Exchange::kInformational, std::move(p), now);
+        break;
+      }
       case RequestKind::kRekeyIke:
         if (!rekeyed_) SendIkeRekey(now);
         break;
@@ -561,12 +593,19 @@ std::vector<Bytes> IkeSa::FragmentIfLarge(const Message& m, std::size_t whole_le
   return fragments;
 }
 
-void IkeSa::Transmit(const Bytes& whole, const std::vector<Bytes>& fragments) {
+void IkeSa::Transmit(const Bytes& whole, const std::vector<Bytes>& fragments, bool response) {
+  // 2.11: a response goes back to where its request came from, moved or not.
+  const auto send = [&](const Bytes& d) {
+    if (response && reply_to_ && !(*reply_to_ == remote_))
+      host_->SendIkeTo(*this, d, *reply_to_);
+    else
+      host_->SendIke(*this, d);
+  };
   if (fragments.empty()) {
-    host_->SendIke(*this, whole);
+    send(whole);
     return;
   }
-  for (const Bytes& f : fragments) host_->SendIke(*this, f);
+  for (const Bytes& f : fragments) send(f);
   counters_->fragments.fragments_sent += fragments.size();
 }
 
@@ -583,7 +622,7 @@ void IkeSa::SendResponse(const Header& req, std::vector<Payload> payloads, bool 
   if (!last_response_fragments_.empty()) Bytes().swap(last_response_);
   last_response_id_ = req.message_id;
   next_peer_request_id_ = req.message_id + 1;
-  Transmit(last_response_, last_response_fragments_);
+  Transmit(last_response_, last_response_fragments_, true);
 }
 
 void IkeSa::SetState(State s) {

@@ -139,6 +139,8 @@ struct ConnectionParams {
   // 2.5.1) are sent fragmented.
   bool fragmentation = true;
   std::size_t fragment_size = kDefaultFragmentSize;
+  // RFC 4555: announce and accept MOBIKE_SUPPORTED in IKE_AUTH.
+  bool mobike = true;
 };
 
 // Responder: what IkeSaHost::AssignVirtualIps answers for a peer's CFG_REQUEST (3.15, 3.15.4).
@@ -190,6 +192,9 @@ class IkeSaHost {
   virtual ~IkeSaHost() = default;
   // Sends an IKE message to the SA's peer.
   virtual void SendIke(IkeSa& sa, const Bytes& datagram) = 0;
+  // A response to a request that came from `to`, not from sa.remote() (RFC 7296 2.11: answered
+  // where it came from). Hosts that do not track addresses send it as SendIke.
+  virtual void SendIkeTo(IkeSa& sa, const Bytes& datagram, const Address& /*to*/) { SendIke(sa, datagram); }
   // An inbound SPI from the SPI pool. On refusal, nullopt and the notify to answer with
   // (TEMPORARY_FAILURE or NO_ADDITIONAL_SAS).
   virtual std::optional<std::uint32_t> AllocateChildSpi(bool rekey, NotifyType& refusal) = 0;
@@ -315,6 +320,11 @@ struct IkeCounters {
   // or we are the one behind it: answered where it came from, the SA stays where it was).
   std::uint64_t peer_moved = 0;
   std::uint64_t peer_move_ignored = 0;
+  // MOBIKE (RFC 4555): IKE SAs that negotiated it; UPDATE_SA_ADDRESSES requests followed, and
+  // refused (UNEXPECTED_NAT_DETECTED: the peer sent NO_NATS_ALLOWED and a NAT is in between).
+  std::uint64_t mobike_negotiated = 0;
+  std::uint64_t mobike_updates = 0;
+  std::uint64_t mobike_refused = 0;
   std::uint64_t dpd_probes = 0;
   std::uint64_t dpd_skipped_traffic = 0;
   std::uint64_t dpd_deferred = 0;
@@ -394,6 +404,11 @@ class IkeSa {
   // there if 2.23 allows (established; the peer behind a NAT, we not), counted either way.
   // True if it moved (host PeerMoved was called).
   bool FollowEspSource(const Address& from);
+  // RFC 4555: both sides announced MOBIKE_SUPPORTED in IKE_AUTH.
+  bool mobike() const { return mobike_; }
+  // RFC 4555 3.5, original initiator with MOBIKE: our address is `local` now; tells the peer
+  // (INFORMATIONAL with UPDATE_SA_ADDRESSES and NAT detection). False if it cannot be sent.
+  bool UpdateSaAddresses(const Address& local, TimePoint now);
   const ConnectionParams* connection() const { return conn_.get(); }
   // A reload changed the connection: lifetimes and DPD apply from now on; CHILD SAs installed
   // later use its proposals and selectors. The IKE SA's own algorithms stay as negotiated.
@@ -427,7 +442,7 @@ class IkeSa {
 
  private:
   enum class RequestKind : std::uint8_t { kInit, kAuth, kCreateChild, kRekeyChild, kDeleteChild,
-                                          kDeleteIke, kLiveness, kRekeyIke };
+                                          kDeleteIke, kLiveness, kRekeyIke, kMobikeUpdate };
   struct Outstanding {
     RequestKind kind;
     std::uint32_t message_id;
@@ -537,7 +552,8 @@ class IkeSa {
   // (send it whole) when it fits or fragmentation was not negotiated.
   std::vector<Bytes> FragmentIfLarge(const Message& m, std::size_t whole_len);
   // Sends a message: whole, or all its fragments in order.
-  void Transmit(const Bytes& whole, const std::vector<Bytes>& fragments);
+  // `response`: to reply_to_ when set (2.11), else to remote_.
+  void Transmit(const Bytes& whole, const std::vector<Bytes>& fragments, bool response = false);
   // RFC 7383 2.6: a fragment that passed the message-ID checks. True when it completed the
   // message, which is then in msg.payloads (or res holds the parse error).
   bool ReceiveFragment(std::span<const std::uint8_t> datagram, ParseResult& res, Message& msg,
@@ -556,6 +572,15 @@ class IkeSa {
   Address local_;
   Address remote_;
   std::optional<Address> source_;  // see set_source
+  // While a request is handled: where it came from, where its response goes (2.11).
+  std::optional<Address> reply_to_;
+  bool mobike_ = false;
+  // RFC 4555 3.5: the peer's UPDATE_SA_ADDRESSES: the IKE SA (and its CHILD SAs) move to where
+  // the request came from, NAT detection anew; adds the response's payloads. False if refused.
+  bool UpdateAddresses(const Message& msg, std::vector<Payload>& out);
+  // Responder, IKE_AUTH: MOBIKE_SUPPORTED answered if the peer sent it and the connection has
+  // MOBIKE on.
+  void AnswerMobike(const Message& request, std::vector<Payload>& out);
   // After an authentic, new message: follows the peer to source_ where 2.23 allows it.
   void FollowSource(const Address& from);
   bool MovePeer(const Address& from);  // an established SA's move, if 2.23 allows it

@@ -344,6 +344,7 @@ void IkeSa::SendAuth(TimePoint now) {
   AppendCertPayloads(p);
   AppendCertReq(p);
   if (send_initial_contact_) p.push_back(Notify(NotifyType::kInitialContact));
+  if (conn_->mobike) p.push_back(Notify(NotifyType::kMobikeSupported));  // RFC 4555 3.4
   if (auth) p.push_back({PayloadType::kAuth, std::move(*auth)});
   if (WantsVip(*conn_, 4) || WantsVip(*conn_, 6)) p.push_back(CfgRequest());
   p.push_back({PayloadType::kSa, SaPayload{child_neg_->proposals}});
@@ -553,6 +554,7 @@ void IkeSa::FinishAuthRequest(const Message& msg, AuthWork& work, TimePoint now)
   }
   peer_id_ = peer;
   peer_initial_contact_ = msg.FindNotify(NotifyType::kInitialContact) != nullptr;
+  AnswerMobike(msg, p);
   // 2.19: the address first (the CHILD SA's selectors may be it), and before kEstablished is
   // reported, so that the host sees the address with the state.
   const bool child = AnswerCfgRequest(msg, p);
@@ -649,6 +651,7 @@ void IkeSa::FinishEap(const Message& msg, TimePoint now) {
   p.push_back({PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(mac.span().begin(), mac.span().end())}});
   peer_id_ = peer;
   peer_initial_contact_ = first.FindNotify(NotifyType::kInitialContact) != nullptr;
+  AnswerMobike(first, p);
   const bool child = AnswerCfgRequest(first, p);
   established_at_ = now;
   SetState(State::kEstablished);

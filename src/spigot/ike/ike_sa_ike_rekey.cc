@@ -210,6 +210,7 @@ IkeSa* IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, cons
   next->sk_in_ = MakeSkKeys(algs, next->keys_, role == Role::kInitiator, false);
   next->nat_local_ = nat_local_;
   next->nat_remote_ = nat_remote_;
+  next->mobike_ = mobike_;  // RFC 4555: negotiated for the IKE SA and its successors
   next->peer_id_ = peer_id_;
   next->virtual_ips_ = virtual_ips_;  // 3.15.1: valid for the IKE SA and its rekeyed successors
   next->created_at_ = now;

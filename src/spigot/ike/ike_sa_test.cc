@@ -427,12 +427,18 @@ Address RebindAddress(std::uint8_t last, std::uint16_t port) {
   return a;
 }
 
+// A connection without MOBIKE: 2.23's following of NAT mappings applies only then (RFC 4555 3.5).
+std::shared_ptr<ConnectionParams> NoMobike(bool initiator) {
+  auto c = TestConnection(initiator, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  c->mobike = false;
+  return c;
+}
+
 // RFC 7296 2.23: the initiator is behind a NAT (its own address is not the one the responder
 // sees), and the NAT's mapping changes. The responder follows an authentic new message to the
 // new address and port; a forged one (bad ICV) or a replayed one changes nothing.
 TEST(IkeSaNat, ResponderFollowsOnlyAnAuthenticNewMessage) {
-  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
-                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"), NoMobike(false));
   // Behind a NAT: the initiator thinks it is 192.0.2.77; the responder sees 192.0.2.1.
   pair.initiator = std::make_unique<IkeSa>(pair.ihost, pair.icounters, IkeSa::Role::kInitiator,
                                            TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
@@ -474,29 +480,33 @@ TEST(IkeSaNat, ResponderFollowsOnlyAnAuthenticNewMessage) {
   EXPECT_EQ(pair.rcounters.peer_moved, 1u);
 }
 
-// No NAT between the peers: an authentic message from another address is answered, but the
-// IKE SA does not move (the peer would need MOBIKE for that).
-TEST_F(Established, WithoutNatTheIkeSaDoesNotFollowTheSource) {
-  IkeSa& r = *pair_->responder;
+// No NAT between the peers (and no MOBIKE): an authentic message from another address is
+// answered, but the IKE SA does not move (the peer would need MOBIKE for that).
+TEST(IkeSaNat, WithoutNatTheIkeSaDoesNotFollowTheSource) {
+  LoopbackPair pair(NoMobike(true), NoMobike(false));
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished);
+  IkeSa& r = *pair.responder;
   ASSERT_FALSE(r.nat_detected());
   const Address original = r.remote();
-  ASSERT_TRUE(pair_->initiator->CheckLiveness(T(1)));
-  ASSERT_EQ(pair_->rhost.inbox.size(), 1u);
-  const Bytes request = pair_->rhost.inbox.front();
-  pair_->rhost.inbox.clear();
+  ASSERT_TRUE(pair.initiator->CheckLiveness(T(1)));
+  ASSERT_EQ(pair.rhost.inbox.size(), 1u);
+  const Bytes request = pair.rhost.inbox.front();
+  pair.rhost.inbox.clear();
   r.set_source(RebindAddress(1, 61000));
   r.Receive(request, T(1));
   EXPECT_EQ(r.remote(), original);
-  EXPECT_EQ(pair_->rcounters.peer_move_ignored, 1u);
-  EXPECT_EQ(pair_->rcounters.peer_moved, 0u);
+  EXPECT_EQ(pair.rcounters.peer_move_ignored, 1u);
+  EXPECT_EQ(pair.rcounters.peer_moved, 0u);
+  EXPECT_EQ(pair.ihost.inbox.size(), 1u) << "not answered";
 }
 
 // 2.23 for ESP: the data path reports an authentic, newest ESP packet from a new source. The
 // responder (not behind a NAT, the initiator behind one) follows it, and the host moves the
 // CHILD SAs (PeerMoved); the initiator, behind the NAT itself, never follows such a report.
 TEST(IkeSaNat, EspFromANewSourceMovesOnlyTheSideNotBehindTheNat) {
-  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
-                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"), NoMobike(false));
   pair.initiator = std::make_unique<IkeSa>(pair.ihost, pair.icounters, IkeSa::Role::kInitiator,
                                            TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
                                            RebindAddress(77, 500), RebindAddress(2, 500), 0x1234, 0);
@@ -515,6 +525,63 @@ TEST(IkeSaNat, EspFromANewSourceMovesOnlyTheSideNotBehindTheNat) {
   EXPECT_FALSE(i.FollowEspSource(RebindAddress(9, 4500)));
   EXPECT_EQ(i.remote(), before) << "the side behind the NAT moved on one packet";
   EXPECT_EQ(pair.icounters.peer_move_ignored, 1u);
+}
+
+// RFC 4555: both sides announce MOBIKE_SUPPORTED in IKE_AUTH. The initiator moves (no NAT):
+// its UPDATE_SA_ADDRESSES from the new address moves the responder's IKE SA there, with NAT
+// detection anew and a COOKIE2 echoed; a forged one moves nothing, and ESP from elsewhere does
+// not move a MOBIKE SA (4555 3.5: no 2.23 updates).
+TEST(IkeSaMobike, UpdateSaAddressesMovesTheResponder) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished);
+  IkeSa& i = *pair.initiator;
+  IkeSa& r = *pair.responder;
+  ASSERT_TRUE(i.mobike());
+  ASSERT_TRUE(r.mobike());
+  EXPECT_EQ(pair.rcounters.mobike_negotiated, 1u);
+  const Address original = r.remote();
+  const Address moved = RebindAddress(9, 4500);
+  EXPECT_FALSE(r.FollowEspSource(moved)) << "2.23 moved a MOBIKE SA";
+  EXPECT_FALSE(r.UpdateSaAddresses(moved, T(1))) << "only the original initiator sends the update";
+
+  ASSERT_TRUE(i.UpdateSaAddresses(moved, T(1)));
+  ASSERT_EQ(pair.rhost.inbox.size(), 1u);
+  const Bytes update = pair.rhost.inbox.front();
+  pair.rhost.inbox.clear();
+  Bytes forged = update;
+  forged.back() ^= 0x01;
+  r.set_source(RebindAddress(66, 4500));
+  r.Receive(forged, T(1));
+  EXPECT_EQ(r.remote(), original) << "a forged UPDATE_SA_ADDRESSES moved the IKE SA";
+  r.set_source(moved);
+  r.Receive(update, T(1));
+  EXPECT_EQ(r.remote(), moved);
+  EXPECT_EQ(pair.rcounters.mobike_updates, 1u);
+  EXPECT_FALSE(r.nat_detected()) << "no NAT between the new addresses";
+  ASSERT_EQ(pair.ihost.inbox.size(), 1u) << "the update was not answered";
+  pair.Pump(T(1));
+  EXPECT_FALSE(i.nat_detected());
+  // The IKE SA carries on at the new address: a liveness check round trip.
+  ASSERT_TRUE(i.CheckLiveness(T(2)));
+  pair.Pump(T(2));
+  EXPECT_EQ(i.state(), State::kEstablished);
+  EXPECT_EQ(r.state(), State::kEstablished);
+}
+
+// A responder with MOBIKE off does not announce it, and ignores UPDATE_SA_ADDRESSES.
+TEST(IkeSaMobike, OffOnTheResponderMeansNotNegotiated) {
+  auto rconn = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  rconn->mobike = false;
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"), rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished);
+  EXPECT_FALSE(pair.initiator->mobike());
+  EXPECT_FALSE(pair.responder->mobike());
+  EXPECT_FALSE(pair.initiator->UpdateSaAddresses(RebindAddress(9, 4500), T(1)));
 }
 
 // A CHILD rekey the peer refuses (here: its SPI pool is full, TEMPORARY_FAILURE) is tried
