@@ -30,6 +30,9 @@ PACKAGES=(
   conntrack
   # SQLite 3: the virtual IP lease database (global.lease_db, gateway/lease_store.h)
   libsqlite3-dev
+  # libsystemd: sd_notify(3) readiness, STATUS= and the watchdog under systemd (io/systemd.h);
+  # systemd-analyze (package systemd) checks the unit in tests
+  libsystemd-dev systemd
 )
 
 missing=()

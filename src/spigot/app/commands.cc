@@ -1,6 +1,8 @@
 #include "spigot/app/commands.h"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -9,6 +11,7 @@
 #include "spigot/app/daemon.h"
 #include "spigot/config/config.h"
 #include "spigot/control/control_client.h"
+#include "spigot/io/systemd.h"
 
 namespace spigot::app {
 namespace {
@@ -53,15 +56,49 @@ void PrintStats(const nlohmann::json& r) {
   }
 }
 
+// syslog(3) priorities of spdlog's levels.
+int SyslogPriority(spdlog::level::level_enum level) {
+  switch (level) {
+    case spdlog::level::critical: return 2;  // LOG_CRIT
+    case spdlog::level::err: return 3;       // LOG_ERR
+    case spdlog::level::warn: return 4;      // LOG_WARNING
+    case spdlog::level::info: return 6;      // LOG_INFO
+    default: return 7;                       // LOG_DEBUG
+  }
+}
+
+// The pattern flag %* : the journal's "<N>" line prefix (sd-daemon(3)).
+class JournalPriorityFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const std::string prefix = io::JournalPrefix(SyslogPriority(msg.level));
+    dest.append(prefix.data(), prefix.data() + prefix.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<JournalPriorityFlag>();
+  }
+};
+
 }  // namespace
 
 int RunDaemon(const std::string& config_path) {
-  auto logger = spdlog::stderr_color_mt("spigot");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  const bool journal = io::StderrIsJournal();
+  if (journal) {
+    // The journal stamps each line itself; a multi-line message would lose its priority
+    // after the first line, and spigot logs none.
+    spdlog::set_default_logger(spdlog::stderr_logger_mt("spigot"));
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<JournalPriorityFlag>('*').set_pattern("%*%v");
+    spdlog::set_formatter(std::move(formatter));
+  } else {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("spigot"));
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  }
   const config::LoadResult r = config::LoadFile(config_path);
   if (!r.ok) {
-    std::fprintf(stderr, "spigot: %s\n", r.error.c_str());
+    std::fprintf(stderr, "%sspigot: %s\n", journal ? io::JournalPrefix(3).c_str() : "",
+                 r.error.c_str());
     return 1;
   }
   return RunGateway(r.config, config_path);
@@ -91,15 +128,27 @@ int ControlCommand(const std::string& socket, const std::string& command, const 
   return 0;
 }
 
-int CryptoFaultCommand(const std::string& socket, const std::string& action, long ms) {
-  const nlohmann::json req = {{"command", "crypto-fault"}, {"action", action}, {"ms", ms}};
+namespace {
+
+int DebugRequest(const std::string& socket, const char* what, const nlohmann::json& req) {
   const control::RequestResult r = control::ControlClient::Request(socket, req);
   if (!r.ok) {
-    std::fprintf(stderr, "spigot debug crypto-fault: %s\n", r.error.c_str());
+    std::fprintf(stderr, "spigot debug %s: %s\n", what, r.error.c_str());
     return r.response.is_object() && r.response.contains("error") ? 1 : 2;
   }
   std::cout << r.response.value("message", r.response.dump()) << "\n";
   return 0;
+}
+
+}  // namespace
+
+int CryptoFaultCommand(const std::string& socket, const std::string& action, long ms) {
+  return DebugRequest(socket, "crypto-fault",
+                      {{"command", "crypto-fault"}, {"action", action}, {"ms", ms}});
+}
+
+int DebugHangCommand(const std::string& socket, const std::string& thread, long seconds) {
+  return DebugRequest(socket, "hang", {{"command", "hang"}, {"thread", thread}, {"seconds", seconds}});
 }
 
 }  // namespace spigot::app

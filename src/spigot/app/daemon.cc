@@ -18,6 +18,7 @@
 #include "spigot/esp/constants.h"
 #include "spigot/gateway/gateway.h"
 #include "spigot/io/event_loop.h"
+#include "spigot/io/systemd.h"
 #include "spigot/io/udp_socket.h"
 
 namespace spigot::app {
@@ -30,6 +31,8 @@ constexpr std::size_t kRecvBuffer = 65536;
 constexpr std::size_t kRecvSlots = 8;
 // How often the control thread publishes the counters that GET /metrics serves (metrics_listen).
 constexpr auto kMetricsPeriod = std::chrono::seconds(1);
+// How often STATUS= (the line `systemctl status spigot` shows) is refreshed under systemd.
+constexpr auto kServiceStatusPeriod = std::chrono::seconds(5);
 
 // The IKE sockets. On UDP 4500, IKE follows a four-octet zero marker (RFC 3948 2.2).
 class UdpIkeTransport final : public gateway::IkeTransport {
@@ -74,11 +77,20 @@ class Daemon {
   void AfterEvent() {
     if (gateway_->finished()) loop_->Stop();
   }
+  // Under systemd (io/systemd.h): READY=1 once everything is up, STATUS= every
+  // kServiceStatusPeriod, WATCHDOG=1 while the data-path threads beat.
+  void StartServiceNotifications();
+  std::string StatusLine();
+  void CheckWatchdog();
 
   std::unique_ptr<io::EventLoop> loop_;
   std::unique_ptr<io::UdpSocket> ike_sock_, natt_sock_;
   std::unique_ptr<UdpIkeTransport> transport_;
   std::unique_ptr<LoopPoster> poster_;
+  io::ServiceNotifier notifier_ = io::ServiceNotifier::FromEnvironment();
+  io::ProgressWatch progress_;  // before dataplane_: its threads beat here until joined
+  std::unique_ptr<io::ServiceWatchdog> watchdog_;
+  std::string watchdog_stall_;  // what STATUS= says while the watchdog withholds its ping
   std::unique_ptr<Dataplane> dataplane_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<control::ControlServer> control_;
@@ -120,6 +132,7 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   // inherit the mask of the thread that creates them.
   for (int sig : {SIGTERM, SIGINT}) {
     loop_->OnSignal(sig, [this] {
+      notifier_.Stopping();
       gateway_->Shutdown();
       AfterEvent();
     });
@@ -143,7 +156,7 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   hooks.first_packet = [this](std::uint32_t spi) { gateway_->OnFirstPacket(spi); };
   hooks.new_source = [this](std::uint32_t spi, const io::Endpoint& from) { gateway_->OnNewSource(spi, from); };
   hooks.exhausted = [this](policy::PolicyId id, std::uint32_t spi) { gateway_->OnExhausted(id, spi); };
-  dataplane_ = Dataplane::Create(g, *natt_sock_, *loop_, std::move(hooks), error);
+  dataplane_ = Dataplane::Create(g, *natt_sock_, *loop_, std::move(hooks), error, &progress_);
   if (!dataplane_) return false;
   gateway_ = gateway::Gateway::Create(
       std::move(config), config_path,
@@ -157,6 +170,9 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   control_ = control::ControlServer::Listen(
       g.control_socket,
       [this](const nlohmann::json& r) {
+        // `spigot debug hang`: the service watchdog's test hook, on the data plane itself.
+        if (r.value("command", "") == "hang")
+          return dataplane_->Hang(r.value("thread", ""), r.value("seconds", std::int64_t{0}));
         nlohmann::json answer = control::HandleCommand(*gateway_, r);
         AfterEvent();
         return answer;
@@ -190,8 +206,58 @@ int Daemon::Run() {
   spdlog::info("spigot listening on {} (IKE {}, NAT-T {}), control socket {}", g.listen,
                g.ike_port, g.natt_port, g.control_socket);
   gateway_->Start();
+  StartServiceNotifications();
   loop_->Run();
   return 0;
+}
+
+std::string Daemon::StatusLine() {
+  const nlohmann::json s = control::StatsJson(*gateway_);
+  const auto n = [&s](const char* key) { return s.value(key, nlohmann::json(0)).dump(); };
+  std::string line = n("ike_sas") + " IKE SA(s), " + n("active_sas") + " CHILD SA(s), " +
+                     n("pending_sas") + " negotiating; queue " + n("queue_depth") + "/" +
+                     n("max_queue") + " (" + n("queue_overflows") + " overflows); SPIs " +
+                     n("spi_in_use") + "/" + n("max_spi");
+  if (!watchdog_stall_.empty()) line += "; " + watchdog_stall_;
+  return line;
+}
+
+void Daemon::StartServiceNotifications() {
+  if (!notifier_.enabled()) return;
+  // The sockets, the TUN device, the data-path threads, the control socket and the
+  // connections (start_action) are all up by now.
+  notifier_.Ready(StatusLine());
+  loop_->AddRepeatingTimer("service_status", kServiceStatusPeriod,
+                           [this] { notifier_.Status(StatusLine()); });
+  if (!notifier_.watchdog()) return;
+  const io::ServiceWatchdog::Options options{*notifier_.watchdog()};
+  watchdog_ = std::make_unique<io::ServiceWatchdog>(notifier_, progress_, options);
+  spdlog::info("systemd watchdog: {} ms; ping every {} ms while the control thread and the {} "
+               "data-path thread(s) make progress (stalled after {} ms of silence)",
+               notifier_.watchdog()->count() / 1000, options.period().count() / 1000,
+               progress_.size(), options.stall_after().count() / 1000);
+  CheckWatchdog();
+  // On this (the control) thread: a wedged control thread sends no ping either.
+  loop_->AddRepeatingTimer("service_watchdog", options.period(), [this] { CheckWatchdog(); });
+}
+
+void Daemon::CheckWatchdog() {
+  const io::ServiceWatchdog::Result r = watchdog_->Check(std::chrono::steady_clock::now());
+  if (!r.changed) return;
+  if (r.pinged) {
+    spdlog::warn("systemd watchdog: every data-path thread makes progress again; pinging");
+    watchdog_stall_.clear();
+  } else {
+    std::string who;
+    for (const auto& st : r.stalled) {
+      who += (who.empty() ? "" : ", ") + st.thread + " silent " + std::to_string(st.silent.count()) + " ms";
+    }
+    spdlog::error("systemd watchdog: no ping while a thread makes no progress ({}); systemd "
+                  "restarts spigot when WatchdogSec= passes",
+                  who);
+    watchdog_stall_ = "watchdog withheld: " + who;
+  }
+  notifier_.Status(StatusLine());
 }
 
 // UDP 500 (IKE only; UDP 4500 is read by the inbound data-path thread).
@@ -221,7 +287,9 @@ int RunGateway(config::Config config, const std::string& config_path) {
   Daemon d;
   std::string error;
   if (!d.Init(std::move(config), config_path, &error)) {
-    std::fprintf(stderr, "spigot: %s\n", error.c_str());
+    std::fprintf(stderr, "%sspigot: %s\n", io::StderrIsJournal() ? io::JournalPrefix(3).c_str() : "",
+                 error.c_str());
+    io::ServiceNotifier::FromEnvironment().Status("cannot start: " + error);
     return 1;
   }
   return d.Run();

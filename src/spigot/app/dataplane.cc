@@ -85,7 +85,7 @@ std::optional<std::vector<std::uint8_t>> LocalAddressIn(const config::TrafficSel
 std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
                                              io::UdpSocket& natt_socket,
                                              io::EventLoop& control_loop, Hooks hooks,
-                                             std::string* error) {
+                                             std::string* error, io::ProgressWatch* progress) {
   std::unique_ptr<Dataplane> d(new Dataplane(natt_socket, control_loop, std::move(hooks)));
   // Both offloads are optional: refused, UDP 4500 works as without them.
   if (global.udp_offload) {
@@ -178,6 +178,11 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
   if (d->monitor_) {
     d->inbound_->UseEngine(*d->monitor_, kCryptoRing);
     d->outbound_->UseEngine(*d->monitor_, kCryptoRing);
+  }
+  if (progress != nullptr) {
+    const auto now = std::chrono::steady_clock::now();
+    d->outbound_beat_ = &progress->Register("datapath-outbound", now);
+    d->inbound_beat_ = &progress->Register("datapath-inbound", now);
   }
   d->outbound_thread_ = std::thread([self] { self->OutboundThread(); });
   d->inbound_thread_ = std::thread([self] { self->InboundThread(); });
@@ -454,6 +459,25 @@ void Dataplane::RemoveVirtualIp(const std::string& connection, const policy::Pre
     spdlog::info("{}: virtual IP {} removed from {}", connection, address.ToString(), tun_->name());
 }
 
+nlohmann::json Dataplane::Hang(const std::string& thread, std::int64_t seconds) {
+  if (thread != "outbound" && thread != "inbound")
+    return {{"error", "hang: THREAD must be \"outbound\" or \"inbound\", got \"" + thread + "\""}};
+  if (seconds < 1 || seconds > kMaxHang)
+    return {{"error", "hang: SECONDS must be 1 to " + std::to_string(kMaxHang) + ", got " +
+                          std::to_string(seconds)}};
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  hang_until_[thread == "outbound" ? 0 : 1].store(until.time_since_epoch().count());
+  spdlog::warn("debug hang: data-path thread {} stops for {} s (test hook)", thread, seconds);
+  return {{"ok", true}, {"message", "data-path thread " + thread + " hangs for " + std::to_string(seconds) + " s"}};
+}
+
+void Dataplane::HoldIfHung(int thread) {
+  while (!stop_ && std::chrono::steady_clock::now().time_since_epoch().count() <
+                       hang_until_[thread].load(std::memory_order_relaxed)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 void Dataplane::Tick() {
   auto pending = std::move(retries_);
   retries_.clear();
@@ -532,6 +556,7 @@ void Dataplane::OutboundThread() {
   auto last_release = last_expire;
   auto now = last_expire;
   while (!stop_) {
+    HoldIfHung(0);
     // With jobs in flight the wait ends by the oldest one's deadline, so the watchdog fires
     // on time even when no packet and no completion arrives.
     int timeout = kPollMs;
@@ -541,6 +566,7 @@ void Dataplane::OutboundThread() {
     }
     poll(fds, 3, timeout);
     now = std::chrono::steady_clock::now();
+    if (outbound_beat_ != nullptr) outbound_beat_->Now(now);
     if (now - last_expire > std::chrono::seconds(1)) {
       outbound_->ExpireAcquires(now);
       last_expire = now;
@@ -582,6 +608,8 @@ void Dataplane::OutboundThread() {
         flush_sends();
       }
       if (!more) break;
+      // A long burst is progress too: the watchdog must not take it for a wedged thread.
+      if (outbound_beat_ != nullptr) outbound_beat_->Now(std::chrono::steady_clock::now());
     }
   }
 }
@@ -652,6 +680,7 @@ void Dataplane::InboundThread() {
                    {pipe ? pipe->signal_fd() : -1, POLLIN, 0}};
   auto last_release = std::chrono::steady_clock::now();
   while (!stop_) {
+    HoldIfHung(1);
     int timeout = kPollMs;  // bounded by the oldest job's deadline, as on the outbound side
     if (pipe) {
       const int w = pipe->WaitMs(std::chrono::steady_clock::now());
@@ -659,6 +688,7 @@ void Dataplane::InboundThread() {
     }
     poll(fds, 3, timeout);
     auto now = std::chrono::steady_clock::now();
+    if (inbound_beat_ != nullptr) inbound_beat_->Now(now);
     if (now - last_release >= datapath::kIdleKeysPeriod) {
       inbound_->ReleaseIdleKeys();
       last_release = now;
@@ -699,6 +729,7 @@ void Dataplane::InboundThread() {
       }
       if (gro) gro->Flush(writer);
       if (r.count < slot_count) break;
+      if (inbound_beat_ != nullptr) inbound_beat_->Now(std::chrono::steady_clock::now());
     }
   }
 }

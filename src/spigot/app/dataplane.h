@@ -18,6 +18,7 @@
 #include "spigot/gateway/ports.h"
 #include "spigot/io/event_loop.h"
 #include "spigot/io/netlink.h"
+#include "spigot/io/systemd.h"
 #include "spigot/io/tun.h"
 #include "spigot/io/udp_socket.h"
 
@@ -38,9 +39,13 @@ class Dataplane final : public gateway::DataPlane {
     std::function<void(std::uint32_t spi, const io::Endpoint& from)> new_source;
   };
 
+  // `progress` (may be null; must outlive the data plane): each data-path thread registers
+  // there ("datapath-outbound", "datapath-inbound") and beats once per loop turn and per batch,
+  // for the service watchdog (io/systemd.h).
   static std::unique_ptr<Dataplane> Create(const config::GlobalConfig& global,
                                            io::UdpSocket& natt_socket, io::EventLoop& control_loop,
-                                           Hooks hooks, std::string* error);
+                                           Hooks hooks, std::string* error,
+                                           io::ProgressWatch* progress = nullptr);
   ~Dataplane() override;
 
   // Connections -> policies (stable ids by name), SPD, routes, trap flags. Control thread.
@@ -83,12 +88,19 @@ class Dataplane final : public gateway::DataPlane {
   // {"error": ...} for any other engine or action.
   nlohmann::json CryptoFault(const std::string& action, std::int64_t ms) override;
   std::uint64_t ike_forwarded() const { return ike_forwarded_.load(); }
+  // `spigot debug hang THREAD SECONDS`, the test hook of the service watchdog: the data-path
+  // thread THREAD ("outbound" or "inbound") stops for SECONDS (1 to kMaxHang): it sleeps
+  // without reading packets, applying SA changes or beating. {"error"} for anything else.
+  nlohmann::json Hang(const std::string& thread, std::int64_t seconds);
+  static constexpr std::int64_t kMaxHang = 600;
 
  private:
   Dataplane(io::UdpSocket& natt, io::EventLoop& loop, Hooks hooks)
       : natt_(natt), loop_(loop), hooks_(std::move(hooks)) {}
   void OutboundThread();
   void InboundThread();
+  // The test hook's sleep (Hang()); returns at once unless the thread was asked to hang.
+  void HoldIfHung(int thread);
   // With TUN offloads: the TUN's queue 0 for GroCoalescer (failed writes counted).
   class TunQueueWriter;
   // Routes `remotes` into the TUN, from an address of ours in c.local_ts.
@@ -134,6 +146,10 @@ class Dataplane final : public gateway::DataPlane {
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> ike_forwarded_{0};
   std::thread outbound_thread_, inbound_thread_;
+  // Service watchdog beats (null without a ProgressWatch); Hang() deadlines, steady-clock ns.
+  io::ProgressWatch::Beat* outbound_beat_ = nullptr;
+  io::ProgressWatch::Beat* inbound_beat_ = nullptr;
+  std::atomic<std::int64_t> hang_until_[2] = {0, 0};  // [0] outbound, [1] inbound
 };
 
 }  // namespace spigot::app

@@ -35,6 +35,10 @@ struct Cli {
     std::string action;
     long ms = 0;
   } fault;
+  struct {
+    std::string thread;
+    long seconds = 0;
+  } hang;
 };
 
 // `spigot bench <subsystem>`: microbenchmarks of the libraries, without a running gateway.
@@ -149,6 +153,19 @@ void AddDebug(CLI::App& app, Cli& cli) {
       return;
     }
     cli.exit_code = spigot::app::CryptoFaultCommand(cli.socket, cli.fault.action, cli.fault.ms);
+  });
+  CLI::App* hang = debug->add_subcommand(
+      "hang", "Stop a data-path thread for a while (tests the systemd watchdog: no WATCHDOG=1 "
+              "while it hangs)");
+  hang->add_option("--socket", cli.socket, "Control socket of the daemon")->capture_default_str();
+  hang->add_option("thread", cli.hang.thread, "outbound | inbound")
+      ->required()
+      ->check(CLI::IsMember({"outbound", "inbound"}));
+  hang->add_option("seconds", cli.hang.seconds, "How long (1 to 600)")
+      ->required()
+      ->check(CLI::Range(1, 600));
+  hang->callback([&cli] {
+    cli.exit_code = spigot::app::DebugHangCommand(cli.socket, cli.hang.thread, cli.hang.seconds);
   });
 }
 
