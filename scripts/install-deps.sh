@@ -33,6 +33,8 @@ PACKAGES=(
   # libsystemd: sd_notify(3) readiness, STATUS= and the watchdog under systemd (io/systemd.h);
   # systemd-analyze (package systemd) checks the unit in tests
   libsystemd-dev systemd
+  # man-db: tests/manpage.sh renders spigot(8) with `man --warnings`
+  man-db
 )
 
 missing=()
