@@ -11,15 +11,20 @@ NS="sp$$"
 PIDS=()
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
-fail() {
-  echo "FAIL: $*" >&2
-  # What the gateways counted: drops by reason, rekeys, IKE.
+# What the gateways counted: drops by reason (the kernel's too: packets_dropped.kernel_*, and
+# per UDP socket in udp_sockets), rekeys, IKE, traffic.
+print_gateway_counters() {
+  local side
   for side in a b; do
     [ -S "$WORK/$side.sock" ] || continue
     echo "---- spigot $side stats" >&2
     timeout 5 "$SPIGOT" stats --json --socket "$WORK/$side.sock" 2>/dev/null |
-      python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({k: s[k] for k in ("packets_dropped", "rekeys", "ike", "traffic") if k in s}))' >&2 || true
+      python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({k: s[k] for k in ("packets_dropped", "udp_sockets", "rekeys", "ike", "traffic") if k in s}))' >&2 || true
   done
+}
+fail() {
+  echo "FAIL: $*" >&2
+  print_gateway_counters
   # What the kernels dropped on the way: UDP receive/send buffers, and each device's queues.
   for side in a b; do
     ip netns list 2>/dev/null | grep -q "^${NS}$side\b" || continue
@@ -46,7 +51,7 @@ cleanup() {
 trap cleanup EXIT
 # A command that fails outside a condition ends the test under `set -e`; say which, since its own
 # output may have gone to /dev/null.
-trap 'echo "FAIL: \"$BASH_COMMAND\" exited $? (line $LINENO of $0)" >&2' ERR
+trap 'echo "FAIL: \"$BASH_COMMAND\" exited $? (line $LINENO of $0)" >&2; print_gateway_counters' ERR
 trap "exit 1" TERM INT  # so that a killed test (timeout) still cleans up
 
 netns_setup() {

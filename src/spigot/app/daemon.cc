@@ -119,6 +119,11 @@ bool Daemon::OpenIkeSockets(const config::GlobalConfig& g, std::string* error) {
     const int sndbuf = 4 << 20;
     if (setsockopt(sock->fd(), SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) != 0)
       setsockopt(sock->fd(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    // Every datagram accounted for: the kernel's drops for this socket (SO_RXQ_OVFL).
+    if (!sock->EnableDropCounter()) {
+      spdlog::warn("UDP {}: SO_RXQ_OVFL refused ({}): kernel drops are read at stats time only",
+                   port, std::strerror(errno));
+    }
     (natt ? natt_sock_ : ike_sock_) = std::move(sock);
   }
   return true;
@@ -156,7 +161,8 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   hooks.first_packet = [this](std::uint32_t spi) { gateway_->OnFirstPacket(spi); };
   hooks.new_source = [this](std::uint32_t spi, const io::Endpoint& from) { gateway_->OnNewSource(spi, from); };
   hooks.exhausted = [this](policy::PolicyId id, std::uint32_t spi) { gateway_->OnExhausted(id, spi); };
-  dataplane_ = Dataplane::Create(g, *natt_sock_, *loop_, std::move(hooks), error, &progress_);
+  dataplane_ =
+      Dataplane::Create(g, *ike_sock_, *natt_sock_, *loop_, std::move(hooks), error, &progress_);
   if (!dataplane_) return false;
   gateway_ = gateway::Gateway::Create(
       std::move(config), config_path,

@@ -83,10 +83,12 @@ std::optional<std::vector<std::uint8_t>> LocalAddressIn(const config::TrafficSel
 }  // namespace
 
 std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
+                                             const io::UdpSocket& ike_socket,
                                              io::UdpSocket& natt_socket,
                                              io::EventLoop& control_loop, Hooks hooks,
                                              std::string* error, io::ProgressWatch* progress) {
-  std::unique_ptr<Dataplane> d(new Dataplane(natt_socket, control_loop, std::move(hooks)));
+  std::unique_ptr<Dataplane> d(
+      new Dataplane(ike_socket, natt_socket, control_loop, std::move(hooks)));
   // Both offloads are optional: refused, UDP 4500 works as without them.
   if (global.udp_offload) {
     const bool gso = natt_socket.EnableGso();
@@ -116,6 +118,10 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
   }
   d->netlink_ = io::Netlink::Open(error);
   if (!d->netlink_ || !d->netlink_->SetLinkUp(d->tun_->ifindex(), kTunMtu, error)) return nullptr;
+  std::string stats_error;
+  if (!d->netlink_->GetLinkStats(d->tun_->ifindex(), d->tun_start_, &stats_error))
+    spdlog::warn("TUN {}: {}: its drops will not be counted", d->tun_->name(), stats_error);
+  d->tun_last_ = d->tun_start_;
   Dataplane* self = d.get();
   if (global.crypto_engine != "inline") {
     d->engine_name_ = global.crypto_engine;
@@ -248,6 +254,26 @@ nlohmann::json Dataplane::UdpOffloadStats() const {
           {"gso_fallbacks", c.gso_fallbacks.load()},
           {"gro_batches", c.gro_batches.load()},
           {"gro_segments", c.gro_segments.load()}};
+}
+
+gateway::KernelCounters Dataplane::kernel_counters() const {
+  gateway::KernelCounters k;
+  const auto socket = [](const io::UdpSocket& s) {
+    gateway::KernelCounters::Socket out;
+    out.port = s.local_endpoint().port();
+    out.rx_overflow = s.KernelDrops();
+    out.received = s.receive_counters().datagrams.load(std::memory_order_relaxed);
+    return out;
+  };
+  k.udp_ike = socket(ike_);
+  k.udp_natt = socket(natt_);
+  io::LinkStats now;
+  if (netlink_->GetLinkStats(tun_->ifindex(), now)) tun_last_ = now;
+  // A counter below its start: the device was reset under us; count from zero again.
+  const auto since = [](std::uint64_t now, std::uint64_t start) { return now >= start ? now - start : now; };
+  k.tun_tx_dropped = since(tun_last_.tx_dropped, tun_start_.tx_dropped);
+  k.tun_rx_dropped = since(tun_last_.rx_dropped, tun_start_.rx_dropped);
+  return k;
 }
 
 nlohmann::json Dataplane::CryptoFault(const std::string& action, std::int64_t ms) {

@@ -42,7 +42,9 @@ class Dataplane final : public gateway::DataPlane {
   // `progress` (may be null; must outlive the data plane): each data-path thread registers
   // there ("datapath-outbound", "datapath-inbound") and beats once per loop turn and per batch,
   // for the service watchdog (io/systemd.h).
+  // `ike_socket` (UDP 500, read by the control thread) is only watched for kernel_counters().
   static std::unique_ptr<Dataplane> Create(const config::GlobalConfig& global,
+                                           const io::UdpSocket& ike_socket,
                                            io::UdpSocket& natt_socket, io::EventLoop& control_loop,
                                            Hooks hooks, std::string* error,
                                            io::ProgressWatch* progress = nullptr);
@@ -84,6 +86,9 @@ class Dataplane final : public gateway::DataPlane {
   // the kernel granted, "offload_refusals": TUNSETOFFLOAD requests it refused at start, and
   // io::TunOffloadCounters}.
   nlohmann::json TunOffloadStats() const override;
+  // The sockets' counters and kernel drops (read now: SO_MEMINFO), the TUN's drops since
+  // Create() (netlink; a failed read leaves them at the last value read). Control thread.
+  gateway::KernelCounters kernel_counters() const override;
   // `spigot debug crypto-fault ACTION [MS]`: drives the fault engine (crypto_engine = "fault").
   // {"error": ...} for any other engine or action.
   nlohmann::json CryptoFault(const std::string& action, std::int64_t ms) override;
@@ -95,8 +100,8 @@ class Dataplane final : public gateway::DataPlane {
   static constexpr std::int64_t kMaxHang = 600;
 
  private:
-  Dataplane(io::UdpSocket& natt, io::EventLoop& loop, Hooks hooks)
-      : natt_(natt), loop_(loop), hooks_(std::move(hooks)) {}
+  Dataplane(const io::UdpSocket& ike, io::UdpSocket& natt, io::EventLoop& loop, Hooks hooks)
+      : ike_(ike), natt_(natt), loop_(loop), hooks_(std::move(hooks)) {}
   void OutboundThread();
   void InboundThread();
   // The test hook's sleep (Hang()); returns at once unless the thread was asked to hang.
@@ -115,6 +120,7 @@ class Dataplane final : public gateway::DataPlane {
     if (!fn()) retries_.push_back(std::function<bool()>(std::move(fn)));
   }
 
+  const io::UdpSocket& ike_;
   io::UdpSocket& natt_;
   io::EventLoop& loop_;
   Hooks hooks_;
@@ -133,6 +139,10 @@ class Dataplane final : public gateway::DataPlane {
   std::set<policy::PolicyId> sa_in_tables_;
   std::unique_ptr<io::TunDevice> tun_;
   std::unique_ptr<io::Netlink> netlink_;
+  // The TUN's counters when Create() opened it (a device left from an earlier run keeps its
+  // counts), and the last ones read: kernel_counters() reports the difference.
+  io::LinkStats tun_start_;
+  mutable io::LinkStats tun_last_;
   std::unique_ptr<datapath::InboundPath> inbound_;
   std::unique_ptr<datapath::OutboundPath> outbound_;
   std::map<std::string, policy::PolicyId> policy_ids_;

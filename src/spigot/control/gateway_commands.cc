@@ -200,6 +200,10 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
   const engine::NegotiationQueue& q = gw.queue();
   const engine::Executor& workers = gw.workers();
   const datapath::Counters& dp = gw.dataplane().counters();
+  const gateway::KernelCounters kernel = gw.dataplane().kernel_counters();
+  const auto socket_json = [](const gateway::KernelCounters::Socket& s) {
+    return nlohmann::json{{"port", s.port}, {"received", s.received}, {"kernel_rx_overflow", s.rx_overflow}};
+  };
   return {
       {"active_sas", children.sad().size()},
       // CHILD SAs being negotiated: one for each IKE SA not yet established (IKE_AUTH
@@ -249,7 +253,15 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"no_policy", dp.no_policy.load()}, {"no_sa", dp.no_sa.load()},
         {"seq_exhausted", dp.seq_exhausted.load()}, {"acquire_failed", dp.acquire_dropped.load()},
         {"ike_forward_refused", dp.ike_forward_refused.load()},
-        {"send_failed", dp.send_failed.load()}, {"tun_write_failed", dp.tun_write_failed.load()}}},
+        {"send_failed", dp.send_failed.load()}, {"tun_write_failed", dp.tun_write_failed.load()},
+        // Dropped by the kernel before spigot saw them (UDP 500 and 4500 receive queues full;
+        // the TUN's queue to spigot full) or after spigot wrote them (TUN rx_dropped).
+        {"kernel_rx_overflow", kernel.udp_ike.rx_overflow + kernel.udp_natt.rx_overflow},
+        {"kernel_tun_tx_dropped", kernel.tun_tx_dropped},
+        {"kernel_tun_rx_dropped", kernel.tun_rx_dropped}}},
+      // Per socket: datagrams read, and dropped by the kernel for want of room (the sum of the
+      // two is every datagram the host received on the port).
+      {"udp_sockets", {{"ike", socket_json(kernel.udp_ike)}, {"natt", socket_json(kernel.udp_natt)}}},
       {"traffic",
        {{"tx_packets", dp.tx_packets.load()}, {"tx_bytes", dp.tx_bytes.load()},
         {"rx_packets", dp.rx_packets.load()}, {"rx_bytes", dp.rx_bytes.load()},

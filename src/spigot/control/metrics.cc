@@ -103,6 +103,13 @@ const std::vector<Family>& Families() {
        {{"/traffic/tx_packets", {{"direction", "tx"}}}, {"/traffic/rx_packets", {{"direction", "rx"}}}}},
       {"spigot_esp_bytes_total", Type::kCounter, "ESP payload bytes by direction.",
        {{"/traffic/tx_bytes", {{"direction", "tx"}}}, {"/traffic/rx_bytes", {{"direction", "rx"}}}}},
+      {"spigot_udp_datagrams_received_total", Type::kCounter,
+       "Datagrams spigot read from its UDP sockets, by socket (ike: ike_port, natt: natt_port).",
+       {{"/udp_sockets/ike/received", {{"socket", "ike"}}}, {"/udp_sockets/natt/received", {{"socket", "natt"}}}}},
+      {"spigot_udp_kernel_rx_overflow_total", Type::kCounter,
+       "Datagrams the kernel dropped for a spigot UDP socket (its receive queue was full), by socket.",
+       {{"/udp_sockets/ike/kernel_rx_overflow", {{"socket", "ike"}}},
+        {"/udp_sockets/natt/kernel_rx_overflow", {{"socket", "natt"}}}}},
       {"spigot_natt_keepalives_total", Type::kCounter, "NAT-T keepalives.", {{"/traffic/keepalives"}}},
       {"spigot_acquires_total", Type::kCounter, "Acquires: outbound packets that found no SA.",
        {{"/traffic/acquires"}}},
@@ -353,6 +360,7 @@ std::string RenderMetrics(const json& given, const MetricsServerCounters& server
   }
   // Fields the families above read in another form, or that are sums of theirs.
   for (const char* p : {"/queue_depth", "/queue_overflows", "/config/tunnels", "/crypto_engine/state",
+                        "/udp_sockets/ike/port", "/udp_sockets/natt/port",
                         "/radius/rtt_ms/replies", "/radius/rtt_ms/avg"}) {
     consumed.insert(p);
   }

@@ -58,8 +58,19 @@ TEST(MetricsTest, AnEstablishedTunnelInTheExposition) {
   std::string err;
   ASSERT_TRUE(p.a.gw->Initiate("site", &err)) << err;
   p.Pump();
+  // What the kernel counted for the sockets and the TUN (the real data plane reads it).
+  p.a.dataplane.kernel.udp_ike = {500, 40, 3};
+  p.a.dataplane.kernel.udp_natt = {4500, 900, 8};
+  p.a.dataplane.kernel.tun_tx_dropped = 5;
+  p.a.dataplane.kernel.tun_rx_dropped = 6;
 
   const nlohmann::json snapshot = MetricsSnapshot(*p.a.gw);
+  const nlohmann::json& stats = snapshot["stats"];
+  EXPECT_EQ(stats["packets_dropped"]["kernel_rx_overflow"], 11u);
+  EXPECT_EQ(stats["packets_dropped"]["kernel_tun_tx_dropped"], 5u);
+  EXPECT_EQ(stats["packets_dropped"]["kernel_tun_rx_dropped"], 6u);
+  EXPECT_EQ(stats["udp_sockets"]["natt"],
+            nlohmann::json({{"port", 4500}, {"received", 900}, {"kernel_rx_overflow", 8}}));
   std::set<std::string> used;
   MetricsServerCounters server;
   server.scrapes = 4;
@@ -77,6 +88,11 @@ TEST(MetricsTest, AnEstablishedTunnelInTheExposition) {
   EXPECT_TRUE(Contains(text, "spigot_negotiation_queue_depth{priority=\"new\"} 0")) << text;
   EXPECT_TRUE(Contains(text, "spigot_negotiation_queue_overflows_total{priority=\"new\"} 0")) << text;
   EXPECT_TRUE(Contains(text, "spigot_packets_dropped_total{reason=\"unknown_spi\"} 0")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_packets_dropped_total{reason=\"kernel_rx_overflow\"} 11")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_packets_dropped_total{reason=\"kernel_tun_tx_dropped\"} 5")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_udp_datagrams_received_total{socket=\"ike\"} 40")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_udp_kernel_rx_overflow_total{socket=\"natt\"} 8")) << text;
+  EXPECT_EQ(text.find("udp_sockets_ike_port"), std::string::npos) << "a port is not a metric";
   EXPECT_TRUE(Contains(text, "spigot_connection_ike_sas{connection=\"site\",state=\"established\"} 1")) << text;
   EXPECT_TRUE(Contains(text, "spigot_connection_child_sas{connection=\"site\"} 1")) << text;
   EXPECT_TRUE(Contains(text, "spigot_ike_established_total 1")) << text;

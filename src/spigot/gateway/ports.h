@@ -24,6 +24,23 @@ namespace spigot::gateway {
 // SAs' own (the gateway numbers them).
 inline constexpr policy::PolicyId kFirstSaPolicy = 0x10000000;
 
+// Every datagram accounted for: what each UDP socket took from the kernel, and what the kernel
+// dropped before spigot could take it (the socket's receive queue full: SO_RXQ_OVFL /
+// SO_MEMINFO), and the TUN device's drops since spigot opened it. Under any flood, datagrams
+// the host received on a port = received + rx_overflow.
+struct KernelCounters {
+  struct Socket {
+    std::uint16_t port = 0;
+    std::uint64_t received = 0;     // datagrams read by spigot
+    std::uint64_t rx_overflow = 0;  // datagrams the kernel dropped for this socket
+  };
+  Socket udp_ike, udp_natt;  // UDP 500 and UDP 4500 (ike_port, natt_port)
+  // The TUN device's tx_dropped (packets routed into the tunnel that the kernel dropped before
+  // spigot read them: its queue was full) and rx_dropped (packets spigot wrote that the kernel
+  // dropped after accepting them: e.g. its input backlog was full), since spigot opened it.
+  std::uint64_t tun_tx_dropped = 0, tun_rx_dropped = 0;
+};
+
 // The data plane as the control thread drives it: policies per connection, inbound and
 // outbound halves of CHILD SAs, acquire results. Every call is made on the control thread and
 // returns at once; the real one publishes to its threads through bounded mailboxes.
@@ -76,6 +93,8 @@ class DataPlane {
   virtual nlohmann::json UdpOffloadStats() const = 0;
   // The stats contract's "traffic.tun_offload" object: the TUN device's offloads.
   virtual nlohmann::json TunOffloadStats() const = 0;
+  // What the kernel counted for spigot's sockets and TUN device (KernelCounters).
+  virtual KernelCounters kernel_counters() const = 0;
   // `spigot debug crypto-fault ACTION [MS]`; {"error": ...} where there is no fault engine.
   virtual nlohmann::json CryptoFault(const std::string& action, std::int64_t ms) = 0;
 };

@@ -8,7 +8,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cassert>
 #include <cerrno>
 #include <cstring>
@@ -175,7 +177,8 @@ std::unique_ptr<Netlink> Netlink::Open(std::string* error) {
 
 Netlink::~Netlink() { close(fd_); }
 
-int Netlink::Transact(Request& request, std::string* kernel_message, RouteMatch* route) {
+int Netlink::Transact(Request& request, std::string* kernel_message, RouteMatch* route,
+                      LinkStats* link, bool* link_found) {
   const std::uint32_t seq = ++seq_;
   const std::span<const std::uint8_t> bytes = request.Seal(seq);
   sockaddr_nl kernel{};
@@ -206,6 +209,24 @@ int Netlink::Transact(Request& request, std::string* kernel_message, RouteMatch*
         return -err->error;  // 0: the ACK
       }
       if (h->nlmsg_type == NLMSG_DONE) return 0;
+      if (h->nlmsg_type == RTM_NEWLINK && link != nullptr &&
+          h->nlmsg_len >= NLMSG_LENGTH(sizeof(ifinfomsg))) {
+        const auto* ifi = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
+        int attr_len = static_cast<int>(IFLA_PAYLOAD(h));
+        for (const rtattr* a = IFLA_RTA(ifi); RTA_OK(a, attr_len); a = RTA_NEXT(a, attr_len)) {
+          // Older kernels send a shorter struct; the fields read here are in every version.
+          if (a->rta_type != IFLA_STATS64 ||
+              RTA_PAYLOAD(a) < offsetof(rtnl_link_stats64, tx_dropped) + sizeof(__u64))
+            continue;
+          rtnl_link_stats64 st{};
+          std::memcpy(&st, RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), sizeof st));
+          link->rx_packets = st.rx_packets;
+          link->tx_packets = st.tx_packets;
+          link->rx_dropped = st.rx_dropped;
+          link->tx_dropped = st.tx_dropped;
+          if (link_found != nullptr) *link_found = true;
+        }
+      }
       if (h->nlmsg_type == RTM_NEWROUTE && route != nullptr &&
           h->nlmsg_len >= NLMSG_LENGTH(sizeof(rtmsg))) {
         const auto* rt = static_cast<const rtmsg*>(NLMSG_DATA(h));
@@ -355,6 +376,19 @@ bool Netlink::DeleteRoute(int ifindex, int family, std::span<const std::uint8_t>
   std::string kernel_text;
   const int err = Transact(request, &kernel_text);
   return err == 0 || err == ESRCH || Fail(error, what, err, kernel_text);
+}
+
+bool Netlink::GetLinkStats(int ifindex, LinkStats& stats, std::string* error) {
+  const std::string what = "get link " + DeviceName(ifindex) + " stats";
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_index = ifindex;
+  Request request(RTM_GETLINK, 0, ifi);
+  std::string kernel_text;
+  bool found = false;
+  const int err = Transact(request, &kernel_text, nullptr, &stats, &found);
+  if (err != 0) return Fail(error, what, err, kernel_text);
+  return found || FailInput(error, what, "the kernel's answer had no IFLA_STATS64");
 }
 
 bool Netlink::RouteIsVia(int ifindex, int family, std::span<const std::uint8_t> destination,

@@ -36,6 +36,17 @@
 
 namespace spigot::io {
 
+// A link's counters (IFLA_STATS64), as `ip -s link` shows them. For a TUN device, "tx" is the
+// kernel handing packets to the process that reads the device, "rx" the process writing them.
+struct LinkStats {
+  std::uint64_t rx_packets = 0, tx_packets = 0;
+  // tx_dropped on a TUN: packets routed into it that the kernel threw away before the reader
+  // took them (its queue, txqueuelen, was full; or no reader was attached). rx_dropped: packets
+  // written to it that the kernel dropped on the way in (e.g. the input backlog,
+  // net.core.netdev_max_backlog, was full), after write() returned success.
+  std::uint64_t rx_dropped = 0, tx_dropped = 0;
+};
+
 class Netlink {
  public:
   static constexpr std::chrono::seconds kReplyTimeout{5};
@@ -76,6 +87,8 @@ class Netlink {
   // (EADDRNOTAVAIL) counts as success.
   bool DeleteAddress(int ifindex, int family, std::span<const std::uint8_t> address,
                      int prefix_len, std::string* error = nullptr);
+  // The link's counters now (`ip -s link show dev DEV`).
+  bool GetLinkStats(int ifindex, LinkStats& stats, std::string* error = nullptr);
 
  private:
   // AddRoute (replace = false) and ReplaceRoute.
@@ -87,8 +100,9 @@ class Netlink {
   explicit Netlink(int fd) : fd_(fd) {}
   // Sends `request` and reads until the kernel's ACK or error for it. Returns 0 or a positive
   // errno; `kernel_message` gets the extended-ack text, if any. A route message in the answer
-  // (to an RTM_GETROUTE) is stored in `route`.
-  int Transact(Request& request, std::string* kernel_message, RouteMatch* route = nullptr);
+  // (to an RTM_GETROUTE) is stored in `route`, a link's counters (RTM_GETLINK) in `link`.
+  int Transact(Request& request, std::string* kernel_message, RouteMatch* route = nullptr,
+               LinkStats* link = nullptr, bool* link_found = nullptr);
   // true if the main table's route to exactly `destination`/`prefix_len` leaves via `ifindex`.
   bool RouteIsVia(int ifindex, int family, std::span<const std::uint8_t> destination,
                   int prefix_len);

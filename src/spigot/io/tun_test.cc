@@ -727,6 +727,51 @@ TEST(Netlink, RepeatedRequestsSucceedAndConflictsAreErrors) {
   });
 }
 
+TEST(Netlink, LinkStatsCountTheTunQueueOverflowingAndEveryPacketRead) {
+  InNewNetns([] {
+    DisableIpv6();  // only the datagrams below go into the device
+    auto netlink = OpenNetlink();
+    ASSERT_NE(netlink, nullptr);
+    auto tun = OpenOrSkip("sptest0", 1);
+    ASSERT_NE(tun, nullptr);
+    std::string error;
+    ASSERT_TRUE(netlink->SetLinkUp(tun->ifindex(), 1400, &error)) << error;
+    ASSERT_TRUE(netlink->AddAddress(tun->ifindex(), AF_INET, Address(AF_INET, "198.51.100.1"), 24,
+                                    &error))
+        << error;
+    ASSERT_TRUE(netlink->AddRoute(tun->ifindex(), AF_INET, Address(AF_INET, "203.0.113.0"), 24,
+                                  Address(AF_INET, "198.51.100.1"), &error))
+        << error;
+    LinkStats before;
+    ASSERT_TRUE(netlink->GetLinkStats(tun->ifindex(), before, &error)) << error;
+    EXPECT_EQ(before.tx_dropped, 0u);
+    auto sender = UdpSocket::Bind(*Endpoint::Parse("198.51.100.1", 0), {}, &error);
+    ASSERT_NE(sender, nullptr) << error;
+    // More than the device's queue holds (txqueuelen, 500 by default), nobody reading.
+    constexpr std::size_t kSent = 800;
+    const Endpoint peer = *Endpoint::Parse("203.0.113.5", 9);
+    std::size_t sent = 0;
+    for (std::size_t i = 0; i < kSent; ++i) sent += sender->SendTo(peer, Bytes(8, 1));
+    std::array<std::array<std::uint8_t, 2048>, 32> buffers{};
+    std::array<PacketSlot, 32> slots;
+    std::size_t read = 0;
+    for (;;) {
+      for (std::size_t i = 0; i < slots.size(); ++i) slots[i] = PacketSlot{buffers[i]};
+      const BatchResult r = tun->ReadBatch(0, slots);
+      read += r.count;
+      if (r.count == 0) break;
+    }
+    LinkStats after;
+    ASSERT_TRUE(netlink->GetLinkStats(tun->ifindex(), after, &error)) << error;
+    EXPECT_GT(after.tx_dropped, 0u) << "sent " << sent << ", read " << read;
+    EXPECT_EQ(after.tx_dropped + read, sent) << "read " << read;
+    EXPECT_EQ(after.tx_packets, read);
+    EXPECT_EQ(after.rx_packets, 0u);
+    EXPECT_FALSE(netlink->GetLinkStats(9999, after, &error));
+    EXPECT_EQ(error.rfind("netlink: get link ifindex 9999 stats: No such device", 0), 0u) << error;
+  });
+}
+
 TEST(Netlink, Ipv6AddressIsUsableAtOnceAndRoutesRepeat) {
   InNewNetns([] {
     auto netlink = OpenNetlink();

@@ -1,6 +1,7 @@
 #include "spigot/io/udp_socket.h"
 
 #include <netinet/in.h>
+#include <linux/sock_diag.h>
 #include <netinet/udp.h>
 #include <unistd.h>
 
@@ -78,6 +79,34 @@ bool UdpSocket::EnableGro() {
   return gro_;
 }
 
+bool UdpSocket::EnableDropCounter() {
+  const int on = 1;
+  rxq_ovfl_ = setsockopt(fd_, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof on) == 0;
+  return rxq_ovfl_;
+}
+
+void UdpSocket::NoteKernelDrops(std::uint32_t seen) const {
+  std::uint64_t total = receive_.kernel_drops.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uint32_t delta = seen - static_cast<std::uint32_t>(total);
+    // 0: nothing new. Past half the range: a reading older than the one already merged.
+    if (delta == 0 || delta > UINT32_MAX / 2) return;
+    if (receive_.kernel_drops.compare_exchange_weak(total, total + delta,
+                                                    std::memory_order_relaxed))
+      return;
+  }
+}
+
+std::uint64_t UdpSocket::KernelDrops() const {
+  std::uint32_t meminfo[SK_MEMINFO_VARS] = {};
+  socklen_t len = sizeof meminfo;
+  if (getsockopt(fd_, SOL_SOCKET, SO_MEMINFO, meminfo, &len) == 0 &&
+      len > SK_MEMINFO_DROPS * sizeof(std::uint32_t)) {
+    NoteKernelDrops(meminfo[SK_MEMINFO_DROPS]);
+  }
+  return receive_.kernel_drops.load(std::memory_order_relaxed);
+}
+
 BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
   const std::size_t n = std::min(slots.size(), kMaxBatch);
   for (std::size_t i = 0; i < n; ++i) {
@@ -88,7 +117,7 @@ BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
     h.msg_namelen = sizeof(sockaddr_storage);
     h.msg_iov = &recv_iov_[i];
     h.msg_iovlen = 1;
-    if (gro_) {
+    if (gro_ || rxq_ovfl_) {
       h.msg_control = recv_control_[i].bytes;
       h.msg_controllen = sizeof recv_control_[i].bytes;
     }
@@ -99,7 +128,10 @@ BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
   } while (received < 0 && errno == EINTR);
   if (received < 0) return BatchResult{0, errno};
 
-  std::uint64_t gro_batches = 0, gro_segments = 0;
+  std::uint64_t gro_batches = 0, gro_segments = 0, datagrams = 0;
+  // The kernel's drop count as the newest datagram carried it (0: none carried one, which the
+  // kernel does while the socket has dropped nothing).
+  std::uint32_t drops = 0;
   for (int i = 0; i < received; ++i) {
     RecvSlot& slot = slots[i];
     const mmsghdr& m = recv_msgs_[i];
@@ -108,25 +140,33 @@ BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
     slot.peer = Endpoint::FromSockaddr(reinterpret_cast<const sockaddr*>(&recv_addrs_[i]),
                                        m.msg_hdr.msg_namelen);
     slot.segment_size = 0;
-    if (!gro_) continue;
-    // UDP_GRO carries the segment size (an int) when the kernel coalesced; without it the
-    // buffer is one datagram.
-    msghdr& h = recv_msgs_[i].msg_hdr;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
-      if (c->cmsg_level != SOL_UDP || c->cmsg_type != UDP_GRO ||
-          c->cmsg_len < CMSG_LEN(sizeof(int)))
-        continue;
-      int size = 0;
-      std::memcpy(&size, CMSG_DATA(c), sizeof size);
-      if (size > 0 && slot.length > static_cast<std::size_t>(size)) {
-        slot.segment_size = static_cast<std::size_t>(size);
+    if (gro_ || rxq_ovfl_) {
+      msghdr& h = recv_msgs_[i].msg_hdr;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL &&
+            c->cmsg_len >= CMSG_LEN(sizeof(std::uint32_t))) {
+          std::memcpy(&drops, CMSG_DATA(c), sizeof drops);
+        }
+        // UDP_GRO carries the segment size (an int) when the kernel coalesced; without it
+        // the buffer is one datagram.
+        if (c->cmsg_level != SOL_UDP || c->cmsg_type != UDP_GRO ||
+            c->cmsg_len < CMSG_LEN(sizeof(int)))
+          continue;
+        int size = 0;
+        std::memcpy(&size, CMSG_DATA(c), sizeof size);
+        if (size > 0 && slot.length > static_cast<std::size_t>(size)) {
+          slot.segment_size = static_cast<std::size_t>(size);
+        }
       }
     }
+    datagrams += DatagramCount(slot);
     if (slot.segment_size != 0) {
       ++gro_batches;
       gro_segments += DatagramCount(slot);
     }
   }
+  receive_.datagrams.fetch_add(datagrams, std::memory_order_relaxed);
+  if (drops != 0) NoteKernelDrops(drops);
   if (gro_batches != 0) {
     offload_.gro_batches.fetch_add(gro_batches, std::memory_order_relaxed);
     offload_.gro_segments.fetch_add(gro_segments, std::memory_order_relaxed);

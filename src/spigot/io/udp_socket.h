@@ -12,6 +12,13 @@
 //   flow back to back in one buffer (RecvSlot::segment_size); DatagramCount()/Datagram() split
 //   them. Buffers then need kGroBufferSize bytes, or coalesced datagrams arrive truncated.
 //
+// Drops: with EnableDropCounter() (SO_RXQ_OVFL), every received datagram carries the socket's
+// drop count (sk_drops: datagrams the kernel threw away because the receive queue was full,
+// SO_RCVBUF, or failed a socket filter or checksum on the way in — in practice the queue), and
+// KernelDrops() reads the same count on demand (SO_MEMINFO), so datagrams dropped after the last
+// one received are not missed. With receive_counters().datagrams, every datagram the host
+// delivered to this socket is accounted for: datagrams + kernel_drops.
+//
 // RecvBatch() and SendBatch() each use their own scratch arrays, so one thread may receive while
 // another sends; each of the two must be called by one thread at a time.
 #pragma once
@@ -69,6 +76,15 @@ struct UdpOffloadCounters {
   std::atomic<std::uint64_t> gro_segments{0};   // datagrams in them
 };
 
+// What RecvBatch() took off the socket and what the kernel dropped before it could.
+struct UdpReceiveCounters {
+  std::atomic<std::uint64_t> datagrams{0};  // returned by RecvBatch (GRO segments each counted)
+  // The socket's sk_drops since it was opened, widened to 64 bits. The kernel's counter is 32
+  // bits; the low 32 bits of this one always equal the last value seen, and each newer value
+  // adds its difference, so the count survives the kernel's wrap-around.
+  std::atomic<std::uint64_t> kernel_drops{0};
+};
+
 class UdpSocket {
  public:
   // Datagrams per system call; larger batches are cut to this.
@@ -115,6 +131,15 @@ class UdpSocket {
   bool gso() const { return gso_.load(std::memory_order_relaxed); }
   bool gro() const { return gro_; }
   const UdpOffloadCounters& offload_counters() const { return offload_; }
+  // Turns on SO_RXQ_OVFL: RecvBatch then reads the kernel's drop count from each datagram's
+  // control message into receive_counters().kernel_drops. false: refused (errno says why).
+  bool EnableDropCounter();
+  bool drop_counter() const { return rxq_ovfl_; }
+  // The kernel's drop count for this socket now (SO_MEMINFO), merged into
+  // receive_counters().kernel_drops and returned. Any thread. Without SO_MEMINFO (Linux < 4.12)
+  // the count the last datagram carried.
+  std::uint64_t KernelDrops() const;
+  const UdpReceiveCounters& receive_counters() const { return receive_; }
   // Test hook: the next GSO message fails as a device without checksum offload makes it fail
   // (EIO), without reaching the kernel, so that the fallback runs.
   void RefuseNextGsoForTest() { refuse_next_gso_ = true; }
@@ -137,10 +162,14 @@ class UdpSocket {
   // plain resend may fix (GSO off, or its segment size not coalesced again), counted.
   bool GsoRefused(std::size_t m, int error);
   void CountGsoSends(std::uint64_t messages, std::uint64_t segments);
+  // Merges a reading of the kernel's 32-bit drop counter into receive_.kernel_drops: the
+  // difference to the last reading is added; an older reading (another thread's) is ignored.
+  void NoteKernelDrops(std::uint32_t seen) const;
 
-  // One control message with a u16 (UDP_SEGMENT) or an int (UDP_GRO).
+  // Control messages: a u16 (UDP_SEGMENT) to send; an int (UDP_GRO) and a u32 (SO_RXQ_OVFL)
+  // received.
   union Control {
-    char bytes[CMSG_SPACE(sizeof(int))];
+    char bytes[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(std::uint32_t))];
     cmsghdr align;
   };
 
@@ -149,10 +178,12 @@ class UdpSocket {
   // Set by EnableGso(), cleared by the sending thread when a device refuses GSO.
   std::atomic<bool> gso_{false};
   bool gro_ = false;
+  bool rxq_ovfl_ = false;
   bool refuse_next_gso_ = false;
   // Segment sizes from this one up were refused (EINVAL: over the path's MTU); not coalesced.
   std::size_t gso_refused_size_ = SIZE_MAX;
   UdpOffloadCounters offload_;
+  mutable UdpReceiveCounters receive_;  // KernelDrops() (const) merges what it reads
   // Scratch space for the system calls: no allocation per batch.
   std::array<mmsghdr, kMaxBatch> recv_msgs_{};
   std::array<iovec, kMaxBatch> recv_iov_{};

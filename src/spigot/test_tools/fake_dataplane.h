@@ -130,6 +130,7 @@ class FakeDataPlane final : public gateway::DataPlane {
   }
   nlohmann::json UdpOffloadStats() const override { return {{"gso", false}, {"gro", false}}; }
   nlohmann::json TunOffloadStats() const override { return {{"enabled", false}}; }
+  gateway::KernelCounters kernel_counters() const override { return kernel; }
   nlohmann::json CryptoFault(const std::string&, std::int64_t) override {
     return {{"error", "no fault engine in tests"}};
   }
@@ -147,6 +148,8 @@ class FakeDataPlane final : public gateway::DataPlane {
   // The virtual IPs on the TUN, by connection (as Prefix::ToString()).
   std::map<std::string, std::set<std::string>> virtual_ips;
   std::vector<Event> events;
+  // What kernel_counters() returns: tests set it.
+  gateway::KernelCounters kernel;
 
  private:
   std::map<std::string, policy::PolicyId> policies_;
