@@ -27,6 +27,9 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 mkdir -p /run/spigot-demo
+# The examples hold a PSK: spigot refuses a configuration others may read, and git keeps them
+# at 0644, so the demo runs private copies.
+for s in a b; do install -m 0600 examples/demo-$s.toml /run/spigot-demo/$s.toml; done
 ip netns add spigot-demo-a
 ip netns add spigot-demo-b
 ip link add demo-a type veth peer name demo-b
@@ -38,10 +41,10 @@ for s in a b; do
   ip -n spigot-demo-$s link set lo up
   ip -n spigot-demo-$s link set demo-$s up
 done
-ip netns exec spigot-demo-b "$SPIGOT" run -c examples/demo-b.toml 2>/run/spigot-demo/b.log &
+ip netns exec spigot-demo-b "$SPIGOT" run -c /run/spigot-demo/b.toml 2>/run/spigot-demo/b.log &
 pids+=($!)
 sleep 0.5
-ip netns exec spigot-demo-a "$SPIGOT" run -c examples/demo-a.toml 2>/run/spigot-demo/a.log &
+ip netns exec spigot-demo-a "$SPIGOT" run -c /run/spigot-demo/a.toml 2>/run/spigot-demo/a.log &
 pids+=($!)
 for _ in $(seq 50); do
   "$SPIGOT" sas --json --socket /run/spigot-demo/b.sock 2>/dev/null | grep -q INSTALLED && break

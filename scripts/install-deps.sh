@@ -35,6 +35,8 @@ PACKAGES=(
   libsystemd-dev systemd
   # man-db: tests/manpage.sh renders spigot(8) with `man --warnings`
   man-db
+  # libcap: the daemon gives up root keeping only CAP_NET_ADMIN (global.user, io/privileges.h)
+  libcap-dev
 )
 
 missing=()

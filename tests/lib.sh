@@ -4,6 +4,9 @@
 # Topology (documentation addresses only, RFC 5737):
 #   ${NS}a  192.0.2.1/24 (veth)  inner 198.51.100.1   <-->  ${NS}b  192.0.2.2/24  inner 203.0.113.1
 set -euo pipefail
+# Files the tests write (configurations, PSK and key files) are for root alone: spigot refuses
+# secrets that others may read (config/run_as.h).
+umask 077
 
 SPIGOT=${SPIGOT:?set SPIGOT to the spigot binary}
 WORK=$(mktemp -d /tmp/spigot-test.XXXXXX)

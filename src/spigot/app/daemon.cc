@@ -3,13 +3,18 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "spigot/app/dataplane.h"
+#include "spigot/config/run_as.h"
+#include "spigot/control/access.h"
 #include "spigot/control/control_server.h"
 #include "spigot/control/gateway_commands.h"
 #include "spigot/control/metrics.h"
@@ -18,6 +23,7 @@
 #include "spigot/esp/constants.h"
 #include "spigot/gateway/gateway.h"
 #include "spigot/io/event_loop.h"
+#include "spigot/io/privileges.h"
 #include "spigot/io/systemd.h"
 #include "spigot/io/udp_socket.h"
 
@@ -73,6 +79,11 @@ class Daemon {
 
  private:
   bool OpenIkeSockets(const config::GlobalConfig& g, std::string* error);
+  // Least privilege (io/privileges.h): PlanPrivileges first, before any thread starts;
+  // DropPrivileges after the last privileged open.
+  bool PlanPrivileges(const config::GlobalConfig& g, std::string* error);
+  bool DropPrivileges(const std::string& config_path, std::string* error);
+  control::ControlServer::Options ControlOptions();
   void OnIkePort();
   void AfterEvent() {
     if (gateway_->finished()) loop_->Stop();
@@ -95,6 +106,9 @@ class Daemon {
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<control::ControlServer> control_;
   std::unique_ptr<control::MetricsServer> metrics_;  // metrics_listen; null when off
+  config::RunAs run_as_;           // who we become after startup (global.user)
+  std::optional<gid_t> socket_gid_;  // global.socket_group
+  control::AccessPolicy access_;   // who may run which control command
   std::vector<std::uint8_t> recv_buffers_ = std::vector<std::uint8_t>(kRecvBuffer * kRecvSlots);
   // Last: destroyed (joined) first, while the gateway its jobs report to still exists.
   std::unique_ptr<engine::WorkerPool> workers_;
@@ -131,6 +145,7 @@ bool Daemon::OpenIkeSockets(const config::GlobalConfig& g, std::string* error) {
 
 bool Daemon::Init(config::Config config, const std::string& config_path, std::string* error) {
   const config::GlobalConfig g = config.global;
+  if (!PlanPrivileges(g, error)) return false;
   loop_ = io::EventLoop::Create({}, error);
   if (!loop_) return false;
   // Before any thread starts: signalfd needs the signals blocked in every thread, and threads
@@ -183,7 +198,7 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
         AfterEvent();
         return answer;
       },
-      {}, error);
+      ControlOptions(), error);
   if (!control_) return false;
   loop_->AddReader(control_->fd(), [this] { control_->OnReadable(); });
   loop_->AddRepeatingTimer("ike_tick", gateway::Gateway::kTickPeriod, [this] {
@@ -203,6 +218,114 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
     loop_->AddRepeatingTimer("metrics_snapshot", kMetricsPeriod,
                              [this] { metrics_->Publish(control::MetricsSnapshot(*gateway_)); });
     spdlog::info("Prometheus metrics on http://{}/metrics", g.metrics_listen);
+  }
+  return DropPrivileges(config_path, error);
+}
+
+bool Daemon::PlanPrivileges(const config::GlobalConfig& g, std::string* error) {
+  std::string why;
+  const std::optional<config::RunAs> run_as = config::ResolveRunAs(g.user, &why);
+  if (!run_as) {
+    *error = "global.user: " + why;
+    return false;
+  }
+  run_as_ = *run_as;
+  if (!g.socket_group.empty()) {
+    socket_gid_ = config::ResolveGroup(g.socket_group, &why);
+    if (!socket_gid_) {
+      *error = "global.socket_group: " + why;
+      return false;
+    }
+  }
+  if (run_as_.drop) {
+    const std::string missing = io::MissingForSwitch();
+    std::string not_dropped;
+    if (!missing.empty()) {
+      why = "the process lacks " + missing + " (a CapabilityBoundingSet without them?)";
+    } else if (io::LimitBoundingSet(&why, &not_dropped)) {
+      why.clear();
+      if (!not_dropped.empty()) {
+        spdlog::warn("cannot drop {} from the capability bounding set (no cap_setpcap); "
+                     "no_new_privs keeps an exec from gaining them",
+                     not_dropped);
+      }
+    }
+    if (!why.empty()) {
+      if (run_as_.explicit_user) {
+        *error = "global.user: cannot switch to user \"" + run_as_.user + "\": " + why;
+        return false;
+      }
+      run_as_.drop = false;
+      run_as_.why_not = "cannot switch to user \"" + run_as_.user + "\": " + why;
+    }
+  }
+  access_.daemon_uid = run_as_.drop ? run_as_.uid : geteuid();
+  access_.daemon_user = run_as_.drop ? run_as_.user : (geteuid() == 0 ? "root" : "uid " + std::to_string(geteuid()));
+  access_.read_group = socket_gid_;
+  access_.read_group_name = g.socket_group;
+  return true;
+}
+
+// The socket belongs to the user we become (it must remove the file at exit), its group is
+// socket_group; without one, no group may connect.
+control::ControlServer::Options Daemon::ControlOptions() {
+  control::ControlServer::Options o;
+  if (run_as_.drop) {
+    o.socket_uid = run_as_.uid;
+    o.socket_gid = run_as_.gid;
+  }
+  if (socket_gid_) o.socket_gid = *socket_gid_;
+  o.socket_mode = socket_gid_ ? 0660 : 0600;
+  o.authorize = [this](const control::PeerCredentials& peer, const nlohmann::json& request) {
+    const auto it = request.find("command");
+    const std::string command = it != request.end() && it->is_string() ? it->get<std::string>() : "";
+    std::string refusal = control::CheckAccess(access_, peer, command);
+    if (!refusal.empty()) {
+      spdlog::warn("control socket: refused '{}' from uid {} gid {} pid {}: {}", command, peer.uid,
+                   peer.gid, peer.pid, refusal);
+    }
+    return refusal;
+  };
+  return o;
+}
+
+bool Daemon::DropPrivileges(const std::string& config_path, std::string* error) {
+  if (!run_as_.drop) {
+    spdlog::info("running as {} (uid {}), capabilities {}: {}", access_.daemon_user, geteuid(),
+                 io::DescribeCapabilities(), run_as_.why_not);
+    return true;
+  }
+  std::string why;
+  if (!io::SwitchUser(run_as_.user, run_as_.uid, run_as_.gid, &why)) {
+    // Half switched is no state to serve in; fully root still is, for the default user.
+    if (run_as_.explicit_user || getuid() != 0 || geteuid() != 0) {
+      *error = "global.user: cannot switch to user \"" + run_as_.user + "\": " + why;
+      return false;
+    }
+    spdlog::error("cannot switch to user \"{}\" (the default of global.user): {}; running as root",
+                  run_as_.user, why);
+    return true;
+  }
+  spdlog::info("running as user {} (uid {}, gid {}) with {} on the control thread and no "
+               "capabilities on the others",
+               run_as_.user, run_as_.uid, run_as_.gid, io::DescribeCapabilities());
+  // What this user can no longer do, said now rather than at the first reload.
+  const config::Config& c = gateway_->config();
+  const auto warn_unreadable = [&](const std::string& path, const char* what) {
+    if (!path.empty() && access(path.c_str(), R_OK) != 0) {
+      spdlog::warn("{} {} is not readable by user {} ({}): `spigot reload` will fail; give it "
+                   "the user's group (gid {}) and mode 0640",
+                   what, path, run_as_.user, std::strerror(errno), run_as_.gid);
+    }
+  };
+  warn_unreadable(config_path, "the configuration");
+  for (const config::ConnectionConfig& conn : c.connections) warn_unreadable(conn.local_key, "local_key");
+  if (const std::string& f = c.global.leases_file; !f.empty()) {
+    const std::filesystem::path dir = std::filesystem::path(f).parent_path();
+    if (access(dir.empty() ? "." : dir.c_str(), W_OK | X_OK) != 0) {
+      spdlog::warn("global.leases_file: user {} cannot write in {} ({}): leases will not be saved",
+                   run_as_.user, dir.string(), std::strerror(errno));
+    }
   }
   return true;
 }

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <toml++/toml.h>
 
 #include "spigot/config/duration.h"
+#include "spigot/config/run_as.h"
 #include "spigot/config/text.h"
 
 namespace spigot::config {
@@ -94,11 +96,17 @@ constexpr std::size_t kMaxTunNameBytes = 15;  // IFNAMSIZ - 1
 
 // Reads a whole file of at most `max_bytes`. Whatever was read is wiped on failure (it may be a
 // secret). `reason` does not name the file.
+// `st`, when given, gets the opened file's status (its mode and group for SecretFileProblem).
 bool ReadSmallFile(const std::string& path, std::size_t max_bytes, std::string& out,
-                   std::string& reason) {
+                   std::string& reason, struct stat* st = nullptr) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     reason = std::string("cannot read: ") + std::strerror(errno);
+    return false;
+  }
+  if (st != nullptr && fstat(fd, st) != 0) {
+    reason = std::string("cannot stat: ") + std::strerror(errno);
+    close(fd);
     return false;
   }
   std::string data;
@@ -242,6 +250,13 @@ class Loader {
   explicit Loader(std::string source) : source_(std::move(source)) {}
 
   bool Load(toml::table& root, Config& out) {
+    // Secret files are checked against the daemon's group, which global.user decides; the
+    // tables are visited in key order, so it is looked up first.
+    if (const toml::node* user = root.at_path("global.user").node(); user != nullptr && user->is_string()) {
+      daemon_gid_ = DaemonGroupFor(user->as_string()->get());
+    } else {
+      daemon_gid_ = DaemonGroupFor("");
+    }
     for (auto&& [key, node] : root) {
       if (key.str() == "global") {
         toml::table* table = node.as_table();
@@ -397,7 +412,8 @@ class Loader {
                         {"max_spi", "max_queue", "cookie_threshold", "control_socket", "leases_file", "lease_db", "tun_name",
                          "listen", "ike_port", "natt_port", "spi_reserve_percent", "metrics_listen",
                          "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "crypto_engine",
-                         "crypto_stall_timeout", "fragment_size", "udp_offload", "tun_offload"})) {
+                         "crypto_stall_timeout", "fragment_size", "udp_offload", "tun_offload",
+                         "user", "socket_group"})) {
       return false;
     }
     constexpr std::int64_t kU32Max = std::numeric_limits<std::uint32_t>::max();
@@ -419,7 +435,7 @@ class Loader {
         !GetInteger(t, p, "fragment_size", kMinFragmentSize, 65535, g.fragment_size) ||
         !GetString(t, p, "crypto_engine", g.crypto_engine) ||
         !GetBool(t, p, "udp_offload", g.udp_offload) ||
-        !GetBool(t, p, "tun_offload", g.tun_offload)) {
+        !GetBool(t, p, "tun_offload", g.tun_offload) || !GetUserAndGroup(t, g)) {
       return false;
     }
     if (g.crypto_engine != "inline" && g.crypto_engine != "async" && g.crypto_engine != "fault") {
@@ -462,6 +478,30 @@ class Loader {
       }
     }
     return true;
+  }
+
+  // global.user and global.socket_group name an existing user and group.
+  bool GetUserAndGroup(const toml::table& t, GlobalConfig& g) {
+    bool present = false;
+    if (!GetString(t, "global", "user", g.user, &present)) return false;
+    std::string why;
+    if (present && g.user.empty()) {
+      return Fail("global.user", "must be a user name (or \"root\" to keep running as root), got \"\"");
+    }
+    if (present && !ResolveRunAs(g.user, &why)) return Fail("global.user", why);
+    if (!GetString(t, "global", "socket_group", g.socket_group, &present)) return false;
+    if (present && g.socket_group.empty()) {
+      return Fail("global.socket_group", "must be a group name (or remove the key for no group)");
+    }
+    if (present && !ResolveGroup(g.socket_group, &why)) return Fail("global.socket_group", why);
+    return true;
+  }
+
+  // A file holding secrets that group or others may read (SecretFileProblem) is refused.
+  bool CheckSecretFile(const std::string& key, const std::string& path, const struct stat& st) {
+    const std::string problem = SecretFileProblem(st.st_mode, st.st_gid, daemon_gid_);
+    if (problem.empty()) return true;
+    return Fail(key, "\"" + path + "\": " + problem);
   }
 
   bool GetAddresses(const toml::table& t, const std::string& p, std::string_view key,
@@ -586,8 +626,13 @@ class Loader {
     if (path.is_relative()) path = std::filesystem::path(source_).parent_path() / path;
     std::string secret;
     std::string reason;
-    if (!ReadSmallFile(path.string(), kMaxPskFileBytes, secret, reason)) {
+    struct stat st {};
+    if (!ReadSmallFile(path.string(), kMaxPskFileBytes, secret, reason, &st)) {
       return Fail(p + ".psk_file", "\"" + path.string() + "\": " + reason);
+    }
+    if (!CheckSecretFile(p + ".psk_file", path.string(), st)) {
+      WipeString(secret);
+      return false;
     }
     if (!secret.empty() && secret.back() == '\n') secret.pop_back();
     if (!secret.empty() && secret.back() == '\r') secret.pop_back();
@@ -663,6 +708,10 @@ class Loader {
     if (c.local_auth == AuthKind::kPubkey) {
       if (c.local_cert.empty()) return Fail(p + ".local_cert", "required with local_auth = \"pubkey\" (a PEM certificate file)");
       if (c.local_key.empty()) return Fail(p + ".local_key", "required with local_auth = \"pubkey\" (a PEM private key file)");
+      // A missing file is left to the loader below, which says so.
+      if (struct stat st {}; stat(c.local_key.c_str(), &st) == 0 && !CheckSecretFile(p + ".local_key", c.local_key, st)) {
+        return false;
+      }
       c.credentials = pki::LocalCredentials::Load(c.local_cert, c.local_key, &error);
       if (!c.credentials) {
         const bool key_problem = error.rfind(c.local_key, 0) == 0;
@@ -1061,6 +1110,7 @@ class Loader {
 
   std::string source_;
   std::string error_;
+  gid_t daemon_gid_ = 0;  // the group secret files may be readable by (config/run_as.h)
 };
 
 }  // namespace
@@ -1087,13 +1137,24 @@ LoadResult LoadString(std::string_view toml_text, const std::string& source_name
 LoadResult LoadFile(const std::string& path) {
   std::string data;
   std::string reason;
-  if (!ReadSmallFile(path, kMaxConfigFileBytes, data, reason)) {
+  struct stat st {};
+  if (!ReadSmallFile(path, kMaxConfigFileBytes, data, reason, &st)) {
     LoadResult result;
     result.error = path + ": " + reason;
     return result;
   }
   LoadResult result = LoadString(data, path);
   WipeString(data);  // it may hold a psk
+  if (result.ok) {
+    // The file may hold PSKs, EAP and RADIUS secrets: checked against the group of the user
+    // it names.
+    const std::string problem =
+        SecretFileProblem(st.st_mode, st.st_gid, DaemonGroupFor(result.config.global.user));
+    if (!problem.empty()) {
+      result = LoadResult{};
+      result.error = path + ": " + problem;
+    }
+  }
   return result;
 }
 
@@ -1136,6 +1197,8 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   restart_if(a.metrics_listen != b.metrics_listen, "global.metrics_listen");
   restart_if(a.tun_offload != b.tun_offload, "global.tun_offload");
   restart_if(a.lease_db != b.lease_db, "global.lease_db");
+  restart_if(a.user != b.user, "global.user");
+  restart_if(a.socket_group != b.socket_group, "global.socket_group");
   return diff;
 }
 

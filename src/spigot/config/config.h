@@ -57,6 +57,13 @@ struct GlobalConfig {
   std::uint32_t ike_workers = 0;          // threads for IKE's DH work, 0..256; 0: one per core
   std::uint32_t cookie_threshold = 1000;  // half-open IKE SAs before cookies are demanded
   std::string control_socket = "/run/spigot/spigot.sock";
+  // Least privilege (config/run_as.h): once its sockets and devices are open the daemon
+  // switches to `user` keeping only CAP_NET_ADMIN. Empty: "spigot" when that user exists, else
+  // it stays root and logs why; "root": stays root. Restart to change.
+  std::string user;
+  // May run the read-only control commands (stats, sas, leases, doctor); the socket file gets
+  // this group and mode 0660. Empty: no group, mode 0600 (root and `user` only).
+  std::string socket_group;
   // Where virtual IP leases (identity -> address) are kept across restarts; empty: nowhere.
   std::string leases_file;
   // The lease database (SQLite, WAL; gateway/lease_store.h): every lease committed before the

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "spigot/config/run_as.h"
 #include "spigot/test_tools/test_pki.h"
 
 namespace spigot::config {
@@ -79,9 +81,11 @@ class TempDir {
     path_ = mkdtemp(pattern.data());
   }
   ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string Write(const std::string& name, const std::string& content) const {
+  // Mode 0600 unless told: config and key files that others may read are refused.
+  std::string Write(const std::string& name, const std::string& content, mode_t mode = 0600) const {
     const std::string file = path_ + "/" + name;
     std::ofstream(file, std::ios::binary) << content;
+    chmod(file.c_str(), mode);
     return file;
   }
   const std::string& path() const { return path_; }
@@ -460,6 +464,76 @@ TEST(ConfigTest, PskFile) {
   EXPECT_FALSE(e.ok);
   EXPECT_EQ(e.error, empty + ": connection[0].psk_file: \"" + dir.path() +
                          "/empty.key\" holds an empty key");
+}
+
+// Secret files that others (or a group other than the daemon's) may read are refused, like ssh
+// refuses such a private key: the error names the file, the key, the mode and the fix.
+TEST(ConfigTest, SecretFilesOthersMayReadAreRefused) {
+  TempDir dir;
+  dir.Write("ok.key", "s3cret\n");
+  const std::string open_key = dir.Write("open.key", "s3cret\n", 0644);
+  const std::string group_key = dir.Write("group.key", "s3cret\n", 0640);
+  const auto config = [&](const std::string& name, const std::string& key_file, const std::string& global = "",
+                          mode_t mode = 0600) {
+    return dir.Write(name, global + "[[connection]]\nname = \"a\"\nremote_addrs = \"%any\"\npsk_file = \"" +
+                               key_file + "\"\n", mode);
+  };
+  const std::string good = config("good.toml", "ok.key");
+  EXPECT_TRUE(LoadFile(good).ok) << LoadFile(good).error;
+
+  const std::string c1 = config("c1.toml", "open.key");
+  EXPECT_EQ(LoadFile(c1).error, c1 + ": connection[0].psk_file: \"" + open_key +
+                                    "\": mode 0644 lets others read it; it holds secrets: chmod 600 "
+                                    "(or 640 with the daemon's group)");
+  // The daemon's group may read; root's files are group 0, which is not nobody's.
+  const std::string c2 = config("c2.toml", "group.key", "[global]\nuser = \"nobody\"\n");
+  const gid_t nobody_group = DaemonGroupFor("nobody");
+  struct stat st {};
+  ASSERT_EQ(stat(group_key.c_str(), &st), 0);
+  if (st.st_gid != nobody_group) {
+    EXPECT_EQ(LoadFile(c2).error, c2 + ": connection[0].psk_file: \"" + group_key + "\": mode 0640 lets group " +
+                                      std::to_string(st.st_gid) + " read it, which is not the daemon's group (" +
+                                      std::to_string(nobody_group) + "); it holds secrets: chmod 600 (or 640 "
+                                      "with the daemon's group)");
+  }
+  if (geteuid() == 0) {
+    ASSERT_EQ(chown(group_key.c_str(), static_cast<uid_t>(-1), nobody_group), 0);
+    EXPECT_TRUE(LoadFile(c2).ok) << LoadFile(c2).error;
+  }
+
+  // The configuration file itself (it may hold psk, EAP and RADIUS secrets).
+  const std::string c3 = config("c3.toml", "ok.key", "", 0604);
+  EXPECT_EQ(LoadFile(c3).error, c3 + ": mode 0604 lets others read it; it holds secrets: chmod 600 "
+                                     "(or 640 with the daemon's group)");
+  const std::string c4 = config("c4.toml", "ok.key", "", 0620);
+  EXPECT_EQ(LoadFile(c4).error, c4 + ": mode 0620 lets its group change it; it holds secrets: "
+                                     "chmod 600 (or 640 with the daemon's group)");
+}
+
+TEST(ConfigTest, UserAndSocketGroup) {
+  const LoadResult r = Load("[global]\nuser = \"nobody\"\nsocket_group = \"root\"\n");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.config.global.user, "nobody");
+  EXPECT_EQ(r.config.global.socket_group, "root");
+  EXPECT_EQ(Load("").config.global.user, "");  // absent: "spigot" if it exists (run_as.h)
+  EXPECT_TRUE(Load("[global]\nuser = \"root\"\n").ok);
+  ExpectError("[global]\nuser = \"no-such-user-x9\"",
+              "spigot.toml: global.user: no such user \"no-such-user-x9\" (create it, e.g. `useradd "
+              "--system --no-create-home no-such-user-x9`, or set \"root\" to keep running as root)");
+  ExpectError("[global]\nuser = \"\"",
+              "spigot.toml: global.user: must be a user name (or \"root\" to keep running as root), got \"\"");
+  ExpectError("[global]\nuser = 0", "spigot.toml: global.user: must be a string, got 0");
+  ExpectError("[global]\nsocket_group = \"no-such-group-x9\"",
+              "spigot.toml: global.socket_group: no such group \"no-such-group-x9\" (create it, e.g. "
+              "`groupadd --system no-such-group-x9`, or remove the key: then only root and the "
+              "daemon's user may use the socket)");
+  ExpectError("[global]\nsocket_group = \"\"",
+              "spigot.toml: global.socket_group: must be a group name (or remove the key for no group)");
+  // Both need a restart.
+  const LoadResult other = Load("[global]\nuser = \"root\"\nsocket_group = \"root\"\n");
+  ASSERT_TRUE(other.ok);
+  EXPECT_EQ(Diff(r.config, other.config).restart_required,
+            (std::vector<std::string>{"global.user"}));
 }
 
 TEST(ConfigTest, MissingFile) {

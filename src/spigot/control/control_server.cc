@@ -39,6 +39,35 @@ bool SomeoneListens(const sockaddr_un& addr) {
   return listening;
 }
 
+// The peer's credentials as the kernel recorded them at connect(); its supplementary groups
+// too where the kernel has SO_PEERGROUPS (4.13), bounded by NGROUPS_MAX.
+PeerCredentials ReadPeerCredentials(int fd) {
+  PeerCredentials peer;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    peer.pid = cred.pid;
+    peer.uid = cred.uid;
+    peer.gid = cred.gid;
+  } else {
+    // Unknown: treated as nobody, so it may run nothing a policy restricts.
+    peer.uid = static_cast<uid_t>(-1);
+    peer.gid = static_cast<gid_t>(-1);
+  }
+  std::vector<gid_t> groups(64);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    socklen_t size = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &size) == 0) {
+      groups.resize(size / sizeof(gid_t));
+      peer.groups = std::move(groups);
+      break;
+    }
+    if (errno != ERANGE || size / sizeof(gid_t) > 65536) break;
+    groups.resize(size / sizeof(gid_t));
+  }
+  return peer;
+}
+
 std::string ErrorLine(const std::string& message) {
   return nlohmann::json{{"error", message}}.dump() + "\n";
 }
@@ -65,8 +94,13 @@ bool ControlServer::Init(std::string* error) {
 
   const std::filesystem::path dir = std::filesystem::path(path_).parent_path();
   std::error_code ec;
-  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  const bool created = !dir.empty() && std::filesystem::create_directories(dir, ec);
   if (ec) return fail("cannot create " + dir.string() + ": " + ec.message());
+  // Ours: its owner is the socket's, who must be able to remove the socket at exit.
+  if (created && options_.socket_uid != static_cast<uid_t>(-1) &&
+      chown(dir.c_str(), options_.socket_uid, static_cast<gid_t>(-1)) != 0) {
+    return fail(ErrnoText("chown " + dir.string()));
+  }
 
   struct stat st;
   if (lstat(path_.c_str(), &st) == 0) {
@@ -85,6 +119,10 @@ bool ControlServer::Init(std::string* error) {
   if (lstat(path_.c_str(), &st) == 0) {
     socket_dev_ = st.st_dev;
     socket_ino_ = st.st_ino;
+  }
+  if ((options_.socket_uid != static_cast<uid_t>(-1) || options_.socket_gid != static_cast<gid_t>(-1)) &&
+      chown(path_.c_str(), options_.socket_uid, options_.socket_gid) != 0) {
+    return fail(ErrnoText("chown " + path_));
   }
   if (chmod(path_.c_str(), options_.socket_mode) != 0) return fail(ErrnoText("chmod " + path_));
   if (listen(listen_fd_, kListenBacklog) != 0) return fail(ErrnoText("listen " + path_));
@@ -144,7 +182,9 @@ void ControlServer::AcceptClients() {
       close(fd);
       continue;
     }
-    clients_[fd].last_activity = std::chrono::steady_clock::now();
+    Client& client = clients_[fd];
+    client.last_activity = std::chrono::steady_clock::now();
+    client.peer = ReadPeerCredentials(fd);
   }
 }
 
@@ -187,10 +227,10 @@ void ControlServer::ReadRequest(int fd, Client& client) {
                            " bytes"}});
     return;
   }
-  Respond(fd, client, Answer(client.in));
+  Respond(fd, client, Answer(client.in, client.peer));
 }
 
-nlohmann::json ControlServer::Answer(std::string_view line) {
+nlohmann::json ControlServer::Answer(std::string_view line, const PeerCredentials& peer) {
   const nlohmann::json request = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (request.is_discarded()) {
     ++stats_.bad_requests;
@@ -199,6 +239,13 @@ nlohmann::json ControlServer::Answer(std::string_view line) {
   if (!request.is_object()) {
     ++stats_.bad_requests;
     return {{"error", "request must be a JSON object, like {\"command\":\"stats\"}"}};
+  }
+  if (options_.authorize) {
+    std::string refusal = options_.authorize(peer, request);
+    if (!refusal.empty()) {
+      ++stats_.refused_requests;
+      return {{"error", std::move(refusal)}};
+    }
   }
   ++stats_.requests;
   try {

@@ -11,6 +11,11 @@
 // the listening socket or a client needs attention, and the owner's event loop calls
 // OnReadable() then, and CloseIdleClients() now and then. The handler runs inside OnReadable().
 //
+// Access: the socket file gets Options' owner, group and mode; each connection's peer
+// credentials (SO_PEERCRED, SO_PEERGROUPS) are read at accept, and Options::authorize, when
+// set, is asked before the handler for every request: a refusal is the answer
+// ({"error": refusal}) and is counted (refused_requests).
+//
 // Bounds (STYLE.md 7), each counted in Stats:
 //   - a request longer than max_request_bytes: answered with an error and closed;
 //   - more than max_clients connections at once: the newcomer gets an error and is closed;
@@ -30,18 +35,27 @@
 #include <string>
 #include <unordered_map>
 
+#include "spigot/control/access.h"
+
 namespace spigot::control {
 
 class ControlServer {
  public:
   using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
   using TimePoint = std::chrono::steady_clock::time_point;
+  // Empty: allowed; otherwise the refusal the client is answered with.
+  using Authorize =
+      std::function<std::string(const PeerCredentials& peer, const nlohmann::json& request)>;
 
   struct Options {
     std::size_t max_request_bytes = 64 * 1024;
     std::size_t max_clients = 64;
     std::chrono::milliseconds idle_timeout{10'000};
     mode_t socket_mode = 0660;  // who may talk to the daemon: owner and group
+    // The socket file's owner and group; -1: as created (the daemon's).
+    uid_t socket_uid = static_cast<uid_t>(-1);
+    gid_t socket_gid = static_cast<gid_t>(-1);
+    Authorize authorize;  // null: everyone who can connect may run everything
   };
 
   struct Stats {
@@ -50,10 +64,11 @@ class ControlServer {
     std::uint64_t oversized_requests = 0;  // longer than max_request_bytes
     std::uint64_t refused_clients = 0;     // over max_clients
     std::uint64_t idle_closed = 0;         // closed by CloseIdleClients()
+    std::uint64_t refused_requests = 0;    // refused by Options::authorize
     std::size_t clients = 0;               // connected now
   };
 
-  // Creates the socket's directory if missing, replaces a stale socket file (one nobody
+  // Creates the socket's directory if missing (owned by socket_uid), replaces a stale socket file (one nobody
   // listens on), and listens. Fails, with `error` saying why, if another process is listening
   // on `path` or `path` is something other than a socket.
   static std::unique_ptr<ControlServer> Listen(const std::string& path, Handler handler,
@@ -81,6 +96,7 @@ class ControlServer {
     std::size_t out_pos = 0;
     bool responding = false;  // the request is complete; only writing remains
     TimePoint last_activity;
+    PeerCredentials peer;  // from the kernel at accept
   };
 
   ControlServer(std::string path, Handler handler, const Options& options)
@@ -89,7 +105,7 @@ class ControlServer {
   void AcceptClients();
   void ServiceClient(int fd);
   void ReadRequest(int fd, Client& client);
-  nlohmann::json Answer(std::string_view line);
+  nlohmann::json Answer(std::string_view line, const PeerCredentials& peer);
   void Respond(int fd, Client& client, const nlohmann::json& response);
   void WriteResponse(int fd, Client& client);
   void CloseClient(int fd);

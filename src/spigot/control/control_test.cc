@@ -1,9 +1,11 @@
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -282,6 +284,68 @@ TEST_F(ControlTest, RefusesToReplaceANonSocket) {
   EXPECT_EQ(ControlServer::Listen(path_, TestHandler, {}, &error), nullptr);
   EXPECT_EQ(error, path_ + " exists and is not a socket");
   EXPECT_TRUE(std::filesystem::exists(path_));
+}
+
+// Options::authorize sees the peer as the kernel recorded it (SO_PEERCRED); a refusal is the
+// answer, counted, and the handler never runs for it.
+TEST_F(ControlTest, AuthorizeSeesThePeersCredentialsAndRefusalsAreAnswered) {
+  PeerCredentials seen;
+  ControlServer::Options options;
+  options.socket_mode = 0600;
+  options.authorize = [&](const PeerCredentials& peer, const json& request) {
+    seen = peer;
+    return request.value("command", "") == "reload" ? std::string("no reload for uid " + std::to_string(peer.uid))
+                                                     : std::string();
+  };
+  StartServer(options);
+  struct stat st {};
+  ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  StartThread();
+  EXPECT_EQ(ControlClient::Request(path_, {{"command", "stats"}}).response,
+            (json{{"command", "stats"}, {"ok", true}}));
+  const RequestResult refused = ControlClient::Request(path_, {{"command", "reload"}});
+  EXPECT_FALSE(refused.ok);
+  EXPECT_EQ(refused.response, (json{{"error", "no reload for uid " + std::to_string(getuid())}}));
+  StopThread();
+  EXPECT_EQ(seen.uid, getuid());
+  EXPECT_EQ(seen.gid, getgid());
+  EXPECT_EQ(seen.pid, getpid());
+  EXPECT_EQ(server_->stats().requests, 1u);
+  EXPECT_EQ(server_->stats().refused_requests, 1u);
+}
+
+// With the real policy: a client of another uid (a forked child that gave up root) is refused
+// by the daemon even when the file's mode lets it connect.
+TEST_F(ControlTest, AnotherUidIsRefusedByThePolicy) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
+  AccessPolicy policy;
+  policy.daemon_uid = 0;
+  ControlServer::Options options;
+  options.socket_mode = 0666;
+  options.authorize = [&](const PeerCredentials& peer, const json& request) {
+    return CheckAccess(policy, peer, request.value("command", ""));
+  };
+  StartServer(options);
+  ASSERT_EQ(chmod(dir_.c_str(), 0755), 0);
+  const uid_t nobody = 65534;
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (setresgid(nobody, nobody, nobody) != 0 || setgroups(0, nullptr) != 0 ||
+        setresuid(nobody, nobody, nobody) != 0) {
+      _exit(3);
+    }
+    const RequestResult r = ControlClient::Request(path_, {{"command", "stats"}});
+    const std::string want = "permission denied: uid 65534 (pid " + std::to_string(getpid()) +
+                             ") is not root (no global.socket_group is set for read-only access)";
+    _exit(!r.ok && r.response.value("error", "") == want ? 0 : 1);
+  }
+  int status = 0;
+  for (int i = 0; i < 1000 && waitpid(child, &status, WNOHANG) == 0; ++i) Pump();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(server_->stats().refused_requests, 1u);
 }
 
 }  // namespace

@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include "spigot/test_tools/test_pki.h"
 
 #include <openssl/evp.h>
@@ -151,6 +152,7 @@ TestCert Make(const std::string& dir, const std::string& name, long serial, cons
   Check(f != nullptr, "open key for writing");
   PEM_write_PrivateKey(f, out.key.get(), nullptr, nullptr, 0, nullptr, nullptr);
   std::fclose(f);
+  chmod(out.key_path.c_str(), 0600);  // config refuses keys that others may read
   return out;
 }
 
