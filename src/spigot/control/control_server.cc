@@ -120,11 +120,13 @@ bool ControlServer::Init(std::string* error) {
     socket_dev_ = st.st_dev;
     socket_ino_ = st.st_ino;
   }
+  // The mode first, while the socket is still ours: once chowned to the daemon's user, root
+  // may chmod it only with CAP_FOWNER, which spigot.service's bounding set leaves out.
+  if (chmod(path_.c_str(), options_.socket_mode) != 0) return fail(ErrnoText("chmod " + path_));
   if ((options_.socket_uid != static_cast<uid_t>(-1) || options_.socket_gid != static_cast<gid_t>(-1)) &&
       chown(path_.c_str(), options_.socket_uid, options_.socket_gid) != 0) {
     return fail(ErrnoText("chown " + path_));
   }
-  if (chmod(path_.c_str(), options_.socket_mode) != 0) return fail(ErrnoText("chmod " + path_));
   if (listen(listen_fd_, kListenBacklog) != 0) return fail(ErrnoText("listen " + path_));
 
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
