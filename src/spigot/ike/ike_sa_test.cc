@@ -434,17 +434,21 @@ std::shared_ptr<ConnectionParams> NoMobike(bool initiator) {
   return c;
 }
 
-// RFC 7296 2.23: the initiator is behind a NAT (its own address is not the one the responder
-// sees), and the NAT's mapping changes. The responder follows an authentic new message to the
-// new address and port; a forged one (bad ICV) or a replayed one changes nothing.
-TEST(IkeSaNat, ResponderFollowsOnlyAnAuthenticNewMessage) {
-  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"), NoMobike(false));
-  // Behind a NAT: the initiator thinks it is 192.0.2.77; the responder sees 192.0.2.1.
+// Behind a NAT: the initiator thinks it is 192.0.2.77; the responder sees 192.0.2.1.
+void EstablishBehindNat(LoopbackPair& pair) {
   pair.initiator = std::make_unique<IkeSa>(pair.ihost, pair.icounters, IkeSa::Role::kInitiator,
                                            TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
                                            RebindAddress(77, 500), RebindAddress(2, 500), 0x1234, 0);
   pair.initiator->Initiate(T(0));
   pair.Pump(T(0));
+}
+
+// RFC 7296 2.23: the initiator is behind a NAT (its own address is not the one the responder
+// sees), and the NAT's mapping changes. The responder follows an authentic new message to the
+// new address and port; a forged one (bad ICV) or a replayed one changes nothing.
+TEST(IkeSaNat, ResponderFollowsOnlyAnAuthenticNewMessage) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"), NoMobike(false));
+  EstablishBehindNat(pair);
   ASSERT_EQ(pair.initiator->state(), State::kEstablished);
   IkeSa& r = *pair.responder;
   ASSERT_TRUE(r.nat_detected());
@@ -507,11 +511,7 @@ TEST(IkeSaNat, WithoutNatTheIkeSaDoesNotFollowTheSource) {
 // CHILD SAs (PeerMoved); the initiator, behind the NAT itself, never follows such a report.
 TEST(IkeSaNat, EspFromANewSourceMovesOnlyTheSideNotBehindTheNat) {
   LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"), NoMobike(false));
-  pair.initiator = std::make_unique<IkeSa>(pair.ihost, pair.icounters, IkeSa::Role::kInitiator,
-                                           TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
-                                           RebindAddress(77, 500), RebindAddress(2, 500), 0x1234, 0);
-  pair.initiator->Initiate(T(0));
-  pair.Pump(T(0));
+  EstablishBehindNat(pair);
   ASSERT_EQ(pair.initiator->state(), State::kEstablished);
   IkeSa& r = *pair.responder;
   IkeSa& i = *pair.initiator;
