@@ -13,8 +13,9 @@
 #      still up: a revoked certificate (in the CRL), one from a CA spigot does not trust, and an
 #      expired one. (An identity the certificate does not hold cannot be made with strongSwan,
 #      which falls back to the subject DN: ike_sa_cert_test covers it.)
-#   3. spigot's certificate is renewed on disk (new key) and `spigot reload` uses it for the
-#      next IKE SA, without a restart.
+#   3. spigot's certificate is renewed on disk (a new ECDSA P-384 key) and `spigot reload` uses
+#      it for the next IKE SA, without a restart: charon verifies spigot's RFC 7427 ECDSA
+#      signature with SHA-384.
 # usage: interop_certs.sh SPIGOT_BINARY
 set -euo pipefail
 SPIGOT=$1
@@ -185,9 +186,9 @@ refused "an expired certificate" "$D/expired.pem" "$D/expired.key" "C=CH, O=Exam
 sctl b stats --json >/dev/null || fail "spigot is not answering after the refusals"
 
 # ------------------------------------------------ 3. a renewed gateway certificate, no restart
-# spigot's certificate is replaced on disk (a new key, ECDSA this time) and `spigot reload`
+# spigot's certificate is replaced on disk (a new key, ECDSA P-384 this time) and `spigot reload`
 # reads it: the next IKE SA is authenticated with it.
-pki_key b2 ecdsa 256
+pki_key b2 ecdsa 384
 pki_issue b2 inter "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
 cat "$D/b2.pem" "$D/inter.pem" >"$D/b-chain.pem"
 cp "$D/b2.key" "$D/b.key"
@@ -195,8 +196,8 @@ sctl b reload >/dev/null || fail "spigot reload with the renewed certificate fai
 swan_restart "$D/a.pem" "$D/a.key" "C=CH, O=Example, CN=gw-a.example" "$D/root.pem"
 swan a --initiate --child net --timeout 20 >"$WORK/initiate.out" 2>&1 ||
   { cat "$WORK/initiate.out"; fail "strongSwan could not establish after spigot reloaded its certificate"; }
-grep -q "authentication of 'gw-b.example' with ECDSA" "$WORK/charon-a.log" ||
-  { grep "authentication of" "$WORK/charon-a.log"; fail "charon did not see spigot's renewed (ECDSA) certificate"; }
+grep -q "authentication of 'gw-b.example' with ECDSA_WITH_SHA384_DER successful" "$WORK/charon-a.log" ||
+  { grep "authentication of" "$WORK/charon-a.log"; fail "charon did not verify spigot's renewed (ECDSA P-384, SHA-384) certificate"; }
 ping_through || fail "no traffic after the certificate was renewed"
-log "ok: spigot reload picked up the renewed certificate (now ECDSA) without a restart"
+log "ok: spigot reload picked up the renewed certificate (now ECDSA P-384, signed with SHA-384) without a restart"
 echo "PASS: certificates with strongSwan, both roles, refusals counted ($(( $(date +%s) - T0 )) s)"
