@@ -233,6 +233,10 @@ void Gateway::ApplyUniqueness() {
     const ike::IkeSa& fresh = *e->sa;
     const Connection* c = connections_.Find(fresh.connection()->name);
     const config::Unique policy = c != nullptr ? c->cfg.unique : config::Unique::kReplace;
+    // unique = no keeps every IKE SA of an identity: nothing to look for unless the peer said
+    // INITIAL_CONTACT. (Walking them anyway made a login cost O(SAs of that identity): with
+    // thousands of peers sharing one certificate, the control thread's biggest cost.)
+    if (policy == config::Unique::kNo && !fresh.peer_initial_contact()) continue;
     std::vector<std::uint64_t> older;
     for (std::uint64_t spi : table_.FindByPeer(IkeSaTable::PeerKey(fresh))) {
       const SaEntry* other = table_.Find(spi);
