@@ -54,24 +54,26 @@ inline ike::SkKeys IkeFuzzKeys(std::size_t i) {
   return keys;
 }
 
-// Builds an INFORMATIONAL message whose SK payload carries `plaintext` exactly (RFC 7296 3.14,
-// RFC 5282 5.1), with a fixed IV: fuzzing only, never for traffic. `plaintext` is zero-extended
-// to whole cipher blocks. Empty on a crypto failure or if the result is too long.
-inline std::vector<std::uint8_t> IkeFuzzSeal(ike::SkKeys& keys, std::uint8_t first,
-                                             std::vector<std::uint8_t> plaintext) {
+// Builds a message with header `h` (its next payload and length are filled in) whose SK
+// payload carries `plaintext` exactly (RFC 7296 3.14, RFC 5282 5.1), with a fixed IV: fuzzing
+// only, never for traffic. `plaintext` is zero-extended to whole cipher blocks. Empty on a
+// crypto failure or if the result is too long.
+inline std::vector<std::uint8_t> IkeFuzzSealAs(ike::SkKeys& keys, const ike::Header& h, std::uint8_t first,
+                                               std::vector<std::uint8_t> plaintext) {
   const crypto::IkeEncrInfo& info = keys.cipher->info();
   const std::size_t icv_len = info.aead ? info.icv_len : keys.integ->icv_length();
   if (plaintext.empty()) plaintext.push_back(0);
   plaintext.resize((plaintext.size() + info.block_len - 1) / info.block_len * info.block_len, 0);
-  std::vector<std::uint8_t> out = {
-      0, 0, 0, 0, 0, 0, 0xfa, 0xce,  // SPIi
-      0, 0, 0, 0, 0, 0, 0xbe, 0xef,  // SPIr
-      static_cast<std::uint8_t>(ike::PayloadType::kSk), ike::kVersion,
-      static_cast<std::uint8_t>(ike::Exchange::kInformational), ike::kFlagInitiator,
-      0, 0, 0, 2,  // message ID
-      0, 0, 0, 0,  // length, below
-      first, 0, 0, 0,  // SK generic header, length below
-  };
+  std::vector<std::uint8_t> out;
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<std::uint8_t>(h.spi_i >> (8 * i)));
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<std::uint8_t>(h.spi_r >> (8 * i)));
+  out.push_back(static_cast<std::uint8_t>(ike::PayloadType::kSk));
+  out.push_back(h.version);
+  out.push_back(static_cast<std::uint8_t>(h.exchange));
+  out.push_back(h.flags);
+  for (int i = 3; i >= 0; --i) out.push_back(static_cast<std::uint8_t>(h.message_id >> (8 * i)));
+  out.insert(out.end(), {0, 0, 0, 0});         // length, below
+  out.insert(out.end(), {first, 0, 0, 0});     // SK generic header, length below
   const std::size_t total = out.size() + info.iv_len + plaintext.size() + icv_len;
   if (total > ike::kMaxMessageLen || total - ike::kHeaderLen > 0xFFFF) return {};
   for (int i = 0; i < 4; ++i) out[24 + i] = static_cast<std::uint8_t>(total >> (24 - 8 * i));
@@ -92,6 +94,19 @@ inline std::vector<std::uint8_t> IkeFuzzSeal(ike::SkKeys& keys, std::uint8_t fir
   }
   out.insert(out.end(), icv.begin(), icv.end());
   return out;
+}
+
+// An INFORMATIONAL request from the initiator, SPIs 0xface / 0xbeef, message ID 2, sealed as
+// IkeFuzzSealAs does.
+inline std::vector<std::uint8_t> IkeFuzzSeal(ike::SkKeys& keys, std::uint8_t first,
+                                             std::vector<std::uint8_t> plaintext) {
+  ike::Header h;
+  h.spi_i = 0xface;
+  h.spi_r = 0xbeef;
+  h.exchange = ike::Exchange::kInformational;
+  h.flags = ike::kFlagInitiator;
+  h.message_id = 2;
+  return IkeFuzzSealAs(keys, h, first, std::move(plaintext));
 }
 
 }  // namespace spigot::fuzz

@@ -191,6 +191,7 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   control_ = control::ControlServer::Listen(
       g.control_socket,
       [this](const nlohmann::json& r) {
+        if (std::string bad = control::CheckRequestFields(r); !bad.empty()) return nlohmann::json{{"error", bad}};
         // `spigot debug hang`: the service watchdog's test hook, on the data plane itself.
         if (r.value("command", "") == "hang")
           return dataplane_->Hang(r.value("thread", ""), r.value("seconds", std::int64_t{0}));

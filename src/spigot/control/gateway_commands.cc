@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
+
 #include "spigot/ike/traffic_selectors.h"
 
 namespace spigot::control {
@@ -88,7 +90,26 @@ nlohmann::json RadiusJson(const gateway::Gateway& gw) {
 
 }  // namespace
 
+std::string CheckRequestFields(const nlohmann::json& req) {
+  for (const char* key : {"command", "name", "action", "thread"}) {
+    if (const auto it = req.find(key); it != req.end() && !it->is_string())
+      return std::string("\"") + key + "\" must be a string, got " + it->type_name();
+  }
+  if (const auto it = req.find("ike"); it != req.end() && !it->is_boolean())
+    return std::string("\"ike\" must be true or false, got ") + it->type_name();
+  for (const char* key : {"ms", "seconds"}) {
+    const auto it = req.find(key);
+    if (it == req.end()) continue;
+    if (!it->is_number_integer())
+      return std::string("\"") + key + "\" must be an integer, got " + it->type_name();
+    if (it->is_number_unsigned() && it->get<std::uint64_t>() > std::uint64_t{INT64_MAX})
+      return std::string("\"") + key + "\" is out of range";
+  }
+  return {};
+}
+
 nlohmann::json HandleCommand(gateway::Gateway& gw, const nlohmann::json& req) {
+  if (std::string bad = CheckRequestFields(req); !bad.empty()) return {{"error", std::move(bad)}};
   const std::string cmd = req.value("command", "");
   const std::string name = req.value("name", "");
   if (cmd == "sas") return SasJson(gw);
@@ -108,7 +129,7 @@ nlohmann::json HandleCommand(gateway::Gateway& gw, const nlohmann::json& req) {
             {"message", "rekeying " + std::to_string(n) + (ike ? " IKE SA(s)" : " CHILD SA(s)")}};
   }
   if (cmd == "crypto-fault")
-    return gw.dataplane().CryptoFault(req.value("action", ""), req.value("ms", 0));
+    return gw.dataplane().CryptoFault(req.value("action", ""), req.value("ms", std::int64_t{0}));
   if (cmd == "terminate") {
     const int n = gw.Terminate(name);
     if (n == 0) return {{"error", "no IKE SA for connection '" + name + "'"}};

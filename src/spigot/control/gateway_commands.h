@@ -10,8 +10,15 @@
 namespace spigot::control {
 
 // {"command": "stats" | "sas" | "reload" | "initiate" | "terminate" | "rekey" | "crypto-fault",
-//  ...} -> the answer; {"error": "..."} for anything the gateway refuses.
+//  ...} -> the answer; {"error": "..."} for anything the gateway refuses, including a request
+// whose fields have the wrong types (CheckRequestFields). Never throws on a request.
 nlohmann::json HandleCommand(gateway::Gateway& gw, const nlohmann::json& request);
+
+// The fields commands read have their types: "command", "name", "action" and "thread" strings,
+// "ike" a boolean, "ms" and "seconds" integers (each optional). Empty if so; else the error to
+// answer with, naming the field. (nlohmann's value() throws on a type mismatch, and a float
+// converted to an int may not even fit it.)
+std::string CheckRequestFields(const nlohmann::json& request);
 
 // `spigot stats --json`: the counters (the contract's fields, then more).
 nlohmann::json StatsJson(gateway::Gateway& gw);

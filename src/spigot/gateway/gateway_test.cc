@@ -366,6 +366,35 @@ TEST(GatewayTest, SpiPoolKeepsItsReserveForRekeys) {
   ExpectCleanDataPath(p);
 }
 
+// Control requests whose fields have the wrong types get an answer naming the field (found by
+// fuzz/control_fuzz.cc: nlohmann's value() threw type_error, which the control server turned
+// into "internal error: [json.exception.type_error.302] ...", and "ms": 1e300 converted to an
+// int was undefined behaviour).
+TEST(GatewayTest, ControlRequestsWithFieldsOfTheWrongTypeAreAnsweredNotThrown) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  ASSERT_TRUE(p.ok()) << p.error();
+  const struct {
+    const char* request;
+    const char* error;
+  } cases[] = {
+      {R"({"command": 5})", "\"command\" must be a string, got number"},
+      {R"({"command": "initiate", "name": ["site"]})", "\"name\" must be a string, got array"},
+      {R"({"command": "rekey", "name": "site", "ike": "yes"})", "\"ike\" must be true or false, got string"},
+      {R"({"command": "crypto-fault", "action": "slow", "ms": 1e300})", "\"ms\" must be an integer, got number"},
+      {R"({"command": "crypto-fault", "action": "slow", "ms": 18446744073709551615})", "\"ms\" is out of range"},
+      {R"({"command": "crypto-fault", "action": null})", "\"action\" must be a string, got null"},
+      {R"({"command": "hang", "seconds": "10"})", "\"seconds\" must be an integer, got string"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.request);
+    nlohmann::json answer;
+    ASSERT_NO_THROW(answer = control::HandleCommand(*p.b.gw, nlohmann::json::parse(c.request)));
+    EXPECT_EQ(answer, (nlohmann::json{{"error", c.error}}));
+  }
+  // Well-typed requests are unaffected.
+  EXPECT_EQ(control::HandleCommand(*p.b.gw, nlohmann::json::parse(R"({"command": "initiate", "name": "site"})"))["ok"], true);
+}
+
 TEST(GatewayTest, CookiesPastTheThresholdAndForTheirHold) {
   // cookie_threshold 0: from the first IKE_SA_INIT on.
   {
