@@ -167,6 +167,23 @@ int main(int argc, char** argv) {
   seeds.emplace_back("refusals",
                      Seed(0).Request(kAuthEx, Auth(false, false)).Action(0).Response({Notify(NotifyType::kNoProposalChosen)}).Request(
                          kCreate, {Notify(NotifyType::kTemporaryFailure)}).Request(kCreate, NewChild({0xC1, 0, 0, 7}, true), 3));
+  // The SA as initiator (variant bit 2): our IKE_AUTH responses, then our requests.
+  auto auth_response = [](bool cp) {
+    std::vector<Payload> p = {{PayloadType::kIdr, ParseIdentity("@bob")->ToPayload()},
+                              {PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(32, 0)}}};
+    if (cp) p.push_back({PayloadType::kCp, CpPayload{kCfgReply, {{kInternalIp4Address, {198, 18, 0, 9}}, {kInternalIp4Dns, {203, 0, 113, 53}}}}});
+    p.push_back({PayloadType::kSa, SaPayload{Esp("aes128gcm16", {0xC1, 0, 0, 9})}});
+    p.push_back(Ts(PayloadType::kTsi, cp ? "198.18.0.9/32" : "192.0.2.0/24"));
+    p.push_back(Ts(PayloadType::kTsr, "198.51.100.0/24"));
+    p.push_back(Notify(NotifyType::kMobikeSupported));
+    return p;
+  };
+  seeds.emplace_back("initiator_auth", Seed(4).Response(auth_response(false)).Request(kInfo, {}));
+  seeds.emplace_back("initiator_auth_then_peer_requests",
+                     Seed(4).Response(auth_response(false)).Request(kCreate, NewChild({0xC1, 0, 0, 10}, true, "aes128gcm16", true)).Request(
+                         kCreate, IkeRekey()).Request(kInfo, {{PayloadType::kDelete, DeletePayload{ProtocolId::kIke, 0, {}}}}));
+  seeds.emplace_back("initiator_cp", Seed(5).Response(auth_response(true)).Action(0).Wait(30));
+  seeds.emplace_back("initiator_auth_refused", Seed(6).Response({Notify(NotifyType::kAuthenticationFailed)}).Wait(30));
   for (const auto& [name, seed] : seeds) {
     if (!seed.Write(dir + "/" + name)) {
       std::perror((dir + "/" + name).c_str());
