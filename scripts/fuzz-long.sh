@@ -3,7 +3,7 @@
 # time in all, JOBS targets at a time (default 2, one per core here), at nice 19. Each target
 # gets the same share of CPU time: HOURS * 3600 * JOBS / targets seconds. Afterwards each
 # target's grown corpus is merged back into fuzz/corpus/TARGET, minimised (`-merge=1` keeps
-# the fewest inputs that cover every feature), and a table gives per target: CPU time, runs,
+# the fewest inputs that cover every edge), and a table gives per target: CPU time, runs,
 # executions, execs/s, coverage (cov = edges, ft = features) of the committed corpus before and
 # of the merged corpus after (-runs=0 over each), its size, and the crashes found.
 #
@@ -83,11 +83,13 @@ campaign() {
       echo "!! $t: run $runs ended with status $rc (see $log)"
     fi
   done
-  # Merge: the committed corpus and what grew, minimised into a fresh directory.
+  # Merge: the committed corpus and what grew, minimised into a fresh directory. On edges only
+  # (-use_counters=0): keeping every hit-count bucket kept ~5x the files (1 MB for the four deep
+  # targets after 15 minutes each) for <0.3 % more edges.
   local merged="$OUT/$t-merged"
   rm -rf "$merged"
   mkdir -p "$merged"
-  nice -n 19 "$BUILD/fuzz/$t" -merge=1 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$OUT/artifacts/$t-merge-" \
+  nice -n 19 "$BUILD/fuzz/$t" $(cat "fuzz/$t.options" 2>/dev/null) -merge=1 -use_counters=0 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$OUT/artifacts/$t-merge-" \
     "$merged" "$corpus" "$grown" >>"$log" 2>&1 </dev/null || findings=$((findings + 1))
   if [ -n "$(ls -A "$merged")" ]; then
     rm -rf "$corpus"
