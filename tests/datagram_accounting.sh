@@ -113,7 +113,7 @@ read -r n500_0 _ _ n4500_0 _ _ _ _ <<<"$line"
 ip netns exec "${NS}b" python3 "$HERE/stream.py" udp-recv 203.0.113.1 7010 "$STREAM" $((STREAM / 1000 + 15)) \
   >"$WORK/stream.log" 2>&1 &
 receiver=$!
-sleep 0.3
+listening "${NS}b" udp 203.0.113.1 7010
 ip netns exec "${NS}a" python3 "$HERE/stream.py" udp-send 203.0.113.1 7010 "$STREAM" 1000 &
 sender=$!
 sleep 1

@@ -380,6 +380,16 @@ until_ok() {
   done
 }
 
+# listening NS udp|tcp ADDR PORT: wait (up to 10 s) until a socket in namespace NS listens on
+# ADDR:PORT, so that a stream's first datagrams do not reach a receiver not yet bound (counted
+# by the kernel as UdpNoPorts and reported by the receiver as lost).
+listening() {
+  local ns=$1 proto=$2 addr=$3 port=$4 flag
+  flag=$([ "$proto" = tcp ] && echo -Hltn || echo -Hlun)
+  until_ok 10 sh -c "ip netns exec '$ns' ss $flag 'sport = :$port' | grep -q '$addr:$port'" ||
+    fail "nothing listens on $proto $addr:$port in $ns"
+}
+
 # cookies_checked SIDE: with COOKIE_THRESHOLD=0, side SIDE must have demanded cookies.
 cookies_checked() {
   [ "${COOKIE_THRESHOLD:-1000}" = 0 ] || return 0
@@ -401,7 +411,7 @@ transfer_ok() {
   local from=$1 bytes=$2 to; to=$([ "$1" = a ] && echo b || echo a)
   ip netns exec "${NS}$to" python3 "$HERE/stream.py" serve "$(inner_host "$to")" 5201 "$bytes" >"$WORK/serve.log" 2>&1 &
   local server=$!
-  sleep 0.3
+  listening "${NS}$to" tcp "$(inner_host "$to")" 5201
   ip netns exec "${NS}$from" python3 "$HERE/stream.py" send "$(inner_host "$to")" 5201 "$bytes" >"$WORK/send.log" 2>&1 || true
   wait "$server" || { cat "$WORK/serve.log" "$WORK/send.log"; return 1; }
   log "$(cat "$WORK/send.log"); receiver: $(cat "$WORK/serve.log" | cut -c1-20)..."

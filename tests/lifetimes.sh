@@ -23,7 +23,7 @@ until_ok 10 installed || fail "no CHILD SA"
 ike_before=$(sctl a sas --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ike_sas"][0]["spi_i"])')
 ip netns exec "${NS}b" python3 "$HERE/stream.py" udp-recv 203.0.113.1 7002 12000 16 >"$WORK/recv.log" 2>&1 &
 receiver=$!
-sleep 0.3
+listening "${NS}b" udp 203.0.113.1 7002
 ip netns exec "${NS}a" python3 "$HERE/stream.py" udp-send 203.0.113.1 7002 12000 1000
 wait "$receiver" || fail "lost packets across lifetime-driven rekeys: $(cat "$WORK/recv.log")"
 started=$(( $(sctl a stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rekeys"]["started"])') + $(sctl b stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rekeys"]["started"])') ))
@@ -46,7 +46,7 @@ volume_phase() {
   read -r before _ <<<"$(by_volume "$side")"
   ip netns exec "${NS}a" python3 "$HERE/stream.py" udp-recv 198.51.100.1 7003 6000 10 >"$WORK/recv-ba.log" 2>&1 &
   local receiver=$!
-  sleep 0.3
+  listening "${NS}a" udp 198.51.100.1 7003
   ip netns exec "${NS}b" python3 "$HERE/stream.py" udp-send 198.51.100.1 7003 6000 1000
   wait "$receiver" || fail "lost packets across volume-driven rekeys: $(cat "$WORK/recv-ba.log")"
   read -r after deletes <<<"$(by_volume "$side")"

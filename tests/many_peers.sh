@@ -65,7 +65,7 @@ for i in $(seq "$PEERS"); do
     >"$WORK/serve-p$i.out" 2>&1 &
   jobs_+=($!); PIDS+=($!)
 done
-sleep 0.5
+for i in $(seq "$PEERS"); do listening "${NS}b" tcp 203.0.113.1 "$((5200 + i))"; done
 for i in $(seq "$PEERS"); do
   ip netns exec "${NS}p$i" timeout 45 python3 "$HERE/stream.py" send 203.0.113.1 "$((5200 + i))" "$BYTES" \
     >"$WORK/send-p$i.out" 2>&1 &

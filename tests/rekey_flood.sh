@@ -30,7 +30,7 @@ for dir in ab ba; do
   from=${dir:0:1} to=${dir:1:1}
   ip netns exec "${NS}$to" python3 "$HERE/stream.py" udp-recv "$(inner_host "$to")" 7000 "$COUNT" "$secs" >"$WORK/recv-$dir.log" 2>&1 &
   receiver=$!
-  sleep 0.3
+  listening "${NS}$to" udp "$(inner_host "$to")" 7000
   ip netns exec "${NS}$from" python3 "$HERE/stream.py" udp-send "$(inner_host "$to")" 7000 "$COUNT" "$RATE" &
   sender=$!
   before=$(child_spi)

@@ -56,7 +56,7 @@ for dir in ab ba; do
     >"$WORK/recv-$dir.log" 2>&1 &
   eval "recv_$dir=\$!"
 done
-sleep 0.3
+for to in a b; do listening "${NS}$to" udp "$(inner_host "$to")" 7000; done
 for dir in ab ba; do
   from=${dir:0:1} to=${dir:1:1}
   ip netns exec "${NS}$from" python3 "$HERE/stream.py" udp-send "$(inner_host "$to")" 7000 "$count" "$RATE" &

@@ -32,7 +32,7 @@ print(v)"
 # handshake or a slow sender cannot change the split.
 ip netns exec "${NS}b" python3 "$HERE/stream.py" udp-recv 203.0.113.1 7001 100 8 >"$WORK/trap.log" 2>&1 &
 receiver=$!
-sleep 0.3
+listening "${NS}b" udp 203.0.113.1 7001
 kill -STOP "${PIDS[0]}"
 ip netns exec "${NS}a" python3 "$HERE/stream.py" udp-send 203.0.113.1 7001 100 100000
 kill -CONT "${PIDS[0]}"
