@@ -142,6 +142,8 @@ std::string Prepare(const LoadgenOptions& o, Setup& s) {
   if (o.traffic && !o.vips) return "--traffic needs --vips (echo requests go from the virtual IP)";
   if (o.traffic) {
     if (o.packets == 0 || o.packets > 65535) return "--packets must be 1 to 65535";
+    if (o.traffic_interval_ms == 0 || o.traffic_interval_ms > 60000)
+      return "--traffic-interval must be 1 to 60000 (milliseconds)";
     const auto dst = io::Endpoint::Parse(o.traffic_dst, 0);
     if (!dst || dst->family() != AF_INET)
       return "--traffic needs --traffic-dst, an IPv4 address on the responder's side";
@@ -184,6 +186,7 @@ nlohmann::json RoadWarriorsJson(const loadgen::Results& r, const LoadgenOptions&
   if (o.traffic) {
     j["traffic"] = {{"destination", o.traffic_dst},
                     {"packets_per_peer", o.packets},
+                    {"interval_ms", o.traffic_interval_ms},
                     {"peers", r.peers_all_replies + r.peers_some_replies + r.peers_no_replies},
                     {"peers_all_replies", r.peers_all_replies},
                     {"peers_some_replies", r.peers_some_replies},
@@ -295,6 +298,7 @@ int RunLoadgen(const LoadgenOptions& o) {
     c.vips = o.vips;
     c.traffic = o.traffic;
     c.packets = o.packets;
+    c.echo_interval = std::chrono::milliseconds(o.traffic_interval_ms);
     c.traffic_dst = setup.traffic_dst;
     first += c.count;
     std::string error;

@@ -48,6 +48,7 @@ struct LoadgenOptions {
   // its own CHILD SA (ESP in UDP to the target's port 4500), counting the replies.
   bool traffic = false;
   std::uint32_t packets = 5;
+  std::uint32_t traffic_interval_ms = 50;  // between one initiator's echo requests, 1-60000
   std::string traffic_dst;
 };
 

@@ -205,6 +205,9 @@ void AddLoadgen(CLI::App& app, Cli& cli) {
   lg->add_flag("--vips", o.vips, "Each initiator asks for an IPv4 virtual IP (CFG_REQUEST)");
   lg->add_flag("--traffic", o.traffic, "With --vips: each sends ICMP echo requests through its CHILD SA");
   lg->add_option("--packets", o.packets, "Echo requests per initiator with --traffic")->capture_default_str();
+  lg->add_option("--traffic-interval", o.traffic_interval_ms,
+                 "Milliseconds between one initiator's echo requests with --traffic")
+      ->capture_default_str();
   lg->add_option("--traffic-dst", o.traffic_dst, "IPv4 address on the responder's side to ping (--traffic)");
   lg->callback([&cli] { cli.exit_code = spigot::app::RunLoadgen(cli.loadgen); });
 }

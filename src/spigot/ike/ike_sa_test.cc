@@ -4,12 +4,18 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstring>
+#include <filesystem>
 
 #include "spigot/esp/esp.h"
 #include "spigot/ike/traffic_selectors.h"
+#include "spigot/pki/certificate.h"
+#include "spigot/pki/signature.h"
 #include "spigot/test_tools/hex.h"
 #include "spigot/test_tools/ike_loopback.h"
+#include "spigot/test_tools/test_pki.h"
 
 namespace spigot::ike {
 namespace {
@@ -1031,11 +1037,18 @@ class HandRolledInitiator {
   std::optional<Message> Auth(std::vector<Payload> rest) {
     const IdPayload idi = conn_->local_id.ToPayload();
     const auto auth = PskAuth(algs_->prf, conn_->psk, init_request_, nr_, keys_.sk_pi, idi.Body());
+    std::vector<Payload> chain = {
+        {PayloadType::kIdi, idi},
+        {PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(auth.span().begin(), auth.span().end())}}};
+    for (auto& p : rest) chain.push_back(std::move(p));
+    return AuthChain(std::move(chain));
+  }
+
+  // IKE_AUTH carrying exactly `payloads` inside SK; the responder's answer, decrypted.
+  std::optional<Message> AuthChain(std::vector<Payload> payloads) {
     Message m;
     m.header = Header{spi_i_, spi_r_, PayloadType::kNone, kVersion, Exchange::kIkeAuth, kFlagInitiator, 1, 0};
-    m.payloads = {{PayloadType::kIdi, idi},
-                  {PayloadType::kAuth, AuthPayload{kAuthSharedKey, Bytes(auth.span().begin(), auth.span().end())}}};
-    for (auto& p : rest) m.payloads.push_back(std::move(p));
+    m.payloads = std::move(payloads);
     responder->Receive(Serialize(m, &tx_), T(1));
     if (sink_.inbox.size() != 1) return std::nullopt;
     const Bytes wire = sink_.inbox.front();
@@ -1107,6 +1120,79 @@ TEST(IkeSaCp, MalformedCpInIkeAuthIsAnsweredLikeAnyMalformedPayload) {
     EXPECT_EQ(peer.host.vip_requests, 0);
     EXPECT_TRUE(peer.host.installed.empty());
   }
+}
+
+// Malformed certificates in IKE_AUTH (issue 12): a responder expecting a certificate gets CERT
+// payloads that are not one — DER garbage, an empty one, a truncated real certificate, an
+// unsupported encoding first — each with an RFC 7427 signature AUTH. It answers
+// AUTHENTICATION_FAILED inside SK (2.21.2), counts the failure as a certificate one, installs
+// nothing and keeps no half-authenticated SA. A CERT payload too short for its encoding octet
+// is a malformed message: INVALID_SYNTAX, as for any other payload.
+TEST(IkeSaCert, MalformedCertificatesInIkeAuthAreRefusedAndCounted) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("spigot-ike-badcert-" + std::to_string(getpid()))).string();
+  test_tools::TestPki pki(dir);
+  const auto root = pki.Ca("root", "C=CH, O=Example, CN=Root");
+  const auto alice = pki.Issue("alice", root, "C=CH, O=Example, CN=alice", test_tools::TestKey::kEcP256, {});
+  std::string error;
+  auto rconn = GatewayConnection();
+  rconn->remote_auth = AuthMethod::kPubkey;
+  rconn->remote_id_any = true;
+  rconn->trust = pki::TrustStore::Load({root.cert_path}, {}, &error);
+  ASSERT_TRUE(rconn->trust) << error;
+  const auto real = pki::LocalCredentials::Load(alice.cert_path, alice.key_path, &error);
+  ASSERT_TRUE(real) << error;
+  const Bytes der = real->cert.Der();
+
+  const struct {
+    const char* what;
+    std::uint8_t encoding;
+    Bytes data;
+  } bad_certs[] = {
+      {"random octets", kCertX509Signature, test_tools::FromHex("3082 0102 deadbeef 00112233 4455")},
+      {"empty", kCertX509Signature, {}},
+      {"a certificate cut in half", kCertX509Signature, Bytes(der.begin(), der.begin() + der.size() / 2)},
+      {"a certificate with trailing octets", kCertX509Signature, [&] {
+         Bytes b = der;
+         b.insert(b.end(), {0x00, 0x01, 0x02});
+         return b;
+       }()},
+      {"hash and URL encoding first", 12, test_tools::FromHex("00112233445566778899aabbccddeeff00112233")},
+  };
+  for (const auto& c : bad_certs) {
+    SCOPED_TRACE(c.what);
+    HandRolledInitiator peer(rconn);
+    ASSERT_TRUE(peer.Init());
+    std::vector<Payload> chain = {
+        {PayloadType::kIdi, ParseIdentity("C=CH, O=Example, CN=alice")->ToPayload()},
+        {PayloadType::kCert, CertPayload{c.encoding, c.data}},
+        // AlgorithmIdentifier of ecdsa-with-SHA256 (RFC 7427 A.4.3), then a signature of junk.
+        {PayloadType::kAuth, AuthPayload{pki::kAuthDigitalSignature,
+                                         test_tools::FromHex("0c 300a06082a8648ce3d040302 3006020101020101")}}};
+    for (auto& p : peer.ChildPayloads()) chain.push_back(std::move(p));
+    const auto resp = peer.AuthChain(std::move(chain));
+    ASSERT_TRUE(resp);
+    EXPECT_NE(resp->FindNotify(NotifyType::kAuthenticationFailed), nullptr);
+    EXPECT_EQ(peer.counters.auth_failures, 1u);
+    EXPECT_EQ(peer.counters.cert_failures, 1u);
+    EXPECT_NE(peer.responder->state(), State::kEstablished);
+    EXPECT_TRUE(peer.host.installed.empty());
+  }
+  {
+    SCOPED_TRACE("CERT payload without its encoding octet");
+    HandRolledInitiator peer(rconn);
+    ASSERT_TRUE(peer.Init());
+    std::vector<Payload> chain = {
+        {PayloadType::kIdi, ParseIdentity("C=CH, O=Example, CN=alice")->ToPayload()},
+        {PayloadType::kCert, OtherPayload{static_cast<std::uint8_t>(PayloadType::kCert), false, {}}},
+        {PayloadType::kAuth, AuthPayload{pki::kAuthDigitalSignature, test_tools::FromHex("0c 300a06082a8648ce3d040302 00")}}};
+    const auto resp = peer.AuthChain(std::move(chain));
+    ASSERT_TRUE(resp);
+    EXPECT_NE(resp->FindNotify(NotifyType::kInvalidSyntax), nullptr);
+    EXPECT_EQ(peer.counters.invalid_messages, 1u);
+    EXPECT_TRUE(peer.host.installed.empty());
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // 3.15.1: the R bit of an attribute type is ignored on receipt — a request for 0x8001 is a

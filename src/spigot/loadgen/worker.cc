@@ -289,7 +289,7 @@ void Worker::TrafficStep(ike::TimePoint now) {
     const bool up = ini.sa && ini.outcome == Outcome::kEstablished && !finishing_;
     while (up && ini.echo_sent < config_.packets && now >= ini.next_echo) {
       SendEcho(index, ini);
-      ini.next_echo += kEchoInterval;
+      ini.next_echo += config_.echo_interval;
       if (ini.echo_sent == config_.packets) ini.traffic_deadline = now + kReplyTimeout;
     }
     if (up && ini.echo_received < config_.packets && now < ini.traffic_deadline) {

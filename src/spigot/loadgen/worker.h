@@ -19,7 +19,7 @@
 //               DELETE is answered, or when kDeleteGrace passes without one being sent or
 //               answered (the responder has stopped answering).
 //   traffic   - (with traffic) initiators with an echo request due send it: the first
-//               kFirstEchoDelay after their first CHILD SA, then one every kEchoInterval; an
+//               kFirstEchoDelay after their first CHILD SA, then one every echo_interval; an
 //               initiator is done when every reply is back or kReplyTimeout after its last
 //               request (or when its IKE SA goes), and is counted as all / some / none.
 //               Progress::settled() waits for all of them.
@@ -80,6 +80,7 @@ struct WorkerConfig {
   bool traffic = false;  // with vips: echo requests through each CHILD SA
   std::uint32_t packets = 5;  // echo requests per initiator, 1-65535
   Ipv4 traffic_dst{};
+  std::chrono::milliseconds echo_interval{50};  // between one initiator's echo requests
 };
 
 // Counters another thread may read while the worker runs (progress lines).
@@ -106,7 +107,6 @@ class Worker : public ike::IkeSaHost {
   // Traffic pacing (see the timers above). The responder hands the CHILD SA to its data path
   // as it answers IKE_AUTH; the first delay covers the data path picking it up.
   static constexpr auto kFirstEchoDelay = std::chrono::milliseconds(20);
-  static constexpr auto kEchoInterval = std::chrono::milliseconds(50);
   static constexpr auto kReplyTimeout = std::chrono::seconds(2);
 
   // Binds the sockets and sets up the loop; nullptr and `error` on failure.
