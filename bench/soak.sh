@@ -15,8 +15,8 @@
 # CHILD SAs (active_sas), SPIs minus SAs, negotiation queue depth, half-open IKE SAs, IKE SAs,
 # rekeys started/completed, CHILD failures, and IKE SAs replaced since the last sample (SPI
 # pairs not seen in the last sample: the IKE rekeys, once the logins are done). After WARMUP
-# seconds, each of RSS, fds, SPIs in use, SPIs minus SAs and queue depth must not trend upward: the run fails if, for one of them, both
-# the least-squares slope over the window times the window's length and the mean of the last
+# seconds, each of RSS, fds, SPIs in use, SPIs minus SAs and queue depth must not trend upward:
+# the run fails if, for one of them, both the least-squares slope over the window times the window's length and the mean of the last
 # third minus the mean of the first third exceed its tolerance (RSS: max(4 MiB, 5 %); fds: 2;
 # SPIs and SPIs minus SAs: 1 % of N + 4; queue depth: 5 % of N + 4). It also fails if any echo
 # or stream datagram was lost, a CHILD negotiation failed, or the tunnel count fell.
