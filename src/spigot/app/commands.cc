@@ -47,7 +47,17 @@ void PrintLeases(const nlohmann::json& r) {
 
 void PrintStats(const nlohmann::json& r) {
   for (const auto& [k, v] : r.items()) {
-    if (v.is_object()) {
+    if (k == "bounds" && v.is_object()) {
+      // One line per bound: use of limit, and what it dropped (--json has each policy).
+      std::printf("bounds (in use / limit, dropped or held):\n");
+      for (const auto& [name, b] : v.items()) {
+        const auto text = [&](const char* key) {
+          return b.contains(key) && !b[key].is_null() ? b[key].dump() : std::string("-");
+        };
+        std::printf("  %-22s %s / %s, %s\n", name.c_str(), text("in_use").c_str(), text("limit").c_str(),
+                    text("dropped").c_str());
+      }
+    } else if (v.is_object()) {
       std::printf("%s:\n", k.c_str());
       for (const auto& [k2, v2] : v.items()) std::printf("  %-22s %s\n", k2.c_str(), v2.dump().c_str());
     } else {

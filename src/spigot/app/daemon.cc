@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "spigot/app/dataplane.h"
+#include "spigot/bounds.h"
 #include "spigot/config/run_as.h"
 #include "spigot/control/access.h"
 #include "spigot/control/control_server.h"
@@ -32,7 +33,7 @@ namespace {
 
 // Each IKE worker keeps this many jobs queued so it never idles between completions; more
 // would only hide the backlog from the negotiation queue's priorities and max_queue.
-constexpr std::size_t kJobsPerWorker = 4;
+constexpr std::size_t kJobsPerWorker = bounds::kIkeJobsPerWorker;
 constexpr std::size_t kRecvBuffer = 65536;
 constexpr std::size_t kRecvSlots = 8;
 // How often the control thread publishes the counters that GET /metrics serves (metrics_listen).
@@ -84,6 +85,8 @@ class Daemon {
   bool PlanPrivileges(const config::GlobalConfig& g, std::string* error);
   bool DropPrivileges(const std::string& config_path, std::string* error);
   control::ControlServer::Options ControlOptions();
+  // `spigot stats` "bounds": the control loop's Post() queue and the control socket's clients.
+  void AddDaemonBounds(nlohmann::json& bounds) const;
   void OnIkePort();
   void AfterEvent() {
     if (gateway_->finished()) loop_->Stop();
@@ -196,6 +199,7 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
         if (r.value("command", "") == "hang")
           return dataplane_->Hang(r.value("thread", ""), r.value("seconds", std::int64_t{0}));
         nlohmann::json answer = control::HandleCommand(*gateway_, r);
+        if (answer.contains("bounds")) AddDaemonBounds(answer["bounds"]);
         AfterEvent();
         return answer;
       },
@@ -265,6 +269,20 @@ bool Daemon::PlanPrivileges(const config::GlobalConfig& g, std::string* error) {
   access_.read_group = socket_gid_;
   access_.read_group_name = g.socket_group;
   return true;
+}
+
+void Daemon::AddDaemonBounds(nlohmann::json& bounds) const {
+  const io::EventLoop::Stats loop = loop_->stats();
+  auto& posts = bounds["control_posts"];
+  posts["limit"] = loop.max_posted;
+  posts["in_use"] = loop.pending;
+  posts["dropped"] = loop.post_refused;
+  if (control_) {
+    const control::ControlServer::Stats s = control_->stats();
+    auto& clients = bounds["control_clients"];
+    clients["in_use"] = s.clients;
+    clients["dropped"] = s.refused_clients + s.oversized_requests;
+  }
 }
 
 // The socket belongs to the user we become (it must remove the file at exit), its group is

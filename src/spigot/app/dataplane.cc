@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "spigot/bounds.h"
 #include "spigot/engine/fault_engine.h"
 #include "spigot/gateway/child_sa_manager.h"
 
@@ -33,7 +34,7 @@ constexpr std::size_t kHead = 64;
 constexpr std::size_t kBufSize = 2048 + kHead;
 constexpr int kPollMs = 100;
 // Crypto jobs in flight per data-path thread (the pipeline's ring): 32 batches.
-constexpr std::size_t kCryptoRing = 1024;
+constexpr std::size_t kCryptoRing = bounds::kCryptoRing;
 
 // A pool's range as the fewest CIDRs that cover it.
 std::vector<config::TrafficSelector> PoolPrefixes(const config::PoolConfig& pool) {
@@ -505,11 +506,20 @@ void Dataplane::HoldIfHung(int thread) {
 }
 
 void Dataplane::Tick() {
-  auto pending = std::move(retries_);
-  retries_.clear();
-  for (auto& fn : pending) {
-    if (!fn()) retries_.push_back(std::move(fn));
-  }
+  // In order, up to the first command the mailboxes still refuse: a removal must not overtake
+  // the install it undoes.
+  std::size_t done = 0;
+  while (done < retries_.size() && retries_[done]()) ++done;
+  retries_.erase(retries_.begin(), retries_.begin() + static_cast<std::ptrdiff_t>(done));
+}
+
+nlohmann::json Dataplane::BoundsStats() const {
+  const std::size_t in = inbound_ ? inbound_->mailbox_depth() : 0;
+  const std::size_t out = outbound_ ? outbound_->mailbox_depth() : 0;
+  return {{"dataplane_mailbox", {{"limit", bounds::kDataplaneMailbox}, {"in_use", std::max(in, out)},
+                                 {"inbound", in}, {"outbound", out}}},
+          {"dataplane_backlog",
+           {{"limit", bounds::kDataplaneBacklog}, {"in_use", retries_.size()}, {"peak", backlog_peak_}}}};
 }
 
 void Dataplane::OutboundThread() {

@@ -79,6 +79,8 @@ class Dataplane final : public gateway::DataPlane {
   const datapath::Counters& counters() const override { return counters_; }
   // The stats contract's "crypto_engine" object.
   nlohmann::json CryptoEngineStats() const override;
+  std::size_t backlog() const override { return retries_.size(); }
+  nlohmann::json BoundsStats() const override;
   // {"gso", "gro": on or not; gso_sends, gso_segments, gso_fallbacks, gro_batches,
   // gro_segments: io::UdpOffloadCounters}.
   nlohmann::json UdpOffloadStats() const override;
@@ -117,7 +119,11 @@ class Dataplane final : public gateway::DataPlane {
                       std::span<const std::uint8_t> source);
   template <typename Fn>
   void Retry(Fn fn) {
-    if (!fn()) retries_.push_back(std::function<bool()>(std::move(fn)));
+    // In order: once one command waits, every later one waits behind it.
+    if (!retries_.empty() || !fn()) {
+      retries_.push_back(std::function<bool()>(std::move(fn)));
+      backlog_peak_ = std::max(backlog_peak_, retries_.size());
+    }
   }
 
   const io::UdpSocket& ike_;
@@ -152,7 +158,9 @@ class Dataplane final : public gateway::DataPlane {
   std::map<std::string, std::vector<config::TrafficSelector>> vip_remote_ts_;
   // The virtual IPs on the TUN, by connection, in the order they came.
   std::map<std::string, std::vector<policy::Prefix>> virtual_ips_;
+  // Commands a full mailbox refused, in order (bounds::kDataplaneBacklog; never dropped).
   std::vector<std::function<bool()>> retries_;
+  std::size_t backlog_peak_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> ike_forwarded_{0};
   std::thread outbound_thread_, inbound_thread_;

@@ -35,6 +35,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "spigot/bounds.h"
 #include "spigot/control/access.h"
 
 namespace spigot::control {
@@ -48,8 +49,8 @@ class ControlServer {
       std::function<std::string(const PeerCredentials& peer, const nlohmann::json& request)>;
 
   struct Options {
-    std::size_t max_request_bytes = 64 * 1024;
-    std::size_t max_clients = 64;
+    std::size_t max_request_bytes = bounds::kControlRequestBytes;
+    std::size_t max_clients = bounds::kControlClients;
     std::chrono::milliseconds idle_timeout{10'000};
     mode_t socket_mode = 0660;  // who may talk to the daemon: owner and group
     // The socket file's owner and group; -1: as created (the daemon's).

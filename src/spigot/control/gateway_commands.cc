@@ -3,8 +3,12 @@
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <map>
+#include <string_view>
 
+#include "spigot/bounds.h"
 #include "spigot/ike/traffic_selectors.h"
+#include "spigot/pki/certificate.h"
 
 namespace spigot::control {
 namespace {
@@ -193,6 +197,61 @@ nlohmann::json SasJson(const gateway::Gateway& gw) {
   return {{"ike_sas", std::move(ikes)}};
 }
 
+// `spigot stats` "bounds": for each row of bounds::kBounds, its limit, its use now (null where
+// the bound is per IKE SA or per message, or where the data path owns the figure), what it has
+// dropped, refused, evicted or held (null where nothing counts it), and its policy. The
+// daemon's own bounds (control_posts, control_clients) are filled in by app/daemon.cc.
+nlohmann::json BoundsJson(gateway::Gateway& gw) {
+  const auto& g = gw.config().global;
+  const auto& c = gw.counters();
+  const auto& ic = gw.ike_counters();
+  const auto pool = gw.children().sad().spi_pool().stats();
+  const engine::NegotiationQueue& q = gw.queue();
+  const engine::Executor& workers = gw.workers();
+  const datapath::Counters& dp = gw.dataplane().counters();
+  const nlohmann::json engine = gw.dataplane().CryptoEngineStats();
+  const nlohmann::json dataplane = gw.dataplane().BoundsStats();
+  const auto eap = gw.EapThrottleStats();
+  const auto certs = pki::GetCertificateCacheStats();
+  const radius::Client* radius = gw.radius();
+  const auto figure = [](const nlohmann::json& j, const char* key) -> nlohmann::json {
+    return j.is_object() && j.contains(key) ? j[key] : nlohmann::json(nullptr);
+  };
+  std::map<std::string_view, nlohmann::json> use = {
+      {"negotiation_queue", {{"limit", g.max_queue}, {"in_use", q.depth()}, {"dropped", q.stats().overflows}}},
+      {"spi_pool", {{"limit", g.max_spi}, {"in_use", pool.in_use}, {"peak", pool.peak_in_use},
+                    {"dropped", pool.refused_new + pool.refused_rekey}}},
+      {"half_open_ike_sas",
+       {{"limit", g.cookie_threshold}, {"in_use", gw.ike_sas().half_open_count()}, {"dropped", c.cookies_sent}}},
+      {"ike_request_queue", {{"limit", bounds::kIkeRequestQueue}, {"in_use", nullptr}, {"dropped", ic.requests_queue_full}}},
+      {"ike_fragments", {{"limit", bounds::kIkeFragmentsPerMessage}, {"in_use", nullptr},
+                         {"dropped", ic.fragments.too_many + ic.fragments.too_large}}},
+      {"ike_workers", {{"limit", workers.capacity()}, {"in_use", workers.in_flight()}, {"dropped", workers.stats().refused}}},
+      {"control_posts", {{"limit", bounds::kControlPosts}, {"in_use", nullptr}, {"dropped", nullptr}}},
+      {"dataplane_mailbox", figure(dataplane, "dataplane_mailbox")},
+      {"dataplane_backlog", figure(dataplane, "dataplane_backlog")},
+      {"crypto_ring", {{"limit", bounds::kCryptoRing}, {"in_use", figure(engine, "in_flight")},
+                       {"dropped", figure(engine, "ring_full")}}},
+      {"acquire_hold", {{"limit", bounds::kAcquirePacketsPerPolicy}, {"in_use", nullptr},
+                        {"dropped", dp.no_sa_queue_full.load() + dp.acquire_dropped.load()}}},
+      {"radius_requests",
+       {{"limit", gw.config().radius.max_requests}, {"in_use", radius != nullptr ? nlohmann::json(radius->stats().outstanding) : nullptr},
+        {"dropped", radius != nullptr ? nlohmann::json(radius->stats().refused_full) : nullptr}}},
+      {"eap_login_table", {{"limit", bounds::kEapLoginTable}, {"in_use", eap.entries}, {"dropped", eap.evicted}}},
+      {"control_clients", {{"limit", bounds::kControlClients}, {"in_use", nullptr}, {"dropped", nullptr}}},
+      {"certificate_cache", {{"limit", certs.capacity}, {"in_use", certs.entries}, {"dropped", certs.evictions}}},
+  };
+  if (use["dataplane_mailbox"].is_object()) use["dataplane_mailbox"]["dropped"] = 0;  // held, never dropped
+  if (use["dataplane_backlog"].is_object()) use["dataplane_backlog"]["dropped"] = c.dataplane_backlog_holds;
+  nlohmann::json out = nlohmann::json::object();
+  for (const bounds::Bound& b : bounds::kBounds) {
+    nlohmann::json j = use.count(b.name) != 0 && use[b.name].is_object() ? use[b.name] : nlohmann::json::object();
+    j["policy"] = b.policy;
+    out[std::string(b.name)] = std::move(j);
+  }
+  return out;
+}
+
 nlohmann::json StatsJson(gateway::Gateway& gw) {
   const ike::TimePoint now = gw.Now();
   const gateway::IkeSaTable& table = gw.ike_sas();
@@ -322,6 +381,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
       {"ike_workers",
        {{"threads", workers.threads()}, {"capacity", workers.capacity()},
         {"in_flight", workers.in_flight()}, {"completed", workers.stats().completed}}},
+      {"bounds", BoundsJson(gw)},
   };
 }
 

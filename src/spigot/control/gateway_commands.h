@@ -22,6 +22,8 @@ std::string CheckRequestFields(const nlohmann::json& request);
 
 // `spigot stats --json`: the counters (the contract's fields, then more).
 nlohmann::json StatsJson(gateway::Gateway& gw);
+// Its "bounds" object (bounds::kBounds, each with limit, in_use, dropped and policy).
+nlohmann::json BoundsJson(gateway::Gateway& gw);
 // `spigot sas --json`: IKE SAs with their CHILD SAs.
 nlohmann::json SasJson(const gateway::Gateway& gw);
 

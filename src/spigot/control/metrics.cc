@@ -406,6 +406,31 @@ std::string RenderMetrics(const json& given, const MetricsServerCounters& server
       for (const auto& [k, v] : p.items()) consumed.insert("/pools/" + i + "/" + k);
     }
   }
+  // Bounds (bounds.h), by bound: limit, use now and what each dropped, refused, evicted or held.
+  if (const json* bounds = At(stats, "/bounds"); bounds && bounds->is_object() && !bounds->empty()) {
+    const struct {
+      const char* name;
+      Type type;
+      const char* help;
+      const char* key;
+    } fields[] = {
+        {"spigot_bound_limit", Type::kGauge, "The bound's limit (bounds.h; a configured one follows reload).", "limit"},
+        {"spigot_bound_in_use", Type::kGauge, "The bound's use now (absent where it is per IKE SA or per message).", "in_use"},
+        {"spigot_bound_dropped_total", Type::kCounter,
+         "Items the bound dropped, refused, evicted or held (its policy says which).", "dropped"},
+    };
+    for (const auto& f : fields) {
+      e.Family(f.name, f.type, f.help);
+      for (const auto& [name, b] : bounds->items()) {
+        if (!b.is_object() || !b.contains(f.key)) continue;
+        if (const std::optional<double> n = Number(b[f.key])) e.Sample({{"bound", name}}, *n);
+      }
+    }
+    for (const auto& [name, b] : bounds->items()) {
+      if (!b.is_object()) continue;
+      for (const auto& [k, v] : b.items()) consumed.insert("/bounds/" + name + "/" + k);
+    }
+  }
   // RADIUS servers, by address.
   if (const json* servers = At(stats, "/radius/servers"); servers && servers->is_array() && !servers->empty()) {
     json list = json::array();

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "spigot/bounds.h"
 #include "spigot/control/metrics.h"
 
 namespace spigot::control {
@@ -37,7 +38,7 @@ namespace spigot::control {
 class MetricsServer {
  public:
   struct Options {
-    std::size_t max_connections = 32;
+    std::size_t max_connections = bounds::kMetricsConnections;
     std::size_t workers = 2;
     std::chrono::milliseconds deadline{3000};
     std::size_t max_request_bytes = 16 * 1024;

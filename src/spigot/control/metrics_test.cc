@@ -121,6 +121,7 @@ TEST(MetricsTest, AnEstablishedTunnelInTheExposition) {
     }
     if (!j.is_number() && !j.is_boolean()) return;
     if (used.count(at) != 0 || at.starts_with("/pools/") || at.starts_with("/radius/servers/")) return;
+    if (at.starts_with("/bounds/")) return;
     std::string name = "spigot_stats_" + at.substr(1);
     for (char& c : name) c = c == '/' ? '_' : c;
     EXPECT_EQ(families.count(name), 1u) << at << " is not in the exposition";
@@ -141,6 +142,8 @@ TEST(MetricsTest, DropReasonsPoolsAndNewFieldsFromTheSnapshot) {
         {"crypto_engine", {{"name", "async"}, {"state", "stalled"}, {"stalls", 2}, {"stall_timeout_ms", 50}}},
         {"radius", {{"rtt_ms", {{"replies", 4}, {"avg", 2.5}, {"max", 7.0}}},
                     {"servers", nlohmann::json::array({{{"address", "192.0.2.10:1812"}, {"dead", true}, {"requests", 9}, {"timeouts", 3}}})}}},
+        {"bounds", {{"spi_pool", {{"limit", 256}, {"in_use", 128}, {"dropped", 2}, {"policy", "refuse"}}},
+                    {"ike_request_queue", {{"limit", 32}, {"in_use", nullptr}, {"dropped", 0}, {"policy", "refuse"}}}}},
         {"something", {{"added_later", 11}, {"a_string", "x"}}}}},
       {"connections", nlohmann::json::array()}};
   const std::string text = RenderMetrics(snapshot, {});
@@ -148,6 +151,12 @@ TEST(MetricsTest, DropReasonsPoolsAndNewFieldsFromTheSnapshot) {
   EXPECT_TRUE(Contains(text, "spigot_packets_dropped_total{reason=\"unknown_spi\"} 7")) << text;
   EXPECT_TRUE(Contains(text, "spigot_packets_dropped_total{reason=\"a_new_reason\"} 2")) << text;
   EXPECT_TRUE(Contains(text, "spigot_address_pool_size{pool=\"rw\"} 254")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_bound_limit{bound=\"spi_pool\"} 256")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_bound_in_use{bound=\"spi_pool\"} 128")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_bound_dropped_total{bound=\"spi_pool\"} 2")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_bound_limit{bound=\"ike_request_queue\"} 32")) << text;
+  EXPECT_FALSE(Contains(text, "spigot_bound_in_use{bound=\"ike_request_queue\"}")) << text;
+  EXPECT_FALSE(Contains(text, "spigot_stats_bounds")) << text;
   EXPECT_TRUE(Contains(text, "spigot_address_pool_leases{pool=\"rw\",state=\"online\"} 10")) << text;
   EXPECT_TRUE(Contains(text, "spigot_address_pool_leases{pool=\"rw\",state=\"offline\"} 2")) << text;
   EXPECT_TRUE(Contains(text, "spigot_address_pool_exhausted_total{pool=\"rw\"} 5")) << text;

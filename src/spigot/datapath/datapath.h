@@ -33,6 +33,7 @@
 #include <variant>
 #include <vector>
 
+#include "spigot/bounds.h"
 #include "spigot/crypto/esp_cipher.h"
 #include "spigot/crypto/secure_bytes.h"
 #include "spigot/engine/crypto_engine.h"
@@ -126,7 +127,7 @@ struct OutboundSpec {
 template <typename Command>
 class Mailbox {
  public:
-  static constexpr std::size_t kCapacity = 65536;
+  static constexpr std::size_t kCapacity = bounds::kDataplaneMailbox;
   Mailbox() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
   ~Mailbox() { close(fd_); }
   int fd() const { return fd_; }
@@ -148,6 +149,11 @@ class Mailbox {
   }
   // Eventfd writes so far.
   std::uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
+  // Commands waiting for the thread (any thread may ask).
+  std::size_t size() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return q_.size();
+  }
   // Runs `fn` on every queued command. Called before each batch, so the empty case is one
   // atomic load.
   template <typename Fn>
@@ -166,7 +172,7 @@ class Mailbox {
 
  private:
   int fd_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::deque<Command> q_;
   std::atomic<bool> pending_{false};
   std::atomic<std::uint64_t> wakeups_{0};
@@ -200,6 +206,7 @@ class InboundPath {
   // These SAs' peer is `peer` from now on (the IKE SA followed it), all in one command.
   bool MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer);
   int mailbox_fd() const { return mailbox_.fd(); }
+  std::size_t mailbox_depth() const { return mailbox_.size(); }
 
   // Data-path thread. `reader` is this thread's registration with the SPD.
   void ApplyCommands();
@@ -292,6 +299,7 @@ class OutboundPath {
   // The SAs with these SPIs send to `peer` from now on, all from the same packet on.
   bool MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer);
   int mailbox_fd() const { return mailbox_.fd(); }
+  std::size_t mailbox_depth() const { return mailbox_.size(); }
 
   // Data-path thread.
   // Applies commands; `send` transmits packets flushed from the acquire queue.

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "spigot/bounds.h"
 #include "spigot/crypto/secure_bytes.h"
 
 namespace spigot::eap {
@@ -166,7 +167,7 @@ struct LoginThrottlePolicy {
   std::chrono::seconds first_backoff{1};
   std::chrono::seconds max_backoff{60};
   std::chrono::seconds forget_after{600};
-  std::size_t max_entries = 65536;
+  std::size_t max_entries = bounds::kEapLoginTable;
 };
 class LoginThrottle {
  public:

@@ -102,6 +102,9 @@ class Gateway final : public ike::IkeSaHost {
     // RADIUS Framed-IP-Addresses not given (outside the connection's pools, or in use); the
     // CFG_REQUEST is answered as with an exhausted pool.
     std::uint64_t framed_ip_refused = 0;
+    // Times the data path's command backlog reached bounds::kDataplaneBacklog and new
+    // negotiations (new IKE SAs, IKE_AUTHs) were held in the negotiation queue until it drained.
+    std::uint64_t dataplane_backlog_holds = 0;
   };
 
   struct ReloadResult {
@@ -282,6 +285,7 @@ class Gateway final : public ike::IkeSaHost {
   engine::Histogram negotiation_seconds_{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
   engine::Histogram queue_wait_seconds_{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
   bool queue_work_posted_ = false;
+  bool held_for_backlog_ = false;  // WorkQueue: the data path's backlog holds new negotiations
   bool shutting_down_ = false;
   ike::TimePoint shutdown_deadline_{};
   ike::TimePoint shutdown_started_{};

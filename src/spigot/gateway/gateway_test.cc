@@ -7,6 +7,7 @@
 
 #include <set>
 
+#include "spigot/bounds.h"
 #include "spigot/control/gateway_commands.h"
 #include "spigot/test_tools/gateway_pair.h"
 
@@ -364,6 +365,60 @@ TEST(GatewayTest, SpiPoolKeepsItsReserveForRekeys) {
   EXPECT_EQ(p.a.gw->children().counters().rekeys_completed, 128u);
   EXPECT_EQ(p.b.gw->children().sad().size(), 128u);
   ExpectCleanDataPath(p);
+}
+
+// Bounds in one place (issue 16 item 6): `spigot stats` shows every row of bounds::kBounds with
+// its limit, use, drops and policy; a refused SPI is counted against spi_pool.
+TEST(GatewayTest, StatsShowEveryBoundWithItsUseAndDrops) {
+  const std::string b_global = "max_spi = 256\nspi_reserve_percent = 50\n";
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, b_global, kManyIkeSas));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  for (int i = 0; i < 130; ++i) ASSERT_TRUE(p.a.gw->Initiate("site", &err));
+  p.Pump();
+  const nlohmann::json b = control::StatsJson(*p.b.gw)["bounds"];
+  ASSERT_TRUE(b.is_object());
+  EXPECT_EQ(b.size(), bounds::kBounds.size());
+  for (const bounds::Bound& row : bounds::kBounds) {
+    SCOPED_TRACE(std::string(row.name));
+    ASSERT_TRUE(b.contains(std::string(row.name)));
+    const nlohmann::json& j = b[std::string(row.name)];
+    EXPECT_FALSE(j.value("policy", "").empty());
+    ASSERT_TRUE(j.contains("limit"));
+    EXPECT_TRUE(j["limit"].is_number());
+    EXPECT_TRUE(j.contains("in_use"));
+    EXPECT_TRUE(j.contains("dropped"));
+  }
+  EXPECT_EQ(b["spi_pool"]["limit"], 256);
+  EXPECT_EQ(b["spi_pool"]["in_use"], 128);
+  EXPECT_EQ(b["spi_pool"]["dropped"], 2);
+  EXPECT_EQ(b["negotiation_queue"]["in_use"], 0);
+  EXPECT_EQ(b["dataplane_backlog"]["in_use"], 0);
+  EXPECT_EQ(b["dataplane_backlog"]["dropped"], 0);
+}
+
+// A data path that has fallen behind on SA commands (bounds::kDataplaneBacklog) holds new
+// negotiations in the negotiation queue — nothing lost, nothing installed on top of the backlog —
+// and they go on once it drains.
+TEST(GatewayTest, DataPathBacklogHoldsNewNegotiationsUntilItDrains) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  ASSERT_TRUE(p.ok()) << p.error();
+  p.b.dataplane.backlog_ = bounds::kDataplaneBacklog;
+  std::string err;
+  ASSERT_TRUE(p.a.gw->Initiate("site", &err)) << err;
+  p.Pump();
+  p.Advance(std::chrono::milliseconds(500));
+  EXPECT_EQ(p.b.gw->children().sad().size(), 0u);
+  EXPECT_EQ(p.b.gw->counters().dataplane_backlog_holds, 1u);
+  nlohmann::json b = control::StatsJson(*p.b.gw)["bounds"];
+  EXPECT_EQ(b["dataplane_backlog"]["dropped"], 1);
+  EXPECT_GE(b["negotiation_queue"]["in_use"].get<int>(), 1);
+  p.b.dataplane.backlog_ = 0;
+  p.Advance(std::chrono::seconds(3));
+  EXPECT_EQ(p.b.gw->children().sad().size(), 1u);
+  EXPECT_EQ(p.a.gw->children().sad().size(), 1u);
+  EXPECT_EQ(p.b.gw->counters().dataplane_backlog_holds, 1u);
+  EXPECT_EQ(p.b.gw->queue().depth(), 0u);
 }
 
 // Control requests whose fields have the wrong types get an answer naming the field (found by

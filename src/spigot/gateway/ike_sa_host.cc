@@ -370,6 +370,7 @@ ike::CpResult Gateway::AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_
         exhausted = true;
         break;
       case AddressPools::AcquireResult::kNoPoolForFamily:
+      case AddressPools::AcquireResult::kUnavailable:  // AcquireAddress's answer, not Acquire's
         break;
     }
   }

@@ -4,6 +4,7 @@
 // it: established SAs (rekeys, deletes) before half-open ones before new.
 #include <spdlog/spdlog.h>
 
+#include "spigot/bounds.h"
 #include "spigot/gateway/gateway.h"
 #include "spigot/ike/endpoint.h"
 
@@ -110,11 +111,22 @@ void Gateway::ReceiveIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
 // prioritised), a bounded slice at a time; the rest waits for later turns of the event loop,
 // so sockets and timers are served in between.
 void Gateway::WorkQueue() {
+  // While the data path has fallen behind on SA commands (bounds::kDataplaneBacklog), nothing
+  // that would install new SAs starts: new IKE SAs and IKE_AUTHs wait in the negotiation queue
+  // (its bound and priorities govern them), rekeys and deletes of established SAs go on.
+  const bool backlogged = env_.dataplane.backlog() >= bounds::kDataplaneBacklog;
+  if (backlogged && !held_for_backlog_) {
+    ++counters_.dataplane_backlog_holds;
+    spdlog::warn("data path backlog of {} SA commands: new negotiations wait until it drains",
+                 env_.dataplane.backlog());
+  }
+  held_for_backlog_ = backlogged;
   for (std::size_t n = 0; n < kQueueSlice; ++n) {
     // A new IKE_SA_INIT needs a worker (its DH); while all are busy it stays queued, where
     // max_queue and the priorities govern it, and rekeys and deletes still run.
-    const auto lowest =
-        env_.workers.free() != 0 ? engine::Priority::kNew : engine::Priority::kHalfOpen;
+    const auto lowest = backlogged                  ? engine::Priority::kEstablished
+                        : env_.workers.free() != 0 ? engine::Priority::kNew
+                                                   : engine::Priority::kHalfOpen;
     if (queue_.Run(1, lowest) == 0) break;
   }
   ScheduleQueueWork();
@@ -123,9 +135,11 @@ void Gateway::WorkQueue() {
 void Gateway::ScheduleQueueWork() {
   // New work that waits for a worker is picked up when one finishes (AdoptOffloaded), not by
   // spinning here.
+  // Held work (a data path backlog) is picked up by the tick once it drains.
+  const bool held = held_for_backlog_;
   const bool runnable = queue_.depth(engine::Priority::kEstablished) != 0 ||
-                        queue_.depth(engine::Priority::kHalfOpen) != 0 ||
-                        (queue_.depth(engine::Priority::kNew) != 0 && env_.workers.free() != 0);
+                        (!held && queue_.depth(engine::Priority::kHalfOpen) != 0) ||
+                        (!held && queue_.depth(engine::Priority::kNew) != 0 && env_.workers.free() != 0);
   if (queue_work_posted_ || !runnable) return;
   queue_work_posted_ = env_.loop.Post([this] {
     queue_work_posted_ = false;

@@ -86,6 +86,12 @@ class DataPlane {
   virtual void RemoveVirtualIp(const std::string& connection, const policy::Prefix& address) = 0;
   // Called every gateway tick (mailbox retries).
   virtual void Tick() = 0;
+  // Commands waiting on the control thread for room in a full mailbox (bounds::kDataplaneBacklog:
+  // above it the gateway starts no new negotiation).
+  virtual std::size_t backlog() const = 0;
+  // The data plane's bounds for `spigot stats` "bounds": {"dataplane_mailbox": {"limit",
+  // "in_use"}, "dataplane_backlog": {"limit", "in_use", "peak"}}.
+  virtual nlohmann::json BoundsStats() const = 0;
   virtual const datapath::Counters& counters() const = 0;
   // The stats contract's "crypto_engine" object.
   virtual nlohmann::json CryptoEngineStats() const = 0;

@@ -23,6 +23,7 @@
 #include <span>
 #include <vector>
 
+#include "spigot/bounds.h"
 #include "spigot/ike/message.h"
 #include "spigot/io/clock.h"
 
@@ -49,9 +50,9 @@ struct FragmentCounters {
   FragmentCounters& operator+=(const FragmentCounters& o);
 };
 
-inline constexpr std::size_t kMaxFragments = 128;
+inline constexpr std::size_t kMaxFragments = bounds::kIkeFragmentsPerMessage;
 // A message with a certificate chain is a few KB; 2.5 x kMaxMessageLen would never fit anyway.
-inline constexpr std::size_t kMaxReassemblyBytes = 32 * 1024;
+inline constexpr std::size_t kMaxReassemblyBytes = bounds::kIkeReassemblyBytes;
 inline constexpr auto kReassemblyTimeout = std::chrono::seconds(15);
 
 // RFC 7383 2.6, the checks that need no keys and no state: numbers non-zero, Fragment Number <=

@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "spigot/bounds.h"
 #include "spigot/crypto/dh.h"
 #include "spigot/eap/eap.h"
 #include "spigot/eap/eap_tls.h"
@@ -345,7 +346,7 @@ class IkeSa {
   };
   // Bound on requests waiting behind the one in flight (window 1). Past it, requests are
   // refused and counted in IkeCounters::requests_queue_full.
-  static constexpr std::size_t kMaxQueuedRequests = 32;
+  static constexpr std::size_t kMaxQueuedRequests = bounds::kIkeRequestQueue;
   static constexpr int kMaxRetransmits = 5;
   // The shortest wait before a refused CHILD rekey is tried again (RFC 7296 2.25: not at once).
   static constexpr auto kMinRekeyRetry = std::chrono::milliseconds(100);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "spigot/bounds.h"
 #include "spigot/ike/ike_sa_internal.h"
 #include "spigot/wire/byte_writer.h"
 
@@ -18,8 +19,8 @@ namespace {
 
 // Bounds on what a peer's IKE_AUTH may make us hold: intermediates taken from its CERT
 // payloads (the rest are ignored), and CA key ids from its CERTREQs (64 CAs).
-constexpr std::size_t kMaxPeerIntermediates = 8;
-constexpr std::size_t kMaxPeerCertReq = 64 * 20;
+constexpr std::size_t kMaxPeerIntermediates = bounds::kPeerIntermediates;
+constexpr std::size_t kMaxPeerCertReq = bounds::kPeerCertReqBytes;
 
 bool WantsVip(const ConnectionParams& c, std::uint8_t family) {
   return std::find(c.vips.begin(), c.vips.end(), family) != c.vips.end();

@@ -303,6 +303,11 @@ EventLoop::Stats EventLoop::stats() const {
   Stats s;
   s.posted = posted_count_.load();
   s.post_refused = post_refused_.load();
+  {
+    std::lock_guard<std::mutex> lock(posted_mu_);
+    s.pending = posted_.size();
+  }
+  s.max_posted = max_posted_;
   s.timers_fired = timers_fired_;
   s.signals = signals_;
   return s;

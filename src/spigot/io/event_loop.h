@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "spigot/bounds.h"
 #include "spigot/io/clock.h"
 
 namespace spigot::io {
@@ -37,12 +38,14 @@ class EventLoop {
 
   struct Options {
     Clock* clock = nullptr;          // nullptr: DefaultClock(); must outlive the loop
-    std::size_t max_posted = 4096;   // bound of the Post() queue
+    std::size_t max_posted = bounds::kControlPosts;  // bound of the Post() queue
   };
 
   struct Stats {
     std::uint64_t posted = 0;        // callbacks accepted by Post()
     std::uint64_t post_refused = 0;  // Post() calls refused because the queue was full
+    std::size_t pending = 0;         // posted callbacks not yet run
+    std::size_t max_posted = 0;      // the bound
     std::uint64_t timers_fired = 0;
     std::uint64_t signals = 0;       // signals delivered to OnSignal() callbacks
   };

@@ -152,6 +152,7 @@ class ParseCache {
     while (index_.size() > stats_.capacity) {
       index_.erase(lru_.back().first);
       lru_.pop_back();
+      ++stats_.evictions;
     }
   }
   std::mutex mu_;

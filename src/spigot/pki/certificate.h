@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "spigot/bounds.h"
+
 typedef struct x509_st X509;
 typedef struct evp_pkey_st EVP_PKEY;
 typedef struct x509_store_st X509_STORE;
@@ -69,8 +71,9 @@ struct CertificateCacheStats {
   std::uint64_t misses = 0;
   std::size_t entries = 0;
   std::size_t capacity = 0;
+  std::uint64_t evictions = 0;  // least recently used entries dropped for room
 };
-inline constexpr std::size_t kDefaultCertificateCacheEntries = 4096;
+inline constexpr std::size_t kDefaultCertificateCacheEntries = bounds::kCertificateCache;
 // 0 turns the cache off (and empties it); a smaller capacity drops the oldest entries.
 void SetCertificateCacheCapacity(std::size_t entries);
 CertificateCacheStats GetCertificateCacheStats();

@@ -48,6 +48,7 @@
 #include <span>
 #include <vector>
 
+#include "spigot/bounds.h"
 #include "spigot/policy/policy_id.h"
 
 namespace spigot::policy {
@@ -76,10 +77,10 @@ struct HoldResult {
 };
 
 struct AcquireQueueOptions {
-  std::uint32_t max_packets_per_acquire = 32;
-  std::size_t max_bytes = std::size_t{4} << 20;
+  std::uint32_t max_packets_per_acquire = bounds::kAcquirePacketsPerPolicy;
+  std::size_t max_bytes = bounds::kAcquireBytes;
   std::uint32_t buffer_size = 2048;  // bytes per packet buffer; the longest packet held
-  std::uint32_t max_acquires = 16384;
+  std::uint32_t max_acquires = bounds::kAcquirePolicies;
 };
 
 struct AcquireQueueStats {
@@ -105,7 +106,7 @@ struct ExpireResult {
 class AcquireQueue {
  public:
   using TimePoint = std::chrono::steady_clock::time_point;
-  static constexpr std::chrono::seconds kDefaultMaxAge{30};
+  static constexpr std::chrono::seconds kDefaultMaxAge = bounds::kAcquireMaxAge;
 
   // Option values are clamped to at least 1 (max_bytes to at least one buffer); use
   // options() to see what was applied.

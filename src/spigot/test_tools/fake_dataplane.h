@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "spigot/bounds.h"
 #include "spigot/gateway/ports.h"
 
 namespace spigot::test_tools {
@@ -129,6 +130,13 @@ class FakeDataPlane final : public gateway::DataPlane {
     return {{"name", "fake"}, {"state", "ok"}, {"stalls", 0}, {"fallbacks", 0}};
   }
   nlohmann::json UdpOffloadStats() const override { return {{"gso", false}, {"gro", false}}; }
+  // A test sets `backlog_` to stand for a data path that has fallen behind.
+  std::size_t backlog() const override { return backlog_; }
+  nlohmann::json BoundsStats() const override {
+    return {{"dataplane_mailbox", {{"limit", 0}, {"in_use", 0}}},
+            {"dataplane_backlog", {{"limit", bounds::kDataplaneBacklog}, {"in_use", backlog_}, {"peak", backlog_}}}};
+  }
+  std::size_t backlog_ = 0;
   nlohmann::json TunOffloadStats() const override { return {{"enabled", false}}; }
   gateway::KernelCounters kernel_counters() const override { return kernel; }
   nlohmann::json CryptoFault(const std::string&, std::int64_t) override {
