@@ -413,6 +413,7 @@ class Loader {
                          "listen", "ike_port", "natt_port", "spi_reserve_percent", "metrics_listen",
                          "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "crypto_engine",
                          "crypto_stall_timeout", "fragment_size", "udp_offload", "tun_offload",
+                         "retransmit_timeout", "retransmit_tries", "half_open_timeout",
                          "user", "socket_group"})) {
       return false;
     }
@@ -432,6 +433,9 @@ class Loader {
         !GetString(t, p, "tun_name", g.tun_name) || !GetString(t, p, "listen", g.listen) ||
         !GetString(t, p, "metrics_listen", g.metrics_listen) ||
         !GetInteger(t, p, "crypto_stall_timeout", 1, 10000, g.crypto_stall_timeout_ms) ||
+        !GetInteger(t, p, "retransmit_timeout", 10, 60000, g.retransmit_timeout_ms) ||
+        !GetInteger(t, p, "retransmit_tries", 0, 10, g.retransmit_tries) ||
+        !GetInteger(t, p, "half_open_timeout", 100, 600000, g.half_open_timeout_ms) ||
         !GetInteger(t, p, "fragment_size", kMinFragmentSize, 65535, g.fragment_size) ||
         !GetString(t, p, "crypto_engine", g.crypto_engine) ||
         !GetBool(t, p, "udp_offload", g.udp_offload) ||

@@ -81,6 +81,13 @@ struct GlobalConfig {
   std::string crypto_engine = "inline";
   // A job not completed this long after submission marks the engine stalled, 1..10000 ms.
   std::uint32_t crypto_stall_timeout_ms = 50;
+  // RFC 7296 2.1 / 2.4, ike::ConnectionParams: the first resend of an unanswered IKE request
+  // after retransmit_timeout ms (10..60000), doubling, retransmit_tries resends (0..10) before
+  // the exchange is given up; a responder's IKE SA without IKE_AUTH dies half_open_timeout ms
+  // (100..600000) after IKE_SA_INIT. Applied on reload to new IKE SAs.
+  std::uint32_t retransmit_timeout_ms = 1000;
+  std::uint32_t retransmit_tries = 5;
+  std::uint32_t half_open_timeout_ms = 30000;
   // IKE fragmentation (RFC 7383): the largest IP datagram (IP, UDP and non-ESP marker included,
   // 2.5.1) a protected IKE message may take before it is sent as fragments, on connections with
   // `fragmentation = "yes"`. kMinFragmentSize..65535; applied on reload to new IKE SAs.

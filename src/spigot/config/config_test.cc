@@ -255,6 +255,28 @@ TEST(ConfigTest, Fragmentation) {
   EXPECT_EQ(diff.changed, std::vector<std::string>{"c"});
 }
 
+// RFC 7296 2.1 / 2.4: the retransmission schedule and the half-open timeout.
+TEST(ConfigTest, RetransmissionSchedule) {
+  const LoadResult d = Load(OneConnection(""));
+  ASSERT_TRUE(d.ok) << d.error;
+  EXPECT_EQ(d.config.global.retransmit_timeout_ms, 1000u);
+  EXPECT_EQ(d.config.global.retransmit_tries, 5u);
+  EXPECT_EQ(d.config.global.half_open_timeout_ms, 30000u);
+  const LoadResult r = Load("[global]\nretransmit_timeout = 200\nretransmit_tries = 3\nhalf_open_timeout = 5000\n" +
+                            OneConnection(""));
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.config.global.retransmit_timeout_ms, 200u);
+  EXPECT_EQ(r.config.global.retransmit_tries, 3u);
+  EXPECT_EQ(r.config.global.half_open_timeout_ms, 5000u);
+  EXPECT_TRUE(Diff(d.config, r.config).restart_required.empty()) << "applies to new IKE SAs on reload";
+  ExpectError("[global]\nretransmit_timeout = 5",
+              "spigot.toml: global.retransmit_timeout: must be an integer between 10 and 60000, got 5");
+  ExpectError("[global]\nretransmit_tries = 11",
+              "spigot.toml: global.retransmit_tries: must be an integer between 0 and 10, got 11");
+  ExpectError("[global]\nhalf_open_timeout = \"30s\"",
+              "spigot.toml: global.half_open_timeout: must be an integer between 100 and 600000, got \"30s\"");
+}
+
 TEST(ConfigTest, EmptyFileIsValid) {
   const LoadResult r = Load("");
   ASSERT_TRUE(r.ok) << r.error;

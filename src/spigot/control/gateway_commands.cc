@@ -161,6 +161,7 @@ nlohmann::json SasJson(const gateway::Gateway& gw) {
         {"remote", ike::ToString(sa.remote())},
         {"algorithms", sa.algorithms() ? ike::Describe(*sa.algorithms()) : ""},
         {"nat_detected", sa.nat_detected()},
+        {"rekeyed", sa.rekeyed()},  // replaced by a rekey, waiting for its DELETE
     };
     // RADIUS Class attributes of the login (RFC 2865 5.25), kept for accounting: hex.
     if (const auto& classes = sa.eap_authorization().classes; !classes.empty()) {
@@ -353,7 +354,13 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
        {{"received", c.ike_received}, {"invalid", c.ike_invalid + ic.invalid_messages},
         {"truncated", c.ike_truncated},
         {"unknown_spi", c.ike_unknown_spi}, {"no_connection", c.ike_no_connection},
-        {"retransmits", ic.retransmits}, {"auth_failures", ic.auth_failures}, {"cert_failures", ic.cert_failures},
+        {"retransmits", ic.retransmits},
+        // 2.4: exchanges of ours abandoned after the last retransmission (the IKE SA with them).
+        {"gave_up",
+         {{"ike_sa_init", ic.gave_up.ike_sa_init}, {"ike_auth", ic.gave_up.ike_auth},
+          {"create_child_sa", ic.gave_up.create_child_sa}, {"informational", ic.gave_up.informational}}},
+        {"half_open_expired", ic.half_open_expired}, {"rekeyed_expired", ic.rekeyed_expired},
+        {"auth_failures", ic.auth_failures}, {"cert_failures", ic.cert_failures},
         {"auth_offloaded", ic.auth_offloaded}, {"auth_inline", ic.auth_inline},
         {"eap_logins",
          {{"mschapv2", EapLoginsJson(ic, eap::Method::kMschapV2)},

@@ -123,6 +123,9 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
     p->fragmentation = c.fragmentation;
     p->mobike = c.mobike;
     p->fragment_size = config.global.fragment_size;
+    p->retransmit_timeout = std::chrono::milliseconds(config.global.retransmit_timeout_ms);
+    p->retransmit_tries = static_cast<int>(config.global.retransmit_tries);
+    p->half_open_timeout = std::chrono::milliseconds(config.global.half_open_timeout_ms);
     next[c.name] = Connection{c, std::move(p)};
   }
   by_name_ = std::move(next);

@@ -39,6 +39,12 @@ class RecordingHost : public ike::IkeSaHost {
 
 void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.retransmits += from.retransmits;
+  to.gave_up.ike_sa_init += from.gave_up.ike_sa_init;
+  to.gave_up.ike_auth += from.gave_up.ike_auth;
+  to.gave_up.create_child_sa += from.gave_up.create_child_sa;
+  to.gave_up.informational += from.gave_up.informational;
+  to.half_open_expired += from.half_open_expired;
+  to.rekeyed_expired += from.rekeyed_expired;
   to.requests_queue_full += from.requests_queue_full;
   to.auth_failures += from.auth_failures;
   to.cert_failures += from.cert_failures;

@@ -18,8 +18,31 @@ using namespace internal;
 
 namespace {
 
-constexpr auto kHalfOpenTimeout = std::chrono::seconds(30);
-constexpr auto kRetransmitBase = std::chrono::milliseconds(1000);
+// The defaults of ConnectionParams, for an SA without a connection (none in the daemon).
+const ConnectionParams kDefaultParams{};
+
+const ConnectionParams& ParamsOr(const std::shared_ptr<const ConnectionParams>& conn) {
+  return conn ? *conn : kDefaultParams;
+}
+
+std::uint64_t& GaveUpCounter(IkeCounters::GaveUp& g, Exchange ex) {
+  switch (ex) {
+    case Exchange::kIkeSaInit: return g.ike_sa_init;
+    case Exchange::kIkeAuth: return g.ike_auth;
+    case Exchange::kCreateChildSa: return g.create_child_sa;
+    default: return g.informational;
+  }
+}
+
+const char* ExchangeName(Exchange ex) {
+  switch (ex) {
+    case Exchange::kIkeSaInit: return "IKE_SA_INIT";
+    case Exchange::kIkeAuth: return "IKE_AUTH";
+    case Exchange::kCreateChildSa: return "CREATE_CHILD_SA";
+    case Exchange::kInformational: return "INFORMATIONAL";
+    default: return "exchange";
+  }
+}
 
 }  // namespace
 
@@ -357,23 +380,36 @@ void IkeSa::Tick(TimePoint now) {
   for (auto* slot : {&reassembly_request_, &reassembly_response_}) {
     if (*slot && (*slot)->Expire(now, counters_->fragments)) slot->reset();
   }
+  const ConnectionParams& params = ParamsOr(conn_);
   if (outstanding_ && now >= outstanding_->deadline) {
-    if (outstanding_->retransmits >= kMaxRetransmits) {
-      Die("peer unreachable: no answer after " + std::to_string(kMaxRetransmits) +
-          " retransmits");
+    if (outstanding_->retransmits >= params.retransmit_tries) {
+      // 2.4: given up. Whatever the exchange was, the IKE SA and its CHILD SAs go with it here;
+      // the peer's half goes by its own liveness check (or its own give-up).
+      ++GaveUpCounter(counters_->gave_up, outstanding_->exchange);
+      Die(std::string("peer unreachable: ") + ExchangeName(outstanding_->exchange) +
+          " unanswered after " + std::to_string(outstanding_->retransmits) + " retransmits");
       return;
     }
     ++outstanding_->retransmits;
     ++counters_->retransmits;
     // 2.4: exponential back-off, with +-10% jitter so that many SAs do not resend in step.
-    const auto base = kRetransmitBase * (1 << outstanding_->retransmits);
+    const auto base = params.retransmit_timeout * (std::int64_t{1} << outstanding_->retransmits);
     const double jitter = 0.9 + 0.2 * crypto::RandomUnit();
     outstanding_->deadline =
         now + std::chrono::duration_cast<TimePoint::duration>(base * jitter);
     Transmit(outstanding_->bytes, outstanding_->fragments);
   }
-  if (state_ == State::kInitAnswered && now - created_at_ >= kHalfOpenTimeout) {
-    Die("half-open: no IKE_AUTH within 30 s");
+  if (state_ == State::kInitAnswered && now - created_at_ >= params.half_open_timeout) {
+    ++counters_->half_open_expired;
+    Die("half-open: no IKE_AUTH within " + std::to_string(params.half_open_timeout.count()) + " ms");
+    return;
+  }
+  if (state_ == State::kEstablished && rekeyed_ && now >= RekeyedExpiry()) {
+    // Our answer to the peer's rekey went out (the CHILD SAs are on the new IKE SA) but its
+    // DELETE of this one never came: lost, or the peer never got our answer and gave up. The
+    // peer has retransmitted all it will by now; nothing is left to answer.
+    ++counters_->rekeyed_expired;
+    Die("rekeyed: the peer's DELETE of the old IKE SA never came");
     return;
   }
   if (state_ != State::kEstablished || rekeyed_) return;
@@ -430,6 +466,12 @@ void IkeSa::Tick(TimePoint now) {
   }
 }
 
+TimePoint IkeSa::RekeyedExpiry() const {
+  // Only while nothing of ours is out or waiting: our own DELETE has its own give-up.
+  if (!rekeyed_ || outstanding_ || !pending_.empty()) return TimePoint::max();
+  return rekeyed_at_ + ParamsOr(conn_).RetransmitSpan();
+}
+
 TimePoint IkeSa::DpdDue() const {
   return std::max(last_heard_ + conn_->dpd_delay + dpd_jitter_, dpd_not_before_);
 }
@@ -440,7 +482,8 @@ TimePoint IkeSa::NextDeadline() const {
   if (outstanding_) next = std::min(next, outstanding_->deadline);
   if (reassembly_request_) next = std::min(next, reassembly_request_->deadline());
   if (reassembly_response_) next = std::min(next, reassembly_response_->deadline());
-  if (state_ == State::kInitAnswered) next = std::min(next, created_at_ + kHalfOpenTimeout);
+  if (state_ == State::kInitAnswered) next = std::min(next, created_at_ + ParamsOr(conn_).half_open_timeout);
+  if (state_ == State::kEstablished && rekeyed_) next = std::min(next, RekeyedExpiry());
   if (state_ == State::kEstablished && !rekeyed_) {
     if (!outstanding_ && conn_ && conn_->dpd_delay.count() > 0) next = std::min(next, DpdDue());
     next = std::min({next, ike_rekey_at_, redundant_delete_at_});
@@ -535,7 +578,6 @@ void IkeSa::StartNext(TimePoint now) {
           DeletePayload d{ProtocolId::kEsp, 4, {ChildSpiBytes(p.child_spi)}};
           SendRequest(RequestKind::kDeleteChild, Exchange::kInformational,
                       {Payload{PayloadType::kDelete, d}}, now);
-          outstanding_->deadline = now + kRetransmitBase;
           pending_delete_spi_ = p.child_spi;
         }
         break;
@@ -577,7 +619,7 @@ void IkeSa::SendRequest(RequestKind kind, Exchange ex, std::vector<Payload> payl
     if (!fragments.empty()) Bytes().swap(bytes);
   }
   outstanding_ = Outstanding{kind, m.header.message_id, ex, std::move(bytes), std::move(fragments),
-                             0, now + kRetransmitBase};
+                             0, now + ParamsOr(conn_).retransmit_timeout};
   Transmit(outstanding_->bytes, outstanding_->fragments);
 }
 

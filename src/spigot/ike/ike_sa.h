@@ -10,9 +10,16 @@
 // ways (2.3): one request of ours in flight, further ones wait in a bounded queue.
 //
 // Timers (all driven by the `now` passed in, never by a clock of our own):
-//   retransmit  - a request of ours not yet answered: resend after 1, 2, 4, 8, 16 s (+-10%
-//                 jitter); after the 5th resend goes unanswered the IKE SA is dead (2.4).
-//   half_open   - a responder's IKE SA that got no IKE_AUTH within 30 s is dead.
+//   retransmit  - a request of ours not yet answered: resend after retransmit_timeout, then
+//                 twice as long each time (1, 2, 4, 8, 16 s by default, +-10% jitter); when
+//                 the last of retransmit_tries resends goes unanswered (32 s after it by
+//                 default) the exchange is given up (IkeCounters::gave_up) and the IKE SA is
+//                 dead (2.1, 2.4).
+//   half_open   - a responder's IKE SA that got no IKE_AUTH within half_open_timeout is dead.
+//   rekeyed     - the old IKE SA of a rekey we answered (2.18): its DELETE is the peer's to
+//                 send. If none came within the retransmission schedule's whole span, it was
+//                 lost (or the peer never got our answer and gave up): the old SA goes by
+//                 itself (IkeCounters::rekeyed_expired), holding nothing (its CHILD SAs moved).
 //   liveness    - established and nothing heard from the peer for dpd_delay: send an empty
 //                 INFORMATIONAL; its retransmission timeout declares the peer dead (2.4).
 //   child_rekey - a CHILD SA reached its soft lifetime (child_rekey_time less up to 10%
@@ -142,6 +149,20 @@ struct ConnectionParams {
   std::size_t fragment_size = kDefaultFragmentSize;
   // RFC 4555: announce and accept MOBIKE_SUPPORTED in IKE_AUTH.
   bool mobike = true;
+  // RFC 7296 2.1 and 2.4: the retransmission schedule of our requests. The first resend comes
+  // retransmit_timeout after the request, each next one after twice the wait before (+-10%
+  // jitter); once retransmit_tries resends have gone unanswered for as long again, the exchange
+  // is given up and with it the IKE SA.
+  std::chrono::milliseconds retransmit_timeout{1000};
+  int retransmit_tries = 5;
+  // A responder's IKE SA that got no IKE_AUTH this long after IKE_SA_INIT is dead (2.4's
+  // half-open SAs, which cost state and count toward cookie_threshold).
+  std::chrono::milliseconds half_open_timeout{30000};
+  // From the request to the give-up when nothing is answered: retransmit_timeout * (2^(tries+1)
+  // - 1), before jitter (63 s by default).
+  std::chrono::milliseconds RetransmitSpan() const {
+    return retransmit_timeout * ((std::int64_t{1} << (retransmit_tries + 1)) - 1);
+  }
 };
 
 // Responder: what IkeSaHost::AssignVirtualIps answers for a peer's CFG_REQUEST (3.15, 3.15.4).
@@ -280,6 +301,19 @@ class IkeSaHost {
 // Counters an IKE SA contributes to (owned by the host; may be shared by many SAs).
 struct IkeCounters {
   std::uint64_t retransmits = 0;
+  // Exchanges of ours given up after the last retransmission went unanswered (2.4), by exchange
+  // type: the IKE SA died with them. IKE_SA_INIT / IKE_AUTH ones are negotiations that failed.
+  struct GaveUp {
+    std::uint64_t ike_sa_init = 0;
+    std::uint64_t ike_auth = 0;
+    std::uint64_t create_child_sa = 0;
+    std::uint64_t informational = 0;
+  };
+  GaveUp gave_up;
+  std::uint64_t half_open_expired = 0;  // responder: no IKE_AUTH within half_open_timeout
+  // The old IKE SA of a rekey the peer made, gone by itself: the peer's DELETE of it never came
+  // (lost, or the peer gave up its rekey), see the `rekeyed` timer.
+  std::uint64_t rekeyed_expired = 0;
   std::uint64_t requests_queue_full = 0;
   std::uint64_t auth_failures = 0;
   // Of those: a peer certificate refused (no path to a trusted CA, expired, revoked, wrong key
@@ -347,7 +381,7 @@ class IkeSa {
   // Bound on requests waiting behind the one in flight (window 1). Past it, requests are
   // refused and counted in IkeCounters::requests_queue_full.
   static constexpr std::size_t kMaxQueuedRequests = bounds::kIkeRequestQueue;
-  static constexpr int kMaxRetransmits = 5;
+  static constexpr int kMaxRetransmits = 5;  // ConnectionParams::retransmit_tries' default
   // The shortest wait before a refused CHILD rekey is tried again (RFC 7296 2.25: not at once).
   static constexpr auto kMinRekeyRetry = std::chrono::milliseconds(100);
   // A CHILD SA past its hard lifetime whose DELETE the full request queue refused.
@@ -440,6 +474,9 @@ class IkeSa {
   void ResumeAuth(TimePoint now);
   // Both sides sent IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT (RFC 7383 2.3).
   bool fragmentation() const { return fragmentation_; }
+  // Replaced by a rekey (2.18): its CHILD SAs are on the new IKE SA, only its DELETE remains
+  // (see the `rekeyed` timer).
+  bool rekeyed() const { return rekeyed_; }
 
  private:
   enum class RequestKind : std::uint8_t { kInit, kAuth, kCreateChild, kRekeyChild, kDeleteChild,
@@ -486,7 +523,7 @@ class IkeSa {
                   std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr,
                   const crypto::SecureBytes& shared, Successor kind, TimePoint now);
   // The CHILD SAs and queued CHILD work go to `next`, which replaces this SA.
-  void MoveChildrenTo(IkeSa& next);
+  void MoveChildrenTo(IkeSa& next, TimePoint now);
   // 2.8.2: the peer's candidate (ike_collision_) survives: it takes the CHILD SAs. False if
   // it is gone.
   bool CandidateTakesOver(TimePoint now);
@@ -649,6 +686,9 @@ class IkeSa {
   std::uint32_t pending_delete_spi_ = 0;  // the CHILD SA our in-flight DELETE names
   std::uint64_t rekey_spi_ = 0;           // our SPI for the IKE SA our rekey creates
   bool rekeyed_ = false;                  // replaced by a rekey: only the DELETE remains
+  TimePoint rekeyed_at_{};                // when (the `rekeyed` timer)
+  // The `rekeyed` timer: the peer's DELETE of this replaced SA is overdue (nothing of ours out).
+  TimePoint RekeyedExpiry() const;
   // 2.8.2: the peer rekeyed this IKE SA while our rekey was in flight; we answered, and the IKE
   // SA its rekey created (our SPI `spi`, the lower of its two nonces `lowest_nonce`) waits
   // beside this one, without the CHILD SAs, until our rekey's outcome decides which survives.

@@ -112,13 +112,13 @@ bool IkeSa::CandidateTakesOver(TimePoint now) {
   ike_collision_.reset();
   IkeSa* next = host_->FindIkeSa(spi);
   if (next == nullptr || next->state_ != State::kEstablished) return false;
-  MoveChildrenTo(*next);
+  MoveChildrenTo(*next, now);
   host_->IkeRekeySurvivor(*this, *next);
   next->StartNext(now);
   return true;
 }
 
-void IkeSa::MoveChildrenTo(IkeSa& next) {
+void IkeSa::MoveChildrenTo(IkeSa& next, TimePoint now) {
   for (auto& c : children_) next.children_.push_back(std::move(c));
   children_.clear();
   // CHILD SA work that waited behind the IKE rekey goes on in the new IKE SA, which now owns
@@ -133,6 +133,7 @@ void IkeSa::MoveChildrenTo(IkeSa& next) {
     }
   }
   rekeyed_ = true;
+  rekeyed_at_ = now;
 }
 
 void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
@@ -221,7 +222,7 @@ IkeSa* IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, cons
   IkeSa* const adopted = next.get();
   switch (kind) {
     case Successor::kTakesOver:
-      MoveChildrenTo(*next);
+      MoveChildrenTo(*next, now);
       host_->AdoptIkeSa(*this, std::move(next));
       break;
     case Successor::kCandidate:

@@ -11,6 +11,10 @@ namespace spigot::ike {
 
 void LoopbackHost::SendIke(IkeSa&, const Bytes& datagram) {
   ++sent;
+  if (lose && lose(datagram)) {
+    ++lost;
+    return;
+  }
   if (drop_next_send) {
     drop_next_send = false;
     return;

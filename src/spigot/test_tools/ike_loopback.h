@@ -56,6 +56,9 @@ class LoopbackHost : public IkeSaHost {
   LoopbackHost* peer = nullptr;
   std::deque<Bytes> inbox;        // datagrams sent to this host
   bool drop_next_send = false;    // lose our next outgoing datagram
+  // A lossy link: each outgoing datagram it returns true for is lost (counted in `lost`).
+  std::function<bool(const Bytes&)> lose;
+  std::uint64_t lost = 0;
   std::size_t spi_limit = 1u << 20;
   std::uint32_t next_spi = 0xC0000100;
   std::map<std::uint32_t, bool> live_spis;  // allocated inbound SPIs
