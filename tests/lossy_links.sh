@@ -16,12 +16,19 @@
 #   both sides hold exactly the same IKE and CHILD SAs and nothing half (tests/sa_census.py).
 # Figures per loss rate: attempts, completed, failed by reason, rekeys, give-ups, SA counts.
 #
-# usage: lossy_links.sh SPIGOT_BINARY spigot|charon-responder|charon-initiator [SECONDS [CONNS [RATES]]]
-#   (a longer run: SECONDS=120 CONNS=16; RATES defaults to "5 20 40")
+# usage: [STRICT=1] [KEEP_LOGS=DIR] lossy_links.sh SPIGOT_BINARY spigot|charon-responder|charon-initiator
+#          [SECONDS_PER_RATE (6) [CONNS (6) [RATES ("5 20 40")]]]
+#   CI runs the defaults (about a minute); a longer run: `... spigot 120 16`, against charon with
+#   STRICT=1 to wait out charon's own 90 s timer for old IKE SAs as well (see below).
 set -euo pipefail
-SPIGOT=$1 PEER=$2 SECONDS_PER_RATE=${3:-8} CONNS=${4:-4} RATES=${5:-"5 20 40"}
+SPIGOT=$1 PEER=$2 SECONDS_PER_RATE=${3:-6} CONNS=${4:-6} RATES=${5:-"5 20 40"}
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
+# KEEP_LOGS=DIR: on failure, the daemons' whole logs are copied there (fail shows their tails).
+if [ -n "${KEEP_LOGS:-}" ]; then
+  eval "lib_$(declare -f fail)"
+  fail() { mkdir -p "$KEEP_LOGS"; cp "$WORK"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; lib_fail "$@"; }
+fi
 IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16
 PSK=lossy-secret
 case "$PEER" in spigot | charon-responder | charon-initiator) ;; *) echo "unknown peer $PEER" >&2; exit 2 ;; esac
@@ -30,6 +37,12 @@ INITIATOR=a
 [ "$PEER" = charon-initiator ] && INITIATOR=b
 
 netns_setup
+# Each tunnel's inner addresses exist on its side (charon's kernel-libipsec installs a route
+# from its local selector's address, and fails the CHILD SA without it).
+for k in $(seq 2 "$CONNS"); do
+  ip -n "${NS}a" addr add "198.51.100.$k/32" dev lo
+  ip -n "${NS}b" addr add "203.0.113.$k/32" dev lo
+done
 
 # CONNS tunnels, connection k between 198.51.100.k and 203.0.113.k, identities a-k / b-k.
 spigot_conf() {  # spigot_conf SIDE
@@ -78,7 +91,7 @@ charon {
   retransmit_base = 2
   retransmit_tries = 4
   half_open_timeout = 8
-  filelog { stderr { default = 1 ike = 1 } }
+  filelog { stderr { default = 1 ike = 1 cfg = 1 } }
   plugins { kernel-libipsec { allow_peer_ts = yes } }
 }
 CONF
@@ -158,12 +171,13 @@ dropped() {  # IKE datagrams the loss rules dropped so far, both sides
 }
 
 stats() { sctl "$1" stats --json >"$WORK/stats-$1.json"; }
-# counters SIDE -> "established failed gave_init gave_auth gave_child gave_info half_open rekeyed_expired rekeys_completed retransmits auth_failures"
+# counters SIDE -> "established failed gave_init gave_auth gave_child gave_info half_open rekeyed_expired child_rekeys retransmits auth_failures"
 counters() {
   sctl "$1" stats --json | python3 -c 'import json,sys
 s=json.load(sys.stdin); i=s["ike"]; g=i["gave_up"]
+r=s["rekeys"]
 print(i["established"], s["failed_sas"], g["ike_sa_init"], g["ike_auth"], g["create_child_sa"], g["informational"],
-      i["half_open_expired"], i["rekeyed_expired"], s["rekeys"]["completed"], i["retransmits"], i["auth_failures"])'
+      i["half_open_expired"], i["rekeyed_expired"], r["completed"] + r["answered"], i["retransmits"], i["auth_failures"])'
 }
 # tunnel_states -> one line per connection: "NAME up|connecting|down CHILDLESS" as spigot a sees
 # it; CHILDLESS counts IKE SAs up (established, not replaced by a rekey) without a CHILD SA.
@@ -212,8 +226,8 @@ charon_gave_up() {  # charon's exchanges given up after its last retransmission
 }
 
 # Each round: every tunnel that is down is initiated; every one that is up gets one action, in
-# turn: CHILD rekey from a, from b, IKE rekey from a, from b, and every 7th a DELETE of its IKE
-# SA from a or b. A tunnel still connecting is left alone.
+# turn: a DELETE of its IKE SA from a, CHILD rekeys from a and b, IKE rekeys from a and b, a
+# DELETE from b, a CHILD rekey from a. A tunnel still connecting is left alone.
 attempts_total=0 childless_total=0
 SUMMARY=()
 round=0
@@ -233,11 +247,13 @@ for rate in $RATES; do
         up)
           actions=$((actions + 1))
           case $(( (round + ${name#t}) % 7 )) in
-            0) terminate $([ $((round % 2)) = 0 ] && echo a || echo b) "$name" ;;
-            1 | 5) rekey a "$name" child ;;
-            2 | 6) rekey b "$name" child ;;
+            0) terminate a "$name" ;;
+            1) rekey a "$name" child ;;
+            2) rekey b "$name" child ;;
             3) rekey a "$name" ike ;;
             4) rekey b "$name" ike ;;
+            5) terminate b "$name" ;;
+            6) rekey a "$name" child ;;
           esac ;;
       esac
     done < <(tunnel_states)
@@ -251,7 +267,7 @@ for rate in $RATES; do
   est=$((est1 - est0)) failed=$((fail1 - fail0)) gi=$((gi1 - gi0)) ga=$((ga1 - ga0))
   line="loss $rate %: IKE datagrams dropped $((drop1 - drop0)); negotiations attempted $attempts, completed $est, failed $failed"
   line+=" (spigot a gave up IKE_SA_INIT $gi, IKE_AUTH $ga; half-open expired $((ho1 - ho0)); auth failures $((af1 - af0)))"
-  line+="; actions on tunnels up $actions, CHILD rekeys completed on a $((rk1 - rk0)); a gave up CREATE_CHILD_SA $((gc1 - gc0)), INFORMATIONAL $((gn1 - gn0))"
+  line+="; actions on tunnels up $actions, CHILD rekeys done by a (initiated or answered) $((rk1 - rk0)); a gave up CREATE_CHILD_SA $((gc1 - gc0)), INFORMATIONAL $((gn1 - gn0))"
   line+="; old IKE SAs expired undeleted $((rx1 - rx0)); retransmits $((rt1 - rt0)); charon gave up $((cg1 - cg0)); tunnels up without CHILD SA $childless"
   log "$line"
   SUMMARY+=("$line")
@@ -272,27 +288,34 @@ set_loss 0
 
 # The link is clean: every timer runs out (DPD 2 s + 6.2 s of retransmissions, the rekeyed-SA
 # timer 6.2 s, the peer's too), then both sides must hold the same SAs.
-census() {
+census() {  # census [--charon-rekeyed-ok]
   sctl a sas --json >"$WORK/census-a.json" || return 1
   if [ "$PEER" = spigot ]; then
     sctl b sas --json >"$WORK/census-b.json" || return 1
     python3 "$HERE/sa_census.py" spigot "$WORK/census-a.json" spigot "$WORK/census-b.json" >"$WORK/census.txt"
   else
     swan b --list-sas >"$WORK/census-b.txt" 2>&1 || return 1
-    python3 "$HERE/sa_census.py" spigot "$WORK/census-a.json" charon "$WORK/census-b.txt" >"$WORK/census.txt"
+    python3 "$HERE/sa_census.py" "$@" spigot "$WORK/census-a.json" charon "$WORK/census-b.txt" >"$WORK/census.txt"
   fi
 }
-if ! until_ok 60 census; then
-  census || true
+# Against charon, an old IKE SA it answered a rekey of and whose DELETE from spigot was lost
+# stays REKEYED until charon's own timer removes it, 90 s after the rekey (strongSwan 5.9
+# ike_rekey.c; spigot's own bound for the same case is its retransmission schedule). STRICT=1
+# waits for those too (up to 150 s); otherwise they are listed and let pass.
+lenient=()
+[ "$PEER" = spigot ] || [ "${STRICT:-0}" = 1 ] || lenient=(--charon-rekeyed-ok)
+if ! until_ok "$([ "${STRICT:-0}" = 1 ] && echo 150 || echo 60)" census "${lenient[@]}"; then
+  census "${lenient[@]}" || true
   cat "$WORK/census.txt" >&2
   fail "the two sides' SAs differ once the loss was gone"
 fi
-census_line=$(head -2 "$WORK/census.txt" | tr '\n' ';')
+grep '^charon: ' "$WORK/census.txt" || true
+census_line=$(grep -E '^(a|b) \(' "$WORK/census.txt" | tr '\n' ';')
 # The tunnels come back up on a clean link, and both sides still agree.
 for name in $(tunnel_states | awk '$2 == "down" { print $1 }'); do initiate "$name"; done
 all_up() { [ "$(tunnel_states | awk '$2 == "up"' | wc -l)" = "$CONNS" ]; }
 until_ok 30 all_up || fail "not every tunnel came back up on the clean link"
-until_ok 20 census || { cat "$WORK/census.txt" >&2; fail "the sides disagree after the tunnels came back"; }
+until_ok 20 census "${lenient[@]}" || { cat "$WORK/census.txt" >&2; fail "the sides disagree after the tunnels came back"; }
 
 for l in "${SUMMARY[@]}"; do echo "$l"; done
 echo "at the end, loss removed and timers run out: $census_line"
