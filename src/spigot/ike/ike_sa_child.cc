@@ -89,6 +89,12 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
     ++counters_->invalid_messages;
     return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
   }
+  if (state_ == State::kDeleting) {
+    // 2.25.2: we are closing this IKE SA (our DELETE is out, perhaps retransmitted on a lossy
+    // link): a CHILD SA or an IKE SA created from it now would outlive the DELETE on both
+    // sides, the connection we were told to end.
+    return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
+  }
   if (!sa->proposals.empty() && sa->proposals[0].protocol == ProtocolId::kIke)
     return OnIkeRekeyRequest(msg, now);
   if (rekeyed_ || (outstanding_ && outstanding_->kind == RequestKind::kRekeyIke)) {
@@ -103,6 +109,9 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
       return SendResponse(msg.header, {Notify(NotifyType::kChildSaNotFound, {}, ProtocolId::kEsp, r->spi)}, true);
     }
     rekey_of = old->spi_in;
+    // 2.25.1: the CHILD SA our DELETE in flight closes; its successor would outlive it.
+    if (outstanding_ && outstanding_->kind == RequestKind::kDeleteChild && pending_delete_spi_ == rekey_of)
+      return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
   }
   const Bytes nr = RandomNonce();
   std::vector<Payload> out;

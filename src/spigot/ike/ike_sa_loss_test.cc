@@ -246,6 +246,49 @@ TEST_F(Lossy, LostChildDeleteLeavesTheSameSasOnBothSides) {
   }
 }
 
+// 2.25.2: our DELETE of the IKE SA is lost once and retransmitted; meanwhile the peer rekeys
+// the IKE SA. Answering that rekey would move the CHILD SAs to a new IKE SA that outlives our
+// DELETE on both sides (it did): it is refused with TEMPORARY_FAILURE, and both sides end
+// with nothing.
+TEST_F(Lossy, IkeRekeyCrossingOurLostDeleteIsRefused) {
+  for (bool from_initiator : {true, false}) {
+    SCOPED_TRACE(from_initiator ? "deleted by the initiator" : "deleted by the responder");
+    SetUp();
+    const TimePoint t0 = At(milliseconds(1000));
+    Host(from_initiator).drop_next_send = true;  // the first copy of our DELETE
+    ASSERT_TRUE(Side(from_initiator).Delete(t0));
+    ASSERT_EQ(Side(from_initiator).state(), State::kDeleting);
+    ASSERT_TRUE(Side(!from_initiator).RekeyIke(t0));
+    pair_->Pump(t0);
+    RunUntil(*pair_, t0 + seconds(30));
+    EXPECT_EQ(Alive(pair_->ihost), 0u) << "an IKE SA outlived the DELETE";
+    EXPECT_EQ(Alive(pair_->rhost), 0u) << "an IKE SA outlived the DELETE";
+    EXPECT_TRUE(pair_->ihost.installed.empty());
+    EXPECT_TRUE(pair_->rhost.installed.empty());
+  }
+}
+
+// 2.25.1: the same for a CHILD SA: our DELETE of it is lost once, the peer rekeys it
+// meanwhile. Its successor must not outlive the DELETE; the IKE SA stays.
+TEST_F(Lossy, ChildRekeyCrossingOurLostDeleteIsRefused) {
+  for (bool from_initiator : {true, false}) {
+    SCOPED_TRACE(from_initiator ? "deleted by the initiator" : "deleted by the responder");
+    SetUp();
+    const TimePoint t0 = At(milliseconds(1000));
+    const std::uint32_t ours = Host(from_initiator).installed.begin()->first;
+    const std::uint32_t theirs = Host(!from_initiator).installed.begin()->first;
+    Host(from_initiator).drop_next_send = true;
+    ASSERT_TRUE(Side(from_initiator).DeleteChild(ours, t0));
+    ASSERT_TRUE(Side(!from_initiator).RekeyChild(theirs, t0));
+    pair_->Pump(t0);
+    RunUntil(*pair_, t0 + seconds(30));
+    EXPECT_EQ(pair_->initiator->state(), State::kEstablished);
+    EXPECT_EQ(pair_->responder->state(), State::kEstablished);
+    EXPECT_TRUE(pair_->ihost.installed.empty()) << "a successor outlived the DELETE";
+    EXPECT_TRUE(pair_->rhost.installed.empty()) << "a successor outlived the DELETE";
+  }
+}
+
 // 5, 20 and 40 % of all datagrams lost both ways, over many rekeys of both kinds: whatever
 // happens, the two sides never disagree once the link is clean again and the timers settled,
 // and a CHILD SA is installed throughout on a side whose IKE SA is up.
