@@ -5,7 +5,12 @@
 # notices through netlink and says so with UPDATE_SA_ADDRESSES from the new address. spigot
 # moves the IKE SA and every CHILD SA there: the same IKE SA carries on (no new login; charon
 # with kernel-libipsec rekeys its CHILD SA after a move), pings keep flowing with a bounded gap,
-# and ike.mobike counts the updates.
+# and ike.mobike counts the updates. spigot checks each new address before ESP goes there
+# (RFC 4555 3.7: an INFORMATIONAL with COOKIE2 that charon must echo); the check passes every
+# time and the ping gap stays bounded. spigot listens on the wildcard address with local_addrs
+# 192.0.2.2 and 192.0.2.3, so it announces 192.0.2.3 in IKE_AUTH (ADDITIONAL_IP4_ADDRESS, 3.6);
+# a reload to 192.0.2.2 and 192.0.2.4 announces the new list in an INFORMATIONAL: charon logs
+# each address it got (ike log level 2).
 # usage: mobike.sh SPIGOT_BINARY
 set -euo pipefail
 SPIGOT=$1
@@ -17,7 +22,10 @@ netns_setup
 # Taking the primary address away must leave the new one (a secondary until then) in place.
 ip netns exec "${NS}a" sysctl -qw net.ipv4.conf.all.promote_secondaries=1 "net.ipv4.conf.${NS}va.promote_secondaries=1"
 spigot_config b "$IKE" "$ESP"
-sed -i 's/^remote_addrs = .*/remote_addrs = "%any"/' "$WORK/b.toml"
+sed -i -e 's/^remote_addrs = .*/remote_addrs = "%any"/' -e 's/^listen = .*/listen = "0.0.0.0"/' \
+  -e 's/^local_addrs = .*/local_addrs = "192.0.2.2, 192.0.2.3"/' "$WORK/b.toml"
+ip -n "${NS}b" addr add 192.0.2.3/24 dev "${NS}vb"
+ip -n "${NS}b" addr add 192.0.2.4/24 dev "${NS}vb"
 spigot_start b
 charon_start a "$IKE" "$ESP"
 # A road warrior takes whatever address it has.
@@ -31,10 +39,21 @@ read -r _ spi_i remote child <<<"$(b_sa)"
 [ "$(mobike negotiated)" = 1 ] || fail "MOBIKE was not negotiated with charon"
 log "tunnel up, MOBIKE negotiated: b sees a at $remote"
 
+# RFC 4555 3.6: spigot's other address reached charon, and a reload's new list too.
+peer_addrs() { sctl b sas --json | python3 -c "import json,sys; s=json.load(sys.stdin)['ike_sas'][0]; print(' '.join(s.get('mobike', {}).get('peer_addresses', ['-'])))"; }
+until_ok 5 grep -q "got additional MOBIKE peer address: 192.0.2.3" "$WORK/charon-a.log" ||
+  fail "charon did not get spigot's additional address 192.0.2.3: $(grep -i mobike "$WORK/charon-a.log" | tail -n 5)"
+sed -i 's/^local_addrs = .*/local_addrs = "192.0.2.2, 192.0.2.4"/' "$WORK/b.toml"
+sctl b reload >/dev/null || fail "reload with another address list failed"
+until_ok 10 grep -q "got additional MOBIKE peer address: 192.0.2.4" "$WORK/charon-a.log" ||
+  fail "charon did not get spigot's new address list after the reload"
+[ "$(mobike address_lists_sent)" -ge 2 ] || fail "address lists sent: $(mobike address_lists_sent), want 2"
+log "charon got spigot's addresses (192.0.2.3 in IKE_AUTH, 192.0.2.4 after the reload); b keeps charon's: $(peer_addrs)"
+
 # A continuous ping across each move: how many answers are missing.
 move() {  # move OLD NEW EXPECTED_REMOTE_PREFIX: a's address OLD is replaced by NEW
-  local old=$1 new=$2 want=$3 updates received
-  updates=$(mobike updates)
+  local old=$1 new=$2 want=$3 updates received checks passed
+  updates=$(mobike updates) checks=$(mobike rr_checks) passed=$(mobike rr_passed)
   ip netns exec "${NS}a" ping -c 60 -i 0.1 -W 1 -I "$(inner_host a)" "$(inner_host b)" >"$WORK/ping-move.log" 2>&1 &
   local pinger=$!
   sleep 1
@@ -55,6 +74,11 @@ move() {  # move OLD NEW EXPECTED_REMOTE_PREFIX: a's address OLD is replaced by 
     child=$child_after
   fi
   [ "$(mobike updates)" -gt "$updates" ] || fail "no UPDATE_SA_ADDRESSES counted"
+  # RFC 4555 3.7: the new address was checked (COOKIE2 echoed by charon) before ESP went there.
+  [ "$(mobike rr_checks)" -gt "$checks" ] && [ "$(mobike rr_passed)" -gt "$passed" ] ||
+    fail "no return routability check passed (checks $(mobike rr_checks), passed $(mobike rr_passed), failed $(mobike rr_failed))"
+  [ "$(mobike rr_failed)" = 0 ] || fail "$(mobike rr_failed) return routability check(s) failed"
+  log "return routability: $(mobike rr_checks) check(s), $(mobike rr_passed) passed; ESP goes to $(sctl b sas --json | python3 -c "import json,sys; print(json.load(sys.stdin)['ike_sas'][0]['mobike']['esp_remote'])")"
   [ "${received:-0}" -ge 45 ] || fail "only $received of 60 pings answered across the move"
   ping_ok a || fail "no traffic after the move"
 }

@@ -33,6 +33,8 @@ inline constexpr std::size_t kIkeReassemblyBytes = 32 * 1024;
 // CERTREQ data kept from a peer (64 SHA-1 key ids).
 inline constexpr std::size_t kPeerIntermediates = 8;
 inline constexpr std::size_t kPeerCertReqBytes = 1280;
+// MOBIKE (RFC 4555 3.6): additional addresses of the peer kept (and of ours announced).
+inline constexpr std::size_t kMobikePeerAddresses = 16;
 
 // ---- control thread
 // Callbacks other threads may queue for the control thread (io::EventLoop::Post).
@@ -91,6 +93,9 @@ inline constexpr std::array kBounds = {
     Bound{"ike_workers", "global.ike_workers x kIkeJobsPerWorker",
           "hold new IKE_SA_INITs in the negotiation queue; IKE_AUTH work runs inline",
           "bounds.ike_workers.dropped (refused hand-offs), ike.auth_inline"},
+    Bound{"mobike_peer_addresses", "kMobikePeerAddresses per IKE SA",
+          "drop the addresses past it (the announcement's first ones are kept)",
+          "ike.mobike.address_list_overflow"},
     Bound{"control_posts", "kControlPosts",
           "refuse: each poster has its fallback (IKE on 4500 dropped and counted, acquires failed, RADIUS "
           "run inline)",

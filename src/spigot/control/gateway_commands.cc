@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "spigot/bounds.h"
+#include "spigot/ike/endpoint.h"
 #include "spigot/ike/traffic_selectors.h"
 #include "spigot/pki/certificate.h"
 
@@ -163,6 +164,13 @@ nlohmann::json SasJson(const gateway::Gateway& gw) {
         {"nat_detected", sa.nat_detected()},
         {"rekeyed", sa.rekeyed()},  // replaced by a rekey, waiting for its DELETE
     };
+    if (sa.mobike()) {
+      // RFC 4555: the peer's additional addresses (3.6), and where ESP goes while a return
+      // routability check of its new address runs (3.7).
+      nlohmann::json addrs = nlohmann::json::array();
+      for (const auto& a : sa.peer_addresses()) addrs.push_back(ike::ToEndpoint(a).AddressString());
+      j["mobike"] = {{"peer_addresses", std::move(addrs)}, {"esp_remote", ike::ToString(sa.esp_remote())}};
+    }
     // RADIUS Class attributes of the login (RFC 2865 5.25), kept for accounting: hex.
     if (const auto& classes = sa.eap_authorization().classes; !classes.empty()) {
       nlohmann::json cls = nlohmann::json::array();
@@ -228,6 +236,8 @@ nlohmann::json BoundsJson(gateway::Gateway& gw) {
       {"ike_fragments", {{"limit", bounds::kIkeFragmentsPerMessage}, {"in_use", nullptr},
                          {"dropped", ic.fragments.too_many + ic.fragments.too_large}}},
       {"ike_workers", {{"limit", workers.capacity()}, {"in_use", workers.in_flight()}, {"dropped", workers.stats().refused}}},
+      {"mobike_peer_addresses", {{"limit", bounds::kMobikePeerAddresses}, {"in_use", nullptr},
+                                 {"dropped", ic.mobike_address_list_overflow}}},
       {"control_posts", {{"limit", bounds::kControlPosts}, {"in_use", nullptr}, {"dropped", nullptr}}},
       {"dataplane_mailbox", figure(dataplane, "dataplane_mailbox")},
       {"dataplane_backlog", figure(dataplane, "dataplane_backlog")},
@@ -372,7 +382,13 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"child_failures", ic.child_failures}, {"established", c.ike_established},
         {"rekey_retries", ic.rekey_retries},
         {"peer_moved", {{"followed", ic.peer_moved}, {"ignored", ic.peer_move_ignored}}},
-        {"mobike", {{"negotiated", ic.mobike_negotiated}, {"updates", ic.mobike_updates}, {"refused", ic.mobike_refused}}},
+        {"mobike", {{"negotiated", ic.mobike_negotiated}, {"updates", ic.mobike_updates}, {"refused", ic.mobike_refused},
+                    {"rr_checks", ic.mobike_rr_checks}, {"rr_passed", ic.mobike_rr_passed},
+                    {"rr_failed", ic.mobike_rr_failed}, {"rr_skipped", ic.mobike_rr_skipped},
+                    {"additional_addresses", ic.mobike_additional_addresses},
+                    {"address_list_overflow", ic.mobike_address_list_overflow},
+                    {"address_malformed", ic.mobike_address_malformed},
+                    {"address_lists_sent", ic.mobike_address_lists_sent}}},
         {"ike_rekey_collisions",
          {{"resolved", ic.ike_rekey_collisions}, {"ours_redundant", ic.ike_rekey_collisions_ours_redundant}}},
         {"weak_proposals_refused",

@@ -1,5 +1,8 @@
 #include "spigot/gateway/connections.h"
 
+#include <algorithm>
+
+#include "spigot/ike/endpoint.h"
 #include "spigot/ike/traffic_selectors.h"
 #include "spigot/radius/eap_session.h"
 
@@ -122,6 +125,20 @@ bool Connections::Apply(const config::Config& config, const std::string& path,
     p->host_schedules_rekeys = true;
     p->fragmentation = c.fragmentation;
     p->mobike = c.mobike;
+    // RFC 4555 3.6: the addresses the connection can be reached on — its literal local_addrs,
+    // all of them when IKE listens on the wildcard address, else only the one it listens on.
+    if (const auto l = io::Endpoint::Parse(config.global.listen, 0)) {
+      const ike::Address listen = ike::ToAddress(*l);
+      const bool wildcard = std::ranges::all_of(listen.bytes(), [](std::uint8_t b) { return b == 0; });
+      for (const auto& a : c.local_addrs) {
+        const auto e = io::Endpoint::Parse(a, 0);
+        if (!e) continue;  // "%any"
+        ike::Address addr = ike::ToAddress(*e);
+        if (!wildcard && !(addr == listen)) continue;
+        if (std::find(p->local_addresses.begin(), p->local_addresses.end(), addr) == p->local_addresses.end())
+          p->local_addresses.push_back(addr);
+      }
+    }
     p->fragment_size = config.global.fragment_size;
     p->retransmit_timeout = std::chrono::milliseconds(config.global.retransmit_timeout_ms);
     p->retransmit_tries = static_cast<int>(config.global.retransmit_tries);

@@ -314,7 +314,7 @@ Gateway::ReloadResult Gateway::Reload(config::Config next) {
     const Connection* c = connections_.Find(name);
     for (auto& [spi, e] : table_.entries()) {
       if (e.sa->connection() && e.sa->connection()->name == name) {
-        e.sa->UpdateConnection(c->params);
+        e.sa->UpdateConnection(c->params, Now());
         table_.Schedule(spi);
       }
     }

@@ -50,7 +50,9 @@ void Gateway::ReleaseChildSpi(std::uint32_t spi) { children_.sad().ReleaseSpi(sp
 
 void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   const Connection* c = sa.connection() ? connections_.Find(sa.connection()->name) : nullptr;
-  ike::Address peer = sa.remote();
+  // Where the IKE SA's other CHILD SAs send (a MOBIKE move waits for its return routability
+  // check before they follow: RFC 4555 3.5), so that all of them use one address.
+  ike::Address peer = sa.esp_remote();
   if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
   if (!children_.Install(child, IkeSaTable::OurSpi(sa), IkeSaTable::PeerKey(sa), c,
                          ike::ToEndpoint(peer), Now()))
@@ -173,12 +175,13 @@ void Gateway::AdoptIkeSaBeside(ike::IkeSa& old, std::unique_ptr<ike::IkeSa> sa) 
 
 void Gateway::PeerMoved(ike::IkeSa& sa, const ike::Address& was) {
   // ESP follows: every CHILD SA of the IKE SA sends to the new address from the same packet on.
-  ike::Address peer = sa.remote();
+  ike::Address peer = sa.esp_remote();
   if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
   children_.MovePeer(sa.children(), ike::ToEndpoint(peer));
   spdlog::info("{}: IKE SA {:016x}_i {:016x}_r: peer moved from {} to {} ({}), {} CHILD SA(s) with it",
                sa.connection() ? sa.connection()->name : "?", sa.spi_i(), sa.spi_r(), ike::ToString(was),
-               ike::ToString(sa.remote()), sa.mobike() ? "MOBIKE UPDATE_SA_ADDRESSES" : "NAT mapping changed",
+               ike::ToString(sa.esp_remote()),
+               sa.mobike() ? "MOBIKE UPDATE_SA_ADDRESSES" : "NAT mapping changed",
                sa.children().size());
 }
 

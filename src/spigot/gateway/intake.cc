@@ -66,6 +66,14 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.mobike_negotiated += from.mobike_negotiated;
   to.mobike_updates += from.mobike_updates;
   to.mobike_refused += from.mobike_refused;
+  to.mobike_rr_checks += from.mobike_rr_checks;
+  to.mobike_rr_passed += from.mobike_rr_passed;
+  to.mobike_rr_failed += from.mobike_rr_failed;
+  to.mobike_rr_skipped += from.mobike_rr_skipped;
+  to.mobike_additional_addresses += from.mobike_additional_addresses;
+  to.mobike_address_list_overflow += from.mobike_address_list_overflow;
+  to.mobike_address_malformed += from.mobike_address_malformed;
+  to.mobike_address_lists_sent += from.mobike_address_lists_sent;
   to.ike_rekey_collisions_ours_redundant += from.ike_rekey_collisions_ours_redundant;
   to.fragments += from.fragments;
 }

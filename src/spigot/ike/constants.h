@@ -164,6 +164,9 @@ inline constexpr std::size_t kNonceLen = 32;  // what spigot sends
 
 // 2.6: a cookie is 1 to 64 octets.
 inline constexpr std::size_t kMaxCookieLen = 64;
+// RFC 4555 3.7: COOKIE2's data is 8 to 64 octets.
+inline constexpr std::size_t kCookie2MinLen = 8;
+inline constexpr std::size_t kCookie2MaxLen = 64;
 
 // 2.23: with NAT-T, IKE moves to UDP 4500 behind a 4-octet non-ESP marker (RFC 3948 2.2).
 inline constexpr std::uint16_t kIkePort = 500;

@@ -267,6 +267,8 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       mobike_ = true;
       ++counters_->mobike_negotiated;
     }
+    // 4555 3.6: the responder's address list comes with its IKE_AUTH response.
+    if (kind == RequestKind::kAuth && mobike_) TakePeerAddresses(msg);
     switch (kind) {
       case RequestKind::kInit: OnInitResponse(msg, datagram, now); break;
       case RequestKind::kAuth: OnAuthResponse(msg, now); break;
@@ -383,6 +385,8 @@ void IkeSa::Tick(TimePoint now) {
   const ConnectionParams& params = ParamsOr(conn_);
   if (outstanding_ && now >= outstanding_->deadline) {
     if (outstanding_->retransmits >= params.retransmit_tries) {
+      // 4555 3.7: no answer at the peer's new address fails its return routability check too.
+      if (outstanding_->kind == RequestKind::kMobikeCheck) ++counters_->mobike_rr_failed;
       // 2.4: given up. Whatever the exchange was, the IKE SA and its CHILD SAs go with it here;
       // the peer's half goes by its own liveness check (or its own give-up).
       ++GaveUpCounter(counters_->gave_up, outstanding_->exchange);
@@ -595,6 +599,28 @@ void IkeSa::StartNext(TimePoint now) {
         SendRequest(RequestKind::kMobikeUpdate, Exchange::kInformational, std::move(p), now);
         break;
       }
+      case RequestKind::kMobikeCheck: {
+        // RFC 4555 3.7: an INFORMATIONAL to the peer's new address carrying COOKIE2 (8 to 64
+        // random octets) that the peer must echo. Retransmissions resend the same message.
+        if (!esp_remote_) {
+          rr_queued_ = false;  // the peer went back to where the CHILD SAs are
+          break;
+        }
+        rr_cookie_.assign(kCookie2MinLen + crypto::RandomU32() % (kCookie2MaxLen - kCookie2MinLen + 1), 0);
+        crypto::RandomBytes(rr_cookie_);
+        rr_target_ = remote_;
+        ++counters_->mobike_rr_checks;
+        SendRequest(RequestKind::kMobikeCheck, Exchange::kInformational,
+                    {Notify(NotifyType::kCookie2, rr_cookie_)}, now);
+        break;
+      }
+      case RequestKind::kMobikeAddresses:
+        // 4555 3.6: our address list changed (a reload); the whole new list replaces the old.
+        if (mobike_ && conn_) {
+          ++counters_->mobike_address_lists_sent;
+          SendRequest(RequestKind::kMobikeAddresses, Exchange::kInformational, OwnAddressNotifies(*conn_), now);
+        }
+        break;
       case RequestKind::kRekeyIke:
         if (!rekeyed_) SendIkeRekey(now);
         break;

@@ -163,6 +163,14 @@ struct ConnectionParams {
   std::chrono::milliseconds RetransmitSpan() const {
     return retransmit_timeout * ((std::int64_t{1} << (retransmit_tries + 1)) - 1);
   }
+  // RFC 4555 3.6: the addresses we can be reached on for this connection (ports unused), in
+  // order; with MOBIKE the ones other than the IKE SA's own go to the peer as ADDITIONAL_IP4/6_
+  // ADDRESS (at most kMobikeAddresses), NO_ADDITIONAL_ADDRESSES when there are none. Empty:
+  // not known (local_addrs "%any" on a wildcard listen), nothing is announced.
+  std::vector<Address> local_addresses;
+  // RFC 4555 3.5, 3.7: after the peer's UPDATE_SA_ADDRESSES moves the IKE SA, check the new
+  // address with COOKIE2 before the CHILD SAs send ESP there.
+  bool mobike_return_routability = true;
 };
 
 // Responder: what IkeSaHost::AssignVirtualIps answers for a peer's CFG_REQUEST (3.15, 3.15.4).
@@ -360,6 +368,20 @@ struct IkeCounters {
   std::uint64_t mobike_negotiated = 0;
   std::uint64_t mobike_updates = 0;
   std::uint64_t mobike_refused = 0;
+  // 4555 3.7, as responder: return routability checks sent (INFORMATIONAL with COOKIE2), passed
+  // (the CHILD SAs moved), failed (a response without our COOKIE2, or none at all: the CHILD SAs
+  // stay where they were), and moves done unchecked because the request queue was full.
+  std::uint64_t mobike_rr_checks = 0;
+  std::uint64_t mobike_rr_passed = 0;
+  std::uint64_t mobike_rr_failed = 0;
+  std::uint64_t mobike_rr_skipped = 0;
+  // 4555 3.6: the peer's ADDITIONAL_IP4/6_ADDRESS kept; those past kMobikeAddresses ignored;
+  // address notifies of the wrong length (or NO_ADDITIONAL_ADDRESSES with data) ignored; our
+  // own lists sent (IKE_AUTH, and INFORMATIONAL when a reload changed them).
+  std::uint64_t mobike_additional_addresses = 0;
+  std::uint64_t mobike_address_list_overflow = 0;
+  std::uint64_t mobike_address_malformed = 0;
+  std::uint64_t mobike_address_lists_sent = 0;
   std::uint64_t dpd_probes = 0;
   std::uint64_t dpd_skipped_traffic = 0;
   std::uint64_t dpd_deferred = 0;
@@ -444,10 +466,19 @@ class IkeSa {
   // RFC 4555 3.5, original initiator with MOBIKE: our address is `local` now; tells the peer
   // (INFORMATIONAL with UPDATE_SA_ADDRESSES and NAT detection). False if it cannot be sent.
   bool UpdateSaAddresses(const Address& local, TimePoint now);
+  // Where the CHILD SAs send ESP: remote() except while a MOBIKE return routability check of
+  // the peer's new address runs (4555 3.5: the IPsec SAs are updated once it has passed), when
+  // it is the address they had before. Hosts install and move CHILD SAs to this address.
+  const Address& esp_remote() const { return esp_remote_ ? *esp_remote_ : remote_; }
+  // 4555 3.6: the peer's additional addresses (ports 0) from its latest announcement, at most
+  // kMobikeAddresses; empty when it announced none or NO_ADDITIONAL_ADDRESSES.
+  const std::vector<Address>& peer_addresses() const { return peer_addresses_; }
+  static constexpr std::size_t kMobikeAddresses = bounds::kMobikePeerAddresses;
   const ConnectionParams* connection() const { return conn_.get(); }
   // A reload changed the connection: lifetimes and DPD apply from now on; CHILD SAs installed
-  // later use its proposals and selectors. The IKE SA's own algorithms stay as negotiated.
-  void UpdateConnection(std::shared_ptr<const ConnectionParams> conn) { conn_ = std::move(conn); }
+  // later use its proposals and selectors. The IKE SA's own algorithms stay as negotiated. With
+  // MOBIKE, a changed list of our addresses goes to the peer (4555 3.6, INFORMATIONAL).
+  void UpdateConnection(std::shared_ptr<const ConnectionParams> conn, TimePoint now);
   const std::optional<IkeAlgorithms>& algorithms() const { return algs_; }
   const std::vector<ChildSaInfo>& children() const { return children_; }
   bool nat_detected() const { return nat_local_ || nat_remote_; }
@@ -480,7 +511,8 @@ class IkeSa {
 
  private:
   enum class RequestKind : std::uint8_t { kInit, kAuth, kCreateChild, kRekeyChild, kDeleteChild,
-                                          kDeleteIke, kLiveness, kRekeyIke, kMobikeUpdate };
+                                          kDeleteIke, kLiveness, kRekeyIke, kMobikeUpdate,
+                                          kMobikeCheck, kMobikeAddresses };
   struct Outstanding {
     RequestKind kind;
     std::uint32_t message_id;
@@ -619,6 +651,20 @@ class IkeSa {
   // Responder, IKE_AUTH: MOBIKE_SUPPORTED answered if the peer sent it and the connection has
   // MOBIKE on.
   void AnswerMobike(const Message& request, std::vector<Payload>& out);
+  // 4555 3.6: our address list (ADDITIONAL_*_ADDRESS or NO_ADDITIONAL_ADDRESSES; nothing when
+  // the connection does not know its addresses), and the peer's, which replaces the one kept
+  // if the message carries any well-formed address notify.
+  std::vector<Payload> OwnAddressNotifies(const ConnectionParams& conn) const;
+  void TakePeerAddresses(const Message& msg);
+  // 4555 3.7: the peer's new address (remote_) is checked with COOKIE2 before the CHILD SAs
+  // move from esp_remote_; see OnReturnRoutability for the outcome.
+  void CheckReturnRoutability(TimePoint now);
+  void OnReturnRoutability(const Message& msg, TimePoint now);
+  std::optional<Address> esp_remote_;  // see esp_remote()
+  bool rr_queued_ = false;             // a kMobikeCheck waits or is in flight
+  Address rr_target_;                  // the address the check in flight went to
+  Bytes rr_cookie_;                    // its COOKIE2
+  std::vector<Address> peer_addresses_;
   // After an authentic, new message: follows the peer to source_ where 2.23 allows it.
   void FollowSource(const Address& from);
   bool MovePeer(const Address& from);  // an established SA's move, if 2.23 allows it

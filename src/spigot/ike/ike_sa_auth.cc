@@ -345,7 +345,12 @@ void IkeSa::SendAuth(TimePoint now) {
   AppendCertPayloads(p);
   AppendCertReq(p);
   if (send_initial_contact_) p.push_back(Notify(NotifyType::kInitialContact));
-  if (conn_->mobike) p.push_back(Notify(NotifyType::kMobikeSupported));  // RFC 4555 3.4
+  if (conn_->mobike) {
+    p.push_back(Notify(NotifyType::kMobikeSupported));  // RFC 4555 3.4
+    // 3.6: our address list goes with it (whether the responder takes MOBIKE is not known yet).
+    for (auto& n : OwnAddressNotifies(*conn_)) p.push_back(std::move(n));
+    if (!conn_->local_addresses.empty()) ++counters_->mobike_address_lists_sent;
+  }
   if (auth) p.push_back({PayloadType::kAuth, std::move(*auth)});
   if (WantsVip(*conn_, 4) || WantsVip(*conn_, 6)) p.push_back(CfgRequest());
   p.push_back({PayloadType::kSa, SaPayload{child_neg_->proposals}});

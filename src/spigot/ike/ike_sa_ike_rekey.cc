@@ -212,6 +212,13 @@ IkeSa* IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, cons
   next->nat_local_ = nat_local_;
   next->nat_remote_ = nat_remote_;
   next->mobike_ = mobike_;  // RFC 4555: negotiated for the IKE SA and its successors
+  next->peer_addresses_ = peer_addresses_;
+  // A return routability check still open: the successor repeats it before the CHILD SAs move.
+  next->esp_remote_ = esp_remote_;
+  if (esp_remote_ && kind != Successor::kRedundant) {
+    next->pending_.push_back({RequestKind::kMobikeCheck});
+    next->rr_queued_ = true;
+  }
   next->peer_id_ = peer_id_;
   next->virtual_ips_ = virtual_ips_;  // 3.15.1: valid for the IKE SA and its rekeyed successors
   next->created_at_ = now;

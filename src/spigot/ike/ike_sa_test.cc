@@ -567,8 +567,17 @@ TEST(IkeSaMobike, UpdateSaAddressesMovesTheResponder) {
   EXPECT_EQ(r.remote(), moved);
   EXPECT_EQ(pair.rcounters.mobike_updates, 1u);
   EXPECT_FALSE(r.nat_detected()) << "no NAT between the new addresses";
-  ASSERT_EQ(pair.ihost.inbox.size(), 1u) << "the update was not answered";
+  // The answer, and then the return routability check of the new address (4555 3.5, 3.7): until
+  // it has passed, the CHILD SAs send where they did.
+  ASSERT_EQ(pair.ihost.inbox.size(), 2u) << "the update was not answered, or not checked";
+  EXPECT_EQ(r.esp_remote(), original);
+  EXPECT_TRUE(pair.rhost.esp_moves.empty()) << "ESP moved before the check";
   pair.Pump(T(1));
+  EXPECT_EQ(pair.rcounters.mobike_rr_checks, 1u);
+  EXPECT_EQ(pair.rcounters.mobike_rr_passed, 1u);
+  EXPECT_EQ(r.esp_remote(), moved);
+  ASSERT_EQ(pair.rhost.esp_moves.size(), 1u);
+  EXPECT_EQ(pair.rhost.esp_moves[0], moved);
   EXPECT_FALSE(i.nat_detected());
   // The IKE SA carries on at the new address: a liveness check round trip.
   ASSERT_TRUE(i.CheckLiveness(T(2)));
@@ -1059,11 +1068,56 @@ class HandRolledInitiator {
     return r;
   }
 
+  // After IKE_AUTH: a protected request of ours (message IDs 2, 3, ...) from `from`. Returns
+  // the responder's answer, decrypted; requests the responder sent meanwhile wait in
+  // `requests` (decrypted) and `request_wire` (as sent).
+  std::optional<Message> Request(Exchange ex, std::vector<Payload> payloads, const Address& from, TimePoint now) {
+    Message m;
+    m.header = Header{spi_i_, spi_r_, PayloadType::kNone, kVersion, ex, kFlagInitiator, next_id_++, 0};
+    m.payloads = std::move(payloads);
+    responder->set_source(from);
+    responder->Receive(Serialize(m, &tx_), now);
+    std::optional<Message> answer;
+    for (const Message& r : Drain()) {
+      if (r.header.is_response()) {
+        answer = r;
+      } else {
+        requests.push_back(r);
+      }
+    }
+    return answer;
+  }
+  // The datagrams the responder sent since, decrypted (requests also kept in request_wire).
+  std::vector<Message> Drain() {
+    std::vector<Message> out;
+    while (!sink_.inbox.empty()) {
+      const Bytes wire = sink_.inbox.front();
+      sink_.inbox.pop_front();
+      Message r;
+      const ParseResult loc = ParseMessage(wire, r);
+      if (loc.error != ParseError::kOk || OpenSk(wire, loc, rx_, r).error != ParseError::kOk) continue;
+      if (!r.header.is_response()) request_wire.push_back(wire);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+  // Our response to the responder's request `req`, carrying `payloads`.
+  Bytes Response(const Message& req, std::vector<Payload> payloads) {
+    Message m;
+    m.header = Header{spi_i_, spi_r_, PayloadType::kNone, kVersion, req.header.exchange,
+                      static_cast<std::uint8_t>(kFlagInitiator | kFlagResponse), req.header.message_id, 0};
+    m.payloads = std::move(payloads);
+    return Serialize(m, &tx_);
+  }
+  std::vector<Message> requests;
+  std::vector<Bytes> request_wire;
+
   LoopbackHost host;
   IkeCounters counters;
   std::unique_ptr<IkeSa> responder;
 
  private:
+  std::uint32_t next_id_ = 2;
   std::shared_ptr<ConnectionParams> conn_;
   LoopbackHost sink_;
   std::uint64_t spi_i_ = 0x1A1A1A1A1A1A1A1A;
@@ -1241,6 +1295,264 @@ TEST(IkeSaCp, CfgReplyCarriesDnsAndSubnets) {
                                 {kInternalIp4Subnet, {198, 51, 100, 0, 255, 255, 255, 0}},
                                 {kInternalIp4Subnet, {0, 0, 0, 0, 0, 0, 0, 0}},
                             }));
+}
+
+// ---- MOBIKE address lists (RFC 4555 3.6) and return routability (3.5, 3.7)
+
+Payload MobikeNotify(NotifyType type, Bytes data = {}) {
+  return {PayloadType::kNotify, NotifyPayload{ProtocolId::kNone, {}, type, std::move(data)}};
+}
+
+Address V4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d) {
+  Address x;
+  x.ip[0] = a, x.ip[1] = b, x.ip[2] = c, x.ip[3] = d;
+  return x;
+}
+Address V6(std::uint8_t last) {
+  Address x;
+  x.family = 6;
+  x.ip[0] = 0x20, x.ip[1] = 0x01, x.ip[2] = 0x0d, x.ip[3] = 0xb8, x.ip[15] = last;
+  return x;
+}
+
+// Both sides send their other addresses in IKE_AUTH (the one in use left out) and keep the
+// peer's; a side with only the address in use says NO_ADDITIONAL_ADDRESSES; a reload that
+// changes the list sends the new one in an INFORMATIONAL, which replaces the old.
+TEST(IkeSaMobike, AddressListsGoBothWaysAndAReloadSendsTheNewOne) {
+  auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  iconn->local_addresses = {V4(192, 0, 2, 1), V4(192, 0, 2, 11), V6(0x11)};
+  auto rconn = TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  rconn->local_addresses = {V4(192, 0, 2, 2)};
+  LoopbackPair pair(iconn, rconn);
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished);
+  ASSERT_TRUE(pair.responder->mobike());
+  EXPECT_EQ(pair.responder->peer_addresses(), (std::vector<Address>{V4(192, 0, 2, 11), V6(0x11)}));
+  EXPECT_TRUE(pair.initiator->peer_addresses().empty()) << "NO_ADDITIONAL_ADDRESSES";
+  EXPECT_EQ(pair.rcounters.mobike_additional_addresses, 2u);
+  EXPECT_EQ(pair.icounters.mobike_address_lists_sent, 1u);
+  EXPECT_EQ(pair.rcounters.mobike_address_lists_sent, 1u);
+
+  // The same list again: nothing to say. Another one: an INFORMATIONAL with it.
+  pair.responder->UpdateConnection(rconn, T(1));
+  EXPECT_TRUE(pair.ihost.inbox.empty());
+  auto reloaded = std::make_shared<ConnectionParams>(*rconn);
+  reloaded->local_addresses = {V4(192, 0, 2, 2), V4(192, 0, 2, 13), V6(0x13)};
+  pair.responder->UpdateConnection(reloaded, T(2));
+  ASSERT_EQ(pair.ihost.inbox.size(), 1u);
+  pair.Pump(T(2));
+  EXPECT_EQ(pair.initiator->peer_addresses(), (std::vector<Address>{V4(192, 0, 2, 13), V6(0x13)}));
+  EXPECT_EQ(pair.rcounters.mobike_address_lists_sent, 2u);
+  // Back to the one address: the list is emptied by NO_ADDITIONAL_ADDRESSES.
+  pair.responder->UpdateConnection(rconn, T(3));
+  pair.Pump(T(3));
+  EXPECT_TRUE(pair.initiator->peer_addresses().empty());
+  EXPECT_EQ(pair.responder->state(), State::kEstablished);
+  // Unknown addresses ("%any"): nothing is announced, not even NO_ADDITIONAL_ADDRESSES.
+  auto unknown = std::make_shared<ConnectionParams>(*rconn);
+  unknown->local_addresses.clear();
+  pair.responder->UpdateConnection(unknown, T(4));
+  EXPECT_TRUE(pair.ihost.inbox.empty());
+}
+
+Payload AddressNotify(NotifyType type, std::size_t len, std::uint8_t fill) {
+  return MobikeNotify(type, Bytes(len, fill));
+}
+
+// The peer's list through the hand-rolled initiator: address notifies of any length but 4
+// (IPv4) or 16 (IPv6), or NO_ADDITIONAL_ADDRESSES with data, are ignored and counted; past
+// kMobikeAddresses the rest are ignored and counted; every announcement replaces the list;
+// a message whose address notifies are all malformed announces nothing.
+TEST(IkeSaMobike, PeerAddressListIsBoundedAndMalformedNotifiesAreIgnored) {
+  HandRolledInitiator peer(TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  ASSERT_TRUE(peer.Init());
+  std::vector<Payload> rest = {MobikeNotify(NotifyType::kMobikeSupported)};
+  std::size_t malformed = 0;
+  for (std::size_t len = 0; len <= 20; ++len) {  // every length around the right ones
+    if (len != 4) rest.push_back(AddressNotify(NotifyType::kAdditionalIp4Address, len, 0xC6)), ++malformed;
+    if (len != 16) rest.push_back(AddressNotify(NotifyType::kAdditionalIp6Address, len, 0x20)), ++malformed;
+  }
+  rest.push_back(AddressNotify(NotifyType::kNoAdditionalAddresses, 4, 0)), ++malformed;
+  const std::size_t valid = IkeSa::kMobikeAddresses + 4;
+  for (std::size_t k = 0; k < valid; ++k) {
+    const Address a = V4(198, 51, 100, static_cast<std::uint8_t>(10 + k));
+    rest.push_back(MobikeNotify(NotifyType::kAdditionalIp4Address, Bytes(a.bytes().begin(), a.bytes().end())));
+  }
+  for (auto& p : peer.ChildPayloads()) rest.push_back(std::move(p));
+  const auto resp = peer.Auth(std::move(rest));
+  ASSERT_TRUE(resp);
+  ASSERT_EQ(peer.responder->state(), State::kEstablished);
+  EXPECT_NE(resp->FindNotify(NotifyType::kMobikeSupported), nullptr);
+  EXPECT_EQ(peer.host.installed.size(), 1u) << "the CHILD SA suffered from the address notifies";
+  ASSERT_EQ(peer.responder->peer_addresses().size(), IkeSa::kMobikeAddresses);
+  EXPECT_EQ(peer.responder->peer_addresses().front(), V4(198, 51, 100, 10));
+  EXPECT_EQ(peer.counters.mobike_address_list_overflow, 4u);
+  EXPECT_EQ(peer.counters.mobike_address_malformed, malformed);
+  EXPECT_EQ(peer.counters.invalid_messages, 0u);
+
+  const Address here = peer.responder->remote();
+  // Only malformed ones: no announcement, the list stays.
+  ASSERT_TRUE(peer.Request(Exchange::kInformational, {AddressNotify(NotifyType::kAdditionalIp4Address, 5, 1)}, here, T(2)));
+  EXPECT_EQ(peer.responder->peer_addresses().size(), IkeSa::kMobikeAddresses);
+  // One IPv6 address: replaces all.
+  const Address v6 = V6(7);
+  ASSERT_TRUE(peer.Request(Exchange::kInformational,
+                           {MobikeNotify(NotifyType::kAdditionalIp6Address, Bytes(v6.bytes().begin(), v6.bytes().end()))},
+                           here, T(3)));
+  EXPECT_EQ(peer.responder->peer_addresses(), (std::vector<Address>{V6(7)}));
+  // NO_ADDITIONAL_ADDRESSES: empty.
+  ASSERT_TRUE(peer.Request(Exchange::kInformational, {MobikeNotify(NotifyType::kNoAdditionalAddresses)}, here, T(4)));
+  EXPECT_TRUE(peer.responder->peer_addresses().empty());
+  EXPECT_EQ(peer.responder->state(), State::kEstablished);
+}
+
+// An established MOBIKE SA (hand-rolled initiator) whose peer moves to 192.0.2.9:4500.
+struct MovedPeer {
+  MovedPeer() : peer(TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16")) {
+    if (!peer.Init()) return;
+    std::vector<Payload> rest = {MobikeNotify(NotifyType::kMobikeSupported)};
+    for (auto& p : peer.ChildPayloads()) rest.push_back(std::move(p));
+    if (!peer.Auth(std::move(rest))) return;
+    old = peer.responder->remote();
+    answer = peer.Request(Exchange::kInformational, {MobikeNotify(NotifyType::kUpdateSaAddresses)}, moved, T(2));
+  }
+  // The responder's return routability check: its COOKIE2 (empty if none).
+  Bytes Cookie2() const {
+    if (peer.requests.empty()) return {};
+    const NotifyPayload* c = peer.requests.back().FindNotify(NotifyType::kCookie2);
+    return c != nullptr ? c->data : Bytes{};
+  }
+  HandRolledInitiator peer;
+  Address old;
+  Address moved = RebindAddress(9, 4500);
+  std::optional<Message> answer;
+};
+
+// 4555 3.5/3.7: the UPDATE_SA_ADDRESSES is answered, the IKE SA moves, and an INFORMATIONAL
+// with a fresh COOKIE2 (8-64 octets) goes to the new address; the CHILD SAs keep sending to the
+// old one until the right COOKIE2 comes back, then move all at once.
+TEST(IkeSaMobike, ReturnRoutabilityCheckWithTheRightCookieMovesTheChildSas) {
+  MovedPeer m;
+  ASSERT_TRUE(m.answer);
+  IkeSa& r = *m.peer.responder;
+  EXPECT_EQ(r.remote(), m.moved);
+  EXPECT_EQ(r.esp_remote(), m.old);
+  EXPECT_TRUE(m.peer.host.esp_moves.empty());
+  ASSERT_EQ(m.peer.requests.size(), 1u);
+  const Bytes cookie = m.Cookie2();
+  EXPECT_GE(cookie.size(), kCookie2MinLen);
+  EXPECT_LE(cookie.size(), kCookie2MaxLen);
+  EXPECT_EQ(m.peer.counters.mobike_rr_checks, 1u);
+  r.Receive(m.peer.Response(m.peer.requests.back(), {MobikeNotify(NotifyType::kCookie2, cookie)}), T(3));
+  EXPECT_EQ(m.peer.counters.mobike_rr_passed, 1u);
+  EXPECT_EQ(m.peer.counters.mobike_rr_failed, 0u);
+  EXPECT_EQ(r.esp_remote(), m.moved);
+  ASSERT_EQ(m.peer.host.esp_moves.size(), 1u);
+  EXPECT_EQ(m.peer.host.esp_moves[0], m.moved);
+  // Another move gets another cookie.
+  m.peer.requests.clear();
+  ASSERT_TRUE(m.peer.Request(Exchange::kInformational, {MobikeNotify(NotifyType::kUpdateSaAddresses)}, RebindAddress(10, 4500), T(4)));
+  ASSERT_EQ(m.peer.requests.size(), 1u);
+  EXPECT_NE(m.Cookie2(), cookie);
+}
+
+// A response with another COOKIE2, or none, fails the check: counted, the CHILD SAs stay at
+// the old address, the IKE SA lives on (the peer's next update checks again).
+TEST(IkeSaMobike, ReturnRoutabilityCheckWithAWrongOrMissingCookieFails) {
+  for (const bool missing : {false, true}) {
+    SCOPED_TRACE(missing ? "missing" : "wrong");
+    MovedPeer m;
+    ASSERT_TRUE(m.answer);
+    IkeSa& r = *m.peer.responder;
+    Bytes wrong = m.Cookie2();
+    ASSERT_FALSE(wrong.empty());
+    wrong[0] ^= 0xFF;
+    std::vector<Payload> echo;
+    if (!missing) echo.push_back(MobikeNotify(NotifyType::kCookie2, wrong));
+    r.Receive(m.peer.Response(m.peer.requests.back(), std::move(echo)), T(3));
+    EXPECT_EQ(m.peer.counters.mobike_rr_failed, 1u);
+    EXPECT_EQ(m.peer.counters.mobike_rr_passed, 0u);
+    EXPECT_EQ(r.esp_remote(), m.old);
+    EXPECT_TRUE(m.peer.host.esp_moves.empty());
+    EXPECT_EQ(r.state(), State::kEstablished);
+    // The next update from the same address is checked again and can pass.
+    m.peer.requests.clear();
+    ASSERT_TRUE(m.peer.Request(Exchange::kInformational, {MobikeNotify(NotifyType::kUpdateSaAddresses)}, m.moved, T(4)));
+    ASSERT_EQ(m.peer.requests.size(), 1u);
+    r.Receive(m.peer.Response(m.peer.requests.back(), {MobikeNotify(NotifyType::kCookie2, m.Cookie2())}), T(5));
+    EXPECT_EQ(m.peer.counters.mobike_rr_passed, 1u);
+    EXPECT_EQ(r.esp_remote(), m.moved);
+  }
+}
+
+// The check's request is lost: retransmitted unchanged (the same COOKIE2), and the answer to
+// the retransmission passes; a duplicate of that answer changes nothing. A check never
+// answered fails (counted) when the retransmissions run out, and the IKE SA is declared dead.
+TEST(IkeSaMobike, ReturnRoutabilityCheckRetransmittedAndUnanswered) {
+  {
+    MovedPeer m;
+    ASSERT_TRUE(m.answer);
+    IkeSa& r = *m.peer.responder;
+    const Bytes first = m.peer.request_wire.back();
+    const Bytes cookie = m.Cookie2();
+    r.Tick(T(2) + std::chrono::seconds(5));
+    const auto again = m.peer.Drain();
+    ASSERT_EQ(again.size(), 1u) << "not retransmitted";
+    EXPECT_EQ(m.peer.request_wire.back(), first) << "a retransmission is the same message";
+    const Bytes answer = m.peer.Response(m.peer.requests.back(), {MobikeNotify(NotifyType::kCookie2, cookie)});
+    r.Receive(answer, T(8));
+    EXPECT_EQ(m.peer.counters.mobike_rr_passed, 1u);
+    EXPECT_EQ(m.peer.host.esp_moves.size(), 1u);
+    const auto invalid = m.peer.counters.invalid_messages;
+    r.Receive(answer, T(9));
+    EXPECT_EQ(m.peer.counters.invalid_messages, invalid + 1) << "a duplicate answer was taken";
+    EXPECT_EQ(m.peer.counters.mobike_rr_passed, 1u);
+    EXPECT_EQ(m.peer.host.esp_moves.size(), 1u);
+  }
+  {
+    MovedPeer m;
+    ASSERT_TRUE(m.answer);
+    IkeSa& r = *m.peer.responder;
+    for (int s = 3; s < 600 && r.state() != State::kDead; ++s) r.Tick(T(s));
+    EXPECT_EQ(r.state(), State::kDead);
+    EXPECT_EQ(m.peer.counters.mobike_rr_failed, 1u);
+    EXPECT_TRUE(m.peer.host.esp_moves.empty());
+  }
+}
+
+// The peer moves again before the check is answered: the answer to the first check does not
+// move the CHILD SAs to the address it checked; the newest address is checked, then they go
+// there. A peer that goes back to where the CHILD SAs are needs no check.
+TEST(IkeSaMobike, ReturnRoutabilityFollowsTheNewestAddress) {
+  MovedPeer m;
+  ASSERT_TRUE(m.answer);
+  IkeSa& r = *m.peer.responder;
+  const Message first = m.peer.requests.back();
+  const Bytes first_cookie = m.Cookie2();
+  const Address third = RebindAddress(10, 4500);
+  ASSERT_TRUE(m.peer.Request(Exchange::kInformational, {MobikeNotify(NotifyType::kUpdateSaAddresses)}, third, T(3)));
+  EXPECT_EQ(m.peer.requests.size(), 1u) << "a second check while one is in flight";
+  r.Receive(m.peer.Response(first, {MobikeNotify(NotifyType::kCookie2, first_cookie)}), T(3));
+  EXPECT_TRUE(m.peer.host.esp_moves.empty()) << "moved to an address the peer has left";
+  EXPECT_EQ(r.esp_remote(), m.old);
+  const auto out = m.peer.Drain();
+  ASSERT_EQ(out.size(), 1u) << "the newest address was not checked";
+  ASSERT_FALSE(out[0].header.is_response());
+  const NotifyPayload* c2 = out[0].FindNotify(NotifyType::kCookie2);
+  ASSERT_NE(c2, nullptr);
+  EXPECT_NE(c2->data, first_cookie);
+  r.Receive(m.peer.Response(out[0], {MobikeNotify(NotifyType::kCookie2, c2->data)}), T(4));
+  ASSERT_EQ(m.peer.host.esp_moves.size(), 1u);
+  EXPECT_EQ(m.peer.host.esp_moves[0], third);
+  EXPECT_EQ(m.peer.counters.mobike_rr_checks, 2u);
+  EXPECT_EQ(m.peer.counters.mobike_rr_passed, 2u);
+  // An update from where the CHILD SAs already send: nothing to check, nothing moves.
+  m.peer.requests.clear();
+  ASSERT_TRUE(m.peer.Request(Exchange::kInformational, {MobikeNotify(NotifyType::kUpdateSaAddresses)}, third, T(5)));
+  EXPECT_TRUE(m.peer.requests.empty());
+  EXPECT_EQ(m.peer.counters.mobike_rr_checks, 2u);
+  EXPECT_EQ(m.peer.host.esp_moves.size(), 1u);
 }
 
 }  // namespace

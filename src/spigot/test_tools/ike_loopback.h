@@ -50,6 +50,9 @@ class LoopbackHost : public IkeSaHost {
   }
   bool offload_auth = false;
   std::vector<std::function<void()>> auth_work;
+  // The CHILD SAs' moves (RFC 7296 2.23, RFC 4555 3.5): the address each went to, in order.
+  void PeerMoved(IkeSa& sa, const Address&) override { esp_moves.push_back(sa.esp_remote()); }
+  std::vector<Address> esp_moves;
   // The SA with our SPI `spi`: the current one or one replaced by a rekey.
   IkeSa* Find(std::uint64_t spi);
 
