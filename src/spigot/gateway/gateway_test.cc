@@ -863,5 +863,32 @@ TEST(GatewayTest, AssignedVirtualIpGoesOnTheTunUntilTheIkeSaGoesAndSurvivesIkeRe
   EXPECT_EQ(p.a.dataplane.Count(Kind::kAddVirtualIp), 2u);
 }
 
+// RFC 4555 3.6: the addresses a connection announces with MOBIKE are its literal local_addrs
+// when IKE listens on the wildcard address, only the listen address otherwise (the others
+// cannot be reached), and none known for "%any".
+TEST(GatewayTest, MobikeAddressListIsTheReachableLocalAddrs) {
+  const auto conf = [](const char* listen, const char* local_addrs) {
+    return std::string("[global]\nlisten = \"") + listen + "\"\n\n[[connection]]\nname = \"rw\"\nlocal_addrs = \"" +
+           local_addrs + "\"\nremote_addrs = \"%any\"\nlocal_id = \"gw\"\nremote_id = \"%any\"\n"
+           "psk = \"test secret\"\nlocal_ts = \"203.0.113.0/24\"\nremote_ts = \"198.51.100.0/24\"\n";
+  };
+  const auto addresses = [](const std::string& text) {
+    std::vector<std::string> out;
+    auto loaded = config::LoadString(text, "b.toml");
+    EXPECT_TRUE(loaded.ok) << loaded.error;
+    Connections c;
+    std::string err;
+    EXPECT_TRUE(c.Apply(loaded.config, "b.toml", nullptr, &err)) << err;
+    if (const Connection* rw = c.Find("rw"))
+      for (const auto& a : rw->params->local_addresses) out.push_back(ike::ToString(a));
+    return out;
+  };
+  EXPECT_EQ(addresses(conf("0.0.0.0", "192.0.2.2, 192.0.2.3, 2001:db8::2, 192.0.2.2")),
+            (std::vector<std::string>{"192.0.2.2:0", "192.0.2.3:0", "[2001:db8::2]:0"}));
+  EXPECT_EQ(addresses(conf("192.0.2.2", "192.0.2.2, 192.0.2.3")), (std::vector<std::string>{"192.0.2.2:0"}));
+  EXPECT_TRUE(addresses(conf("192.0.2.2", "192.0.2.3")).empty());
+  EXPECT_TRUE(addresses(conf("0.0.0.0", "%any")).empty());
+}
+
 }  // namespace
 }  // namespace spigot::gateway
