@@ -2,7 +2,8 @@
 # Graceful stop (issue 16, item 3): SIGTERM to a spigot responder holding N IKE SAs (each with
 # a CHILD SA) from `spigot loadgen` road warriors. spigot sends an INFORMATIONAL DELETE of every
 # IKE SA (which ends its CHILD SAs at the peer, RFC 7296 1.4.1) and exits when all are
-# confirmed or after its bound (Gateway::kShutdownGrace), saying how many were not:
+# confirmed, or when none was answered for Gateway::kShutdownGrace (5 s), or at
+# Gateway::kShutdownLimit (25 s), saying how many were not:
 #  - spigot exits within the bound (plus start-up slack), with status 0;
 #  - its log says every DELETE was confirmed ("every DELETE confirmed by the peer");
 #  - the peer's SA count went to 0: the loadgen lost all N established SAs to the responder's

@@ -33,8 +33,9 @@ Gateway::~Gateway() {
   if (shutting_down_) ReportShutdown();
 }
 
-// Every IKE SA still alive here sent a DELETE that the peer did not answer within
-// kShutdownGrace (or never got to send one: an exchange of its own was still outstanding).
+// Every IKE SA still alive here sent a DELETE that the peer had not answered when no answer had
+// come for kShutdownGrace or kShutdownLimit passed (or never got to send one: an exchange of its
+// own was still outstanding, or the limit came first).
 void Gateway::ReportShutdown() const {
   std::size_t unconfirmed = 0;
   for (const auto& [spi, e] : table_.entries()) {
@@ -47,10 +48,11 @@ void Gateway::ReportShutdown() const {
     spdlog::info("shutdown: {} IKE SA(s) deleted, every DELETE confirmed by the peer, in {:.2f} s",
                  shutdown_ike_sas_, took);
   } else {
-    spdlog::warn("shutdown: {} of {} IKE SA(s) not confirmed by the peer within {} s ({} DELETE(s) "
-                 "not even sent); exiting anyway",
-                 unconfirmed, shutdown_ike_sas_,
-                 std::chrono::duration_cast<std::chrono::seconds>(kShutdownGrace).count(), unsent);
+    spdlog::warn("shutdown: {} of {} IKE SA(s) not confirmed by the peer after {:.2f} s (no answer for "
+                 "{} s, or the {} s limit; {} DELETE(s) not even sent); exiting anyway",
+                 unconfirmed, shutdown_ike_sas_, took,
+                 std::chrono::duration_cast<std::chrono::seconds>(kShutdownGrace).count(),
+                 std::chrono::duration_cast<std::chrono::seconds>(kShutdownLimit).count(), unsent);
   }
 }
 
@@ -157,7 +159,7 @@ void Gateway::Tick() {
 }
 
 bool Gateway::finished() const {
-  return shutting_down_ && (table_.empty() || Now() >= shutdown_deadline_);
+  return shutting_down_ && (table_.empty() || Now() >= ShutdownDeadline());
 }
 
 // ---------------------------------------------------------------- operator commands
@@ -232,9 +234,9 @@ int Gateway::Rekey(const std::string& name, bool ike) {
 void Gateway::Shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
-  // Peers that do not answer get kShutdownGrace; then we go regardless.
+  // Peers that do not answer get kShutdownGrace; answers extend it, up to kShutdownLimit.
   shutdown_started_ = Now();
-  shutdown_deadline_ = shutdown_started_ + kShutdownGrace;
+  shutdown_progress_ = shutdown_started_;
   shutdown_ike_sas_ = table_.size();
   spdlog::info("shutting down: deleting {} IKE SA(s)", table_.size());
   shutdown_pending_.reserve(table_.size());
@@ -249,7 +251,7 @@ void Gateway::Shutdown() {
 void Gateway::ContinueShutdown() {
   shutdown_continue_posted_ = false;
   const ike::TimePoint now = Now();
-  if (shutdown_pending_.empty() || now >= shutdown_deadline_) return;
+  if (shutdown_pending_.empty() || now >= ShutdownDeadline()) return;
   std::size_t budget = std::min(kShutdownBatch, kShutdownWindow - std::min(kShutdownWindow, shutdown_in_flight_));
   while (budget > 0 && !shutdown_pending_.empty()) {
     const std::uint64_t spi = shutdown_pending_.back();
@@ -277,6 +279,7 @@ void Gateway::PostShutdownStep() {
 
 void Gateway::ShutdownSaGone() {
   if (shutdown_in_flight_ > 0) --shutdown_in_flight_;
+  shutdown_progress_ = Now();
   PostShutdownStep();
 }
 

@@ -19,7 +19,8 @@
 // Timers: one tick every kTickPeriod (the caller's loop) runs, in this order: due IKE SA
 // deadlines (IkeSaTable::TickDue) and every kSweepTicks the safety sweep; the data plane's
 // retries; volume lifetimes; lingering inbound SAs; finished IKE workers; the negotiation
-// queue; due CHILD rekeys. Shutdown gives peers kShutdownGrace to answer our DELETEs.
+// queue; due CHILD rekeys. Shutdown deletes every IKE SA at its peer: it goes on while answers
+// come (at most kShutdownLimit in all) and gives up kShutdownGrace after the last one.
 #pragma once
 
 #include <atomic>
@@ -54,7 +55,10 @@ class Gateway final : public ike::IkeSaHost {
  public:
   static constexpr auto kTickPeriod = std::chrono::milliseconds(100);
   static constexpr std::uint64_t kSweepTicks = 50;  // 5 s
+  // Shutdown: exit once no DELETE was answered for kShutdownGrace (silent peers), and at the
+  // latest kShutdownLimit after SIGTERM — below spigot.service's TimeoutStopSec (30 s).
   static constexpr auto kShutdownGrace = std::chrono::seconds(5);
+  static constexpr auto kShutdownLimit = std::chrono::seconds(25);
   // Shutdown's DELETEs: this many per loop turn, at most kShutdownWindow unanswered.
   static constexpr std::size_t kShutdownBatch = 256;
   static constexpr std::size_t kShutdownWindow = 1024;
@@ -287,7 +291,10 @@ class Gateway final : public ike::IkeSaHost {
   bool queue_work_posted_ = false;
   bool held_for_backlog_ = false;  // WorkQueue: the data path's backlog holds new negotiations
   bool shutting_down_ = false;
-  ike::TimePoint shutdown_deadline_{};
+  ike::TimePoint shutdown_progress_{};  // Shutdown began, or an IKE SA went since
+  ike::TimePoint ShutdownDeadline() const {
+    return std::min(shutdown_started_ + kShutdownLimit, shutdown_progress_ + kShutdownGrace);
+  }
   ike::TimePoint shutdown_started_{};
   std::size_t shutdown_ike_sas_ = 0;  // in the table when Shutdown began
   // IKE SAs Shutdown has not sent a DELETE for yet (ContinueShutdown), newest last.

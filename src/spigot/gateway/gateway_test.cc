@@ -736,6 +736,35 @@ TEST(GatewayTest, ShutdownGivesUpOnSilentPeersAfterTheGrace) {
   EXPECT_TRUE(p.a.gw->finished());
 }
 
+// Answers extend the shutdown: a peer still answering is not cut off kShutdownGrace after
+// SIGTERM. b gets one of a's DELETEs at 0 s and then one per retransmission round at least 3 s
+// after the last (a resends at 1, 3, 7, 15 s): answers at 0, 3 and 7 s keep it going past 5 s;
+// then the next round (15 s) is more than the grace away, and a exits at about 7 + 5 s.
+TEST(GatewayTest, ShutdownWaitsWhileAnswersComeThenGivesUpAfterTheGrace) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1, "", kManyIkeSas));
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(p.a.gw->Initiate("site", &err)) << err;
+  p.Pump();
+  ASSERT_EQ(p.a.gw->ike_sas().size(), 10u);
+  std::optional<ike::TimePoint> last_pass;
+  p.net.drop = [&](const Datagram& d) {
+    const ike::Header h = d.Header();
+    if (h.exchange != ike::Exchange::kInformational || (h.flags & ike::kFlagResponse) != 0) return false;
+    if (last_pass && p.clock.Now() - *last_pass < std::chrono::seconds(3)) return true;
+    last_pass = p.clock.Now();
+    return false;
+  };
+  p.a.gw->Shutdown();
+  p.Advance(Gateway::kShutdownGrace + milliseconds(500));
+  EXPECT_FALSE(p.a.gw->finished()) << "an answer came 3 s in: it goes on";
+  p.Advance(std::chrono::seconds(8));  // the answer at 7 s (plus retransmission jitter) + 5 s
+  EXPECT_TRUE(p.a.gw->finished()) << "no answer for the grace after 7 s";
+  EXPECT_EQ(p.a.gw->ike_sas().size(), 7u);
+  EXPECT_EQ(p.b.gw->ike_sas().size(), 7u);
+  EXPECT_LT(Gateway::kShutdownGrace, Gateway::kShutdownLimit);
+}
+
 // Dead peer detection at scale: traffic is proof of life (no probe), probes stay under their
 // per-second budget, and a peer that went silent loses its SAs and SPIs.
 TEST(GatewayTest, DeadPeerDetectionProbesOnlySilentPeersWithinItsBudget) {
