@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Failure cause 3: the crypto engine stops completing jobs mid-stream.
-# usage: crypto_stall.sh SPIGOT_BINARY MODE
+# usage: [ESP=PROPOSAL] crypto_stall.sh SPIGOT_BINARY MODE
 #   MODE fault: side a runs crypto_engine = "fault" (async with a fault switch), side b inline.
 #     Paced UDP streams with sequence numbers both ways (a seals one, opens the other); mid-stream
 #     `spigot debug crypto-fault stall`. The watchdog must take the stalled jobs back and redo
@@ -10,7 +10,9 @@
 #   MODE async: both sides crypto_engine = "async"; the streams pass both ways, no stall.
 set -euo pipefail
 SPIGOT=$1 MODE=$2
-IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16
+# ESP=aes256-sha256 (the _cbc tests): CBC + HMAC, which side b (no engine) seals and opens in
+# multi-buffer batches and the engines on side a run in batches too.
+IKE=aes128gcm16-prfsha256-x25519 ESP=${ESP:-aes128gcm16}
 COUNT=${COUNT:-4000} RATE=${RATE:-1000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
@@ -41,7 +43,9 @@ if [ "$MODE" = fault ]; then
   log "ok: inline side refuses crypto-fault: $out"
 fi
 
-secs=$(( COUNT / RATE + 4 ))
+# The receivers stop at COUNT datagrams; the margin is for senders slow to start on a loaded
+# machine (seconds, seen), not for loss.
+secs=$(( COUNT / RATE + 20 ))
 for dir in ab ba; do
   from=${dir:0:1} to=${dir:1:1}
   ip netns exec "${NS}$to" python3 "$HERE/stream.py" udp-recv-timed "$(inner_host "$to")" 7000 "$COUNT" "$secs" "$WORK/arrivals-$dir.json" >"$WORK/recv-$dir.log" 2>&1 &
@@ -55,7 +59,13 @@ for dir in ab ba; do
 done
 stall_at=0
 if [ "$MODE" = fault ]; then
-  sleep 1.5
+  # Mid-stream: once side a has sealed half a second's worth of the stream. A fixed sleep after
+  # starting the senders missed it on a loaded machine, where a sender's python took over 2 s to
+  # start: the stall came before the first datagram ("0 packets sent in [T-50ms, T+0.5s]").
+  tx() { sctl a stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["traffic"]["tx_packets"])'; }
+  tx_before=$(tx)
+  flowing() { [ "$(tx)" -ge $(( tx_before + RATE / 2 )) ]; }
+  until_ok 30 flowing || fail "stream a -> b did not start: tx_packets $(tx), was $tx_before"
   stall_at=$(date +%s.%N)
   sctl a debug crypto-fault stall >/dev/null || fail "crypto-fault stall refused"
 fi

@@ -60,6 +60,9 @@ inline constexpr std::size_t kDataplaneMailbox = 65536;
 inline constexpr std::size_t kDataplaneBacklog = 65536;
 // Packets in the crypto engine's ring per data-path thread (async and fault engines).
 inline constexpr std::size_t kCryptoRing = 1024;
+// Packets of CBC + HMAC SAs whose cipher steps run together through intel-ipsec-mb's
+// multi-buffer lanes (esp::CryptoBatch), without an engine; a full batch runs at once.
+inline constexpr std::size_t kMultiBufferBatch = 64;
 // Packets held while an acquire's negotiation runs: per policy, in bytes, policies at once,
 // and for how long.
 inline constexpr std::size_t kAcquirePacketsPerPolicy = 32;
@@ -108,6 +111,10 @@ inline constexpr std::array kBounds = {
           "bounds.dataplane_backlog.dropped (times new negotiations were held)"},
     Bound{"crypto_ring", "kCryptoRing per data-path thread (async and fault engines)",
           "drop the packet", "crypto_engine.ring_full"},
+    Bound{"multibuffer_batch", "kMultiBufferBatch per data-path thread",
+          "inline: a full batch is sealed or opened at once (the packets waiting for it are bounded by "
+          "the thread's receive or TUN read batch), nothing is dropped",
+          "none (never drops)"},
     Bound{"acquire_hold", "kAcquirePacketsPerPolicy, kAcquireBytes, kAcquirePolicies, kAcquireMaxAge",
           "drop the newest packet (tail drop); after the age, the held packets", "packets_dropped.no_sa_queue_full, "
           "packets_dropped.acquire_failed"},

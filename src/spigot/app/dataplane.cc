@@ -636,6 +636,8 @@ void Dataplane::OutboundThread() {
         if (outbound_->Process(mgr, *reader, pkt, peer, now) == datapath::OutboundPath::Verdict::kSend)
           sends[n++] = io::SendItem{*peer, pkt.bytes()};
       }
+      // CBC + HMAC packets of this batch, sealed together (multi-buffer), into the same send.
+      outbound_->FinishBatch(mgr, send_sealed);
       flush_sends();
       if (pipe) {
         outbound_->FlushCrypto(mgr);
@@ -748,16 +750,22 @@ void Dataplane::InboundThread() {
         const std::size_t count = io::DatagramCount(slots[i]);
         for (std::size_t k = 0; k < count; ++k)
           dispatch(io::Datagram(slots[i], k), slots[i].peer, now);
-        // GRO slots hold up to 64 datagrams each: the engine gets them kBatch or so at a time,
-        // as without GRO, so that its ring (kCryptoRing) fills no sooner.
+        // GRO slots hold up to 64 datagrams each: the engine (or the multi-buffer batch) gets
+        // them kBatch or so at a time, as without GRO, so that its ring (kCryptoRing) fills no
+        // sooner.
         unflushed += count;
-        if (pipe && unflushed >= kBatch) {
-          inbound_->FlushCrypto(mgr);
-          now = std::chrono::steady_clock::now();
-          inbound_->PollCrypto(mgr, *reader, now, deliver);
+        if (unflushed >= kBatch) {
+          inbound_->FinishBatch(mgr, *reader, deliver);
+          if (pipe) {
+            inbound_->FlushCrypto(mgr);
+            now = std::chrono::steady_clock::now();
+            inbound_->PollCrypto(mgr, *reader, now, deliver);
+          }
           unflushed = 0;
         }
       }
+      // CBC + HMAC packets opened together (multi-buffer), before the buffers are reused.
+      inbound_->FinishBatch(mgr, *reader, deliver);
       if (pipe) {
         inbound_->FlushCrypto(mgr);
         now = std::chrono::steady_clock::now();

@@ -243,6 +243,7 @@ nlohmann::json BoundsJson(gateway::Gateway& gw) {
       {"dataplane_backlog", figure(dataplane, "dataplane_backlog")},
       {"crypto_ring", {{"limit", bounds::kCryptoRing}, {"in_use", figure(engine, "in_flight")},
                        {"dropped", figure(engine, "ring_full")}}},
+      {"multibuffer_batch", {{"limit", bounds::kMultiBufferBatch}, {"in_use", nullptr}, {"dropped", 0}}},
       {"acquire_hold", {{"limit", bounds::kAcquirePacketsPerPolicy}, {"in_use", nullptr},
                         {"dropped", dp.no_sa_queue_full.load() + dp.acquire_dropped.load()}}},
       {"radius_requests",

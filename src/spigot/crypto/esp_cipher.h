@@ -73,6 +73,30 @@ class ImbManager {
   IMB_MGR* mgr_;
 };
 
+class EspCipher;
+
+// One packet for RunCbcHmacBatch(): AES-CBC and the suite's HMAC as one chained
+// intel-ipsec-mb job, in place. Encrypt: CBC over [cipher_offset, cipher_offset + cipher_len)
+// of `msg`, then the HMAC over its first mac_len bytes (the ciphertext). Decrypt: the HMAC
+// first, over the ciphertext, then CBC decryption. The truncated HMAC (the suite's icv_len
+// bytes) goes to `tag`; comparing it, and putting it into the packet, is the caller's.
+struct CbcHmacJob {
+  const EspCipher* cipher = nullptr;
+  bool encrypt = true;
+  std::uint8_t* msg = nullptr;
+  std::size_t mac_len = 0;
+  std::size_t cipher_offset = 0;
+  std::size_t cipher_len = 0;        // a whole number of AES blocks
+  const std::uint8_t* iv = nullptr;  // 16 bytes
+  alignas(16) std::uint8_t tag[kEspIcvLen];
+};
+
+// Runs the jobs through `mgr`'s multi-buffer scheduler (get_next_job / submit_job /
+// flush_job): its SIMD lanes (4 to 16 by CPU) cipher and hash several packets at once, where
+// one job at a time leaves all lanes but one idle until the flush. Returns when every job is
+// done and the manager is empty again. Any suite mix of CBC + HMAC ciphers; never an AEAD.
+void RunCbcHmacBatch(ImbManager& mgr, std::span<CbcHmacJob> jobs);
+
 class EspCipher {
  public:
   EspCipher() = default;
@@ -107,6 +131,8 @@ class EspCipher {
   void MakeCbcIv(ImbManager& mgr, std::uint64_t counter, std::uint8_t* iv16) const;
 
  private:
+  friend void RunCbcHmacBatch(ImbManager& mgr, std::span<CbcHmacJob> jobs);
+
   EspSuite suite_ = EspSuite::kAesGcm128;
   bool initialized_ = false;
   std::uint8_t salt_[4] = {};

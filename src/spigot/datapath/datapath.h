@@ -13,6 +13,14 @@
 // thread calls that every kIdleKeysPeriod): 100,000 road warriors that are mostly quiet pay
 // for the ones that send. Expanding again takes microseconds, once per waking SA.
 //
+// Batches (issue 14 item 3): without a crypto engine, the packets of CBC + HMAC SAs (what
+// native Windows and Apple clients negotiate) are not sealed or opened one at a time. Process()
+// does everything up to the cipher (SPD and SA lookup, sequence number or replay check) and
+// returns kQueued; FinishBatch() runs the queued cipher steps through intel-ipsec-mb's
+// multi-buffer lanes (esp::CryptoBatch) and finishes the packets in the order Process() saw
+// them, with the same checks, counters and drop reasons as the per-packet path. The AEADs stay
+// on their direct calls in Process(). With an engine, the engine batches (engine/).
+//
 // Each path's tables belong to its thread alone: no lock and no allocation per packet. The
 // control thread changes them only through a bounded mailbox that the thread drains between
 // batches, so an SA installed before an IKE message is sent is in place before any packet
@@ -184,7 +192,8 @@ inline constexpr auto kIdleKeysPeriod = std::chrono::seconds(10);
 
 class InboundPath {
  public:
-  // kQueued: the packet went to the crypto engine; PollCrypto() delivers it.
+  // kQueued: the packet went to the crypto engine, PollCrypto() delivers it; or, without an
+  // engine, to the multi-buffer batch, FinishBatch() delivers it.
   enum class Verdict : std::uint8_t { kDeliver, kIke, kDrop, kQueued };
 
   InboundPath(Counters& counters, const policy::Spd& spd);
@@ -222,6 +231,11 @@ class InboundPath {
   void PollCrypto(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
                   io::Clock::TimePoint now, const DeliverFn& deliver);
   engine::CryptoPipeline* pipeline() { return pipeline_.get(); }
+  // Opens the packets Process() queued for the multi-buffer lanes and finishes them in arrival
+  // order: deliver(inner) for each that passes. Call it before the receive buffers are reused
+  // and before ApplyCommands(); every kCapacity packets at least, to keep the queue short.
+  void FinishBatch(crypto::ImbManager& mgr, policy::Spd::Reader& reader, const DeliverFn& deliver);
+  std::size_t batched() const { return batch_pending_.size(); }  // queued, not yet finished
   std::size_t sa_count() const { return sas_.size(); }
   // Data-path thread: frees the expanded keys of the SAs that opened no packet since the last
   // call and that no crypto job refers to. Returns how many were freed.
@@ -258,8 +272,22 @@ class InboundPath {
     io::Endpoint from;
   };
 
+  // A packet waiting for FinishBatch(), in the caller's receive buffer.
+  struct Pending {
+    std::shared_ptr<Sa> sa;  // keeps the SA, and so its keys, until it is finished
+    const crypto::EspCipher* cipher = nullptr;
+    esp::PacketView pkt;
+    esp::CryptoOp op;
+    std::size_t wire_len = 0;
+    io::Endpoint from;
+    bool ok = false;  // the ICV verified (once its batch ran)
+  };
+
   Verdict Queue(crypto::ImbManager& mgr, const std::shared_ptr<Sa>& sa, const esp::PacketView& pkt,
                 io::Clock::TimePoint now, const io::Endpoint& from);
+  Verdict Batch(const std::shared_ptr<Sa>& sa, const crypto::EspCipher& cipher,
+                const esp::PacketView& pkt, const io::Endpoint& from, crypto::ImbManager& mgr);
+  void RunBatch(crypto::ImbManager& mgr);  // the cipher steps not run yet
   Verdict Dropped(esp::Status status);  // counts why
   // Everything after the cipher: counters, then the selector check. `newest`: the packet moved
   // the replay window on.
@@ -272,13 +300,19 @@ class InboundPath {
   std::unordered_map<std::uint32_t, std::shared_ptr<Sa>> sas_;
   std::unique_ptr<engine::CryptoPipeline> pipeline_;
   std::vector<Job> jobs_;  // by pipeline slot
+  // Queued for the multi-buffer lanes; [0, batch_ran_) have had their cipher step. Bound: the
+  // caller's receive batch (FinishBatch() before its buffers are reused).
+  std::vector<Pending> batch_pending_;
+  std::size_t batch_ran_ = 0;
+  esp::CryptoBatch batch_;
   std::function<void(std::uint32_t)> first_packet_;
   NewSourceFn new_source_;
 };
 
 class OutboundPath {
  public:
-  // kQueued: the packet went to the crypto engine; PollCrypto() sends it.
+  // kQueued: the packet went to the crypto engine, PollCrypto() sends it; or, without an
+  // engine, to the multi-buffer batch, FinishBatch() sends it.
   enum class Verdict : std::uint8_t { kSend, kHeld, kDrop, kQueued };
   // Asks the control thread to negotiate an SA for a trap policy; false if it refused.
   using AcquireFn = std::function<bool(policy::PolicyId)>;
@@ -316,6 +350,10 @@ class OutboundPath {
   // Process() call.
   void PollCrypto(crypto::ImbManager& mgr, io::Clock::TimePoint now, const SendFn& send);
   engine::CryptoPipeline* pipeline() { return pipeline_.get(); }
+  // Seals the packets Process() queued for the multi-buffer lanes and sends them in TUN order.
+  // Call it before the read buffers are reused and before ApplyCommands().
+  void FinishBatch(crypto::ImbManager& mgr, const SendFn& send);
+  std::size_t batched() const { return batch_pending_.size(); }  // queued, not yet sent
   const policy::AcquireQueueStats& acquire_stats() const { return acquire_.stats(); }
   // As InboundPath's: the keys of SAs that sealed no packet since the last call.
   std::size_t ReleaseIdleKeys();
@@ -362,8 +400,19 @@ class OutboundPath {
   // Seals in place with the policy's SA; false if it cannot (no SA, exhausted, no room).
   Verdict Seal(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p, esp::PacketView& pkt,
                const io::Endpoint*& peer);
+  // A packet waiting for FinishBatch(), framed in the caller's read buffer.
+  struct Pending {
+    std::shared_ptr<Sa> sa;  // keeps the SA, and so its keys, until it is sent
+    const crypto::EspCipher* cipher = nullptr;
+    esp::PacketView pkt;
+    esp::CryptoOp op;
+    std::size_t inner_len = 0;
+  };
+
   Verdict Queue(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p, const esp::PacketView& pkt,
                 std::chrono::steady_clock::time_point now);
+  Verdict Batch(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p, esp::PacketView& pkt);
+  void RunBatch(crypto::ImbManager& mgr);
   // Counts a SealPrepare() failure; kOk is not one.
   Verdict SealFailed(policy::PolicyId id, Sa& sa, esp::Status status);
   void CountSent(Sa& sa, std::size_t inner_len, std::size_t esp_len);
@@ -377,6 +426,10 @@ class OutboundPath {
   policy::AcquireQueue acquire_;
   std::unique_ptr<engine::CryptoPipeline> pipeline_;
   std::vector<Job> jobs_;  // by pipeline slot
+  // As InboundPath's. Bound: the caller's read batch.
+  std::vector<Pending> batch_pending_;
+  std::size_t batch_ran_ = 0;
+  esp::CryptoBatch batch_;
 };
 
 }  // namespace spigot::datapath

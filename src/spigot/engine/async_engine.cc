@@ -7,6 +7,7 @@ namespace {
 
 // Jobs a worker takes from the submission queue per lock.
 constexpr std::size_t kWorkerBatch = 16;
+static_assert(kWorkerBatch <= esp::CryptoBatch::kCapacity);
 
 }  // namespace
 
@@ -49,6 +50,8 @@ std::size_t AsyncEngine::Submit(std::span<const JobRef> jobs) {
 void AsyncEngine::Worker() {
   crypto::ImbManager& mgr = crypto::ImbManager::ForThisThread();
   JobRef batch[kWorkerBatch];
+  JobRef claimed[kWorkerBatch];
+  esp::CryptoBatch crypto_batch;  // the claimed jobs run together (multi-buffer for CBC + HMAC)
   for (;;) {
     std::size_t n = 0;
     {
@@ -60,14 +63,16 @@ void AsyncEngine::Worker() {
       head_ = (head_ + n) % queue_.size();
       size_ -= n;
     }
+    std::size_t c = 0;
     for (std::size_t i = 0; i < n; ++i) {
       if (!Claim(batch[i])) {
         counters_.late_discarded.fetch_add(1, kRelaxed);
         continue;
       }
-      Complete(batch[i], Execute(mgr, *batch[i].job));
-      counters_.completed.fetch_add(1, kRelaxed);
+      claimed[c++] = batch[i];
     }
+    ExecuteAndComplete(mgr, crypto_batch, {claimed, c});
+    counters_.completed.fetch_add(c, kRelaxed);
   }
 }
 

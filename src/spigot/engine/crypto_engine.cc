@@ -65,6 +65,22 @@ JobResult Execute(crypto::ImbManager& mgr, const CryptoJob& job) {
                                                            : JobResult::kAuthFailed;
 }
 
+void ExecuteAndComplete(crypto::ImbManager& mgr, esp::CryptoBatch& batch,
+                        std::span<const JobRef> claimed) {
+  while (!claimed.empty()) {
+    const std::size_t n = std::min(claimed.size(), esp::CryptoBatch::kCapacity);
+    batch.Clear();
+    for (std::size_t i = 0; i < n; ++i) {
+      const CryptoJob& job = *claimed[i].job;
+      batch.Add(*job.cipher, job.op, job.esp);
+    }
+    batch.Run(mgr);
+    for (std::size_t i = 0; i < n; ++i)
+      Complete(claimed[i], batch.ok(i) ? JobResult::kOk : JobResult::kAuthFailed);
+    claimed = claimed.subspan(n);
+  }
+}
+
 // ---------------------------------------------------------------- engines
 
 std::unique_ptr<CryptoEngine> MakeEngine(const std::string& name) {

@@ -97,6 +97,11 @@ bool Claim(const JobRef& ref);
 void Complete(const JobRef& ref, JobResult result);
 // Runs the job's cipher step with the calling thread's intel-ipsec-mb manager.
 JobResult Execute(crypto::ImbManager& mgr, const CryptoJob& job);
+// Runs claimed jobs' cipher steps together and completes each (an engine's batch): the CBC +
+// HMAC ones through the multi-buffer lanes, kCapacity at a time (esp::CryptoBatch), the rest
+// one by one. `batch` is the caller's scratch.
+void ExecuteAndComplete(crypto::ImbManager& mgr, esp::CryptoBatch& batch,
+                        std::span<const JobRef> claimed);
 
 struct EngineCounters {
   std::atomic<std::uint64_t> submitted{0};

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "spigot/crypto/secure_bytes.h"
+
 namespace spigot::esp {
 namespace {
 
@@ -171,6 +173,72 @@ bool RunCrypto(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, const C
   return true;
 }
 
+bool CryptoBatch::Add(const crypto::EspCipher& cipher, const CryptoOp& op, std::uint8_t* esp) {
+  if (size_ == kCapacity) return false;
+  Item& it = items_[size_++];
+  it.cipher = &cipher;
+  it.op = op;
+  it.esp = esp;
+  it.ok = false;
+  return true;
+}
+
+void CryptoBatch::Run(crypto::ImbManager& mgr) {
+  // The zero IV of the seal jobs: see the header.
+  alignas(16) static constexpr std::uint8_t kZeroIv[16] = {};
+  std::size_t cbc = 0;
+  for (std::size_t i = 0; i < size_; ++i) {
+    Item& it = items_[i];
+    const EspSuiteInfo& info = crypto::SuiteInfo(it.cipher->suite());
+    if (info.aead) {
+      it.ok = RunCrypto(mgr, *it.cipher, it.op, it.esp);
+      continue;
+    }
+    std::uint8_t* const iv = it.esp + kEspHeaderLen;
+    std::uint8_t* const icv = it.esp + it.op.head + it.op.payload;
+    crypto::CbcHmacJob& j = jobs_[cbc++];
+    j.cipher = it.cipher;
+    j.encrypt = it.op.seal;
+    j.msg = it.esp;
+    j.mac_len = std::size_t{it.op.head} + it.op.payload;
+    if (it.op.seal) {
+      // The counter block E_K() of which is the IV (EspCipher::MakeCbcIv), where the IV goes.
+      PutU64(iv, 0);
+      PutU64(iv + 8, it.op.seq);
+      j.cipher_offset = kEspHeaderLen;
+      j.cipher_len = 16 + std::size_t{it.op.payload};
+      j.iv = kZeroIv;
+    } else {
+      j.cipher_offset = it.op.head;
+      j.cipher_len = it.op.payload;
+      j.iv = iv;
+      if (it.op.esn) std::memcpy(it.received, icv, info.icv_len);
+    }
+    // RFC 4303 2.2.1 / 3.3.4: with ESN the high half of the sequence number is appended (not
+    // sent) for the ICV, in the place of the ICV's first 4 bytes, as RunCrypto() does.
+    if (it.op.esn) {
+      PutU32(icv, static_cast<std::uint32_t>(it.op.seq >> 32));
+      j.mac_len += 4;
+    }
+  }
+  crypto::RunCbcHmacBatch(mgr, {jobs_, cbc});
+  cbc = 0;
+  for (std::size_t i = 0; i < size_; ++i) {
+    Item& it = items_[i];
+    const EspSuiteInfo& info = crypto::SuiteInfo(it.cipher->suite());
+    if (info.aead) continue;
+    const crypto::CbcHmacJob& j = jobs_[cbc++];
+    std::uint8_t* const icv = it.esp + it.op.head + it.op.payload;
+    if (it.op.seal) {
+      std::memcpy(icv, j.tag, info.icv_len);
+      it.ok = true;
+      continue;
+    }
+    if (it.op.esn) std::memcpy(icv, it.received, info.icv_len);
+    it.ok = crypto::ConstantTimeEqual({j.tag, info.icv_len}, {icv, info.icv_len});
+  }
+}
+
 // flatten: the inline engine path pays nothing for the split into steps the async engines need.
 [[gnu::flatten]] Status Seal(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, OutboundState& out,
             std::uint8_t next_header, PacketView& pkt) {
@@ -245,6 +313,13 @@ Status OpenFinish(InboundState& in, const CryptoOp& op, PacketView& pkt, std::ui
       seq != op.seq)
     return Status::kReplay;
   return Finish(in, op, pkt, next_header, seq_out);
+}
+
+Status OpenFailed(const InboundState& in, const CryptoOp& op) {
+  std::uint64_t seq;
+  return in.replay.Check(static_cast<std::uint32_t>(op.seq), seq) == ReplayWindow::Verdict::kOk
+             ? Status::kBadIcv
+             : Status::kReplay;
 }
 
 [[gnu::flatten]] Status Open(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, InboundState& in,

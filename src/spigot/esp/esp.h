@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 
+#include "spigot/bounds.h"
 #include "spigot/crypto/esp_cipher.h"
 #include "spigot/esp/constants.h"
 #include "spigot/esp/replay_window.h"
@@ -93,11 +94,57 @@ Status OpenPrepare(const crypto::EspCipher& cipher, const InboundState& in, Pack
 bool RunCrypto(crypto::ImbManager& mgr, const crypto::EspCipher& cipher, const CryptoOp& op,
                std::uint8_t* esp);
 
+// The cipher steps of several packets together: the result of RunCrypto() for each, byte for
+// byte, but the CBC + HMAC suites' packets go through intel-ipsec-mb's multi-buffer scheduler
+// as one chained job each (crypto::RunCbcHmacBatch), so its SIMD lanes work on up to 16 of them
+// at once, where RunCrypto() runs three jobs per packet one after another (IV, cipher, MAC).
+// The IV is still E_K(sequence number): CBC with a zero IV over the counter block followed by
+// the payload makes E_K(counter) its first output block (the IV) and encrypts the payload
+// under it, in the same job. The AEADs (GCM, ChaCha20-Poly1305) run their direct calls one
+// packet at a time, as in RunCrypto(). Unlike RunCrypto(), an open that fails its ICV has
+// been decrypted too (the job chains both): its bytes are garbage either way and dropped.
+// Bound: kCapacity packets; Add() refuses more until Clear(). Nothing allocates.
+class CryptoBatch {
+ public:
+  static constexpr std::size_t kCapacity = bounds::kMultiBufferBatch;
+
+  // Queues one packet's cipher step (`op` as from SealPrepare() / OpenPrepare(), `esp` the
+  // ESP packet); `cipher` and the packet must stay as they are until Run() returned.
+  // False when full.
+  bool Add(const crypto::EspCipher& cipher, const CryptoOp& op, std::uint8_t* esp);
+  // Runs every queued step. ok(i): RunCrypto()'s result for the i-th packet added.
+  void Run(crypto::ImbManager& mgr);
+  bool ok(std::size_t i) const { return items_[i].ok; }
+  std::size_t size() const { return size_; }
+  bool full() const { return size_ == kCapacity; }
+  void Clear() { size_ = 0; }
+
+ private:
+  struct Item {
+    const crypto::EspCipher* cipher;
+    CryptoOp op;
+    std::uint8_t* esp;
+    bool ok;
+    std::uint8_t received[crypto::kEspIcvLen];  // open with ESN: the ICV, while seq_hi is there
+  };
+  Item items_[kCapacity];
+  crypto::CbcHmacJob jobs_[kCapacity];
+  std::size_t size_ = 0;
+};
+
+// True for the suites CryptoBatch runs through the multi-buffer scheduler (CBC + HMAC).
+inline bool MultiBuffer(crypto::EspSuite suite) { return !crypto::SuiteInfo(suite).aead; }
+
 // After RunCrypto() verified `pkt`: checks the replay window again (packets of one SA may be
 // in flight together, so a duplicate may have been accepted since OpenPrepare()), updates it,
 // and parses the trailer. On kOk `pkt` is the inner packet, as Open().
 Status OpenFinish(InboundState& in, const CryptoOp& op, PacketView& pkt, std::uint8_t& next_header,
                   std::uint64_t* seq_out = nullptr);
+
+// The drop reason of a packet whose ICV did not verify after OpenPrepare(): kReplay if the
+// window, moved on since by packets finished before it, refuses it now (what Open() would have
+// said, checking it only after them), else kBadIcv.
+Status OpenFailed(const InboundState& in, const CryptoOp& op);
 
 // The SPI of an ESP packet, for the SA lookup that precedes Open(). False if too short.
 bool PeekSpi(std::span<const std::uint8_t> esp, std::uint32_t& spi);
