@@ -384,9 +384,11 @@ until_ok() {
 # ADDR:PORT, so that a stream's first datagrams do not reach a receiver not yet bound (counted
 # by the kernel as UdpNoPorts and reported by the receiver as lost).
 listening() {
-  local ns=$1 proto=$2 addr=$3 port=$4 flag
+  local ns=$1 proto=$2 addr=$3 port=$4 flag shown
   flag=$([ "$proto" = tcp ] && echo -Hltn || echo -Hlun)
-  until_ok 10 sh -c "ip netns exec '$ns' ss $flag 'sport = :$port' | grep -q '$addr:$port'" ||
+  shown="$addr:$port"
+  case $addr in *:*) shown="[$addr]:$port" ;; esac  # ss writes IPv6 addresses in brackets
+  until_ok 10 sh -c "ip netns exec '$ns' ss $flag 'sport = :$port' | grep -qF '$shown'" ||
     fail "nothing listens on $proto $addr:$port in $ns"
 }
 
