@@ -24,6 +24,7 @@
 #include "spigot/esp/constants.h"
 #include "spigot/gateway/gateway.h"
 #include "spigot/io/event_loop.h"
+#include "spigot/io/netlink.h"
 #include "spigot/io/privileges.h"
 #include "spigot/io/systemd.h"
 #include "spigot/io/udp_socket.h"
@@ -45,14 +46,15 @@ constexpr auto kServiceStatusPeriod = std::chrono::seconds(5);
 class UdpIkeTransport final : public gateway::IkeTransport {
  public:
   UdpIkeTransport(io::UdpSocket& ike, io::UdpSocket& natt) : ike_(ike), natt_(natt) {}
-  void Send(const io::Endpoint& to, std::span<const std::uint8_t> msg, bool natt) override {
+  void Send(const io::Endpoint& to, std::span<const std::uint8_t> msg, bool natt,
+            const io::IpAddress& source) override {
     if (!natt) {
-      ike_.SendTo(to, msg);
+      ike_.SendTo(to, msg, source);
       return;
     }
     framed_.assign(esp::kNonEspMarkerLen, 0);
     framed_.insert(framed_.end(), msg.begin(), msg.end());
-    natt_.SendTo(to, framed_);
+    natt_.SendTo(to, framed_, source);
   }
   io::Endpoint LocalEndpoint(bool natt) const override {
     return natt ? natt_.local_endpoint() : ike_.local_endpoint();
@@ -62,6 +64,26 @@ class UdpIkeTransport final : public gateway::IkeTransport {
   io::UdpSocket& ike_;
   io::UdpSocket& natt_;
   std::vector<std::uint8_t> framed_;  // reused: control thread only
+};
+
+// The host's addresses and routes from rtnetlink (control thread).
+class NetlinkHost final : public gateway::HostNetwork {
+ public:
+  explicit NetlinkHost(std::unique_ptr<io::Netlink> nl) : nl_(std::move(nl)) {}
+  std::vector<io::IpAddress> Addresses() override {
+    std::vector<io::IpAddress> out;
+    std::string error;
+    if (!nl_->ListAddresses(out, &error)) spdlog::warn("{}", error);
+    return out;
+  }
+  io::IpAddress RouteSource(const io::IpAddress& peer) override {
+    io::IpAddress source;
+    nl_->RouteSource(peer, source);  // no route: empty, which the caller handles
+    return source;
+  }
+
+ private:
+  std::unique_ptr<io::Netlink> nl_;
 };
 
 class LoopPoster final : public gateway::ControlLoop {
@@ -88,6 +110,8 @@ class Daemon {
   // `spigot stats` "bounds": the control loop's Post() queue and the control socket's clients.
   void AddDaemonBounds(nlohmann::json& bounds) const;
   void OnIkePort();
+  // With a wildcard listen: the host's addresses (MOBIKE as initiator, RFC 4555 3.5).
+  void WatchAddresses();
   void AfterEvent() {
     if (gateway_->finished()) loop_->Stop();
   }
@@ -101,6 +125,8 @@ class Daemon {
   std::unique_ptr<io::UdpSocket> ike_sock_, natt_sock_;
   std::unique_ptr<UdpIkeTransport> transport_;
   std::unique_ptr<LoopPoster> poster_;
+  std::unique_ptr<NetlinkHost> host_;                  // null unless listen is a wildcard
+  std::unique_ptr<io::AddressMonitor> address_monitor_;  // likewise
   io::ServiceNotifier notifier_ = io::ServiceNotifier::FromEnvironment();
   io::ProgressWatch progress_;  // before dataplane_: its threads beat here until joined
   std::unique_ptr<io::ServiceWatchdog> watchdog_;
@@ -141,6 +167,12 @@ bool Daemon::OpenIkeSockets(const config::GlobalConfig& g, std::string* error) {
       spdlog::warn("UDP {}: SO_RXQ_OVFL refused ({}): kernel drops are read at stats time only",
                    port, std::strerror(errno));
     }
+    // On the wildcard address, which of ours a datagram came to (an IKE SA's local address,
+    // hashed by NAT detection, and the source of everything we send it).
+    if (sock->local_endpoint().wildcard() && !sock->EnablePacketInfo()) {
+      spdlog::warn("UDP {}: IP_PKTINFO refused ({}): NAT detection on a wildcard listen uses the "
+                   "wildcard address", port, std::strerror(errno));
+    }
     (natt ? natt_sock_ : ike_sock_) = std::move(sock);
   }
   return true;
@@ -171,8 +203,8 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   transport_ = std::make_unique<UdpIkeTransport>(*ike_sock_, *natt_sock_);
   poster_ = std::make_unique<LoopPoster>(*loop_);
   Dataplane::Hooks hooks;
-  hooks.ike = [this](std::span<const std::uint8_t> m, const io::Endpoint& from) {
-    gateway_->ReceiveIke(m, from, true);
+  hooks.ike = [this](std::span<const std::uint8_t> m, const io::Endpoint& from, const io::IpAddress& to) {
+    gateway_->ReceiveIke(m, from, true, to);
     gateway_->WorkQueue();
   };
   hooks.acquire = [this](policy::PolicyId id) { gateway_->OnAcquire(id); };
@@ -182,13 +214,15 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   dataplane_ =
       Dataplane::Create(g, *ike_sock_, *natt_sock_, *loop_, std::move(hooks), error, &progress_);
   if (!dataplane_) return false;
+  WatchAddresses();
   gateway_ = gateway::Gateway::Create(
       std::move(config), config_path,
       gateway::Gateway::Environment{io::DefaultClock(), *dataplane_, *transport_, *poster_, *workers_,
                                     [this](radius::ClientOptions o, std::string* why) {
                                       return std::shared_ptr<radius::Client>(
                                           radius::Client::Create(*loop_, std::move(o), why));
-                                    }},
+                                    },
+                                    host_.get()},
       error);
   if (!gateway_) return false;
   control_ = control::ControlServer::Listen(
@@ -408,6 +442,27 @@ void Daemon::CheckWatchdog() {
   notifier_.Status(StatusLine());
 }
 
+void Daemon::WatchAddresses() {
+  if (!ike_sock_->local_endpoint().wildcard()) return;  // one address: nothing can move
+  std::string error;
+  auto nl = io::Netlink::Open(&error);
+  auto monitor = nl ? io::AddressMonitor::Open(&error) : nullptr;
+  if (!monitor) {
+    spdlog::warn("{}: MOBIKE cannot follow address changes of this host", error);
+    return;
+  }
+  host_ = std::make_unique<NetlinkHost>(std::move(nl));
+  address_monitor_ = std::move(monitor);
+  loop_->AddReader(address_monitor_->fd(), [this] {
+    const bool complete = address_monitor_->Drain([](const io::AddressEvent& e) {
+      spdlog::debug("address {} {} (ifindex {})", io::Endpoint::From(e.address, 0).AddressString(),
+                    e.added ? "added" : "deleted", e.ifindex);
+    });
+    if (!complete) spdlog::warn("netlink: address notifications lost; reading the addresses again");
+    gateway_->OnAddressesChanged();
+  });
+}
+
 // UDP 500 (IKE only; UDP 4500 is read by the inbound data-path thread).
 void Daemon::OnIkePort() {
   std::array<io::RecvSlot, kRecvSlots> slots;
@@ -422,7 +477,7 @@ void Daemon::OnIkePort() {
         gateway_->OnTruncatedIke();
         continue;
       }
-      gateway_->ReceiveIke({s.buffer.data(), s.length}, s.peer, false);
+      gateway_->ReceiveIke({s.buffer.data(), s.length}, s.peer, false, s.local);
     }
     if (r.count < slots.size()) break;
   }

@@ -414,8 +414,9 @@ void Dataplane::ClearOutbound(policy::PolicyId policy, std::uint32_t spi) {
   Retry([this, policy, spi] { return outbound_->ClearSa(policy, spi); });
 }
 void Dataplane::MovePeer(const std::vector<std::uint32_t>& spis_in,
-                         const std::vector<std::uint32_t>& spis_out, const io::Endpoint& peer) {
-  Retry([this, spis_out, peer] { return outbound_->MovePeer(spis_out, peer); });
+                         const std::vector<std::uint32_t>& spis_out, const io::Endpoint& peer,
+                         const io::IpAddress& source) {
+  Retry([this, spis_out, peer, source] { return outbound_->MovePeer(spis_out, peer, source); });
   Retry([this, spis_in, peer] { return inbound_->MovePeer(spis_in, peer); });
 }
 void Dataplane::AcquireFailed(policy::PolicyId policy) {
@@ -573,15 +574,16 @@ void Dataplane::OutboundThread() {
     }
     n = 0;
   };
-  const datapath::OutboundPath::SendFn send_one = [this](const io::Endpoint& to,
+  const datapath::OutboundPath::SendFn send_one = [this](const datapath::Route& to,
                                                          std::span<const std::uint8_t> d) {
-    if (!natt_.SendTo(to, d)) counters_.send_failed.fetch_add(1, std::memory_order_relaxed);
+    if (!natt_.SendTo(to.peer, d, to.source))
+      counters_.send_failed.fetch_add(1, std::memory_order_relaxed);
   };
   // Sealed by the crypto engine, in TUN order; the bytes live in the pipeline's slots until
   // the next Process(), so the batch goes out before the next read.
-  const datapath::OutboundPath::SendFn send_sealed = [&](const io::Endpoint& to,
+  const datapath::OutboundPath::SendFn send_sealed = [&](const datapath::Route& to,
                                                          std::span<const std::uint8_t> d) {
-    sends[n++] = io::SendItem{to, d};
+    sends[n++] = io::SendItem{to.peer, d, to.source};
     if (n == sends.size()) flush_sends();
   };
   engine::CryptoPipeline* pipe = outbound_->pipeline();
@@ -632,9 +634,9 @@ void Dataplane::OutboundThread() {
           continue;
         }
         esp::PacketView pkt{{memory.data() + i * kBufSize, kBufSize}, kHead, slots[i].length};
-        const io::Endpoint* peer = nullptr;
-        if (outbound_->Process(mgr, *reader, pkt, peer, now) == datapath::OutboundPath::Verdict::kSend)
-          sends[n++] = io::SendItem{*peer, pkt.bytes()};
+        const datapath::Route* route = nullptr;
+        if (outbound_->Process(mgr, *reader, pkt, route, now) == datapath::OutboundPath::Verdict::kSend)
+          sends[n++] = io::SendItem{route->peer, pkt.bytes(), route->source};
       }
       // CBC + HMAC packets of this batch, sealed together (multi-buffer), into the same send.
       outbound_->FinishBatch(mgr, send_sealed);
@@ -691,7 +693,7 @@ void Dataplane::InboundThread() {
   };
   // One datagram: ESP, or IKE behind the non-ESP marker.
   const auto dispatch = [&](std::span<std::uint8_t> datagram, const io::Endpoint& from,
-                            std::chrono::steady_clock::time_point now) {
+                            const io::IpAddress& to, std::chrono::steady_clock::time_point now) {
     esp::PacketView pkt{datagram, 0, datagram.size()};
     std::span<const std::uint8_t> ike;
     switch (inbound_->Process(mgr, *reader, pkt, ike, now, from)) {
@@ -701,7 +703,7 @@ void Dataplane::InboundThread() {
       case datapath::InboundPath::Verdict::kIke: {
         // To the control thread; its Post() queue is bounded and refusals are counted.
         auto copy = std::make_shared<std::vector<std::uint8_t>>(ike.begin(), ike.end());
-        if (loop_.Post([this, copy, from] { hooks_.ike(*copy, from); }))
+        if (loop_.Post([this, copy, from, to] { hooks_.ike(*copy, from, to); }))
           ike_forwarded_.fetch_add(1, std::memory_order_relaxed);
         else
           counters_.ike_forward_refused.fetch_add(1, std::memory_order_relaxed);
@@ -749,7 +751,7 @@ void Dataplane::InboundThread() {
         // A GRO buffer holds datagrams of one flow: each is dispatched as if received alone.
         const std::size_t count = io::DatagramCount(slots[i]);
         for (std::size_t k = 0; k < count; ++k)
-          dispatch(io::Datagram(slots[i], k), slots[i].peer, now);
+          dispatch(io::Datagram(slots[i], k), slots[i].peer, slots[i].local, now);
         // GRO slots hold up to 64 datagrams each: the engine (or the multi-buffer batch) gets
         // them kBatch or so at a time, as without GRO, so that its ring (kCryptoRing) fills no
         // sooner.

@@ -28,7 +28,9 @@ class Dataplane final : public gateway::DataPlane {
  public:
   // Callbacks run on the control thread (posted to `control_loop`).
   struct Hooks {
-    std::function<void(std::span<const std::uint8_t> ike, const io::Endpoint& from)> ike;
+    // `to`: the local address it came to (empty unless the socket has packet info on).
+    std::function<void(std::span<const std::uint8_t> ike, const io::Endpoint& from,
+                       const io::IpAddress& to)> ike;
     std::function<void(policy::PolicyId)> acquire;
     // The first authentic packet on an SA installed with report_first_packet. Best effort: a
     // report the control loop refuses is counted (Counters::first_packet_refused).
@@ -65,7 +67,7 @@ class Dataplane final : public gateway::DataPlane {
   void ClearOutbound(policy::PolicyId policy, std::uint32_t spi) override;
   void AcquireFailed(policy::PolicyId policy) override;
   void MovePeer(const std::vector<std::uint32_t>& spis_in, const std::vector<std::uint32_t>& spis_out,
-                const io::Endpoint& peer) override;
+                const io::Endpoint& peer, const io::IpAddress& source) override;
   // The address goes on the TUN (/32 or /128) and the connection's remote_ts of its family
   // are routed into the TUN with it as the preferred source (replacing our route there, if
   // any). Failures are logged: the IKE SA stays up, traffic from other sources finds no SA.

@@ -386,6 +386,8 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"mobike", {{"negotiated", ic.mobike_negotiated}, {"updates", ic.mobike_updates}, {"refused", ic.mobike_refused},
                     {"rr_checks", ic.mobike_rr_checks}, {"rr_passed", ic.mobike_rr_passed},
                     {"rr_failed", ic.mobike_rr_failed}, {"rr_skipped", ic.mobike_rr_skipped},
+                    {"local_moves", ic.mobike_local_moves}, {"updates_sent", ic.mobike_updates_sent},
+                    {"no_local_address", ic.mobike_no_local_address},
                     {"additional_addresses", ic.mobike_additional_addresses},
                     {"address_list_overflow", ic.mobike_address_list_overflow},
                     {"address_malformed", ic.mobike_address_malformed},

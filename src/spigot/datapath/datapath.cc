@@ -340,8 +340,9 @@ void OutboundPath::UseEngine(engine::EngineMonitor& monitor, std::size_t ring) {
 
 bool OutboundPath::SetSa(OutboundSpec spec) { return mailbox_.Push(std::move(spec)); }
 bool OutboundPath::ClearSa(policy::PolicyId policy, std::uint32_t spi) { return mailbox_.Push(Clear{policy, spi}); }
-bool OutboundPath::MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer) {
-  return mailbox_.Push(Move{std::move(spis), peer});
+bool OutboundPath::MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer,
+                            const io::IpAddress& source) {
+  return mailbox_.Push(Move{std::move(spis), peer, source});
 }
 bool OutboundPath::SetTrap(policy::PolicyId policy, bool trap) { return mailbox_.Push(Trap{policy, trap}); }
 bool OutboundPath::AcquireFailed(policy::PolicyId policy) { return mailbox_.Push(Failed{policy}); }
@@ -351,7 +352,7 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
     if (auto* spec = std::get_if<OutboundSpec>(&c)) {
       auto sa = std::make_shared<Sa>();
       sa->state = esp::OutboundState{spec->spi, spec->esn, 1};
-      sa->peer = spec->peer;
+      sa->route = Route{spec->peer, spec->source};
       sa->counters = spec->counters;
       if (!SetKeys(mgr, *sa, spec->suite, spec->keymat)) return;
       Policy& p = policies_[spec->policy];
@@ -363,8 +364,8 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
         if (held.size() > 2048) return;
         std::memcpy(buf + esp::kSealHeadroom, held.data(), held.size());
         esp::PacketView pkt{{buf, sizeof(buf)}, esp::kSealHeadroom, held.size()};
-        const io::Endpoint* peer = nullptr;
-        if (Seal(mgr, spec->policy, p, pkt, peer) == Verdict::kSend) send(*peer, pkt.bytes());
+        const Route* route = nullptr;
+        if (Seal(mgr, spec->policy, p, pkt, route) == Verdict::kSend) send(*route, pkt.bytes());
       };
       acquire_.Flush(spec->policy, send_held);
       if (spec->flush_held != policy::kNoPolicy) acquire_.Flush(spec->flush_held, send_held);
@@ -380,7 +381,7 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
       // Every SA of the set at once, between two packets: none goes to a half-moved set.
       for (auto& [id, p] : policies_) {
         if (p.sa && std::find(move->spis.begin(), move->spis.end(), p.sa->state.spi) != move->spis.end())
-          p.sa->peer = move->peer;
+          p.sa->route = Route{move->peer, move->source};
       }
     }
   });
@@ -407,7 +408,7 @@ void OutboundPath::CountSent(Sa& sa, std::size_t inner_len, std::size_t esp_len)
 }
 
 OutboundPath::Verdict OutboundPath::Seal(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p,
-                                         esp::PacketView& pkt, const io::Endpoint*& peer) {
+                                         esp::PacketView& pkt, const Route*& route) {
   Sa& sa = *p.sa;
   const std::size_t inner_len = pkt.length;
   const std::uint8_t next_header =
@@ -417,7 +418,7 @@ OutboundPath::Verdict OutboundPath::Seal(crypto::ImbManager& mgr, policy::Policy
   const esp::Status st = esp::Seal(mgr, *cipher, sa.state, next_header, pkt);
   if (st != esp::Status::kOk) return SealFailed(id, sa, st);
   CountSent(sa, inner_len, pkt.length);
-  peer = &sa.peer;
+  route = &sa.route;
   return Verdict::kSend;
 }
 
@@ -503,7 +504,7 @@ void OutboundPath::FinishBatch(crypto::ImbManager& mgr, const SendFn& send) {
   RunBatch(mgr);
   for (Pending& q : batch_pending_) {
     CountSent(*q.sa, q.inner_len, q.pkt.length);
-    send(q.sa->peer, q.pkt.bytes());
+    send(q.sa->route, q.pkt.bytes());
   }
   batch_pending_.clear();  // capacity kept: no allocation in the next batch
   batch_ran_ = 0;
@@ -525,13 +526,13 @@ void OutboundPath::PollCrypto(crypto::ImbManager& mgr, io::Clock::TimePoint now,
       return;
     }
     CountSent(*job.sa, job.inner_len, job.pkt.length);
-    send(job.sa->peer, job.pkt.bytes());
+    send(job.sa->route, job.pkt.bytes());
     job.sa.reset();
   });
 }
 
 OutboundPath::Verdict OutboundPath::Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader,
-                                            esp::PacketView& pkt, const io::Endpoint*& peer,
+                                            esp::PacketView& pkt, const Route*& route,
                                             std::chrono::steady_clock::time_point now) {
   policy::Family family;
   std::span<const std::uint8_t> src, dst;
@@ -552,7 +553,7 @@ OutboundPath::Verdict OutboundPath::Process(crypto::ImbManager& mgr, policy::Spd
   if (it != policies_.end() && it->second.sa) {
     if (pipeline_ && !pipeline_->Bypass()) return Queue(mgr, id, it->second, pkt, now);
     if (!pipeline_ && esp::MultiBuffer(it->second.sa->suite)) return Batch(mgr, id, it->second, pkt);
-    return Seal(mgr, id, it->second, pkt, peer);
+    return Seal(mgr, id, it->second, pkt, route);
   }
   if (it == policies_.end() || !it->second.trap) {
     Add(counters_.no_sa);

@@ -119,6 +119,8 @@ struct OutboundSpec {
   crypto::SecureBytes keymat;
   bool esn = false;
   io::Endpoint peer;  // the peer's UDP 4500
+  // Our address the packets leave from (the IKE SA's local address); empty: the kernel's pick.
+  io::IpAddress source;
   std::shared_ptr<SaCounters> counters;
   // The connection (trap) policy whose held packets this SA sends first, if any: the acquire
   // was raised on the connection's policy, the SA serves a policy of its own.
@@ -309,6 +311,13 @@ class InboundPath {
   NewSourceFn new_source_;
 };
 
+// Where an outbound SA's packets go: to the peer's UDP 4500, from `source` (empty: the
+// kernel's pick; see io::UdpSocket).
+struct Route {
+  io::Endpoint peer;
+  io::IpAddress source;
+};
+
 class OutboundPath {
  public:
   // kQueued: the packet went to the crypto engine, PollCrypto() sends it; or, without an
@@ -330,19 +339,21 @@ class OutboundPath {
   bool ClearSa(policy::PolicyId policy, std::uint32_t spi);  // only if it is still `spi`
   bool SetTrap(policy::PolicyId policy, bool trap);      // hold-and-acquire when no SA
   bool AcquireFailed(policy::PolicyId policy);           // drop its held packets (counted)
-  // The SAs with these SPIs send to `peer` from now on, all from the same packet on.
-  bool MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer);
+  // The SAs with these SPIs send to `peer`, from `source`, from now on, all from the same
+  // packet on (RFC 4555 make-before-break: no packet leaves a half-moved set).
+  bool MovePeer(std::vector<std::uint32_t> spis, const io::Endpoint& peer,
+                const io::IpAddress& source = {});
   int mailbox_fd() const { return mailbox_.fd(); }
   std::size_t mailbox_depth() const { return mailbox_.size(); }
 
   // Data-path thread.
   // Applies commands; `send` transmits packets flushed from the acquire queue.
-  using SendFn = std::function<void(const io::Endpoint&, std::span<const std::uint8_t>)>;
+  using SendFn = std::function<void(const Route&, std::span<const std::uint8_t>)>;
   void ApplyCommands(crypto::ImbManager& mgr, const SendFn& send);
   // One inner packet from the TUN, in place in `pkt` (kSealHeadroom/kSealTailroom around it).
-  // kSend: `pkt` is the ESP packet for `*peer`.
+  // kSend: `pkt` is the ESP packet to send by `*route`.
   Verdict Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader, esp::PacketView& pkt,
-                  const io::Endpoint*& peer, std::chrono::steady_clock::time_point now);
+                  const Route*& route, std::chrono::steady_clock::time_point now);
   void ExpireAcquires(std::chrono::steady_clock::time_point now);
   // Hands the packets Process() queued to the engine (once per batch).
   void FlushCrypto(crypto::ImbManager& mgr);
@@ -366,7 +377,7 @@ class OutboundPath {
     crypto::SecureBytes keymat;
     crypto::EspSuite suite = crypto::EspSuite::kAesGcm128;
     bool used = false;
-    io::Endpoint peer;
+    Route route;
     std::shared_ptr<SaCounters> counters;
     bool exhausted_reported = false;
   };
@@ -394,12 +405,13 @@ class OutboundPath {
   struct Move {
     std::vector<std::uint32_t> spis;
     io::Endpoint peer;
+    io::IpAddress source;
   };
   using Command = std::variant<OutboundSpec, Clear, Trap, Failed, Move>;
 
   // Seals in place with the policy's SA; false if it cannot (no SA, exhausted, no room).
   Verdict Seal(crypto::ImbManager& mgr, policy::PolicyId id, Policy& p, esp::PacketView& pkt,
-               const io::Endpoint*& peer);
+               const Route*& route);
   // A packet waiting for FinishBatch(), framed in the caller's read buffer.
   struct Pending {
     std::shared_ptr<Sa> sa;  // keeps the SA, and so its keys, until it is sent

@@ -64,7 +64,7 @@ struct Fixture : ::testing::Test {
     out.keymat = keymat;
     out.peer = *io::Endpoint::Parse("192.0.2.1", 4500);
     ASSERT_TRUE(peer_out.SetSa(std::move(out)));
-    peer_out.ApplyCommands(mgr(), [this](const io::Endpoint&, std::span<const std::uint8_t> d) {
+    peer_out.ApplyCommands(mgr(), [this](const Route&, std::span<const std::uint8_t> d) {
       flushed.emplace_back(d.begin(), d.end());
     });
   }
@@ -74,7 +74,7 @@ struct Fixture : ::testing::Test {
     std::vector<std::uint8_t> buf(esp::kSealHeadroom + inner.size() + esp::kSealTailroom);
     std::memcpy(buf.data() + esp::kSealHeadroom, inner.data(), inner.size());
     esp::PacketView pkt{buf, esp::kSealHeadroom, inner.size()};
-    const io::Endpoint* peer = nullptr;
+    const Route* peer = nullptr;
     if (peer_out.Process(mgr(), peer_reader, pkt, peer, Clock::now()) != OutboundPath::Verdict::kSend) return {};
     return {pkt.bytes().begin(), pkt.bytes().end()};
   }
@@ -210,15 +210,22 @@ TEST_F(Fixture, OutboundMovePeerRedirectsTheNextPacket) {
     std::vector<std::uint8_t> buf(esp::kSealHeadroom + inner.size() + esp::kSealTailroom);
     std::memcpy(buf.data() + esp::kSealHeadroom, inner.data(), inner.size());
     esp::PacketView pkt{buf, esp::kSealHeadroom, inner.size()};
-    const io::Endpoint* to = nullptr;
+    const Route* to = nullptr;
     EXPECT_EQ(peer_out.Process(mgr(), peer_reader, pkt, to, Clock::now()), OutboundPath::Verdict::kSend);
-    return to != nullptr ? to->ToString() : std::string("none");
+    if (to == nullptr) return std::string("none");
+    return to->peer.ToString() +
+           (to->source.empty() ? "" : " from " + io::Endpoint::From(to->source, 0).AddressString());
   };
   EXPECT_EQ(sent_to(), "192.0.2.1:4500");
   ASSERT_TRUE(peer_out.MovePeer({kSpi + 1}, *io::Endpoint::Parse("192.0.2.9", 4500)));  // another SA
   ASSERT_TRUE(peer_out.MovePeer({kSpi}, *io::Endpoint::Parse("192.0.2.1", 61001)));
-  peer_out.ApplyCommands(mgr(), [](const io::Endpoint&, std::span<const std::uint8_t>) {});
+  peer_out.ApplyCommands(mgr(), [](const Route&, std::span<const std::uint8_t>) {});
   EXPECT_EQ(sent_to(), "192.0.2.1:61001");
+  // MOBIKE, our side moving: the source changes with the peer, in the same command.
+  ASSERT_TRUE(peer_out.MovePeer({kSpi}, *io::Endpoint::Parse("192.0.2.1", 4500),
+                                io::IpAddress::Of(*io::Endpoint::Parse("192.0.2.5", 0))));
+  peer_out.ApplyCommands(mgr(), [](const Route&, std::span<const std::uint8_t>) {});
+  EXPECT_EQ(sent_to(), "192.0.2.1:4500 from 192.0.2.5");
 }
 
 // An SA idle for a whole ReleaseIdleKeys period gives its expanded keys back, and its next
@@ -347,7 +354,7 @@ TEST_F(Fixture, OutboundWithoutPolicyOrSaIsDropped) {
   auto send = [&](std::vector<std::uint8_t> inner) {
     std::memcpy(buf.data() + esp::kSealHeadroom, inner.data(), inner.size());
     esp::PacketView pkt{buf, esp::kSealHeadroom, inner.size()};
-    const io::Endpoint* peer = nullptr;
+    const Route* peer = nullptr;
     return peer_out.Process(mgr(), peer_reader, pkt, peer, Clock::now());
   };
   EXPECT_EQ(send(Ipv4({203, 0, 113, 5}, {192, 0, 2, 1})), OutboundPath::Verdict::kDrop);
@@ -359,7 +366,7 @@ TEST_F(Fixture, OutboundWithoutPolicyOrSaIsDropped) {
 
 TEST_F(Fixture, TrapHoldsAcquiresOnceOverflowsExactlyAndFlushesInOrder) {
   ASSERT_TRUE(peer_out.SetTrap(kPolicy, true));
-  peer_out.ApplyCommands(mgr(), [](const io::Endpoint&, std::span<const std::uint8_t>) {});
+  peer_out.ApplyCommands(mgr(), [](const Route&, std::span<const std::uint8_t>) {});
   const std::size_t bound = policy::AcquireQueueOptions{}.max_packets_per_acquire;
   const std::size_t burst = bound + 10;
   std::size_t held = 0, dropped = 0;
@@ -368,7 +375,7 @@ TEST_F(Fixture, TrapHoldsAcquiresOnceOverflowsExactlyAndFlushesInOrder) {
     std::vector<std::uint8_t> buf(esp::kSealHeadroom + inner.size() + esp::kSealTailroom);
     std::memcpy(buf.data() + esp::kSealHeadroom, inner.data(), inner.size());
     esp::PacketView pkt{buf, esp::kSealHeadroom, inner.size()};
-    const io::Endpoint* peer = nullptr;
+    const Route* peer = nullptr;
     const auto v = peer_out.Process(mgr(), peer_reader, pkt, peer, Clock::now());
     (v == OutboundPath::Verdict::kHeld ? held : dropped)++;
   }
@@ -389,17 +396,17 @@ TEST_F(Fixture, TrapHoldsAcquiresOnceOverflowsExactlyAndFlushesInOrder) {
 
 TEST_F(Fixture, FailedNegotiationDropsTheHeldPacketsCounted) {
   ASSERT_TRUE(peer_out.SetTrap(kPolicy, true));
-  peer_out.ApplyCommands(mgr(), [](const io::Endpoint&, std::span<const std::uint8_t>) {});
+  peer_out.ApplyCommands(mgr(), [](const Route&, std::span<const std::uint8_t>) {});
   for (int i = 0; i < 5; ++i) {
     auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 1});
     std::vector<std::uint8_t> buf(esp::kSealHeadroom + inner.size() + esp::kSealTailroom);
     std::memcpy(buf.data() + esp::kSealHeadroom, inner.data(), inner.size());
     esp::PacketView pkt{buf, esp::kSealHeadroom, inner.size()};
-    const io::Endpoint* peer = nullptr;
+    const Route* peer = nullptr;
     peer_out.Process(mgr(), peer_reader, pkt, peer, Clock::now());
   }
   ASSERT_TRUE(peer_out.AcquireFailed(kPolicy));
-  peer_out.ApplyCommands(mgr(), [](const io::Endpoint&, std::span<const std::uint8_t>) {});
+  peer_out.ApplyCommands(mgr(), [](const Route&, std::span<const std::uint8_t>) {});
   EXPECT_EQ(peer_counters.acquire_dropped.load(), 5u);
 }
 
@@ -476,7 +483,7 @@ TEST(MultiBuffer, OutboundBatchesSealLikeThePerPacketPath) {
     spec.counters = sa_counters.back();
     ASSERT_TRUE(out.SetSa(std::move(spec)));
   }
-  out.ApplyCommands(mgr, [](const io::Endpoint&, std::span<const std::uint8_t>) { FAIL(); });
+  out.ApplyCommands(mgr, [](const Route&, std::span<const std::uint8_t>) { FAIL(); });
   std::uint64_t seq[5] = {1, 1, 1, 1, 1};
   std::size_t next = 0, total = 0;
   for (std::size_t size = 1; size <= 64; ++size) {
@@ -484,9 +491,9 @@ TEST(MultiBuffer, OutboundBatchesSealLikeThePerPacketPath) {
     std::vector<std::vector<std::uint8_t>> sent;
     std::vector<std::uint16_t> sent_ports, want_ports;
     std::vector<std::vector<std::uint8_t>> want_cbc, want_gcm;
-    const OutboundPath::SendFn capture = [&](const io::Endpoint& to, std::span<const std::uint8_t> d) {
+    const OutboundPath::SendFn capture = [&](const Route& to, std::span<const std::uint8_t> d) {
       sent.emplace_back(d.begin(), d.end());
-      sent_ports.push_back(to.port());
+      sent_ports.push_back(to.peer.port());
     };
     for (std::size_t i = 0; i < size; ++i) {
       const auto inner = BatchInner(next + i);
@@ -494,7 +501,7 @@ TEST(MultiBuffer, OutboundBatchesSealLikeThePerPacketPath) {
       buffers[i].assign(esp::kSealHeadroom + inner.size() + esp::kSealTailroom, 0);
       std::memcpy(buffers[i].data() + esp::kSealHeadroom, inner.data(), inner.size());
       esp::PacketView pkt{buffers[i], esp::kSealHeadroom, inner.size()};
-      const io::Endpoint* peer = nullptr;
+      const Route* peer = nullptr;
       const auto v = out.Process(mgr, reader, pkt, peer, Clock::now());
       (kBatchSas[s].suite == crypto::EspSuite::kAesGcm128 ? want_gcm : want_cbc)
           .push_back(ReferenceSeal(kBatchSas[s], inner, seq[s]++));

@@ -17,7 +17,8 @@ const ChildSaManager::Child* ChildSaManager::Find(std::uint32_t spi_in) const {
 
 bool ChildSaManager::Install(const ike::ChildSaInfo& child, std::uint64_t owner,
                              const std::string& peer, const Connection* conn,
-                             const io::Endpoint& peer_natt, ike::TimePoint now) {
+                             const io::Endpoint& peer_natt, const io::IpAddress& source,
+                             ike::TimePoint now) {
   sa::ChildSaParams p;
   p.inbound_spi = child.spi_in;
   p.outbound_spi = child.spi_out;
@@ -81,6 +82,7 @@ bool ChildSaManager::Install(const ike::ChildSaInfo& child, std::uint64_t owner,
   out.keymat = child.keymat_out;
   out.esn = child.algs.esn;
   out.peer = peer_natt;
+  out.source = source;
   out.counters = rec.counters;
   // Traffic a trap held for the connection goes out on its first SA.
   out.flush_held = conn != nullptr ? dataplane_.PolicyFor(conn->cfg.name) : policy::kNoPolicy;
@@ -224,7 +226,8 @@ bool ChildSaManager::HeardFrom(const std::vector<ike::ChildSaInfo>& children) {
   return heard;
 }
 
-void ChildSaManager::MovePeer(const std::vector<ike::ChildSaInfo>& children, const io::Endpoint& peer) {
+void ChildSaManager::MovePeer(const std::vector<ike::ChildSaInfo>& children, const io::Endpoint& peer,
+                              const io::IpAddress& source) {
   std::vector<std::uint32_t> spis_in, spis_out;
   for (const auto& c : children) {
     auto it = children_.find(c.spi_in);
@@ -232,8 +235,9 @@ void ChildSaManager::MovePeer(const std::vector<ike::ChildSaInfo>& children, con
     spis_in.push_back(c.spi_in);
     spis_out.push_back(it->second.spi_out);
     it->second.outbound.peer = peer;  // a deferred outbound half goes there too when it starts
+    it->second.outbound.source = source;
   }
-  if (!spis_in.empty()) dataplane_.MovePeer(spis_in, spis_out, peer);
+  if (!spis_in.empty()) dataplane_.MovePeer(spis_in, spis_out, peer, source);
 }
 
 void ChildSaManager::OnFirstPacket(std::uint32_t spi_in) {

@@ -94,12 +94,14 @@ class ChildSaManager {
   double RekeysPerMinute(ike::TimePoint now) { return rekeys_.PerMinute(now); }
 
   // Installs a negotiated CHILD SA of IKE SA `owner` (our SPI), whose peer is `peer`
-  // (IkeSaTable::PeerKey), toward `peer_natt` (the peer's UDP 4500). `conn` may be null (a
+  // (IkeSaTable::PeerKey), toward `peer_natt` (the peer's UDP 4500) from `source` (our address;
+  // empty: the kernel's pick). `conn` may be null (a
   // connection removed by reload). It serves a policy of its own (SaPolicies): its
   // predecessor's, the peer's with the same selectors, or a new one. False if the SA database
   // refused it (logged, counted).
   bool Install(const ike::ChildSaInfo& child, std::uint64_t owner, const std::string& peer,
-               const Connection* conn, const io::Endpoint& peer_natt, ike::TimePoint now);
+               const Connection* conn, const io::Endpoint& peer_natt, const io::IpAddress& source,
+               ike::TimePoint now);
   // False (counted in policy_conflicts, logged) if a CHILD SA of `peer` with these selectors
   // would overlap another peer's: the responder refuses it with TS_UNACCEPTABLE.
   bool Admit(const std::string& peer, const std::vector<ike::TrafficSelector>& local_ts,
@@ -113,8 +115,10 @@ class ChildSaManager {
   bool HeardFrom(const std::vector<ike::ChildSaInfo>& children);
   // The first authentic packet on a deferred successor: it becomes the outbound SA.
   void OnFirstPacket(std::uint32_t spi_in);
-  // These CHILD SAs' peer (their IKE SA's) is at `peer` (its UDP 4500) from now on.
-  void MovePeer(const std::vector<ike::ChildSaInfo>& children, const io::Endpoint& peer);
+  // These CHILD SAs' peer (their IKE SA's) is at `peer` (its UDP 4500), and our end at
+  // `source`, from now on: all of them in one data-plane command.
+  void MovePeer(const std::vector<ike::ChildSaInfo>& children, const io::Endpoint& peer,
+                const io::IpAddress& source);
   // An IKE rekey moved CHILD SA `spi_in` to the IKE SA `owner`.
   void SetOwner(std::uint32_t spi_in, std::uint64_t owner);
 

@@ -68,6 +68,8 @@ void Gateway::SaveLeases() {
 }
 
 bool Gateway::Init(std::string* error) {
+  const auto listen = io::Endpoint::Parse(config_.global.listen, config_.global.ike_port);
+  listen_wildcard_ = listen && listen->wildcard();
   if (!ApplyRadius(config_.radius, error)) return false;
   if (!connections_.Apply(config_, config_path_, radius_, error)) return false;
   pools_.Apply(config_.pools);
@@ -156,6 +158,10 @@ void Gateway::Tick() {
   children_.StartDueRekeys(now, table_);
   if (leases_dirty_ && now - leases_saved_at_ >= kLeasesSaveInterval) SaveLeases();
   if (shutting_down_ && !shutdown_continue_posted_) ContinueShutdown();
+  if (addresses_settle_at_ && now >= *addresses_settle_at_) {
+    addresses_settle_at_.reset();
+    CheckLocalAddresses();
+  }
 }
 
 bool Gateway::finished() const {
@@ -172,11 +178,17 @@ bool Gateway::Initiate(const std::string& name, std::string* error) {
     return *error = "connection '" + name + "' has no remote address to initiate to", false;
   auto remote = io::Endpoint::Parse(cfg.remote_addrs[0], config_.global.ike_port);
   if (!remote) return *error = "bad remote address '" + cfg.remote_addrs[0] + "'", false;
-  // Our address as the peer sees it: the configured one, else the listen address.
+  // Our address as the peer sees it: the configured one, else the listen address, or on a
+  // wildcard listen the source of the host's route to the peer (what NAT detection must hash,
+  // and what the datagrams leave from).
   std::string local_addr = config_.global.listen;
   if (!cfg.local_addrs.empty() && cfg.local_addrs[0] != "%any") local_addr = cfg.local_addrs[0];
   auto local = io::Endpoint::Parse(local_addr, config_.global.ike_port);
   if (!local) return *error = "bad local address '" + local_addr + "'", false;
+  if (local->wildcard() && env_.host != nullptr) {
+    const io::IpAddress source = env_.host->RouteSource(io::IpAddress::Of(*remote));
+    if (source.family == local->family()) local = io::Endpoint::From(source, config_.global.ike_port);
+  }
   // INITIAL_CONTACT (RFC 7296 2.4) when this is our only IKE SA with that peer (by address,
   // whatever the connection): a peer that still holds SAs of ours from before a restart may
   // drop them at once.

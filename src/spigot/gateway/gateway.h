@@ -77,6 +77,9 @@ class Gateway final : public ike::IkeSaHost {
     // Makes the RADIUS client of remote_auth = "eap-radius" on the control loop (the daemon's
     // radius::Client::Create); empty where there is none (then eap-radius is refused).
     std::function<std::shared_ptr<radius::Client>(radius::ClientOptions, std::string*)> make_radius = {};
+    // The host's addresses and routes (MOBIKE as original initiator, the local address of an
+    // initiator on a wildcard listen); null: neither is looked up.
+    HostNetwork* host = nullptr;
   };
 
   struct Counters {
@@ -127,7 +130,10 @@ class Gateway final : public ike::IkeSaHost {
 
   // IKE datagrams in. Responses are processed at once; requests go to the negotiation queue,
   // worked by WorkQueue (call it once after a batch, so the batch is prioritised together).
-  void ReceiveIke(std::span<const std::uint8_t> datagram, const io::Endpoint& from, bool natt_port);
+  // `to`: the local address it came to, if the socket knows it (a wildcard listen with packet
+  // info); a new responder IKE SA takes it as its own address.
+  void ReceiveIke(std::span<const std::uint8_t> datagram, const io::Endpoint& from, bool natt_port,
+                  const io::IpAddress& to = {});
   void WorkQueue();
   // A datagram on an IKE port was larger than the receive buffer: dropped, counted here.
   void OnTruncatedIke() { ++counters_.ike_truncated; }
@@ -140,6 +146,12 @@ class Gateway final : public ike::IkeSaHost {
   void OnExhausted(policy::PolicyId policy, std::uint32_t spi_out);
   // Every kTickPeriod.
   void Tick();
+  // The host's addresses changed (netlink RTM_NEWADDR / RTM_DELADDR, or a lost notification).
+  // Events are debounced (an address swap is a delete and an add in a burst): kAddressSettle
+  // after the last one, the IKE SAs we initiated with MOBIKE whose local address is gone, or
+  // whose route to the peer now leaves from another address, move there (RFC 4555 3.5).
+  void OnAddressesChanged();
+  static constexpr auto kAddressSettle = std::chrono::milliseconds(200);
 
   // Operator commands.
   bool Initiate(const std::string& name, std::string* error);
@@ -221,11 +233,12 @@ class Gateway final : public ike::IkeSaHost {
   double MaxRekeysPerSecond() const;
 
   // Intake (intake.cc).
-  void ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port);
+  void ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& from, bool natt_port,
+                  const io::IpAddress& to);
   // Past cookie_threshold half-open SAs: true if the IKE_SA_INIT request carries a valid
   // cookie; otherwise answers with a fresh COOKIE (statelessly) and returns false.
   bool CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
-                    const io::Endpoint& from, bool natt_port);
+                    const io::Endpoint& from, bool natt_port, const io::IpAddress& to);
   void ScheduleQueueWork();
   // Answers a new peer's IKE_SA_INIT on an IKE worker; false if the pool has no room.
   bool OffloadInit(std::unique_ptr<ike::IkeSa> sa, std::span<const std::uint8_t> msg, bool natt,
@@ -237,6 +250,17 @@ class Gateway final : public ike::IkeSaHost {
   // the other IKE SAs of the same connection and peer identity (config::Unique). Run after the
   // exchange, not inside it: the SA may have to delete itself.
   void ApplyUniqueness();
+
+  // Where an IKE SA's datagrams and its CHILD SAs' ESP leave from: its local address when we
+  // listen on the wildcard address (else the socket's own address serves).
+  io::IpAddress SourceOf(const ike::IkeSa& sa) const;
+  // MOBIKE as original initiator (ike_sa_host.cc): the addresses settled (OnAddressesChanged).
+  void CheckLocalAddresses();
+  // The local address IKE SA `sa` should use given the host's `addresses`: the one it has if
+  // still right, else another (empty: none usable).
+  io::IpAddress ChooseLocal(const ike::IkeSa& sa, const std::vector<io::IpAddress>& addresses);
+  std::optional<ike::TimePoint> addresses_settle_at_;  // a check is due then
+  bool listen_wildcard_ = false;  // global.listen is 0.0.0.0 or ::
 
   // Acquires (ike_sa_host.cc).
   void StartAcquired(policy::PolicyId policy);  // the acquire's turn in the negotiation queue

@@ -9,6 +9,7 @@
 
 #include "spigot/bounds.h"
 #include "spigot/control/gateway_commands.h"
+#include "spigot/ike/endpoint.h"
 #include "spigot/test_tools/gateway_pair.h"
 
 namespace spigot::gateway {
@@ -917,6 +918,136 @@ TEST(GatewayTest, MobikeAddressListIsTheReachableLocalAddrs) {
   EXPECT_EQ(addresses(conf("192.0.2.2", "192.0.2.2, 192.0.2.3")), (std::vector<std::string>{"192.0.2.2:0"}));
   EXPECT_TRUE(addresses(conf("192.0.2.2", "192.0.2.3")).empty());
   EXPECT_TRUE(addresses(conf("0.0.0.0", "%any")).empty());
+}
+
+// The host's addresses as a test sets them (netlink in the daemon).
+class FakeHost final : public HostNetwork {
+ public:
+  std::vector<io::IpAddress> Addresses() override { return addresses; }
+  io::IpAddress RouteSource(const io::IpAddress&) override { return route_source; }
+  std::vector<io::IpAddress> addresses;
+  io::IpAddress route_source;
+};
+
+io::IpAddress Ip(const char* text) { return io::IpAddress::Of(*io::Endpoint::Parse(text, 0)); }
+
+const ike::IkeSa& OnlySa(const Gateway& gw) {
+  EXPECT_EQ(gw.ike_sas().size(), 1u);
+  return *gw.ike_sas().entries().begin()->second.sa;
+}
+
+// RFC 4555 3.5, spigot the original initiator: A listens on the wildcard address with
+// local_addrs %any, so its local address is the source of its route to B (and NAT detection
+// finds no NAT). When that address goes and another comes (a burst of address events), A waits
+// for the burst to settle, moves the IKE SA and every CHILD SA's ESP source to the new address
+// and sends UPDATE_SA_ADDRESSES from it: B follows (after its return routability check, which
+// A answers) on the same IKE SA, and traffic flows both ways again.
+TEST(GatewayTest, MobikeInitiatorMovesToTheHostsNewAddress) {
+  std::string a_toml = SiteConfig(1, 2);
+  const auto replace = [&](const std::string& from, const std::string& to) {
+    const auto at = a_toml.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    a_toml.replace(at, from.size(), to);
+  };
+  replace("listen = \"192.0.2.1\"", "listen = \"0.0.0.0\"");
+  replace("local_addrs = \"192.0.2.1\"", "local_addrs = \"%any\"");
+  GatewayPair p(a_toml, SiteConfig(2, 1));
+  FakeHost host;
+  host.addresses = {Ip("192.0.2.1"), Ip("198.51.100.1")};
+  host.route_source = Ip("192.0.2.1");
+  p.a.host = &host;
+  p.Restart(p.a, a_toml);
+  Establish(p, p.a);
+  const ike::IkeSa& a_sa = OnlySa(*p.a.gw);
+  const std::uint64_t spi_i = a_sa.spi_i(), spi_r = a_sa.spi_r();
+  ASSERT_TRUE(a_sa.mobike());
+  EXPECT_EQ(ike::ToString(a_sa.local()), "192.0.2.1:500");
+  EXPECT_FALSE(a_sa.nat_detected());  // NAT detection hashed the real address, not 0.0.0.0
+  ASSERT_EQ(p.a.dataplane.outbound.size(), 1u);
+  EXPECT_EQ(p.a.dataplane.outbound.begin()->second.source, Ip("192.0.2.1"));
+  p.Traffic();
+  EXPECT_EQ(p.a.delivered_packets + p.b.delivered_packets, 2u);
+
+  // Nothing changed for this SA: an event moves nothing.
+  p.a.gw->OnAddressesChanged();
+  p.Advance(milliseconds(500));
+  EXPECT_EQ(p.a.gw->ike_counters().mobike_updates_sent, 0u);
+
+  // 192.0.2.5 comes, 192.0.2.1 goes: two events; nothing moves until they settle.
+  p.a.transport.aliases = {"192.0.2.5"};
+  host.addresses = {Ip("192.0.2.1"), Ip("192.0.2.5"), Ip("198.51.100.1")};
+  p.a.gw->OnAddressesChanged();
+  p.Advance(milliseconds(100));
+  host.addresses = {Ip("192.0.2.5"), Ip("198.51.100.1")};
+  host.route_source = Ip("192.0.2.5");
+  p.a.gw->OnAddressesChanged();
+  p.Advance(Gateway::kAddressSettle / 2);
+  EXPECT_EQ(p.a.gw->ike_counters().mobike_updates_sent, 0u) << "moved before the burst settled";
+  p.Advance(Gateway::kAddressSettle);
+  const ike::IkeCounters& ac = p.a.gw->ike_counters();
+  EXPECT_EQ(ac.mobike_local_moves, 1u);
+  EXPECT_EQ(ac.mobike_updates_sent, 1u);
+  const ike::IkeSa& moved = OnlySa(*p.a.gw);
+  EXPECT_EQ(moved.spi_i(), spi_i);
+  EXPECT_EQ(moved.spi_r(), spi_r);
+  EXPECT_EQ(ike::ToString(moved.local()), "192.0.2.5:500");
+  EXPECT_FALSE(moved.nat_detected());
+  // Every CHILD SA leaves from the new address (one data-plane command).
+  EXPECT_EQ(p.a.dataplane.outbound.begin()->second.source, Ip("192.0.2.5"));
+  EXPECT_EQ(p.a.dataplane.Count(Kind::kMovePeer), 1u);
+  // B followed on the same IKE SA after checking the new address (COOKIE2 echoed by A).
+  const ike::IkeSa& b_sa = OnlySa(*p.b.gw);
+  EXPECT_EQ(b_sa.spi_i(), spi_i);
+  EXPECT_EQ(ike::ToEndpoint(b_sa.remote()).AddressString(), "192.0.2.5");
+  const ike::IkeCounters& bc = p.b.gw->ike_counters();
+  EXPECT_EQ(bc.mobike_updates, 1u);
+  EXPECT_EQ(bc.mobike_rr_passed, bc.mobike_rr_checks);
+  EXPECT_EQ(bc.mobike_rr_failed, 0u);
+  ASSERT_EQ(p.b.dataplane.outbound.size(), 1u);
+  EXPECT_EQ(p.b.dataplane.outbound.begin()->second.peer.AddressString(), "192.0.2.5");
+  const std::uint64_t delivered = p.a.delivered_packets + p.b.delivered_packets;
+  p.Traffic();
+  EXPECT_EQ(p.a.delivered_packets + p.b.delivered_packets, delivered + 2);
+  EXPECT_EQ(Established(*p.a.gw), 1u);
+  EXPECT_EQ(Established(*p.b.gw), 1u);
+
+  // Every address gone: nowhere to move; the SA stays and this is counted.
+  host.addresses = {};
+  host.route_source = {};
+  p.a.gw->OnAddressesChanged();
+  p.Advance(Gateway::kAddressSettle * 2);
+  EXPECT_EQ(p.a.gw->ike_counters().mobike_no_local_address, 1u);
+  EXPECT_EQ(p.a.gw->ike_counters().mobike_updates_sent, 1u);
+  EXPECT_EQ(ike::ToString(OnlySa(*p.a.gw).local()), "192.0.2.5:500");
+  ExpectCleanDataPath(p);
+}
+
+// With a literal local_addrs list the initiator moves only among those addresses, keeping the
+// one in use while the host has it; on a bound listen address nothing can move.
+TEST(GatewayTest, MobikeInitiatorMovesAmongItsLiteralLocalAddrs) {
+  std::string a_toml = SiteConfig(1, 2);
+  a_toml.replace(a_toml.find("listen = \"192.0.2.1\""), 20, "listen = \"0.0.0.0\"");
+  a_toml.replace(a_toml.find("local_addrs = \"192.0.2.1\""), 25, "local_addrs = \"192.0.2.1, 192.0.2.6\"");
+  GatewayPair p(a_toml, SiteConfig(2, 1));
+  FakeHost host;
+  host.addresses = {Ip("192.0.2.1"), Ip("192.0.2.6"), Ip("192.0.2.9")};
+  host.route_source = Ip("192.0.2.9");  // not in local_addrs: never chosen
+  p.a.host = &host;
+  p.a.transport.aliases = {"192.0.2.6"};
+  p.Restart(p.a, a_toml);
+  Establish(p, p.a);
+  EXPECT_EQ(ike::ToString(OnlySa(*p.a.gw).local()), "192.0.2.1:500");
+  p.a.gw->OnAddressesChanged();
+  p.Advance(Gateway::kAddressSettle * 2);
+  EXPECT_EQ(p.a.gw->ike_counters().mobike_local_moves, 0u);  // 192.0.2.1 is still there
+  host.addresses = {Ip("192.0.2.6"), Ip("192.0.2.9")};
+  p.a.gw->OnAddressesChanged();
+  p.Advance(Gateway::kAddressSettle * 2);
+  EXPECT_EQ(p.a.gw->ike_counters().mobike_local_moves, 1u);
+  EXPECT_EQ(ike::ToString(OnlySa(*p.a.gw).local()), "192.0.2.6:500");
+  EXPECT_EQ(ike::ToEndpoint(OnlySa(*p.b.gw).remote()).AddressString(), "192.0.2.6");
+  p.Traffic();
+  ExpectCleanDataPath(p);
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ void Gateway::SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) {
     sa.set_remote(r);
   }
   if (natt && e != nullptr) e->natt = true;
-  env_.transport.Send(ike::ToEndpoint(sa.remote()), datagram, natt);
+  env_.transport.Send(ike::ToEndpoint(sa.remote()), datagram, natt, SourceOf(sa));
 }
 
 void Gateway::SendIkeTo(ike::IkeSa& sa, const ike::Bytes& datagram, const ike::Address& to) {
@@ -31,7 +31,7 @@ void Gateway::SendIkeTo(ike::IkeSa& sa, const ike::Bytes& datagram, const ike::A
   // MOBIKE peer probing a new path: the NAT-T port's socket unless the request came to 500.
   const SaEntry* e = table_.Find(IkeSaTable::OurSpi(sa));
   const bool natt = (e != nullptr && e->natt) || to.port != config_.global.ike_port;
-  env_.transport.Send(ike::ToEndpoint(to), datagram, natt);
+  env_.transport.Send(ike::ToEndpoint(to), datagram, natt, SourceOf(sa));
 }
 
 std::optional<std::uint32_t> Gateway::AllocateChildSpi(bool rekey, ike::NotifyType& refusal) {
@@ -55,7 +55,7 @@ void Gateway::InstallChild(ike::IkeSa& sa, const ike::ChildSaInfo& child) {
   ike::Address peer = sa.esp_remote();
   if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
   if (!children_.Install(child, IkeSaTable::OurSpi(sa), IkeSaTable::PeerKey(sa), c,
-                         ike::ToEndpoint(peer), Now()))
+                         ike::ToEndpoint(peer), SourceOf(sa), Now()))
     return;
   // The acquire a trap raised on the connection's policy is answered.
   if (c != nullptr) pending_acquires_.erase(env_.dataplane.PolicyFor(c->cfg.name));
@@ -177,12 +177,93 @@ void Gateway::PeerMoved(ike::IkeSa& sa, const ike::Address& was) {
   // ESP follows: every CHILD SA of the IKE SA sends to the new address from the same packet on.
   ike::Address peer = sa.esp_remote();
   if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
-  children_.MovePeer(sa.children(), ike::ToEndpoint(peer));
+  children_.MovePeer(sa.children(), ike::ToEndpoint(peer), SourceOf(sa));
   spdlog::info("{}: IKE SA {:016x}_i {:016x}_r: peer moved from {} to {} ({}), {} CHILD SA(s) with it",
                sa.connection() ? sa.connection()->name : "?", sa.spi_i(), sa.spi_r(), ike::ToString(was),
                ike::ToString(sa.esp_remote()),
                sa.mobike() ? "MOBIKE UPDATE_SA_ADDRESSES" : "NAT mapping changed",
                sa.children().size());
+}
+
+io::IpAddress Gateway::SourceOf(const ike::IkeSa& sa) const {
+  // On one bound address the socket sends from it anyway.
+  if (!listen_wildcard_) return {};
+  const io::IpAddress a = io::IpAddress::Of(ike::ToEndpoint(sa.local()));
+  const bool any = std::all_of(a.bytes.begin(), a.bytes.end(), [](std::uint8_t b) { return b == 0; });
+  return any ? io::IpAddress{} : a;
+}
+
+void Gateway::OnAddressesChanged() {
+  // Each event of a burst pushes the check back: it runs once the burst is over.
+  addresses_settle_at_ = Now() + kAddressSettle;
+}
+
+io::IpAddress Gateway::ChooseLocal(const ike::IkeSa& sa, const std::vector<io::IpAddress>& addresses) {
+  const io::IpAddress current = io::IpAddress::Of(ike::ToEndpoint(sa.local()));
+  const io::IpAddress peer = io::IpAddress::Of(ike::ToEndpoint(sa.remote()));
+  const auto present = [&](const io::IpAddress& a) {
+    return std::find(addresses.begin(), addresses.end(), a) != addresses.end();
+  };
+  // The connection's literal local_addrs that the host has (of the peer's family): the one in
+  // use while it is there, else the first of them.
+  const Connection* c = sa.connection() ? connections_.Find(sa.connection()->name) : nullptr;
+  bool literal = false;
+  io::IpAddress first;
+  if (c != nullptr) {
+    for (const std::string& text : c->cfg.local_addrs) {
+      const auto e = io::Endpoint::Parse(text, 0);
+      if (!e || e->wildcard()) continue;
+      const io::IpAddress a = io::IpAddress::Of(*e);
+      if (a.family != peer.family) continue;
+      literal = true;
+      if (!present(a)) continue;
+      if (a == current) return current;
+      if (first.empty()) first = a;
+    }
+  }
+  if (literal) return first;
+  // %any: the path the host's routing takes to the peer now (4555 3.5: the path changed, or
+  // the address in use went).
+  const io::IpAddress routed = env_.host->RouteSource(peer);
+  return routed.family == peer.family ? routed : io::IpAddress{};
+}
+
+void Gateway::CheckLocalAddresses() {
+  // Bound to one address, every datagram leaves from it: there is nothing to move to.
+  if (env_.host == nullptr || !listen_wildcard_ || shutting_down_) return;
+  const std::vector<io::IpAddress> addresses = env_.host->Addresses();
+  const ike::TimePoint now = Now();
+  for (auto& [ours, e] : table_.entries()) {
+    ike::IkeSa& sa = *e.sa;
+    if (!sa.mobike() || sa.role() != ike::IkeSa::Role::kInitiator ||
+        sa.state() != ike::IkeSa::State::kEstablished || sa.rekeyed())
+      continue;
+    const io::IpAddress current = io::IpAddress::Of(ike::ToEndpoint(sa.local()));
+    const io::IpAddress next = ChooseLocal(sa, addresses);
+    if (next == current) continue;
+    const char* name = sa.connection() ? sa.connection()->name.c_str() : "?";
+    if (next.empty()) {
+      // Nowhere to go (yet): the SA stays; the next address event looks again.
+      ++ike_counters_.mobike_no_local_address;
+      spdlog::warn("{}: IKE SA {:016x}_i {:016x}_r: local address {} unusable and no other to move to",
+                   name, sa.spi_i(), sa.spi_r(), ike::ToString(sa.local()));
+      continue;
+    }
+    ike::Address local = sa.local();
+    const ike::Address was = local;
+    std::copy(next.bytes.begin(), next.bytes.end(), local.ip.begin());
+    if (!sa.UpdateSaAddresses(local, now)) continue;
+    // Every CHILD SA leaves from the new address from the same packet on; the peer learns it
+    // from the UPDATE_SA_ADDRESSES just queued (ESP from the old address would go nowhere).
+    ike::Address peer = sa.esp_remote();
+    if (peer.port == config_.global.ike_port) peer.port = config_.global.natt_port;
+    children_.MovePeer(sa.children(), ike::ToEndpoint(peer), SourceOf(sa));
+    table_.Schedule(ours);
+    spdlog::info("{}: IKE SA {:016x}_i {:016x}_r: local address moved from {} to {} (MOBIKE "
+                 "UPDATE_SA_ADDRESSES), {} CHILD SA(s) with it",
+                 name, sa.spi_i(), sa.spi_r(), ike::ToString(was), ike::ToString(sa.local()),
+                 sa.children().size());
+  }
 }
 
 void Gateway::OnNewSource(std::uint32_t spi_in, const io::Endpoint& from) {

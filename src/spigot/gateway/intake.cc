@@ -70,6 +70,9 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.mobike_rr_passed += from.mobike_rr_passed;
   to.mobike_rr_failed += from.mobike_rr_failed;
   to.mobike_rr_skipped += from.mobike_rr_skipped;
+  to.mobike_local_moves += from.mobike_local_moves;
+  to.mobike_updates_sent += from.mobike_updates_sent;
+  to.mobike_no_local_address += from.mobike_no_local_address;
   to.mobike_additional_addresses += from.mobike_additional_addresses;
   to.mobike_address_list_overflow += from.mobike_address_list_overflow;
   to.mobike_address_malformed += from.mobike_address_malformed;
@@ -91,14 +94,14 @@ struct Gateway::OffloadJob {
 };
 
 void Gateway::ReceiveIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
-                         bool natt_port) {
+                         bool natt_port, const io::IpAddress& to) {
   ++counters_.ike_received;
   ike::Header h;
   if (!ike::ParseHeader(msg, h)) {
     ++counters_.ike_invalid;
     return;
   }
-  if (h.is_response()) return ProcessIke(msg, from, natt_port);
+  if (h.is_response()) return ProcessIke(msg, from, natt_port, to);
   engine::Priority prio = engine::Priority::kNew;
   if (h.spi_r != 0) {
     const SaEntry* e = table_.Find(h.from_initiator() ? h.spi_r : h.spi_i);
@@ -115,9 +118,9 @@ void Gateway::ReceiveIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
   auto copy = std::make_shared<std::vector<std::uint8_t>>(msg.begin(), msg.end());
   // A full queue refuses (or evicts lower-priority work) with STATUS_IPSEC_QUEUE_OVERFLOW,
   // counted in queue_overflows; the peer retransmits.
-  (void)queue_.Submit(prio, [this, copy, from, natt_port, queued = Now()] {
+  (void)queue_.Submit(prio, [this, copy, from, natt_port, to, queued = Now()] {
     queue_wait_seconds_.Observe(Now() - queued);
-    ProcessIke(*copy, from, natt_port);
+    ProcessIke(*copy, from, natt_port, to);
   });
 }
 
@@ -162,7 +165,7 @@ void Gateway::ScheduleQueueWork() {
 }
 
 void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& from,
-                         bool natt_port) {
+                         bool natt_port, const io::IpAddress& to) {
   ike::Header h;
   if (!ike::ParseHeader(msg, h)) return;
   const ike::TimePoint now = Now();
@@ -194,14 +197,18 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
       // login storms that hover around the threshold).
       if (table_.half_open_count() >= config_.global.cookie_threshold)
         cookies_until_ = now + kCookieHold;
-      if (c != nullptr && now < cookies_until_ && !CookieAdmits(msg, h, from, natt_port)) return;
+      if (c != nullptr && now < cookies_until_ && !CookieAdmits(msg, h, from, natt_port, to)) return;
       if (c == nullptr) {
         ++counters_.ike_no_connection;
         spdlog::info("IKE_SA_INIT from {}: no connection accepts this address", from.ToString());
         return;
       }
       ours = table_.NewSpi();
-      const ike::Address local = ike::ToAddress(env_.transport.LocalEndpoint(natt_port));
+      // Our address as the peer sees it: where its datagram came to (a wildcard listen knows it
+      // from the packet info), else the address we listen on. NAT detection hashes it.
+      const io::Endpoint listening = env_.transport.LocalEndpoint(natt_port);
+      const ike::Address local = ike::ToAddress(
+          to.family == listening.family() ? io::Endpoint::From(to, listening.port()) : listening);
       auto make_sa = [&] {
         return std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kResponder,
                                             c->params, local, ike::ToAddress(from), h.spi_i, ours);
@@ -245,7 +252,7 @@ void Gateway::ProcessIke(std::span<const std::uint8_t> msg, const io::Endpoint& 
 }
 
 bool Gateway::CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header& h,
-                           const io::Endpoint& from, bool natt_port) {
+                           const io::Endpoint& from, bool natt_port, const io::IpAddress& to) {
   ike::Message m;
   if (ike::ParseMessage(msg, m).error != ike::ParseError::kOk) {
     ++counters_.ike_invalid;
@@ -271,7 +278,7 @@ bool Gateway::CookieAdmits(std::span<const std::uint8_t> msg, const ike::Header&
       {ike::PayloadType::kNotify,
        ike::NotifyPayload{ike::ProtocolId::kNone, {}, ike::NotifyType::kCookie,
                           cookies_.Make(ni->data, from.address_bytes(), h.spi_i, now)}});
-  env_.transport.Send(from, ike::Serialize(reply, nullptr), natt_port);
+  env_.transport.Send(from, ike::Serialize(reply, nullptr), natt_port, to);
   ++counters_.cookies_sent;
   return false;
 }

@@ -67,11 +67,11 @@ class DataPlane {
   virtual void SetOutbound(datapath::OutboundSpec spec) = 0;
   // The policy has no SA any more (only if `spi` is still its current one).
   virtual void ClearOutbound(policy::PolicyId policy, std::uint32_t spi) = 0;
-  // The peer of these CHILD SAs (one IKE SA's) is at `peer` (its UDP 4500) from now on: the
-  // outbound halves send there, all from the same packet on, and the inbound halves report
-  // sources other than it.
+  // The peer of these CHILD SAs (one IKE SA's) is at `peer` (its UDP 4500) from now on, and
+  // our end at `source` (empty: the kernel's pick): the outbound halves send there from there,
+  // all from the same packet on, and the inbound halves report sources other than `peer`.
   virtual void MovePeer(const std::vector<std::uint32_t>& spis_in, const std::vector<std::uint32_t>& spis_out,
-                        const io::Endpoint& peer) = 0;
+                        const io::Endpoint& peer, const io::IpAddress& source) = 0;
   // The negotiation an acquire asked for will not come: drop the packets it holds.
   virtual void AcquireFailed(policy::PolicyId policy) = 0;
   // Remote access, initiator side: `address` (a host prefix) is our virtual IP on
@@ -109,10 +109,25 @@ class DataPlane {
 class IkeTransport {
  public:
   virtual ~IkeTransport() = default;
-  // `natt`: send on the NAT-T port, behind the marker (the implementation adds it).
-  virtual void Send(const io::Endpoint& to, std::span<const std::uint8_t> datagram, bool natt) = 0;
+  // `natt`: send on the NAT-T port, behind the marker (the implementation adds it). `source`:
+  // our address to send from (the IKE SA's local address; empty: the kernel's pick), which
+  // matters when the sockets listen on the wildcard address.
+  virtual void Send(const io::Endpoint& to, std::span<const std::uint8_t> datagram, bool natt,
+                    const io::IpAddress& source) = 0;
   // Our address on the IKE (natt = false) or NAT-T port.
   virtual io::Endpoint LocalEndpoint(bool natt) const = 0;
+};
+
+// The host's addresses and routes, as MOBIKE's original initiator needs them (RFC 4555 3.5):
+// when an address goes, the IKE SAs that used it move to another. Control thread only.
+class HostNetwork {
+ public:
+  virtual ~HostNetwork() = default;
+  // The addresses the host has now (both families).
+  virtual std::vector<io::IpAddress> Addresses() = 0;
+  // The source address the kernel's route to `peer` gives (`ip route get PEER`); empty when
+  // there is no route.
+  virtual io::IpAddress RouteSource(const io::IpAddress& peer) = 0;
 };
 
 // The control thread's event loop, as the gateway needs it: work handed back from the IKE

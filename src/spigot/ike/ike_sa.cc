@@ -555,9 +555,20 @@ bool IkeSa::RekeyIke(TimePoint now) {
 }
 
 bool IkeSa::UpdateSaAddresses(const Address& local, TimePoint now) {
-  if (!mobike_ || role_ != Role::kInitiator || state_ != State::kEstablished) return false;
+  if (!mobike_ || role_ != Role::kInitiator || state_ != State::kEstablished || rekeyed_) return false;
+  const bool queued = std::any_of(pending_.begin(), pending_.end(),
+                                  [](const Pending& p) { return p.kind == RequestKind::kMobikeUpdate; });
+  if (!queued && pending_.size() >= kMaxQueuedRequests) {
+    ++counters_->requests_queue_full;
+    return false;
+  }
+  if (!(local == local_)) ++counters_->mobike_local_moves;
   local_ = local;
-  return Enqueue({RequestKind::kMobikeUpdate}, now);
+  // The update waits for nothing but the exchange in flight: queued requests go after it, from
+  // the new address. One queued update is enough: it takes the address at the time it is sent.
+  if (!queued) pending_.insert(pending_.begin(), Pending{RequestKind::kMobikeUpdate});
+  StartNext(now);
+  return true;
 }
 
 bool IkeSa::CheckLiveness(TimePoint now) {
@@ -596,6 +607,7 @@ void IkeSa::StartNext(TimePoint now) {
       case RequestKind::kMobikeUpdate: {
         std::vector<Payload> p{Notify(NotifyType::kUpdateSaAddresses)};
         for (auto& n : NatDetectionPayloads()) p.push_back(std::move(n));
+        ++counters_->mobike_updates_sent;
         SendRequest(RequestKind::kMobikeUpdate, Exchange::kInformational, std::move(p), now);
         break;
       }

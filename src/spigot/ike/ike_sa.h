@@ -375,6 +375,13 @@ struct IkeCounters {
   std::uint64_t mobike_rr_passed = 0;
   std::uint64_t mobike_rr_failed = 0;
   std::uint64_t mobike_rr_skipped = 0;
+  // 4555 3.5, as original initiator: our local address moved (the host lost the one in use, or
+  // the route to the peer now leaves from another), UPDATE_SA_ADDRESSES requests sent for it
+  // (each move sends one; retransmissions are not counted), and address changes after which no
+  // usable local address was left for an IKE SA (it stays where it was).
+  std::uint64_t mobike_local_moves = 0;
+  std::uint64_t mobike_updates_sent = 0;
+  std::uint64_t mobike_no_local_address = 0;
   // 4555 3.6: the peer's ADDITIONAL_IP4/6_ADDRESS kept; those past kMobikeAddresses ignored;
   // address notifies of the wrong length (or NO_ADDITIONAL_ADDRESSES with data) ignored; our
   // own lists sent (IKE_AUTH, and INFORMATIONAL when a reload changed them).
@@ -464,7 +471,10 @@ class IkeSa {
   // RFC 4555: both sides announced MOBIKE_SUPPORTED in IKE_AUTH.
   bool mobike() const { return mobike_; }
   // RFC 4555 3.5, original initiator with MOBIKE: our address is `local` now; tells the peer
-  // (INFORMATIONAL with UPDATE_SA_ADDRESSES and NAT detection). False if it cannot be sent.
+  // (INFORMATIONAL with UPDATE_SA_ADDRESSES and NAT detection from the new address, next after
+  // the exchange in flight, whose retransmissions leave from the new address too). Another
+  // move before it is sent changes only the address it will carry. False if it cannot be
+  // sent (no MOBIKE, not the original initiator, not established, queue full).
   bool UpdateSaAddresses(const Address& local, TimePoint now);
   // Where the CHILD SAs send ESP: remote() except while a MOBIKE return routability check of
   // the peer's new address runs (4555 3.5: the IPsec SAs are updated once it has passed), when

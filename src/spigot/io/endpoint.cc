@@ -90,4 +90,34 @@ bool Endpoint::operator==(const Endpoint& other) const {
          (family() != AF_INET6 || V6(storage_).sin6_scope_id == V6(other.storage_).sin6_scope_id);
 }
 
+IpAddress IpAddress::Of(const Endpoint& e) {
+  IpAddress a;
+  const std::span<const std::uint8_t> b = e.address_bytes();
+  if (b.empty()) return a;
+  a.family = e.family();
+  std::copy(b.begin(), b.end(), a.bytes.begin());
+  return a;
+}
+
+bool Endpoint::wildcard() const {
+  const std::span<const std::uint8_t> b = address_bytes();
+  return !b.empty() && std::all_of(b.begin(), b.end(), [](std::uint8_t x) { return x == 0; });
+}
+
+Endpoint Endpoint::From(const IpAddress& address, std::uint16_t port) {
+  Endpoint e;
+  if (address.family == AF_INET) {
+    auto& v4 = reinterpret_cast<sockaddr_in&>(e.storage_);
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(port);
+    std::memcpy(&v4.sin_addr, address.bytes.data(), 4);
+  } else if (address.family == AF_INET6) {
+    auto& v6 = reinterpret_cast<sockaddr_in6&>(e.storage_);
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(port);
+    std::memcpy(&v6.sin6_addr, address.bytes.data(), 16);
+  }
+  return e;
+}
+
 }  // namespace spigot::io

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -12,6 +13,20 @@
 #include <string_view>
 
 namespace spigot::io {
+
+class Endpoint;
+
+// An IP address without a port: the source a datagram is sent from (IP_PKTINFO /
+// IPV6_PKTINFO), or the local address a datagram arrived at. Empty (family 0): none, the
+// kernel picks the source.
+struct IpAddress {
+  int family = 0;  // 0, AF_INET or AF_INET6
+  std::array<std::uint8_t, 16> bytes{};  // 4 (IPv4) or 16 used, network order
+  bool empty() const { return family == 0; }
+  bool operator==(const IpAddress&) const = default;
+  // The address of `e` (empty if !e.valid()).
+  static IpAddress Of(const Endpoint& e);
+};
 
 class Endpoint {
  public:
@@ -41,6 +56,10 @@ class Endpoint {
 
   // Same family, address, port (and IPv6 scope).
   bool operator==(const Endpoint& other) const;
+  // The address is 0.0.0.0 or :: (a socket bound to it receives on every local address).
+  bool wildcard() const;
+  // `address` with `port`; empty if `address` is.
+  static Endpoint From(const IpAddress& address, std::uint16_t port);
 
  private:
   sockaddr_storage storage_{};

@@ -74,6 +74,7 @@ struct Netlink::RouteMatch {
   std::array<std::uint8_t, 16> dst{};
   std::size_t dst_size = 0;
   int oif = 0;
+  IpAddress prefsrc;  // RTA_PREFSRC: the source the route gives
 };
 
 namespace {
@@ -124,6 +125,33 @@ bool FailInput(std::string* error, const std::string& what, const std::string& p
   if (error != nullptr) *error = "netlink: " + what + ": " + problem;
   errno = EINVAL;
   return false;
+}
+
+// The address of an RTM_NEWADDR / RTM_DELADDR message: IFA_LOCAL (IFA_ADDRESS is the peer's on
+// a point-to-point link), else IFA_ADDRESS (IPv6 sends only that). False if it has none or
+// is not usable as a source (tentative, DAD failed).
+bool ParseAddress(const nlmsghdr* h, IpAddress& out, int& ifindex) {
+  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(ifaddrmsg))) return false;
+  const auto* ifa = static_cast<const ifaddrmsg*>(NLMSG_DATA(h));
+  const std::size_t size = AddressSize(ifa->ifa_family);
+  if (size == 0) return false;
+  std::uint32_t flags = ifa->ifa_flags;
+  IpAddress local, address;
+  int attr_len = static_cast<int>(IFA_PAYLOAD(h));
+  for (const rtattr* a = IFA_RTA(ifa); RTA_OK(a, attr_len); a = RTA_NEXT(a, attr_len)) {
+    if ((a->rta_type == IFA_LOCAL || a->rta_type == IFA_ADDRESS) && RTA_PAYLOAD(a) == size) {
+      IpAddress& into = a->rta_type == IFA_LOCAL ? local : address;
+      into.family = ifa->ifa_family;
+      std::memcpy(into.bytes.data(), RTA_DATA(a), size);
+    } else if (a->rta_type == IFA_FLAGS && RTA_PAYLOAD(a) == sizeof(std::uint32_t)) {
+      std::memcpy(&flags, RTA_DATA(a), sizeof flags);
+    }
+  }
+  // RTM_DELADDR of a tentative address is still news; the caller decides by the type.
+  if (h->nlmsg_type == RTM_NEWADDR && (flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)) != 0) return false;
+  out = !local.empty() ? local : address;
+  ifindex = static_cast<int>(ifa->ifa_index);
+  return !out.empty();
 }
 
 // The NLMSGERR_ATTR_MSG text of an extended ACK, if there is one.
@@ -178,7 +206,7 @@ std::unique_ptr<Netlink> Netlink::Open(std::string* error) {
 Netlink::~Netlink() { close(fd_); }
 
 int Netlink::Transact(Request& request, std::string* kernel_message, RouteMatch* route,
-                      LinkStats* link, bool* link_found) {
+                      LinkStats* link, bool* link_found, std::vector<IpAddress>* addresses) {
   const std::uint32_t seq = ++seq_;
   const std::span<const std::uint8_t> bytes = request.Seal(seq);
   sockaddr_nl kernel{};
@@ -209,6 +237,11 @@ int Netlink::Transact(Request& request, std::string* kernel_message, RouteMatch*
         return -err->error;  // 0: the ACK
       }
       if (h->nlmsg_type == NLMSG_DONE) return 0;
+      if (h->nlmsg_type == RTM_NEWADDR && addresses != nullptr) {
+        IpAddress a;
+        int ifindex = 0;
+        if (ParseAddress(h, a, ifindex)) addresses->push_back(a);
+      }
       if (h->nlmsg_type == RTM_NEWLINK && link != nullptr &&
           h->nlmsg_len >= NLMSG_LENGTH(sizeof(ifinfomsg))) {
         const auto* ifi = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
@@ -240,6 +273,9 @@ int Netlink::Transact(Request& request, std::string* kernel_message, RouteMatch*
             route->dst_size = size;
           } else if (a->rta_type == RTA_OIF && size == sizeof(std::uint32_t)) {
             std::memcpy(&route->oif, RTA_DATA(a), sizeof(std::uint32_t));
+          } else if (a->rta_type == RTA_PREFSRC && size == AddressSize(rt->rtm_family)) {
+            route->prefsrc.family = rt->rtm_family;
+            std::memcpy(route->prefsrc.bytes.data(), RTA_DATA(a), size);
           }
         }
       }
@@ -416,6 +452,87 @@ bool Netlink::RouteIsVia(int ifindex, int family, std::span<const std::uint8_t> 
          (prefix_len == 0 ||
           (match.dst_size == destination.size() &&
            masked_equal(std::span(match.dst.data(), match.dst_size), destination)));
+}
+
+bool Netlink::ListAddresses(std::vector<IpAddress>& out, std::string* error) {
+  ifaddrmsg ifa{};
+  ifa.ifa_family = AF_UNSPEC;  // both families
+  Request request(RTM_GETADDR, NLM_F_DUMP, ifa);
+  std::string kernel_text;
+  out.clear();
+  const int err = Transact(request, &kernel_text, nullptr, nullptr, nullptr, &out);
+  return err == 0 || Fail(error, "list addresses", err, kernel_text);
+}
+
+bool Netlink::RouteSource(const IpAddress& to, IpAddress& source, std::string* error) {
+  source = IpAddress{};
+  const std::size_t size = AddressSize(to.family);
+  const std::span<const std::uint8_t> dst(to.bytes.data(), size);
+  const std::string what = "get route to " + AddressString(to.family, dst);
+  if (size == 0) return FailInput(error, what, "no address");
+  rtmsg rt{};
+  rt.rtm_family = static_cast<std::uint8_t>(to.family);
+  rt.rtm_dst_len = static_cast<std::uint8_t>(size * 8);
+  Request request(RTM_GETROUTE, 0, rt);
+  request.AddAttribute(RTA_DST, dst);
+  RouteMatch match;
+  std::string kernel_text;
+  const int err = Transact(request, &kernel_text, &match);
+  if (err != 0) return Fail(error, what, err, kernel_text);
+  source = match.prefsrc;
+  return !source.empty() || FailInput(error, what, "the route gives no source address");
+}
+
+std::unique_ptr<AddressMonitor> AddressMonitor::Open(std::string* error) {
+  const int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+  if (fd < 0) {
+    if (error != nullptr) *error = std::string("netlink: socket: ") + std::strerror(errno);
+    return nullptr;
+  }
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  local.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&local), sizeof local) != 0) {
+    const int saved = errno;
+    if (error != nullptr) *error = std::string("netlink: subscribe to address changes: ") + std::strerror(saved);
+    close(fd);
+    errno = saved;
+    return nullptr;
+  }
+  return std::unique_ptr<AddressMonitor>(new AddressMonitor(fd));
+}
+
+AddressMonitor::~AddressMonitor() { close(fd_); }
+
+bool AddressMonitor::Drain(const std::function<void(const AddressEvent&)>& on_event) {
+  alignas(nlmsghdr) std::array<std::uint8_t, 16384> buf;
+  bool complete = true;
+  for (;;) {
+    sockaddr_nl from{};
+    socklen_t from_len = sizeof from;
+    const ssize_t got = recvfrom(fd_, buf.data(), buf.size(), MSG_DONTWAIT,
+                                 reinterpret_cast<sockaddr*>(&from), &from_len);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ENOBUFS) {  // notifications lost: the list must be read again
+        ++overruns_;
+        complete = false;
+        continue;
+      }
+      return complete;  // EAGAIN: all read
+    }
+    if (from.nl_pid != 0) continue;  // only the kernel speaks for the kernel
+    int remaining = static_cast<int>(got);
+    for (auto* h = reinterpret_cast<const nlmsghdr*>(buf.data()); NLMSG_OK(h, remaining);
+         h = NLMSG_NEXT(h, remaining)) {
+      if (h->nlmsg_type != RTM_NEWADDR && h->nlmsg_type != RTM_DELADDR) continue;
+      AddressEvent e;
+      e.added = h->nlmsg_type == RTM_NEWADDR;
+      if (!ParseAddress(h, e.address, e.ifindex)) continue;
+      ++events_;
+      on_event(e);
+    }
+  }
 }
 
 }  // namespace spigot::io

@@ -26,13 +26,21 @@
 //
 // Threading: one thread at a time per Netlink object. The socket is blocking, with a receive
 // timeout (kReplyTimeout) so that a lost answer becomes an error rather than a hang.
+//
+// The host's addresses, for MOBIKE (RFC 4555): ListAddresses and RouteSource ask; an
+// AddressMonitor (a second, non-blocking socket subscribed to RTMGRP_IPV4_IFADDR and
+// RTMGRP_IPV6_IFADDR, for an event loop) says when they change.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
+
+#include "spigot/io/endpoint.h"
 
 namespace spigot::io {
 
@@ -89,6 +97,12 @@ class Netlink {
                      int prefix_len, std::string* error = nullptr);
   // The link's counters now (`ip -s link show dev DEV`).
   bool GetLinkStats(int ifindex, LinkStats& stats, std::string* error = nullptr);
+  // Every address of the host, both families (`ip addr`), but those not usable as a source
+  // yet or any more (IPv6 tentative, DAD failed).
+  bool ListAddresses(std::vector<IpAddress>& out, std::string* error = nullptr);
+  // The source address the kernel picks for a datagram to `to` (`ip route get TO`: its src).
+  // Empty, and false, when there is no route.
+  bool RouteSource(const IpAddress& to, IpAddress& source, std::string* error = nullptr);
 
  private:
   // AddRoute (replace = false) and ReplaceRoute.
@@ -98,17 +112,50 @@ class Netlink {
   struct RouteMatch;
 
   explicit Netlink(int fd) : fd_(fd) {}
-  // Sends `request` and reads until the kernel's ACK or error for it. Returns 0 or a positive
-  // errno; `kernel_message` gets the extended-ack text, if any. A route message in the answer
-  // (to an RTM_GETROUTE) is stored in `route`, a link's counters (RTM_GETLINK) in `link`.
+  // Sends `request` and reads until the kernel's ACK or error for it (or the end of a dump).
+  // Returns 0 or a positive errno; `kernel_message` gets the extended-ack text, if any. A route
+  // message in the answer (to an RTM_GETROUTE) is stored in `route`, a link's counters
+  // (RTM_GETLINK) in `link`, addresses (an RTM_GETADDR dump) appended to `addresses`.
   int Transact(Request& request, std::string* kernel_message, RouteMatch* route = nullptr,
-               LinkStats* link = nullptr, bool* link_found = nullptr);
+               LinkStats* link = nullptr, bool* link_found = nullptr,
+               std::vector<IpAddress>* addresses = nullptr);
   // true if the main table's route to exactly `destination`/`prefix_len` leaves via `ifindex`.
   bool RouteIsVia(int ifindex, int family, std::span<const std::uint8_t> destination,
                   int prefix_len);
 
   int fd_;
   std::uint32_t seq_ = 0;
+};
+
+// An address that came or went (RTM_NEWADDR / RTM_DELADDR).
+struct AddressEvent {
+  bool added = false;
+  int ifindex = 0;
+  IpAddress address;
+};
+
+// The host's address changes as the kernel announces them, read on an event loop.
+class AddressMonitor {
+ public:
+  // nullptr (with `error` set) when the kernel refuses the socket or the subscription.
+  static std::unique_ptr<AddressMonitor> Open(std::string* error = nullptr);
+  ~AddressMonitor();
+  AddressMonitor(const AddressMonitor&) = delete;
+  AddressMonitor& operator=(const AddressMonitor&) = delete;
+
+  int fd() const { return fd_; }  // readable: notifications wait
+  // Reads every notification waiting (without blocking), `on_event` for each address in them.
+  // Returns false if the kernel dropped notifications since the last call (ENOBUFS: the
+  // socket's queue overflowed): the caller must read the whole list again.
+  bool Drain(const std::function<void(const AddressEvent&)>& on_event);
+  std::uint64_t events() const { return events_; }
+  std::uint64_t overruns() const { return overruns_; }
+
+ private:
+  explicit AddressMonitor(int fd) : fd_(fd) {}
+  int fd_;
+  std::uint64_t events_ = 0;
+  std::uint64_t overruns_ = 0;
 };
 
 }  // namespace spigot::io

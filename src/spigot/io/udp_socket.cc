@@ -107,6 +107,36 @@ std::uint64_t UdpSocket::KernelDrops() const {
   return receive_.kernel_drops.load(std::memory_order_relaxed);
 }
 
+bool UdpSocket::EnablePacketInfo() {
+  const int on = 1;
+  pktinfo_ = local_.family() == AF_INET
+                 ? setsockopt(fd_, IPPROTO_IP, IP_PKTINFO, &on, sizeof on) == 0
+                 : setsockopt(fd_, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on) == 0;
+  return pktinfo_;
+}
+
+std::size_t UdpSocket::PutSource(msghdr& h, std::size_t used, const IpAddress& source) const {
+  if (!wildcard_ || source.family != local_.family()) return 0;
+  // CMSG_NXTHDR needs msg_controllen to cover the next header: walk by hand instead.
+  auto* c = reinterpret_cast<cmsghdr*>(static_cast<char*>(h.msg_control) + used);
+  if (source.family == AF_INET) {
+    in_pktinfo info{};
+    std::memcpy(&info.ipi_spec_dst, source.bytes.data(), 4);  // the source; ifindex 0: any
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof info);
+    std::memcpy(CMSG_DATA(c), &info, sizeof info);
+    return CMSG_SPACE(sizeof info);
+  }
+  in6_pktinfo info{};
+  std::memcpy(&info.ipi6_addr, source.bytes.data(), 16);
+  c->cmsg_level = IPPROTO_IPV6;
+  c->cmsg_type = IPV6_PKTINFO;
+  c->cmsg_len = CMSG_LEN(sizeof info);
+  std::memcpy(CMSG_DATA(c), &info, sizeof info);
+  return CMSG_SPACE(sizeof info);
+}
+
 BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
   const std::size_t n = std::min(slots.size(), kMaxBatch);
   for (std::size_t i = 0; i < n; ++i) {
@@ -117,7 +147,7 @@ BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
     h.msg_namelen = sizeof(sockaddr_storage);
     h.msg_iov = &recv_iov_[i];
     h.msg_iovlen = 1;
-    if (gro_ || rxq_ovfl_) {
+    if (gro_ || rxq_ovfl_ || pktinfo_) {
       h.msg_control = recv_control_[i].bytes;
       h.msg_controllen = sizeof recv_control_[i].bytes;
     }
@@ -140,9 +170,28 @@ BatchResult UdpSocket::RecvBatch(std::span<RecvSlot> slots) {
     slot.peer = Endpoint::FromSockaddr(reinterpret_cast<const sockaddr*>(&recv_addrs_[i]),
                                        m.msg_hdr.msg_namelen);
     slot.segment_size = 0;
-    if (gro_ || rxq_ovfl_) {
+    slot.local = IpAddress{};
+    if (gro_ || rxq_ovfl_ || pktinfo_) {
       msghdr& h = recv_msgs_[i].msg_hdr;
       for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+        // The datagram's destination: the header's address (ipi_addr), not ipi_spec_dst (the
+        // address the kernel would answer from, which differs for a broadcast).
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+            c->cmsg_len >= CMSG_LEN(sizeof(in_pktinfo))) {
+          in_pktinfo info;
+          std::memcpy(&info, CMSG_DATA(c), sizeof info);
+          slot.local.family = AF_INET;
+          std::memcpy(slot.local.bytes.data(), &info.ipi_addr, 4);
+          continue;
+        }
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+            c->cmsg_len >= CMSG_LEN(sizeof(in6_pktinfo))) {
+          in6_pktinfo info;
+          std::memcpy(&info, CMSG_DATA(c), sizeof info);
+          slot.local.family = AF_INET6;
+          std::memcpy(slot.local.bytes.data(), &info.ipi6_addr, 16);
+          continue;
+        }
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL &&
             c->cmsg_len >= CMSG_LEN(sizeof(std::uint32_t))) {
           std::memcpy(&drops, CMSG_DATA(c), sizeof drops);
@@ -184,7 +233,8 @@ std::size_t UdpSocket::BuildSendMessages(std::span<const SendItem> items, std::s
     std::size_t j = i + 1;
     if (gso && size > 0 && size < gso_refused_size_) {
       std::size_t total = size;
-      while (j < n && j - i < kMaxGsoSegments && items[j].peer == items[i].peer) {
+      while (j < n && j - i < kMaxGsoSegments && items[j].peer == items[i].peer &&
+             items[j].source == items[i].source) {
         const std::size_t next = items[j].data.size();
         if (next == 0 || next > size || total + next > kMaxGsoBytes) break;
         total += next;
@@ -198,16 +248,20 @@ std::size_t UdpSocket::BuildSendMessages(std::span<const SendItem> items, std::s
     h.msg_namelen = items[i].peer.sockaddr_len();
     h.msg_iov = &send_iov_[i];
     h.msg_iovlen = j - i;
+    std::size_t control = 0;
+    h.msg_control = send_control_[m].bytes;
     if (j - i > 1) {
-      h.msg_control = send_control_[m].bytes;
-      h.msg_controllen = CMSG_SPACE(sizeof(std::uint16_t));
-      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      auto* c = reinterpret_cast<cmsghdr*>(send_control_[m].bytes);
       c->cmsg_level = SOL_UDP;
       c->cmsg_type = UDP_SEGMENT;
       c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
       const auto segment = static_cast<std::uint16_t>(size);
       std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+      control = CMSG_SPACE(sizeof(std::uint16_t));
     }
+    if (!items[i].source.empty()) control += PutSource(h, control, items[i].source);
+    h.msg_controllen = control;
+    if (control == 0) h.msg_control = nullptr;
     send_first_[m] = i;
     send_count_[m] = j - i;
     i = j;
@@ -286,11 +340,23 @@ BatchResult UdpSocket::SendBatch(std::span<const SendItem> items) {
   return BatchResult{n, 0};
 }
 
-bool UdpSocket::SendTo(const Endpoint& peer, std::span<const std::uint8_t> data) {
+bool UdpSocket::SendTo(const Endpoint& peer, std::span<const std::uint8_t> data,
+                       const IpAddress& source) {
   ssize_t sent;
+  Control control;
+  msghdr h{};
+  iovec iov{const_cast<std::uint8_t*>(data.data()), data.size()};
+  h.msg_name = const_cast<sockaddr*>(peer.sockaddr_ptr());
+  h.msg_namelen = peer.sockaddr_len();
+  h.msg_iov = &iov;
+  h.msg_iovlen = 1;
+  if (!source.empty()) {
+    h.msg_control = control.bytes;
+    h.msg_controllen = PutSource(h, 0, source);
+    if (h.msg_controllen == 0) h.msg_control = nullptr;
+  }
   do {
-    sent = sendto(fd_, data.data(), data.size(), MSG_DONTWAIT, peer.sockaddr_ptr(),
-                  peer.sockaddr_len());
+    sent = sendmsg(fd_, &h, MSG_DONTWAIT);
   } while (sent < 0 && errno == EINTR);
   return sent >= 0;
 }

@@ -12,6 +12,14 @@
 //   flow back to back in one buffer (RecvSlot::segment_size); DatagramCount()/Datagram() split
 //   them. Buffers then need kGroBufferSize bytes, or coalesced datagrams arrive truncated.
 //
+// Addresses (EnablePacketInfo, IP_PKTINFO / IPV6_RECVPKTINFO): a socket bound to the wildcard
+// address (0.0.0.0, ::) receives on every local address and, without help, cannot tell which one
+// a datagram came to, nor choose the one it sends from (the kernel picks by route). With packet
+// info on, RecvSlot::local is each datagram's destination address; and on a wildcard socket a
+// datagram with a source address (SendItem::source) leaves from it (an in_pktinfo / in6_pktinfo
+// control message; on a socket bound to one address the source is always that one and is not
+// set). A GSO run has one source: a change of source starts a new message.
+//
 // Drops: with EnableDropCounter() (SO_RXQ_OVFL), every received datagram carries the socket's
 // drop count (sk_drops: datagrams the kernel threw away because the receive queue was full,
 // SO_RCVBUF, or failed a socket filter or checksum on the way in — in practice the queue), and
@@ -46,6 +54,8 @@ struct RecvSlot {
   // out: 0, `buffer` holds one datagram; else (UDP GRO) it holds length / segment_size
   // datagrams of this size back to back, and a shorter last one if the division leaves some.
   std::size_t segment_size = 0;
+  // out, with EnablePacketInfo(): the local address the datagram was sent to; else empty.
+  IpAddress local;
 };
 
 // The datagrams in a received slot: one, or several with UDP GRO (all from `slot.peer`).
@@ -57,6 +67,8 @@ std::span<std::uint8_t> Datagram(const RecvSlot& slot, std::size_t i);
 struct SendItem {
   Endpoint peer;
   std::span<const std::uint8_t> data;
+  // The address to send from (a wildcard socket only; see the header); empty: the kernel's pick.
+  IpAddress source = {};
 };
 
 // `count` datagrams were moved; `error` is 0, or the errno that stopped the batch early
@@ -135,6 +147,10 @@ class UdpSocket {
   // control message into receive_counters().kernel_drops. false: refused (errno says why).
   bool EnableDropCounter();
   bool drop_counter() const { return rxq_ovfl_; }
+  // Turns on IP_PKTINFO (IPv4) / IPV6_RECVPKTINFO (IPv6): RecvSlot::local is filled. false:
+  // refused (errno says why). Sending from a chosen source needs no option.
+  bool EnablePacketInfo();
+  bool packet_info() const { return pktinfo_; }
   // The kernel's drop count for this socket now (SO_MEMINFO), merged into
   // receive_counters().kernel_drops and returned. Any thread. Without SO_MEMINFO (Linux < 4.12)
   // the count the last datagram carried.
@@ -150,11 +166,14 @@ class UdpSocket {
   // Sends up to min(items.size(), kMaxBatch) datagrams without blocking, in order; with GSO
   // on, runs of them in one message each (`count` still counts datagrams).
   BatchResult SendBatch(std::span<const SendItem> items);
-  // One datagram. false: errno says why.
-  bool SendTo(const Endpoint& peer, std::span<const std::uint8_t> data);
+  // One datagram, from `source` if the socket is a wildcard one and `source` is of its family.
+  // false: errno says why (EINVAL: `source` is no longer an address of this host).
+  bool SendTo(const Endpoint& peer, std::span<const std::uint8_t> data,
+              const IpAddress& source = {});
 
  private:
-  UdpSocket(int fd, const Endpoint& local) : fd_(fd), local_(local) {}
+  UdpSocket(int fd, const Endpoint& local)
+      : fd_(fd), local_(local), wildcard_(local.wildcard()) {}
   // Fills send_msgs_ from its start with items[from, n) (send_iov_ already holds them): a run
   // per message with GSO, else one datagram each. Returns the number of messages.
   std::size_t BuildSendMessages(std::span<const SendItem> items, std::size_t from, std::size_t n);
@@ -166,10 +185,15 @@ class UdpSocket {
   // difference to the last reading is added; an older reading (another thread's) is ignored.
   void NoteKernelDrops(std::uint32_t seen) const;
 
-  // Control messages: a u16 (UDP_SEGMENT) to send; an int (UDP_GRO) and a u32 (SO_RXQ_OVFL)
-  // received.
+  // Appends the source-address control message for `source` at `c` (inside `h`'s control
+  // buffer, which has room); returns the bytes used, 0 if the source is not set on this socket.
+  std::size_t PutSource(msghdr& h, std::size_t used, const IpAddress& source) const;
+
+  // Control messages: a u16 (UDP_SEGMENT) and a packet info to send; an int (UDP_GRO), a u32
+  // (SO_RXQ_OVFL) and a packet info (in6_pktinfo is the larger) received.
   union Control {
-    char bytes[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(std::uint32_t))];
+    char bytes[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(std::uint32_t)) +
+               CMSG_SPACE(sizeof(in6_pktinfo))];
     cmsghdr align;
   };
 
@@ -179,6 +203,8 @@ class UdpSocket {
   std::atomic<bool> gso_{false};
   bool gro_ = false;
   bool rxq_ovfl_ = false;
+  bool pktinfo_ = false;
+  const bool wildcard_;  // bound to 0.0.0.0 or ::: a source may be chosen per datagram
   bool refuse_next_gso_ = false;
   // Segment sizes from this one up were refused (EINVAL: over the path's MTU); not coalesced.
   std::size_t gso_refused_size_ = SIZE_MAX;

@@ -386,5 +386,52 @@ TEST(UdpSocketGsoTest, SendBatchReportsTheFailingDatagramWithGso) {
   EXPECT_EQ(tx->offload_counters().gso_fallbacks.load(), 0u);
 }
 
+// IP_PKTINFO on a wildcard socket: each datagram says which local address it came to, and a
+// datagram sent with a source leaves from it (a single one and a GSO-able batch alike; a change
+// of source inside a batch starts a new message). 127.0.0.1 and 127.0.0.2 are both on lo.
+TEST(UdpSocketTest, PacketInfoReceivesTheDestinationAndSendsFromTheSource) {
+  auto rx = BindOrDie("0.0.0.0");
+  auto tx = BindOrDie("0.0.0.0");
+  ASSERT_TRUE(rx && tx);
+  ASSERT_TRUE(rx->EnablePacketInfo());
+  tx->EnableGso();
+  const std::uint16_t rx_port = rx->local_endpoint().port();
+  const IpAddress one = IpAddress::Of(*Endpoint::Parse("127.0.0.1", 0));
+  const IpAddress two = IpAddress::Of(*Endpoint::Parse("127.0.0.2", 0));
+  const std::vector<std::uint8_t> payload(200, 7);
+  // To 127.0.0.2 from 127.0.0.1, then to 127.0.0.1 from 127.0.0.2: three each, in one batch.
+  std::vector<SendItem> items;
+  for (int i = 0; i < 3; ++i) items.push_back(SendItem{Endpoint::From(two, rx_port), payload, one});
+  for (int i = 0; i < 3; ++i) items.push_back(SendItem{Endpoint::From(one, rx_port), payload, two});
+  const BatchResult sent = tx->SendBatch(items);
+  ASSERT_EQ(sent.count, items.size());
+  ASSERT_TRUE(tx->SendTo(Endpoint::From(two, rx_port), payload, two));
+  std::array<std::array<std::uint8_t, UdpSocket::kGroBufferSize>, 8> buffers{};
+  std::array<RecvSlot, 8> slots;
+  for (std::size_t i = 0; i < slots.size(); ++i) slots[i].buffer = buffers[i];
+  std::size_t received = 0;
+  while (received < 7 && WaitReadable(*rx)) {
+    const BatchResult r = rx->RecvBatch(std::span(slots).subspan(received));
+    ASSERT_TRUE(r.error == 0 || r.error == EAGAIN) << r.error;
+    received += r.count;
+  }
+  ASSERT_EQ(received, 7u);
+  for (std::size_t i = 0; i < 7; ++i) {
+    const bool first = i < 3 || i == 6;
+    EXPECT_EQ(slots[i].local, first ? two : (i == 6 ? two : one)) << i;
+    EXPECT_EQ(IpAddress::Of(slots[i].peer), i < 3 ? one : two) << i << " " << slots[i].peer.ToString();
+    EXPECT_EQ(slots[i].peer.port(), tx->local_endpoint().port());
+  }
+  // A source that is not ours fails the send (EINVAL), as after the address went away.
+  const IpAddress gone = IpAddress::Of(*Endpoint::Parse("192.0.2.77", 0));
+  EXPECT_FALSE(tx->SendTo(Endpoint::From(one, rx_port), payload, gone));
+  // A socket bound to one address ignores the source: it always sends from that address.
+  auto bound = BindOrDie("127.0.0.1");
+  ASSERT_TRUE(bound->SendTo(Endpoint::From(one, rx_port), payload, two));
+  ASSERT_TRUE(WaitReadable(*rx));
+  ASSERT_EQ(rx->RecvBatch(std::span(slots).first(1)).count, 1u);
+  EXPECT_EQ(IpAddress::Of(slots[0].peer), one);
+}
+
 }  // namespace
 }  // namespace spigot::io

@@ -102,14 +102,17 @@ class FakeDataPlane final : public gateway::DataPlane {
   }
   // One event per call (spi: how many outbound SAs moved); the specs take the new peer.
   void MovePeer(const std::vector<std::uint32_t>& spis_in, const std::vector<std::uint32_t>& spis_out,
-                const io::Endpoint& peer) override {
+                const io::Endpoint& peer, const io::IpAddress& source) override {
     events.push_back({Event::Kind::kMovePeer, policy::kNoPolicy, static_cast<std::uint32_t>(spis_out.size())});
     for (std::uint32_t spi : spis_in) {
       if (auto it = inbound.find(spi); it != inbound.end()) it->second.peer = peer;
     }
     for (auto& [id, spec] : outbound) {
       for (std::uint32_t spi : spis_out) {
-        if (spec.spi == spi) spec.peer = peer;
+        if (spec.spi == spi) {
+          spec.peer = peer;
+          spec.source = source;
+        }
       }
     }
   }

@@ -60,12 +60,19 @@ class FakeTransport final : public gateway::IkeTransport {
       : net_(net),
         ike_(*io::Endpoint::Parse(address, ike_port)),
         natt_(*io::Endpoint::Parse(address, natt_port)) {}
-  void Send(const io::Endpoint& to, std::span<const std::uint8_t> msg, bool natt) override {
+  // A datagram with a source leaves from it (a wildcard listen); the node must own the address
+  // (`aliases`) for answers to reach it.
+  void Send(const io::Endpoint& to, std::span<const std::uint8_t> msg, bool natt,
+            const io::IpAddress& source) override {
     ++sent;
-    net_.in_flight.push_back({natt ? natt_ : ike_, to, natt, {msg.begin(), msg.end()}});
+    const io::Endpoint& own = natt ? natt_ : ike_;
+    const io::Endpoint from = source.empty() ? own : io::Endpoint::From(source, own.port());
+    net_.in_flight.push_back({from, to, natt, {msg.begin(), msg.end()}});
   }
   io::Endpoint LocalEndpoint(bool natt) const override { return natt ? natt_ : ike_; }
   std::uint64_t sent = 0;
+  // More addresses the node answers at (besides its own), e.g. where a MOBIKE initiator moved.
+  std::vector<std::string> aliases;
 
  private:
   FakeNetwork& net_;
@@ -105,6 +112,7 @@ struct Node {
       : transport(net, address), workers(worker_capacity) {}
   FakeDataPlane dataplane;
   FakeTransport transport;
+  gateway::HostNetwork* host = nullptr;  // set before Start (GatewayPair's constructor: none)
   FakeControlLoop loop;
   ManualExecutor workers;
   std::unique_ptr<gateway::Gateway> gw;
@@ -174,6 +182,9 @@ class GatewayPair {
   Node* NodeAt(const std::string& address) {
     for (Node* n : nodes()) {
       if (n->transport.LocalEndpoint(false).AddressString() == address) return n;
+      for (const std::string& alias : n->transport.aliases) {
+        if (alias == address) return n;
+      }
     }
     return nullptr;
   }
@@ -204,7 +215,7 @@ class GatewayPair {
                          static_cast<int>(h.exchange), h.message_id,
                          h.is_response() ? "resp" : "req", static_cast<unsigned long long>(h.spi_i));
           }
-          to->gw->ReceiveIke(d.bytes, d.from, d.natt);
+          to->gw->ReceiveIke(d.bytes, d.from, d.natt, io::IpAddress::Of(d.to));
           to->gw->WorkQueue();
         }
         CheckOutbound();
@@ -296,7 +307,8 @@ class GatewayPair {
     std::string err;
     n.gw = gateway::Gateway::Create(
         r.config, name,
-        gateway::Gateway::Environment{clock, n.dataplane, n.transport, n.loop, n.workers}, &err);
+        gateway::Gateway::Environment{clock, n.dataplane, n.transport, n.loop, n.workers, {}, n.host},
+        &err);
     if (!n.gw) error_ += name + ": " + err + "\n";
   }
   std::string error_;
