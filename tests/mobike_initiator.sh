@@ -7,7 +7,7 @@
 # settle, moves its IKE SA and every CHILD SA to 192.0.2.5 and sends UPDATE_SA_ADDRESSES from
 # there. Checked: charon's IKE SA (same SPIs) has a's new address, pings keep flowing with a
 # bounded gap, spigot counted the move and the update, and neither side made a new IKE SA. Also:
-# NAT detection on the wildcard listen finds no NAT (spigot knows its real address).
+# charon's NAT detection finds spigot behind no NAT (spigot hashes its real address, not 0.0.0.0).
 # usage: mobike_initiator.sh SPIGOT_BINARY
 set -euo pipefail
 SPIGOT=$1
@@ -62,11 +62,16 @@ state
 [ "$n" = 1 ] || fail "spigot has $n IKE SAs, want 1"
 [ "$mobike_negotiated" = 1 ] || fail "MOBIKE was not negotiated with charon"
 case "$local" in 192.0.2.1:*) ;; *) fail "spigot's IKE SA is at $local on a wildcard listen, want 192.0.2.1 (the route's source)" ;; esac
-[ "$nat" = false ] || fail "spigot detected a NAT where there is none (NAT detection hashed the wildcard address?)"
+# charon with kernel-libipsec fakes a NAT on its side (its NAT_DETECTION_SOURCE_IP is off on
+# purpose, to force UDP encapsulation), so spigot sees one there; but spigot's own hashes are of
+# its real address: charon must not find spigot behind a NAT (as it did when spigot hashed
+# 0.0.0.0).
+! grep -q "remote host is behind NAT" "$WORK/charon-b.log" ||
+  fail "charon found spigot behind a NAT: NAT detection hashed the wildcard address? $(grep -i nat "$WORK/charon-b.log" | head -n 5)"
 read -r b_n b_spi_i b_spi_r b_remote <<<"$(b_state)"
 [ "$b_n" = 1 ] && [ "$b_spi_i" = "$spi_i" ] || fail "charon's IKE SA ($b_n, $b_spi_i) is not spigot's ($spi_i)"
 [ "$b_remote" = 192.0.2.1 ] || fail "charon sees spigot at $b_remote, want 192.0.2.1"
-log "tunnel up, MOBIKE negotiated: spigot at $local, IKE SA ${spi_i}_i ${spi_r}_r, no NAT detected"
+log "tunnel up, MOBIKE negotiated: spigot at $local, IKE SA ${spi_i}_i ${spi_r}_r, charon finds spigot behind no NAT"
 
 # The move, under a continuous ping: how many answers are missing.
 ip netns exec "${NS}a" ping -c 50 -i 0.1 -W 1 -I "$(inner_host a)" "$(inner_host b)" >"$WORK/ping-move.log" 2>&1 &
@@ -86,11 +91,11 @@ log "moved: spigot at $local, charon sees $b_remote; $received of 50 pings answe
 read -r now_n now_spi_i now_spi_r _ <<<"$(a_state)"
 [ "$now_n" = 1 ] && [ "$now_spi_i" = "$spi_i" ] || fail "spigot's IKE SA changed: $now_n IKE SA(s), $now_spi_i (was $spi_i)"
 case "$local" in 192.0.2.5:*) ;; *) fail "spigot's IKE SA is at $local, want 192.0.2.5" ;; esac
-[ "$nat" = false ] || fail "spigot detected a NAT after the move"
+! grep -q "remote host is behind NAT" "$WORK/charon-b.log" || fail "charon found spigot behind a NAT after the move"
 [ "${mobike_local_moves:-0}" -ge 1 ] && [ "${mobike_updates_sent:-0}" -ge 1 ] ||
   fail "spigot counted no move (local_moves $mobike_local_moves, updates_sent $mobike_updates_sent)"
 [ "${received:-0}" -ge 35 ] || fail "only $received of 50 pings answered across the move"
 ping_ok a || fail "no traffic after the move"
-grep -q "local address moved from 192.0.2.1:500 to 192.0.2.5:500" "$WORK/spigot-a.log" ||
+grep -q "local address moved from 192.0.2.1:[0-9]* to 192.0.2.5:[0-9]*" "$WORK/spigot-a.log" ||
   fail "spigot's log does not show the move"
 echo "PASS: MOBIKE initiator: spigot moved from 192.0.2.1 to 192.0.2.5 on one IKE SA (${spi_i}_i), charon followed, $received of 50 pings answered across the move"

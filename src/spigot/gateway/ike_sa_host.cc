@@ -23,6 +23,7 @@ void Gateway::SendIke(ike::IkeSa& sa, const ike::Bytes& datagram) {
     sa.set_remote(r);
   }
   if (natt && e != nullptr) e->natt = true;
+  if (natt && sa.local().port == config_.global.ike_port) sa.set_local_port(config_.global.natt_port);
   env_.transport.Send(ike::ToEndpoint(sa.remote()), datagram, natt, SourceOf(sa));
 }
 

@@ -460,6 +460,9 @@ class IkeSa {
   const Address& local() const { return local_; }
   const Address& remote() const { return remote_; }
   void set_remote(const Address& a) { remote_ = a; }
+  // The SA's datagrams leave from this port of ours now (the host floated it to NAT-T): NAT
+  // detection from here on hashes the port they really come from (RFC 7296 2.23, 4555 3.5).
+  void set_local_port(std::uint16_t port) { local_.port = port; }
   // The source of the datagram the host is about to hand to Receive. The SA follows it only
   // once the message proved authentic and new (RFC 7296 2.23): a spoofed or replayed datagram
   // never redirects it. Before that, IKE_SA_INIT's address is the peer's, whatever it is.
