@@ -96,6 +96,14 @@ case "$local" in 192.0.2.5:*) ;; *) fail "spigot's IKE SA is at $local, want 192
   fail "spigot counted no move (local_moves $mobike_local_moves, updates_sent $mobike_updates_sent)"
 [ "${received:-0}" -ge 35 ] || fail "only $received of 50 pings answered across the move"
 ping_ok a || fail "no traffic after the move"
+# A TCP stream from a (every byte checked): the data path's batched sends (sendmmsg, UDP GSO)
+# carry the IKE SA's new source address too.
+log "pings flow after the move; a TCP stream next"
+transfer_ok a 4000000 || fail "the TCP transfer through the moved tunnel failed"
+state
+gso=$(sctl a stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["traffic"]["udp_offload"]["gso_sends"])')
+log "after the transfer: spigot still at $local, $gso GSO message(s) sent"
+case "$local" in 192.0.2.5:*) ;; *) fail "spigot's IKE SA left 192.0.2.5: $local" ;; esac
 grep -q "local address moved from 192.0.2.1:[0-9]* to 192.0.2.5:[0-9]*" "$WORK/spigot-a.log" ||
   fail "spigot's log does not show the move"
 echo "PASS: MOBIKE initiator: spigot moved from 192.0.2.1 to 192.0.2.5 on one IKE SA (${spi_i}_i), charon followed, $received of 50 pings answered across the move"

@@ -448,7 +448,7 @@ void Daemon::WatchAddresses() {
   auto nl = io::Netlink::Open(&error);
   auto monitor = nl ? io::AddressMonitor::Open(&error) : nullptr;
   if (!monitor) {
-    spdlog::warn("{}: MOBIKE cannot follow address changes of this host", error);
+    spdlog::warn("{}: MOBIKE cannot follow address and route changes of this host", error);
     return;
   }
   host_ = std::make_unique<NetlinkHost>(std::move(nl));

@@ -146,7 +146,8 @@ class Gateway final : public ike::IkeSaHost {
   void OnExhausted(policy::PolicyId policy, std::uint32_t spi_out);
   // Every kTickPeriod.
   void Tick();
-  // The host's addresses changed (netlink RTM_NEWADDR / RTM_DELADDR, or a lost notification).
+  // The host's addresses or routes changed (netlink RTM_NEWADDR / RTM_DELADDR / RTM_NEWROUTE /
+  // RTM_DELROUTE, or a lost notification).
   // Events are debounced (an address swap is a delete and an add in a burst): kAddressSettle
   // after the last one, the IKE SAs we initiated with MOBIKE whose local address is gone, or
   // whose route to the peer now leaves from another address, move there (RFC 4555 3.5).

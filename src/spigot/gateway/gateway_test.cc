@@ -1050,5 +1050,42 @@ TEST(GatewayTest, MobikeInitiatorMovesAmongItsLiteralLocalAddrs) {
   ExpectCleanDataPath(p);
 }
 
+// A route to the peer that leads into our own tunnel (its preferred source our virtual IP) is
+// no path: the initiator keeps the address it has while the host still has it.
+TEST(GatewayTest, MobikeInitiatorIgnoresARouteIntoItsOwnTunnel) {
+  std::string a_toml = VipClientConfig();
+  a_toml.replace(a_toml.find("listen = \"192.0.2.1\""), 20, "listen = \"0.0.0.0\"");
+  a_toml.replace(a_toml.find("local_addrs = \"192.0.2.1\""), 25, "local_addrs = \"%any\"");
+  GatewayPair p(a_toml, VipServerConfig());
+  FakeHost host;
+  host.addresses = {Ip("192.0.2.1")};
+  host.route_source = Ip("192.0.2.1");
+  p.a.host = &host;
+  p.Restart(p.a, a_toml);
+  ASSERT_TRUE(p.ok()) << p.error();
+  std::string err;
+  ASSERT_TRUE(p.a.gw->Initiate("home", &err)) << err;
+  p.Pump();
+  ASSERT_EQ(Established(*p.a.gw), 1u);
+  const ike::IkeSa& sa = OnlySa(*p.a.gw);
+  ASSERT_TRUE(sa.mobike());
+  ASSERT_EQ(sa.virtual_ips().size(), 1u);
+  io::IpAddress vip;
+  vip.family = AF_INET;
+  std::copy(sa.virtual_ips()[0].start.begin(), sa.virtual_ips()[0].start.begin() + 4, vip.bytes.begin());
+  host.addresses.push_back(vip);
+  host.route_source = vip;
+  p.a.gw->OnAddressesChanged();
+  p.Advance(Gateway::kAddressSettle * 2);
+  EXPECT_EQ(p.a.gw->ike_counters().mobike_local_moves, 0u);
+  EXPECT_EQ(ike::ToString(OnlySa(*p.a.gw).local()), "192.0.2.1:500");
+  // The outer address gone as well: nowhere to go.
+  host.addresses = {vip};
+  p.a.gw->OnAddressesChanged();
+  p.Advance(Gateway::kAddressSettle * 2);
+  EXPECT_EQ(p.a.gw->ike_counters().mobike_local_moves, 0u);
+  EXPECT_EQ(p.a.gw->ike_counters().mobike_no_local_address, 1u);
+}
+
 }  // namespace
 }  // namespace spigot::gateway

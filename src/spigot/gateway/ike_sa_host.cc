@@ -225,8 +225,18 @@ io::IpAddress Gateway::ChooseLocal(const ike::IkeSa& sa, const std::vector<io::I
   if (literal) return first;
   // %any: the path the host's routing takes to the peer now (4555 3.5: the path changed, or
   // the address in use went).
-  const io::IpAddress routed = env_.host->RouteSource(peer);
-  return routed.family == peer.family ? routed : io::IpAddress{};
+  io::IpAddress routed = env_.host->RouteSource(peer);
+  // A route into our own tunnel (remote_ts covering the peer, with our virtual IP as its
+  // source) is no path to the peer: the outer packets would loop.
+  for (const ike::TrafficSelector& vip : sa.virtual_ips()) {
+    const std::size_t n = vip.addr_len();
+    if (routed.family == (n == 4 ? AF_INET : AF_INET6) &&
+        std::equal(vip.start.begin(), vip.start.begin() + n, routed.bytes.begin()))
+      routed = {};
+  }
+  if (routed.family == peer.family) return routed;
+  // No usable route: the address in use while the host still has it, else nothing.
+  return present(current) ? current : io::IpAddress{};
 }
 
 void Gateway::CheckLocalAddresses() {

@@ -491,7 +491,9 @@ std::unique_ptr<AddressMonitor> AddressMonitor::Open(std::string* error) {
   }
   sockaddr_nl local{};
   local.nl_family = AF_NETLINK;
-  local.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+  // Routes too: a new default route or a changed preferred source moves the path to a peer
+  // (RFC 4555 3.5) without any address coming or going.
+  local.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
   if (bind(fd, reinterpret_cast<const sockaddr*>(&local), sizeof local) != 0) {
     const int saved = errno;
     if (error != nullptr) *error = std::string("netlink: subscribe to address changes: ") + std::strerror(saved);
@@ -525,6 +527,10 @@ bool AddressMonitor::Drain(const std::function<void(const AddressEvent&)>& on_ev
     int remaining = static_cast<int>(got);
     for (auto* h = reinterpret_cast<const nlmsghdr*>(buf.data()); NLMSG_OK(h, remaining);
          h = NLMSG_NEXT(h, remaining)) {
+      if (h->nlmsg_type == RTM_NEWROUTE || h->nlmsg_type == RTM_DELROUTE) {
+        ++route_events_;
+        continue;
+      }
       if (h->nlmsg_type != RTM_NEWADDR && h->nlmsg_type != RTM_DELADDR) continue;
       AddressEvent e;
       e.added = h->nlmsg_type == RTM_NEWADDR;

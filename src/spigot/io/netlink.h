@@ -28,8 +28,9 @@
 // timeout (kReplyTimeout) so that a lost answer becomes an error rather than a hang.
 //
 // The host's addresses, for MOBIKE (RFC 4555): ListAddresses and RouteSource ask; an
-// AddressMonitor (a second, non-blocking socket subscribed to RTMGRP_IPV4_IFADDR and
-// RTMGRP_IPV6_IFADDR, for an event loop) says when they change.
+// AddressMonitor (a second, non-blocking socket subscribed to RTMGRP_IPV4_IFADDR,
+// RTMGRP_IPV6_IFADDR and the two route groups, for an event loop) says when they, or the
+// routes that pick a source address, change.
 #pragma once
 
 #include <chrono>
@@ -134,7 +135,7 @@ struct AddressEvent {
   IpAddress address;
 };
 
-// The host's address changes as the kernel announces them, read on an event loop.
+// The host's address and route changes as the kernel announces them, read on an event loop.
 class AddressMonitor {
  public:
   // nullptr (with `error` set) when the kernel refuses the socket or the subscription.
@@ -144,18 +145,21 @@ class AddressMonitor {
   AddressMonitor& operator=(const AddressMonitor&) = delete;
 
   int fd() const { return fd_; }  // readable: notifications wait
-  // Reads every notification waiting (without blocking), `on_event` for each address in them.
-  // Returns false if the kernel dropped notifications since the last call (ENOBUFS: the
-  // socket's queue overflowed): the caller must read the whole list again.
+  // Reads every notification waiting (without blocking), `on_event` for each address in them
+  // (route changes are only counted: the caller asks for the routes it needs). Returns false if
+  // the kernel dropped notifications since the last call (ENOBUFS: the socket's queue
+  // overflowed): the caller must read the whole list again.
   bool Drain(const std::function<void(const AddressEvent&)>& on_event);
   std::uint64_t events() const { return events_; }
   std::uint64_t overruns() const { return overruns_; }
+  std::uint64_t route_events() const { return route_events_; }
 
  private:
   explicit AddressMonitor(int fd) : fd_(fd) {}
   int fd_;
   std::uint64_t events_ = 0;
   std::uint64_t overruns_ = 0;
+  std::uint64_t route_events_ = 0;
 };
 
 }  // namespace spigot::io
