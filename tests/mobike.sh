@@ -10,8 +10,8 @@
 # time and the ping gap stays bounded. Address lists (3.6): spigot listens on 192.0.2.2 only, so
 # its IKE_AUTH response says NO_ADDITIONAL_ADDRESSES (charon's log shows it parsed); charon
 # announces its own other addresses as they come and go, and spigot shows the list it keeps in
-# `sas --json`. (A list that changes on reload needs a wildcard listen, with which spigot does
-# not yet know the address a datagram came to: covered by the in-process tests only.)
+# `sas --json`. (A list that changes on reload needs a wildcard listen: covered by the
+# in-process tests only; spigot moving itself as the initiator: mobike_initiator.sh.)
 # usage: mobike.sh SPIGOT_BINARY
 set -euo pipefail
 SPIGOT=$1

@@ -417,8 +417,8 @@ TEST(UdpSocketTest, PacketInfoReceivesTheDestinationAndSendsFromTheSource) {
   }
   ASSERT_EQ(received, 7u);
   for (std::size_t i = 0; i < 7; ++i) {
-    const bool first = i < 3 || i == 6;
-    EXPECT_EQ(slots[i].local, first ? two : (i == 6 ? two : one)) << i;
+    // 0-2: to 127.0.0.2 from .1; 3-5: to .1 from .2; 6: to .2 from .2.
+    EXPECT_EQ(slots[i].local, i < 3 || i == 6 ? two : one) << i;
     EXPECT_EQ(IpAddress::Of(slots[i].peer), i < 3 ? one : two) << i << " " << slots[i].peer.ToString();
     EXPECT_EQ(slots[i].peer.port(), tx->local_endpoint().port());
   }
@@ -431,6 +431,18 @@ TEST(UdpSocketTest, PacketInfoReceivesTheDestinationAndSendsFromTheSource) {
   ASSERT_TRUE(WaitReadable(*rx));
   ASSERT_EQ(rx->RecvBatch(std::span(slots).first(1)).count, 1u);
   EXPECT_EQ(IpAddress::Of(slots[0].peer), one);
+
+  // IPv6 (IPV6_RECVPKTINFO / IPV6_PKTINFO), on ::1.
+  auto rx6 = BindOrDie("::");
+  auto tx6 = BindOrDie("::");
+  ASSERT_TRUE(rx6 && tx6);
+  ASSERT_TRUE(rx6->EnablePacketInfo());
+  const IpAddress loop6 = IpAddress::Of(*Endpoint::Parse("::1", 0));
+  ASSERT_TRUE(tx6->SendTo(Endpoint::From(loop6, rx6->local_endpoint().port()), payload, loop6));
+  ASSERT_TRUE(WaitReadable(*rx6));
+  ASSERT_EQ(rx6->RecvBatch(std::span(slots).first(1)).count, 1u);
+  EXPECT_EQ(slots[0].local, loop6);
+  EXPECT_EQ(IpAddress::Of(slots[0].peer), loop6);
 }
 
 }  // namespace
