@@ -41,6 +41,9 @@ inline constexpr std::size_t kMobikePeerAddresses = 16;
 inline constexpr std::size_t kControlPosts = 4096;
 // Jobs the IKE worker pool takes per thread (running and waiting).
 inline constexpr std::size_t kIkeJobsPerWorker = 4;
+// Datagrams an IKE SA keeps for after its work on an IKE worker (a response to our request, a
+// retransmitted fragment...); the peer's window of one request bounds what is legitimate.
+inline constexpr std::size_t kIkeOffloadHeld = 4;
 // Control socket: clients at once, and the longest request line.
 inline constexpr std::size_t kControlClients = 64;
 inline constexpr std::size_t kControlRequestBytes = 64 * 1024;
@@ -94,8 +97,12 @@ inline constexpr std::array kBounds = {
           "drop the fragment, or the whole reassembly when it grows too large",
           "ike.fragments.dropped.too_many, ike.fragments.dropped.too_large"},
     Bound{"ike_workers", "global.ike_workers x kIkeJobsPerWorker",
-          "hold new IKE_SA_INITs in the negotiation queue; IKE_AUTH work runs inline",
-          "bounds.ike_workers.dropped (refused hand-offs), ike.auth_inline"},
+          "hold new IKE_SA_INITs in the negotiation queue; IKE_AUTH, PFS and IKE rekey work runs inline",
+          "bounds.ike_workers.dropped (refused hand-offs), ike.auth_inline, ike.child_pfs_inline, "
+          "ike.ike_rekey_inline"},
+    Bound{"ike_offload_held", "kIkeOffloadHeld per IKE SA",
+          "drop: a datagram for an IKE SA whose work runs on a worker, past those kept for after it",
+          "ike.offload.held_dropped"},
     Bound{"mobike_peer_addresses", "kMobikePeerAddresses per IKE SA",
           "drop the addresses past it (the announcement's first ones are kept)",
           "ike.mobike.address_list_overflow"},

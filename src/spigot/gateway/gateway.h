@@ -213,7 +213,7 @@ class Gateway final : public ike::IkeSaHost {
                                                            ike::TimePoint now) override;
   void EapLoginChecked(ike::IkeSa& sa, const std::string& user, bool ok, ike::TimePoint now) override;
   void EapStepReady(ike::IkeSa& sa) override;
-  bool OffloadAuth(ike::IkeSa& sa, std::function<void()> work) override;
+  bool Offload(ike::IkeSa& sa, ike::OffloadKind kind, std::function<void()> work) override;
   eap::LoginThrottle::Stats EapThrottleStats() const { return login_throttle_.stats(Now()); }
   // Virtual IPs for a peer's CFG_REQUEST from its connection's `pools` (leases by identity).
   ike::CpResult AssignVirtualIps(ike::IkeSa& sa, bool want_v4, bool want_v6,
@@ -334,7 +334,7 @@ class Gateway final : public ike::IkeSaHost {
   // Jobs the workers finished, waiting for the control thread (bounded by the pool capacity).
   std::mutex done_mu_;
   std::vector<std::shared_ptr<OffloadJob>> done_;  // guarded by done_mu_
-  std::vector<std::uint64_t> auth_done_;  // IKE SAs whose IKE_AUTH work finished; guarded by done_mu_
+  std::vector<std::uint64_t> sa_work_done_;  // IKE SAs whose offloaded work finished; guarded by done_mu_
   // The latest copy of an IKE_SA_INIT request that arrived while a worker answered its first
   // one, by our SPI: the SA receives it when adopted. At most one per offloaded SA.
   struct InitRetry {

@@ -167,6 +167,111 @@ TEST(GatewayTest, IkeRekeyFromEitherSideKeepsTheChildSas) {
   ExpectCleanDataPath(p);
 }
 
+// Issue 17: the DH of CREATE_CHILD_SA with PFS and of IKE rekeys runs on the IKE workers, both
+// roles: our key pair before the request, the shared secret at the peer's request or response.
+constexpr const char* kPfs = "esp_proposals = \"aes128gcm16-x25519\"\n";
+
+TEST(GatewayTest, PfsChildAndIkeRekeysRunOnTheWorkersFromEitherSide) {
+  GatewayPair p(SiteConfig(1, 2, "", kPfs), SiteConfig(2, 1, "", kPfs));
+  Establish(p, p.a);
+  for (int round = 0; round < 2; ++round) {
+    for (Node* rekeyer : {&p.a, &p.b}) {
+      const std::uint32_t old_in = OnlyInboundSpi(*rekeyer->gw);
+      ASSERT_EQ(rekeyer->gw->Rekey("site", false), 1);
+      p.Pump();
+      EXPECT_NE(OnlyInboundSpi(*rekeyer->gw), old_in);
+      ASSERT_EQ(rekeyer->gw->Rekey("site", true), 1);
+      p.Pump();
+      p.Advance(Gateway::kTickPeriod);  // the tick removes the old IKE SA, deleted
+      p.Traffic();
+      for (Node* n : {&p.a, &p.b}) {
+        ASSERT_EQ(n->gw->ike_sas().size(), 1u);
+        EXPECT_EQ(Established(*n->gw), 1u);
+        EXPECT_EQ(n->gw->children().sad().size(), 1u);
+      }
+    }
+  }
+  for (Node* n : {&p.a, &p.b}) {
+    const ike::IkeCounters& c = n->gw->ike_counters();
+    // Per side: 2 rekeys of its own (key pair and shared secret each), 2 of the peer's.
+    EXPECT_EQ(c.child_pfs_offloaded, 6u);
+    EXPECT_EQ(c.ike_rekey_offloaded, 6u);
+    EXPECT_EQ(c.child_pfs_inline + c.ike_rekey_inline, 0u);
+    EXPECT_EQ(c.child_failures, 0u);
+    EXPECT_EQ(n->gw->children().counters().rekeys_completed, 2u);
+    EXPECT_EQ(n->gw->children().counters().rekeys_answered, 2u);
+  }
+  const nlohmann::json stats = control::StatsJson(*p.b.gw);
+  EXPECT_EQ(stats["ike"]["child_pfs_offloaded"], 6);
+  EXPECT_EQ(stats["ike"]["ike_rekey_offloaded"], 6);
+  EXPECT_EQ(stats["bounds"]["ike_offload_held"]["dropped"], 0);
+  ExpectCleanDataPath(p);
+}
+
+// No IKE worker free: the rekey is answered at once on the control thread, counted.
+TEST(GatewayTest, PfsRekeyIsAnsweredInlineWhenNoWorkerIsFree) {
+  GatewayPair p(SiteConfig(1, 2, "", kPfs), SiteConfig(2, 1, "", kPfs), GatewayPair::kWorkers, 1);
+  Establish(p, p.a);
+  // B's one worker is busy whenever a CREATE_CHILD_SA request reaches it.
+  p.net.drop = [&](const Datagram& d) {
+    const ike::Header h = d.Header();
+    if (h.exchange == ike::Exchange::kCreateChildSa && !h.is_response() && d.to.AddressString() == "192.0.2.2")
+      (void)p.b.workers.TrySubmit([] {});
+    return false;
+  };
+  ASSERT_EQ(p.a.gw->Rekey("site", false), 1);
+  p.Pump();
+  ASSERT_EQ(p.a.gw->Rekey("site", true), 1);
+  p.Pump();
+  p.Advance(Gateway::kTickPeriod);
+  p.Traffic();
+  const ike::IkeCounters& b = p.b.gw->ike_counters();
+  EXPECT_EQ(b.child_pfs_inline, 1u);
+  EXPECT_EQ(b.ike_rekey_inline, 1u);
+  EXPECT_EQ(b.child_pfs_offloaded + b.ike_rekey_offloaded, 0u);
+  EXPECT_EQ(p.a.gw->ike_counters().child_pfs_offloaded, 2u);
+  EXPECT_EQ(p.a.gw->children().counters().rekeys_completed, 1u);
+  EXPECT_EQ(Established(*p.a.gw), 1u);
+  EXPECT_EQ(Established(*p.b.gw), 1u);
+  ExpectCleanDataPath(p);
+}
+
+// Step by step: the peer's retransmission while B's worker has the request is dropped and
+// counted; an operator's delete of the IKE SA meanwhile waits for the exchange, then goes out.
+TEST(GatewayTest, RetransmissionAndDeleteWhileARekeyIsOnAWorker) {
+  GatewayPair p(SiteConfig(1, 2, "", kPfs), SiteConfig(2, 1, "", kPfs));
+  Establish(p, p.a);
+  const auto deliver = [&](Node& to) {
+    ASSERT_FALSE(p.net.in_flight.empty());
+    Datagram d = std::move(p.net.in_flight.front());
+    p.net.in_flight.pop_front();
+    to.gw->ReceiveIke(d.bytes, d.from, d.natt);
+    to.gw->WorkQueue();
+  };
+  ASSERT_EQ(p.a.gw->Rekey("site", true), 1);
+  ASSERT_EQ(p.a.workers.pending(), 1u);  // A's key pair
+  p.a.workers.RunAll();
+  p.a.loop.RunPosted();
+  ASSERT_EQ(p.net.in_flight.size(), 1u);
+  const Datagram request = p.net.in_flight.front();
+  deliver(p.b);
+  ASSERT_EQ(p.b.workers.pending(), 1u);
+  p.net.in_flight.push_back(request);  // A's retransmission, while B's worker has it
+  deliver(p.b);
+  EXPECT_EQ(p.b.gw->ike_counters().offload_retransmits, 1u);
+  EXPECT_TRUE(p.net.in_flight.empty()) << "answered before the work was done";
+  EXPECT_EQ(p.b.gw->Terminate("site"), 1);
+  EXPECT_TRUE(p.net.in_flight.empty()) << "a DELETE in the middle of the exchange";
+  p.Pump();
+  p.Advance(Gateway::kTickPeriod);
+  EXPECT_EQ(p.b.gw->ike_counters().ike_rekey_offloaded, 1u);
+  EXPECT_EQ(p.a.gw->ike_sas().size(), 0u);
+  EXPECT_EQ(p.b.gw->ike_sas().size(), 0u);
+  EXPECT_EQ(p.a.gw->children().sad().size(), 0u);
+  EXPECT_EQ(p.b.gw->children().sad().size(), 0u);
+  ExpectCleanDataPath(p, true);
+}
+
 // Both sides rekey the IKE SA at once (RFC 7296 2.8.2): each answers the other's, the new IKE
 // SA created with the lowest nonce is deleted by its creator, the other keeps the CHILD SA and
 // its creator deletes the old one. Over the rounds, both sides' SAs survive sometimes.

@@ -55,6 +55,13 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.eap_throttled += from.eap_throttled;
   to.auth_offloaded += from.auth_offloaded;
   to.auth_inline += from.auth_inline;
+  to.child_pfs_offloaded += from.child_pfs_offloaded;
+  to.child_pfs_inline += from.child_pfs_inline;
+  to.ike_rekey_offloaded += from.ike_rekey_offloaded;
+  to.ike_rekey_inline += from.ike_rekey_inline;
+  to.offload_retransmits += from.offload_retransmits;
+  to.offload_held += from.offload_held;
+  to.offload_held_dropped += from.offload_held_dropped;
   to.invalid_messages += from.invalid_messages;
   to.child_failures += from.child_failures;
   to.weak_refused_modp1024 += from.weak_refused_modp1024;
@@ -315,17 +322,18 @@ void Gateway::OffloadDone(std::shared_ptr<OffloadJob> job) {
     done_posted_ = false;
 }
 
-// IKE_AUTH's public-key work on an IKE worker (issue 17): the SA stays in the table, waiting
-// (it drops the peer's retransmissions) until AdoptOffloaded resumes it. The worker pool's
+// An established or half-open IKE SA's public-key or DH work on an IKE worker (issue 17:
+// IKE_AUTH, CREATE_CHILD_SA with PFS, IKE rekeys): the SA stays in the table, waiting (it holds
+// or drops what arrives for it, ike_sa.h) until AdoptOffloaded resumes it. The worker pool's
 // capacity bounds these jobs with the IKE_SA_INIT ones; a full pool refuses and the SA does the
 // work on this thread.
-bool Gateway::OffloadAuth(ike::IkeSa& sa, std::function<void()> work) {
+bool Gateway::Offload(ike::IkeSa& sa, ike::OffloadKind /*kind*/, std::function<void()> work) {
   const std::uint64_t ours = IkeSaTable::OurSpi(sa);
   return env_.workers.TrySubmit([this, ours, work = std::move(work)] {
     work();
     {
       std::lock_guard lock(done_mu_);
-      auth_done_.push_back(ours);
+      sa_work_done_.push_back(ours);
     }
     if (!done_posted_.exchange(true) && !env_.loop.Post([this] { AdoptOffloaded(); }))
       done_posted_ = false;
@@ -339,14 +347,17 @@ void Gateway::AdoptOffloaded() {
   {
     std::lock_guard lock(done_mu_);
     batch.swap(done_);
-    auths.swap(auth_done_);
+    auths.swap(sa_work_done_);
   }
   for (std::uint64_t ours : auths) {
+    // Gone meanwhile (half-open limit, a DELETE, shutdown): the work's result goes nowhere. The
+    // worker only ever held its own copies, never the SA.
     SaEntry* e = table_.Find(ours);
-    if (e == nullptr) continue;  // gone meanwhile (half-open limit, shutdown)
-    e->sa->ResumeAuth(Now());
+    if (e == nullptr) continue;
+    e->sa->ResumeOffloaded(Now());
     table_.Schedule(ours);
   }
+  if (!auths.empty()) ApplyUniqueness();
   for (auto& job : batch) {
     const std::uint64_t ours = job->sa->spi_r();
     table_.UnmarkOffloaded(ours);

@@ -157,6 +157,7 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
   // Taken now: it is this datagram's, and must not stay for a later one if this is dropped.
   const std::optional<Address> from = std::exchange(source_, std::nullopt);
   if (state_ == State::kDead) return;
+  if (HoldWhileOffloaded(datagram, from)) return;  // after the work on a worker, in order
   if (created_at_ == TimePoint{}) created_at_ = now;
   Message msg;
   ParseResult res = ParseMessage(datagram, msg);
@@ -259,33 +260,7 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
   last_heard_ = now;
   if (from) FollowSource(*from);
 
-  if (h.is_response()) {
-    const RequestKind kind = outstanding_->kind;
-    // RFC 4555 3.4: the responder's MOBIKE_SUPPORTED comes in one of its IKE_AUTH responses.
-    if (kind == RequestKind::kAuth && conn_ && conn_->mobike && !mobike_ &&
-        msg.FindNotify(NotifyType::kMobikeSupported) != nullptr) {
-      mobike_ = true;
-      ++counters_->mobike_negotiated;
-    }
-    // 4555 3.6: the responder's address list comes with its IKE_AUTH response.
-    if (kind == RequestKind::kAuth && mobike_) TakePeerAddresses(msg);
-    switch (kind) {
-      case RequestKind::kInit: OnInitResponse(msg, datagram, now); break;
-      case RequestKind::kAuth: OnAuthResponse(msg, now); break;
-      case RequestKind::kCreateChild:
-      case RequestKind::kRekeyChild: OnChildResponse(msg, now); break;
-      case RequestKind::kRekeyIke: OnIkeRekeyResponse(msg, now); break;
-      default: OnInformationalResponse(msg, now); break;
-    }
-    // Answered: unless the handler already sent the next request (an EAP round of IKE_AUTH,
-    // another exchange), which has its own message ID.
-    if (state_ != State::kDead && outstanding_ && outstanding_->message_id == h.message_id &&
-        kind != RequestKind::kInit) {
-      outstanding_.reset();
-    }
-    StartNext(now);
-    return;
-  }
+  if (h.is_response()) return HandleResponse(msg, datagram, now);
   reply_to_ = from;
   switch (h.exchange) {
     case Exchange::kIkeSaInit:
@@ -304,6 +279,39 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
       ++counters_->invalid_messages;
   }
   reply_to_.reset();
+}
+
+void IkeSa::HandleResponse(const Message& msg, std::span<const std::uint8_t> datagram, TimePoint now) {
+  const Header& h = msg.header;
+  {
+    const RequestKind kind = outstanding_->kind;
+    // RFC 4555 3.4: the responder's MOBIKE_SUPPORTED comes in one of its IKE_AUTH responses.
+    if (kind == RequestKind::kAuth && conn_ && conn_->mobike && !mobike_ &&
+        msg.FindNotify(NotifyType::kMobikeSupported) != nullptr) {
+      mobike_ = true;
+      ++counters_->mobike_negotiated;
+    }
+    // 4555 3.6: the responder's address list comes with its IKE_AUTH response.
+    if (kind == RequestKind::kAuth && mobike_) TakePeerAddresses(msg);
+    switch (kind) {
+      case RequestKind::kInit: OnInitResponse(msg, datagram, now); break;
+      case RequestKind::kAuth: OnAuthResponse(msg, now); break;
+      case RequestKind::kCreateChild:
+      case RequestKind::kRekeyChild: OnChildResponse(msg, now); break;
+      case RequestKind::kRekeyIke: OnIkeRekeyResponse(msg, now); break;
+      default: OnInformationalResponse(msg, now); break;
+    }
+    // Its DH went to a worker: the exchange stays open (and the request unretransmitted) until
+    // ResumeOffloaded brings the response back here.
+    if (offload_ && offload_->message && offload_->message->header.is_response()) return;
+    // Answered: unless the handler already sent the next request (an EAP round of IKE_AUTH,
+    // another exchange), which has its own message ID.
+    if (state_ != State::kDead && outstanding_ && outstanding_->message_id == h.message_id &&
+        kind != RequestKind::kInit) {
+      outstanding_.reset();
+    }
+    StartNext(now);
+  }
 }
 
 void IkeSa::FollowSource(const Address& from) {
@@ -383,7 +391,7 @@ void IkeSa::Tick(TimePoint now) {
     if (*slot && (*slot)->Expire(now, counters_->fragments)) slot->reset();
   }
   const ConnectionParams& params = ParamsOr(conn_);
-  if (outstanding_ && now >= outstanding_->deadline) {
+  if (outstanding_ && !FinishingResponse() && now >= outstanding_->deadline) {
     if (outstanding_->retransmits >= params.retransmit_tries) {
       // 4555 3.7: no answer at the peer's new address fails its return routability check too.
       if (outstanding_->kind == RequestKind::kMobikeCheck) ++counters_->mobike_rr_failed;
@@ -483,7 +491,7 @@ TimePoint IkeSa::DpdDue() const {
 TimePoint IkeSa::NextDeadline() const {
   TimePoint next = TimePoint::max();
   if (state_ == State::kDead) return next;
-  if (outstanding_) next = std::min(next, outstanding_->deadline);
+  if (outstanding_ && !FinishingResponse()) next = std::min(next, outstanding_->deadline);
   if (reassembly_request_) next = std::min(next, reassembly_request_->deadline());
   if (reassembly_response_) next = std::min(next, reassembly_response_->deadline());
   if (state_ == State::kInitAnswered) next = std::min(next, created_at_ + ParamsOr(conn_).half_open_timeout);
@@ -577,8 +585,12 @@ bool IkeSa::CheckLiveness(TimePoint now) {
 }
 
 void IkeSa::StartNext(TimePoint now) {
-  while (!outstanding_ && !pending_.empty() && state_ == State::kEstablished) {
+  // Nothing starts while work of this SA runs on a worker (ResumeOffloaded calls this again).
+  while (!outstanding_ && !offload_ && !pending_.empty() && state_ == State::kEstablished) {
     const Pending p = pending_.front();
+    // A request with a DH (CREATE_CHILD_SA with PFS, an IKE rekey) waits, first in the queue,
+    // for its key pair from a worker.
+    if (OffloadKeyPair(p)) return;
     pending_.erase(pending_.begin());
     switch (p.kind) {
       case RequestKind::kCreateChild:
@@ -729,7 +741,8 @@ void IkeSa::Die(std::string why) {
   if (failure_.empty()) failure_ = std::move(why);
   if (child_neg_ && child_neg_->spi_in != 0) host_->ReleaseChildSpi(child_neg_->spi_in);
   child_neg_.reset();
-  auth_pending_.reset();  // a worker may still run it; its result goes nowhere
+  offload_.reset();  // a worker may still run its work; the result goes nowhere
+  dh_ready_.reset();
   while (!children_.empty()) RemoveChildBySpi(children_.back().spi_in);
   outstanding_.reset();
   pending_.clear();

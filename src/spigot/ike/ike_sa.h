@@ -217,6 +217,14 @@ struct ChildSaInfo {
 
 class IkeSa;
 
+// What an IKE SA may hand to an IKE worker (IkeSaHost::Offload).
+enum class OffloadKind : std::uint8_t {
+  kAuth,      // responder IKE_AUTH: the peer's certificate chain and signature, our signature (2.15)
+  kChildPfs,  // CREATE_CHILD_SA with PFS (1.3.1, 1.3.3): our key pair before our request, the
+              // shared secret at the peer's request (with our key pair) or at its response
+  kIkeRekey,  // IKE SA rekey (1.3.2, 2.18): the same Diffie-Hellman steps
+};
+
 class IkeSaHost {
  public:
   virtual ~IkeSaHost() = default;
@@ -290,11 +298,14 @@ class IkeSaHost {
   // trip): the host calls sa.ResumeEap(now) from its loop, soon and outside the EAP server's
   // callback, and then looks at the SA's state and deadlines as after a datagram.
   virtual void EapStepReady(IkeSa& /*sa*/) {}
-  // IKE_AUTH as responder with certificates: the public-key work (the peer's certificate chain
-  // and signature, our signature; 2.15) may run off the control thread. The host runs `work` on
-  // an IKE worker and afterwards, on its loop, calls sa.ResumeAuth(now); `work` touches
-  // nothing of the SA. false (no worker free, or no workers): the SA does it at once itself.
-  virtual bool OffloadAuth(IkeSa& /*sa*/, std::function<void()> /*work*/) { return false; }
+  // The public-key and Diffie-Hellman work of an exchange may run off the control thread
+  // (OffloadKind). The host runs `work` on an IKE worker and afterwards, on its loop, calls
+  // sa.ResumeOffloaded(now); `work` touches nothing of the SA (it owns copies of what it reads).
+  // false (no worker free, or no workers): the SA does it at once itself, counted as inline.
+  // Meanwhile the SA takes part in no other exchange: it starts no request of its own, drops
+  // (counted) the peer's retransmissions of the message being worked on, and keeps any other
+  // datagram, at most kOffloadHeld, to handle in order after ResumeOffloaded.
+  virtual bool Offload(IkeSa& /*sa*/, OffloadKind /*kind*/, std::function<void()> /*work*/) { return false; }
   virtual std::optional<std::chrono::milliseconds> EapLoginBackoff(IkeSa& /*sa*/, const std::string& /*user*/,
                                                                    TimePoint /*now*/) {
     return std::nullopt;
@@ -337,10 +348,22 @@ struct IkeCounters {
   EapLogins& eap_login(eap::Method m) { return eap_logins[static_cast<std::size_t>(m)]; }
   const EapLogins& eap_login(eap::Method m) const { return eap_logins[static_cast<std::size_t>(m)]; }
   std::uint64_t eap_throttled = 0;  // of the failures: refused by the back-off before a password check
-  // Responder IKE_AUTHs whose public-key work ran on an IKE worker (IkeSaHost::OffloadAuth),
+  // Responder IKE_AUTHs whose public-key work ran on an IKE worker (IkeSaHost::Offload),
   // and those that ran on the control thread because no worker was free.
   std::uint64_t auth_offloaded = 0;
   std::uint64_t auth_inline = 0;
+  // The Diffie-Hellman of CREATE_CHILD_SA with PFS and of IKE rekeys, both roles, by where it
+  // ran (per key pair made or shared secret computed).
+  std::uint64_t child_pfs_offloaded = 0;
+  std::uint64_t child_pfs_inline = 0;
+  std::uint64_t ike_rekey_offloaded = 0;
+  std::uint64_t ike_rekey_inline = 0;
+  // While an SA's work ran on a worker: the peer's retransmissions of the message being worked
+  // on, dropped (the answer comes when the work is done); other datagrams kept for after it;
+  // and those dropped because kOffloadHeld were already kept.
+  std::uint64_t offload_retransmits = 0;
+  std::uint64_t offload_held = 0;
+  std::uint64_t offload_held_dropped = 0;
   std::uint64_t invalid_messages = 0;
   std::uint64_t child_failures = 0;
   // NO_PROPOSAL_CHOSEN answered to proposals that named weak transforms the connection does not
@@ -514,8 +537,12 @@ class IkeSa {
   const eap::Authorization& eap_authorization() const { return eap_authorization_; }
   // See IkeSaHost::EapStepReady.
   void ResumeEap(TimePoint now);
-  // See IkeSaHost::OffloadAuth. Does nothing unless the offloaded work has finished.
-  void ResumeAuth(TimePoint now);
+  // See IkeSaHost::Offload. Does nothing unless the offloaded work has finished.
+  void ResumeOffloaded(TimePoint now);
+  // Work of this SA runs on a worker (IkeSaHost::Offload) and it has not resumed yet.
+  bool offloaded() const { return offload_.has_value(); }
+  // Datagrams an SA keeps while its work runs on a worker (IkeSaHost::Offload).
+  static constexpr std::size_t kOffloadHeld = bounds::kIkeOffloadHeld;
   // Both sides sent IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT (RFC 7383 2.3).
   bool fragmentation() const { return fragmentation_; }
   // Replaced by a rekey (2.18): its CHILD SAs are on the new IKE SA, only its DELETE remains
@@ -612,9 +639,11 @@ class IkeSa {
   bool DeriveKeys(std::span<const std::uint8_t> peer_ke);
   // Selects, narrows, allocates and installs a CHILD SA for a request (IKE_AUTH or
   // CREATE_CHILD_SA), appending the response payloads (or the refusing notify) to `out`.
+  // With `deferred`, its DH may go to a worker: then *deferred is set and nothing is appended.
   bool NegotiateChildAsResponder(const Message& req, std::span<const std::uint8_t> ni,
                                  std::span<const std::uint8_t> nr, std::uint32_t rekey_of,
-                                 std::vector<Payload>& out, bool create_child, TimePoint now);
+                                 std::vector<Payload>& out, bool create_child, TimePoint now,
+                                 bool* deferred = nullptr);
   bool FinishChildAsInitiator(const Message& resp, ChildNegotiation& neg,
                               std::span<const std::uint8_t> ni, std::span<const std::uint8_t> nr);
   void InstallChild(ChildSaInfo info, TimePoint now);
@@ -715,15 +744,53 @@ class IkeSa {
   std::string eap_identity_;
   eap::Authorization eap_authorization_;
   void AnswerEapStep(const Header& request, eap::ServerSession::Step step, TimePoint now);
-  // Responder IKE_AUTH: the public-key work, with copies of what it reads (ike_sa_auth.cc), and
-  // the request it answers. While it runs on a worker the peer's retransmissions are dropped.
+  // Responder IKE_AUTH: the public-key work, with copies of what it reads (ike_sa_auth.cc).
   struct AuthWork;
-  struct PendingAuth {
-    Message request;
-    std::shared_ptr<AuthWork> work;
-  };
-  std::optional<PendingAuth> auth_pending_;
+  static bool AuthWorkDone(const AuthWork& work);
   void FinishAuthRequest(const Message& msg, AuthWork& work, TimePoint now);
+  // A Diffie-Hellman step (ike_sa_offload.cc): our key pair made (given none), and the shared
+  // secret with peer_public (unless empty).
+  struct DhWork;
+  // Work of this SA on a worker (IkeSaHost::Offload): one at a time. `message` is the peer's
+  // request being answered or its response to ours being finished (none while our own key pair
+  // is made, before our request goes out); ResumeOffloaded runs its handler again, which finds
+  // the result in dh_ready_ (or FinishAuthRequest takes `auth`'s).
+  struct Offloaded {
+    OffloadKind kind;
+    std::shared_ptr<AuthWork> auth;
+    std::shared_ptr<DhWork> dh;
+    std::optional<Message> message;
+    std::optional<Address> reply_to;  // where the request came from (2.11)
+    struct Held {
+      Bytes datagram;
+      std::optional<Address> from;
+    };
+    std::vector<Held> held;  // at most kOffloadHeld, in arrival order
+  };
+  std::optional<Offloaded> offload_;
+  // The response to our request arrived and its DH runs on a worker: no retransmission, no
+  // give-up meanwhile.
+  bool FinishingResponse() const { return offload_ && offload_->message && offload_->message->header.is_response(); }
+  std::shared_ptr<DhWork> dh_ready_;  // a finished DH step, for the handler ResumeOffloaded reruns
+  // Hands `work` to the host; true if it took it (offload_ is then set and counted), false if
+  // the caller must do it inline (counted).
+  bool StartOffload(Offloaded o, const std::function<void()>& work);
+  // True while a datagram must wait for the work (kept or dropped here, counted).
+  bool HoldWhileOffloaded(std::span<const std::uint8_t> datagram, const std::optional<Address>& from);
+  // The peer's request needs a DH with its KE: offloaded (true), or false to do it inline.
+  bool OffloadRequestDh(const Message& req, OffloadKind kind, std::uint16_t group,
+                        std::span<const std::uint8_t> peer_public);
+  // The peer's response to our request: the shared secret with our child_neg_ key pair.
+  bool OffloadResponseDh(const Message& resp, OffloadKind kind);
+  // Our request `p` (next in pending_) needs a fresh key pair: offloaded (true) or not.
+  bool OffloadKeyPair(const Pending& p);
+  // The finished step for this group and peer value (responder), or null.
+  std::shared_ptr<DhWork> TakeReadyDh(std::uint16_t group, std::span<const std::uint8_t> peer_public);
+  // Our key pair made on a worker for `group`, or a fresh one made here.
+  std::unique_ptr<crypto::DhKeyPair> KeyPairFor(std::uint16_t group);
+  // The part of Receive after a response was opened and checked: its handler, the end of the
+  // exchange and the next request of ours.
+  void HandleResponse(const Message& msg, std::span<const std::uint8_t> datagram, TimePoint now);
   void OnEapAuthRequest(const Message& msg, TimePoint now);
   void OnEapAuthResponse(const Message& msg, TimePoint now);
   // The end of a successful IKE_AUTH as initiator: the peer's identity, its CP reply, the

@@ -447,8 +447,9 @@ EapServerFactory EapTlsServers(std::shared_ptr<const eap::TlsServerContext> tls)
   };
 }
 
+bool IkeSa::AuthWorkDone(const AuthWork& work) { return work.done.load(std::memory_order_acquire); }
+
 void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
-  if (auth_pending_) return;  // retransmitted while a worker checks it: the answer comes
   if (eap_) return OnEapAuthRequest(msg, now);
   const auto* idi = msg.Find<IdPayload>(PayloadType::kIdi);
   const auto* auth = msg.Find<AuthPayload>(PayloadType::kAuth);
@@ -493,24 +494,13 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   work->ni = ni_;
   work->sk_pi = keys_.sk_pi;
   work->sk_pr = keys_.sk_pr;
-  auth_pending_ = PendingAuth{msg, work};
   // Signatures and certificate chains cost a millisecond or more (RSA); a MAC with a PSK does
   // not, and stays here.
   const bool dear = conn_->local_auth == AuthMethod::kPubkey || (auth != nullptr && conn_->remote_auth == AuthMethod::kPubkey);
-  if (dear && host_->OffloadAuth(*this, [work] { work->Run(); })) {
-    ++counters_->auth_offloaded;
+  if (dear && StartOffload(Offloaded{OffloadKind::kAuth, work, nullptr, msg, reply_to_, {}}, [work] { work->Run(); }))
     return;
-  }
-  if (dear) ++counters_->auth_inline;
   work->Run();
-  ResumeAuth(now);
-}
-
-void IkeSa::ResumeAuth(TimePoint now) {
-  if (state_ == State::kDead || !auth_pending_ || !auth_pending_->work->done.load(std::memory_order_acquire)) return;
-  PendingAuth pending = std::move(*auth_pending_);
-  auth_pending_.reset();
-  FinishAuthRequest(pending.request, *pending.work, now);
+  FinishAuthRequest(msg, *work, now);
 }
 
 void IkeSa::FinishAuthRequest(const Message& msg, AuthWork& work, TimePoint now) {

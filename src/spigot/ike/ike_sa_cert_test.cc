@@ -91,7 +91,7 @@ TEST_F(CertAuth, RsaAndEcdsaCertificatesThroughAnIntermediateEstablishBothWays) 
   EXPECT_EQ(pair.rcounters.auth_failures + pair.icounters.auth_failures, 0u);
 }
 
-// IkeSaHost::OffloadAuth: the responder's certificate checks and signature run on another
+// IkeSaHost::Offload (kAuth): the responder's certificate checks and signature run on another
 // thread while the SA waits; the initiator's retransmission meanwhile gets no second answer.
 TEST_F(CertAuth, ResponderAuthWorkRunsOnAnotherThreadAndResumes) {
   auto iconn = Conn(true, *alice_, inter_);
@@ -99,38 +99,38 @@ TEST_F(CertAuth, ResponderAuthWorkRunsOnAnotherThreadAndResumes) {
   iconn->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
   rconn->remote_id = iconn->local_id;
   LoopbackPair pair(iconn, rconn);
-  pair.rhost.offload_auth = true;
+  pair.rhost.offload = {OffloadKind::kAuth};
   pair.initiator->Initiate(CertTime(0));
   pair.Pump(CertTime(0));
   ASSERT_TRUE(pair.responder);
-  ASSERT_EQ(pair.rhost.auth_work.size(), 1u);
+  ASSERT_EQ(pair.rhost.offloaded.size(), 1u);
   EXPECT_EQ(pair.rcounters.auth_offloaded, 1u);
   const std::uint64_t answered = pair.rhost.sent;
-  pair.responder->ResumeAuth(CertTime(1));  // not done yet: nothing happens
+  pair.responder->ResumeOffloaded(CertTime(1));  // not done yet: nothing happens
   pair.initiator->Tick(CertTime(3));        // the initiator retransmits IKE_AUTH
   pair.Pump(CertTime(3));
   EXPECT_EQ(pair.rhost.sent, answered) << "answered IKE_AUTH before its checks ran";
   EXPECT_GE(pair.icounters.retransmits, 1u);
-  std::thread worker(pair.rhost.auth_work[0]);
+  std::thread worker(pair.rhost.offloaded[0].work);
   worker.join();
-  pair.responder->ResumeAuth(CertTime(3));
+  pair.responder->ResumeOffloaded(CertTime(3));
   pair.Pump(CertTime(3));
   ASSERT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
   EXPECT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
-  EXPECT_EQ(pair.rhost.auth_work.size(), 1u) << "the retransmission started the work again";
+  EXPECT_EQ(pair.rhost.offloaded.size(), 1u) << "the retransmission started the work again";
 
   // A refusal found on the worker is answered and counted on resume.
   auto other = Conn(true, *stranger_, nullptr, *root_);
   other->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
   LoopbackPair refused(other, rconn);
-  refused.rhost.offload_auth = true;
+  refused.rhost.offload = {OffloadKind::kAuth};
   refused.initiator->Initiate(CertTime(0));
   refused.Pump(CertTime(0));
-  ASSERT_EQ(refused.rhost.auth_work.size(), 1u);
-  std::thread w2(refused.rhost.auth_work[0]);
+  ASSERT_EQ(refused.rhost.offloaded.size(), 1u);
+  std::thread w2(refused.rhost.offloaded[0].work);
   w2.join();
   EXPECT_EQ(refused.rcounters.cert_failures, 0u) << "counted on the worker";
-  refused.responder->ResumeAuth(CertTime(0));
+  refused.responder->ResumeOffloaded(CertTime(0));
   refused.Pump(CertTime(0));
   EXPECT_EQ(refused.initiator->failure(), "peer: AUTHENTICATION_FAILED");
   EXPECT_EQ(refused.rcounters.cert_failures, 1u);

@@ -43,7 +43,13 @@ void IkeSa::SendChildRequest(RequestKind kind, std::uint32_t rekey_of, TimePoint
   p.push_back({PayloadType::kSa, SaPayload{neg.proposals}});
   p.push_back({PayloadType::kNonce, NoncePayload{neg.nonce}});
   if (const std::uint16_t g = neg.proposals.empty() ? 0 : DhOf(neg.proposals[0]); g != 0) {
-    neg.dh = crypto::DhKeyPair::Generate(g);
+    neg.dh = KeyPairFor(g);  // made on a worker (OffloadKeyPair), or here
+    if (!neg.dh) {
+      host_->ReleaseChildSpi(*spi);
+      ++counters_->child_failures;
+      if (rekey_of != 0) RetryRekeyLater(rekey_of, now);
+      return;
+    }
     const auto pub = neg.dh->public_value();
     p.push_back({PayloadType::kKe, KePayload{g, Bytes(pub.begin(), pub.end())}});
   }
@@ -55,6 +61,7 @@ void IkeSa::SendChildRequest(RequestKind kind, std::uint32_t rekey_of, TimePoint
 
 void IkeSa::OnChildResponse(const Message& msg, TimePoint now) {
   if (!child_neg_) return;
+  if (OffloadResponseDh(msg, OffloadKind::kChildPfs)) return;  // ResumeOffloaded brings it back
   ChildNegotiation neg = std::move(*child_neg_);
   child_neg_.reset();
   const auto* nr = msg.Find<NoncePayload>(PayloadType::kNonce);
@@ -89,10 +96,12 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
     ++counters_->invalid_messages;
     return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
   }
-  if (state_ == State::kDeleting) {
+  const bool delete_queued = std::any_of(pending_.begin(), pending_.end(),
+                                         [](const Pending& p) { return p.kind == RequestKind::kDeleteIke; });
+  if (state_ == State::kDeleting || delete_queued) {
     // 2.25.2: we are closing this IKE SA (our DELETE is out, perhaps retransmitted on a lossy
-    // link): a CHILD SA or an IKE SA created from it now would outlive the DELETE on both
-    // sides, the connection we were told to end.
+    // link, or waits for an exchange in flight or on a worker): a CHILD SA or an IKE SA created
+    // from it now would outlive the DELETE on both sides, the connection we were told to end.
     return SendResponse(msg.header, {Notify(NotifyType::kTemporaryFailure)}, true);
   }
   if (!sa->proposals.empty() && sa->proposals[0].protocol == ProtocolId::kIke)
@@ -115,14 +124,16 @@ void IkeSa::OnCreateChildRequest(const Message& msg, TimePoint now) {
   }
   const Bytes nr = RandomNonce();
   std::vector<Payload> out;
-  NegotiateChildAsResponder(msg, ni->data, nr, rekey_of, out, true, now);
+  bool deferred = false;
+  NegotiateChildAsResponder(msg, ni->data, nr, rekey_of, out, true, now, &deferred);
+  if (deferred) return;  // its DH runs on a worker; ResumeOffloaded handles the request again
   SendResponse(msg.header, std::move(out), true);
 }
 
 bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::uint8_t> ni,
                                       std::span<const std::uint8_t> nr,
                                       std::uint32_t rekey_of, std::vector<Payload>& out,
-                                      bool create_child, TimePoint now) {
+                                      bool create_child, TimePoint now, bool* deferred) {
   auto refuse = [&](NotifyType t) {
     ++counters_->child_failures;
     out.push_back(Notify(t));
@@ -159,8 +170,18 @@ bool IkeSa::NegotiateChildAsResponder(const Message& req, std::span<const std::u
       out.push_back(Notify(NotifyType::kInvalidKePayload, DhGroupBytes(algs->dh_group)));
       return false;
     }
-    dh = crypto::DhKeyPair::Generate(algs->dh_group);
-    if (!dh || !dh->ComputeShared(ke->data, shared)) return refuse(NotifyType::kInvalidSyntax);
+    if (auto ready = TakeReadyDh(algs->dh_group, ke->data)) {
+      // Done on a worker: the request was handled this far before, and is again now.
+      if (!ready->ok) return refuse(NotifyType::kInvalidSyntax);
+      dh = std::move(ready->dh);
+      shared = std::move(ready->shared);
+    } else if (deferred != nullptr && OffloadRequestDh(req, OffloadKind::kChildPfs, algs->dh_group, ke->data)) {
+      *deferred = true;
+      return false;
+    } else {
+      dh = crypto::DhKeyPair::Generate(algs->dh_group);
+      if (!dh || !dh->ComputeShared(ke->data, shared)) return refuse(NotifyType::kInvalidSyntax);
+    }
   }
   NotifyType refusal = NotifyType::kTemporaryFailure;
   const auto spi = host_->AllocateChildSpi(rekey_of != 0, refusal);
@@ -222,11 +243,13 @@ bool IkeSa::FinishChildAsInitiator(const Message& resp, ChildNegotiation& neg,
   crypto::SecureBytes shared;
   if (algs->dh_group != 0) {
     const auto* ke = resp.Find<KePayload>(PayloadType::kKe);
-    if (!neg.dh || ke == nullptr || ke->group != algs->dh_group ||
-        !neg.dh->ComputeShared(ke->data, shared)) {
+    const auto ready = ke != nullptr ? TakeReadyDh(ke->group, ke->data) : nullptr;  // from a worker
+    if (!neg.dh || ke == nullptr || ke->group != algs->dh_group || neg.dh->group() != ke->group ||
+        (ready ? !ready->ok : !neg.dh->ComputeShared(ke->data, shared))) {
       failure_ = "bad KE in CHILD SA response";
       return false;
     }
+    if (ready) shared = std::move(ready->shared);
   }
   ChildKeymat km;
   if (!DeriveChildKeymat(algs_->prf, keys_.sk_d, algs->suite, shared, ni, nr, km)) return false;

@@ -34,8 +34,12 @@ void IkeSa::SendIkeRekey(TimePoint now) {
   std::vector<Proposal> proposals = conn_->ike_proposals;
   const Bytes spi = IkeSpiBytes(rekey_spi_);
   for (auto& p : proposals) p.spi = spi;
-  ChildNegotiation neg{0, 0, RandomNonce(), crypto::DhKeyPair::Generate(PreferredDhGroup(proposals)),
-                       proposals};
+  // The key pair: made on a worker (OffloadKeyPair), or here.
+  ChildNegotiation neg{0, 0, RandomNonce(), KeyPairFor(PreferredDhGroup(proposals)), proposals};
+  if (!neg.dh) {
+    failure_ = "IKE rekey: no Diffie-Hellman group to propose";
+    return;
+  }
   const auto pub = neg.dh->public_value();
   std::vector<Payload> p;
   p.push_back({PayloadType::kSa, SaPayload{proposals}});
@@ -47,6 +51,7 @@ void IkeSa::SendIkeRekey(TimePoint now) {
 
 void IkeSa::OnIkeRekeyResponse(const Message& msg, TimePoint now) {
   if (!child_neg_) return;
+  if (OffloadResponseDh(msg, OffloadKind::kIkeRekey)) return;  // ResumeOffloaded brings it back
   ChildNegotiation neg = std::move(*child_neg_);
   child_neg_.reset();
   const auto* sa = msg.Find<SaPayload>(PayloadType::kSa);
@@ -72,13 +77,15 @@ void IkeSa::OnIkeRekeyResponse(const Message& msg, TimePoint now) {
   const Proposal& chosen = sa->proposals[0];
   const auto algs = IkeAlgorithmsOf(chosen);
   crypto::SecureBytes shared;
+  const auto ready = TakeReadyDh(ke->group, ke->data);  // the shared secret from a worker
   if (!algs || chosen.spi.size() != 8 || !AcceptableChoice(conn_->ike_proposals, chosen) ||
-      ke->group != algs->dh_group || neg.dh->group() != ke->group ||
-      !neg.dh->ComputeShared(ke->data, shared)) {
+      ke->group != algs->dh_group || !neg.dh || neg.dh->group() != ke->group ||
+      (ready ? !ready->ok : !neg.dh->ComputeShared(ke->data, shared))) {
     if (ike_collision_ && CandidateTakesOver(now)) return;
     failure_ = "bad IKE rekey response";
     return;
   }
+  if (ready) shared = std::move(ready->shared);
   const std::uint64_t peer_spi = IkeSpiFromBytes(chosen.spi);
   if (ike_collision_) {
     // 2.8.2: both rekeys succeeded. The new IKE SA created with the lowest of the four nonces
@@ -172,10 +179,20 @@ void IkeSa::OnIkeRekeyRequest(const Message& msg, TimePoint now) {
     return SendResponse(msg.header,
                         {Notify(NotifyType::kInvalidKePayload, DhGroupBytes(algs->dh_group))}, true);
   }
-  auto dh = crypto::DhKeyPair::Generate(algs->dh_group);
+  std::unique_ptr<crypto::DhKeyPair> dh;
   crypto::SecureBytes shared;
-  if (!dh || !dh->ComputeShared(ke->data, shared))
-    return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
+  if (auto ready = TakeReadyDh(algs->dh_group, ke->data)) {
+    // Done on a worker; every check above was made again against the SA as it is now.
+    if (!ready->ok) return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
+    dh = std::move(ready->dh);
+    shared = std::move(ready->shared);
+  } else if (OffloadRequestDh(msg, OffloadKind::kIkeRekey, algs->dh_group, ke->data)) {
+    return;  // ResumeOffloaded handles the request again
+  } else {
+    dh = crypto::DhKeyPair::Generate(algs->dh_group);
+    if (!dh || !dh->ComputeShared(ke->data, shared))
+      return SendResponse(msg.header, {Notify(NotifyType::kInvalidSyntax)}, true);
+  }
   const std::uint64_t peer_spi = IkeSpiFromBytes(chosen->spi);
   const std::uint64_t ours = host_->NewIkeSpi();
   Proposal answer = *chosen;

@@ -2,11 +2,13 @@
 // Not for other users: include ike_sa.h.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "spigot/crypto/dh.h"
 #include "spigot/ike/ike_sa.h"
 
 namespace spigot::ike::internal {
@@ -35,3 +37,23 @@ std::vector<Proposal> WithoutDh(std::vector<Proposal> ps);
 TimePoint Jittered(TimePoint from, std::chrono::seconds life, double jitter);
 
 }  // namespace spigot::ike::internal
+
+namespace spigot::ike {
+
+// A Diffie-Hellman step that may run on an IKE worker (ike_sa_offload.cc): it owns all it reads.
+struct IkeSa::DhWork {
+  std::uint16_t group = 0;
+  Bytes peer_public;                      // empty: only our key pair is made
+  std::unique_ptr<crypto::DhKeyPair> dh;  // ours: given (a response to our request) or made here
+  crypto::SecureBytes shared;
+  bool ok = false;  // the key pair made, the peer's value valid
+  std::atomic<bool> done{false};
+
+  void Run() {
+    if (!dh) dh = crypto::DhKeyPair::Generate(group);
+    ok = dh != nullptr && (peer_public.empty() || dh->ComputeShared(peer_public, shared));
+    done.store(true, std::memory_order_release);
+  }
+};
+
+}  // namespace spigot::ike

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "spigot/esp/esp.h"
 #include "spigot/ike/traffic_selectors.h"
@@ -749,6 +750,193 @@ TEST_F(Established, DeleteIkeSaFromEitherSide) {
   EXPECT_EQ(pair_->responder->state(), State::kDead);
   EXPECT_TRUE(pair_->ihost.installed.empty());
   EXPECT_TRUE(pair_->rhost.installed.empty());
+}
+
+// IkeSaHost::Offload (issue 17): the DH of CREATE_CHILD_SA with PFS and of IKE rekeys on IKE
+// workers, both roles. The hosts keep the work; RunOffloaded runs it on other threads and then
+// resumes the SAs (found again by SPI: an SA gone meanwhile is not touched).
+std::size_t RunOffloaded(LoopbackHost& h, TimePoint now) {
+  std::vector<LoopbackHost::OffloadedWork> work = std::move(h.offloaded);
+  h.offloaded.clear();
+  std::vector<std::thread> threads;
+  for (auto& w : work) threads.emplace_back(w.work);
+  for (auto& t : threads) t.join();
+  for (auto& w : work) {
+    if (IkeSa* sa = h.Find(w.spi)) sa->ResumeOffloaded(now);
+  }
+  return work.size();
+}
+
+class Offloaded : public Established {
+ protected:
+  void SetUp() override {
+    Established::SetUp();
+    for (LoopbackHost* h : {&pair_->ihost, &pair_->rhost}) h->offload = {OffloadKind::kChildPfs, OffloadKind::kIkeRekey};
+  }
+  // Pumps and runs offloaded work until nothing moves.
+  void Settle(TimePoint now) {
+    for (int i = 0; i < 32; ++i) {
+      pair_->Pump(now);
+      if (RunOffloaded(pair_->ihost, now) + RunOffloaded(pair_->rhost, now) == 0 && pair_->ihost.inbox.empty() &&
+          pair_->rhost.inbox.empty())
+        return;
+    }
+    ADD_FAILURE() << "offloaded work does not settle";
+  }
+};
+
+TEST_F(Offloaded, PfsChildRekeyStepByStepWithARetransmissionDuringTheWork) {
+  IkeSa& i = *pair_->initiator;
+  IkeSa& r = *pair_->responder;
+  const std::uint32_t old_in = pair_->ihost.installed.begin()->first;
+  // Our key pair first: nothing is sent before it is made.
+  ASSERT_TRUE(i.RekeyChild(old_in, T(10)));
+  EXPECT_TRUE(i.offloaded());
+  EXPECT_TRUE(pair_->rhost.inbox.empty());
+  ASSERT_EQ(pair_->ihost.offloaded.size(), 1u);
+  EXPECT_EQ(pair_->ihost.offloaded[0].kind, OffloadKind::kChildPfs);
+  i.Tick(T(10));  // no timer of ours starts a request meanwhile
+  EXPECT_EQ(RunOffloaded(pair_->ihost, T(10)), 1u);
+  EXPECT_EQ(pair_->rhost.inbox.size(), 1u) << "the request goes out once the key pair is made";
+  // The responder's DH runs on a worker; the initiator's retransmission meanwhile is dropped,
+  // counted, not answered twice.
+  pair_->Pump(T(10));
+  ASSERT_TRUE(r.offloaded());
+  const std::uint64_t answered = pair_->rhost.sent;
+  i.Tick(T(12));
+  EXPECT_EQ(pair_->icounters.retransmits, 1u);
+  pair_->Pump(T(12));
+  EXPECT_EQ(pair_->rhost.sent, answered);
+  EXPECT_EQ(pair_->rcounters.offload_retransmits, 1u);
+  EXPECT_EQ(pair_->rhost.installed.size(), 1u) << "nothing installed before the DH is done";
+  r.ResumeOffloaded(T(12));  // not run yet: nothing happens
+  EXPECT_TRUE(r.offloaded());
+  EXPECT_EQ(RunOffloaded(pair_->rhost, T(12)), 1u);
+  EXPECT_EQ(pair_->rhost.sent, answered + 1) << "answered once";
+  EXPECT_EQ(pair_->rhost.installed.size(), 2u);
+  // The initiator finishes the response's DH on a worker too, without retransmitting meanwhile.
+  pair_->Pump(T(12));
+  ASSERT_TRUE(i.offloaded());
+  EXPECT_EQ(i.NextDeadline(), TimePoint::max()) << "no retransmission while the response is finished";
+  i.Tick(T(20));
+  EXPECT_EQ(pair_->icounters.retransmits, 1u);
+  EXPECT_EQ(RunOffloaded(pair_->ihost, T(20)), 1u);
+  pair_->Pump(T(20));  // the DELETE of the old CHILD SA
+  ASSERT_EQ(pair_->ihost.installed.size(), 1u);
+  ASSERT_EQ(pair_->rhost.installed.size(), 1u);
+  EXPECT_EQ(pair_->ihost.installed.count(old_in), 0u);
+  EXPECT_EQ(pair_->ihost.installed.begin()->second.algs.dh_group, 31);
+  ExpectTrafficFlows(pair_->ihost.installed.begin()->second, pair_->rhost.installed.begin()->second);
+  ExpectTrafficFlows(pair_->rhost.installed.begin()->second, pair_->ihost.installed.begin()->second);
+  EXPECT_EQ(pair_->icounters.child_pfs_offloaded, 2u);  // key pair, shared secret
+  EXPECT_EQ(pair_->rcounters.child_pfs_offloaded, 1u);
+  EXPECT_EQ(pair_->icounters.child_pfs_inline + pair_->rcounters.child_pfs_inline, 0u);
+  EXPECT_EQ(pair_->icounters.child_failures + pair_->rcounters.child_failures, 0u);
+}
+
+TEST_F(Offloaded, RekeysFromEitherSideInOrder) {
+  for (int round = 0; round < 3; ++round) {
+    for (bool from_initiator : {true, false}) {
+      const TimePoint now = T(10 + 10 * round + (from_initiator ? 0 : 5));
+      IkeSa& sa = Side(from_initiator);
+      const std::uint32_t old_child = Host(from_initiator).installed.begin()->first;
+      // An IKE rekey and a CHILD rekey queued behind it: done in that order, by the new IKE SA.
+      ASSERT_TRUE(sa.RekeyIke(now));
+      ASSERT_TRUE(sa.RekeyChild(old_child, now));
+      Settle(now);
+      IkeSa& i = *pair_->initiator;
+      IkeSa& r = *pair_->responder;
+      ASSERT_EQ(i.state(), State::kEstablished) << i.failure();
+      ASSERT_EQ(r.state(), State::kEstablished) << r.failure();
+      EXPECT_EQ(i.spi_i(), r.spi_i());
+      EXPECT_EQ(i.spi_r(), r.spi_r());
+      ASSERT_EQ(pair_->ihost.installed.size(), 1u);
+      ASSERT_EQ(pair_->rhost.installed.size(), 1u);
+      EXPECT_EQ(Host(from_initiator).installed.count(old_child), 0u);
+      ExpectTrafficFlows(pair_->ihost.installed.begin()->second, pair_->rhost.installed.begin()->second);
+      for (auto& old : pair_->ihost.retired) EXPECT_EQ(old->state(), State::kDead);
+      for (auto& old : pair_->rhost.retired) EXPECT_EQ(old->state(), State::kDead);
+    }
+  }
+  // Each side: 3 IKE rekeys of its own (key pair, shared secret) and 3 of the peer's.
+  EXPECT_EQ(pair_->icounters.ike_rekey_offloaded, 9u);
+  EXPECT_EQ(pair_->rcounters.ike_rekey_offloaded, 9u);
+  EXPECT_EQ(pair_->icounters.child_pfs_offloaded, 9u);
+  EXPECT_EQ(pair_->rcounters.child_pfs_offloaded, 9u);
+  EXPECT_EQ(pair_->icounters.ike_rekey_inline + pair_->rcounters.ike_rekey_inline, 0u);
+  EXPECT_EQ(pair_->icounters.invalid_messages + pair_->rcounters.invalid_messages, 0u);
+}
+
+// What arrives for an SA while it works waits, in order: here the response to the responder's
+// own liveness check, which came while it worked on the peer's PFS rekey.
+TEST_F(Offloaded, DatagramsDuringTheWorkAreHandledAfterItInOrder) {
+  pair_->ihost.offload.clear();
+  IkeSa& i = *pair_->initiator;
+  IkeSa& r = *pair_->responder;
+  ASSERT_TRUE(r.CheckLiveness(T(10)));
+  ASSERT_TRUE(i.RekeyChild(pair_->ihost.installed.begin()->first, T(10)));
+  pair_->Pump(T(10));
+  ASSERT_TRUE(r.offloaded());
+  EXPECT_EQ(pair_->rcounters.offload_held, 1u);
+  EXPECT_EQ(RunOffloaded(pair_->rhost, T(10)), 1u);
+  EXPECT_FALSE(r.offloaded());
+  pair_->Pump(T(10));
+  ASSERT_EQ(pair_->ihost.installed.size(), 1u);
+  ASSERT_EQ(pair_->rhost.installed.size(), 1u);
+  // The liveness check was answered: nothing of the responder's is retransmitted later.
+  r.Tick(T(15));
+  EXPECT_EQ(pair_->rcounters.retransmits, 0u);
+  EXPECT_EQ(r.state(), State::kEstablished);
+  EXPECT_EQ(pair_->rcounters.offload_held_dropped, 0u);
+}
+
+// The SA dies, or is destroyed, while its DH runs: the work finishes on its own copies and its
+// result goes nowhere.
+TEST_F(Offloaded, SaGoneWhileItsWorkRuns) {
+  pair_->ihost.offload.clear();
+  ASSERT_TRUE(pair_->initiator->RekeyIke(T(10)));
+  pair_->Pump(T(10));
+  ASSERT_TRUE(pair_->responder->offloaded());
+  const std::uint64_t sent = pair_->rhost.sent;
+  pair_->responder->Replace(T(10));  // dies (the host's `unique` policy, say)
+  EXPECT_EQ(pair_->responder->state(), State::kDead);
+  EXPECT_FALSE(pair_->responder->offloaded());
+  EXPECT_EQ(RunOffloaded(pair_->rhost, T(10)), 1u);
+  EXPECT_EQ(pair_->rhost.sent, sent + 1) << "only Replace's DELETE";
+  EXPECT_TRUE(pair_->rhost.retired.empty()) << "no IKE SA made from a dead one";
+
+  // Destroyed outright with the work still queued, then the work runs.
+  SetUp();
+  pair_->ihost.offload.clear();
+  ASSERT_TRUE(pair_->initiator->RekeyChild(pair_->ihost.installed.begin()->first, T(20)));
+  pair_->Pump(T(20));
+  ASSERT_TRUE(pair_->responder->offloaded());
+  pair_->responder.reset();
+  std::thread worker(pair_->rhost.offloaded.at(0).work);
+  worker.join();
+  EXPECT_EQ(pair_->rhost.Find(pair_->rhost.offloaded[0].spi), nullptr);
+}
+
+// No worker free: the SA does the DH itself at once, counted as inline.
+TEST_F(Offloaded, InlineWhenNoWorkerIsFree) {
+  pair_->ihost.offload_room = 0;
+  pair_->rhost.offload_room = 0;
+  ASSERT_TRUE(pair_->initiator->RekeyChild(pair_->ihost.installed.begin()->first, T(10)));
+  EXPECT_FALSE(pair_->initiator->offloaded());
+  pair_->Pump(T(10));
+  ASSERT_TRUE(pair_->responder->RekeyIke(T(11)));
+  pair_->Pump(T(11));
+  EXPECT_TRUE(pair_->ihost.offloaded.empty());
+  EXPECT_TRUE(pair_->rhost.offloaded.empty());
+  ASSERT_EQ(pair_->initiator->state(), State::kEstablished);
+  ASSERT_EQ(pair_->ihost.installed.size(), 1u);
+  ASSERT_EQ(pair_->rhost.installed.size(), 1u);
+  ExpectTrafficFlows(pair_->ihost.installed.begin()->second, pair_->rhost.installed.begin()->second);
+  EXPECT_EQ(pair_->icounters.child_pfs_inline, 2u);
+  EXPECT_EQ(pair_->rcounters.child_pfs_inline, 1u);
+  EXPECT_EQ(pair_->rcounters.ike_rekey_inline, 2u);
+  EXPECT_EQ(pair_->icounters.ike_rekey_inline, 1u);
+  EXPECT_EQ(pair_->icounters.child_pfs_offloaded + pair_->rcounters.ike_rekey_offloaded, 0u);
 }
 
 TEST_F(Established, LostRequestIsRetransmittedAndAnsweredOnce) {

@@ -8,7 +8,9 @@
 #include <functional>
 
 #include <deque>
+#include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 
 #include "spigot/ike/ike_sa.h"
@@ -41,15 +43,23 @@ class LoopbackHost : public IkeSaHost {
   // `vip_pool` of each family asked for, with vip_dns4 and vip_subnets, or kFailed when the
   // pool has none of them.
   CpResult AssignVirtualIps(IkeSa& sa, bool want_v4, bool want_v6, VirtualIps& out) override;
-  // With offload_auth, IKE_AUTH's public-key work is kept in auth_work for the test to run
-  // (on a thread of its choice) before it calls ResumeAuth.
-  bool OffloadAuth(IkeSa&, std::function<void()> work) override {
-    if (!offload_auth) return false;
-    auth_work.push_back(std::move(work));
+  // Work of the kinds in `offload` (IkeSaHost::Offload) is kept in `offloaded` for the test to
+  // run (on a thread of its choice) before it calls the SA's ResumeOffloaded; other work, and
+  // all of it once `offload_room` hand-offs were taken, the SA does itself (a busy pool).
+  bool Offload(IkeSa& sa, OffloadKind kind, std::function<void()> work) override {
+    if (offload.count(kind) == 0 || offload_room == 0) return false;
+    --offload_room;
+    offloaded.push_back({kind, std::move(work), sa.role() == IkeSa::Role::kInitiator ? sa.spi_i() : sa.spi_r()});
     return true;
   }
-  bool offload_auth = false;
-  std::vector<std::function<void()>> auth_work;
+  struct OffloadedWork {
+    OffloadKind kind;
+    std::function<void()> work;
+    std::uint64_t spi;  // the SA's own SPI: Find(spi), if it still exists
+  };
+  std::set<OffloadKind> offload;
+  std::size_t offload_room = SIZE_MAX;
+  std::vector<OffloadedWork> offloaded;
   // The CHILD SAs' moves (RFC 7296 2.23, RFC 4555 3.5): the address each went to, in order.
   void PeerMoved(IkeSa& sa, const Address&) override { esp_moves.push_back(sa.esp_remote()); }
   std::vector<Address> esp_moves;
