@@ -743,6 +743,7 @@ void IkeSa::Die(std::string why) {
   child_neg_.reset();
   offload_.reset();  // a worker may still run its work; the result goes nowhere
   dh_ready_.reset();
+  auth_ready_.reset();
   while (!children_.empty()) RemoveChildBySpi(children_.back().spi_in);
   outstanding_.reset();
   pending_.clear();

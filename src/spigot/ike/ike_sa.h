@@ -219,7 +219,8 @@ class IkeSa;
 
 // What an IKE SA may hand to an IKE worker (IkeSaHost::Offload).
 enum class OffloadKind : std::uint8_t {
-  kAuth,      // responder IKE_AUTH: the peer's certificate chain and signature, our signature (2.15)
+  kAuth,      // IKE_AUTH (2.15): as responder the peer's certificate chain and signature and our
+              // signature; as initiator our signature before the request goes out
   kChildPfs,  // CREATE_CHILD_SA with PFS (1.3.1, 1.3.3): our key pair before our request, the
               // shared secret at the peer's request (with our key pair) or at its response
   kIkeRekey,  // IKE SA rekey (1.3.2, 2.18): the same Diffie-Hellman steps
@@ -348,8 +349,9 @@ struct IkeCounters {
   EapLogins& eap_login(eap::Method m) { return eap_logins[static_cast<std::size_t>(m)]; }
   const EapLogins& eap_login(eap::Method m) const { return eap_logins[static_cast<std::size_t>(m)]; }
   std::uint64_t eap_throttled = 0;  // of the failures: refused by the back-off before a password check
-  // Responder IKE_AUTHs whose public-key work ran on an IKE worker (IkeSaHost::Offload),
-  // and those that ran on the control thread because no worker was free.
+  // IKE_AUTH public-key work (the responder's checks and signature, the initiator's signature)
+  // that ran on an IKE worker (IkeSaHost::Offload), and that ran on the control thread because
+  // no worker was free.
   std::uint64_t auth_offloaded = 0;
   std::uint64_t auth_inline = 0;
   // The Diffie-Hellman of CREATE_CHILD_SA with PFS and of IKE rekeys, both roles, by where it
@@ -770,8 +772,13 @@ class IkeSa {
   std::optional<Offloaded> offload_;
   // The response to our request arrived and its DH runs on a worker: no retransmission, no
   // give-up meanwhile.
-  bool FinishingResponse() const { return offload_ && offload_->message && offload_->message->header.is_response(); }
+  // Likewise the initiator's IKE_AUTH signature: the IKE_SA_INIT response is here.
+  bool FinishingResponse() const {
+    return offload_ && ((offload_->message && offload_->message->header.is_response()) ||
+                        (offload_->kind == OffloadKind::kAuth && role_ == Role::kInitiator));
+  }
   std::shared_ptr<DhWork> dh_ready_;  // a finished DH step, for the handler ResumeOffloaded reruns
+  std::shared_ptr<AuthWork> auth_ready_;  // initiator: our AUTH signed on a worker, for SendAuth
   // Hands `work` to the host; true if it took it (offload_ is then set and counted), false if
   // the caller must do it inline (counted).
   bool StartOffload(Offloaded o, const std::function<void()>& work);

@@ -329,7 +329,33 @@ void IkeSa::SendAuth(TimePoint now) {
   // 2.16: with EAP the first IKE_AUTH carries no AUTH; the responder starts EAP.
   const bool eap = conn_->local_auth == AuthMethod::kEap;
   std::optional<AuthPayload> auth;
-  if (!eap) auth = OwnAuth(init_request_, nr_, keys_.sk_pi, idi, &error);
+  if (auth_ready_) {
+    // Signed on a worker (below): SendAuth runs again once it is done.
+    auth = std::move(auth_ready_->our_auth);
+    error = auth_ready_->own_error;
+    auth_ready_.reset();
+  } else if (conn_->local_auth == AuthMethod::kPubkey) {
+    // Our signature costs a millisecond or more (RSA): an IKE worker makes it while the IKE SA
+    // waits (no retransmission of IKE_SA_INIT meanwhile: its answer is here).
+    host_->ReleaseChildSpi(child_neg_->spi_in);
+    child_neg_.reset();
+    auto work = std::make_shared<AuthWork>();
+    work->conn = conn_;
+    work->prf = algs_->prf;
+    work->peer_hashes = peer_hashes_;
+    work->idr = idi;  // the identity our AUTH is over (AuthWork signs as `idr`)
+    work->init_response = init_request_;
+    work->ni = nr_;
+    work->sk_pr = keys_.sk_pi;
+    if (StartOffload(Offloaded{OffloadKind::kAuth, work, nullptr, std::nullopt, std::nullopt, {}},
+                     [work] { work->Run(); }))
+      return;
+    work->Run();
+    auth_ready_ = work;
+    return SendAuth(now);
+  } else if (!eap) {
+    auth = OwnAuth(init_request_, nr_, keys_.sk_pi, idi, &error);
+  }
   if (eap && eap::LegacyProviderProblem()) error = *eap::LegacyProviderProblem();
   if (!auth && !(eap && error.empty())) {
     host_->ReleaseChildSpi(child_neg_->spi_in);

@@ -136,6 +136,43 @@ TEST_F(CertAuth, ResponderAuthWorkRunsOnAnotherThreadAndResumes) {
   EXPECT_EQ(refused.rcounters.cert_failures, 1u);
 }
 
+// The initiator's IKE_AUTH signature on another thread: nothing is sent (and IKE_SA_INIT is not
+// retransmitted) until it is done; without a free worker it is made at once, counted.
+TEST_F(CertAuth, InitiatorSignatureRunsOnAnotherThread) {
+  auto iconn = Conn(true, *alice_, inter_);
+  auto rconn = Conn(false, *bob_, inter_);
+  iconn->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
+  rconn->remote_id = iconn->local_id;
+  LoopbackPair pair(iconn, rconn);
+  pair.ihost.offload = {OffloadKind::kAuth};
+  pair.initiator->Initiate(CertTime(0));
+  pair.Pump(CertTime(0));
+  ASSERT_EQ(pair.ihost.offloaded.size(), 1u);
+  EXPECT_TRUE(pair.initiator->offloaded());
+  EXPECT_EQ(pair.initiator->state(), State::kInitSent);
+  EXPECT_EQ(pair.initiator->NextDeadline(), TimePoint::max()) << "IKE_SA_INIT would be retransmitted";
+  const std::uint64_t sent = pair.ihost.sent;
+  pair.initiator->Tick(CertTime(5));
+  EXPECT_EQ(pair.ihost.sent, sent);
+  std::thread worker(pair.ihost.offloaded[0].work);
+  worker.join();
+  pair.initiator->ResumeOffloaded(CertTime(5));
+  pair.Pump(CertTime(5));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+  EXPECT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
+  EXPECT_EQ(pair.icounters.auth_offloaded, 1u);
+  EXPECT_EQ(pair.icounters.retransmits, 0u);
+
+  LoopbackPair busy(iconn, rconn);
+  busy.ihost.offload = {OffloadKind::kAuth};
+  busy.ihost.offload_room = 0;
+  busy.initiator->Initiate(CertTime(0));
+  busy.Pump(CertTime(0));
+  ASSERT_EQ(busy.initiator->state(), State::kEstablished) << busy.initiator->failure();
+  EXPECT_EQ(busy.icounters.auth_inline, 1u);
+  EXPECT_EQ(busy.icounters.auth_offloaded, 0u);
+}
+
 TEST_F(CertAuth, DnPatternAcceptsAnyNameUnderItAndTheCaDecides) {
   auto rconn = Conn(false, *bob_, inter_);
   rconn->remote_id = *ParseIdentity("C=CH, O=Example, CN=*");

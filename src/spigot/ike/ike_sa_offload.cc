@@ -144,7 +144,12 @@ void IkeSa::ResumeOffloaded(TimePoint now) {
   if (offload_->auth ? !AuthWorkDone(*offload_->auth) : !offload_->dh->done.load(std::memory_order_acquire)) return;
   Offloaded o = std::move(*offload_);
   offload_.reset();
-  if (o.auth) {
+  if (o.auth && !o.message) {
+    // Our IKE_AUTH signature (initiator): the request goes out now.
+    auth_ready_ = std::move(o.auth);
+    if (state_ == State::kInitSent) SendAuth(now);
+    auth_ready_.reset();
+  } else if (o.auth) {
     reply_to_ = o.reply_to;
     FinishAuthRequest(*o.message, *o.auth, now);
     reply_to_.reset();
