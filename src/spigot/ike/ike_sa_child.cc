@@ -67,7 +67,12 @@ void IkeSa::OnChildResponse(const Message& msg, TimePoint now) {
   const auto* nr = msg.Find<NoncePayload>(PayloadType::kNonce);
   if (const auto* err = msg.FirstError(); err != nullptr || nr == nullptr) {
     host_->ReleaseChildSpi(neg.spi_in);
-    ++counters_->child_failures;
+    // 2.25: TEMPORARY_FAILURE to a rekey asks us to try again later (the peer is rekeying or
+    // deleting the IKE SA, or deleting this CHILD SA): a retry (rekey_retries), not a failure.
+    // Counted as one, a rekey crossing a peer's DELETE at the end of a session read as a
+    // failed negotiation.
+    const bool deferred = err != nullptr && err->type == NotifyType::kTemporaryFailure && neg.rekey_of != 0;
+    if (!deferred) ++counters_->child_failures;
     failure_ = err != nullptr ? std::string("CHILD SA refused by peer: ") + NotifyName(err->type)
                               : "malformed CREATE_CHILD_SA response";
     if (neg.rekey_of != 0) RetryRekeyLater(neg.rekey_of, now);

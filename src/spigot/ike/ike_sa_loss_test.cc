@@ -286,6 +286,9 @@ TEST_F(Lossy, ChildRekeyCrossingOurLostDeleteIsRefused) {
     EXPECT_EQ(pair_->responder->state(), State::kEstablished);
     EXPECT_TRUE(pair_->ihost.installed.empty()) << "a successor outlived the DELETE";
     EXPECT_TRUE(pair_->rhost.installed.empty()) << "a successor outlived the DELETE";
+    // The refusal asks the rekeying side to try later: a retry, not a failed negotiation.
+    EXPECT_EQ(Counters(!from_initiator).child_failures, 0u);
+    EXPECT_GE(Counters(!from_initiator).rekey_retries, 1u);
   }
 }
 
