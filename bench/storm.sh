@@ -32,6 +32,15 @@
 #      started here in the responders' namespace on 127.0.0.1:18121, users storm1..stormN in its
 #      users file): spigot with remote_auth = "eap-radius", strongSwan with its eap-radius
 #      plugin (16 sockets, one per worker thread). Offered EAP_RATE/s.
+#   7. a mobility storm (issue 17), with MOVE road warriors (default 1000; MOVE=0 skips): PSK,
+#      virtual IPs, each pinging 203.0.113.1 every 200 ms through its own CHILD SA; once all are
+#      up, all of them move at once from 192.0.2.1 to 192.0.2.5 (a second address of side a) and
+#      say so with MOBIKE UPDATE_SA_ADDRESSES (RFC 4555 3.5; `spigot loadgen --move-to`). Per
+#      responder: updates answered and how long they took (p50/p99/max from the move), road
+#      warriors whose echo replies came back to the new address and when, and that the crowd
+#      stayed on its IKE SAs (no failure, none lost, every DELETE at the end answered from the
+#      new address). spigot checks each new address before its CHILD SAs follow (3.7, COOKIE2);
+#      strongSwan as responder moves at once.
 # For each: establish rate, p50/p99 latency, failures, rekeys completed, peak responder RSS
 # (VmHWM). Ratios are spigot over strongSwan from this run. Run as root.
 # usage: bench/storm.sh [BUILD_DIR] [N] [HOLD] [BIG]
@@ -39,7 +48,7 @@
 #        CERT="ecdsa rsa2048" in the environment (CERT_RATE: see 4);
 #        EAP=1 EAP_RATE=600;
 #        N=0 skips 1, 2, 4, 5 and 6, HOLD=0 skips 2, BIG=0 skips 3, CERT= (empty) skips 4,
-#        EAP=0 skips 5, EAP_RADIUS=0 skips 6
+#        EAP=0 skips 5, EAP_RADIUS=0 skips 6, MOVE=0 skips 7 (MOVE_RATE: its offered rate, 500)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build/release}
@@ -48,6 +57,7 @@ CHILD_LIFE=${CHILD_LIFE:-60} RATE=${RATE:-10000}
 CERT=${CERT-ecdsa rsa2048} CERT_RATE=${CERT_RATE:-}
 EAP=${EAP:-1} EAP_RATE=${EAP_RATE:-600} EAP_PW=storm-password-1  # no blanks: login_args is split on them
 EAP_RADIUS=${EAP_RADIUS:-1} RADIUS_SECRET=storm-radius-secret
+MOVE=${MOVE:-1000} MOVE_RATE=${MOVE_RATE:-500}
 SPIGOT=$(cd "$BUILD" && pwd)/spigot
 HERE=$ROOT/tests
 source "$ROOT/tests/lib.sh"
@@ -141,7 +151,7 @@ start_responder() {  # start_responder spigot|strongswan -> RPID
     charon_cert_responder b "$IKE" "$ESP" "$PKI_DIR/gw.pem" "$PKI_DIR/gw.key" "$PKI_DIR/root.pem" \
       "$GW_ID" "$CLIENT_DN" 16
   else
-    charon_any_responder b "$IKE" "$ESP" "$PSK" 16 198.18.0.0/15
+    charon_any_responder b "$IKE" "$ESP" "$PSK" 16 198.18.0.0/15 %any
   fi
   RPID=${PIDS[-1]}
 }
@@ -225,6 +235,27 @@ if [ "$N" -gt 0 ] && [ "$EAP_RADIUS" = 1 ]; then
   AUTH=eap-radius CASE_RATE=$EAP_RATE run_case spigot eap-radius "$N" 5
   AUTH=eap-radius CASE_RATE=$EAP_RATE run_case strongswan eap-radius "$N" 5
   radius_stop storm
+fi
+
+if [ "$MOVE" -gt 0 ]; then
+  ip -n "${NS}a" addr add 192.0.2.5/24 dev "${NS}va"
+  # Long enough that everyone still pings well after the move, at the slower responder too.
+  packets=$(( (MOVE / MOVE_RATE + 12) * 5 ))
+  for who in spigot strongswan; do
+    CASE_RATE=$MOVE_RATE run_case "$who" move "$MOVE" 0 --id-prefix mv --traffic --traffic-dst 203.0.113.1 \
+      --packets "$packets" --traffic-interval 200 --move-to 192.0.2.5 --move-after 1000
+    python3 - "$WORK/move-$who.json" "$who" <<'PY' | tee -a "$RESULTS"
+import json, sys
+r, who = json.load(open(sys.argv[1])), sys.argv[2]
+m, t = r["mobility"], r["traffic"]
+a, c = m["answer_ms"], m.get("recover_ms", {})
+print(f"move         {who:<10} moved {m['moved']:>5}  answered {m['answered']:>5} "
+      f"(p50 {a['p50']:.0f} ms, p99 {a['p99']:.0f} ms, all by {a['max']:.0f} ms)  "
+      f"replies at the new address {m.get('recovered', 0):>5} (p50 {c.get('p50', 0):.0f} ms, "
+      f"p99 {c.get('p99', 0):.0f} ms, all by {c.get('max', 0):.0f} ms)  echo {t['received']}/{t['sent']}  "
+      f"lost {r['lost']}  DELETEs unanswered {r['deletes_unanswered']}")
+PY
+  done
 fi
 
 echo

@@ -217,14 +217,15 @@ charon_launch() {
   swan "$side" --load-all --file "$dir/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all failed"
 }
 
-# charon_any_responder SIDE IKE ESP PSK [THREADS] [POOL]: strongSwan 5.9.8 (kernel-libipsec) in
+# charon_any_responder SIDE IKE ESP PSK [THREADS] [POOL] [REMOTE_ADDRS]: strongSwan 5.9.8 (kernel-libipsec) in
 # namespace SIDE (b) as the responder for many initiators from side a: any identity with the PSK
 # (a secret without ids is a wildcard), tuned for many IKE SAs from one address —
 # block_threshold (half-open SAs per peer IP, default 5) would otherwise drop IKE_SA_INITs.
 # THREADS: charon's worker threads (default 16, its own default). POOL (a CIDR): virtual IPs
 # from the attr pool, CHILD SAs for them; else every CHILD SA is for 198.51.100.0/24.
+# REMOTE_ADDRS: where the initiators may be (default 192.0.2.1; %any for ones that move).
 charon_any_responder() {
-  local side=$1 ike=$2 esp=$3 psk=$4 threads=${5:-16} pool=${6:-}
+  local side=$1 ike=$2 esp=$3 psk=$4 threads=${5:-16} pool=${6:-} remote_addrs=${7:-192.0.2.1}
   local dir="$WORK/charon-$side" remote_ts="remote_ts = 198.51.100.0/24" pools=""
   if [ -n "$pool" ]; then  # virtual IPs from the attr pool; the CHILD SAs are for them
     remote_ts="" pools="pools { rw { addrs = $pool } }"
@@ -234,7 +235,7 @@ charon_any_responder() {
 connections {
   lg {
     local_addrs = 192.0.2.2
-    remote_addrs = 192.0.2.1
+    remote_addrs = $remote_addrs
     proposals = $ike
     $([ -n "$pool" ] && echo "pools = rw")
     local {

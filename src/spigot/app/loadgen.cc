@@ -98,6 +98,7 @@ struct Setup {
   loadgen::Ipv4 traffic_dst{};
   io::Endpoint target;
   io::Endpoint source;
+  std::optional<io::Endpoint> move_to;
   std::chrono::seconds duration{0};
   bool shared_identity = false;  // certificate login: every initiator is the certificate's identity
 };
@@ -117,6 +118,13 @@ std::string Prepare(const LoadgenOptions& o, Setup& s) {
   }
   if (source->family() != s.target.family()) return "--source and --target differ in address family";
   s.source = *source;
+  if (!o.move_to.empty()) {
+    const auto to = io::Endpoint::Parse(o.move_to, 0);
+    if (!to || to->family() != s.target.family())
+      return "--move-to: '" + o.move_to + "' is not an address of the target's family";
+    if (to->AddressString() == s.source.AddressString()) return "--move-to: that is the address we start from";
+    s.move_to = *to;
+  }
 
   auto c = std::make_shared<ike::ConnectionParams>();
   c->name = "loadgen";
@@ -166,6 +174,7 @@ loadgen::Progress Sum(const std::vector<std::unique_ptr<Worker>>& workers) {
     sum.rekeys_completed += p.rekeys_completed;
     sum.traffic_pending += p.traffic_pending;
     sum.echo_received += p.echo_received;
+    sum.moves_pending += p.moves_pending;
   }
   return sum;
 }
@@ -211,6 +220,25 @@ void PrintRoadWarriors(const loadgen::Results& r, const LoadgenOptions& o) {
   for (const auto& [why, n] : r.traffic_drops) std::printf("  %6llu  dropped: %s\n", u(n), why.c_str());
 }
 
+// --move-to: moved, answered, recovered (an echo reply at the new address, with traffic), and
+// the latencies from the move (p50, p99, max), in milliseconds.
+nlohmann::json MobilityJson(const loadgen::Results& r, const LoadgenOptions& o) {
+  const auto summary = [](std::vector<double> v) {
+    const double max = v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+    return nlohmann::json{{"p50", loadgen::Percentile(v, 50)}, {"p99", loadgen::Percentile(v, 99)}, {"max", max}};
+  };
+  nlohmann::json j = {{"to", o.move_to},
+                      {"moved", r.moved},
+                      {"answered", r.move_answered},
+                      {"skipped", r.move_skipped},
+                      {"answer_ms", summary(r.move_answer_ms)}};
+  if (o.traffic) {
+    j["recovered"] = r.move_recovered;
+    j["recover_ms"] = summary(r.move_recover_ms);
+  }
+  return j;
+}
+
 void PrintReport(const loadgen::Results& r, std::vector<double> latencies, double duration,
                  std::uint32_t initiators, const LoadgenOptions& o) {
   const bool json = o.json;
@@ -235,6 +263,7 @@ void PrintReport(const loadgen::Results& r, std::vector<double> latencies, doubl
         {"deletes_unanswered", r.deletes_unanswered},
     };
     if (o.vips) j.update(RoadWarriorsJson(r, o));
+    if (!o.move_to.empty()) j["mobility"] = MobilityJson(r, o);
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -255,6 +284,7 @@ void PrintReport(const loadgen::Results& r, std::vector<double> latencies, doubl
   if (r.deletes_unanswered != 0) std::printf("DELETEs unanswered   %llu\n", static_cast<unsigned long long>(r.deletes_unanswered));
   std::printf("duration             %.1f s\n", duration);
   if (o.vips) PrintRoadWarriors(r, o);
+  if (!o.move_to.empty()) std::printf("mobility             %s\n", MobilityJson(r, o).dump().c_str());
 }
 
 }  // namespace
@@ -300,6 +330,7 @@ int RunLoadgen(const LoadgenOptions& o) {
     c.packets = o.packets;
     c.echo_interval = std::chrono::milliseconds(o.traffic_interval_ms);
     c.traffic_dst = setup.traffic_dst;
+    c.move_to = setup.move_to;
     first += c.count;
     std::string error;
     auto w = Worker::Create(std::move(c), &error);
@@ -327,6 +358,9 @@ int RunLoadgen(const LoadgenOptions& o) {
   ike::TimePoint next_progress = start + 1s;
   std::uint64_t established_before = 0;
   ike::TimePoint end;
+  // --move-to: when every initiator was first up, and whether the move was ordered.
+  std::optional<ike::TimePoint> all_up;
+  bool moved = !setup.move_to;
   for (;;) {
     const auto wait = std::max<ike::TimePoint::duration>(next_progress - io::DefaultClock().Now(), 0ns);
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
@@ -352,7 +386,15 @@ int RunLoadgen(const LoadgenOptions& o) {
       established_before = p.established;
       next_progress += 1s;
     }
-    if (p.started == n && p.settled() && end - start >= setup.duration) break;
+    if (!moved && p.started == n && p.established + p.failed + p.aborted == n) {
+      if (!all_up) all_up = end;
+      if (end - *all_up >= std::chrono::milliseconds(o.move_after_ms)) {
+        std::fprintf(stderr, "spigot loadgen: every initiator moves to %s\n", o.move_to.c_str());
+        for (auto& w : workers) w->Move();
+        moved = true;
+      }
+    }
+    if (p.started == n && p.settled() && moved && end - start >= setup.duration) break;
   }
   const bool any_up = Sum(workers).established != 0;
   if (any_up) std::fprintf(stderr, "spigot loadgen: deleting the IKE SAs\n");

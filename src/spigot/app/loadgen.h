@@ -8,7 +8,8 @@
 // (loadgen/worker.h), the figures merged into one report. With --vips they are road warriors
 // (issue 11): each asks for a virtual IP, and with --traffic pings --traffic-dst from it through
 // its own CHILD SA; the report adds the addresses (how many, all distinct?) and the delivery
-// (peers with all / some / none of their replies, requests and replies).
+// (peers with all / some / none of their replies, requests and replies). With --move-to the
+// whole crowd changes address at once (a mobility storm; loadgen/worker.h).
 #pragma once
 
 #include <cstdint>
@@ -50,6 +51,12 @@ struct LoadgenOptions {
   std::uint32_t packets = 5;
   std::uint32_t traffic_interval_ms = 50;  // between one initiator's echo requests, 1-60000
   std::string traffic_dst;
+  // Mobility (RFC 4555): once every initiator is up and `move_after_ms` more have passed, all of
+  // them move at once to this address of ours (one the host has) and tell the responder with
+  // UPDATE_SA_ADDRESSES; the report adds how many moved, were answered and (with traffic) got
+  // replies at the new address, and how long that took. "": no move.
+  std::string move_to;
+  std::uint32_t move_after_ms = 1000;
 };
 
 // Prints progress to stderr once a second and the report to stdout (one JSON object with

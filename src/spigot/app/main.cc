@@ -209,6 +209,10 @@ void AddLoadgen(CLI::App& app, Cli& cli) {
                  "Milliseconds between one initiator's echo requests with --traffic")
       ->capture_default_str();
   lg->add_option("--traffic-dst", o.traffic_dst, "IPv4 address on the responder's side to ping (--traffic)");
+  lg->add_option("--move-to", o.move_to,
+                 "Once all are up, every initiator moves to this address of ours (MOBIKE UPDATE_SA_ADDRESSES)");
+  lg->add_option("--move-after", o.move_after_ms, "Milliseconds after all are up before --move-to")
+      ->capture_default_str();
   lg->callback([&cli] { cli.exit_code = spigot::app::RunLoadgen(cli.loadgen); });
 }
 

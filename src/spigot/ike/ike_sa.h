@@ -504,6 +504,12 @@ class IkeSa {
   // move before it is sent changes only the address it will carry. False if it cannot be
   // sent (no MOBIKE, not the original initiator, not established, queue full).
   bool UpdateSaAddresses(const Address& local, TimePoint now);
+  // An UPDATE_SA_ADDRESSES of ours is queued or unanswered.
+  bool mobike_update_pending() const {
+    return (outstanding_ && outstanding_->kind == RequestKind::kMobikeUpdate) ||
+           std::any_of(pending_.begin(), pending_.end(),
+                       [](const Pending& p) { return p.kind == RequestKind::kMobikeUpdate; });
+  }
   // Where the CHILD SAs send ESP: remote() except while a MOBIKE return routability check of
   // the peer's new address runs (4555 3.5: the IPsec SAs are updated once it has passed), when
   // it is the address they had before. Hosts install and move CHILD SAs to this address.

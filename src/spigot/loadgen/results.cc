@@ -26,6 +26,12 @@ void Results::Merge(const Results& o) {
   echo_sent += o.echo_sent;
   echo_received += o.echo_received;
   for (const auto& [why, n] : o.traffic_drops) traffic_drops[why] += n;
+  moved += o.moved;
+  move_answered += o.move_answered;
+  move_recovered += o.move_recovered;
+  move_skipped += o.move_skipped;
+  move_answer_ms.insert(move_answer_ms.end(), o.move_answer_ms.begin(), o.move_answer_ms.end());
+  move_recover_ms.insert(move_recover_ms.end(), o.move_recover_ms.begin(), o.move_recover_ms.end());
   first_started = std::min(first_started, o.first_started);
   last_established = std::max(last_established, o.last_established);
 }

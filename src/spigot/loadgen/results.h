@@ -38,6 +38,15 @@ struct Results {
   // reply") and requests not sent ("seal: " + status, "no CHILD SA to send on"; refused by the
   // kernel: send_failed).
   std::map<std::string, std::uint64_t> traffic_drops;
+  // Mobility (--move-to): initiators moved (UPDATE_SA_ADDRESSES sent), answered, and those that
+  // got an echo reply at the new address (with traffic); established ones not moved (no
+  // MOBIKE, or not up at the move); latencies from the move to the answer / that reply.
+  std::uint64_t moved = 0;
+  std::uint64_t move_answered = 0;
+  std::uint64_t move_recovered = 0;
+  std::uint64_t move_skipped = 0;
+  std::vector<double> move_answer_ms;
+  std::vector<double> move_recover_ms;
   TimePoint first_started = TimePoint::max();
   TimePoint last_established = TimePoint::min();
 

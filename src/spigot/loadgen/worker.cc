@@ -58,8 +58,16 @@ bool Worker::Init(std::string* error) {
     *error = "bad source address " + config_.source.ToString();
     return false;
   }
-  for (std::size_t i = 0; i < config_.sockets; ++i) {
-    auto sock = io::UdpSocket::Bind(*local, {}, error);
+  std::optional<io::Endpoint> moved;
+  if (config_.move_to) {
+    moved = io::Endpoint::Parse(config_.move_to->AddressString(), 0);
+    if (!moved || moved->family() != local->family()) {
+      *error = "bad address to move to " + config_.move_to->ToString();
+      return false;
+    }
+  }
+  for (std::size_t i = 0; i < config_.sockets * (moved ? 2 : 1); ++i) {
+    auto sock = io::UdpSocket::Bind(i < config_.sockets ? *local : *moved, {}, error);
     if (!sock) return false;
     if (!loop_->AddReader(sock->fd(), [this, i] { OnReadable(i); })) {
       *error = "epoll: cannot watch a socket: " + std::string(std::strerror(errno));
@@ -85,7 +93,8 @@ Progress Worker::progress() const {
                   p_aborted_.load(std::memory_order_relaxed),
                   p_rekeys_.load(std::memory_order_relaxed),
                   p_traffic_pending_.load(std::memory_order_relaxed),
-                  p_echo_received_.load(std::memory_order_relaxed)};
+                  p_echo_received_.load(std::memory_order_relaxed),
+                  p_moves_pending_.load(std::memory_order_relaxed)};
 }
 
 void Worker::Publish() {
@@ -96,6 +105,7 @@ void Worker::Publish() {
   p_rekeys_.store(results_.rekeys_completed, std::memory_order_relaxed);
   p_traffic_pending_.store(traffic_active_.size(), std::memory_order_relaxed);
   p_echo_received_.store(results_.echo_received, std::memory_order_relaxed);
+  p_moves_pending_.store(moves_pending_, std::memory_order_relaxed);
 }
 
 std::uint64_t Worker::OurSpi(const ike::IkeSa& sa) {
@@ -112,6 +122,7 @@ void Worker::Tick() {
     last_delete_progress_ = now;
   }
   if (!finishing_) StartDue(now);
+  if (!finishing_ && !moved_ && move_requested_.load()) MoveAll(now);
   TrafficStep(now);
   RetireTunnels(now);
   due_.clear();
@@ -147,7 +158,7 @@ void Worker::StartOne(ike::TimePoint now) {
     }
     conn = std::move(own);
   }
-  ini.socket = static_cast<std::uint32_t>(i % sockets_.size());
+  ini.socket = static_cast<std::uint32_t>(i % config_.sockets);
   const std::uint64_t spi = NewIkeSpi();
   ini.sa = std::make_unique<ike::IkeSa>(*this, ike_counters_, ike::IkeSa::Role::kInitiator,
                                         std::move(conn),
@@ -159,6 +170,53 @@ void Worker::StartOne(ike::TimePoint now) {
   ++results_.started;
   ini.sa->Initiate(now);
   Settle(spi, now);
+}
+
+// Every established initiator at once, as when a crowd's access network renumbers: from now on
+// it sends from its socket's twin on move_to (so does its ESP), and tells the responder with
+// UPDATE_SA_ADDRESSES (RFC 4555 3.5). Its old socket stays open: what the responder still
+// sends to the old address (before its return routability check of the new one passes) is
+// received, but only ESP at the new address counts as recovered.
+void Worker::MoveAll(ike::TimePoint now) {
+  moved_ = true;
+  if (!config_.move_to) return;
+  const auto local = ike::ToAddress(*config_.move_to);
+  for (Initiator& ini : initiators_) {
+    if (ini.outcome != Outcome::kEstablished || !ini.sa) continue;
+    ike::IkeSa& sa = *ini.sa;
+    if (!sa.mobike() || sa.state() != State::kEstablished) {
+      ++results_.move_skipped;
+      continue;
+    }
+    const std::uint32_t twin = ini.socket + static_cast<std::uint32_t>(config_.sockets);
+    ike::Address from = local;
+    from.port = sockets_[twin]->local_endpoint().port();
+    // First the socket: UpdateSaAddresses sends at once, through SendIke.
+    const std::uint32_t was = ini.socket;
+    ini.socket = twin;
+    if (!sa.UpdateSaAddresses(from, now)) {
+      ini.socket = was;
+      ++results_.move_skipped;
+      continue;
+    }
+    ini.moving = true;
+    ini.moved_at = now;
+    ++results_.moved;
+    ++moves_pending_;
+    Settle(OurSpi(sa), now);
+  }
+}
+
+// A moved initiator's UPDATE_SA_ADDRESSES is answered (or its IKE SA is gone).
+void Worker::SettleMove(Initiator& ini, const ike::IkeSa& sa, ike::TimePoint now) {
+  if (!ini.moving || ini.move_answered) return;
+  const bool dead = sa.state() == State::kDead;
+  if (!dead && sa.mobike_update_pending()) return;
+  ini.move_answered = true;
+  --moves_pending_;
+  if (dead) return;  // counted by its loss
+  ++results_.move_answered;
+  results_.move_answer_ms.push_back(std::chrono::duration<double, std::milli>(now - ini.moved_at).count());
 }
 
 void Worker::FinishStep(ike::TimePoint now) {
@@ -203,14 +261,14 @@ void Worker::OnReadable(std::size_t socket) {
     const ike::TimePoint now = io::DefaultClock().Now();
     for (std::size_t i = 0; i < r.count; ++i) {
       if (!slots[i].truncated) {
-        OnDatagram({recv_buffers_.data() + i * kRecvBufferSize, slots[i].length}, slots[i].peer, now);
+        OnDatagram({recv_buffers_.data() + i * kRecvBufferSize, slots[i].length}, slots[i].peer, socket, now);
       }
     }
     if (r.count < slots.size()) return;
   }
 }
 
-void Worker::OnDatagram(std::span<std::uint8_t> data, const io::Endpoint& from,
+void Worker::OnDatagram(std::span<std::uint8_t> data, const io::Endpoint& from, std::size_t socket,
                         ike::TimePoint now) {
   if (!SameAddress(from, config_.target)) return;
   if (from.port() == config_.natt_port) {
@@ -218,7 +276,7 @@ void Worker::OnDatagram(std::span<std::uint8_t> data, const io::Endpoint& from,
     if (data.size() < sizeof(kNonEspMarker) ||
         std::memcmp(data.data(), kNonEspMarker, sizeof(kNonEspMarker)) != 0) {
       std::span<const std::uint8_t> inner;
-      if (config_.traffic && esp::ClassifyUdpEncap(data, inner) == esp::UdpPayload::kEsp) OnEsp(data);
+      if (config_.traffic && esp::ClassifyUdpEncap(data, inner) == esp::UdpPayload::kEsp) OnEsp(data, socket, now);
       return;
     }
     data = data.subspan(sizeof(kNonEspMarker));
@@ -236,7 +294,7 @@ void Worker::OnDatagram(std::span<std::uint8_t> data, const io::Endpoint& from,
   Settle(ours, now);
 }
 
-void Worker::OnEsp(std::span<std::uint8_t> esp) {
+void Worker::OnEsp(std::span<std::uint8_t> esp, std::size_t socket, ike::TimePoint now) {
   std::uint32_t spi = 0;
   esp::PeekSpi(esp, spi);
   const auto it = tunnels_.find(spi);
@@ -271,6 +329,11 @@ void Worker::OnEsp(std::span<std::uint8_t> esp) {
   ini.replied[reply.seq - 1] = true;
   ++ini.echo_received;
   ++results_.echo_received;
+  if (ini.moving && !ini.move_recovered && socket >= config_.sockets) {
+    ini.move_recovered = true;
+    ++results_.move_recovered;
+    results_.move_recover_ms.push_back(std::chrono::duration<double, std::milli>(now - ini.moved_at).count());
+  }
 }
 
 // ---------------------------------------------------------------- traffic
@@ -350,6 +413,7 @@ void Worker::Settle(std::uint64_t spi, ike::TimePoint now) {
     Fail(ini, sa->failure().empty() ? "IKE SA established without a CHILD SA" : sa->failure());
     sa->Delete(now);
   }
+  if (current) SettleMove(ini, *sa, now);
   if (sa->state() == State::kDead) {
     timers_.Cancel(spi);
     routes_.erase(it);

@@ -45,6 +45,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -81,6 +82,9 @@ struct WorkerConfig {
   std::uint32_t packets = 5;  // echo requests per initiator, 1-65535
   Ipv4 traffic_dst{};
   std::chrono::milliseconds echo_interval{50};  // between one initiator's echo requests
+  // Mobility (RFC 4555): a second address of ours. Move() sends every established initiator
+  // there at once: it sends from its socket's twin bound on move_to, with UPDATE_SA_ADDRESSES.
+  std::optional<io::Endpoint> move_to;
 };
 
 // Counters another thread may read while the worker runs (progress lines).
@@ -92,8 +96,11 @@ struct Progress {
   std::uint64_t rekeys_completed = 0;
   std::uint64_t traffic_pending = 0;  // initiators whose echo requests or replies are due
   std::uint64_t echo_received = 0;
+  std::uint64_t moves_pending = 0;  // moved initiators whose UPDATE_SA_ADDRESSES is unanswered
   // Every initiator started, each one established or failed, and the traffic done.
-  bool settled() const { return established + failed + aborted == started && traffic_pending == 0; }
+  bool settled() const {
+    return established + failed + aborted == started && traffic_pending == 0 && moves_pending == 0;
+  }
 };
 
 class Worker : public ike::IkeSaHost {
@@ -118,6 +125,8 @@ class Worker : public ike::IkeSaHost {
   void Run(ike::TimePoint start);
   // Thread-safe: stop starting initiators, delete the IKE SAs, then let Run() return.
   void Finish() { finish_requested_.store(true); }
+  // Thread-safe, with move_to: every established initiator moves to it (once).
+  void Move() { move_requested_.store(true); }
   // Thread-safe.
   Progress progress() const;
   std::size_t socket_count() const { return sockets_.size(); }
@@ -160,6 +169,12 @@ class Worker : public ike::IkeSaHost {
     std::vector<bool> replied;  // by sequence number - 1
     ike::TimePoint next_echo{};
     ike::TimePoint traffic_deadline = ike::TimePoint::max();  // after the last request
+    // Mobility: when it moved; its UPDATE_SA_ADDRESSES answered; an echo reply came to the
+    // new address (the responder's CHILD SAs followed).
+    ike::TimePoint moved_at{};
+    bool moving = false;
+    bool move_answered = false;
+    bool move_recovered = false;
   };
   struct Tunnel {
     std::uint32_t initiator;
@@ -194,8 +209,11 @@ class Worker : public ike::IkeSaHost {
   void StartDue(ike::TimePoint now);
   void StartOne(ike::TimePoint now);
   void OnReadable(std::size_t socket);
-  void OnDatagram(std::span<std::uint8_t> data, const io::Endpoint& from, ike::TimePoint now);
-  void OnEsp(std::span<std::uint8_t> esp);
+  void OnDatagram(std::span<std::uint8_t> data, const io::Endpoint& from, std::size_t socket,
+                  ike::TimePoint now);
+  void OnEsp(std::span<std::uint8_t> esp, std::size_t socket, ike::TimePoint now);
+  void MoveAll(ike::TimePoint now);
+  void SettleMove(Initiator& ini, const ike::IkeSa& sa, ike::TimePoint now);
   void StartTraffic(std::uint32_t index, ike::TimePoint installed);
   void TrafficStep(ike::TimePoint now);
   void SendEcho(std::uint32_t index, Initiator& ini);
@@ -213,7 +231,11 @@ class Worker : public ike::IkeSaHost {
   WorkerConfig config_;
   io::Endpoint natt_target_;
   std::unique_ptr<io::EventLoop> loop_;
+  // config_.sockets on the source address, then (with move_to) as many twins on move_to:
+  // initiator j sends from socket j % sockets, and from its twin once moved.
   std::vector<std::unique_ptr<io::UdpSocket>> sockets_;
+  bool moved_ = false;
+  std::uint64_t moves_pending_ = 0;
   std::vector<std::uint8_t> recv_buffers_;
   std::vector<std::uint8_t> framed_;  // scratch: marker + IKE message
   ike::IkeCounters ike_counters_;
@@ -238,8 +260,9 @@ class Worker : public ike::IkeSaHost {
   Results results_;
 
   std::atomic<bool> finish_requested_{false};
+  std::atomic<bool> move_requested_{false};
   std::atomic<std::uint64_t> p_started_{0}, p_established_{0}, p_failed_{0}, p_aborted_{0},
-      p_rekeys_{0}, p_traffic_pending_{0}, p_echo_received_{0};
+      p_rekeys_{0}, p_traffic_pending_{0}, p_echo_received_{0}, p_moves_pending_{0};
 };
 
 }  // namespace spigot::loadgen

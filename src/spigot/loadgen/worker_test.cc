@@ -384,6 +384,61 @@ TEST(Worker, CountsPeersWhoseRepliesAreLost) {
   EXPECT_EQ(run.results.echo_received, 16u);
 }
 
+// A mobility storm (--move-to): once all are up, every initiator moves at once to a second
+// address of ours (127.0.0.2) and says so with UPDATE_SA_ADDRESSES from there (MOBIKE, RFC 4555
+// 3.5); each update is answered on the same IKE SA, and the echo replies that follow come to
+// the new address (this responder answers ESP where it came from). Nobody logs in again.
+TEST(Worker, EveryInitiatorMovesAtOnceAndKeepsItsIkeSa) {
+  TestResponder r({.pool = 20, .echo = true});
+  WorkerConfig c;
+  c.target = r.ike_endpoint();
+  c.natt_port = r.natt_port();
+  c.source = *io::Endpoint::Parse("127.0.0.1", 0);
+  c.sockets = 3;
+  c.connection = Connection("secret", true);
+  c.count = 8;
+  c.rate = 500;
+  RoadWarriors(c, true);
+  c.packets = 40;  // 40 x 50 ms: still pinging well after the move
+  c.move_to = *io::Endpoint::Parse("127.0.0.2", 0);
+  std::string error;
+  auto w = Worker::Create(c, &error);
+  ASSERT_TRUE(w) << error;
+  EXPECT_EQ(w->socket_count(), 6u) << "each socket with its twin on the address moved to";
+  std::thread t([&] { w->Run(io::DefaultClock().Now()); });
+  const auto deadline = io::DefaultClock().Now() + 30s;
+  bool moved = false;
+  for (;;) {
+    const Progress p = w->progress();
+    if (!moved && p.established == c.count) {
+      w->Move();
+      moved = true;
+    } else if (moved && p.settled()) {
+      break;
+    }
+    if (io::DefaultClock().Now() > deadline) {
+      ADD_FAILURE() << "not settled: established " << p.established << ", moves pending " << p.moves_pending;
+      break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  w->Finish();
+  t.join();
+  r.Stop();
+  const Results& res = w->results();
+  EXPECT_EQ(res.established, 8u);
+  EXPECT_EQ(res.moved, 8u);
+  EXPECT_EQ(res.move_answered, 8u);
+  EXPECT_EQ(res.move_answer_ms.size(), 8u);
+  EXPECT_EQ(res.move_recovered, 8u) << "echo replies at the new address";
+  EXPECT_EQ(res.lost, 0u);
+  EXPECT_EQ(res.deletes_unanswered, 0u);
+  EXPECT_EQ(res.peers_all_replies, 8u);
+  EXPECT_EQ(r.established, 8) << "a moved initiator logged in again";
+  EXPECT_EQ(r.counters().mobike_negotiated, 8u);
+  EXPECT_EQ(r.counters().mobike_updates, 8u);
+}
+
 // Certificate login (loadgen/auth.h): every initiator signs with one client certificate (RSA,
 // through an intermediate it sends) under its subject DN; the responder (ECDSA) checks them
 // against the root and sends its IKE_AUTH response in fragments (fragment_size 576), which the
