@@ -24,9 +24,9 @@ pki_key gw ecdsa 256
 pki_issue gw root "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
 
 json_field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
-login() {  # login NAME PASSWORD: N EAP logins from side a, in the background (LG)
+login() {  # login NAME PASSWORD [HOLD_S]: N EAP logins from side a, in the background (LG), up HOLD_S (2)
   ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --eap-id 'user%d' --eap-secret "$2" --ca "$D/root.pem" \
-    --ike-sas "$N" --rate "$RATE" --duration 2 --ike "$IKE" --esp "$ESP" --vips --json \
+    --ike-sas "$N" --rate "$RATE" --duration "${3:-2}" --ike "$IKE" --esp "$ESP" --vips --json \
     >"$WORK/$1.json" 2>"$WORK/loadgen-$1.log" &
   LG=$!
 }
@@ -69,7 +69,8 @@ TOML
 for u in $(seq "$N"); do printf '\n[[eap_user]]\nid = "user%d"\nsecret = "%s"\n' "$u" "$PW"; done >>"$WORK/b.toml"
 spigot_start b
 stat() { sctl b stats --json | python3 -c "import json,sys; s=json.load(sys.stdin)['ike']; print($1)"; }
-login spigot "$PW"
+# Held 6 s: the leases are read while all N are up (on a loaded machine one read takes ~1 s).
+login spigot "$PW" 6
 eap_leases() {  # online leases keyed by an EAP user (eap:userN)
   sctl b leases --json | python3 -c 'import json,sys; print(sum(l["identity"].startswith("eap:user") for p in json.load(sys.stdin)["pools"] for l in p["leases"]))'
 }
