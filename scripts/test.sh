@@ -4,8 +4,8 @@
 #   build/asan      ASan + UBSan build: the unit tests, and the namespace tests not labelled
 #                   `release_only` (tests/CMakeLists.txt says which and why)
 #   build/fuzz      clang + libFuzzer targets, each run for a bounded time over its corpus
-# Each later tree compiles in the background (nice 19) while the previous tree's tests run; the
-# fuzzers run in the background during the sanitizer tests.
+# The later trees compile in the background (nice 19) while the Release tests run; the fuzzers
+# run in the background during the sanitizer tests.
 # Exits non-zero if any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,46 +29,51 @@ phase "Release build"
 configure build/release -DCMAKE_BUILD_TYPE=Release
 ninja -C build/release -j "$JOBS"
 
-# The sanitizer tree compiles while the Release tests run: those tests spend most of their
-# time waiting on tunnels in network namespaces, and at nice 19 the compiler only takes the
-# CPU they leave idle. Its log is printed if it fails.
-phase "ASan + UBSan build (in the background, nice 19)"
+# The sanitizer tree, then the fuzz tree, compile while the Release tests run: those tests
+# spend most of their time waiting on tunnels in network namespaces (they use ~0.7 of the two
+# cores), and at nice 19 the compilers only take the CPU they leave idle. The fuzz targets run
+# later, beside the sanitizer tests. Each step's log is printed if it fails.
+phase "ASan + UBSan build, then the fuzz build (in the background, nice 19)"
 # -Og -g1: with ASan + UBSan, GCC compiles -Og in a bit over half the time of -O1 (53 s
 # against 94 s for the gateway tests' unity file), so the build fits in the Release tests'
 # idle time on two cores; the code still runs at near -O1 speed, which the storm tests need.
 configure build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPIGOT_SANITIZE=ON -DSPIGOT_BENCH=OFF \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-Og -g1"
-nice -n 19 ninja -C build/asan -j "$JOBS" >build/asan-build.log 2>&1 &
+configure build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPIGOT_FUZZ=ON \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DSPIGOT_FUZZ_SECONDS="$FUZZ_SECONDS"
+rm -f build/fuzz-failed build/fuzz-may-run build/asan-build.rc
+( rc=0; nice -n 19 ninja -C build/asan -j "$JOBS" >build/asan-build.log 2>&1 || rc=$?
+  echo "$rc" >build/asan-build.rc; exit "$rc" ) &
 asan_build=$!
+# The fuzz job: its build once the sanitizer build is done (one compiler pair at a time), its
+# runs once the Release tests are over (build/fuzz-may-run): nothing CPU-bound beside them.
+(
+  while [ ! -e build/asan-build.rc ]; do sleep 2; done
+  nice -n 19 ninja -C build/fuzz -j "$JOBS" >build/fuzz-build.log 2>&1 || { echo build >build/fuzz-failed; exit 1; }
+  while [ ! -e build/fuzz-may-run ]; do sleep 2; done
+  nice -n 19 ctest --test-dir build/fuzz --output-on-failure -j "$JOBS" >build/fuzz-test.log 2>&1 ||
+    { echo runs >build/fuzz-failed; exit 1; }
+) &
+fuzz=$!
+stop_background() { kill "$asan_build" 2>/dev/null; pkill -P "$fuzz" 2>/dev/null; kill "$fuzz" 2>/dev/null; true; }
 
 phase "Release tests"
-ctest --test-dir build/release --output-on-failure -j "$JOBS" || { kill "$asan_build" 2>/dev/null; exit 1; }
+ctest --test-dir build/release --output-on-failure -j "$JOBS" || { stop_background; exit 1; }
+touch build/fuzz-may-run
 
 phase "waiting for the ASan + UBSan build"
 if ! wait "$asan_build"; then
   cat build/asan-build.log
   echo "ASan + UBSan build failed"
+  stop_background
   exit 1
 fi
 tail -n 1 build/asan-build.log
-
-# The fuzz targets compile and then run (each for a bounded time over its corpus, two at a
-# time) in the background at nice 19 while the sanitizer tests run: those tests have the CPU
-# first, the fuzzers take what they leave. Each step's log is printed if it fails.
-phase "fuzz build and runs (clang, libFuzzer, ${FUZZ_SECONDS}s each, in the background, nice 19)"
-configure build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPIGOT_FUZZ=ON \
-  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DSPIGOT_FUZZ_SECONDS="$FUZZ_SECONDS"
-rm -f build/fuzz-failed
-(
-  nice -n 19 ninja -C build/fuzz -j "$JOBS" >build/fuzz-build.log 2>&1 || { echo build >build/fuzz-failed; exit 1; }
-  nice -n 19 ctest --test-dir build/fuzz --output-on-failure -j "$JOBS" >build/fuzz-test.log 2>&1 ||
-    { echo runs >build/fuzz-failed; exit 1; }
-) &
-fuzz=$!
+phase "fuzz runs (clang, libFuzzer, ${FUZZ_SECONDS}s each, in the background, nice 19, once built)"
 
 phase "ASan + UBSan tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build/asan --output-on-failure -j "$JOBS" -LE release_only || { pkill -P "$fuzz"; kill "$fuzz"; exit 1; } 2>/dev/null
+  ctest --test-dir build/asan --output-on-failure -j "$JOBS" -LE release_only || { stop_background; exit 1; }
 
 phase "waiting for the fuzz runs"
 if ! wait "$fuzz"; then

@@ -132,6 +132,15 @@ InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::
   esp::PeekSpi(pkt.bytes(), spi);
   auto it = sas_.find(spi);
   if (it == sas_.end()) {
+    // Commands are taken before each receive batch; one pushed while this batch was being read
+    // may install this very SA: the control thread installed it before sending the IKE message
+    // that made the peer use it (make-before-break), the data path only has not seen it yet.
+    // Take them now rather than drop the peer's first packet on it. Queued and batched packets
+    // hold their own SA, so a removal among the commands cannot pull one from under them.
+    ApplyCommands();
+    it = sas_.find(spi);
+  }
+  if (it == sas_.end()) {
     Add(counters_.unknown_spi);
     return Verdict::kDrop;
   }

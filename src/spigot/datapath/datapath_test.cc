@@ -133,6 +133,35 @@ TEST_F(Fixture, DeliversAndCounts) {
   EXPECT_EQ(sa_counters->packets.load(), 1u);
 }
 
+// An SA whose install command arrived while the batch holding its first packet was being read
+// (the peer used it at once): the packet is opened, not dropped as of an unknown SPI.
+TEST_F(Fixture, AnSaInstalledWhileItsFirstPacketWasReadOpensIt) {
+  InboundSpec in;
+  in.spi = kSpi;
+  in.keymat = keymat;
+  in.policy = kPolicy;
+  in.counters = sa_counters;
+  OutboundSpec out;
+  out.policy = kPolicy;
+  out.spi = kSpi;
+  out.keymat = keymat;
+  out.peer = *io::Endpoint::Parse("192.0.2.1", 4500);
+  ASSERT_TRUE(peer_out.SetSa(std::move(out)));
+  peer_out.ApplyCommands(mgr(), [](const Route&, std::span<const std::uint8_t>) {});
+  const auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 7});
+  const auto datagram = PeerSends(inner);
+  ASSERT_TRUE(inbound.Install(std::move(in)));  // pushed, not yet applied
+  std::vector<std::uint8_t> got;
+  ASSERT_EQ(Receive(datagram, &got), In::kDeliver);
+  EXPECT_EQ(got, inner);
+  EXPECT_EQ(counters.unknown_spi.load(), 0u);
+  // A SPI nobody installs is still unknown.
+  auto other = PeerSends(inner);
+  other[0] ^= 0xff;
+  EXPECT_EQ(Receive(other), In::kDrop);
+  EXPECT_EQ(counters.unknown_spi.load(), 1u);
+}
+
 // The new SA of a rekey the peer started reports its first authentic packet, once; forged or
 // replayed packets do not count.
 TEST_F(Fixture, FirstAuthenticPacketIsReportedOnce) {
