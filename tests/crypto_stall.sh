@@ -13,7 +13,10 @@ SPIGOT=$1 MODE=$2
 # ESP=aes256-sha256 (the _cbc tests): CBC + HMAC, which side b (no engine) seals and opens in
 # multi-buffer batches and the engines on side a run in batches too.
 IKE=aes128gcm16-prfsha256-x25519 ESP=${ESP:-aes128gcm16}
-COUNT=${COUNT:-4000} RATE=${RATE:-1000}
+# fault: 8 s of stream, so that the stall lands mid-stream even when noticing that the stream
+# flows takes seconds (CI once stalled the engine after a 4 s stream had ended: "0 packets sent
+# in [T-50ms, T+0.5s]").
+COUNT=${COUNT:-$([ "$MODE" = fault ] && echo 8000 || echo 4000)} RATE=${RATE:-1000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 
