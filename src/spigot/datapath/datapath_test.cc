@@ -48,16 +48,25 @@ struct Fixture : ::testing::Test {
     for (std::size_t i = 0; i < keymat.size(); ++i) keymat.data()[i] = static_cast<std::uint8_t>(i);
   }
 
-  void InstallPair(bool report_first_packet = false, io::Endpoint peer = {}) {
+  InboundSpec OurInbound() {
     InboundSpec in;
     in.spi = kSpi;
     in.keymat = keymat;
     in.policy = kPolicy;
     in.counters = sa_counters;
+    return in;
+  }
+
+  void InstallPair(bool report_first_packet = false, io::Endpoint peer = {}) {
+    InboundSpec in = OurInbound();
     in.report_first_packet = report_first_packet;
     in.peer = peer;
     ASSERT_TRUE(inbound.Install(std::move(in)));
     inbound.ApplyCommands();
+    InstallPeerOutbound();
+  }
+
+  void InstallPeerOutbound() {
     OutboundSpec out;
     out.policy = kPolicy;
     out.spi = kSpi;
@@ -136,21 +145,10 @@ TEST_F(Fixture, DeliversAndCounts) {
 // An SA whose install command arrived while the batch holding its first packet was being read
 // (the peer used it at once): the packet is opened, not dropped as of an unknown SPI.
 TEST_F(Fixture, AnSaInstalledWhileItsFirstPacketWasReadOpensIt) {
-  InboundSpec in;
-  in.spi = kSpi;
-  in.keymat = keymat;
-  in.policy = kPolicy;
-  in.counters = sa_counters;
-  OutboundSpec out;
-  out.policy = kPolicy;
-  out.spi = kSpi;
-  out.keymat = keymat;
-  out.peer = *io::Endpoint::Parse("192.0.2.1", 4500);
-  ASSERT_TRUE(peer_out.SetSa(std::move(out)));
-  peer_out.ApplyCommands(mgr(), [](const Route&, std::span<const std::uint8_t>) {});
+  InstallPeerOutbound();
   const auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 7});
   const auto datagram = PeerSends(inner);
-  ASSERT_TRUE(inbound.Install(std::move(in)));  // pushed, not yet applied
+  ASSERT_TRUE(inbound.Install(OurInbound()));  // pushed, not yet applied
   std::vector<std::uint8_t> got;
   ASSERT_EQ(Receive(datagram, &got), In::kDeliver);
   EXPECT_EQ(got, inner);
