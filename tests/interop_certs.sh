@@ -165,6 +165,13 @@ ping_through || { cat "$WORK/ping.txt"; fail "no traffic through the certificate
 grep -q "authentication of 'gw-b.example' with RSA_EMSA_PKCS1_SHA2_256 successful" "$WORK/charon-a.log" || fail "charon did not verify spigot as initiator"
 log "ok: spigot -> strongSwan: established, ping"
 [ "$(cert_failures)" = 0 ] || fail "spigot counted certificate failures on good certificates"
+# Issue 17: the public-key work of both IKE_AUTHs ran on the IKE workers: as responder (the
+# peer's chain and signature, our signature), as initiator our signature and the check of
+# strongSwan's chain and signature in its response; none on the control thread.
+auth() { sctl b stats --json | python3 -c "import json,sys; print(json.load(sys.stdin)['ike']['auth_$1'])"; }
+{ [ "$(auth offloaded)" -ge 3 ] && [ "$(auth inline)" = 0 ]; } ||
+  fail "IKE_AUTH work: $(auth offloaded) on the workers, $(auth inline) inline (want >= 3 and 0)"
+log "ok: IKE_AUTH public-key work on the IKE workers in both roles ($(auth offloaded) jobs, none inline)"
 
 # ------------------------------------------------ 2. refusals
 refused() {  # refused WHAT CERT KEY ID: strongSwan with this certificate is refused by spigot

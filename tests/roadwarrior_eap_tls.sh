@@ -107,6 +107,12 @@ grep -q "received AUTHENTICATION_FAILED notify error" "$WORK/charon-p3.log" ||
 [ "$(stat 's["auth_failures"]')" = $((before + 1)) ] || fail "the refused certificate is not in ike.auth_failures"
 [ "$(stat 's["eap_logins"]["tls"]["failure"]')" = 1 ] || fail "the refused certificate is not in eap_logins.tls.failure"
 [ "$(stat 's["eap_logins"]["tls"]["success"]')" = 2 ] || fail "eap_logins.tls.success is not 2"
+# Issue 17: the TLS handshake flights (two per login: the ClientHello, the client's certificate
+# flight) ran on the IKE workers, none on the control thread (a worker is always free here).
+offloaded=$(stat 's["eap_offloaded"]') inline=$(stat 's["eap_inline"]')
+{ [ "$offloaded" -ge 5 ] && [ "$inline" = 0 ]; } ||
+  fail "EAP-TLS handshake steps: $offloaded on the workers, $inline inline (want >= 5 and 0)"
+log "ok: $offloaded EAP-TLS handshake steps ran on the IKE workers, none inline"
 log "ok: a certificate from another CA is refused with AUTHENTICATION_FAILED and counted: $(grep "EAP (tls) with" "$WORK/spigot-b.log" | tail -n 1)"
 for name in "$ALICE" "CN=bob" "alice" "mallory"; do
   if grep -qF -- "$name" "$WORK/spigot-b.log"; then fail "spigot's log names an EAP identity ($name)"; fi

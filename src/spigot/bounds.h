@@ -97,9 +97,9 @@ inline constexpr std::array kBounds = {
           "drop the fragment, or the whole reassembly when it grows too large",
           "ike.fragments.dropped.too_many, ike.fragments.dropped.too_large"},
     Bound{"ike_workers", "global.ike_workers x kIkeJobsPerWorker",
-          "hold new IKE_SA_INITs in the negotiation queue; IKE_AUTH, PFS and IKE rekey work runs inline",
-          "bounds.ike_workers.dropped (refused hand-offs), ike.auth_inline, ike.child_pfs_inline, "
-          "ike.ike_rekey_inline"},
+          "hold new IKE_SA_INITs in the negotiation queue; IKE_AUTH, EAP-TLS, PFS and IKE rekey work runs inline",
+          "bounds.ike_workers.dropped (refused hand-offs), ike.auth_inline, ike.eap_inline, "
+          "ike.child_pfs_inline, ike.ike_rekey_inline"},
     Bound{"ike_offload_held", "kIkeOffloadHeld per IKE SA",
           "drop: a datagram for an IKE SA whose work runs on a worker, past those kept for after it",
           "ike.offload.held_dropped"},

@@ -374,6 +374,7 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"half_open_expired", ic.half_open_expired}, {"rekeyed_expired", ic.rekeyed_expired},
         {"auth_failures", ic.auth_failures}, {"cert_failures", ic.cert_failures},
         {"auth_offloaded", ic.auth_offloaded}, {"auth_inline", ic.auth_inline},
+        {"eap_offloaded", ic.eap_offloaded}, {"eap_inline", ic.eap_inline},
         {"child_pfs_offloaded", ic.child_pfs_offloaded}, {"child_pfs_inline", ic.child_pfs_inline},
         {"ike_rekey_offloaded", ic.ike_rekey_offloaded}, {"ike_rekey_inline", ic.ike_rekey_inline},
         {"offload", {{"retransmits", ic.offload_retransmits}, {"held", ic.offload_held},

@@ -112,6 +112,11 @@ class ServerSession {
   virtual Bytes Start() = 0;
   // One EAP packet from the peer (an EAP payload's data).
   virtual void Receive(std::span<const std::uint8_t> packet, Done done) = 0;
+  // True if Receive(packet) would do public-key work (an EAP-TLS handshake flight: signing, key
+  // exchange, the peer's certificate) and hand its step to `done` before returning, without
+  // calling anything of the caller's (no Admission): the caller may then run that Receive on
+  // another thread, as long as nothing else touches the session until it returns. Looks only.
+  virtual bool PublicKeyStep(std::span<const std::uint8_t> /*packet*/) const { return false; }
   // The name the credentials were checked for (the back-off's and the lease's key); empty
   // before. Never log it as it is.
   virtual const std::string& user() const = 0;

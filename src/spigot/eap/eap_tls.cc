@@ -209,6 +209,16 @@ TlsServer::Step TlsServer::Process(std::span<const std::uint8_t> bytes) {
   return OnTlsResponse(*p);
 }
 
+bool TlsServer::PublicKeyStep(std::span<const std::uint8_t> bytes) const {
+  // What OnTlsResponse would pass to RunHandshake: during the handshake, not while our own
+  // flight goes out in fragments, a response whose M flag says the peer's flight is complete.
+  // A packet Process would refuse may say true too: it then fails at once, wherever it runs.
+  if (phase_ != Phase::kHandshake || out_sent_ < out_.size()) return false;
+  const auto p = Parse(bytes);
+  if (!p || p->code != Code::kResponse || p->type != std::uint8_t(Type::kTls) || p->data.empty()) return false;
+  return (p->data[0] & kTlsFlagMore) == 0;
+}
+
 TlsServer::Step TlsServer::OnIdentity(const Packet& p) {
   if (p.type != std::uint8_t(Type::kIdentity)) return Fail("no EAP-Identity response");
   if (p.data.empty() || p.data.size() > kMaxIdentity) return Fail("EAP identity empty or too long");

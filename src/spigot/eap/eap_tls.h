@@ -96,6 +96,9 @@ class TlsServer final : public ServerSession {
   // The synchronous step (TLS runs here); Receive() hands it to `done` before returning.
   Step Process(std::span<const std::uint8_t> packet);
   void Receive(std::span<const std::uint8_t> packet, Done done) override { done(Process(packet)); }
+  // The peer's packet completes a TLS flight during the handshake: Process runs OpenSSL's
+  // handshake step on it (the Admission was asked at the identity, before any TLS).
+  bool PublicKeyStep(std::span<const std::uint8_t> packet) const override;
   const crypto::SecureBytes& msk() const override { return msk_; }
   // The TLS version the handshake settled on (OpenSSL's TLS1_2_VERSION...); 0 before.
   int tls_version() const;

@@ -16,6 +16,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "spigot/pki/names.h"
 #include "spigot/test_tools/test_pki.h"
@@ -207,14 +208,25 @@ struct Outcome {
   bool password_checked = false;
   bool throttled = false;
   int rounds = 0;
+  int public_key_steps = 0;  // responses PublicKeyStep() said true for
 };
 
-Outcome Drive(TlsServer& server, TlsPeer& peer) {
+// `threads`: the steps PublicKeyStep() names run on a thread of their own, as an IKE responder
+// runs them on its IKE workers.
+Outcome Drive(TlsServer& server, TlsPeer& peer, bool threads = false) {
   Outcome out;
   Bytes request = server.Start();
   for (int i = 0; i < 200; ++i) {
     const Bytes response = peer.Respond(request);
-    auto step = server.Process(response);
+    std::optional<TlsServer::Step> taken;
+    if (server.PublicKeyStep(response)) {
+      ++out.public_key_steps;
+      if (threads) std::thread([&] { server.Receive(response, [&](TlsServer::Step s) { taken = std::move(s); }); }).join();
+    }
+    if (!taken) taken = server.Process(response);
+    EXPECT_TRUE(taken) << "Receive gave no step before it returned";
+    if (!taken) return out;
+    TlsServer::Step step = std::move(*taken);
     ++out.rounds;
     if (step.status != Status::kContinue) {
       out.status = step.status;
@@ -340,6 +352,33 @@ TEST_F(EapTlsTest, Tls12LoginGivesTheRfc5216Msk) {
   // signature, Finished: over 1000 octets, two fragments and our acknowledgement) -> our
   // ChangeCipherSpec and Finished, the empty response -> EAP-Success.
   EXPECT_EQ(o.rounds, 5);
+}
+
+// ServerSession::PublicKeyStep (issue 17): true for exactly the responses that complete one of
+// the peer's TLS flights, the ClientHello and the certificate flight (signing, key exchange,
+// the user's chain: what an IKE responder hands to an IKE worker); false for the identity,
+// fragments and acknowledgements. Those steps run on other threads here, with the same login.
+TEST_F(EapTlsTest, OnlyHandshakeFlightsArePublicKeyStepsAndTheyRunOnAnotherThread) {
+  for (const int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    for (const std::size_t fragment : {std::size_t{1000}, std::size_t{100}}) {
+      SCOPED_TRACE("version " + std::to_string(version) + ", fragments of " + std::to_string(fragment));
+      TlsServerOptions opts;
+      opts.max_version = version;
+      opts.fragment_size = fragment;
+      opts.max_rounds = 200;
+      auto po = PeerFor(*carol_, "carol@example.org");
+      po.max_version = version;
+      po.fragment_size = fragment;
+      TlsPeer peer(po);
+      TlsServer server(Context(opts));
+      const Outcome o = Drive(server, peer, true);
+      ASSERT_EQ(o.status, Status::kSuccess) << o.reason;
+      EXPECT_EQ(server.tls_version(), version);
+      EXPECT_EQ(o.public_key_steps, 2);
+      EXPECT_GT(o.rounds, 4);
+      EXPECT_EQ(Bytes(server.msk().span().begin(), server.msk().span().end()), peer.Msk());
+    }
+  }
 }
 
 TEST_F(EapTlsTest, RsaUserAndDnIdentity) {

@@ -55,6 +55,8 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.eap_throttled += from.eap_throttled;
   to.auth_offloaded += from.auth_offloaded;
   to.auth_inline += from.auth_inline;
+  to.eap_offloaded += from.eap_offloaded;
+  to.eap_inline += from.eap_inline;
   to.child_pfs_offloaded += from.child_pfs_offloaded;
   to.child_pfs_inline += from.child_pfs_inline;
   to.ike_rekey_offloaded += from.ike_rekey_offloaded;

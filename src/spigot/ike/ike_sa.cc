@@ -285,14 +285,16 @@ void IkeSa::HandleResponse(const Message& msg, std::span<const std::uint8_t> dat
   const Header& h = msg.header;
   {
     const RequestKind kind = outstanding_->kind;
+    // Not again when ResumeOffloaded brings the response back with its check done (auth_ready_).
+    const bool first_pass = !auth_ready_;
     // RFC 4555 3.4: the responder's MOBIKE_SUPPORTED comes in one of its IKE_AUTH responses.
-    if (kind == RequestKind::kAuth && conn_ && conn_->mobike && !mobike_ &&
+    if (kind == RequestKind::kAuth && first_pass && conn_ && conn_->mobike && !mobike_ &&
         msg.FindNotify(NotifyType::kMobikeSupported) != nullptr) {
       mobike_ = true;
       ++counters_->mobike_negotiated;
     }
     // 4555 3.6: the responder's address list comes with its IKE_AUTH response.
-    if (kind == RequestKind::kAuth && mobike_) TakePeerAddresses(msg);
+    if (kind == RequestKind::kAuth && first_pass && mobike_) TakePeerAddresses(msg);
     switch (kind) {
       case RequestKind::kInit: OnInitResponse(msg, datagram, now); break;
       case RequestKind::kAuth: OnAuthResponse(msg, now); break;

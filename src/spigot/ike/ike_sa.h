@@ -220,10 +220,13 @@ class IkeSa;
 // What an IKE SA may hand to an IKE worker (IkeSaHost::Offload).
 enum class OffloadKind : std::uint8_t {
   kAuth,      // IKE_AUTH (2.15): as responder the peer's certificate chain and signature and our
-              // signature; as initiator our signature before the request goes out
+              // signature; as initiator our signature before the request goes out, and the
+              // responder's certificate chain and signature when its response arrives
   kChildPfs,  // CREATE_CHILD_SA with PFS (1.3.1, 1.3.3): our key pair before our request, the
               // shared secret at the peer's request (with our key pair) or at its response
   kIkeRekey,  // IKE SA rekey (1.3.2, 2.18): the same Diffie-Hellman steps
+  kEap,       // responder, an EAP round of IKE_AUTH (2.16) whose step does public-key work (an
+              // EAP-TLS handshake flight: signing, key exchange, the user's certificate)
 };
 
 class IkeSaHost {
@@ -349,11 +352,14 @@ struct IkeCounters {
   EapLogins& eap_login(eap::Method m) { return eap_logins[static_cast<std::size_t>(m)]; }
   const EapLogins& eap_login(eap::Method m) const { return eap_logins[static_cast<std::size_t>(m)]; }
   std::uint64_t eap_throttled = 0;  // of the failures: refused by the back-off before a password check
-  // IKE_AUTH public-key work (the responder's checks and signature, the initiator's signature)
-  // that ran on an IKE worker (IkeSaHost::Offload), and that ran on the control thread because
-  // no worker was free.
+  // IKE_AUTH public-key work (the responder's checks and signature, the initiator's signature
+  // and its checks of the responder's) that ran on an IKE worker (IkeSaHost::Offload), and that
+  // ran on the control thread because no worker was free.
   std::uint64_t auth_offloaded = 0;
   std::uint64_t auth_inline = 0;
+  // EAP steps with public-key work (EAP-TLS handshake flights, responder), likewise.
+  std::uint64_t eap_offloaded = 0;
+  std::uint64_t eap_inline = 0;
   // The Diffie-Hellman of CREATE_CHILD_SA with PFS and of IKE rekeys, both roles, by where it
   // ran (per key pair made or shared secret computed).
   std::uint64_t child_pfs_offloaded = 0;
@@ -617,12 +623,14 @@ class IkeSa {
   // prf(sk_p, id): the PSK's MAC or our signature (nullopt with *error if we cannot sign).
   std::optional<AuthPayload> OwnAuth(std::span<const std::uint8_t> message, std::span<const std::uint8_t> peer_nonce,
                                      const crypto::SecureBytes& sk_p, const IdPayload& id, std::string* error) const;
-  // Checks the peer's AUTH (and, for a signature, its CERT payloads: chain, dates, revocation,
-  // usage, the identity bound to the certificate). nullopt if it proves `id`; else the reason,
-  // counted in auth_failures (and cert_failures for the certificate's part).
-  std::optional<std::string> CheckPeerAuth(const Message& msg, const IdPayload& id, const AuthPayload& auth,
-                                           std::span<const std::uint8_t> message,
-                                           std::span<const std::uint8_t> peer_nonce, const crypto::SecureBytes& sk_p);
+  // Initiator: checks the responder's AUTH in its IKE_AUTH response `msg` (and, for a
+  // signature, its CERT payloads: chain, dates, revocation, usage, the identity bound to the
+  // certificate). kOk if it proves `idr`; kFailed with the reason in *why, counted in
+  // auth_failures (and cert_failures for the certificate's part); kOffloaded if a signature
+  // check went to an IKE worker: the handler returns, and ResumeOffloaded runs HandleResponse
+  // again with the result in auth_ready_, which this then returns.
+  enum class PeerCheck : std::uint8_t { kOk, kFailed, kOffloaded };
+  PeerCheck CheckResponderAuth(const Message& msg, const IdPayload& idr, const AuthPayload& auth, std::string* why);
   // CERT payloads for our chain (as the peer's CERTREQ asks) and CERTREQ for our CAs.
   void AppendCertPayloads(std::vector<Payload>& out) const;
   void AppendCertReq(std::vector<Payload>& out) const;
@@ -752,9 +760,15 @@ class IkeSa {
   std::string eap_identity_;
   eap::Authorization eap_authorization_;
   void AnswerEapStep(const Header& request, eap::ServerSession::Step step, TimePoint now);
-  // Responder IKE_AUTH: the public-key work, with copies of what it reads (ike_sa_auth.cc).
+  // IKE_AUTH's public-key work, with copies of what it reads (ike_sa_auth.cc).
   struct AuthWork;
+  // Responder: an EAP step with public-key work (kEap), run on a worker with the EAP server,
+  // which the work holds meanwhile (ike_sa_auth.cc).
+  struct EapWork;
   static bool AuthWorkDone(const AuthWork& work);
+  static bool EapWorkDone(const EapWork& work);
+  // The EAP step done on a worker: the server back in eap_, the step answered.
+  void FinishEapWork(EapWork& work, TimePoint now);
   void FinishAuthRequest(const Message& msg, AuthWork& work, TimePoint now);
   // A Diffie-Hellman step (ike_sa_offload.cc): our key pair made (given none), and the shared
   // secret with peer_public (unless empty).
@@ -774,6 +788,7 @@ class IkeSa {
       std::optional<Address> from;
     };
     std::vector<Held> held;  // at most kOffloadHeld, in arrival order
+    std::shared_ptr<EapWork> eap;
   };
   std::optional<Offloaded> offload_;
   // The response to our request arrived and its DH runs on a worker: no retransmission, no
@@ -784,7 +799,9 @@ class IkeSa {
                         (offload_->kind == OffloadKind::kAuth && role_ == Role::kInitiator));
   }
   std::shared_ptr<DhWork> dh_ready_;  // a finished DH step, for the handler ResumeOffloaded reruns
-  std::shared_ptr<AuthWork> auth_ready_;  // initiator: our AUTH signed on a worker, for SendAuth
+  // Initiator: finished work for the handler ResumeOffloaded reruns: our AUTH signed (for
+  // SendAuth), or the responder's AUTH checked (for CheckResponderAuth).
+  std::shared_ptr<AuthWork> auth_ready_;
   // Hands `work` to the host; true if it took it (offload_ is then set and counted), false if
   // the caller must do it inline (counted).
   bool StartOffload(Offloaded o, const std::function<void()>& work);

@@ -253,9 +253,12 @@ std::optional<PeerAuthFailure> VerifyPeerAuth(const ConnectionParams& conn, cryp
 
 }  // namespace
 
-// What the responder's IKE_AUTH signs and verifies, copied from the SA so that an IKE worker can
-// run it while the control thread goes on (nothing here is shared with the SA but immutable
-// connection parameters, certificates and keys, which OpenSSL 3 lets threads use at once).
+// What IKE_AUTH signs and verifies, copied from the SA so that an IKE worker can run it while
+// the control thread goes on (nothing here is shared with the SA but immutable connection
+// parameters, certificates and keys, which OpenSSL 3 lets threads use at once). The names are
+// the responder's: an initiator checking the responder's AUTH puts the responder's IDr, IKE_SA_INIT
+// response, Ni and SK_pr where idi, init_request, nr and sk_pi are (and signs nothing), and one
+// making its own AUTH puts its IDi, request, Nr and SK_pi where idr, init_response, ni and sk_pr are.
 struct IkeSa::AuthWork {
   std::shared_ptr<const ConnectionParams> conn;
   crypto::PrfAlg prf{};
@@ -263,6 +266,7 @@ struct IkeSa::AuthWork {
   Message request;
   IdPayload idi, idr;
   std::optional<AuthPayload> peer_auth;  // absent: an EAP login (2.16), only our AUTH to make
+  bool sign = true;                      // false: only the peer's AUTH to check
   Bytes init_request, nr, init_response, ni;
   crypto::SecureBytes sk_pi, sk_pr;
   // Results.
@@ -273,7 +277,7 @@ struct IkeSa::AuthWork {
 
   void Run() {
     if (peer_auth) peer_failure = VerifyPeerAuth(*conn, prf, request, idi, *peer_auth, init_request, nr, sk_pi);
-    if (!peer_failure) our_auth = MakeOwnAuth(*conn, prf, peer_hashes, init_response, ni, sk_pr, idr, &own_error);
+    if (!peer_failure && sign) our_auth = MakeOwnAuth(*conn, prf, peer_hashes, init_response, ni, sk_pr, idr, &own_error);
     done.store(true, std::memory_order_release);
   }
 };
@@ -285,15 +289,39 @@ std::optional<AuthPayload> IkeSa::OwnAuth(std::span<const std::uint8_t> message,
   return MakeOwnAuth(*conn_, algs_->prf, peer_hashes_, message, peer_nonce, sk_p, id, error);
 }
 
-std::optional<std::string> IkeSa::CheckPeerAuth(const Message& msg, const IdPayload& id, const AuthPayload& auth,
-                                                std::span<const std::uint8_t> message,
-                                                std::span<const std::uint8_t> peer_nonce,
-                                                const crypto::SecureBytes& sk_p) {
-  auto failure = VerifyPeerAuth(*conn_, algs_->prf, msg, id, auth, message, peer_nonce, sk_p);
-  if (!failure) return std::nullopt;
+IkeSa::PeerCheck IkeSa::CheckResponderAuth(const Message& msg, const IdPayload& idr, const AuthPayload& auth,
+                                           std::string* why) {
+  std::optional<PeerAuthFailure> failure;
+  if (auth_ready_ && auth_ready_->peer_auth) {
+    // Checked on a worker (below); ResumeOffloaded brought the response back here.
+    failure = std::move(auth_ready_->peer_failure);
+    auth_ready_.reset();
+  } else if (conn_->remote_auth == AuthMethod::kPubkey && auth.method != kAuthSharedKey) {
+    // A certificate chain and a signature: a millisecond or more (RSA). The response stays
+    // unfinished meanwhile (no retransmission of our request, no give-up: it is here).
+    auto work = std::make_shared<AuthWork>();
+    work->conn = conn_;
+    work->prf = algs_->prf;
+    work->request = msg;
+    work->idi = idr;
+    work->peer_auth = auth;
+    work->sign = false;
+    work->init_request = init_response_;
+    work->nr = ni_;
+    work->sk_pi = keys_.sk_pr;
+    if (StartOffload(Offloaded{OffloadKind::kAuth, work, nullptr, msg, std::nullopt, {}}, [work] { work->Run(); }))
+      return PeerCheck::kOffloaded;
+    work->Run();
+    failure = std::move(work->peer_failure);
+  } else {
+    // A PSK's MAC (or a refusal of a mismatched method): cheap, here.
+    failure = VerifyPeerAuth(*conn_, algs_->prf, msg, idr, auth, init_response_, ni_, keys_.sk_pr);
+  }
+  if (!failure) return PeerCheck::kOk;
   ++counters_->auth_failures;
   if (failure->cert) ++counters_->cert_failures;
-  return std::move(failure->why);
+  *why = std::move(failure->why);
+  return PeerCheck::kFailed;
 }
 
 void IkeSa::AppendCertPayloads(std::vector<Payload>& out) const {
@@ -404,8 +432,11 @@ void IkeSa::OnAuthResponse(const Message& msg, TimePoint now) {
     return Die("peer identity " + ToString(Identity::FromPayload(*idr)) + " is not the configured " +
                ToString(conn_->remote_id));
   }
-  if (auto why = CheckPeerAuth(msg, *idr, *auth, init_response_, ni_, keys_.sk_pr)) {
-    return Die("peer " + ToString(Identity::FromPayload(*idr)) + ": " + *why);
+  std::string why;
+  switch (CheckResponderAuth(msg, *idr, *auth, &why)) {
+    case PeerCheck::kOffloaded: return;
+    case PeerCheck::kFailed: return Die("peer " + ToString(Identity::FromPayload(*idr)) + ": " + why);
+    case PeerCheck::kOk: break;
   }
   FinishAuthAsInitiator(msg, Identity::FromPayload(*idr), now);
 }
@@ -474,6 +505,37 @@ EapServerFactory EapTlsServers(std::shared_ptr<const eap::TlsServerContext> tls)
 }
 
 bool IkeSa::AuthWorkDone(const AuthWork& work) { return work.done.load(std::memory_order_acquire); }
+
+// An EAP step with public-key work (ServerSession::PublicKeyStep: an EAP-TLS handshake flight)
+// on an IKE worker. The work holds the SA's EAP server meanwhile: should the SA die, the server
+// lives until the step is done and goes with the work.
+struct IkeSa::EapWork {
+  std::unique_ptr<eap::ServerSession> server;
+  Bytes packet;
+  std::optional<eap::ServerSession::Step> step;
+  std::atomic<bool> done{false};
+
+  void Run() {
+    server->Receive(packet, [this](eap::ServerSession::Step s) { step = std::move(s); });
+    done.store(true, std::memory_order_release);
+  }
+};
+
+bool IkeSa::EapWorkDone(const EapWork& work) { return work.done.load(std::memory_order_acquire); }
+
+void IkeSa::FinishEapWork(EapWork& work, TimePoint now) {
+  if (!eap_ || !work.server) return;
+  eap_->server = std::move(work.server);
+  if (!work.step) {
+    // PublicKeyStep promised a step before Receive returned.
+    ++counters_->auth_failures;
+    ++counters_->eap_login(eap_->server->method()).failure;
+    if (eap_->pending) SendResponse(*eap_->pending, {Notify(NotifyType::kAuthenticationFailed)}, true);
+    return Die(std::string("EAP (") + eap::MethodName(eap_->server->method()) + "): a step gave no answer");
+  }
+  eap_->ready = std::move(work.step);
+  ResumeEap(now);
+}
 
 void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   if (eap_) return OnEapAuthRequest(msg, now);
@@ -602,6 +664,17 @@ void IkeSa::OnEapAuthRequest(const Message& msg, TimePoint now) {
                ": IKE_AUTH without an EAP payload");
   }
   eap_->pending = msg.header;
+  if (eap_->server->PublicKeyStep(e->body)) {
+    // A TLS handshake flight (signing, key exchange, the user's certificate chain): an IKE
+    // worker runs the step with the server while the SA waits (ResumeOffloaded answers).
+    auto work = std::make_shared<EapWork>();
+    work->server = std::move(eap_->server);
+    work->packet = e->body;
+    Offloaded o{OffloadKind::kEap, nullptr, nullptr, msg, reply_to_, {}};
+    o.eap = work;
+    if (StartOffload(std::move(o), [work] { work->Run(); })) return;
+    eap_->server = std::move(work->server);
+  }
   eap_->in_receive = true;
   // The step may finish at once (local methods) or later (RADIUS); `this` outlives the server,
   // whose destruction cancels a step still outstanding.
@@ -703,12 +776,16 @@ void IkeSa::OnEapAuthResponse(const Message& msg, TimePoint now) {
     }
     const Identity peer = Identity::FromPayload(*idr);
     if (!conn_->AcceptsPeer(peer)) return fail("peer identity " + ToString(peer) + " is not the configured " + ToString(conn_->remote_id));
-    if (auto why = CheckPeerAuth(msg, *idr, *auth, init_response_, ni_, keys_.sk_pr)) {
-      if (child_neg_) {
-        host_->ReleaseChildSpi(child_neg_->spi_in);
-        child_neg_.reset();
-      }
-      return Die("peer " + ToString(peer) + ": " + *why);
+    std::string why;
+    switch (CheckResponderAuth(msg, *idr, *auth, &why)) {
+      case PeerCheck::kOffloaded: return;
+      case PeerCheck::kFailed:
+        if (child_neg_) {
+          host_->ReleaseChildSpi(child_neg_->spi_in);
+          child_neg_.reset();
+        }
+        return Die("peer " + ToString(peer) + ": " + why);
+      case PeerCheck::kOk: break;
     }
     e.first_response = msg;
   } else if (e.succeeded) {

@@ -158,9 +158,15 @@ TEST_F(CertAuth, InitiatorSignatureRunsOnAnotherThread) {
   worker.join();
   pair.initiator->ResumeOffloaded(CertTime(5));
   pair.Pump(CertTime(5));
+  // The responder's answer: its certificate and signature are checked on a worker too.
+  ASSERT_EQ(pair.ihost.offloaded.size(), 2u);
+  std::thread checker(pair.ihost.offloaded[1].work);
+  checker.join();
+  pair.initiator->ResumeOffloaded(CertTime(5));
+  pair.Pump(CertTime(5));
   ASSERT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
   EXPECT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
-  EXPECT_EQ(pair.icounters.auth_offloaded, 1u);
+  EXPECT_EQ(pair.icounters.auth_offloaded, 2u);
   EXPECT_EQ(pair.icounters.retransmits, 0u);
 
   LoopbackPair busy(iconn, rconn);
@@ -169,8 +175,130 @@ TEST_F(CertAuth, InitiatorSignatureRunsOnAnotherThread) {
   busy.initiator->Initiate(CertTime(0));
   busy.Pump(CertTime(0));
   ASSERT_EQ(busy.initiator->state(), State::kEstablished) << busy.initiator->failure();
-  EXPECT_EQ(busy.icounters.auth_inline, 1u);
+  EXPECT_EQ(busy.icounters.auth_inline, 2u) << "our signature and the check of the responder's";
   EXPECT_EQ(busy.icounters.auth_offloaded, 0u);
+}
+
+// Initiator with kAuth offloaded: its signature made on another thread, IKE_AUTH sent, the
+// response back (the check of it is the host's second piece of work).
+void SignOnAnotherThread(LoopbackPair& pair, TimePoint now) {
+  pair.initiator->Initiate(now);
+  pair.Pump(now);
+  ASSERT_EQ(pair.ihost.offloaded.size(), 1u);
+  std::thread signer(pair.ihost.offloaded[0].work);
+  signer.join();
+  pair.initiator->ResumeOffloaded(now);
+  pair.Pump(now);
+  ASSERT_EQ(pair.ihost.offloaded.size(), 2u);
+  EXPECT_EQ(pair.ihost.offloaded[1].kind, OffloadKind::kAuth);
+}
+
+// The initiator's check of the responder's IKE_AUTH response (its certificate chain and
+// signature) on another thread (issue 17). Until it is done the initiator neither retransmits
+// its request nor gives it up (the answer is here), drops the responder's retransmission of the
+// response (counted), installs no CHILD SA; afterwards it goes on exactly as it would have.
+TEST_F(CertAuth, InitiatorChecksTheResponderOnAnotherThread) {
+  auto iconn = Conn(true, *alice_, inter_);
+  auto rconn = Conn(false, *bob_, inter_);
+  iconn->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
+  rconn->remote_id = iconn->local_id;
+  LoopbackPair pair(iconn, rconn);
+  pair.ihost.offload = {OffloadKind::kAuth};
+  std::vector<Bytes> from_responder;
+  pair.rhost.lose = [&](const Bytes& d) {
+    from_responder.push_back(d);
+    return false;
+  };
+  SignOnAnotherThread(pair, CertTime(0));
+  ASSERT_EQ(pair.ihost.offloaded.size(), 2u) << "the check of the response did not go to the worker";
+  EXPECT_EQ(pair.icounters.auth_offloaded, 2u);
+  EXPECT_EQ(pair.icounters.auth_inline, 0u);
+  EXPECT_TRUE(pair.initiator->offloaded());
+  EXPECT_EQ(pair.initiator->state(), State::kAuthSent);
+  EXPECT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
+  EXPECT_TRUE(pair.ihost.installed.empty());
+  EXPECT_EQ(pair.initiator->NextDeadline(), TimePoint::max()) << "IKE_AUTH would be retransmitted or given up";
+  const std::uint64_t sent = pair.ihost.sent;
+  pair.initiator->Tick(CertTime(60));
+  EXPECT_EQ(pair.ihost.sent, sent);
+  EXPECT_EQ(pair.initiator->state(), State::kAuthSent);
+  // The response again (a retransmission): dropped, not checked twice.
+  ASSERT_EQ(from_responder.size(), 2u);  // IKE_SA_INIT and IKE_AUTH responses
+  pair.initiator->Receive(from_responder[1], CertTime(60));
+  EXPECT_EQ(pair.icounters.offload_retransmits, 1u);
+  EXPECT_EQ(pair.ihost.offloaded.size(), 2u);
+  pair.initiator->ResumeOffloaded(CertTime(60));  // not done yet: nothing happens
+  EXPECT_TRUE(pair.initiator->offloaded());
+  std::thread worker(pair.ihost.offloaded[1].work);
+  worker.join();
+  EXPECT_EQ(pair.initiator->state(), State::kAuthSent) << "the worker touched the SA";
+  pair.initiator->ResumeOffloaded(CertTime(60));
+  pair.Pump(CertTime(60));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+  ASSERT_TRUE(pair.initiator->peer_id());
+  EXPECT_EQ(ToString(*pair.initiator->peer_id()), "bob");
+  EXPECT_EQ(pair.ihost.installed.size(), 1u);
+  EXPECT_EQ(pair.icounters.auth_failures + pair.icounters.invalid_messages, 0u);
+  EXPECT_EQ(pair.icounters.retransmits, 0u);
+}
+
+// A responder certificate the initiator does not trust, found on the worker: refused and
+// counted when the SA resumes, not on the worker; the CHILD SA's SPI goes back.
+TEST_F(CertAuth, InitiatorRefusesTheResponderAfterItsCheckOnAnotherThread) {
+  auto iconn = Conn(true, *alice_, inter_);
+  auto rconn = Conn(false, *stranger_, nullptr);
+  iconn->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
+  iconn->remote_id = *ParseIdentity("C=CH, O=Other, CN=alice");
+  rconn->local_id = iconn->remote_id;
+  rconn->remote_id = iconn->local_id;
+  LoopbackPair pair(iconn, rconn);
+  pair.ihost.offload = {OffloadKind::kAuth};
+  SignOnAnotherThread(pair, CertTime(0));
+  ASSERT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
+  ASSERT_EQ(pair.ihost.offloaded.size(), 2u);
+  std::thread worker(pair.ihost.offloaded[1].work);
+  worker.join();
+  EXPECT_EQ(pair.icounters.cert_failures, 0u) << "counted on the worker";
+  pair.initiator->ResumeOffloaded(CertTime(1));
+  EXPECT_EQ(pair.initiator->state(), State::kDead);
+  EXPECT_NE(pair.initiator->failure().find("certificate"), std::string::npos) << pair.initiator->failure();
+  EXPECT_EQ(pair.icounters.cert_failures, 1u);
+  EXPECT_EQ(pair.icounters.auth_failures, 1u);
+  EXPECT_TRUE(pair.ihost.installed.empty());
+  EXPECT_TRUE(pair.ihost.live_spis.empty()) << "the CHILD SA's SPI leaked";
+}
+
+// The initiator dies (deleted, or destroyed by its host) while its check of the responder runs:
+// the work finishes on its own copies and its result goes nowhere.
+TEST_F(CertAuth, InitiatorThatDiesWhileItsCheckRunsIgnoresTheResult) {
+  auto iconn = Conn(true, *alice_, inter_);
+  auto rconn = Conn(false, *bob_, inter_);
+  iconn->local_id = *ParseIdentity("C=CH, O=Example, CN=alice");
+  rconn->remote_id = iconn->local_id;
+  for (const bool destroy : {false, true}) {
+    SCOPED_TRACE(destroy ? "destroyed" : "deleted");
+    LoopbackPair pair(iconn, rconn);
+    pair.ihost.offload = {OffloadKind::kAuth};
+    SignOnAnotherThread(pair, CertTime(0));
+    ASSERT_EQ(pair.ihost.offloaded.size(), 2u);
+    ASSERT_TRUE(pair.initiator->offloaded());
+    if (destroy) {
+      pair.initiator.reset();
+    } else {
+      pair.initiator->Delete(CertTime(1));
+      EXPECT_EQ(pair.initiator->state(), State::kDead);
+      EXPECT_FALSE(pair.initiator->offloaded());
+    }
+    std::thread worker(pair.ihost.offloaded[1].work);
+    worker.join();
+    if (!destroy) {
+      pair.initiator->ResumeOffloaded(CertTime(2));
+      EXPECT_EQ(pair.initiator->state(), State::kDead);
+    }
+    pair.Pump(CertTime(2));
+    EXPECT_TRUE(pair.ihost.installed.empty());
+    EXPECT_TRUE(pair.ihost.live_spis.empty()) << "the CHILD SA's SPI leaked";
+  }
 }
 
 TEST_F(CertAuth, DnPatternAcceptsAnyNameUnderItAndTheCaDecides) {

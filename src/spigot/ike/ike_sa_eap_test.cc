@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <thread>
 
 #include "spigot/ike/ike_sa.h"
 #include "spigot/test_tools/ike_loopback.h"
@@ -164,6 +165,117 @@ TEST(EapAuth, AnSaThatDiesWithAStepOutstandingDestroysItsEapServer) {
   ASSERT_TRUE(d.server != nullptr && d.server->Holding());
   EXPECT_EQ(d.alive, 1);
   pair.responder.reset();  // e.g. the half-open limit
+  EXPECT_EQ(d.alive, 0);
+}
+
+// An EAP server whose second step (the MS-CHAPv2 response) says it does public-key work, as
+// an EAP-TLS handshake flight does (ServerSession::PublicKeyStep), and records the thread
+// each step ran on.
+class PublicKeyServer : public eap::ServerSession {
+ public:
+  PublicKeyServer(std::unique_ptr<eap::MschapV2Server> inner, int* alive) : inner_(std::move(inner)), alive_(alive) {
+    ++*alive_;
+  }
+  ~PublicKeyServer() override { --*alive_; }
+  eap::Method method() const override { return eap::Method::kTls; }
+  Bytes Start() override { return inner_->Start(); }
+  void Receive(std::span<const std::uint8_t> packet, Done done) override {
+    threads.push_back(std::this_thread::get_id());
+    done(inner_->Process(packet));
+  }
+  bool PublicKeyStep(std::span<const std::uint8_t>) const override { return threads.size() == 1; }
+  const std::string& user() const override { return inner_->user(); }
+  const crypto::SecureBytes& msk() const override { return inner_->msk(); }
+  std::vector<std::thread::id> threads;
+
+ private:
+  std::unique_ptr<eap::MschapV2Server> inner_;
+  int* alive_;
+};
+
+struct PublicKeyEap {
+  EapPair e{"alice's password"};
+  PublicKeyServer* server = nullptr;
+  int alive = 0;
+  PublicKeyEap() {
+    auto users = std::make_shared<eap::Users>();
+    users->Add("alice", EapSecret("alice's password"));
+    // No Admission: a step on a worker must not call back into the SA (PublicKeyStep's promise).
+    e.rconn->eap_server = [this, users](const EapServerContext& c) -> std::unique_ptr<eap::ServerSession> {
+      auto s = std::make_unique<PublicKeyServer>(std::make_unique<eap::MschapV2Server>(users, c.server_name), &alive);
+      server = s.get();
+      return s;
+    };
+  }
+};
+
+// Issue 17: an EAP step with public-key work runs on an IKE worker with the SA's EAP server;
+// meanwhile the initiator's retransmission is dropped (counted) and not answered, and the step
+// is answered once, on resume.
+TEST(EapAuth, APublicKeyStepRunsOnAWorkerAndIsAnsweredOnResume) {
+  PublicKeyEap d;
+  LoopbackPair pair(d.e.iconn, d.e.rconn);
+  pair.rhost.offload = {OffloadKind::kEap};
+  pair.initiator->Initiate(EapTime(0));
+  pair.Pump(EapTime(0));
+  ASSERT_EQ(pair.rhost.offloaded.size(), 1u);
+  EXPECT_EQ(pair.rhost.offloaded[0].kind, OffloadKind::kEap);
+  EXPECT_EQ(pair.rcounters.eap_offloaded, 1u);
+  ASSERT_TRUE(pair.responder->offloaded());
+  EXPECT_EQ(pair.responder->state(), IkeSa::State::kInitAnswered);
+  const std::uint64_t answered = pair.rhost.sent;
+  pair.initiator->Tick(EapTime(3));  // the initiator retransmits the MS-CHAPv2 response
+  pair.Pump(EapTime(3));
+  EXPECT_GE(pair.icounters.retransmits, 1u);
+  EXPECT_EQ(pair.rcounters.offload_retransmits, pair.icounters.retransmits);
+  EXPECT_EQ(pair.rhost.sent, answered) << "answered before the step ran";
+  pair.responder->ResumeOffloaded(EapTime(3));  // not done yet: nothing happens
+  EXPECT_EQ(pair.rhost.sent, answered);
+  std::thread worker(pair.rhost.offloaded[0].work);
+  const std::thread::id worker_id = worker.get_id();
+  worker.join();
+  ASSERT_EQ(d.server->threads.size(), 2u);
+  EXPECT_EQ(d.server->threads[0], std::this_thread::get_id()) << "the identity step needs no worker";
+  EXPECT_EQ(d.server->threads[1], worker_id);
+  EXPECT_EQ(pair.rhost.sent, answered) << "answered from the worker";
+  pair.responder->ResumeOffloaded(EapTime(3));
+  EXPECT_EQ(pair.rhost.sent, answered + 1);
+  pair.Pump(EapTime(3));
+  ASSERT_EQ(pair.initiator->state(), IkeSa::State::kEstablished) << pair.initiator->failure();
+  EXPECT_EQ(pair.responder->state(), IkeSa::State::kEstablished) << pair.responder->failure();
+  EXPECT_EQ(pair.rcounters.eap_login(eap::Method::kTls).success, 1u);
+  EXPECT_EQ(pair.rhost.offloaded.size(), 1u) << "only the step that said so went to the worker";
+  EXPECT_EQ(d.alive, 0) << "the EAP server outlived the login";
+}
+
+TEST(EapAuth, APublicKeyStepRunsInlineWithoutAFreeWorkerCounted) {
+  PublicKeyEap d;
+  LoopbackPair pair(d.e.iconn, d.e.rconn);
+  pair.rhost.offload = {OffloadKind::kEap};
+  pair.rhost.offload_room = 0;
+  pair.initiator->Initiate(EapTime(0));
+  pair.Pump(EapTime(0));
+  ASSERT_EQ(pair.initiator->state(), IkeSa::State::kEstablished) << pair.initiator->failure();
+  EXPECT_EQ(pair.rcounters.eap_inline, 1u);
+  EXPECT_EQ(pair.rcounters.eap_offloaded, 0u);
+}
+
+// The SA dies while its step runs: the work holds the EAP server until it is done, and the
+// server goes with it (never with the SA under the worker).
+TEST(EapAuth, AnSaThatDiesWhileItsStepRunsOnAWorkerLeavesTheServerToTheWork) {
+  PublicKeyEap d;
+  LoopbackPair pair(d.e.iconn, d.e.rconn);
+  pair.rhost.offload = {OffloadKind::kEap};
+  pair.initiator->Initiate(EapTime(0));
+  pair.Pump(EapTime(0));
+  ASSERT_EQ(pair.rhost.offloaded.size(), 1u);
+  pair.responder.reset();  // e.g. the half-open limit
+  EXPECT_EQ(d.alive, 1) << "destroyed with the SA while the worker uses it";
+  std::thread worker(pair.rhost.offloaded[0].work);
+  worker.join();
+  ASSERT_EQ(d.server->threads.size(), 2u);
+  EXPECT_NE(d.server->threads[1], std::this_thread::get_id());
+  pair.rhost.offloaded.clear();
   EXPECT_EQ(d.alive, 0);
 }
 

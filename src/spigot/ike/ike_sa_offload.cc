@@ -1,6 +1,7 @@
 // The public-key and Diffie-Hellman work of an IKE SA on the host's IKE workers (issue 17;
-// IkeSaHost::Offload): IKE_AUTH as responder (ike_sa_auth.cc), the DH of CREATE_CHILD_SA with PFS
-// and of IKE rekeys, both roles. The work runs on copies; the SA meanwhile starts nothing of its
+// IkeSaHost::Offload): IKE_AUTH's signatures and certificate checks, both roles, and EAP-TLS
+// handshake steps as responder (ike_sa_auth.cc), the DH of CREATE_CHILD_SA with PFS and of IKE
+// rekeys, both roles. The work runs on copies; the SA meanwhile starts nothing of its
 // own and keeps what arrives for it. ResumeOffloaded then runs the exchange's handler again, as
 // if the message had just arrived, and it finds the DH done: every check of the SA's state is
 // made against the state at that moment, not the one the work started from.
@@ -19,6 +20,7 @@ std::uint64_t& OffloadedCount(IkeCounters& c, OffloadKind k) {
   switch (k) {
     case OffloadKind::kAuth: return c.auth_offloaded;
     case OffloadKind::kChildPfs: return c.child_pfs_offloaded;
+    case OffloadKind::kEap: return c.eap_offloaded;
     case OffloadKind::kIkeRekey: break;
   }
   return c.ike_rekey_offloaded;
@@ -28,6 +30,7 @@ std::uint64_t& InlineCount(IkeCounters& c, OffloadKind k) {
   switch (k) {
     case OffloadKind::kAuth: return c.auth_inline;
     case OffloadKind::kChildPfs: return c.child_pfs_inline;
+    case OffloadKind::kEap: return c.eap_inline;
     case OffloadKind::kIkeRekey: break;
   }
   return c.ike_rekey_inline;
@@ -141,7 +144,10 @@ std::unique_ptr<crypto::DhKeyPair> IkeSa::KeyPairFor(std::uint16_t group) {
 
 void IkeSa::ResumeOffloaded(TimePoint now) {
   if (state_ == State::kDead || !offload_) return;
-  if (offload_->auth ? !AuthWorkDone(*offload_->auth) : !offload_->dh->done.load(std::memory_order_acquire)) return;
+  const bool done = offload_->auth ? AuthWorkDone(*offload_->auth)
+                   : offload_->eap ? EapWorkDone(*offload_->eap)
+                                   : offload_->dh->done.load(std::memory_order_acquire);
+  if (!done) return;
   Offloaded o = std::move(*offload_);
   offload_.reset();
   if (o.auth && !o.message) {
@@ -149,6 +155,15 @@ void IkeSa::ResumeOffloaded(TimePoint now) {
     auth_ready_ = std::move(o.auth);
     if (state_ == State::kInitSent) SendAuth(now);
     auth_ready_.reset();
+  } else if (o.auth && o.message->header.is_response()) {
+    // The responder's AUTH checked (initiator): its handler runs again and takes the result.
+    auth_ready_ = std::move(o.auth);
+    if (outstanding_ && outstanding_->message_id == o.message->header.message_id) HandleResponse(*o.message, {}, now);
+    auth_ready_.reset();
+  } else if (o.eap) {
+    reply_to_ = o.reply_to;
+    FinishEapWork(*o.eap, now);
+    reply_to_.reset();
   } else if (o.auth) {
     reply_to_ = o.reply_to;
     FinishAuthRequest(*o.message, *o.auth, now);
