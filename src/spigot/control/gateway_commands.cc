@@ -265,6 +265,10 @@ nlohmann::json BoundsJson(gateway::Gateway& gw) {
   return out;
 }
 
+namespace {
+std::uint64_t Microseconds(double seconds) { return static_cast<std::uint64_t>(seconds * 1e6 + 0.5); }
+}  // namespace
+
 nlohmann::json StatsJson(gateway::Gateway& gw) {
   const ike::TimePoint now = gw.Now();
   const gateway::IkeSaTable& table = gw.ike_sas();
@@ -330,12 +334,21 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
       {"lease_db", gw.lease_store() != nullptr ? gw.lease_store()->StatusJson() : nlohmann::json(nullptr)},
       {"radius", RadiusJson(gw)},
       {"negotiations_per_minute", children.NegotiationsPerMinute(now)},
+      // The control thread's lag (Gateway::tick_lag_seconds): how late its tick ran, in
+      // microseconds; p50 and p99 from above (the histogram's bucket bound), max exact.
+      {"control",
+       {{"ticks", gw.tick_lag_seconds().count()},
+        {"tick_lag_us",
+         {{"p50", Microseconds(gw.tick_lag_seconds().Quantile(0.5))},
+          {"p99", Microseconds(gw.tick_lag_seconds().Quantile(0.99))},
+          {"max", Microseconds(gw.tick_lag_seconds().max())}}}}},
       {"rekeys_per_minute", children.RekeysPerMinute(now)},
       {"rekeys",
        {{"max_per_second", rekeys.rate()}, {"scheduled", rekeys.size()},
         {"overdue", rekeys.Overdue(now)}, {"started", rekeys.stats().started},
         {"deferred_by_rate_limit", rekeys.stats().deferred},
         {"peak_per_second", rekeys.stats().peak_per_second},
+        {"max_start_lag_us", rekeys.stats().max_start_lag_us},
         {"completed", cc.rekeys_completed}, {"answered", cc.rekeys_answered},
         {"outbound_switched_on_traffic", cc.outbound_switched_on_traffic},
         {"by_volume", cc.volume_rekeys}, {"volume_deletes", cc.volume_deletes}}},

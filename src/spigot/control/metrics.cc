@@ -166,6 +166,14 @@ const std::vector<Family>& Families() {
        {{"/ike/auth_failures", {{"kind", "auth"}}}, {"/ike/cert_failures", {{"kind", "certificate"}}}}},
       {"spigot_ike_auth_total", Type::kCounter, "IKE_AUTH signature work by where it ran.",
        {{"/ike/auth_offloaded", {{"where", "worker"}}}, {"/ike/auth_inline", {{"where", "control_thread"}}}}},
+      {"spigot_control_ticks_total", Type::kCounter, "Ticks of the control thread's periodic timer (100 ms) measured.",
+       {{"/control/ticks"}}},
+      {"spigot_control_tick_lag_microseconds", Type::kGauge,
+       "How late the control thread's tick ran after its deadline, by quantile since start (0.5 and 0.99 from "
+       "above, to the histogram's bucket; 1: the largest).",
+       {{"/control/tick_lag_us/p50", {{"quantile", "0.5"}}},
+        {"/control/tick_lag_us/p99", {{"quantile", "0.99"}}},
+        {"/control/tick_lag_us/max", {{"quantile", "1"}}}}},
       {"spigot_ike_eap_public_key_steps_total", Type::kCounter,
        "EAP steps with public-key work (EAP-TLS handshake flights) by where they ran.",
        {{"/ike/eap_offloaded", {{"where", "worker"}}}, {"/ike/eap_inline", {{"where", "control_thread"}}}}},
@@ -335,7 +343,8 @@ json MetricsSnapshot(gateway::Gateway& gw) {
           {"connections", std::move(connections)},
           {"histograms",
            {{"negotiation_seconds", HistogramJson(gw.negotiation_seconds())},
-            {"queue_wait_seconds", HistogramJson(gw.queue_wait_seconds())}}}};
+            {"queue_wait_seconds", HistogramJson(gw.queue_wait_seconds())},
+            {"tick_lag_seconds", HistogramJson(gw.tick_lag_seconds())}}}};
 }
 
 std::string RenderMetrics(const json& given, const MetricsServerCounters& server,
@@ -483,6 +492,8 @@ std::string RenderMetrics(const json& given, const MetricsServerCounters& server
                     "IKE SAs from IKE_SA_INIT to ESTABLISHED (IKE_AUTH and the first CHILD SA included).");
     HistogramFamily(e, h.value("queue_wait_seconds", json()), "spigot_negotiation_queue_wait_seconds",
                     "IKE work from its arrival in the negotiation queue to its turn.");
+    HistogramFamily(e, h.value("tick_lag_seconds", json()), "spigot_control_tick_lag_seconds",
+                    "How late the control thread's tick ran after its deadline.");
   }
   // Everything else in stats: a counter added later is still exported, untyped.
   std::map<std::string, double> leaves;

@@ -26,6 +26,7 @@ class Histogram {
     ++counts_[i];
     sum_ += seconds;
     ++count_;
+    if (seconds > max_) max_ = seconds;
   }
   template <class Rep, class Period>
   void Observe(std::chrono::duration<Rep, Period> d) {
@@ -37,12 +38,26 @@ class Histogram {
   const std::vector<std::uint64_t>& counts() const { return counts_; }
   double sum() const { return sum_; }
   std::uint64_t count() const { return count_; }
+  double max() const { return max_; }  // the largest observation, 0 before any
+  // The q-quantile (0 < q <= 1), from above: the upper bound of the bucket it falls in, and at
+  // most max() (which the overflow bucket and the top bucket may hold less than). 0 when empty.
+  double Quantile(double q) const {
+    if (count_ == 0) return 0;
+    const double rank = q * static_cast<double>(count_);
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < bounds_.size(); ++i) {
+      seen += counts_[i];
+      if (static_cast<double>(seen) >= rank) return bounds_[i] < max_ ? bounds_[i] : max_;
+    }
+    return max_;
+  }
 
  private:
   std::vector<double> bounds_;
   std::vector<std::uint64_t> counts_;
   double sum_ = 0;
   std::uint64_t count_ = 0;
+  double max_ = 0;
 };
 
 }  // namespace spigot::engine

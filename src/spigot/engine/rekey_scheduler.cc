@@ -63,6 +63,8 @@ std::vector<std::uint32_t> RekeyScheduler::Due(TimePoint now) {
     live_.erase(it);
     out.push_back(e.spi);
     ++stats_.started;
+    const auto lag = std::chrono::duration_cast<std::chrono::microseconds>(now - e.due).count();
+    stats_.max_start_lag_us = std::max<std::uint64_t>(stats_.max_start_lag_us, static_cast<std::uint64_t>(lag));
   }
   return out;
 }

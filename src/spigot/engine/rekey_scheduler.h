@@ -31,6 +31,9 @@ class RekeyScheduler {
     std::uint64_t started = 0;   // handed out by Due()
     std::uint64_t deferred = 0;  // Due() calls that left due rekeys waiting for tokens
     std::uint64_t peak_per_second = 0;  // most starts seen within one second
+    // The latest start: how long after its due time Due() handed a rekey out, in microseconds
+    // (the caller's tick period, the rate limit and the caller's own lateness add up here).
+    std::uint64_t max_start_lag_us = 0;
   };
 
   explicit RekeyScheduler(double max_per_second, TimePoint now);

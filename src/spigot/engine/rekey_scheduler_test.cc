@@ -63,8 +63,10 @@ TEST(RekeyScheduler, MostOverdueFirst) {
   s.Schedule(9, At(20));
   EXPECT_EQ(s.Due(At(40)), std::vector<std::uint32_t>{8});
   EXPECT_EQ(s.Overdue(At(40)), 2u);
+  EXPECT_EQ(s.stats().max_start_lag_us, 30'000'000u);
   EXPECT_EQ(s.Due(At(41)), std::vector<std::uint32_t>{9});
   EXPECT_EQ(s.Due(At(42)), std::vector<std::uint32_t>{7});
+  EXPECT_EQ(s.stats().max_start_lag_us, 30'000'000u) << "the latest start is kept";
 }
 
 TEST(RekeyScheduler, CancelAndRescheduleAreHonoured) {

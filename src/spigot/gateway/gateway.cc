@@ -180,6 +180,8 @@ double Gateway::MaxRekeysPerSecond() const {
 
 void Gateway::Tick() {
   const ike::TimePoint now = Now();
+  if (tick_due_ != ike::TimePoint{}) tick_lag_seconds_.Observe(std::max(now - tick_due_, ike::TimePoint::duration::zero()));
+  tick_due_ = tick_due_ != ike::TimePoint{} && tick_due_ + kTickPeriod > now ? tick_due_ + kTickPeriod : now + kTickPeriod;
   table_.TickDue(now);
   if (++ticks_ % kSweepTicks == 0) table_.Sweep(now, kTickPeriod);
   env_.dataplane.Tick();

@@ -175,6 +175,12 @@ class Gateway final : public ike::IkeSaHost {
   // IKE work from its arrival in the negotiation queue to its turn (metrics_listen).
   const engine::Histogram& negotiation_seconds() const { return negotiation_seconds_; }
   const engine::Histogram& queue_wait_seconds() const { return queue_wait_seconds_; }
+  // The control thread's lag: how late each Tick ran after the deadline it was due at (the
+  // tick before it plus kTickPeriod, or the first kTickPeriod after a tick that ran a period
+  // or more late: the loop's repeating timer skips missed periods so). What this thread's other
+  // work (IKE datagrams, operator commands) made its timers wait. The first tick, whose
+  // deadline is not known here, is not counted.
+  const engine::Histogram& tick_lag_seconds() const { return tick_lag_seconds_; }
   const engine::Executor& workers() const { return env_.workers; }
   DataPlane& dataplane() { return env_.dataplane; }
   const Counters& counters() const { return counters_; }
@@ -313,6 +319,9 @@ class Gateway final : public ike::IkeSaHost {
   engine::NegotiationQueue queue_{65536};
   engine::Histogram negotiation_seconds_{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
   engine::Histogram queue_wait_seconds_{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
+  engine::Histogram tick_lag_seconds_{0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01,
+                                      0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5};
+  ike::TimePoint tick_due_{};  // the next tick's deadline; none before the first tick
   bool queue_work_posted_ = false;
   bool held_for_backlog_ = false;  // WorkQueue: the data path's backlog holds new negotiations
   bool shutting_down_ = false;
