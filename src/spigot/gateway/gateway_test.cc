@@ -503,6 +503,32 @@ TEST(GatewayTest, StatsShowEveryBoundWithItsUseAndDrops) {
   EXPECT_EQ(b["dataplane_backlog"]["dropped"], 0);
 }
 
+// The control thread's lag: each tick is measured against the one before plus kTickPeriod; a
+// tick a period or more late makes the next deadline a period after it (the loop's repeating
+// timer skips missed periods), so one stall is counted once.
+TEST(GatewayTest, TickLagIsHowLateEachTickRanInStats) {
+  GatewayPair p(SiteConfig(1, 2), SiteConfig(2, 1));
+  ASSERT_TRUE(p.ok()) << p.error();
+  Gateway& gw = *p.b.gw;
+  gw.Tick();  // the first: its deadline is unknown, not counted
+  for (int i = 0; i < 8; ++i) {
+    p.clock.Advance(Gateway::kTickPeriod);
+    gw.Tick();  // on time
+  }
+  p.clock.Advance(Gateway::kTickPeriod + std::chrono::milliseconds(3));
+  gw.Tick();  // 3 ms late
+  p.clock.Advance(Gateway::kTickPeriod + std::chrono::milliseconds(250));
+  gw.Tick();  // 253 ms late: the next is due 100 ms after it
+  p.clock.Advance(Gateway::kTickPeriod);
+  gw.Tick();  // on time
+  const nlohmann::json c = control::StatsJson(gw)["control"];
+  EXPECT_EQ(c["ticks"], 11);
+  EXPECT_EQ(c["tick_lag_us"]["max"], 253000);
+  EXPECT_EQ(c["tick_lag_us"]["p50"], 50);  // from above: the first bucket's bound
+  EXPECT_EQ(c["tick_lag_us"]["p99"], 253000);  // past the 200 ms bucket: the max
+  EXPECT_EQ(gw.tick_lag_seconds().counts()[0], 9u) << "on time: the first bucket";
+}
+
 // A data path that has fallen behind on SA commands (bounds::kDataplaneBacklog) holds new
 // negotiations in the negotiation queue — nothing lost, nothing installed on top of the backlog —
 // and they go on once it drains.
