@@ -99,6 +99,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       packet = std::move(eap);
     }
     if ((mode & 1) != 0 && packet.size() >= 2 && request.size() >= 2) packet[1] = request[1];
+    (void)server.PublicKeyStep(packet);  // looks only (an IKE responder asks it before each step)
     step = server.Process(packet);
     if (step.status == TlsServer::Status::kSuccess) std::abort();  // no certificate under the CA here
     if (failed && step.status != TlsServer::Status::kFailure) std::abort();
