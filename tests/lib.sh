@@ -423,7 +423,7 @@ transfer_ok() {
 # netns_hub_setup N: a hub-and-spoke topology for one responder and N initiators (instead of
 # netns_setup). The responder's namespace is ${NS}b (192.0.2.2/24 on a bridge, inner
 # 203.0.113.1 as in netns_setup); peer i (1..N) has namespace ${NS}pI with 192.0.2.(10+I)/24 on a
-# veth into that bridge and its inner address 10.I.0.1/32 on lo (these 10.x addresses exist only
+# veth into that bridge and its inner address 198.19.I.1/32 on lo (RFC 2544 benchmarking addresses; they exist only
 # inside the peers' namespaces). The peers' namespaces are deleted on exit as well.
 HUB_PEERS=0
 netns_hub_setup() {
@@ -446,7 +446,7 @@ netns_hub_setup() {
     ip -n "${NS}p$i" link set lo up
     ip -n "${NS}p$i" addr add "192.0.2.$((10 + i))/24" dev "${NS}p$i"
     ip -n "${NS}p$i" link set "${NS}p$i" up
-    ip -n "${NS}p$i" addr add "10.$i.0.1/32" dev lo
+    ip -n "${NS}p$i" addr add "198.19.$i.1/32" dev lo
   done
 }
 netns_hub_cleanup() {
@@ -456,7 +456,7 @@ netns_hub_cleanup() {
 
 # charon_hub_peer I IKE ESP PSK [CLAIM_TS]: strongSwan 5.9.8 (kernel-libipsec) in peer I's
 # namespace of netns_hub_setup, an initiator with identity peerI.example towards spigot (gw-b) at
-# 192.0.2.2: CHILD SA "net" from its inner 10.I.0.1/32 to 203.0.113.0/24. With CLAIM_TS, also a
+# 192.0.2.2: CHILD SA "net" from its inner 198.19.I.1/32 to 203.0.113.0/24. With CLAIM_TS, also a
 # CHILD SA "claim" from CLAIM_TS (e.g. another peer's address) to 203.0.113.0/24. charon_launch
 # loads it; `swan pI --initiate --child net` brings it up (nothing starts on its own).
 charon_hub_peer() {
@@ -493,7 +493,7 @@ connections {
     }
     children {
       net {
-        local_ts = 10.$i.0.1/32
+        local_ts = 198.19.$i.1/32
         remote_ts = 203.0.113.0/24
         esp_proposals = $esp
       }$claim_child

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Issue 11: several peers on one connection. One spigot responder (namespace b, connection
-# "peer": remote_id "%any", local_ts 203.0.113.0/24, remote_ts 10.0.0.0/8) and three strongSwan
+# "peer": remote_id "%any", local_ts 203.0.113.0/24, remote_ts 198.19.0.0/16) and three strongSwan
 # initiators, each in its own namespace with its own identity (peerI.example) and inner address
-# 10.I.0.1/32. All three establish to the same connection; then, all at the same time, each
+# 198.19.I.1/32. All three establish to the same connection; then, all at the same time, each
 # pings 203.0.113.1 from its inner address and sends a TCP stream of BYTES (every byte checked)
 # to it. Every peer must get every reply: replies to a peer must leave through that peer's
 # CHILD SA, not through one outbound policy for the whole connection. spigot must hold 3 IKE and
 # 3 CHILD SAs (one per peer, narrowed to its /32) and count no selector_mismatch drop.
-# Then peer 2 asks for a second CHILD SA from peer 1's address 10.1.0.1/32: spigot must refuse it
+# Then peer 2 asks for a second CHILD SA from peer 1's address 198.19.1.1/32: spigot must refuse it
 # (TS_UNACCEPTABLE, counted in policies.conflicts), and peer 1 must still get its replies.
 # (A packet with a spoofed inner source is not tried: strongSwan's libipsec sends nothing its
 # own CHILD SA's selectors do not cover, so the claim is made where strongSwan can make it.)
@@ -23,11 +23,11 @@ command -v swanctl >/dev/null || fail "strongSwan is not installed (scripts/inst
 netns_hub_setup "$PEERS"
 spigot_config b "$IKE" "$ESP" "$PSK"
 sed -i -e 's/^remote_addrs = .*/remote_addrs = "%any"/' -e 's/^remote_id = .*/remote_id = "%any"/' \
-  -e 's|^remote_ts = .*|remote_ts = "10.0.0.0/8"|' "$WORK/b.toml"
+  -e 's|^remote_ts = .*|remote_ts = "198.19.0.0/16"|' "$WORK/b.toml"
 spigot_start b
 for i in $(seq "$PEERS"); do
   # Peer 2 also has a CHILD SA "claim" for peer 1's address, initiated only at the end.
-  charon_hub_peer "$i" "$IKE" "$ESP" "$PSK" "$([ "$i" = 2 ] && echo 10.1.0.1/32 || true)"
+  charon_hub_peer "$i" "$IKE" "$ESP" "$PSK" "$([ "$i" = 2 ] && echo 198.19.1.1/32 || true)"
   swan "p$i" --initiate --child net >"$WORK/initiate-p$i.out" 2>&1 ||
     { cat "$WORK/initiate-p$i.out"; fail "peer$i (charon) could not initiate"; }
 done
@@ -45,7 +45,7 @@ kids = [c for s in est for c in s["children"] if c["state"] == "INSTALLED"]
 print(f"{len(est)} IKE SAs ESTABLISHED ({len(ikes)} in all), {len(kids)} CHILD SAs INSTALLED:",
       "; ".join("%s from %s remote_ts %s" % (s["name"], s["remote"], [c["remote_ts"] for c in s["children"]])
                 for s in ikes))
-want = sorted([f"10.{i}.0.1/32"] for i in range(1, peers + 1))
+want = sorted([f"198.19.{i}.1/32"] for i in range(1, peers + 1))
 ok = (len(ikes) == peers and len(est) == peers and len(kids) == peers
       and all(s["name"] == "peer" and len(s["children"]) == 1 for s in est)
       and sorted(c["remote_ts"] for c in kids) == want)
@@ -57,7 +57,7 @@ log "ok: $(sa_check)"
 
 # ------------------------------------------------ all peers' traffic at the same time
 # Per peer I: a checked TCP stream to 203.0.113.1:520I (a server each on the responder side) and
-# PINGS pings from 10.I.0.1 to 203.0.113.1. Bounded by `timeout`: a peer whose replies go
+# PINGS pings from 198.19.I.1 to 203.0.113.1. Bounded by `timeout`: a peer whose replies go
 # elsewhere never completes its TCP handshake.
 jobs_=()
 for i in $(seq "$PEERS"); do
@@ -70,7 +70,7 @@ for i in $(seq "$PEERS"); do
   ip netns exec "${NS}p$i" timeout 45 python3 "$HERE/stream.py" send 203.0.113.1 "$((5200 + i))" "$BYTES" \
     >"$WORK/send-p$i.out" 2>&1 &
   jobs_+=($!); PIDS+=($!)
-  ip netns exec "${NS}p$i" ping -n -c "$PINGS" -i 0.2 -W 5 -I "10.$i.0.1" 203.0.113.1 \
+  ip netns exec "${NS}p$i" ping -n -c "$PINGS" -i 0.2 -W 5 -I "198.19.$i.1" 203.0.113.1 \
     >"$WORK/ping-p$i.out" 2>&1 &
   jobs_+=($!); PIDS+=($!)
 done
@@ -86,7 +86,7 @@ for i in $(seq "$PEERS"); do
   if grep -q '^ok ' "$WORK/serve-p$i.out"; then tcp_ok=1; else tcp_ok=0; fi
   [ -n "$tcp" ] || tcp="no result (timed out)"
   [ -n "$send" ] || send="no result (timed out)"
-  line="peer$i (10.$i.0.1): $got of $PINGS ping replies; TCP $BYTES bytes: receiver: $tcp| sender: $send"
+  line="peer$i (198.19.$i.1): $got of $PINGS ping replies; TCP $BYTES bytes: receiver: $tcp| sender: $send"
   details+=("$line")
   if [ "$got" = "$PINGS" ] && [ "$tcp_ok" = 1 ]; then
     log "ok: $line"
@@ -128,19 +128,19 @@ before=$(wc -l <"$WORK/charon-p2.log")
 swan p2 --initiate --child claim --timeout 15 >"$WORK/claim.out" 2>&1 || true
 tail -n +"$((before + 1))" "$WORK/charon-p2.log" >"$WORK/claim-charon.out"
 if grep -q "parsed CREATE_CHILD_SA response [0-9]* \[ SA " "$WORK/claim-charon.out"; then
-  fail "spigot accepted a CHILD SA from peer2 for peer1's address 10.1.0.1/32 (its CREATE_CHILD_SA response carries an SA)"
+  fail "spigot accepted a CHILD SA from peer2 for peer1's address 198.19.1.1/32 (its CREATE_CHILD_SA response carries an SA)"
 fi
 grep -q "TS_UNACCEPT" "$WORK/claim-charon.out" ||
-  { cat "$WORK/claim.out" "$WORK/claim-charon.out"; fail "peer2's claim of 10.1.0.1/32 got no TS_UNACCEPTABLE from spigot"; }
+  { cat "$WORK/claim.out" "$WORK/claim-charon.out"; fail "peer2's claim of 198.19.1.1/32 got no TS_UNACCEPTABLE from spigot"; }
 sctl b stats --json >"$WORK/stats.json"
 conflicts=$(field "$WORK/stats.json" policies.conflicts 2>/dev/null || echo "(none in stats)")
 [ "$conflicts" = 1 ] || fail "spigot's policies.conflicts is $conflicts after peer2's claim, want 1"
 sa_check >/dev/null || { sa_check || true; fail "peer2's refused claim changed spigot's SAs"; }
 for i in 1 2; do
-  ip netns exec "${NS}p$i" ping -n -c 5 -i 0.2 -W 3 -I "10.$i.0.1" 203.0.113.1 >"$WORK/ping-p$i.out" 2>&1 || true
+  ip netns exec "${NS}p$i" ping -n -c 5 -i 0.2 -W 3 -I "198.19.$i.1" 203.0.113.1 >"$WORK/ping-p$i.out" 2>&1 || true
   [ "$(replies "$i")" = 5 ] || { cat "$WORK/ping-p$i.out"; fail "after peer2's refused claim, peer$i did not get every reply"; }
 done
 sctl b stats --json >"$WORK/stats.json"
 [ "$(field "$WORK/stats.json" packets_dropped.selector_mismatch)" = 0 ] || fail "selector_mismatch drops after the claim"
-log "ok: peer2's CHILD SA for peer1's 10.1.0.1/32 refused (TS_UNACCEPTABLE, policies.conflicts 1); peers 1 and 2 still get their replies"
+log "ok: peer2's CHILD SA for peer1's 198.19.1.1/32 refused (TS_UNACCEPTABLE, policies.conflicts 1); peers 1 and 2 still get their replies"
 echo "PASS: $PEERS strongSwan peers on one spigot connection, each with its own CHILD SA and replies; no peer may claim another's address"

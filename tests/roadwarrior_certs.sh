@@ -19,7 +19,7 @@
 # classic RSA method (1). Each of peers 1-3 and 5-7 gets a distinct address from the pool,
 # listed under its DN in `spigot leases`, and pings 203.0.113.1 (spigot's side) from it, every
 # reply back.
-# Addresses: documentation ranges and 198.18.0.0/15 only (the hub helper's 10.I.0.1 on the
+# Addresses: documentation ranges and 198.18.0.0/15 only (the hub helper's 198.19.I.1 on the
 # peers' lo are removed).
 # usage: roadwarrior_certs.sh SPIGOT_BINARY
 set -euo pipefail
@@ -47,7 +47,7 @@ log "pki: root (RSA), gw-b.example (RSA), peers 1 and 3 (RSA), 2 and 4 (ECDSA P-
 
 # ------------------------------------------------ spigot, the concentrator
 netns_hub_setup 7
-for i in $PEERS; do ip -n "${NS}p$i" addr del "10.$i.0.1/32" dev lo; done
+for i in $PEERS; do ip -n "${NS}p$i" addr del "198.19.$i.1/32" dev lo; done
 cat >"$WORK/b.toml" <<TOML
 [global]
 control_socket = "$WORK/b.sock"

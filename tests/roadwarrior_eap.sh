@@ -34,7 +34,7 @@ pki_key gw rsa 2048
 pki_issue gw root "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
 
 netns_hub_setup 3
-for i in 1 2 3; do ip -n "${NS}p$i" addr del "10.$i.0.1/32" dev lo; done
+for i in 1 2 3; do ip -n "${NS}p$i" addr del "198.19.$i.1/32" dev lo; done
 ALICE_PW="alice's 1st password" BOB_PW="bob-pass-42" WRONG_PW="not-alices-password"
 cat >"$WORK/b.toml" <<TOML
 [global]

@@ -33,7 +33,7 @@ pki_key gw rsa 2048
 pki_issue gw root "C=CH, O=Example, CN=gw-b.example" --san gw-b.example --flag serverAuth
 
 netns_hub_setup 4
-for i in 1 2 3 4; do ip -n "${NS}p$i" addr del "10.$i.0.1/32" dev lo; done
+for i in 1 2 3 4; do ip -n "${NS}p$i" addr del "198.19.$i.1/32" dev lo; done
 ALICE_PW="alice's radius password" BOB_PW="bob-radius-42" CAROL_PW="carol:radius" WRONG_PW="not-alices-password"
 RADIUS_SECRET="radius shared secret 7"
 USERS="alice Cleartext-Password := \"$ALICE_PW\"

@@ -44,7 +44,7 @@ log "pki: root (RSA), gw-b.example (RSA), alice (ECDSA), bob (RSA); mallory (ECD
 
 # ------------------------------------------------ spigot, the EAP-TLS server
 netns_hub_setup 3
-for i in 1 2 3; do ip -n "${NS}p$i" addr del "10.$i.0.1/32" dev lo; done
+for i in 1 2 3; do ip -n "${NS}p$i" addr del "198.19.$i.1/32" dev lo; done
 cat >"$WORK/b.toml" <<TOML
 [global]
 control_socket = "$WORK/b.sock"

@@ -13,7 +13,7 @@
 #    every reply;
 #  - peer1 terminates its IKE SA: its lease goes offline (rw6 in use 1), peer2 keeps passing
 #    traffic.
-# Addresses: documentation ranges and 198.18.0.0/15 only (the hub helper's 10.I.0.1 on the
+# Addresses: documentation ranges and 198.18.0.0/15 only (the hub helper's 198.19.I.1 on the
 # peers' lo are removed).
 # usage: roadwarrior_ipv6.sh SPIGOT_BINARY
 set -euo pipefail
@@ -25,7 +25,7 @@ command -v swanctl >/dev/null || fail "strongSwan is not installed (scripts/inst
 T0=$(date +%s)
 
 netns_hub_setup 2
-for i in 1 2; do ip -n "${NS}p$i" addr del "10.$i.0.1/32" dev lo; done
+for i in 1 2; do ip -n "${NS}p$i" addr del "198.19.$i.1/32" dev lo; done
 ip -n "${NS}b" addr add 2001:db8:b::1/128 dev lo nodad
 
 cat >"$WORK/b.toml" <<TOML

@@ -17,7 +17,7 @@
 #     The pool becomes 198.18.0.0/28 and `spigot reload` applies it: the refused peers,
 #     initiating again, get addresses (and traffic), and the first six keep theirs; with room in
 #     the pool again, doctor no longer finds pool_exhausted.
-# Addresses: documentation ranges and 198.18.0.0/15 only (the hub helper's 10.I.0.1 on the
+# Addresses: documentation ranges and 198.18.0.0/15 only (the hub helper's 198.19.I.1 on the
 # peers' lo are removed).
 # usage: roadwarrior_pool.sh SPIGOT_BINARY
 set -euo pipefail
@@ -30,7 +30,7 @@ command -v swanctl >/dev/null || fail "strongSwan is not installed (scripts/inst
 T0=$(date +%s)
 
 netns_hub_setup "$PEERS"
-for i in $(seq "$PEERS"); do ip -n "${NS}p$i" addr del "10.$i.0.1/32" dev lo; done
+for i in $(seq "$PEERS"); do ip -n "${NS}p$i" addr del "198.19.$i.1/32" dev lo; done
 
 # spigot_pool_config CIDR: spigot b's configuration with the pool "rw" over CIDR.
 spigot_pool_config() {
