@@ -9,7 +9,9 @@ usage: sa_census.py [--charon-rekeyed-ok] KIND_A FILE_A KIND_B FILE_B
   --charon-rekeyed-ok: an old IKE SA charon answered a rekey of and still waits to be deleted
   (state REKEYED, no CHILD SA) is listed but not a difference: strongSwan 5.9 deletes such an
   SA itself 90 s after the rekey when the peer's DELETE was lost (ike_rekey.c), a bound longer
-  than a CI test should wait.
+  than a CI test should wait. Likewise a rekeyed CHILD SA in state DELETED under an established
+  IKE SA: charon keeps its inbound half for charon.delete_rekeyed_delay (5 s) after the rekey, for
+  packets still on their way (as spigot's inbound linger does, which `spigot sas` does not list).
 Prints one line per side ("a: 4 IKE SAs, 4 CHILD SAs") and what differs; exits 0 when both
 sides hold the same SAs, 1 otherwise.
 """
@@ -71,11 +73,13 @@ def charon_census(path, rekeyed_ok=False):
         if m and child_state is not None and spi_in is not None:
             if child_state == "INSTALLED" and ike_ok:
                 child.add((spi_in, m.group(1)))
+            elif child_state == "DELETED" and ike_ok and rekeyed_ok:
+                waiting.append(f"CHILD {spi_in}/{m.group(1)} DELETED")
             else:
                 other.append(f"CHILD {spi_in}/{m.group(1)} {child_state}")
             child_state = None
     for w in waiting:
-        print(f"charon: {w}, waiting for charon's own delete timer (no CHILD SA)")
+        print(f"charon: {w}, waiting for charon's own delete timer")
     return ike, child, other
 
 

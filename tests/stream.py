@@ -12,6 +12,7 @@ The stream is Python's seeded Mersenne Twister, block by block, so both ends kno
 """
 import hashlib
 import json
+import os
 import random
 import socket
 import struct
@@ -20,6 +21,8 @@ import time
 
 CHUNK = 1 << 16
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+# udp-send writes the sequence numbers the host refused to send (JSON list) to this file.
+REFUSED_FILE = os.environ.get("STREAM_REFUSED_FILE")
 
 
 def block(i):
@@ -119,9 +122,15 @@ def udp_send(addr, port, count, rate):
     s = socket.socket(family, socket.SOCK_DGRAM)
     start = time.time()
     lag, lag_at = 0.0, 0
+    refused = []
     for n in range(count):
         # Sequence number, then the send time (for udp-recv-timed's per-packet delay).
-        s.sendto(n.to_bytes(4, "big") + struct.pack("!d", time.time()) + b"x" * 52, (addr, port))
+        try:
+            s.sendto(n.to_bytes(4, "big") + struct.pack("!d", time.time()) + b"x" * 52, (addr, port))
+        except OSError as e:
+            # The host refused it (e.g. strongSwan's kernel-libipsec removes its route into the
+            # tunnel for a moment during a rekey: ENETUNREACH). Counted, and the stream goes on.
+            refused.append((n, e.errno))
         delay = start + (n + 1) / rate - time.time()
         if delay > 0:
             time.sleep(delay)
@@ -139,6 +148,12 @@ def udp_send(addr, port, count, rate):
     # after such a burst points at queues on the way, not at the tunnel's SAs.
     print(f"udp-send to {addr}: {count} datagrams, at most {lag:.2f} s behind schedule (at {lag_at})",
           file=sys.stderr)
+    if refused:
+        print(f"udp-send to {addr}: {len(refused)} refused by the host: "
+              + " ".join(f"{n}:{os.strerror(e)}" for n, e in refused[:8]), file=sys.stderr)
+        if REFUSED_FILE:
+            with open(REFUSED_FILE, "w") as f:
+                json.dump([n for n, _ in refused], f)
     return 0
 
 

@@ -378,7 +378,8 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
       {"ike",
        {{"received", c.ike_received}, {"invalid", c.ike_invalid + ic.invalid_messages},
         {"truncated", c.ike_truncated},
-        {"unknown_spi", c.ike_unknown_spi}, {"no_connection", c.ike_no_connection},
+        {"unknown_spi", c.ike_unknown_spi}, {"for_deleted_sa", ic.for_deleted_sa},
+        {"no_connection", c.ike_no_connection},
         {"retransmits", ic.retransmits},
         // 2.4: exchanges of ours abandoned after the last retransmission (the IKE SA with them).
         {"gave_up",
@@ -401,6 +402,10 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
                        {"evicted", eap_throttle.evicted}}}}},
         {"child_failures", ic.child_failures}, {"established", c.ike_established},
         {"rekey_retries", ic.rekey_retries},
+        // 2.1: copies of messages already handled (retransmissions, duplicates on the way).
+        {"duplicates",
+         {{"requests_answered_again", ic.requests_answered_again}, {"stale_requests", ic.stale_requests},
+          {"stale_responses", ic.stale_responses}}},
         {"peer_moved", {{"followed", ic.peer_moved}, {"ignored", ic.peer_move_ignored}}},
         {"mobike", {{"negotiated", ic.mobike_negotiated}, {"updates", ic.mobike_updates}, {"refused", ic.mobike_refused},
                     {"rr_checks", ic.mobike_rr_checks}, {"rr_passed", ic.mobike_rr_passed},

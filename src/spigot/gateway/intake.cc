@@ -69,6 +69,10 @@ void Add(ike::IkeCounters& to, const ike::IkeCounters& from) {
   to.weak_refused_modp1024 += from.weak_refused_modp1024;
   to.weak_refused_3des += from.weak_refused_3des;
   to.rekey_retries += from.rekey_retries;
+  to.requests_answered_again += from.requests_answered_again;
+  to.stale_requests += from.stale_requests;
+  to.stale_responses += from.stale_responses;
+  to.for_deleted_sa += from.for_deleted_sa;
   to.ike_rekey_collisions += from.ike_rekey_collisions;
   to.peer_moved += from.peer_moved;
   to.peer_move_ignored += from.peer_move_ignored;

@@ -156,7 +156,10 @@ IkeSa::~IkeSa() {
 void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
   // Taken now: it is this datagram's, and must not stay for a later one if this is dropped.
   const std::optional<Address> from = std::exchange(source_, std::nullopt);
-  if (state_ == State::kDead) return;
+  if (state_ == State::kDead) {
+    ++counters_->for_deleted_sa;  // deleted moments ago, removed from the table at the next tick
+    return;
+  }
   if (HoldWhileOffloaded(datagram, from)) return;  // after the work on a worker, in order
   if (created_at_ == TimePoint{}) created_at_ = now;
   Message msg;
@@ -202,7 +205,10 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
   if (h.is_response()) {
     if (!outstanding_ || h.message_id != outstanding_->message_id ||
         h.exchange != outstanding_->exchange) {
-      ++counters_->invalid_messages;
+      // A response to one of our requests that was answered already (a copy made on the way,
+      // or an answer to our retransmission after the first answer came): 2.1, dropped. Any
+      // other message ID we never used.
+      ++(h.message_id < next_request_id_ ? counters_->stale_responses : counters_->invalid_messages);
       return;
     }
   } else {
@@ -213,13 +219,16 @@ void IkeSa::Receive(std::span<const std::uint8_t> datagram, TimePoint now) {
         return;
       }
       if (h.exchange == Exchange::kIkeSaInit && state_ == State::kInitAnswered) NoteInitRetry(msg, datagram);
+      ++counters_->requests_answered_again;
       reply_to_ = from;
       Transmit(last_response_, last_response_fragments_, true);  // 2.1: a retransmitted request
       reply_to_.reset();
       return;
     }
     if (h.message_id != next_peer_request_id_) {
-      ++counters_->invalid_messages;
+      // Older than the last one answered (a copy that newer requests overtook): dropped, as
+      // no response to it is kept (2.1). Any other message ID out of the window is invalid.
+      ++(h.message_id < next_peer_request_id_ ? counters_->stale_requests : counters_->invalid_messages);
       return;
     }
   }

@@ -383,6 +383,15 @@ struct IkeCounters {
     if ((weak & kWeak3des) != 0) ++weak_refused_3des;
   }
   std::uint64_t rekey_retries = 0;  // failed CHILD and IKE rekeys scheduled to be tried again
+  // Copies of messages already handled (2.1): the peer's last request again, answered with the
+  // cached response (its retransmission, or a duplicate made on the way); an older request of
+  // the peer's, or a response to a request of ours that was answered before: dropped.
+  std::uint64_t requests_answered_again = 0;
+  std::uint64_t stale_requests = 0;
+  std::uint64_t stale_responses = 0;
+  // Datagrams for an IKE SA that was deleted or failed but is still in the table (until the
+  // next tick): dropped.
+  std::uint64_t for_deleted_sa = 0;
   // Simultaneous IKE rekeys (2.8.2) resolved by the nonce rule: both new IKE SAs created, ours
   // the redundant one (we delete it) or the peer's (it deletes it).
   std::uint64_t ike_rekey_collisions = 0;

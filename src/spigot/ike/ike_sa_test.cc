@@ -959,7 +959,43 @@ TEST_F(Established, LostRequestIsRetransmittedAndAnsweredOnce) {
   const auto rchildren = pair_->rhost.installed.size();
   pair_->Pump(T(22));
   EXPECT_EQ(pair_->rhost.installed.size(), rchildren);
+  EXPECT_EQ(pair_->rcounters.requests_answered_again, 1u);
   EXPECT_EQ(pair_->initiator->state(), State::kEstablished);
+}
+
+// A link that duplicates and reorders (tests/reorder_duplicate.sh): a copy of the peer's last
+// request is answered again from the cache, a copy of an older one and a copy of the response to
+// ours are dropped; each counted as what it is, not as an invalid message, and nothing changes.
+TEST_F(Established, DuplicatedRequestAndResponseAreCountedAndChangeNothing) {
+  std::vector<Bytes> requests, responses;
+  pair_->ihost.lose = [&](const Bytes& d) { requests.push_back(d); return false; };
+  pair_->rhost.lose = [&](const Bytes& d) { responses.push_back(d); return false; };
+  const std::uint32_t old_in = pair_->ihost.installed.begin()->first;
+  ASSERT_TRUE(pair_->initiator->RekeyChild(old_in, T(10)));
+  pair_->Pump(T(10));
+  ASSERT_EQ(requests.size(), 2u);  // CREATE_CHILD_SA, then the DELETE of the old SA
+  ASSERT_EQ(responses.size(), 2u);
+  auto spis = [](const LoopbackHost& h) {
+    std::vector<std::uint32_t> v;
+    for (const auto& [spi, info] : h.installed) v.push_back(spi);
+    return v;
+  };
+  const auto installed_i = spis(pair_->ihost);
+  const auto installed_r = spis(pair_->rhost);
+  const auto invalid = pair_->icounters.invalid_messages + pair_->rcounters.invalid_messages;
+  pair_->rhost.inbox.push_back(requests.back());    // the DELETE again: answered, not deleted twice
+  pair_->rhost.inbox.push_back(requests.front());   // the CREATE_CHILD_SA, older: dropped
+  pair_->ihost.inbox.push_back(responses.front());  // the CREATE_CHILD_SA answer again: dropped
+  pair_->ihost.inbox.push_back(responses.back());
+  pair_->Pump(T(11));
+  EXPECT_EQ(pair_->rcounters.requests_answered_again, 1u);
+  EXPECT_EQ(pair_->rcounters.stale_requests, 1u);
+  EXPECT_EQ(pair_->icounters.stale_responses, 3u);  // the two copies, and the answer again
+  EXPECT_EQ(pair_->icounters.invalid_messages + pair_->rcounters.invalid_messages, invalid);
+  EXPECT_EQ(spis(pair_->ihost), installed_i);
+  EXPECT_EQ(spis(pair_->rhost), installed_r);
+  EXPECT_EQ(pair_->initiator->state(), State::kEstablished);
+  EXPECT_EQ(pair_->responder->state(), State::kEstablished);
 }
 
 TEST_F(Established, UnansweredPeerIsDeclaredDead) {
@@ -1694,7 +1730,8 @@ TEST(IkeSaMobike, ReturnRoutabilityCheckRetransmittedAndUnanswered) {
     EXPECT_EQ(m.peer.host.esp_moves.size(), 1u);
     const auto invalid = m.peer.counters.invalid_messages;
     r.Receive(answer, T(9));
-    EXPECT_EQ(m.peer.counters.invalid_messages, invalid + 1) << "a duplicate answer was taken";
+    EXPECT_EQ(m.peer.counters.stale_responses, 1u) << "a duplicate answer was taken";
+    EXPECT_EQ(m.peer.counters.invalid_messages, invalid);
     EXPECT_EQ(m.peer.counters.mobike_rr_passed, 1u);
     EXPECT_EQ(m.peer.host.esp_moves.size(), 1u);
   }
