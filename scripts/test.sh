@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: installs dependencies, then builds and runs CTest in
-#   build/release   Release build: unit tests and the namespace tests (tests/)
-#   build/asan      ASan + UBSan build: the unit tests, and the namespace tests not labelled
-#                   `release_only` (tests/CMakeLists.txt says which and why)
+#   build/release   Release build: unit tests and the namespace tests (tests/) labelled
+#                   `release_only`
+#   build/asan      ASan + UBSan build: the unit tests, and the other namespace tests (labelled
+#                   `sanitizer_run`; tests/CMakeLists.txt says which and why) — each namespace
+#                   test runs once
 #   build/fuzz      clang + libFuzzer targets, each run for a bounded time over its corpus
 # The later trees compile in the background (nice 19) while the Release tests run; the fuzzers
 # run in the background during the sanitizer tests.
@@ -58,7 +60,7 @@ fuzz=$!
 stop_background() { kill "$asan_build" 2>/dev/null; pkill -P "$fuzz" 2>/dev/null; kill "$fuzz" 2>/dev/null; true; }
 
 phase "Release tests"
-ctest --test-dir build/release --output-on-failure -j "$JOBS" || { stop_background; exit 1; }
+ctest --test-dir build/release --output-on-failure -j "$JOBS" -LE sanitizer_run || { stop_background; exit 1; }
 touch build/fuzz-may-run
 
 phase "waiting for the ASan + UBSan build"
