@@ -554,6 +554,7 @@ bool IkeSa::Delete(TimePoint now) {
     return true;
   }
   // A DELETE of the IKE SA goes ahead of anything queued (2.4: it ends all of it).
+  delete_requested_ = true;
   pending_.clear();
   pending_.insert(pending_.begin(), {RequestKind::kDeleteIke});
   StartNext(now);

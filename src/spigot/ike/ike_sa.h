@@ -851,6 +851,9 @@ class IkeSa {
   std::uint32_t pending_delete_spi_ = 0;  // the CHILD SA our in-flight DELETE names
   std::uint64_t rekey_spi_ = 0;           // our SPI for the IKE SA our rekey creates
   bool rekeyed_ = false;                  // replaced by a rekey: only the DELETE remains
+  // Delete() was called (an operator's terminate, a reload that removed the connection): an IKE
+  // rekey that completes after it hands the wish on, so the successor deletes itself too.
+  bool delete_requested_ = false;
   TimePoint rekeyed_at_{};                // when (the `rekeyed` timer)
   // The `rekeyed` timer: the peer's DELETE of this replaced SA is overdue (nothing of ours out).
   TimePoint RekeyedExpiry() const;

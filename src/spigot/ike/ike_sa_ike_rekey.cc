@@ -244,6 +244,12 @@ IkeSa* IkeSa::HandOver(Role role, std::uint64_t spi_i, std::uint64_t spi_r, cons
   next->state_ = State::kEstablished;
   next->ike_rekey_at_ = Jittered(now, conn_->ike_rekey_time, conn_->rekey_jitter);
   IkeSa* const adopted = next.get();
+  // Deleted while the rekey was in flight (ours, or the peer's we answered): the successor the
+  // rekey makes is deleted as well, with the CHILD SAs it took over — not left running.
+  if (delete_requested_ && kind != Successor::kRedundant) {
+    next->delete_requested_ = true;
+    next->pending_.push_back({RequestKind::kDeleteIke});
+  }
   switch (kind) {
     case Successor::kTakesOver:
       MoveChildrenTo(*next, now);

@@ -306,6 +306,23 @@ std::vector<IkeSa*> LiveIkeSas(LoopbackHost& h) {
   return live;
 }
 
+// The IKE SA is deleted (spigot terminate) while its rekey is in flight, from either side: the
+// rekey completes, and the new IKE SA is deleted too, with the CHILD SAs it took over — the
+// terminate is not undone by the rekey.
+TEST_F(Established, DeleteDuringAnIkeRekeyDeletesTheSuccessorToo) {
+  for (bool from_initiator : {true, false}) {
+    SetUp();
+    IkeSa& sa = Side(from_initiator);
+    ASSERT_TRUE(sa.RekeyIke(T(10)));
+    ASSERT_TRUE(pair_->initiator->Delete(T(10)));  // the initiator's operator, either way
+    pair_->Pump(T(10));
+    for (LoopbackHost* h : {&pair_->ihost, &pair_->rhost}) {
+      EXPECT_TRUE(LiveIkeSas(*h).empty()) << (from_initiator ? "our rekey" : "the peer's rekey");
+      EXPECT_TRUE(h->installed.empty()) << "CHILD SAs left after the terminate";
+    }
+  }
+}
+
 // The inbound SPIs of the CHILD SAs a host has installed.
 std::vector<std::uint32_t> InboundSpis(const LoopbackHost& h) {
   std::vector<std::uint32_t> spis;
