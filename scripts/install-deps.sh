@@ -37,6 +37,9 @@ PACKAGES=(
   man-db
   # libcap: the daemon gives up root keeping only CAP_NET_ADMIN (global.user, io/privileges.h)
   libcap-dev
+  # wireguard-go and wireguard-tools: bench/tunnel.sh measures spigot beside Debian's userspace
+  # WireGuard in the same run (issue 14)
+  wireguard-go wireguard-tools
 )
 
 missing=()
