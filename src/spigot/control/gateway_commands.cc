@@ -372,6 +372,9 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
        {{"tx_packets", dp.tx_packets.load()}, {"tx_bytes", dp.tx_bytes.load()},
         {"rx_packets", dp.rx_packets.load()}, {"rx_bytes", dp.rx_bytes.load()},
         {"keepalives", dp.keepalives.load()}, {"acquires", dp.acquires.load()},
+        // RFC 4303 2.6: authentic ESP packets with next header 59 (traffic flow confidentiality
+        // padding), discarded as the RFC says — not a drop.
+        {"dummy_discarded", dp.dummy.load()},
         {"udp_offload", gw.dataplane().UdpOffloadStats()},
         {"tun_offload", gw.dataplane().TunOffloadStats()}}},
       {"crypto_engine", gw.dataplane().CryptoEngineStats()},

@@ -111,6 +111,8 @@ const std::vector<Family>& Families() {
        {{"/udp_sockets/ike/kernel_rx_overflow", {{"socket", "ike"}}},
         {"/udp_sockets/natt/kernel_rx_overflow", {{"socket", "natt"}}}}},
       {"spigot_natt_keepalives_total", Type::kCounter, "NAT-T keepalives.", {{"/traffic/keepalives"}}},
+      {"spigot_esp_dummy_packets_total", Type::kCounter, "Dummy ESP packets (next header 59) discarded.",
+       {{"/traffic/dummy_discarded"}}},
       {"spigot_acquires_total", Type::kCounter, "Acquires: outbound packets that found no SA.",
        {{"/traffic/acquires"}}},
       {"spigot_udp_offload_enabled", Type::kGauge, "UDP GSO / GRO in use on UDP 4500 (1) or not (0).",
