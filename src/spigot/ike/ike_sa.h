@@ -800,9 +800,9 @@ class IkeSa {
     std::shared_ptr<EapWork> eap;
   };
   std::optional<Offloaded> offload_;
-  // The response to our request arrived and its DH runs on a worker: no retransmission, no
-  // give-up meanwhile.
-  // Likewise the initiator's IKE_AUTH signature: the IKE_SA_INIT response is here.
+  // The response to our request arrived and its DH, or the check of the responder's AUTH,
+  // runs on a worker: no retransmission, no give-up meanwhile. Likewise the initiator's IKE_AUTH
+  // signature: the IKE_SA_INIT response is here.
   bool FinishingResponse() const {
     return offload_ && ((offload_->message && offload_->message->header.is_response()) ||
                         (offload_->kind == OffloadKind::kAuth && role_ == Role::kInitiator));
