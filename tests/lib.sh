@@ -22,7 +22,7 @@ print_gateway_counters() {
     [ -S "$WORK/$side.sock" ] || continue
     echo "---- spigot $side stats" >&2
     timeout 5 "$SPIGOT" stats --json --socket "$WORK/$side.sock" 2>/dev/null |
-      python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({k: s[k] for k in ("packets_dropped", "udp_sockets", "rekeys", "ike", "traffic") if k in s}))' >&2 || true
+      python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({k: s[k] for k in ("packets_dropped", "udp_sockets", "rekeys", "ike", "traffic", "datapath") if k in s}))' >&2 || true
   done
 }
 fail() {
@@ -104,6 +104,7 @@ spigot_config() {
 control_socket = "$WORK/$side.sock"
 listen = "$me"
 cookie_threshold = ${COOKIE_THRESHOLD:-1000}
+${DATAPATH_THREADS:+datapath_threads = $DATAPATH_THREADS}
 
 [[connection]]
 name = "peer"

@@ -6,7 +6,7 @@
 #    connection is loaded; its STATUS= line counts SAs and the queue;
 #  - STATUS= follows the state: a tunnel initiated afterwards shows as 1 IKE SA, 1 CHILD SA;
 #  - WATCHDOG=1 arrives every second (WatchdogSec/2) while all threads progress;
-#  - `spigot debug hang inbound|outbound S` stops a data-path thread: the pings stop (none for
+#  - `spigot debug hang THREAD S` stops a data-path thread (each of two): the pings stop (none for
 #    the rest of the hang), STATUS= names the thread, the log says why at priority <3>; when
 #    the thread resumes, so do the pings;
 #  - log lines carry a syslog priority prefix and no timestamp; SIGTERM sends STOPPING=1.
@@ -19,6 +19,7 @@ IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16
 T0=$(date +%s)
 
 netns_setup
+export DATAPATH_THREADS=2
 spigot_config a "$IKE" "$ESP"
 spigot_config b "$IKE" "$ESP"
 
@@ -78,7 +79,7 @@ until_ok 12 tunnel_in_status || fail "STATUS= never showed the tunnel: $(grep ST
 log "ok: $(grep STATUS= "$WORK/notify.txt" | tail -1 | cut -d' ' -f2-)"
 
 # A hung data-path thread: no ping from (hang + stall bound 1 s + one period 1 s) to its end.
-for thread in inbound outbound; do
+for thread in 0 1; do
   t_hang=$(date +%s.%N)
   sctl b debug hang "$thread" 5 >/dev/null
   sleep 5.5
@@ -97,7 +98,7 @@ done
 
 # The journal format: a priority prefix, no timestamp of its own.
 grep -q "^<6>spigot listening on 192.0.2.2" "$WORK/spigot-b.log" || fail "no <6> info line"
-grep -q "^<4>debug hang: data-path thread inbound" "$WORK/spigot-b.log" || fail "no <4> warning line"
+grep -q "^<4>debug hang: data-path thread 0" "$WORK/spigot-b.log" || fail "no <4> warning line"
 ! grep -qE "^[0-9]{4}-[0-9]{2}-[0-9]{2} " "$WORK/spigot-b.log" || fail "timestamps in the journal's lines"
 ! grep -qv "^<[0-7]>" "$WORK/spigot-b.log" || fail "a line without a priority: $(grep -v "^<[0-7]>" "$WORK/spigot-b.log" | head -1)"
 

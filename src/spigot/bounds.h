@@ -61,6 +61,9 @@ inline constexpr std::size_t kDataplaneMailbox = 65536;
 // starts no new negotiation (new IKE SAs and IKE_AUTHs stay in the negotiation queue) until the
 // data path has caught up; rekeys and deletes of established SAs go on.
 inline constexpr std::size_t kDataplaneBacklog = 65536;
+// Inbound ESP datagrams handed to the data-path thread that owns their SA (datapath/handoff.h),
+// per thread: 512 x 4 KiB = 2 MiB each. A power of two.
+inline constexpr std::size_t kHandoffQueue = 512;
 // Packets in the crypto engine's ring per data-path thread (async and fault engines).
 inline constexpr std::size_t kCryptoRing = 1024;
 // Packets of CBC + HMAC SAs whose cipher steps run together through intel-ipsec-mb's
@@ -116,6 +119,9 @@ inline constexpr std::array kBounds = {
     Bound{"dataplane_backlog", "kDataplaneBacklog",
           "hold: above it no new negotiation starts until the data path catches up",
           "bounds.dataplane_backlog.dropped (times new negotiations were held)"},
+    Bound{"handoff", "kHandoffQueue per data-path thread (datapath_threads > 1)",
+          "hold the sender up to 50 ms (it serves its own ring meanwhile), then drop the datagram; "
+          "drop one larger than 4 KiB", "datapath.handoff_dropped"},
     Bound{"crypto_ring", "kCryptoRing per data-path thread (async and fault engines)",
           "drop the packet", "crypto_engine.ring_full"},
     Bound{"multibuffer_batch", "kMultiBufferBatch per data-path thread",

@@ -102,6 +102,11 @@ class Daemon {
 
  private:
   bool OpenIkeSockets(const config::GlobalConfig& g, std::string* error);
+  std::vector<io::UdpSocket*> NattSockets() const {
+    std::vector<io::UdpSocket*> out;
+    for (const auto& s : natt_socks_) out.push_back(s.get());
+    return out;
+  }
   // Least privilege (io/privileges.h): PlanPrivileges first, before any thread starts;
   // DropPrivileges after the last privileged open.
   bool PlanPrivileges(const config::GlobalConfig& g, std::string* error);
@@ -122,7 +127,9 @@ class Daemon {
   void CheckWatchdog();
 
   std::unique_ptr<io::EventLoop> loop_;
-  std::unique_ptr<io::UdpSocket> ike_sock_, natt_sock_;
+  std::unique_ptr<io::UdpSocket> ike_sock_;
+  // UDP 4500: one per data-path thread (SO_REUSEPORT when more than one); IKE is sent on the first.
+  std::vector<std::unique_ptr<io::UdpSocket>> natt_socks_;
   std::unique_ptr<UdpIkeTransport> transport_;
   std::unique_ptr<LoopPoster> poster_;
   std::unique_ptr<NetlinkHost> host_;                  // null unless listen is a wildcard
@@ -144,9 +151,15 @@ class Daemon {
 };
 
 bool Daemon::OpenIkeSockets(const config::GlobalConfig& g, std::string* error) {
-  for (auto [port, natt] : {std::pair{g.ike_port, false}, std::pair{g.natt_port, true}}) {
+  // UDP 500 first and alone: a second daemon fails there, before it could join 4500's group.
+  const std::size_t natt_count = Dataplane::Threads(g);
+  std::vector<std::pair<std::uint16_t, bool>> ports = {{g.ike_port, false}};
+  for (std::size_t i = 0; i < natt_count; ++i) ports.emplace_back(g.natt_port, true);
+  for (auto [port, natt] : ports) {
     const auto ep = io::Endpoint::Parse(g.listen, port);
-    auto sock = ep ? io::UdpSocket::Bind(*ep, {}, error) : nullptr;
+    io::UdpSocket::Options options;
+    options.reuse_port = natt && natt_count > 1;
+    auto sock = ep ? io::UdpSocket::Bind(*ep, options, error) : nullptr;
     if (!sock) {
       *error = "cannot listen on " + g.listen + ":" + std::to_string(port) + ": " + *error;
       return false;
@@ -173,7 +186,10 @@ bool Daemon::OpenIkeSockets(const config::GlobalConfig& g, std::string* error) {
       spdlog::warn("UDP {}: IP_PKTINFO refused ({}): NAT detection on a wildcard listen uses the "
                    "wildcard address", port, std::strerror(errno));
     }
-    (natt ? natt_sock_ : ike_sock_) = std::move(sock);
+    if (natt)
+      natt_socks_.push_back(std::move(sock));
+    else
+      ike_sock_ = std::move(sock);
   }
   return true;
 }
@@ -200,7 +216,7 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   if (!OpenIkeSockets(g, error)) return false;
   // UDP 4500 belongs to the inbound data-path thread, which hands IKE over to us.
   loop_->AddReader(ike_sock_->fd(), [this] { OnIkePort(); });
-  transport_ = std::make_unique<UdpIkeTransport>(*ike_sock_, *natt_sock_);
+  transport_ = std::make_unique<UdpIkeTransport>(*ike_sock_, *natt_socks_[0]);
   poster_ = std::make_unique<LoopPoster>(*loop_);
   Dataplane::Hooks hooks;
   hooks.ike = [this](std::span<const std::uint8_t> m, const io::Endpoint& from, const io::IpAddress& to) {
@@ -212,7 +228,7 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   hooks.new_source = [this](std::uint32_t spi, const io::Endpoint& from) { gateway_->OnNewSource(spi, from); };
   hooks.exhausted = [this](policy::PolicyId id, std::uint32_t spi) { gateway_->OnExhausted(id, spi); };
   dataplane_ =
-      Dataplane::Create(g, *ike_sock_, *natt_sock_, *loop_, std::move(hooks), error, &progress_);
+      Dataplane::Create(g, *ike_sock_, NattSockets(), *loop_, std::move(hooks), error, &progress_);
   if (!dataplane_) return false;
   WatchAddresses();
   gateway_ = gateway::Gateway::Create(

@@ -1,13 +1,17 @@
 #include "spigot/app/dataplane.h"
 
 #include <ifaddrs.h>
+#include <linux/filter.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "spigot/bounds.h"
 #include "spigot/engine/fault_engine.h"
@@ -83,25 +87,78 @@ std::optional<std::vector<std::uint8_t>> LocalAddressIn(const config::TrafficSel
 
 }  // namespace
 
+std::size_t Dataplane::Threads(const config::GlobalConfig& global) {
+  if (global.datapath_threads != 0) return global.datapath_threads;
+  return std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, config::kMaxDatapathThreads);
+}
+
+bool Dataplane::SteerBySpi(bool misroute) {
+  // The reuseport group's program sees the UDP payload: its first word is the SPI (RFC 3948
+  // 2.1), and the socket with that index (bind order) gets the datagram. The non-ESP marker
+  // (IKE) is 0 and goes to socket 0, as does a keepalive (too short to load: the program
+  // returns 0). An index past the group falls back to the kernel's 4-tuple hash.
+  // `misroute` (test hook): SPI + 1 instead, so that every ESP datagram lands on a thread that
+  // does not own its SA and is handed over.
+  sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),
+      BPF_STMT(BPF_ALU | BPF_ADD | BPF_K, misroute ? 1u : 0u),
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, static_cast<std::uint32_t>(natt_.size())),
+      BPF_STMT(BPF_RET | BPF_A, 0),
+  };
+  sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
+  return setsockopt(natt_[0]->fd(), SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0;
+}
+
 std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
                                              const io::UdpSocket& ike_socket,
-                                             io::UdpSocket& natt_socket,
+                                             std::vector<io::UdpSocket*> natt_sockets,
                                              io::EventLoop& control_loop, Hooks hooks,
                                              std::string* error, io::ProgressWatch* progress) {
+  const std::size_t threads = natt_sockets.size();
+  if (threads == 0) {
+    *error = "no UDP 4500 socket for the data path";
+    return nullptr;
+  }
   std::unique_ptr<Dataplane> d(
-      new Dataplane(ike_socket, natt_socket, control_loop, std::move(hooks)));
+      new Dataplane(ike_socket, std::move(natt_sockets), control_loop, std::move(hooks)));
+  const io::UdpSocket& natt_socket = *d->natt_[0];
   // Both offloads are optional: refused, UDP 4500 works as without them.
   if (global.udp_offload) {
-    const bool gso = natt_socket.EnableGso();
-    const bool gro = natt_socket.EnableGro();
+    bool gso = true, gro = true;
+    for (io::UdpSocket* s : d->natt_) {
+      gso = s->EnableGso() && gso;
+      gro = s->EnableGro() && gro;
+    }
     spdlog::info("UDP {}: GSO {}, GRO {}", natt_socket.local_endpoint().port(),
                  gso ? "on" : "off (not in this kernel)", gro ? "on" : "off (not in this kernel)");
   } else {
     spdlog::info("UDP {}: GSO and GRO off (global.udp_offload = false)",
                  natt_socket.local_endpoint().port());
   }
+  if (threads > 1) {
+    // SPIGOT_TEST_STEERING (tests only): "hash" leaves the spreading to the kernel's 4-tuple
+    // hash, "misroute" sends every ESP datagram to a thread that must hand it over.
+    const char* test_steering = std::getenv("SPIGOT_TEST_STEERING");
+    const std::string steering = test_steering != nullptr ? test_steering : "";
+    if (!steering.empty())
+      spdlog::warn("data path: SPIGOT_TEST_STEERING={} (a test hook)", steering);
+    const bool steered = steering != "hash" && d->SteerBySpi(steering == "misroute");
+    d->steering_ = !steered ? "hash" : steering == "misroute" ? "misroute" : "spi";
+    if (steering == "hash")
+      spdlog::info("data path: {} threads; ESP spread by address and handed to its SA's thread",
+                   threads);
+    else if (steered)
+      spdlog::info("data path: {} threads, a TUN queue and a UDP {} socket each; ESP steered to "
+                   "its SA's thread by SPI", threads, natt_socket.local_endpoint().port());
+    else
+      spdlog::warn("data path: {} threads; the kernel refused SO_ATTACH_REUSEPORT_CBPF ({}): "
+                   "ESP is spread by address and handed to its SA's thread", threads,
+                   std::strerror(errno));
+  } else {
+    spdlog::info("data path: 1 thread");
+  }
   d->tun_offload_enabled_ = global.tun_offload;
-  d->tun_ = io::TunDevice::Open(global.tun_name, 1, error,
+  d->tun_ = io::TunDevice::Open(global.tun_name, static_cast<int>(threads), error,
                                 io::TunDevice::OffloadRequest{global.tun_offload});
   if (!d->tun_) return nullptr;
   if (!global.tun_offload) {
@@ -159,48 +216,69 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
         });
     spdlog::info("crypto engine {} (stall timeout {} ms)", global.crypto_engine, timeout.count());
   }
-  d->inbound_ = std::make_unique<datapath::InboundPath>(d->counters_, d->spd_);
-  d->outbound_ = std::make_unique<datapath::OutboundPath>(
-      d->counters_, d->spd_,
-      [self](policy::PolicyId id) {
-        return self->loop_.Post([self, id] { self->hooks_.acquire(id); });
-      },
-      [self](policy::PolicyId id, std::uint32_t spi) {
-        self->loop_.Post([self, id, spi] { self->hooks_.exhausted(id, spi); });
-      });
-  d->inbound_->OnFirstPacket([self](std::uint32_t spi) {
-    if (!self->loop_.Post([self, spi] {
-          if (self->hooks_.first_packet) self->hooks_.first_packet(spi);
-        }))
-      self->counters_.first_packet_refused.fetch_add(1, std::memory_order_relaxed);
-  });
-  d->inbound_->OnNewSource([self](std::uint32_t spi, const io::Endpoint& from) {
-    if (self->loop_.Post([self, spi, from] {
-          if (self->hooks_.new_source) self->hooks_.new_source(spi, from);
-        }))
-      return true;
-    self->counters_.new_source_refused.fetch_add(1, std::memory_order_relaxed);
-    return false;
-  });
-  if (d->monitor_) {
-    d->inbound_->UseEngine(*d->monitor_, kCryptoRing);
-    d->outbound_->UseEngine(*d->monitor_, kCryptoRing);
+  for (std::size_t i = 0; i < threads; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->index = i;
+    w->socket = d->natt_[i];
+    w->inbound = std::make_unique<datapath::InboundPath>(d->counters_, d->spd_);
+    // Each thread holds packets for a trap policy in its own acquire queue and may ask for the
+    // same negotiation; the gateway starts one per policy (Gateway::OnAcquire).
+    w->outbound = std::make_unique<datapath::OutboundPath>(
+        d->counters_, d->spd_,
+        [self](policy::PolicyId id) {
+          return self->loop_.Post([self, id] { self->hooks_.acquire(id); });
+        },
+        [self](policy::PolicyId id, std::uint32_t spi) {
+          self->loop_.Post([self, id, spi] { self->hooks_.exhausted(id, spi); });
+        });
+    w->inbound->OnFirstPacket([self](std::uint32_t spi) {
+      if (!self->loop_.Post([self, spi] {
+            if (self->hooks_.first_packet) self->hooks_.first_packet(spi);
+          }))
+        self->counters_.first_packet_refused.fetch_add(1, std::memory_order_relaxed);
+    });
+    w->inbound->OnNewSource([self](std::uint32_t spi, const io::Endpoint& from) {
+      if (self->loop_.Post([self, spi, from] {
+            if (self->hooks_.new_source) self->hooks_.new_source(spi, from);
+          }))
+        return true;
+      self->counters_.new_source_refused.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    });
+    if (d->monitor_) {
+      w->inbound->UseEngine(*d->monitor_, kCryptoRing);
+      w->outbound->UseEngine(*d->monitor_, kCryptoRing);
+    }
+    if (progress != nullptr)
+      w->beat = &progress->Register("datapath-" + std::to_string(i), std::chrono::steady_clock::now());
+    d->workers_.push_back(std::move(w));
   }
-  if (progress != nullptr) {
-    const auto now = std::chrono::steady_clock::now();
-    d->outbound_beat_ = &progress->Register("datapath-outbound", now);
-    d->inbound_beat_ = &progress->Register("datapath-inbound", now);
-  }
-  d->outbound_thread_ = std::thread([self] { self->OutboundThread(); });
-  d->inbound_thread_ = std::thread([self] { self->InboundThread(); });
+  for (auto& w : d->workers_) w->thread = std::thread([self, w = w.get()] { self->Run(*w); });
   return d;
 }
 
 Dataplane::~Dataplane() {
   stop_ = true;
-  if (outbound_thread_.joinable()) outbound_thread_.join();
-  if (inbound_thread_.joinable()) inbound_thread_.join();
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) w->thread.join();
+  }
   if (engine_) engine_->Stop();
+}
+
+nlohmann::json Dataplane::DatapathStats() const {
+  nlohmann::json threads = nlohmann::json::array();
+  std::uint64_t handed = 0, dropped = 0;
+  for (const auto& w : workers_) {
+    threads.push_back({{"rx", w->rx.load()}, {"tx", w->tx.load()},
+                       {"handed_over", w->handed_over.load()},
+                       {"handoff_dropped", w->inbox.dropped()}});
+    handed += w->handed_over.load();
+    dropped += w->inbox.dropped();
+  }
+  return {{"threads", threads},
+          {"steering", steering_},
+          {"handed_over", handed},
+          {"handoff_dropped", dropped}};
 }
 
 nlohmann::json Dataplane::CryptoEngineStats() const {
@@ -247,14 +325,26 @@ nlohmann::json Dataplane::TunOffloadStats() const {
 }
 
 nlohmann::json Dataplane::UdpOffloadStats() const {
-  const io::UdpOffloadCounters& c = natt_.offload_counters();
-  return {{"gso", natt_.gso()},
-          {"gro", natt_.gro()},
-          {"gso_sends", c.gso_sends.load()},
-          {"gso_segments", c.gso_segments.load()},
-          {"gso_fallbacks", c.gso_fallbacks.load()},
-          {"gro_batches", c.gro_batches.load()},
-          {"gro_segments", c.gro_segments.load()}};
+  // Summed over the threads' sockets; on only where it is on for every socket.
+  bool gso = true, gro = true;
+  std::uint64_t sends = 0, segments = 0, fallbacks = 0, batches = 0, gro_segments = 0;
+  for (const io::UdpSocket* s : natt_) {
+    const io::UdpOffloadCounters& c = s->offload_counters();
+    gso = gso && s->gso();
+    gro = gro && s->gro();
+    sends += c.gso_sends.load();
+    segments += c.gso_segments.load();
+    fallbacks += c.gso_fallbacks.load();
+    batches += c.gro_batches.load();
+    gro_segments += c.gro_segments.load();
+  }
+  return {{"gso", gso},
+          {"gro", gro},
+          {"gso_sends", sends},
+          {"gso_segments", segments},
+          {"gso_fallbacks", fallbacks},
+          {"gro_batches", batches},
+          {"gro_segments", gro_segments}};
 }
 
 gateway::KernelCounters Dataplane::kernel_counters() const {
@@ -267,7 +357,12 @@ gateway::KernelCounters Dataplane::kernel_counters() const {
     return out;
   };
   k.udp_ike = socket(ike_);
-  k.udp_natt = socket(natt_);
+  k.udp_natt = socket(*natt_[0]);
+  for (std::size_t i = 1; i < natt_.size(); ++i) {
+    const auto more = socket(*natt_[i]);
+    k.udp_natt.rx_overflow += more.rx_overflow;
+    k.udp_natt.received += more.received;
+  }
   io::LinkStats now;
   if (netlink_->GetLinkStats(tun_->ifindex(), now)) tun_last_ = now;
   // A counter below its start: the device was reset under us; count from zero again.
@@ -369,7 +464,8 @@ bool Dataplane::ApplyConnections(const config::Config& config, std::string* erro
       }
     }
     const bool trap = c.start_action == config::StartAction::kTrap;
-    Retry([this, id = it->second, trap] { return outbound_->SetTrap(id, trap); });
+    for (auto& w : workers_)
+      Retry([out = w->outbound.get(), id = it->second, trap] { return out->SetTrap(id, trap); });
   }
   spd_.Publish(spd_tables_.Build());
   return true;
@@ -399,28 +495,46 @@ void Dataplane::RemoveSaPolicy(policy::PolicyId id) {
   }
 }
 
+// An inbound SA goes to its owner only (datapath::OwnerOf); everything outbound to every thread.
 void Dataplane::InstallInbound(datapath::InboundSpec spec) {
   auto shared = std::make_shared<datapath::InboundSpec>(std::move(spec));
-  Retry([this, shared] { return inbound_->Install(*shared); });
+  datapath::InboundPath* in = workers_[datapath::OwnerOf(shared->spi, workers_.size())]->inbound.get();
+  Retry([in, shared] { return in->Install(*shared); });
 }
 void Dataplane::RemoveInbound(std::uint32_t spi) {
-  Retry([this, spi] { return inbound_->Remove(spi); });
+  datapath::InboundPath* in = workers_[datapath::OwnerOf(spi, workers_.size())]->inbound.get();
+  Retry([in, spi] { return in->Remove(spi); });
 }
 void Dataplane::SetOutbound(datapath::OutboundSpec spec) {
+  // The threads' copies take their sequence numbers from one counter.
+  if (workers_.size() > 1 && !spec.next_seq) spec.next_seq = std::make_shared<std::atomic<std::uint64_t>>(1);
   auto shared = std::make_shared<datapath::OutboundSpec>(std::move(spec));
-  Retry([this, shared] { return outbound_->SetSa(*shared); });
+  for (auto& w : workers_) Retry([out = w->outbound.get(), shared] { return out->SetSa(*shared); });
 }
 void Dataplane::ClearOutbound(policy::PolicyId policy, std::uint32_t spi) {
-  Retry([this, policy, spi] { return outbound_->ClearSa(policy, spi); });
+  for (auto& w : workers_)
+    Retry([out = w->outbound.get(), policy, spi] { return out->ClearSa(policy, spi); });
 }
 void Dataplane::MovePeer(const std::vector<std::uint32_t>& spis_in,
                          const std::vector<std::uint32_t>& spis_out, const io::Endpoint& peer,
                          const io::IpAddress& source) {
-  Retry([this, spis_out, peer, source] { return outbound_->MovePeer(spis_out, peer, source); });
-  Retry([this, spis_in, peer] { return inbound_->MovePeer(spis_in, peer); });
+  // Every outbound copy first, then the inbound owners, as with one thread.
+  for (auto& w : workers_) {
+    Retry([out = w->outbound.get(), spis_out, peer, source] {
+      return out->MovePeer(spis_out, peer, source);
+    });
+  }
+  std::vector<std::vector<std::uint32_t>> by_owner(workers_.size());
+  for (std::uint32_t spi : spis_in) by_owner[datapath::OwnerOf(spi, workers_.size())].push_back(spi);
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    if (by_owner[i].empty() && workers_.size() > 1) continue;
+    Retry([in = workers_[i]->inbound.get(), spis = std::move(by_owner[i]), peer] {
+      return in->MovePeer(spis, peer);
+    });
+  }
 }
 void Dataplane::AcquireFailed(policy::PolicyId policy) {
-  Retry([this, policy] { return outbound_->AcquireFailed(policy); });
+  for (auto& w : workers_) Retry([out = w->outbound.get(), policy] { return out->AcquireFailed(policy); });
 }
 
 void Dataplane::RouteVirtualIp(const std::string& connection, policy::Family family,
@@ -488,20 +602,24 @@ void Dataplane::RemoveVirtualIp(const std::string& connection, const policy::Pre
 }
 
 nlohmann::json Dataplane::Hang(const std::string& thread, std::int64_t seconds) {
-  if (thread != "outbound" && thread != "inbound")
-    return {{"error", "hang: THREAD must be \"outbound\" or \"inbound\", got \"" + thread + "\""}};
+  std::size_t index = 0;
+  const auto [end, ec] = std::from_chars(thread.data(), thread.data() + thread.size(), index);
+  if (thread.empty() || ec != std::errc() || end != thread.data() + thread.size() ||
+      index >= workers_.size())
+    return {{"error", "hang: THREAD must be a data-path thread, 0 to " +
+                          std::to_string(workers_.size() - 1) + ", got \"" + thread + "\""}};
   if (seconds < 1 || seconds > kMaxHang)
     return {{"error", "hang: SECONDS must be 1 to " + std::to_string(kMaxHang) + ", got " +
                           std::to_string(seconds)}};
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  hang_until_[thread == "outbound" ? 0 : 1].store(until.time_since_epoch().count());
+  workers_[index]->hang_until.store(until.time_since_epoch().count());
   spdlog::warn("debug hang: data-path thread {} stops for {} s (test hook)", thread, seconds);
   return {{"ok", true}, {"message", "data-path thread " + thread + " hangs for " + std::to_string(seconds) + " s"}};
 }
 
-void Dataplane::HoldIfHung(int thread) {
+void Dataplane::HoldIfHung(Worker& w) {
   while (!stop_ && std::chrono::steady_clock::now().time_since_epoch().count() <
-                       hang_until_[thread].load(std::memory_order_relaxed)) {
+                       w.hang_until.load(std::memory_order_relaxed)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
@@ -515,150 +633,28 @@ void Dataplane::Tick() {
 }
 
 nlohmann::json Dataplane::BoundsStats() const {
-  const std::size_t in = inbound_ ? inbound_->mailbox_depth() : 0;
-  const std::size_t out = outbound_ ? outbound_->mailbox_depth() : 0;
+  // The fullest thread's mailboxes and inbox.
+  std::size_t in = 0, out = 0, handoff = 0;
+  std::uint64_t handoff_dropped = 0;
+  for (const auto& w : workers_) {
+    in = std::max(in, w->inbound->mailbox_depth());
+    out = std::max(out, w->outbound->mailbox_depth());
+    handoff = std::max(handoff, w->inbox.depth());
+    handoff_dropped += w->inbox.dropped();
+  }
   return {{"dataplane_mailbox", {{"limit", bounds::kDataplaneMailbox}, {"in_use", std::max(in, out)},
                                  {"inbound", in}, {"outbound", out}}},
           {"dataplane_backlog",
-           {{"limit", bounds::kDataplaneBacklog}, {"in_use", retries_.size()}, {"peak", backlog_peak_}}}};
-}
-
-void Dataplane::OutboundThread() {
-  crypto::ImbManager& mgr = crypto::ImbManager::ForThisThread();
-  auto reader = spd_.RegisterReader();
-  // With TUN offloads a read may hold a 64 KiB super-segment: its segments fill up to
-  // kOffloadSlots slots (one UDP SendBatch, so GSO sees the whole run), and a frame still
-  // being split waits in `frame` for the next batch.
-  const bool offload = tun_->vnet_hdr();
-  const std::size_t slot_count = offload ? kOffloadSlots : kBatch;
-  std::vector<std::uint8_t> memory(kOffloadSlots * kBufSize);
-  std::array<io::PacketSlot, kOffloadSlots> slots;
-  std::array<io::SendItem, kOffloadSlots> sends;
-  std::vector<std::uint8_t> frame(offload ? kTunFrameSize : 0);
-  io::GsoSplitter splitter(tun_offload_);
-  constexpr std::size_t kSlotRoom = kBufSize - kHead - esp::kSealTailroom;
-  // Fills the slots from the TUN; returns how many, and whether it may hold more.
-  const auto read_frames = [&](bool& more) {
-    std::size_t filled = 0;
-    for (;;) {
-      while (splitter.remaining() > 0 && filled < slot_count) {
-        slots[filled].length = splitter.Next(slots[filled].buffer);
-        slots[filled].truncated = false;
-        ++filled;
-      }
-      if (filled == slot_count) {
-        more = true;
-        return filled;
-      }
-      std::size_t got = 0;
-      if (!tun_->ReadFrame(0, frame, got)) {
-        more = false;
-        return filled;
-      }
-      if (got == frame.size()) {
-        counters_.malformed.fetch_add(1, std::memory_order_relaxed);  // may have lost its tail
-        continue;
-      }
-      splitter.Start(std::span(frame).first(got), kSlotRoom);  // false: dropped, counted
-    }
-  };
-  std::size_t n = 0;
-  const auto flush_sends = [&] {
-    for (std::size_t sent = 0; sent < n;) {
-      const io::BatchResult s = natt_.SendBatch({sends.data() + sent, n - sent});
-      sent += s.count;
-      if (s.error != 0 && sent < n) {
-        counters_.send_failed.fetch_add(1, std::memory_order_relaxed);  // skip the failed one
-        ++sent;
-      }
-    }
-    n = 0;
-  };
-  const datapath::OutboundPath::SendFn send_one = [this](const datapath::Route& to,
-                                                         std::span<const std::uint8_t> d) {
-    if (!natt_.SendTo(to.peer, d, to.source))
-      counters_.send_failed.fetch_add(1, std::memory_order_relaxed);
-  };
-  // Sealed by the crypto engine, in TUN order; the bytes live in the pipeline's slots until
-  // the next Process(), so the batch goes out before the next read.
-  const datapath::OutboundPath::SendFn send_sealed = [&](const datapath::Route& to,
-                                                         std::span<const std::uint8_t> d) {
-    sends[n++] = io::SendItem{to.peer, d, to.source};
-    if (n == sends.size()) flush_sends();
-  };
-  engine::CryptoPipeline* pipe = outbound_->pipeline();
-  pollfd fds[3] = {{tun_->queue_fd(0), POLLIN, 0},
-                   {outbound_->mailbox_fd(), POLLIN, 0},
-                   {pipe ? pipe->signal_fd() : -1, POLLIN, 0}};
-  auto last_expire = std::chrono::steady_clock::now();
-  auto last_release = last_expire;
-  auto now = last_expire;
-  while (!stop_) {
-    HoldIfHung(0);
-    // With jobs in flight the wait ends by the oldest one's deadline, so the watchdog fires
-    // on time even when no packet and no completion arrives.
-    int timeout = kPollMs;
-    if (pipe) {
-      const int w = pipe->WaitMs(std::chrono::steady_clock::now());
-      if (w >= 0 && w < timeout) timeout = w;
-    }
-    poll(fds, 3, timeout);
-    now = std::chrono::steady_clock::now();
-    if (outbound_beat_ != nullptr) outbound_beat_->Now(now);
-    if (now - last_expire > std::chrono::seconds(1)) {
-      outbound_->ExpireAcquires(now);
-      last_expire = now;
-    }
-    if (now - last_release >= datapath::kIdleKeysPeriod) {
-      outbound_->ReleaseIdleKeys();
-      last_release = now;
-    }
-    if (monitor_) monitor_->Tick(now);
-    outbound_->PollCrypto(mgr, now, send_sealed);
-    flush_sends();
-    for (;;) {
-      outbound_->ApplyCommands(mgr, send_one);
-      for (std::size_t i = 0; i < slot_count; ++i)
-        slots[i] = io::PacketSlot{{memory.data() + i * kBufSize + kHead, kSlotRoom}};
-      bool more = false;
-      io::BatchResult r;
-      if (offload) {
-        r.count = read_frames(more);
-      } else {
-        r = tun_->ReadBatch(0, {slots.data(), slot_count});
-        more = r.count == slot_count;
-      }
-      for (std::size_t i = 0; i < r.count; ++i) {
-        if (slots[i].truncated) {
-          counters_.malformed.fetch_add(1, std::memory_order_relaxed);
-          continue;
-        }
-        esp::PacketView pkt{{memory.data() + i * kBufSize, kBufSize}, kHead, slots[i].length};
-        const datapath::Route* route = nullptr;
-        if (outbound_->Process(mgr, *reader, pkt, route, now) == datapath::OutboundPath::Verdict::kSend)
-          sends[n++] = io::SendItem{route->peer, pkt.bytes(), route->source};
-      }
-      // CBC + HMAC packets of this batch, sealed together (multi-buffer), into the same send.
-      outbound_->FinishBatch(mgr, send_sealed);
-      flush_sends();
-      if (pipe) {
-        outbound_->FlushCrypto(mgr);
-        now = std::chrono::steady_clock::now();
-        outbound_->PollCrypto(mgr, now, send_sealed);
-        flush_sends();
-      }
-      if (!more) break;
-      // A long burst is progress too: the watchdog must not take it for a wedged thread.
-      if (outbound_beat_ != nullptr) outbound_beat_->Now(std::chrono::steady_clock::now());
-    }
-  }
+           {{"limit", bounds::kDataplaneBacklog}, {"in_use", retries_.size()}, {"peak", backlog_peak_}}},
+          {"handoff", {{"limit", bounds::kHandoffQueue}, {"in_use", handoff}, {"dropped", handoff_dropped}}}};
 }
 
 class Dataplane::TunQueueWriter final : public io::TunWriter {
  public:
-  TunQueueWriter(io::TunDevice& tun, datapath::Counters& counters) : tun_(tun), counters_(counters) {}
+  TunQueueWriter(io::TunDevice& tun, int queue, datapath::Counters& counters)
+      : tun_(tun), queue_(queue), counters_(counters) {}
   bool Write(const io::VirtioNetHdr& hdr, std::span<const std::uint8_t> packet) override {
-    if (tun_.WriteFrame(0, hdr, packet)) return true;
+    if (tun_.WriteFrame(queue_, hdr, packet)) return true;
     // A super-segment the kernel refused is resent as its segments (counted as a fallback).
     if (errno != EINVAL || hdr.gso_type == io::VirtioNetHdr::kGsoNone)
       counters_.tun_write_failed.fetch_add(1, std::memory_order_relaxed);
@@ -667,36 +663,153 @@ class Dataplane::TunQueueWriter final : public io::TunWriter {
 
  private:
   io::TunDevice& tun_;
+  int queue_;
   datapath::Counters& counters_;
 };
 
-void Dataplane::InboundThread() {
+// One data-path thread: its TUN queue -> seal -> its UDP socket, and its UDP socket (plus the
+// datagrams other threads hand it) -> open -> its TUN queue. The directions take turns batch
+// by batch, so a burst one way cannot starve the other.
+void Dataplane::Run(Worker& w) {
   crypto::ImbManager& mgr = crypto::ImbManager::ForThisThread();
   auto reader = spd_.RegisterReader();
-  constexpr std::size_t kDatagram = 4096;
-  const std::size_t slot_count = natt_.gro() ? kGroSlots : kBatch;
-  const std::size_t slot_size = natt_.gro() ? io::UdpSocket::kGroBufferSize : kDatagram;
-  std::vector<std::uint8_t> memory(slot_count * slot_size);
-  std::array<io::RecvSlot, kBatch> slots;
+  const int queue = static_cast<int>(w.index);
+  io::UdpSocket& sock = *w.socket;
+  datapath::OutboundPath& outbound = *w.outbound;
+  datapath::InboundPath& inbound = *w.inbound;
+  constexpr auto kRelaxed = std::memory_order_relaxed;
+  const bool offload = tun_->vnet_hdr();
+
+  // ---- outbound state
+  // With TUN offloads a read may hold a 64 KiB super-segment: its segments fill up to
+  // kOffloadSlots slots (one UDP SendBatch, so GSO sees the whole run), and a frame still
+  // being split waits in `frame` for the next batch.
+  const std::size_t out_slot_count = offload ? kOffloadSlots : kBatch;
+  std::vector<std::uint8_t> out_memory(kOffloadSlots * kBufSize);
+  std::array<io::PacketSlot, kOffloadSlots> out_slots;
+  std::array<io::SendItem, kOffloadSlots> sends;
+  std::vector<std::uint8_t> frame(offload ? kTunFrameSize : 0);
+  io::GsoSplitter splitter(tun_offload_);
+  constexpr std::size_t kSlotRoom = kBufSize - kHead - esp::kSealTailroom;
+  // Fills the slots from the TUN; returns how many, and whether it may hold more.
+  const auto read_frames = [&](bool& more) {
+    std::size_t filled = 0;
+    for (;;) {
+      while (splitter.remaining() > 0 && filled < out_slot_count) {
+        out_slots[filled].length = splitter.Next(out_slots[filled].buffer);
+        out_slots[filled].truncated = false;
+        ++filled;
+      }
+      if (filled == out_slot_count) {
+        more = true;
+        return filled;
+      }
+      std::size_t got = 0;
+      if (!tun_->ReadFrame(queue, frame, got)) {
+        more = false;
+        return filled;
+      }
+      if (got == frame.size()) {
+        counters_.malformed.fetch_add(1, kRelaxed);  // may have lost its tail
+        continue;
+      }
+      splitter.Start(std::span(frame).first(got), kSlotRoom);  // false: dropped, counted
+    }
+  };
+  std::size_t n = 0;
+  const auto flush_sends = [&] {
+    for (std::size_t sent = 0; sent < n;) {
+      const io::BatchResult s = sock.SendBatch({sends.data() + sent, n - sent});
+      sent += s.count;
+      w.tx.fetch_add(s.count, kRelaxed);
+      if (s.error != 0 && sent < n) {
+        counters_.send_failed.fetch_add(1, kRelaxed);  // skip the failed one
+        ++sent;
+      }
+    }
+    n = 0;
+  };
+  const datapath::OutboundPath::SendFn send_one = [&](const datapath::Route& to,
+                                                      std::span<const std::uint8_t> d) {
+    if (sock.SendTo(to.peer, d, to.source))
+      w.tx.fetch_add(1, kRelaxed);
+    else
+      counters_.send_failed.fetch_add(1, kRelaxed);
+  };
+  // Sealed by the crypto engine, in TUN order; the bytes live in the pipeline's slots until
+  // the next Process(), so the batch goes out before the next read.
+  const datapath::OutboundPath::SendFn send_sealed = [&](const datapath::Route& to,
+                                                         std::span<const std::uint8_t> d) {
+    sends[n++] = io::SendItem{to.peer, d, to.source};
+    if (n == sends.size()) flush_sends();
+  };
+  engine::CryptoPipeline* out_pipe = outbound.pipeline();
+
+  // ---- inbound state
+  constexpr std::size_t kDatagram = datapath::Handoff::kMaxDatagram;
+  const std::size_t in_slot_count = sock.gro() ? kGroSlots : kBatch;
+  const std::size_t in_slot_size = sock.gro() ? io::UdpSocket::kGroBufferSize : kDatagram;
+  std::vector<std::uint8_t> in_memory(in_slot_count * in_slot_size);
+  std::array<io::RecvSlot, kBatch> in_slots;
   // With TUN offloads, opened TCP segments of a flow go to the TUN as one super-segment
   // (GroCoalescer); whatever it holds is written at the end of each batch.
-  const bool offload = tun_->vnet_hdr();
-  TunQueueWriter writer(*tun_, counters_);
+  TunQueueWriter writer(*tun_, queue, counters_);
   std::unique_ptr<io::GroCoalescer> gro;
   if (offload) gro = std::make_unique<io::GroCoalescer>(tun_offload_);
   const datapath::InboundPath::DeliverFn deliver = [&](std::span<const std::uint8_t> inner) {
+    w.rx.fetch_add(1, kRelaxed);
     if (gro) {
       gro->Add(inner, writer);
-    } else if (!tun_->Write(0, inner)) {
-      counters_.tun_write_failed.fetch_add(1, std::memory_order_relaxed);
+    } else if (!tun_->Write(queue, inner)) {
+      counters_.tun_write_failed.fetch_add(1, kRelaxed);
     }
   };
-  // One datagram: ESP, or IKE behind the non-ESP marker.
+  // Threads whose inbox this batch pushed to, woken once at its end.
+  std::vector<bool> to_wake(workers_.size(), false);
+  bool any_to_wake = false;
+  // Serves this thread's own inbox (defined below): also while it waits for room in another's.
+  std::function<bool(std::chrono::steady_clock::time_point)> serve_inbox;
+  // A datagram for the SA's owner; false if it had to be dropped (counted).
+  const auto hand_over = [&](std::size_t owner, std::span<const std::uint8_t> datagram,
+                             const io::Endpoint& from, const io::IpAddress& to) {
+    datapath::Handoff& inbox = workers_[owner]->inbox;
+    datapath::Handoff::Push r = inbox.TryPush(datagram, from, to);
+    if (r == datapath::Handoff::Push::kFull) {
+      // The owner is behind: wake it now, and make room in our own inbox meanwhile (it may be
+      // waiting on us).
+      inbox.Wake();
+      const auto deadline = std::chrono::steady_clock::now() + datapath::Handoff::kFullWait;
+      while (r == datapath::Handoff::Push::kFull && !stop_) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) break;
+        // Asleep, not spinning: on a busy machine the owner needs the CPU to make room.
+        if (!serve_inbox(now)) std::this_thread::sleep_for(std::chrono::microseconds(50));
+        r = inbox.TryPush(datagram, from, to);
+      }
+      if (r == datapath::Handoff::Push::kFull) inbox.CountDrop();
+    }
+    if (r != datapath::Handoff::Push::kOk) return false;
+    w.handed_over.fetch_add(1, kRelaxed);
+    to_wake[owner] = true;
+    any_to_wake = true;
+    return true;
+  };
+  // One datagram: ESP of an SA another thread owns (handed over), ESP of ours, or IKE behind
+  // the non-ESP marker.
   const auto dispatch = [&](std::span<std::uint8_t> datagram, const io::Endpoint& from,
                             const io::IpAddress& to, std::chrono::steady_clock::time_point now) {
+    if (workers_.size() > 1 && datagram.size() >= 8) {
+      std::uint32_t spi = 0;
+      esp::PeekSpi(datagram, spi);
+      const std::size_t owner = datapath::OwnerOf(spi, workers_.size());
+      if (spi != 0 && owner != w.index) {  // 0: the non-ESP marker, IKE
+        hand_over(owner, datagram, from, to);
+        return;
+      }
+    }
     esp::PacketView pkt{datagram, 0, datagram.size()};
     std::span<const std::uint8_t> ike;
-    switch (inbound_->Process(mgr, *reader, pkt, ike, now, from)) {
+    switch (inbound.Process(mgr, *reader, pkt, ike, now, from)) {
       case datapath::InboundPath::Verdict::kDeliver:
         deliver(pkt.bytes());
         break;
@@ -704,9 +817,9 @@ void Dataplane::InboundThread() {
         // To the control thread; its Post() queue is bounded and refusals are counted.
         auto copy = std::make_shared<std::vector<std::uint8_t>>(ike.begin(), ike.end());
         if (loop_.Post([this, copy, from, to] { hooks_.ike(*copy, from, to); }))
-          ike_forwarded_.fetch_add(1, std::memory_order_relaxed);
+          ike_forwarded_.fetch_add(1, kRelaxed);
         else
-          counters_.ike_forward_refused.fetch_add(1, std::memory_order_relaxed);
+          counters_.ike_forward_refused.fetch_add(1, kRelaxed);
         break;
       }
       case datapath::InboundPath::Verdict::kDrop:
@@ -714,68 +827,157 @@ void Dataplane::InboundThread() {
         break;
     }
   };
-  engine::CryptoPipeline* pipe = inbound_->pipeline();
-  pollfd fds[3] = {{natt_.fd(), POLLIN, 0},
-                   {inbound_->mailbox_fd(), POLLIN, 0},
-                   {pipe ? pipe->signal_fd() : -1, POLLIN, 0}};
-  auto last_release = std::chrono::steady_clock::now();
-  while (!stop_) {
-    HoldIfHung(1);
-    int timeout = kPollMs;  // bounded by the oldest job's deadline, as on the outbound side
-    if (pipe) {
-      const int w = pipe->WaitMs(std::chrono::steady_clock::now());
-      if (w >= 0 && w < timeout) timeout = w;
+  engine::CryptoPipeline* in_pipe = inbound.pipeline();
+  // The packets dispatched so far: opened (multi-buffer, engine) before their buffers are reused.
+  const auto finish_inbound = [&](std::chrono::steady_clock::time_point& now) {
+    inbound.FinishBatch(mgr, *reader, deliver);
+    if (in_pipe) {
+      inbound.FlushCrypto(mgr);
+      now = std::chrono::steady_clock::now();
+      inbound.PollCrypto(mgr, *reader, now, deliver);
     }
-    poll(fds, 3, timeout);
+  };
+  const auto wake_owners = [&] {
+    if (!any_to_wake) return;
+    for (std::size_t i = 0; i < to_wake.size(); ++i) {
+      if (to_wake[i]) workers_[i]->inbox.Wake();
+      to_wake[i] = false;
+    }
+    any_to_wake = false;
+  };
+
+  // One batch from the TUN, sealed and sent; true if the TUN may hold more.
+  const auto outbound_batch = [&](std::chrono::steady_clock::time_point now) {
+    outbound.ApplyCommands(mgr, send_one);
+    for (std::size_t i = 0; i < out_slot_count; ++i)
+      out_slots[i] = io::PacketSlot{{out_memory.data() + i * kBufSize + kHead, kSlotRoom}};
+    bool more = false;
+    io::BatchResult r;
+    if (offload) {
+      r.count = read_frames(more);
+    } else {
+      r = tun_->ReadBatch(queue, {out_slots.data(), out_slot_count});
+      more = r.count == out_slot_count;
+    }
+    for (std::size_t i = 0; i < r.count; ++i) {
+      if (out_slots[i].truncated) {
+        counters_.malformed.fetch_add(1, kRelaxed);
+        continue;
+      }
+      esp::PacketView pkt{{out_memory.data() + i * kBufSize, kBufSize}, kHead, out_slots[i].length};
+      const datapath::Route* route = nullptr;
+      if (outbound.Process(mgr, *reader, pkt, route, now) == datapath::OutboundPath::Verdict::kSend)
+        sends[n++] = io::SendItem{route->peer, pkt.bytes(), route->source};
+    }
+    // CBC + HMAC packets of this batch, sealed together (multi-buffer), into the same send.
+    outbound.FinishBatch(mgr, send_sealed);
+    flush_sends();
+    if (out_pipe) {
+      outbound.FlushCrypto(mgr);
+      outbound.PollCrypto(mgr, std::chrono::steady_clock::now(), send_sealed);
+      flush_sends();
+    }
+    return more;
+  };
+  // One batch from the UDP socket; true if it may hold more.
+  const auto inbound_batch = [&](std::chrono::steady_clock::time_point now) {
+    // Before every batch: an SA installed before its IKE message left must be in place
+    // before any packet that message causes (make-before-break).
+    inbound.ApplyCommands();
+    for (std::size_t i = 0; i < in_slot_count; ++i)
+      in_slots[i] = io::RecvSlot{{in_memory.data() + i * in_slot_size, in_slot_size}};
+    const io::BatchResult r = sock.RecvBatch({in_slots.data(), in_slot_count});
+    std::size_t unflushed = 0;
+    for (std::size_t i = 0; i < r.count; ++i) {
+      if (in_slots[i].truncated) {
+        counters_.malformed.fetch_add(1, kRelaxed);
+        continue;
+      }
+      // A GRO buffer holds datagrams of one flow: each is dispatched as if received alone.
+      const std::size_t count = io::DatagramCount(in_slots[i]);
+      for (std::size_t k = 0; k < count; ++k)
+        dispatch(io::Datagram(in_slots[i], k), in_slots[i].peer, in_slots[i].local, now);
+      // GRO slots hold up to 64 datagrams each: the engine (or the multi-buffer batch) gets
+      // them kBatch or so at a time, as without GRO, so that its ring (kCryptoRing) fills no
+      // sooner.
+      unflushed += count;
+      if (unflushed >= kBatch) {
+        finish_inbound(now);
+        unflushed = 0;
+      }
+    }
+    // CBC + HMAC packets opened together (multi-buffer), before the buffers are reused.
+    finish_inbound(now);
+    if (gro) gro->Flush(writer);
+    wake_owners();
+    return r.count == in_slot_count;
+  };
+  // The datagrams other threads handed over, opened in their inbox cells; true if it may hold
+  // more.
+  bool serving = false;
+  serve_inbox = [&](std::chrono::steady_clock::time_point now) {
+    if (workers_.size() <= 1 || serving) return false;
+    // Its datagrams are ours: dispatch() hands none of them over, so it never waits in here.
+    serving = true;
+    const std::size_t got = w.inbox.Peek(kBatch, [&](datapath::Handoff::Item& item) {
+      dispatch(item.datagram(), item.from, item.to, now);
+    });
+    if (got != 0) {
+      finish_inbound(now);
+      if (gro) gro->Flush(writer);
+      w.inbox.Release();
+    }
+    serving = false;
+    return got == kBatch;
+  };
+
+  pollfd fds[7] = {{tun_->queue_fd(queue), POLLIN, 0},
+                   {sock.fd(), POLLIN, 0},
+                   {outbound.mailbox_fd(), POLLIN, 0},
+                   {inbound.mailbox_fd(), POLLIN, 0},
+                   {out_pipe ? out_pipe->signal_fd() : -1, POLLIN, 0},
+                   {in_pipe ? in_pipe->signal_fd() : -1, POLLIN, 0},
+                   {workers_.size() > 1 ? w.inbox.fd() : -1, POLLIN, 0}};
+  auto last_expire = std::chrono::steady_clock::now();
+  auto last_release = last_expire;
+  while (!stop_) {
+    HoldIfHung(w);
+    // With jobs in flight the wait ends by the oldest one's deadline, so the watchdog fires
+    // on time even when no packet and no completion arrives.
+    int timeout = kPollMs;
+    for (engine::CryptoPipeline* pipe : {out_pipe, in_pipe}) {
+      if (pipe == nullptr) continue;
+      const int wait = pipe->WaitMs(std::chrono::steady_clock::now());
+      if (wait >= 0 && wait < timeout) timeout = wait;
+    }
+    poll(fds, 7, timeout);
+    if ((fds[6].revents & POLLIN) != 0) w.inbox.ClearWake();
     auto now = std::chrono::steady_clock::now();
-    if (inbound_beat_ != nullptr) inbound_beat_->Now(now);
+    if (w.beat != nullptr) w.beat->Now(now);
+    if (now - last_expire > std::chrono::seconds(1)) {
+      outbound.ExpireAcquires(now);
+      last_expire = now;
+    }
     if (now - last_release >= datapath::kIdleKeysPeriod) {
-      inbound_->ReleaseIdleKeys();
+      outbound.ReleaseIdleKeys();
+      inbound.ReleaseIdleKeys();
       last_release = now;
     }
     if (monitor_) monitor_->Tick(now);
-    inbound_->PollCrypto(mgr, *reader, now, deliver);
+    outbound.PollCrypto(mgr, now, send_sealed);
+    flush_sends();
+    inbound.PollCrypto(mgr, *reader, now, deliver);
     for (;;) {
-      // Before every batch: an SA installed before its IKE message left must be in place
-      // before any packet that message causes (make-before-break).
-      inbound_->ApplyCommands();
-      for (std::size_t i = 0; i < slot_count; ++i)
-        slots[i] = io::RecvSlot{{memory.data() + i * slot_size, slot_size}};
-      const io::BatchResult r = natt_.RecvBatch({slots.data(), slot_count});
-      std::size_t unflushed = 0;
-      for (std::size_t i = 0; i < r.count; ++i) {
-        if (slots[i].truncated) {
-          counters_.malformed.fetch_add(1, std::memory_order_relaxed);
-          continue;
-        }
-        // A GRO buffer holds datagrams of one flow: each is dispatched as if received alone.
-        const std::size_t count = io::DatagramCount(slots[i]);
-        for (std::size_t k = 0; k < count; ++k)
-          dispatch(io::Datagram(slots[i], k), slots[i].peer, slots[i].local, now);
-        // GRO slots hold up to 64 datagrams each: the engine (or the multi-buffer batch) gets
-        // them kBatch or so at a time, as without GRO, so that its ring (kCryptoRing) fills no
-        // sooner.
-        unflushed += count;
-        if (unflushed >= kBatch) {
-          inbound_->FinishBatch(mgr, *reader, deliver);
-          if (pipe) {
-            inbound_->FlushCrypto(mgr);
-            now = std::chrono::steady_clock::now();
-            inbound_->PollCrypto(mgr, *reader, now, deliver);
-          }
-          unflushed = 0;
-        }
-      }
-      // CBC + HMAC packets opened together (multi-buffer), before the buffers are reused.
-      inbound_->FinishBatch(mgr, *reader, deliver);
-      if (pipe) {
-        inbound_->FlushCrypto(mgr);
-        now = std::chrono::steady_clock::now();
-        inbound_->PollCrypto(mgr, *reader, now, deliver);
-      }
-      if (gro) gro->Flush(writer);
-      if (r.count < slot_count) break;
-      if (inbound_beat_ != nullptr) inbound_beat_->Now(std::chrono::steady_clock::now());
+      // The inbox between the two: other threads wait on it when it is full.
+      const bool more_out = outbound_batch(now);
+      now = std::chrono::steady_clock::now();
+      bool more_handed = serve_inbox(now);
+      const bool more_in = inbound_batch(now);
+      more_handed = serve_inbox(now) || more_handed;
+      if (!more_out && !more_in && !more_handed) break;
+      // A long burst is progress too: the watchdog must not take it for a wedged thread.
+      now = std::chrono::steady_clock::now();
+      if (w.beat != nullptr) w.beat->Now(now);
     }
   }
 }

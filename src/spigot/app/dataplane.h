@@ -1,6 +1,21 @@
 // The data plane of `spigot run`: the TUN device, its routes, the SPD built from the
-// connections, and the two data-path threads (one reads the TUN and seals, one reads UDP 4500
-// and opens). The control thread (IKE, control socket) drives it through this class.
+// connections, and the data-path threads (global.datapath_threads). Each thread serves both
+// directions: it reads its own TUN queue (IFF_MULTI_QUEUE; the kernel keeps a flow on one
+// queue) and seals, and reads its own UDP 4500 socket (SO_REUSEPORT) and opens. The control
+// thread (IKE, control socket) drives it through this class.
+//
+// SAs across threads, without a lock per packet:
+//   - An outbound SA is in every thread's table (SetOutbound pushes it to every mailbox), each
+//     copy with its own keys; the copies share one atomic sequence counter (esp::OutboundState::
+//     shared_next_seq), so no number is sent twice.
+//   - An inbound SA is in one thread's table, its owner (datapath::OwnerOf, SPI mod threads),
+//     which alone moves its replay window. The kernel steers each ESP datagram to the owner's
+//     socket by its SPI (a reuseport BPF program); one that lands elsewhere is handed to the
+//     owner (datapath::Handoff). Make-before-break holds as with one thread: the install is in
+//     the owner's mailbox before the IKE message that makes the peer use the SA is sent, and
+//     the owner takes its mailbox before it calls an SPI unknown.
+//   - Commands for several threads go out in one ordered backlog (Retry), so a removal never
+//     overtakes the install it undoes on any thread.
 #pragma once
 
 #include <atomic>
@@ -15,6 +30,7 @@
 
 #include "spigot/config/config.h"
 #include "spigot/datapath/datapath.h"
+#include "spigot/datapath/handoff.h"
 #include "spigot/gateway/ports.h"
 #include "spigot/io/event_loop.h"
 #include "spigot/io/netlink.h"
@@ -42,14 +58,19 @@ class Dataplane final : public gateway::DataPlane {
   };
 
   // `progress` (may be null; must outlive the data plane): each data-path thread registers
-  // there ("datapath-outbound", "datapath-inbound") and beats once per loop turn and per batch,
-  // for the service watchdog (io/systemd.h).
+  // there ("datapath-0", "datapath-1", ...) and beats once per loop turn and per batch, for the
+  // service watchdog (io/systemd.h).
   // `ike_socket` (UDP 500, read by the control thread) is only watched for kernel_counters().
+  // `natt_sockets`: UDP 4500, one per data-path thread (SO_REUSEPORT when more than one, bound
+  // in this order); the control thread sends IKE on the first.
   static std::unique_ptr<Dataplane> Create(const config::GlobalConfig& global,
                                            const io::UdpSocket& ike_socket,
-                                           io::UdpSocket& natt_socket, io::EventLoop& control_loop,
-                                           Hooks hooks, std::string* error,
+                                           std::vector<io::UdpSocket*> natt_sockets,
+                                           io::EventLoop& control_loop, Hooks hooks,
+                                           std::string* error,
                                            io::ProgressWatch* progress = nullptr);
+  // global.datapath_threads resolved: 0 is one per core.
+  static std::size_t Threads(const config::GlobalConfig& global);
   ~Dataplane() override;
 
   // Connections -> policies (stable ids by name), SPD, routes, trap flags. Control thread.
@@ -79,6 +100,9 @@ class Dataplane final : public gateway::DataPlane {
   void Tick() override;
 
   const datapath::Counters& counters() const override { return counters_; }
+  // {"threads": [{"rx", "tx", "handed_over", "handoff_dropped"}...], "steering" (steering_),
+  // "handed_over", "handoff_dropped"}.
+  nlohmann::json DatapathStats() const override;
   // The stats contract's "crypto_engine" object.
   nlohmann::json CryptoEngineStats() const override;
   std::size_t backlog() const override { return retries_.size(); }
@@ -97,20 +121,36 @@ class Dataplane final : public gateway::DataPlane {
   // {"error": ...} for any other engine or action.
   nlohmann::json CryptoFault(const std::string& action, std::int64_t ms) override;
   std::uint64_t ike_forwarded() const { return ike_forwarded_.load(); }
-  // `spigot debug hang THREAD SECONDS`, the test hook of the service watchdog: the data-path
-  // thread THREAD ("outbound" or "inbound") stops for SECONDS (1 to kMaxHang): it sleeps
+  // `spigot debug hang THREAD SECONDS`, the test hook of the service watchdog: data-path thread
+  // THREAD (its index, "0" to threads - 1) stops for SECONDS (1 to kMaxHang): it sleeps
   // without reading packets, applying SA changes or beating. {"error"} for anything else.
   nlohmann::json Hang(const std::string& thread, std::int64_t seconds);
   static constexpr std::int64_t kMaxHang = 600;
 
  private:
-  Dataplane(const io::UdpSocket& ike, io::UdpSocket& natt, io::EventLoop& loop, Hooks hooks)
-      : ike_(ike), natt_(natt), loop_(loop), hooks_(std::move(hooks)) {}
-  void OutboundThread();
-  void InboundThread();
+  // One data-path thread and what belongs to it alone.
+  struct Worker {
+    std::size_t index = 0;
+    io::UdpSocket* socket = nullptr;  // its UDP 4500
+    std::unique_ptr<datapath::InboundPath> inbound;
+    std::unique_ptr<datapath::OutboundPath> outbound;
+    datapath::Handoff inbox;  // inbound ESP for the SAs it owns, received by another thread
+    // ESP packets it opened and delivered / sealed and sent; datagrams it handed to owners.
+    alignas(64) std::atomic<std::uint64_t> rx{0};
+    std::atomic<std::uint64_t> tx{0}, handed_over{0};
+    io::ProgressWatch::Beat* beat = nullptr;  // service watchdog (null without one)
+    std::atomic<std::int64_t> hang_until{0};  // Hang() deadline, steady-clock ns
+    std::thread thread;
+  };
+  Dataplane(const io::UdpSocket& ike, std::vector<io::UdpSocket*> natt, io::EventLoop& loop,
+            Hooks hooks)
+      : ike_(ike), natt_(std::move(natt)), loop_(loop), hooks_(std::move(hooks)) {}
+  void Run(Worker& w);
   // The test hook's sleep (Hang()); returns at once unless the thread was asked to hang.
-  void HoldIfHung(int thread);
-  // With TUN offloads: the TUN's queue 0 for GroCoalescer (failed writes counted).
+  void HoldIfHung(Worker& w);
+  // Asks the kernel to deliver each ESP datagram to the socket of its SA's owner.
+  bool SteerBySpi(bool misroute);
+  // With TUN offloads: a TUN queue for GroCoalescer (failed writes counted).
   class TunQueueWriter;
   // Routes `remotes` into the TUN, from an address of ours in c.local_ts.
   bool SetUpRoutes(const config::ConnectionConfig& c,
@@ -129,7 +169,7 @@ class Dataplane final : public gateway::DataPlane {
   }
 
   const io::UdpSocket& ike_;
-  io::UdpSocket& natt_;
+  std::vector<io::UdpSocket*> natt_;  // by thread
   io::EventLoop& loop_;
   Hooks hooks_;
   datapath::Counters counters_;
@@ -151,8 +191,10 @@ class Dataplane final : public gateway::DataPlane {
   // counts), and the last ones read: kernel_counters() reports the difference.
   io::LinkStats tun_start_;
   mutable io::LinkStats tun_last_;
-  std::unique_ptr<datapath::InboundPath> inbound_;
-  std::unique_ptr<datapath::OutboundPath> outbound_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  // How ESP finds its SA's thread: "none" (one thread), "spi" (SteerBySpi), "hash" (the
+  // kernel's 4-tuple hash, then a hand-over), "misroute" (the test hook).
+  std::string steering_ = "none";
   std::map<std::string, policy::PolicyId> policy_ids_;
   std::map<std::string, std::vector<std::pair<int, std::vector<std::uint8_t>>>> routes_;  // installed
   // Connections that ask for virtual IPs (vips): their remote_ts, routed only once an address
@@ -165,11 +207,6 @@ class Dataplane final : public gateway::DataPlane {
   std::size_t backlog_peak_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> ike_forwarded_{0};
-  std::thread outbound_thread_, inbound_thread_;
-  // Service watchdog beats (null without a ProgressWatch); Hang() deadlines, steady-clock ns.
-  io::ProgressWatch::Beat* outbound_beat_ = nullptr;
-  io::ProgressWatch::Beat* inbound_beat_ = nullptr;
-  std::atomic<std::int64_t> hang_until_[2] = {0, 0};  // [0] outbound, [1] inbound
 };
 
 }  // namespace spigot::app

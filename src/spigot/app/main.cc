@@ -158,9 +158,9 @@ void AddDebug(CLI::App& app, Cli& cli) {
       "hang", "Stop a data-path thread for a while (tests the systemd watchdog: no WATCHDOG=1 "
               "while it hangs)");
   hang->add_option("--socket", cli.socket, "Control socket of the daemon")->capture_default_str();
-  hang->add_option("thread", cli.hang.thread, "outbound | inbound")
+  hang->add_option("thread", cli.hang.thread, "Data-path thread: 0 to datapath_threads - 1")
       ->required()
-      ->check(CLI::IsMember({"outbound", "inbound"}));
+      ->check(CLI::Range(0, 255));
   hang->add_option("seconds", cli.hang.seconds, "How long (1 to 600)")
       ->required()
       ->check(CLI::Range(1, 600));

@@ -411,7 +411,8 @@ class Loader {
     if (!CheckKnownKeys(t, p,
                         {"max_spi", "max_queue", "cookie_threshold", "control_socket", "leases_file", "lease_db", "tun_name",
                          "listen", "ike_port", "natt_port", "spi_reserve_percent", "metrics_listen",
-                         "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "crypto_engine",
+                         "max_rekeys_per_second", "max_dpd_per_second", "ike_workers", "datapath_threads",
+                         "crypto_engine",
                          "crypto_stall_timeout", "fragment_size", "udp_offload", "tun_offload",
                          "retransmit_timeout", "retransmit_tries", "half_open_timeout",
                          "user", "socket_group"})) {
@@ -424,6 +425,7 @@ class Loader {
         !GetInteger(t, p, "max_rekeys_per_second", 0, 1000000, g.max_rekeys_per_second) ||
         !GetInteger(t, p, "max_dpd_per_second", 0, 1000000, g.max_dpd_per_second) ||
         !GetInteger(t, p, "ike_workers", 0, 256, g.ike_workers) ||
+        !GetInteger(t, p, "datapath_threads", 0, kMaxDatapathThreads, g.datapath_threads) ||
         !GetInteger(t, p, "cookie_threshold", 0, kU32Max, g.cookie_threshold) ||
         !GetInteger(t, p, "ike_port", 1, 65535, g.ike_port) ||
         !GetInteger(t, p, "natt_port", 1, 65535, g.natt_port) ||
@@ -1195,6 +1197,7 @@ ConfigDiff Diff(const Config& before, const Config& after) {
   restart_if(a.ike_port != b.ike_port, "global.ike_port");
   restart_if(a.natt_port != b.natt_port, "global.natt_port");
   restart_if(a.ike_workers != b.ike_workers, "global.ike_workers");
+  restart_if(a.datapath_threads != b.datapath_threads, "global.datapath_threads");
   restart_if(a.crypto_engine != b.crypto_engine, "global.crypto_engine");
   restart_if(a.crypto_stall_timeout_ms != b.crypto_stall_timeout_ms, "global.crypto_stall_timeout");
   restart_if(a.udp_offload != b.udp_offload, "global.udp_offload");

@@ -46,6 +46,9 @@ void WipeString(std::string& s);
 // plus some content (ike::kMinFragmentSize, which gateway/connections.cc checks against).
 inline constexpr std::uint32_t kMinFragmentSize = 160;
 
+// The most data-path threads: the kernel's limit on TUN queues (MAX_TAP_QUEUES).
+inline constexpr std::uint32_t kMaxDatapathThreads = 256;
+
 struct GlobalConfig {
   std::uint32_t max_spi = 1048576;        // SPI pool size, 256..16777216 (2^24 slots)
   std::uint32_t max_queue = 65536;        // negotiation queue depth, >= 1
@@ -55,6 +58,9 @@ struct GlobalConfig {
   std::uint32_t max_dpd_per_second = 0;
                                             // from the measured DH capacity at startup
   std::uint32_t ike_workers = 0;          // threads for IKE's DH work, 0..256; 0: one per core
+  // Data-path threads, each with its own TUN queue and UDP 4500 socket and serving both
+  // directions, 0..kMaxDatapathThreads; 0: one per core. Restart to change.
+  std::uint32_t datapath_threads = 0;
   std::uint32_t cookie_threshold = 1000;  // half-open IKE SAs before cookies are demanded
   std::string control_socket = "/run/spigot/spigot.sock";
   // Least privilege (config/run_as.h): once its sockets and devices are open the daemon

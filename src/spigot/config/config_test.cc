@@ -315,6 +315,10 @@ TEST(ConfigTest, GlobalErrorsNameTheKey) {
               "\"1M\"");
   ExpectError("[global]\nike_workers = 300",
               "spigot.toml: global.ike_workers: must be an integer between 0 and 256, got 300");
+  ExpectError("[global]\ndatapath_threads = 257",
+              "spigot.toml: global.datapath_threads: must be an integer between 0 and 256, got 257");
+  ExpectError("[global]\ndatapath_threads = -1",
+              "spigot.toml: global.datapath_threads: must be an integer between 0 and 256, got -1");
   ExpectError("[global]\nmax_queue = 0",
               "spigot.toml: global.max_queue: must be an integer between 1 and 4294967295, got 0");
   ExpectError("[global]\ncookie_threshold = 1.5",

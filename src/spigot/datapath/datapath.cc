@@ -361,6 +361,8 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
     if (auto* spec = std::get_if<OutboundSpec>(&c)) {
       auto sa = std::make_shared<Sa>();
       sa->state = esp::OutboundState{spec->spi, spec->esn, 1};
+      sa->next_seq = spec->next_seq;
+      sa->state.shared_next_seq = sa->next_seq.get();
       sa->route = Route{spec->peer, spec->source};
       sa->counters = spec->counters;
       if (!SetKeys(mgr, *sa, spec->suite, spec->keymat)) return;

@@ -1,10 +1,11 @@
-// The ESP data path: what the two data-path threads do with each packet.
+// The ESP data path: what a data-path thread does with each packet. Each thread has one
+// InboundPath and one OutboundPath (app/dataplane.h says how SAs are spread over threads).
 //
-//   OutboundPath (the thread that reads the TUN): inner packet -> SPD lookup -> the policy's
+//   OutboundPath (reads the thread's TUN queue): inner packet -> SPD lookup -> the policy's
 //     current CHILD SA -> esp::Seal in place -> datagram for the peer's UDP 4500. No SA yet:
 //     the packet is held in the bounded AcquireQueue and the control thread is asked to
 //     negotiate; a full queue drops it and counts no_sa_queue_full (STATUS_IPSEC_QUEUE_OVERFLOW).
-//   InboundPath (the thread that reads UDP 4500): non-ESP marker -> IKE, handed to the control
+//   InboundPath (reads the thread's UDP 4500 socket): non-ESP marker -> IKE, handed to the control
 //     thread; ESP -> SPI lookup -> replay check -> esp::Open -> selector check -> TUN.
 //
 // Expanded keys (crypto::EspCipher, ~1 KB per SA and direction for AES-GCM) are what an SA
@@ -125,6 +126,10 @@ struct OutboundSpec {
   // The connection (trap) policy whose held packets this SA sends first, if any: the acquire
   // was raised on the connection's policy, the SA serves a policy of its own.
   policy::PolicyId flush_held = policy::kNoPolicy;
+  // Set when several data-path threads seal with this SA (each has its own copy): the copies
+  // take their sequence numbers from this one counter (esp::OutboundState::shared_next_seq),
+  // which starts at 1. Null: the path counts on its own.
+  std::shared_ptr<std::atomic<std::uint64_t>> next_seq;
 };
 
 // A bounded command mailbox from the control thread to one data-path thread, with an eventfd
@@ -379,6 +384,7 @@ class OutboundPath {
     bool used = false;
     Route route;
     std::shared_ptr<SaCounters> counters;
+    std::shared_ptr<std::atomic<std::uint64_t>> next_seq;  // OutboundSpec::next_seq
     bool exhausted_reported = false;
   };
   struct Policy {

@@ -1,12 +1,15 @@
 // The data path fed packets the way its threads are: a peer's OutboundPath seals, our
 // InboundPath opens, hostile input is counted under its reason and never delivered.
 #include "spigot/datapath/datapath.h"
+#include "spigot/datapath/handoff.h"
 
 #include <gtest/gtest.h>
 
 #include <poll.h>
 
+#include <algorithm>
 #include <cstring>
+#include <thread>
 
 namespace spigot::datapath {
 namespace {
@@ -684,6 +687,116 @@ TEST(MultiBuffer, ForgedDuplicateInABatchIsCountedAsOpenWouldCountIt) {
   EXPECT_EQ(counters.replay.load(), 1u);   // the forgery after its genuine twin
   EXPECT_EQ(counters.bad_icv.load(), 1u);  // the forgery before it
   EXPECT_EQ(counters.rx_packets.load(), 2u);
+}
+
+
+// ---------------------------------------------------------------- several data-path threads
+
+// Outbound SAs are in every thread's table (app/dataplane.h): the copies, sealing on their own
+// threads at once, must never send the same sequence number (RFC 4303 3.3.3; for AES-GCM the
+// number is also the IV, and a repeated IV under one key gives the key away).
+TEST_F(Fixture, CopiesOfAnOutboundSaOnTwoThreadsNeverRepeatASequenceNumber) {
+  constexpr std::size_t kPerThread = 20000;
+  OutboundSpec spec;
+  spec.policy = kPolicy;
+  spec.spi = kSpi;
+  spec.keymat = keymat;
+  spec.peer = *io::Endpoint::Parse("192.0.2.1", 4500);
+  spec.next_seq = std::make_shared<std::atomic<std::uint64_t>>(1);
+  std::vector<std::uint32_t> seqs[2];
+  auto seal_on_a_thread = [&](int t) {
+    crypto::ImbManager& m = crypto::ImbManager::ForThisThread();
+    Counters c;
+    OutboundPath path(c, peer_spd, nullptr, nullptr);
+    auto reader = peer_spd.RegisterReader();
+    ASSERT_TRUE(path.SetSa(spec));
+    path.ApplyCommands(m, [](const Route&, std::span<const std::uint8_t>) {});
+    const auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 7});
+    std::vector<std::uint8_t> buf(esp::kSealHeadroom + inner.size() + esp::kSealTailroom);
+    for (std::size_t i = 0; i < kPerThread; ++i) {
+      std::memcpy(buf.data() + esp::kSealHeadroom, inner.data(), inner.size());
+      esp::PacketView pkt{buf, esp::kSealHeadroom, inner.size()};
+      const Route* route = nullptr;
+      ASSERT_EQ(path.Process(m, *reader, pkt, route, Clock::now()), OutboundPath::Verdict::kSend);
+      const auto b = pkt.bytes();
+      seqs[t].push_back(std::uint32_t{b[4]} << 24 | std::uint32_t{b[5]} << 16 |
+                        std::uint32_t{b[6]} << 8 | b[7]);
+    }
+  };
+  std::thread t0(seal_on_a_thread, 0), t1(seal_on_a_thread, 1);
+  t0.join();
+  t1.join();
+  std::vector<std::uint32_t> all(seqs[0]);
+  all.insert(all.end(), seqs[1].begin(), seqs[1].end());
+  std::sort(all.begin(), all.end());
+  ASSERT_EQ(all.size(), 2 * kPerThread);
+  EXPECT_EQ(std::adjacent_find(all.begin(), all.end()), all.end()) << "a sequence number sent twice";
+  EXPECT_EQ(all.front(), 1u);
+  EXPECT_EQ(all.back(), 2 * kPerThread) << "numbers skipped";
+  EXPECT_EQ(spec.next_seq->load(), 2 * kPerThread + 1);
+  // Each thread's own packets leave in order.
+  for (const auto& s : seqs) EXPECT_TRUE(std::is_sorted(s.begin(), s.end()));
+}
+
+// An inbound SA lives on its owner alone (OwnerOf); a datagram another thread received is handed
+// over (Handoff) and opened there. The replay window stays exact whichever way a packet came:
+// every packet of the peer arrives twice, once on the owner's socket and once on another
+// thread's (a duplicate, or a NAT that moved the flow mid-stream), both threads running at once.
+// Each is delivered exactly once; every second copy is a replay.
+TEST_F(Fixture, ReplayWindowHoldsWhenAnSasPacketsArriveOnTwoThreads) {
+  constexpr std::size_t kPackets = 3000;
+  constexpr std::size_t kThreads = 2;
+  const std::size_t owner = OwnerOf(kSpi, kThreads);
+  InstallPeerOutbound();
+  ASSERT_TRUE(inbound.Install(OurInbound()));  // on the owner only
+  const auto inner = Ipv4({203, 0, 113, 5}, {198, 51, 100, 7});
+  std::vector<std::vector<std::uint8_t>> sent;
+  for (std::size_t i = 0; i < kPackets; ++i) sent.push_back(PeerSends(inner));
+  Handoff owner_inbox;
+  const io::Endpoint from = *io::Endpoint::Parse("192.0.2.2", 4500);
+  std::atomic<bool> other_done{false};
+  // The other thread: every datagram is for an SA it does not own.
+  std::thread other([&] {
+    for (const auto& d : sent) {
+      std::uint32_t spi = 0;
+      ASSERT_TRUE(esp::PeekSpi(d, spi));
+      ASSERT_NE(OwnerOf(spi, kThreads), 1 - owner);
+      while (owner_inbox.TryPush(d, from, {}) == Handoff::Push::kFull) std::this_thread::yield();
+      owner_inbox.Wake();
+    }
+    other_done = true;
+  });
+  // The owner: its own socket's copies, interleaved with what the inbox holds.
+  std::size_t delivered = 0;
+  auto open = [&](std::span<std::uint8_t> d) {
+    esp::PacketView pkt{d, 0, d.size()};
+    std::span<const std::uint8_t> ike;
+    if (inbound.Process(mgr(), our_reader, pkt, ike, {}, from) == In::kDeliver) {
+      EXPECT_TRUE(std::equal(pkt.bytes().begin(), pkt.bytes().end(), inner.begin(), inner.end()));
+      ++delivered;
+    }
+  };
+  auto serve_inbox = [&] {
+    const std::size_t n = owner_inbox.Peek(32, [&](Handoff::Item& item) { open(item.datagram()); });
+    owner_inbox.Release();
+    return n;
+  };
+  for (std::size_t i = 0; i < kPackets; ++i) {
+    auto copy = sent[i];
+    open(copy);
+    if (i % 7 == 0) serve_inbox();
+  }
+  for (;;) {
+    const bool done = other_done.load();
+    if (serve_inbox() == 0 && done) break;
+  }
+  other.join();
+  EXPECT_EQ(delivered, kPackets);
+  EXPECT_EQ(counters.rx_packets.load(), kPackets);
+  // Copies more than the window behind the newest count as replays too (RFC 4303 3.4.3).
+  EXPECT_EQ(counters.replay.load(), kPackets);
+  EXPECT_EQ(owner_inbox.pushed(), kPackets);
+  EXPECT_EQ(owner_inbox.dropped(), 0u);
 }
 
 }  // namespace

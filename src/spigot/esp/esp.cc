@@ -90,14 +90,26 @@ Status SealPrepare(const crypto::EspCipher& cipher, OutboundState& out, std::uin
                    PacketView& pkt, CryptoOp& op) {
   const EspSuiteInfo& info = crypto::SuiteInfo(cipher.suite());
   // RFC 4303 3.3.3: the counter must not cycle. next_seq == 0 means 2^64 - 1 was sent.
-  const std::uint64_t seq = out.next_seq;
-  if (seq == 0 || (!out.esn && seq > 0xFFFFFFFFu)) return Status::kSeqExhausted;
+  const auto exhausted = [&out](std::uint64_t s) { return s == 0 || (!out.esn && s > 0xFFFFFFFFu); };
+  if (exhausted(out.shared_next_seq != nullptr ? out.shared_next_seq->load(std::memory_order_relaxed)
+                                               : out.next_seq))
+    return Status::kSeqExhausted;
 
   const std::size_t head = kEspHeaderLen + info.iv_len;
   const std::size_t payload = PaddedPayload(info, pkt.length);
   const std::size_t pad = payload - pkt.length - kEspTrailerLen;
   if (pkt.offset < head || pkt.buffer.size() - pkt.offset < payload + info.icv_len)
     return Status::kNoRoom;
+  // Taken only once the packet will be sent: a refused packet consumes no number.
+  std::uint64_t seq = out.next_seq;
+  if (out.shared_next_seq != nullptr) {
+    // The counter stays at the first number it cannot give (never past it, so it cannot wrap
+    // and hand out 1 again). Relaxed: the number itself is the only thing shared.
+    seq = out.shared_next_seq->load(std::memory_order_relaxed);
+    do {
+      if (exhausted(seq)) return Status::kSeqExhausted;
+    } while (!out.shared_next_seq->compare_exchange_weak(seq, seq + 1, std::memory_order_relaxed));
+  }
 
   std::uint8_t* const start = pkt.buffer.data() + pkt.offset - head;
   std::uint8_t* const body = start + head;
@@ -124,7 +136,7 @@ Status SealPrepare(const crypto::EspCipher& cipher, OutboundState& out, std::uin
   if (info.aead) PutU64(start + kEspHeaderLen, seq);
   op = CryptoOp{true, out.esn, out.spi, seq, static_cast<std::uint16_t>(head),
                 static_cast<std::uint16_t>(payload)};
-  out.next_seq = seq + 1;  // wraps to 0 after 2^64 - 1: exhausted, see above
+  if (out.shared_next_seq == nullptr) out.next_seq = seq + 1;  // 0 after 2^64 - 1: exhausted
   pkt.offset -= head;
   pkt.length = head + payload + info.icv_len;
   return Status::kOk;

@@ -6,6 +6,7 @@
 // kSealHeadroom bytes before and kSealTailroom bytes after the inner packet.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -47,6 +48,11 @@ struct OutboundState {
   bool esn = false;
   // Next sequence number to send; the first packet carries 1 (RFC 4303 3.3.3).
   std::uint64_t next_seq = 1;
+  // Several threads seal with one SA (each with its own OutboundState and keys): the next
+  // sequence number is this shared counter instead of next_seq, taken with a compare-and-swap
+  // so that no two packets carry the same one and none past the last is ever taken. Null: one
+  // thread, next_seq. Must outlive the state.
+  std::atomic<std::uint64_t>* shared_next_seq = nullptr;
 };
 
 // Receiving side of one SA.

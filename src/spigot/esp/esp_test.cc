@@ -197,6 +197,43 @@ TEST_P(EspFixture, SequenceNumbersNeverWrap) {
   EXPECT_EQ(seal(out64), Status::kSeqExhausted);
 }
 
+// Copies of one SA on several data-path threads share one counter (shared_next_seq): every
+// number is taken once, none after the last, and the counter never wraps back to 1.
+TEST_P(EspFixture, SharedSequenceCounterIsTakenOnceAndStopsAtTheLast) {
+  const auto inner = Ipv4(40);
+  std::vector<std::uint8_t> buf(kSealHeadroom + inner.size() + kSealTailroom);
+  auto seal = [&](OutboundState& out) {
+    std::memcpy(buf.data() + kSealHeadroom, inner.data(), inner.size());
+    PacketView pkt{buf, kSealHeadroom, inner.size()};
+    return Seal(mgr(), cipher_, out, kNextHeaderIpv4, pkt);
+  };
+  std::atomic<std::uint64_t> shared{1};
+  OutboundState a{kSpi, false, 1, &shared}, b{kSpi, false, 1, &shared};
+  EXPECT_EQ(seal(a), Status::kOk);
+  EXPECT_EQ(buf[kSealHeadroom - 8 - crypto::SuiteInfo(GetParam()).iv_len + 7], 1);
+  EXPECT_EQ(seal(b), Status::kOk);
+  EXPECT_EQ(buf[kSealHeadroom - 8 - crypto::SuiteInfo(GetParam()).iv_len + 7], 2) << "b repeated a's number";
+  EXPECT_EQ(shared.load(), 3u);
+  EXPECT_EQ(a.next_seq, 1u) << "the private counter is not used";
+  shared = 0xFFFFFFFFull;
+  EXPECT_EQ(seal(b), Status::kOk);  // 2^32 - 1, the last without ESN
+  EXPECT_EQ(seal(a), Status::kSeqExhausted);
+  EXPECT_EQ(seal(b), Status::kSeqExhausted);
+  EXPECT_EQ(shared.load(), 1ull << 32) << "the counter must stay at the first number it cannot give";
+  std::atomic<std::uint64_t> shared64{~0ull};
+  OutboundState e{kSpi, true, 1, &shared64};
+  EXPECT_EQ(seal(e), Status::kOk);  // 2^64 - 1
+  EXPECT_EQ(seal(e), Status::kSeqExhausted);
+  EXPECT_EQ(seal(e), Status::kSeqExhausted);
+  EXPECT_EQ(shared64.load(), 0u);
+  // A packet refused for want of room takes no number.
+  std::vector<std::uint8_t> tight(inner);
+  PacketView none{tight, 0, tight.size()};
+  shared = 5;
+  EXPECT_EQ(Seal(mgr(), cipher_, a, kNextHeaderIpv4, none), Status::kNoRoom);
+  EXPECT_EQ(shared.load(), 5u);
+}
+
 TEST_P(EspFixture, IvIsNeverReusedAcrossPackets) {
   const auto& info = crypto::SuiteInfo(GetParam());
   const auto a = SealPacket(Ipv4(40), 1);

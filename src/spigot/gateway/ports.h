@@ -93,6 +93,8 @@ class DataPlane {
   // "in_use"}, "dataplane_backlog": {"limit", "in_use", "peak"}}.
   virtual nlohmann::json BoundsStats() const = 0;
   virtual const datapath::Counters& counters() const = 0;
+  // The stats' "datapath" object: per data-path thread packets, hand-overs between threads.
+  virtual nlohmann::json DatapathStats() const = 0;
   // The stats contract's "crypto_engine" object.
   virtual nlohmann::json CryptoEngineStats() const = 0;
   // The stats contract's "traffic.udp_offload" object: UDP GSO/GRO on UDP 4500.

@@ -129,6 +129,7 @@ class FakeDataPlane final : public gateway::DataPlane {
   }
   void Tick() override {}
   const datapath::Counters& counters() const override { return counters_; }
+  nlohmann::json DatapathStats() const override { return {{"threads", nlohmann::json::array()}}; }
   nlohmann::json CryptoEngineStats() const override {
     return {{"name", "fake"}, {"state", "ok"}, {"stalls", 0}, {"fallbacks", 0}};
   }
@@ -137,7 +138,8 @@ class FakeDataPlane final : public gateway::DataPlane {
   std::size_t backlog() const override { return backlog_; }
   nlohmann::json BoundsStats() const override {
     return {{"dataplane_mailbox", {{"limit", 0}, {"in_use", 0}}},
-            {"dataplane_backlog", {{"limit", bounds::kDataplaneBacklog}, {"in_use", backlog_}, {"peak", backlog_}}}};
+            {"dataplane_backlog", {{"limit", bounds::kDataplaneBacklog}, {"in_use", backlog_}, {"peak", backlog_}}},
+            {"handoff", {{"limit", bounds::kHandoffQueue}, {"in_use", 0}, {"dropped", 0}}}};
   }
   std::size_t backlog_ = 0;
   nlohmann::json TunOffloadStats() const override { return {{"enabled", false}}; }
