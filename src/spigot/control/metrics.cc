@@ -442,6 +442,24 @@ std::string RenderMetrics(const json& given, const MetricsServerCounters& server
       for (const auto& [k, v] : p.items()) consumed.insert("/pools/" + i + "/" + k);
     }
   }
+  // Data-path threads, by thread: ESP packets each sealed and opened, datagrams it handed over.
+  if (const json* threads = At(stats, "/datapath/threads"); threads && threads->is_array() && !threads->empty()) {
+    e.Family("spigot_datapath_thread_packets_total", Type::kCounter,
+             "ESP packets a data-path thread sealed (tx) and opened (rx).");
+    for (const auto& [i, t] : threads->items()) {
+      if (!t.is_object()) continue;
+      for (const char* dir : {"tx", "rx"}) {
+        if (!t.contains(dir)) continue;
+        if (const std::optional<double> n = Number(t[dir])) e.Sample({{"thread", i}, {"direction", dir}}, *n);
+      }
+    }
+    e.Family("spigot_datapath_thread_handed_over_total", Type::kCounter,
+             "ESP datagrams a data-path thread received for an SA another thread owns, and handed over.");
+    for (const auto& [i, t] : threads->items()) {
+      if (!t.is_object() || !t.contains("handed_over")) continue;
+      if (const std::optional<double> n = Number(t["handed_over"])) e.Sample({{"thread", i}}, *n);
+    }
+  }
   // Bounds (bounds.h), by bound: limit, use now and what each dropped, refused, evicted or held.
   if (const json* bounds = At(stats, "/bounds"); bounds && bounds->is_object() && !bounds->empty()) {
     const struct {

@@ -144,6 +144,9 @@ TEST(MetricsTest, DropReasonsPoolsAndNewFieldsFromTheSnapshot) {
                     {"servers", nlohmann::json::array({{{"address", "192.0.2.10:1812"}, {"dead", true}, {"requests", 9}, {"timeouts", 3}}})}}},
         {"bounds", {{"spi_pool", {{"limit", 256}, {"in_use", 128}, {"dropped", 2}, {"policy", "refuse"}}},
                     {"ike_request_queue", {{"limit", 32}, {"in_use", nullptr}, {"dropped", 0}, {"policy", "refuse"}}}}},
+        {"datapath", {{"threads", nlohmann::json::array({{{"rx", 5}, {"tx", 7}, {"handed_over", 0}},
+                                                          {{"rx", 0}, {"tx", 3}, {"handed_over", 4}}})},
+                      {"steering", "spi"}, {"handed_over", 4}}},
         {"something", {{"added_later", 11}, {"a_string", "x"}}}}},
       {"connections", nlohmann::json::array()}};
   const std::string text = RenderMetrics(snapshot, {});
@@ -160,6 +163,9 @@ TEST(MetricsTest, DropReasonsPoolsAndNewFieldsFromTheSnapshot) {
   EXPECT_TRUE(Contains(text, "spigot_address_pool_leases{pool=\"rw\",state=\"online\"} 10")) << text;
   EXPECT_TRUE(Contains(text, "spigot_address_pool_leases{pool=\"rw\",state=\"offline\"} 2")) << text;
   EXPECT_TRUE(Contains(text, "spigot_address_pool_exhausted_total{pool=\"rw\"} 5")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_datapath_thread_packets_total{thread=\"0\",direction=\"tx\"} 7")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_datapath_thread_packets_total{thread=\"1\",direction=\"rx\"} 0")) << text;
+  EXPECT_TRUE(Contains(text, "spigot_datapath_thread_handed_over_total{thread=\"1\"} 4")) << text;
   EXPECT_TRUE(Contains(text, "spigot_crypto_engine_stalled 1")) << text;
   EXPECT_TRUE(Contains(text, "spigot_crypto_engine_info{engine=\"async\"} 1")) << text;
   EXPECT_TRUE(Contains(text, "spigot_crypto_engine_stall_timeout_seconds 0.05")) << text;
