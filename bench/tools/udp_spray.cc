@@ -4,7 +4,8 @@
 // sendmmsg(2) goes, or at a given rate; and the sink that counts them on the far side.
 //
 //   udp_spray send SRC_BASE DST_BASE PAIRS PORT SIZE SECONDS [PPS]
-//   udp_spray sink PORT SECONDS          prints "received N datagrams, B bytes in S s"
+//   udp_spray sink PORT SECONDS [SIZE]   prints "received N datagrams, B bytes in S s" (only
+//                                        datagrams of SIZE bytes, if given; others "stray")
 //
 // Each datagram's source is set per message (IP_PKTINFO), so one socket serves every pair; the
 // addresses must exist on the sender's host. Benchmark tool only, not part of spigot.
@@ -118,6 +119,7 @@ int Sink(int argc, char** argv) {
   if (argc < 4) return 2;
   const int port = std::atoi(argv[2]);
   const double seconds = std::atof(argv[3]);
+  const long size = argc > 4 ? std::atol(argv[4]) : -1;
   const int fd = socket(AF_INET, SOCK_DGRAM, 0);
   const int buf = 32 << 20;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf));
@@ -141,20 +143,28 @@ int Sink(int argc, char** argv) {
   }
   std::printf("listening\n");
   std::fflush(stdout);
-  std::uint64_t packets = 0, bytes = 0;
+  std::uint64_t packets = 0, bytes = 0, stray = 0;
   Clock::time_point first{}, last{};
   const auto end = Clock::now() + std::chrono::duration<double>(seconds);
   while (Clock::now() < end) {
     const int n = recvmmsg(fd, msgs.data(), kBatch, 0, nullptr);
     if (n <= 0) continue;
-    last = Clock::now();
-    if (packets == 0) first = last;
-    packets += static_cast<std::uint64_t>(n);
-    for (int i = 0; i < n; ++i) bytes += msgs[i].msg_len;
+    const auto now = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      if (size >= 0 && msgs[i].msg_len != static_cast<unsigned>(size)) {
+        ++stray;
+        continue;
+      }
+      if (packets == 0) first = now;
+      last = now;
+      ++packets;
+      bytes += msgs[i].msg_len;
+    }
   }
   const double secs = std::chrono::duration<double>(last - first).count();
-  std::printf("received %llu datagrams, %llu bytes in %.2f s\n", static_cast<unsigned long long>(packets),
-              static_cast<unsigned long long>(bytes), secs);
+  std::printf("received %llu datagrams, %llu bytes in %.2f s (%llu stray)\n",
+              static_cast<unsigned long long>(packets), static_cast<unsigned long long>(bytes), secs,
+              static_cast<unsigned long long>(stray));
   close(fd);
   return 0;
 }
@@ -169,7 +179,7 @@ int main(int argc, char** argv) {
   if (rc == 2) {
     std::fprintf(stderr,
                  "usage: udp_spray send SRC_BASE DST_BASE PAIRS PORT SIZE SECONDS [PPS]\n"
-                 "       udp_spray sink PORT SECONDS\n");
+                 "       udp_spray sink PORT SECONDS [SIZE]\n");
   }
   return rc;
 }
