@@ -9,7 +9,7 @@
 // What is asserted cannot depend on the machine's speed: every login established; with the
 // workers, the control thread did none of the IKE_AUTH public-key work (all of it offloaded,
 // none inline: the pool has room for a job of every IKE SA at once, so it never refuses); every
-// CHILD SA rekey that fell due was started within a bound made of tick periods. The measured
+// CHILD SA rekey that fell due was started within a bound made of tick periods (twenty). The measured
 // lag of the control thread's tick (Gateway::tick_lag_seconds) is printed, and the same storm
 // with the work on the control thread (an executor that runs each job at once, where it is
 // submitted: the gateway before issue 17) gives the figure to compare with.
@@ -386,10 +386,10 @@ TEST_P(LoginStorm, TheControlThreadsTickAndRekeysStayOnScheduleWithTheWorkOnTheW
   EXPECT_EQ(seen.ike.auth_inline, 0u);
   EXPECT_EQ(seen.refused, 0u);
   // Rekeys on schedule: StartDueRekeys runs once per tick, so a rekey falls due at most one
-  // kTickPeriod before the tick that starts it; ten periods allow for a loaded machine (the
-  // rate limit, 10,000/s, holds none back).
+  // kTickPeriod before the tick that starts it; twenty periods allow for a loaded machine and a
+  // sanitizer build (ASan + UBSan at load 7: 335 ms; the rate limit, 10,000/s, holds none back).
   EXPECT_LE(seen.rekeys.max_start_lag_us,
-            static_cast<std::uint64_t>(std::chrono::microseconds(10 * Gateway::kTickPeriod).count()));
+            static_cast<std::uint64_t>(std::chrono::microseconds(20 * Gateway::kTickPeriod).count()));
   EXPECT_EQ(seen.rekeys.deferred, 0u);
 }
 
