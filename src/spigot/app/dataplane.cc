@@ -85,6 +85,38 @@ std::optional<std::vector<std::uint8_t>> LocalAddressIn(const config::TrafficSel
   return found;
 }
 
+// The TUN queue an opened packet is written to: one per flow (addresses, protocol, ports, the
+// same both ways), spread over the queues. The kernel's TUN remembers the queue a flow came in
+// on and sends the flow's outbound packets to that queue (automq), so writing every packet of
+// an SA from its owner's queue would pull all of its flows' outbound traffic onto one thread.
+int FlowQueue(std::span<const std::uint8_t> ip, int queues) {
+  if (queues <= 1) return 0;
+  std::uint32_t h = 0;
+  std::size_t ports_at = 0;
+  std::uint8_t proto = 0;
+  const auto mix = [&h](std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+    for (std::size_t i = 0; i < a.size(); ++i) h = h * 31 + (a[i] ^ b[i]);
+  };
+  if (ip.size() >= 20 && (ip[0] >> 4) == 4) {
+    mix(ip.subspan(12, 4), ip.subspan(16, 4));
+    proto = ip[9];
+    ports_at = static_cast<std::size_t>(ip[0] & 0x0f) * 4;
+  } else if (ip.size() >= 40 && (ip[0] >> 4) == 6) {
+    mix(ip.subspan(8, 16), ip.subspan(24, 16));
+    proto = ip[6];
+    ports_at = 40;
+  } else {
+    return 0;
+  }
+  h = h * 31 + proto;
+  if ((proto == 6 || proto == 17) && ip.size() >= ports_at + 4)
+    mix(ip.subspan(ports_at, 2), ip.subspan(ports_at + 2, 2));
+  h ^= h >> 16;
+  h *= 0x45d9f3b;
+  h ^= h >> 16;
+  return static_cast<int>(h % static_cast<std::uint32_t>(queues));
+}
+
 }  // namespace
 
 std::size_t Dataplane::Threads(const config::GlobalConfig& global) {
@@ -220,6 +252,7 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
     auto w = std::make_unique<Worker>();
     w->index = i;
     w->socket = d->natt_[i];
+    if (threads > 1) w->inbox = std::make_unique<datapath::Handoff>();
     w->inbound = std::make_unique<datapath::InboundPath>(d->counters_, d->spd_);
     // Each thread holds packets for a trap policy in its own acquire queue and may ask for the
     // same negotiation; the gateway starts one per policy (Gateway::OnAcquire).
@@ -271,9 +304,9 @@ nlohmann::json Dataplane::DatapathStats() const {
   for (const auto& w : workers_) {
     threads.push_back({{"rx", w->rx.load()}, {"tx", w->tx.load()},
                        {"handed_over", w->handed_over.load()},
-                       {"handoff_dropped", w->inbox.dropped()}});
+                       {"handoff_dropped", w->inbox ? w->inbox->dropped() : 0}});
     handed += w->handed_over.load();
-    dropped += w->inbox.dropped();
+    dropped += w->inbox ? w->inbox->dropped() : 0;
   }
   return {{"threads", threads},
           {"steering", steering_},
@@ -639,8 +672,9 @@ nlohmann::json Dataplane::BoundsStats() const {
   for (const auto& w : workers_) {
     in = std::max(in, w->inbound->mailbox_depth());
     out = std::max(out, w->outbound->mailbox_depth());
-    handoff = std::max(handoff, w->inbox.depth());
-    handoff_dropped += w->inbox.dropped();
+    if (!w->inbox) continue;
+    handoff = std::max(handoff, w->inbox->depth());
+    handoff_dropped += w->inbox->dropped();
   }
   return {{"dataplane_mailbox", {{"limit", bounds::kDataplaneMailbox}, {"in_use", std::max(in, out)},
                                  {"inbound", in}, {"outbound", out}}},
@@ -651,10 +685,9 @@ nlohmann::json Dataplane::BoundsStats() const {
 
 class Dataplane::TunQueueWriter final : public io::TunWriter {
  public:
-  TunQueueWriter(io::TunDevice& tun, int queue, datapath::Counters& counters)
-      : tun_(tun), queue_(queue), counters_(counters) {}
+  TunQueueWriter(io::TunDevice& tun, datapath::Counters& counters) : tun_(tun), counters_(counters) {}
   bool Write(const io::VirtioNetHdr& hdr, std::span<const std::uint8_t> packet) override {
-    if (tun_.WriteFrame(queue_, hdr, packet)) return true;
+    if (tun_.WriteFrame(FlowQueue(packet, tun_.queues()), hdr, packet)) return true;
     // A super-segment the kernel refused is resent as its segments (counted as a fallback).
     if (errno != EINVAL || hdr.gso_type == io::VirtioNetHdr::kGsoNone)
       counters_.tun_write_failed.fetch_add(1, std::memory_order_relaxed);
@@ -663,7 +696,6 @@ class Dataplane::TunQueueWriter final : public io::TunWriter {
 
  private:
   io::TunDevice& tun_;
-  int queue_;
   datapath::Counters& counters_;
 };
 
@@ -753,14 +785,14 @@ void Dataplane::Run(Worker& w) {
   std::array<io::RecvSlot, kBatch> in_slots;
   // With TUN offloads, opened TCP segments of a flow go to the TUN as one super-segment
   // (GroCoalescer); whatever it holds is written at the end of each batch.
-  TunQueueWriter writer(*tun_, queue, counters_);
+  TunQueueWriter writer(*tun_, counters_);
   std::unique_ptr<io::GroCoalescer> gro;
   if (offload) gro = std::make_unique<io::GroCoalescer>(tun_offload_);
   const datapath::InboundPath::DeliverFn deliver = [&](std::span<const std::uint8_t> inner) {
     w.rx.fetch_add(1, kRelaxed);
     if (gro) {
       gro->Add(inner, writer);
-    } else if (!tun_->Write(queue, inner)) {
+    } else if (!tun_->Write(FlowQueue(inner, tun_->queues()), inner)) {
       counters_.tun_write_failed.fetch_add(1, kRelaxed);
     }
   };
@@ -772,7 +804,7 @@ void Dataplane::Run(Worker& w) {
   // A datagram for the SA's owner; false if it had to be dropped (counted).
   const auto hand_over = [&](std::size_t owner, std::span<const std::uint8_t> datagram,
                              const io::Endpoint& from, const io::IpAddress& to) {
-    datapath::Handoff& inbox = workers_[owner]->inbox;
+    datapath::Handoff& inbox = *workers_[owner]->inbox;
     datapath::Handoff::Push r = inbox.TryPush(datagram, from, to);
     if (r == datapath::Handoff::Push::kFull) {
       // The owner is behind: wake it now, and make room in our own inbox meanwhile (it may be
@@ -840,7 +872,7 @@ void Dataplane::Run(Worker& w) {
   const auto wake_owners = [&] {
     if (!any_to_wake) return;
     for (std::size_t i = 0; i < to_wake.size(); ++i) {
-      if (to_wake[i]) workers_[i]->inbox.Wake();
+      if (to_wake[i]) workers_[i]->inbox->Wake();
       to_wake[i] = false;
     }
     any_to_wake = false;
@@ -919,13 +951,13 @@ void Dataplane::Run(Worker& w) {
     if (workers_.size() <= 1 || serving) return false;
     // Its datagrams are ours: dispatch() hands none of them over, so it never waits in here.
     serving = true;
-    const std::size_t got = w.inbox.Peek(kBatch, [&](datapath::Handoff::Item& item) {
+    const std::size_t got = w.inbox->Peek(kBatch, [&](datapath::Handoff::Item& item) {
       dispatch(item.datagram(), item.from, item.to, now);
     });
     if (got != 0) {
       finish_inbound(now);
       if (gro) gro->Flush(writer);
-      w.inbox.Release();
+      w.inbox->Release();
     }
     serving = false;
     return got == kBatch;
@@ -937,7 +969,7 @@ void Dataplane::Run(Worker& w) {
                    {inbound.mailbox_fd(), POLLIN, 0},
                    {out_pipe ? out_pipe->signal_fd() : -1, POLLIN, 0},
                    {in_pipe ? in_pipe->signal_fd() : -1, POLLIN, 0},
-                   {workers_.size() > 1 ? w.inbox.fd() : -1, POLLIN, 0}};
+                   {w.inbox ? w.inbox->fd() : -1, POLLIN, 0}};
   auto last_expire = std::chrono::steady_clock::now();
   auto last_release = last_expire;
   while (!stop_) {
@@ -951,7 +983,7 @@ void Dataplane::Run(Worker& w) {
       if (wait >= 0 && wait < timeout) timeout = wait;
     }
     poll(fds, 7, timeout);
-    if ((fds[6].revents & POLLIN) != 0) w.inbox.ClearWake();
+    if ((fds[6].revents & POLLIN) != 0) w.inbox->ClearWake();
     auto now = std::chrono::steady_clock::now();
     if (w.beat != nullptr) w.beat->Now(now);
     if (now - last_expire > std::chrono::seconds(1)) {

@@ -134,7 +134,8 @@ class Dataplane final : public gateway::DataPlane {
     io::UdpSocket* socket = nullptr;  // its UDP 4500
     std::unique_ptr<datapath::InboundPath> inbound;
     std::unique_ptr<datapath::OutboundPath> outbound;
-    datapath::Handoff inbox;  // inbound ESP for the SAs it owns, received by another thread
+    // Inbound ESP for the SAs it owns, received by another thread (null with one thread).
+    std::unique_ptr<datapath::Handoff> inbox;
     // ESP packets it opened and delivered / sealed and sent; datagrams it handed to owners.
     alignas(64) std::atomic<std::uint64_t> rx{0};
     std::atomic<std::uint64_t> tx{0}, handed_over{0};
@@ -150,7 +151,7 @@ class Dataplane final : public gateway::DataPlane {
   void HoldIfHung(Worker& w);
   // Asks the kernel to deliver each ESP datagram to the socket of its SA's owner.
   bool SteerBySpi(bool misroute);
-  // With TUN offloads: a TUN queue for GroCoalescer (failed writes counted).
+  // With TUN offloads: the TUN for GroCoalescer, each flow to its queue (failed writes counted).
   class TunQueueWriter;
   // Routes `remotes` into the TUN, from an address of ours in c.local_ts.
   bool SetUpRoutes(const config::ConnectionConfig& c,
