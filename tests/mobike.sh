@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # MOBIKE (RFC 4555), spigot as the gateway: strongSwan 5.9.8 (mobike = yes, its default) is a
 # road warrior on side a and moves: its address 192.0.2.1 goes away and 192.0.2.5 comes up on
-# its link, later 192.0.2.6 behind nftables source NAT (its datagrams leave as 192.0.2.7). charon
+# its link, later 192.0.2.6 behind nftables source NAT (its datagrams leave as 192.0.2.7), then
+# 192.0.2.8 behind another (leaving as 192.0.2.9, other ports). charon
 # notices through netlink and says so with UPDATE_SA_ADDRESSES from the new address. spigot
 # moves the IKE SA and every CHILD SA there: the same IKE SA carries on (no new login; charon
 # with kernel-libipsec rekeys its CHILD SA after a move), pings keep flowing with a bounded gap,
@@ -66,8 +67,10 @@ grep -q "parsed IKE_AUTH response 1 \[.*N(NO_ADD_ADDR)" "$WORK/charon-a.log" ||
 log "charon parsed spigot's NO_ADDITIONAL_ADDRESSES; b keeps charon's list: $peers"
 
 # A continuous ping across each move: how many answers are missing.
-move() {  # move OLD NEW EXPECTED_REMOTE_PREFIX: a's address OLD is replaced by NEW
+move() {  # move OLD NEW EXPECTED_REMOTE_PREFIX [AFTER...]: a's address OLD is replaced by NEW,
+          # then the command AFTER runs (in the same moment)
   local old=$1 new=$2 want=$3 received updates checks passed
+  shift 3
   state
   updates=$mobike_updates checks=$mobike_rr_checks passed=$mobike_rr_passed
   ip netns exec "${NS}a" ping -c 60 -i 0.1 -W 1 -I "$(inner_host a)" "$(inner_host b)" >"$WORK/ping-move.log" 2>&1 &
@@ -75,6 +78,7 @@ move() {  # move OLD NEW EXPECTED_REMOTE_PREFIX: a's address OLD is replaced by 
   sleep 1
   ip -n "${NS}a" addr add "$new/24" dev "${NS}va"
   ip -n "${NS}a" addr del "$old/24" dev "${NS}va"
+  [ $# = 0 ] || "$@"
   wait "$pinger" || true
   received=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' "$WORK/ping-move.log")
   state
@@ -116,5 +120,16 @@ table ip nat {
 }
 NFT
 move 192.0.2.5 192.0.2.6 "192.0.2.7:"
-log "ok: charon moved twice, the second time behind a NAT, on one IKE SA"
-echo "PASS: MOBIKE: spigot followed strongSwan's UPDATE_SA_ADDRESSES to $remote, on one IKE SA, checking each new address first"
+
+# From behind that NAT to behind another: 192.0.2.8 leaves as 192.0.2.9. The first NAT's outside
+# address goes in the same moment (else charon's route would take it as its source, unNATed),
+# and the second's comes after 192.0.2.8, so that 192.0.2.8 is the address charon moves to.
+ip netns exec "${NS}a" nft add rule ip nat post ip saddr 192.0.2.8 ip daddr 192.0.2.2 udp sport '{ 500, 4500 }' \
+  snat to 192.0.2.9:41000-41099
+second_nat() {
+  ip -n "${NS}a" addr del 192.0.2.7/24 dev "${NS}va"
+  ip -n "${NS}a" addr add 192.0.2.9/24 dev "${NS}va"
+}
+move 192.0.2.6 192.0.2.8 "192.0.2.9:" second_nat
+log "ok: charon moved three times — on its link, behind a NAT, behind another NAT — on one IKE SA"
+echo "PASS: MOBIKE: spigot followed strongSwan's UPDATE_SA_ADDRESSES to $remote (from one NAT to another), on one IKE SA, checking each new address first"
