@@ -254,8 +254,8 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
     w->socket = d->natt_[i];
     if (threads > 1) w->inbox = std::make_unique<datapath::Handoff>();
     w->inbound = std::make_unique<datapath::InboundPath>(d->counters_, d->spd_);
-    // Each thread holds packets for a trap policy in its own acquire queue and may ask for the
-    // same negotiation; the gateway starts one per policy (Gateway::OnAcquire).
+    // The threads hold packets for trap policies in one queue (paths_.held()): one acquire per
+    // policy, whichever thread its first packet came in on.
     w->outbound = std::make_unique<datapath::OutboundPath>(
         d->counters_, d->spd_,
         [self](policy::PolicyId id) {
@@ -263,7 +263,17 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
         },
         [self](policy::PolicyId id, std::uint32_t spi) {
           self->loop_.Post([self, id, spi] { self->hooks_.exhausted(id, spi); });
-        });
+        },
+        d->paths_.held());
+    // Held packets that an SA command taken in the middle of a batch flushes go out at once,
+    // from this thread's socket, before the packet being sealed.
+    w->outbound->SendHeldBy([self, w = w.get()](const datapath::Route& to,
+                                                std::span<const std::uint8_t> d) {
+      if (w->socket->SendTo(to.peer, d, to.source))
+        w->tx.fetch_add(1, std::memory_order_relaxed);
+      else
+        self->counters_.send_failed.fetch_add(1, std::memory_order_relaxed);
+    });
     w->inbound->OnFirstPacket([self](std::uint32_t spi) {
       if (!self->loop_.Post([self, spi] {
             if (self->hooks_.first_packet) self->hooks_.first_packet(spi);
@@ -284,6 +294,7 @@ std::unique_ptr<Dataplane> Dataplane::Create(const config::GlobalConfig& global,
     }
     if (progress != nullptr)
       w->beat = &progress->Register("datapath-" + std::to_string(i), std::chrono::steady_clock::now());
+    d->paths_.Add(*w->inbound, *w->outbound);
     d->workers_.push_back(std::move(w));
   }
   for (auto& w : d->workers_) w->thread = std::thread([self, w = w.get()] { self->Run(*w); });
@@ -496,9 +507,7 @@ bool Dataplane::ApplyConnections(const config::Config& config, std::string* erro
         if (pool.name == name && !SetUpRoutes(c, PoolPrefixes(pool), error)) return false;
       }
     }
-    const bool trap = c.start_action == config::StartAction::kTrap;
-    for (auto& w : workers_)
-      Retry([out = w->outbound.get(), id = it->second, trap] { return out->SetTrap(id, trap); });
+    paths_.SetTrap(it->second, c.start_action == config::StartAction::kTrap);
   }
   spd_.Publish(spd_tables_.Build());
   return true;
@@ -528,47 +537,18 @@ void Dataplane::RemoveSaPolicy(policy::PolicyId id) {
   }
 }
 
-// An inbound SA goes to its owner only (datapath::OwnerOf); everything outbound to every thread.
-void Dataplane::InstallInbound(datapath::InboundSpec spec) {
-  auto shared = std::make_shared<datapath::InboundSpec>(std::move(spec));
-  datapath::InboundPath* in = workers_[datapath::OwnerOf(shared->spi, workers_.size())]->inbound.get();
-  Retry([in, shared] { return in->Install(*shared); });
-}
-void Dataplane::RemoveInbound(std::uint32_t spi) {
-  datapath::InboundPath* in = workers_[datapath::OwnerOf(spi, workers_.size())]->inbound.get();
-  Retry([in, spi] { return in->Remove(spi); });
-}
-void Dataplane::SetOutbound(datapath::OutboundSpec spec) {
-  // The threads' copies take their sequence numbers from one counter.
-  if (workers_.size() > 1 && !spec.next_seq) spec.next_seq = std::make_shared<std::atomic<std::uint64_t>>(1);
-  auto shared = std::make_shared<datapath::OutboundSpec>(std::move(spec));
-  for (auto& w : workers_) Retry([out = w->outbound.get(), shared] { return out->SetSa(*shared); });
-}
+void Dataplane::InstallInbound(datapath::InboundSpec spec) { paths_.InstallInbound(std::move(spec)); }
+void Dataplane::RemoveInbound(std::uint32_t spi) { paths_.RemoveInbound(spi); }
+void Dataplane::SetOutbound(datapath::OutboundSpec spec) { paths_.SetOutbound(std::move(spec)); }
 void Dataplane::ClearOutbound(policy::PolicyId policy, std::uint32_t spi) {
-  for (auto& w : workers_)
-    Retry([out = w->outbound.get(), policy, spi] { return out->ClearSa(policy, spi); });
+  paths_.ClearOutbound(policy, spi);
 }
 void Dataplane::MovePeer(const std::vector<std::uint32_t>& spis_in,
                          const std::vector<std::uint32_t>& spis_out, const io::Endpoint& peer,
                          const io::IpAddress& source) {
-  // Every outbound copy first, then the inbound owners, as with one thread.
-  for (auto& w : workers_) {
-    Retry([out = w->outbound.get(), spis_out, peer, source] {
-      return out->MovePeer(spis_out, peer, source);
-    });
-  }
-  std::vector<std::vector<std::uint32_t>> by_owner(workers_.size());
-  for (std::uint32_t spi : spis_in) by_owner[datapath::OwnerOf(spi, workers_.size())].push_back(spi);
-  for (std::size_t i = 0; i < workers_.size(); ++i) {
-    if (by_owner[i].empty() && workers_.size() > 1) continue;
-    Retry([in = workers_[i]->inbound.get(), spis = std::move(by_owner[i]), peer] {
-      return in->MovePeer(spis, peer);
-    });
-  }
+  paths_.MovePeer(spis_in, spis_out, peer, source);
 }
-void Dataplane::AcquireFailed(policy::PolicyId policy) {
-  for (auto& w : workers_) Retry([out = w->outbound.get(), policy] { return out->AcquireFailed(policy); });
-}
+void Dataplane::AcquireFailed(policy::PolicyId policy) { paths_.AcquireFailed(policy); }
 
 void Dataplane::RouteVirtualIp(const std::string& connection, policy::Family family,
                                std::span<const std::uint8_t> source) {
@@ -657,13 +637,7 @@ void Dataplane::HoldIfHung(Worker& w) {
   }
 }
 
-void Dataplane::Tick() {
-  // In order, up to the first command the mailboxes still refuse: a removal must not overtake
-  // the install it undoes.
-  std::size_t done = 0;
-  while (done < retries_.size() && retries_[done]()) ++done;
-  retries_.erase(retries_.begin(), retries_.begin() + static_cast<std::ptrdiff_t>(done));
-}
+void Dataplane::Tick() { paths_.Tick(); }
 
 nlohmann::json Dataplane::BoundsStats() const {
   // The fullest thread's mailboxes and inbox.
@@ -679,7 +653,7 @@ nlohmann::json Dataplane::BoundsStats() const {
   return {{"dataplane_mailbox", {{"limit", bounds::kDataplaneMailbox}, {"in_use", std::max(in, out)},
                                  {"inbound", in}, {"outbound", out}}},
           {"dataplane_backlog",
-           {{"limit", bounds::kDataplaneBacklog}, {"in_use", retries_.size()}, {"peak", backlog_peak_}}},
+           {{"limit", bounds::kDataplaneBacklog}, {"in_use", paths_.backlog()}, {"peak", paths_.backlog_peak()}}},
           {"handoff", {{"limit", bounds::kHandoffQueue}, {"in_use", handoff}, {"dropped", handoff_dropped}}}};
 }
 

@@ -4,18 +4,20 @@
 // queue) and seals, and reads its own UDP 4500 socket (SO_REUSEPORT) and opens. The control
 // thread (IKE, control socket) drives it through this class.
 //
-// SAs across threads, without a lock per packet:
-//   - An outbound SA is in every thread's table (SetOutbound pushes it to every mailbox), each
-//     copy with its own keys; the copies share one atomic sequence counter (esp::OutboundState::
-//     shared_next_seq), so no number is sent twice.
+// SAs across threads, without a lock per packet (datapath/path_set.h sends the commands):
+//   - An outbound SA is in every thread's table (SetOutbound pushes it to every mailbox at
+//     once), each copy with its own keys; the copies share one atomic sequence counter
+//     (esp::OutboundState::shared_next_seq), so no number is sent twice.
 //   - An inbound SA is in one thread's table, its owner (datapath::OwnerOf, SPI mod threads),
 //     which alone moves its replay window. The kernel steers each ESP datagram to the owner's
 //     socket by its SPI (a reuseport BPF program); one that lands elsewhere is handed to the
 //     owner (datapath::Handoff). Make-before-break holds as with one thread: the install is in
 //     the owner's mailbox before the IKE message that makes the peer use the SA is sent, and
-//     the owner takes its mailbox before it calls an SPI unknown.
-//   - Commands for several threads go out in one ordered backlog (Retry), so a removal never
-//     overtakes the install it undoes on any thread.
+//     a path takes its mailbox before the next packet it handles.
+//   - Commands go out in one ordered backlog, so a removal never overtakes the install it
+//     undoes on any thread.
+//   - Trap policies hold packets in one queue for all threads (datapath::HeldPackets): one
+//     acquire per policy, one bound per gateway.
 #pragma once
 
 #include <atomic>
@@ -31,6 +33,7 @@
 #include "spigot/config/config.h"
 #include "spigot/datapath/datapath.h"
 #include "spigot/datapath/handoff.h"
+#include "spigot/datapath/path_set.h"
 #include "spigot/gateway/ports.h"
 #include "spigot/io/event_loop.h"
 #include "spigot/io/netlink.h"
@@ -105,7 +108,7 @@ class Dataplane final : public gateway::DataPlane {
   nlohmann::json DatapathStats() const override;
   // The stats contract's "crypto_engine" object.
   nlohmann::json CryptoEngineStats() const override;
-  std::size_t backlog() const override { return retries_.size(); }
+  std::size_t backlog() const override { return paths_.backlog(); }
   nlohmann::json BoundsStats() const override;
   // {"gso", "gro": on or not; gso_sends, gso_segments, gso_fallbacks, gro_batches,
   // gro_segments: io::UdpOffloadCounters}.
@@ -160,14 +163,6 @@ class Dataplane final : public gateway::DataPlane {
   // those routes).
   void RouteVirtualIp(const std::string& connection, policy::Family family,
                       std::span<const std::uint8_t> source);
-  template <typename Fn>
-  void Retry(Fn fn) {
-    // In order: once one command waits, every later one waits behind it.
-    if (!retries_.empty() || !fn()) {
-      retries_.push_back(std::function<bool()>(std::move(fn)));
-      backlog_peak_ = std::max(backlog_peak_, retries_.size());
-    }
-  }
 
   const io::UdpSocket& ike_;
   std::vector<io::UdpSocket*> natt_;  // by thread
@@ -203,9 +198,9 @@ class Dataplane final : public gateway::DataPlane {
   std::map<std::string, std::vector<config::TrafficSelector>> vip_remote_ts_;
   // The virtual IPs on the TUN, by connection, in the order they came.
   std::map<std::string, std::vector<policy::Prefix>> virtual_ips_;
-  // Commands a full mailbox refused, in order (bounds::kDataplaneBacklog; never dropped).
-  std::vector<std::function<bool()>> retries_;
-  std::size_t backlog_peak_ = 0;
+  // The threads' paths as the control thread sends them commands; the commands a full mailbox
+  // refused wait there, in order (bounds::kDataplaneBacklog; never dropped).
+  datapath::PathSet paths_;
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> ike_forwarded_{0};
 };

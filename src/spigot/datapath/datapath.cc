@@ -130,16 +130,14 @@ InboundPath::Verdict InboundPath::Process(crypto::ImbManager& mgr, policy::Spd::
   }
   std::uint32_t spi = 0;
   esp::PeekSpi(pkt.bytes(), spi);
+  // Commands are taken before each receive batch; one pushed while this batch was being read
+  // may install this very SA: the control thread installed it before sending the IKE message
+  // that made the peer use it (make-before-break), the data path only has not seen it yet.
+  // Take them now (one atomic load when there are none) rather than drop the peer's first
+  // packet on it. Queued and batched packets hold their own SA, so a removal among the
+  // commands cannot pull one from under them.
+  ApplyCommands();
   auto it = sas_.find(spi);
-  if (it == sas_.end()) {
-    // Commands are taken before each receive batch; one pushed while this batch was being read
-    // may install this very SA: the control thread installed it before sending the IKE message
-    // that made the peer use it (make-before-break), the data path only has not seen it yet.
-    // Take them now rather than drop the peer's first packet on it. Queued and batched packets
-    // hold their own SA, so a removal among the commands cannot pull one from under them.
-    ApplyCommands();
-    it = sas_.find(spi);
-  }
   if (it == sas_.end()) {
     Add(counters_.unknown_spi);
     return Verdict::kDrop;
@@ -338,9 +336,10 @@ void InboundPath::PollCrypto(crypto::ImbManager& mgr, policy::Spd::Reader& reade
 // ---------------------------------------------------------------- outbound
 
 OutboundPath::OutboundPath(Counters& counters, const policy::Spd& spd, AcquireFn acquire,
-                           ExhaustedFn exhausted, policy::AcquireQueueOptions acquire_options)
+                           ExhaustedFn exhausted, std::shared_ptr<HeldPackets> held)
     : counters_(counters), spd_(spd), acquire_fn_(std::move(acquire)),
-      exhausted_fn_(std::move(exhausted)), acquire_(acquire_options) {}
+      exhausted_fn_(std::move(exhausted)),
+      held_(held ? std::move(held) : std::make_shared<HeldPackets>()) {}
 
 void OutboundPath::UseEngine(engine::EngineMonitor& monitor, std::size_t ring) {
   pipeline_ = std::make_unique<engine::CryptoPipeline>(monitor, ring, kCryptoSlotSize);
@@ -370,16 +369,25 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
       p.sa = std::move(sa);
       // Packets held for this policy (or for the trap policy whose acquire it answers) go out
       // first, in order.
+      // The first thread to take the SA sends every thread's held packets, under the lock:
+      // another thread's own SA command waits for it there, so its newer packets cannot
+      // overtake the held ones.
       auto send_held = [&](std::span<const std::uint8_t> held) {
         std::uint8_t buf[2048 + esp::kSealHeadroom + esp::kSealTailroom];
         if (held.size() > 2048) return;
         std::memcpy(buf + esp::kSealHeadroom, held.data(), held.size());
         esp::PacketView pkt{{buf, sizeof(buf)}, esp::kSealHeadroom, held.size()};
         const Route* route = nullptr;
-        if (Seal(mgr, spec->policy, p, pkt, route) == Verdict::kSend) send(*route, pkt.bytes());
+        if (Seal(mgr, spec->policy, p, pkt, route) != Verdict::kSend) return;
+        if (send)
+          send(*route, pkt.bytes());
+        else
+          Add(counters_.send_failed);
       };
-      acquire_.Flush(spec->policy, send_held);
-      if (spec->flush_held != policy::kNoPolicy) acquire_.Flush(spec->flush_held, send_held);
+      held_->With([&](policy::AcquireQueue& q) {
+        q.Flush(spec->policy, send_held);
+        if (spec->flush_held != policy::kNoPolicy) q.Flush(spec->flush_held, send_held);
+      });
     } else if (auto* clear = std::get_if<Clear>(&c)) {
       auto it = policies_.find(clear->policy);
       if (it != policies_.end() && it->second.sa && it->second.sa->state.spi == clear->spi)
@@ -387,7 +395,8 @@ void OutboundPath::ApplyCommands(crypto::ImbManager& mgr, const SendFn& send) {
     } else if (auto* trap = std::get_if<Trap>(&c)) {
       policies_[trap->policy].trap = trap->trap;
     } else if (auto* failed = std::get_if<Failed>(&c)) {
-      Add(counters_.acquire_dropped, acquire_.Drop(failed->policy));
+      Add(counters_.acquire_dropped,
+          held_->With([&](policy::AcquireQueue& q) { return q.Drop(failed->policy); }));
     } else if (auto* move = std::get_if<Move>(&c)) {
       // Every SA of the set at once, between two packets: none goes to a half-moved set.
       for (auto& [id, p] : policies_) {
@@ -551,6 +560,10 @@ OutboundPath::Verdict OutboundPath::Process(crypto::ImbManager& mgr, policy::Spd
     Add(counters_.malformed);
     return Verdict::kDrop;
   }
+  // Commands pushed before this packet was read are in force for it (make-before-break: the
+  // control thread pushes an SA before the SPD entry that sends traffic to it). One atomic
+  // load when there are none.
+  if (mailbox_.pending()) ApplyCommands(mgr, send_held_);
   policy::PolicyId id;
   {
     auto spd = reader.Lock();
@@ -560,18 +573,34 @@ OutboundPath::Verdict OutboundPath::Process(crypto::ImbManager& mgr, policy::Spd
     Add(counters_.no_policy);
     return Verdict::kDrop;
   }
-  auto it = policies_.find(id);
-  if (it != policies_.end() && it->second.sa) {
-    if (pipeline_ && !pipeline_->Bypass()) return Queue(mgr, id, it->second, pkt, now);
-    if (!pipeline_ && esp::MultiBuffer(it->second.sa->suite)) return Batch(mgr, id, it->second, pkt);
-    return Seal(mgr, id, it->second, pkt, route);
+  // Trap: hold the packet and ask for an SA (DESIGN.md "How a packet flows"). Under the held
+  // packets' lock, which the control thread pushes commands for several threads under
+  // (PathSet): a command pending here may be this policy's SA, which another thread may already
+  // have flushed the held packets with, so the packet would open a second acquire for a policy
+  // that has its SA. Apply the commands and look again (twice at most: commands may keep coming).
+  policy::HoldResult r;
+  for (int attempt = 0;; ++attempt) {
+    auto it = policies_.find(id);
+    if (it != policies_.end() && it->second.sa) {
+      if (pipeline_ && !pipeline_->Bypass()) return Queue(mgr, id, it->second, pkt, now);
+      if (!pipeline_ && esp::MultiBuffer(it->second.sa->suite)) return Batch(mgr, id, it->second, pkt);
+      return Seal(mgr, id, it->second, pkt, route);
+    }
+    if (it == policies_.end() || !it->second.trap) {
+      Add(counters_.no_sa);
+      return Verdict::kDrop;
+    }
+    bool retry = false;
+    r = held_->With([&](policy::AcquireQueue& q) {
+      if (attempt < 2 && mailbox_.pending()) {
+        retry = true;
+        return policy::HoldResult{};
+      }
+      return q.Hold(id, pkt.bytes(), now);
+    });
+    if (!retry) break;
+    ApplyCommands(mgr, send_held_);
   }
-  if (it == policies_.end() || !it->second.trap) {
-    Add(counters_.no_sa);
-    return Verdict::kDrop;
-  }
-  // Trap: hold the packet and ask for an SA (DESIGN.md "How a packet flows").
-  const policy::HoldResult r = acquire_.Hold(id, pkt.bytes(), now);
   if (r.status != policy::HoldStatus::kQueued) {
     // r.ntstatus is STATUS_IPSEC_QUEUE_OVERFLOW (0xC000A010).
     Add(counters_.no_sa_queue_full);
@@ -579,13 +608,14 @@ OutboundPath::Verdict OutboundPath::Process(crypto::ImbManager& mgr, policy::Spd
   }
   if (r.new_acquire) {
     Add(counters_.acquires);
-    if (acquire_fn_ && !acquire_fn_(id)) Add(counters_.acquire_dropped, acquire_.Drop(id));
+    if (acquire_fn_ && !acquire_fn_(id))
+      Add(counters_.acquire_dropped, held_->With([&](policy::AcquireQueue& q) { return q.Drop(id); }));
   }
   return Verdict::kHeld;
 }
 
 void OutboundPath::ExpireAcquires(std::chrono::steady_clock::time_point now) {
-  const policy::ExpireResult r = acquire_.Expire(now);
+  const policy::ExpireResult r = held_->With([&](policy::AcquireQueue& q) { return q.Expire(now); });
   Add(counters_.acquire_dropped, r.packets);
 }
 

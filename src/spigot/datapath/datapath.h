@@ -24,8 +24,14 @@
 //
 // Each path's tables belong to its thread alone: no lock and no allocation per packet. The
 // control thread changes them only through a bounded mailbox that the thread drains between
-// batches, so an SA installed before an IKE message is sent is in place before any packet
-// that the message causes can arrive (make-before-break).
+// batches and, when a command is pending, before the next packet (Process() looks: one atomic
+// load). So a command pushed before a packet was read is in force for that packet: an SA
+// installed before an IKE message is sent is in place before any packet that the message
+// causes can arrive (make-before-break), on every thread the command went to (path_set.h).
+//
+// Trap policies' held packets are the exception to "its thread alone": all threads hold them in
+// one HeldPackets (a lock, taken only for packets with no SA), so a policy raises one acquire
+// and its held packets are bounded per gateway, not per thread.
 #pragma once
 
 #include <sys/eventfd.h>
@@ -162,6 +168,8 @@ class Mailbox {
     }
     return true;
   }
+  // A command waits (any thread may ask; what Drain() looks at).
+  bool pending() const { return pending_.load(std::memory_order_acquire); }
   // Eventfd writes so far.
   std::uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
   // Commands waiting for the thread (any thread may ask).
@@ -191,6 +199,32 @@ class Mailbox {
   std::deque<Command> q_;
   std::atomic<bool> pending_{false};
   std::atomic<std::uint64_t> wakeups_{0};
+};
+
+// The packets trap policies hold while their CHILD SA is negotiated (policy::AcquireQueue), one
+// queue for all the data-path threads: a policy has one acquire and one bound of held packets
+// (policy::AcquireQueueOptions) per gateway, whichever threads its packets came in on. The lock
+// is taken only for a packet that has no SA (OutboundPath::Process holds it), for the flush when
+// the SA arrives, a failed negotiation's drop and the once-a-second expiry; never for a packet
+// that has an SA. The control thread pushes commands for several threads under it too
+// (PathSet), so a thread holding a packet sees either none of those pushes or all of them.
+class HeldPackets {
+ public:
+  explicit HeldPackets(const policy::AcquireQueueOptions& options = {}) : queue_(options) {}
+  // fn(policy::AcquireQueue&) under the lock.
+  template <typename Fn>
+  decltype(auto) With(Fn&& fn) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fn(queue_);
+  }
+  policy::AcquireQueueStats stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.stats();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  policy::AcquireQueue queue_;
 };
 
 // How often a data-path thread calls ReleaseIdleKeys(): an SA's expanded keys go after one
@@ -228,6 +262,7 @@ class InboundPath {
   void ApplyCommands();
   // One datagram received on UDP 4500 from `from`, in place in `pkt`. kDeliver: `pkt` is now
   // the inner IP packet, for the TUN. kIke: `ike` is the IKE message after the non-ESP marker.
+  // Commands pushed before the datagram was received are applied first.
   Verdict Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader, esp::PacketView& pkt,
                   std::span<const std::uint8_t>& ike, io::Clock::TimePoint now = {},
                   const io::Endpoint& from = {});
@@ -332,9 +367,16 @@ class OutboundPath {
   using AcquireFn = std::function<bool(policy::PolicyId)>;
   // Tells the control thread an SA ran out of sequence numbers (it must be rekeyed).
   using ExhaustedFn = std::function<void(policy::PolicyId, std::uint32_t spi)>;
+  using SendFn = std::function<void(const Route&, std::span<const std::uint8_t>)>;
 
+  // `held`: the trap policies' held packets, shared by the threads' paths (PathSet::held());
+  // null: a queue of this path's own, with the default bounds.
   OutboundPath(Counters& counters, const policy::Spd& spd, AcquireFn acquire,
-               ExhaustedFn exhausted, policy::AcquireQueueOptions acquire_options = {});
+               ExhaustedFn exhausted, std::shared_ptr<HeldPackets> held = nullptr);
+  // Before the thread starts: where Process() sends the held packets an SA command it applies
+  // itself flushes (at once, before the packet it is processing). Unset: such packets are
+  // counted send_failed. ApplyCommands() sends them by its own argument.
+  void SendHeldBy(SendFn send) { send_held_ = std::move(send); }
   // Before the thread starts: seal packets through `monitor`'s engine, `ring` jobs in flight
   // at most. Without it every packet is sealed inline in Process().
   void UseEngine(engine::EngineMonitor& monitor, std::size_t ring);
@@ -353,10 +395,10 @@ class OutboundPath {
 
   // Data-path thread.
   // Applies commands; `send` transmits packets flushed from the acquire queue.
-  using SendFn = std::function<void(const Route&, std::span<const std::uint8_t>)>;
   void ApplyCommands(crypto::ImbManager& mgr, const SendFn& send);
   // One inner packet from the TUN, in place in `pkt` (kSealHeadroom/kSealTailroom around it).
-  // kSend: `pkt` is the ESP packet to send by `*route`.
+  // kSend: `pkt` is the ESP packet to send by `*route`. Commands pushed before the packet was
+  // read are applied first (SendHeldBy).
   Verdict Process(crypto::ImbManager& mgr, policy::Spd::Reader& reader, esp::PacketView& pkt,
                   const Route*& route, std::chrono::steady_clock::time_point now);
   void ExpireAcquires(std::chrono::steady_clock::time_point now);
@@ -370,7 +412,8 @@ class OutboundPath {
   // Call it before the read buffers are reused and before ApplyCommands().
   void FinishBatch(crypto::ImbManager& mgr, const SendFn& send);
   std::size_t batched() const { return batch_pending_.size(); }  // queued, not yet sent
-  const policy::AcquireQueueStats& acquire_stats() const { return acquire_.stats(); }
+  // The held packets' queue (shared with the other threads' paths, if it is).
+  policy::AcquireQueueStats acquire_stats() const { return held_->stats(); }
   // As InboundPath's: the keys of SAs that sealed no packet since the last call.
   std::size_t ReleaseIdleKeys();
   std::size_t expanded_keys() const;
@@ -441,7 +484,8 @@ class OutboundPath {
   ExhaustedFn exhausted_fn_;
   Mailbox<Command> mailbox_;
   std::unordered_map<policy::PolicyId, Policy> policies_;
-  policy::AcquireQueue acquire_;
+  std::shared_ptr<HeldPackets> held_;
+  SendFn send_held_;
   std::unique_ptr<engine::CryptoPipeline> pipeline_;
   std::vector<Job> jobs_;  // by pipeline slot
   // As InboundPath's. Bound: the caller's read batch.

@@ -28,13 +28,11 @@
 // used), a free list (LIFO, so the buffers in use stay warm), and fixed arrays for acquires and
 // their index (about 48 bytes per max_acquires). Hold() never allocates.
 //
-// Thread model: not thread-safe, no lock. One AcquireQueue per data-path thread: packets held by
-// a thread are flushed by that thread (which owns the crypto context that encapsulates them),
-// and Hold() costs no lock even during a storm of packets for trapped policies. Consequences
-// for the caller: each thread opens its own acquire for a policy, so the negotiation side must
-// treat a second acquire for a policy it is already negotiating as a no-op (as charon's trap
-// manager does with the kernel's acquires); SA installed / negotiation failed must be broadcast
-// to every thread's queue; each thread runs Expire() from its own timer; bounds are per thread.
+// Thread model: not thread-safe, no lock. The data-path threads share one queue behind a lock
+// (datapath::HeldPackets), taken only for packets that have no SA: a policy has one acquire
+// and one bound of held packets per gateway, not per thread, and the first thread to take the
+// installed SA flushes every thread's held packets. Expire() may be called from each thread's
+// timer: a queue expires each acquire once.
 //
 // Counters: held == flushed + dropped_negotiation_failed + dropped_expired + packets_in_use at
 // all times; dropped_queue_full and dropped_too_large count packets that were never held.
