@@ -167,7 +167,7 @@ const std::vector<Family>& Families() {
        "Old IKE SAs of a peer's rekey whose DELETE never came, removed by us.", {{"/ike/rekeyed_expired"}}},
       {"spigot_ike_auth_failures_total", Type::kCounter, "IKE_AUTH failures, by kind.",
        {{"/ike/auth_failures", {{"kind", "auth"}}}, {"/ike/cert_failures", {{"kind", "certificate"}}}}},
-      {"spigot_ike_auth_total", Type::kCounter, "IKE_AUTH signature work by where it ran.",
+      {"spigot_ike_auth_total", Type::kCounter, "IKE_AUTH AUTH work (signatures, certificate checks, PSK MACs) by where it ran.",
        {{"/ike/auth_offloaded", {{"where", "worker"}}}, {"/ike/auth_inline", {{"where", "control_thread"}}}}},
       {"spigot_control_ticks_total", Type::kCounter, "Ticks of the control thread's periodic timer (100 ms) measured.",
        {{"/control/ticks"}}},

@@ -80,9 +80,15 @@ TEST(GatewayTest, EstablishesATunnelWhicheverSideInitiates) {
       EXPECT_EQ(n->dataplane.outbound.begin()->second.peer.port(), 4500);
       EXPECT_EQ(n->gw->counters().ike_established, 1u);
     }
-    // The responder answered the IKE_SA_INIT on a worker.
+    // The responder answered the IKE_SA_INIT on a worker, and checked and made the IKE_AUTH
+    // MACs (PSK) on one; the initiator made its MAC and checked the responder's on workers.
     Node& responder = initiator == 0 ? p.b : p.a;
-    EXPECT_EQ(responder.workers.stats().completed, 1u);
+    Node& init_side = p.Peer(responder);
+    EXPECT_EQ(responder.workers.stats().completed, 2u);
+    EXPECT_EQ(responder.gw->ike_counters().auth_offloaded, 1u);
+    EXPECT_EQ(init_side.workers.stats().completed, 2u);
+    EXPECT_EQ(init_side.gw->ike_counters().auth_offloaded, 2u);
+    EXPECT_EQ(responder.gw->ike_counters().auth_inline + init_side.gw->ike_counters().auth_inline, 0u);
     p.Traffic();
     EXPECT_EQ(p.a.delivered_packets, 1u);
     EXPECT_EQ(p.b.delivered_packets, 1u);

@@ -12,9 +12,12 @@
 // CHILD SA rekey that fell due was started within a bound made of tick periods (twenty). The measured
 // lag of the control thread's tick (Gateway::tick_lag_seconds) is printed, and the same storm
 // with the work on the control thread (an executor that runs each job at once, where it is
-// submitted: the gateway before issue 17) gives the figure to compare with.
+// submitted: the gateway before issue 17) gives the figure to compare with. A storm of PSK
+// logins likewise: their MACs go to the workers too; the control thread's CPU time per login is
+// printed.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -24,6 +27,7 @@
 #include <thread>
 
 #include "spigot/config/config.h"
+#include "spigot/engine/inline_executor.h"
 #include "spigot/engine/worker_pool.h"
 #include "spigot/gateway/gateway.h"
 #include "spigot/io/event_loop.h"
@@ -43,26 +47,6 @@ using test_tools::TestKey;
 using test_tools::TestPki;
 
 constexpr std::uint8_t kNonEspMarker[4] = {0, 0, 0, 0};
-
-// Every job runs at once on the thread that submits it: the control thread does all the
-// public-key and DH work itself, as before issue 17.
-class ControlThreadExecutor final : public engine::Executor {
- public:
-  bool TrySubmit(Job job) override {
-    ++stats_.submitted;
-    job();
-    ++stats_.completed;
-    return true;
-  }
-  std::size_t free() const override { return 1; }
-  std::size_t threads() const override { return 1; }
-  std::size_t capacity() const override { return 1; }
-  std::size_t in_flight() const override { return 0; }
-  Stats stats() const override { return stats_; }
-
- private:
-  Stats stats_;
-};
 
 class UdpTransport final : public IkeTransport {
  public:
@@ -236,13 +220,26 @@ class LoginStorm : public ::testing::TestWithParam<bool> {
            "local_ts = \"203.0.113." + half + "/25\"\nremote_ts = \"198.51.100." + half + "/25\"\nchild_rekey_time = \"" +
            child_rekey_time + "\"\nchild_lifetime = \"2h\"\ndpd_delay = \"0s\"\n";
   }
+  // PSK road warriors, all one identity (kPskId) from 127.0.0.1, duplicates allowed.
+  static constexpr const char* kPsk = "storm psk";
+  static constexpr const char* kPskId = "psk-storm.example";
+  static std::string PskConfig() {
+    return std::string("[global]\nlisten = \"127.0.0.1\"\ncookie_threshold = 100000\nmax_queue = 100000\n") +
+           "\n[[connection]]\nname = \"psk\"\nlocal_addrs = \"127.0.0.1\"\nremote_addrs = \"127.0.0.1\"\n"
+           "local_id = \"gw.example\"\nremote_id = \"" + kPskId + "\"\npsk = \"" + kPsk + "\"\nunique = \"no\"\n"
+           "ike_proposals = \"aes128gcm16-prfsha256-x25519\"\nesp_proposals = \"aes128gcm16\"\n"
+           "local_ts = \"203.0.113.0/24\"\nremote_ts = \"198.51.100.0/24\"\nchild_rekey_time = \"1h\"\n"
+           "child_lifetime = \"2h\"\ndpd_delay = \"0s\"\n";
+  }
   static std::string Config() {
     return "[global]\nlisten = \"127.0.0.1\"\nmax_rekeys_per_second = 10000\ncookie_threshold = 100000\n"
            "max_queue = 100000\n" +
            Connection("rw", "rw-client", "1s", "0") + Connection("storm", "storm-client", "1h", "128");
   }
 
-  static std::unique_ptr<loadgen::Worker> Initiators(LiveGateway& g, const TestCert& client, std::uint32_t count,
+  // Initiators that log in with `client`'s certificate, or with the PSK kPsk as kPskId when
+  // `client` is null.
+  static std::unique_ptr<loadgen::Worker> Initiators(LiveGateway& g, const TestCert* client, std::uint32_t count,
                                                      double rate) {
     auto c = std::make_shared<ike::ConnectionParams>();
     c->name = "loadgen";
@@ -256,11 +253,16 @@ class LoginStorm : public ::testing::TestWithParam<bool> {
     c->child_rekey_time = 0s;  // the gateway rekeys
     c->child_lifetime = 0s;
     loadgen::AuthOptions auth;
-    auth.cert_file = client.cert_path;
-    auth.key_file = client.key_path;
-    auth.ca_file = pki_->root.cert_path;
+    if (client != nullptr) {
+      auth.cert_file = client->cert_path;
+      auth.key_file = client->key_path;
+      auth.ca_file = pki_->root.cert_path;
+    } else {
+      auth.psk = kPsk;
+    }
     const std::string bad = loadgen::ApplyAuth(auth, *c);
     EXPECT_EQ(bad, "");
+    if (client == nullptr) c->local_id = *ike::ParseIdentity(kPskId);
     loadgen::WorkerConfig w;
     w.target = g.ike_endpoint();
     w.natt_port = g.natt_port();
@@ -279,6 +281,13 @@ class LoginStorm : public ::testing::TestWithParam<bool> {
 
   static inline Pki* pki_ = nullptr;
 };
+
+// CPU time the calling thread has used so far (on the gateway's loop: the control thread's).
+double ThisThreadCpuSeconds() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
 
 // Waits (at most `limit`) until `p` holds for the worker's progress.
 bool WaitFor(loadgen::Worker& w, std::chrono::seconds limit, const std::function<bool(const loadgen::Progress&)>& p) {
@@ -300,13 +309,13 @@ TEST_P(LoginStorm, TheControlThreadsTickAndRekeysStayOnScheduleWithTheWorkOnTheW
   if (workers) {
     executor = std::make_unique<engine::WorkerPool>(2, 2 * total);
   } else {
-    executor = std::make_unique<ControlThreadExecutor>();
+    executor = std::make_unique<engine::InlineExecutor>();
   }
   LiveGateway g(Config(), std::move(executor));
   ASSERT_TRUE(g.ok());
 
   // The road warriors whose rekeys fall due during the storm.
-  auto first = Initiators(g, pki_->rw_client, kEstablished, 200);
+  auto first = Initiators(g, &pki_->rw_client, kEstablished, 200);
   ASSERT_TRUE(first);
   std::thread first_thread([&] { first->Run(io::DefaultClock().Now()); });
   const bool up = WaitFor(*first, 30s, [](const loadgen::Progress& p) { return p.settled() && p.started == kEstablished; });
@@ -320,7 +329,7 @@ TEST_P(LoginStorm, TheControlThreadsTickAndRekeysStayOnScheduleWithTheWorkOnTheW
 
   // The storm.
   const auto storm_start = std::chrono::steady_clock::now();
-  auto storm = Initiators(g, pki_->storm_client, storm_logins, storm_rate);
+  auto storm = Initiators(g, &pki_->storm_client, storm_logins, storm_rate);
   ASSERT_TRUE(storm);
   std::thread storm_thread([&] { storm->Run(io::DefaultClock().Now()); });
   const bool settled = WaitFor(*storm, 120s, [&](const loadgen::Progress& p) { return p.started == storm_logins && p.settled(); });
@@ -391,6 +400,57 @@ TEST_P(LoginStorm, TheControlThreadsTickAndRekeysStayOnScheduleWithTheWorkOnTheW
   EXPECT_LE(seen.rekeys.max_start_lag_us,
             static_cast<std::uint64_t>(std::chrono::microseconds(20 * Gateway::kTickPeriod).count()));
   EXPECT_EQ(seen.rekeys.deferred, 0u);
+}
+
+// PSK logins (issue 17 item 4): the responder's check of each initiator's MAC and its own MAC
+// run on the workers like signatures do. Printed: the control thread's CPU time per login.
+TEST_P(LoginStorm, PskLoginsHaveTheirMacsMadeAndCheckedOnTheWorkers) {
+  const bool workers = GetParam();
+  const std::uint32_t logins = StormLogins();
+  std::unique_ptr<engine::Executor> executor;
+  if (workers) {
+    executor = std::make_unique<engine::WorkerPool>(2, 2 * logins);
+  } else {
+    executor = std::make_unique<engine::InlineExecutor>();
+  }
+  LiveGateway g(PskConfig(), std::move(executor));
+  ASSERT_TRUE(g.ok());
+  const double cpu_before = g.OnLoop([] { return ThisThreadCpuSeconds(); });
+  const auto start = std::chrono::steady_clock::now();
+  auto storm = Initiators(g, nullptr, logins, StormRate());
+  ASSERT_TRUE(storm);
+  std::thread storm_thread([&] { storm->Run(io::DefaultClock().Now()); });
+  const bool settled = WaitFor(*storm, 120s, [&](const loadgen::Progress& p) { return p.started == logins && p.settled(); });
+  EXPECT_TRUE(settled) << "the storm did not settle";
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  struct Seen {
+    ike::IkeCounters ike;
+    std::uint64_t refused = 0;
+    double cpu = 0;
+  };
+  const Seen seen = g.OnLoop([&] {
+    return Seen{g.gw().ike_counters(), g.gw().workers().stats().refused, ThisThreadCpuSeconds()};
+  });
+  storm->Finish();
+  storm_thread.join();
+  g.Stop();
+
+  const double cpu_us = (seen.cpu - cpu_before) * 1e6;
+  std::printf("[ storm    ] PSK, %s: %u logins offered at %.0f/s, settled in %.2f s; control thread %.0f ms of CPU, "
+              "%.1f us per login; IKE_AUTH jobs %llu, inline %llu\n",
+              workers ? "IKE workers (2 threads)" : "work on the control thread", logins, StormRate(), seconds,
+              cpu_us / 1000, cpu_us / logins, static_cast<unsigned long long>(seen.ike.auth_offloaded),
+              static_cast<unsigned long long>(seen.ike.auth_inline));
+  const loadgen::Results& r = storm->results();
+  EXPECT_EQ(r.established, logins);
+  EXPECT_EQ(r.failed, 0u) << (r.failures.empty() ? "" : r.failures.begin()->first);
+  EXPECT_EQ(seen.ike.auth_failures, 0u);
+  if (!workers) return;  // the comparison run: its figures are printed, not asserted
+  // Every login's IKE_AUTH (the check of the initiator's MAC and our MAC, one job) went to the
+  // workers; none ran on the control thread, and the pool, with room for all, refused none.
+  EXPECT_EQ(seen.ike.auth_offloaded, logins);
+  EXPECT_EQ(seen.ike.auth_inline, 0u);
+  EXPECT_EQ(seen.refused, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(WhereTheWorkRuns, LoginStorm, ::testing::Values(true, false),

@@ -219,9 +219,10 @@ class IkeSa;
 
 // What an IKE SA may hand to an IKE worker (IkeSaHost::Offload).
 enum class OffloadKind : std::uint8_t {
-  kAuth,      // IKE_AUTH (2.15): as responder the peer's certificate chain and signature and our
-              // signature; as initiator our signature before the request goes out, and the
-              // responder's certificate chain and signature when its response arrives
+  kAuth,      // IKE_AUTH (2.15), a signature with certificate checks or a PSK's MAC: as responder
+              // the check of the peer's AUTH (certificate chain and signature, or MAC) and our
+              // own AUTH; as initiator our AUTH before the request goes out, and the check of
+              // the responder's when its response arrives
   kChildPfs,  // CREATE_CHILD_SA with PFS (1.3.1, 1.3.3): our key pair before our request, the
               // shared secret at the peer's request (with our key pair) or at its response
   kIkeRekey,  // IKE SA rekey (1.3.2, 2.18): the same Diffie-Hellman steps
@@ -352,9 +353,10 @@ struct IkeCounters {
   EapLogins& eap_login(eap::Method m) { return eap_logins[static_cast<std::size_t>(m)]; }
   const EapLogins& eap_login(eap::Method m) const { return eap_logins[static_cast<std::size_t>(m)]; }
   std::uint64_t eap_throttled = 0;  // of the failures: refused by the back-off before a password check
-  // IKE_AUTH public-key work (the responder's checks and signature, the initiator's signature
-  // and its checks of the responder's) that ran on an IKE worker (IkeSaHost::Offload), and that
-  // ran on the control thread because no worker was free.
+  // IKE_AUTH's AUTH work, signatures with certificate checks or PSK MACs (the responder's check
+  // and its own AUTH, the initiator's own AUTH and its check of the responder's), that ran on an
+  // IKE worker (IkeSaHost::Offload), and that ran on the control thread because no worker was
+  // free.
   std::uint64_t auth_offloaded = 0;
   std::uint64_t auth_inline = 0;
   // EAP steps with public-key work (EAP-TLS handshake flights, responder), likewise.
@@ -628,16 +630,13 @@ class IkeSa {
   void OnCreateChildRequest(const Message& msg, TimePoint now);
   void OnInformationalRequest(const Message& msg, TimePoint now);
 
-  // Authentication (ike_sa_auth.cc, 2.15). Our AUTH payload over `message` | `peer_nonce` |
-  // prf(sk_p, id): the PSK's MAC or our signature (nullopt with *error if we cannot sign).
-  std::optional<AuthPayload> OwnAuth(std::span<const std::uint8_t> message, std::span<const std::uint8_t> peer_nonce,
-                                     const crypto::SecureBytes& sk_p, const IdPayload& id, std::string* error) const;
-  // Initiator: checks the responder's AUTH in its IKE_AUTH response `msg` (and, for a
-  // signature, its CERT payloads: chain, dates, revocation, usage, the identity bound to the
-  // certificate). kOk if it proves `idr`; kFailed with the reason in *why, counted in
-  // auth_failures (and cert_failures for the certificate's part); kOffloaded if a signature
-  // check went to an IKE worker: the handler returns, and ResumeOffloaded runs HandleResponse
-  // again with the result in auth_ready_, which this then returns.
+  // Authentication (ike_sa_auth.cc, 2.15). Initiator: checks the responder's AUTH in its
+  // IKE_AUTH response `msg` (and, for a signature, its CERT payloads: chain, dates, revocation,
+  // usage, the identity bound to the certificate). kOk if it proves `idr`; kFailed with the
+  // reason in *why, counted in auth_failures (and cert_failures for the certificate's part);
+  // kOffloaded if the check (a signature's or a PSK's MAC) went to an IKE worker: the handler
+  // returns, and ResumeOffloaded runs HandleResponse again with the result in auth_ready_, which
+  // this then returns.
   enum class PeerCheck : std::uint8_t { kOk, kFailed, kOffloaded };
   PeerCheck CheckResponderAuth(const Message& msg, const IdPayload& idr, const AuthPayload& auth, std::string* why);
   // CERT payloads for our chain (as the peer's CERTREQ asks) and CERTREQ for our CAs.
@@ -769,7 +768,8 @@ class IkeSa {
   std::string eap_identity_;
   eap::Authorization eap_authorization_;
   void AnswerEapStep(const Header& request, eap::ServerSession::Step step, TimePoint now);
-  // IKE_AUTH's public-key work, with copies of what it reads (ike_sa_auth.cc).
+  // IKE_AUTH's AUTH work (signatures, certificate checks, PSK MACs), with copies of what it
+  // reads (ike_sa_auth.cc).
   struct AuthWork;
   // Responder: an EAP step with public-key work (kEap), run on a worker with the EAP server,
   // which the work holds meanwhile (ike_sa_auth.cc).

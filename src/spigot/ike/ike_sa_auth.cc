@@ -179,7 +179,7 @@ std::optional<std::string> IkeSa::TakeCfgReply(const Message& resp) {
 namespace {
 
 // Our AUTH payload (2.15): a MAC with the PSK, or a signature with our key. Reads only its
-// arguments: IKE workers call it too (AuthWork).
+// arguments: IKE workers run it (AuthWork).
 std::optional<AuthPayload> MakeOwnAuth(const ConnectionParams& conn, crypto::PrfAlg prf,
                                        const std::vector<pki::HashAlgorithm>& peer_hashes,
                                        std::span<const std::uint8_t> message, std::span<const std::uint8_t> peer_nonce,
@@ -204,7 +204,7 @@ struct PeerAuthFailure {
 };
 
 // The peer's AUTH (and with pubkey, its certificate chain and identity binding) checked. Reads
-// only its arguments: IKE workers call it too (AuthWork).
+// only its arguments: IKE workers run it (AuthWork).
 std::optional<PeerAuthFailure> VerifyPeerAuth(const ConnectionParams& conn, crypto::PrfAlg prf, const Message& msg,
                                               const IdPayload& id, const AuthPayload& auth,
                                               std::span<const std::uint8_t> message,
@@ -282,13 +282,6 @@ struct IkeSa::AuthWork {
   }
 };
 
-std::optional<AuthPayload> IkeSa::OwnAuth(std::span<const std::uint8_t> message,
-                                          std::span<const std::uint8_t> peer_nonce,
-                                          const crypto::SecureBytes& sk_p, const IdPayload& id,
-                                          std::string* error) const {
-  return MakeOwnAuth(*conn_, algs_->prf, peer_hashes_, message, peer_nonce, sk_p, id, error);
-}
-
 IkeSa::PeerCheck IkeSa::CheckResponderAuth(const Message& msg, const IdPayload& idr, const AuthPayload& auth,
                                            std::string* why) {
   std::optional<PeerAuthFailure> failure;
@@ -296,9 +289,11 @@ IkeSa::PeerCheck IkeSa::CheckResponderAuth(const Message& msg, const IdPayload& 
     // Checked on a worker (below); ResumeOffloaded brought the response back here.
     failure = std::move(auth_ready_->peer_failure);
     auth_ready_.reset();
-  } else if (conn_->remote_auth == AuthMethod::kPubkey && auth.method != kAuthSharedKey) {
-    // A certificate chain and a signature: a millisecond or more (RSA). The response stays
-    // unfinished meanwhile (no retransmission of our request, no give-up: it is here).
+  } else {
+    // A certificate chain and a signature (a millisecond or more with RSA), a PSK's MAC, or the
+    // refusal of a method the connection does not expect: on a worker when one is free. The
+    // response stays unfinished meanwhile (no retransmission of our request, no give-up: it is
+    // here).
     auto work = std::make_shared<AuthWork>();
     work->conn = conn_;
     work->prf = algs_->prf;
@@ -313,9 +308,6 @@ IkeSa::PeerCheck IkeSa::CheckResponderAuth(const Message& msg, const IdPayload& 
       return PeerCheck::kOffloaded;
     work->Run();
     failure = std::move(work->peer_failure);
-  } else {
-    // A PSK's MAC (or a refusal of a mismatched method): cheap, here.
-    failure = VerifyPeerAuth(*conn_, algs_->prf, msg, idr, auth, init_response_, ni_, keys_.sk_pr);
   }
   if (!failure) return PeerCheck::kOk;
   ++counters_->auth_failures;
@@ -358,13 +350,13 @@ void IkeSa::SendAuth(TimePoint now) {
   const bool eap = conn_->local_auth == AuthMethod::kEap;
   std::optional<AuthPayload> auth;
   if (auth_ready_) {
-    // Signed on a worker (below): SendAuth runs again once it is done.
+    // Made on a worker (below): SendAuth runs again once it is done.
     auth = std::move(auth_ready_->our_auth);
     error = auth_ready_->own_error;
     auth_ready_.reset();
-  } else if (conn_->local_auth == AuthMethod::kPubkey) {
-    // Our signature costs a millisecond or more (RSA): an IKE worker makes it while the IKE SA
-    // waits (no retransmission of IKE_SA_INIT meanwhile: its answer is here).
+  } else if (!eap) {
+    // Our signature (a millisecond or more with RSA) or the PSK's MAC: an IKE worker makes it
+    // while the IKE SA waits (no retransmission of IKE_SA_INIT meanwhile: its answer is here).
     host_->ReleaseChildSpi(child_neg_->spi_in);
     child_neg_.reset();
     auto work = std::make_shared<AuthWork>();
@@ -381,8 +373,6 @@ void IkeSa::SendAuth(TimePoint now) {
     work->Run();
     auth_ready_ = work;
     return SendAuth(now);
-  } else if (!eap) {
-    auth = OwnAuth(init_request_, nr_, keys_.sk_pi, idi, &error);
   }
   if (eap && eap::LegacyProviderProblem()) error = *eap::LegacyProviderProblem();
   if (!auth && !(eap && error.empty())) {
@@ -582,10 +572,9 @@ void IkeSa::OnAuthRequest(const Message& msg, TimePoint now) {
   work->ni = ni_;
   work->sk_pi = keys_.sk_pi;
   work->sk_pr = keys_.sk_pr;
-  // Signatures and certificate chains cost a millisecond or more (RSA); a MAC with a PSK does
-  // not, and stays here.
-  const bool dear = conn_->local_auth == AuthMethod::kPubkey || (auth != nullptr && conn_->remote_auth == AuthMethod::kPubkey);
-  if (dear && StartOffload(Offloaded{OffloadKind::kAuth, work, nullptr, msg, reply_to_, {}}, [work] { work->Run(); }))
+  // The peer's AUTH checked and ours made, signatures and certificate chains (a millisecond or
+  // more with RSA) as PSK MACs: on a worker when one is free.
+  if (StartOffload(Offloaded{OffloadKind::kAuth, work, nullptr, msg, reply_to_, {}}, [work] { work->Run(); }))
     return;
   work->Run();
   FinishAuthRequest(msg, *work, now);

@@ -1,10 +1,11 @@
 // The public-key and Diffie-Hellman work of an IKE SA on the host's IKE workers (issue 17;
-// IkeSaHost::Offload): IKE_AUTH's signatures and certificate checks, both roles, and EAP-TLS
-// handshake steps as responder (ike_sa_auth.cc), the DH of CREATE_CHILD_SA with PFS and of IKE
-// rekeys, both roles. The work runs on copies; the SA meanwhile starts nothing of its
-// own and keeps what arrives for it. ResumeOffloaded then runs the exchange's handler again, as
-// if the message had just arrived, and it finds the DH done: every check of the SA's state is
-// made against the state at that moment, not the one the work started from.
+// IkeSaHost::Offload): IKE_AUTH's AUTH payloads (signatures and certificate checks, PSK MACs),
+// both roles, and EAP-TLS handshake steps as responder (ike_sa_auth.cc), the DH of
+// CREATE_CHILD_SA with PFS and of IKE rekeys, both roles. The work runs on copies; the SA
+// meanwhile starts nothing of its own and keeps what arrives for it. ResumeOffloaded then runs
+// the exchange's handler again, as if the message had just arrived, and it finds the DH done:
+// every check of the SA's state is made against the state at that moment, not the one the work
+// started from.
 #include <algorithm>
 
 #include "spigot/ike/ike_sa.h"

@@ -956,6 +956,83 @@ TEST_F(Offloaded, InlineWhenNoWorkerIsFree) {
   EXPECT_EQ(pair_->icounters.child_pfs_offloaded + pair_->rcounters.ike_rekey_offloaded, 0u);
 }
 
+// IKE_AUTH with a PSK goes to the workers like a signature does (issue 17 item 4): the
+// initiator's MAC before its request goes out, the responder's check and its own MAC, the
+// initiator's check of the responder's MAC. Step by step: nothing moves until the work is done.
+TEST(PskAuthOffload, EveryMacOnAWorkerStepByStep) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.ihost.offload = pair.rhost.offload = {OffloadKind::kAuth};
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  // The initiator's MAC: IKE_AUTH is not sent, IKE_SA_INIT not retransmitted, until it is made.
+  ASSERT_EQ(pair.ihost.offloaded.size(), 1u);
+  EXPECT_EQ(pair.ihost.offloaded[0].kind, OffloadKind::kAuth);
+  EXPECT_EQ(pair.initiator->state(), State::kInitSent);
+  EXPECT_EQ(pair.initiator->NextDeadline(), TimePoint::max());
+  EXPECT_TRUE(pair.rhost.inbox.empty());
+  EXPECT_EQ(RunOffloaded(pair.ihost, T(0)), 1u);
+  // The responder checks the initiator's MAC and makes its own on a worker: no answer before.
+  pair.Pump(T(0));
+  ASSERT_TRUE(pair.responder);
+  ASSERT_EQ(pair.rhost.offloaded.size(), 1u);
+  EXPECT_EQ(pair.rhost.offloaded[0].kind, OffloadKind::kAuth);
+  EXPECT_TRUE(pair.ihost.inbox.empty()) << "answered IKE_AUTH before its MAC was checked";
+  EXPECT_NE(pair.responder->state(), State::kEstablished);
+  EXPECT_EQ(RunOffloaded(pair.rhost, T(0)), 1u);
+  EXPECT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
+  // The initiator checks the responder's MAC on a worker: no CHILD SA installed before.
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.ihost.offloaded.size(), 1u);
+  EXPECT_EQ(pair.initiator->state(), State::kAuthSent);
+  EXPECT_TRUE(pair.ihost.installed.empty());
+  EXPECT_EQ(RunOffloaded(pair.ihost, T(0)), 1u);
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+  ASSERT_EQ(pair.ihost.installed.size(), 1u);
+  ASSERT_EQ(pair.rhost.installed.size(), 1u);
+  ExpectTrafficFlows(pair.ihost.installed.begin()->second, pair.rhost.installed.begin()->second);
+  EXPECT_EQ(pair.icounters.auth_offloaded, 2u);  // our MAC, the check of the responder's
+  EXPECT_EQ(pair.rcounters.auth_offloaded, 1u);  // the check and our MAC, one job
+  EXPECT_EQ(pair.icounters.auth_inline + pair.rcounters.auth_inline, 0u);
+  EXPECT_EQ(pair.icounters.retransmits + pair.rcounters.retransmits, 0u);
+}
+
+// A wrong PSK found on the responder's worker is refused on resume, counted there.
+TEST(PskAuthOffload, WrongPskFoundOnTheWorkerIsRefused) {
+  auto iconn = TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16");
+  iconn->psk = crypto::SecureBytes::FromText("wrong!");
+  LoopbackPair pair(iconn, TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.rhost.offload = {OffloadKind::kAuth};
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.rhost.offloaded.size(), 1u);
+  EXPECT_EQ(pair.rcounters.auth_failures, 0u) << "refused before the check ran";
+  EXPECT_EQ(RunOffloaded(pair.rhost, T(0)), 1u);
+  pair.Pump(T(0));
+  EXPECT_EQ(pair.initiator->failure(), "peer: AUTHENTICATION_FAILED");
+  EXPECT_EQ(pair.rcounters.auth_failures, 1u);
+  EXPECT_EQ(pair.icounters.auth_inline, 1u) << "the initiator's host offloads nothing: its MAC inline";
+  EXPECT_TRUE(pair.ihost.installed.empty());
+  EXPECT_TRUE(pair.rhost.installed.empty());
+}
+
+// No worker free: every MAC is made and checked at once, counted as inline.
+TEST(PskAuthOffload, InlineWhenNoWorkerIsFree) {
+  LoopbackPair pair(TestConnection(true, "aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                    TestConnection(false, "aes128gcm16-prfsha256-x25519", "aes128gcm16"));
+  pair.ihost.offload = pair.rhost.offload = {OffloadKind::kAuth};
+  pair.ihost.offload_room = pair.rhost.offload_room = 0;
+  pair.initiator->Initiate(T(0));
+  pair.Pump(T(0));
+  ASSERT_EQ(pair.initiator->state(), State::kEstablished) << pair.initiator->failure();
+  ASSERT_EQ(pair.responder->state(), State::kEstablished) << pair.responder->failure();
+  EXPECT_EQ(pair.icounters.auth_inline, 2u);
+  EXPECT_EQ(pair.rcounters.auth_inline, 1u);
+  EXPECT_EQ(pair.icounters.auth_offloaded + pair.rcounters.auth_offloaded, 0u);
+  EXPECT_TRUE(pair.ihost.offloaded.empty());
+  EXPECT_TRUE(pair.rhost.offloaded.empty());
+}
+
 TEST_F(Established, LostRequestIsRetransmittedAndAnsweredOnce) {
   const std::uint32_t old_in = pair_->ihost.installed.begin()->first;
   pair_->ihost.drop_next_send = true;
