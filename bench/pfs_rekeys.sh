@@ -15,6 +15,7 @@ CHILD_LIFE=${CHILD_LIFE:-5} RATE=${RATE:-1000}
 IKE=aes128gcm16-prfsha256-x25519 ESP=${ESP:-aes128gcm16-modp2048} PSK=bench-secret
 HERE=$ROOT/tests
 source "$ROOT/tests/lib.sh"
+source "$ROOT/bench/control_cpu.sh"
 
 netns_setup
 spigot_config b "$IKE" "$ESP" "$PSK"
@@ -22,9 +23,6 @@ sed -i -e 's/^remote_id = .*/remote_id = "%any"/' -e '/^remote_ts = /d' "$WORK/b
 printf 'pools = "rw"\n\n[[pool]]\nname = "rw"\naddrs = "198.18.0.0/15"\n' >>"$WORK/b.toml"
 spigot_start b
 RPID=${PIDS[-1]}
-
-cpu_ticks() { awk '{print $14 + $15}' "$1"; }  # utime + stime, clock ticks
-answered() { sctl b stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rekeys"]["answered"])'; }
 
 ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 --psk "$PSK" --vips --ike-sas "$N" \
   --rate "$RATE" --duration "${HOLD}s" --ike "$IKE" --esp "$ESP" --child-rekey-time "${CHILD_LIFE}s" \
@@ -35,21 +33,17 @@ WARM=$(( N / RATE + CHILD_LIFE + 2 ))
 sleep "$WARM"
 WINDOW=$(( HOLD - WARM - 3 ))
 [ "$WINDOW" -ge 5 ] || fail "HOLD too short for N, RATE and CHILD_LIFE"
-hz=$(getconf CLK_TCK)
-a0=$(answered) c0=$(cpu_ticks "/proc/$RPID/task/$RPID/stat") p0=$(cpu_ticks "/proc/$RPID/stat")
-sleep "$WINDOW"
-a1=$(answered) c1=$(cpu_ticks "/proc/$RPID/task/$RPID/stat") p1=$(cpu_ticks "/proc/$RPID/stat")
+read -r per_s control process <<<"$(control_window "$RPID" b "$WINDOW")"
 wait "$LG" || true
 sctl b stats --json >"$WORK/stats.json"
-python3 - "$WORK/loadgen.json" "$WORK/stats.json" "$a0" "$a1" "$c0" "$c1" "$p0" "$p1" "$hz" "$WINDOW" "$ESP" "$N" "$CHILD_LIFE" <<'PY'
+python3 - "$WORK/loadgen.json" "$WORK/stats.json" "$per_s" "$control" "$process" "$WINDOW" "$ESP" "$N" "$CHILD_LIFE" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-a0, a1, c0, c1, p0, p1, hz, w = (float(x) for x in sys.argv[3:11])
-esp, n, life = sys.argv[11], sys.argv[12], sys.argv[13]
+per_s, control, process, w = (float(x) for x in sys.argv[3:7])
+esp, n, life = sys.argv[7], sys.argv[8], sys.argv[9]
 ike = json.load(open(sys.argv[2]))["ike"]
 print(f"esp {esp}, {n} IKE SAs, CHILD rekey every {life} s, window {w:.0f} s:")
-print(f"  rekeys answered {(a1 - a0) / w:8.1f}/s   control thread CPU {100 * (c1 - c0) / hz / w:5.1f} % of a core   "
-      f"process {100 * (p1 - p0) / hz / w:5.1f} %")
+print(f"  rekeys answered {per_s:8.1f}/s   control thread CPU {control:5.1f} % of a core   process {process:5.1f} %")
 print(f"  loadgen: established {r['established']} failed {r['failed']} rekeys {r['rekeys_completed']} "
       f"failures {r.get('failures', {})}")
 print("  ike: " + ", ".join(f"{k} {ike.get(k)}" for k in

@@ -41,6 +41,20 @@
 #      stayed on its IKE SAs (no failure, none lost, every DELETE at the end answered from the
 #      new address). spigot checks each new address before its CHILD SAs follow (3.7, COOKIE2);
 #      strongSwan as responder moves at once.
+#   8. the IKE workers against the control thread (issue 17 item 4), spigot only, with WORKERS
+#      (default 2000; WORKERS=0 skips) IKE SAs per case: each case once against a spigot with
+#      its IKE workers (global.ike_workers unset: one per core) and once against one started
+#      with SPIGOT_BENCH_IKE_INLINE=1 (no workers: every IKE_SA_INIT, IKE_AUTH, PFS and IKE
+#      rekey computation at once on the control thread, as before issue 17). Cases:
+#      certificate logins as in 4 with an RSA-2048 and an ECDSA P-256 gateway, offered
+#      W_RATE_RSA (default 1000) and W_RATE_ECDSA (2000) per second, more than either spigot
+#      sustains on 2 cores; and PFS rekeys as bench/pfs_rekeys.sh measures them: PSK road
+#      warriors offered 1000/s, each rekeying its CHILD SA with MODP-2048 every W_CHILD_LIFE
+#      (default 5) seconds for W_HOLD (30) seconds. Per case: establish rate, rekeys answered
+#      per second (over the steady window after every road warrior's first rekey), the control
+#      thread's CPU (its /proc/PID/task/TID/stat) as a share of one core (logins: from the
+#      first login to the last established; rekeys: over the window), p99 login latency, and
+#      p99 of the control thread's tick lag (spigot stats control.tick_lag_us).
 # For each: establish rate, p50/p99 latency, failures, rekeys completed, peak responder RSS
 # (VmHWM). Ratios are spigot over strongSwan from this run. Run as root.
 # usage: bench/storm.sh [BUILD_DIR] [N] [HOLD] [BIG]
@@ -48,7 +62,9 @@
 #        CERT="ecdsa rsa2048" in the environment (CERT_RATE: see 4);
 #        EAP=1 EAP_RATE=600;
 #        N=0 skips 1, 2, 4, 5 and 6, HOLD=0 skips 2, BIG=0 skips 3, CERT= (empty) skips 4,
-#        EAP=0 skips 5, EAP_RADIUS=0 skips 6, MOVE=0 skips 7 (MOVE_RATE: its offered rate, 500)
+#        EAP=0 skips 5, EAP_RADIUS=0 skips 6, MOVE=0 skips 7 (MOVE_RATE: its offered rate, 500),
+#        WORKERS=0 skips 8, W_CERT= (empty) its certificate cases (W_RATE_RSA, W_RATE_ECDSA,
+#        W_CHILD_LIFE, W_HOLD: see 8)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build/release}
@@ -58,9 +74,12 @@ CERT=${CERT-ecdsa rsa2048} CERT_RATE=${CERT_RATE:-}
 EAP=${EAP:-1} EAP_RATE=${EAP_RATE:-600} EAP_PW=storm-password-1  # no blanks: login_args is split on them
 EAP_RADIUS=${EAP_RADIUS:-1} RADIUS_SECRET=storm-radius-secret
 MOVE=${MOVE:-1000} MOVE_RATE=${MOVE_RATE:-500}
+WORKERS=${WORKERS:-2000} W_CERT=${W_CERT-rsa2048 ecdsa} W_RATE_RSA=${W_RATE_RSA:-1000} W_RATE_ECDSA=${W_RATE_ECDSA:-2000}
+W_CHILD_LIFE=${W_CHILD_LIFE:-5} W_HOLD=${W_HOLD:-30}
 SPIGOT=$(cd "$BUILD" && pwd)/spigot
 HERE=$ROOT/tests
 source "$ROOT/tests/lib.sh"
+source "$ROOT/bench/control_cpu.sh"
 IKE=aes128gcm16-prfsha256-x25519 ESP=aes128gcm16 PSK=storm-secret
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
@@ -202,6 +221,60 @@ PY
   echo "$line" | tee -a "$RESULTS"
 }
 
+# workers_case workers|inline NAME COUNT RATE HOLD [LOADGEN ARGS...]: case 8 against spigot with
+# its IKE workers or with all the work on its control thread. With W_WINDOW set (rekeys), the
+# rekeys answered and the CPU are measured over W_WINDOW seconds from W_WARM seconds after the
+# start.
+workers_case() {
+  local mode=$1 name=$2 count=$3 rate=$4 hold=$5 auth t0 lg window=""; shift 5
+  read -r -a auth <<<"$(login_args)"
+  if [ "$mode" = inline ]; then
+    SPIGOT_BENCH_IKE_INLINE=1 start_responder spigot
+  else
+    start_responder spigot
+  fi
+  sleep 1  # its start-up (the DH measurement) outside the figures
+  log "$name, $mode: $count IKE SAs at up to $rate/s, held ${hold}s $*"
+  cpu_sampler_start "$RPID" "$WORK/$name-$mode.cpu"
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  ip netns exec "${NS}a" "$SPIGOT" loadgen --target 192.0.2.2 "${auth[@]}" --ike-sas "$count" \
+    --rate "$rate" --duration "$hold" --ike "$IKE" --esp "$ESP" --json "$@" \
+    >"$WORK/$name-$mode.json" 2>"$WORK/$name-$mode.progress" &
+  lg=$!
+  if [ -n "${W_WINDOW:-}" ]; then
+    sleep "$W_WARM"
+    window=$(control_window "$RPID" b "$W_WINDOW")
+  fi
+  wait "$lg" || true
+  sctl b stats --json >"$WORK/$name-$mode.stats"
+  cpu_sampler_stop
+  stop_responder
+  [ -s "$WORK/$name-$mode.json" ] || { tail -5 "$WORK/$name-$mode.progress"; fail "$name, $mode: no report"; }
+  local base="$WORK/$name-$mode" per_s cpu end
+  if [ -n "${W_WINDOW:-}" ]; then
+    read -r per_s cpu _ <<<"$window"
+  else
+    # Logins: from the first (the loadgen's start) to the last established.
+    end=$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); x = r["establish_rate_per_second"]
+print(float(sys.argv[2]) + (r["established"] / x if x else 0))' "$base.json" "$t0")
+    per_s=- cpu=$(cpu_share "$base.cpu" "$t0" "$end")
+  fi
+  python3 - "$base" "$name" "$mode" "$rate" "$per_s" "$cpu" <<'PY' | tee -a "$RESULTS"
+import json, sys
+base, name, mode, offered, per_s, cpu = sys.argv[1:7]
+r, st = json.load(open(base + ".json")), json.load(open(base + ".stats"))
+ike, lag = st["ike"], st["control"]["tick_lag_us"]
+rekeys = f"{float(per_s):7.1f}/s" if per_s != "-" else "      -  "
+fails = ", ".join(f"{k}: {v}" for k, v in r.get("failures", {}).items()) or "-"
+print(f"{name:<13} {mode:<8} established {r['established']:>5}  rate {r['establish_rate_per_second']:>7.1f}/s  "
+      f"rekeys {rekeys}  control thread {float(cpu):5.1f} %  p99 {r['latency_ms']['p99']:>7.1f} ms  "
+      f"tick lag p99 {lag['p99'] / 1000:>6.1f} ms  offered {offered}/s  "
+      f"({'on workers' if mode == 'workers' else 'run at once'}: IKE_AUTH {ike['auth_offloaded']}, "
+      f"PFS DH {ike['child_pfs_offloaded']}; inline for want of a worker: {ike['auth_inline']}, "
+      f"{ike['child_pfs_inline']}; failures {fails})")
+PY
+}
+
 netns_setup
 if [ "$N" -gt 0 ]; then
   run_case spigot login "$N" 5
@@ -258,8 +331,24 @@ PY
   done
 fi
 
+if [ "$WORKERS" -gt 0 ]; then
+  for c in $W_CERT; do
+    make_certs "$c"
+    rate=$W_RATE_RSA
+    [ "$c" != ecdsa ] || rate=$W_RATE_ECDSA
+    for mode in workers inline; do AUTH=cert workers_case "$mode" "w-cert-$c" "$WORKERS" "$rate" 2; done
+  done
+  # As bench/pfs_rekeys.sh measures: from when every road warrior is up and past its first rekey.
+  warm=$(( WORKERS / 1000 + W_CHILD_LIFE + 2 ))
+  [ $(( W_HOLD - warm - 3 )) -ge 5 ] || fail "W_HOLD too short for WORKERS and W_CHILD_LIFE"
+  for mode in workers inline; do
+    ESP=aes128gcm16-modp2048 W_WARM=$warm W_WINDOW=$(( W_HOLD - warm - 3 )) workers_case "$mode" w-pfs-rekey \
+      "$WORKERS" 1000 "$W_HOLD" --child-rekey-time "${W_CHILD_LIFE}s" --id-prefix pfs
+  done
+fi
+
 echo
-echo "storm.sh: N=$N RATE=$RATE HOLD=${HOLD}s CHILD_LIFE=${CHILD_LIFE}s BIG=$BIG CERT=\"$CERT\" CERT_RATE=${CERT_RATE:-by type} (spigot $(git -C "$ROOT" rev-parse --short HEAD))"
+echo "storm.sh: N=$N RATE=$RATE HOLD=${HOLD}s CHILD_LIFE=${CHILD_LIFE}s BIG=$BIG CERT=\"$CERT\" CERT_RATE=${CERT_RATE:-by type} WORKERS=$WORKERS (spigot $(git -C "$ROOT" rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
 cat "$RESULTS"
 python3 - "$WORK" $CERT <<'PY'
 import json, os, sys
@@ -271,4 +360,9 @@ for case in ["login", "rekey"] + [f"cert-{c}" for c in sys.argv[2:]] + ["eap", "
     s, g = rate(case, "spigot"), rate(case, "strongswan")
     if s and g:
         print(f"{case}: spigot establishes {s / g:.1f}x as fast as strongSwan ({s:.0f}/s vs {g:.0f}/s)")
+for case in ["w-cert-rsa2048", "w-cert-ecdsa"]:
+    s, g = rate(case, "workers"), rate(case, "inline")
+    if s and g:
+        print(f"{case}: with the IKE workers {s / g:.1f}x the establish rate of the control thread alone "
+              f"({s:.0f}/s vs {g:.0f}/s)")
 PY

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -20,6 +22,7 @@
 #include "spigot/control/gateway_commands.h"
 #include "spigot/control/metrics.h"
 #include "spigot/control/metrics_server.h"
+#include "spigot/engine/inline_executor.h"
 #include "spigot/engine/worker_pool.h"
 #include "spigot/esp/constants.h"
 #include "spigot/gateway/gateway.h"
@@ -147,7 +150,7 @@ class Daemon {
   control::AccessPolicy access_;   // who may run which control command
   std::vector<std::uint8_t> recv_buffers_ = std::vector<std::uint8_t>(kRecvBuffer * kRecvSlots);
   // Last: destroyed (joined) first, while the gateway its jobs report to still exists.
-  std::unique_ptr<engine::WorkerPool> workers_;
+  std::unique_ptr<engine::Executor> workers_;
 };
 
 bool Daemon::OpenIkeSockets(const config::GlobalConfig& g, std::string* error) {
@@ -211,8 +214,17 @@ bool Daemon::Init(config::Config config, const std::string& config_path, std::st
   loop_->OnSignal(SIGHUP, [this] { gateway_->Reload(); });
   const std::size_t threads =
       g.ike_workers != 0 ? g.ike_workers : std::max(1u, std::thread::hardware_concurrency());
-  workers_ = std::make_unique<engine::WorkerPool>(threads, threads * kJobsPerWorker);
-  spdlog::info("IKE workers: {} thread(s)", workers_->threads());
+  // SPIGOT_BENCH_IKE_INLINE=1 (measurements only: bench/storm.sh WORKERS=1): no workers, all
+  // IKE public-key and DH work at once on the control thread, as before issue 17.
+  const char* bench_inline = std::getenv("SPIGOT_BENCH_IKE_INLINE");
+  if (bench_inline != nullptr && std::string_view(bench_inline) == "1") {
+    workers_ = std::make_unique<engine::InlineExecutor>();
+    spdlog::warn("IKE workers: none, all IKE work on the control thread (SPIGOT_BENCH_IKE_INLINE=1, a "
+                 "measurement hook)");
+  } else {
+    workers_ = std::make_unique<engine::WorkerPool>(threads, threads * kJobsPerWorker);
+    spdlog::info("IKE workers: {} thread(s)", workers_->threads());
+  }
   if (!OpenIkeSockets(g, error)) return false;
   // UDP 4500 belongs to the inbound data-path thread, which hands IKE over to us.
   loop_->AddReader(ike_sock_->fd(), [this] { OnIkePort(); });
