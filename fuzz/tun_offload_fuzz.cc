@@ -5,8 +5,8 @@
 //     segments carry its payload in order with valid checksums, and coalesced again (and cut
 //     again where written as one) they are the same bytes.
 //   byte 0 bit 0 = 1: the rest is packets with 2-byte length prefixes, each handed to the
-//     coalescer as an opened packet. Nothing is lost or invented: cut again, the writes hold
-//     as many packets and bytes as went in.
+//     coalescer (TCP, and UDP as with USO granted) as an opened packet. Nothing is lost or
+//     invented: cut again, the writes hold as many packets and bytes as went in.
 //   byte 0 bit 1: the writer refuses super-segments (EINVAL), so the fallback runs.
 #include <cerrno>
 #include <cstddef>
@@ -79,7 +79,7 @@ bool TransportOk(const Bytes& p) {
 
 void Coalesce(const std::vector<Bytes>& in, bool refuse, std::size_t expect_exact) {
   TunOffloadCounters c;
-  GroCoalescer gro(c);
+  GroCoalescer gro(c, /*udp4=*/true, /*udp6=*/true);
   Recorder out;
   out.refuse_gso = refuse;
   for (const Bytes& p : in) gro.Add(p, out);
@@ -136,8 +136,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     const Bytes original(frame.begin() + static_cast<long>(VirtioNetHdr::kSize + headers), frame.end());
     Check(payload == original);
-    // Coalesced again, then cut where written as one: the same segments, byte for byte.
-    if (tcp) Coalesce(segs, refuse, true);
+    // Coalesced again, then cut where written as one: the same segments, byte for byte (TCP,
+    // and UDP with USO).
+    Coalesce(segs, refuse, true);
     return 0;
   }
   std::vector<Bytes> packets;

@@ -757,11 +757,15 @@ void Dataplane::Run(Worker& w) {
   const std::size_t in_slot_size = sock.gro() ? io::UdpSocket::kGroBufferSize : kDatagram;
   std::vector<std::uint8_t> in_memory(in_slot_count * in_slot_size);
   std::array<io::RecvSlot, kBatch> in_slots;
-  // With TUN offloads, opened TCP segments of a flow go to the TUN as one super-segment
-  // (GroCoalescer); whatever it holds is written at the end of each batch.
+  // With TUN offloads, opened TCP segments of a flow go to the TUN as one super-segment, and
+  // UDP datagrams of a flow too where the device took USO (GroCoalescer); whatever it holds is
+  // written at the end of each batch.
   TunQueueWriter writer(*tun_, counters_);
   std::unique_ptr<io::GroCoalescer> gro;
-  if (offload) gro = std::make_unique<io::GroCoalescer>(tun_offload_);
+  if (offload) {
+    gro = std::make_unique<io::GroCoalescer>(tun_offload_, (tun_->offloads() & io::TunDevice::kOffloadUso4) != 0,
+                                             (tun_->offloads() & io::TunDevice::kOffloadUso6) != 0);
+  }
   const datapath::InboundPath::DeliverFn deliver = [&](std::span<const std::uint8_t> inner) {
     w.rx.fetch_add(1, kRelaxed);
     if (gro) {

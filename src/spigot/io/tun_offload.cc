@@ -285,42 +285,53 @@ std::size_t GsoSplitter::Next(std::span<std::uint8_t> out) {
 struct GroCoalescer::Segment {
   std::span<const std::uint8_t> packet;
   bool v6 = false;
+  bool udp = false;
   std::size_t l4 = 0, headers = 0, payload = 0;
   std::uint32_t seq = 0, ack = 0;
   std::uint8_t flags = 0;
   // May be part of a super-segment: a complete unfragmented TCP segment with data and only ACK
-  // (and PSH, which ends the super-segment) set.
+  // (and PSH, which ends the super-segment) set; or a UDP datagram with data and a checksum.
   bool mergeable = false;
 };
 
 namespace {
 
-// A TCP segment with headers we can read, or false (not TCP, a fragment, truncated).
-bool ParseTcp(std::span<const std::uint8_t> p, bool& v6, std::size_t& l4, bool& lengths_ok) {
+// A TCP segment or UDP datagram with headers we can read (protocol in `proto`), or false (another
+// protocol, a fragment, truncated). `lengths_ok`: the IP (and UDP) lengths say what the packet is.
+bool ParseTransport(std::span<const std::uint8_t> p, std::uint8_t& proto, bool& v6, std::size_t& l4,
+                    bool& lengths_ok) {
   if (p.empty()) return false;
   const int version = p[0] >> 4;
   if (version == 4) {
-    if (p.size() < kIpv4MinHeader || p[9] != kProtoTcp) return false;
+    if (p.size() < kIpv4MinHeader) return false;
+    proto = p[9];
     l4 = (p[0] & 0x0f) * std::size_t{4};
     if (l4 < kIpv4MinHeader || (Get16(&p[6]) & kIpv4FragMask) != 0) return false;
     lengths_ok = Get16(&p[2]) == p.size();
     v6 = false;
   } else if (version == 6) {
-    if (p.size() < kIpv6Header || p[6] != kProtoTcp) return false;
+    if (p.size() < kIpv6Header) return false;
+    proto = p[6];
     l4 = kIpv6Header;
     lengths_ok = kIpv6Header + Get16(&p[4]) == p.size();
     v6 = true;
   } else {
     return false;
   }
-  if (l4 + kTcpMinHeader > p.size()) return false;
+  if (proto == kProtoUdp) {
+    if (l4 + kUdpHeader > p.size()) return false;
+    lengths_ok = lengths_ok && Get16(&p[l4 + 4]) == p.size() - l4;
+    return true;
+  }
+  if (proto != kProtoTcp || l4 + kTcpMinHeader > p.size()) return false;
   const std::size_t doff = (p[l4 + 12] >> 4) * std::size_t{4};
   return doff >= kTcpMinHeader && l4 + doff <= p.size();
 }
 
 }  // namespace
 
-GroCoalescer::GroCoalescer(TunOffloadCounters& counters) : counters_(counters), flows_(kMaxFlows) {
+GroCoalescer::GroCoalescer(TunOffloadCounters& counters, bool udp4, bool udp6)
+    : counters_(counters), udp4_(udp4), udp6_(udp6), flows_(kMaxFlows) {
   for (Flow& f : flows_) f.buf.resize(kMaxBytes);
 }
 
@@ -333,7 +344,7 @@ GroCoalescer::Flow* GroCoalescer::Find(const Segment& s) {
   // The flow: addresses and ports (a different ACK is the same flow, written in order).
   const std::size_t addr_at = s.v6 ? 8 : 12, addr_len = s.v6 ? 32 : 8;
   for (Flow& f : flows_) {
-    if (!f.used || f.v6 != s.v6) continue;
+    if (!f.used || f.v6 != s.v6 || f.udp != s.udp) continue;
     if (std::memcmp(f.buf.data() + addr_at, s.packet.data() + addr_at, addr_len) != 0) continue;
     if (std::memcmp(f.buf.data() + f.l4, s.packet.data() + s.l4, 4) != 0) continue;
     return &f;
@@ -346,7 +357,7 @@ bool GroCoalescer::CanAppend(const Flow& f, const Segment& s) const {
   const std::uint8_t* p = s.packet.data();
   if (!s.mergeable || f.closed || f.segments >= kMaxSegments) return false;
   if (s.payload > f.gso_size || f.length + s.payload > kMaxBytes) return false;
-  if (s.seq != f.next_seq || s.ack != Get32(h + f.l4 + 8)) return false;
+  if (!s.udp && (s.seq != f.next_seq || s.ack != Get32(h + f.l4 + 8))) return false;
   if (s.l4 != f.l4 || s.headers != f.headers) return false;
   if (s.v6) {
     // Version, traffic class, flow label; hop limit.
@@ -361,7 +372,7 @@ bool GroCoalescer::CanAppend(const Flow& f, const Segment& s) const {
       return false;
   }
   // TCP options equal (timestamps included: the kernel's GRO asks the same).
-  return std::memcmp(h + f.l4 + kTcpMinHeader, p + s.l4 + kTcpMinHeader,
+  return s.udp || std::memcmp(h + f.l4 + kTcpMinHeader, p + s.l4 + kTcpMinHeader,
                      f.headers - f.l4 - kTcpMinHeader) == 0;
 }
 
@@ -375,6 +386,7 @@ void GroCoalescer::Start(Flow& f, const Segment& s) {
   f.l4 = s.l4;
   f.headers = s.headers;
   f.v6 = s.v6;
+  f.udp = s.udp;
   f.head_checked = false;
   f.closed = false;
   f.next_seq = s.seq + static_cast<std::uint32_t>(s.payload);
@@ -384,6 +396,8 @@ void GroCoalescer::Append(Flow& f, const Segment& s) {
   std::memcpy(f.buf.data() + f.length, s.packet.data() + s.headers, s.payload);
   f.length += s.payload;
   ++f.segments;
+  if (s.payload < f.gso_size) f.closed = true;  // a short one is the last
+  if (f.udp) return;
   f.next_seq += static_cast<std::uint32_t>(s.payload);
   std::uint8_t* tcp = f.buf.data() + f.l4;
   std::memcpy(tcp + 14, s.packet.data() + s.l4 + 14, 2);  // the latest window
@@ -391,7 +405,6 @@ void GroCoalescer::Append(Flow& f, const Segment& s) {
     tcp[13] |= kTcpPsh;
     f.closed = true;
   }
-  if (s.payload < f.gso_size) f.closed = true;
 }
 
 void GroCoalescer::WritePlain(std::span<const std::uint8_t> packet, TunWriter& out) {
@@ -412,16 +425,21 @@ void GroCoalescer::WriteFlow(Flow& f, TunWriter& out) {
     Put16(p + 2, static_cast<std::uint32_t>(f.length));
     SetIpv4HeaderChecksum(p, f.l4);
   }
+  // A UDP super-datagram's Length covers all of it: the kernel's resegmentation
+  // (__udp_gso_segment) takes it as the length in the pseudo-header sum below.
+  if (f.udp) Put16(p + f.l4 + 4, static_cast<std::uint32_t>(f.length - f.l4));
   // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum; the kernel (or whoever
   // resegments) sums from csum_start and complements.
-  Put16(p + f.l4 + kTcpCsumOffset, ChecksumFold(PseudoHeaderSum(pkt, kProtoTcp, f.length - f.l4)));
+  const std::size_t csum_offset = f.udp ? kUdpCsumOffset : kTcpCsumOffset;
+  Put16(p + f.l4 + csum_offset,
+        ChecksumFold(PseudoHeaderSum(pkt, f.udp ? kProtoUdp : kProtoTcp, f.length - f.l4)));
   VirtioNetHdr h;
   h.flags = VirtioNetHdr::kNeedsCsum;
-  h.gso_type = f.v6 ? VirtioNetHdr::kGsoTcpV6 : VirtioNetHdr::kGsoTcpV4;
+  h.gso_type = f.udp ? VirtioNetHdr::kGsoUdpL4 : f.v6 ? VirtioNetHdr::kGsoTcpV6 : VirtioNetHdr::kGsoTcpV4;
   h.hdr_len = static_cast<std::uint16_t>(f.headers);
   h.gso_size = static_cast<std::uint16_t>(f.gso_size);
   h.csum_start = static_cast<std::uint16_t>(f.l4);
-  h.csum_offset = kTcpCsumOffset;
+  h.csum_offset = static_cast<std::uint16_t>(csum_offset);
   if (out.Write(h, pkt)) {
     counters_.coalesced_writes.fetch_add(1, std::memory_order_relaxed);
     counters_.coalesced_segments.fetch_add(f.segments, std::memory_order_relaxed);
@@ -444,23 +462,34 @@ void GroCoalescer::Add(std::span<const std::uint8_t> packet, TunWriter& out) {
   Segment s;
   s.packet = packet;
   bool lengths_ok = false;
-  if (!ParseTcp(packet, s.v6, s.l4, lengths_ok)) {
+  std::uint8_t proto = 0;
+  if (!ParseTransport(packet, proto, s.v6, s.l4, lengths_ok) ||
+      (proto == kProtoUdp && !(s.v6 ? udp6_ : udp4_))) {
     WritePlain(packet, out);
     return;
   }
-  const std::uint8_t* tcp = packet.data() + s.l4;
-  s.headers = s.l4 + (tcp[12] >> 4) * std::size_t{4};
-  s.payload = packet.size() - s.headers;
-  s.seq = Get32(tcp + 4);
-  s.ack = Get32(tcp + 8);
-  s.flags = tcp[13];
-  s.mergeable = lengths_ok && s.payload > 0 &&
-                (s.flags & static_cast<std::uint8_t>(~kTcpPsh)) == kTcpAck;
+  const std::uint8_t* l4 = packet.data() + s.l4;
+  s.udp = proto == kProtoUdp;
+  if (s.udp) {
+    s.headers = s.l4 + kUdpHeader;
+    s.payload = packet.size() - s.headers;
+    // A datagram sent without a checksum (IPv4's 0) stays as it came.
+    s.mergeable = lengths_ok && s.payload > 0 && Get16(l4 + kUdpCsumOffset) != 0;
+  } else {
+    s.headers = s.l4 + (l4[12] >> 4) * std::size_t{4};
+    s.payload = packet.size() - s.headers;
+    s.seq = Get32(l4 + 4);
+    s.ack = Get32(l4 + 8);
+    s.flags = l4[13];
+    s.mergeable = lengths_ok && s.payload > 0 &&
+                  (s.flags & static_cast<std::uint8_t>(~kTcpPsh)) == kTcpAck;
+  }
+  const std::uint8_t proto_for_csum = s.udp ? kProtoUdp : kProtoTcp;
 
   if (Flow* f = Find(s)) {
     if (CanAppend(*f, s)) {
       if (!f->head_checked) {
-        if (!TransportChecksumOk({f->buf.data(), f->length}, f->l4, kProtoTcp)) {
+        if (!TransportChecksumOk({f->buf.data(), f->length}, f->l4, proto_for_csum)) {
           // A head that does not verify goes alone, as it came; this segment may start anew.
           counters_.bad_csum_passed.fetch_add(1, std::memory_order_relaxed);
           WriteFlow(*f, out);
@@ -470,7 +499,7 @@ void GroCoalescer::Add(std::span<const std::uint8_t> packet, TunWriter& out) {
         }
       }
       if (f != nullptr) {
-        if (!TransportChecksumOk(packet, s.l4, kProtoTcp)) {
+        if (!TransportChecksumOk(packet, s.l4, proto_for_csum)) {
           counters_.bad_csum_passed.fetch_add(1, std::memory_order_relaxed);
           WriteFlow(*f, out);
           WritePlain(packet, out);
@@ -485,7 +514,7 @@ void GroCoalescer::Add(std::span<const std::uint8_t> packet, TunWriter& out) {
     }
   }
   // A new head. One with PSH can take nothing after it: written at once.
-  if (!s.mergeable || (s.flags & kTcpPsh) != 0) {
+  if (!s.mergeable || (!s.udp && (s.flags & kTcpPsh) != 0)) {
     WritePlain(packet, out);
     return;
   }

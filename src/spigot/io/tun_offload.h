@@ -11,10 +11,11 @@
 // kernel's own segmentation (tcp_gso_segment, __udp_gso_segment) would have made them.
 //
 // Every write() to the device starts with a virtio-net header too, and may carry a TCP
-// super-segment that the kernel's stack takes as one packet (the GRO it does for a NIC).
-// GroCoalescer merges consecutive opened segments of one TCP flow into one, by the kernel's
-// GRO rules (tcp_gro_receive, inet_gro_receive, ipv6_gro_receive), and writes everything else
-// as it came.
+// super-segment, or (with USO granted) a UDP one, that the kernel's stack takes as one packet
+// (the GRO it does for a NIC). GroCoalescer merges consecutive opened segments of one TCP flow
+// into one, by the kernel's GRO rules (tcp_gro_receive, inet_gro_receive, ipv6_gro_receive),
+// and datagrams of one UDP flow of equal size (the last may be shorter) the way udp_gro_receive
+// does for a socket with UDP_GRO; it writes everything else as it came.
 //
 // Bad input: a header that contradicts its packet (unknown gso_type, offsets outside the
 // packet or off the transport header, gso_size 0, segments that do not fit the caller's
@@ -63,7 +64,7 @@ struct TunOffloadCounters {
   std::atomic<std::uint64_t> segments_split{0};     // packets cut from them
   std::atomic<std::uint64_t> csum_completed{0};     // plain packets whose checksum we finished
   std::atomic<std::uint64_t> bad_vnet_hdr{0};       // frames dropped: header and packet disagree
-  std::atomic<std::uint64_t> coalesced_writes{0};   // TUN writes of a TCP super-segment
+  std::atomic<std::uint64_t> coalesced_writes{0};   // TUN writes of a TCP or UDP super-segment
   std::atomic<std::uint64_t> coalesced_segments{0};  // segments in them
   std::atomic<std::uint64_t> bad_csum_passed{0};    // segments not coalesced: bad checksum
   std::atomic<std::uint64_t> fallbacks{0};          // super-segments the kernel refused, resent
@@ -114,8 +115,9 @@ class TunWriter {
   virtual bool Write(const VirtioNetHdr& hdr, std::span<const std::uint8_t> packet) = 0;
 };
 
-// Merges consecutive in-order segments of a TCP flow; call Add() for every opened packet in
-// the order they arrived and Flush() at the end of each batch (before the thread waits).
+// Merges consecutive in-order segments of a TCP flow, and consecutive datagrams of a UDP flow
+// when the TUN took USO; call Add() for every opened packet in the order they arrived and
+// Flush() at the end of each batch (before the thread waits).
 // Bound: kMaxFlows flows pending at once, each at most kMaxSegments segments and kMaxBytes;
 // a new flow past kMaxFlows writes the oldest pending one first (nothing is dropped). Order
 // within a flow is kept; packets of different flows may pass each other.
@@ -127,7 +129,8 @@ class GroCoalescer {
   // would allow 40 more; one bound serves both).
   static constexpr std::size_t kMaxBytes = 65535;
 
-  explicit GroCoalescer(TunOffloadCounters& counters);
+  // `udp4` / `udp6`: the device took TUN_F_USO4 / TUN_F_USO6 (without them UDP goes as it came).
+  explicit GroCoalescer(TunOffloadCounters& counters, bool udp4 = false, bool udp6 = false);
   // `packet` (an IPv4 or IPv6 packet) is copied or written before Add() returns.
   void Add(std::span<const std::uint8_t> packet, TunWriter& out);
   // Writes every pending super-segment.
@@ -145,6 +148,7 @@ class GroCoalescer {
     std::size_t gso_size = 0;       // the head's payload length
     std::size_t l4 = 0, headers = 0;
     bool v6 = false;
+    bool udp = false;
     bool head_checked = false;      // the head's checksum was verified (at the first merge)
     bool closed = false;            // ends with PSH or a short segment: nothing may follow
     std::uint32_t next_seq = 0;
@@ -158,6 +162,7 @@ class GroCoalescer {
   void WritePlain(std::span<const std::uint8_t> packet, TunWriter& out);
 
   TunOffloadCounters& counters_;
+  bool udp4_, udp6_;
   std::vector<Flow> flows_;
   std::uint64_t clock_ = 0;
 };

@@ -119,7 +119,8 @@ Bytes BuildTcp(const TcpSpec& s) {
   return p;
 }
 
-Bytes BuildUdp(bool v6, const Bytes& payload) {
+Bytes BuildUdp(bool v6, const Bytes& payload, std::uint16_t id = 0x0500, bool df = false,
+               std::uint16_t sport = 5353) {
   const std::size_t ip = v6 ? 40 : 20;
   Bytes p(ip + 8 + payload.size());
   if (v6) {
@@ -136,14 +137,15 @@ Bytes BuildUdp(bool v6, const Bytes& payload) {
   } else {
     p[0] = 0x45;
     SetBe16(&p[2], static_cast<std::uint32_t>(p.size()));
-    SetBe16(&p[4], 0x0500);
+    SetBe16(&p[4], id);
+    SetBe16(&p[6], df ? 0x4000 : 0);
     p[8] = 64;
     p[9] = 17;
     const std::uint8_t addrs[8] = {198, 51, 100, 1, 203, 0, 113, 1};
     std::memcpy(&p[12], addrs, 8);
     SetBe16(&p[10], static_cast<std::uint16_t>(~NaiveFold(NaiveSum(p.data(), 20))));
   }
-  SetBe16(&p[ip], 5353);
+  SetBe16(&p[ip], sport);
   SetBe16(&p[ip + 2], 9999);
   SetBe16(&p[ip + 4], static_cast<std::uint32_t>(8 + payload.size()));
   std::copy(payload.begin(), payload.end(), p.begin() + ip + 8);
@@ -529,6 +531,162 @@ TEST(TunOffloadCoalesce, ASegmentOfAnotherFlowInBetweenDoesNotSplitEither) {
   EXPECT_EQ(Resegment(out.written[1]), sb);
   EXPECT_EQ(Resegment(out.written[2]), sa);
   EXPECT_EQ(counters.coalesced_segments.load(), 7u);
+}
+
+// Datagrams of one UDP flow as a sender's stack numbers them (IPv4 IDs running on): `count` of
+// `size` bytes of payload, then one of `last` if not 0.
+std::vector<Bytes> Datagrams(bool v6, std::size_t count, std::size_t size, std::size_t last = 0,
+                             std::uint16_t sport = 5353) {
+  std::vector<Bytes> out;
+  for (std::size_t i = 0; i < count + (last ? 1 : 0); ++i) {
+    out.push_back(BuildUdp(v6, Payload(i < count ? size : last, static_cast<std::uint8_t>(i)),
+                           static_cast<std::uint16_t>(0x0500 + i), false, sport));
+  }
+  return out;
+}
+
+TEST(TunOffloadCoalesceUdp, DatagramsOfAFlowBecomeOneUsoSuperSegmentWhereTheTunTookUso) {
+  for (const bool v6 : {false, true}) {
+    SCOPED_TRACE(v6 ? "IPv6" : "IPv4");
+    const std::size_t l4 = v6 ? 40 : 20;
+    const std::vector<Bytes> dgrams = Datagrams(v6, 6, 36, 20);  // the last one short
+    TunOffloadCounters counters;
+    GroCoalescer gro(counters, /*udp4=*/true, /*udp6=*/true);
+    Recorder out;
+    for (const Bytes& d : dgrams) gro.Add(d, out);
+    gro.Flush(out);
+    ASSERT_EQ(out.written.size(), 1u);
+    const Written& w = out.written[0];
+    EXPECT_EQ(w.hdr.flags, VirtioNetHdr::kNeedsCsum);
+    EXPECT_EQ(w.hdr.gso_type, VirtioNetHdr::kGsoUdpL4);
+    EXPECT_EQ(w.hdr.gso_size, 36);
+    EXPECT_EQ(w.hdr.hdr_len, l4 + 8);
+    EXPECT_EQ(w.hdr.csum_start, l4);
+    EXPECT_EQ(w.hdr.csum_offset, 6);
+    ASSERT_EQ(w.packet.size(), l4 + 8 + 6 * 36 + 20);
+    // IP and UDP lengths cover the whole super-datagram (what __udp_gso_segment expects).
+    EXPECT_EQ(Be16(&w.packet[v6 ? 4 : 2]), w.packet.size() - (v6 ? 40 : 0));
+    EXPECT_EQ(Be16(&w.packet[l4 + 4]), w.packet.size() - l4);
+    if (!v6) {
+      EXPECT_TRUE(NaiveIpv4HeaderOk(w.packet));
+    }
+    // The partial checksum, finished as the kernel finishes it, verifies.
+    Bytes done = w.packet;
+    SetBe16(&done[l4 + 6], static_cast<std::uint16_t>(~NaiveFold(NaiveSum(&done[l4], done.size() - l4))));
+    EXPECT_TRUE(NaiveL4Ok(done));
+    // Cut again, it is the datagrams that came in, byte for byte.
+    EXPECT_EQ(Resegment(w), dgrams);
+    EXPECT_EQ(counters.coalesced_writes.load(), 1u);
+    EXPECT_EQ(counters.coalesced_segments.load(), 7u);
+  }
+}
+
+TEST(TunOffloadCoalesceUdp, WithoutUsoEveryDatagramGoesAsItCame) {
+  for (const bool v6 : {false, true}) {
+    const std::vector<Bytes> dgrams = Datagrams(v6, 4, 36);
+    TunOffloadCounters counters;
+    // USO for the other family only.
+    GroCoalescer gro(counters, /*udp4=*/v6, /*udp6=*/!v6);
+    Recorder out;
+    for (const Bytes& d : dgrams) gro.Add(d, out);
+    gro.Flush(out);
+    ASSERT_EQ(out.written.size(), 4u);
+    for (std::size_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(out.written[i].hdr.gso_type, VirtioNetHdr::kGsoNone);
+      EXPECT_EQ(out.written[i].packet, dgrams[i]);
+    }
+    EXPECT_EQ(counters.coalesced_writes.load(), 0u);
+  }
+}
+
+TEST(TunOffloadCoalesceUdp, TheRulesKeepDatagramsApart) {
+  TunOffloadCounters counters;
+  GroCoalescer gro(counters, true, true);
+  Recorder out;
+  const auto run = [&](const std::vector<Bytes>& in) {
+    out.written.clear();
+    for (const Bytes& d : in) gro.Add(d, out);
+    gro.Flush(out);
+    std::vector<Bytes> back;
+    for (const Written& w : out.written) {
+      if (w.hdr.gso_type == VirtioNetHdr::kGsoNone) {
+        back.push_back(w.packet);
+      } else {
+        for (Bytes& d : Resegment(w)) back.push_back(std::move(d));
+      }
+    }
+    EXPECT_EQ(back, in) << "every datagram written once, in order within its flow";
+    return out.written.size();
+  };
+  // A longer datagram after the first: the first goes alone, the longer one starts anew.
+  std::vector<Bytes> d = Datagrams(false, 3, 36);
+  d[1] = BuildUdp(false, Payload(40, 1), 0x0501);
+  d[2] = BuildUdp(false, Payload(40, 2), 0x0502);
+  EXPECT_EQ(run(d), 2u);
+  // After a short one nothing more joins.
+  d = Datagrams(false, 2, 36, 10);
+  d.push_back(BuildUdp(false, Payload(36, 9), 0x0503));
+  EXPECT_EQ(run(d), 2u);
+  // Sent without a checksum (IPv4's 0): written as it came, not merged (the kernel would add one).
+  d = Datagrams(false, 3, 36);
+  SetBe16(&d[1][26], 0);
+  EXPECT_EQ(run(d), 3u);
+  // A bad checksum: never merged, passed untouched for the kernel to drop, and counted.
+  d = Datagrams(false, 3, 36);
+  d[1][30] ^= 0x40;
+  const std::uint64_t bad = counters.bad_csum_passed.load();
+  EXPECT_EQ(run(d), 3u);
+  EXPECT_EQ(counters.bad_csum_passed.load(), bad + 1);
+  // Without DF the IDs must run on, as the kernel's resegmentation numbers them.
+  d = Datagrams(false, 3, 36);
+  d[2] = BuildUdp(false, Payload(36, 2), 0x0600);
+  EXPECT_EQ(run(d), 2u);
+  // With DF the IDs do not matter (RFC 6864: an atomic datagram's ID means nothing); the
+  // kernel numbers the pieces on from the first.
+  d = {BuildUdp(false, Payload(36, 0), 7, true), BuildUdp(false, Payload(36, 1), 3, true)};
+  out.written.clear();
+  for (const Bytes& p : d) gro.Add(p, out);
+  gro.Flush(out);
+  ASSERT_EQ(out.written.size(), 1u);
+  const std::vector<Bytes> df = Resegment(out.written[0]);
+  ASSERT_EQ(df.size(), 2u);
+  EXPECT_EQ(df[0], d[0]);
+  EXPECT_EQ(Be16(&df[1][4]), 8u);
+  EXPECT_TRUE(NaiveIpv4HeaderOk(df[1]));
+  EXPECT_TRUE(std::equal(df[1].begin() + 20, df[1].end(), d[1].begin() + 20)) << "the same UDP datagram";
+  // Another flow in between (other source port) splits neither; a TCP segment with the same
+  // addresses and ports is not the UDP flow.
+  const std::vector<Bytes> a = Datagrams(false, 3, 36), b = Datagrams(false, 2, 36, 0, 6000);
+  TcpSpec t;
+  t.sport = 5353;
+  t.dport = 9999;
+  t.payload = Payload(36);
+  const Bytes tcp = BuildTcp(t);
+  out.written.clear();
+  for (const Bytes* p : {&a[0], &b[0], &tcp, &a[1], &b[1], &a[2]}) gro.Add(*p, out);
+  gro.Flush(out);
+  std::vector<Bytes> got_a, got_b;
+  for (const Written& w : out.written) {
+    if (w.packet == tcp) continue;
+    const std::vector<Bytes> segs = w.hdr.gso_type == VirtioNetHdr::kGsoNone ? std::vector<Bytes>{w.packet} : Resegment(w);
+    for (const Bytes& seg : segs) (Be16(&seg[20]) == 5353 ? got_a : got_b).push_back(seg);
+  }
+  EXPECT_EQ(got_a, a);
+  EXPECT_EQ(got_b, b);
+  EXPECT_EQ(out.written.size(), 3u) << "a's three, b's two, the TCP segment";
+}
+
+TEST(TunOffloadCoalesceUdp, AKernelThatRefusesTheSuperSegmentGetsTheDatagramsOneByOne) {
+  TunOffloadCounters counters;
+  GroCoalescer gro(counters, true, true);
+  Recorder out;
+  out.refuse_gso = true;
+  const std::vector<Bytes> d = Datagrams(true, 5, 36);
+  for (const Bytes& p : d) gro.Add(p, out);
+  gro.Flush(out);
+  ASSERT_EQ(out.written.size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(out.written[i].packet, d[i]);
+  EXPECT_EQ(counters.fallbacks.load(), 1u);
 }
 
 TEST(TunOffloadCoalesce, TheKernelsRulesKeepSegmentsApart) {
