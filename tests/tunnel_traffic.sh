@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Traffic through the tunnel: pings both ways and a TCP stream of BYTES with every byte checked.
+# Traffic through the tunnel: pings both ways and a TCP stream of BYTES each way with every byte
+# checked.
 # usage: tunnel_traffic.sh SPIGOT_BINARY PEER ESP_PROPOSAL [BYTES]
 #   PEER: spigot                  two spigots, side a initiates
 #         strongswan-initiates    charon on side b initiates to spigot on side a
@@ -44,6 +45,8 @@ ping_ok b || fail "ping b -> a"
 log "ok: ping b -> a"
 transfer_ok a "$BYTES" || fail "TCP transfer a -> b"
 log "ok: $BYTES bytes a -> b, checked"
+transfer_ok b "$BYTES" || fail "TCP transfer b -> a"
+log "ok: $BYTES bytes b -> a, checked"
 sctl a stats --json | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
@@ -88,5 +91,8 @@ sys.exit(0 if not o["vnet_hdr"] or not o[flag] or o[counter] > 0 else 1)' "$1" "
 tun_offload_used a "tso${INNER:-4}" super_segments || fail "spigot a read the stream without TSO super-segments"
 if [ "$PEER" = spigot ]; then
   tun_offload_used b vnet_hdr coalesced_writes || fail "spigot b wrote the stream without coalescing"
+  # And the stream back: b split it, a coalesced it.
+  tun_offload_used b "tso${INNER:-4}" super_segments || fail "spigot b read the stream without TSO super-segments"
+  tun_offload_used a vnet_hdr coalesced_writes || fail "spigot a wrote the stream without coalescing"
 fi
 echo "PASS: traffic $PEER $ESP inner IPv${INNER:-4} tun_offload $TUN_OFFLOAD"
