@@ -170,7 +170,8 @@ retransmitted=$(( $(retransmits a) + $(retransmits b) ))
 
 # Every duplicate towards a spigot is accounted for there: an ESP copy is a replay, or an unknown
 # SPI once its SA is gone; an IKE copy is a request answered again, a stale request or response,
-# a message for an IKE SA that is gone, or (the original being on an IKE worker) a copy dropped.
+# a message for an IKE SA that is gone, or (the original being on an IKE worker) a copy dropped —
+# for an IKE_SA_INIT copy that is ike.init_in_progress (its DH on a worker, or the SA past it).
 # Each request the peer answered again sends one more response this way, counted the same.
 answered_again() {  # answered_again SIDE
   if [ "$1" = b ] && [ "$PEER" != spigot ]; then
@@ -185,11 +186,13 @@ check_dups() {  # check_dups SIDE ADDRESS PEER_SIDE
   read -r replay unknown again stale ike_unknown offloaded invalid rekeys <<<"$(sctl "$side" stats --json | python3 -c 'import json,sys
 s=json.load(sys.stdin); d=s["packets_dropped"]; i=s["ike"]; u=i["duplicates"]
 print(d["replay"], d["unknown_spi"], u["requests_answered_again"], u["stale_requests"] + u["stale_responses"],
-      i["unknown_spi"] + i["for_deleted_sa"], i["offload"]["retransmits"] + i["offload"]["held_dropped"], i["invalid"],
+      i["unknown_spi"] + i["for_deleted_sa"],
+      i["offload"]["retransmits"] + i["offload"]["held_dropped"] + i["init_in_progress"], i["invalid"],
       s["rekeys"]["completed"] + s["rekeys"]["answered"])')"
   log "spigot $side: ESP: $esp_dups copies sent to it, counted replay $replay + unknown_spi $unknown;" \
     "IKE: $ike_dups copies, and $peer_again answers again from $3, counted answered again $again + stale $stale" \
-    "+ for an IKE SA gone $ike_unknown + dropped beside a worker $offloaded (invalid: $invalid); CHILD rekeys done or answered $rekeys"
+    "+ for an IKE SA gone $ike_unknown + dropped beside a worker or IKE_SA_INIT in progress $offloaded" \
+    "(invalid: $invalid); CHILD rekeys done or answered $rekeys"
   [ "$esp_dups" -gt 0 ] || fail "the relay duplicated no ESP datagram towards $side"
   [ $(( replay + unknown )) = "$esp_dups" ] ||
     fail "spigot $side counted $(( replay + unknown )) ESP replays and unknown SPIs for $esp_dups copies"
