@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
 JOBS=${JOBS:-2}
-FUZZ_SECONDS=${FUZZ_SECONDS:-40}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
 # Unity builds (16 sources per compiler run): each header is parsed once per batch, not once
 # per source — on two cores the three builds take about half the time.
