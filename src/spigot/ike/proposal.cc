@@ -1,6 +1,7 @@
 #include "spigot/ike/proposal.h"
 
 #include <algorithm>
+#include <bitset>
 
 #include "spigot/crypto/iana.h"
 
@@ -169,11 +170,13 @@ bool ParseOne(std::string_view text, ProtocolId protocol, unsigned allow_weak, P
   return true;
 }
 
-// Types a proposal lists, as a bit set.
-unsigned Types(const Proposal& p) {
-  unsigned bits = 0;
-  for (const auto& t : p.transforms) bits |= 1u << static_cast<unsigned>(t.type);
-  return bits;
+// Types a proposal lists, as a set. A peer's transform may carry any of the 256 type numbers
+// (one octet on the wire), not only the five we know.
+using TypeSet = std::bitset<256>;
+TypeSet Types(const Proposal& p) {
+  TypeSet types;
+  for (const auto& t : p.transforms) types.set(static_cast<std::size_t>(t.type));
+  return types;
 }
 
 }  // namespace
@@ -207,9 +210,9 @@ std::optional<Proposal> SelectProposal(const std::vector<Proposal>& ours,
     for (const Proposal& peer : theirs) {
       if (peer.protocol != mine.protocol) continue;
       // An ESP peer that omits ESN means "no ESN" (3.3.3 makes it mandatory; be lenient).
-      unsigned peer_types = Types(peer);
+      TypeSet peer_types = Types(peer);
       if (mine.protocol == ProtocolId::kEsp && Has(mine, TransformType::kEsn))
-        peer_types |= 1u << static_cast<unsigned>(TransformType::kEsn);
+        peer_types.set(static_cast<std::size_t>(TransformType::kEsn));
       if (peer_types != Types(mine)) continue;
       Proposal chosen;
       chosen.number = peer.number;
@@ -245,16 +248,16 @@ std::optional<Proposal> SelectProposal(const std::vector<Proposal>& ours,
 bool AcceptableChoice(const std::vector<Proposal>& offered, const Proposal& chosen) {
   for (const Proposal& p : offered) {
     if (p.protocol != chosen.protocol) continue;
-    unsigned seen = 0;
+    TypeSet seen;
     bool ok = true;
     for (const Transform& t : chosen.transforms) {
-      const unsigned bit = 1u << static_cast<unsigned>(t.type);
-      if ((seen & bit) ||
+      const auto type = static_cast<std::size_t>(t.type);
+      if (seen.test(type) ||
           std::find(p.transforms.begin(), p.transforms.end(), t) == p.transforms.end()) {
         ok = false;
         break;
       }
-      seen |= bit;
+      seen.set(type);
     }
     if (ok && seen == Types(p)) return true;
   }

@@ -317,6 +317,24 @@ TEST(SelectProposalTest, OurOrderWinsAcrossProposals) {
   EXPECT_EQ(IkeAlgorithmsOf(*chosen)->encr, IkeEncr::kAesGcm16_128);
 }
 
+// A transform type is one octet on the wire: one past the five we know (here 33 and 36, which a
+// 32-bit mask would have aliased to ENCR and DH — undefined behaviour, found by ike_sa_fuzz)
+// makes a peer's proposal one we do not take, and a choice one we do not accept.
+TEST(SelectProposalTest, UnknownTransformTypesAreNotAliasedToKnownOnes) {
+  const auto ours = Parse("aes128gcm16-prfsha256-x25519", ProtocolId::kIke);
+  auto theirs = ours;
+  theirs[0].transforms.push_back({static_cast<TransformType>(36), 1, 0});
+  EXPECT_FALSE(SelectProposal(ours, theirs).has_value());
+  // A choice that leaves out ENCR but carries a type-33 transform the offer also had.
+  auto offered = ours;
+  offered[0].transforms.push_back({static_cast<TransformType>(33), 7, 0});
+  Proposal chosen = offered[0];
+  chosen.transforms.erase(chosen.transforms.begin());  // ENCR (transforms are in type order)
+  ASSERT_NE(chosen.transforms.front().type, kEncr);
+  EXPECT_FALSE(AcceptableChoice(offered, chosen));
+  EXPECT_TRUE(AcceptableChoice(offered, offered[0]));
+}
+
 TEST(SelectProposalTest, OurOrderWinsWithinAProposal) {
   const auto ours =
       Parse("aes256gcm16-aes128gcm16-prfsha256-prfsha512-x25519-ecp256", ProtocolId::kIke);
