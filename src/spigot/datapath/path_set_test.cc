@@ -333,19 +333,29 @@ TEST(PathSet, ACommandForEveryThreadReachesAllOrNoneAndTheBacklogKeepsOrder) {
 // negotiation drops them counted once.
 class TrapAcrossThreads : public ::testing::TestWithParam<bool> {};
 
+// The held packets the paths flush, from whichever thread sends them.
+struct Flushed {
+  std::mutex mu;
+  std::vector<std::vector<std::uint8_t>> packets;
+  auto Sender() {
+    return [this](const Route&, std::span<const std::uint8_t> d) {
+      std::lock_guard<std::mutex> lock(mu);
+      packets.emplace_back(d.begin(), d.end());
+    };
+  }
+  void CatchAll(Gateway& gw) {
+    for (auto& out : gw.out) out->SendHeldBy(Sender());
+  }
+};
+
 TEST_P(TrapAcrossThreads, OneAcquireAndOneBoundPerPolicyNotPerThread) {
   const bool negotiation_fails = GetParam();
   constexpr std::uint32_t kPerThread = 40;
   const std::size_t bound = policy::AcquireQueueOptions{}.max_packets_per_acquire;
   Gateway gw;
-  std::mutex sent_mu;
-  std::vector<std::vector<std::uint8_t>> flushed;
-  for (auto& out : gw.out) {
-    out->SendHeldBy([&](const Route&, std::span<const std::uint8_t> d) {
-      std::lock_guard<std::mutex> lock(sent_mu);
-      flushed.emplace_back(d.begin(), d.end());
-    });
-  }
+  Flushed flushed_by;
+  flushed_by.CatchAll(gw);
+  auto& flushed = flushed_by.packets;
   gw.paths.SetTrap(kPolicy, true);
   std::atomic<std::size_t> held{0}, refused{0};
   std::atomic<int> ready{0};
@@ -386,10 +396,7 @@ TEST_P(TrapAcrossThreads, OneAcquireAndOneBoundPerPolicyNotPerThread) {
     threads.emplace_back([&, t] {
       ready.fetch_add(1);
       while (ready.load() < static_cast<int>(kThreads)) std::this_thread::yield();
-      gw.out[t]->ApplyCommands(Mgr(), [&](const Route&, std::span<const std::uint8_t> d) {
-        std::lock_guard<std::mutex> lock(sent_mu);
-        flushed.emplace_back(d.begin(), d.end());
-      });
+      gw.out[t]->ApplyCommands(Mgr(), flushed_by.Sender());
     });
   }
   for (auto& t : threads) t.join();
@@ -421,7 +428,9 @@ TEST_P(TrapAcrossThreads, OneAcquireAndOneBoundPerPolicyNotPerThread) {
     EXPECT_TRUE(ids.insert(got).second) << "held packet " << got << " sent twice";
     const std::size_t t = got >> 16;
     ASSERT_LT(t, kThreads);
-    if (seen[t]) EXPECT_GT(got & 0xffff, last[t]) << "thread " << t << "'s held packets reordered";
+    if (seen[t]) {
+      EXPECT_GT(got & 0xffff, last[t]) << "thread " << t << "'s held packets reordered";
+    }
     seen[t] = true;
     last[t] = got & 0xffff;
   }
@@ -435,14 +444,9 @@ INSTANTIATE_TEST_SUITE_P(SaOrFailure, TrapAcrossThreads, ::testing::Values(false
 TEST(PathSetThreads, AnSaArrivingMidStreamFlushesOnceAndRaisesNoSecondAcquire) {
   constexpr std::size_t kSentAfter = 500;  // per thread, once the SA is there
   Gateway gw;
-  std::mutex sent_mu;
-  std::vector<std::vector<std::uint8_t>> flushed;
-  for (auto& out : gw.out) {
-    out->SendHeldBy([&](const Route&, std::span<const std::uint8_t> d) {
-      std::lock_guard<std::mutex> lock(sent_mu);
-      flushed.emplace_back(d.begin(), d.end());
-    });
-  }
+  Flushed flushed_by;
+  flushed_by.CatchAll(gw);
+  auto& flushed = flushed_by.packets;
   gw.paths.SetTrap(kPolicy, true);
   std::atomic<std::size_t> read{0}, sent{0}, refused{0};
   std::atomic<bool> stop{false};
