@@ -9,7 +9,9 @@
 #
 #   scripts/fuzz-long.sh HOURS [TARGET...]      e.g. scripts/fuzz-long.sh 8
 #
-# A crash, leak, timeout (10 s) or out-of-memory (2 GB) ends a run; its input is kept in
+# A crash, leak, timeout (TIMEOUT seconds of wall time for one input, default 30: at nice 19
+# beside builds a starved fuzzer took more than 10 s for an ordinary input) or out-of-memory
+# (2 GB) ends a run; its input is kept in
 # build/fuzz-long/artifacts/ and the target runs again for what is left of its share, so one
 # finding does not end the campaign. The script exits non-zero if anything was found. Logs:
 # build/fuzz-long/TARGET.log. CI runs each target for SPIGOT_FUZZ_SECONDS (scripts/test.sh);
@@ -24,6 +26,7 @@ fi
 HOURS=$1
 shift
 JOBS=${JOBS:-2}
+TIMEOUT=${TIMEOUT:-30}
 BUILD=${BUILD:-build/fuzz}
 OUT=build/fuzz-long
 mkdir -p "$OUT/artifacts"
@@ -45,7 +48,7 @@ corpus_of() { local t=$1; echo "fuzz/corpus/${t%_fuzz}"; }
 # "cov ft" of a corpus: the INITED line of a run that only reads it.
 coverage_of() {  # target, dir...
   local t=$1; shift
-  "$BUILD/fuzz/$t" -runs=0 -timeout=10 -rss_limit_mb=2048 "$@" 2>&1 </dev/null |
+  "$BUILD/fuzz/$t" -runs=0 -timeout="$TIMEOUT" -rss_limit_mb=2048 "$@" 2>&1 </dev/null |
     sed -n 's/.*INITED cov: \([0-9]*\) ft: \([0-9]*\).*/\1 \2/p' | tail -n 1
 }
 
@@ -69,7 +72,7 @@ campaign() {
     from=$(( $(wc -l <"$log") + 1 ))
     TIMEFORMAT='%U %S'
     # shellcheck disable=SC2046  # fuzz/TARGET.options: the target's extra flags, word-split
-    { time nice -n 19 "$BUILD/fuzz/$t" $(cat "fuzz/$t.options" 2>/dev/null) -max_total_time="$left" -timeout=10 -rss_limit_mb=2048 \
+    { time nice -n 19 "$BUILD/fuzz/$t" $(cat "fuzz/$t.options" 2>/dev/null) -max_total_time="$left" -timeout="$TIMEOUT" -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$t-" "$grown" "$corpus" \
         >>"$log" 2>&1 </dev/null || rc=$?; } 2>"$OUT/$t.time"
     read -r u s <"$OUT/$t.time"
@@ -89,7 +92,7 @@ campaign() {
   local merged="$OUT/$t-merged"
   rm -rf "$merged"
   mkdir -p "$merged"
-  nice -n 19 "$BUILD/fuzz/$t" $(cat "fuzz/$t.options" 2>/dev/null) -merge=1 -use_counters=0 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$OUT/artifacts/$t-merge-" \
+  nice -n 19 "$BUILD/fuzz/$t" $(cat "fuzz/$t.options" 2>/dev/null) -merge=1 -use_counters=0 -timeout="$TIMEOUT" -rss_limit_mb=2048 -artifact_prefix="$OUT/artifacts/$t-merge-" \
     "$merged" "$corpus" "$grown" >>"$log" 2>&1 </dev/null || findings=$((findings + 1))
   if [ -n "$(ls -A "$merged")" ]; then
     rm -rf "$corpus"
