@@ -6,6 +6,8 @@
 # itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian's tools first (a python3 shim earlier in PATH costs 0.6 CPU-seconds per call here).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 bash scripts/install-deps.sh
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 \

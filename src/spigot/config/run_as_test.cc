@@ -65,8 +65,11 @@ TEST(RunAsTest, ResolvesUsers) {
   const auto fallback = ResolveRunAs("", &error);
   ASSERT_TRUE(fallback);
   EXPECT_FALSE(fallback->explicit_user);
-  if (!fallback->drop) EXPECT_FALSE(fallback->why_not.empty());
-  if (fallback->drop) EXPECT_EQ(fallback->user, "spigot");
+  if (fallback->drop) {
+    EXPECT_EQ(fallback->user, "spigot");
+  } else {
+    EXPECT_FALSE(fallback->why_not.empty());
+  }
 
   EXPECT_EQ(ResolveGroup("root", &error), std::optional<gid_t>(0));
   EXPECT_FALSE(ResolveGroup("no-such-group-x9", &error));

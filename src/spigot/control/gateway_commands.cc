@@ -362,7 +362,8 @@ nlohmann::json StatsJson(gateway::Gateway& gw) {
         {"ike_forward_refused", dp.ike_forward_refused.load()},
         {"send_failed", dp.send_failed.load()}, {"tun_write_failed", dp.tun_write_failed.load()},
         // Dropped by the kernel before spigot saw them (UDP 500 and 4500 receive queues full;
-        // the TUN's queue to spigot full) or after spigot wrote them (TUN rx_dropped).
+        // the TUN's queue to spigot full) or after spigot wrote them (TUN rx_dropped: the
+        // kernel counts the writes it refused there, which tun_write_failed counts too).
         {"kernel_rx_overflow", kernel.udp_ike.rx_overflow + kernel.udp_natt.rx_overflow},
         {"kernel_tun_tx_dropped", kernel.tun_tx_dropped},
         {"kernel_tun_rx_dropped", kernel.tun_rx_dropped}}},

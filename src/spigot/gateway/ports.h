@@ -37,7 +37,8 @@ struct KernelCounters {
   Socket udp_ike, udp_natt;  // UDP 500 and UDP 4500 (ike_port, natt_port)
   // The TUN device's tx_dropped (packets routed into the tunnel that the kernel dropped before
   // spigot read them: its queue was full) and rx_dropped (packets spigot wrote that the kernel
-  // dropped after accepting them: e.g. its input backlog was full), since spigot opened it.
+  // dropped: the writes it refused, e.g. while the device is down, which spigot also counts in
+  // tun_write_failed, and any it dropped after accepting them), since spigot opened it.
   std::uint64_t tun_tx_dropped = 0, tun_rx_dropped = 0;
 };
 

@@ -51,8 +51,9 @@ struct LinkStats {
   std::uint64_t rx_packets = 0, tx_packets = 0;
   // tx_dropped on a TUN: packets routed into it that the kernel threw away before the reader
   // took them (its queue, txqueuelen, was full; or no reader was attached). rx_dropped: packets
-  // written to it that the kernel dropped on the way in (e.g. the input backlog,
-  // net.core.netdev_max_backlog, was full), after write() returned success.
+  // written to it that the kernel dropped on the way in: on Linux 6.x every write it refuses
+  // (EIO while the device is down, EINVAL for a first nibble other than 4 or 6), and any it
+  // dropped after write() returned success (e.g. an RPS backlog that was full).
   std::uint64_t rx_dropped = 0, tx_dropped = 0;
 };
 

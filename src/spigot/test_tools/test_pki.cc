@@ -136,7 +136,10 @@ TestCert Make(const std::string& dir, const std::string& name, long serial, cons
   if (!o.eku.empty()) AddExt(x, signer_cert, NID_ext_key_usage, o.eku);
   std::string san;
   const auto add = [&](const char* kind, const std::vector<std::string>& v) {
-    for (const auto& s : v) san += (san.empty() ? "" : ",") + std::string(kind) + ":" + s;
+    for (const auto& s : v) {
+      if (!san.empty()) san += ',';
+      san.append(kind).append(":").append(s);
+    }
   };
   add("DNS", o.dns);
   add("email", o.email);
