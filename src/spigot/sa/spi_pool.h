@@ -122,7 +122,7 @@ class SpiPool {
     const std::uint32_t slot = Unpermute(spi) & kSlotMask;
     if (slot >= slots_) return kNoSlot;
     // Inactive slots hold 0, which no valid SPI equals.
-    return (LiveAt(slot) == spi) & (spi >= esp::kMinSpi) ? slot : kNoSlot;
+    return ((LiveAt(slot) == spi) & (spi >= esp::kMinSpi)) ? slot : kNoSlot;
   }
   SpiState StateOf(std::uint32_t spi) const;
   // The slot of a reserved or active SPI, or kNoSlot.
