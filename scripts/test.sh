@@ -37,11 +37,11 @@ phase "Release build"
 configure build/release -DCMAKE_BUILD_TYPE=Release -DSPIGOT_BENCH=OFF
 ninja -C build/release -j "$JOBS"
 
-# The sanitizer tree, then the fuzz tree, compile while the Release tests run: those tests
-# spend most of their time waiting on tunnels in network namespaces (they use ~0.7 of the two
-# cores), and at nice 19 the compilers only take the CPU they leave idle. The fuzz targets run
-# later, beside the sanitizer tests. Each step's log is printed if it fails.
-phase "ASan + UBSan build, then the fuzz build (in the background, nice 19)"
+# The sanitizer and fuzz trees compile while the Release tests run: those tests spend most of
+# their time waiting on tunnels in network namespaces, and at nice 19 the compilers only take the
+# CPU they leave idle. The fuzz targets run later, beside the sanitizer tests. Each step's log is
+# printed if it fails.
+phase "ASan + UBSan build and the fuzz build (in the background, nice 19)"
 # -Og -g1: with ASan + UBSan, GCC compiles -Og in a bit over half the time of -O1 (53 s
 # against 94 s for the gateway tests' unity file), so the build fits in the Release tests'
 # idle time on two cores; the code still runs at near -O1 speed, which the storm tests need.
@@ -57,11 +57,13 @@ rm -f build/fuzz-failed build/fuzz-may-run build/asan-build.rc
 ( rc=0; nice -n 19 ninja -C build/asan -j "$JOBS" >build/asan-build.log 2>&1 || rc=$?
   echo "$rc" >build/asan-build.rc; exit "$rc" ) &
 asan_build=$!
-# The fuzz job: its build once the sanitizer build is done (one compiler pair at a time), its
-# runs once the Release tests are over (build/fuzz-may-run): nothing CPU-bound beside them.
+# The fuzz job: its build beside the sanitizer build, one compiler at a time (so the sanitizer
+# build, which the next phase waits for, gets two thirds of the idle CPU); its runs once the
+# Release tests are over (build/fuzz-may-run), beside the sanitizer tests. Started after the
+# sanitizer build instead, the fuzz build was the suite's critical path: it ran beside the
+# CPU-bound sanitizer tests and finished 4 minutes after them.
 (
-  while [ ! -e build/asan-build.rc ]; do sleep 2; done
-  nice -n 19 ninja -C build/fuzz -j "$JOBS" >build/fuzz-build.log 2>&1 || { echo build >build/fuzz-failed; exit 1; }
+  nice -n 19 ninja -C build/fuzz -j 1 >build/fuzz-build.log 2>&1 || { echo build >build/fuzz-failed; exit 1; }
   while [ ! -e build/fuzz-may-run ]; do sleep 2; done
   nice -n 19 ctest --test-dir build/fuzz --output-on-failure -j "$JOBS" >build/fuzz-test.log 2>&1 ||
     { echo runs >build/fuzz-failed; exit 1; }
